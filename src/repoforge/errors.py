@@ -1,0 +1,79 @@
+"""Errors that carry enough context for a user to fix their input without reading a traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a source file (1-based line and column), so messages read `spec.yaml:14:7`."""
+
+    file: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.file
+        if self.column is None:
+            return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in an input: where, which field, and what was expected."""
+
+    location: Location
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        prefix = f"{self.location} {self.field}:" if self.field else f"{self.location}:"
+        return f"{prefix} {self.message}"
+
+
+class RepoforgeError(Exception):
+    """Base class: the CLI prints these as one clean message and exits with `exit_code`."""
+
+    exit_code: int = 1
+
+
+@dataclass
+class SpecError(RepoforgeError):
+    """The spec is wrong. Holds every problem found, so users fix them in one pass."""
+
+    problems: list[Problem] = field(default_factory=list)
+    exit_code: int = 2
+
+    def __post_init__(self) -> None:
+        self.problems.sort(key=lambda p: (p.location.file, p.location.line or 0, p.location.column or 0))
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        n = len(self.problems)
+        head = f"{n} problem{'s' if n != 1 else ''} in the spec:" if n > 1 else ""
+        body = "\n".join(str(p) for p in self.problems)
+        return f"{head}\n{body}" if head else body
+
+
+class BuildError(RepoforgeError):
+    """The spec is valid but the output cannot be written (e.g. it exists and --force was not given)."""
+
+    exit_code = 2
+
+
+class ServeError(RepoforgeError):
+    """A server could not be started, or a model did not load or answer."""
+
+    exit_code = 1
+
+
+def relpath_for_messages(path: Path) -> str:
+    """Paths in messages are relative to the working directory when possible: shorter and clickable."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,76 @@
+"""Atomic output directories: build into a temporary sibling, rename at the end.
+
+A failed build leaves nothing behind, and an existing output is only replaced with `force`
+(and only when it looks like something repoforge wrote, so `-o ~ --force` cannot eat a home folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from repoforge.errors import BuildError
+
+MANIFEST = "repoforge.lock.json"
+
+
+def check_destination(out: Path, force: bool, looks_ours: "callable[[Path], bool] | None" = None) -> None:
+    """Refuse before any work is done, so a refused build costs nothing."""
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise BuildError(f"{out} already exists; pass --force to replace it")
+        if not out.is_dir():
+            raise BuildError(f"{out} exists and is not a directory; remove it or choose another output")
+        ours = (out / MANIFEST).exists() or not any(out.iterdir()) or (looks_ours is not None and looks_ours(out))
+        if not ours:
+            raise BuildError(f"{out} exists and was not written by repoforge (no {MANIFEST}); refusing to replace it even with --force")
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces `out`, on any error it is deleted."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            if not force:  # appeared while we were building
+                raise BuildError(f"{out} already exists; pass --force to replace it")
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(root: Path, header: dict[str, object]) -> dict[str, object]:
+    """Write `repoforge.lock.json`: the header plus the sha256 of every file, sorted (byte-reproducible)."""
+    files = {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {**header, "files": files}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest

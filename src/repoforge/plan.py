@@ -1,0 +1,462 @@
+"""Resolve a loaded spec into one typed build plan.
+
+This is where the whole picture is known: defaults are merged, model files are read (ONNX
+signatures), the target device picks how each format is served, and every cross-field and
+cross-model rule is checked. Nothing is written here; a plan that exists is a plan Triton accepts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from repoforge.errors import Problem, SpecError
+from repoforge.spec.load import LoadedSpec, effective
+from repoforge.spec.models import ModelSpec, TensorSpec
+from repoforge.spec.yamlsource import PathKey
+from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
+
+Device = Literal["cpu", "gpu"]
+
+# Used when neither the model nor `defaults:` sets max_batch_size and the ONNX file has a dynamic batch axis.
+DEFAULT_ONNX_MAX_BATCH_SIZE = 32
+
+# The file name each format gets inside its version folder (Triton's defaults, so no default_model_filename is needed).
+MODEL_FILENAMES = {"onnx": "model.onnx", "tensorrt": "model.plan", "torchscript": "model.pt", "python": "model.py"}
+
+
+@dataclass
+class ServingChoice:
+    """How a model is served on the target device: natively by a Triton backend, or via a repoforge Python runner."""
+
+    platform: str = ""          # e.g. onnxruntime_onnx, tensorrt_plan, pytorch_libtorch, ensemble
+    backend: str = ""           # e.g. python
+    runner: str | None = None   # repoforge runner for CPU serving: "onnxruntime" | "torchscript"
+
+
+@dataclass
+class ModelPlan:
+    """Everything needed to write one model's folder and config."""
+
+    name: str
+    index: int                          # position in spec.models, for error locations
+    format: str
+    spec: ModelSpec                     # with defaults merged in
+    max_batch_size: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    versions: dict[int, Path | None]    # version → source file or folder (None: empty folder, e.g. ensembles)
+    serving: ServingChoice
+    dynamic_batching: bool
+    instance_kind_default: Literal["cpu", "gpu"]
+
+    @property
+    def model_filename(self) -> str | None:
+        return MODEL_FILENAMES.get(self.format)
+
+
+@dataclass
+class RepositoryPlan:
+    name: str
+    device: Device
+    spec_path: Path
+    spec_sha256: str
+    models: list[ModelPlan]
+    warnings: list[str] = field(default_factory=list)
+
+    def model(self, name: str) -> ModelPlan:
+        return next(m for m in self.models if m.name == name)
+
+    @property
+    def uses_response_cache(self) -> bool:
+        return any(m.spec.response_cache for m in self.models)
+
+
+def detect_device() -> Device:
+    """`gpu` only where an NVIDIA GPU is visible; laptops and CI get the CPU repository."""
+    return "gpu" if shutil.which("nvidia-smi") and Path("/dev/nvidia0").exists() else "cpu"
+
+
+class _Checker:
+    """Collects problems so the user sees all of them at once."""
+
+    def __init__(self, loaded: LoadedSpec) -> None:
+        self.loaded = loaded
+        self.problems: list[Problem] = []
+
+    def add(self, path: PathKey, message: str, *, key: bool = False) -> None:
+        self.problems.append(self.loaded.problem(path, message, key=key))
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise SpecError(self.problems)
+
+
+def _same_dims(a: list[int], b: list[int]) -> bool:
+    """Dims agree when lengths match and every fixed size matches (-1 matches any size)."""
+    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
+
+
+def _resolve_file(loaded: LoadedSpec, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else (loaded.base_dir / p).resolve()
+
+
+def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
+    """version → source path; `versions: [1, 2]` reuses `path` for each version."""
+    if m.format == "ensemble":
+        if m.path:
+            ck.add(("models", i, "path"), "an ensemble has no model file; remove `path` (its steps name the models)")
+        return {v: None for v in (m.versions or {1: None})}
+    declared = m.versions or {1: None}
+    out: dict[int, Path | None] = {}
+    for v, rel in declared.items():
+        src_rel = rel or m.path
+        where: PathKey = ("models", i, "versions", v) if rel else ("models", i, "path")
+        if not src_rel:
+            ck.add(("models", i), f"format {m.format} needs `path:` (the model file, relative to the spec)")
+            continue
+        src = _resolve_file(ck.loaded, src_rel)
+        if not src.exists():
+            ck.add(where, f"model file '{src_rel}' not found (looked for {src})")
+            continue
+        if src.is_dir() and m.format != "python":
+            ck.add(where, f"'{src_rel}' is a folder; format {m.format} expects a single model file")
+            continue
+        if src.is_dir() and not (src / "model.py").exists():
+            ck.add(where, f"folder '{src_rel}' has no model.py; a python model folder must contain model.py")
+            continue
+        out[v] = src
+    return out
+
+
+def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoice:
+    if m.format == "ensemble":
+        return ServingChoice(platform="ensemble")
+    if m.format == "python":
+        return ServingChoice(backend=m.backend or "python")
+    if m.backend and m.backend != "python":
+        return ServingChoice(backend=m.backend)
+    if device == "gpu":
+        return ServingChoice(platform={"onnx": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "torchscript": "pytorch_libtorch"}[m.format])
+    if m.format == "tensorrt":
+        ck.add(("models", i, "format"), "a TensorRT plan runs only on an NVIDIA GPU; build with --device gpu (on a GPU host with the NGC Triton image)")
+        return ServingChoice(platform="tensorrt_plan")
+    return ServingChoice(backend="python", runner={"onnx": "onnxruntime", "torchscript": "torchscript"}[m.format])
+
+
+def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, src_rel: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs/outputs from the ONNX file, checked against (and completed by) what the spec declares."""
+    result: list[list[TensorSpec]] = []
+    for kind, file_tensors, declared in (("inputs", sig.inputs, m.inputs), ("outputs", sig.outputs, m.outputs)):
+        by_name = {t.name: t for t in file_tensors}
+        file_specs: dict[str, TensorSpec] = {}
+        for t in file_tensors:
+            dims = list(t.shape)
+            if mbs > 0:
+                if not dims or dims[0] != -1:
+                    ck.add(("models", i, "max_batch_size"),
+                           f"max_batch_size {mbs} needs a dynamic first axis, but {src_rel} gives {kind[:-1]} '{t.name}' shape {list(t.shape)}; "
+                           "set max_batch_size: 0 or export the model with a dynamic batch axis")
+                    continue
+                dims = dims[1:]
+            file_specs[t.name] = TensorSpec(name=t.name, dtype=t.dtype, dims=dims)
+        if declared is None:
+            result.append(list(file_specs.values()))
+            continue
+        chosen: list[TensorSpec] = []
+        for j, d in enumerate(declared):
+            path: PathKey = ("models", i, kind, j)
+            if d.name not in by_name:
+                ck.add(path + ("name",), f"{src_rel} has no {kind[:-1]} named '{d.name}'; it has {', '.join(sorted(by_name)) or 'none'}")
+                continue
+            f = file_specs.get(d.name)
+            if f is None:
+                continue
+            if d.dtype != f.dtype:
+                ck.add(path + ("dtype",), f"{d.dtype} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' is {f.dtype}")
+            target = d.reshape if d.reshape is not None else d.dims
+            if d.reshape is None and not _same_dims(d.dims, f.dims):
+                ck.add(path + ("dims",), f"{d.dims} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' has dims {f.dims}"
+                       + (" (batch axis excluded)" if mbs > 0 else ""))
+            elif d.reshape is not None and not _same_dims(target, f.dims):
+                ck.add(path + ("reshape",), f"{target} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' has dims {f.dims}")
+            chosen.append(d)
+        if kind == "inputs":  # every input the model needs must be in the config; fill in the undeclared ones
+            named = {d.name for d in declared}
+            chosen += [t for n, t in file_specs.items() if n not in named]
+        result.append(chosen)
+    return result[0], result[1]
+
+
+def _max_batch_size(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature | None) -> int:
+    if m.max_batch_size is not None:
+        return m.max_batch_size
+    if sig is not None:
+        return DEFAULT_ONNX_MAX_BATCH_SIZE if sig.batchable() else 0
+    return 0
+
+
+def _check_batching(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> bool:
+    """Validate batching fields against max_batch_size; return whether dynamic batching is on."""
+    db = m.dynamic_batching
+    explicit = "dynamic_batching" in m.model_fields_set or ("dynamic_batching" in ck.loaded.spec.defaults.model_fields_set
+                                                           and "dynamic_batching" not in m.model_fields_set)
+    where = ck.loaded.origin(i, "dynamic_batching")
+    if m.format == "ensemble":
+        if "dynamic_batching" in m.model_fields_set and db and db.enabled:
+            ck.add(where, "an ensemble is scheduled by its steps; dynamic_batching belongs on the step models")
+        return False
+    if m.sequence_batching is not None:
+        if "dynamic_batching" in m.model_fields_set and db and db.enabled:
+            ck.add(where, "a model has one scheduler: remove dynamic_batching or sequence_batching")
+        return False
+    enabled = db.enabled if db is not None else True
+    if mbs == 0:
+        if "dynamic_batching" in m.model_fields_set and db and db.enabled:
+            ck.add(where, "dynamic batching needs max_batch_size > 0")
+        return False
+    if not enabled or db is None:
+        return enabled
+    for j, b in enumerate(db.preferred_batch_sizes):
+        if b > mbs:
+            ck.add((*where, "preferred_batch_sizes", j), f"{b} exceeds max_batch_size {mbs}")
+    if len(set(db.preferred_batch_sizes)) != len(db.preferred_batch_sizes):
+        ck.add((*where, "preferred_batch_sizes"), "preferred batch sizes are listed twice")
+    if db.priority_levels == 0:
+        if db.default_priority_level:
+            ck.add((*where, "default_priority_level"), "default_priority_level needs priority_levels > 0")
+        if db.priority_queue_policy:
+            ck.add((*where, "priority_queue_policy"), "priority_queue_policy needs priority_levels > 0")
+    else:
+        if not 1 <= db.default_priority_level <= db.priority_levels:
+            ck.add((*where, "default_priority_level"),
+                   f"must be between 1 and priority_levels ({db.priority_levels}), got {db.default_priority_level}")
+        for level in db.priority_queue_policy:
+            if not 1 <= level <= db.priority_levels:
+                ck.add((*where, "priority_queue_policy", level), f"priority level {level} is outside 1..{db.priority_levels}")
+    del explicit
+    return True
+
+
+def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int, device: Device) -> None:
+    if m.format != "ensemble" and m.steps is not None:
+        ck.add(("models", i, "steps"), f"only format ensemble has steps (this model is {m.format})")
+    for g_i, g in enumerate(m.instance_groups or []):
+        gpath = (*ck.loaded.origin(i, "instance_groups"), g_i)
+        if g.gpus and g.kind != "gpu":
+            ck.add((*gpath, "gpus"), f"gpus are only valid with kind: gpu (this group is kind: {g.kind})")
+    if m.format == "ensemble" and "instance_groups" in m.model_fields_set:
+        ck.add(("models", i, "instance_groups"), "an ensemble has no instances of its own; set instance_groups on the step models")
+    if m.format == "ensemble" and "warmup" in m.model_fields_set:
+        ck.add(("models", i, "warmup"), "Triton does not warm up ensembles; warm up the step models")
+    if m.format == "ensemble" and "optimization" in m.model_fields_set:
+        ck.add(("models", i, "optimization"), "optimization settings do not apply to an ensemble; set them on the step models")
+    if m.warmup is not None and m.format != "ensemble":
+        limit = max(mbs, 1)
+        for j, b in enumerate(m.warmup.batch_sizes):
+            if b > limit:
+                ck.add((*ck.loaded.origin(i, "warmup"), "batch_sizes", j), f"warmup batch size {b} exceeds max_batch_size {mbs}")
+    decoupled = bool(m.model_transaction_policy and m.model_transaction_policy.decoupled)
+    if decoupled and m.response_cache:
+        ck.add(ck.loaded.origin(i, "response_cache"), "Triton's response cache does not support decoupled (streaming) models")
+    if m.sequence_batching is not None:
+        sb = m.sequence_batching
+        names = [c.name for c in sb.control_inputs]
+        for j, c in enumerate(sb.control_inputs):
+            if names.count(c.name) > 1 and names.index(c.name) != j:
+                ck.add(("models", i, "sequence_batching", "control_inputs", j, "name"), f"control input '{c.name}' is declared twice")
+            if c.kind != "correlation_id" and c.dtype not in ("INT32", "FP32", "BOOL"):
+                ck.add(("models", i, "sequence_batching", "control_inputs", j, "dtype"),
+                       f"{c.kind} flags must be INT32, FP32 or BOOL, got {c.dtype}")
+            if c.kind == "correlation_id" and c.dtype not in ("UINT64", "INT64", "UINT32", "INT32", "BYTES"):
+                ck.add(("models", i, "sequence_batching", "control_inputs", j, "dtype"),
+                       f"a correlation id must be UINT64, INT64, UINT32, INT32 or BYTES, got {c.dtype}")
+        if sb.strategy == "direct" and (sb.max_candidate_sequences is not None or sb.preferred_batch_sizes):
+            ck.add(("models", i, "sequence_batching", "strategy"),
+                   "max_candidate_sequences and preferred_batch_sizes belong to strategy: oldest")
+        for j, b in enumerate(sb.preferred_batch_sizes):
+            if b > mbs:
+                ck.add(("models", i, "sequence_batching", "preferred_batch_sizes", j), f"{b} exceeds max_batch_size {mbs}")
+    for kind in ("inputs", "outputs"):
+        names = [t.name for t in (getattr(m, kind) or [])]
+        for j, n in enumerate(names):
+            if names.index(n) != j:
+                ck.add(("models", i, kind, j, "name"), f"{kind[:-1]} '{n}' is declared twice")
+    input_names = {t.name for t in (m.inputs or [])}
+    for j, bi in enumerate(m.batch_inputs):
+        for s in bi.source_inputs:
+            if m.inputs is not None and s not in input_names:
+                ck.add(("models", i, "batch_inputs", j, "source_inputs"), f"source input '{s}' is not an input of this model")
+    if device == "cpu" and any(g.kind == "gpu" for g in (m.instance_groups or [])):
+        pass  # mapped to CPU instances by the config writer, with a warning
+
+
+def _io_declared(ck: _Checker, i: int, m: ModelSpec) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    if m.inputs is None or m.outputs is None:
+        missing = " and ".join(k for k in ("inputs", "outputs") if getattr(m, k) is None)
+        ck.add(("models", i), f"format {m.format} needs {missing} declared (repoforge reads them from ONNX files only)")
+    return list(m.inputs or []), list(m.outputs or [])
+
+
+def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
+    """Check the step graph and derive the ensemble's own inputs and outputs from it."""
+    i, m = e.index, e.spec
+    steps = m.steps or []
+    if not steps:
+        ck.add(("models", i, "steps"), "an ensemble needs at least one step")
+        return
+    produced: dict[str, tuple[int, TensorSpec, int]] = {}  # ensemble tensor → (step, tensor, step model mbs)
+    consumed: dict[str, list[tuple[int, TensorSpec, int]]] = {}
+    ok = True
+    for s_i, st in enumerate(steps):
+        spath: PathKey = ("models", i, "steps", s_i)
+        target = plans.get(st.model)
+        if st.model == e.name:
+            ck.add((*spath, "model"), "an ensemble cannot use itself as a step")
+            ok = False
+            continue
+        if target is None:
+            ck.add((*spath, "model"), f"step {s_i} names model '{st.model}', which is not in the spec; models are: {', '.join(sorted(plans))}")
+            ok = False
+            continue
+        if st.version != -1 and st.version not in target.versions:
+            ck.add((*spath, "version"), f"model '{st.model}' has no version {st.version} (versions: {sorted(target.versions)})")
+        t_in = {t.name: t for t in target.inputs}
+        t_out = {t.name: t for t in target.outputs}
+        for mt, et in st.inputs.items():
+            if mt not in t_in:
+                ck.add((*spath, "inputs", mt), f"step {s_i} ({st.model}) has no input '{mt}'; its inputs are {', '.join(sorted(t_in))}", key=True)
+                ok = False
+                continue
+            consumed.setdefault(et, []).append((s_i, t_in[mt], target.max_batch_size))
+        for t in target.inputs:
+            if t.name not in st.inputs and not t.optional:
+                ck.add((*spath, "inputs"), f"step {s_i} ({st.model}) does not map its required input '{t.name}'")
+                ok = False
+        for mt, et in st.outputs.items():
+            if mt not in t_out:
+                ck.add((*spath, "outputs", mt), f"step {s_i} ({st.model}) has no output '{mt}'; its outputs are {', '.join(sorted(t_out))}", key=True)
+                ok = False
+                continue
+            if et in produced:
+                ck.add((*spath, "outputs", mt), f"ensemble tensor '{et}' is already produced by step {produced[et][0]}; each tensor has one producer", key=True)
+                ok = False
+                continue
+            produced[et] = (s_i, t_out[mt], target.max_batch_size)
+    if not ok:
+        return
+    # Edges: producer and consumers must agree on dtype and dims.
+    for et, uses in consumed.items():
+        if et not in produced:
+            continue
+        p_step, p_t, _ = produced[et]
+        for c_step, c_t, _ in uses:
+            if c_step == p_step:
+                ck.add(("models", i, "steps", c_step), f"step {c_step} consumes its own output '{et}'")
+                ok = False
+            if p_t.dtype != c_t.dtype:
+                ck.add(("models", i, "steps", c_step, "inputs"),
+                       f"tensor '{et}': step {p_step} produces {p_t.dtype} but step {c_step} expects {c_t.dtype}")
+            if not _same_dims(p_t.dims, c_t.dims):
+                ck.add(("models", i, "steps", c_step, "inputs"),
+                       f"tensor '{et}': step {p_step} produces dims {p_t.dims} but step {c_step} expects {c_t.dims}")
+    # Cycles: a step may only run once all its inputs exist.
+    deps = {s: {produced[et][0] for et, uses in consumed.items() for (c, _, _) in uses if c == s and et in produced} for s in range(len(steps))}
+    state: dict[int, int] = {}
+
+    def visit(s: int) -> bool:
+        state[s] = 1
+        for d in deps[s]:
+            if state.get(d) == 1 or (state.get(d) is None and not visit(d)):
+                return False
+        state[s] = 2
+        return True
+
+    for s in range(len(steps)):
+        if state.get(s) is None and not visit(s):
+            ck.add(("models", i, "steps", s), f"the steps form a cycle through step {s} ({steps[s].model})")
+            return
+    derived_in = [TensorSpec(name=et, dtype=uses[0][1].dtype, dims=uses[0][1].dims) for et, uses in consumed.items() if et not in produced]
+    derived_out = [TensorSpec(name=et, dtype=t.dtype, dims=t.dims) for et, (_, t, _) in produced.items() if et not in consumed]
+    step_mbs = [plans[st.model].max_batch_size for st in steps]
+    if m.max_batch_size is None:
+        e.max_batch_size = min(step_mbs)
+    else:
+        for s_i, mbs in enumerate(step_mbs):
+            if e.max_batch_size > mbs:
+                ck.add(ck.loaded.origin(i, "max_batch_size"),
+                       f"ensemble max_batch_size {e.max_batch_size} exceeds step {s_i} ({steps[s_i].model}) max_batch_size {mbs}")
+    for kind, derived in (("inputs", derived_in), ("outputs", derived_out)):
+        declared = getattr(m, kind)
+        if declared is None:
+            setattr(e, kind, derived)
+            continue
+        d_by = {t.name: t for t in derived}
+        for j, t in enumerate(declared):
+            if t.name not in d_by:
+                ck.add(("models", i, kind, j, "name"),
+                       f"'{t.name}' is not an ensemble {kind[:-1]} of the steps; derived {kind}: {', '.join(sorted(d_by)) or 'none'}")
+            elif t.dtype != d_by[t.name].dtype or not _same_dims(t.dims, d_by[t.name].dims):
+                ck.add(("models", i, kind, j), f"declared {t.dtype} {t.dims} but the steps give {d_by[t.name].dtype} {d_by[t.name].dims}")
+        missing = set(d_by) - {t.name for t in declared}
+        if missing:
+            ck.add(("models", i, kind), f"the steps also {'need' if kind == 'inputs' else 'produce'} {', '.join(sorted(missing))}; declare them or leave {kind} out")
+        setattr(e, kind, list(declared))
+
+
+def make_plan(loaded: LoadedSpec, device: Device | None = None) -> RepositoryPlan:
+    """Resolve the spec for `device` (auto-detected when None). Raises SpecError with every problem found."""
+    device = device or detect_device()
+    ck = _Checker(loaded)
+    plans: dict[str, ModelPlan] = {}
+    warnings: list[str] = []
+    for i, raw in enumerate(loaded.spec.models):
+        m = effective(loaded, raw)
+        versions = _versions(ck, i, m)
+        serving = _serving(ck, i, m, device)
+        sig: OnnxSignature | None = None
+        src_rel = m.path or ""
+        if m.format == "onnx" and versions:
+            first_v = min(versions)
+            src = versions[first_v]
+            src_rel = (m.versions or {}).get(first_v) or m.path or ""
+            try:
+                sig = read_signature(src) if src else None
+            except OnnxReadError as exc:
+                ck.add(("models", i, "path"), str(exc))
+        mbs = _max_batch_size(ck, i, m, sig)
+        if sig is not None:
+            inputs, outputs = _onnx_io(ck, i, m, sig, mbs, src_rel)
+            for v, src in versions.items():  # every version must have the same signature as the first
+                if src is not None and v != min(versions):
+                    try:
+                        other = read_signature(src)
+                    except OnnxReadError as exc:
+                        ck.add(("models", i, "versions", v), str(exc))
+                        continue
+                    if (other.inputs, other.outputs) != (sig.inputs, sig.outputs):
+                        ck.add(("models", i, "versions", v), f"version {v} has different inputs/outputs than version {min(versions)}; one config serves all versions")
+        elif m.format == "ensemble":
+            inputs, outputs = list(m.inputs or []), list(m.outputs or [])
+        else:
+            inputs, outputs = _io_declared(ck, i, m)
+        _check_common(ck, i, m, mbs, device)
+        dyn = _check_batching(ck, i, m, mbs)
+        if device == "cpu" and any(g.kind == "gpu" for g in (m.instance_groups or [])):
+            warnings.append(f"{m.name}: instance group kind gpu becomes KIND_CPU for --device cpu")
+        plans[m.name] = ModelPlan(
+            name=m.name, index=i, format=m.format, spec=m, max_batch_size=mbs, inputs=inputs, outputs=outputs,
+            versions=versions, serving=serving, dynamic_batching=dyn,
+            instance_kind_default="gpu" if device == "gpu" and m.format != "python" else "cpu",
+        )
+    ck.raise_if_any()
+    for p in plans.values():
+        if p.format == "ensemble":
+            _ensemble(ck, plans, p)
+    ck.raise_if_any()
+    name = loaded.spec.repository or loaded.path.parent.name
+    return RepositoryPlan(name=name, device=device, spec_path=loaded.path, spec_sha256=loaded.sha256,
+                          models=list(plans.values()), warnings=warnings)

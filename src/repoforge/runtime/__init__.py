@@ -1,0 +1,24 @@
+"""Code that runs inside servers (Triton Python backend stubs, TorchServe workers).
+
+Imported from the environment the server runs in, so the files shipped into a repository stay thin.
+"""
+
+from typing import Any
+
+
+class _Lazy:
+    """Import a runner class only when a model asks for it (torch is heavy and optional)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __call__(self) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.name)()
+
+
+RUNNERS: dict[str, Any] = {
+    "onnxruntime": _Lazy("repoforge.runtime.onnx_runner", "OnnxRunner"),
+    "torchscript": _Lazy("repoforge.runtime.torchscript_runner", "TorchScriptRunner"),
+}

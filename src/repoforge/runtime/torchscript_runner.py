@@ -1,0 +1,35 @@
+"""Serve a TorchScript model inside Triton's Python backend (CPU hosts without the libtorch backend).
+Inputs are passed positionally in config order, as Triton's pytorch_libtorch backend does."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from repoforge.runtime.triton_model import ModelArgs, run_batched
+
+
+class TorchScriptRunner:
+    def initialize(self, args: dict[str, str]) -> None:
+        import torch
+
+        self.torch = torch
+        self.args = ModelArgs.parse(args)
+        p = self.args.parameters
+        threads = int(p.get("intra_op_threads", "1"))
+        if threads > 0:
+            torch.set_num_threads(threads)
+        path = os.path.join(self.args.repository, self.args.version, p.get("repoforge_model_file", "model.pt"))
+        self.module = torch.jit.load(path, map_location="cpu").eval()
+
+    def _compute(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.module(*[torch.from_numpy(np.ascontiguousarray(feed[t.name])) for t in self.args.inputs])
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return {t.name: o.detach().cpu().numpy() for t, o in zip(self.args.outputs, outs)}
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return run_batched(requests, self.args, self._compute)

@@ -1,0 +1,85 @@
+"""Write a RepositoryPlan as a Triton model repository (config.pbtxt + version folders + model files)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from importlib.metadata import version as dist_version
+
+from repoforge import __version__
+from repoforge.output import MANIFEST, atomic_dir, check_destination, write_manifest
+from repoforge.plan import ModelPlan, RepositoryPlan
+from repoforge.triton.config import build_config, parse_config, to_text
+
+TRITON_TARGET = "2.51.0"  # the server whose schema (tritonclient's model_config_pb2) the configs are built against
+
+
+@dataclass
+class BuildResult:
+    output: Path
+    plan: RepositoryPlan
+    files: dict[str, str]  # relative path → sha256
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.plan.models]
+
+
+def _runner_glue() -> bytes:
+    return resources.files("repoforge.backends").joinpath("runner/model.py").read_bytes()
+
+
+def _write_version(model: ModelPlan, version_dir: Path, src: Path | None) -> None:
+    version_dir.mkdir(parents=True)
+    if src is None:  # ensembles: Triton still needs the (empty) version folder
+        return
+    if model.format == "python":
+        if src.is_dir():
+            shutil.copytree(src, version_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copyfile(src, version_dir / "model.py")
+        return
+    shutil.copyfile(src, version_dir / (model.model_filename or src.name))
+    if model.serving.runner:
+        (version_dir / "model.py").write_bytes(_runner_glue())
+
+
+def looks_like_model_repository(path: Path) -> bool:
+    return any(path.glob("*/config.pbtxt"))
+
+
+def write_repository(plan: RepositoryPlan, out: Path, *, force: bool = False,
+                     progress: Callable[[str], None] | None = None) -> BuildResult:
+    """Write every model into a temp dir, check each config parses back, then move it into place."""
+    say = progress or (lambda _msg: None)
+    check_destination(out, force, looks_like_model_repository)
+    with atomic_dir(out, force) as tmp:
+        for model in plan.models:
+            say(f"{model.name}: {model.format} → {model.serving.platform or model.serving.backend}"
+                + (f" ({model.serving.runner} runner)" if model.serving.runner else ""))
+            mdir = tmp / model.name
+            mdir.mkdir()
+            text = to_text(build_config(model, plan.device))
+            parse_config(text)  # the written text must round-trip through Triton's schema
+            (mdir / "config.pbtxt").write_text(text)
+            for version, src in sorted(model.versions.items()):
+                _write_version(model, mdir / str(version), src)
+        manifest = write_manifest(tmp, {
+            "repoforge_version": __version__,
+            "triton_schema": f"tritonclient {dist_version('tritonclient')}",
+            "triton_target": TRITON_TARGET,
+            "device": plan.device,
+            "repository": plan.name,
+            "spec_sha256": plan.spec_sha256,
+            "models": sorted(m.name for m in plan.models),
+        })
+    files = manifest["files"]
+    assert isinstance(files, dict)
+    return BuildResult(output=out.resolve(), plan=plan, files=files)
+
+
+__all__ = ["BuildResult", "MANIFEST", "write_repository", "looks_like_model_repository"]

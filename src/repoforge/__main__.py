@@ -1,0 +1,3 @@
+from repoforge.cli import main
+
+main()

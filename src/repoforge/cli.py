@@ -1,0 +1,175 @@
+"""The `repoforge` command line. It only parses and prints: every command is a function in the package."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from repoforge import __version__
+from repoforge.errors import RepoforgeError
+
+
+def _fail(exc: BaseException, code: int) -> NoReturn:
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(code)
+
+
+def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a command function; known errors become one clean message and a non-zero exit."""
+    from repoforge.servers.process import ServerStartError
+
+    try:
+        return fn(*args, **kwargs)
+    except RepoforgeError as exc:
+        _fail(exc, exc.exit_code)
+    except ServerStartError as exc:
+        _fail(exc, 1)
+
+
+def _progress(quiet: bool) -> Any:
+    return None if quiet else (lambda msg: click.echo(f"  {msg}", err=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="repoforge")
+def main() -> None:
+    """Build NVIDIA Triton model repositories from one declarative spec, and prove them in a real server.
+
+    \b
+    Typical flow:
+      repoforge init my-project            # starter spec.yaml + a small ONNX model
+      repoforge build my-project/spec.yaml -o repo
+      repoforge validate repo              # load in a real Triton, smoke-infer every model
+      repoforge serve repo                 # HTTP :8000, gRPC :8001, metrics :8002
+    """
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite an existing spec.yaml / model.")
+def init(directory: Path, force: bool) -> None:
+    """Write a starter spec.yaml and a small example ONNX model into DIRECTORY."""
+    from repoforge.scaffold import init as do_init
+
+    for p in _run(do_init, directory, force=force):
+        click.echo(f"wrote {p}")
+    click.echo(f"next: repoforge build {directory / 'spec.yaml'} -o {directory / 'model_repository'}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Repository directory to write.")
+@click.option("--target", type=click.Choice(["triton", "torchserve"]), default="triton", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
+              help="cpu: ONNX/TorchScript via repoforge's Python runners (runs in the pip-installed Triton). "
+                   "gpu: native onnxruntime/tensorrt/libtorch backends, KIND_GPU (NGC image). Default: gpu if one is visible.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def build(spec: Path, output: Path, target: str, device: str | None, force: bool, as_json: bool, quiet: bool) -> None:
+    """Build SPEC (spec.yaml) into a model repository at OUTPUT.
+
+    The spec is validated completely first; a wrong spec prints file:line:col, the field and what was
+    expected, exits 2 and writes nothing. The repository is written to a temporary directory and
+    renamed into place, with a repoforge.lock.json listing the sha256 of every file.
+    """
+    from repoforge.build import build as do_build
+
+    result = _run(do_build, spec, output, target=target, device=device, force=force, progress=_progress(quiet or as_json))
+    if as_json:
+        click.echo(json.dumps({"output": str(result.output), "device": result.plan.device, "models": result.model_names,
+                               "files": result.files, "warnings": result.plan.warnings}, indent=2))
+    else:
+        click.echo(f"built {len(result.model_names)} model(s) for {result.plan.device} into {result.output}")
+
+
+@main.command()
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option("--url", default=None, help="Validate against a running Triton (host:port of its HTTP endpoint) instead of starting one.")
+@click.option("--tritonserver", type=click.Path(path_type=Path), default=None, help="tritonserver binary (default: the one nvidia-pytriton bundles).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def validate(repository: Path, url: str | None, tritonserver: Path | None, as_json: bool) -> None:
+    """Load REPOSITORY in a real Triton and smoke-infer every model.
+
+    Checks that every model version is READY, sends each one request made from its config (dtype and
+    shape aware), and compares ONNX models with in-process onnxruntime. Exits 1 naming what failed.
+    """
+    from repoforge.validate import validate as do_validate
+
+    report = _run(do_validate, repository, url=url, tritonserver=tritonserver, progress=_progress(as_json))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    if not report.ok:
+        failed = ", ".join(sorted({c.name for c in report.failures()}))
+        _fail(RepoforgeError(f"{len(report.failures())} check(s) failed: {failed}"), 1)
+    if not as_json:
+        click.echo(f"all {len(report.checks)} model version(s) READY and answering")
+
+
+@main.command()
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 to expose it).")
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option("--metrics-port", type=int, default=8002, show_default=True)
+@click.option("--tritonserver", type=click.Path(path_type=Path), default=None, help="tritonserver binary (default: the one nvidia-pytriton bundles).")
+@click.option("--cache-size", type=int, default=None, help="Response cache bytes (default 256 MiB when a model enables response_cache).")
+@click.option("--print-command", is_flag=True, help="Print the docker run line for the NGC Triton image (GPU hosts) and exit.")
+def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, tritonserver: Path | None,
+          cache_size: int | None, print_command: bool) -> None:
+    """Serve REPOSITORY with a real tritonserver until Ctrl-C."""
+    from repoforge.serve import Endpoints, make_server, serve as do_serve
+
+    if print_command:
+        server = _run(make_server, repository, host=host, http_port=http_port, grpc_port=grpc_port,
+                      metrics_port=metrics_port, cache_size_bytes=cache_size)
+        click.echo(server.docker_command(repository.resolve()))
+        return
+
+    def ready(ep: Endpoints) -> None:
+        click.echo("tritonserver is ready (Ctrl-C to stop)")
+        for line in ep.lines():
+            click.echo(f"  {line}")
+
+    _run(do_serve, repository, on_ready=ready, host=host, http_port=http_port, grpc_port=grpc_port,
+         metrics_port=metrics_port, tritonserver=tritonserver, cache_size_bytes=cache_size)
+    click.echo("stopped")
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout.")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of spec.yaml (for editor completion and validation)."""
+    from repoforge.schema import spec_schema
+
+    text = json.dumps(spec_schema(), indent=2) + "\n"
+    if output:
+        output.write_text(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(as_json: bool) -> None:
+    """Report what this machine can serve (Triton, backends, perf_analyzer, GPU, TorchServe, Redis) and how to fill each gap."""
+    from repoforge.doctor import as_dicts, doctor as do_doctor
+
+    checks = do_doctor()
+    if as_json:
+        click.echo(json.dumps(as_dicts(checks), indent=2))
+        return
+    for c in checks:
+        mark = click.style("ok  ", fg="green") if c.ok else click.style("gap ", fg="yellow")
+        click.echo(f"{mark} {c.name:<20} {c.detail}")
+        if c.fix:
+            click.echo(f"     {'':<20} → {c.fix}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,783 @@
+"""Start a real Triton Inference Server (CPU) from the tritonserver bundled in ``nvidia-pytriton``.
+
+Why this module exists: the pytriton wheel ships tritonserver 2.51, the python backend and one
+python-backend stub per Python version, but not in a layout tritonserver can use directly. The stub
+must sit next to ``libtriton_python.so``, and site-packages must not be modified, so
+``prepare_backend_dir`` builds a small backend directory in the user's cache. ``server_env`` supplies
+what the stub needs to find the running venv (its ``python3`` first on PATH; PYTHONPATH is ignored)
+and its libraries (the running Python's LIBDIR and ``nvidia_pytriton.libs`` on LD_LIBRARY_PATH).
+
+An explicit binary (e.g. ``/opt/tritonserver/bin/tritonserver`` in the NGC image) is supported too;
+it uses its own ``backends/`` directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import sys
+import sysconfig
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from .ports import free_ports, port_is_free
+from .process import ManagedProcess, ServerStartError, read_log_tail
+
+__all__ = [
+    "NGC_IMAGE",
+    "TritonAPIError",
+    "TritonInstall",
+    "TritonNotFoundError",
+    "TritonOptions",
+    "TritonServer",
+    "find_tritonserver",
+    "harmless_log_line",
+    "parse_failed_models",
+    "prepare_backend_dir",
+    "server_env",
+]
+
+#: NGC image that matches the bundled Triton 2.51.
+NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+INSTALL_HINT = 'pip install "repoforge[triton]"'
+ModelControl = Literal["none", "explicit", "poll"]
+
+_STUB = "triton_python_backend_stub"
+_PY_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
+
+
+class TritonNotFoundError(FileNotFoundError):
+    """No usable tritonserver; the message says what to install."""
+
+
+class TritonAPIError(RuntimeError):
+    """A Triton HTTP API call (load/unload/index) returned an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------------------------
+# Locating an install
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where a tritonserver and its companions live."""
+
+    binary: Path
+    #: Backend directory shipped with the install (pytriton: only ``python/``, without a stub).
+    backends_dir: Path
+    #: Cache implementations (``local/libtritoncache_local.so``), if any.
+    caches_dir: Path | None = None
+    #: pytriton only: ``python_backend_stubs/<major.minor>/triton_python_backend_stub``.
+    stubs_dir: Path | None = None
+    #: pytriton only: the auditwheel-renamed shared libraries tritonserver links against.
+    libs_dir: Path | None = None
+    #: Label for cache directories, e.g. "pytriton-0.7.0" or "local".
+    version: str = "local"
+    source: Literal["pytriton", "explicit", "path"] = "explicit"
+
+    def stub_for(self, version: tuple[int, int] | None = None) -> Path | None:
+        """The pytriton python-backend stub for a Python ``(major, minor)`` (default: the running one)."""
+        if self.stubs_dir is None:
+            return None
+        major, minor = version or sys.version_info[:2]
+        stub = self.stubs_dir / f"{major}.{minor}" / _STUB
+        return stub if stub.is_file() else None
+
+
+def _pytriton_version() -> str:
+    try:
+        return "pytriton-" + importlib.metadata.version("nvidia-pytriton")
+    except importlib.metadata.PackageNotFoundError:
+        return "pytriton-unknown"
+
+
+def _install_from_tree(binary: Path, source: Literal["pytriton", "explicit", "path"]) -> TritonInstall:
+    """Describe the install around ``<root>/bin/tritonserver``."""
+    root = binary.resolve().parent.parent
+    backends = root / "backends"
+    if not backends.is_dir() and Path("/opt/tritonserver/backends").is_dir():
+        backends = Path("/opt/tritonserver/backends")
+    if not backends.is_dir():
+        raise TritonNotFoundError(
+            f"tritonserver at {binary} has no backends directory ({root / 'backends'} or "
+            f"/opt/tritonserver/backends). Use the NGC image {NGC_IMAGE} or {INSTALL_HINT}."
+        )
+    caches = root / "caches"
+    if not caches.is_dir():
+        caches = Path("/opt/tritonserver/caches")
+    stubs = root / "python_backend_stubs"
+    libs = root.parent.parent / "nvidia_pytriton.libs"  # <site-packages>/pytriton/tritonserver
+    is_pytriton = stubs.is_dir()
+    return TritonInstall(
+        binary=binary,
+        backends_dir=backends,
+        caches_dir=caches if caches.is_dir() else None,
+        stubs_dir=stubs if is_pytriton else None,
+        libs_dir=libs if libs.is_dir() else None,
+        version=_pytriton_version() if is_pytriton else "local",
+        source="pytriton" if is_pytriton and source != "explicit" else source,
+    )
+
+
+def find_tritonserver(binary: str | os.PathLike[str] | None = None) -> TritonInstall:
+    """Locate tritonserver.
+
+    Order: ``binary`` (``--tritonserver PATH``), ``$REPOFORGE_TRITONSERVER``, the one bundled in the
+    ``pytriton`` package, then ``tritonserver`` on PATH (e.g. inside the NGC image).
+    """
+    explicit = binary if binary is not None else os.environ.get("REPOFORGE_TRITONSERVER") or None
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if path.is_dir() and (path / "bin" / "tritonserver").is_file():
+            path = path / "bin" / "tritonserver"
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise TritonNotFoundError(f"tritonserver not found or not executable: {path}")
+        return _install_from_tree(path.absolute(), "explicit")
+
+    try:
+        spec = importlib.util.find_spec("pytriton")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        pkg = Path(next(iter(spec.submodule_search_locations)))
+        candidate = pkg / "tritonserver" / "bin" / "tritonserver"
+        if candidate.is_file():
+            return _install_from_tree(candidate, "pytriton")
+
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return _install_from_tree(Path(on_path), "path")
+
+    raise TritonNotFoundError(
+        "tritonserver not found. Install the CPU-capable Triton 2.51 bundled with PyTriton with\n"
+        f"    {INSTALL_HINT}\n"
+        "or pass --tritonserver PATH (e.g. /opt/tritonserver/bin/tritonserver in the NGC image "
+        f"{NGC_IMAGE})."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Backend directory and environment
+# --------------------------------------------------------------------------------------------
+def cache_root() -> Path:
+    """``$REPOFORGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/repoforge``, else ``~/.cache/repoforge``."""
+    env = os.environ.get("REPOFORGE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "repoforge"
+
+
+def _fingerprint(paths: Sequence[Path]) -> str:
+    return json.dumps(
+        [[str(p), p.stat().st_size, int(p.stat().st_mtime)] for p in paths], separators=(",", ":")
+    )
+
+
+def _backend_dir_ok(backends: Path, fingerprint: str) -> bool:
+    python = backends / "python"
+    try:
+        stamp = (backends / ".source").read_text()
+    except OSError:
+        return False
+    return stamp == fingerprint and all((python / n).is_file() for n in (*_PY_BACKEND_FILES, _STUB))
+
+
+def prepare_backend_dir(install: TritonInstall, root: Path | None = None) -> Path:
+    """Return a ``--backend-directory`` whose ``python/`` holds the backend *and* a matching stub.
+
+    For an install that already has the stub in place (NGC image) that is its own directory. For
+    pytriton it is ``<cache>/triton-<version>-py<maj.min>/backends``, built once, atomically (build in
+    a temp dir, then rename), and rebuilt if the source files change. site-packages is never modified.
+    """
+    if (install.backends_dir / "python" / _STUB).is_file() or install.stubs_dir is None:
+        return install.backends_dir
+    major, minor = sys.version_info[:2]
+    stub = install.stub_for((major, minor))
+    if stub is None:
+        have = sorted(p.name for p in install.stubs_dir.iterdir() if (p / _STUB).is_file())
+        raise TritonNotFoundError(
+            f"the Triton python backend has no stub for Python {major}.{minor} "
+            f"(available: {', '.join(have) or 'none'}); run repoforge with one of those Pythons"
+        )
+    sources = [install.backends_dir / "python" / n for n in _PY_BACKEND_FILES]
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        raise TritonNotFoundError(f"incomplete Triton python backend, missing: {', '.join(missing)}")
+    fingerprint = _fingerprint([*sources, stub])
+
+    base = (root or cache_root()) / f"triton-{install.version}-py{major}.{minor}"
+    target = base / "backends"
+    if _backend_dir_ok(target, fingerprint):
+        return target
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".backends-", dir=base))
+    try:
+        (tmp / "python").mkdir()
+        for src in sources:
+            shutil.copy2(src, tmp / "python" / src.name)
+        shutil.copy2(stub, tmp / "python" / _STUB)
+        os.chmod(tmp / "python" / _STUB, 0o755)
+        (tmp / ".source").write_text(fingerprint)
+        os.chmod(tmp, 0o755)
+        if target.exists():  # stale: move it aside first (rename is atomic, rmtree is not)
+            old = Path(tempfile.mkdtemp(prefix=".old-", dir=base))
+            with contextlib.suppress(OSError):
+                os.rename(target, old / "backends")
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # Another process won the race; use its copy if it is complete.
+            if not _backend_dir_ok(target, fingerprint):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _prepend(var: str, entries: Sequence[str | os.PathLike[str] | None], env: dict[str, str]) -> None:
+    parts = [os.fspath(e) for e in entries if e]
+    current = env.get(var)
+    if current:
+        parts.append(current)
+    env[var] = os.pathsep.join(dict.fromkeys(parts))  # de-duplicated, order kept
+
+
+def server_env(install: TritonInstall | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for tritonserver so its python stubs use the *running* interpreter and venv.
+
+    PATH gets ``dirname(sys.executable)`` first (the embedded interpreter finds the venv through
+    ``python3`` on PATH; PYTHONPATH is ignored by the stub). LD_LIBRARY_PATH gets this Python's
+    LIBDIR (so the stub loads this libpython, not the system one) and ``nvidia_pytriton.libs`` (the
+    copied backend loses its RPATH).
+    """
+    if install is None:
+        with contextlib.suppress(TritonNotFoundError):
+            install = find_tritonserver()
+    env = dict(os.environ if base is None else base)
+    _prepend("PATH", [str(Path(sys.executable).parent)], env)
+    libs: list[str | None] = [sysconfig.get_config_var("LIBDIR")]
+    if install is not None and install.libs_dir is not None:
+        libs.append(str(install.libs_dir))
+    _prepend("LD_LIBRARY_PATH", libs, env)
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# Log parsing
+# --------------------------------------------------------------------------------------------
+# Lines that tritonserver prints on a CPU-only host although nothing is wrong.
+_HARMLESS = re.compile(
+    r"CudaDriverHelper has not been initialized"
+    r"|Unable to allocate pinned system memory"
+    r"|CUDA driver version is insufficient"
+    r"|Failed to initialize NVML"
+    r"|DCGM unable to start"
+    r"|Unable to get device count"
+    r"|no CUDA-capable device"
+    r"|GPU metrics"
+    r"|cudaGetDeviceCount",
+    re.IGNORECASE,
+)
+_FAILED_RE = re.compile(r"failed to (?:load|poll model) '(?P<name>[^']+)'(?: version \d+)?:?\s*(?P<reason>.*)")
+_ERROR_LINE = re.compile(r"^E\d{4} ")
+
+
+def harmless_log_line(line: str) -> bool:
+    """True for the CUDA/NVML/DCGM complaints of a CPU-only host, which are not failures."""
+    return bool(_HARMLESS.search(line))
+
+
+def _clean_reason(text: str) -> str:
+    text = text.strip().rstrip('"').replace("\\n", " ").replace("\\'", "'")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def parse_failed_models(log: str) -> dict[str, str]:
+    """Models that failed to load, ``{name: reason}``, from "failed to load 'x'" lines and the status table."""
+    failed: dict[str, str] = {}
+    for line in log.splitlines():
+        m = _FAILED_RE.search(line)
+        if m and not harmless_log_line(line):
+            name, reason = m.group("name"), _clean_reason(m.group("reason"))
+            if not failed.get(name):  # keep the first non-empty reason
+                failed[name] = reason
+    # The model status table: | Model | Version | Status |; continuation rows have an empty name.
+    in_table = False
+    current: str | None = None
+    for line in log.splitlines():
+        stripped = line.strip()
+        if re.match(r"^\|\s*Model\s*\|\s*Version\s*\|\s*Status\s*\|", stripped):
+            in_table, current = True, None
+            continue
+        if not in_table:
+            continue
+        if stripped.startswith("+"):
+            continue
+        if not stripped.startswith("|"):
+            in_table, current = False, None
+            continue
+        cells = [c.strip() for c in stripped.strip("|").split("|", 2)]
+        if len(cells) != 3:
+            continue
+        name, _version, status = cells
+        if name:
+            current = None
+            if status and not status.startswith("READY"):
+                reason = _clean_reason(re.sub(r"^UNAVAILABLE:\s*", "", status))
+                if not failed.get(name):  # prefer the (complete) "failed to load" line
+                    failed[name] = reason
+                    current = name
+        elif current is not None and status:
+            failed[current] = f"{failed[current]} {status}".strip()
+    return failed
+
+
+# --------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TritonOptions:
+    """Everything that goes on the tritonserver command line (ports None = pick free ones)."""
+
+    repositories: list[Path]
+    host: str = "127.0.0.1"
+    http_port: int | None = None
+    grpc_port: int | None = None
+    metrics_port: int | None = None
+    model_control: ModelControl = "none"
+    load_models: list[str] | None = None
+    cache_size_bytes: int | None = None
+    exit_on_error: bool = True
+    strict_readiness: bool = True
+    log_verbose: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    binary: Path | None = None
+    workdir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.model_control not in ("none", "explicit", "poll"):
+            raise ValueError(f"model_control must be none, explicit or poll, not {self.model_control!r}")
+        if self.load_models and self.model_control != "explicit":
+            raise ValueError("load_models needs model_control='explicit'")
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+class TritonServer:
+    """A tritonserver process: ``with TritonServer(repo) as s: ... s.http_url ...``.
+
+    ``start()`` returns once ``/v2/health/ready`` is 200. With ``exit_on_error=False`` it returns as
+    soon as the server is live and serving even if models failed (see ``failed_models()``).
+    """
+
+    def __init__(
+        self,
+        repositories: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        host: str = "127.0.0.1",
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        model_control: ModelControl = "none",
+        load_models: Sequence[str] | None = None,
+        cache_size_bytes: int | None = None,
+        exit_on_error: bool = True,
+        strict_readiness: bool = True,
+        log_verbose: int = 0,
+        extra_args: Sequence[str] = (),
+        binary: str | os.PathLike[str] | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        repos = [repositories] if isinstance(repositories, (str, os.PathLike)) else list(repositories)
+        if not repos:
+            raise ValueError("at least one model repository is needed")
+        self.options = TritonOptions(
+            repositories=[Path(r).absolute() for r in repos],
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            model_control=model_control,
+            load_models=list(load_models) if load_models is not None else None,
+            cache_size_bytes=cache_size_bytes,
+            exit_on_error=exit_on_error,
+            strict_readiness=strict_readiness,
+            log_verbose=log_verbose,
+            extra_args=list(extra_args),
+            binary=Path(binary) if binary is not None else None,
+            workdir=Path(workdir) if workdir is not None else None,
+        )
+        self._ports: tuple[int, int, int] | None = None
+        self._install: TritonInstall | None = None
+        self._backend_dir: Path | None = None
+        self._workdir: Path | None = None
+        self._own_workdir = False
+        self._process: ManagedProcess | None = None
+
+    @classmethod
+    def from_options(cls, options: TritonOptions) -> TritonServer:
+        """Build a server from a TritonOptions (copied)."""
+        o = replace(options)
+        return cls(
+            o.repositories, host=o.host, http_port=o.http_port, grpc_port=o.grpc_port,
+            metrics_port=o.metrics_port, model_control=o.model_control, load_models=o.load_models,
+            cache_size_bytes=o.cache_size_bytes, exit_on_error=o.exit_on_error,
+            strict_readiness=o.strict_readiness, log_verbose=o.log_verbose, extra_args=o.extra_args,
+            binary=o.binary, workdir=o.workdir,
+        )  # fmt: skip
+
+    # -- resolution --------------------------------------------------------------------------
+    @property
+    def install(self) -> TritonInstall:
+        """The tritonserver used (located on first access)."""
+        if self._install is None:
+            self._install = find_tritonserver(self.options.binary)
+        return self._install
+
+    @property
+    def ports(self) -> tuple[int, int, int]:
+        """(http, grpc, metrics); free ports are chosen on first access for those left as None."""
+        if self._ports is None:
+            self._ports = self._choose_ports()
+        return self._ports
+
+    def _choose_ports(self) -> tuple[int, int, int]:
+        o = self.options
+        wanted = [o.http_port, o.grpc_port, o.metrics_port]
+        fresh = iter(free_ports(sum(p is None for p in wanted), o.host if o.host != "0.0.0.0" else "127.0.0.1"))
+        http, grpc, metrics = (p if p is not None else next(fresh) for p in wanted)
+        return http, grpc, metrics
+
+    @property
+    def http_port(self) -> int:
+        return self.ports[0]
+
+    @property
+    def grpc_port(self) -> int:
+        return self.ports[1]
+
+    @property
+    def metrics_port(self) -> int:
+        return self.ports[2]
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` as tritonclient.http expects (no scheme)."""
+        return f"{_client_host(self.options.host)}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` as tritonclient.grpc expects."""
+        return f"{_client_host(self.options.host)}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Full URL of the Prometheus metrics endpoint."""
+        return f"http://{_client_host(self.options.host)}:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._process.log_path if self._process is not None else None
+
+    @property
+    def workdir(self) -> Path:
+        """Working directory with the log file (a temp dir unless ``workdir`` was given)."""
+        if self._workdir is None:
+            if self.options.workdir is not None:
+                self._workdir = self.options.workdir.absolute()
+                self._workdir.mkdir(parents=True, exist_ok=True)
+            else:
+                self._workdir = Path(tempfile.mkdtemp(prefix="repoforge-triton-"))
+                self._own_workdir = True
+        return self._workdir
+
+    def _flags(self, repo_args: list[str]) -> list[str]:
+        o = self.options
+        args = [f"--model-repository={r}" for r in repo_args]
+        args.append(f"--model-control-mode={o.model_control}")
+        for name in o.load_models or ():
+            args.append(f"--load-model={name}")
+        if o.cache_size_bytes is not None:
+            args.append(f"--cache-config=local,size={int(o.cache_size_bytes)}")
+        args.append(f"--exit-on-error={'true' if o.exit_on_error else 'false'}")
+        args.append(f"--strict-readiness={'true' if o.strict_readiness else 'false'}")
+        if o.log_verbose:
+            args.append(f"--log-verbose={int(o.log_verbose)}")
+        return args
+
+    def command(self) -> list[str]:
+        """The full tritonserver argv (resolves the install, backend dir and free ports)."""
+        o = self.options
+        if self._backend_dir is None:
+            self._backend_dir = prepare_backend_dir(self.install)
+        http, grpc, metrics = self.ports
+        argv = [str(self.install.binary), *self._flags([str(r) for r in o.repositories])]
+        argv.append(f"--backend-directory={self._backend_dir}")
+        if self.install.caches_dir is not None:
+            argv.append(f"--cache-directory={self.install.caches_dir}")
+        argv += [
+            f"--http-address={o.host}", f"--http-port={http}",
+            f"--grpc-address={o.host}", f"--grpc-port={grpc}",
+            f"--metrics-address={o.host}", f"--metrics-port={metrics}",
+            "--allow-gpu-metrics=false",
+        ]  # fmt: skip
+        argv += o.extra_args
+        return argv
+
+    def docker_command(self, repo_dir: str | os.PathLike[str] | None = None) -> str:
+        """The equivalent ``docker run`` line for the NGC image (GPU host); ports default to 8000-8002."""
+        o = self.options
+        repos = [Path(repo_dir).absolute()] if repo_dir is not None else o.repositories
+        http, grpc, metrics = o.http_port or 8000, o.grpc_port or 8001, o.metrics_port or 8002
+        mounts: list[str] = []
+        inside: list[str] = []
+        for i, repo in enumerate(repos):
+            target = "/models" if len(repos) == 1 else f"/models{i}"
+            mounts += ["-v", f"{repo}:{target}"]
+            inside.append(target)
+        argv = ["docker", "run", "--gpus", "all", "--rm",
+                "-p", f"{http}:8000", "-p", f"{grpc}:8001", "-p", f"{metrics}:8002",
+                *mounts, NGC_IMAGE, "tritonserver", *self._flags(inside), *o.extra_args]  # fmt: skip
+        return shlex.join(argv)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, timeout: float = 120.0) -> TritonServer:
+        """Launch tritonserver and wait until it is ready; ServerStartError (with log tail and failed models) if not."""
+        if self._process is not None and self._process.alive:
+            raise RuntimeError(f"tritonserver already running (pid {self._process.pid})")
+        o = self.options
+        for repo in o.repositories:
+            if not repo.is_dir():
+                raise ServerStartError(f"model repository does not exist: {repo}")
+        auto_ports = None in (o.http_port, o.grpc_port, o.metrics_port)
+        for kind, port in zip(("http", "grpc", "metrics"), (o.http_port, o.grpc_port, o.metrics_port), strict=True):
+            if port is not None and not port_is_free(port, o.host):
+                # Checked up front: otherwise the readiness probe could be answered by whatever holds it.
+                raise ServerStartError(f"{kind} port {port} on {o.host} is already in use")
+        attempts = 3 if auto_ports else 1
+        for attempt in range(attempts):
+            if attempt:
+                self._ports = self._choose_ports()
+            try:
+                self._start_once(timeout)
+                return self
+            except ServerStartError as exc:
+                if attempt + 1 < attempts and _address_in_use(exc.log_tail):
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> None:
+        argv = self.command()
+        log_path = self.workdir / "tritonserver.log"
+        with contextlib.suppress(FileNotFoundError):
+            log_path.unlink()
+        proc = ManagedProcess(argv, log_path=log_path, env=server_env(self.install), cwd=self.workdir,
+                              name="tritonserver")  # fmt: skip
+        self._process = proc
+        proc.start()
+
+        def up() -> bool:
+            if not proc.alive:  # never trust a reply that might come from another server
+                return False
+            if self.is_ready():
+                return True
+            if not self.options.exit_on_error:
+                # Startup is over once the HTTP service is up, even if some models failed.
+                return self.is_live() and "Started HTTPService" in read_log_tail(log_path, 400)
+            return False
+
+        try:
+            proc.wait_until(up, timeout, f"GET http://{self.http_url}/v2/health/ready == 200")
+        except ServerStartError as exc:
+            # Stop first (and wait), so the log is complete and no stub survives.
+            proc.stop(timeout=60)
+            raise self._start_error(exc.reason) from None
+
+    def _start_error(self, reason: str) -> ServerStartError:
+        proc = self._process
+        assert proc is not None
+        full_log = read_log_tail(proc.log_path, 5000)
+        failed = parse_failed_models(full_log)
+        details: list[str] = []
+        if failed:
+            details.append("models that failed to load:")
+            details += [f"  {name}: {why}" for name, why in failed.items()]
+        else:
+            errors = [ln for ln in full_log.splitlines() if _ERROR_LINE.match(ln) and not harmless_log_line(ln)]
+            if errors:
+                details.append("error lines in the log:")
+                details += ["  " + ln for ln in errors[-10:]]
+        return ServerStartError(
+            f"tritonserver failed to start: {reason}"
+            + (f" (failed models: {', '.join(failed)})" if failed else ""),
+            command=proc.command,
+            returncode=proc.returncode,
+            log_tail=_useful_tail(full_log, 40),
+            log_path=proc.log_path,
+            details=details,
+            failed_models=failed,
+        )
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM, wait up to ``timeout`` s (python stubs take ~1.3 s each to unload), then kill the group."""
+        proc = self._process
+        if proc is None:
+            return None
+        rc = proc.stop(timeout=timeout)
+        if self._own_workdir and self._workdir is not None and rc is not None and rc in (0, -signal.SIGTERM):
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+            self._own_workdir = False
+        return rc
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.alive
+
+    def log_tail(self, n_lines: int = 40) -> str:
+        """Last lines of the server log ('' before start)."""
+        return self._process.log_tail(n_lines) if self._process is not None else ""
+
+    def failed_models(self) -> dict[str, str]:
+        """Models that failed to load according to the log, ``{name: reason}``."""
+        if self._process is None:
+            return {}
+        return parse_failed_models(read_log_tail(self._process.log_path, 5000))
+
+    def __enter__(self) -> TritonServer:
+        if not self.alive:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<TritonServer http={self.http_url if self._ports else '?'} pid={self.pid} alive={self.alive}>"
+
+    # -- HTTP API ----------------------------------------------------------------------------
+    def _request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, bytes]:
+        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        req = urllib.request.Request(f"http://{self.http_url}{path}", data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (local URL)
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def _api(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> Any:
+        status, payload = self._request(method, path, body, timeout)
+        if status != 200:
+            try:
+                message = json.loads(payload).get("error", payload.decode(errors="replace"))
+            except (ValueError, AttributeError):
+                message = payload.decode(errors="replace")
+            raise TritonAPIError(f"{method} {path} -> HTTP {status}: {message}", status)
+        return json.loads(payload) if payload else None
+
+    def is_live(self) -> bool:
+        """GET /v2/health/live == 200 (False if unreachable)."""
+        try:
+            return self._request("GET", "/v2/health/live", timeout=2.0)[0] == 200
+        except OSError:
+            return False
+
+    def is_ready(self) -> bool:
+        """GET /v2/health/ready == 200 (False if unreachable)."""
+        try:
+            return self._request("GET", "/v2/health/ready", timeout=2.0)[0] == 200
+        except OSError:
+            return False
+
+    def model_ready(self, name: str, version: str | int | None = None) -> bool:
+        """GET /v2/models/<name>[/versions/<v>]/ready == 200."""
+        path = f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "") + "/ready"
+        try:
+            return self._request("GET", path, timeout=5.0)[0] == 200
+        except OSError:
+            return False
+
+    def metadata(self) -> dict[str, Any]:
+        """GET /v2: server name, version (e.g. "2.51.0") and extensions."""
+        result: dict[str, Any] = self._api("GET", "/v2")
+        return result
+
+    def model_states(self) -> list[dict[str, str]]:
+        """POST /v2/repository/index: one ``{name, version, state, reason}`` per model (version)."""
+        rows = self._api("POST", "/v2/repository/index", {}) or []
+        return [
+            {
+                "name": str(r.get("name", "")),
+                "version": str(r.get("version", "")),
+                "state": str(r.get("state", "")),
+                "reason": str(r.get("reason", "")),
+            }
+            for r in rows
+        ]
+
+    def load_model(self, name: str, timeout: float = 120.0) -> None:
+        """POST /v2/repository/models/<name>/load (explicit mode); TritonAPIError with the reason on failure."""
+        self._api("POST", f"/v2/repository/models/{name}/load", {}, timeout=timeout)
+
+    def unload_model(self, name: str, unload_dependents: bool = False, timeout: float = 120.0) -> None:
+        """POST /v2/repository/models/<name>/unload (explicit mode)."""
+        body = {"parameters": {"unload_dependents": True}} if unload_dependents else {}
+        self._api("POST", f"/v2/repository/models/{name}/unload", body, timeout=timeout)
+
+
+def _address_in_use(log: str) -> bool:
+    return bool(re.search(r"address already in use|failed to start .*service|Socket '.*' already in use", log, re.I))
+
+
+_INFO_TABLE = re.compile(r"^\|\s*(Option|Backend|Repository Agent)\s*\|")
+
+
+def _useful_tail(log: str, n: int) -> str:
+    """The last ``n`` log lines without CPU-only CUDA/NVML noise and the big informational tables
+    (options, backends, repository agents), which would otherwise fill the whole tail. The model
+    status table is kept."""
+    kept: list[str] = []
+    lines = log.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("+-") and i + 1 < len(lines) and _INFO_TABLE.match(lines[i + 1]):
+            j = i + 2
+            while j < len(lines) and (lines[j].startswith("|") or lines[j].startswith("+")):
+                j += 1
+            kept.append(f"[{j - i} lines of the {lines[i + 1].strip('| ').split()[0].lower()} table left out]")
+            i = j
+            continue
+        if not harmless_log_line(line):
+            kept.append(line)
+        i += 1
+    return "\n".join(kept[-n:])

@@ -1,0 +1,29 @@
+"""Shared fixtures: example repositories built once, and one real tritonserver serving them for the session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from repoforge.build import build
+from repoforge.servers.triton import TritonServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="session")
+def built_examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The ensemble and versions examples built for CPU (their model names do not collide)."""
+    out = tmp_path_factory.mktemp("repos")
+    return {name: build(EXAMPLES / name / "spec.yaml", out / name, device="cpu").output for name in ("ensemble", "versions")}
+
+
+@pytest.fixture(scope="session")
+def triton(built_examples: dict[str, Path]) -> Iterator[TritonServer]:
+    """One real tritonserver on free 127.0.0.1 ports for the whole session, stopped even on failure."""
+    server = TritonServer(list(built_examples.values()))
+    with server:
+        yield server

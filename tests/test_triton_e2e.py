@@ -1,0 +1,122 @@
+"""The foundation end to end: spec → repository → real Triton → answers that match onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.http as http
+
+from repoforge.build import build
+from repoforge.servers.ports import free_ports
+from repoforge.servers.triton import TritonServer
+from repoforge.triton.reader import read_repository
+from repoforge.validate import infer, validate
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "repoforge.cli"]
+
+
+def test_every_example_model_is_ready_and_matches_onnxruntime(triton: TritonServer, built_examples: dict[str, Path]) -> None:
+    for repo in built_examples.values():
+        report = validate(repo, url=triton.http_url)
+        assert report.ok, report.to_dict()
+    names = {(c.name, c.version) for c in validate(built_examples["versions"], url=triton.http_url).checks}
+    assert names == {("scorer", "1"), ("scorer", "2"), ("ranker", "2")}  # ranker: version_policy latest 1
+
+
+def test_ensemble_equals_its_steps_computed_in_process(triton: TritonServer, built_examples: dict[str, Path]) -> None:
+    repo = built_examples["ensemble"]
+    models = {m.name: m for m in read_repository(repo)}
+    raw = np.random.default_rng(3).standard_normal((5, 8)).astype(np.float32)
+    got = infer(triton.http_url, models["pipeline"], {"RAW": raw})["PROBS"]
+    features = infer(triton.http_url, models["preprocess"], {"RAW": raw})["FEATURES"]
+    sess = ort.InferenceSession(str(repo / "classifier" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    expected = sess.run(["probabilities"], {"input": features})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_two_versions_serve_different_weights(triton: TritonServer, built_examples: dict[str, Path]) -> None:
+    scorer = next(m for m in read_repository(built_examples["versions"]) if m.name == "scorer")
+    x = np.ones((2, 4), dtype=np.float32)
+    v1 = infer(triton.http_url, scorer, {"input": x}, "1")["score"]
+    v2 = infer(triton.http_url, scorer, {"input": x}, "2")["score"]
+    assert not np.allclose(v1, v2)
+
+
+def test_concurrent_requests_are_batched_into_one_onnxruntime_call(triton: TritonServer, built_examples: dict[str, Path]) -> None:
+    """The CPU runner answers every request of a dynamic batch correctly (split back per request)."""
+    client = http.InferenceServerClient(triton.http_url, concurrency=16)
+    sess = ort.InferenceSession(str(built_examples["ensemble"] / "classifier" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1 + i % 3, 8)).astype(np.float32) for i in range(48)]
+    pending = []
+    for x in xs:
+        t = http.InferInput("input", list(x.shape), "FP32")
+        t.set_data_from_numpy(x)
+        pending.append(client.async_infer("classifier", [t]))
+    for x, p in zip(xs, pending):
+        np.testing.assert_allclose(p.get_result().as_numpy("probabilities"), sess.run(None, {"input": x})[0], rtol=1e-5, atol=1e-6)
+    stats = client.get_inference_statistics("classifier")["model_stats"][0]
+    client.close()
+    assert stats["inference_count"] >= sum(x.shape[0] for x in xs)
+
+
+def test_cli_build_then_validate_tabular(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    b = subprocess.run([*CLI, "build", str(ROOT / "examples/tabular/spec.yaml"), "-o", str(repo), "--json", "--device", "cpu"],
+                       capture_output=True, text=True, check=False)
+    assert b.returncode == 0, b.stderr
+    assert json.loads(b.stdout)["models"] == ["classifier"]
+    v = subprocess.run([*CLI, "validate", str(repo), "--json"], capture_output=True, text=True, check=False, timeout=240)
+    assert v.returncode == 0, v.stderr
+    report = json.loads(v.stdout)
+    assert report["ok"] and report["models"][0]["max_abs_err"] is not None
+
+
+def test_validate_names_the_model_that_fails_to_load(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    (tmp_path / "broken.py").write_text(
+        "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('weights are corrupt')\n")
+    spec.write_text("version: 1\nmodels:\n  - name: broken\n    format: python\n    path: broken.py\n"
+                    "    inputs: [{name: X, dtype: FP32, dims: [2]}]\n    outputs: [{name: Y, dtype: FP32, dims: [2]}]\n")
+    repo = build(spec, tmp_path / "repo").output
+    v = subprocess.run([*CLI, "validate", str(repo)], capture_output=True, text=True, check=False, timeout=240)
+    assert v.returncode == 1
+    assert "broken" in v.stderr and "weights are corrupt" in v.stderr
+
+
+def test_cli_serve_answers_then_stops_on_sigint(tmp_path: Path, built_examples: dict[str, Path]) -> None:
+    http_port, grpc_port, metrics_port = free_ports(3)
+    proc = subprocess.Popen([*CLI, "serve", str(built_examples["versions"]), "--http-port", str(http_port),
+                             "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "metrics" in line:
+                break
+        assert any("ready" in line for line in lines), "".join(lines)
+        client = http.InferenceServerClient(f"127.0.0.1:{http_port}")
+        assert client.is_model_ready("scorer")
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=90)[0]
+        assert proc.returncode == 0, rest
+        assert "stopped" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -16,9 +16,11 @@ EXAMPLES = ROOT / "examples"
 
 @pytest.fixture(scope="session")
 def built_examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The ensemble and versions examples built for CPU (their model names do not collide)."""
+    """The ensemble and versions examples and the streaming/sequence/BYTES models, built for CPU
+    (their model names do not collide, so one server serves all of them)."""
     out = tmp_path_factory.mktemp("repos")
-    return {name: build(EXAMPLES / name / "spec.yaml", out / name, device="cpu").output for name in ("ensemble", "versions")}
+    specs = {"ensemble": EXAMPLES / "ensemble", "versions": EXAMPLES / "versions", "kinds": ROOT / "tests" / "data" / "kinds"}
+    return {name: build(d / "spec.yaml", out / name, device="cpu").output for name, d in specs.items()}
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ CLI = [sys.executable, "-m", "repoforge.cli"]
 
 def test_every_example_model_is_ready_and_matches_onnxruntime(triton: TritonServer, built_examples: dict[str, Path]) -> None:
     for repo in built_examples.values():
-        report = validate(repo, url=triton.http_url)
+        report = validate(repo, url=triton.http_url, grpc_url=triton.grpc_url)
         assert report.ok, report.to_dict()
     names = {(c.name, c.version) for c in validate(built_examples["versions"], url=triton.http_url).checks}
     assert names == {("scorer", "1"), ("scorer", "2"), ("ranker", "2")}  # ranker: version_policy latest 1
@@ -120,3 +120,22 @@ def test_cli_serve_answers_then_stops_on_sigint(tmp_path: Path, built_examples: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_streaming_sequence_and_bytes_models(triton: TritonServer, built_examples: dict[str, Path]) -> None:
+    from repoforge.validate import _infer_decoupled
+
+    models = {m.name: m for m in read_repository(built_examples["kinds"])}
+    text = np.array([[b"hello"], [b"triton!"]], dtype=np.object_)
+    assert infer(triton.http_url, models["text_length"], {"TEXT": text})["LENGTH"].ravel().tolist() == [5, 7]
+    stream = _infer_decoupled(triton.grpc_url, models["stream3"], {"IN": np.array([10.0], dtype=np.float32)}, "", {})
+    assert [r["OUT"].item() for r in stream] == [10.0, 11.0, 12.0]
+    client = http.InferenceServerClient(triton.http_url)
+    totals = []
+    for i, x in enumerate([1.0, 2.0, 3.5]):
+        t = http.InferInput("X", [1, 1], "FP32")
+        t.set_data_from_numpy(np.array([[x]], dtype=np.float32))
+        res = client.infer("accumulate", [t], sequence_id=42, sequence_start=i == 0, sequence_end=i == 2)
+        totals.append(res.as_numpy("TOTAL").item())
+    client.close()
+    assert totals == [1.0, 3.0, 6.5]

@@ -90,9 +90,10 @@ def build(spec: Path, output: Path, target: str, device: str | None, force: bool
 @main.command()
 @click.argument("repository", type=click.Path(path_type=Path))
 @click.option("--url", default=None, help="Validate against a running Triton (host:port of its HTTP endpoint) instead of starting one.")
+@click.option("--grpc-url", default=None, help="With --url: the server's gRPC host:port, needed for decoupled (streaming) models.")
 @click.option("--tritonserver", type=click.Path(path_type=Path), default=None, help="tritonserver binary (default: the one nvidia-pytriton bundles).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def validate(repository: Path, url: str | None, tritonserver: Path | None, as_json: bool) -> None:
+def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserver: Path | None, as_json: bool) -> None:
     """Load REPOSITORY in a real Triton and smoke-infer every model.
 
     Checks that every model version is READY, sends each one request made from its config (dtype and
@@ -100,7 +101,7 @@ def validate(repository: Path, url: str | None, tritonserver: Path | None, as_js
     """
     from repoforge.validate import validate as do_validate
 
-    report = _run(do_validate, repository, url=url, tritonserver=tritonserver, progress=_progress(as_json))
+    report = _run(do_validate, repository, url=url, grpc_url=grpc_url, tritonserver=tritonserver, progress=_progress(as_json))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     if not report.ok:

@@ -45,12 +45,15 @@ class ValidationReport:
         return [c for c in self.checks if not c.ok]
 
 
-def infer(url: str, model: RepoModel, inputs: dict[str, np.ndarray], version: str = "") -> dict[str, np.ndarray]:
+def infer(url: str, model: RepoModel, inputs: dict[str, np.ndarray], version: str = "",
+          grpc_url: str | None = None) -> dict[str, np.ndarray]:
     """One request over HTTP (gRPC streaming for decoupled models, which HTTP cannot serve)."""
     outputs = [o.name for o in model.config.output]
     seq = {"sequence_id": 1, "sequence_start": True, "sequence_end": True} if model.config.HasField("sequence_batching") else {}
     if model.decoupled:
-        return _infer_decoupled(url, model, inputs, version, seq)
+        if grpc_url is None:
+            raise ServeError(f"{model.name} is decoupled (streaming): HTTP cannot serve it; pass the server's gRPC URL")
+        return _infer_decoupled(grpc_url, model, inputs, version, seq)[0]
     import tritonclient.http as http
 
     client = http.InferenceServerClient(url, network_timeout=120.0, connection_timeout=60.0)
@@ -70,8 +73,40 @@ def _wire_dtype(model: RepoModel, name: str) -> str:
     return next(triton_dtype(t.data_type) for t in model.config.input if t.name == name)
 
 
-def _infer_decoupled(url: str, model: RepoModel, inputs: dict[str, np.ndarray], version: str, seq: dict[str, Any]) -> dict[str, np.ndarray]:
-    raise ServeError(f"{model.name}: decoupled models need a gRPC URL for smoke inference")
+def _infer_decoupled(grpc_url: str, model: RepoModel, inputs: dict[str, np.ndarray], version: str,
+                     seq: dict[str, Any], timeout: float = 60.0) -> list[dict[str, np.ndarray]]:
+    """Every response of one streamed request, up to the final flag (empty final response included by Triton)."""
+    import queue
+
+    import tritonclient.grpc as grpc
+
+    results: queue.Queue[Any] = queue.Queue()
+    client = grpc.InferenceServerClient(grpc_url)
+    try:
+        client.start_stream(callback=lambda result, error: results.put(error if error is not None else result))
+        reqs = []
+        for name, arr in inputs.items():
+            t = grpc.InferInput(name, list(arr.shape), _wire_dtype(model, name))
+            t.set_data_from_numpy(arr)
+            reqs.append(t)
+        client.async_stream_infer(model.name, reqs, model_version=version, enable_empty_final_response=True, **seq)
+        got: list[dict[str, np.ndarray]] = []
+        while True:
+            item = results.get(timeout=timeout)
+            if isinstance(item, Exception):
+                raise item
+            resp = item.get_response()
+            data = {o.name: item.as_numpy(o.name) for o in resp.outputs}
+            if data:
+                got.append(data)
+            if resp.parameters["triton_final_response"].bool_param:
+                break
+        if not got:
+            raise ServeError(f"{model.name}: the stream ended without a response carrying outputs")
+        return got
+    finally:
+        client.stop_stream()
+        client.close()
 
 
 def _reference(model: RepoModel, version: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
@@ -87,7 +122,7 @@ def _reference(model: RepoModel, version: int, inputs: dict[str, np.ndarray]) ->
 
 
 def check_models(models: list[RepoModel], url: str, states: list[dict[str, str]],
-                 progress: Callable[[str], None] | None = None) -> list[ModelCheck]:
+                 progress: Callable[[str], None] | None = None, grpc_url: str | None = None) -> list[ModelCheck]:
     """READY check, smoke inference and (ONNX) comparison for every model version the server reports."""
     say = progress or (lambda _m: None)
     by_name: dict[str, list[dict[str, str]]] = {}
@@ -102,17 +137,17 @@ def check_models(models: list[RepoModel], url: str, states: list[dict[str, str]]
                 checks.append(ModelCheck(m.name, row["version"], row["state"] or "UNAVAILABLE", False, reason))
                 say(f"FAIL {m.name} v{row['version']}: {row['state']}: {reason}")
                 continue
-            checks.append(_smoke(m, url, row["version"]))
+            checks.append(_smoke(m, url, row["version"], grpc_url))
             c = checks[-1]
             say(("ok   " if c.ok else "FAIL ") + f"{m.name} v{c.version}: {c.message}")
     return checks
 
 
-def _smoke(m: RepoModel, url: str, version: str) -> ModelCheck:
+def _smoke(m: RepoModel, url: str, version: str, grpc_url: str | None) -> ModelCheck:
     inputs = make_inputs(m.config, batch_size=1, seed=0)
     start = time.perf_counter()
     try:
-        got = infer(url, m, inputs, version)
+        got = infer(url, m, inputs, version, grpc_url)
     except Exception as exc:  # noqa: BLE001 - any client/server error is this model's failure
         return ModelCheck(m.name, version, "READY", False, f"smoke inference failed: {exc}")
     latency = (time.perf_counter() - start) * 1000
@@ -126,8 +161,8 @@ def _smoke(m: RepoModel, url: str, version: str) -> ModelCheck:
     return ModelCheck(m.name, version, "READY", close, msg, max_abs_err=err, latency_ms=round(latency, 2))
 
 
-def validate(repository: str | Path, *, url: str | None = None, tritonserver: str | Path | None = None,
-             progress: Callable[[str], None] | None = None) -> ValidationReport:
+def validate(repository: str | Path, *, url: str | None = None, grpc_url: str | None = None,
+             tritonserver: str | Path | None = None, progress: Callable[[str], None] | None = None) -> ValidationReport:
     """Validate `repository` in a Triton at `url`, or in one started (and stopped) for the purpose."""
     from repoforge.servers.triton import TritonServer
 
@@ -135,13 +170,14 @@ def validate(repository: str | Path, *, url: str | None = None, tritonserver: st
     models = read_repository(repo)
     say = progress or (lambda _m: None)
     if url is not None:
-        return ValidationReport(str(repo), url, check_models(models, url, _states_from_url(url), say))
+        return ValidationReport(str(repo), url, check_models(models, url, _states_from_url(url), say, grpc_url))
     server = TritonServer(repo, exit_on_error=False, strict_readiness=False, binary=tritonserver,
                           cache_size_bytes=DEFAULT_CACHE_BYTES if uses_response_cache(models) else None)
     say(f"starting tritonserver with {len(models)} model(s) from {repo}")
     with server:  # starts it; stops it even when a check raises
         say(f"tritonserver ready at http://{server.http_url}")
-        report = ValidationReport(str(repo), server.http_url, check_models(models, server.http_url, server.model_states(), say))
+        report = ValidationReport(str(repo), server.http_url, check_models(models, server.http_url, server.model_states(), say,
+                                                                          server.grpc_url))
         for c in report.failures():
             if c.state != "READY":
                 c.message += "\n" + server.log_tail(15)

@@ -19,6 +19,7 @@ from repoforge.spec.yamlsource import PathKey
 from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
 
 Device = Literal["cpu", "gpu"]
+Target = Literal["triton", "torchserve"]
 
 # Used when neither the model nor `defaults:` sets max_batch_size and the ONNX file has a dynamic batch axis.
 DEFAULT_ONNX_MAX_BATCH_SIZE = 32
@@ -51,6 +52,7 @@ class ModelPlan:
     serving: ServingChoice
     dynamic_batching: bool
     instance_kind_default: Literal["cpu", "gpu"]
+    extra_files: dict[str, Path] = field(default_factory=dict)  # name in the model folder → source (e.g. labels)
 
     @property
     def model_filename(self) -> str | None:
@@ -82,8 +84,9 @@ def detect_device() -> Device:
 class _Checker:
     """Collects problems so the user sees all of them at once."""
 
-    def __init__(self, loaded: LoadedSpec) -> None:
+    def __init__(self, loaded: LoadedSpec, target: Target = "triton") -> None:
         self.loaded = loaded
+        self.target = target
         self.problems: list[Problem] = []
 
     def add(self, path: PathKey, message: str, *, key: bool = False) -> None:
@@ -116,6 +119,8 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
         src_rel = rel or m.path
         where: PathKey = ("models", i, "versions", v) if rel else ("models", i, "path")
         if not src_rel:
+            if ck.target == "torchserve" and m.handler:  # the user's TorchServe handler needs no model file
+                continue
             ck.add(("models", i), f"format {m.format} needs `path:` (the model file, relative to the spec)")
             continue
         src = _resolve_file(ck.loaded, src_rel)
@@ -125,7 +130,7 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
         if src.is_dir() and m.format != "python":
             ck.add(where, f"'{src_rel}' is a folder; format {m.format} expects a single model file")
             continue
-        if src.is_dir() and not (src / "model.py").exists():
+        if src.is_dir() and ck.target == "triton" and not (src / "model.py").exists():
             ck.add(where, f"folder '{src_rel}' has no model.py; a python model folder must contain model.py")
             continue
         out[v] = src
@@ -133,6 +138,11 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
 
 
 def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoice:
+    if ck.target == "torchserve":  # repoforge.torchserve decides how each format is served
+        return ServingChoice(platform="ensemble") if m.format == "ensemble" else ServingChoice(backend="torchserve")
+    if m.format == "pytorch":
+        ck.add(("models", i, "format"), "eager pytorch state_dict models are served by TorchServe; use --target torchserve or export TorchScript")
+        return ServingChoice()
     if m.format == "ensemble":
         return ServingChoice(platform="ensemble")
     if m.format == "python":
@@ -202,20 +212,19 @@ def _max_batch_size(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature | Non
 def _check_batching(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> bool:
     """Validate batching fields against max_batch_size; return whether dynamic batching is on."""
     db = m.dynamic_batching
-    explicit = "dynamic_batching" in m.model_fields_set or ("dynamic_batching" in ck.loaded.spec.defaults.model_fields_set
-                                                           and "dynamic_batching" not in m.model_fields_set)
     where = ck.loaded.origin(i, "dynamic_batching")
+    own = ck.loaded.sets(i, "dynamic_batching") and db is not None and db.enabled
     if m.format == "ensemble":
-        if "dynamic_batching" in m.model_fields_set and db and db.enabled:
+        if own:
             ck.add(where, "an ensemble is scheduled by its steps; dynamic_batching belongs on the step models")
         return False
     if m.sequence_batching is not None:
-        if "dynamic_batching" in m.model_fields_set and db and db.enabled:
+        if own:
             ck.add(where, "a model has one scheduler: remove dynamic_batching or sequence_batching")
         return False
     enabled = db.enabled if db is not None else True
-    if mbs == 0:
-        if "dynamic_batching" in m.model_fields_set and db and db.enabled:
+    if mbs == 0:  # defaults' dynamic batching simply does not apply to a model without a batch axis
+        if own:
             ck.add(where, "dynamic batching needs max_batch_size > 0")
         return False
     if not enabled or db is None:
@@ -237,22 +246,21 @@ def _check_batching(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> bool:
         for level in db.priority_queue_policy:
             if not 1 <= level <= db.priority_levels:
                 ck.add((*where, "priority_queue_policy", level), f"priority level {level} is outside 1..{db.priority_levels}")
-    del explicit
     return True
 
 
-def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int, device: Device) -> None:
+def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> None:
     if m.format != "ensemble" and m.steps is not None:
         ck.add(("models", i, "steps"), f"only format ensemble has steps (this model is {m.format})")
     for g_i, g in enumerate(m.instance_groups or []):
         gpath = (*ck.loaded.origin(i, "instance_groups"), g_i)
         if g.gpus and g.kind != "gpu":
             ck.add((*gpath, "gpus"), f"gpus are only valid with kind: gpu (this group is kind: {g.kind})")
-    if m.format == "ensemble" and "instance_groups" in m.model_fields_set:
+    if m.format == "ensemble" and ck.loaded.sets(i, "instance_groups"):
         ck.add(("models", i, "instance_groups"), "an ensemble has no instances of its own; set instance_groups on the step models")
-    if m.format == "ensemble" and "warmup" in m.model_fields_set:
+    if m.format == "ensemble" and ck.loaded.sets(i, "warmup"):
         ck.add(("models", i, "warmup"), "Triton does not warm up ensembles; warm up the step models")
-    if m.format == "ensemble" and "optimization" in m.model_fields_set:
+    if m.format == "ensemble" and ck.loaded.sets(i, "optimization"):
         ck.add(("models", i, "optimization"), "optimization settings do not apply to an ensemble; set them on the step models")
     if m.warmup is not None and m.format != "ensemble":
         limit = max(mbs, 1)
@@ -290,8 +298,36 @@ def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int, device: Device) 
         for s in bi.source_inputs:
             if m.inputs is not None and s not in input_names:
                 ck.add(("models", i, "batch_inputs", j, "source_inputs"), f"source input '{s}' is not an input of this model")
-    if device == "cpu" and any(g.kind == "gpu" for g in (m.instance_groups or [])):
-        pass  # mapped to CPU instances by the config writer, with a warning
+
+
+def _check_resolved(ck: _Checker, i: int, m: ModelSpec, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                    versions: dict[int, Path | None]) -> dict[str, Path]:
+    """Rules that need the resolved inputs/outputs and versions; returns the extra files to ship."""
+    vp = m.version_policy
+    if vp is not None and vp.specific is not None and versions:
+        for j, v in enumerate(vp.specific):
+            if v not in versions:
+                ck.add((*ck.loaded.origin(i, "version_policy"), "specific", j),
+                       f"version {v} is not built for this model (versions: {sorted(versions)}); Triton would find nothing to load")
+    if m.warmup is not None and m.format != "ensemble":
+        by_name = {t.name: t for t in inputs}
+        for name, dims in m.warmup.shapes.items():
+            where = (*ck.loaded.origin(i, "warmup"), "shapes", name)
+            if name not in by_name:
+                ck.add(where, f"'{name}' is not an input of this model; inputs are {', '.join(sorted(by_name)) or 'none'}", key=True)
+            elif not _same_dims(dims, by_name[name].dims) or any(d < 0 for d in dims):
+                ck.add(where, f"warmup shape {dims} must be concrete sizes matching dims {by_name[name].dims}")
+    extra: dict[str, Path] = {}
+    for j, t in enumerate(outputs):
+        if t.label_filename:
+            src = _resolve_file(ck.loaded, t.label_filename)
+            if not src.is_file():
+                ck.add(("models", i, "outputs", j, "label_filename"), f"labels file '{t.label_filename}' not found (looked for {src})")
+            elif extra.get(src.name, src) != src:
+                ck.add(("models", i, "outputs", j, "label_filename"), f"two different labels files are both named '{src.name}'")
+            else:
+                extra[src.name] = src
+    return extra
 
 
 def _io_declared(ck: _Checker, i: int, m: ModelSpec) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -407,10 +443,10 @@ def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
         setattr(e, kind, list(declared))
 
 
-def make_plan(loaded: LoadedSpec, device: Device | None = None) -> RepositoryPlan:
+def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target = "triton") -> RepositoryPlan:
     """Resolve the spec for `device` (auto-detected when None). Raises SpecError with every problem found."""
     device = device or detect_device()
-    ck = _Checker(loaded)
+    ck = _Checker(loaded, target)
     plans: dict[str, ModelPlan] = {}
     warnings: list[str] = []
     for i, raw in enumerate(loaded.spec.models):
@@ -439,18 +475,25 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None) -> RepositoryPla
                         continue
                     if (other.inputs, other.outputs) != (sig.inputs, sig.outputs):
                         ck.add(("models", i, "versions", v), f"version {v} has different inputs/outputs than version {min(versions)}; one config serves all versions")
-        elif m.format == "ensemble":
+        elif m.format in ("ensemble", "onnx") or (target == "torchserve" and (m.format == "python" or m.handler)):
+            # onnx without a signature: its file problem is already reported; a TorchServe handler of the user's owns its I/O
             inputs, outputs = list(m.inputs or []), list(m.outputs or [])
         else:
             inputs, outputs = _io_declared(ck, i, m)
-        _check_common(ck, i, m, mbs, device)
+        _check_common(ck, i, m, mbs)
         dyn = _check_batching(ck, i, m, mbs)
+        extra = _check_resolved(ck, i, m, inputs, outputs, versions)
         if device == "cpu" and any(g.kind == "gpu" for g in (m.instance_groups or [])):
-            warnings.append(f"{m.name}: instance group kind gpu becomes KIND_CPU for --device cpu")
+            warnings.append(f"{m.name}: instance group kind gpu becomes " + ("KIND_CPU" if target == "triton" else "deviceType cpu") + " for --device cpu")
+        if target == "triton":
+            warnings += [f"{m.name}: `{f}` is a TorchServe setting; --target triton ignores it" for f in ("model_file", "handler") if getattr(m, f)]
+        if serving.runner and m.optimization is not None:
+            warnings.append(f"{m.name}: `optimization` is left out for --device cpu (the {serving.runner} runner has no use for it)")
         plans[m.name] = ModelPlan(
             name=m.name, index=i, format=m.format, spec=m, max_batch_size=mbs, inputs=inputs, outputs=outputs,
             versions=versions, serving=serving, dynamic_batching=dyn,
             instance_kind_default="gpu" if device == "gpu" and m.format != "python" else "cpu",
+            extra_files=extra,
         )
     ck.raise_if_any()
     for p in plans.values():

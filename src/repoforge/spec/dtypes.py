@@ -29,6 +29,8 @@ def normalize_dtype(value: str) -> str:
     upper = text.upper().removeprefix("TYPE_")
     if upper in TRITON_DTYPES:
         return upper
+    if upper == "STRING":  # Triton's protobuf name for BYTES (TYPE_STRING)
+        return "BYTES"
     alias = _ALIASES.get(text.lower())
     if alias:
         return alias

@@ -37,6 +37,10 @@ class LoadedSpec:
     def model_path(self, index: int, *rest: str | int) -> PathKey:
         return ("models", index, *rest)
 
+    def sets(self, index: int, field: str) -> bool:
+        """Whether the model itself (not `defaults:`) writes `field`."""
+        return field in self.spec.models[index].model_fields_set
+
     def origin(self, index: int, field: str) -> PathKey:
         """Where a model's (possibly defaulted) field was written: the model, else `defaults`."""
         if field in self.spec.models[index].model_fields_set:
@@ -143,11 +147,19 @@ def _check_unique_names(loaded: LoadedSpec) -> None:
         raise SpecError(problems)
 
 
+# Defaults that make no sense for some models are not applied to them (instead of being errors there).
+# (an ensemble's max_batch_size follows its steps).
+_NOT_FOR_ENSEMBLES = {"instance_groups", "dynamic_batching", "warmup", "optimization", "max_batch_size"}
+
+
 def effective(loaded: LoadedSpec, model: ModelSpec) -> ModelSpec:
-    """The model with `defaults:` merged in for every field it does not set itself."""
+    """The model with `defaults:` merged in for every field it does not set itself and that applies to it."""
+    skip = set(_NOT_FOR_ENSEMBLES) if model.format == "ensemble" else set()
+    if model.sequence_batching is not None:
+        skip.add("dynamic_batching")
     updates = {
         f: getattr(loaded.spec.defaults, f)
         for f in DEFAULTABLE
-        if f not in model.model_fields_set and getattr(loaded.spec.defaults, f) is not None
+        if f not in model.model_fields_set and f not in skip and getattr(loaded.spec.defaults, f) is not None
     }
     return model.model_copy(update=updates) if updates else model

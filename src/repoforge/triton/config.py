@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -34,7 +36,7 @@ def _tensor(msg: mc.ModelInput | mc.ModelOutput, t: TensorSpec) -> None:
         if t.allow_ragged_batch:
             msg.allow_ragged_batch = True
     elif t.label_filename:
-        msg.label_filename = t.label_filename
+        msg.label_filename = Path(t.label_filename).name  # shipped into the model folder by the writer
 
 
 def _queue_policy(msg: mc.ModelQueuePolicy, q: QueuePolicy) -> None:
@@ -200,7 +202,7 @@ def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:
                 step.output_map[k] = v
     else:
         _instance_groups(cfg, plan, device)
-        if m.optimization is not None:
+        if m.optimization is not None and not plan.serving.runner:
             _optimization(cfg.optimization, m.optimization)
         if plan.dynamic_batching:
             db = m.dynamic_batching

@@ -66,6 +66,8 @@ def write_repository(plan: RepositoryPlan, out: Path, *, force: bool = False,
             text = to_text(build_config(model, plan.device))
             parse_config(text)  # the written text must round-trip through Triton's schema
             (mdir / "config.pbtxt").write_text(text)
+            for name, src in sorted(model.extra_files.items()):
+                shutil.copyfile(src, mdir / name)
             for version, src in sorted(model.versions.items()):
                 _write_version(model, mdir / str(version), src)
         manifest = write_manifest(tmp, {

@@ -1,0 +1,283 @@
+"""Golden config.pbtxt files for a spec that uses (nearly) every field, plus the repository writer's promises:
+byte-reproducible output, a complete lock file, the right files per device, and safe replacement.
+
+Regenerate the goldens after an intended change, then read the diff before committing it:
+
+    REPOFORGE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repoforge.build import build
+from repoforge.errors import BuildError, SpecError
+from repoforge.output import MANIFEST
+from repoforge.triton.config import parse_config
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+SPEC = GOLDEN / "full.spec.yaml"
+UPDATE = os.environ.get("REPOFORGE_UPDATE_GOLDEN") == "1"
+DEVICES = ("gpu", "cpu")
+ONNX_MODELS = {"classifier": [1], "ranker": [1, 2], "scorer": [1, 2]}
+
+
+def cpu_spec(dest: Path) -> Path:
+    """full.spec.yaml minus its tensorrt model (a plan cannot run on CPU), written to `dest` with absolute paths."""
+    data = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
+    data["models"] = [m for m in data["models"] if m["format"] != "tensorrt"]
+    for m in data["models"]:
+        if "path" in m:
+            m["path"] = str((GOLDEN / m["path"]).resolve())
+        if isinstance(m.get("versions"), dict):
+            m["versions"] = {v: str((GOLDEN / p).resolve()) for v, p in m["versions"].items()}
+    path = dest / "full.cpu.spec.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def spec_for(device: str, dest: Path) -> Path:
+    return SPEC if device == "gpu" else cpu_spec(dest)
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("golden-specs")
+    return {d: spec_for(d, root) for d in DEVICES}
+
+
+@pytest.fixture(scope="module")
+def built(specs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("golden")
+    return {d: build(specs[d], root / d, device=d).output for d in DEVICES}
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root (relative POSIX path → bytes)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def dirs(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir())
+
+
+# --- goldens --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_configs_match_goldens(built: dict[str, Path], device: str):
+    repo = built[device]
+    golden_dir = GOLDEN / device
+    configs = {p.parent.name: p.read_text(encoding="utf-8") for p in sorted(repo.glob("*/config.pbtxt"))}
+    if UPDATE:
+        golden_dir.mkdir(exist_ok=True)
+        for stale in golden_dir.glob("*.pbtxt"):
+            if stale.stem not in configs:
+                stale.unlink()
+        for name, text in configs.items():
+            (golden_dir / f"{name}.pbtxt").write_text(text, encoding="utf-8")
+    goldens = {p.stem: p.read_text(encoding="utf-8") for p in sorted(golden_dir.glob("*.pbtxt"))}
+    assert sorted(configs) == sorted(goldens), "models built differ from the golden files"
+    for name, text in configs.items():
+        assert text == goldens[name], f"{device}/{name}/config.pbtxt differs from tests/golden/{device}/{name}.pbtxt"
+
+
+def test_golden_model_sets():
+    gpu = {p.stem for p in (GOLDEN / "gpu").glob("*.pbtxt")}
+    cpu = {p.stem for p in (GOLDEN / "cpu").glob("*.pbtxt")}
+    assert gpu - cpu == {"engine"}  # the tensorrt model is gpu-only
+    assert cpu <= gpu
+    assert len(gpu) == 10
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_goldens_parse_with_tritons_schema(device: str):
+    for path in sorted((GOLDEN / device).glob("*.pbtxt")):
+        cfg = parse_config(path.read_text(encoding="utf-8"))
+        assert cfg.name == path.stem
+
+
+def test_serving_choice_per_device():
+    def cfg(device: str, name: str):
+        return parse_config((GOLDEN / device / f"{name}.pbtxt").read_text(encoding="utf-8"))
+
+    assert cfg("gpu", "classifier").platform == "onnxruntime_onnx"
+    assert cfg("gpu", "scripted").platform == "pytorch_libtorch"
+    assert cfg("gpu", "engine").platform == "tensorrt_plan"
+    assert cfg("gpu", "pipeline").platform == "ensemble"
+    for name in ("classifier", "ranker", "scorer", "scripted"):  # served by repoforge's python runner on CPU
+        c = cfg("cpu", name)
+        assert c.backend == "python" and not c.platform
+        assert c.parameters["repoforge_runner"].string_value == ("torchscript" if name == "scripted" else "onnxruntime")
+        assert all(g.kind != g.KIND_GPU and not g.gpus for g in c.instance_group)
+    # a parameter the user sets wins over the runner's default
+    assert cfg("cpu", "classifier").parameters["intra_op_threads"].string_value == "2"
+    assert cfg("cpu", "scorer").parameters["intra_op_threads"].string_value == "1"
+
+
+# --- repository layout ----------------------------------------------------------------------------------------
+
+def test_cpu_repository_ships_the_runner_next_to_each_model_file(built: dict[str, Path]):
+    glue = resources.files("repoforge.backends").joinpath("runner/model.py").read_bytes()
+    repo = built["cpu"]
+    for name, versions in ONNX_MODELS.items():
+        for v in versions:
+            assert sorted(p.name for p in (repo / name / str(v)).iterdir()) == ["model.onnx", "model.py"]
+            assert (repo / name / str(v) / "model.py").read_bytes() == glue
+    assert sorted(p.name for p in (repo / "scripted" / "1").iterdir()) == ["model.pt", "model.py"]
+    # ONNX files are copied as they are
+    assert (repo / "classifier" / "1" / "model.onnx").read_bytes() == \
+        (GOLDEN / "../../examples/tabular/models/classifier.onnx").read_bytes()
+    assert (repo / "scorer" / "2" / "model.onnx").read_bytes() == \
+        (GOLDEN / "../../examples/versions/models/scorer_v2.onnx").read_bytes()
+    assert not (repo / "engine").exists()
+
+
+def test_gpu_repository_uses_the_native_file_names(built: dict[str, Path]):
+    repo = built["gpu"]
+    for name, versions in ONNX_MODELS.items():
+        for v in versions:
+            assert [p.name for p in (repo / name / str(v)).iterdir()] == ["model.onnx"]
+    assert [p.name for p in (repo / "scripted" / "1").iterdir()] == ["model.pt"]
+    assert [p.name for p in (repo / "engine" / "1").iterdir()] == ["model.plan"]
+    assert (repo / "engine" / "1" / "model.plan").read_bytes() == (GOLDEN / "models" / "model.plan").read_bytes()
+    assert [p.name for p in (repo / "tracker_direct" / "1").iterdir()] == ["model.py"]
+    assert (repo / "preprocess" / "1" / "model.py").read_bytes() == \
+        (GOLDEN / "../../examples/ensemble/preprocess.py").read_bytes()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ensemble_gets_an_empty_version_folder(built: dict[str, Path], device: str):
+    pipeline = built[device] / "pipeline"
+    assert sorted(p.name for p in pipeline.iterdir()) == ["1", "config.pbtxt"]
+    assert (pipeline / "1").is_dir() and not any((pipeline / "1").iterdir())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lock_file_lists_the_sha256_of_every_file(built: dict[str, Path], specs: dict[str, Path], device: str):
+    repo = built[device]
+    lock = json.loads((repo / MANIFEST).read_text(encoding="utf-8"))
+    files = {k: v for k, v in tree(repo).items() if k != MANIFEST}
+    assert sorted(lock["files"]) == sorted(files)
+    for rel, data in files.items():
+        assert lock["files"][rel] == hashlib.sha256(data).hexdigest(), rel
+    assert lock["device"] == device
+    assert lock["repository"] == "golden"
+    assert lock["models"] == sorted(p.parent.name for p in repo.glob("*/config.pbtxt"))
+    assert lock["spec_sha256"] == hashlib.sha256(specs[device].read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_spec_twice_gives_byte_identical_trees(tmp_path: Path, device: str):
+    spec = spec_for(device, tmp_path)
+    a = build(spec, tmp_path / "a", device=device).output
+    b = build(spec, tmp_path / "nested" / "b", device=device).output
+    ta, tb = tree(a), tree(b)
+    assert sorted(ta) == sorted(tb)
+    for rel in ta:
+        assert ta[rel] == tb[rel], rel
+    assert ta[MANIFEST] == tb[MANIFEST]
+    assert dirs(a) == dirs(b)  # the empty ensemble version folder too
+
+
+# --- replacing an existing output -----------------------------------------------------------------------------
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(".out."))
+
+
+def test_existing_output_is_refused_without_force_and_left_untouched(tmp_path: Path):
+    out = tmp_path / "out"
+    build(SPEC, out, device="gpu")
+    (out / "classifier" / "config.pbtxt").write_text("edited by hand\n")  # any change must survive the refusal
+    before = tree(out)
+    with pytest.raises(BuildError, match="already exists; pass --force"):
+        build(SPEC, out, device="gpu")
+    assert tree(out) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_existing_output_is_replaced_with_force(tmp_path: Path):
+    out = tmp_path / "out"
+    fresh = tree(build(SPEC, tmp_path / "fresh", device="gpu").output)
+    build(SPEC, out, device="gpu")
+    (out / "stale.txt").write_text("from an older build\n")
+    (out / "classifier" / "config.pbtxt").write_text("edited by hand\n")
+    build(SPEC, out, device="gpu", force=True)
+    assert tree(out) == fresh
+    assert not (out / "stale.txt").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_force_replaces_a_repository_of_another_device(tmp_path: Path):
+    out = tmp_path / "out"
+    build(cpu_spec(tmp_path), out, device="cpu")
+    build(SPEC, out, device="gpu", force=True)
+    assert json.loads((out / MANIFEST).read_text())["device"] == "gpu"
+    assert (out / "engine" / "1" / "model.plan").exists()
+    assert not (out / "classifier" / "1" / "model.py").exists()
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_foreign_non_empty_directory_is_refused_even_with_force(tmp_path: Path, force: bool):
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious\n")
+    (out / "photos").mkdir()
+    (out / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    before = tree(out)
+    with pytest.raises(BuildError, match="not written by repoforge" if force else "already exists"):
+        build(SPEC, out, device="gpu", force=force)
+    assert tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_existing_file_is_refused_even_with_force(tmp_path: Path):
+    out = tmp_path / "out"
+    out.write_text("a file\n")
+    with pytest.raises(BuildError, match="not a directory"):
+        build(SPEC, out, device="gpu", force=True)
+    assert out.read_text() == "a file\n"
+
+
+def test_empty_existing_directory_is_used_with_force(tmp_path: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(BuildError):
+        build(SPEC, out, device="gpu")
+    build(SPEC, out, device="gpu", force=True)
+    assert (out / MANIFEST).exists()
+
+
+def test_a_refused_spec_leaves_an_existing_output_untouched(tmp_path: Path):
+    out = tmp_path / "out"
+    build(SPEC, out, device="gpu")
+    before = tree(out)
+    with pytest.raises(SpecError):  # tensorrt on cpu: the whole build is refused before anything is written
+        build(SPEC, out, device="cpu", force=True)
+    assert tree(out) == before
+    assert leftovers(tmp_path) == []
+
+
+# --- label files ----------------------------------------------------------------------------------------------
+
+def test_label_file_is_shipped_or_refused(tmp_path: Path):
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"version": 1, "models": [{
+        "name": "classifier", "format": "onnx",
+        "path": str((GOLDEN / "../../examples/tabular/models/classifier.onnx").resolve()),
+        "outputs": [{"name": "probabilities", "dtype": "FP32", "dims": [3], "label_filename": "labels.txt"}],
+    }]}))
+    try:
+        build(spec, tmp_path / "out", device="gpu")
+    except SpecError as exc:
+        assert "label_filename" in str(exc)
+        return
+    assert (tmp_path / "out" / "classifier" / "labels.txt").read_text() == "cat\ndog\nbird\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from repoforge.build import build
+from repoforge.perf.command import perf
 from repoforge.serve import make_server
 from repoforge.triton.reader import read_repository
 from repoforge.validate import check_models, infer
@@ -35,13 +36,12 @@ def main() -> int:
         probs = infer(server.http_url, classifier, {"input": rows})["probabilities"]
         for r, p in zip(rows, probs):
             print(f"      input {np.array2string(r, precision=2)} → probabilities {np.array2string(p, precision=4)} (class {int(p.argmax())})")
-        print("4/4 perf    perf_analyzer, gRPC, concurrency 1 and 8")
-        try:
-            from repoforge.perf.cli_support import demo_perf  # added with the perf issue
-        except ImportError:
-            print("      (perf reports arrive with `repoforge perf`)")
-        else:
-            demo_perf(server, classifier, OUT / "perf-report")
+        print("4/4 perf    perf_analyzer over gRPC, concurrency 1 and 8 (random inputs, response cache off)")
+        measured = perf(server.http_url, "classifier", grpc_url=server.grpc_url, concurrency=[1, 8],
+                      measurement_interval_ms=1500, output=OUT / "perf-report", progress=lambda m: print(f"      {m}"))
+        best = max(measured.report.points, key=lambda p: p.throughput)
+        print(f"      best: {best.throughput:,.0f} infer/s at concurrency {best.load:g}")
+        print(f"      report: {OUT / 'perf-report' / 'report.md'} (+ report.json and plots)")
     print(f"done: repository in {result.output}")
     return 0
 

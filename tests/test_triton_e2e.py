@@ -139,3 +139,24 @@ def test_streaming_sequence_and_bytes_models(triton: TritonServer, built_example
         totals.append(res.as_numpy("TOTAL").item())
     client.close()
     assert totals == [1.0, 3.0, 6.5]
+
+
+def test_cli_perf_against_a_running_server_writes_a_report(triton: TritonServer, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    res = subprocess.run([*CLI, "perf", triton.http_url, "-m", "classifier", "--grpc-url", triton.grpc_url,
+                          "--concurrency", "1,2", "--measurement-interval", "500", "--stability-percentage", "60",
+                          "-o", str(out), "--json"], capture_output=True, text=True, check=False, timeout=240)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert [p["concurrency"] for p in report["points"]] == [1, 2]
+    assert all(p["throughput"] > 0 for p in report["points"])
+    assert {"report.json", "report.md", "throughput.png"} <= {p.name for p in out.iterdir()}
+
+
+def test_cli_perf_unknown_model_is_one_line_and_writes_nothing(triton: TritonServer, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    res = subprocess.run([*CLI, "perf", triton.http_url, "-m", "nosuch", "-o", str(out)],
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert res.returncode == 1
+    assert res.stderr.strip().count("\n") == 0 and "nosuch" in res.stderr
+    assert not out.exists()

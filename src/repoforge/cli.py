@@ -141,6 +141,80 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
     click.echo("stopped")
 
 
+def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
+    shapes = {}
+    for v in values:
+        name, _, dims = v.partition(":")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",") if d]
+        except ValueError:
+            raise click.BadParameter(f"{v!r}: expected NAME:dim,dim (e.g. INPUT0:16 or IMAGE:3,224,224)") from None
+        if not name or not shapes[name]:
+            raise click.BadParameter(f"{v!r}: expected NAME:dim,dim (e.g. INPUT0:16)")
+    return shapes
+
+
+@main.command()
+@click.argument("target")
+@click.option("-m", "--model", required=True, help="Model to measure.")
+@click.option("--protocol", type=click.Choice(["grpc", "http", "both"]), default="grpc", show_default=True,
+              help="both: HTTP and gRPC side by side in one report.")
+@click.option("--concurrency", default="1:16:2", show_default=True, help="start:end:step (end included) or 1,2,4.")
+@click.option("--request-rate", default=None, help="Request rates (req/s) instead of concurrency, e.g. 100:400:100.")
+@click.option("-b", "--batch-size", type=int, default=1, show_default=True)
+@click.option("--shape", "shape", multiple=True, help="NAME:dims for a variable input (default: every -1 becomes 16).")
+@click.option("--input-data", type=click.Path(exists=True, path_type=Path), default=None, help="perf_analyzer JSON input data (default: random).")
+@click.option("--measurement-interval", type=int, default=3000, show_default=True, help="Window length in ms.")
+@click.option("--stability-percentage", type=float, default=None, help="Allowed spread between windows (default 30 on small hosts).")
+@click.option("--calibration-model", default=None, help="A model measured alternately in the same run; the gate then compares ratios (stable on noisy CI).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("perf-report"), show_default=True)
+@click.option("--baseline", type=click.Path(path_type=Path), default=None, help="Compare against this baseline JSON; exit 1 on a regression.")
+@click.option("--tolerance", type=float, default=0.15, show_default=True, help="Allowed throughput drop / p99 rise.")
+@click.option("--update-baseline", is_flag=True, help="Write --baseline from this run instead of comparing.")
+@click.option("--grpc-url", default=None, help="With a URL TARGET: the gRPC host:port (default: HTTP port + 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report (and gate) as JSON.")
+def perf(target: str, model: str, protocol: str, concurrency: str, request_rate: str | None, batch_size: int,
+         shape: tuple[str, ...], input_data: Path | None, measurement_interval: int, stability_percentage: float | None,
+         calibration_model: str | None, output: Path, baseline: Path | None, tolerance: float, update_baseline: bool,
+         grpc_url: str | None, as_json: bool) -> None:
+    """Measure MODEL with perf_analyzer. TARGET is a repository directory (served for the run) or the
+    HTTP host:port of a running Triton.
+
+    \b
+    Input shapes come from the model config, so variable dims need no --shape flags.
+    Writes report.json, report.md and plots (throughput, latency, server breakdown) into --output.
+    CI gate:  repoforge perf repo -m MODEL --baseline perf-baseline.json --update-baseline   (once)
+              repoforge perf repo -m MODEL --baseline perf-baseline.json --tolerance 0.15   (exit 1 on regression)
+    """
+    from repoforge.perf.analyzer import parse_concurrency
+    from repoforge.perf.command import perf as do_perf
+
+    if update_baseline and baseline is None:
+        raise click.UsageError("--update-baseline needs --baseline FILE")
+    rates = [float(r) for r in parse_concurrency(request_rate)] if request_rate else None
+    result = _run(do_perf, target, model, protocol=protocol, concurrency=concurrency, request_rate=rates,
+                  batch_size=batch_size, shapes=_shape_option(shape), input_data=input_data,
+                  measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
+                  calibration_model=calibration_model, output=output, baseline=baseline, tolerance=tolerance,
+                  update=update_baseline, grpc_url=grpc_url, progress=_progress(as_json))
+    if as_json:
+        data = result.report.to_dict()
+        if result.gate is not None:
+            data["gate"] = result.gate.to_dict()
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(f"{'protocol':<9}{'load':>6}{'infer/s':>11}{'p50 ms':>9}{'p99 ms':>9}")
+        for p in result.report.points:
+            click.echo(f"{p.protocol:<9}{p.load:>6g}{p.throughput:>11,.0f}{p.p50_ms:>9.2f}{p.p99_ms:>9.2f}")
+        click.echo(f"report: {output / 'report.md'} (+ report.json, plots)")
+    if result.gate is not None:
+        if not as_json:
+            click.echo(result.gate.format_table())
+        if not result.gate.passed:
+            _fail(RepoforgeError(result.gate.summary()), 1)
+        click.echo(result.gate.summary(), err=True)
+
+
 @main.command()
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout.")
 def schema(output: Path | None) -> None:

@@ -1,0 +1,117 @@
+"""`repoforge perf` as one function: serve (or reach) the model, measure it per protocol, write the
+report, and gate it against a baseline. The CLI only parses flags and prints what this returns."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from repoforge.perf.analyzer import PerfError, PerfOptions, run, run_calibrated
+from repoforge.perf.baseline import Baseline, GateResult, compare, update_baseline
+from repoforge.perf.report import PerfReport, write_report
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class PerfResult:
+    report: PerfReport
+    files: list[Path]
+    gate: GateResult | None = None
+
+
+@dataclass
+class _Endpoints:
+    http: str
+    grpc: str
+    configs: dict[str, mc.ModelConfig]
+
+
+def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(http_url)
+    try:
+        raw = client.get_model_config(model)
+    except Exception as exc:  # noqa: BLE001 - unreachable server or unknown model: one line either way
+        raise PerfError(f"cannot read the config of '{model}' from Triton at {http_url}: {str(exc).splitlines()[0]}") from None
+    finally:
+        client.close()
+    return json_format.ParseDict(raw, mc.ModelConfig(), ignore_unknown_fields=True)
+
+
+@contextlib.contextmanager
+def _target(target: str | Path, models: list[str], grpc_url: str | None, say: Progress) -> Iterator[_Endpoints]:
+    """A repository directory is served for the run (response cache off: perf_analyzer repeats one
+    input, so a cache would measure only itself); anything else is the HTTP host:port of a running Triton."""
+    path = Path(target)
+    if path.is_dir():
+        from repoforge.servers.triton import TritonServer
+        from repoforge.triton.reader import read_repository
+
+        found = {m.name: m.config for m in read_repository(path)}
+        missing = [m for m in models if m not in found]
+        if missing:
+            raise PerfError(f"model '{missing[0]}' is not in {path}; it has {', '.join(sorted(found))}")
+        say(f"starting tritonserver on {path} (response cache off for measuring)")
+        with TritonServer(path) as server:
+            say(f"tritonserver ready at http://{server.http_url}")
+            yield _Endpoints(server.http_url, server.grpc_url, {m: found[m] for m in models})
+        return
+    http_url = str(target).removeprefix("http://").rstrip("/")
+    if grpc_url is None:
+        host, _, port = http_url.rpartition(":")
+        grpc_url = f"{host}:{int(port) + 1}" if port.isdigit() else http_url
+    yield _Endpoints(http_url, grpc_url, {m: _config_from_server(http_url, m) for m in models})
+
+
+def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "both"] = "grpc",
+         concurrency: str | list[int] = "1:16:2", request_rate: list[float] | None = None, batch_size: int = 1,
+         shapes: dict[str, list[int]] | None = None, input_data: Path | None = None,
+         measurement_interval_ms: int = 3000, stability_percentage: float | None = None,
+         calibration_model: str | None = None, output: str | Path = "perf-report",
+         baseline: str | Path | None = None, tolerance: float = 0.15, update: bool = False,
+         grpc_url: str | None = None, plots: bool = True, progress: Progress | None = None) -> PerfResult:
+    """Measure `model` with perf_analyzer and write report.json/report.md/plots into `output`.
+
+    With `baseline`, the run is compared against it (GateResult.passed tells the CI gate); with
+    `update`, the baseline file is (re)written from this run instead.
+    """
+    say = progress or (lambda _m: None)
+    protocols: list[Literal["grpc", "http"]] = ["http", "grpc"] if protocol == "both" else [protocol]  # type: ignore[list-item]
+    wanted = [model] + ([calibration_model] if calibration_model else [])
+    with _target(target, wanted, grpc_url, say) as ep:
+        options, points, calib_points = [], [], []
+        for proto in protocols:
+            opts = PerfOptions(model=model, url=ep.http if proto == "http" else ep.grpc, protocol=proto,
+                               concurrency=concurrency, request_rate=request_rate, batch_size=batch_size,
+                               shapes=shapes or {}, input_data=input_data, measurement_interval_ms=measurement_interval_ms,
+                               stability_percentage=stability_percentage)
+            say(f"perf_analyzer {proto} → {opts.url}, {model}, {'request rate' if request_rate else 'concurrency'} "
+                f"{', '.join(str(x) for x in opts.loads)}")
+            if calibration_model:
+                pts, cal = run_calibrated(opts, ep.configs[model], calibration_model, ep.configs[calibration_model], say)
+                calib_points += cal
+            else:
+                pts = run(opts, ep.configs[model], say)
+            options.append(opts)
+            points += pts
+        report = PerfReport.from_runs(options, points, ep.configs[model], calibration_model=calibration_model,
+                                      calibration_points=calib_points)
+    files = write_report(report, output, plots=plots)
+    gate = None
+    if baseline is not None:
+        if update:
+            update_baseline(baseline, report)
+            say(f"baseline written to {baseline}")
+        else:
+            if not Path(baseline).exists():
+                raise PerfError(f"baseline {baseline} does not exist; create it with --update-baseline")
+            gate = compare(report, Baseline.load(baseline), tolerance)
+    return PerfResult(report, files, gate)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from repoforge.spec.dtypes import normalize_dtype
 
-Format = Literal["onnx", "tensorrt", "torchscript", "python", "ensemble"]
+Format = Literal["onnx", "tensorrt", "torchscript", "pytorch", "python", "ensemble"]
 ParamValue = str | int | float | bool
 
 
@@ -308,6 +308,10 @@ class ModelSpec(StrictModel):
     model_transaction_policy: TransactionPolicy | None = None
     metric_tags: dict[str, str] = {}
     steps: list[EnsembleStep] | None = None
+    # TorchServe target: the file defining the nn.Module class of an eager `pytorch` state_dict model,
+    # and the user's own TorchServe handler file (replacing repoforge's); both relative to the spec.
+    model_file: str | None = None
+    handler: str | None = None
 
     @field_validator("versions", mode="before")
     @classmethod

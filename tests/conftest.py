@@ -14,6 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def repoforge_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Backend dirs and perf_analyzer library links go to a per-session temp cache, never the user's ~/.cache
+    (subprocesses such as the CLI inherit the variable)."""
+    patch = pytest.MonkeyPatch()
+    cache = tmp_path_factory.mktemp("repoforge-cache")
+    patch.setenv("REPOFORGE_CACHE_DIR", str(cache))
+    yield cache
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def built_examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The ensemble and versions examples and the streaming/sequence/BYTES models, built for CPU

@@ -99,16 +99,9 @@ def one_line(err: BaseException) -> str:
 # Fixtures
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Backend dir and perf-lib symlinks go to a temp cache, not the user's ~/.cache."""
-    cache = tmp_path_factory.mktemp("repoforge-cache")
-    old = os.environ.get("REPOFORGE_CACHE_DIR")
-    os.environ["REPOFORGE_CACHE_DIR"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("REPOFORGE_CACHE_DIR", None)
-    else:
-        os.environ["REPOFORGE_CACHE_DIR"] = old
+def cache_dir(repoforge_cache: Path) -> Path:
+    """The session's temp cache (see conftest): backend dirs are built there, not in ~/.cache."""
+    return repoforge_cache
 
 
 @pytest.fixture(scope="module")

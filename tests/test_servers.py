@@ -95,16 +95,9 @@ def _require_redis() -> None:
 
 
 @pytest.fixture(scope="module")
-def backend_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Build the Triton backend dir in a temp cache, not the user's ~/.cache."""
-    cache = tmp_path_factory.mktemp("repoforge-cache")
-    old = os.environ.get("REPOFORGE_CACHE_DIR")
-    os.environ["REPOFORGE_CACHE_DIR"] = str(cache)
-    yield cache
-    if old is None:
-        os.environ.pop("REPOFORGE_CACHE_DIR", None)
-    else:
-        os.environ["REPOFORGE_CACHE_DIR"] = old
+def backend_cache(repoforge_cache: Path) -> Path:
+    """The session's temp cache (see conftest): backend dirs are built there, not in ~/.cache."""
+    return repoforge_cache
 
 
 @pytest.fixture(scope="module")

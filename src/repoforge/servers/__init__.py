@@ -6,7 +6,7 @@ process group and log file, is stopped and reaped reliably, and a failed start r
 """
 
 from .ports import free_port, free_ports, port_is_free
-from .process import ManagedProcess, ServerStartError, group_pids, pid_alive
+from .process import ManagedProcess, ServerContext, ServerStartError, group_pids, pid_alive
 from .redis import RedisNotFoundError, RedisServer, find_redis_server, redis_ping
 from .triton import (
     NGC_IMAGE,
@@ -27,6 +27,7 @@ __all__ = [
     "ManagedProcess",
     "RedisNotFoundError",
     "RedisServer",
+    "ServerContext",
     "ServerStartError",
     "TritonAPIError",
     "TritonInstall",

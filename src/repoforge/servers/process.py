@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 __all__ = ["ManagedProcess", "ServerStartError", "group_pids", "pid_alive", "read_log_tail"]
 
@@ -147,6 +148,28 @@ def group_pids(pgid: int) -> list[int]:
         if stat is not None and len(stat) > 2 and int(stat[2]) == pgid and stat[0] not in ("Z", "X"):
             found.append(int(entry.name))
     return sorted(found)
+
+
+class ServerContext:
+    """`with server:` starts it (unless already running) and always stops it, even when the body raises."""
+
+    @property
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> "ServerContext":
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        if not self.alive:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
 
 
 class ManagedProcess:

@@ -15,10 +15,9 @@ import socket
 import tempfile
 import weakref
 from pathlib import Path
-from types import TracebackType
 
 from .ports import free_port, port_is_free
-from .process import ManagedProcess, ServerStartError
+from .process import ManagedProcess, ServerContext, ServerStartError
 
 __all__ = ["RedisNotFoundError", "RedisServer", "find_redis_server", "redis_ping"]
 
@@ -60,7 +59,7 @@ def redis_ping(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ServerContext):
     """``with RedisServer() as r: redis.Redis.from_url(r.url)``; stopped (and its files removed) on exit."""
 
     def __init__(
@@ -209,16 +208,6 @@ class RedisServer:
 
     def log_tail(self, n_lines: int = 40) -> str:
         return self._process.log_tail(n_lines) if self._process is not None else ""
-
-    def __enter__(self) -> RedisServer:
-        if not self.alive:
-            self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<RedisServer {self.host}:{self.port} pid={self.pid} alive={self.alive}>"

@@ -30,11 +30,10 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 from .ports import free_ports, port_is_free
-from .process import ManagedProcess, ServerStartError, read_log_tail
+from .process import ManagedProcess, ServerContext, ServerStartError, read_log_tail
 
 __all__ = [
     "NGC_IMAGE",
@@ -383,7 +382,7 @@ def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
-class TritonServer:
+class TritonServer(ServerContext):
     """A tritonserver process: ``with TritonServer(repo) as s: ... s.http_url ...``.
 
     ``start()`` returns once ``/v2/health/ready`` is 200. With ``exit_on_error=False`` it returns as
@@ -668,16 +667,6 @@ class TritonServer:
         if self._process is None:
             return {}
         return parse_failed_models(read_log_tail(self._process.log_path, 5000))
-
-    def __enter__(self) -> TritonServer:
-        if not self.alive:
-            self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<TritonServer http={self.http_url if self._ports else '?'} pid={self.pid} alive={self.alive}>"

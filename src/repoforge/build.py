@@ -19,9 +19,11 @@ def build(spec: str | Path, output: str | Path, *, target: Target = "triton", de
     Raises SpecError (nothing written) for a wrong spec and BuildError when `output` exists without `force`.
     """
     loaded = load_spec(spec)
+    if target == "torchserve":  # .mar archives + config.properties (repoforge.torchserve)
+        from repoforge.torchserve.builder import build_torchserve
+
+        return build_torchserve(loaded, Path(output), force=force, progress=progress, device=device)  # type: ignore[return-value]
     plan = make_plan(loaded, device)
     for w in plan.warnings:
         (progress or (lambda _m: None))(f"warning: {w}")
-    if target != "triton":
-        raise NotImplementedError(f"target {target!r} is not available yet")
     return write_repository(plan, Path(output), force=force, progress=progress)

@@ -8,6 +8,7 @@ process group and log file, is stopped and reaped reliably, and a failed start r
 from .ports import free_port, free_ports, port_is_free
 from .process import ManagedProcess, ServerContext, ServerStartError, group_pids, pid_alive
 from .redis import RedisNotFoundError, RedisServer, find_redis_server, redis_ping
+from .torchserve import TorchServeAPIError, TorchServeNotFoundError, TorchServeServer
 from .triton import (
     NGC_IMAGE,
     TritonAPIError,
@@ -29,6 +30,9 @@ __all__ = [
     "RedisServer",
     "ServerContext",
     "ServerStartError",
+    "TorchServeAPIError",
+    "TorchServeNotFoundError",
+    "TorchServeServer",
     "TritonAPIError",
     "TritonInstall",
     "TritonNotFoundError",

@@ -1,0 +1,371 @@
+"""`repoforge build --target torchserve`: the spec → TorchServe model archives (.mar), workflow archives
+(.war, for ensembles) and a config.properties, written atomically like the Triton target.
+
+Output layout::
+
+    OUTPUT/
+      config.properties          # 127.0.0.1 addresses, model_store, load_models, metrics_mode=prometheus
+      model-store/<model>.mar    # one per model: the model file, repoforge's thin handler, model-config.yaml
+      wf-store/<ensemble>.war    # one per ensemble: workflow spec + thin function-node handler
+      repoforge.lock.json        # sha256 of every file
+
+Everything is checked before anything is written: wrong specs raise SpecError (naming the model),
+and eager `pytorch` models are loaded once in-process with torch, so a state_dict that does not match
+its class fails the build instead of a TorchServe worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import warnings as pywarnings
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version as dist_version
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from repoforge import __version__
+from repoforge.errors import BuildError, Problem, SpecError
+from repoforge.output import MANIFEST, atomic_dir, check_destination, write_manifest
+from repoforge.plan import Device, ModelPlan, RepositoryPlan, detect_device, make_plan
+from repoforge.spec.load import LoadedSpec
+from repoforge.torchserve import config as tsc
+from repoforge.torchserve.eager import EagerLoadError, load_eager, split_model_file
+
+#: Canonical names of the model file inside an archive (what TorchServe's BaseHandler also understands).
+SERIALIZED_NAMES = {"onnx": "model.onnx", "torchscript": "model.pt", "pytorch": "model.pth"}
+HANDLER_FILE = "repoforge_handler.py"
+WORKFLOW_HANDLER_FILE = "repoforge_workflow.py"
+SERVABLE = ("onnx", "torchscript", "pytorch", "python", "ensemble")
+# torch-model-archiver's rule for model (and workflow) names.
+_TS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
+
+
+@dataclass
+class TorchServeBuildResult:
+    output: Path
+    plan: RepositoryPlan
+    files: dict[str, str]                                  # relative path → sha256
+    archives: dict[str, Path] = field(default_factory=dict)   # model name → .mar
+    workflows: dict[str, Path] = field(default_factory=dict)  # ensemble name → .war
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.plan.models]
+
+    @property
+    def model_store(self) -> Path:
+        return self.output / "model-store"
+
+    @property
+    def workflow_store(self) -> Path:
+        return self.output / "wf-store"
+
+    @property
+    def config_properties(self) -> Path:
+        return self.output / "config.properties"
+
+
+@dataclass
+class _Archive:
+    """What goes into one .mar, resolved and checked before anything is written."""
+
+    plan: ModelPlan
+    version: str
+    handler: Path                 # handler file to ship (repoforge's or the user's)
+    own_handler: bool
+    serialized: Path | None = None
+    model_file: Path | None = None
+    model_class: str | None = None
+    extra: list[Path] = field(default_factory=list)
+
+
+def looks_like_torchserve_output(path: Path) -> bool:
+    return (path / "config.properties").is_file() and (path / "model-store").is_dir()
+
+
+def _resolve(loaded: LoadedSpec, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else (loaded.base_dir / p).resolve()
+
+
+def _name_models(loaded: LoadedSpec, exc: SpecError) -> SpecError:
+    """Add the model's name to each problem under `models[i]`, so the message names the model."""
+    problems = []
+    for p in exc.problems:
+        m = re.match(r"^models\[(\d+)\]", p.field)
+        if m and int(m.group(1)) < len(loaded.spec.models) and "model '" not in p.message:
+            p = Problem(p.location, p.field, f"{p.message} (model '{loaded.spec.models[int(m.group(1))].name}')")
+        problems.append(p)
+    return SpecError(problems)
+
+
+def _ours() -> Path:
+    return Path(str(resources.files("repoforge.handlers").joinpath(HANDLER_FILE)))
+
+
+def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warnings: list[str]) -> _Archive | None:
+    i, s = m.index, m.spec
+
+    def bad(path: tuple[Any, ...], message: str) -> None:
+        problems.append(loaded.problem(path, f"{message} (model '{m.name}')"))
+
+    if not _TS_NAME.match(m.name):
+        bad(("models", i, "name"), "TorchServe names must start with a letter or digit")
+    if m.format not in SERVABLE:
+        bad(("models", i, "format"), f"format {m.format} cannot be served by TorchServe (a TensorRT plan needs Triton); "
+                                     "TorchServe serves onnx, torchscript, pytorch, python (with handler:) and ensembles")
+        return None
+    if m.format == "ensemble":
+        return None
+    latest = max(m.versions) if m.versions else 1
+    src = m.versions.get(latest) if m.versions else None
+    arch = _Archive(plan=m, version=str(latest), handler=_ours(), own_handler=False)
+    if s.handler:
+        h = _resolve(loaded, s.handler)
+        if not h.is_file():
+            bad(("models", i, "handler"), f"handler file '{s.handler}' not found (looked for {h})")
+        elif h.suffix != ".py":
+            bad(("models", i, "handler"), f"handler '{s.handler}' must be a .py file")
+        arch.handler, arch.own_handler = h, True
+    if s.model_file and m.format != "pytorch":
+        warnings.append(f"{m.name}: model_file is only used by format pytorch; left out")
+    if m.format == "python":
+        if not s.handler:
+            if src is not None and src.is_file() and src.suffix == ".py":
+                arch.handler, arch.own_handler = src, True
+                warnings.append(f"{m.name}: format python on TorchServe: '{s.path}' is used as the TorchServe handler "
+                                "(a Triton TritonPythonModel does not run there; set `handler:` for a separate file)")
+            else:
+                bad(("models", i), "format python on TorchServe needs `handler:` (a TorchServe handler file); "
+                                   "`path` is then shipped alongside it")
+        elif src is not None:
+            arch.extra.append(src)
+        return arch
+    if src is None:
+        return arch  # the plan reported the missing file already
+    arch.serialized = src
+    if m.format == "pytorch":
+        if not s.model_file:
+            bad(("models", i), "format pytorch needs `model_file:` (the .py file defining the nn.Module class of the state_dict)")
+            return arch
+        file, cls = split_model_file(s.model_file)
+        mf = _resolve(loaded, file)
+        if not mf.is_file():
+            bad(("models", i, "model_file"), f"model_file '{file}' not found (looked for {mf})")
+            return arch
+        if mf.name in (HANDLER_FILE, arch.handler.name, "model-config.yaml"):
+            bad(("models", i, "model_file"), f"model_file must not be called {mf.name} (that name is taken in the archive)")
+            return arch
+        arch.model_file, arch.model_class = mf, cls
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            bad(("models", i, "format"), "checking a pytorch state_dict needs torch at build time: "
+                                         "pip install 'repoforge[torchserve]'")
+            return arch
+        try:
+            load_eager(mf, src, class_name=cls)
+        except EagerLoadError as exc:
+            bad(("models", i, "path"), f"cannot load the state_dict: {exc}")
+    elif m.format == "torchscript":
+        try:
+            import torch
+        except ImportError:
+            torch = None  # type: ignore[assignment]
+        if torch is not None:
+            try:
+                with pywarnings.catch_warnings():  # torch 2.13 deprecates TorchScript (DeprecationWarning on load)
+                    pywarnings.simplefilter("ignore", DeprecationWarning)
+                    torch.jit.load(str(src), map_location="cpu")
+            except Exception as exc:  # noqa: BLE001
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                bad(("models", i, "path"), f"'{src.name}' is not a TorchScript file ({first}); save it with torch.jit.save, "
+                                           "or use format: pytorch with model_file for a state_dict")
+    return arch
+
+
+def _check_ensemble(loaded: LoadedSpec, plan: RepositoryPlan, e: ModelPlan, problems: list[Problem],
+                    warnings: list[str]) -> None:
+    def bad(path: tuple[Any, ...], message: str) -> None:
+        problems.append(loaded.problem(path, f"{message} (ensemble '{e.name}')"))
+
+    seen: set[str] = set()
+    for s_i, st in enumerate(e.spec.steps or []):
+        where = ("models", e.index, "steps", s_i, "model")
+        if st.model in seen:
+            bad(where, f"model '{st.model}' is used by two steps; a TorchServe workflow runs each model node once")
+        seen.add(st.model)
+        if st.model in (tsc.REQUEST_NODE, tsc.RESPONSE_NODE):
+            bad(where, f"'{st.model}' is the name of a repoforge workflow node; rename the model")
+        target = plan.model(st.model)
+        if target.format == "ensemble":
+            bad(where, "a TorchServe workflow cannot contain another workflow; list the inner ensemble's steps here")
+        elif target.spec.handler or target.format == "python":
+            warnings.append(f"{e.name}: step model '{st.model}' uses your own handler; in the workflow it receives its "
+                            "parents' outputs (JSON bytes under 'body', or under each parent's node name)")
+        if st.version != -1:
+            warnings.append(f"{e.name}: step {s_i} pins version {st.version}; TorchServe workflows use the archived version")
+
+
+def _archiver(args: list[str], env_tmp: Path, module: str, entry: str) -> None:
+    """Run torch-model-archiver / torch-workflow-archiver in a subprocess with a private TMPDIR
+    (both stage files in $TMPDIR/<name>, which concurrent builds would share)."""
+    code = f"from {module} import {entry}; {entry}()"
+    env = {**os.environ, "TMPDIR": str(env_tmp)}
+    env_tmp.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        if "No module named" in tail:
+            raise BuildError(f"{module} is not installed: pip install 'repoforge[torchserve]'\n{tail}")
+        raise BuildError(f"{module} failed (exit {proc.returncode}):\n{tail}")
+
+
+def _write_model(arch: _Archive, stage: Path, store: Path, device: str, workflows: dict[str, Any]) -> Path:
+    m = arch.plan
+    work = stage / m.name
+    work.mkdir(parents=True)
+    args = ["--model-name", m.name, "--version", arch.version, "--export-path", str(store), "-f"]
+    serialized_name = None
+    if arch.serialized is not None:
+        serialized_name = SERIALIZED_NAMES.get(m.format, arch.serialized.name)
+        shutil.copyfile(arch.serialized, work / serialized_name)
+        args += ["--serialized-file", str(work / serialized_name)]
+    model_file_entry = None
+    if arch.model_file is not None:
+        shutil.copyfile(arch.model_file, work / arch.model_file.name)
+        args += ["--model-file", str(work / arch.model_file.name)]
+        model_file_entry = arch.model_file.name + (f":{arch.model_class}" if arch.model_class else "")
+    handler_cfg = tsc.handler_section(m, serialized_file=serialized_name, model_file=model_file_entry, workflows=workflows)
+    cfg = tsc.model_config(m, device, handler_cfg)
+    (work / "model-config.yaml").write_text(
+        f"# Generated by repoforge for model '{m.name}' ({m.format}).\n" + yaml.safe_dump(cfg, sort_keys=False))
+    args += ["--config-file", str(work / "model-config.yaml"), "--handler", str(arch.handler)]
+    extra: list[str] = []
+    for e in arch.extra:
+        if e.is_dir():
+            extra.append(str(e))  # the archiver copies a folder's contents into the archive root
+        elif e.resolve() != arch.handler.resolve():
+            extra.append(str(e))
+    if extra:
+        args += ["--extra-files", ",".join(extra)]
+    _archiver(args, stage / "tmp", "model_archiver.model_packaging", "generate_model_archive")
+    mar = store / f"{m.name}.mar"
+    if not mar.is_file():
+        raise BuildError(f"torch-model-archiver did not write {mar.name}")
+    return mar
+
+
+def _write_workflow(e: ModelPlan, spec: dict[str, Any], wiring: dict[str, Any], stage: Path, store: Path) -> Path:
+    work = stage / f"wf-{e.name}"
+    work.mkdir(parents=True)
+    spec_file = work / f"{e.name}.yaml"
+    spec_file.write_text(f"# Generated by repoforge for ensemble '{e.name}'.\n" + yaml.safe_dump(spec, sort_keys=False))
+    template = resources.files("repoforge.handlers").joinpath(WORKFLOW_HANDLER_FILE).read_text()
+    marker = "WIRING = {}  # REPOFORGE_WIRING"
+    assert marker in template
+    handler = work / WORKFLOW_HANDLER_FILE
+    handler.write_text(template.replace(marker, f"WIRING = {json.dumps(wiring, sort_keys=True)}"))
+    _archiver(["--workflow-name", e.name, "--spec-file", str(spec_file), "--handler", str(handler),
+               "--export-path", str(store), "-f"], stage / "tmp", "workflow_archiver.workflow_packaging",
+              "generate_workflow_archive")
+    war = store / f"{e.name}.war"
+    if not war.is_file():
+        raise BuildError(f"torch-workflow-archiver did not write {war.name}")
+    return war
+
+
+def _version(dist: str) -> str:
+    try:
+        return dist_version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def build_torchserve(loaded: LoadedSpec, output: str | Path, *, force: bool = False,
+                     progress: Callable[[str], None] | None = None, device: Device | None = None) -> TorchServeBuildResult:
+    """Check the whole spec for TorchServe, then write the archives and config atomically to `output`.
+
+    Raises SpecError (nothing written) for a wrong spec and BuildError when `output` exists without
+    `force` or an archiver fails.
+    """
+    say = progress or (lambda _m: None)
+    out = Path(output)
+    device = device or detect_device()
+    try:
+        plan = make_plan(loaded, device, target="torchserve")
+    except SpecError as exc:
+        raise _name_models(loaded, exc) from None
+    problems: list[Problem] = []
+    warnings: list[str] = list(plan.warnings)
+    archives: list[_Archive] = []
+    for m in plan.models:
+        arch = _check_model(loaded, m, problems, warnings)
+        if arch is not None:
+            archives.append(arch)
+            warnings += tsc.unsupported(loaded, m, device, arch.own_handler)
+        elif m.format == "ensemble":
+            _check_ensemble(loaded, plan, m, problems, warnings)
+    if problems:
+        raise SpecError(problems)
+    check_destination(out, force, looks_like_torchserve_output)
+    plan.warnings = warnings
+    for w in warnings:
+        say(f"warning: {w}")
+
+    ensembles = [m for m in plan.models if m.format == "ensemble"]
+    workflow_parts = {e.name: tsc.workflow_spec(e, plan, device) for e in ensembles}
+    feeds: dict[str, dict[str, Any]] = {}  # step model → {ensemble: feed}
+    for ens, (_, _, step_feeds) in workflow_parts.items():
+        for model, feed in step_feeds.items():
+            feeds.setdefault(model, {})[ens] = feed
+
+    mars: dict[str, Path] = {}
+    wars: dict[str, Path] = {}
+    with atomic_dir(out, force) as tmp:
+        stage = tmp / ".staging"
+        store = tmp / "model-store"
+        wf_store = tmp / "wf-store"
+        store.mkdir()
+        wf_store.mkdir()
+        for arch in archives:
+            m = arch.plan
+            say(f"{m.name}: {m.format} → {m.name}.mar ({'your handler ' + arch.handler.name if arch.own_handler else 'repoforge handler'})")
+            mar = _write_model(arch, stage, store, device, feeds.get(m.name, {}))
+            mars[m.name] = out.resolve() / "model-store" / mar.name
+        for e in ensembles:
+            spec, wiring, _ = workflow_parts[e.name]
+            say(f"{e.name}: ensemble → {e.name}.war (TorchServe workflow over {', '.join(st.model for st in e.spec.steps or [])})")
+            war = _write_workflow(e, spec, wiring, stage, wf_store)
+            wars[e.name] = out.resolve() / "wf-store" / war.name
+        (tmp / "config.properties").write_text(tsc.config_properties(sorted(mars)))
+        shutil.rmtree(stage, ignore_errors=True)
+        manifest = write_manifest(tmp, {
+            "repoforge_version": __version__,
+            "target": "torchserve",
+            "torchserve": _version("torchserve"),
+            "torch_model_archiver": _version("torch-model-archiver"),
+            "torch_workflow_archiver": _version("torch-workflow-archiver") if ensembles else None,
+            "device": device,
+            "repository": plan.name,
+            "spec_sha256": plan.spec_sha256,
+            "models": sorted(mars),
+            "workflows": sorted(wars),
+            "warnings": warnings,
+        })
+    files = manifest["files"]
+    assert isinstance(files, dict)
+    return TorchServeBuildResult(output=out.resolve(), plan=plan, files=files, archives=mars, workflows=wars,
+                                 warnings=warnings)
+
+
+__all__ = ["MANIFEST", "TorchServeBuildResult", "build_torchserve", "looks_like_torchserve_output"]

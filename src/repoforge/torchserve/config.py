@@ -1,0 +1,233 @@
+"""What a model of the spec becomes on TorchServe: model-config.yaml, config.properties, workflow
+specs, and a warning for every spec setting TorchServe has no equivalent for (never a silent loss)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from repoforge.plan import ModelPlan, RepositoryPlan
+from repoforge.spec.load import LoadedSpec
+from repoforge.spec.models import DEFAULTABLE, DynamicBatching, TensorSpec
+
+#: Seconds TorchServe waits for a worker's answer before failing the request (its own default is 120).
+RESPONSE_TIMEOUT_S = 120
+#: Entries of the handler's LRU result cache when `response_cache: true`.
+CACHE_ENTRIES = 1024
+#: The function nodes every repoforge workflow has.
+REQUEST_NODE, RESPONSE_NODE = "rf_request", "rf_response"
+
+
+def _set(loaded: LoadedSpec, index: int, field: str) -> bool:
+    """The model, or `defaults:` for it, writes `field` (so a warning names what the user wrote)."""
+    if field in loaded.spec.models[index].model_fields_set:
+        return True
+    return field in DEFAULTABLE and field in loaded.spec.defaults.model_fields_set
+
+
+def workers(m: ModelPlan) -> int:
+    groups = m.spec.instance_groups or []
+    return sum(g.count for g in groups) if groups else 1
+
+
+def device_type(m: ModelPlan, device: str) -> str:
+    kinds = {g.kind for g in (m.spec.instance_groups or [])}
+    if device == "gpu" and m.format != "python" and (not kinds or kinds & {"gpu", "auto"}):
+        return "gpu"
+    return "cpu"
+
+
+def batch_settings(m: ModelPlan) -> tuple[int, int]:
+    """(batchSize, maxBatchDelay ms). batchSize counts requests; each may carry up to max_batch_size rows."""
+    if not m.dynamic_batching or m.max_batch_size <= 0:
+        return 1, 0
+    db = m.spec.dynamic_batching or DynamicBatching()
+    return m.max_batch_size, math.ceil(db.max_queue_delay_us / 1000)
+
+
+def tensor_dict(t: TensorSpec) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": t.name, "dtype": t.dtype, "dims": list(t.dims)}
+    if t.reshape is not None:
+        d["reshape"] = list(t.reshape)
+    if t.optional:
+        d["optional"] = True
+    return d
+
+
+def model_config(m: ModelPlan, device: str, handler: dict[str, Any]) -> dict[str, Any]:
+    """The archive's model-config.yaml: TorchServe's own keys plus the `handler:` section."""
+    batch, delay = batch_settings(m)
+    n = workers(m)
+    cfg: dict[str, Any] = {
+        "minWorkers": n,
+        "maxWorkers": n,
+        "batchSize": batch,
+        "maxBatchDelay": delay,
+        "responseTimeout": RESPONSE_TIMEOUT_S,
+        "deviceType": device_type(m, device),
+    }
+    gpus = sorted({g_id for g in (m.spec.instance_groups or []) for g_id in (g.gpus or [])})
+    if cfg["deviceType"] == "gpu" and gpus:
+        cfg["deviceIds"] = gpus
+    cfg["handler"] = handler
+    return cfg
+
+
+def handler_section(m: ModelPlan, *, serialized_file: str | None, model_file: str | None,
+                    workflows: dict[str, Any]) -> dict[str, Any]:
+    params = dict(m.spec.parameters or {})
+    section: dict[str, Any] = {
+        "format": m.format,
+        "serialized_file": serialized_file,
+        "max_batch_size": m.max_batch_size,
+        "inputs": [tensor_dict(t) for t in m.inputs],
+        "outputs": [tensor_dict(t) for t in m.outputs],
+        "cache_entries": CACHE_ENTRIES if m.spec.response_cache else 0,
+        "intra_op_threads": int(params.get("intra_op_threads", 1)),
+    }
+    if model_file:
+        section["model_file"] = model_file
+    if params:
+        section["parameters"] = params
+    if workflows:
+        section["workflows"] = workflows
+    return section
+
+
+def unsupported(loaded: LoadedSpec, m: ModelPlan, device: str, own_handler: bool) -> list[str]:
+    """One warning per setting that TorchServe cannot honour, naming what happens instead."""
+    i, s, name = m.index, m.spec, m.name
+    w: list[str] = []
+
+    def warn(text: str) -> None:
+        w.append(f"{name}: {text}")
+
+    if s.response_cache and own_handler:
+        warn("response_cache needs repoforge's handler (its per-worker LRU cache); your `handler:` serves without it")
+    elif s.response_cache:
+        warn(f"response_cache becomes the handler's in-memory LRU cache ({CACHE_ENTRIES} entries per worker, not shared "
+             "between workers); TorchServe has no server-side response cache")
+    if _set(loaded, i, "warmup") and s.warmup is not None:
+        warn("warmup is not supported by TorchServe; the first request to each new worker pays the warm-up cost")
+    if s.sequence_batching is not None:
+        warn("sequence_batching is not translated: TorchServe has no implicit sequence state or control inputs; "
+             "the model is served stateless, one request at a time per sequence")
+    if _set(loaded, i, "optimization") and s.optimization is not None:
+        warn("optimization (execution accelerators, CUDA graphs, pinned memory) is Triton-only and is left out")
+    if _set(loaded, i, "version_policy") and s.version_policy is not None:
+        warn("version_policy is left out: TorchServe serves the one archived version")
+    if len(m.versions) > 1:
+        latest = max(m.versions)
+        skipped = ", ".join(str(v) for v in sorted(m.versions) if v != latest)
+        warn(f"only the latest version ({latest}) is archived; version(s) {skipped} are left out")
+    if _set(loaded, i, "model_repository_agents") and s.model_repository_agents:
+        warn("model_repository_agents (e.g. checksum) are Triton-only and are left out")
+    if s.model_transaction_policy is not None and s.model_transaction_policy.decoupled:
+        warn("decoupled (streaming) responses are not translated; each request gets one response")
+    if s.batch_inputs or s.batch_outputs:
+        warn("batch_inputs/batch_outputs are Triton-only and are left out")
+    if s.metric_tags:
+        warn("metric_tags are left out; TorchServe labels metrics with the model name only")
+    if s.backend and s.backend not in ("python",):
+        warn(f"backend {s.backend!r} is a Triton backend; TorchServe serves the model with a Python handler")
+    db = s.dynamic_batching
+    if db is not None and m.dynamic_batching:
+        if db.preferred_batch_sizes:
+            warn("preferred_batch_sizes are left out: TorchServe batches up to batchSize requests or maxBatchDelay")
+        if db.priority_levels or db.queue_policy is not None or db.priority_queue_policy:
+            warn("queue policies and priority levels are Triton-only and are left out")
+        if db.preserve_ordering:
+            warn("preserve_ordering is left out (each TorchServe response goes to its own connection anyway)")
+        if db.max_queue_delay_us % 1000:
+            warn(f"max_queue_delay_us {db.max_queue_delay_us} becomes maxBatchDelay {math.ceil(db.max_queue_delay_us / 1000)} ms "
+                 "(TorchServe counts whole milliseconds)")
+    for g in s.instance_groups or []:
+        if g.rate_limiter is not None:
+            warn("instance group rate_limiter is Triton-only and is left out")
+        if g.passive or g.host_policy:
+            warn("instance group passive/host_policy are Triton-only and are left out")
+    if len({g.kind for g in (s.instance_groups or [])}) > 1:
+        warn(f"instance groups of different kinds become {workers(m)} workers of deviceType {device_type(m, device)}")
+    for kind in ("inputs", "outputs"):
+        for t in getattr(m, kind):
+            if t.is_shape_tensor or t.allow_ragged_batch:
+                warn(f"{kind[:-1]} '{t.name}': is_shape_tensor/allow_ragged_batch are Triton-only and are left out")
+            if t.label_filename:
+                warn(f"output '{t.name}': label_filename is left out (the handler returns scores, not labels)")
+    return w
+
+
+def config_properties(models: list[str], *, grpc: tuple[int, int] = (7070, 7071)) -> str:
+    """config.properties for this repository, to start TorchServe from the output folder:
+
+        cd OUTPUT && torchserve --start --ncs --ts-config config.properties
+    """
+    return "\n".join([
+        "# Generated by repoforge. Start TorchServe from this folder:",
+        "#   torchserve --start --ncs --ts-config config.properties",
+        "# Token authorization stays ON (TorchServe's default): the keys are written to key_file.json in the",
+        "# folder TorchServe starts in; send 'Authorization: Bearer <key>'. Workflows (wf-store/*.war) are",
+        "# registered after start: curl -X POST 'http://127.0.0.1:8081/workflows?url=<name>.war'.",
+        "inference_address=http://127.0.0.1:8080",
+        "management_address=http://127.0.0.1:8081",
+        "metrics_address=http://127.0.0.1:8082",
+        f"grpc_inference_port={grpc[0]}",
+        f"grpc_management_port={grpc[1]}",
+        "model_store=model-store",
+        "workflow_store=wf-store",
+        *([f"load_models={','.join(f'{m}.mar' for m in models)}"] if models else []),
+        "default_workers_per_model=1",
+        "metrics_mode=prometheus",
+        "install_py_dep_per_model=false",
+        "",
+    ])
+
+
+def workflow_spec(ensemble: ModelPlan, plan: RepositoryPlan, device: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+    """(workflow yaml, function-node wiring, per-step-model feed) for an ensemble whose plan is checked.
+
+    Node names are the step model names; each step's inputs come from `rf_request` (ensemble inputs)
+    or from the step that produces them; `rf_response` gathers the ensemble outputs.
+    """
+    steps = ensemble.spec.steps or []
+    producer: dict[str, tuple[str, str]] = {}  # ensemble tensor → (node, model tensor name)
+    for st in steps:
+        for model_tensor, ens_tensor in st.outputs.items():
+            producer[ens_tensor] = (st.model, model_tensor)
+    ens_inputs = [t.name for t in ensemble.inputs]
+    dag: dict[str, list[str]] = {REQUEST_NODE: []}
+    feeds: dict[str, dict[str, Any]] = {}
+    for st in steps:
+        inputs: dict[str, list[str]] = {}
+        parents: list[str] = []
+        for model_tensor, ens_tensor in st.inputs.items():
+            node, key = producer.get(ens_tensor, (REQUEST_NODE, ens_tensor))
+            inputs[model_tensor] = [node, key]
+            if node not in parents:
+                parents.append(node)
+        for p in parents:
+            dag.setdefault(p, []).append(st.model)
+        feeds[st.model] = {"parents": parents, "inputs": inputs}
+    outputs = {t.name: list(producer[t.name]) for t in ensemble.outputs}
+    response_parents: list[str] = []
+    for node, _ in outputs.values():
+        if node not in response_parents:
+            response_parents.append(node)
+    for node in response_parents:
+        dag.setdefault(node, []).append(RESPONSE_NODE)
+    for st in steps:  # a step whose outputs nobody reads still ends at the response node (one sink)
+        if not dag.get(st.model):
+            dag.setdefault(st.model, []).append(RESPONSE_NODE)
+            if st.model not in response_parents:
+                response_parents.append(st.model)
+    models: dict[str, Any] = {"min-workers": 1, "max-workers": 1, "batch-size": 1, "max-batch-delay": 0,
+                              "retry-attempts": 1, "timeout-ms": RESPONSE_TIMEOUT_S * 1000}
+    for st in steps:
+        m = plan.model(st.model)
+        batch, delay = batch_settings(m)
+        n = workers(m)
+        models[st.model] = {"url": f"{st.model}.mar", "min-workers": n, "max-workers": n,
+                            "batch-size": batch, "max-batch-delay": delay}
+    spec = {"models": models, "dag": dag}
+    wiring = {"inputs": ens_inputs, "outputs": outputs, "response_parents": response_parents}
+    return spec, wiring, feeds

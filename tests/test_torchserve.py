@@ -34,6 +34,7 @@ from repoforge.build import build  # noqa: E402
 from repoforge.errors import BuildError, SpecError  # noqa: E402
 from repoforge.output import MANIFEST, sha256_file  # noqa: E402
 from repoforge.servers.process import ServerStartError, group_pids  # noqa: E402
+from repoforge.servers.triton import TritonServer  # noqa: E402
 from repoforge.servers.torchserve import TorchServeAPIError, TorchServeServer  # noqa: E402
 from repoforge.torchserve.eager import load_eager  # noqa: E402
 
@@ -79,7 +80,8 @@ def built(example: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def extra_models(example: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Archives the server also serves: a model whose own handler raises, and the tabular spec's classifier."""
+    """Archives the server also serves: a model whose own handler raises, and the classifier of
+    examples/ensemble (the session's Triton serves the same spec, so the two targets can be compared)."""
     d = tmp_path_factory.mktemp("extra")
     (d / "raising_handler.py").write_text(RAISING_HANDLER)
     (d / "spec.yaml").write_text(textwrap.dedent("""
@@ -90,8 +92,8 @@ def extra_models(example: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
             handler: raising_handler.py
     """))
     raiser = build(d / "spec.yaml", d / "out", target="torchserve", device="cpu")
-    tabular = build(example / "tabular" / "spec.yaml", d / "tabular", target="torchserve", device="cpu")
-    return {"raiser": raiser.archives["raiser"], "tabular": tabular.archives["classifier"]}
+    same = build(EXAMPLES / "ensemble" / "spec.yaml", d / "same-spec", target="torchserve", device="cpu")
+    return {"raiser": raiser.archives["raiser"], "same_spec": same.archives["classifier"]}
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +101,8 @@ def server(built, extra_models: dict[str, Path], tmp_path_factory: pytest.TempPa
     """One real TorchServe for the module, stopped even if a test fails."""
     store = built.model_store
     shutil.copyfile(extra_models["raiser"], store / "raiser.mar")
-    shutil.copyfile(extra_models["tabular"], store / "tabular.mar")
-    models = ["classifier.mar", "scaler.mar", "tinynet.mar", "raiser.mar", "tabular=tabular.mar"]
+    shutil.copyfile(extra_models["same_spec"], store / "same_spec.mar")
+    models = ["classifier.mar", "scaler.mar", "tinynet.mar", "raiser.mar", "same_spec=same_spec.mar"]
     ts = TorchServeServer(built.output, models, workflows="all", disable_token_auth=True,
                           workdir=tmp_path_factory.mktemp("ts-work"))
     with ts:
@@ -352,27 +354,31 @@ def test_a_raising_handler_surfaces_the_error_and_the_log_tail(server: TorchServ
 
 
 @pytest.mark.integration
-def test_same_spec_on_triton_and_torchserve_gives_equal_answers(server: TorchServeServer, example: Path,
-                                                                tmp_path: Path) -> None:
-    """examples/tabular/spec.yaml built for both targets: TorchServe (as `tabular`) and Triton agree."""
-    from repoforge.servers.triton import TritonNotFoundError, TritonServer
+def test_same_spec_on_triton_and_torchserve_gives_equal_answers(server: TorchServeServer, triton: TritonServer,
+                                                                built_examples: dict[str, Path]) -> None:
+    """examples/ensemble built for both targets: its classifier answers the same on TorchServe and
+    on the session's real Triton (and both equal in-process onnxruntime)."""
     from repoforge.triton.reader import read_repository
     from repoforge.validate import infer
 
     x = RNG.standard_normal((6, 8)).astype(np.float32)
-    ts_answer = np.array(server.predict("tabular", {"input": x.tolist()})["probabilities"], dtype=np.float32)
-    sess = ort.InferenceSession(str(example / "tabular" / "models" / "classifier.onnx"), providers=["CPUExecutionProvider"])
+    ts_answer = np.array(server.predict("same_spec", {"input": x.tolist()})["probabilities"], dtype=np.float32)
+    model = next(m for m in read_repository(built_examples["ensemble"]) if m.name == "classifier")
+    triton_answer = infer(triton.http_url, model, {"input": x})["probabilities"]
+    sess = ort.InferenceSession(str(EXAMPLES / "ensemble" / "models" / "classifier.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(ts_answer, sess.run(["probabilities"], {"input": x})[0], rtol=1e-5, atol=1e-6)
-    repo = build(example / "tabular" / "spec.yaml", tmp_path / "triton", device="cpu").output
-    try:
-        triton = TritonServer(repo, workdir=tmp_path / "triton-work")
-        triton.install  # noqa: B018 - locate it (raises when absent)
-    except TritonNotFoundError:
-        pytest.skip("no tritonserver here; compared with onnxruntime only")
-    with triton:
-        model = next(m for m in read_repository(repo) if m.name == "classifier")
-        triton_answer = infer(triton.http_url, model, {"input": x})["probabilities"]
     np.testing.assert_allclose(ts_answer, triton_answer, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_validate_smoke_infers_a_torchserve_build(example: Path, tmp_path: Path) -> None:
+    """`repoforge validate` on a TorchServe build starts real TorchServe (token auth on) and checks every model."""
+    out = build(example / "torchserve" / "spec.yaml", tmp_path / "ts", target="torchserve", device="cpu").output
+    res = subprocess.run([sys.executable, "-m", "repoforge.cli", "validate", str(out), "--json"],
+                         capture_output=True, text=True, check=False, timeout=300)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert {m["name"] for m in report["models"]} == {"classifier", "scaler", "tinynet"}
+    assert next(m for m in report["models"] if m["name"] == "classifier")["max_abs_err"] == 0.0
 
 
 @pytest.mark.integration

@@ -114,16 +114,23 @@ def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserv
 @main.command()
 @click.argument("repository", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 to expose it).")
-@click.option("--http-port", type=int, default=8000, show_default=True)
-@click.option("--grpc-port", type=int, default=8001, show_default=True)
-@click.option("--metrics-port", type=int, default=8002, show_default=True)
+@click.option("--http-port", type=int, default=None, help="Default 8000 (Triton) / 8080 (TorchServe).")
+@click.option("--grpc-port", type=int, default=None, help="Default 8001 (Triton) / 7070 (TorchServe).")
+@click.option("--metrics-port", type=int, default=None, help="Default 8002 (Triton) / 8082 (TorchServe).")
 @click.option("--tritonserver", type=click.Path(path_type=Path), default=None, help="tritonserver binary (default: the one nvidia-pytriton bundles).")
 @click.option("--cache-size", type=int, default=None, help="Response cache bytes (default 256 MiB when a model enables response_cache).")
 @click.option("--print-command", is_flag=True, help="Print the docker run line for the NGC Triton image (GPU hosts) and exit.")
-def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, tritonserver: Path | None,
-          cache_size: int | None, print_command: bool) -> None:
-    """Serve REPOSITORY with a real tritonserver until Ctrl-C."""
-    from repoforge.serve import Endpoints, make_server, serve as do_serve
+def serve(repository: Path, host: str, http_port: int | None, grpc_port: int | None, metrics_port: int | None,
+          tritonserver: Path | None, cache_size: int | None, print_command: bool) -> None:
+    """Serve REPOSITORY with a real tritonserver until Ctrl-C.
+
+    A `build --target torchserve` output is served with real TorchServe instead (inference on
+    --http-port, default 8080 there; management on the next port; token auth on).
+    """
+    from repoforge.serve import Endpoints, is_torchserve_output, make_server, serve as do_serve
+
+    if not is_torchserve_output(repository):
+        http_port, grpc_port, metrics_port = http_port or 8000, grpc_port or 8001, metrics_port or 8002
 
     if print_command:
         server = _run(make_server, repository, host=host, http_port=http_port, grpc_port=grpc_port,
@@ -132,7 +139,7 @@ def serve(repository: Path, host: str, http_port: int, grpc_port: int, metrics_p
         return
 
     def ready(ep: Endpoints) -> None:
-        click.echo("tritonserver is ready (Ctrl-C to stop)")
+        click.echo(f"{'TorchServe' if ep.note else 'tritonserver'} is ready (Ctrl-C to stop)")
         for line in ep.lines():
             click.echo(f"  {line}")
 

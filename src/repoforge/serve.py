@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from repoforge.errors import ServeError
 from repoforge.triton.reader import read_repository, uses_response_cache
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -19,11 +20,14 @@ class Endpoints:
     grpc: str
     metrics: str
     models: list[str]
+    note: str = ""
 
     def lines(self) -> list[str]:
-        return [f"HTTP     http://{self.http}   (curl http://{self.http}/v2/health/ready)",
-                f"gRPC     {self.grpc}", f"metrics  {self.metrics}",
-                f"models   {', '.join(self.models)}"]
+        health = "/ping" if self.note else "/v2/health/ready"
+        out = [f"HTTP     http://{self.http}   (curl http://{self.http}{health})",
+               f"{'' if self.note else 'gRPC     '}{self.grpc}", f"metrics  {self.metrics}",
+               f"models   {', '.join(self.models)}"]
+        return out + ([self.note] if self.note else [])
 
 
 def make_server(repository: str | Path, *, host: str = "127.0.0.1", http_port: int | None = None,
@@ -42,9 +46,36 @@ def make_server(repository: str | Path, *, host: str = "127.0.0.1", http_port: i
                         binary=tritonserver, cache_size_bytes=cache_size_bytes, model_control=model_control)  # type: ignore[arg-type]
 
 
+def make_torchserve(output: str | Path, *, host: str = "127.0.0.1", http_port: int | None = None,
+                    grpc_port: int | None = None, metrics_port: int | None = None, **_ignored: object) -> "TorchServeServer":  # noqa: F821
+    """A TorchServeServer for a `build --target torchserve` output: inference on `http_port`, management
+    on the next port, metrics on `metrics_port`; token auth stays on (keys in the server's key_file.json)."""
+    from repoforge.servers.ports import free_ports
+    from repoforge.servers.torchserve import TorchServeServer
+
+    if host != "127.0.0.1":
+        raise ServeError("TorchServe is served on 127.0.0.1 only by repoforge; put a proxy in front to expose it")
+    inference = http_port or 8080
+    grpc = grpc_port or 7070
+    ports = [inference, inference + 1, metrics_port or 8082, grpc, grpc + 1]
+    if http_port == 0:
+        ports = free_ports(5)
+    return TorchServeServer(output, workflows="all", ports=ports)
+
+
+def is_torchserve_output(path: str | Path) -> bool:
+    from repoforge.torchserve.builder import looks_like_torchserve_output
+
+    return looks_like_torchserve_output(Path(path))
+
+
 def serve(repository: str | Path, *, on_ready: Callable[[Endpoints], None] | None = None,
           stop_event: threading.Event | None = None, **server_options: object) -> None:
-    """Start Triton, report its endpoints, block until Ctrl-C/SIGTERM (or `stop_event`), then stop it."""
+    """Start Triton (or TorchServe, for a TorchServe build), report its endpoints, block until
+    Ctrl-C/SIGTERM (or `stop_event`), then stop it."""
+    if is_torchserve_output(repository):
+        _serve_torchserve(repository, on_ready, stop_event, server_options)
+        return
     server = make_server(repository, **server_options)  # type: ignore[arg-type]
     stop = stop_event or threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
@@ -57,6 +88,28 @@ def serve(repository: str | Path, *, on_ready: Callable[[Endpoints], None] | Non
                 while not stop.wait(0.5):
                     if not server.alive:
                         raise RuntimeError(f"tritonserver exited unexpectedly:\n{server.log_tail(20)}")
+            except KeyboardInterrupt:
+                pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _serve_torchserve(output: str | Path, on_ready: Callable[[Endpoints], None] | None,
+                      stop_event: threading.Event | None, options: dict[str, object]) -> None:
+    server = make_torchserve(output, **options)  # type: ignore[arg-type]
+    stop = stop_event or threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
+    try:
+        with server:
+            if on_ready:
+                on_ready(Endpoints(server.inference_url.removeprefix("http://"), f"management {server.management_url}",
+                                   server.metrics_url, server.list_models(),
+                                   note=f"token auth on: keys in {server.workdir / 'key_file.json'}"))
+            try:
+                while not stop.wait(0.5):
+                    if not server.alive:
+                        raise ServeError(f"TorchServe exited unexpectedly:\n{server.log_tail(20)}")
             except KeyboardInterrupt:
                 pass
     finally:

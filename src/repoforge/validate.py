@@ -167,8 +167,14 @@ def validate(repository: str | Path, *, url: str | None = None, grpc_url: str | 
     from repoforge.servers.triton import TritonServer
 
     repo = Path(repository)
-    models = read_repository(repo)
     say = progress or (lambda _m: None)
+    from repoforge.torchserve.builder import looks_like_torchserve_output
+
+    if url is None and looks_like_torchserve_output(repo):
+        from repoforge.torchserve.validate import validate_torchserve
+
+        return validate_torchserve(repo, say)
+    models = read_repository(repo)
     if url is not None:
         return ValidationReport(str(repo), url, check_models(models, url, _states_from_url(url), say, grpc_url))
     server = TritonServer(repo, exit_on_error=False, strict_readiness=False, binary=tritonserver,

@@ -158,3 +158,14 @@ def test_cli_perf_unknown_model_is_one_line_and_writes_nothing(triton: TritonSer
     assert res.returncode == 1
     assert res.stderr.strip().count("\n") == 0 and "nosuch" in res.stderr
     assert not out.exists()
+
+
+def test_torchscript_runs_in_the_cpu_runner_and_matches_torch(triton: TritonServer, built_examples: dict[str, Path]) -> None:
+    import torch
+
+    repo = built_examples["torchscript"]
+    model = next(m for m in read_repository(repo) if m.name == "tiny_ts")
+    x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    got = infer(triton.http_url, model, {"INPUT__0": x})["OUTPUT__0"]
+    expected = torch.jit.load(str(repo / "tiny_ts" / "1" / "model.pt"))(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -16,6 +16,7 @@ from repoforge.errors import Problem, SpecError
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
+from repoforge.plugin_plan import derive_in_order, plugin_model_plan
 from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
 
 Device = Literal["cpu", "gpu"]
@@ -451,6 +452,9 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
     warnings: list[str] = []
     for i, raw in enumerate(loaded.spec.models):
         m = effective(loaded, raw)
+        if m.plugin is not None:  # features / result_cache / semantic_cache / router: repoforge's own Python backends
+            plans[m.name] = plugin_model_plan(ck, i, m, device, target)
+            continue
         versions = _versions(ck, i, m)
         serving = _serving(ck, i, m, device)
         sig: OnnxSignature | None = None
@@ -496,9 +500,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
             extra_files=extra,
         )
     ck.raise_if_any()
-    for p in plans.values():
-        if p.format == "ensemble":
-            _ensemble(ck, plans, p)
+    derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls
     ck.raise_if_any()
     name = loaded.spec.repository or loaded.path.parent.name
     return RepositoryPlan(name=name, device=device, spec_path=loaded.path, spec_sha256=loaded.sha256,

@@ -21,4 +21,9 @@ class _Lazy:
 RUNNERS: dict[str, Any] = {
     "onnxruntime": _Lazy("repoforge.runtime.onnx_runner", "OnnxRunner"),
     "torchscript": _Lazy("repoforge.runtime.torchscript_runner", "TorchScriptRunner"),
+    # plugins (spec `plugin:`), configured by the `repoforge_plugin` parameter
+    "features": _Lazy("repoforge.runtime.plugins", "FeaturesRunner"),
+    "result_cache": _Lazy("repoforge.runtime.plugins", "ResultCacheRunner"),
+    "semantic_cache": _Lazy("repoforge.runtime.plugins", "SemanticCacheRunner"),
+    "router": _Lazy("repoforge.runtime.plugins", "RouterRunner"),
 }

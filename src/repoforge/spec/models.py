@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from repoforge.spec.dtypes import normalize_dtype
+from repoforge.spec.plugins import PluginSpec
 
 Format = Literal["onnx", "tensorrt", "torchscript", "pytorch", "python", "ensemble"]
 ParamValue = str | int | float | bool
@@ -312,6 +313,8 @@ class ModelSpec(StrictModel):
     # and the user's own TorchServe handler file (replacing repoforge's); both relative to the spec.
     model_file: str | None = None
     handler: str | None = None
+    # repoforge's own Python backends (features, result_cache, semantic_cache, router), configured instead of `path`.
+    plugin: PluginSpec | None = None
 
     @field_validator("versions", mode="before")
     @classmethod

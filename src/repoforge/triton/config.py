@@ -234,8 +234,10 @@ def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:
     params = {k: _param_str(v) for k, v in (m.parameters or {}).items()}
     if plan.serving.runner:
         params.setdefault(RUNNER_PARAMETER, plan.serving.runner)
-        params.setdefault(MODEL_FILE_PARAMETER, {"onnxruntime": "model.onnx", "torchscript": "model.pt"}[plan.serving.runner])
-        params.setdefault("intra_op_threads", DEFAULT_INTRA_OP_THREADS)
+        model_file = {"onnxruntime": "model.onnx", "torchscript": "model.pt"}.get(plan.serving.runner)
+        if model_file:  # plugin runners (features, result_cache, router) have no model file
+            params.setdefault(MODEL_FILE_PARAMETER, model_file)
+            params.setdefault("intra_op_threads", DEFAULT_INTRA_OP_THREADS)
     for k, v in sorted(params.items()):
         cfg.parameters[k].string_value = v
     return cfg

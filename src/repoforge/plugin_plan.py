@@ -1,0 +1,239 @@
+"""Planning of `plugin:` models: their inputs/outputs come from the plugin config (features) or from the
+models they call (result_cache, semantic_cache, router), and they are served by the runner glue with
+`repoforge_runner: <kind>` and the config as JSON in the `repoforge_plugin` parameter.
+
+Called from `repoforge.plan.make_plan`; problems go to its checker with exact spec locations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from repoforge.spec.models import ModelSpec, TensorSpec
+from repoforge.spec.plugins import (
+    FeaturesPlugin,
+    ResultCachePlugin,
+    RouterPlugin,
+    SemanticCachePlugin,
+    check_features,
+    output_dim,
+)
+
+if TYPE_CHECKING:
+    from repoforge.plan import ModelPlan, _Checker
+
+PLUGIN_PARAMETER = "repoforge_plugin"
+# Used when neither the model nor `defaults:` sets max_batch_size (features); result_cache and router
+# follow the model(s) they call.
+DEFAULT_PLUGIN_MAX_BATCH_SIZE = 64
+GLUE = Path(__file__).resolve().parent / "backends" / "runner" / "model.py"  # the runner glue every plugin model ships
+
+
+def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: str) -> ModelPlan:
+    """The plan of a plugin model; result_cache/router I/O is filled in later by `resolve_plugin`."""
+    from repoforge import plan as P
+
+    plugin = m.plugin
+    assert plugin is not None
+    where = ("models", i)
+    if m.format != "python":
+        ck.add((*where, "format"), f"a {plugin.kind} plugin is served by repoforge's Python backend; set format: python")
+    if m.path:
+        ck.add((*where, "path"), f"a {plugin.kind} plugin has no model file; remove `path` (the plugin is its code)")
+    if m.versions and any(v is not None for v in m.versions.values()):
+        ck.add((*where, "versions"), "a plugin model has no model files; list version numbers only")
+    for kind in ("inputs", "outputs"):
+        if getattr(m, kind) is not None:
+            ck.add((*where, kind), f"the {kind} of a {plugin.kind} plugin are derived from its config; remove `{kind}`")
+    if target == "torchserve":
+        reason = ("its TorchServe handler is not built yet (the feature library itself, repoforge.features, is "
+                  "importable from your own handler)") if isinstance(plugin, FeaturesPlugin) else \
+            "it calls other models with Triton's BLS and has no TorchServe form"
+        ck.add((*where, "plugin", "kind"), f"a {plugin.kind} plugin runs on --target triton only: {reason}")
+    if m.sequence_batching is not None:
+        ck.add((*where, "sequence_batching"), "plugins do not support sequence batching")
+    if m.model_transaction_policy is not None and m.model_transaction_policy.decoupled:
+        ck.add((*where, "model_transaction_policy"), "plugins are not decoupled (streaming) models")
+    params = dict(m.parameters or {})
+    params[PLUGIN_PARAMETER] = plugin.model_dump_json()
+    m = m.model_copy(update={"parameters": params})
+    mbs = m.max_batch_size if m.max_batch_size is not None else DEFAULT_PLUGIN_MAX_BATCH_SIZE
+    inputs: list[TensorSpec] = []
+    outputs: list[TensorSpec] = []
+    if isinstance(plugin, FeaturesPlugin):
+        problems = check_features(plugin)
+        for rel, msg in problems:
+            ck.add((*where, "plugin", *rel), msg)
+        batch: list[int] = [] if mbs > 0 else [-1]
+        inputs = [TensorSpec(name=c.name, dtype=c.dtype, dims=[*batch, c.width]) for c in plugin.columns]
+        if not problems:
+            outputs = [TensorSpec(name=plugin.output, dtype="FP32", dims=[*batch, output_dim(plugin)])]
+    P._check_common(ck, i, m, mbs)
+    dyn = P._check_batching(ck, i, m, mbs)
+    serving = P.ServingChoice(backend="python", runner=plugin.kind)
+    versions: dict[int, Path | None] = {v: GLUE for v in (m.versions or {1: None})}
+    return P.ModelPlan(name=m.name, index=i, format=m.format, spec=m, max_batch_size=mbs, inputs=inputs,
+                       outputs=outputs, versions=versions, serving=serving, dynamic_batching=dyn,
+                       instance_kind_default="cpu")
+
+
+def _refs(p: ModelPlan) -> list[tuple[tuple[str | int, ...], str]]:
+    """(path inside the model, referenced model) for an ensemble's steps or a plugin's targets."""
+    plugin = p.spec.plugin
+    if p.format == "ensemble" and plugin is None:
+        return [(("steps", s, "model"), st.model) for s, st in enumerate(p.spec.steps or [])]
+    if isinstance(plugin, (ResultCachePlugin, SemanticCachePlugin)):
+        return [(("plugin", "model"), plugin.model)]
+    if isinstance(plugin, RouterPlugin):
+        out: list[tuple[tuple[str | int, ...], str]] = [(("plugin", "routes", j, "model"), r.model) for j, r in enumerate(plugin.routes)]
+        if plugin.canary:
+            out.append((("plugin", "canary", "model"), plugin.canary.model))
+        if plugin.shadow:
+            out.append((("plugin", "shadow", "model"), plugin.shadow.model))
+        return out
+    return []
+
+
+def _derived(p: ModelPlan) -> bool:
+    return (p.format == "ensemble" and p.spec.plugin is None) or isinstance(p.spec.plugin, (ResultCachePlugin, SemanticCachePlugin, RouterPlugin))
+
+
+def derive_in_order(ck: _Checker, plans: dict[str, ModelPlan],
+                    ensemble: Callable[[_Checker, dict[str, ModelPlan], ModelPlan], None]) -> None:
+    """Derive the I/O of ensembles and calling plugins, each after the models it calls (a cycle is an error)."""
+    state: dict[str, int] = {}
+
+    def visit(p: ModelPlan) -> None:
+        state[p.name] = 1
+        for rel, name in _refs(p):
+            dep = plans.get(name)
+            if dep is None or not _derived(dep) or dep is p:
+                continue
+            if state.get(name) == 1:
+                ck.add(("models", p.index, *rel), f"'{p.name}' and '{name}' call each other (a cycle)")
+                continue
+            if state.get(name) is None:
+                visit(dep)
+        if p.format == "ensemble" and p.spec.plugin is None:
+            ensemble(ck, plans, p)
+        else:
+            resolve_plugin(ck, plans, p)
+        state[p.name] = 2
+
+    for p in list(plans.values()):
+        if _derived(p) and state.get(p.name) is None:
+            visit(p)
+
+
+def _target(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, rel: tuple[str | int, ...],
+            name: str, version: int, role: str) -> ModelPlan | None:
+    where = ("models", p.index, *rel)
+    if name == p.name:
+        ck.add(where, f"a {role} cannot call itself")
+        return None
+    t = plans.get(name)
+    if t is None:
+        ck.add(where, f"{role} names model '{name}', which is not in the spec; models are: {', '.join(sorted(n for n in plans if n != p.name))}")
+        return None
+    if version != -1 and version not in t.versions:
+        ck.add(where, f"model '{name}' has no version {version} (versions: {sorted(t.versions)})")
+    if t.spec.model_transaction_policy is not None and t.spec.model_transaction_policy.decoupled:
+        ck.add(where, f"model '{name}' is decoupled (streaming); a {role} needs one response per request")
+        return None
+    return t
+
+
+def _sig(ts: list[TensorSpec]) -> list[tuple[str, str, tuple[int, ...]]]:
+    return sorted((t.name, t.dtype, tuple(t.dims)) for t in ts)
+
+
+def _fmt(ts: list[TensorSpec]) -> str:
+    return ", ".join(f"{t.name} {t.dtype} {t.dims}" for t in ts) or "none"
+
+
+def _batch(ck: _Checker, p: ModelPlan, targets: list[ModelPlan]) -> None:
+    limit = min(t.max_batch_size for t in targets)
+    if p.spec.max_batch_size is None:
+        p.max_batch_size = limit
+    elif p.max_batch_size > limit:
+        ck.add(ck.loaded.origin(p.index, "max_batch_size"),
+               f"max_batch_size {p.max_batch_size} exceeds that of the model(s) it calls ({limit})")
+    if (p.max_batch_size == 0) != (limit == 0):
+        ck.add(ck.loaded.origin(p.index, "max_batch_size"),
+               "a plugin and the models it calls must agree on batching (max_batch_size 0 or > 0)")
+    if p.max_batch_size == 0:
+        p.dynamic_batching = False
+
+
+def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> None:
+    plugin: Any = p.spec.plugin
+    i = p.index
+    if isinstance(plugin, ResultCachePlugin):
+        t = _target(ck, plans, p, ("plugin", "model"), plugin.model, plugin.version, "result_cache")
+        if t is None:
+            return
+        p.inputs, p.outputs = list(t.inputs), list(t.outputs)
+        _batch(ck, p, [t])
+        return
+    if isinstance(plugin, SemanticCachePlugin):
+        t = _target(ck, plans, p, ("plugin", "model"), plugin.model, plugin.version, "semantic_cache")
+        if t is None:
+            return
+        emb = next((x for x in t.inputs if x.name == plugin.embedding), None)
+        if emb is None:
+            ck.add(("models", i, "plugin", "embedding"),
+                   f"'{plugin.embedding}' is not an input of '{t.name}'; its inputs are {', '.join(x.name for x in t.inputs)}")
+        elif emb.dtype not in ("FP32", "FP16", "FP64") or len(emb.dims) != 1 or emb.dims[0] < 1:
+            ck.add(("models", i, "plugin", "embedding"),
+                   f"embedding '{emb.name}' must be a float vector of fixed size (dims [d]), not {emb.dtype} {emb.dims}")
+        if t.max_batch_size == 0:
+            ck.add(("models", i, "plugin", "model"), f"a semantic cache answers row by row; '{t.name}' must batch (max_batch_size > 0)")
+            return
+        p.inputs, p.outputs = list(t.inputs), list(t.outputs)
+        _batch(ck, p, [t])
+        return
+    if not isinstance(plugin, RouterPlugin):
+        return
+    found: list[tuple[tuple[str | int, ...], ModelPlan]] = []
+    for rel, name in _refs(p):
+        version = -1
+        if rel[1] == "routes":
+            version = plugin.routes[int(rel[2])].version
+        elif rel[1] == "canary" and plugin.canary:
+            version = plugin.canary.version
+        elif rel[1] == "shadow" and plugin.shadow:
+            version = plugin.shadow.version
+        t = _target(ck, plans, p, rel, name, version, "router")
+        if t is not None:
+            found.append((rel, t))
+    if not found or found[0][0] != ("plugin", "routes", 0, "model"):
+        return
+    first = found[0][1]
+    ok = True
+    for rel, t in found[1:]:
+        for kind in ("inputs", "outputs"):
+            if _sig(getattr(t, kind)) != _sig(getattr(first, kind)):
+                ck.add(("models", i, *rel), f"model '{t.name}' has {kind} {_fmt(getattr(t, kind))}, but route 0 "
+                                            f"('{first.name}') has {_fmt(getattr(first, kind))}; routed models must be interchangeable")
+                ok = False
+    names = {t.name for t in first.inputs} | {t.name for t in first.outputs}
+    if plugin.sticky_key is not None and plugin.sticky_key not in {t.name for t in first.inputs}:
+        ck.add(("models", i, "plugin", "sticky_key"),
+               f"sticky_key '{plugin.sticky_key}' is not an input of the routed models; inputs are {', '.join(t.name for t in first.inputs)}")
+        ok = False
+    for field in ("route_output", "weights_input"):
+        value = getattr(plugin, field)
+        if value is not None and value in names:
+            ck.add(("models", i, "plugin", field), f"'{value}' is already a tensor of the routed models; choose another name")
+            ok = False
+    if not ok:
+        return
+    _batch(ck, p, [t for _, t in found])
+    p.inputs = list(first.inputs)
+    if plugin.weights_input:
+        p.inputs.append(TensorSpec(name=plugin.weights_input, dtype="FP32", dims=[len(plugin.targets)], optional=True))
+    p.outputs = list(first.outputs)
+    if plugin.route_output:
+        p.outputs.append(TensorSpec(name=plugin.route_output, dtype="INT32", dims=[1]))

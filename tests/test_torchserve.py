@@ -427,3 +427,28 @@ def test_stop_leaves_no_process_behind(built, tmp_path: Path) -> None:
         java = ts.pid
     assert java is not None and not group_pids(pgid)
     assert not Path(f"/proc/{java}").exists() or "Z" in Path(f"/proc/{java}/stat").read_text().split()[2]
+
+
+@pytest.mark.integration
+def test_cli_serve_runs_torchserve_with_token_auth_until_sigint(example: Path, tmp_path: Path) -> None:
+    import signal
+
+    out = build(example / "torchserve" / "spec.yaml", tmp_path / "ts", target="torchserve", device="cpu").output
+    proc = subprocess.Popen([sys.executable, "-m", "repoforge.cli", "serve", str(out), "--http-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "token auth on" in line:
+                break
+        text = "".join(lines)
+        assert "TorchServe is ready" in text and "tinynet" in text, text
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=90)[0]
+        assert proc.returncode == 0 and "stopped" in rest, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

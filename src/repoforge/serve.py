@@ -6,7 +6,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from repoforge.errors import ServeError
 from repoforge.triton.reader import read_repository, uses_response_cache
@@ -74,42 +74,31 @@ def serve(repository: str | Path, *, on_ready: Callable[[Endpoints], None] | Non
     """Start Triton (or TorchServe, for a TorchServe build), report its endpoints, block until
     Ctrl-C/SIGTERM (or `stop_event`), then stop it."""
     if is_torchserve_output(repository):
-        _serve_torchserve(repository, on_ready, stop_event, server_options)
+        ts = make_torchserve(repository, **server_options)  # type: ignore[arg-type]
+        _run_until_stopped(ts, "TorchServe", lambda: Endpoints(
+            ts.inference_url.removeprefix("http://"), f"management {ts.management_url}", ts.metrics_url,
+            ts.list_models(), note=f"token auth on: keys in {ts.workdir / 'key_file.json'}"), on_ready, stop_event)
         return
-    server = make_server(repository, **server_options)  # type: ignore[arg-type]
-    stop = stop_event or threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
-    try:
-        with server:
-            models = sorted({s["name"] for s in server.model_states() if s["state"] == "READY"})
-            if on_ready:
-                on_ready(Endpoints(server.http_url, server.grpc_url, server.metrics_url, models))
-            try:
-                while not stop.wait(0.5):
-                    if not server.alive:
-                        raise RuntimeError(f"tritonserver exited unexpectedly:\n{server.log_tail(20)}")
-            except KeyboardInterrupt:
-                pass
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    triton = make_server(repository, **server_options)  # type: ignore[arg-type]
+    _run_until_stopped(triton, "tritonserver", lambda: Endpoints(
+        triton.http_url, triton.grpc_url, triton.metrics_url,
+        sorted({s["name"] for s in triton.model_states() if s["state"] == "READY"})), on_ready, stop_event)
 
 
-def _serve_torchserve(output: str | Path, on_ready: Callable[[Endpoints], None] | None,
-                      stop_event: threading.Event | None, options: dict[str, object]) -> None:
-    server = make_torchserve(output, **options)  # type: ignore[arg-type]
+def _run_until_stopped(server: Any, what: str, endpoints: Callable[[], Endpoints],
+                       on_ready: Callable[[Endpoints], None] | None, stop_event: threading.Event | None) -> None:
+    """Start `server`, report it, and keep it up until Ctrl-C, SIGTERM or `stop_event`; always stop it."""
     stop = stop_event or threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if threading.current_thread() is threading.main_thread() else None
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main else None
     try:
         with server:
-            if on_ready:
-                on_ready(Endpoints(server.inference_url.removeprefix("http://"), f"management {server.management_url}",
-                                   server.metrics_url, server.list_models(),
-                                   note=f"token auth on: keys in {server.workdir / 'key_file.json'}"))
             try:
+                if on_ready:
+                    on_ready(endpoints())
                 while not stop.wait(0.5):
                     if not server.alive:
-                        raise ServeError(f"TorchServe exited unexpectedly:\n{server.log_tail(20)}")
+                        raise ServeError(f"{what} exited unexpectedly:\n{server.log_tail(20)}")
             except KeyboardInterrupt:
                 pass
     finally:

@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from repoforge.features.hashing import combine, stable_hash, to_unit
-from repoforge.runtime.triton_model import ModelArgs, _to_triton, pb_utils, run_batched
+from repoforge.runtime.triton_model import (
+    ModelArgs, _to_triton, error_response, pb_utils, request_feeds, respond, run_batched,
+)
 from repoforge.spec.plugins import (
     FeaturesPlugin,
     ResultCachePlugin,
@@ -112,29 +114,6 @@ def call_model(model: str, version: int, inputs: dict[str, np.ndarray], outputs:
             raise RuntimeError(f"{model} returned no output '{name}'")
         out[name] = t.as_numpy()
     return out
-
-
-def request_feeds(requests: list[Any], names: list[str]) -> list[dict[str, np.ndarray]]:
-    pb = pb_utils()
-    feeds = []
-    for r in requests:
-        feed = {}
-        for n in names:
-            t = pb.get_input_tensor_by_name(r, n)
-            if t is not None:
-                feed[n] = t.as_numpy()
-        feeds.append(feed)
-    return feeds
-
-
-def respond(outputs: dict[str, np.ndarray]) -> Any:
-    pb = pb_utils()
-    return pb.InferenceResponse(output_tensors=[pb.Tensor(k, _to_triton(v)) for k, v in outputs.items()])
-
-
-def error_response(model: str, exc: BaseException) -> Any:
-    pb = pb_utils()
-    return pb.InferenceResponse(error=pb.TritonError(f"{model}: {type(exc).__name__}: {exc}"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -57,23 +57,7 @@ def run_batched(requests: list[Any], args: ModelArgs, compute: BatchFn) -> list[
     models). Requests whose shapes cannot be concatenated fall back to one call each. A request
     that fails gets an error response; the others still answer.
     """
-    pb = pb_utils()
-    names = [t.name for t in args.inputs]
-    feeds = []
-    for r in requests:
-        feed = {}
-        for n in names:
-            t = pb.get_input_tensor_by_name(r, n)
-            if t is not None:
-                feed[n] = t.as_numpy()
-        feeds.append(feed)
-
-    def respond(outputs: dict[str, np.ndarray]) -> Any:
-        return pb.InferenceResponse(output_tensors=[pb.Tensor(k, _to_triton(v)) for k, v in outputs.items()])
-
-    def error(exc: Exception) -> Any:
-        return pb.InferenceResponse(error=pb.TritonError(f"{args.name}: {type(exc).__name__}: {exc}"))
-
+    feeds = request_feeds(requests, [t.name for t in args.inputs])
     if len(feeds) > 1 and args.max_batch_size > 0 and _concatenable(feeds):
         sizes = [next(iter(f.values())).shape[0] for f in feeds]
         try:
@@ -89,8 +73,33 @@ def run_batched(requests: list[Any], args: ModelArgs, compute: BatchFn) -> list[
         try:
             responses.append(respond(compute(f)))
         except Exception as exc:  # noqa: BLE001 - reported to the client as this request's error
-            responses.append(error(exc))
+            responses.append(error_response(args.name, exc))
     return responses
+
+
+def request_feeds(requests: list[Any], names: list[str]) -> list[dict[str, np.ndarray]]:
+    """Each request's input arrays by name (inputs a request leaves out are absent)."""
+    pb = pb_utils()
+    feeds = []
+    for r in requests:
+        feed = {}
+        for n in names:
+            t = pb.get_input_tensor_by_name(r, n)
+            if t is not None:
+                feed[n] = t.as_numpy()
+        feeds.append(feed)
+    return feeds
+
+
+def respond(outputs: dict[str, np.ndarray]) -> Any:
+    pb = pb_utils()
+    return pb.InferenceResponse(output_tensors=[pb.Tensor(k, _to_triton(v)) for k, v in outputs.items()])
+
+
+def error_response(model: str, exc: BaseException) -> Any:
+    """An error answer for one request; Triton sends it to that client only."""
+    pb = pb_utils()
+    return pb.InferenceResponse(error=pb.TritonError(f"{model}: {type(exc).__name__}: {exc}"))
 
 
 def _concatenable(feeds: list[dict[str, np.ndarray]]) -> bool:

@@ -61,3 +61,12 @@ def test_serve_print_command_gives_the_ngc_docker_line(tmp_path: Path) -> None:
     res = runner.invoke(main, ["serve", str(tmp_path / "repo"), "--print-command"])
     assert res.exit_code == 0, res.output
     assert "docker run" in res.output and "nvcr.io/nvidia/tritonserver" in res.output and "--gpus" in res.output
+
+
+def test_lint_exit_codes_and_json(tmp_path: Path) -> None:
+    corpus = Path(__file__).parent / "lint_corpus"
+    bad = CliRunner().invoke(main, ["lint", str(corpus / "invalid" / "backend_escapes")])
+    assert bad.exit_code == 1 and "backend_escapes/m/config.pbtxt:10:1: error: model 'm' backend" in bad.output
+    good = CliRunner().invoke(main, ["lint", str(next(p for p in sorted((corpus / "valid").iterdir()) if p.is_dir())), "--json"])
+    assert good.exit_code == 0
+    assert json.loads(good.stdout)["ok"] is True

@@ -44,6 +44,7 @@ def main() -> None:
       repoforge init my-project            # starter spec.yaml + a small ONNX model
       repoforge build my-project/spec.yaml -o repo
       repoforge validate repo              # load in a real Triton, smoke-infer every model
+      repoforge lint any_triton_repo       # Triton's load-time rules, checked statically
       repoforge serve repo                 # HTTP :8000, gRPC :8001, metrics :8002
     """
 
@@ -109,6 +110,30 @@ def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserv
         _fail(RepoforgeError(f"{len(report.failures())} check(s) failed: {failed}"), 1)
     if not as_json:
         click.echo(f"all {len(report.checks)} model version(s) READY and answering")
+
+
+@main.command()
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option("--server", "server", default=None, metavar="TRITONSERVER",
+              help="A tritonserver binary (or 'bundled'): its backends and this host's GPUs become facts, so a missing backend or KIND_GPU without a GPU is an error, not a warning.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def lint(repository: Path, server: str | None, as_json: bool) -> None:
+    """Check any Triton model repository statically against Triton's load-time rules (no server started).
+
+    Exits 1 when Triton would refuse a model, 0 with warnings only. Messages name the file, line,
+    model and field, and say what to do.
+    """
+    from repoforge.lint import detect_gpu_count, known_backends_of, lint_repository
+
+    facts: dict[str, object] = {}
+    if server:
+        facts = {"known_backends": _run(known_backends_of, None if server == "bundled" else server), "gpu_count": detect_gpu_count()}
+    report = _run(lint_repository, repository, **facts)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(report.format())
+    sys.exit(report.exit_code)
 
 
 @main.command()

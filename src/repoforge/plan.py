@@ -235,6 +235,14 @@ def _check_batching(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> bool:
             ck.add((*where, "preferred_batch_sizes", j), f"{b} exceeds max_batch_size {mbs}")
     if len(set(db.preferred_batch_sizes)) != len(db.preferred_batch_sizes):
         ck.add((*where, "preferred_batch_sizes"), "preferred batch sizes are listed twice")
+    if db.preserve_ordering and db.priority_levels > 1:
+        ck.add((*where, "preserve_ordering"),
+               f"Triton allows preserve_ordering with one priority level only (priority_levels is {db.priority_levels})")
+    if db.preserve_ordering:
+        delayed = ([("queue_policy", "timeout_action")] if db.queue_policy and db.queue_policy.timeout_action == "delay" else []) + [
+            ("priority_queue_policy", level, "timeout_action") for level, q in db.priority_queue_policy.items() if q.timeout_action == "delay"]
+        for path in delayed:
+            ck.add((*where, *path), "timeout_action delay cannot be combined with preserve_ordering; use reject or drop preserve_ordering")
     if db.priority_levels == 0:
         if db.default_priority_level:
             ck.add((*where, "default_priority_level"), "default_priority_level needs priority_levels > 0")

@@ -175,6 +175,13 @@ def validate(repository: str | Path, *, url: str | None = None, grpc_url: str | 
 
         return validate_torchserve(repo, say)
     models = read_repository(repo)
+    from repoforge.lint import lint_repository
+
+    lint = lint_repository(repo)
+    for f in lint.warnings:
+        say(f"lint warning: {f}")
+    if lint.errors:  # Triton would refuse these: say why statically instead of starting a server to find out
+        return ValidationReport(str(repo), "lint", [ModelCheck(f.model, "", "LINT", False, f"{f.field}: {f.message}") for f in lint.errors])
     if url is not None:
         return ValidationReport(str(repo), url, check_models(models, url, _states_from_url(url), say, grpc_url))
     server = TritonServer(repo, exit_on_error=False, strict_readiness=False, binary=tritonserver,

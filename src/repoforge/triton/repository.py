@@ -11,6 +11,7 @@ from typing import Callable
 from importlib.metadata import version as dist_version
 
 from repoforge import __version__
+from repoforge.errors import BuildError
 from repoforge.output import MANIFEST, atomic_dir, check_destination, write_manifest
 from repoforge.plan import ModelPlan, RepositoryPlan
 from repoforge.triton.config import build_config, parse_config, to_text
@@ -48,6 +49,17 @@ def _write_version(model: ModelPlan, version_dir: Path, src: Path | None) -> Non
         (version_dir / "model.py").write_bytes(_runner_glue())
 
 
+def _lint_or_refuse(repo: Path, plan: RepositoryPlan) -> None:
+    """Run Triton's load-time rules on what was written; an error means Triton would refuse it, so the
+    build fails (nothing is moved into place). That is a repoforge bug or a spec case the plan missed."""
+    from repoforge.lint import lint_repository
+
+    report = lint_repository(repo)
+    if report.errors:
+        details = "\n".join(str(f).replace(str(repo), "<repo>") for f in report.errors)
+        raise BuildError(f"the generated repository breaks Triton's load-time rules (nothing was written):\n{details}")
+
+
 def looks_like_model_repository(path: Path) -> bool:
     return any(path.glob("*/config.pbtxt"))
 
@@ -70,6 +82,7 @@ def write_repository(plan: RepositoryPlan, out: Path, *, force: bool = False,
                 shutil.copyfile(src, mdir / name)
             for version, src in sorted(model.versions.items()):
                 _write_version(model, mdir / str(version), src)
+        _lint_or_refuse(tmp, plan)
         manifest = write_manifest(tmp, {
             "repoforge_version": __version__,
             "triton_schema": f"tritonclient {dist_version('tritonclient')}",

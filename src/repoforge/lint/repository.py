@@ -1,0 +1,361 @@
+"""`lint_repository`: every model folder of a Triton model repository, and the checks that need
+more than one model (ensemble steps against the models they call)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from .findings import Finding, LintReport
+from .locate import Key, positions
+from .locate import Path as FieldPath
+from .rules import (
+    ENSEMBLE,
+    ConfigContext,
+    Layout,
+    Sink,
+    autocomplete,
+    dims_str,
+    dtype_name,
+    lint_model,
+)
+
+CONFIG = "config.pbtxt"
+
+
+@dataclass
+class ModelEntry:
+    """One model folder after the single-model checks."""
+
+    name: str
+    path: Path
+    sink: Sink
+    raw: mc.ModelConfig | None = None  # None: no config, or it does not parse
+    config: mc.ModelConfig | None = None  # auto-completed
+    versions: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.config is not None and not self.sink.has_errors
+
+
+def _frozen(backends: Iterable[str] | None) -> frozenset[str] | None:
+    return frozenset(backends) if backends is not None else None
+
+
+def lint_config(
+    cfg: mc.ModelConfig,
+    model_dir: Path | None = None,
+    *,
+    folder: str | None = None,
+    known_backends: Iterable[str] | None = None,
+    gpu_count: int | None = None,
+    file: str | None = None,
+    text: str | None = None,
+) -> LintReport:
+    """Check one config. With ``model_dir`` the folder is checked too (versions, model file, labels).
+
+    ``folder`` defaults to the model_dir's name, else to ``cfg.name``. ``text`` (the pbtxt the config
+    was parsed from) lets findings carry line numbers. Ensemble steps are checked only for their own
+    data flow; the cross-model checks need `lint_repository`.
+    """
+    name = folder or (model_dir.name if model_dir is not None else cfg.name) or "model"
+    file = file or (str(model_dir / CONFIG) if model_dir is not None else f"{name}/{CONFIG}")
+    pos = positions(text, mc.ModelConfig.DESCRIPTOR) if text is not None else None
+    sink = Sink(name, file, pos)
+    ctx = ConfigContext(name, model_dir, _frozen(known_backends), gpu_count)
+    lint_model(cfg, sink, ctx)
+    report = LintReport(str(model_dir or file), sink.findings, [name])
+    report.sort()
+    return report
+
+
+def lint_repository(
+    path: str | os.PathLike[str],
+    *,
+    known_backends: Iterable[str] | None = None,
+    gpu_count: int | None = None,
+) -> LintReport:
+    """Static checks of a Triton model repository, without starting a server.
+
+    ``known_backends`` (e.g. `known_backends_of(binary)`) turns "backend not installed" into an
+    error; without it unknown backends are warnings. ``gpu_count`` is the number of GPUs of the
+    target server: 0 makes KIND_GPU groups errors; None (unknown) makes them warnings.
+    """
+    root = Path(path)
+    report = LintReport(str(root))
+    if not root.is_dir():
+        report.findings.append(
+            Finding("error", "", "", f"{root} is not a directory; point lint at a model repository", str(root))
+        )
+        return report
+    backends = _frozen(known_backends)
+    entries: dict[str, ModelEntry] = {}
+    for model_dir in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name.encode()):
+        entries[model_dir.name] = _lint_folder(model_dir, backends, gpu_count)
+    report.models = list(entries)
+    if not entries:
+        report.findings.append(
+            Finding("warning", "", "", "the repository has no model folders; Triton would serve nothing", str(root))
+        )
+    for entry in entries.values():
+        if entry.config is not None and entry.config.platform == ENSEMBLE:
+            _check_ensemble_steps(entry, entries)
+    for entry in entries.values():
+        report.extend(entry.sink.findings)
+    report.sort()
+    return report
+
+
+def _lint_folder(model_dir: Path, backends: frozenset[str] | None, gpu_count: int | None) -> ModelEntry:
+    name = model_dir.name
+    cfg_path = model_dir / CONFIG
+    sink = Sink(name, str(cfg_path))
+    entry = ModelEntry(name, model_dir, sink)
+    ctx = ConfigContext(name, model_dir, backends, gpu_count)
+    if name.startswith("."):
+        sink.error(
+            (),
+            f"hidden folder '{name}' in the repository: Triton treats every sub-folder as a model (this one as "
+            f"backend '{name.lstrip('.').split('.')[-1]}') and fails to load it - move it out of the repository",
+            file=str(model_dir),
+        )
+        return entry
+    if not cfg_path.is_file():
+        cfg = mc.ModelConfig()
+        probe = mc.ModelConfig()
+        problem = autocomplete(probe, name, model_dir, Layout.read(model_dir))
+        if problem:
+            sink.error((), f"no {CONFIG}, and {problem}", file=str(model_dir))
+            return entry
+        sink.warning(
+            (),
+            f"no {CONFIG}: Triton auto-completes the configuration from the model (backend '{probe.backend}'); "
+            f"inputs and outputs are not checked - write a config.pbtxt to pin them",
+            file=str(model_dir),
+        )
+        entry.raw = cfg
+        entry.config, entry.versions = lint_model(cfg, sink, ctx)
+        return entry
+    try:
+        text = cfg_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        sink.error((), f"cannot read {CONFIG}: {exc}")
+        return entry
+    try:
+        raw = text_format.Parse(text, mc.ModelConfig())
+    except text_format.ParseError as exc:
+        _parse_error(sink, exc)
+        return entry
+    sink.positions = positions(text, mc.ModelConfig.DESCRIPTOR)
+    entry.raw = raw
+    entry.config, entry.versions = lint_model(raw, sink, ctx)
+    return entry
+
+
+def _parse_error(sink: Sink, exc: text_format.ParseError) -> None:
+    line, column = exc.GetLine(), exc.GetColumn()
+    message = str(exc)
+    prefix = f"{line}:{column} : " if line is not None else ""
+    if prefix and message.startswith(prefix):
+        message = message[len(prefix):]
+    sink.findings.append(
+        Finding(
+            "error", sink.model, "",
+            f"{CONFIG}:{line}:{column}: does not parse as a Triton ModelConfig: {message} - fix the syntax or the "
+            f"field name (see model_config.proto)" if line is not None else
+            f"does not parse as a Triton ModelConfig: {message}",
+            sink.file, line, column,
+        )
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Ensembles against their steps (ValidateEnsembleConfig)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Node:
+    model: str
+    batching: bool
+    dtype: int
+    dims: list[int]
+
+    @property
+    def full(self) -> list[int]:
+        return ([-1] if self.batching else []) + self.dims
+
+
+def _dims_match(a: list[int], b: list[int]) -> bool:
+    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
+
+
+def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> None:
+    cfg = entry.config
+    assert cfg is not None
+    sink = entry.sink
+    steps = cfg.ensemble_scheduling.step
+    if not steps:
+        return
+    batching = cfg.max_batch_size > 0
+    tensors: dict[str, _Node] = {}
+    for io in cfg.input:
+        tensors[io.name] = _Node(entry.name, batching, io.data_type, list(io.reshape.shape if io.HasField("reshape") else io.dims))
+    for io in cfg.output:
+        tensors.setdefault(io.name, _Node(entry.name, batching, io.data_type,
+                                          list(io.reshape.shape if io.HasField("reshape") else io.dims)))
+    decoupled: dict[str, bool] = {}
+    usable = True
+    for i, st in enumerate(steps):
+        base: FieldPath = ("ensemble_scheduling", "step", i)
+        target = entries.get(st.model_name)
+        if not st.model_name:
+            usable = False
+            continue
+        if target is None:
+            sink.error(
+                (*base, "model_name"),
+                f"step {i} calls model '{st.model_name}', which is not in the repository (models: "
+                f"{', '.join(sorted(entries)) or 'none'}); add it or fix model_name",
+            )
+            usable = False
+            continue
+        if target.name == entry.name or _calls(target, entry.name, entries, set()):
+            sink.error((*base, "model_name"), f"step {i} calls '{st.model_name}', which calls this ensemble back")
+            usable = False
+            continue
+        if not target.ok or target.config is None:
+            sink.error(
+                (*base, "model_name"),
+                f"step {i} calls model '{st.model_name}', which Triton cannot load (see its errors), so the ensemble "
+                f"cannot load either",
+            )
+            usable = False
+            continue
+        step_cfg = target.config
+        if st.model_version >= 0 and st.model_version not in target.versions:
+            sink.error(
+                (*base, "model_version"),
+                f"step {i} asks for version {st.model_version} of '{st.model_name}', but Triton loads only "
+                f"version(s) {', '.join(map(str, target.versions)) or 'none'}; use -1 (latest) or an existing version",
+            )
+        if step_cfg.max_batch_size != 0 and step_cfg.max_batch_size < cfg.max_batch_size:
+            sink.error(
+                ("max_batch_size",),
+                f"the ensemble allows max_batch_size {cfg.max_batch_size}, but step {i} model '{st.model_name}' only "
+                f"allows {step_cfg.max_batch_size}; lower the ensemble's max_batch_size or raise the step's",
+            )
+        if not step_cfg.input and not step_cfg.output:
+            continue  # the backend auto-completes its inputs and outputs from the model: unknown here
+        step_batching = step_cfg.max_batch_size > 0
+        model_inputs = {io.name: io for io in step_cfg.input}
+        model_outputs = {io.name: io for io in step_cfg.output}
+        for key, tensor in st.input_map.items():
+            if key not in model_inputs:
+                sink.error(
+                    (*base, "input_map", Key(key)),
+                    f"step {i}: model '{st.model_name}' has no input '{key}' (inputs: "
+                    f"{', '.join(model_inputs) or 'none'}); fix the input_map key",
+                )
+        for name, io in model_inputs.items():
+            if name not in st.input_map and not io.optional:
+                sink.error(
+                    (*base, "input_map"),
+                    f"step {i}: input '{name}' of model '{st.model_name}' is not mapped to any ensemble tensor; add "
+                    f"input_map {{ key: \"{name}\" value: \"...\" }} (or mark the input optional)",
+                )
+        for key, tensor in st.input_map.items():
+            io = model_inputs.get(key)
+            if io is not None:
+                _consistent(sink, (*base, "input_map", Key(key)), tensors, tensor,
+                            _Node(st.model_name, step_batching, io.data_type, list(io.dims)))
+        for key, tensor in st.output_map.items():
+            io = model_outputs.get(key)
+            if io is None:
+                sink.error(
+                    (*base, "output_map", Key(key)),
+                    f"step {i}: model '{st.model_name}' has no output '{key}' (outputs: "
+                    f"{', '.join(model_outputs) or 'none'}); fix the output_map key",
+                )
+                continue
+            _consistent(sink, (*base, "output_map", Key(key)), tensors, tensor,
+                        _Node(st.model_name, step_batching, io.data_type, list(io.dims)))
+        decoupled[str(i)] = bool(step_cfg.model_transaction_policy.decoupled)
+    if usable:
+        _check_decoupled(entry, cfg, decoupled)
+
+
+def _calls(entry: ModelEntry, target: str, entries: dict[str, ModelEntry], seen: set[str]) -> bool:
+    """True if ``entry`` (an ensemble) calls ``target``, directly or through nested ensembles."""
+    if entry.name in seen or entry.config is None or entry.config.platform != ENSEMBLE:
+        return False
+    seen.add(entry.name)
+    for st in entry.config.ensemble_scheduling.step:
+        if st.model_name == target:
+            return True
+        nxt = entries.get(st.model_name)
+        if nxt is not None and _calls(nxt, target, entries, seen):
+            return True
+    return False
+
+
+def _consistent(sink: Sink, path: FieldPath, tensors: dict[str, _Node], tensor: str, node: _Node) -> None:
+    """ValidateTensorConsistency: same data type; dims equal up to -1, with or without the batch dim."""
+    known = tensors.get(tensor)
+    if known is None:
+        tensors[tensor] = node
+        return
+    if known.dtype != node.dtype:
+        sink.error(
+            path,
+            f"ensemble tensor '{tensor}' has inconsistent data type: {dtype_name(known.dtype)} from model "
+            f"'{known.model}' but {dtype_name(node.dtype)} from model '{node.model}'; make them agree",
+        )
+    elif not _dims_match(known.dims, node.dims) and not _dims_match(known.full, node.full):
+        sink.error(
+            path,
+            f"ensemble tensor '{tensor}' has inconsistent shape: {dims_str(known.full)} from model '{known.model}' "
+            f"but {dims_str(node.full)} from model '{node.model}' (batch dimension included); make them agree "
+            f"(-1 matches any size)",
+        )
+
+
+def _check_decoupled(entry: ModelEntry, cfg: mc.ModelConfig, decoupled: dict[str, bool]) -> None:
+    """A step may not take inputs that come from different decoupled steps (Triton's decouple labels)."""
+    steps = cfg.ensemble_scheduling.step
+    label: dict[str, int] = {io.name: 0 for io in cfg.input}
+    next_label = 0
+    done: set[int] = set()
+    progress = True
+    while progress:
+        progress = False
+        for i, st in enumerate(steps):
+            if i in done or not st.input_map or not all(t in label for t in st.input_map.values()):
+                continue
+            done.add(i)
+            progress = True
+            labels = {label[t] for t in st.input_map.values()}
+            if len(labels) > 1:
+                entry.sink.error(
+                    ("ensemble_scheduling", "step", i),
+                    f"step {i} ({st.model_name}) receives inputs that originate from different decoupled models; "
+                    f"Triton cannot match their responses - feed it from one decoupled branch only",
+                )
+            out_label = next(iter(labels)) if labels else 0
+            if decoupled.get(str(i)):
+                next_label += 1
+                out_label = next_label
+            for t in st.output_map.values():
+                label.setdefault(t, out_label)
+    out_labels = {label[o.name] for o in cfg.output if o.name in label}
+    if len(out_labels) > 1:
+        entry.sink.error(
+            ("output",),
+            "the ensemble outputs originate from different decoupled models; Triton refuses this - produce all "
+            "outputs from the same decoupled branch",
+        )
+

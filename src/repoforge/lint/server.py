@@ -1,0 +1,48 @@
+"""Facts about the target server that turn some warnings into errors: which backends it has and
+how many GPUs it sees."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from repoforge.servers.triton import find_tritonserver
+
+
+def backends_in(backends_dir: str | os.PathLike[str]) -> set[str]:
+    """Backend names in a ``--backend-directory``: sub-folders holding ``libtriton_<name>.so`` (C++
+    backends) or ``model.py`` (Python-based backends such as vllm)."""
+    root = Path(backends_dir)
+    found: set[str] = set()
+    if not root.is_dir():
+        return found
+    for sub in root.iterdir():
+        if sub.is_dir() and ((sub / f"libtriton_{sub.name}.so").is_file() or (sub / "model.py").is_file()):
+            found.add(sub.name)
+    return found
+
+
+def known_backends_of(binary: str | os.PathLike[str] | None = None) -> set[str]:
+    """The backends a tritonserver install has (``<root>/backends``, or /opt/tritonserver/backends).
+
+    ``binary`` is the tritonserver executable (or its install root); None locates it like
+    ``repoforge serve`` does (the one bundled with PyTriton, then PATH). Raises
+    `repoforge.servers.triton.TritonNotFoundError` when there is none.
+    """
+    return backends_in(find_tritonserver(binary).backends_dir)
+
+
+def detect_gpu_count() -> int:
+    """GPUs visible on this host (``nvidia-smi -L``); 0 when there is no NVIDIA driver."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    if out.returncode != 0:
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))

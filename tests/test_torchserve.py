@@ -78,6 +78,22 @@ def built(example: Path, tmp_path_factory: pytest.TempPathFactory):
     return build(example / "torchserve" / "spec.yaml", out, target="torchserve", device="cpu")
 
 
+FEATURES_SPEC = """\
+version: 1
+models:
+  - name: feats
+    format: python
+    max_batch_size: 8
+    plugin:
+      kind: features
+      columns: [{name: city, dtype: BYTES, fill: unknown}, {name: age, dtype: FP32, fill: 35}]
+      features:
+        - {op: standardize, column: age, mean: 40, std: 12}
+        - {op: vocabulary, column: city, values: [paris, london], oov_buckets: 1}
+        - {op: hash, column: city, buckets: 4, output: one_hot}
+"""
+
+
 @pytest.fixture(scope="module")
 def extra_models(example: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Archives the server also serves: a model whose own handler raises, and the classifier of
@@ -93,7 +109,9 @@ def extra_models(example: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     """))
     raiser = build(d / "spec.yaml", d / "out", target="torchserve", device="cpu")
     same = build(EXAMPLES / "ensemble" / "spec.yaml", d / "same-spec", target="torchserve", device="cpu")
-    return {"raiser": raiser.archives["raiser"], "same_spec": same.archives["classifier"]}
+    (d / "feats.yaml").write_text(FEATURES_SPEC)
+    feats = build(d / "feats.yaml", d / "feats", target="torchserve", device="cpu")
+    return {"raiser": raiser.archives["raiser"], "same_spec": same.archives["classifier"], "feats": feats.archives["feats"]}
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +120,8 @@ def server(built, extra_models: dict[str, Path], tmp_path_factory: pytest.TempPa
     store = built.model_store
     shutil.copyfile(extra_models["raiser"], store / "raiser.mar")
     shutil.copyfile(extra_models["same_spec"], store / "same_spec.mar")
-    models = ["classifier.mar", "scaler.mar", "tinynet.mar", "raiser.mar", "same_spec=same_spec.mar"]
+    shutil.copyfile(extra_models["feats"], store / "feats.mar")
+    models = ["classifier.mar", "scaler.mar", "tinynet.mar", "raiser.mar", "same_spec=same_spec.mar", "feats.mar"]
     ts = TorchServeServer(built.output, models, workflows="all", disable_token_auth=True,
                           workdir=tmp_path_factory.mktemp("ts-work"))
     with ts:
@@ -452,3 +471,17 @@ def test_cli_serve_runs_torchserve_with_token_auth_until_sigint(example: Path, t
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.integration
+def test_features_plugin_on_torchserve_is_the_same_library_as_on_triton(server: TorchServeServer, tmp_path: Path) -> None:
+    """The handler runs repoforge.features, the pipeline the Triton plugin runs: answers equal it in-process."""
+    from repoforge.features.pipeline import FeaturePipeline
+    from repoforge.spec import load_spec
+
+    (tmp_path / "feats.yaml").write_text(FEATURES_SPEC)
+    plugin = load_spec(tmp_path / "feats.yaml").spec.models[0].plugin
+    city, age = [["paris"], ["berlin"], ["london"]], [[30.0], [50.0], [float("nan")]]
+    got = np.array(server.predict("feats", {"city": city, "age": [[30.0], [50.0], [35.0]]})["FEATURES"], dtype=np.float32)
+    expected = FeaturePipeline(plugin).transform({"city": np.array(city, dtype=object), "age": np.array(age, dtype=np.float32)})
+    np.testing.assert_allclose(got, expected, rtol=1e-6)

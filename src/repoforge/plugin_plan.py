@@ -47,11 +47,9 @@ def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: s
     for kind in ("inputs", "outputs"):
         if getattr(m, kind) is not None:
             ck.add((*where, kind), f"the {kind} of a {plugin.kind} plugin are derived from its config; remove `{kind}`")
-    if target == "torchserve":
-        reason = ("its TorchServe handler is not built yet (the feature library itself, repoforge.features, is "
-                  "importable from your own handler)") if isinstance(plugin, FeaturesPlugin) else \
-            "it calls other models with Triton's BLS and has no TorchServe form"
-        ck.add((*where, "plugin", "kind"), f"a {plugin.kind} plugin runs on --target triton only: {reason}")
+    if target == "torchserve" and not isinstance(plugin, FeaturesPlugin):
+        ck.add((*where, "plugin", "kind"), f"a {plugin.kind} plugin runs on --target triton only: "
+               "it calls other models with Triton's BLS and has no TorchServe form")
     if m.sequence_batching is not None:
         ck.add((*where, "sequence_batching"), "plugins do not support sequence batching")
     if m.model_transaction_policy is not None and m.model_transaction_policy.decoupled:

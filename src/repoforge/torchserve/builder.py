@@ -136,6 +136,8 @@ def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warn
         elif h.suffix != ".py":
             bad(("models", i, "handler"), f"handler '{s.handler}' must be a .py file")
         arch.handler, arch.own_handler = h, True
+    if s.plugin is not None:  # the features plugin: repoforge's handler runs repoforge.features, no model file
+        return arch
     if s.model_file and m.format != "pytorch":
         warnings.append(f"{m.name}: model_file is only used by format pytorch; left out")
     if m.format == "python":

@@ -77,7 +77,7 @@ def handler_section(m: ModelPlan, *, serialized_file: str | None, model_file: st
                     workflows: dict[str, Any]) -> dict[str, Any]:
     params = dict(m.spec.parameters or {})
     section: dict[str, Any] = {
-        "format": m.format,
+        "format": "features" if m.spec.plugin is not None else m.format,
         "serialized_file": serialized_file,
         "max_batch_size": m.max_batch_size,
         "inputs": [tensor_dict(t) for t in m.inputs],
@@ -87,6 +87,8 @@ def handler_section(m: ModelPlan, *, serialized_file: str | None, model_file: st
     }
     if model_file:
         section["model_file"] = model_file
+    if m.spec.plugin is not None:  # the same declarative config the Triton features plugin runs
+        section["plugin"] = m.spec.plugin.model_dump(mode="json")
     if params:
         section["parameters"] = params
     if workflows:

@@ -74,6 +74,7 @@ class HandlerConfig:
     intra_op_threads: int = 1
     parameters: dict[str, Any] = field(default_factory=dict)
     workflows: dict[str, Any] = field(default_factory=dict)
+    plugin: dict[str, Any] | None = None
 
     @classmethod
     def from_yaml(cls, model_yaml_config: dict[str, Any] | None) -> "HandlerConfig":
@@ -86,7 +87,7 @@ class HandlerConfig:
             outputs=[Tensor.from_dict(t) for t in h.get("outputs") or []],
             max_batch_size=int(h.get("max_batch_size", 0)), cache_entries=int(h.get("cache_entries", 0)),
             intra_op_threads=int(h.get("intra_op_threads", 1)), parameters=dict(h.get("parameters") or {}),
-            workflows=dict(h.get("workflows") or {}),
+            workflows=dict(h.get("workflows") or {}), plugin=h.get("plugin"),
         )
 
 
@@ -170,6 +171,20 @@ class TorchModel:
         return {n: _to_numpy(o) for n, o in zip(names, outs)}
 
 
+class FeaturesModel:
+    """The features plugin: raw columns → one FP32 feature row per input row, computed by the same
+    `repoforge.features` pipeline the Triton plugin runs (one implementation for both targets)."""
+
+    def __init__(self, cfg: HandlerConfig) -> None:
+        from repoforge.features.pipeline import FeaturePipeline
+        from repoforge.spec.plugins import FeaturesPlugin
+
+        self.pipeline = FeaturePipeline(FeaturesPlugin.model_validate(cfg.plugin))
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {self.pipeline.output_name: self.pipeline.transform(feeds)}
+
+
 def _to_numpy(v: Any) -> np.ndarray:
     if hasattr(v, "detach"):
         return v.detach().cpu().numpy()
@@ -178,6 +193,8 @@ def _to_numpy(v: Any) -> np.ndarray:
 
 def load_model(cfg: HandlerConfig, model_dir: str, device: Any, use_gpu: bool) -> Any:
     """The callable `feeds -> outputs` for the archive's model file."""
+    if cfg.format == "features":
+        return FeaturesModel(cfg)
     if not cfg.serialized_file:
         raise RuntimeError(f"format {cfg.format} needs a serialized file in the archive")
     path = os.path.join(model_dir, cfg.serialized_file)

@@ -165,7 +165,7 @@ def test_model_config_maps_batching_workers_and_handler_settings(built) -> None:
     with zipfile.ZipFile(built.archives["scaler"]) as z:
         cfg = yaml.safe_load(z.read("model-config.yaml"))
         assert "scaler.py" in z.namelist()
-    assert (cfg["batchSize"], cfg["maxBatchDelay"]) == (32, 0)  # dynamic batching is on by default, as on Triton
+    assert (cfg["batchSize"], cfg["maxBatchDelay"]) == (32, 1)  # dynamic batching on by default, as on Triton; 0 ms would become 100
     assert cfg["handler"]["cache_entries"] > 0 and cfg["handler"]["model_file"] == "scaler.py"
     assert cfg["handler"]["workflows"]["pipeline"]["inputs"] == {"RAW": ["rf_request", "RAW"]}
 
@@ -485,3 +485,13 @@ def test_features_plugin_on_torchserve_is_the_same_library_as_on_triton(server: 
     got = np.array(server.predict("feats", {"city": city, "age": [[30.0], [50.0], [35.0]]})["FEATURES"], dtype=np.float32)
     expected = FeaturePipeline(plugin).transform({"city": np.array(city, dtype=object), "age": np.array(age, dtype=np.float32)})
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_no_queue_delay_is_written_as_1_ms_because_torchserve_turns_0_into_100(tmp_path: Path) -> None:
+    (tmp_path / "feats.yaml").write_text(FEATURES_SPEC)  # dynamic batching on by default, max_queue_delay_us 0
+    res = build(tmp_path / "feats.yaml", tmp_path / "out", target="torchserve", device="cpu")
+    import zipfile
+
+    with zipfile.ZipFile(res.archives["feats"]) as z:
+        cfg = yaml.safe_load(z.read("model-config.yaml"))
+    assert cfg["batchSize"] == 8 and cfg["maxBatchDelay"] == 1

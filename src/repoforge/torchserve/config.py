@@ -40,9 +40,18 @@ def device_type(m: ModelPlan, device: str) -> str:
 def batch_settings(m: ModelPlan) -> tuple[int, int]:
     """(batchSize, maxBatchDelay ms). batchSize counts requests; each may carry up to max_batch_size rows."""
     if not m.dynamic_batching or m.max_batch_size <= 0:
-        return 1, 0
+        return 1, MIN_BATCH_DELAY_MS
     db = m.spec.dynamic_batching or DynamicBatching()
-    return m.max_batch_size, math.ceil(db.max_queue_delay_us / 1000)
+    return m.max_batch_size, ts_delay_ms(db.max_queue_delay_us)
+
+
+# TorchServe 0.12 replaces maxBatchDelay 0 with its default of 100 ms (measured: a lone request took
+# 115 ms instead of 3 ms), so "no added delay" is written as the smallest delay it keeps, 1 ms.
+MIN_BATCH_DELAY_MS = 1
+
+
+def ts_delay_ms(delay_us: int) -> int:
+    return max(MIN_BATCH_DELAY_MS, math.ceil(delay_us / 1000))
 
 
 def tensor_dict(t: TensorSpec) -> dict[str, Any]:
@@ -140,9 +149,9 @@ def unsupported(loaded: LoadedSpec, m: ModelPlan, device: str, own_handler: bool
             warn("queue policies and priority levels are Triton-only and are left out")
         if db.preserve_ordering:
             warn("preserve_ordering is left out (each TorchServe response goes to its own connection anyway)")
-        if db.max_queue_delay_us % 1000:
-            warn(f"max_queue_delay_us {db.max_queue_delay_us} becomes maxBatchDelay {math.ceil(db.max_queue_delay_us / 1000)} ms "
-                 "(TorchServe counts whole milliseconds)")
+        if db.max_queue_delay_us % 1000 or db.max_queue_delay_us == 0:
+            warn(f"max_queue_delay_us {db.max_queue_delay_us} becomes maxBatchDelay {ts_delay_ms(db.max_queue_delay_us)} ms "
+                 "(TorchServe counts whole milliseconds and turns 0 into 100 ms)")
     for g in s.instance_groups or []:
         if g.rate_limiter is not None:
             warn("instance group rate_limiter is Triton-only and is left out")

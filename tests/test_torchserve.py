@@ -495,3 +495,16 @@ def test_no_queue_delay_is_written_as_1_ms_because_torchserve_turns_0_into_100(t
     with zipfile.ZipFile(res.archives["feats"]) as z:
         cfg = yaml.safe_load(z.read("model-config.yaml"))
     assert cfg["batchSize"] == 8 and cfg["maxBatchDelay"] == 1
+
+
+@pytest.mark.integration
+def test_cli_perf_measures_a_torchserve_build_with_perf_analyzer(tmp_path: Path) -> None:
+    (tmp_path / "feats.yaml").write_text(FEATURES_SPEC)
+    out = build(tmp_path / "feats.yaml", tmp_path / "ts", target="torchserve", device="cpu").output
+    res = subprocess.run([sys.executable, "-m", "repoforge.cli", "perf", str(out), "-m", "feats", "--concurrency", "1,2",
+                          "--measurement-interval", "500", "--stability-percentage", "60", "-o", str(tmp_path / "report"),
+                          "--json"], capture_output=True, text=True, check=False, timeout=300)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["settings"]["service_kind"] == "torchserve"
+    assert [p["concurrency"] for p in report["points"]] == [1, 2] and all(p["throughput"] > 0 for p in report["points"])

@@ -30,7 +30,9 @@ class PerfResult:
 class _Endpoints:
     http: str
     grpc: str
-    configs: dict[str, mc.ModelConfig]
+    configs: dict[str, mc.ModelConfig | None]
+    service_kind: Literal["triton", "torchserve"] = "triton"
+    input_data: dict[str, Path] | None = None  # torchserve: perf_analyzer's data file per model
 
 
 def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
@@ -51,6 +53,12 @@ def _target(target: str | Path, models: list[str], grpc_url: str | None, say: Pr
     """A repository directory is served for the run (response cache off: perf_analyzer repeats one
     input, so a cache would measure only itself); anything else is the HTTP host:port of a running Triton."""
     path = Path(target)
+    from repoforge.torchserve.builder import looks_like_torchserve_output
+
+    if path.is_dir() and looks_like_torchserve_output(path):
+        with _torchserve_target(path, models, say) as ep:
+            yield ep
+        return
     if path.is_dir():
         from repoforge.servers.triton import TritonServer
         from repoforge.triton.reader import read_repository
@@ -71,6 +79,34 @@ def _target(target: str | Path, models: list[str], grpc_url: str | None, say: Pr
     yield _Endpoints(http_url, grpc_url, {m: _config_from_server(http_url, m) for m in models})
 
 
+@contextlib.contextmanager
+def _torchserve_target(output: Path, models: list[str], say: Progress) -> Iterator[_Endpoints]:
+    """A TorchServe build: perf_analyzer's torchserve mode posts a JSON file, so one request per model is
+    made from the archived inputs (random data). Token auth is off for this local measuring run only."""
+    import json
+    import tempfile
+
+    from repoforge.servers.torchserve import TorchServeServer
+    from repoforge.torchserve.validate import archived_config, random_request
+
+    mars = {p.stem: p for p in (output / "model-store").glob("*.mar")}
+    missing = [m for m in models if m not in mars]
+    if missing:
+        raise PerfError(f"model '{missing[0]}' is not in {output}/model-store; it has {', '.join(sorted(mars))}")
+    with tempfile.TemporaryDirectory(prefix="repoforge-perf-ts-") as tmp:
+        data: dict[str, Path] = {}
+        for m in models:
+            body = Path(tmp) / f"{m}.request.json"
+            body.write_text(json.dumps(random_request(archived_config(mars[m]).get("handler", {}))))
+            data[m] = Path(tmp) / f"{m}.perf-data.json"
+            data[m].write_text(json.dumps({"data": [{"TORCHSERVE_INPUT": [str(body)]}]}))
+        say(f"starting TorchServe on {output} (127.0.0.1, token auth off for the measurement)")
+        with TorchServeServer(output, models=[f"{m}.mar" for m in models], disable_token_auth=True) as server:
+            url = server.inference_url.removeprefix("http://")
+            say(f"TorchServe ready at {server.inference_url}")
+            yield _Endpoints(url, url, {m: None for m in models}, "torchserve", data)
+
+
 def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "both"] = "grpc",
          concurrency: str | list[int] = "1:16:2", request_rate: list[float] | None = None, batch_size: int = 1,
          shapes: dict[str, list[int]] | None = None, input_data: Path | None = None,
@@ -88,11 +124,16 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
     wanted = [model] + ([calibration_model] if calibration_model else [])
     with _target(target, wanted, grpc_url, say) as ep:
         options, points, calib_points = [], [], []
+        if ep.service_kind == "torchserve":
+            if protocol == "both":
+                raise PerfError("perf_analyzer measures TorchServe over HTTP only; use --protocol http")
+            protocols = ["http"]  # perf_analyzer's torchserve mode speaks HTTP
         for proto in protocols:
             opts = PerfOptions(model=model, url=ep.http if proto == "http" else ep.grpc, protocol=proto,
                                concurrency=concurrency, request_rate=request_rate, batch_size=batch_size,
-                               shapes=shapes or {}, input_data=input_data, measurement_interval_ms=measurement_interval_ms,
-                               stability_percentage=stability_percentage)
+                               shapes=shapes or {}, measurement_interval_ms=measurement_interval_ms,
+                               input_data=input_data or (ep.input_data or {}).get(model),
+                               stability_percentage=stability_percentage, service_kind=ep.service_kind)
             say(f"perf_analyzer {proto} → {opts.url}, {model}, {'request rate' if request_rate else 'concurrency'} "
                 f"{', '.join(str(x) for x in opts.loads)}")
             if calibration_model:

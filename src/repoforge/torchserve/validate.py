@@ -26,6 +26,16 @@ def _inputs(handler: dict[str, Any], rng: np.random.Generator) -> dict[str, np.n
     return {t["name"]: random_array(t["dtype"], concrete_shape(list(t["dims"]), mbs), rng) for t in handler.get("inputs", [])}
 
 
+def _payload(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The JSON body repoforge's handler reads: one key per input, rows as nested lists."""
+    return {k: (v.astype(str) if v.dtype == object else v).tolist() for k, v in inputs.items()}
+
+
+def random_request(handler: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """A valid request body for an archived model (random data of the right dtype and shape)."""
+    return _payload(_inputs(handler, np.random.default_rng(seed)))
+
+
 def _reference(mar: Path, handler: dict[str, Any], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     if handler.get("format") != "onnx":
         return None
@@ -44,7 +54,7 @@ def check_model(server: Any, mar: Path, seed: int = 0) -> ModelCheck:
     if not handler.get("inputs"):
         return ModelCheck(name, "1", "READY", True, "custom handler: no declared inputs to smoke-test with")
     inputs = _inputs(handler, np.random.default_rng(seed))
-    payload = {k: (v.astype(str) if v.dtype == object else v).tolist() for k, v in inputs.items()}
+    payload = _payload(inputs)
     start = time.perf_counter()
     try:
         answer = server.predict(name, payload)

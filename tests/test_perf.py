@@ -99,12 +99,6 @@ def one_line(err: BaseException) -> str:
 # Fixtures
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def cache_dir(repoforge_cache: Path) -> Path:
-    """The session's temp cache (see conftest): backend dirs are built there, not in ~/.cache."""
-    return repoforge_cache
-
-
-@pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("perf-repo")
     write_model(root, "fast", 0)
@@ -118,7 +112,7 @@ def models(repo: Path) -> dict[str, RepoModel]:
 
 
 @pytest.fixture(scope="module")
-def triton(repo: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+def triton(repo: Path, repoforge_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     try:
         find_tritonserver()
         find_perf_analyzer()
@@ -331,7 +325,7 @@ def test_missing_perf_analyzer_gives_install_hint(monkeypatch: pytest.MonkeyPatc
         find_perf_analyzer()
 
 
-def test_perf_env_libb64_fallback_symlinks(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
+def test_perf_env_libb64_fallback_symlinks(monkeypatch: pytest.MonkeyPatch, repoforge_cache: Path) -> None:
     try:
         exe = find_perf_analyzer()
     except PerfAnalyzerNotFoundError as exc:
@@ -340,7 +334,7 @@ def test_perf_env_libb64_fallback_symlinks(monkeypatch: pytest.MonkeyPatch, cach
     env = perf_env()
     dirs = env["LD_LIBRARY_PATH"].split(os.pathsep)
     shim = next(Path(d) for d in dirs if (Path(d) / "libb64.so.0d").exists())
-    assert shim.is_relative_to(cache_dir)
+    assert shim.is_relative_to(repoforge_cache)
     assert (shim / "libb64.so.0d").resolve().parent.name == "nvidia_pytriton.libs"
     assert any((Path(d) / "libcudart.so.12").exists() for d in dirs)
     assert perf_env()["LD_LIBRARY_PATH"] == env["LD_LIBRARY_PATH"]  # reused, not rebuilt
@@ -469,7 +463,7 @@ def test_unknown_model_lists_models_and_writes_nothing(triton: TritonServer, pro
 
 @pytest.mark.integration
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_server_down_says_so_and_writes_nothing(cache_dir: Path, protocol: str, tmp_path: Path) -> None:
+def test_server_down_says_so_and_writes_nothing(repoforge_cache: Path, protocol: str, tmp_path: Path) -> None:
     try:
         find_perf_analyzer()
     except PerfAnalyzerNotFoundError as exc:

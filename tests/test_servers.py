@@ -95,12 +95,6 @@ def _require_redis() -> None:
 
 
 @pytest.fixture(scope="module")
-def backend_cache(repoforge_cache: Path) -> Path:
-    """The session's temp cache (see conftest): backend dirs are built there, not in ~/.cache."""
-    return repoforge_cache
-
-
-@pytest.fixture(scope="module")
 def add_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("repo-add")
     write_python_model(repo, "add", ADD_MODEL_PY)
@@ -108,7 +102,7 @@ def add_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def triton(add_repo: Path, backend_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+def triton(add_repo: Path, repoforge_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     """The one Triton server of this module (explicit mode, so load/unload can be tested too)."""
     _require_triton()
     server = TritonServer(
@@ -239,7 +233,7 @@ def test_managed_process_stop_kills_group_and_is_idempotent(tmp_path: Path) -> N
 # Triton
 # --------------------------------------------------------------------------------------------
 @pytest.mark.integration
-def test_prepare_backend_dir_is_idempotent(backend_cache: Path) -> None:
+def test_prepare_backend_dir_is_idempotent(repoforge_cache: Path) -> None:
     _require_triton()
     install = find_tritonserver()
     first = prepare_backend_dir(install)
@@ -250,7 +244,7 @@ def test_prepare_backend_dir_is_idempotent(backend_cache: Path) -> None:
         assert (python_dir / name).is_file(), name
     assert os.access(python_dir / "triton_python_backend_stub", os.X_OK)
     if install.source == "pytriton":
-        assert backend_cache in first.parents  # built in the cache, site-packages untouched
+        assert repoforge_cache in first.parents  # built in the cache, site-packages untouched
         assert not (install.backends_dir / "python" / "triton_python_backend_stub").exists()
     env = server_env(install)
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
@@ -319,7 +313,7 @@ def test_triton_stub_processes_are_in_the_server_group(triton: TritonServer) -> 
 
 
 @pytest.mark.integration
-def test_triton_broken_model_reports_name_and_log(tmp_path: Path, backend_cache: Path) -> None:
+def test_triton_broken_model_reports_name_and_log(tmp_path: Path, repoforge_cache: Path) -> None:
     _require_triton()
     repo = tmp_path / "repo"
     write_python_model(repo, "broken_model", BROKEN_MODEL_PY)

@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from repoforge.errors import BuildError
@@ -19,7 +20,7 @@ from repoforge.errors import BuildError
 MANIFEST = "repoforge.lock.json"
 
 
-def check_destination(out: Path, force: bool, looks_ours: "callable[[Path], bool] | None" = None) -> None:
+def check_destination(out: Path, force: bool, looks_ours: Callable[[Path], bool] | None = None) -> None:
     """Refuse before any work is done, so a refused build costs nothing."""
     if out.exists() or out.is_symlink():
         if not force:
@@ -54,6 +55,33 @@ def atomic_dir(out: Path, force: bool) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_cache_dir(target: Path, fill: Callable[[Path], None], complete: Callable[[Path], bool]) -> Path:
+    """Build a shared cache directory in a temp sibling (`fill`), then rename it over `target`.
+
+    Several processes (parallel tests, two servers) may race: a stale `target` is moved aside first
+    (rename is atomic, rmtree is not), and losing the final rename is fine when the winner's copy is
+    `complete`."""
+    base = target.parent
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=base))
+    try:
+        fill(tmp)
+        os.chmod(tmp, 0o755)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=".old-", dir=base))
+            with contextlib.suppress(OSError):
+                os.rename(target, old / target.name)
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not complete(target):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def sha256_file(path: Path) -> str:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.errors import RepoforgeError
+from repoforge.output import publish_cache_dir
 
 __all__ = [
     "INSTALL_HINT",
@@ -138,28 +139,14 @@ def _shim_dir(links: dict[str, Path]) -> Path | None:
     from repoforge.servers.triton import cache_root
 
     key = "-".join(sorted(f"{k}={v.name}" for k, v in links.items()))
-    base = cache_root() / "perf-libs"
-    target = base / re.sub(r"[^A-Za-z0-9._=-]", "_", key)[:200]
+    target = cache_root() / "perf-libs" / re.sub(r"[^A-Za-z0-9._=-]", "_", key)[:200]
     if all((target / name).exists() and (target / name).resolve() == src.resolve() for name, src in links.items()):
         return target
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".libs-", dir=base))
-    try:
+    def fill(tmp: Path) -> None:
         for name, src in links.items():
             os.symlink(src.resolve(), tmp / name)
-        os.chmod(tmp, 0o755)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=".old-", dir=base))
-            with contextlib.suppress(OSError):
-                os.rename(target, old / "x")
-            shutil.rmtree(old, ignore_errors=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not all((target / n).exists() for n in links):  # lost a race to an incomplete copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    publish_cache_dir(target, fill, lambda t: all((t / n).exists() for n in links))
     return target
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from repoforge.output import publish_cache_dir
+
 from .ports import free_ports, port_is_free
 from .process import ManagedProcess, ServerContext, ServerStartError, read_log_tail
 
@@ -225,29 +227,16 @@ def prepare_backend_dir(install: TritonInstall, root: Path | None = None) -> Pat
     target = base / "backends"
     if _backend_dir_ok(target, fingerprint):
         return target
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".backends-", dir=base))
-    try:
+
+    def fill(tmp: Path) -> None:
         (tmp / "python").mkdir()
         for src in sources:
             shutil.copy2(src, tmp / "python" / src.name)
         shutil.copy2(stub, tmp / "python" / _STUB)
         os.chmod(tmp / "python" / _STUB, 0o755)
         (tmp / ".source").write_text(fingerprint)
-        os.chmod(tmp, 0o755)
-        if target.exists():  # stale: move it aside first (rename is atomic, rmtree is not)
-            old = Path(tempfile.mkdtemp(prefix=".old-", dir=base))
-            with contextlib.suppress(OSError):
-                os.rename(target, old / "backends")
-            shutil.rmtree(old, ignore_errors=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            # Another process won the race; use its copy if it is complete.
-            if not _backend_dir_ok(target, fingerprint):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    publish_cache_dir(target, fill, lambda t: _backend_dir_ok(t, fingerprint))
     return target
 
 

@@ -70,3 +70,16 @@ def test_lint_exit_codes_and_json(tmp_path: Path) -> None:
     good = CliRunner().invoke(main, ["lint", str(next(p for p in sorted((corpus / "valid").iterdir()) if p.is_dir())), "--json"])
     assert good.exit_code == 0
     assert json.loads(good.stdout)["ok"] is True
+
+
+def test_import_then_build_gives_the_repository_back(tmp_path: Path) -> None:
+    runner = CliRunner()
+    repo = Path(__file__).parent / "data" / "import_handwritten"
+    spec = tmp_path / "spec.yaml"
+    res = runner.invoke(main, ["import", str(repo), "-o", str(spec), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["kept_raw"] and not data["differences"]
+    assert runner.invoke(main, ["import", str(repo), "-o", str(spec)]).exit_code == 2  # no silent overwrite
+    built = runner.invoke(main, ["build", str(spec), "-o", str(tmp_path / "again"), "--device", data["device"], "-q"])
+    assert built.exit_code == 0, built.output

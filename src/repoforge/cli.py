@@ -45,6 +45,7 @@ def main() -> None:
       repoforge build my-project/spec.yaml -o repo
       repoforge validate repo              # load in a real Triton, smoke-infer every model
       repoforge lint any_triton_repo       # Triton's load-time rules, checked statically
+      repoforge import any_triton_repo -o spec.yaml   # bring a hand-written repository under a spec
       repoforge serve repo                 # HTTP :8000, gRPC :8001, metrics :8002
     """
 
@@ -110,6 +111,36 @@ def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserv
         _fail(RepoforgeError(f"{len(report.failures())} check(s) failed: {failed}"), 1)
     if not as_json:
         click.echo(f"all {len(report.checks)} model version(s) READY and answering")
+
+
+@main.command("import")
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The spec.yaml to write.")
+@click.option("--copy-models", is_flag=True, help="Copy model files next to the spec (models/<model>/) instead of referencing them in place.")
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None, help="Device the repository was built for (default: detected from it).")
+@click.option("--force", is_flag=True, help="Overwrite an existing spec.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def import_(repository: Path, output: Path, copy_models: bool, device: str | None, force: bool, as_json: bool) -> None:
+    """Turn an existing Triton model repository into a spec, so `repoforge build` gives it back.
+
+    Every field the spec can express is mapped; what it cannot is kept verbatim under `raw_config`
+    and reported, never dropped. The rebuilt configs are compared with the originals and any
+    remaining difference is listed.
+    """
+    from repoforge.importer import import_repository
+
+    result = _run(import_repository, repository, output, copy_models=copy_models, force=force, device=device)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    click.echo(f"wrote {result.spec_path}: {len(result.models)} model(s); build it with "
+               f"repoforge build {result.spec_path} -o OUT --device {result.device}")
+    for model, fields in result.kept_raw.items():
+        click.echo(f"  {model}: kept verbatim in raw_config: {', '.join(fields)}")
+    for folder, why in result.skipped.items():
+        click.echo(f"  skipped {folder}: {why}")
+    for w in result.warnings:
+        click.echo(f"  warning: {w}", err=True)
 
 
 @main.command()

@@ -261,6 +261,15 @@ def _check_batching(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> bool:
 def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> None:
     if m.format != "ensemble" and m.steps is not None:
         ck.add(("models", i, "steps"), f"only format ensemble has steps (this model is {m.format})")
+    if m.raw_config is not None:  # pbtxt merged into the generated config: it must parse as ModelConfig fields
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        try:
+            text_format.Parse(m.raw_config, mc.ModelConfig())
+        except text_format.ParseError as exc:
+            why = str(exc).split(" : ", 1)[-1]
+            ck.add(("models", i, "raw_config"), f"raw_config line {exc.GetLine()}, column {exc.GetColumn()}: {why} (expected ModelConfig fields in pbtxt)")
     for g_i, g in enumerate(m.instance_groups or []):
         gpath = (*ck.loaded.origin(i, "instance_groups"), g_i)
         if g.gpus and g.kind != "gpu":

@@ -315,6 +315,9 @@ class ModelSpec(StrictModel):
     handler: str | None = None
     # repoforge's own Python backends (features, result_cache, semantic_cache, router), configured instead of `path`.
     plugin: PluginSpec | None = None
+    # Escape hatch: pbtxt of extra ModelConfig fields the spec cannot express, merged into the generated
+    # config last (protobuf MergeFrom: scalars and map keys override, repeated fields append).
+    raw_config: str | None = None
 
     @field_validator("versions", mode="before")
     @classmethod

@@ -113,6 +113,8 @@ def unsupported(loaded: LoadedSpec, m: ModelPlan, device: str, own_handler: bool
     def warn(text: str) -> None:
         w.append(f"{name}: {text}")
 
+    if s.raw_config:
+        warn("raw_config holds Triton config fields; TorchServe has no use for them and they are left out")
     if s.response_cache and own_handler:
         warn("response_cache needs repoforge's handler (its per-worker LRU cache); your `handler:` serves without it")
     elif s.response_cache:

@@ -240,6 +240,8 @@ def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:
             params.setdefault("intra_op_threads", DEFAULT_INTRA_OP_THREADS)
     for k, v in sorted(params.items()):
         cfg.parameters[k].string_value = v
+    if m.raw_config:  # the spec's escape hatch (checked by the plan): merged last, repeated fields append
+        cfg.MergeFrom(parse_config(m.raw_config))
     return cfg
 
 

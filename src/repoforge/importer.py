@@ -1,0 +1,1158 @@
+"""`repoforge import`: an existing Triton model repository → `spec.yaml`, so that `repoforge build` gives the
+repository back.
+
+    from repoforge.importer import import_repository
+    result = import_repository(Path("model_repository"), Path("spec.yaml"))
+    result.kept_raw      # {"model": ["model_operations", ...]}: config fields the spec cannot express
+    result.differences   # {"model": [...]}: what does not come back after `repoforge build` (also in warnings)
+
+How it works, per model folder:
+
+1. Every config field the spec can express is mapped to it: the format (from platform/backend, or from
+   repoforge's own runner/plugin parameters), the version folders (one `path` when all versions hold the
+   same files, else a version → path mapping), batching, instance groups, warmup, optimization, ... Model
+   files are referenced where they are (paths relative to the spec) or copied next to the spec.
+2. Whatever is left of the config (what the spec cannot express, e.g. `model_operations`, or a warmup
+   that mixes data kinds) is written verbatim as the model's `raw_config`, which the build merges into the
+   generated config last (protobuf MergeFrom).
+3. The spec is then planned exactly as `repoforge build` would plan it. A field that repoforge's stricter
+   rules reject (say, dynamic batching on a model with max_batch_size 0) is moved to `raw_config` too, and
+   the plan is made again.
+4. The configs the spec builds are compared with the originals after `normalize_config` (which removes
+   what is purely representational, see there). Every remaining difference is reported in `differences`
+   and `warnings`; nothing is dropped silently.
+
+Files outside the version folders (other than label files), extra files next to a non-Python model file,
+and models whose backend has no spec format (TensorFlow, OpenVINO, custom backends) are reported, not imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from google.protobuf import text_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from tritonclient.grpc import model_config_pb2 as mc
+
+from repoforge import __version__
+from repoforge.errors import BuildError, Problem, RepoforgeError, SpecError
+from repoforge.lint.rules import NON_VERSION_DIRS, Layout, autocomplete
+from repoforge.output import MANIFEST
+from repoforge.plan import make_plan
+from repoforge.plugin_plan import GLUE, PLUGIN_PARAMETER
+from repoforge.spec import load_spec
+from repoforge.spec.plugins import parse_plugin
+from repoforge.triton.config import (
+    DEFAULT_INTRA_OP_THREADS,
+    MODEL_FILE_PARAMETER,
+    RUNNER_PARAMETER,
+    build_config,
+)
+
+Device = Literal["cpu", "gpu"]
+CONFIG = "config.pbtxt"
+COPY_DIR = "models"  # where copy_models puts the model files, next to the spec
+
+# repoforge's CPU runners: runner → (spec format, model file in the version folder)
+RUNNER_FORMATS = {"onnxruntime": ("onnx", "model.onnx"), "torchscript": ("torchscript", "model.pt")}
+# Triton backend → spec format, and what a native build of that format writes
+NATIVE = {
+    "onnxruntime": ("onnx", "onnxruntime_onnx", "model.onnx"),
+    "tensorrt": ("tensorrt", "tensorrt_plan", "model.plan"),
+    "pytorch": ("torchscript", "pytorch_libtorch", "model.pt"),
+}
+# spec field → the config fields it builds (used when a spec field is moved back into raw_config)
+SPEC_TO_CONFIG = {
+    "version_policy": "version_policy", "inputs": "input", "outputs": "output", "dynamic_batching": "dynamic_batching",
+    "sequence_batching": "sequence_batching", "instance_groups": "instance_group", "warmup": "model_warmup",
+    "optimization": "optimization", "batch_inputs": "batch_input", "batch_outputs": "batch_output",
+    "model_repository_agents": "model_repository_agents", "model_transaction_policy": "model_transaction_policy",
+    "response_cache": "response_cache", "metric_tags": "metric_tags", "parameters": "parameters",
+}
+# the order keys are written in
+SPEC_ORDER = ("name", "format", "backend", "path", "versions", "version_policy", "max_batch_size", "inputs", "outputs",
+              "plugin", "steps", "dynamic_batching", "sequence_batching", "instance_groups", "warmup", "optimization",
+              "batch_inputs", "batch_outputs", "model_transaction_policy", "response_cache", "model_repository_agents",
+              "metric_tags", "parameters", "raw_config")
+_KIND = {mc.ModelInstanceGroup.KIND_AUTO: "auto", mc.ModelInstanceGroup.KIND_CPU: "cpu",
+         mc.ModelInstanceGroup.KIND_GPU: "gpu", mc.ModelInstanceGroup.KIND_MODEL: "model"}
+_CTL = mc.ModelSequenceBatching.Control
+_CONTROL = {_CTL.CONTROL_SEQUENCE_START: "start", _CTL.CONTROL_SEQUENCE_END: "end",
+            _CTL.CONTROL_SEQUENCE_READY: "ready", _CTL.CONTROL_SEQUENCE_CORRID: "correlation_id"}
+_PRIORITY = {mc.ModelOptimizationPolicy.PRIORITY_MAX: "max", mc.ModelOptimizationPolicy.PRIORITY_MIN: "min"}
+_REPEATED = FieldDescriptor.LABEL_REPEATED
+
+
+class ImportFailed(RepoforgeError):
+    """The folder is not a Triton model repository that can be imported."""
+
+    exit_code = 2
+
+
+@dataclass
+class ImportResult:
+    spec_path: Path
+    models: list[str]                        # imported, in spec order
+    kept_raw: dict[str, list[str]]           # model → config fields kept verbatim in its raw_config
+    warnings: list[str]
+    device: Device                           # build the spec with --device <device> to get the repository back
+    differences: dict[str, list[str]] = field(default_factory=dict)  # model → what the rebuilt config changes
+    skipped: dict[str, str] = field(default_factory=dict)            # model folder → why it was not imported
+    builds: bool = True                      # False: the spec does not plan yet (problems are in warnings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"spec": str(self.spec_path), "device": self.device, "models": self.models, "kept_raw": self.kept_raw,
+                "differences": self.differences, "skipped": self.skipped, "builds": self.builds, "warnings": self.warnings}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Normalization: what is purely representational
+# --------------------------------------------------------------------------------------------------------------
+def normalize_config(cfg: mc.ModelConfig, device: Device, *, folder: str | None = None,
+                     model_dir: Path | None = None) -> mc.ModelConfig:
+    """A copy of `cfg` with everything that is purely representational made canonical, so that two configs
+    Triton treats the same compare equal:
+
+    - name, platform, backend and default_model_filename are auto-completed as Triton does (a missing name is
+      the folder's; `backend: onnxruntime` ≡ `platform: onnxruntime_onnx`; model.py for python, ...);
+    - no version_policy ≡ `latest { num_versions: 1 }`;
+    - no instance_group ≡ one group of kind AUTO; KIND_AUTO is resolved for `device` (CPU on cpu, GPU on gpu);
+      count 0 ≡ Triton's default count (2 for onnxruntime/tensorflow on CPU, else 1); an empty group name ≡
+      Triton's `<model>_<index>`; an empty rate_limiter ≡ none;
+    - sequence_batching without a strategy ≡ `direct { }`;
+    - warmup sample names are dropped (they only label log lines) and count 0 ≡ count 1;
+    - settings equal to their off state are dropped: `response_cache { enable: false }`,
+      `model_transaction_policy { decoupled: false }`, an empty `model_repository_agents`, an empty
+      `optimization` (and inside it an empty execution_accelerators, a `graph` of level 0, a `cuda` with every
+      switch off and no graph_spec).
+
+    Everything else (order of inputs, outputs, groups, steps; presence of dynamic_batching; every value) counts.
+    """
+    n = mc.ModelConfig()
+    n.CopyFrom(cfg)
+    folder = folder or cfg.name or (model_dir.name if model_dir else "model")
+    autocomplete(n, folder, model_dir, Layout.read(model_dir))
+    if not n.HasField("version_policy"):
+        n.version_policy.latest.num_versions = 1
+    if n.platform != "ensemble":
+        if not n.instance_group:
+            n.instance_group.add(kind=mc.ModelInstanceGroup.KIND_AUTO)
+        for i, g in enumerate(n.instance_group):
+            if g.kind == mc.ModelInstanceGroup.KIND_AUTO:
+                g.kind = mc.ModelInstanceGroup.KIND_CPU if device == "cpu" else mc.ModelInstanceGroup.KIND_GPU
+            if g.count < 1:
+                two = g.kind == mc.ModelInstanceGroup.KIND_CPU and n.backend in ("onnxruntime", "tensorflow")
+                g.count = 2 if two else 1
+            if not g.name:
+                g.name = f"{n.name}_{i}"
+            if g.HasField("rate_limiter") and g.rate_limiter == mc.ModelRateLimiter():
+                g.ClearField("rate_limiter")
+    if n.HasField("sequence_batching") and n.sequence_batching.WhichOneof("strategy_choice") is None:
+        n.sequence_batching.direct.SetInParent()
+    for w in n.model_warmup:
+        w.name = ""
+        w.count = max(w.count, 1)
+    if not n.response_cache.enable:
+        n.ClearField("response_cache")
+    if not n.model_transaction_policy.decoupled:
+        n.ClearField("model_transaction_policy")
+    if not n.model_repository_agents.agents:
+        n.ClearField("model_repository_agents")
+    o = n.optimization
+    if not o.execution_accelerators.gpu_execution_accelerator and not o.execution_accelerators.cpu_execution_accelerator:
+        o.ClearField("execution_accelerators")
+    if o.graph.level == 0:
+        o.ClearField("graph")
+    if not (o.cuda.graphs or o.cuda.busy_wait_events or o.cuda.output_copy_stream or o.cuda.graph_spec):
+        o.ClearField("cuda")
+    if not o.ListFields():
+        n.ClearField("optimization")
+    return n
+
+
+def config_differences(a: Message, b: Message, path: str = "") -> list[str]:
+    """Readable field-by-field differences `path: a → b` between two messages of one type."""
+    out: list[str] = []
+    for fd in a.DESCRIPTOR.fields:
+        name = fd.name
+        p = f"{path}.{name}" if path else name
+        va, vb = getattr(a, name), getattr(b, name)
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            for k in sorted(set(va) | set(vb), key=str):
+                x, y = va.get(k), vb.get(k)  # .get never inserts
+                if x != y:
+                    out.append(f"{p}[{k!r}]: {_short(x)} → {_short(y)}")
+        elif fd.label == _REPEATED:
+            la, lb = list(va), list(vb)
+            if la == lb:
+                continue
+            if fd.message_type is not None and len(la) == len(lb):
+                for i, (x, y) in enumerate(zip(la, lb)):
+                    out += config_differences(x, y, f"{p}[{i}]")
+            else:
+                out.append(f"{p}: {_short(la)} → {_short(lb)}")
+        elif fd.message_type is not None:
+            ha, hb = a.HasField(name), b.HasField(name)
+            if ha and hb:
+                out += config_differences(va, vb, p)
+            elif ha or hb:
+                out.append(f"{p}: {_short(va) if ha else 'absent'} → {_short(vb) if hb else 'absent'}")
+        elif va != vb:
+            out.append(f"{p}: {va!r} → {vb!r}")
+    return out
+
+
+def _short(v: Any) -> str:
+    if v is None:
+        return "absent"
+    if isinstance(v, list):
+        text = "[" + ", ".join(_short(x) for x in v) + "]"
+    elif isinstance(v, Message):
+        text = "{" + text_format.MessageToString(v, as_one_line=True) + "}"
+    else:
+        text = repr(v)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mapping one model
+# --------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Ref:
+    """A model file or folder the spec points at: where it is, and where copy_models puts it (spec-relative)."""
+
+    src: Path
+    copy_as: str
+
+
+class _Flow(dict):  # type: ignore[type-arg]
+    """A mapping written in YAML flow style ({a: 1, b: 2}), for short records such as tensors."""
+
+
+def _dtype(value: int) -> str | None:
+    if value == mc.TYPE_INVALID:
+        return None
+    name = mc.DataType.Name(value).removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+def _f32(x: float) -> float:
+    """The shortest decimal that reads back as the same float32 (0.30000001192092896 → 0.3)."""
+    want = struct.pack("f", x)
+    for digits in range(1, 10):
+        y = float(f"{x:.{digits}g}")
+        if struct.pack("f", y) == want:
+            return y
+    return x
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """relative path → sha256 of every file under folder (Python caches left out)."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.relative_to(folder).parts and p.suffix != ".pyc":
+            out[p.relative_to(folder).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+class _Model:
+    """One model folder mapped to a spec entry plus the config fields left over (`rest` → raw_config)."""
+
+    def __init__(self, name: str, model_dir: Path, cfg: mc.ModelConfig, device: Device) -> None:
+        self.name = name
+        self.dir = model_dir
+        self.cfg = cfg
+        self.device = device
+        self.rest = mc.ModelConfig()
+        self.rest.CopyFrom(cfg)
+        self.spec: dict[str, Any] = {"name": name}
+        self.notes: list[str] = []
+        self.skip: str | None = None
+        self.format = ""
+        self.runner: str | None = None
+        self.plugin = False
+        self.backend = ""
+
+    def note(self, message: str) -> None:
+        self.notes.append(f"{self.name}: {message}")
+
+    def take(self, *names: str, msg: Message | None = None) -> None:
+        for n in names:
+            (msg or self.rest).ClearField(n)
+
+    # -- the whole model -------------------------------------------------------------------------------------
+    def map(self) -> _Model:
+        cfg = self.cfg
+        if cfg.name and cfg.name != self.name:
+            self.note(f"config name '{cfg.name}' differs from its folder; the folder name is used (Triton requires both to match)")
+        self.take("name")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name):
+            self.skip = "the folder name is not a valid spec model name (letters, digits, _ . - only)"
+            return self
+        if cfg.max_batch_size < 0:
+            self.skip = f"max_batch_size {cfg.max_batch_size} is invalid (Triton refuses this model too)"
+            return self
+        if not self._format():
+            return self
+        if not self._versions():
+            return self
+        mbs = cfg.max_batch_size
+        self.spec["max_batch_size"] = mbs
+        self.take("max_batch_size")
+        if cfg.HasField("version_policy"):
+            self._version_policy()
+        self._io()
+        if self.format == "ensemble":
+            self._steps()
+        else:
+            self._batching(mbs)
+            self._instance_groups()
+            if cfg.model_warmup:
+                self._warmup(mbs)
+            if cfg.HasField("optimization"):
+                self._optimization()
+        self._batch_io()
+        self._misc()
+        return self
+
+    def _format(self) -> bool:
+        cfg = self.cfg
+        params = {k: v.string_value for k, v in cfg.parameters.items()}
+        if cfg.platform == "ensemble":
+            self.format = "ensemble"
+            self.spec["format"] = "ensemble"
+            self.take("platform")
+            return True
+        auto = mc.ModelConfig()
+        auto.CopyFrom(cfg)
+        problem = autocomplete(auto, self.name, self.dir, Layout.read(self.dir))
+        if problem:
+            self.skip = problem
+            return False
+        self.backend = auto.backend
+        runner = params.get(RUNNER_PARAMETER)
+        if auto.backend == "python" and runner in RUNNER_FORMATS and cfg.platform == "":
+            self.format, self.runner = RUNNER_FORMATS[runner][0], runner
+            self.spec["format"] = self.format
+            self.take("backend")
+            return True
+        if auto.backend == "python":
+            self.format = "python"
+            self.plugin = bool(runner) and PLUGIN_PARAMETER in params
+            self.spec["format"] = "python"
+            self.take("backend")  # a platform set next to backend python stays (Triton ignores it): raw_config
+            return True
+        if auto.backend in NATIVE and not cfg.runtime:
+            fmt, platform, _ = NATIVE[auto.backend]
+            self.format = fmt
+            self.spec["format"] = fmt
+            if self.device == "cpu":  # keep it native: without `backend`, --device cpu serves it through repoforge's runner
+                self.spec["backend"] = auto.backend
+            if cfg.platform in ("", platform):
+                self.take("platform")
+            if cfg.backend in ("", auto.backend):
+                self.take("backend")
+            return True
+        what = f"backend '{auto.backend}'" + (f" (runtime '{cfg.runtime}')" if cfg.runtime else "")
+        self.skip = f"{what} has no spec format (onnx, tensorrt, torchscript, python, ensemble)"
+        return False
+
+    # -- version folders and model files ---------------------------------------------------------------------
+    def _model_filename(self) -> str:
+        if self.runner:
+            return self.cfg.parameters[MODEL_FILE_PARAMETER].string_value or RUNNER_FORMATS[self.runner][1]
+        default = "model.py" if self.format == "python" else NATIVE[self.backend][2]
+        return self.cfg.default_model_filename or default
+
+    def _versions(self) -> bool:
+        layout = Layout.read(self.dir)
+        labels = {o.label_filename for o in self.cfg.output if o.label_filename}
+        for folder, why in layout.ignored:
+            self.note(f"folder '{folder}' is not carried over: it is no version folder ({why}) and the spec has no place for it")
+        for p in sorted(self.dir.iterdir()):
+            if p.is_dir() and p.name in NON_VERSION_DIRS:
+                self.note(f"folder '{p.name}' is not carried over: the spec has no place for it")
+            elif p.is_file() and p.name != CONFIG and p.name not in labels:
+                self.note(f"file '{p.name}' is not carried over: the spec ships only version folders and label files")
+        versions = dict(sorted(layout.versions.items()))
+        if 0 in versions:
+            if 1 in versions:
+                self.note("version folder 0 is not carried over: spec versions start at 1 and version 1 exists")
+                versions.pop(0)
+            else:
+                self.note("version folder 0 becomes version 1: spec versions start at 1")
+                versions[1] = versions.pop(0)
+            versions = dict(sorted(versions.items()))
+        if self.format == "ensemble" or self.plugin:
+            for v, folder in versions.items():
+                extra = _files(self.dir / folder)
+                extra.pop(".gitkeep", None)
+                if self.plugin:
+                    extra.pop("model.py", None)
+                if extra:
+                    self.note(f"version {v}: files {', '.join(sorted(extra))} are not carried over (the build writes this folder itself)")
+            if not versions:
+                self.note("has no version folder; the spec builds version 1")
+            elif list(versions) != [1]:
+                self.spec["versions"] = list(versions)
+            if self.plugin:
+                self.take("default_model_filename")
+            return True
+        filename = self._model_filename()
+        refs: dict[int, tuple[_Ref, str]] = {}
+        for v, folder in versions.items():
+            vdir = self.dir / folder
+            files = _files(vdir)
+            if filename not in files:
+                why = "is a folder; the spec takes one model file" if (vdir / filename).is_dir() else "is missing"
+                self.note(f"version {v}: {folder}/{filename} {why}; the version is not imported")
+                continue
+            if self.format == "python":
+                if len(files) == 1 or "model.py" not in files:
+                    others = sorted(set(files) - {filename})
+                    if others:
+                        self.note(f"version {v}: {', '.join(others)} are not carried over (a python model folder must hold model.py)")
+                    refs[v] = (_Ref(vdir / filename, ""), files[filename])
+                else:
+                    refs[v] = (_Ref(vdir, ""), json.dumps(files, sort_keys=True))
+                continue
+            others = sorted(set(files) - {filename} - ({"model.py"} if self.runner else set()))
+            if others:
+                self.note(f"version {v}: {', '.join(others)} are not carried over (a {self.format} model is one file)")
+            if self.runner and "model.py" in files and (vdir / "model.py").read_bytes() != GLUE.read_bytes():
+                self.note(f"version {v}: model.py differs from repoforge's runner glue; the build writes the glue")
+            refs[v] = (_Ref(vdir / filename, ""), files[filename])
+        if not refs:
+            self.skip = "no version folder holds its model file"
+            return False
+        # Python folders are shipped as they are, so their file name stays valid (kept in raw_config); single
+        # files are shipped under the format's default name.
+        folders = self.format == "python" and all(r.src.is_dir() for r, _ in refs.values())
+        shipped = "model.py" if self.format == "python" else NATIVE.get(self.backend, ("", "", "model.onnx"))[2]
+        if not folders:
+            if self.cfg.default_model_filename not in ("", shipped):
+                self.note(f"default_model_filename '{self.cfg.default_model_filename}' is not kept: the build ships the file as {shipped}")
+            self.take("default_model_filename")
+        elif self.cfg.default_model_filename == shipped:
+            self.take("default_model_filename")
+        base = f"{COPY_DIR}/{self.name}"
+        if len({digest for _, digest in refs.values()}) == 1:
+            ref = next(iter(refs.values()))[0]
+            self.spec["path"] = _Ref(ref.src, f"{base}/model" if ref.src.is_dir() else f"{base}/{ref.src.name}")
+            if list(refs) != [1]:
+                self.spec["versions"] = list(refs)
+        else:
+            self.spec["versions"] = {v: _Ref(r.src, f"{base}/{v}" if r.src.is_dir() else f"{base}/{v}/{r.src.name}")
+                                     for v, (r, _) in refs.items()}
+        return True
+
+    def _version_policy(self) -> None:
+        vp = self.cfg.version_policy
+        which = vp.WhichOneof("policy_choice")
+        if which == "all":
+            self.spec["version_policy"] = "all"
+        elif which == "specific":
+            self.spec["version_policy"] = _Flow(specific=list(vp.specific.versions))
+        elif which == "latest" and vp.latest.num_versions >= 1:
+            n = vp.latest.num_versions
+            self.spec["version_policy"] = "latest" if n == 1 else _Flow(latest=n)
+        else:
+            return  # e.g. `latest { num_versions: 0 }`: raw_config
+        self.take("version_policy")
+
+    # -- inputs and outputs ----------------------------------------------------------------------------------
+    def _tensor(self, t: mc.ModelInput | mc.ModelOutput) -> dict[str, Any] | None:
+        is_input = isinstance(t, mc.ModelInput)
+        dtype = _dtype(t.data_type)
+        if not t.name or dtype is None or t.is_non_linear_format_io or any(d < -1 for d in t.dims):
+            return None
+        if is_input and t.format != mc.ModelInput.FORMAT_NONE:
+            return None
+        d = _Flow(name=t.name, dtype=dtype, dims=list(t.dims))
+        if t.HasField("reshape"):
+            d["reshape"] = list(t.reshape.shape)
+        if is_input and t.optional:
+            d["optional"] = True
+        if t.is_shape_tensor:
+            d["is_shape_tensor"] = True
+        if is_input and t.allow_ragged_batch:
+            d["allow_ragged_batch"] = True
+        if not is_input and t.label_filename:
+            src = (self.dir / t.label_filename).resolve()
+            if not src.is_file():
+                return None
+            d["label_filename"] = _Ref(src, f"{COPY_DIR}/{self.name}/{src.name}")
+        return d
+
+    def _io(self) -> None:
+        if self.plugin:  # a plugin's inputs and outputs are derived from its config
+            self.take("input", "output")
+            return
+        for kind, key in (("input", "inputs"), ("output", "outputs")):
+            tensors = list(getattr(self.cfg, kind))
+            mapped: list[dict[str, Any]] = []
+            for t in tensors:  # the longest prefix the spec can express; the rest is appended by raw_config
+                d = self._tensor(t)
+                if d is None or any(m["name"] == t.name for m in mapped):
+                    break
+                mapped.append(d)
+            del getattr(self.rest, kind)[: len(mapped)]
+            if mapped or self.format not in ("onnx", "ensemble"):
+                self.spec[key] = mapped  # onnx and ensembles without any: read from the file / derived from the steps
+
+    # -- scheduling ------------------------------------------------------------------------------------------
+    def _batching(self, mbs: int) -> None:
+        cfg = self.cfg
+        seq = cfg.HasField("sequence_batching")
+        if cfg.HasField("dynamic_batching"):
+            if mbs > 0 and not seq:
+                self.spec["dynamic_batching"] = self._dynamic(cfg.dynamic_batching)
+                self.take("dynamic_batching")
+            # else: Triton keeps it (and ignores or refuses it); the spec would reject it: raw_config
+        elif mbs > 0 and not seq:
+            self.spec["dynamic_batching"] = False  # repoforge turns it on by default
+        if seq:
+            self._sequence()
+
+    @staticmethod
+    def _queue(q: mc.ModelQueuePolicy) -> dict[str, Any]:
+        d = _Flow()
+        if q.timeout_action == mc.ModelQueuePolicy.DELAY:
+            d["timeout_action"] = "delay"
+        if q.default_timeout_microseconds:
+            d["timeout_us"] = q.default_timeout_microseconds
+        if q.allow_timeout_override:
+            d["allow_timeout_override"] = True
+        if q.max_queue_size:
+            d["max_queue_size"] = q.max_queue_size
+        return d
+
+    def _dynamic(self, db: mc.ModelDynamicBatching) -> dict[str, Any] | bool:
+        d: dict[str, Any] = {}
+        if db.preferred_batch_size:
+            d["preferred_batch_sizes"] = list(db.preferred_batch_size)
+        if db.max_queue_delay_microseconds:
+            d["max_queue_delay_us"] = db.max_queue_delay_microseconds
+        if db.preserve_ordering:
+            d["preserve_ordering"] = True
+        if db.priority_levels:
+            d["priority_levels"] = db.priority_levels
+        if db.default_priority_level:
+            d["default_priority_level"] = db.default_priority_level
+        if db.HasField("default_queue_policy"):
+            d["queue_policy"] = self._queue(db.default_queue_policy)
+        if db.priority_queue_policy:
+            d["priority_queue_policy"] = {k: self._queue(db.priority_queue_policy[k]) for k in sorted(db.priority_queue_policy)}
+        return d or True
+
+    def _sequence(self) -> None:
+        sb, rest = self.cfg.sequence_batching, self.rest.sequence_batching
+        d: dict[str, Any] = {}
+        if sb.HasField("oldest"):
+            o = sb.oldest
+            d["strategy"] = "oldest"
+            if o.max_candidate_sequences:
+                d["max_candidate_sequences"] = o.max_candidate_sequences
+            if o.preferred_batch_size:
+                d["preferred_batch_sizes"] = list(o.preferred_batch_size)
+            if o.max_queue_delay_microseconds:
+                d["max_queue_delay_us"] = o.max_queue_delay_microseconds
+            if o.preserve_ordering:
+                d["preserve_ordering"] = True
+            if o.max_candidate_sequences:  # 0 would become the spec's default 1: keep it raw
+                self.take("oldest", msg=rest)
+        else:
+            d["strategy"] = "direct"
+            if sb.direct.max_queue_delay_microseconds:
+                d["max_queue_delay_us"] = sb.direct.max_queue_delay_microseconds
+            if sb.direct.minimum_slot_utilization:
+                d["minimum_slot_utilization"] = _f32(sb.direct.minimum_slot_utilization)
+            self.take("direct", msg=rest)
+        if sb.max_sequence_idle_microseconds:
+            d["max_sequence_idle_us"] = sb.max_sequence_idle_microseconds
+        self.take("max_sequence_idle_microseconds", msg=rest)
+        controls = [self._control(c) for c in sb.control_input]
+        if controls and all(c is not None for c in controls) and len({c["name"] for c in controls if c}) == len(controls):
+            d["control_inputs"] = controls
+            self.take("control_input", msg=rest)
+        states = [self._state(s) for s in sb.state]
+        if states and all(s is not None for s in states):
+            d["states"] = states
+            self.take("state", msg=rest)
+        if sb.iterative_sequence:
+            d["iterative"] = True
+        self.take("iterative_sequence", msg=rest)
+        self.spec["sequence_batching"] = d
+        if not rest.ListFields():
+            self.take("sequence_batching")
+
+    @staticmethod
+    def _control(c: mc.ModelSequenceBatching.ControlInput) -> dict[str, Any] | None:
+        if len(c.control) != 1 or not c.name:
+            return None
+        ctl = c.control[0]
+        kind = _CONTROL.get(ctl.kind)
+        flags = (list(ctl.int32_false_true), list(ctl.fp32_false_true), list(ctl.bool_false_true))
+        if kind == "correlation_id":
+            dtype = _dtype(ctl.data_type)
+            return _Flow(name=c.name, kind=kind, dtype=dtype) if dtype and flags == ([], [], []) else None
+        if kind is None or ctl.data_type != mc.TYPE_INVALID:
+            return None
+        dtype = {((0, 1), (), ()): "INT32", ((), (0.0, 1.0), ()): "FP32", ((), (), (False, True)): "BOOL"}.get(
+            (tuple(flags[0]), tuple(flags[1]), tuple(flags[2])))
+        if dtype is None:
+            return None
+        d = _Flow(name=c.name, kind=kind)
+        if dtype != "INT32":
+            d["dtype"] = dtype
+        return d
+
+    @staticmethod
+    def _state(s: mc.ModelSequenceBatching.State) -> dict[str, Any] | None:
+        dtype = _dtype(s.data_type)
+        if dtype is None or s.initial_state or s.use_same_buffer_for_input_output or s.use_growable_memory:
+            return None
+        return _Flow(input_name=s.input_name, output_name=s.output_name, dtype=dtype, dims=list(s.dims))
+
+    def _instance_groups(self) -> None:
+        groups = []
+        for g in self.cfg.instance_group:
+            d = _Flow()
+            if g.name:
+                d["name"] = g.name
+            d["kind"] = _KIND[g.kind]
+            d["count"] = g.count if g.count >= 1 else self._default_count(g.kind)
+            if g.gpus:
+                d["gpus"] = list(g.gpus)
+            if g.HasField("rate_limiter"):
+                d["rate_limiter"] = {"priority": g.rate_limiter.priority,
+                                     "resources": [_Flow(name=r.name, count=r.count, **({"global": True} if getattr(r, "global") else {}))
+                                                   for r in g.rate_limiter.resources]}
+            if "rate_limiter" in d:
+                d = dict(d)  # too long for one line
+            if g.passive:
+                d["passive"] = True
+            if g.host_policy:
+                d["host_policy"] = g.host_policy
+            if g.secondary_devices or g.profile:
+                self.note("instance_group " + (f"'{g.name}' " if g.name else "") + "sets "
+                          + " and ".join(f for f in ("secondary_devices", "profile") if getattr(g, f))
+                          + ", which the spec cannot express and raw_config cannot add to a group (repeated fields append)")
+            groups.append(d)
+        if not groups:  # Triton adds one group of kind AUTO with its default count
+            groups = [_Flow(kind="auto", count=self._default_count(mc.ModelInstanceGroup.KIND_AUTO))]
+        self.spec["instance_groups"] = groups
+        self.take("instance_group")
+
+    def _default_count(self, kind: int) -> int:
+        resolved = kind if kind != mc.ModelInstanceGroup.KIND_AUTO else (
+            mc.ModelInstanceGroup.KIND_CPU if self.device == "cpu" else mc.ModelInstanceGroup.KIND_GPU)
+        native_two = self.backend == "onnxruntime" and not self.runner
+        return 2 if resolved == mc.ModelInstanceGroup.KIND_CPU and native_two else 1
+
+    def _warmup(self, mbs: int) -> None:
+        samples = list(self.cfg.model_warmup)
+        inputs = {t.name: t for t in self.cfg.input}
+        kinds: set[str] = set()
+        shapes: dict[str, list[int]] = {}
+        counts = {max(w.count, 1) for w in samples}
+        ok = len(counts) == 1
+        for w in samples:
+            ok = ok and (w.batch_size >= 1 if mbs > 0 else w.batch_size == 1) and set(w.inputs) == set(inputs)
+            for name, inp in (w.inputs.items() if ok else []):
+                kind = inp.WhichOneof("input_data_type")
+                dims = list(inp.dims)
+                t = inputs[name]
+                ok = ok and kind in ("zero_data", "random_data") and inp.data_type == t.data_type
+                ok = ok and all(d >= 0 for d in dims) and len(dims) == len(t.dims) and all(x == y or y == -1 for x, y in zip(dims, t.dims))
+                ok = ok and shapes.setdefault(name, dims) == dims
+                kinds.add(str(kind))
+        if not ok or len(kinds) != 1:
+            return  # mixed data kinds, files, per-sample shapes or counts: raw_config keeps the samples verbatim
+        d: dict[str, Any] = {"batch_sizes": [w.batch_size for w in samples]}
+        if kinds == {"zero_data"}:
+            d["data"] = "zero"
+        if counts != {1}:
+            d["count"] = counts.pop()
+        fixed = {n: s for n, s in shapes.items() if s != [x if x >= 0 else 1 for x in inputs[n].dims]}
+        if fixed:
+            d["shapes"] = _Flow(fixed)
+        self.spec["warmup"] = d
+        self.take("model_warmup")
+
+    def _optimization(self) -> None:
+        o, rest = self.cfg.optimization, self.rest.optimization
+        d: dict[str, Any] = {}
+        if o.priority in _PRIORITY:
+            d["priority"] = _PRIORITY[o.priority]
+        self.take("priority", msg=rest)
+        if o.HasField("graph"):
+            d["graph_level"] = o.graph.level
+            self.take("graph", msg=rest)
+        if o.HasField("cuda"):
+            c = o.cuda
+            for key, on in (("cuda_graphs", c.graphs), ("cuda_busy_wait_events", c.busy_wait_events),
+                            ("cuda_output_copy_stream", c.output_copy_stream)):
+                if on:
+                    d[key] = True
+            if not (c.graphs or c.busy_wait_events or c.output_copy_stream or c.graph_spec):
+                d["cuda_graphs"] = False  # keeps the (empty) cuda block
+            self.take("graphs", "busy_wait_events", "output_copy_stream", msg=rest.cuda)
+            if not rest.cuda.graph_spec:
+                self.take("cuda", msg=rest)
+        if o.HasField("execution_accelerators"):
+            ea = o.execution_accelerators
+            acc: dict[str, Any] = {}
+            for side, items in (("gpu", ea.gpu_execution_accelerator), ("cpu", ea.cpu_execution_accelerator)):
+                if items:
+                    acc[side] = [_Flow(name=a.name, **({"parameters": dict(sorted(a.parameters.items()))} if a.parameters else {}))
+                                 for a in items]
+            d["execution_accelerators"] = acc
+            self.take("execution_accelerators", msg=rest)
+        pinned = {}
+        for key, f in (("input", "input_pinned_memory"), ("output", "output_pinned_memory")):
+            if o.HasField(f):
+                pinned[key] = getattr(o, f).enable
+                self.take(f, msg=rest)
+        if pinned:
+            d["pinned_memory"] = _Flow(pinned)
+        if o.gather_kernel_buffer_threshold:
+            d["gather_kernel_buffer_threshold"] = o.gather_kernel_buffer_threshold
+        if o.eager_batching:
+            d["eager_batching"] = True
+        self.take("gather_kernel_buffer_threshold", "eager_batching", msg=rest)
+        if d:
+            self.spec["optimization"] = d
+        if not rest.ListFields():
+            self.take("optimization")
+
+    # -- the rest --------------------------------------------------------------------------------------------
+    def _steps(self) -> None:
+        steps = []
+        for st in self.cfg.ensemble_scheduling.step:
+            if st.model_namespace:
+                self.note(f"step '{st.model_name}' sets model_namespace, which the spec cannot express")
+            d = _Flow(model=st.model_name)
+            if st.model_version != -1:
+                d["version"] = st.model_version
+            d["inputs"] = _Flow(sorted(st.input_map.items()))
+            d["outputs"] = _Flow(sorted(st.output_map.items()))
+            steps.append(d)
+        self.spec["steps"] = steps
+        self.take("ensemble_scheduling")
+
+    def _batch_io(self) -> None:
+        bis = []
+        for b in self.cfg.batch_input:
+            dtype = _dtype(b.data_type)
+            if dtype is None or not b.target_name:
+                bis = None
+                break
+            bis.append(_Flow(kind=mc.BatchInput.Kind.Name(b.kind).lower(), target_names=list(b.target_name), dtype=dtype,
+                             source_inputs=list(b.source_input)))
+        if bis:
+            self.spec["batch_inputs"] = bis
+            self.take("batch_input")
+        bos = []
+        for b in self.cfg.batch_output:
+            if not b.target_name or not b.source_input:
+                bos = None
+                break
+            bos.append(_Flow(target_names=list(b.target_name), source_inputs=list(b.source_input)))
+        if bos:
+            self.spec["batch_outputs"] = bos
+            self.take("batch_output")
+
+    def _misc(self) -> None:
+        cfg = self.cfg
+        if cfg.model_transaction_policy.decoupled:
+            self.spec["model_transaction_policy"] = {"decoupled": True}
+        self.take("model_transaction_policy")
+        if cfg.response_cache.enable:
+            self.spec["response_cache"] = True
+        self.take("response_cache")
+        agents = [{"name": a.name, **({"parameters": dict(sorted(a.parameters.items()))} if a.parameters else {})}
+                  for a in cfg.model_repository_agents.agents]
+        if agents:
+            self.spec["model_repository_agents"] = agents
+        self.take("model_repository_agents")
+        if cfg.metric_tags:
+            self.spec["metric_tags"] = dict(sorted(cfg.metric_tags.items()))
+        self.take("metric_tags")
+        params = {k: v.string_value for k, v in sorted(cfg.parameters.items())}
+        if self.runner:  # the build adds them again (intra_op_threads only when not set)
+            params.pop(RUNNER_PARAMETER, None)
+            params.pop(MODEL_FILE_PARAMETER, None)
+            if params.get("intra_op_threads") == DEFAULT_INTRA_OP_THREADS:
+                params.pop("intra_op_threads")
+        if self.plugin:
+            plugin = parse_plugin(params.pop(PLUGIN_PARAMETER))
+            self.spec["plugin"] = plugin.model_dump(mode="json", exclude_defaults=True) | {"kind": plugin.kind}
+            params.pop(RUNNER_PARAMETER, None)
+        if params:
+            self.spec["parameters"] = params
+        self.take("parameters")
+
+    # -- moving a spec field back into raw_config ------------------------------------------------------------
+    def demote(self, spec_field: str, why: str) -> bool:
+        """The plan rejected `spec_field`: keep the config field verbatim in raw_config instead."""
+        target = SPEC_TO_CONFIG.get(spec_field)
+        if target is None or spec_field not in self.spec:
+            return False
+        del self.spec[spec_field]
+        self.rest.ClearField(target)
+        original = getattr(self.cfg, target)
+        if isinstance(original, Message):
+            if self.cfg.HasField(target):
+                getattr(self.rest, target).CopyFrom(original)
+        elif hasattr(original, "items"):
+            for k, v in original.items():
+                if isinstance(v, Message):
+                    getattr(self.rest, target)[k].CopyFrom(v)
+                else:
+                    getattr(self.rest, target)[k] = v
+        else:
+            getattr(self.rest, target).extend(original)
+        if spec_field in ("inputs", "outputs") and self.format in ("python", "tensorrt", "torchscript"):
+            self.spec[spec_field] = []  # these formats must declare them; raw_config adds the originals
+        if spec_field in ("dynamic_batching", "sequence_batching") and self.cfg.max_batch_size > 0 and self.format != "ensemble":
+            self.spec["dynamic_batching"] = False
+        self.note(f"`{spec_field}` is left out of the spec, which repoforge's rules reject ({why}); "
+                  "raw_config keeps what the build does not generate")
+        return True
+
+    @property
+    def raw_text(self) -> str | None:
+        return text_format.MessageToString(self.rest) if self.rest.ListFields() else None
+
+    def raw_fields(self) -> list[str]:
+        return _raw_paths(self.cfg, self.rest)
+
+    def entry(self) -> dict[str, Any]:
+        spec = dict(self.spec)
+        if self.raw_text:
+            spec["raw_config"] = self.raw_text
+        return {k: spec[k] for k in SPEC_ORDER if k in spec}
+
+
+def _fix_appended(m: _Model, rebuilt: mc.ModelConfig) -> bool:
+    """`rebuilt` = generated + raw_config, and MergeFrom appends repeated fields. When the spec already generates
+    the first elements of a list kept raw (an ensemble's outputs derived from its steps, say), raw_config keeps
+    only the rest: the elements after the generated prefix, or for inputs/outputs those not generated by name."""
+    changed = False
+    for fd, value in list(m.rest.ListFields()):
+        if fd.label != _REPEATED or (fd.message_type is not None and fd.message_type.GetOptions().map_entry):
+            continue
+        raw, built, orig = list(value), list(getattr(rebuilt, fd.name)), list(getattr(m.cfg, fd.name))
+        generated = built[: len(built) - len(raw)]
+        if not generated:
+            continue
+        if generated == orig[: len(generated)]:
+            keep = orig[len(generated):]
+        elif fd.name in ("input", "output"):
+            names = {t.name for t in generated}
+            keep = [t for t in orig if t.name not in names]
+        else:
+            continue
+        if keep != raw:
+            m.rest.ClearField(fd.name)
+            getattr(m.rest, fd.name).extend(keep)
+            changed = True
+    return changed
+
+
+def _raw_paths(orig: Message, rest: Message, path: str = "") -> list[str]:
+    """The fields of `rest`, descending into messages the spec expresses in part (optimization.cuda.graph_spec)."""
+    out = []
+    for fd, value in rest.ListFields():
+        p = f"{path}.{fd.name}" if path else fd.name
+        partial = (fd.message_type is not None and fd.label != _REPEATED and orig.HasField(fd.name)
+                   and getattr(orig, fd.name) != value)
+        out += _raw_paths(getattr(orig, fd.name), value, p) if partial else [p]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading the repository, writing the spec
+# --------------------------------------------------------------------------------------------------------------
+def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str]) -> list[tuple[str, Path, mc.ModelConfig]]:
+    if not repo.is_dir():
+        raise ImportFailed(f"{repo} is not a directory; point import at a Triton model repository")
+    found = []
+    for d in sorted(repo.iterdir(), key=lambda p: p.name.encode()):
+        if not d.is_dir():
+            if d.name != MANIFEST:
+                root_files.append(str(d))  # reported after mapping, unless a model uses it (a label file)
+            continue
+        if d.name.startswith("."):
+            skipped[d.name] = "hidden folder (Triton would fail on it too)"
+            continue
+        cfg_path = d / CONFIG
+        if not cfg_path.is_file():
+            skipped[d.name] = f"no {CONFIG} (Triton auto-completes one; write it to import the model)"
+            continue
+        try:
+            cfg = text_format.Parse(cfg_path.read_text(encoding="utf-8"), mc.ModelConfig())
+        except (text_format.ParseError, UnicodeDecodeError) as exc:
+            skipped[d.name] = f"{CONFIG} does not parse: {exc}"
+            continue
+        found.append((d.name, d, cfg))
+    if not found:
+        raise ImportFailed(f"{repo} has no model folder with a {CONFIG} that can be read"
+                           + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
+    return found
+
+
+def _detect_device(repo: Path, configs: list[mc.ModelConfig]) -> Device:
+    """The device the repository was made for: repoforge's lock file, else CPU runners, else native GPU serving."""
+    try:
+        dev = json.loads((repo / MANIFEST).read_text()).get("device")
+        if dev in ("cpu", "gpu"):
+            return dev  # type: ignore[no-any-return]
+    except (OSError, ValueError, AttributeError):
+        pass
+    if any(RUNNER_PARAMETER in c.parameters for c in configs):
+        return "cpu"
+    if any(c.backend in NATIVE or (not c.backend and c.platform in {p for _, p, _ in NATIVE.values()}) for c in configs):
+        return "gpu"
+    if any(g.kind == mc.ModelInstanceGroup.KIND_GPU for c in configs for g in c.instance_group):
+        return "gpu"
+    return "cpu"
+
+
+def _resolve_refs(obj: Any, spec_dir: Path, mode: str) -> Any:
+    """Replace every _Ref: `absolute`, `relative` (to the files in place) or `copy` (to the copies)."""
+    if isinstance(obj, _Ref):
+        if mode == "absolute":
+            return str(obj.src)
+        if mode == "copy":
+            return obj.copy_as
+        if os.path.commonpath([obj.src, spec_dir.resolve()]) == obj.src.anchor:  # nothing in common but the root
+            return str(obj.src)
+        return Path(os.path.relpath(obj.src, spec_dir.resolve())).as_posix()
+    if isinstance(obj, dict):
+        out = {k: _resolve_refs(v, spec_dir, mode) for k, v in obj.items()}
+        return _Flow(out) if isinstance(obj, _Flow) else out
+    if isinstance(obj, list):
+        return [_resolve_refs(v, spec_dir, mode) for v in obj]
+    return obj
+
+
+def _refs(obj: Any) -> list[_Ref]:
+    if isinstance(obj, _Ref):
+        return [obj]
+    if isinstance(obj, dict):
+        return [r for v in obj.values() for r in _refs(v)]
+    if isinstance(obj, list):
+        return [r for v in obj for r in _refs(v)]
+    return []
+
+
+class _Dumper(yaml.SafeDumper):
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)  # `- item` indented under its key
+
+
+def _represent_str(dumper: yaml.SafeDumper, s: str) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None)
+
+
+def _represent_flow(dumper: yaml.SafeDumper, d: _Flow) -> yaml.Node:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", d.items(), flow_style=True)
+
+
+_Dumper.add_representer(str, _represent_str)
+_Dumper.add_representer(_Flow, _represent_flow)
+
+
+def _yaml(doc: dict[str, Any], header: str = "") -> str:
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
+    return header + body.replace("\n  - name:", "\n\n  - name:").replace("models:\n\n", "models:\n")
+
+
+def _document(repo_name: str, models: list[_Model], spec_dir: Path, mode: str) -> dict[str, Any]:
+    return {"version": 1, "repository": repo_name,
+            "models": [_resolve_refs(m.entry(), spec_dir, mode) for m in models]}
+
+
+@dataclass
+class _Attempt:
+    configs: dict[str, mc.ModelConfig]
+    problems: list[Problem]
+
+
+def _attempt(repo_name: str, models: list[_Model], device: Device) -> _Attempt:
+    """Plan the spec exactly as `repoforge build` does (absolute paths, in a temporary folder)."""
+    with tempfile.TemporaryDirectory(prefix="repoforge-import-") as tmp:
+        path = Path(tmp) / "spec.yaml"
+        path.write_text(_yaml(_document(repo_name, models, path.parent, "absolute")), encoding="utf-8")
+        try:
+            plan = make_plan(load_spec(path), device)
+        except SpecError as exc:
+            return _Attempt({}, exc.problems)
+        return _Attempt({mp.name: build_config(mp, device) for mp in plan.models}, [])
+
+
+_PROBLEM_FIELD = re.compile(r"^models\[(\d+)\](?:\.(\w+))?")
+
+
+def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLike[str], *, copy_models: bool = False,
+                      force: bool = False, device: Device | None = None) -> ImportResult:
+    """Write `output_spec` describing the Triton model repository `repo`, such that `repoforge build output_spec
+    --device <result.device>` gives an equivalent repository back (see the module docstring).
+
+    Model files are referenced where they are (paths relative to the spec), or copied into `models/<model>/`
+    next to the spec with `copy_models`. An existing spec is only replaced with `force`. `device` is the
+    device the repository is meant for (default: repoforge's lock file, else CPU when it holds repoforge's CPU
+    runners, else GPU when it serves ONNX/TensorRT/TorchScript natively or has GPU instance groups, else CPU).
+    Raises ImportFailed when `repo` holds no readable model, BuildError when the output exists.
+    """
+    if device not in (None, "cpu", "gpu"):
+        raise ImportFailed(f"device must be cpu or gpu, got {device!r}")
+    repo_path = Path(repo).resolve()
+    out = Path(output_spec).absolute()
+    if out.is_dir():
+        raise BuildError(f"{out} is a directory; give the spec file to write, e.g. {out / 'spec.yaml'}")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise BuildError(f"{out} already exists; pass --force to replace it")
+    spec_dir = out.parent
+    warnings: list[str] = []
+    skipped: dict[str, str] = {}
+    root_files: list[str] = []
+    sources = _read_repository(repo_path, root_files, skipped)
+    device = device or _detect_device(repo_path, [cfg for _, _, cfg in sources])
+    models: list[_Model] = []
+    for name, model_dir, cfg in sources:
+        m = _Model(name, model_dir, cfg, device).map()
+        warnings += m.notes
+        if m.skip:
+            skipped[name] = m.skip
+        else:
+            models.append(m)
+    used = {ref.src for m in models for ref in _refs(m.spec)}
+    warnings += [f"{Path(f).name}: a file at the repository root is not carried over" for f in root_files if Path(f) not in used]
+    if not models:
+        raise ImportFailed(f"{repo_path}: no model can be imported" + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
+
+    # Plan as the build would; move what repoforge's rules reject into raw_config (or leave the model out).
+    attempt = _attempt(repo_path.name, models, device)
+    for _ in range(4 * len(models) + 8):
+        # raw_config appends repeated fields after the generated ones: keep only what the generated part lacks
+        if not attempt.problems and not [m for m in models if _fix_appended(m, attempt.configs[m.name])]:
+            break
+        handled: set[tuple[str, str]] = set()
+        for p in attempt.problems:
+            hit = _PROBLEM_FIELD.match(p.field)
+            if not hit or int(hit.group(1)) >= len(models):
+                continue
+            m = models[int(hit.group(1))]
+            spec_field = hit.group(2) or ""
+            if m.skip or (m.name, spec_field) in handled:
+                continue
+            handled.add((m.name, spec_field))
+            if m.demote(spec_field, p.message):
+                warnings.append(m.notes[-1])
+            else:
+                m.skip = f"repoforge cannot build it from the spec: {spec_field or 'model'}: {p.message}"
+                skipped[m.name] = m.skip
+        models = [m for m in models if not m.skip]
+        if (attempt.problems and not handled) or not models:
+            break
+        attempt = _attempt(repo_path.name, models, device)
+    if not models:
+        raise ImportFailed(f"{repo_path}: no model can be imported" + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
+    builds = not attempt.problems
+    if attempt.problems:
+        warnings += [f"the spec does not build yet: {p.field}: {p.message}" for p in attempt.problems]
+
+    # Compare what the spec builds with the original configs.
+    differences: dict[str, list[str]] = {}
+    for m in models:
+        rebuilt = attempt.configs.get(m.name)
+        if rebuilt is None:
+            continue
+        diff = config_differences(normalize_config(m.cfg, device, folder=m.name, model_dir=m.dir),
+                                  normalize_config(rebuilt, device, folder=m.name))
+        if diff:
+            differences[m.name] = diff
+            warnings += [f"{m.name}: does not round-trip: {d}" for d in diff]
+    for name, why in skipped.items():
+        warnings.append(f"{name}: not imported: {why}")
+
+    # Copy the model files (when asked), then write the spec atomically.
+    mode = "relative"
+    if copy_models:
+        _copy_models(models, repo_path, spec_dir, force)
+        mode = "copy"
+    kept_raw = {m.name: m.raw_fields() for m in models if m.raw_text}
+    doc = _document(repo_path.name, models, spec_dir, mode)
+    text = _yaml(doc, _header(repo_path, device, kept_raw, warnings, copy_models))
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    tmp = spec_dir / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    load_spec(out)  # what we wrote must load (it does unless there is a bug here)
+    return ImportResult(spec_path=out, models=[m.name for m in models], kept_raw=kept_raw, warnings=warnings,
+                        device=device, differences=differences, skipped=skipped, builds=builds)
+
+
+def _copy_models(models: list[_Model], repo: Path, spec_dir: Path, force: bool) -> None:
+    root = (spec_dir / COPY_DIR).resolve()
+    if root == repo or repo in root.parents or root in repo.parents:
+        raise BuildError(f"copying the model files to {root} would write into the repository being imported "
+                         "(or the other way round); write the spec somewhere else")
+    existing = [m.name for m in models if (root / m.name).exists()]
+    if existing and not force:
+        raise BuildError(f"{root}/{existing[0]} already exists; pass --force to replace the copies in {root}")
+    staging = spec_dir / f".{COPY_DIR}.tmp-{os.getpid()}"
+    try:
+        for m in models:
+            for ref in _refs(m.spec):
+                dest = staging / ref.copy_as
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if ref.src.is_dir():
+                    shutil.copytree(ref.src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                elif not dest.exists():
+                    shutil.copyfile(ref.src, dest)
+        root.mkdir(parents=True, exist_ok=True)
+        for m in models:
+            if not (staging / COPY_DIR / m.name).exists():
+                continue
+            if (root / m.name).exists():
+                shutil.rmtree(root / m.name)
+            (staging / COPY_DIR / m.name).rename(root / m.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _header(repo: Path, device: Device, kept_raw: dict[str, list[str]], warnings: list[str], copied: bool) -> str:
+    lines = [
+        f"Imported by `repoforge import` (repoforge {__version__}) from the Triton model repository",
+        f"  {repo}",
+        f"Build it back with: repoforge build <this file> -o <repo> --device {device}",
+        "Model paths are relative to this file" + (f" (copies in {COPY_DIR}/)." if copied else " (the files in the repository)."),
+    ]
+    if kept_raw:
+        lines.append("raw_config keeps config fields the spec cannot express (merged into the built config last):")
+        lines += [f"  {m}: {', '.join(fields)}" for m, fields in kept_raw.items()]
+    if warnings:
+        lines.append("Notes:")
+        lines += [f"  - {w}" for w in warnings]
+    return "".join(f"# {' '.join(line.splitlines())}".rstrip() + "\n" for line in lines) + "\n"
+
+
+__all__ = ["ImportFailed", "ImportResult", "config_differences", "import_repository", "normalize_config"]

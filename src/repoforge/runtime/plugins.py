@@ -389,50 +389,42 @@ class ResultCacheRunner:
 
 
 class SemanticIndex:
-    """Ring buffer of unit-norm embeddings and their output rows; exact cosine search with one matmul per batch."""
+    """Cached output rows by slot of a bounded cosine-similarity index (`repoforge.runtime.vector_index`,
+    usearch HNSW): at most `max_entries` rows, oldest evicted first, expired after `ttl_s`."""
 
     def __init__(self, dim: int, max_entries: int, ttl_s: float | None) -> None:
+        from repoforge.runtime.vector_index import VectorIndex
+
         self.dim, self.size, self.ttl_s = dim, max_entries, ttl_s
-        self.emb = np.zeros((max_entries, dim), dtype=np.float32)
-        self.expires = np.zeros(max_entries, dtype=np.float64)
-        self.valid = np.zeros(max_entries, dtype=bool)
+        self.index = VectorIndex(dim, max_entries, ttl_s)
         self.values: dict[str, np.ndarray] = {}
-        self.next = 0
 
     @staticmethod
     def normalize(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        from repoforge.runtime.vector_index import normalize
+
+        return normalize(x)
 
     def search(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(best entry, cosine similarity) per row; similarity -inf where the cache has nothing."""
-        live = self.valid & ((self.expires == 0) | (self.expires > time.monotonic()))
-        if not live.any():
-            return np.full(len(q), -1, dtype=np.int64), np.full(len(q), -np.inf)
-        sims = q @ self.emb.T
-        sims[:, ~live] = -np.inf
-        best = np.argmax(sims, axis=1)
-        return best, sims[np.arange(len(q)), best]
+        """(best entry, cosine similarity) per row; -1 / -inf where the cache has nothing."""
+        return self.index.search(q)
 
     def add(self, q: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
-        k = len(q)
-        if k == 0:
+        if len(q) == 0:
             return
-        keep = slice(max(0, k - self.size), k)  # more rows than room: the last ones win
-        q = q[keep]
-        pos = (self.next + np.arange(len(q))) % self.size
-        self.next = int((self.next + len(q)) % self.size)
-        self.emb[pos] = q
-        self.expires[pos] = time.monotonic() + self.ttl_s if self.ttl_s else 0.0
-        self.valid[pos] = True
+        slots = self.index.add(q)
+        stored = slots >= 0
+        if not stored.any():
+            return
+        pos = slots[stored]
         for name, v in outputs.items():
-            v = v[keep]
+            v = np.asarray(v)
             if name not in self.values:
                 self.values[name] = np.zeros((self.size, *v.shape[1:]), dtype=v.dtype)
-            self.values[name][pos] = v
+            self.values[name][pos] = v[stored]
 
     def __len__(self) -> int:
-        return int(self.valid.sum())
+        return len(self.index)
 
 
 class SemanticCacheRunner:

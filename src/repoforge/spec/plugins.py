@@ -263,8 +263,9 @@ class ResultCachePlugin(_Strict):
 class SemanticCachePlugin(_Strict):
     """Reuse the answer of a *similar* earlier row: cosine similarity of the `embedding` input >= `threshold`.
 
-    Per row (the target must batch); exact search with numpy over at most `max_entries` rows per
-    instance (oldest replaced first), so it suits caches up to some 10^4 entries.
+    Per row (the target must batch); an HNSW index (usearch, inner product on unit vectors) of at most
+    `max_entries` rows per instance (oldest evicted first, expired after `ttl_s`). HNSW is approximate:
+    a missed neighbour is a miss (the model answers), never a wrong answer.
     """
 
     kind: Literal["semantic_cache"]

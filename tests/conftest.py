@@ -14,6 +14,26 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
+GOLDEN = ROOT / "tests" / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden_cpu_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/golden/full.spec.yaml minus its tensorrt model (a plan cannot run on CPU), with absolute paths."""
+    import yaml
+
+    data = yaml.safe_load((GOLDEN / "full.spec.yaml").read_text(encoding="utf-8"))
+    data["models"] = [m for m in data["models"] if m["format"] != "tensorrt"]
+    for m in data["models"]:
+        if "path" in m:
+            m["path"] = str((GOLDEN / m["path"]).resolve())
+        if isinstance(m.get("versions"), dict):
+            m["versions"] = {v: str((GOLDEN / p).resolve()) for v, p in m["versions"].items()}
+    path = tmp_path_factory.mktemp("golden") / "full.cpu.spec.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def repoforge_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Backend dirs and perf_analyzer library links go to a per-session temp cache, never the user's ~/.cache

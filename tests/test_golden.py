@@ -29,28 +29,9 @@ DEVICES = ("gpu", "cpu")
 ONNX_MODELS = {"classifier": [1], "ranker": [1, 2], "scorer": [1, 2]}
 
 
-def cpu_spec(dest: Path) -> Path:
-    """full.spec.yaml minus its tensorrt model (a plan cannot run on CPU), written to `dest` with absolute paths."""
-    data = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
-    data["models"] = [m for m in data["models"] if m["format"] != "tensorrt"]
-    for m in data["models"]:
-        if "path" in m:
-            m["path"] = str((GOLDEN / m["path"]).resolve())
-        if isinstance(m.get("versions"), dict):
-            m["versions"] = {v: str((GOLDEN / p).resolve()) for v, p in m["versions"].items()}
-    path = dest / "full.cpu.spec.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def spec_for(device: str, dest: Path) -> Path:
-    return SPEC if device == "gpu" else cpu_spec(dest)
-
-
 @pytest.fixture(scope="module")
-def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("golden-specs")
-    return {d: spec_for(d, root) for d in DEVICES}
+def specs(golden_cpu_spec: Path) -> dict[str, Path]:
+    return {"gpu": SPEC, "cpu": golden_cpu_spec}
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +155,8 @@ def test_lock_file_lists_the_sha256_of_every_file(built: dict[str, Path], specs:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_same_spec_twice_gives_byte_identical_trees(tmp_path: Path, device: str):
-    spec = spec_for(device, tmp_path)
+def test_same_spec_twice_gives_byte_identical_trees(tmp_path: Path, device: str, specs: dict[str, Path]):
+    spec = specs[device]
     a = build(spec, tmp_path / "a", device=device).output
     b = build(spec, tmp_path / "nested" / "b", device=device).output
     ta, tb = tree(a), tree(b)
@@ -215,9 +196,9 @@ def test_existing_output_is_replaced_with_force(tmp_path: Path):
     assert leftovers(tmp_path) == []
 
 
-def test_force_replaces_a_repository_of_another_device(tmp_path: Path):
+def test_force_replaces_a_repository_of_another_device(tmp_path: Path, golden_cpu_spec: Path):
     out = tmp_path / "out"
-    build(cpu_spec(tmp_path), out, device="cpu")
+    build(golden_cpu_spec, out, device="cpu")
     build(SPEC, out, device="gpu", force=True)
     assert json.loads((out / MANIFEST).read_text())["device"] == "gpu"
     assert (out / "engine" / "1" / "model.plan").exists()

@@ -22,7 +22,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.build import build
@@ -82,20 +81,6 @@ def round_trip(repo: Path, tmp: Path, **kwargs: object) -> tuple[ImportResult, P
     return result, rebuilt
 
 
-def golden_cpu_spec(dest: Path) -> Path:
-    """full.spec.yaml without its tensorrt model, with absolute paths (as tests/test_golden.py builds it for cpu)."""
-    data = yaml.safe_load((GOLDEN / "full.spec.yaml").read_text(encoding="utf-8"))
-    data["models"] = [m for m in data["models"] if m["format"] != "tensorrt"]
-    for m in data["models"]:
-        if "path" in m:
-            m["path"] = str((GOLDEN / m["path"]).resolve())
-        if isinstance(m.get("versions"), dict):
-            m["versions"] = {v: str((GOLDEN / p).resolve()) for v, p in m["versions"].items()}
-    path = dest / "full.cpu.spec.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
-
-
 # --- repositories repoforge built: byte-identical configs ----------------------------------------------------
 
 @pytest.mark.parametrize("device", ["cpu", "gpu"])
@@ -110,8 +95,8 @@ def test_examples_round_trip(example: str, device: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("device", ["gpu", "cpu"])
-def test_golden_spec_round_trip(device: str, tmp_path: Path) -> None:
-    spec = GOLDEN / "full.spec.yaml" if device == "gpu" else golden_cpu_spec(tmp_path)
+def test_golden_spec_round_trip(device: str, tmp_path: Path, golden_cpu_spec: Path) -> None:
+    spec = GOLDEN / "full.spec.yaml" if device == "gpu" else golden_cpu_spec
     original = build(spec, tmp_path / "original", device=device).output
     result, rebuilt = round_trip(original, tmp_path)
     assert result.warnings == [] and result.kept_raw == {}

@@ -279,6 +279,37 @@ def perf(target: str, model: str, protocol: str, concurrency: str, request_rate:
 
 
 @main.command()
+@click.argument("spec", type=click.Path(exists=True, path_type=Path))
+@click.option("-m", "--model", required=True, help="Model whose batching and instances to tune.")
+@click.option("--latency-budget-ms", type=float, required=True, help="p99 budget at the target concurrency.")
+@click.option("--concurrency", type=int, default=16, show_default=True, help="Load the throughput is maximised at.")
+@click.option("--search", type=click.Choice(["coordinate", "grid"]), default="coordinate", show_default=True,
+              help="coordinate: ~10% of the grid's perf runs; grid: measure every configuration.")
+@click.option("--measurement-interval", type=int, default=3000, show_default=True, help="perf_analyzer window in ms.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("tune-report"), show_default=True,
+              help="Writes tune.json, spec-patch.yaml, config.pbtxt and pareto.png here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def tune(spec: Path, model: str, latency_budget_ms: float, concurrency: int, search: str, measurement_interval: int,
+         output: Path, as_json: bool) -> None:
+    """Find MODEL's max_batch_size, preferred batch sizes, queue delay and instance count with the best
+    throughput whose p99 stays within the budget (what Model Analyzer sweeps).
+
+    One tritonserver is started; each candidate is reloaded through explicit model control and
+    measured with perf_analyzer. Prints the best config and writes it as a spec patch.
+    """
+    from repoforge.perf.tune import tune as do_tune
+
+    result = _run(do_tune, spec, model, latency_budget_ms=latency_budget_ms, search=search, concurrency=concurrency,
+                  measurement_interval_ms=measurement_interval, output=output, progress=_progress(as_json))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(result.summary())
+    if result.patch_yaml:
+        click.echo(f"spec patch ({output / 'spec-patch.yaml'}):\n{result.patch_yaml}")
+
+
+@main.command()
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout.")
 def schema(output: Path | None) -> None:
     """Print the JSON Schema of spec.yaml (for editor completion and validation)."""

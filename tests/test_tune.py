@@ -1,0 +1,266 @@
+"""`repoforge tune`: the search logic against a synthetic landscape (fast, no server), and one short
+integration run on a real tritonserver (explicit model control, one server start, patch + plot)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from repoforge.perf import tune as tune_mod
+from repoforge.perf.analyzer import PerfOptions, PerfPoint
+from repoforge.perf.tune import (
+    Candidate,
+    Trial,
+    TuneError,
+    TuneSpace,
+    apply_candidate,
+    pareto_front,
+    tune,
+)
+from repoforge.triton.config import parse_config, to_text
+
+ROOT = Path(__file__).resolve().parent.parent
+TABULAR = ROOT / "examples" / "tabular" / "spec.yaml"
+
+BASE = """
+name: "m"
+max_batch_size: 64
+input { name: "x" data_type: TYPE_FP32 dims: 8 }
+output { name: "y" data_type: TYPE_FP32 dims: 3 }
+instance_group { count: 1 kind: KIND_CPU }
+dynamic_batching { }
+parameters { key: "intra_op_threads" value { string_value: "1" } }
+model_warmup { name: "w64" batch_size: 64 inputs { key: "x" value { data_type: TYPE_FP32 dims: 8 zero_data: true } } }
+model_warmup { name: "w1" batch_size: 1 inputs { key: "x" value { data_type: TYPE_FP32 dims: 8 zero_data: true } } }
+backend: "python"
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Pure parts
+# --------------------------------------------------------------------------------------------
+def test_default_space_is_the_120_config_grid() -> None:
+    space = TuneSpace()
+    assert space.size == 120 == len(space.candidates()) == len(set(space.candidates()))
+    assert {tuple(c.preferred_batch_sizes) for c in space.candidates() if c.max_batch_size == 8} == {(), (4, 8), (8,)}
+    assert TuneSpace(intra_op_threads=(1, 2)).size == 240
+    with pytest.raises(TuneError):
+        TuneSpace(max_batch_sizes=())
+    with pytest.raises(TuneError):
+        TuneSpace(preferred=("half",))
+
+
+def test_apply_candidate_edits_the_protobuf() -> None:
+    base = parse_config(BASE)
+    cfg = apply_candidate(base, Candidate(16, "half_max", 500, 2, intra_op_threads=2))
+    assert cfg.max_batch_size == 16
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 16]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [(g.count, g.kind) for g in cfg.instance_group] == [(2, base.instance_group[0].kind)]
+    assert cfg.parameters["intra_op_threads"].string_value == "2"
+    assert [w.name for w in cfg.model_warmup] == ["w1"]  # the 64-row warm-up no longer fits
+    assert parse_config(to_text(cfg)) == cfg
+    assert base.max_batch_size == 64 and len(base.model_warmup) == 2  # the base is not modified
+    no_batch = parse_config(BASE.replace("max_batch_size: 64", "max_batch_size: 0"))
+    with pytest.raises(TuneError, match="max_batch_size 0"):
+        apply_candidate(no_batch, Candidate(16, "none", 0, 1))
+
+
+def test_snap_and_pareto_front() -> None:
+    space = TuneSpace()
+    assert space.snap(64, [], 0, 1, 1) == Candidate(64, "none", 0, 1, None)
+    assert space.snap(48, [24, 48], 700, 3, None).max_queue_delay_us in (500, 1000)
+    trials = [Trial(Candidate(8, "none", 0, 1), throughput=tp, p99_ms=p99, runs=1) for tp, p99 in
+              [(100, 1.0), (90, 2.0), (200, 3.0), (150, 4.0), (300, 9.0)]]  # fmt: skip
+    assert [(t.throughput, t.p99_ms) for t in pareto_front(trials)] == [(100, 1.0), (200, 3.0), (300, 9.0)]
+
+
+# --------------------------------------------------------------------------------------------
+# The search against a synthetic landscape (fake server and fake perf_analyzer)
+# --------------------------------------------------------------------------------------------
+def _landscape(cfg: Any) -> tuple[float, float]:
+    """(throughput, p99 ms): two instances hurt; a longer delay batches more but costs latency;
+    mbs 32 is best; preferred sizes barely matter. The best within 5 ms is mbs 32, delay 500, x1."""
+    mbs = cfg.max_batch_size
+    delay = cfg.dynamic_batching.max_queue_delay_microseconds
+    inst = cfg.instance_group[0].count
+    tp = 5000.0 * (1 + 0.3 * min(delay, 1000) / 1000) * {8: 0.7, 16: 0.9, 32: 1.0, 64: 0.95}[mbs] / (1.4 if inst == 2 else 1.0)
+    tp *= 1.02 if list(cfg.dynamic_batching.preferred_batch_size) == [mbs // 2, mbs] else 1.0
+    p99 = 3.0 + delay / 1000 * 2.5 + (2.0 if inst == 2 else 0.0)
+    return tp, p99
+
+
+class _FakeServer:
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self.http_url = "fake:1"
+        self.alive = True
+        self.loads = 0
+        self.served: Any = None
+
+    def load_model(self, name: str) -> None:
+        self.loads += 1
+        cfg = parse_config(self.config_path.read_text())
+        if not cfg.dynamic_batching.preferred_batch_size:  # what Triton 2.51 does
+            cfg.dynamic_batching.preferred_batch_size.append(cfg.max_batch_size)
+        self.served = cfg
+
+    def log_tail(self, n: int = 5) -> str:
+        return ""
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[Any]]:
+    cfg_path = tmp_path / "config.pbtxt"
+    cfg_path.write_text(BASE)
+    server = _FakeServer(cfg_path)
+    measured: list[Any] = []
+
+    def fake_run(opts: PerfOptions, cfg: Any, progress: Any = None) -> list[PerfPoint]:
+        measured.append(copy.deepcopy(cfg))
+        tp, p99 = _landscape(server.served)
+        return [PerfPoint(concurrency=16, throughput=tp, p50_ms=p99 / 2, p90_ms=p99, p95_ms=p99, p99_ms=p99)]
+
+    def fake_json(url: str, timeout: float = 10.0) -> Any:
+        from google.protobuf import json_format
+
+        return json_format.MessageToDict(server.served, preserving_proto_field_name=True)
+
+    monkeypatch.setattr(tune_mod, "run", fake_run)
+    monkeypatch.setattr(tune_mod, "_get_json", fake_json)
+    monkeypatch.setattr(tune_mod, "_exec_counts", lambda url, model: None)
+    return server, measured
+
+
+def _tuner(server: Any, budget: float, max_runs: int) -> Any:
+    opts = PerfOptions(model="m", url="fake:2", concurrency=[16])
+    return tune_mod._Tuner(server, "m", server.config_path, parse_config(BASE), opts, budget, max_runs, lambda m: None)
+
+
+def test_grid_measures_each_served_config_once(fake: tuple[Any, list[Any]]) -> None:
+    server, measured = fake
+    t = _tuner(server, 5.0, 1000)
+    t.grid(TuneSpace())
+    assert len(t.trials) == 120
+    assert t.runs == len(measured) == 80  # "none" is served as [mbs]: 40 twins not measured again
+    assert server.loads == 120
+    best = t.best()
+    assert best is not None and (best.candidate.max_batch_size, best.candidate.max_queue_delay_us, best.candidate.instances) == (32, 500, 1)
+    assert all(tr.feasible == (tr.p99_ms <= 5.0) for tr in t.trials.values())
+
+
+@pytest.mark.parametrize("strategy", ["model", "pairs"])
+def test_coordinate_reaches_the_grid_best_in_10_percent_of_the_runs(fake: tuple[Any, list[Any]], strategy: str) -> None:
+    server, _ = fake
+    grid = _tuner(server, 5.0, 1000)
+    grid.grid(TuneSpace())
+    grid_best = grid.best()
+    server2, measured = fake
+    measured.clear()
+    t = _tuner(server2, 5.0, 12)
+    t.strategy = strategy
+    t.coordinate(TuneSpace(), TuneSpace().snap(64, [], 0, 1, 1), confirm=2)
+    best = t.best()
+    assert best is not None and grid_best is not None
+    assert t.runs == 12 and len(measured) == t.runs  # the whole budget, never more
+    assert best.throughput >= 0.95 * grid_best.throughput
+    assert best.p99_ms <= 5.0  # infeasible candidates are never picked, however fast
+    assert any(not tr.feasible and tr.throughput > best.throughput for tr in t.trials.values())
+
+
+def test_nothing_feasible_gives_no_best(fake: tuple[Any, list[Any]]) -> None:
+    server, _ = fake
+    t = _tuner(server, 0.5, 6)
+    t.coordinate(TuneSpace(), TuneSpace().snap(64, [], 0, 1, 1), confirm=2)
+    assert t.best() is None and t.runs <= 6
+    # With nothing feasible the search walks towards lower p99 (delay 0, one instance).
+    lowest = min((tr for tr in t.trials.values() if tr.runs), key=lambda tr: tr.p99_ms)
+    assert lowest.candidate.max_queue_delay_us == 0 and lowest.candidate.instances == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Integration: a real tritonserver
+# --------------------------------------------------------------------------------------------
+def _merge_patch(spec_text: str, patch_text: str) -> str:
+    spec = yaml.safe_load(spec_text)
+    for entry in yaml.safe_load(patch_text)["models"]:
+        model = next(m for m in spec["models"] if m["name"] == entry["name"])
+        model.update(entry)
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_tune_reloads_one_server_and_writes_patch_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from repoforge.build import build
+    from repoforge.servers.triton import TritonServer
+
+    starts: list[Any] = []
+    loads: list[str] = []
+    real_start, real_load = TritonServer.start, TritonServer.load_model
+
+    def counting_start(self: TritonServer, *a: Any, **k: Any) -> TritonServer:
+        starts.append(self.options.model_control)
+        return real_start(self, *a, **k)
+
+    def counting_load(self: TritonServer, name: str, *a: Any, **k: Any) -> None:
+        loads.append(name)
+        real_load(self, name, *a, **k)
+
+    monkeypatch.setattr(TritonServer, "start", counting_start)
+    monkeypatch.setattr(TritonServer, "load_model", counting_load)
+
+    # delay 20 ms at concurrency 4 with max_batch_size >= 16 makes every batch wait the full delay,
+    # so those candidates are over a 15 ms budget for sure; delay 0 is well within it.
+    space = TuneSpace(max_batch_sizes=(16, 32), preferred=("none", "max"), max_queue_delays_us=(0, 20000), instance_counts=(1,))
+    out = tmp_path / "tune-out"
+    result = tune(TABULAR, "classifier", latency_budget_ms=15.0, space=space, concurrency=4, measurement_interval_ms=500,
+                  max_trials=4, max_runs=4, confirm=1, output=out)  # fmt: skip
+
+    assert starts == ["explicit"]  # one server for the whole search
+    assert result.server_starts == 1
+    assert result.reloads >= 2 and len(loads) == result.reloads and set(loads) == {"classifier"}
+    assert result.grid_size == 8 and 2 <= result.runs_used <= 4
+    slow = [t for t in result.trials if t.candidate.max_queue_delay_us == 20000 and t.runs]
+    assert slow and all(not t.feasible and t.p99_ms > 15.0 for t in slow)
+    best = result.best
+    assert best is not None and best.feasible and best.p99_ms <= 15.0
+    assert best.candidate.max_queue_delay_us == 0
+    assert all(t.feasible == (t.p99_ms <= 15.0) for t in result.trials if t.runs and t.error is None)
+    assert best.throughput == max(t.throughput for t in result.trials if t.feasible)
+
+    names = {p.name for p in result.files}
+    assert names == {"tune.json", "spec-patch.yaml", "config.pbtxt", "pareto.png"}
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((out / "tune.json").read_text())
+    assert data["runs_used"] == result.runs_used and data["grid_size"] == 8
+
+    # The patch applies to the spec and builds into exactly the tuned config.
+    patch = yaml.safe_load((out / "spec-patch.yaml").read_text())
+    assert patch["models"][0]["name"] == "classifier"
+    assert patch["models"][0]["dynamic_batching"]["max_queue_delay_us"] == 0
+    patched = tmp_path / "spec.yaml"
+    patched.write_text(_merge_patch(TABULAR.read_text(), (out / "spec-patch.yaml").read_text()))
+    (tmp_path / "models").symlink_to(TABULAR.parent / "models")
+    built = build(patched, tmp_path / "repo", device="cpu")
+    cfg = parse_config((built.output / "classifier" / "config.pbtxt").read_text())
+    assert cfg.max_batch_size == best.candidate.max_batch_size
+    assert list(cfg.dynamic_batching.preferred_batch_size) == best.candidate.preferred_batch_sizes
+    assert cfg.instance_group[0].count == 1
+    assert parse_config((out / "config.pbtxt").read_text()).max_batch_size == best.candidate.max_batch_size
+
+
+def test_cli_tune_rejects_an_unknown_model_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from repoforge.cli import main
+
+    spec = Path(__file__).resolve().parent.parent / "examples" / "tabular" / "spec.yaml"
+    res = CliRunner().invoke(main, ["tune", str(spec), "-m", "nosuch", "--latency-budget-ms", "5", "-o", str(tmp_path / "t")])
+    assert res.exit_code != 0 and "nosuch" in res.output
+    assert not (tmp_path / "t").exists()

@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import threading
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,14 +142,9 @@ def write_spec(root: Path, redis_url: str) -> Path:
 
 
 def _metrics(url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = re.match(r"^(repoforge_\w+)(\{[^}]*\})? (\S+)$", line)
-        if m:
-            labels = ",".join(sorted(re.findall(r'(\w+="[^"]*")', m.group(2) or "")))
-            out[f"{m.group(1)}{{{labels}}}"] = float(m.group(3))
-    return out
+    from repoforge.metrics import scrape
+
+    return scrape(url, "repoforge_")
 
 
 def cache_counts(metrics_url: str, model: str) -> tuple[float, float]:

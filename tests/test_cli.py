@@ -83,3 +83,12 @@ def test_import_then_build_gives_the_repository_back(tmp_path: Path) -> None:
     assert runner.invoke(main, ["import", str(repo), "-o", str(spec)]).exit_code == 2  # no silent overwrite
     built = runner.invoke(main, ["build", str(spec), "-o", str(tmp_path / "again"), "--device", data["device"], "-q"])
     assert built.exit_code == 0, built.output
+
+
+def test_prometheus_parser_sorts_labels_and_drops_torchserve_trailing_commas() -> None:
+    from repoforge.metrics import parse_prometheus
+
+    text = ('# HELP x\nrepoforge_cache_requests_total{result="hit",model="m"} 3\n'
+            'ts_inference_requests_total{model_name="a",Hostname="vm",} 7.0\nnv_inference_count{model="m"} 2\n')
+    assert parse_prometheus(text, "repoforge_") == {'repoforge_cache_requests_total{model="m",result="hit"}': 3.0}
+    assert parse_prometheus(text, "ts_") == {'ts_inference_requests_total{Hostname="vm",model_name="a"}': 7.0}

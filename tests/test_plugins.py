@@ -3,10 +3,8 @@ started for this module and stopped afterwards)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from tritonclient import http
 
 from repoforge.build import build
 from repoforge.features import FeaturePipeline, FeatureStore, OnlineLookup
+from repoforge.metrics import scrape
 from repoforge.modelgen import mlp, save
 from repoforge.servers.redis import RedisServer
 from repoforge.servers.triton import TritonServer
@@ -154,14 +153,7 @@ def _column(values: list) -> np.ndarray:
 
 
 def _metrics(env: Env) -> dict[str, float]:
-    text = urllib.request.urlopen(env.triton.metrics_url, timeout=10).read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r"^(repoforge_\w+)(\{[^}]*\})? (\S+)$", line)
-        if m:
-            labels = ",".join(sorted(re.findall(r'(\w+="[^"]*")', m.group(2) or "")))
-            out[f"{m.group(1)}{{{labels}}}"] = float(m.group(3))
-    return out
+    return scrape(env.triton.metrics_url, "repoforge_")
 
 
 def _metric(env: Env, name: str, **labels: str) -> float:

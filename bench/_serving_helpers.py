@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -176,7 +176,7 @@ class PyTritonServer:
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def __enter__(self) -> PyTritonServer:
+    def __enter__(self) -> Self:
         from repoforge.servers.process import ManagedProcess
         from repoforge.servers.triton import server_env
 

@@ -151,14 +151,21 @@ def _smoke(m: RepoModel, url: str, version: str, grpc_url: str | None) -> ModelC
     except Exception as exc:  # noqa: BLE001 - any client/server error is this model's failure
         return ModelCheck(m.name, version, "READY", False, f"smoke inference failed: {exc}")
     latency = (time.perf_counter() - start) * 1000
-    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in got.items())
     ref = _reference(m, int(version), inputs) if version.isdigit() else None
+    return judge_answer(m.name, version, got, ref, round(latency, 2))
+
+
+def judge_answer(name: str, version: str, got: dict[str, np.ndarray], ref: dict[str, np.ndarray] | None,
+                 latency_ms: float) -> ModelCheck:
+    """A READY model's smoke answer: ok as is, or compared with in-process onnxruntime when there is a reference
+    (shared by the Triton and TorchServe validations, so both judge with the same tolerances)."""
+    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in got.items())
     if ref is None:
-        return ModelCheck(m.name, version, "READY", True, f"answered {shapes}", latency_ms=round(latency, 2))
+        return ModelCheck(name, version, "READY", True, f"answered {shapes}", latency_ms=latency_ms)
     err = max(float(np.max(np.abs(got[k].astype(np.float64) - ref[k].astype(np.float64)))) if got[k].size else 0.0 for k in ref)
     close = all(np.allclose(got[k], ref[k], rtol=1e-4, atol=1e-5) for k in ref)
     msg = f"answered {shapes}; matches onnxruntime (max abs err {err:.2e})" if close else f"differs from in-process onnxruntime: max abs err {err:.3e}"
-    return ModelCheck(m.name, version, "READY", close, msg, max_abs_err=err, latency_ms=round(latency, 2))
+    return ModelCheck(name, version, "READY", close, msg, max_abs_err=err, latency_ms=latency_ms)
 
 
 def validate(repository: str | Path, *, url: str | None = None, grpc_url: str | None = None,

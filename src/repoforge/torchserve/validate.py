@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from repoforge.triton.inputs import concrete_shape, random_array
-from repoforge.validate import ModelCheck, ValidationReport
+from repoforge.validate import ModelCheck, ValidationReport, judge_answer
 
 
 def archived_config(mar: Path) -> dict[str, Any]:
@@ -65,14 +65,7 @@ def check_model(server: Any, mar: Path, seed: int = 0) -> ModelCheck:
     missing = [t["name"] for t in handler.get("outputs", []) if t["name"] not in got]
     if missing:
         return ModelCheck(name, "1", "READY", False, f"answer lacks outputs {missing}: {str(answer)[:200]}")
-    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in got.items())
-    ref = _reference(mar, handler, inputs)
-    if ref is None:
-        return ModelCheck(name, "1", "READY", True, f"answered {shapes}", latency_ms=latency)
-    err = max(float(np.max(np.abs(got[k].astype(np.float64) - ref[k].astype(np.float64)))) for k in ref)
-    ok = all(np.allclose(got[k], ref[k], rtol=1e-4, atol=1e-5) for k in ref)
-    msg = f"answered {shapes}; matches onnxruntime (max abs err {err:.2e})" if ok else f"differs from in-process onnxruntime: max abs err {err:.3e}"
-    return ModelCheck(name, "1", "READY", ok, msg, max_abs_err=err, latency_ms=latency)
+    return judge_answer(name, "1", got, _reference(mar, handler, inputs), latency)
 
 
 def validate_torchserve(output: Path, progress: Callable[[str], None] | None = None) -> ValidationReport:

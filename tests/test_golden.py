@@ -99,7 +99,7 @@ def test_serving_choice_per_device():
         assert all(g.kind != g.KIND_GPU and not g.gpus for g in c.instance_group)
     # a parameter the user sets wins over the runner's default
     assert cfg("cpu", "classifier").parameters["intra_op_threads"].string_value == "2"
-    assert cfg("cpu", "scorer").parameters["intra_op_threads"].string_value == "1"
+    assert cfg("cpu", "scorer").parameters["intra_op_threads"].string_value == "auto"
 
 
 # --- repository layout ----------------------------------------------------------------------------------------

@@ -169,3 +169,12 @@ def test_torchscript_runs_in_the_cpu_runner_and_matches_torch(triton: TritonServ
     got = infer(triton.http_url, model, {"INPUT__0": x})["OUTPUT__0"]
     expected = torch.jit.load(str(repo / "tiny_ts" / "1" / "model.pt"))(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_runners_log_how_many_threads_auto_chose(triton: TritonServer) -> None:
+    """`intra_op_threads: auto` is decided at load; the choice and its reason go to Triton's log."""
+    assert triton.log_path is not None
+    log = triton.log_path.read_text(errors="replace")
+    assert "tiny_ts v1: torch intra-op threads 1 (auto:" in log
+    chosen = [line for line in log.splitlines() if "onnxruntime intra_op_threads" in line]
+    assert chosen and all("(auto:" in line for line in chosen), chosen[:3]

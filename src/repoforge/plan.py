@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from repoforge.errors import Problem, SpecError
+from repoforge.runtime.threads import parse_setting
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
@@ -101,6 +102,18 @@ class _Checker:
 def _same_dims(a: list[int], b: list[int]) -> bool:
     """Dims agree when lengths match and every fixed size matches (-1 matches any size)."""
     return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
+
+
+def _check_threads(ck: _Checker, i: int, m: ModelSpec) -> None:
+    """`parameters.intra_op_threads` is read by the CPU runners and TorchServe handlers at load time;
+    a bad value must fail the build, not the model load."""
+    value = (m.parameters or {}).get("intra_op_threads")
+    if value is None:
+        return
+    try:
+        parse_setting(str(value).lower() if isinstance(value, bool) else str(value))
+    except ValueError:
+        ck.add(("models", i, "parameters", "intra_op_threads"), f"intra_op_threads must be 'auto' or a whole number >= 0 (0 = the runtime's own default), not {value!r}")
 
 
 def _resolve_file(loaded: LoadedSpec, rel: str) -> Path:
@@ -502,6 +515,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         else:
             inputs, outputs = _io_declared(ck, i, m)
         _check_common(ck, i, m, mbs)
+        _check_threads(ck, i, m)
         dyn = _check_batching(ck, i, m, mbs)
         extra = _check_resolved(ck, i, m, inputs, outputs, versions)
         if device == "cpu" and any(g.kind == "gpu" for g in (m.instance_groups or [])):

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from repoforge.runtime.triton_model import ModelArgs, run_batched
+from repoforge.runtime.threads import AUTO, choose, parse_setting, timed
+from repoforge.runtime.triton_model import ModelArgs, log_info, run_batched
 
 
 class TorchScriptRunner:
@@ -18,11 +19,17 @@ class TorchScriptRunner:
         self.torch = torch
         self.args = ModelArgs.parse(args)
         p = self.args.parameters
-        threads = int(p.get("intra_op_threads", "1"))
-        if threads > 0:
-            torch.set_num_threads(threads)
+        setting = p.get("intra_op_threads", AUTO)
+        fixed = parse_setting(setting)
+        torch.set_num_threads(1 if fixed is None else fixed or torch.get_num_threads())
         path = os.path.join(self.args.repository, self.args.version, p.get("repoforge_model_file", "model.pt"))
         self.module = torch.jit.load(path, map_location="cpu").eval()
+        probe = self.args.probe_feed()
+        choice = choose(setting, self.args.instances, lambda: timed(lambda: self._compute(dict(probe))))
+        if fixed is None and choice.threads != 1:
+            torch.set_num_threads(choice.threads)
+        log_info(f"{self.args.name} v{self.args.version}: torch intra-op threads {choice.threads} ({choice.reason})")
+        self.threads = choice
 
     def _compute(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch

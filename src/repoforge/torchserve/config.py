@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from repoforge.plan import ModelPlan, RepositoryPlan
+from repoforge.runtime.threads import AUTO, parse_setting
 from repoforge.spec.load import LoadedSpec
 from repoforge.spec.models import DEFAULTABLE, DynamicBatching, TensorSpec
 
@@ -82,6 +83,11 @@ def model_config(m: ModelPlan, device: str, handler: dict[str, Any]) -> dict[str
     return cfg
 
 
+def _threads(value: Any) -> int:
+    n = parse_setting(str(value))
+    return 1 if n is None else n
+
+
 def handler_section(m: ModelPlan, *, serialized_file: str | None, model_file: str | None,
                     workflows: dict[str, Any]) -> dict[str, Any]:
     params = dict(m.spec.parameters or {})
@@ -92,7 +98,8 @@ def handler_section(m: ModelPlan, *, serialized_file: str | None, model_file: st
         "inputs": [tensor_dict(t) for t in m.inputs],
         "outputs": [tensor_dict(t) for t in m.outputs],
         "cache_entries": CACHE_ENTRIES if m.spec.response_cache else 0,
-        "intra_op_threads": int(params.get("intra_op_threads", 1)),
+        # TorchServe runs one worker per core by default, so `auto` leaves each worker one thread
+        "intra_op_threads": _threads(params.get("intra_op_threads", AUTO)),
     }
     if model_file:
         section["model_file"] = model_file

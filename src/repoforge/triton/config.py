@@ -15,7 +15,7 @@ RUNNER_PARAMETER = "repoforge_runner"
 MODEL_FILE_PARAMETER = "repoforge_model_file"
 # One onnxruntime thread per instance: on small CPU hosts ORT's spinning pool fights Triton and the
 # clients for cores (measured 1.4x faster under load, shared/notes/perf-anchors.md).
-DEFAULT_INTRA_OP_THREADS = "1"
+DEFAULT_INTRA_OP_THREADS = "auto"  # the CPU runners decide at load time: repoforge.runtime.threads
 
 
 def dtype_enum(dtype: str) -> int:

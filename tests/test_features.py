@@ -180,6 +180,19 @@ def test_hash_is_stable_fnv1a_and_type_independent() -> None:
     assert utf8_length(np.array(["", "abc", "z\u00fcrich", "\u6771\u4eac"])).tolist() == [0, 3, 6, 2]
 
 
+def test_few_rows_and_many_rows_hash_alike() -> None:
+    """Small batches hash in Python, larger ones in numpy over byte positions: both give FNV-1a."""
+    from repoforge.features.hashing import PY_LOOP_MAX_ROWS
+
+    rng = np.random.default_rng(3)
+    values = np.array(["".join(chr(int(c)) for c in rng.integers(1, 3000, rng.integers(0, 90))) for _ in range(3 * PY_LOOP_MAX_ROWS)]
+                      + ["", "a\x00b", "x" * 300], dtype=object)  # fmt: skip
+    together = fnv1a64(values)
+    one_by_one = np.concatenate([fnv1a64(values[i:i + 1]) for i in range(len(values))])
+    assert together.tolist() == one_by_one.tolist()
+    assert together.tolist() == [ref_fnv(v.encode()) for v in values]
+
+
 def test_text_inputs_may_be_python_strings_as_from_a_torchserve_handler() -> None:
     pipe = FeaturePipeline.from_config(FULL)
     rows = random_rows(20, seed=4)

@@ -152,6 +152,20 @@ def test_build_writes_archives_config_and_lock(built) -> None:
     assert "disable_token_authorization" not in props  # token auth stays on in generated configs
 
 
+def test_the_same_spec_builds_byte_identical_archives(built, example: Path, tmp_path: Path) -> None:
+    """Archives carry no build time: entries sorted, one fixed timestamp, `createdOn` fixed too."""
+    import zipfile
+
+    again = build(example / "torchserve" / "spec.yaml", tmp_path / "again", target="torchserve", device="cpu")
+    first = json.loads((built.output / MANIFEST).read_text())["files"]
+    second = json.loads((again.output / MANIFEST).read_text())["files"]
+    assert first == second
+    with zipfile.ZipFile(built.archives["tinynet"]) as z:
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert [i.filename for i in z.infolist()] == sorted(i.filename for i in z.infolist())
+        assert json.loads(z.read("MAR-INF/MANIFEST.json"))["createdOn"] == "01/01/1980 00:00:00"
+
+
 def test_model_config_maps_batching_workers_and_handler_settings(built) -> None:
     import zipfile
 

@@ -38,6 +38,7 @@ from repoforge.plan import Device, ModelPlan, RepositoryPlan, detect_device, mak
 from repoforge.spec.load import LoadedSpec
 from repoforge.torchserve import config as tsc
 from repoforge.torchserve.eager import EagerLoadError, load_eager, split_model_file
+from repoforge.torchserve.reproducible import normalize_archive
 
 #: Canonical names of the model file inside an archive (what TorchServe's BaseHandler also understands).
 SERIALIZED_NAMES = {"onnx": "model.onnx", "torchscript": "model.pt", "pytorch": "model.pth"}
@@ -264,7 +265,7 @@ def _write_model(arch: _Archive, stage: Path, store: Path, device: str, workflow
     mar = store / f"{m.name}.mar"
     if not mar.is_file():
         raise BuildError(f"torch-model-archiver did not write {mar.name}")
-    return mar
+    return normalize_archive(mar)
 
 
 def _write_workflow(e: ModelPlan, spec: dict[str, Any], wiring: dict[str, Any], stage: Path, store: Path) -> Path:
@@ -283,7 +284,7 @@ def _write_workflow(e: ModelPlan, spec: dict[str, Any], wiring: dict[str, Any], 
     war = store / f"{e.name}.war"
     if not war.is_file():
         raise BuildError(f"torch-workflow-archiver did not write {war.name}")
-    return war
+    return normalize_archive(war)
 
 
 def _version(dist: str) -> str:

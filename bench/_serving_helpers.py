@@ -66,6 +66,77 @@ class Point:
     p99_ms: float
     rows_per_exec: float | None = None
     stable: bool = True
+    cpu: dict[str, float] = field(default_factory=dict)  # CpuSampler.result() over the run
+
+
+#: Processes whose CPU time the benchmarks account for, by executable name -> label.
+CPU_PROCESSES = {"perf_analyzer": "client", "tritonserver": "server", "triton_python_backend_stub": "stub"}
+
+
+class CpuSampler:
+    """CPU used while a perf_analyzer point runs: the host's busy fraction, and cores used by the client
+    (perf_analyzer), the server (tritonserver) and the Python backend stubs (every process by that
+    name on the host, so run nothing else alongside). With the throughput this says where CPU goes per
+    request, and how far the host was from saturated."""
+
+    def __init__(self) -> None:
+        self._start: tuple[float, tuple[int, int], dict[int, tuple[str, float]]] | None = None
+        self._children0 = 0.0
+        self._result: dict[str, float] = {}
+
+    @staticmethod
+    def _host() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total jiffies, idle + iowait
+
+    @staticmethod
+    def _procs() -> dict[int, tuple[str, float]]:
+        out: dict[int, tuple[str, float]] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    head, rest = f.read().rsplit(")", 1)
+                comm = head.split("(", 1)[1]
+                label = next((v for k, v in CPU_PROCESSES.items() if k[:15] == comm), None)  # the kernel cuts comm at 15 chars
+                if label:
+                    fields = rest.split()
+                    out[int(pid)] = (label, (int(fields[11]) + int(fields[12])) / tick)
+            except (OSError, IndexError, ValueError):
+                continue
+        return out
+
+    @staticmethod
+    def _children() -> float:
+        """CPU seconds of this process's finished children: perf_analyzer has exited by the time a
+        point is over, so /proc no longer shows it."""
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    def __enter__(self) -> Self:
+        self._start = (time.monotonic(), self._host(), self._procs())
+        self._children0 = self._children()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._start is not None
+        t0, (tot0, idle0), procs0 = self._start
+        t1, (tot1, idle1), procs1 = time.monotonic(), self._host(), self._procs()
+        wall = max(t1 - t0, 1e-9)
+        res: dict[str, float] = {"busy": 1 - (idle1 - idle0) / max(1, tot1 - tot0)}
+        for pid, (label, cpu1) in procs1.items():
+            cpu0 = procs0.get(pid, (label, 0.0))[1]  # a process started meanwhile counts from 0
+            res[label] = res.get(label, 0.0) + (cpu1 - cpu0) / wall
+        res["client"] = res.get("client", 0.0) + (self._children() - self._children0) / wall
+        self._result = res
+
+    def result(self) -> dict[str, float]:
+        return dict(self._result)
 
 
 def get_json(url: str, timeout: float = 10.0) -> Any:
@@ -101,19 +172,20 @@ def measure(http_url: str, grpc_url: str, model: str, concurrency: int, *, inter
                        stability_percentage=stability, max_trials=max_trials)  # fmt: skip
     before = exec_counts(http_url, model)
     stable = True
-    try:
-        p = run(opts, cfg)[0]
-    except PerfError as exc:
-        if "stable measurement" not in str(exc):
-            raise
-        stable = False
-        opts.stability_percentage = 1000.0
-        p = run(opts, cfg)[0]
+    with CpuSampler() as cpu:
+        try:
+            p = run(opts, cfg)[0]
+        except PerfError as exc:
+            if "stable measurement" not in str(exc):
+                raise
+            stable = False
+            opts.stability_percentage = 1000.0
+            p = run(opts, cfg)[0]
     after = exec_counts(http_url, model)
     rows = None
     if before and after and after[1] > before[1]:
         rows = (after[0] - before[0]) / (after[1] - before[1])
-    return Point(p.throughput, p.p50_ms, p.p99_ms, rows, stable)
+    return Point(p.throughput, p.p50_ms, p.p99_ms, rows, stable, cpu.result())
 
 
 def ort_rows_per_s(path: Path, batch: int, threads: int, seconds: float = 3.0, warmup: int = 50) -> dict[str, float]:
@@ -210,18 +282,15 @@ class PyTritonServer:
 
 def _pytriton_main(a: argparse.Namespace) -> None:
     import numpy as np
-    import onnxruntime as ort
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    so = ort.SessionOptions()
-    if a.threads > 0:
-        so.intra_op_num_threads = a.threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])
+    from repoforge.runtime.onnx_runner import make_session
+
+    sess = make_session(a.model, a.threads)  # the session repoforge's runner builds, with the same threads
     width = sess.get_inputs()[0].shape[1]
     out_width = sess.get_outputs()[0].shape[1]
 

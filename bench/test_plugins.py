@@ -79,7 +79,10 @@ models:
     plugin: {{kind: result_cache, model: compute, max_entries: 1000, ttl_s: 600}}
   - name: compute_cached_redis
     format: python
-    plugin: {{kind: result_cache, model: compute, backend: redis, ttl_s: 600, redis: {{url: {redis_url}, prefix: "bench:"}}}}
+    plugin: {{kind: result_cache, model: compute, backend: redis, ttl_s: 600, near_cache_entries: 0, redis: {{url: {redis_url}, prefix: "bench:"}}}}
+  - name: compute_cached_near
+    format: python
+    plugin: {{kind: result_cache, model: compute, backend: redis, ttl_s: 600, redis: {{url: {redis_url}, prefix: "bench-near:"}}}}
   - name: feats
     format: python
     plugin:
@@ -95,7 +98,7 @@ models:
     outputs: [{{name: FEATURES, dtype: FP32, dims: [{dim}]}}]
 """
 
-CACHE = ["compute", "compute_cached", "compute_cached_redis"]
+CACHE = ["compute", "compute_cached", "compute_cached_redis", "compute_cached_near"]
 FEATS = ["noop", "feats", "feats_redis"]
 #: The same two without lookup, fed perf_analyzer's default 128-byte random strings instead of 16-byte ones.
 LONG = ["noop@s128", "feats@s128"]
@@ -236,7 +239,7 @@ def run_bench(rounds: int = 3, interval_ms: int = 1000, write: bool = True) -> d
             for m in CACHE[1:]:
                 after = cache_counts(server.metrics_url, m)
                 hits[m] = (after[0] - before[m][0], after[1] - before[m][1])
-            redis_keys = len(redis.Redis.from_url(redis_server.url).keys("bench:*"))
+            redis_keys = len(redis.Redis.from_url(redis_server.url).keys("bench*:*"))
             tritonserver_version = h.get_json(f"http://{server.http_url}/v2").get("version")
     result = {
         "rounds": rounds, "interval_ms": interval_ms, "lat": lat, "p99": p99, "unstable": unstable,
@@ -310,7 +313,8 @@ def report(result: dict[str, Any]) -> str:
     what = {
         "compute": "COMPUTE_MLP direct (ONNX, repoforge CPU runner)",
         "compute_cached": "result_cache (memory) → compute: hits",
-        "compute_cached_redis": "result_cache (Redis) → compute: hits",
+        "compute_cached_redis": "result_cache (Redis, near cache off) → compute: hits, each a Redis round trip",
+        "compute_cached_near": "result_cache (Redis, default near cache) → compute: hits",
         "noop": "Python model: same inputs/output as feats, answers zeros",
         "feats": "features plugin (examples/plugins ops), no lookup",
         "feats_redis": "features plugin + Redis lookup (one MGET per batch)",

@@ -341,3 +341,25 @@ def test_semantic_cache_reuses_the_answer_of_a_similar_row(env: Env) -> None:
     np.testing.assert_array_equal(got[2:], far * 2)
     assert _metric(env, "repoforge_semantic_cache_rows_total", model="semantic", result="hit") == 2
     assert _metric(env, "repoforge_semantic_cache_rows_total", model="semantic", result="miss") == 3
+
+
+def test_redis_result_cache_answers_hot_keys_in_process_and_shares_the_rest(env: Env) -> None:
+    """The near cache skips the Redis round trip for hot keys; Redis still shares entries between instances."""
+    import redis
+
+    from repoforge.runtime.plugins import RedisCache
+    from repoforge.spec.plugins import CacheRedis
+
+    cfg = CacheRedis(url=env.redis.url, prefix="near-test:")
+    near, plain = RedisCache(cfg, 60, near_entries=8), RedisCache(cfg, 60)
+    value = {"Y": np.arange(3, dtype=np.float32)}
+    near.put_many([(b"k", value)])
+    shared = plain.get_many([b"k"])[0]
+    assert shared is not None and shared["Y"].tolist() == [0, 1, 2]
+    redis.Redis.from_url(env.redis.url).delete(b"near-test:" + b"k".hex().encode())
+    assert plain.get_many([b"k"]) == [None]
+    kept = near.get_many([b"k"])[0]
+    assert kept is not None and kept["Y"].tolist() == [0, 1, 2]
+    plain.put_many([(b"j", value)])  # written by another instance: fetched from Redis, then kept near
+    got = near.get_many([b"j", b"absent"])
+    assert got[0] is not None and got[1] is None and near.near is not None and near.near.get(b"j") is not None

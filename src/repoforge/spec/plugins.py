@@ -258,6 +258,8 @@ class ResultCachePlugin(_Strict):
     max_entries: int = Field(default=10000, ge=1)      # memory backend: LRU bound per instance
     ttl_s: float | None = Field(default=300, gt=0)     # None: entries never expire (LRU still bounds them)
     redis: CacheRedis | None = None                     # backend: redis (defaults used when omitted)
+    # backend redis: hot keys also kept in process (LRU, at most 5 s) to skip the Redis round trip; 0 = off
+    near_cache_entries: int = Field(default=1024, ge=0)
 
 
 class SemanticCachePlugin(_Strict):

@@ -111,7 +111,7 @@ def _check_threads(ck: _Checker, i: int, m: ModelSpec) -> None:
     if value is None:
         return
     try:
-        parse_setting(str(value).lower() if isinstance(value, bool) else str(value))
+        parse_setting(str(value))
     except ValueError:
         ck.add(("models", i, "parameters", "intra_op_threads"), f"intra_op_threads must be 'auto' or a whole number >= 0 (0 = the runtime's own default), not {value!r}")
 

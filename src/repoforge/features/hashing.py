@@ -5,7 +5,8 @@ that the low bits (used by `% buckets`) and the top bits (used for route shares)
 It is the same on every machine, process and Python version (unlike `hash()`); integers hash as their
 decimal text, so the id 42 and the string "42" land in the same bucket.
 
-For batches the loop runs over byte positions (the longest value's length), never over rows; a\nfew rows (online requests) hash in plain Python, which is faster there.
+For batches the loop runs over byte positions (the longest value's length), never over rows; a
+few rows (online requests) hash in plain Python, which is faster there.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ the Python backend's per-execution overhead, and extra threads only fight the se
 for the cores (1 thread was 5–10 % faster at concurrency 16). A compute-bound model (1024-4096-4096,
 ~5 ms per batch of 8) was 1.25x faster with every core in one instance than with 2 instances of one
 thread, and 1.5x faster than 1 thread. So: time one batch on one thread; if it takes longer than the
-per-execution overhead, use this instance's share of the cores. A pool's threads never spin-wait
+per-execution overhead, use this instance's share of the cores (the runner then builds its session
+again with that many threads). A pool's threads never spin-wait
 (``session.intra_op.allow_spinning = 0``): a spinning 2-thread pool kept both cores busy and was
 20 % slower on the compute-bound model.
 """
@@ -71,9 +72,10 @@ def choose(setting: str, instances: int, time_one_batch: Callable[[], float], co
     fixed = parse_setting(setting)
     if fixed is not None:
         return ThreadChoice(fixed, "set in the config")
-    share = max(1, (cores or available_cores()) // max(1, instances))
+    cores = cores or available_cores()
+    share = max(1, cores // max(1, instances))
     if share == 1:
-        return ThreadChoice(1, f"auto: {instances} instance(s) on {cores or available_cores()} core(s) leave one core each")
+        return ThreadChoice(1, f"auto: {instances} instance(s) on {cores} core(s) leave one core each")
     try:
         seconds = time_one_batch()
     except Exception as exc:  # noqa: BLE001 - a probe that cannot run must not stop the model loading

@@ -117,8 +117,8 @@ def request_feeds(requests: list[Any], names: list[str]) -> list[dict[str, np.nd
 
 def split_responses(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[Any]:
     """One response per request from outputs computed over the concatenated batch: request i gets
-    rows sizes[:i].sum() to sizes[:i+1].sum() (views, no copies). The Python backend spends about
-    ~60-100 µs per response already, so this loop stays lean."""
+    rows sizes[:i].sum() to sizes[:i+1].sum() (views, no copies). The Python backend spends
+    60-100 µs per response already, so this loop stays lean."""
     pb = pb_utils()
     total = sum(sizes)
     items = []

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from repoforge.features.hashing import combine, stable_hash, to_unit
+from repoforge.runtime.batch import split_rows
 from repoforge.runtime.triton_model import (
     ModelArgs, _to_triton, error_response, pb_utils, request_feeds, respond, run_batched,
 )
@@ -356,10 +357,7 @@ class ResultCacheRunner:
             try:
                 sizes = [next(iter(f.values())).shape[0] for f in feeds]
                 merged = {n: np.concatenate([f[n] for f in feeds], axis=0) for n in feeds[0]}
-                out = call_model(model, version, merged, self.outputs)
-                cuts = np.cumsum(sizes)[:-1]
-                parts = {k: np.split(v, cuts, axis=0) for k, v in out.items()}
-                return [{k: parts[k][i] for k in parts} for i in range(len(feeds))]
+                return list(split_rows(call_model(model, version, merged, self.outputs), sizes))
             except Exception:  # noqa: BLE001 - retry one by one so one bad request fails alone
                 pass
         results: list[dict[str, np.ndarray] | BaseException] = []

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from ts.torch_handler.base_handler import BaseHandler
 
+from repoforge.runtime.batch import split_rows
 from repoforge.spec.dtypes import numpy_dtype
 
 logger = logging.getLogger(__name__)
@@ -428,11 +429,9 @@ class RepoforgeHandler(BaseHandler):
                 merged = {k: np.concatenate([r.feeds[k] for r in reqs], axis=0) for k in reqs[0].feeds}
                 out = self.model(merged)
                 total = sum(r.rows for r in reqs)
-                if all(v.ndim > 0 and v.shape[0] == total for v in out.values()):
-                    cuts = np.cumsum([r.rows for r in reqs])[:-1]
-                    parts = {k: np.split(v, cuts, axis=0) for k, v in out.items()}
-                    return [Result(_unbatch({k: parts[k][j] for k in parts}, r.single), batch_size=len(reqs))
-                            for j, r in enumerate(reqs)]
+                if all(v.ndim > 0 and v.shape[0] == total for v in out.values()):  # else one by one, quietly
+                    parts = split_rows(out, [r.rows for r in reqs])
+                    return [Result(_unbatch(part, r.single), batch_size=len(reqs)) for part, r in zip(parts, reqs)]
             except Exception:  # noqa: BLE001 - one bad request must not fail the others: retry one by one
                 logger.warning("merged batch of %d requests failed; retrying them one by one", len(reqs), exc_info=True)
         results: list[Result | RequestError] = []

@@ -303,7 +303,7 @@ def test_memory_cache_is_a_bounded_lru_with_ttl(monkeypatch: pytest.MonkeyPatch)
     assert c.get(b"a") is not None  # a is now the most recent
     c.put(b"c", {"Y": np.zeros(1)})
     assert c.get(b"b") is None and c.get(b"a") is not None and len(c) == 2
-    from repoforge.runtime import plugins
+    from repoforge.runtime.plugins import result_cache as plugins
 
     now = plugins.time.monotonic()
     monkeypatch.setattr(plugins.time, "monotonic", lambda: now + 11)

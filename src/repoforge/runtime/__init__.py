@@ -22,8 +22,8 @@ RUNNERS: dict[str, Any] = {
     "onnxruntime": _Lazy("repoforge.runtime.onnx_runner", "OnnxRunner"),
     "torchscript": _Lazy("repoforge.runtime.torchscript_runner", "TorchScriptRunner"),
     # plugins (spec `plugin:`), configured by the `repoforge_plugin` parameter
-    "features": _Lazy("repoforge.runtime.plugins", "FeaturesRunner"),
-    "result_cache": _Lazy("repoforge.runtime.plugins", "ResultCacheRunner"),
-    "semantic_cache": _Lazy("repoforge.runtime.plugins", "SemanticCacheRunner"),
-    "router": _Lazy("repoforge.runtime.plugins", "RouterRunner"),
+    "features": _Lazy("repoforge.runtime.plugins.features", "FeaturesRunner"),
+    "result_cache": _Lazy("repoforge.runtime.plugins.result_cache", "ResultCacheRunner"),
+    "semantic_cache": _Lazy("repoforge.runtime.plugins.semantic_cache", "SemanticCacheRunner"),
+    "router": _Lazy("repoforge.runtime.plugins.router", "RouterRunner"),
 }

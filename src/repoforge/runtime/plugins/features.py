@@ -1,0 +1,70 @@
+"""The `features` plugin: online feature lookups and hashing in front of a model.
+
+Metrics: `repoforge_feature_lookup_total{model,result=hit|miss|error|skipped}`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from repoforge.runtime.plugins._common import (
+    Metrics,
+    plugin_config,
+)
+from repoforge.runtime.triton_model import (
+    ModelArgs,
+    run_batched,
+)
+from repoforge.spec.plugins import (
+    FeaturesPlugin,
+)
+
+
+class FeaturesRunner:
+    """Raw columns → FEATURES (FP32 rows × dim) with one pipeline call (and one Redis MGET) per batch."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        from repoforge.features.pipeline import FeaturePipeline
+
+        self.args = ModelArgs.parse(args)
+        cfg = plugin_config(self.args)
+        if not isinstance(cfg, FeaturesPlugin):
+            raise TypeError(f"{self.args.name}: runner 'features' got a {cfg.kind} config")
+        self.pipeline = FeaturePipeline(cfg)
+        self.metrics = Metrics(self.args.name)
+        self._seen = (0, 0, 0, 0)
+        self._lock = threading.Lock()
+
+    def _compute(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {self.pipeline.output_name: self.pipeline.transform(feed)}
+        self._export()
+        return out
+
+    def _export(self) -> None:
+        lk = self.pipeline.lookup
+        if lk is None:
+            return
+        s = lk.stats
+        now = (s.hits, s.misses, s.errors, s.skipped)
+        with self._lock:
+            delta = [a - b for a, b in zip(now, self._seen)]
+            self._seen = now
+        for result, d in zip(("hit", "miss", "error", "skipped"), delta):
+            if d:
+                self.metrics.inc("repoforge_feature_lookup_total",
+                                 "Online feature lookups: rows found/missing, batches answered with defaults (error, skipped)",
+                                 d, result=result)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return run_batched(requests, self.args, self._compute)
+
+    def finalize(self) -> None:
+        lk = self.pipeline.lookup if self.pipeline.config.lookup is not None else None
+        if lk is not None and lk._client is not None:
+            try:
+                lk._client.close()
+            except Exception:  # noqa: BLE001
+                pass

@@ -1,0 +1,223 @@
+"""The `router` plugin: A/B and canary splits by weight (sticky by key) and shadow traffic.
+
+Metrics: `repoforge_router_rows_total{model,route}`, `repoforge_router_weight{model,route}`,
+`repoforge_shadow_rows_total{model,shadow,outcome=agree|disagree}`,
+`repoforge_shadow_batches_total{model,shadow,outcome=ok|error|dropped}`, `repoforge_shadow_latency_us{model,shadow}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from repoforge.features.hashing import combine, stable_hash, to_unit
+from repoforge.runtime.plugins._common import (
+    Metrics,
+    call_model,
+    plugin_config,
+)
+from repoforge.runtime.triton_model import (
+    ModelArgs,
+    error_response,
+    pb_utils,
+    run_batched,
+)
+from repoforge.spec.plugins import (
+    RouterPlugin,
+)
+
+
+def route_rows(u: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Route index per row for uniform draws `u` in [0, 1) and non-negative weights (any scale)."""
+    w = np.asarray(weights, dtype=np.float64)
+    cum = np.cumsum(w)
+    total = cum[-1] if len(cum) else 0.0
+    if total <= 0:
+        return np.zeros(len(u), dtype=np.int32)
+    idx = np.searchsorted(cum / total, u, side="right")
+    # zero-weight routes at the end can never be picked: clamp to the last route with weight
+    last = int(np.nonzero(w > 0)[0][-1])
+    return np.minimum(idx, last).astype(np.int32)
+
+
+def sticky_draws(key: np.ndarray, rows: int) -> np.ndarray:
+    """Uniform [0, 1) per row from the stable hash of each row's key value(s)."""
+    k = np.asarray(key).reshape(rows, -1)
+    if k.shape[1] == 1:
+        return to_unit(stable_hash(k[:, 0]))
+    return to_unit(combine([stable_hash(k[:, j]) for j in range(k.shape[1])]))
+
+
+class RouterRunner:
+    """Splits rows between routes (weights, canary, sticky by key), shadows a copy, exports route metrics."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        self.args = ModelArgs.parse(args)
+        cfg = plugin_config(self.args)
+        if not isinstance(cfg, RouterPlugin):
+            raise TypeError(f"{self.args.name}: runner 'router' got a {cfg.kind} config")
+        self.cfg = cfg
+        self.targets = cfg.targets
+        self.weights = np.asarray(cfg.initial_weights(), dtype=np.float64)
+        self.digest = hashlib.sha1(cfg.model_dump_json().encode()).hexdigest()[:16]
+        self.state_path = os.path.join(os.environ.get("REPOFORGE_STATE_DIR") or tempfile.gettempdir(),
+                                       "repoforge-router", f"{os.getppid()}-{self.args.name}.json")
+        self._state_mtime = 0
+        self.data_inputs = [t for t in self.args.inputs if t.name != cfg.weights_input]
+        self.outputs = [t.name for t in self.args.outputs if t.name != cfg.route_output]
+        self.metrics = Metrics(self.args.name)
+        self.rng = np.random.default_rng()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self.shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow") if cfg.shadow else None
+        self._read_state()
+        self._export_weights()
+
+    # -- weights shared by every instance of this model (same server), changeable at run time --
+    def _read_state(self) -> None:
+        try:
+            st = os.stat(self.state_path)
+        except OSError:
+            return
+        if st.st_mtime_ns == self._state_mtime:
+            return
+        self._state_mtime = st.st_mtime_ns
+        try:
+            with open(self.state_path) as fh:
+                state = json.load(fh)
+            if state.get("digest") == self.digest and len(state.get("weights", [])) == len(self.targets):
+                self.weights = np.asarray(state["weights"], dtype=np.float64)
+                self._export_weights()
+        except (OSError, ValueError):
+            pass
+
+    def set_weights(self, weights: np.ndarray) -> None:
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if len(w) != len(self.targets) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"{self.cfg.weights_input} needs {len(self.targets)} non-negative weights with a positive sum, got {w.tolist()}")
+        self.weights = w / w.sum()
+        os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
+        tmp = f"{self.state_path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"digest": self.digest, "weights": self.weights.tolist()}, fh)
+        os.replace(tmp, self.state_path)
+        self._state_mtime = os.stat(self.state_path).st_mtime_ns
+        self._export_weights()
+
+    def _export_weights(self) -> None:
+        total = float(self.weights.sum()) or 1.0
+        for t, w in zip(self.targets, self.weights):
+            self.metrics.set("repoforge_router_weight", "Current traffic share of each route", float(w) / total, route=t.model)
+
+    # -- serving --
+    def execute(self, requests: list[Any]) -> list[Any]:
+        self._read_state()
+        pb = pb_utils()
+        ok: list[Any] = []
+        early: dict[int, Any] = {}
+        wname = self.cfg.weights_input
+        for i, r in enumerate(requests):
+            if wname:
+                t = pb.get_input_tensor_by_name(r, wname)
+                if t is not None:
+                    try:
+                        self.set_weights(t.as_numpy().reshape(-1, len(self.targets))[0])
+                    except ValueError as exc:
+                        early[i] = error_response(self.args.name, exc)
+                        continue
+            ok.append(r)
+        args = dataclasses.replace(self.args, inputs=self.data_inputs)
+        answered = iter(run_batched(ok, args, self._compute) if ok else [])
+        return [early[i] if i in early else next(answered) for i in range(len(requests))]
+
+    def _compute(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batched = self.args.max_batch_size > 0
+        first = next(iter(feed.values()))
+        rows = first.shape[0] if batched else 1
+        if self.cfg.sticky_key is not None:
+            key = feed[self.cfg.sticky_key]
+            u = sticky_draws(key if batched else key.reshape(1, -1), rows)
+        else:
+            u = self.rng.random(rows)
+        route = route_rows(u, self.weights)
+        outputs: dict[str, np.ndarray] = {}
+        for r in np.unique(route):
+            target = self.targets[int(r)]
+            sel = np.nonzero(route == r)[0]
+            part = {k: v[sel] for k, v in feed.items()} if batched else feed
+            got = call_model(target.model, target.version, part, self.outputs)
+            for name, value in got.items():
+                if not batched:
+                    outputs[name] = value
+                    continue
+                if name not in outputs:
+                    outputs[name] = np.empty((rows, *value.shape[1:]), dtype=value.dtype)
+                outputs[name][sel] = value
+            self.metrics.inc("repoforge_router_rows_total", "Rows sent to each route", len(sel), route=target.model)
+        if self.cfg.route_output:
+            outputs[self.cfg.route_output] = route.reshape(rows, 1) if batched else route.reshape(1)
+        if self.shadow_pool is not None:
+            self._shadow(feed, {k: outputs[k] for k in self.outputs})
+        return outputs
+
+    # -- shadow: never changes (or delays) the primary answer --
+    def _shadow(self, feed: dict[str, np.ndarray], primary: dict[str, np.ndarray]) -> None:
+        sh = self.cfg.shadow
+        assert sh is not None and self.shadow_pool is not None
+        if sh.percent < 100 and self.rng.random() * 100 >= sh.percent:
+            return
+        with self._lock:
+            if self._pending >= sh.max_pending:
+                self.metrics.inc("repoforge_shadow_batches_total", "Shadow batches by outcome", 1, shadow=sh.model, outcome="dropped")
+                return
+            self._pending += 1
+        feed_c = {k: np.array(v, copy=True) for k, v in feed.items()}
+        primary_c = {k: np.array(v, copy=True) for k, v in primary.items()}
+        try:
+            self.shadow_pool.submit(self._shadow_call, feed_c, primary_c)
+        except RuntimeError:  # pool shut down
+            with self._lock:
+                self._pending -= 1
+
+    def _shadow_call(self, feed: dict[str, np.ndarray], primary: dict[str, np.ndarray]) -> None:
+        sh = self.cfg.shadow
+        assert sh is not None
+        m = self.metrics
+        t0 = time.perf_counter()
+        try:
+            got = call_model(sh.model, sh.version, feed, self.outputs, timeout_us=sh.timeout_ms * 1000)
+            rows = next(iter(primary.values())).shape[0] if self.args.max_batch_size > 0 else 1
+            agree = np.ones(rows, dtype=bool)
+            for name, p in primary.items():
+                s = got[name]
+                if s.shape != p.shape:
+                    agree[:] = False
+                    break
+                if p.dtype == np.object_:
+                    same = (s == p)
+                else:
+                    same = np.isclose(s.astype(np.float64), p.astype(np.float64), rtol=sh.rtol, atol=sh.atol)
+                agree &= np.asarray(same).reshape(rows, -1).all(axis=1)
+            n_agree = int(agree.sum())
+            m.inc("repoforge_shadow_rows_total", "Shadow rows that agree/disagree with the primary answer", n_agree, shadow=sh.model, outcome="agree")
+            m.inc("repoforge_shadow_rows_total", "Shadow rows that agree/disagree with the primary answer", rows - n_agree, shadow=sh.model, outcome="disagree")
+            m.inc("repoforge_shadow_batches_total", "Shadow batches by outcome", 1, shadow=sh.model, outcome="ok")
+        except Exception:  # noqa: BLE001 - a failing shadow is only a metric
+            m.inc("repoforge_shadow_batches_total", "Shadow batches by outcome", 1, shadow=sh.model, outcome="error")
+        finally:
+            m.observe("repoforge_shadow_latency_us", "Shadow call latency in microseconds", (time.perf_counter() - t0) * 1e6, shadow=sh.model)
+            with self._lock:
+                self._pending -= 1
+
+    def finalize(self) -> None:
+        if self.shadow_pool is not None:
+            self.shadow_pool.shutdown(wait=False, cancel_futures=True)

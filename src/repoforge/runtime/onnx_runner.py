@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from repoforge.contract import MODEL_FILE_PARAMETER
 from repoforge.runtime.threads import AUTO, choose, parse_setting, timed
 from repoforge.runtime.triton_model import ModelArgs, log_info, run_batched
 
@@ -32,7 +33,7 @@ class OnnxRunner:
     def initialize(self, args: dict[str, str]) -> None:
         self.args = ModelArgs.parse(args)
         p = self.args.parameters
-        path = os.path.join(self.args.repository, self.args.version, p.get("repoforge_model_file", "model.onnx"))
+        path = os.path.join(self.args.repository, self.args.version, p.get(MODEL_FILE_PARAMETER, "model.onnx"))
         setting = p.get("intra_op_threads", AUTO)
         fixed = parse_setting(setting)
         self.output_names = [t.name for t in self.args.outputs]

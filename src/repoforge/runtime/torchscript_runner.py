@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from repoforge.contract import MODEL_FILE_PARAMETER
 from repoforge.runtime.threads import AUTO, choose, parse_setting, timed
 from repoforge.runtime.triton_model import ModelArgs, log_info, run_batched
 
@@ -22,7 +23,7 @@ class TorchScriptRunner:
         setting = p.get("intra_op_threads", AUTO)
         fixed = parse_setting(setting)
         torch.set_num_threads(1 if fixed is None else fixed or torch.get_num_threads())
-        path = os.path.join(self.args.repository, self.args.version, p.get("repoforge_model_file", "model.pt"))
+        path = os.path.join(self.args.repository, self.args.version, p.get(MODEL_FILE_PARAMETER, "model.pt"))
         self.module = torch.jit.load(path, map_location="cpu").eval()
         probe = self.args.probe_feed()
         choice = choose(setting, self.args.instances, lambda: timed(lambda: self._compute(dict(probe))))

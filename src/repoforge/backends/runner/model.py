@@ -3,13 +3,14 @@
 # Python environment that Triton's python backend stub runs (the first python3 on its PATH).
 import json
 
+from repoforge.contract import DEFAULT_RUNNER, RUNNER_PARAMETER
 from repoforge.runtime import RUNNERS
 
 
 class TritonPythonModel:
     def initialize(self, args):
         params = json.loads(args["model_config"]).get("parameters", {})
-        runner = params.get("repoforge_runner", {}).get("string_value", "onnxruntime")
+        runner = params.get(RUNNER_PARAMETER, {}).get("string_value", DEFAULT_RUNNER)
         self.impl = RUNNERS[runner]()
         self.impl.initialize(args)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from repoforge.contract import PLUGIN_PARAMETER
 from repoforge.runtime.triton_model import (
     ModelArgs,
     _to_triton,
@@ -65,9 +66,9 @@ class Metrics:
 
 
 def plugin_config(args: ModelArgs) -> Any:
-    raw = args.parameters.get("repoforge_plugin")
+    raw = args.parameters.get(PLUGIN_PARAMETER)
     if not raw:
-        raise ValueError(f"{args.name}: config parameter repoforge_plugin is missing (build the repository with repoforge)")
+        raise ValueError(f"{args.name}: config parameter {PLUGIN_PARAMETER} is missing (build the repository with repoforge)")
     return parse_plugin(raw)
 
 

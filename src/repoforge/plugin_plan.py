@@ -7,6 +7,7 @@ Called from `repoforge.plan.make_plan`; problems go to its checker with exact sp
 
 from __future__ import annotations
 
+from importlib import resources
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,8 @@ PLUGIN_PARAMETER = "repoforge_plugin"
 # Used when neither the model nor `defaults:` sets max_batch_size (features); result_cache and router
 # follow the model(s) they call.
 DEFAULT_PLUGIN_MAX_BATCH_SIZE = 64
-GLUE = Path(__file__).resolve().parent / "backends" / "runner" / "model.py"  # the runner glue every plugin model ships
+# the runner glue every plugin model ships (repoforge.backends is the top-level backends/ folder)
+GLUE = Path(str(resources.files("repoforge.backends").joinpath("runner/model.py")))
 
 
 def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: str) -> ModelPlan:

@@ -1,0 +1,1 @@
+"""Triton names, the spec <-> config.pbtxt codec, the repository reader and writer."""

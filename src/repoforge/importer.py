@@ -49,6 +49,7 @@ from repoforge import __version__
 from repoforge.errors import BuildError, Problem, RepoforgeError, SpecError
 from repoforge.lint.rules import NON_VERSION_DIRS, Layout, autocomplete
 from repoforge.output import MANIFEST
+from repoforge.repo_readme import REPO_README
 from repoforge.plan import make_plan
 from repoforge.plugin_plan import GLUE, PLUGIN_PARAMETER
 from repoforge.spec import load_spec
@@ -892,7 +893,8 @@ def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str])
     found = []
     for d in sorted(repo.iterdir(), key=lambda p: p.name.encode()):
         if not d.is_dir():
-            if d.name != MANIFEST:
+            # repoforge's own lock file and README are rewritten by the build, not carried
+            if d.name != MANIFEST and not (d.name == REPO_README and (repo / MANIFEST).is_file()):
                 root_files.append(str(d))  # reported after mapping, unless a model uses it (a label file)
             continue
         if d.name.startswith("."):

@@ -35,6 +35,7 @@ from repoforge import __version__
 from repoforge.errors import BuildError, Problem, SpecError
 from repoforge.output import MANIFEST, atomic_dir, check_destination, write_manifest
 from repoforge.plan import Device, ModelPlan, RepositoryPlan, detect_device, make_plan
+from repoforge.repo_readme import REPO_README, torchserve_readme
 from repoforge.spec.load import LoadedSpec
 from repoforge.torchserve import config as tsc
 from repoforge.torchserve.eager import EagerLoadError, load_eager, split_model_file
@@ -351,6 +352,7 @@ def build_torchserve(loaded: LoadedSpec, output: str | Path, *, force: bool = Fa
             war = _write_workflow(e, spec, wiring, stage, wf_store)
             wars[e.name] = out.resolve() / "wf-store" / war.name
         (tmp / "config.properties").write_text(tsc.config_properties(sorted(mars)))
+        (tmp / REPO_README).write_text(torchserve_readme(plan, sorted(mars), sorted(wars)))
         shutil.rmtree(stage, ignore_errors=True)
         manifest = write_manifest(tmp, {
             "repoforge_version": __version__,

@@ -14,6 +14,7 @@ from repoforge import __version__
 from repoforge.errors import BuildError
 from repoforge.output import MANIFEST, atomic_dir, check_destination, write_manifest
 from repoforge.plan import ModelPlan, RepositoryPlan
+from repoforge.repo_readme import REPO_README, triton_readme
 from repoforge.triton.config import build_config, parse_config, to_text
 
 TRITON_TARGET = "2.51.0"  # the server whose schema (tritonclient's model_config_pb2) the configs are built against
@@ -83,6 +84,7 @@ def write_repository(plan: RepositoryPlan, out: Path, *, force: bool = False,
             for version, src in sorted(model.versions.items()):
                 _write_version(model, mdir / str(version), src)
         _lint_or_refuse(tmp, plan)
+        (tmp / REPO_README).write_text(triton_readme(plan))  # launch, curl and perf-gate commands
         manifest = write_manifest(tmp, {
             "repoforge_version": __version__,
             "triton_schema": f"tritonclient {dist_version('tritonclient')}",

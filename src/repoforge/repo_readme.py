@@ -1,0 +1,73 @@
+"""The README.md written into every built repository: how to launch it, smoke-test it with curl and gate its
+speed, with the model's own input names and shapes (rendered from `model_repo_templates/README.md.j2`)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from repoforge import __version__
+from repoforge.plan import ModelPlan, RepositoryPlan
+from repoforge.templates import render
+
+REPO_README = "README.md"
+
+# The NGC image whose Triton matches the bundled 2.51 (release 24.10).
+NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+
+
+def _zeros(t: Any, batched: bool) -> tuple[list[int], list[Any]]:
+    """One all-zero row of tensor `t` (variable dims become 1): its shape and flat data."""
+    dims = [1 if d < 0 else d for d in t.dims]
+    shape = ([1] if batched else []) + dims
+    n = 1
+    for d in shape:
+        n *= d
+    zero: Any = "" if t.dtype == "BYTES" else (False if t.dtype == "BOOL" else 0)
+    return shape, [zero] * n
+
+
+def triton_smoke_body(m: ModelPlan) -> str:
+    """A KServe v2 JSON request of zeros for every required input of `m`."""
+    inputs = []
+    for t in m.inputs:
+        if t.optional:
+            continue
+        shape, data = _zeros(t, m.max_batch_size > 0)
+        inputs.append({"name": t.name, "shape": shape, "datatype": t.dtype, "data": data})
+    return json.dumps({"inputs": inputs}, separators=(",", ":"))
+
+
+def torchserve_smoke_body(m: ModelPlan) -> str:
+    """repoforge's handler's JSON body (`{"data": {"<input>": rows}}`) of one zero row per input."""
+    data = {}
+    for t in m.inputs:
+        if t.optional:
+            continue
+        dims = [1 if d < 0 else d for d in t.dims]
+        row: Any = "" if t.dtype == "BYTES" else 0
+        for d in reversed(dims):
+            row = [row] * d
+        data[t.name] = [row]
+    return json.dumps({"data": data}, separators=(",", ":"))
+
+
+def _smokable(m: ModelPlan) -> bool:
+    decoupled = bool(m.spec.model_transaction_policy and m.spec.model_transaction_policy.decoupled)
+    return bool(m.inputs) and not m.spec.sequence_batching and not decoupled
+
+
+def triton_readme(plan: RepositoryPlan) -> str:
+    models = [{"name": m.name, "format": m.format, "body": shlex.quote(triton_smoke_body(m)), "smoke": _smokable(m)}
+              for m in plan.models]
+    return render("README.md", target="triton", repository=plan.name, device=plan.device, version=__version__,
+                  models=models, image=NGC_IMAGE, perf_model=next((m["name"] for m in models if m["smoke"]), None))
+
+
+def torchserve_readme(plan: RepositoryPlan, archives: list[str], workflows: list[str]) -> str:
+    by_name = {m.name: m for m in plan.models}
+    models = [{"name": n, "format": by_name[n].format, "body": shlex.quote(torchserve_smoke_body(by_name[n])),
+               "smoke": _smokable(by_name[n])} for n in archives]
+    return render("README.md", target="torchserve", repository=plan.name, device=plan.device, version=__version__,
+                  models=models, workflows=workflows, perf_model=next((m["name"] for m in models if m["smoke"]), None))

@@ -4,6 +4,7 @@ report, and gate it against a baseline. The CLI only parses flags and prints wha
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +13,48 @@ from typing import Callable, Literal
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from repoforge.perf.analyzer import PerfError, PerfOptions, run, run_calibrated
+from repoforge.perf.analyzer import PerfError, PerfOptions, parse_concurrency, run, run_calibrated
 from repoforge.perf.baseline import Baseline, GateResult, compare, update_baseline
 from repoforge.perf.report import PerfReport, write_report
 
 Progress = Callable[[str], None]
+
+
+class PerfArgumentError(PerfError):
+    """A wrong argument found before anything is started; ``param`` names it (the CLI makes this click's
+    usage error, exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+_HOST_PORT = re.compile(r"^(https?://)?[A-Za-z0-9.\-]+:\d+/?$|^(https?://)?\[[0-9A-Fa-f:]+\]:\d+/?$")
+
+
+def check_arguments(target: str | Path, *, concurrency: str | list[int] = "1:16:2", request_rate: list[float] | None = None,
+                    baseline: str | Path | None = None, update: bool = False) -> None:
+    """Fail at once, before a server starts or perf_analyzer runs, on what would only fail later: a
+    TARGET that is neither a repository folder nor host:port (e.g. the spec file), a malformed
+    concurrency, or a baseline file that does not exist when the run is to be compared with it."""
+    path = Path(target)
+    if path.is_file():
+        hint = (f"build it first (repoforge build {path} -o repo) and measure the folder, or give a running server's host:port"
+                if path.suffix in (".yaml", ".yml") else "give a repository folder or a running server's host:port")
+        raise PerfArgumentError("TARGET", f"{path} is a file, but perf measures a built repository folder or a server URL; {hint}")
+    if not path.is_dir() and not _HOST_PORT.match(str(target).strip()):
+        raise PerfArgumentError("TARGET", f"{target!r} is neither a repository folder nor a server's host:port (e.g. 127.0.0.1:8000)")
+    try:
+        parse_concurrency(concurrency)
+    except PerfError as exc:
+        raise PerfArgumentError("--concurrency", str(exc)) from None
+    if request_rate is not None and (not request_rate or any(r <= 0 for r in request_rate)):
+        raise PerfArgumentError("--request-rate", f"bad request rate {request_rate!r}: values must be > 0")
+    if baseline is not None and not update and not Path(baseline).is_file():
+        raise PerfArgumentError("--baseline", f"baseline {baseline} does not exist; record it first with --update-baseline "
+                                              "(or pass the path of the committed baseline)")
 
 
 @dataclass
@@ -110,7 +148,7 @@ def _torchserve_target(output: Path, models: list[str], say: Progress) -> Iterat
 def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "both"] = "grpc",
          concurrency: str | list[int] = "1:16:2", request_rate: list[float] | None = None, batch_size: int = 1,
          shapes: dict[str, list[int]] | None = None, input_data: Path | None = None,
-         measurement_interval_ms: int = 3000, stability_percentage: float | None = None,
+         measurement_interval_ms: int = 3000, stability_percentage: float | None = None, max_trials: int | None = None,
          calibration_model: str | None = None, output: str | Path = "perf-report",
          baseline: str | Path | None = None, tolerance: float = 0.15, update: bool = False,
          grpc_url: str | None = None, plots: bool = True, progress: Progress | None = None) -> PerfResult:
@@ -119,6 +157,7 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
     With `baseline`, the run is compared against it (GateResult.passed tells the CI gate); with
     `update`, the baseline file is (re)written from this run instead.
     """
+    check_arguments(target, concurrency=concurrency, request_rate=request_rate, baseline=baseline, update=update)
     say = progress or (lambda _m: None)
     protocols: list[Literal["grpc", "http"]] = ["http", "grpc"] if protocol == "both" else [protocol]  # type: ignore[list-item]
     wanted = [model] + ([calibration_model] if calibration_model else [])
@@ -133,7 +172,8 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
                                concurrency=concurrency, request_rate=request_rate, batch_size=batch_size,
                                shapes=shapes or {}, measurement_interval_ms=measurement_interval_ms,
                                input_data=input_data or (ep.input_data or {}).get(model),
-                               stability_percentage=stability_percentage, service_kind=ep.service_kind)
+                               stability_percentage=stability_percentage, max_trials=max_trials,
+                               service_kind=ep.service_kind)
             say(f"perf_analyzer {proto} → {opts.url}, {model}, {'request rate' if request_rate else 'concurrency'} "
                 f"{', '.join(str(x) for x in opts.loads)}")
             if calibration_model:
@@ -152,7 +192,5 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
             update_baseline(baseline, report)
             say(f"baseline written to {baseline}")
         else:
-            if not Path(baseline).exists():
-                raise PerfError(f"baseline {baseline} does not exist; create it with --update-baseline")
             gate = compare(report, Baseline.load(baseline), tolerance)
     return PerfResult(report, files, gate)

@@ -169,7 +169,7 @@ class PerfReport:
         return (
             "The server answered from its response cache (the CSV has cache-hit times): perf_analyzer sends the same "
             "input every request, so these numbers measure the cache, not the model. Measure without `response_cache` "
-            "(or without --cache-config) for compute numbers."
+            "(`response_cache: false` in the spec, or measure a repository folder, which repoforge serves with the cache off) for compute numbers."
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,14 +8,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.perf.analyzer import PerfError, PerfOptions, parse_concurrency, run, run_calibrated
 from repoforge.perf.baseline import Baseline, GateResult, compare, update_baseline
-from repoforge.perf.report import PerfReport, write_report
+from repoforge.perf.report import PerfReport, host_load, write_report
 
 Progress = Callable[[str], None]
 
@@ -71,6 +71,10 @@ class _Endpoints:
     configs: dict[str, mc.ModelConfig | None]
     service_kind: Literal["triton", "torchserve"] = "triton"
     input_data: dict[str, Path] | None = None  # torchserve: perf_analyzer's data file per model
+    #: torchserve: the request body per model (kept beside the report), its metrics URL, and its batching
+    requests: dict[str, str] | None = None
+    metrics_url: str | None = None
+    batching: dict[str, dict[str, Any] | None] | None = None
 
 
 def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
@@ -117,6 +121,22 @@ def _target(target: str | Path, models: list[str], grpc_url: str | None, say: Pr
     yield _Endpoints(http_url, grpc_url, {m: _config_from_server(http_url, m) for m in models})
 
 
+def perf_data(request: Path) -> str:
+    """perf_analyzer's input-data file for TorchServe: it posts the file named here as the body."""
+    import json
+
+    return json.dumps({"data": [{"TORCHSERVE_INPUT": [str(request)]}]})
+
+
+def torchserve_batching(archived: dict[str, Any]) -> dict[str, Any] | None:
+    """A .mar's model-config.yaml batching (batchSize, maxBatchDelay ms) as the report explains it."""
+    size, delay = int(archived.get("batchSize") or 1), float(archived.get("maxBatchDelay") or 0)
+    if size <= 1 or delay <= 0:
+        return None
+    return {"delay_ms": delay, "full_batch": size,
+            "source": f"maxBatchDelay {delay:g} ms, batchSize {size} in the archive's model-config.yaml"}
+
+
 @contextlib.contextmanager
 def _torchserve_target(output: Path, models: list[str], say: Progress) -> Iterator[_Endpoints]:
     """A TorchServe build: perf_analyzer's torchserve mode posts a JSON file, so one request per model is
@@ -133,16 +153,22 @@ def _torchserve_target(output: Path, models: list[str], say: Progress) -> Iterat
         raise PerfError(f"model '{missing[0]}' is not in {output}/model-store; it has {', '.join(sorted(mars))}")
     with tempfile.TemporaryDirectory(prefix="repoforge-perf-ts-") as tmp:
         data: dict[str, Path] = {}
+        requests: dict[str, str] = {}
+        batching: dict[str, dict[str, Any] | None] = {}
         for m in models:
+            archived = archived_config(mars[m])
             body = Path(tmp) / f"{m}.request.json"
-            body.write_text(json.dumps(random_request(archived_config(mars[m]).get("handler", {}))))
+            requests[m] = json.dumps(random_request(archived.get("handler", {})))
+            body.write_text(requests[m])
             data[m] = Path(tmp) / f"{m}.perf-data.json"
-            data[m].write_text(json.dumps({"data": [{"TORCHSERVE_INPUT": [str(body)]}]}))
+            data[m].write_text(perf_data(body))
+            batching[m] = torchserve_batching(archived)
         say(f"starting TorchServe on {output} (127.0.0.1, token auth off for the measurement)")
         with TorchServeServer(output, models=[f"{m}.mar" for m in models], disable_token_auth=True) as server:
             url = server.inference_url.removeprefix("http://")
             say(f"TorchServe ready at {server.inference_url}")
-            yield _Endpoints(url, url, {m: None for m in models}, "torchserve", data)
+            yield _Endpoints(url, url, {m: None for m in models}, "torchserve", data, requests,
+                             f"{server.metrics_url}/metrics", batching)
 
 
 def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "both"] = "grpc",
@@ -162,6 +188,7 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
     protocols: list[Literal["grpc", "http"]] = ["http", "grpc"] if protocol == "both" else [protocol]  # type: ignore[list-item]
     wanted = [model] + ([calibration_model] if calibration_model else [])
     with _target(target, wanted, grpc_url, say) as ep:
+        start = host_load()
         options, points, calib_points = [], [], []
         if ep.service_kind == "torchserve":
             if protocol == "both":
@@ -173,7 +200,7 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
                                shapes=shapes or {}, measurement_interval_ms=measurement_interval_ms,
                                input_data=input_data or (ep.input_data or {}).get(model),
                                stability_percentage=stability_percentage, max_trials=max_trials,
-                               service_kind=ep.service_kind)
+                               service_kind=ep.service_kind, metrics_url=ep.metrics_url)
             say(f"perf_analyzer {proto} → {opts.url}, {model}, {'request rate' if request_rate else 'concurrency'} "
                 f"{', '.join(str(x) for x in opts.loads)}")
             if calibration_model:
@@ -184,8 +211,15 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
             options.append(opts)
             points += pts
         report = PerfReport.from_runs(options, points, ep.configs[model], calibration_model=calibration_model,
-                                      calibration_points=calib_points)
-    files = write_report(report, output, plots=plots)
+                                      calibration_points=calib_points, host_start=start,
+                                      batching=(ep.batching or {}).get(model))
+    extra: dict[str, str] = {}
+    if ep.requests and model in ep.requests and input_data is None:  # made for this run: keep it with the report
+        body = Path(output).absolute() / f"{model}.request.json"
+        extra = {body.name: ep.requests[model], f"{model}.perf-data.json": perf_data(body)}
+        report.settings["input_data"] = str(body.with_name(f"{model}.perf-data.json"))
+        report.settings["request_file"] = str(body)
+    files = write_report(report, output, plots=plots, extra_files=extra)
     gate = None
     if baseline is not None:
         if update:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,93 @@ def test_nothing_feasible_gives_no_best(fake: tuple[Any, list[Any]]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Confirming the pick: pure functions on given measurements
+# --------------------------------------------------------------------------------------------
+def _measured(mbs: int, *throughputs: float, p99: float = 2.0, budget: float = 5.0) -> Trial:
+    t = Trial(Candidate(mbs, "max", 0, 1))
+    t.samples = [{"throughput": tp, "p50_ms": p99 / 2, "p99_ms": p99} for tp in throughputs]
+    t.runs = len(throughputs)
+    t.throughput = statistics.median(throughputs)
+    t.p50_ms, t.p99_ms, t.feasible = p99 / 2, p99, p99 <= budget
+    return t
+
+
+def test_confirmation_alternates_and_includes_the_current_config() -> None:
+    a, b, c, cur = _measured(8, 1), _measured(16, 1), _measured(32, 1), _measured(64, 1)
+    assert [t.candidate.max_batch_size for t in tune_mod.confirmation_schedule([a, b, c], 7)] == [8, 16, 32, 32, 16, 8, 8]
+    assert tune_mod.confirmation_schedule([a], 0) == [] and tune_mod.confirmation_schedule([], 3) == []
+    assert tune_mod.finalists([a, b, c], cur, 2) == [a, b, cur]
+    assert tune_mod.finalists([a, b, c], b, 2) == [a, b]  # already a finalist: not twice
+    over = _measured(64, 1, p99=9.0)
+    assert tune_mod.finalists([a, b], over, 2) == [a, b]  # the current config is over budget: not a finalist
+
+
+def test_the_pick_is_a_re_measured_median_never_one_lucky_run() -> None:
+    lucky = _measured(8, 3000)  # measured once
+    steady = _measured(16, 2100, 2000, 2050)
+    fell = _measured(32, 2900, 1000, 1100)  # a lucky first run, then its real speed
+    over = _measured(64, 4000, 4100, 3900, p99=9.0)
+    best = tune_mod.pick_confirmed([lucky, steady, fell, over])
+    assert best is steady and best.throughput == 2050 and best.spread == (2000, 2100)
+    assert tune_mod.pick_confirmed([lucky]) is None
+    assert "2,050 infer/s (2,000–2,100 over 3 runs)" in steady.describe()
+
+
+def test_verdict_says_when_the_current_config_is_within_noise() -> None:
+    best = _measured(16, 2100, 2000, 2050)
+    same = _measured(8, 1990, 2040, 2010)  # its runs overlap the best's
+    worse = _measured(8, 1500, 1550, 1520)
+    assert tune_mod.within_noise(best, same) and not tune_mod.within_noise(best, worse)
+    assert tune_mod.verdict(best, same, 5.0).startswith("the current config is already as good as any found")
+    assert tune_mod.verdict(best, best, 5.0) == "the current config is already as good as any found"
+    assert "beats the current config by +35%" in tune_mod.verdict(best, worse, 5.0)
+    assert "over the 5 ms budget" in tune_mod.verdict(best, _measured(8, 9000, p99=7.0), 5.0)
+
+
+def test_coordinate_never_picks_an_unconfirmed_single_run(fake: tuple[Any, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """mbs 32 and 64 get a lucky first run and are the two re-measured; mbs 16 (2,200, measured once) then
+    ranks above their averages. The pick must be among the re-measured; with runs for every finalist,
+    the medians expose the lucky ones and mbs 16 wins on its re-measured median."""
+    server, _ = fake
+    first = {8: 1000.0, 16: 2200.0, 32: 3000.0, 64: 2900.0}
+    later = {8: 1000.0, 16: 2200.0, 32: 1000.0, 64: 1000.0}
+    seen: dict[int, int] = {}
+
+    def scripted(opts: PerfOptions, cfg: Any, progress: Any = None) -> list[PerfPoint]:
+        mbs = server.served.max_batch_size
+        seen[mbs] = seen.get(mbs, 0) + 1
+        tp = first[mbs] if seen[mbs] == 1 else later[mbs]
+        return [PerfPoint(concurrency=16, throughput=tp, p50_ms=1.0, p90_ms=1.0, p95_ms=1.0, p99_ms=1.0)]
+
+    monkeypatch.setattr(tune_mod, "run", scripted)
+    space = TuneSpace(max_batch_sizes=(8, 16, 32, 64), preferred=("max",), max_queue_delays_us=(0,), instance_counts=(1,))
+    start = Candidate(8, "max", 0, 1)
+    t = _tuner(server, 5.0, 6)
+    t.coordinate(space, start, confirm=2)
+    assert seen == {8: 1, 16: 1, 32: 2, 64: 2}  # the search measured all four; 32 and 64 were re-measured
+    best = t.best()
+    assert best is not None and best.runs >= 2 and best.candidate.max_batch_size in (32, 64)
+
+    seen.clear()
+    t = _tuner(server, 5.0, 4 + 8)
+    t.coordinate(space, start, confirm=8)
+    best = t.best()
+    assert best is not None and best.candidate.max_batch_size == 16 and best.runs == 3 and best.throughput == 2200
+    assert [f.candidate.max_batch_size for f in t.finalists] == [32, 64, 16, 8]  # top 3 and the current config
+    assert seen == {8: 3, 16: 3, 32: 3, 64: 3}
+
+
+def test_pareto_plot_draws_the_front_and_labels_every_point() -> None:
+    trials = [_measured(mbs, tp, p99=p99) for mbs, tp, p99 in [(8, 100, 1.0), (16, 90, 2.0), (32, 200, 3.0), (64, 300, 9.0)]]
+    result = tune_mod.TuneResult("m", "grid", 5.0, 16, trials, trials[2], 4, 4, 4, 1, 1.0, finalists=[trials[2]])
+    ax = tune_mod.pareto_figure(result).axes[0]
+    front = next(line for line in ax.lines if line.get_label() == "feasible Pareto front")
+    assert front.get_linestyle() == "-" and list(front.get_xdata()) == [1.0, 3.0]
+    assert {t.get_text() for t in ax.texts} >= {t.candidate.short_label() for t in trials}
+    assert "32/[32]/0us/x1" in {t.get_text() for t in ax.texts}
+
+
+# --------------------------------------------------------------------------------------------
 # Integration: a real tritonserver
 # --------------------------------------------------------------------------------------------
 def _merge_patch(spec_text: str, patch_text: str) -> str:
@@ -220,7 +308,7 @@ def test_tune_reloads_one_server_and_writes_patch_and_plot(tmp_path: Path, monke
     space = TuneSpace(max_batch_sizes=(16, 32), preferred=("none", "max"), max_queue_delays_us=(0, 20000), instance_counts=(1,))
     out = tmp_path / "tune-out"
     result = tune(TABULAR, "classifier", latency_budget_ms=15.0, space=space, concurrency=4, measurement_interval_ms=500,
-                  max_trials=4, max_runs=4, confirm=1, output=out)  # fmt: skip
+                  max_trials=4, max_runs=4, confirm=2, output=out)  # fmt: skip
 
     assert starts == ["explicit"]  # one server for the whole search
     assert result.server_starts == 1

@@ -229,6 +229,7 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
 @click.option("--input-data", type=click.Path(exists=True, path_type=Path), default=None, help="perf_analyzer JSON input data (default: random).")
 @click.option("--measurement-interval", type=int, default=3000, show_default=True, help="Window length in ms.")
 @click.option("--stability-percentage", type=float, default=None, help="Allowed spread between windows (default 30 on small hosts).")
+@click.option("--max-trials", type=click.IntRange(min=3), default=None, help="Windows perf_analyzer tries per point for 3 stable ones (default 10).")
 @click.option("--calibration-model", default=None, help="A model measured alternately in the same run; the gate then compares ratios (stable on noisy CI).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("perf-report"), show_default=True)
 @click.option("--baseline", type=click.Path(path_type=Path), default=None, help="Compare against this baseline JSON; exit 1 on a regression.")
@@ -238,8 +239,8 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
 @click.option("--json", "as_json", is_flag=True, help="Print the report (and gate) as JSON.")
 def perf(target: str, model: str, protocol: str, concurrency: str, request_rate: str | None, batch_size: int,
          shape: tuple[str, ...], input_data: Path | None, measurement_interval: int, stability_percentage: float | None,
-         calibration_model: str | None, output: Path, baseline: Path | None, tolerance: float, update_baseline: bool,
-         grpc_url: str | None, as_json: bool) -> None:
+         max_trials: int | None, calibration_model: str | None, output: Path, baseline: Path | None, tolerance: float,
+         update_baseline: bool, grpc_url: str | None, as_json: bool) -> None:
     """Measure MODEL with perf_analyzer. TARGET is a repository directory (served for the run) or the
     HTTP host:port of a running Triton.
 
@@ -249,17 +250,24 @@ def perf(target: str, model: str, protocol: str, concurrency: str, request_rate:
     CI gate:  repoforge perf repo -m MODEL --baseline perf-baseline.json --update-baseline   (once)
               repoforge perf repo -m MODEL --baseline perf-baseline.json --tolerance 0.15   (exit 1 on regression)
     """
-    from repoforge.perf.analyzer import parse_concurrency
-    from repoforge.perf.command import perf as do_perf
+    from repoforge.perf.analyzer import PerfError, parse_concurrency
+    from repoforge.perf.command import PerfArgumentError, check_arguments, perf as do_perf
 
     if update_baseline and baseline is None:
         raise click.UsageError("--update-baseline needs --baseline FILE")
-    rates = [float(r) for r in parse_concurrency(request_rate)] if request_rate else None
+    try:
+        rates = [float(r) for r in parse_concurrency(request_rate)] if request_rate else None
+    except PerfError as exc:
+        raise click.BadParameter(str(exc).replace("concurrency", "request rate"), param_hint="'--request-rate'") from None
+    try:
+        check_arguments(target, concurrency=concurrency, request_rate=rates, baseline=baseline, update=update_baseline)
+    except PerfArgumentError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{exc.param}'") from None
     result = _run(do_perf, target, model, protocol=protocol, concurrency=concurrency, request_rate=rates,
                   batch_size=batch_size, shapes=_shape_option(shape), input_data=input_data,
                   measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
-                  calibration_model=calibration_model, output=output, baseline=baseline, tolerance=tolerance,
-                  update=update_baseline, grpc_url=grpc_url, progress=_progress(as_json))
+                  max_trials=max_trials, calibration_model=calibration_model, output=output, baseline=baseline,
+                  tolerance=tolerance, update=update_baseline, grpc_url=grpc_url, progress=_progress(as_json))
     if as_json:
         data = result.report.to_dict()
         if result.gate is not None:
@@ -270,27 +278,29 @@ def perf(target: str, model: str, protocol: str, concurrency: str, request_rate:
         for p in result.report.points:
             click.echo(f"{p.protocol:<9}{p.load:>6g}{p.throughput:>11,.0f}{p.p50_ms:>9.2f}{p.p99_ms:>9.2f}")
         click.echo(f"report: {output / 'report.md'} (+ report.json, plots)")
-    if result.gate is not None:
+    if result.gate is not None:  # the table, then the verdict once (on stderr, where CI logs look for it)
         if not as_json:
-            click.echo(result.gate.format_table())
+            click.echo(result.gate.format_table(verdict=False))
         if not result.gate.passed:
             _fail(RepoforgeError(result.gate.summary()), 1)
         click.echo(result.gate.summary(), err=True)
 
 
 @main.command()
-@click.argument("spec", type=click.Path(exists=True, path_type=Path))
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-m", "--model", required=True, help="Model whose batching and instances to tune.")
 @click.option("--latency-budget-ms", type=float, required=True, help="p99 budget at the target concurrency.")
 @click.option("--concurrency", type=int, default=16, show_default=True, help="Load the throughput is maximised at.")
 @click.option("--search", type=click.Choice(["coordinate", "grid"]), default="coordinate", show_default=True,
               help="coordinate: ~10% of the grid's perf runs; grid: measure every configuration.")
 @click.option("--measurement-interval", type=int, default=3000, show_default=True, help="perf_analyzer window in ms.")
+@click.option("--stability-percentage", type=float, default=None, help="Allowed spread between windows (default 50 on small hosts).")
+@click.option("--max-trials", type=click.IntRange(min=3), default=5, show_default=True, help="Windows perf_analyzer tries per run.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("tune-report"), show_default=True,
               help="Writes tune.json, spec-patch.yaml, config.pbtxt and pareto.png here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def tune(spec: Path, model: str, latency_budget_ms: float, concurrency: int, search: str, measurement_interval: int,
-         output: Path, as_json: bool) -> None:
+         stability_percentage: float | None, max_trials: int, output: Path, as_json: bool) -> None:
     """Find MODEL's max_batch_size, preferred batch sizes, queue delay and instance count with the best
     throughput whose p99 stays within the budget (what Model Analyzer sweeps).
 
@@ -300,7 +310,8 @@ def tune(spec: Path, model: str, latency_budget_ms: float, concurrency: int, sea
     from repoforge.perf.tune import tune as do_tune
 
     result = _run(do_tune, spec, model, latency_budget_ms=latency_budget_ms, search=search, concurrency=concurrency,
-                  measurement_interval_ms=measurement_interval, output=output, progress=_progress(as_json))
+                  measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
+                  max_trials=max_trials, output=output, progress=_progress(as_json))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

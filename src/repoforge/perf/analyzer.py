@@ -247,6 +247,9 @@ class PerfOptions:
     #: A perf_analyzer JSON data file; None = ``--input-data random``.
     input_data: Path | None = None
     service_kind: ServiceKind = "triton"
+    #: TorchServe's Prometheus /metrics URL: read before and after each point for the server's queue and
+    #: latency per request (perf_analyzer measures none there). None = not read.
+    metrics_url: str | None = None
     model_version: str = ""
     default_dim: int = DEFAULT_DIM
     binary: Path | None = None
@@ -316,6 +319,9 @@ class PerfPoint:
     #: Average µs per response-cache hit / miss; only when the server has a response cache.
     cache_hit_us: float | None = None
     cache_miss_us: float | None = None
+    #: Server-side time per request, queue included, where the server reports only that (TorchServe's
+    #: ts_inference_latency_microseconds; its queue part is in ``server_queue_us``). None for Triton.
+    server_latency_us: float | None = None
 
     @property
     def load(self) -> float:
@@ -566,6 +572,7 @@ def _measure_one(opts: PerfOptions, config: mc.ModelConfig | None, load: float, 
     csv_path = workdir / f"perf-{load:g}.csv"
     argv = build_command(opts, config, load=load, csv_path=csv_path, binary=exe)
     timeout = opts.run_timeout()
+    before = _scrape(opts) if opts.service_kind == "torchserve" else None
     try:
         proc = subprocess.run(argv, env=env, cwd=workdir, capture_output=True, text=True, errors="replace",
                               timeout=timeout, check=False)  # fmt: skip
@@ -580,7 +587,30 @@ def _measure_one(opts: PerfOptions, config: mc.ModelConfig | None, load: float, 
     if proc.returncode != 0 or not csv_path.is_file():
         raise _explain(opts, load, proc.returncode, output)
     points = parse_csv(csv_path.read_text(), protocol=opts.protocol, batch_size=opts.batch_size)
+    if before is not None:
+        _add_torchserve_times(points[0], opts, before)
     return points[0]
+
+
+def _scrape(opts: PerfOptions) -> dict[str, float] | None:
+    """The server's metrics now, or None (no metrics URL, or it does not answer: the report then has no server times)."""
+    if not opts.metrics_url:
+        return None
+    from repoforge.metrics import scrape
+
+    try:
+        return scrape(opts.metrics_url, "ts_", timeout=10.0)
+    except (OSError, ValueError):
+        return None
+
+
+def _add_torchserve_times(point: PerfPoint, opts: PerfOptions, before: dict[str, float]) -> None:
+    from repoforge.metrics import torchserve_per_request
+
+    after = _scrape(opts)
+    got = torchserve_per_request(before, after, opts.model) if after is not None else None
+    if got is not None:
+        point.server_queue_us, point.server_latency_us = got[0], got[1]
 
 
 def _format_point(p: PerfPoint) -> str:

@@ -224,7 +224,9 @@ class GateResult:
         names = ", ".join(f"{r.model} {r.protocol} {'rate' if r.is_rate else 'c'}={r.load:g} {r.metric}" for r in self.regressions)
         return f"perf gate FAILED: {what}: {len(self.regressions)} regression(s): {names}"
 
-    def format_table(self, only_regressions: bool = False) -> str:
+    def format_table(self, only_regressions: bool = False, verdict: bool = True) -> str:
+        """The rows as a text table, headed by :meth:`summary` unless ``verdict`` is False (the CLI prints
+        the verdict once, on its own line)."""
         rows = self.regressions if only_regressions else self.rows
         head = ["model", "protocol", "load", "metric", "baseline", "current", "change", "limit", "result"]
         body = []
@@ -244,7 +246,7 @@ class GateResult:
         widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
         line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
         out = [line(head), line(["-" * w for w in widths])] + [line(row) for row in body]
-        return "\n".join([self.summary(), *out, *self.notes])
+        return "\n".join([*([self.summary()] if verdict else []), *out, *self.notes])
 
     def to_dict(self) -> dict[str, Any]:
         return {

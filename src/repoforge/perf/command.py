@@ -4,19 +4,57 @@ report, and gate it against a baseline. The CLI only parses flags and prints wha
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from repoforge.perf.analyzer import PerfError, PerfOptions, run, run_calibrated
+from repoforge.perf.analyzer import PerfError, PerfOptions, parse_concurrency, run, run_calibrated
 from repoforge.perf.baseline import Baseline, GateResult, compare, update_baseline
-from repoforge.perf.report import PerfReport, write_report
+from repoforge.perf.report import PerfReport, host_load, write_report
 
 Progress = Callable[[str], None]
+
+
+class PerfArgumentError(PerfError):
+    """A wrong argument found before anything is started; ``param`` names it (the CLI makes this click's
+    usage error, exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+_HOST_PORT = re.compile(r"^(https?://)?[A-Za-z0-9.\-]+:\d+/?$|^(https?://)?\[[0-9A-Fa-f:]+\]:\d+/?$")
+
+
+def check_arguments(target: str | Path, *, concurrency: str | list[int] = "1:16:2", request_rate: list[float] | None = None,
+                    baseline: str | Path | None = None, update: bool = False) -> None:
+    """Fail at once, before a server starts or perf_analyzer runs, on what would only fail later: a
+    TARGET that is neither a repository folder nor host:port (e.g. the spec file), a malformed
+    concurrency, or a baseline file that does not exist when the run is to be compared with it."""
+    path = Path(target)
+    if path.is_file():
+        hint = (f"build it first (repoforge build {path} -o repo) and measure the folder, or give a running server's host:port"
+                if path.suffix in (".yaml", ".yml") else "give a repository folder or a running server's host:port")
+        raise PerfArgumentError("TARGET", f"{path} is a file, but perf measures a built repository folder or a server URL; {hint}")
+    if not path.is_dir() and not _HOST_PORT.match(str(target).strip()):
+        raise PerfArgumentError("TARGET", f"{target!r} is neither a repository folder nor a server's host:port (e.g. 127.0.0.1:8000)")
+    try:
+        parse_concurrency(concurrency)
+    except PerfError as exc:
+        raise PerfArgumentError("--concurrency", str(exc)) from None
+    if request_rate is not None and (not request_rate or any(r <= 0 for r in request_rate)):
+        raise PerfArgumentError("--request-rate", f"bad request rate {request_rate!r}: values must be > 0")
+    if baseline is not None and not update and not Path(baseline).is_file():
+        raise PerfArgumentError("--baseline", f"baseline {baseline} does not exist; record it first with --update-baseline "
+                                              "(or pass the path of the committed baseline)")
 
 
 @dataclass
@@ -33,6 +71,10 @@ class _Endpoints:
     configs: dict[str, mc.ModelConfig | None]
     service_kind: Literal["triton", "torchserve"] = "triton"
     input_data: dict[str, Path] | None = None  # torchserve: perf_analyzer's data file per model
+    #: torchserve: the request body per model (kept beside the report), its metrics URL, and its batching
+    requests: dict[str, str] | None = None
+    metrics_url: str | None = None
+    batching: dict[str, dict[str, Any] | None] | None = None
 
 
 def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
@@ -79,6 +121,22 @@ def _target(target: str | Path, models: list[str], grpc_url: str | None, say: Pr
     yield _Endpoints(http_url, grpc_url, {m: _config_from_server(http_url, m) for m in models})
 
 
+def perf_data(request: Path) -> str:
+    """perf_analyzer's input-data file for TorchServe: it posts the file named here as the body."""
+    import json
+
+    return json.dumps({"data": [{"TORCHSERVE_INPUT": [str(request)]}]})
+
+
+def torchserve_batching(archived: dict[str, Any]) -> dict[str, Any] | None:
+    """A .mar's model-config.yaml batching (batchSize, maxBatchDelay ms) as the report explains it."""
+    size, delay = int(archived.get("batchSize") or 1), float(archived.get("maxBatchDelay") or 0)
+    if size <= 1 or delay <= 0:
+        return None
+    return {"delay_ms": delay, "full_batch": size,
+            "source": f"maxBatchDelay {delay:g} ms, batchSize {size} in the archive's model-config.yaml"}
+
+
 @contextlib.contextmanager
 def _torchserve_target(output: Path, models: list[str], say: Progress) -> Iterator[_Endpoints]:
     """A TorchServe build: perf_analyzer's torchserve mode posts a JSON file, so one request per model is
@@ -95,22 +153,28 @@ def _torchserve_target(output: Path, models: list[str], say: Progress) -> Iterat
         raise PerfError(f"model '{missing[0]}' is not in {output}/model-store; it has {', '.join(sorted(mars))}")
     with tempfile.TemporaryDirectory(prefix="repoforge-perf-ts-") as tmp:
         data: dict[str, Path] = {}
+        requests: dict[str, str] = {}
+        batching: dict[str, dict[str, Any] | None] = {}
         for m in models:
+            archived = archived_config(mars[m])
             body = Path(tmp) / f"{m}.request.json"
-            body.write_text(json.dumps(random_request(archived_config(mars[m]).get("handler", {}))))
+            requests[m] = json.dumps(random_request(archived.get("handler", {})))
+            body.write_text(requests[m])
             data[m] = Path(tmp) / f"{m}.perf-data.json"
-            data[m].write_text(json.dumps({"data": [{"TORCHSERVE_INPUT": [str(body)]}]}))
+            data[m].write_text(perf_data(body))
+            batching[m] = torchserve_batching(archived)
         say(f"starting TorchServe on {output} (127.0.0.1, token auth off for the measurement)")
         with TorchServeServer(output, models=[f"{m}.mar" for m in models], disable_token_auth=True) as server:
             url = server.inference_url.removeprefix("http://")
             say(f"TorchServe ready at {server.inference_url}")
-            yield _Endpoints(url, url, {m: None for m in models}, "torchserve", data)
+            yield _Endpoints(url, url, {m: None for m in models}, "torchserve", data, requests,
+                             f"{server.metrics_url}/metrics", batching)
 
 
 def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "both"] = "grpc",
          concurrency: str | list[int] = "1:16:2", request_rate: list[float] | None = None, batch_size: int = 1,
          shapes: dict[str, list[int]] | None = None, input_data: Path | None = None,
-         measurement_interval_ms: int = 3000, stability_percentage: float | None = None,
+         measurement_interval_ms: int = 3000, stability_percentage: float | None = None, max_trials: int | None = None,
          calibration_model: str | None = None, output: str | Path = "perf-report",
          baseline: str | Path | None = None, tolerance: float = 0.15, update: bool = False,
          grpc_url: str | None = None, plots: bool = True, progress: Progress | None = None) -> PerfResult:
@@ -119,10 +183,12 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
     With `baseline`, the run is compared against it (GateResult.passed tells the CI gate); with
     `update`, the baseline file is (re)written from this run instead.
     """
+    check_arguments(target, concurrency=concurrency, request_rate=request_rate, baseline=baseline, update=update)
     say = progress or (lambda _m: None)
     protocols: list[Literal["grpc", "http"]] = ["http", "grpc"] if protocol == "both" else [protocol]  # type: ignore[list-item]
     wanted = [model] + ([calibration_model] if calibration_model else [])
     with _target(target, wanted, grpc_url, say) as ep:
+        start = host_load()
         options, points, calib_points = [], [], []
         if ep.service_kind == "torchserve":
             if protocol == "both":
@@ -133,7 +199,8 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
                                concurrency=concurrency, request_rate=request_rate, batch_size=batch_size,
                                shapes=shapes or {}, measurement_interval_ms=measurement_interval_ms,
                                input_data=input_data or (ep.input_data or {}).get(model),
-                               stability_percentage=stability_percentage, service_kind=ep.service_kind)
+                               stability_percentage=stability_percentage, max_trials=max_trials,
+                               service_kind=ep.service_kind, metrics_url=ep.metrics_url)
             say(f"perf_analyzer {proto} → {opts.url}, {model}, {'request rate' if request_rate else 'concurrency'} "
                 f"{', '.join(str(x) for x in opts.loads)}")
             if calibration_model:
@@ -144,15 +211,20 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
             options.append(opts)
             points += pts
         report = PerfReport.from_runs(options, points, ep.configs[model], calibration_model=calibration_model,
-                                      calibration_points=calib_points)
-    files = write_report(report, output, plots=plots)
+                                      calibration_points=calib_points, host_start=start,
+                                      batching=(ep.batching or {}).get(model))
+    extra: dict[str, str] = {}
+    if ep.requests and model in ep.requests and input_data is None:  # made for this run: keep it with the report
+        body = Path(output).absolute() / f"{model}.request.json"
+        extra = {body.name: ep.requests[model], f"{model}.perf-data.json": perf_data(body)}
+        report.settings["input_data"] = str(body.with_name(f"{model}.perf-data.json"))
+        report.settings["request_file"] = str(body)
+    files = write_report(report, output, plots=plots, extra_files=extra)
     gate = None
     if baseline is not None:
         if update:
             update_baseline(baseline, report)
             say(f"baseline written to {baseline}")
         else:
-            if not Path(baseline).exists():
-                raise PerfError(f"baseline {baseline} does not exist; create it with --update-baseline")
             gate = compare(report, Baseline.load(baseline), tolerance)
     return PerfResult(report, files, gate)

@@ -28,10 +28,16 @@ __all__ = [
     "PLOTS",
     "MachineInfo",
     "PerfReport",
+    "batch_delay_note",
+    "batching_of",
+    "host_load",
+    "latency_figure",
     "load_report",
     "machine_info",
+    "plot_names",
     "render_markdown",
     "server_version",
+    "throughput_figure",
     "write_report",
 ]
 
@@ -52,6 +58,17 @@ class MachineInfo:
     python: str = ""
     tritonserver_version: str | None = None
     perf_analyzer_version: str | None = None
+    #: The server measured: "tritonserver" or "TorchServe" (its version in ``torchserve_version``).
+    server: str = "tritonserver"
+    torchserve_version: str | None = None
+    #: :func:`host_load` just before the first point and after the last: a busy host explains slow numbers.
+    host_start: dict[str, Any] | None = None
+    host_end: dict[str, Any] | None = None
+
+    @property
+    def server_label(self) -> str:
+        version = self.torchserve_version if self.server == "TorchServe" else self.tritonserver_version
+        return f"{self.server} {version or 'unknown'}"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MachineInfo:
@@ -90,20 +107,51 @@ def server_version(url: str, protocol: str = "http", timeout: float = 5.0) -> st
         return None
 
 
-def machine_info(url: str | None = None, protocol: str = "http") -> MachineInfo:
-    """This host (CPU count, platform, CPU model) plus the server's version when ``url`` is given."""
+def host_load() -> dict[str, Any]:
+    """CPU count and 1/5/15-minute load average now (load is None where the OS has none)."""
     try:
-        pa_version: str | None = importlib.metadata.version("tritonclient")
+        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"cpu_count": os.cpu_count() or 1, "load_avg": load}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
-        pa_version = None
+        return None
+
+
+def machine_info(url: str | None = None, protocol: str = "http", service_kind: str = "triton") -> MachineInfo:
+    """This host (CPU count, platform, CPU model, load now as ``host_end``) plus the server's version:
+    Triton's from its metadata when ``url`` is given, TorchServe's from the installed package that ran it."""
+    torchserve = service_kind == "torchserve"
     return MachineInfo(
         cpu_count=os.cpu_count() or 1,
         platform=platform.platform(),
         cpu_model=_cpu_model(),
         python=platform.python_version(),
-        tritonserver_version=server_version(url, protocol) if url else None,
-        perf_analyzer_version=pa_version,
+        tritonserver_version=server_version(url, protocol) if url and not torchserve else None,
+        perf_analyzer_version=_version("tritonclient"),
+        server="TorchServe" if torchserve else "tritonserver",
+        torchserve_version=_version("torchserve") if torchserve else None,
+        host_end=host_load(),
     )
+
+
+def batching_of(config: mc.ModelConfig | None) -> dict[str, Any] | None:
+    """A Triton config's dynamic batching as the report explains it: the queue delay (ms), the batch
+    size that dispatches at once (the smallest preferred size, else max_batch_size), and where it came
+    from; None without batching or without a delay."""
+    if config is None or config.max_batch_size <= 0 or not config.HasField("dynamic_batching"):
+        return None
+    db = config.dynamic_batching
+    if db.max_queue_delay_microseconds <= 0:
+        return None
+    fill = min(db.preferred_batch_size) if db.preferred_batch_size else config.max_batch_size
+    return {"delay_ms": db.max_queue_delay_microseconds / 1000.0, "full_batch": int(fill),
+            "source": f"max_queue_delay_microseconds {db.max_queue_delay_microseconds} in config.pbtxt"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,6 +189,15 @@ class PerfReport:
         return next((c for c in self.calibration_points if c.protocol == protocol and c.load == load), None)
 
     @property
+    def service_kind(self) -> str:
+        return str(self.settings.get("service_kind") or "triton")
+
+    @property
+    def has_server_times(self) -> bool:
+        """Whether any point has server-side times (Triton: from perf_analyzer; TorchServe: its metrics API)."""
+        return any(p.server_us > 0 or p.server_latency_us for p in self.points)
+
+    @property
     def stability_note(self) -> str:
         s = self.settings
         interval, pct, trials = s.get("measurement_interval_ms"), s.get("stability_percentage"), s.get("max_trials") or 10
@@ -150,8 +207,8 @@ class PerfReport:
             if interval is not None and pct is not None else ""
         )  # fmt: skip
         text += (
-            f"The {self.machine.cpu_count} CPU cores of this host were shared by tritonserver and perf_analyzer (no pinning), "
-            "so absolute numbers understate a dedicated server and vary between runs and machines."
+            f"The {self.machine.cpu_count} CPU cores of this host were shared by {self.machine.server} and perf_analyzer "
+            "(no pinning), so absolute numbers understate a dedicated server and vary between runs and machines."
         )
         if self.calibration_model:
             text += (
@@ -169,7 +226,7 @@ class PerfReport:
         return (
             "The server answered from its response cache (the CSV has cache-hit times): perf_analyzer sends the same "
             "input every request, so these numbers measure the cache, not the model. Measure without `response_cache` "
-            "(or without --cache-config) for compute numbers."
+            "(`response_cache: false` in the spec, or measure a repository folder, which repoforge serves with the cache off) for compute numbers."
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,15 +271,21 @@ class PerfReport:
         machine: MachineInfo | None = None,
         calibration_model: str | None = None,
         calibration_points: Sequence[PerfPoint] = (),
+        host_start: dict[str, Any] | None = None,
+        batching: dict[str, Any] | None = None,
     ) -> PerfReport:
         """A report for the runs of one model (one :class:`PerfOptions` per protocol). ``machine``
-        defaults to :func:`machine_info` asking the first endpoint for the server version."""
+        defaults to :func:`machine_info` asking the first endpoint for the server version.
+        ``host_start`` is :func:`host_load` taken before the first point; ``batching`` (default: from the
+        Triton ``config``, see :func:`batching_of`) lets the report explain a latency floor set by the batch delay."""
         opts_list = [options] if isinstance(options, PerfOptions) else list(options)
         if not opts_list:
             raise ValueError("at least one PerfOptions is needed")
         first = opts_list[0]
         if machine is None:
-            machine = machine_info(first.url, first.protocol) if first.service_kind == "triton" else machine_info()
+            machine = machine_info(first.url, first.protocol, first.service_kind)
+        if host_start is not None:
+            machine.host_start = host_start
         settings: dict[str, Any] = {
             "service_kind": first.service_kind,
             "batch_size": first.batch_size,
@@ -234,6 +297,10 @@ class PerfReport:
             "input_data": str(first.input_data) if first.input_data is not None else "random",
             "shapes": resolve_shapes(first, config) if first.service_kind == "triton" else dict(first.shapes),
         }
+        batching = batching if batching is not None else batching_of(config)
+        if batching:
+            settings["batching"] = batching
+        note = batch_delay_note(points, batching) if batching else None
         return cls(
             model=first.model,
             urls={o.protocol: o.url for o in opts_list},
@@ -242,7 +309,51 @@ class PerfReport:
             settings=settings,
             calibration_model=calibration_model,
             calibration_points=list(calibration_points),
+            notes=[note] if note else [],
         )
+
+
+def batch_delay_note(points: Sequence[PerfPoint], batching: dict[str, Any]) -> str | None:
+    """Why latency sits at the configured batch delay, when it does.
+
+    With fewer rows in flight (concurrency x batch size) than a batch that dispatches at once
+    (``batching["full_batch"]``), the batcher waits the whole delay for rows that never come, so the median
+    latency is the delay plus the model's time and throughput is about concurrency / delay. Said for the
+    points where that shows: the server's queue time is most of the delay (where it is measured), else
+    p50 lies between 0.8 and 2 delays. None when no point shows it.
+    """
+    delay_ms, full = float(batching.get("delay_ms") or 0), int(batching.get("full_batch") or 0)
+    if delay_ms <= 0 or full <= 1:
+        return None
+    def floored(p: PerfPoint) -> bool:
+        if p.request_rate is not None or p.concurrency * p.batch_size >= full:
+            return False
+        if p.server_queue_us > 0:
+            return p.server_queue_us / 1000.0 >= 0.7 * delay_ms
+        return 0.8 * delay_ms <= p.p50_ms <= 2 * delay_ms
+
+    hit = sorted((p for p in points if floored(p)), key=lambda p: p.concurrency)
+    if not hit:
+        return None
+    loads = sorted({p.concurrency for p in hit})
+    where = f"concurrency {loads[0]}" if len(loads) == 1 else f"concurrency {loads[0]}–{loads[-1]}"
+    p50 = [p.p50_ms for p in hit]
+    queue = [p.server_queue_us / 1000.0 for p in hit if p.server_queue_us > 0]
+    fills = sorted({p.concurrency for p in points if p.request_rate is None and p.concurrency * p.batch_size >= full})
+    def span(values: list[float]) -> str:
+        lo, hi = f"{min(values):.1f}", f"{max(values):.1f}"
+        return lo if lo == hi else f"{lo}–{hi}"
+
+    text = (
+        f"Latency floor = the batch delay: at {where} fewer requests are in flight than a full batch ({full}), so every "
+        f"batch waits the whole configured delay ({batching.get('source', f'{delay_ms:g} ms')}) for rows that never come: "
+        f"p50 {span(p50)} ms against a {delay_ms:g} ms delay"
+        + (f", {span(queue)} ms of it queued in the server" if queue else "")
+        + ". Throughput there is about concurrency ÷ delay, not the model's speed."
+    )
+    if fills:
+        text += f" From concurrency {fills[0]} a batch fills and runs at once."
+    return text + " For lower latency at low load, lower `dynamic_batching.max_queue_delay_us` in the spec."
 
 
 def load_report(path: str | os.PathLike[str]) -> PerfReport:
@@ -270,7 +381,25 @@ def _load_header(report: PerfReport) -> str:
     return "Request rate (/s)" if any(p.request_rate is not None for p in report.points) else "Concurrency"
 
 
+def _torchserve_table(report: PerfReport, protocol: str) -> list[str]:
+    """TorchServe: what it gives. perf_analyzer measures no server times there; the queue and total per
+    request come from TorchServe's metrics API, when it answered."""
+    head = [_load_header(report), "Throughput (infer/s)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)"]
+    server = report.has_server_times
+    if server:
+        head += ["Server queue (µs)", "Server total (µs)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in report.points_for(protocol):
+        cells = [f"{p.load:g}", _num(p.throughput, 1), _num(p.p50_ms), _num(p.p90_ms), _num(p.p95_ms), _num(p.p99_ms)]
+        if server:
+            cells += [_num(p.server_queue_us if p.server_latency_us is not None else None, 0), _num(p.server_latency_us, 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _protocol_table(report: PerfReport, protocol: str) -> list[str]:
+    if report.service_kind == "torchserve":
+        return _torchserve_table(report, protocol)
     head = [_load_header(report), "Throughput (infer/s)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
             "Queue (µs)", "Compute input (µs)", "Compute infer (µs)", "Compute output (µs)",
             "Client send (µs)", "Network+server (µs)", "Client recv (µs)"]  # fmt: skip
@@ -315,16 +444,33 @@ def _calibration_table(report: PerfReport) -> list[str]:
     return lines
 
 
+def _host(h: dict[str, Any] | None) -> str:
+    if not h:
+        return "not recorded"
+    load = h.get("load_avg")
+    return (f"load {', '.join(f'{x:.2f}' for x in load)}" if load else "load unknown") + f" on {h.get('cpu_count')} CPUs"
+
+
+def plot_names(report: PerfReport) -> tuple[str, ...]:
+    """The plots a report gets: no server breakdown for a TorchServe run whose metrics API gave no times."""
+    empty = report.service_kind == "torchserve" and not report.has_server_times
+    return tuple(p for p in PLOTS if p != "server_breakdown.png" or not empty)
+
+
 def render_markdown(report: PerfReport, plots: Sequence[str] = PLOTS) -> str:
     m, s = report.machine, report.settings
     shapes = ", ".join(f"{k}:{','.join(map(str, v))}" for k, v in (s.get("shapes") or {}).items()) or "from the model"
     out = [f"# Performance: `{report.model}`", ""]
     out.append(f"- **Endpoints:** {', '.join(f'{_PROTO_LABEL.get(k, k)} `{v}`' for k, v in report.urls.items())}")
     out.append(f"- **Measured:** {report.timestamp}")
-    out.append(f"- **Server:** tritonserver {m.tritonserver_version or 'unknown'}; perf_analyzer {m.perf_analyzer_version or 'unknown'}")
+    out.append(f"- **Server:** {m.server_label}; perf_analyzer {m.perf_analyzer_version or 'unknown'}")
     out.append(f"- **Machine:** {m.cpu_count} CPU cores ({m.cpu_model or 'unknown CPU'}), {m.platform}, Python {m.python}")
+    out.append(f"- **Host (1/5/15-min load average):** at start {_host(m.host_start)}; at end {_host(m.host_end)}")
+    data = s.get("input_data")
+    if s.get("request_file"):
+        data = f"{data} (kept beside this report, with the request body {s['request_file']})"
     out.append(
-        f"- **Settings:** batch size {s.get('batch_size')}, input data {s.get('input_data')}, shapes {shapes}, "
+        f"- **Settings:** batch size {s.get('batch_size')}, input data {data}, shapes {shapes}, "
         f"window {s.get('measurement_interval_ms')} ms, stability {s.get('stability_percentage')} %, "
         f"max trials {s.get('max_trials') or 10}"
     )
@@ -337,8 +483,15 @@ def render_markdown(report: PerfReport, plots: Sequence[str] = PLOTS) -> str:
     protos = report.protocols
     if "http" in protos and "grpc" in protos:
         out += ["## HTTP vs gRPC", ""] + _side_by_side(report) + [""]
+    if report.service_kind == "torchserve":
+        about = ("Latencies are client-side. perf_analyzer measures no server-side times for TorchServe; "
+                 + ("the server queue and total (queue included) per request are TorchServe's ts_queue_latency_microseconds "
+                    "and ts_inference_latency_microseconds from its metrics API, averaged over each point's perf_analyzer run."
+                    if report.has_server_times else "TorchServe's metrics API gave none either, so none are shown."))
+    else:
+        about = "Latencies are client-side; server times are averages per request."
     for proto in protos:
-        out += [f"## {_PROTO_LABEL.get(proto, proto)}", "", "Latencies are client-side; server times are averages per request.", ""]
+        out += [f"## {_PROTO_LABEL.get(proto, proto)}", "", about, ""]
         out += _protocol_table(report, proto) + [""]
     if report.calibration_model and report.calibration_points:
         out += [f"## Relative to calibration model `{report.calibration_model}`", ""] + _calibration_table(report) + [""]
@@ -368,12 +521,25 @@ def _figure(width: float = 7.0, height: float = 4.5) -> Any:
     return fig
 
 
-def _plot_throughput(report: PerfReport, path: Path) -> None:
+def _load_label(report: PerfReport, p: PerfPoint) -> str:
+    return f"{p.request_rate:g}/s" if p.request_rate is not None else f"c={p.concurrency}"
+
+
+def _label_points(ax: Any, report: PerfReport, pts: Sequence[PerfPoint], xs: Sequence[float], ys: Sequence[float],
+                  color: str | None = None) -> None:
+    """Write each point's concurrency (or request rate) next to it."""
+    for p, x, y in zip(pts, xs, ys):
+        ax.annotate(_load_label(report, p), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+
+
+def throughput_figure(report: PerfReport) -> Any:
     fig = _figure()
     ax = fig.add_subplot()
     for proto in report.protocols:
         pts = report.points_for(proto)
-        ax.plot([p.load for p in pts], [p.throughput for p in pts], marker="o", label=_PROTO_LABEL.get(proto, proto))
+        xs, ys = [p.load for p in pts], [p.throughput for p in pts]
+        ax.plot(xs, ys, marker="o", label=_PROTO_LABEL.get(proto, proto))
+        _label_points(ax, report, pts, xs, ys)
     ax.set_xlabel(_load_header(report))
     ax.set_ylabel("Throughput (infer/s)")
     ax.set_title(f"{report.model}: throughput")
@@ -381,19 +547,30 @@ def _plot_throughput(report: PerfReport, path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
 
 
-def _plot_latency(report: PerfReport, path: Path) -> None:
+def _plot_throughput(report: PerfReport, path: Path) -> None:
+    throughput_figure(report).savefig(path)
+
+
+def latency_figure(report: PerfReport) -> Any:
+    """Latency percentiles against throughput, as points (one marker per percentile), each labelled
+    with its concurrency: where throughput drops at a higher load no line doubles back, and the
+    labels say in which order the loads came."""
     fig = _figure()
     ax = fig.add_subplot()
-    styles = {"p50_ms": "-", "p90_ms": "--", "p99_ms": ":"}
+    markers = {"p50_ms": "o", "p90_ms": "s", "p99_ms": "^"}
     colors = {proto: f"C{i}" for i, proto in enumerate(report.protocols)}
     for proto in report.protocols:
-        pts = sorted(report.points_for(proto), key=lambda p: p.throughput)
-        for attr, style in styles.items():
-            ax.plot([p.throughput for p in pts], [getattr(p, attr) for p in pts], linestyle=style, marker="o",
-                    markersize=3, color=colors[proto], label=f"{_PROTO_LABEL.get(proto, proto)} {attr[:3]}")  # fmt: skip
+        pts = report.points_for(proto)  # in load order
+        xs = [p.throughput for p in pts]
+        for attr, marker in markers.items():
+            ys = [getattr(p, attr) for p in pts]
+            ax.plot(xs, ys, linestyle="none", marker=marker, markersize=5, color=colors[proto],
+                    label=f"{_PROTO_LABEL.get(proto, proto)} {attr[:3]}")  # fmt: skip
+            if attr != "p90_ms":
+                _label_points(ax, report, pts, xs, ys, colors[proto])
     ax.set_xlabel("Throughput (infer/s)")
     ax.set_ylabel("Latency (ms)")
     ax.set_title(f"{report.model}: latency vs throughput")
@@ -401,24 +578,38 @@ def _plot_latency(report: PerfReport, path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
+
+
+def _plot_latency(report: PerfReport, path: Path) -> None:
+    latency_figure(report).savefig(path)
+
+
+def _breakdown_parts(report: PerfReport) -> list[tuple[Any, str]]:
+    """(value of a point, label) per stacked bar part: Triton's four server times, or TorchServe's
+    queue and the rest of its per-request latency."""
+    if report.service_kind == "torchserve":
+        return [(lambda p: p.server_queue_us, "queue"),
+                (lambda p: max(0.0, (p.server_latency_us or 0.0) - p.server_queue_us), "after the queue (handler, frontend)")]
+    return [(lambda p, a=attr: getattr(p, a), label) for attr, label in (
+        ("server_queue_us", "queue"), ("server_compute_input_us", "compute input"),
+        ("server_compute_infer_us", "compute infer"), ("server_compute_output_us", "compute output"))]  # fmt: skip
 
 
 def _plot_breakdown(report: PerfReport, path: Path) -> None:
     protos = report.protocols or ["grpc"]
     fig = _figure(width=max(7.0, 4.0 * len(protos)))
-    parts = [("server_queue_us", "queue"), ("server_compute_input_us", "compute input"),
-             ("server_compute_infer_us", "compute infer"), ("server_compute_output_us", "compute output")]  # fmt: skip
+    parts = _breakdown_parts(report)
     axes = fig.subplots(1, len(protos), sharey=True, squeeze=False)[0]
     for ax, proto in zip(axes, protos):
         pts = report.points_for(proto)
         xs = list(range(len(pts)))
         bottom = [0.0] * len(pts)
-        for attr, label in parts:
-            vals = [getattr(p, attr) for p in pts]
+        for value, label in parts:
+            vals = [value(p) for p in pts]
             ax.bar(xs, vals, bottom=bottom, label=label)
             bottom = [b + v for b, v in zip(bottom, vals)]
-        ax.set_xticks(xs, [f"{p.load:g}" for p in pts])
+        ax.set_xticks(xs, [_load_label(report, p) for p in pts])
         ax.set_xlabel(_load_header(report))
         ax.set_title(_PROTO_LABEL.get(proto, proto))
         ax.grid(True, axis="y", alpha=0.3)
@@ -432,8 +623,10 @@ def _plot_breakdown(report: PerfReport, path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-def write_report(report: PerfReport, out_dir: str | os.PathLike[str], *, plots: bool = True) -> list[Path]:
-    """Write ``report.json``, ``report.md`` and (with ``plots``) the PNGs to ``out_dir``; return their paths.
+def write_report(report: PerfReport, out_dir: str | os.PathLike[str], *, plots: bool = True,
+                 extra_files: dict[str, str] | None = None) -> list[Path]:
+    """Write ``report.json``, ``report.md``, (with ``plots``) the PNGs and ``extra_files`` (name → text,
+    e.g. the request a TorchServe run sent) to ``out_dir``; return their paths.
 
     Atomic: everything is written to a temporary sibling directory that then replaces ``out_dir``.
     An existing ``out_dir`` is replaced only if it is empty or an earlier perf report (has ``report.json``).
@@ -449,15 +642,18 @@ def write_report(report: PerfReport, out_dir: str | os.PathLike[str], *, plots: 
     if plots:
         _require_matplotlib()
     out.parent.mkdir(parents=True, exist_ok=True)
-    names = ["report.json", "report.md", *(PLOTS if plots else ())]
+    pngs = plot_names(report) if plots else ()
+    extra = dict(extra_files or {})
+    names = ["report.json", "report.md", *pngs, *extra]
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        (tmp / "report.md").write_text(render_markdown(report, PLOTS if plots else ()))
-        if plots:
-            _plot_throughput(report, tmp / "throughput.png")
-            _plot_latency(report, tmp / "latency.png")
-            _plot_breakdown(report, tmp / "server_breakdown.png")
+        (tmp / "report.md").write_text(render_markdown(report, pngs))
+        for name, text in extra.items():
+            (tmp / name).write_text(text)
+        drawers = {"throughput.png": _plot_throughput, "latency.png": _plot_latency, "server_breakdown.png": _plot_breakdown}
+        for name in pngs:
+            drawers[name](report, tmp / name)
         os.chmod(tmp, 0o755)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

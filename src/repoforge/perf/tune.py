@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import random
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -52,8 +53,14 @@ __all__ = [
     "TuneResult",
     "TuneSpace",
     "apply_candidate",
+    "confirmation_schedule",
+    "finalists",
+    "pareto_figure",
     "pareto_front",
+    "pick_confirmed",
     "tune",
+    "verdict",
+    "within_noise",
     "write_pareto_plot",
 ]
 
@@ -101,6 +108,12 @@ class Candidate:
         pref = f"[{','.join(map(str, self.preferred_batch_sizes))}]" if self.preferred_batch_sizes else "none"
         threads = f" t{self.intra_op_threads}" if self.intra_op_threads is not None else ""
         return f"mbs {self.max_batch_size} pref {pref} delay {self.max_queue_delay_us}us x{self.instances}{threads}"
+
+    def short_label(self) -> str:
+        """mbs/preferred/delay/instances[/threads], for labelling points in a plot."""
+        pref = ",".join(map(str, self.preferred_batch_sizes)) or "-"
+        threads = f"/t{self.intra_op_threads}" if self.intra_op_threads is not None else ""
+        return f"{self.max_batch_size}/[{pref}]/{self.max_queue_delay_us}us/x{self.instances}{threads}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -242,7 +255,8 @@ def _served_key(served: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Trial:
-    """One measured candidate (``runs`` perf_analyzer runs; the values are their means)."""
+    """One measured candidate (``runs`` perf_analyzer runs; the values are their medians, so one
+    lucky or unlucky run does not decide)."""
 
     candidate: Candidate
     throughput: float = 0.0
@@ -260,11 +274,85 @@ class Trial:
     same_as: str | None = None
     samples: list[dict[str, float]] = field(default_factory=list)
 
+    @property
+    def spread(self) -> tuple[float, float]:
+        """(lowest, highest) throughput over the runs."""
+        tps = [s["throughput"] for s in self.samples] or [self.throughput]
+        return min(tps), max(tps)
+
+    def describe(self) -> str:
+        """Median throughput with the spread of the runs, and the median p99."""
+        lo, hi = self.spread
+        runs = f" ({lo:,.0f}–{hi:,.0f} over {self.runs} runs)" if self.runs > 1 else " (1 run)"
+        return f"{self.throughput:,.0f} infer/s{runs}, p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["candidate"] = self.candidate.to_dict()
         d["label"] = self.candidate.label()
+        d["spread"] = list(self.spread)
         return d
+
+
+# --------------------------------------------------------------------------------------------
+# Confirming the pick (pure functions: given measurements in, decisions out)
+# --------------------------------------------------------------------------------------------
+def finalists(ranked: list[Trial], current: Trial | None, k: int) -> list[Trial]:
+    """The ``k`` best-ranked trials within budget, plus the current spec's config when it was measured
+    within budget: the winner is then also judged against what the user already has."""
+    top = list(ranked[:max(0, k)])
+    if current is not None and current.feasible and current.error is None and current.same_as is None \
+            and all(t is not current for t in top):
+        top.append(current)
+    return top
+
+
+def confirmation_schedule(trials: list[Trial], runs: int) -> list[Trial]:
+    """``runs`` re-measurements in alternating order (A B C, C B A, A B C, ...): each round measures every
+    finalist once and the reversed order cancels a host that gets steadily busier or quieter."""
+    if not trials or runs <= 0:
+        return []
+    order: list[Trial] = []
+    forward = True
+    while len(order) < runs:
+        order += trials if forward else trials[::-1]
+        forward = not forward
+    return order[:runs]
+
+
+def _confirmed(t: Trial) -> bool:
+    return t.error is None and t.runs >= 2
+
+
+def pick_confirmed(trials: list[Trial]) -> Trial | None:
+    """The highest median throughput among re-measured (>= 2 runs) trials whose median p99 is within budget;
+    a candidate measured once never wins over re-measured ones."""
+    ok = [t for t in trials if _confirmed(t) and t.feasible]
+    return max(ok, key=lambda t: t.throughput) if ok else None
+
+
+def within_noise(a: Trial, b: Trial) -> bool:
+    """Whether two re-measured trials' throughput runs overlap: their difference is not more than the
+    runs of either one vary by themselves."""
+    (alo, ahi), (blo, bhi) = a.spread, b.spread
+    return alo <= bhi and blo <= ahi
+
+
+def verdict(best: Trial | None, current: Trial | None, budget_ms: float) -> str:
+    """One line comparing the pick with the current spec's config."""
+    if current is None or current.error is not None or not current.runs:
+        return "the current config was not measured"
+    if not current.feasible:
+        return f"the current config ({current.candidate.label()}) is over the {budget_ms:g} ms budget: p99 {current.p99_ms:.2f} ms"
+    if best is None:
+        return "no re-measured candidate stayed within the budget"
+    if best is current or best.candidate == current.candidate:
+        return "the current config is already as good as any found"
+    if _confirmed(best) and _confirmed(current) and within_noise(best, current):
+        return (f"the current config is already as good as any found: the best, {best.describe()}, is within the runs' "
+                f"spread of the current one, {current.describe()}")
+    gain = best.throughput / current.throughput - 1 if current.throughput else 0.0
+    return f"the best beats the current config by {gain:+.0%} (medians; their runs do not overlap): current {current.describe()}"
 
 
 @dataclass
@@ -288,6 +376,10 @@ class TuneResult:
     patch_yaml: str = ""
     files: list[Path] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: The spec's own config (snapped to the grid), the re-measured finalists, and the pick compared with it.
+    current: Trial | None = None
+    finalists: list[Trial] = field(default_factory=list)
+    verdict: str = ""
 
     @property
     def feasible(self) -> list[Trial]:
@@ -304,10 +396,14 @@ class TuneResult:
         lines.append(f"perf runs: {self.runs_used} of a {self.grid_size}-config grid ({self.runs_used / max(self.grid_size, 1):.0%}); "
                      f"{len(self.trials)} candidates, {len(self.feasible)} within budget; {self.reloads} reloads, "
                      f"{self.server_starts} server start; {self.elapsed_s:.0f} s")  # fmt: skip
+        if self.finalists:
+            lines.append("re-measured in alternating order (medians, with the range of the runs):")
+            lines += [f"  {t.candidate.label()}{' (current)' if t is self.current else ''}: {t.describe()}" for t in self.finalists]
         if self.best is not None:
             b = self.best
-            lines.append(f"best: {b.candidate.label()}: {b.throughput:,.0f} infer/s, p50 {b.p50_ms:.2f} ms, p99 {b.p99_ms:.2f} ms"
-                         + (f", {b.rows_per_exec:.1f} rows/exec" if b.rows_per_exec else ""))  # fmt: skip
+            lines.append(f"best: {b.candidate.label()}: {b.describe()}" + (f", {b.rows_per_exec:.1f} rows/exec" if b.rows_per_exec else ""))
+            if self.verdict:
+                lines.append(self.verdict)
         else:
             c = self.closest
             lines.append("no candidate met the budget" + (f"; the lowest p99 was {c.p99_ms:.2f} ms ({c.candidate.label()})" if c else ""))
@@ -319,6 +415,8 @@ class TuneResult:
             "concurrency": self.concurrency, "runs_used": self.runs_used, "grid_size": self.grid_size,
             "reloads": self.reloads, "server_starts": self.server_starts, "elapsed_s": round(self.elapsed_s, 1),
             "best": self.best.to_dict() if self.best else None, "trials": [t.to_dict() for t in self.trials],
+            "current": self.current.candidate.label() if self.current else None,
+            "finalists": [t.candidate.label() for t in self.finalists], "verdict": self.verdict,
             "patch_yaml": self.patch_yaml, "settings": self.settings,
         }  # fmt: skip
 
@@ -335,7 +433,7 @@ def pareto_front(trials: list[Trial]) -> list[Trial]:
     return front
 
 
-def spec_patch(model: str, base: mc.ModelConfig, trial: Trial, budget_ms: float, concurrency: int) -> str:
+def spec_patch(model: str, base: mc.ModelConfig, trial: Trial, budget_ms: float, concurrency: int, note: str = "") -> str:
     """The best config as a spec patch: ``models: [{name, max_batch_size, dynamic_batching, instance_groups}]``."""
     c = trial.candidate
     kind = {mc.ModelInstanceGroup.KIND_GPU: "gpu", mc.ModelInstanceGroup.KIND_AUTO: "auto",
@@ -349,13 +447,14 @@ def spec_patch(model: str, base: mc.ModelConfig, trial: Trial, budget_ms: float,
     if c.intra_op_threads is not None:
         entry["parameters"] = {"intra_op_threads": c.intra_op_threads}
     head = (f"# repoforge tune: best config for '{model}' with p99 <= {budget_ms:g} ms at concurrency {concurrency}\n"
-            f"# measured {trial.throughput:,.0f} infer/s, p50 {trial.p50_ms:.2f} ms, p99 {trial.p99_ms:.2f} ms\n")  # fmt: skip
+            f"# measured {trial.describe()}\n" + (f"# {note}\n" if note else ""))  # fmt: skip
     body = yaml.safe_dump({"models": [entry]}, sort_keys=False, default_flow_style=None)
     return head + body
 
 
-def write_pareto_plot(result: TuneResult, path: Path) -> Path:
-    """Throughput vs p99 of every trial; feasible ones coloured, the feasible Pareto front drawn, the best starred."""
+def pareto_figure(result: TuneResult) -> Any:
+    """Throughput vs p99 of every trial, each point labelled with its config; feasible ones coloured, the
+    feasible Pareto front drawn as a line, re-measured finalists with the range of their runs, the best starred."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -375,6 +474,15 @@ def write_pareto_plot(result: TuneResult, path: Path) -> Path:
     if front:
         ax.plot([t.p99_ms for t in front], [t.throughput for t in front], "-o", c="#d62728", lw=1.8, ms=5,
                 label="feasible Pareto front")  # fmt: skip
+    remeasured = [t for t in result.finalists if t.runs > 1]
+    if remeasured:
+        lo = [t.throughput - t.spread[0] for t in remeasured]
+        hi = [t.spread[1] - t.throughput for t in remeasured]
+        ax.errorbar([t.p99_ms for t in remeasured], [t.throughput for t in remeasured], yerr=[lo, hi], fmt="none",
+                    ecolor="#2ca02c", capsize=3, label="re-measured: range of the runs")  # fmt: skip
+    for t in ok:
+        ax.annotate(t.candidate.short_label(), (t.p99_ms, t.throughput), textcoords="offset points", xytext=(3, 3),
+                    fontsize=5.5, color="#333333")  # fmt: skip
     ax.axvline(result.latency_budget_ms, ls="--", c="#555555", lw=1, label=f"p99 budget {result.latency_budget_ms:g} ms")
     if result.best is not None:
         b = result.best
@@ -387,6 +495,12 @@ def write_pareto_plot(result: TuneResult, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
+    return fig
+
+
+def write_pareto_plot(result: TuneResult, path: Path) -> Path:
+    """:func:`pareto_figure` as a PNG, written atomically."""
+    fig = pareto_figure(result)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png")
@@ -455,6 +569,10 @@ class _Tuner:
         #: Rank the final pick by measured throughput shrunk towards the model (coordinate search only).
         self.smooth = True
         self.space: TuneSpace | None = None
+        #: The spec's own config (where the search starts), how many top candidates are re-measured, and those.
+        self.start: Candidate | None = None
+        self.finalist_count = 3
+        self.finalists: list[Trial] = []
 
     # -- one candidate ----------------------------------------------------------------------
     def _load(self, cand: Candidate) -> tuple[mc.ModelConfig, str]:
@@ -502,13 +620,12 @@ class _Tuner:
     def _record(self, trial: Trial, point: PerfPoint, rows: float | None) -> None:
         trial.samples.append({"throughput": point.throughput, "p50_ms": point.p50_ms, "p99_ms": point.p99_ms,
                               **({"rows_per_exec": rows} if rows is not None else {})})  # fmt: skip
-        n = len(trial.samples)
-        trial.runs = n
-        trial.throughput = sum(s["throughput"] for s in trial.samples) / n
-        trial.p50_ms = sum(s["p50_ms"] for s in trial.samples) / n
-        trial.p99_ms = sum(s["p99_ms"] for s in trial.samples) / n
+        trial.runs = len(trial.samples)
+        trial.throughput = statistics.median(s["throughput"] for s in trial.samples)
+        trial.p50_ms = statistics.median(s["p50_ms"] for s in trial.samples)
+        trial.p99_ms = statistics.median(s["p99_ms"] for s in trial.samples)
         rs = [s["rows_per_exec"] for s in trial.samples if "rows_per_exec" in s]
-        trial.rows_per_exec = sum(rs) / len(rs) if rs else None
+        trial.rows_per_exec = statistics.median(rs) if rs else None
         trial.feasible = trial.p99_ms <= self.budget_ms
 
     def _describe(self, t: Trial) -> str:
@@ -567,6 +684,7 @@ class _Tuner:
         for t in self.trials.values():
             if t.same_as == trial.candidate.label():
                 t.throughput, t.p50_ms, t.p99_ms, t.feasible, t.runs = trial.throughput, trial.p50_ms, trial.p99_ms, trial.feasible, trial.runs
+                t.samples = list(trial.samples)
         self.say(f"[{self.runs}/{self.max_runs}] again: {self._describe(trial)}")
 
     def _ranked_feasible(self, space: TuneSpace | None = None) -> list[Trial]:
@@ -581,8 +699,29 @@ class _Tuner:
         return sorted(ok, key=lambda t: -math.sqrt(t.throughput * predict(t.candidate)[0]))
 
     def best(self) -> Trial | None:
+        """After :meth:`confirm`: the best re-measured finalist by median (never a single run); before it
+        (or with no runs left to confirm), the best-ranked trial."""
+        if any(_confirmed(t) for t in self.finalists):
+            return pick_confirmed(self.finalists)
         ranked = self._ranked_feasible(self.space)
         return ranked[0] if ranked else None
+
+    @property
+    def current(self) -> Trial | None:
+        return self.trials.get(self.start) if self.start is not None else None
+
+    def confirm(self, runs: int) -> None:
+        """Spend up to ``runs`` re-measuring the top candidates (and the current config) in alternating order."""
+        self.finalists = finalists(self._ranked_feasible(self.space), self.current, self.finalist_count)
+        if len(self.finalists) and runs > 0:
+            self.say(f"re-measuring {len(self.finalists)} finalists in alternating order ({runs} runs)")
+        for t in confirmation_schedule(self.finalists, min(runs, self.max_runs - self.runs)):
+            try:
+                self.remeasure(t)
+            except TuneError:
+                raise
+            except (_BudgetExhausted, PerfError) as exc:
+                self.say(f"could not measure {t.candidate.label()} again: {exc}")
 
     # -- searches ---------------------------------------------------------------------------
     def grid(self, space: TuneSpace, seed: int = 0) -> None:
@@ -731,12 +870,13 @@ class _Tuner:
         3. Still runs left: restart from the untried config farthest from everything measured.
 
         Infeasible candidates rank below every feasible one (and among themselves by p99), so with
-        nothing feasible yet the search walks towards lower latency. Finally the ``confirm`` best
-        feasible candidates are measured once more each (averaged), so the pick is not just the
-        luckiest single run.
+        nothing feasible yet the search walks towards lower latency. Finally ``confirm`` runs re-measure
+        the best feasible candidates and the start (the spec's own config) in alternating order
+        (:meth:`confirm`), and the pick is the best median among those, so it is never one lucky run.
         """
         search_runs = self.max_runs - confirm
         self.space = space
+        self.start = start
         try:
             incumbent = self._descend(space, self.evaluate(start, search_runs), search_runs)
             if self.strategy == "pairs":
@@ -763,17 +903,7 @@ class _Tuner:
                     self.evaluate(ranked[0], search_runs)
         except _BudgetExhausted:
             self.say(f"search budget used ({self.runs} runs); confirming the best candidates")
-        # Confirmation: one more run each for the top feasible candidates.
-        top = self._ranked_feasible(space)[:confirm]
-        for t in top:
-            if self.runs >= self.max_runs:
-                break
-            try:
-                self.remeasure(t)
-            except TuneError:
-                raise
-            except (_BudgetExhausted, PerfError) as exc:
-                self.say(f"could not measure {t.candidate.label()} again: {exc}")
+        self.confirm(self.max_runs - self.runs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -794,15 +924,18 @@ def default_max_runs(search: Search, grid_size: int) -> int:
 def tune(spec: str | Path, model: str, *, latency_budget_ms: float, search: Search = "coordinate",
          space: TuneSpace | None = None, concurrency: int = 16, measurement_interval_ms: int = 3000,
          stability_percentage: float | None = None, max_trials: int | None = 5, max_runs: int | None = None,
-         confirm: int = 2, output: str | Path | None = None, plot: bool = True,
+         confirm: int | None = None, finalist_count: int = 3, output: str | Path | None = None, plot: bool = True,
          tritonserver: str | Path | None = None, progress: Progress | None = None) -> TuneResult:
     """Search the batching/instance config of ``model`` in ``spec`` for the highest throughput at
     ``concurrency`` whose p99 is within ``latency_budget_ms``.
 
     Builds the spec once (CPU) into a temporary directory, starts one tritonserver with explicit
     model control, and reloads the model per candidate. ``search="coordinate"`` spends at most
-    ``max_runs`` perf_analyzer runs (default 10 % of the grid, ``confirm`` of them re-measuring the
-    best candidates); ``search="grid"`` measures the whole space. With ``output``, writes tune.json,
+    ``max_runs`` perf_analyzer runs (default 10 % of the grid plus ``confirm``); ``search="grid"``
+    measures the whole space. Then ``confirm`` runs (default 2 rounds of the finalists) re-measure the
+    ``finalist_count`` best candidates and the spec's own config in alternating order; the pick is the
+    best median among those, and :attr:`TuneResult.verdict` says whether it beats the current config
+    by more than the runs' spread. With ``output``, writes tune.json,
     spec-patch.yaml, config.pbtxt and pareto.png there. Raises :class:`TuneError` (one line) when
     tuning cannot start (e.g. the model does not batch) and PerfError/SpecError/ServerStartError as
     perf and build do.
@@ -817,10 +950,16 @@ def tune(spec: str | Path, model: str, *, latency_budget_ms: float, search: Sear
     if latency_budget_ms <= 0:
         raise TuneError(f"the latency budget must be > 0 ms, not {latency_budget_ms:g}")
     space = space or TuneSpace()
-    runs_cap = max_runs if max_runs is not None else default_max_runs(search, space.size)
+    if finalist_count < 1:
+        raise TuneError(f"finalist count must be >= 1, not {finalist_count}")
+    if confirm is None:  # two rounds of the finalists, and at most half of a given run budget
+        confirm = 2 * (finalist_count + 1) if max_runs is None else min(2 * (finalist_count + 1), max_runs // 2)
+    if confirm < 0:
+        raise TuneError(f"confirm runs must be >= 0, not {confirm}")
+    runs_cap = max_runs if max_runs is not None else default_max_runs(search, space.size) + confirm
     if runs_cap < 1:
         raise TuneError(f"max runs must be >= 1, not {runs_cap}")
-    confirm = max(0, min(confirm, runs_cap - 1)) if search == "coordinate" else 0
+    confirm = max(0, min(confirm, runs_cap - 1))
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="repoforge-tune-") as tmp:
         built = build(spec, Path(tmp) / "repo", device="cpu", progress=None)
@@ -846,23 +985,30 @@ def tune(spec: str | Path, model: str, *, latency_budget_ms: float, search: Sear
         with server:
             opts.url = server.grpc_url
             tuner = _Tuner(server, model, config_path, base, opts, latency_budget_ms, runs_cap, say)
+            tuner.finalist_count = finalist_count
             try:
                 if search == "grid":
+                    tuner.start = start
                     tuner.grid(space)
+                    tuner.confirm(confirm)
                 else:
                     tuner.coordinate(space, start, confirm)
             except _BudgetExhausted:
                 say(f"run budget used ({tuner.runs} runs)")
         best = tuner.best()
+        current = tuner.current
+        note = verdict(best, current, latency_budget_ms) if best is not None else ""
     trials = sorted(tuner.trials.values(), key=lambda t: (t.order == 0, t.order))
     result = TuneResult(
         model=model, search=search, latency_budget_ms=latency_budget_ms, concurrency=concurrency, trials=trials,
         best=best, runs_used=tuner.runs, grid_size=space.size, reloads=tuner.reloads, server_starts=1,
         elapsed_s=time.monotonic() - t0, base_config=to_text(base),
         best_config=to_text(apply_candidate(base, best.candidate)) if best else "",
-        patch_yaml=spec_patch(model, base, best, latency_budget_ms, concurrency) if best else "",
+        patch_yaml=spec_patch(model, base, best, latency_budget_ms, concurrency, note) if best else "",
+        current=current, finalists=list(tuner.finalists), verdict=note,
         settings={"measurement_interval_ms": measurement_interval_ms, "stability_percentage": opts.stability_percentage,
-                  "max_trials": max_trials, "max_runs": runs_cap, "confirm": confirm, "start": start.to_dict(),
+                  "max_trials": max_trials, "max_runs": runs_cap, "confirm": confirm, "finalists": finalist_count,
+                  "start": start.to_dict(),
                   "space": {d: list(space.values(d)) for d in _DIMS}},
     )  # fmt: skip
     if output is not None:

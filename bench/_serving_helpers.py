@@ -101,7 +101,9 @@ class CpuSampler:
                 with open(f"/proc/{pid}/stat") as f:
                     head, rest = f.read().rsplit(")", 1)
                 comm = head.split("(", 1)[1]
-                label = next((v for k, v in CPU_PROCESSES.items() if k[:15] == comm), None)  # the kernel cuts comm at 15 chars
+                label = next(
+                    (v for k, v in CPU_PROCESSES.items() if k[:15] == comm), None
+                )  # the kernel cuts comm at 15 chars
                 if label:
                     fields = rest.split()
                     out[int(pid)] = (label, (int(fields[11]) + int(fields[12])) / tick)
@@ -157,11 +159,22 @@ def model_config(http_url: str, model: str) -> Any:
     from google.protobuf import json_format
     from tritonclient.grpc import model_config_pb2 as mc
 
-    return json_format.ParseDict(get_json(f"http://{http_url}/v2/models/{model}/config"), mc.ModelConfig(), ignore_unknown_fields=True)
+    return json_format.ParseDict(
+        get_json(f"http://{http_url}/v2/models/{model}/config"), mc.ModelConfig(), ignore_unknown_fields=True
+    )
 
 
-def measure(http_url: str, grpc_url: str, model: str, concurrency: int, *, interval_ms: int = 2000,
-            stability: float = 30.0, max_trials: int = 5, config: Any = None) -> Point:
+def measure(
+    http_url: str,
+    grpc_url: str,
+    model: str,
+    concurrency: int,
+    *,
+    interval_ms: int = 2000,
+    stability: float = 30.0,
+    max_trials: int = 5,
+    config: Any = None,
+) -> Point:
     """One perf_analyzer point (gRPC, 1 row per request, random data) plus the rows per execution
     Triton formed meanwhile. If no 3 windows agree within ``stability`` %, it measures again
     accepting any 3 windows and marks the point unstable."""
@@ -351,7 +364,9 @@ def machine_text(tritonserver_version: str | None = None, load_at_start: str | N
         load = f"{load_at_start} at the start, {load}"
     mem = ""
     with contextlib.suppress(OSError, ValueError, IndexError):
-        kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1])
+        kb = int(
+            next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1]
+        )
         mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
     return (f"{m.cpu_model} ({m.cpu_count} vCPU{mem}), {m.platform}, Python {m.python}; "
             f"tritonserver {tritonserver_version or '2.51 (nvidia-pytriton ' + _version('nvidia-pytriton') + ')'}, "
@@ -396,9 +411,13 @@ class Table:
         return "\n".join(lines)
 
     def text(self) -> str:
-        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h) for i, h in enumerate(self.header)]
+        widths = [
+            max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h) for i, h in enumerate(self.header)
+        ]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        return "\n".join([fmt.format(*self.header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in self.rows])
+        return "\n".join(
+            [fmt.format(*self.header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in self.rows]
+        )
 
 
 @contextlib.contextmanager

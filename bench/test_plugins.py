@@ -222,7 +222,7 @@ def run_bench(rounds: int = 3, interval_ms: int = 1000, write: bool = True) -> d
             before = {m: cache_counts(server.metrics_url, m) for m in CACHE[1:]}
             load.start()
             for r in range(rounds):
-                order = jobs[r % len(jobs):] + jobs[: r % len(jobs)]
+                order = jobs[r % len(jobs) :] + jobs[: r % len(jobs)]
                 this: dict[tuple[str, int], float] = {}
                 for label, batch in order:
                     model, _, s = label.partition("@s")
@@ -284,8 +284,10 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         "# Plugin benchmark results",
         "",
-        (f"Measured by `bench/test_plugins.py` in one run ({result['rounds']} rounds, {result['seconds']:.0f} s, "
-         f"perf_analyzer gRPC, concurrency 1, {result['interval_ms']} ms windows, stability 30 %)."),
+        (
+            f"Measured by `bench/test_plugins.py` in one run ({result['rounds']} rounds, {result['seconds']:.0f} s, "
+            f"perf_analyzer gRPC, concurrency 1, {result['interval_ms']} ms windows, stability 30 %)."
+        ),
         "",
         f"Machine: {result['machine']}.",
         "",
@@ -327,16 +329,21 @@ def report(result: dict[str, Any]) -> str:
                f"{h.med(p99[key]):.3f} ({h.rng(p99[key], '{:.3f}')})")  # fmt: skip
     lines += [t2.markdown(), ""]
     lines += [
-        ("Notes: result_cache hits are measured with perf_analyzer repeating one random input (the first request "
-         "is the only miss). `feats_redis` is compared with the same `noop` (28 outputs; it returns 31). "
-         f"Random strings are {STRING_LENGTH} bytes unless marked `@s128`. Overhead = features p50 − noop p50 "
-         "within a round; negative values mean the difference is below the noise. The cache goal is relative "
-         "to `compute`'s p50, which falls when the model gets faster: since `intra_op_threads: auto` gave it 2 "
-         "threads its p50 is about half of the 1-thread runs, so the same hit cost is a larger share of it."),
+        (
+            "Notes: result_cache hits are measured with perf_analyzer repeating one random input (the first request "
+            "is the only miss). `feats_redis` is compared with the same `noop` (28 outputs; it returns 31). "
+            f"Random strings are {STRING_LENGTH} bytes unless marked `@s128`. Overhead = features p50 − noop p50 "
+            "within a round; negative values mean the difference is below the noise. The cache goal is relative "
+            "to `compute`'s p50, which falls when the model gets faster: since `intra_op_threads: auto` gave it 2 "
+            "threads its p50 is about half of the 1-thread runs, so the same hit cost is a larger share of it."
+        ),
         "",
     ]
     hit_text = "; ".join(f"`{m}` {int(hv):,} hits / {int(mv):,} misses" for m, (hv, mv) in result["hits"].items())
-    lines += [f"Cache outcomes over the run (from /metrics): {hit_text}; Redis keys written: {result['redis_keys']}.", ""]
+    lines += [
+        f"Cache outcomes over the run (from /metrics): {hit_text}; Redis keys written: {result['redis_keys']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

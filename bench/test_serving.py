@@ -56,7 +56,11 @@ def contenders(kind: str) -> list[str]:
 def spec_text(models: dict[str, Path]) -> str:
     lines = ["version: 1", "repository: serving-bench", "models:"]
     for kind, path in models.items():
-        lines += [f"  - name: {kind}_default", "    format: onnx", f"    path: {path}"]  # nothing else: repoforge's defaults
+        lines += [
+            f"  - name: {kind}_default",
+            "    format: onnx",
+            f"    path: {path}",
+        ]  # nothing else: repoforge's defaults
         lines += [f"  - name: {kind}_naive", "    format: onnx", f"    path: {path}", "    max_batch_size: 64",
                   "    dynamic_batching: false", "    instance_groups: [{kind: cpu, count: 1}]"]  # fmt: skip
         lines += [f"  - name: {kind}_naive_t0", "    format: onnx", f"    path: {path}", "    max_batch_size: 64",
@@ -73,8 +77,10 @@ def spec_text(models: dict[str, Path]) -> str:
 def thread_choices(log_path: Path | None) -> dict[str, tuple[int, str]]:
     """model -> (threads, reason), as the CPU runner logged its `intra_op_threads: auto` choice."""
     text = log_path.read_text(errors="replace") if log_path else ""
-    return {m.group(1): (int(m.group(2)), m.group(3))
-            for m in re.finditer(r"(\w+) v\d+: onnxruntime intra_op_threads (\d+) \(([^)]*)\)", text)}
+    return {
+        m.group(1): (int(m.group(2)), m.group(3))
+        for m in re.finditer(r"(\w+) v\d+: onnxruntime intra_op_threads (\d+) \(([^)]*)\)", text)
+    }
 
 
 def run_bench(rounds: int = 3, interval_ms: int = 2000, kinds: Sequence[str] = KINDS, write: bool = True,
@@ -133,12 +139,17 @@ def run_bench(rounds: int = 3, interval_ms: int = 2000, kinds: Sequence[str] = K
                             f"{row['t1']['rows_per_s']:,.0f} rows/s (1 thread), {row['t0']['rows_per_s']:,.0f} (default threads)")  # fmt: skip
                     # Side by side, free of selection bias: the grid's best (by median) is chosen on the rounds'
                     # data and compared with the default on fresh, alternating runs.
-                    best = max((grid_name(kind, *g) for g in GRID), key=lambda n: h.med([p.throughput for p in data[kind][n][16]]))
+                    best = max(
+                        (grid_name(kind, *g) for g in GRID),
+                        key=lambda n: h.med([p.throughput for p in data[kind][n][16]]),
+                    )
                     for r in range(confirm_pairs):
-                        for name in ((f"{kind}_default", best) if r % 2 == 0 else (best, f"{kind}_default")):
+                        for name in (f"{kind}_default", best) if r % 2 == 0 else (best, f"{kind}_default"):
                             p = h.measure(*urls[name], name, 16, interval_ms=interval_ms, config=cfgs[name])
                             confirm[kind][name].append(p.throughput)
-                            say(f"[{kind} side by side {r + 1}/{confirm_pairs}] {name} @16: {p.throughput:,.0f} infer/s")
+                            say(
+                                f"[{kind} side by side {r + 1}/{confirm_pairs}] {name} @16: {p.throughput:,.0f} infer/s"
+                            )
                 for n in names:
                     server.unload_model(n)
     result = summarize(data, ort, kinds, rounds, interval_ms, confirm)
@@ -167,20 +178,35 @@ def summarize(data: Any, ort: Any, kinds: Sequence[str], rounds: int, interval_m
         ceil_t1 = [o["t1"]["rows_per_s"] for o in ort[kind]]
 
         def per_round(a: list[float], b: list[float]) -> list[float]:
-            return [x / y for x, y in zip(a, b) if y]
+            return [x / y for x, y in zip(a, b, strict=False) if y]
 
         p50_1 = {n: [p.p50_ms for p in d[n].get(1, [])] for n in d if d[n].get(1)}
         ratios = {
-            "default / best grid @16": (h.med(tp16[default]) / h.med(tp16[best_grid]), per_round(tp16[default], tp16[best_grid])),
-            "default p50 / naive p50 @1 (at most)": (h.med(p50_1[default]) / h.med(p50_1[naive]), per_round(p50_1[default], p50_1[naive])),
+            "default / best grid @16": (
+                h.med(tp16[default]) / h.med(tp16[best_grid]),
+                per_round(tp16[default], tp16[best_grid]),
+            ),
+            "default p50 / naive p50 @1 (at most)": (
+                h.med(p50_1[default]) / h.med(p50_1[naive]),
+                per_round(p50_1[default], p50_1[naive]),
+            ),
             "default / naive @16": (h.med(tp16[default]) / h.med(tp16[naive]), per_round(tp16[default], tp16[naive])),
             "default / PyTriton @16": (h.med(tp16[default]) / h.med(tp16[pyt]), per_round(tp16[default], tp16[pyt])),
             "default / in-process ORT ceiling": (h.med(tp16[default]) / h.med(ceil), per_round(tp16[default], ceil)),
         }
         extra = {
-            "default / naive_t0 @16": (h.med(tp16[default]) / h.med(tp16[f"{kind}_naive_t0"]), per_round(tp16[default], tp16[f"{kind}_naive_t0"])),
-            "best grid / naive @16": (h.med(tp16[best_grid]) / h.med(tp16[naive]), per_round(tp16[best_grid], tp16[naive])),
-            "default / in-process ORT, 1 thread": (h.med(tp16[default]) / h.med(ceil_t1), per_round(tp16[default], ceil_t1)),
+            "default / naive_t0 @16": (
+                h.med(tp16[default]) / h.med(tp16[f"{kind}_naive_t0"]),
+                per_round(tp16[default], tp16[f"{kind}_naive_t0"]),
+            ),
+            "best grid / naive @16": (
+                h.med(tp16[best_grid]) / h.med(tp16[naive]),
+                per_round(tp16[best_grid], tp16[naive]),
+            ),
+            "default / in-process ORT, 1 thread": (
+                h.med(tp16[default]) / h.med(ceil_t1),
+                per_round(tp16[default], ceil_t1),
+            ),
             "PyTriton / in-process ORT ceiling": (h.med(tp16[pyt]) / h.med(ceil), per_round(tp16[pyt], ceil)),
         }
         rows = {}
@@ -195,7 +221,10 @@ def summarize(data: Any, ort: Any, kinds: Sequence[str], rounds: int, interval_m
         side = (confirm or {}).get(kind, {})
         if side.get(default) and side.get(best_grid):
             a, b = side[default], side[best_grid]
-            extra["default / best grid @16, re-measured side by side"] = (statistics.fmean(a) / statistics.fmean(b), per_round(a, b))
+            extra["default / best grid @16, re-measured side by side"] = (
+                statistics.fmean(a) / statistics.fmean(b),
+                per_round(a, b),
+            )
         out["kinds"][kind] = {"best_grid": best_grid, "ratios": ratios, "extra": extra, "rows": rows, "ort": ort[kind],
                               "cpu": cpu_account(d[default][16]), "side_by_side": {n: list(v) for n, v in side.items()}}  # fmt: skip
     return out
@@ -260,7 +289,10 @@ def render(result: dict[str, Any], kinds: Sequence[str]) -> str:
         t.add("infer/s", *(f"{c['throughput']:,.0f}" for c in cpu.values()))
         t.add("host busy (2 cores = 1.0)", *(f"{c['busy']:.2f}" for c in cpu.values()))
         for label, what in (("client", "perf_analyzer"), ("server", "tritonserver"), ("stub", "Python backend stub")):
-            t.add(f"{what}: cores, CPU µs per request", *(f"{c[label + '_cores']:.2f}, {c[label + '_us_per_req']:.0f} µs" for c in cpu.values()))
+            t.add(
+                f"{what}: cores, CPU µs per request",
+                *(f"{c[label + '_cores']:.2f}, {c[label + '_us_per_req']:.0f} µs" for c in cpu.values()),
+            )
         t.add("infer/s with the host 100 % busy (infer/s ÷ busy)", *(f"{c['at_full_cpu']:,.0f}" for c in cpu.values()))
         lines += [t.markdown(), ""]
         lines.append("The last row bounds what any batching or instance setting can reach here with the same per-request "
@@ -270,16 +302,26 @@ def render(result: dict[str, Any], kinds: Sequence[str]) -> str:
         k = result["kinds"][kind]
         title = "SMALL_MLP 256-512-512-16" if kind == "small" else "COMPUTE_MLP 1024-4096-4096-16"
         lines += [f"### {kind} ({title}): best grid config `{k['best_grid']}`", ""]
-        t = h.Table(["config", "conc 1 infer/s (p50/p99 ms)", "conc 16 infer/s (p50/p99 ms)", "range @16", "rows/exec @16"])
+        t = h.Table(
+            ["config", "conc 1 infer/s (p50/p99 ms)", "conc 16 infer/s (p50/p99 ms)", "range @16", "rows/exec @16"]
+        )
         for n, r in k["rows"].items():
+
             def cell(conc: int, r: dict[int, Any] = r) -> str:
                 if conc not in r:
                     return "-"
                 c = r[conc]
                 star = "*" if c["unstable"] else ""
                 return f"{h.med(c['throughput']):,.0f}{star} ({h.med(c['p50_ms']):.2f}/{h.med(c['p99_ms']):.2f})"
+
             rows16 = r.get(16, {}).get("rows_per_exec", [])
-            t.add(f"`{n}`", cell(1), cell(16), h.rng(r.get(16, {}).get("throughput", [])), f"{h.med(rows16):.1f}" if rows16 else "-")
+            t.add(
+                f"`{n}`",
+                cell(1),
+                cell(16),
+                h.rng(r.get(16, {}).get("throughput", [])),
+                f"{h.med(rows16):.1f}" if rows16 else "-",
+            )
         lines += [t.markdown(), ""]
         o = k["ort"]
         lines.append("In-process ORT per round: " + "; ".join(
@@ -296,11 +338,15 @@ def test_serving_side_by_side(long_bench: None, benchmark: Any) -> None:
         for name, (value, _per) in k["ratios"].items():
             benchmark.extra_info[f"{kind}: {name}"] = round(value, 3)
         assert all(r[16]["throughput"] for r in k["rows"].values()), f"{kind}: a contender was not measured"
-    if os.environ.get("REPOFORGE_BENCH_STRICT") == "1":  # the issue's targets as assertions (noisy hosts: off by default)
+    if (
+        os.environ.get("REPOFORGE_BENCH_STRICT") == "1"
+    ):  # the issue's targets as assertions (noisy hosts: off by default)
         for kind, k in result["kinds"].items():
             for name, target in TARGETS.items():
                 value = k["ratios"][name][0]
-                assert (value <= target[kind]) if name in AT_MOST else (value >= target[kind]), f"{kind}: {name} = {value:.2f}"
+                assert (value <= target[kind]) if name in AT_MOST else (value >= target[kind]), (
+                    f"{kind}: {name} = {value:.2f}"
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -314,7 +360,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Stop cleanly on Ctrl-C and on kill (a nohup'ed run ignores SIGINT): servers are shut down on the way out.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result = run_bench(rounds=a.rounds, interval_ms=a.interval_ms, kinds=[k for k in a.kinds.split(",") if k], write=not a.no_write)
+    result = run_bench(
+        rounds=a.rounds, interval_ms=a.interval_ms, kinds=[k for k in a.kinds.split(",") if k], write=not a.no_write
+    )
     if a.json:
         a.json.write_text(json.dumps(result, indent=1, default=lambda o: o.__dict__))
 

@@ -73,7 +73,9 @@ class _Replay(tune_mod._Tuner):
         t = self.table[self.loaded]  # type: ignore[index]
         if t.error:
             raise PerfError(t.error)
-        p = PerfPoint(concurrency=16, throughput=t.throughput, p50_ms=t.p50_ms, p90_ms=t.p99_ms, p95_ms=t.p99_ms, p99_ms=t.p99_ms)
+        p = PerfPoint(
+            concurrency=16, throughput=t.throughput, p50_ms=t.p50_ms, p90_ms=t.p99_ms, p95_ms=t.p99_ms, p99_ms=t.p99_ms
+        )
         return p, t.rows_per_exec
 
 
@@ -118,9 +120,19 @@ def side_by_side(spec: Path, grid: TuneResult, cands: dict[str, Candidate], roun
                     cfg = apply_candidate(base, cands[name])
                     cfg_path.write_text(to_text(cfg))
                     server.load_model("mlp")
-                    p = h.measure(server.http_url, server.grpc_url, "mlp", concurrency, interval_ms=interval_ms, stability=50.0, config=cfg)
+                    p = h.measure(
+                        server.http_url,
+                        server.grpc_url,
+                        "mlp",
+                        concurrency,
+                        interval_ms=interval_ms,
+                        stability=50.0,
+                        config=cfg,
+                    )
                     out[name].append(p)
-                    say(f"[side by side {r + 1}/{rounds}] {name} ({cands[name].label()}): {p.throughput:,.0f} infer/s, p99 {p.p99_ms:.2f} ms")
+                    say(
+                        f"[side by side {r + 1}/{rounds}] {name} ({cands[name].label()}): {p.throughput:,.0f} infer/s, p99 {p.p99_ms:.2f} ms"
+                    )
     return out
 
 
@@ -133,8 +145,12 @@ def run_bench(budget_ms: float = 8.0, interval_ms: int = 3000, concurrency: int 
         spec = wd / "spec.yaml"
         spec.write_text(SPEC.format(path=model))
         outdir = out or wd / "out"
-        common: dict[str, Any] = {"latency_budget_ms": budget_ms, "concurrency": concurrency,
-                                  "measurement_interval_ms": interval_ms, "progress": say}
+        common: dict[str, Any] = {
+            "latency_budget_ms": budget_ms,
+            "concurrency": concurrency,
+            "measurement_interval_ms": interval_ms,
+            "progress": say,
+        }
         say(f"== coordinate search (budget p99 <= {budget_ms:g} ms at concurrency {concurrency})")
         smart = tune(spec, "mlp", search="coordinate", output=outdir / "coordinate", **common)  # type: ignore[arg-type]
         say(smart.summary())
@@ -153,7 +169,9 @@ def run_bench(budget_ms: float = 8.0, interval_ms: int = 3000, concurrency: int 
     table = {t.candidate: t for t in grid.trials}
     in_grid = table.get(smart.best.candidate)
     p99s = sorted(t.p99_ms for t in grid.trials if t.error is None and t.runs and t.same_as is None)
-    budgets = sorted({budget_ms, *(round(p99s[int(q * (len(p99s) - 1))], 2) for q in (0.25, 0.5, 0.75)), round(p99s[-1] * 1.01, 2)})
+    budgets = sorted(
+        {budget_ms, *(round(p99s[int(q * (len(p99s) - 1))], 2) for q in (0.25, 0.5, 0.75)), round(p99s[-1] * 1.01, 2)}
+    )
     replays = [replay(grid, b, smart.settings["max_runs"], smart.settings["confirm"]) for b in budgets]
     result: dict[str, Any] = {
         "budget_ms": budget_ms, "concurrency": concurrency, "interval_ms": interval_ms,
@@ -163,7 +181,7 @@ def run_bench(budget_ms: float = 8.0, interval_ms: int = 3000, concurrency: int 
         "sbs": {k: [p.__dict__ for p in v] for k, v in sbs.items()},
         "ratio_sbs": (statistics.mean(p.throughput for p in sbs["coordinate"]) / statistics.mean(p.throughput for p in sbs["grid"])) if sbs else 1.0,
         "ratio_sbs_median": (statistics.median(p.throughput for p in sbs["coordinate"]) / statistics.median(p.throughput for p in sbs["grid"])) if sbs else 1.0,
-        "ratio_sbs_rounds": [a.throughput / b.throughput for a, b in zip(sbs.get("coordinate", []), sbs.get("grid", []))],
+        "ratio_sbs_rounds": [a.throughput / b.throughput for a, b in zip(sbs.get("coordinate", []), sbs.get("grid", []), strict=False)],
         "sbs_p99": {k: statistics.mean(p.p99_ms for p in v) for k, v in sbs.items()},
         "runs_ratio": smart.runs_used / grid.grid_size, "runs_vs_grid_runs": smart.runs_used / grid.runs_used,
         "replays": replays, "elapsed_s": time.monotonic() - t0, "machine": h.machine_text(None, load_start),
@@ -185,7 +203,9 @@ def render(r: dict[str, Any]) -> str:
                  f"stability {s['settings']['stability_percentage']:g} %, -r {s['settings']['max_trials']}; the grid in shuffled order. One tritonserver per search "
                  f"(explicit model control, one reload per candidate). {r['elapsed_s'] / 60:.0f} min in all.")  # fmt: skip
     lines.append("")
-    t = h.Table(["search", "perf runs", "reloads", "candidates", "within budget", "best config", "infer/s", "p99 ms", "time"])
+    t = h.Table(
+        ["search", "perf runs", "reloads", "candidates", "within budget", "best config", "infer/s", "p99 ms", "time"]
+    )
     for name, x in (("coordinate", s), ("grid", g)):
         b = x["best"]
         t.add(name, x["runs_used"], x["reloads"], len(x["trials"]), sum(tr["feasible"] for tr in x["trials"]),
@@ -206,12 +226,26 @@ def render(r: dict[str, Any]) -> str:
                f"≥ {TARGET_RATIO:.2f}", "yes" if sbs >= TARGET_RATIO else "no")  # fmt: skip
     t2.add("best found / grid best, each search's own runs", f"{r['ratio_live']:.3f}", "(context)", "")
     gt = r["ratio_grid_table"]
-    t2.add("grid's run of the found config / grid best", f"{gt:.3f}" if gt is not None else "(over budget in the grid's run)", "(context)", "")
+    t2.add(
+        "grid's run of the found config / grid best",
+        f"{gt:.3f}" if gt is not None else "(over budget in the grid's run)",
+        "(context)",
+        "",
+    )
     lines += [t2.markdown(), ""]
     lines.append("Replay: the coordinate search run on the grid's measurements (no new runs) from each of the 120 start "
                  "points; ratio = grid throughput of its pick / best feasible grid throughput.")  # fmt: skip
     lines.append("")
-    t3 = h.Table(["p99 budget ms", "feasible served configs", "median ratio", "worst ratio", f"starts reaching ≥ {TARGET_RATIO:.2f}", "max runs"])
+    t3 = h.Table(
+        [
+            "p99 budget ms",
+            "feasible served configs",
+            "median ratio",
+            "worst ratio",
+            f"starts reaching ≥ {TARGET_RATIO:.2f}",
+            "max runs",
+        ]
+    )
     for x in r["replays"]:
         if not x.get("feasible"):
             t3.add(f"{x['budget_ms']:g}", 0, "-", "-", "-", "-")

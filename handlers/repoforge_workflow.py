@@ -3,7 +3,7 @@
 # at build time.
 from repoforge.torchserve import workflow as _wf
 
-WIRING = {}  # REPOFORGE_WIRING
+WIRING: dict = {}  # REPOFORGE_WIRING
 
 
 def rf_request(data, context):

@@ -87,8 +87,12 @@ def reference_row(row: dict[str, object]) -> list[float]:
     out += [float(ref_hash(row["user"]) % 7)]
     out += one_hot_ref(ref_hash(row["user"]) % 3, 3)
     out += [d.hour, d.weekday(), d.month, d.year, d.day, d.timetuple().tm_yday, 1.0 if d.weekday() >= 5 else 0.0]
-    out += [math.sin(2 * math.pi * d.hour / 24), math.cos(2 * math.pi * d.hour / 24),
-            math.sin(2 * math.pi * (d.month - 1) / 12), math.cos(2 * math.pi * (d.month - 1) / 12)]
+    out += [
+        math.sin(2 * math.pi * d.hour / 24),
+        math.cos(2 * math.pi * d.hour / 24),
+        math.sin(2 * math.pi * (d.month - 1) / 12),
+        math.cos(2 * math.pi * (d.month - 1) / 12),
+    ]
     out += [float(len(city.decode("utf-8")))]
     out += [float(ref_combine([ref_hash(city), ref_hash(row["user"])]) % 5)]
     out += [min(max((x - 0.0) / 10.0, 0.0), 1.0) for x in v]
@@ -115,7 +119,11 @@ FULL = {
         {"op": "vocabulary", "column": "city", "values": ["paris", "london", "berlin"], "oov_buckets": 2},
         {"op": "hash", "column": "user", "buckets": 7},
         {"op": "hash", "column": "user", "buckets": 3, "output": "one_hot"},
-        {"op": "datetime", "column": "ts", "parts": ["hour", "weekday", "month", "year", "day", "dayofyear", "is_weekend"]},
+        {
+            "op": "datetime",
+            "column": "ts",
+            "parts": ["hour", "weekday", "month", "year", "day", "dayofyear", "is_weekend"],
+        },
         {"op": "datetime", "column": "ts", "parts": ["hour", "month"], "cyclical": True},
         {"op": "length", "column": "city"},
         {"op": "cross", "columns": ["city", "user"], "buckets": 5},
@@ -133,10 +141,15 @@ def random_rows(n: int, seed: int = 0) -> list[dict[str, object]]:
     rows = []
     for _ in range(n):
         age = float(np.float32(rng.uniform(0, 90))) if rng.random() > 0.2 else float("nan")
-        rows.append({
-            "age": age, "city": cities[rng.integers(len(cities))], "user": int(rng.integers(-5, 10**12)),
-            "ts": int(rng.integers(-(10**9), 4 * 10**9)), "v": [float(np.float32(x)) for x in rng.uniform(-2, 12, 3)],
-        })
+        rows.append(
+            {
+                "age": age,
+                "city": cities[rng.integers(len(cities))],
+                "user": int(rng.integers(-5, 10**12)),
+                "ts": int(rng.integers(-(10**9), 4 * 10**9)),
+                "v": [float(np.float32(x)) for x in rng.uniform(-2, 12, 3)],
+            }
+        )
     return rows
 
 
@@ -164,7 +177,10 @@ def test_output_dim_is_static_and_matches_the_data() -> None:
     cfg = parse_plugin(FULL)
     assert output_dim(cfg) == FeaturePipeline(cfg).output_dim == 1 + 1 + 4 + 1 + 5 + 1 + 3 + 7 + 4 + 1 + 1 + 3 * 4
     assert FeaturePipeline(cfg).transform(as_columns(random_rows(1))).shape == (1, output_dim(cfg))
-    assert FeaturePipeline(cfg).transform(as_columns(random_rows(0) or random_rows(1)[:0])).shape == (0, output_dim(cfg))
+    assert FeaturePipeline(cfg).transform(as_columns(random_rows(0) or random_rows(1)[:0])).shape == (
+        0,
+        output_dim(cfg),
+    )
 
 
 def test_hash_is_stable_fnv1a_and_type_independent() -> None:
@@ -188,7 +204,7 @@ def test_few_rows_and_many_rows_hash_alike() -> None:
     values = np.array(["".join(chr(int(c)) for c in rng.integers(1, 3000, rng.integers(0, 90))) for _ in range(3 * PY_LOOP_MAX_ROWS)]
                       + ["", "a\x00b", "x" * 300], dtype=object)  # fmt: skip
     together = fnv1a64(values)
-    one_by_one = np.concatenate([fnv1a64(values[i:i + 1]) for i in range(len(values))])
+    one_by_one = np.concatenate([fnv1a64(values[i : i + 1]) for i in range(len(values))])
     assert together.tolist() == one_by_one.tolist()
     assert together.tolist() == [ref_fnv(v.encode()) for v in values]
 
@@ -226,8 +242,13 @@ class DownRedis:
         raise TimeoutError("timed out")
 
 
-LOOKUP = {"key": "user", "prefix": "u:", "fields": [{"name": "clicks", "default": -1}, {"name": "ctr", "default": 0.5}],
-          "found": "known", "retry_after_s": 60}
+LOOKUP = {
+    "key": "user",
+    "prefix": "u:",
+    "fields": [{"name": "clicks", "default": -1}, {"name": "ctr", "default": 0.5}],
+    "found": "known",
+    "retry_after_s": 60,
+}
 
 
 def test_lookup_is_one_mget_of_distinct_keys_and_defaults_on_a_miss() -> None:
@@ -256,8 +277,16 @@ def test_lookup_outage_gives_defaults_and_backs_off() -> None:
 def test_pipeline_uses_looked_up_fields_as_columns() -> None:
     r = DictRedis()
     r.data[b"u:1"] = encode_values(np.array([[9.0, 0.1]]))[0]
-    cfg = {"kind": "features", "columns": [{"name": "user", "dtype": "INT64"}], "lookup": LOOKUP,
-           "features": [{"op": "log1p", "column": "clicks"}, {"op": "identity", "column": "ctr"}, {"op": "identity", "column": "known"}]}
+    cfg = {
+        "kind": "features",
+        "columns": [{"name": "user", "dtype": "INT64"}],
+        "lookup": LOOKUP,
+        "features": [
+            {"op": "log1p", "column": "clicks"},
+            {"op": "identity", "column": "ctr"},
+            {"op": "identity", "column": "known"},
+        ],
+    }
     pipe = FeaturePipeline.from_config(cfg, lookup=OnlineLookup(Lookup(**LOOKUP), client=r))
     got = pipe.transform({"user": np.array([[1], [2]])})
     np.testing.assert_allclose(got, [[math.log1p(9.0), 0.1, 1.0], [0.0, 0.5, 0.0]], rtol=1e-6)
@@ -280,13 +309,19 @@ class PipeRecorder:
 def test_feature_store_writes_with_ttl() -> None:
     rec = PipeRecorder()
     FeatureStore(Lookup(**LOOKUP, ttl_s=120), client=rec).write(["a", "b"], np.array([[1, 2], [3, 4]]))
-    assert [(k, np.frombuffer(v, "<f4").tolist(), ex) for k, v, ex in rec.sets] == [(b"u:a", [1, 2], 120), (b"u:b", [3, 4], 120)]
+    assert [(k, np.frombuffer(v, "<f4").tolist(), ex) for k, v, ex in rec.sets] == [
+        (b"u:a", [1, 2], 120),
+        (b"u:b", [3, 4], 120),
+    ]
 
 
 # ------------------------------------------------------------------ runtime helpers (no Triton needed)
 def test_cache_entries_round_trip_exactly() -> None:
-    arrays = {"Y": np.arange(6, dtype=np.float32).reshape(2, 3), "T": np.array([[b"a\x00"], [b""]], dtype=object),
-              "I": np.array([1, -2], dtype=np.int64)}
+    arrays = {
+        "Y": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "T": np.array([[b"a\x00"], [b""]], dtype=object),
+        "I": np.array([1, -2], dtype=np.int64),
+    }
     back = unpack_arrays(pack_arrays(arrays))
     for k, v in arrays.items():
         assert back[k].dtype == v.dtype and back[k].shape == v.shape and back[k].tolist() == v.tolist()
@@ -318,15 +353,20 @@ def test_routes_follow_the_weights_and_sticky_keys() -> None:
     keys = np.array([[b"u%d" % (i % 50)] for i in range(1000)], dtype=object)
     r = route_rows(sticky_draws(keys, 1000), np.array([0.5, 0.5]))
     assert all(len(set(r[i::50])) == 1 for i in range(50))  # the same key always takes the same route
-    cfg = RouterPlugin(kind="router", routes=[{"model": "a", "weight": 3}, {"model": "b", "weight": 1}],
-                       canary={"model": "c", "percent": 20})
+    cfg = RouterPlugin(
+        kind="router",
+        routes=[{"model": "a", "weight": 3}, {"model": "b", "weight": 1}],
+        canary={"model": "c", "percent": 20},
+    )
     np.testing.assert_allclose(cfg.initial_weights(), [0.6, 0.2, 0.2])
 
 
 def test_semantic_index_finds_the_nearest_live_entry() -> None:
     idx = SemanticIndex(3, max_entries=2, ttl_s=None)
     assert idx.search(SemanticIndex.normalize(np.ones((1, 3))))[0].tolist() == [-1]
-    idx.add(SemanticIndex.normalize(np.eye(3)), {"Y": np.array([[10], [20], [30]])})  # 3 rows, room for 2: the last 2 stay
+    idx.add(
+        SemanticIndex.normalize(np.eye(3)), {"Y": np.array([[10], [20], [30]])}
+    )  # 3 rows, room for 2: the last 2 stay
     best, sim = idx.search(SemanticIndex.normalize(np.array([[0, 0.1, 1.0], [1.0, 0, 0]])))
     assert idx.values["Y"][best].ravel().tolist()[0] == 30 and sim[0] > 0.99
     assert sim[1] == 0.0 and len(idx) == 2
@@ -365,7 +405,9 @@ def problems_of(tmp_path: Path, extra: str) -> list[str]:
 
 
 def test_plan_derives_plugin_io(tmp_path: Path) -> None:
-    plan = plan_of(tmp_path, """\
+    plan = plan_of(
+        tmp_path,
+        """\
   - name: feats
     format: python
     plugin:
@@ -382,9 +424,14 @@ def test_plan_derives_plugin_io(tmp_path: Path) -> None:
       routes: [{model: a}]
       canary: {model: b, percent: 10}
       sticky_key: KEY
-""")
+""",
+    )
     feats, cached, router = plan.model("feats"), plan.model("cached"), plan.model("router")
-    assert [(t.name, t.dtype, t.dims) for t in feats.inputs] == [("age", "FP32", [1]), ("city", "BYTES", [1]), ("v", "FP32", [3])]
+    assert [(t.name, t.dtype, t.dims) for t in feats.inputs] == [
+        ("age", "FP32", [1]),
+        ("city", "BYTES", [1]),
+        ("v", "FP32", [3]),
+    ]
     assert [(t.name, t.dtype, t.dims) for t in feats.outputs] == [("FEATURES", "FP32", [9])]
     assert feats.max_batch_size == 64 and feats.serving.runner == "features"
     assert "repoforge_plugin" in (feats.spec.parameters or {})
@@ -395,7 +442,9 @@ def test_plan_derives_plugin_io(tmp_path: Path) -> None:
 
 
 def test_plugin_mistakes_name_their_line(tmp_path: Path) -> None:
-    got = problems_of(tmp_path, """\
+    got = problems_of(
+        tmp_path,
+        """\
   - name: router
     format: python
     plugin:
@@ -404,9 +453,14 @@ def test_plugin_mistakes_name_their_line(tmp_path: Path) -> None:
         - {model: a}
         - {model: nosuch}
       sticky_key: KEY
-""")
-    assert got == ["21:19 models[2].plugin.routes[1].model: router names model 'nosuch', which is not in the spec; models are: a, b"]
-    got = problems_of(tmp_path, """\
+""",
+    )
+    assert got == [
+        "21:19 models[2].plugin.routes[1].model: router names model 'nosuch', which is not in the spec; models are: a, b"
+    ]
+    got = problems_of(
+        tmp_path,
+        """\
   - name: feats
     format: python
     path: a.py
@@ -416,38 +470,53 @@ def test_plugin_mistakes_name_their_line(tmp_path: Path) -> None:
       features:
         - {op: length, column: age}
         - {op: standardize, column: agee}
-""")
-    assert got == ["17:11 models[2].path: a features plugin has no model file; remove `path` (the plugin is its code)",
-                   "22:32 models[2].plugin.features[0].column: length needs a BYTES column; 'age' is FP32",
-                   "23:37 models[2].plugin.features[1].column: standardize names column 'agee', which is not a column; columns are age"]
-    got = problems_of(tmp_path, """\
+""",
+    )
+    assert got == [
+        "17:11 models[2].path: a features plugin has no model file; remove `path` (the plugin is its code)",
+        "22:32 models[2].plugin.features[0].column: length needs a BYTES column; 'age' is FP32",
+        "23:37 models[2].plugin.features[1].column: standardize names column 'agee', which is not a column; columns are age",
+    ]
+    got = problems_of(
+        tmp_path,
+        """\
   - name: feats
     format: python
     plugin:
       kind: features
       columns: [{name: age, dtpe: FP32}]
       features: [{op: log1p, column: age}]
-""")
+""",
+    )
     assert got == ["19:29 models[2].plugin.columns[0].dtpe: unknown field 'dtpe'"]
     got = problems_of(tmp_path, "  - name: k\n    format: python\n    plugin: {kind: cache, model: a}\n")
     assert got == ["17:13 models[2].plugin: `kind` must be one of features, result_cache, semantic_cache, router"]
 
 
 def test_semantic_cache_embedding_must_be_a_float_input(tmp_path: Path) -> None:
-    got = problems_of(tmp_path, "  - name: s\n    format: python\n    plugin: {kind: semantic_cache, model: a, embedding: KEY}\n")
-    assert got == ["17:57 models[2].plugin.embedding: embedding 'KEY' must be a float vector of fixed size (dims [d]), not BYTES [1]"]
+    got = problems_of(
+        tmp_path, "  - name: s\n    format: python\n    plugin: {kind: semantic_cache, model: a, embedding: KEY}\n"
+    )
+    assert got == [
+        "17:57 models[2].plugin.embedding: embedding 'KEY' must be a float vector of fixed size (dims [d]), not BYTES [1]"
+    ]
 
 
 def test_router_targets_must_be_interchangeable(tmp_path: Path) -> None:
-    got = problems_of(tmp_path, """\
+    got = problems_of(
+        tmp_path,
+        """\
   - name: feats
     format: python
     plugin: {kind: features, columns: [{name: X}], features: [{op: identity, column: X}]}
   - name: router
     format: python
     plugin: {kind: router, routes: [{model: a}], shadow: {model: feats}}
-""")
-    assert len(got) == 2 and all(g.startswith("20:66 ") and "models[3].plugin.shadow.model: model 'feats' has" in g for g in got)
+""",
+    )
+    assert len(got) == 2 and all(
+        g.startswith("20:66 ") and "models[3].plugin.shadow.model: model 'feats' has" in g for g in got
+    )
 
 
 def test_example_spec_builds(tmp_path: Path) -> None:

@@ -52,9 +52,7 @@ def mlp_reference(model: onnx.ModelProto, x: np.ndarray, softmax: bool) -> np.nd
 
 
 def io_signature(values: list[onnx.ValueInfoProto]) -> dict[str, list[int | str]]:
-    return {
-        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values
-    }
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
 
 
 def read_manifest(path: Path) -> dict[str, str]:
@@ -223,6 +221,6 @@ def test_ensemble_preprocess_normalises_each_request(monkeypatch: pytest.MonkeyP
     raws = [rng.uniform(0, 100, (n, 8)).astype(np.float32) for n in (1, 3, 2)]
     responses = model.execute([{"RAW": _Tensor("RAW", raw)} for raw in raws])
     assert len(responses) == len(raws)
-    for raw, (out,) in zip(raws, responses):
+    for raw, (out,) in zip(raws, responses, strict=True):
         assert out.name == "FEATURES" and out.data.dtype == np.float32 and out.data.flags.c_contiguous
         np.testing.assert_allclose(out.data, (raw - preprocess.MEAN) / preprocess.STD, rtol=1e-5, atol=1e-5)

@@ -3,8 +3,9 @@ model_repo_templates/ folders are mapped into the package), so a new folder must
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

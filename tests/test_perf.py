@@ -28,6 +28,7 @@ from repoforge.perf import (
     PerfOptions,
     PerfPoint,
     PerfReport,
+    analyzer,
     build_command,
     compare,
     find_perf_analyzer,
@@ -41,13 +42,12 @@ from repoforge.perf import (
     update_baseline,
     write_report,
 )
-from repoforge.perf import analyzer
 from repoforge.servers import TritonNotFoundError, TritonServer, find_tritonserver
 from repoforge.triton.reader import RepoModel, read_repository
 
 FAST = dict(measurement_interval_ms=500, stability_percentage=50)
 
-MODEL_PY = '''\
+MODEL_PY = """\
 import json
 import time
 
@@ -69,7 +69,7 @@ class TritonPythonModel:
             out = pb_utils.Tensor("OUTPUT0", (x * 2).astype(np.float32))
             responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
         return responses
-'''
+"""
 
 
 def write_model(repo: Path, name: str, delay_ms: int) -> None:
@@ -215,8 +215,15 @@ def test_parse_csv_with_cache_columns_and_request_rate() -> None:
     pts = parse_csv(text, protocol="http")
     assert [p.concurrency for p in pts] == [1, 4]
     p = pts[0]
-    assert p.throughput == pytest.approx(2554.45) and p.p99_ms == pytest.approx(0.568) and p.p50_ms == pytest.approx(0.367)
-    assert (p.server_queue_us, p.server_compute_input_us, p.server_compute_infer_us, p.server_compute_output_us) == (30, 11, 114, 98)
+    assert (
+        p.throughput == pytest.approx(2554.45) and p.p99_ms == pytest.approx(0.568) and p.p50_ms == pytest.approx(0.367)
+    )
+    assert (p.server_queue_us, p.server_compute_input_us, p.server_compute_infer_us, p.server_compute_output_us) == (
+        30,
+        11,
+        114,
+        98,
+    )
     assert p.client_send_us == 2 and p.client_recv_us == 1 and p.network_us == 130 and p.cache_hit_us == 5
     assert p.protocol == "http"
     rate = parse_csv("Request Rate,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
@@ -237,14 +244,20 @@ def test_errors_are_one_line_and_say_what_to_do() -> None:
     assert "--stability-percentage" in one_line(unstable) and "Failed to obtain stable measurement" in str(unstable)
     down = analyzer._explain(opts, 1, 99, "error: failed to get model metadata: failed to connect to all addresses\n")
     assert "is the server running at 127.0.0.1:1" in one_line(down) and "failed to connect" in str(down)
-    libs = analyzer._explain(opts, 1, 127, "perf_analyzer: error while loading shared libraries: libb64.so.0d: cannot open\n")
+    libs = analyzer._explain(
+        opts, 1, 127, "perf_analyzer: error while loading shared libraries: libb64.so.0d: cannot open\n"
+    )
     assert isinstance(libs, PerfAnalyzerNotFoundError) and "libb64-0d" in one_line(libs)
     other = analyzer._explain(opts, 1, 3, "some\nerror: something odd happened\n\n")
     assert one_line(other).endswith("perf_analyzer: error: something odd happened")
 
 
-def _report(model: str, points: list[tuple[str, int, float, float]], cal: list[tuple[str, int, float, float]] = (),
-            cal_model: str | None = None) -> PerfReport:
+def _report(
+    model: str,
+    points: list[tuple[str, int, float, float]],
+    cal: list[tuple[str, int, float, float]] = (),
+    cal_model: str | None = None,
+) -> PerfReport:
     def pt(proto: str, c: int, tput: float, p99: float) -> PerfPoint:
         return PerfPoint(concurrency=c, throughput=tput, p50_ms=p99 / 2, p90_ms=p99 * 0.8, p95_ms=p99 * 0.9, p99_ms=p99,
                          protocol=proto)  # fmt: skip
@@ -339,7 +352,9 @@ def test_perf_env_libb64_fallback_symlinks(monkeypatch: pytest.MonkeyPatch, repo
     assert any((Path(d) / "libcudart.so.12").exists() for d in dirs)
     assert perf_env()["LD_LIBRARY_PATH"] == env["LD_LIBRARY_PATH"]  # reused, not rebuilt
     # perf_analyzer loads with this environment (it then fails only because nothing listens on port 1).
-    proc = subprocess.run([str(exe), "-m", "x", "-u", "127.0.0.1:1"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(exe), "-m", "x", "-u", "127.0.0.1:1"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert "error while loading shared libraries" not in proc.stdout + proc.stderr
     assert proc.returncode == 99
 
@@ -400,8 +415,9 @@ def test_report_files_written(fast_report: tuple[PerfReport, list[str]], tmp_pat
 
 
 @pytest.mark.integration
-def test_gate_passes_unchanged_model(fast_report: tuple[PerfReport, list[str]],
-                                     slow_run: tuple[PerfReport, list[PerfPoint]], tmp_path: Path) -> None:
+def test_gate_passes_unchanged_model(
+    fast_report: tuple[PerfReport, list[str]], slow_run: tuple[PerfReport, list[PerfPoint]], tmp_path: Path
+) -> None:
     report, _ = fast_report
     path = tmp_path / "baseline.json"
     update_baseline(path, report)
@@ -411,22 +427,27 @@ def test_gate_passes_unchanged_model(fast_report: tuple[PerfReport, list[str]],
     assert same.passed and all(r.change == 0 for r in same.rows) and len(same.rows) == 8
     # A fresh measurement of the same model (fast, measured as slow_run's calibration): generous tolerance.
     _, fresh_points = slow_run
-    fresh = PerfReport(model="fast", urls=report.urls, points=fresh_points, machine=report.machine, settings=report.settings)
+    fresh = PerfReport(
+        model="fast", urls=report.urls, points=fresh_points, machine=report.machine, settings=report.settings
+    )
     gate = compare(fresh, baseline, tolerance=0.8, p99_tolerance=10.0)
     assert gate.passed, gate.format_table()
     assert [r.status for r in gate.rows] == ["ok", "ok"]
 
 
 @pytest.mark.integration
-def test_gate_fails_slow_model_against_fast_baseline(fast_report: tuple[PerfReport, list[str]],
-                                                     slow_run: tuple[PerfReport, list[PerfPoint]]) -> None:
+def test_gate_fails_slow_model_against_fast_baseline(
+    fast_report: tuple[PerfReport, list[str]], slow_run: tuple[PerfReport, list[PerfPoint]]
+) -> None:
     fast, _ = fast_report
     slow, _ = slow_run
     assert slow.points[0].p50_ms > 15  # the 20 ms delay_ms parameter reached the model
     gate = compare(slow, Baseline.from_report(fast), tolerance=0.5, baseline_model="fast")
     assert not gate.passed
     assert {(r.model, r.protocol, r.load, r.metric) for r in gate.regressions} == {
-        ("slow", "grpc", 1, "throughput"), ("slow", "grpc", 1, "p99")}
+        ("slow", "grpc", 1, "throughput"),
+        ("slow", "grpc", 1, "p99"),
+    }
     table = gate.format_table()
     assert "FAILED" in table and "REGRESSION" in table
     assert "slow (vs fast)" in table and "throughput" in table and "p99" in table
@@ -440,7 +461,9 @@ def test_relative_mode_with_calibration_model(slow_run: tuple[PerfReport, list[P
     path = tmp_path / "baseline.json"
     update_baseline(path, report)
     entry = Baseline.load(path).entry("slow", "grpc", 1)
-    assert entry is not None and entry.throughput_ratio == pytest.approx(report.points[0].throughput / cal[0].throughput)
+    assert entry is not None and entry.throughput_ratio == pytest.approx(
+        report.points[0].throughput / cal[0].throughput
+    )
     gate = compare(report, Baseline.load(path))
     assert gate.mode == "relative" and gate.passed
     files = write_report(report, tmp_path / "rel", plots=False)

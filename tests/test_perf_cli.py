@@ -47,9 +47,9 @@ def no_measuring(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     ([str(SPEC)], "TARGET", "is a file, but perf measures a built repository folder or a server URL; build it first"),
     (["no/such/folder"], "TARGET", "neither a repository folder nor a server's host:port"),
 ])  # fmt: skip
-def test_wrong_perf_arguments_are_usage_errors_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               no_measuring: list[Any], args: list[str], param: str,
-                                                               expected: str) -> None:
+def test_wrong_perf_arguments_are_usage_errors_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_measuring: list[Any], args: list[str], param: str, expected: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "repo").mkdir()
     res = CliRunner().invoke(main, ["perf", *args, "-m", "classifier", "-o", str(tmp_path / "out")])
@@ -90,7 +90,12 @@ def _hint_options(path: Path) -> dict[str, str]:
                   and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}  # fmt: skip
     found: dict[str, str] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings and " " in node.value:
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and " " in node.value
+        ):
             for opt in _OPTION.findall(node.value):
                 found.setdefault(opt, node.value.strip()[:120])
     return found

@@ -51,12 +51,20 @@ def test_batching_read_from_a_triton_config() -> None:
     cfg = mc.ModelConfig(name="m", max_batch_size=64)
     assert batching_of(cfg) is None  # no dynamic batching
     cfg.dynamic_batching.max_queue_delay_microseconds = 20000
-    assert batching_of(cfg) == {"delay_ms": 20.0, "full_batch": 64, "source": "max_queue_delay_microseconds 20000 in config.pbtxt"}
+    assert batching_of(cfg) == {
+        "delay_ms": 20.0,
+        "full_batch": 64,
+        "source": "max_queue_delay_microseconds 20000 in config.pbtxt",
+    }
     cfg.dynamic_batching.preferred_batch_size.extend([16, 32])
     info = batching_of(cfg)
     assert info is not None and info["full_batch"] == 16  # the smallest preferred size dispatches at once
-    report = PerfReport.from_runs(__import__("repoforge.perf", fromlist=["PerfOptions"]).PerfOptions("m", "h:1"),
-                                  [_pt(1, 45, 21.5, queue_us=20_100)], cfg, machine=MachineInfo(2, "test"))
+    report = PerfReport.from_runs(
+        __import__("repoforge.perf", fromlist=["PerfOptions"]).PerfOptions("m", "h:1"),
+        [_pt(1, 45, 21.5, queue_us=20_100)],
+        cfg,
+        machine=MachineInfo(2, "test"),
+    )
     assert report.settings["batching"]["delay_ms"] == 20.0
     assert any("Latency floor = the batch delay" in n for n in report.notes)
     assert "Latency floor = the batch delay" in render_markdown(report)

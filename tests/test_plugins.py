@@ -127,7 +127,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         spec = root / "spec.yaml"
         spec.write_text(SPEC.format(features=FEATURES.format(redis_url=redis_server.url), redis_url=redis_server.url))
         features = next(m.plugin for m in load_spec(spec).spec.models if isinstance(m.plugin, FeaturesPlugin))
-        save(mlp([output_dim(features), 8, 1], seed=5, input_name="features", output_name="score"), root / "scorer.onnx")
+        save(
+            mlp([output_dim(features), 8, 1], seed=5, input_name="features", output_name="score"), root / "scorer.onnx"
+        )
         repo = build(spec, root / "repo", device="cpu").output
         with TritonServer(repo) as server:
             yield Env(server, redis_server, spec, features)
@@ -194,10 +196,12 @@ def test_features_equal_the_in_process_pipeline_with_redis_lookups(env: Env) -> 
     np.testing.assert_array_equal(got, reference)
     # the looked-up columns: log1p(clicks), ctr, known (defaults -1 → log1p(0) = 0, 0.5, 0 for unknown users)
     expected = {"alice": [np.log1p(9.0), 0.25, 1.0], "bob": [0.0, 0.75, 1.0]}
-    for u, row in zip(users, got[:, -3:]):
+    for u, row in zip(users, got[:, -3:], strict=True):
         np.testing.assert_allclose(row, expected.get(u, [0.0, 0.5, 0.0]), rtol=1e-6)
     ages = batch["age"][:, 0]
-    np.testing.assert_allclose(got[:, 0], (np.where(np.isnan(ages), 35, ages) - 40) / 10, rtol=1e-6)  # fill, standardize
+    np.testing.assert_allclose(
+        got[:, 0], (np.where(np.isnan(ages), 35, ages) - 40) / 10, rtol=1e-6
+    )  # fill, standardize
     store_client.close()
 
 
@@ -256,7 +260,9 @@ def test_result_cache_hit_returns_the_identical_answer(env: Env) -> None:
     assert redis.Redis.from_url(env.redis.url).keys("rc:*")
 
 
-def _route(client: http.InferenceServerClient, model: str, keys: list[str], x: np.ndarray, weights: list[float] | None = None):
+def _route(
+    client: http.InferenceServerClient, model: str, keys: list[str], x: np.ndarray, weights: list[float] | None = None
+):
     arrays = {"KEY": _column(keys), "X": x}
     if weights is not None:
         arrays["ROUTE_WEIGHTS"] = np.array([weights] * len(keys), dtype=np.float32)
@@ -275,7 +281,7 @@ def test_router_split_is_within_statistical_bounds_and_a_failing_shadow_changes_
         results = [p.get_result() for p in pending]  # raises if any request failed
         elapsed = time.monotonic() - started
     routes = np.concatenate([r.as_numpy("ROUTE")[:, 0] for r in results])
-    for r, x in zip(results, xs):  # every primary answer is the routed model's own: Y = X * (route + 1)
+    for r, x in zip(results, xs, strict=True):  # every primary answer is the routed model's own: Y = X * (route + 1)
         np.testing.assert_array_equal(r.as_numpy("Y"), x * (r.as_numpy("ROUTE") + 1).astype(np.float32))
     n = len(routes)
     share_b = float((routes == 1).sum())
@@ -283,7 +289,12 @@ def test_router_split_is_within_statistical_bounds_and_a_failing_shadow_changes_
     assert abs(share_b - 0.25 * n) < 5 * sigma, (share_b, n)
     # the broken shadow sleeps 0.3 s per batch and fails: the primary did not wait for it
     assert elapsed < 0.3 * n_req / 2, elapsed
-    assert _wait_for(lambda: _metric(env, "repoforge_shadow_batches_total", model="router", shadow="broken", outcome="error") > errors_before)
+    assert _wait_for(
+        lambda: (
+            _metric(env, "repoforge_shadow_batches_total", model="router", shadow="broken", outcome="error")
+            > errors_before
+        )
+    )
     assert _metric(env, "repoforge_router_rows_total", model="router", route="model_b") >= share_b
 
 
@@ -309,10 +320,16 @@ def test_sticky_routes_canary_share_and_shadow_agreement(env: Env) -> None:
     with _client(env) as client:
         agree0 = _metric(env, "repoforge_shadow_rows_total", model="sticky", shadow="model_a", outcome="agree")
         disagree0 = _metric(env, "repoforge_shadow_rows_total", model="sticky", shadow="model_a", outcome="disagree")
-        first = np.concatenate([_route(client, "sticky", users[i : i + 50], x[i : i + 50])[0] for i in range(0, 400, 50)])
+        first = np.concatenate(
+            [_route(client, "sticky", users[i : i + 50], x[i : i + 50])[0] for i in range(0, 400, 50)]
+        )
         shuffled = list(reversed(users))
-        second = np.concatenate([_route(client, "sticky", shuffled[i : i + 64], x[:64][: len(shuffled[i : i + 64])])[0]
-                                 for i in range(0, 400, 64)])
+        second = np.concatenate(
+            [
+                _route(client, "sticky", shuffled[i : i + 64], x[:64][: len(shuffled[i : i + 64])])[0]
+                for i in range(0, 400, 64)
+            ]
+        )
     assert second.tolist() == list(reversed(first.tolist()))  # same user, same route
     canary = int((first == 1).sum())
     sigma = (400 * 0.25 * 0.75) ** 0.5
@@ -322,11 +339,17 @@ def test_sticky_routes_canary_share_and_shadow_agreement(env: Env) -> None:
 
     def settled() -> bool:
         a = _metric(env, "repoforge_shadow_rows_total", model="sticky", shadow="model_a", outcome="agree") - agree0
-        d = _metric(env, "repoforge_shadow_rows_total", model="sticky", shadow="model_a", outcome="disagree") - disagree0
+        d = (
+            _metric(env, "repoforge_shadow_rows_total", model="sticky", shadow="model_a", outcome="disagree")
+            - disagree0
+        )
         return a + d >= total
 
     assert _wait_for(settled)
-    assert _metric(env, "repoforge_shadow_rows_total", model="sticky", shadow="model_a", outcome="disagree") - disagree0 == 2 * canary
+    assert (
+        _metric(env, "repoforge_shadow_rows_total", model="sticky", shadow="model_a", outcome="disagree") - disagree0
+        == 2 * canary
+    )
 
 
 def test_semantic_cache_reuses_the_answer_of_a_similar_row(env: Env) -> None:
@@ -335,7 +358,9 @@ def test_semantic_cache_reuses_the_answer_of_a_similar_row(env: Env) -> None:
         first = client.infer("semantic", _inputs(KEY=_column(["a", "b"]), X=x)).as_numpy("Y")
         near = x * 1.5 + np.float32(1e-3)  # same direction (cosine ~1), different values
         far = np.array([[1.0, -1.0, 1.0, -1.0]], dtype=np.float32)
-        got = client.infer("semantic", _inputs(KEY=_column(["c", "d", "e"]), X=np.concatenate([near, far]))).as_numpy("Y")
+        got = client.infer("semantic", _inputs(KEY=_column(["c", "d", "e"]), X=np.concatenate([near, far]))).as_numpy(
+            "Y"
+        )
     np.testing.assert_array_equal(first, x * 2)
     np.testing.assert_array_equal(got[:2], first)  # the cached answers, not model_b's answer for `near`
     np.testing.assert_array_equal(got[2:], far * 2)

@@ -7,8 +7,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from repoforge.build import build
 from repoforge.servers.triton import TritonServer
 

@@ -90,7 +90,12 @@ def _landscape(cfg: Any) -> tuple[float, float]:
     mbs = cfg.max_batch_size
     delay = cfg.dynamic_batching.max_queue_delay_microseconds
     inst = cfg.instance_group[0].count
-    tp = 5000.0 * (1 + 0.3 * min(delay, 1000) / 1000) * {8: 0.7, 16: 0.9, 32: 1.0, 64: 0.95}[mbs] / (1.4 if inst == 2 else 1.0)
+    tp = (
+        5000.0
+        * (1 + 0.3 * min(delay, 1000) / 1000)
+        * {8: 0.7, 16: 0.9, 32: 1.0, 64: 0.95}[mbs]
+        / (1.4 if inst == 2 else 1.0)
+    )
     tp *= 1.02 if list(cfg.dynamic_batching.preferred_batch_size) == [mbs // 2, mbs] else 1.0
     p99 = 3.0 + delay / 1000 * 2.5 + (2.0 if inst == 2 else 0.0)
     return tp, p99
@@ -151,7 +156,11 @@ def test_grid_measures_each_served_config_once(fake: tuple[Any, list[Any]]) -> N
     assert t.runs == len(measured) == 80  # "none" is served as [mbs]: 40 twins not measured again
     assert server.loads == 120
     best = t.best()
-    assert best is not None and (best.candidate.max_batch_size, best.candidate.max_queue_delay_us, best.candidate.instances) == (32, 500, 1)
+    assert best is not None and (
+        best.candidate.max_batch_size,
+        best.candidate.max_queue_delay_us,
+        best.candidate.instances,
+    ) == (32, 500, 1)
     assert all(tr.feasible == (tr.p99_ms <= 5.0) for tr in t.trials.values())
 
 
@@ -198,7 +207,15 @@ def _measured(mbs: int, *throughputs: float, p99: float = 2.0, budget: float = 5
 
 def test_confirmation_alternates_and_includes_the_current_config() -> None:
     a, b, c, cur = _measured(8, 1), _measured(16, 1), _measured(32, 1), _measured(64, 1)
-    assert [t.candidate.max_batch_size for t in tune_mod.confirmation_schedule([a, b, c], 7)] == [8, 16, 32, 32, 16, 8, 8]
+    assert [t.candidate.max_batch_size for t in tune_mod.confirmation_schedule([a, b, c], 7)] == [
+        8,
+        16,
+        32,
+        32,
+        16,
+        8,
+        8,
+    ]
     assert tune_mod.confirmation_schedule([a], 0) == [] and tune_mod.confirmation_schedule([], 3) == []
     assert tune_mod.finalists([a, b, c], cur, 2) == [a, b, cur]
     assert tune_mod.finalists([a, b, c], b, 2) == [a, b]  # already a finalist: not twice
@@ -228,7 +245,9 @@ def test_verdict_says_when_the_current_config_is_within_noise() -> None:
     assert "over the 5 ms budget" in tune_mod.verdict(best, _measured(8, 9000, p99=7.0), 5.0)
 
 
-def test_coordinate_never_picks_an_unconfirmed_single_run(fake: tuple[Any, list[Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_coordinate_never_picks_an_unconfirmed_single_run(
+    fake: tuple[Any, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """mbs 32 and 64 get a lucky first run and are the two re-measured; mbs 16 (2,200, measured once) then
     ranks above their averages. The pick must be among the re-measured; with runs for every finalist,
     the medians expose the lucky ones and mbs 16 wins on its re-measured median."""
@@ -244,7 +263,9 @@ def test_coordinate_never_picks_an_unconfirmed_single_run(fake: tuple[Any, list[
         return [PerfPoint(concurrency=16, throughput=tp, p50_ms=1.0, p90_ms=1.0, p95_ms=1.0, p99_ms=1.0)]
 
     monkeypatch.setattr(tune_mod, "run", scripted)
-    space = TuneSpace(max_batch_sizes=(8, 16, 32, 64), preferred=("max",), max_queue_delays_us=(0,), instance_counts=(1,))
+    space = TuneSpace(
+        max_batch_sizes=(8, 16, 32, 64), preferred=("max",), max_queue_delays_us=(0,), instance_counts=(1,)
+    )
     start = Candidate(8, "max", 0, 1)
     t = _tuner(server, 5.0, 6)
     t.coordinate(space, start, confirm=2)
@@ -262,7 +283,9 @@ def test_coordinate_never_picks_an_unconfirmed_single_run(fake: tuple[Any, list[
 
 
 def test_pareto_plot_draws_the_front_and_labels_every_point() -> None:
-    trials = [_measured(mbs, tp, p99=p99) for mbs, tp, p99 in [(8, 100, 1.0), (16, 90, 2.0), (32, 200, 3.0), (64, 300, 9.0)]]
+    trials = [
+        _measured(mbs, tp, p99=p99) for mbs, tp, p99 in [(8, 100, 1.0), (16, 90, 2.0), (32, 200, 3.0), (64, 300, 9.0)]
+    ]
     result = tune_mod.TuneResult("m", "grid", 5.0, 16, trials, trials[2], 4, 4, 4, 1, 1.0, finalists=[trials[2]])
     ax = tune_mod.pareto_figure(result).axes[0]
     front = next(line for line in ax.lines if line.get_label() == "feasible Pareto front")
@@ -305,7 +328,9 @@ def test_tune_reloads_one_server_and_writes_patch_and_plot(tmp_path: Path, monke
 
     # delay 20 ms at concurrency 4 with max_batch_size >= 16 makes every batch wait the full delay,
     # so those candidates are over a 15 ms budget for sure; delay 0 is well within it.
-    space = TuneSpace(max_batch_sizes=(16, 32), preferred=("none", "max"), max_queue_delays_us=(0, 20000), instance_counts=(1,))
+    space = TuneSpace(
+        max_batch_sizes=(16, 32), preferred=("none", "max"), max_queue_delays_us=(0, 20000), instance_counts=(1,)
+    )
     out = tmp_path / "tune-out"
     result = tune(TABULAR, "classifier", latency_budget_ms=15.0, space=space, concurrency=4, measurement_interval_ms=500,
                   max_trials=4, max_runs=4, confirm=2, output=out)  # fmt: skip
@@ -349,6 +374,8 @@ def test_cli_tune_rejects_an_unknown_model_in_one_line(tmp_path: Path) -> None:
     from repoforge.cli import main
 
     spec = Path(__file__).resolve().parent.parent / "examples" / "tabular" / "spec.yaml"
-    res = CliRunner().invoke(main, ["tune", str(spec), "-m", "nosuch", "--latency-budget-ms", "5", "-o", str(tmp_path / "t")])
+    res = CliRunner().invoke(
+        main, ["tune", str(spec), "-m", "nosuch", "--latency-budget-ms", "5", "-o", str(tmp_path / "t")]
+    )
     assert res.exit_code != 0 and "nosuch" in res.output
     assert not (tmp_path / "t").exists()

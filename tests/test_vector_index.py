@@ -145,8 +145,10 @@ def test_semantic_index_keeps_the_answers_by_slot_with_threshold_semantics() -> 
     assert hit.tolist() == [True, True, False]
     np.testing.assert_array_equal(si.values["Y"][best[hit]], x * 2)
     assert si.values["ID"][best[hit]].ravel().tolist() == [7, 8]
-    si.add(SemanticIndex.normalize(np.concatenate([far, far])), {"Y": np.concatenate([far, far]) * 2,
-                                                                 "ID": np.array([[9], [10]], dtype=np.int64)})
+    si.add(
+        SemanticIndex.normalize(np.concatenate([far, far])),
+        {"Y": np.concatenate([far, far]) * 2, "ID": np.array([[9], [10]], dtype=np.int64)},
+    )
     assert len(si) == 3  # bounded: the first row (ID 7) was evicted
     best, sim = si.search(SemanticIndex.normalize(x))
     assert sim[0] < 0.999 and sim[1] >= 0.999 and si.values["ID"][best[1], 0] == 8

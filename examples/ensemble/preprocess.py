@@ -23,9 +23,7 @@ class TritonPythonModel:
         features = (np.concatenate(raws).astype(np.float32, copy=False) - self.mean) * self.inv_std
         bounds = np.cumsum([len(raw) for raw in raws])[:-1]
         return [
-            pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor("FEATURES", np.ascontiguousarray(chunk))]
-            )
+            pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("FEATURES", np.ascontiguousarray(chunk))])
             for chunk in np.split(features, bounds)
         ]
 

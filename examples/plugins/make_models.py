@@ -19,8 +19,10 @@ def feature_width() -> int:
 
 def main() -> None:
     width = feature_width()
-    models = {f"models/scorer_{name}.onnx": mlp([width, 16, 1], seed=seed, input_name="features", output_name="score")
-              for name, seed in (("a", 11), ("b", 12), ("c", 13))}
+    models = {
+        f"models/scorer_{name}.onnx": mlp([width, 16, 1], seed=seed, input_name="features", output_name="score")
+        for name, seed in (("a", 11), ("b", 12), ("c", 13))
+    }
     for rel, digest in save_all(models, HERE).items():
         print(f"{digest}  {rel}")
 

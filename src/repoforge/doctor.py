@@ -33,14 +33,30 @@ def _triton() -> list[Check]:
         return [Check("tritonserver", False, str(exc).splitlines()[0], 'pip install "repoforge[triton]"')]
     backends = sorted(p.name for p in inst.backends_dir.iterdir() if p.is_dir()) if inst.backends_dir.exists() else []
     stub = inst.stub_for()
-    out = [Check("tritonserver", True, f"{inst.binary} (version {inst.version}); backends: {', '.join(backends) or 'none'}")]
-    out.append(Check("python backend stub", stub is not None,
-                     f"{stub}" if stub else f"no stub for Python {platform.python_version()}",
-                     "" if stub else "use Python 3.8-3.13 (the versions nvidia-pytriton ships stubs for)"))
+    out = [
+        Check(
+            "tritonserver", True, f"{inst.binary} (version {inst.version}); backends: {', '.join(backends) or 'none'}"
+        )
+    ]
+    out.append(
+        Check(
+            "python backend stub",
+            stub is not None,
+            f"{stub}" if stub else f"no stub for Python {platform.python_version()}",
+            "" if stub else "use Python 3.8-3.13 (the versions nvidia-pytriton ships stubs for)",
+        )
+    )
     native = [b for b in ("onnxruntime", "tensorrt", "pytorch") if b in backends]
-    out.append(Check("native GPU backends", bool(native),
-                     ", ".join(native) if native else "none here: ONNX/TorchScript are served through repoforge's Python runners (--device cpu)",
-                     "" if native else "on a GPU host use the NGC image (repoforge serve --print-command)"))
+    out.append(
+        Check(
+            "native GPU backends",
+            bool(native),
+            ", ".join(native)
+            if native
+            else "none here: ONNX/TorchScript are served through repoforge's Python runners (--device cpu)",
+            "" if native else "on a GPU host use the NGC image (repoforge serve --print-command)",
+        )
+    )
     return out
 
 
@@ -56,8 +72,12 @@ def _perf_analyzer() -> Check:
     proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True, env=perf_env(), timeout=30)
     text = (proc.stdout + proc.stderr).strip().splitlines()
     ok = proc.returncode == 0 or any("Perf Analyzer Version" in line for line in text)
-    return Check("perf_analyzer", ok, text[0] if ok and text else (text[-1] if text else "does not run"),
-                 "" if ok else "apt-get install -y libb64-0d; pip install nvidia-cuda-runtime-cu12")
+    return Check(
+        "perf_analyzer",
+        ok,
+        text[0] if ok and text else (text[-1] if text else "does not run"),
+        "" if ok else "apt-get install -y libb64-0d; pip install nvidia-cuda-runtime-cu12",
+    )
 
 
 def doctor() -> list[Check]:
@@ -66,18 +86,41 @@ def doctor() -> list[Check]:
     checks += _triton()
     checks.append(_perf_analyzer())
     ort = importlib.util.find_spec("onnxruntime") is not None
-    checks.append(Check("onnxruntime", ort, "importable" if ort else "missing", "" if ort else "pip install onnxruntime"))
+    checks.append(
+        Check("onnxruntime", ort, "importable" if ort else "missing", "" if ort else "pip install onnxruntime")
+    )
     smi = shutil.which("nvidia-smi")
     gpus = _run([smi, "-L"]) if smi else ""
-    checks.append(Check("GPU", bool(gpus), gpus or "no NVIDIA GPU visible: builds default to --device cpu",
-                        "" if gpus else "optional: on a GPU host, build with --device gpu and serve with the NGC image"))
+    checks.append(
+        Check(
+            "GPU",
+            bool(gpus),
+            gpus or "no NVIDIA GPU visible: builds default to --device cpu",
+            "" if gpus else "optional: on a GPU host, build with --device gpu and serve with the NGC image",
+        )
+    )
     java = shutil.which("java")
-    checks.append(Check("java (TorchServe)", bool(java), java or "missing", "" if java else "apt-get install -y openjdk-17-jre-headless"))
+    checks.append(
+        Check(
+            "java (TorchServe)",
+            bool(java),
+            java or "missing",
+            "" if java else "apt-get install -y openjdk-17-jre-headless",
+        )
+    )
     ts = shutil.which("torchserve")
-    checks.append(Check("torchserve", bool(ts), ts or "missing",
-                        "" if ts else "pip install torch==2.13.0 torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml"))
+    checks.append(
+        Check(
+            "torchserve",
+            bool(ts),
+            ts or "missing",
+            "" if ts else "pip install torch==2.13.0 torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml",
+        )
+    )
     redis = shutil.which("redis-server")
-    checks.append(Check("redis-server", bool(redis), redis or "missing", "" if redis else "apt-get install -y redis-server"))
+    checks.append(
+        Check("redis-server", bool(redis), redis or "missing", "" if redis else "apt-get install -y redis-server")
+    )
     return checks
 
 

@@ -22,13 +22,17 @@ def parse_prometheus(text: str, prefix: str = "") -> dict[str, float]:
 
 
 def scrape(url: str, prefix: str = "", timeout: float = 10.0) -> dict[str, float]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - a local server's metrics URL
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # a local server's metrics URL
         return parse_prometheus(resp.read().decode(), prefix)
 
 
 #: TorchServe's per-model counters (Prometheus mode): requests, and cumulative µs of queue and of the
 #: whole inference (queue included), per ``model_name`` label.
-TORCHSERVE_COUNTERS = ("ts_inference_requests_total", "ts_queue_latency_microseconds", "ts_inference_latency_microseconds")
+TORCHSERVE_COUNTERS = (
+    "ts_inference_requests_total",
+    "ts_queue_latency_microseconds",
+    "ts_inference_latency_microseconds",
+)
 
 
 def _model_sum(samples: dict[str, float], name: str, model: str) -> float | None:
@@ -37,7 +41,9 @@ def _model_sum(samples: dict[str, float], name: str, model: str) -> float | None
     return sum(found) if found else None
 
 
-def torchserve_per_request(before: dict[str, float], after: dict[str, float], model: str) -> tuple[float, float, int] | None:
+def torchserve_per_request(
+    before: dict[str, float], after: dict[str, float], model: str
+) -> tuple[float, float, int] | None:
     """(queue µs, total µs, requests) per request of ``model`` between two scrapes of TorchServe's
     /metrics; None when the counters are missing or no request came in between. TorchServe gives only
     cumulative sums, so the average over the interval is what can be reported."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def mlp(
     initializers: list[onnx.TensorProto] = []
     layers = len(sizes) - 1
     current = input_name
-    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(pairwise(sizes)):
         bound = 1.0 / np.sqrt(fan_in)
         weight = rng.uniform(-bound, bound, size=(fan_in, fan_out)).astype(np.float32)
         bias = rng.uniform(-bound, bound, size=fan_out).astype(np.float32)
@@ -92,9 +93,7 @@ def mlp(
         ]
         last = i == layers - 1
         gemm_out = output_name if last and not softmax else f"fc{i}"
-        nodes.append(
-            helper.make_node("Gemm", [current, f"fc{i}.weight", f"fc{i}.bias"], [gemm_out], name=f"fc{i}")
-        )
+        nodes.append(helper.make_node("Gemm", [current, f"fc{i}.weight", f"fc{i}.bias"], [gemm_out], name=f"fc{i}"))
         current = gemm_out
         if not last:
             nodes.append(helper.make_node("Relu", [current], [f"relu{i}"], name=f"relu{i}"))

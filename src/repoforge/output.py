@@ -29,7 +29,9 @@ def check_destination(out: Path, force: bool, looks_ours: Callable[[Path], bool]
             raise BuildError(f"{out} exists and is not a directory; remove it or choose another output")
         ours = (out / MANIFEST).exists() or not any(out.iterdir()) or (looks_ours is not None and looks_ours(out))
         if not ours:
-            raise BuildError(f"{out} exists and was not written by repoforge (no {MANIFEST}); refusing to replace it even with --force")
+            raise BuildError(
+                f"{out} exists and was not written by repoforge (no {MANIFEST}); refusing to replace it even with --force"
+            )
 
 
 @contextlib.contextmanager

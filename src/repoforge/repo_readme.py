@@ -59,15 +59,40 @@ def _smokable(m: ModelPlan) -> bool:
 
 
 def triton_readme(plan: RepositoryPlan) -> str:
-    models = [{"name": m.name, "format": m.format, "body": shlex.quote(triton_smoke_body(m)), "smoke": _smokable(m)}
-              for m in plan.models]
-    return render("README.md", target="triton", repository=plan.name, device=plan.device, version=__version__,
-                  models=models, image=NGC_IMAGE, perf_model=next((m["name"] for m in models if m["smoke"]), None))
+    models = [
+        {"name": m.name, "format": m.format, "body": shlex.quote(triton_smoke_body(m)), "smoke": _smokable(m)}
+        for m in plan.models
+    ]
+    return render(
+        "README.md",
+        target="triton",
+        repository=plan.name,
+        device=plan.device,
+        version=__version__,
+        models=models,
+        image=NGC_IMAGE,
+        perf_model=next((m["name"] for m in models if m["smoke"]), None),
+    )
 
 
 def torchserve_readme(plan: RepositoryPlan, archives: list[str], workflows: list[str]) -> str:
     by_name = {m.name: m for m in plan.models}
-    models = [{"name": n, "format": by_name[n].format, "body": shlex.quote(torchserve_smoke_body(by_name[n])),
-               "smoke": _smokable(by_name[n])} for n in archives]
-    return render("README.md", target="torchserve", repository=plan.name, device=plan.device, version=__version__,
-                  models=models, workflows=workflows, perf_model=next((m["name"] for m in models if m["smoke"]), None))
+    models = [
+        {
+            "name": n,
+            "format": by_name[n].format,
+            "body": shlex.quote(torchserve_smoke_body(by_name[n])),
+            "smoke": _smokable(by_name[n]),
+        }
+        for n in archives
+    ]
+    return render(
+        "README.md",
+        target="torchserve",
+        repository=plan.name,
+        device=plan.device,
+        version=__version__,
+        models=models,
+        workflows=workflows,
+        perf_model=next((m["name"] for m in models if m["smoke"]), None),
+    )

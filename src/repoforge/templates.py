@@ -15,8 +15,14 @@ import jinja2
 def _environment() -> jinja2.Environment:
     # StrictUndefined: a template naming a value the caller did not pass fails the build, not the user.
     loader = jinja2.FileSystemLoader(str(resources.files("repoforge.model_repo_templates")))
-    return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    return jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
 
 
 def render(name: str, **context: Any) -> str:

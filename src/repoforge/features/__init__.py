@@ -13,4 +13,12 @@ from repoforge.features.pipeline import (
     one_hot,
 )
 
-__all__ = ["FeatureConfigError", "FeaturePipeline", "FeatureStore", "OnlineLookup", "datetime_parts", "one_hot", "stable_hash"]
+__all__ = [
+    "FeatureConfigError",
+    "FeaturePipeline",
+    "FeatureStore",
+    "OnlineLookup",
+    "datetime_parts",
+    "one_hot",
+    "stable_hash",
+]

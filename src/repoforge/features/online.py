@@ -32,8 +32,14 @@ def redis_client(conn: RedisConnection) -> Any:
 
     url = (os.environ.get(conn.url_env) if conn.url_env else None) or conn.url
     timeout = conn.timeout_ms / 1000.0
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0)
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
 
 
 def encode_values(values: np.ndarray) -> list[bytes]:
@@ -105,7 +111,7 @@ class OnlineLookup:
         size = 4 * self.n_fields
         ok = np.fromiter((v is not None and len(v) == size for v in raw), dtype=bool, count=len(raw))
         if ok.any():
-            blob = b"".join(v for v, good in zip(raw, ok) if good)
+            blob = b"".join(v for v, good in zip(raw, ok, strict=True) if good)
             got = np.frombuffer(blob, dtype="<f4").reshape(-1, self.n_fields)
             table = np.tile(self.defaults, (len(unique), 1))
             table[ok] = got
@@ -133,7 +139,7 @@ class FeatureStore:
         ttl = ttl_s if ttl_s is not None else self.cfg.ttl_s
         keys = self._lookup.keys(np.asarray(ids))
         pipe = self.client.pipeline(transaction=False)
-        for k, blob in zip(keys.tolist(), encode_values(values)):
+        for k, blob in zip(keys.tolist(), encode_values(values), strict=True):
             pipe.set(k, blob, ex=ttl)
         pipe.execute()
         return len(keys)

@@ -135,7 +135,11 @@ class FeaturePipeline:
 
     @classmethod
     def from_config(cls, config: FeaturesPlugin | Mapping[str, Any] | str, lookup: Any = None) -> FeaturePipeline:
-        cfg = config if isinstance(config, FeaturesPlugin) else parse_plugin(dict(config) if isinstance(config, Mapping) else config)
+        cfg = (
+            config
+            if isinstance(config, FeaturesPlugin)
+            else parse_plugin(dict(config) if isinstance(config, Mapping) else config)
+        )
         if not isinstance(cfg, FeaturesPlugin):
             raise FeatureConfigError(f"expected a features config, got kind {cfg.kind}")
         return cls(cfg, lookup)
@@ -170,7 +174,9 @@ class FeaturePipeline:
                 v = values[:, k : k + 1]
                 out[f.name] = Prepared(v, np.zeros(v.shape, dtype=bool), self._all[f.name])
             if lk.found:
-                out[lk.found] = Prepared(found.astype(np.float32).reshape(-1, 1), np.zeros((rows, 1), bool), self._all[lk.found])
+                out[lk.found] = Prepared(
+                    found.astype(np.float32).reshape(-1, 1), np.zeros((rows, 1), bool), self._all[lk.found]
+                )
         return out
 
     def transform(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -178,7 +184,7 @@ class FeaturePipeline:
         rows = len(next(iter(prepared.values())).values)
         out = np.empty((rows, self.output_dim), dtype=np.float32)
         at = 0
-        for j, (op, width) in enumerate(zip(self.config.features, self.widths)):
+        for j, (op, width) in enumerate(zip(self.config.features, self.widths, strict=True)):
             out[:, at : at + width] = self._apply(j, op, prepared, rows)
             at += width
         return out
@@ -188,7 +194,7 @@ class FeaturePipeline:
     def _apply(self, j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
         kind = op.op
         if kind == "cross":
-            idx = combine([stable_hash(cols[c].values) for c in op.columns]) % np.uint64(op.buckets)
+            idx: np.ndarray = combine([stable_hash(cols[c].values) for c in op.columns]) % np.uint64(op.buckets)
             return self._index(idx.astype(np.int64), op.buckets, op.output)
         p = cols[op.column]
         x = p.values
@@ -197,7 +203,9 @@ class FeaturePipeline:
         if kind == "identity":
             return x.astype(np.float32)
         if kind == "standardize":
-            return ((x - np.asarray(op.mean, dtype=np.float64)) / np.asarray(op.std, dtype=np.float64)).astype(np.float32)
+            return ((x - np.asarray(op.mean, dtype=np.float64)) / np.asarray(op.std, dtype=np.float64)).astype(
+                np.float32
+            )
         if kind == "min_max":
             y = (x - op.min) / (op.max - op.min)
             return (np.clip(y, 0.0, 1.0) if op.clip else y).astype(np.float32)
@@ -206,7 +214,9 @@ class FeaturePipeline:
         if kind == "clip":
             return np.clip(x, op.min, op.max).astype(np.float32)
         if kind == "bucketize":
-            idx = np.searchsorted(np.asarray(op.boundaries, dtype=np.float64), x.reshape(-1).astype(np.float64), side="right")
+            idx = np.searchsorted(
+                np.asarray(op.boundaries, dtype=np.float64), x.reshape(-1).astype(np.float64), side="right"
+            )
             return self._index(idx, len(op.boundaries) + 1, op.output)
         if kind == "vocabulary":
             sorted_vocab, order = self._vocab[j]

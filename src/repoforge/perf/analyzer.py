@@ -23,8 +23,9 @@ import sysconfig
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -122,7 +123,9 @@ def _site_dirs() -> list[Path]:
 @functools.lru_cache(maxsize=1)
 def _ldconfig_libs() -> frozenset[str]:
     """Library sonames the dynamic loader knows (``ldconfig -p``); empty if ldconfig is unavailable."""
-    exe = shutil.which("ldconfig") or next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.exists(p)), None)
+    exe = shutil.which("ldconfig") or next(
+        (p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.exists(p)), None
+    )
     if exe is None:
         return frozenset()
     try:
@@ -142,6 +145,7 @@ def _shim_dir(links: dict[str, Path]) -> Path | None:
     target = cache_root() / "perf-libs" / re.sub(r"[^A-Za-z0-9._=-]", "_", key)[:200]
     if all((target / name).exists() and (target / name).resolve() == src.resolve() for name, src in links.items()):
         return target
+
     def fill(tmp: Path) -> None:
         for name, src in links.items():
             os.symlink(src.resolve(), tmp / name)
@@ -207,7 +211,9 @@ def parse_concurrency(value: str | int | Sequence[int]) -> list[int]:
             else:
                 values = [int(p) for p in text.split(",") if p.strip()]
         except ValueError:
-            raise PerfError(f"bad concurrency {value!r}: use START:END[:STEP] (e.g. 1:16:2), a list 1,2,4 or one number") from None
+            raise PerfError(
+                f"bad concurrency {value!r}: use START:END[:STEP] (e.g. 1:16:2), a list 1,2,4 or one number"
+            ) from None
     else:
         values = [int(v) for v in value]
     if not values or any(v < 1 for v in values):
@@ -283,9 +289,9 @@ class PerfOptions:
         self.shapes = {k: [int(d) for d in v] for k, v in self.shapes.items()}
 
     @property
-    def loads(self) -> list[float] | list[int]:
-        """The points to measure: request rates if given, else concurrencies."""
-        return self.request_rate if self.request_rate is not None else list(self.concurrency)  # type: ignore[arg-type]
+    def loads(self) -> Sequence[float]:
+        """The points to measure: request rates if given, else concurrencies (a list after __post_init__)."""
+        return self.request_rate if self.request_rate is not None else cast("list[int]", self.concurrency)
 
     def run_timeout(self) -> float:
         """Default kill timeout for one perf_analyzer call: every trial window, three times over, + 60 s."""
@@ -331,7 +337,12 @@ class PerfPoint:
     @property
     def server_us(self) -> float:
         """Queue + compute input/infer/output, µs."""
-        return self.server_queue_us + self.server_compute_input_us + self.server_compute_infer_us + self.server_compute_output_us
+        return (
+            self.server_queue_us
+            + self.server_compute_input_us
+            + self.server_compute_infer_us
+            + self.server_compute_output_us
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -368,28 +379,41 @@ def resolve_shapes(opts: PerfOptions, config: mc.ModelConfig | None) -> dict[str
 
 def _check_model(opts: PerfOptions, config: mc.ModelConfig) -> None:
     if config.max_batch_size == 0 and opts.batch_size > 1:
-        raise PerfError(f"model {opts.model} has max_batch_size 0 (no batching), so batch size {opts.batch_size} is impossible; use -b 1")
+        raise PerfError(
+            f"model {opts.model} has max_batch_size 0 (no batching), so batch size {opts.batch_size} is impossible; use -b 1"
+        )
     if config.max_batch_size and opts.batch_size > config.max_batch_size:
-        raise PerfError(f"batch size {opts.batch_size} is larger than model {opts.model}'s max_batch_size {config.max_batch_size}")
+        raise PerfError(
+            f"batch size {opts.batch_size} is larger than model {opts.model}'s max_batch_size {config.max_batch_size}"
+        )
     if config.model_transaction_policy.decoupled and opts.protocol == "http":
-        raise PerfError(f"model {opts.model} is decoupled, which Triton serves only over gRPC streaming; use --protocol grpc")
+        raise PerfError(
+            f"model {opts.model} is decoupled, which Triton serves only over gRPC streaming; use --protocol grpc"
+        )
 
 
 def _range_arg(values: Sequence[float]) -> str:
     """perf_analyzer's start:end:step for an arithmetic sequence (ValueError otherwise)."""
+
     def fmt(v: float) -> str:
         return str(int(v)) if float(v).is_integer() else repr(float(v))
 
     if len(values) == 1:
         return fmt(values[0])
     step = values[1] - values[0]
-    if step <= 0 or any(b - a != step for a, b in zip(values, values[1:])):
+    if step <= 0 or any(b - a != step for a, b in pairwise(values)):
         raise ValueError(f"{list(values)} is not an evenly spaced range; build one command per value")
     return f"{fmt(values[0])}:{fmt(values[-1])}:{fmt(step)}"
 
 
-def build_command(opts: PerfOptions, model_config: mc.ModelConfig | None, *, load: float | None = None,
-                  csv_path: str | os.PathLike[str] = "perf.csv", binary: Path | None = None) -> list[str]:
+def build_command(
+    opts: PerfOptions,
+    model_config: mc.ModelConfig | None,
+    *,
+    load: float | None = None,
+    csv_path: str | os.PathLike[str] = "perf.csv",
+    binary: Path | None = None,
+) -> list[str]:
     """The perf_analyzer argv for one point (``load``: a concurrency or request rate) or, with
     ``load=None``, for all of ``opts`` (needs evenly spaced values, e.g. from ``"1:16:2"``).
 
@@ -401,7 +425,9 @@ def build_command(opts: PerfOptions, model_config: mc.ModelConfig | None, *, loa
     argv = [exe, "-m", opts.model]
     if opts.service_kind == "torchserve":
         if opts.input_data is None:
-            raise PerfError("TorchServe needs an input data file (perf_analyzer cannot make random data for it); pass --input-data FILE.json")
+            raise PerfError(
+                "TorchServe needs an input data file (perf_analyzer cannot make random data for it); pass --input-data FILE.json"
+            )
         argv += ["--service-kind", "torchserve", "-i", "http", "-u", opts.url]
     else:
         argv += ["-i", opts.protocol, "-u", opts.url]
@@ -413,7 +439,7 @@ def build_command(opts: PerfOptions, model_config: mc.ModelConfig | None, *, loa
         argv += ["-x", opts.model_version]
     argv += ["-b", str(opts.batch_size)]
     flag = "--request-rate-range" if opts.request_rate is not None else "--concurrency-range"
-    argv += [flag, _range_arg(values)]  # type: ignore[arg-type]
+    argv += [flag, _range_arg(values)]
     argv += ["--measurement-interval", str(int(opts.measurement_interval_ms))]
     argv += ["--stability-percentage", f"{opts.stability_percentage:g}"]
     if opts.max_trials is not None:
@@ -469,10 +495,12 @@ def parse_csv(text: str, protocol: str = "grpc", batch_size: int = 1) -> list[Pe
     for row in rows[1:]:
         if len(row) < len(header):
             continue  # perf_analyzer appends other sections (e.g. with --verbose-csv); keep measurement rows only
-        cells = dict(zip(header, (c.strip() for c in row)))
+        cells = dict(zip(header, (c.strip() for c in row), strict=False))
         try:
             first = float(cells[header[0]])
-            values: dict[str, Any] = {attr: float(cells[col]) for col, attr in _COLUMNS.items() if cells.get(col, "") != ""}
+            values: dict[str, Any] = {
+                attr: float(cells[col]) for col, attr in _COLUMNS.items() if cells.get(col, "") != ""
+            }
             values.update({attr: float(cells[col]) / 1000.0 for col, attr in _LATENCIES.items()})
         except ValueError:
             continue
@@ -547,7 +575,9 @@ def _explain(opts: PerfOptions, load: float, rc: int, output: str) -> PerfError:
                 f"failed to load); load it (explicit mode: POST /v2/repository/models/{opts.model}/load). perf_analyzer: {line}"
             )
         have = f" (it serves: {', '.join(models)})" if models else (" (it serves no models)" if models == [] else "")
-        return PerfError(f"model '{opts.model}' is not on the server at {opts.url}{have}; pass one of its models. perf_analyzer: {line}")
+        return PerfError(
+            f"model '{opts.model}' is not on the server at {opts.url}{have}; pass one of its models. perf_analyzer: {line}"
+        )
     if any(s in low for s in ("failed to connect", "couldn't connect", "connection refused", "socket closed",
                               "unsupported protocol", "deadline exceeded", "unavailable", "timeout was reached")):  # fmt: skip
         return PerfError(
@@ -561,14 +591,21 @@ def _explain(opts: PerfOptions, load: float, rc: int, output: str) -> PerfError:
             f"a longer --measurement-interval or more --max-trials. perf_analyzer: {line}"
         )
     if "dynamic shape" in low or "provide shapes" in low:
-        return PerfError(f"model {opts.model} has a variable-size input without a shape; pass --shape NAME:DIMS. perf_analyzer: {line}")
+        return PerfError(
+            f"model {opts.model} has a variable-size input without a shape; pass --shape NAME:DIMS. perf_analyzer: {line}"
+        )
     if opts.input_data is not None and ("json" in low or "input data" in low):
-        return PerfError(f"perf_analyzer rejected the input data {opts.input_data}; check it matches the model's inputs and types. perf_analyzer: {line}")
-    return PerfError(f"perf_analyzer failed (exit {rc}) for model {opts.model} at {what} over {opts.protocol} at {opts.url}. perf_analyzer: {line}")
+        return PerfError(
+            f"perf_analyzer rejected the input data {opts.input_data}; check it matches the model's inputs and types. perf_analyzer: {line}"
+        )
+    return PerfError(
+        f"perf_analyzer failed (exit {rc}) for model {opts.model} at {what} over {opts.protocol} at {opts.url}. perf_analyzer: {line}"
+    )
 
 
-def _measure_one(opts: PerfOptions, config: mc.ModelConfig | None, load: float, exe: Path,
-                 env: dict[str, str], workdir: Path) -> PerfPoint:
+def _measure_one(
+    opts: PerfOptions, config: mc.ModelConfig | None, load: float, exe: Path, env: dict[str, str], workdir: Path
+) -> PerfPoint:
     csv_path = workdir / f"perf-{load:g}.csv"
     argv = build_command(opts, config, load=load, csv_path=csv_path, binary=exe)
     timeout = opts.run_timeout()
@@ -627,9 +664,13 @@ def run(opts: PerfOptions, config: mc.ModelConfig | None, progress: Progress | N
     return _run_many([(opts, config)], progress)[0]
 
 
-def run_calibrated(opts: PerfOptions, config: mc.ModelConfig | None, calibration_model: str,
-                   calibration_config: mc.ModelConfig | None,
-                   progress: Progress | None = None) -> tuple[list[PerfPoint], list[PerfPoint]]:
+def run_calibrated(
+    opts: PerfOptions,
+    config: mc.ModelConfig | None,
+    calibration_model: str,
+    calibration_config: mc.ModelConfig | None,
+    progress: Progress | None = None,
+) -> tuple[list[PerfPoint], list[PerfPoint]]:
     """Like :func:`run`, and also measure ``calibration_model`` with the same settings, interleaved
     point by point (calibration first), so both see the same machine state. Returns
     ``(points, calibration_points)`` for :class:`~repoforge.perf.report.PerfReport`'s relative mode."""
@@ -640,8 +681,9 @@ def run_calibrated(opts: PerfOptions, config: mc.ModelConfig | None, calibration
     return points, cal_points
 
 
-def _run_many(jobs: list[tuple[PerfOptions, mc.ModelConfig | None]], progress: Progress | None,
-              calibration_first: bool = False) -> list[list[PerfPoint]]:
+def _run_many(
+    jobs: list[tuple[PerfOptions, mc.ModelConfig | None]], progress: Progress | None, calibration_first: bool = False
+) -> list[list[PerfPoint]]:
     say = progress or (lambda _m: None)
     exe = find_perf_analyzer(jobs[0][0].binary)
     for o, cfg in jobs:  # check every command before the first measurement

@@ -45,7 +45,9 @@ class BaselineEntry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BaselineEntry:
-        return cls(float(data["throughput"]), float(data["p99_ms"]), data.get("throughput_ratio"), data.get("p99_ratio"))
+        return cls(
+            float(data["throughput"]), float(data["p99_ms"]), data.get("throughput_ratio"), data.get("p99_ratio")
+        )
 
 
 @dataclass
@@ -70,8 +72,10 @@ class ModelBaseline:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelBaseline:
         return cls(
-            points={proto: {k: BaselineEntry.from_dict(e) for k, e in rows.items()}
-                    for proto, rows in data.get("points", {}).items()},  # fmt: skip
+            points={
+                proto: {k: BaselineEntry.from_dict(e) for k, e in rows.items()}
+                for proto, rows in data.get("points", {}).items()
+            },  # fmt: skip
             calibration_model=data.get("calibration_model"),
             measured=data.get("measured", ""),
             machine=dict(data.get("machine", {})),
@@ -123,7 +127,11 @@ class Baseline:
         return b
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "updated": self.updated, "models": {k: v.to_dict() for k, v in sorted(self.models.items())}}
+        return {
+            "format": FORMAT,
+            "updated": self.updated,
+            "models": {k: v.to_dict() for k, v in sorted(self.models.items())},
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Baseline:
@@ -217,11 +225,15 @@ class GateResult:
 
     def summary(self) -> str:
         against = self.baseline_model if self.baseline_model == self.model else f"{self.baseline_model}'s baseline"
-        what = f"{self.model} vs {against} ({self.mode}, throughput -{self.tolerance:.0%}, p99 +{self.p99_tolerance:.0%})"
+        what = (
+            f"{self.model} vs {against} ({self.mode}, throughput -{self.tolerance:.0%}, p99 +{self.p99_tolerance:.0%})"
+        )
         if self.passed:
             checked = sum(r.status == "ok" for r in self.rows)
             return f"perf gate passed: {what}, {checked} checks"
-        names = ", ".join(f"{r.model} {r.protocol} {'rate' if r.is_rate else 'c'}={r.load:g} {r.metric}" for r in self.regressions)
+        names = ", ".join(
+            f"{r.model} {r.protocol} {'rate' if r.is_rate else 'c'}={r.load:g} {r.metric}" for r in self.regressions
+        )
         return f"perf gate FAILED: {what}: {len(self.regressions)} regression(s): {names}"
 
     def format_table(self, only_regressions: bool = False, verdict: bool = True) -> str:
@@ -229,9 +241,12 @@ class GateResult:
         the verdict once, on its own line)."""
         rows = self.regressions if only_regressions else self.rows
         head = ["model", "protocol", "load", "metric", "baseline", "current", "change", "limit", "result"]
+
+        def fmt(v: float | None) -> str:
+            return "–" if v is None else (f"{v:.3f}" if self.mode == "relative" else f"{v:,.2f}")
+
         body = []
         for r in rows:
-            fmt = (lambda v: "–" if v is None else (f"{v:.3f}" if self.mode == "relative" else f"{v:,.2f}"))
             body.append([
                 r.model if r.model == self.baseline_model else f"{r.model} (vs {self.baseline_model})",
                 r.protocol,
@@ -244,7 +259,10 @@ class GateResult:
                 r.status.upper() if r.regressed else r.status,
             ])  # fmt: skip
         widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
-        line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
         out = [line(head), line(["-" * w for w in widths])] + [line(row) for row in body]
         return "\n".join([*([self.summary()] if verdict else []), *out, *self.notes])
 
@@ -286,7 +304,9 @@ def compare(
     mb = baseline.models.get(name)
     if mb is None:
         have = ", ".join(sorted(baseline.models)) or "none"
-        raise PerfError(f"the baseline has no entry for model {name} (it has: {have}); record one with --update-baseline")
+        raise PerfError(
+            f"the baseline has no entry for model {name} (it has: {have}); record one with --update-baseline"
+        )
     notes: list[str] = []
     can_relative = bool(mb.calibration_model and current.calibration_points
                         and current.calibration_model == mb.calibration_model)  # fmt: skip
@@ -294,13 +314,17 @@ def compare(
         if not current.calibration_points:
             raise PerfError("relative mode needs a calibration model measured in this run; pass --calibration-model")
         if not mb.calibration_model:
-            raise PerfError(f"the baseline for {name} has no calibration ratios; re-record it with --calibration-model --update-baseline")
+            raise PerfError(
+                f"the baseline for {name} has no calibration ratios; re-record it with --calibration-model --update-baseline"
+            )
         raise PerfError(
             f"calibration models differ: this run used {current.calibration_model}, the baseline {mb.calibration_model}"
         )
     relative = mode == "relative" or (mode == "auto" and can_relative)
     if mode == "auto" and not relative and (mb.calibration_model or current.calibration_points):
-        notes.append("note: comparing absolute numbers (the run and the baseline do not both have the same calibration model)")
+        notes.append(
+            "note: comparing absolute numbers (the run and the baseline do not both have the same calibration model)"
+        )
     result = GateResult(current.model, name, "relative" if relative else "absolute", tolerance, p99_tol, notes=notes)
 
     for proto in current.protocols:
@@ -327,7 +351,11 @@ def compare(
                     change = cur / base - 1.0
                     bad = change < -tolerance if metric == "throughput" else change > p99_tol
                     status = "regression" if bad else "ok"
-                result.rows.append(GateRow(current.model, proto, p.load, metric, base, cur, change, limit, status, unit, is_rate))
+                result.rows.append(
+                    GateRow(current.model, proto, p.load, metric, base, cur, change, limit, status, unit, is_rate)
+                )
     if not any(r.status in ("ok", "regression") for r in result.rows):
-        result.notes.append(f"note: no point of this run has a baseline entry for {name} (different protocols or concurrencies?)")
+        result.notes.append(
+            f"note: no point of this run has a baseline entry for {name} (different protocols or concurrencies?)"
+        )
     return result

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -34,18 +34,31 @@ class PerfArgumentError(PerfError):
 _HOST_PORT = re.compile(r"^(https?://)?[A-Za-z0-9.\-]+:\d+/?$|^(https?://)?\[[0-9A-Fa-f:]+\]:\d+/?$")
 
 
-def check_arguments(target: str | Path, *, concurrency: str | list[int] = "1:16:2", request_rate: list[float] | None = None,
-                    baseline: str | Path | None = None, update: bool = False) -> None:
+def check_arguments(
+    target: str | Path,
+    *,
+    concurrency: str | list[int] = "1:16:2",
+    request_rate: list[float] | None = None,
+    baseline: str | Path | None = None,
+    update: bool = False,
+) -> None:
     """Fail at once, before a server starts or perf_analyzer runs, on what would only fail later: a
     TARGET that is neither a repository folder nor host:port (e.g. the spec file), a malformed
     concurrency, or a baseline file that does not exist when the run is to be compared with it."""
     path = Path(target)
     if path.is_file():
-        hint = (f"build it first (repoforge build {path} -o repo) and measure the folder, or give a running server's host:port"
-                if path.suffix in (".yaml", ".yml") else "give a repository folder or a running server's host:port")
-        raise PerfArgumentError("TARGET", f"{path} is a file, but perf measures a built repository folder or a server URL; {hint}")
+        hint = (
+            f"build it first (repoforge build {path} -o repo) and measure the folder, or give a running server's host:port"
+            if path.suffix in (".yaml", ".yml")
+            else "give a repository folder or a running server's host:port"
+        )
+        raise PerfArgumentError(
+            "TARGET", f"{path} is a file, but perf measures a built repository folder or a server URL; {hint}"
+        )
     if not path.is_dir() and not _HOST_PORT.match(str(target).strip()):
-        raise PerfArgumentError("TARGET", f"{target!r} is neither a repository folder nor a server's host:port (e.g. 127.0.0.1:8000)")
+        raise PerfArgumentError(
+            "TARGET", f"{target!r} is neither a repository folder nor a server's host:port (e.g. 127.0.0.1:8000)"
+        )
     try:
         parse_concurrency(concurrency)
     except PerfError as exc:
@@ -53,8 +66,11 @@ def check_arguments(target: str | Path, *, concurrency: str | list[int] = "1:16:
     if request_rate is not None and (not request_rate or any(r <= 0 for r in request_rate)):
         raise PerfArgumentError("--request-rate", f"bad request rate {request_rate!r}: values must be > 0")
     if baseline is not None and not update and not Path(baseline).is_file():
-        raise PerfArgumentError("--baseline", f"baseline {baseline} does not exist; record it first with --update-baseline "
-                                              "(or pass the path of the committed baseline)")
+        raise PerfArgumentError(
+            "--baseline",
+            f"baseline {baseline} does not exist; record it first with --update-baseline "
+            "(or pass the path of the committed baseline)",
+        )
 
 
 @dataclass
@@ -84,7 +100,9 @@ def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
     try:
         raw = client.get_model_config(model)
     except Exception as exc:  # noqa: BLE001 - unreachable server or unknown model: one line either way
-        raise PerfError(f"cannot read the config of '{model}' from Triton at {http_url}: {str(exc).splitlines()[0]}") from None
+        raise PerfError(
+            f"cannot read the config of '{model}' from Triton at {http_url}: {str(exc).splitlines()[0]}"
+        ) from None
     finally:
         client.close()
     return json_format.ParseDict(raw, mc.ModelConfig(), ignore_unknown_fields=True)
@@ -133,8 +151,11 @@ def torchserve_batching(archived: dict[str, Any]) -> dict[str, Any] | None:
     size, delay = int(archived.get("batchSize") or 1), float(archived.get("maxBatchDelay") or 0)
     if size <= 1 or delay <= 0:
         return None
-    return {"delay_ms": delay, "full_batch": size,
-            "source": f"maxBatchDelay {delay:g} ms, batchSize {size} in the archive's model-config.yaml"}
+    return {
+        "delay_ms": delay,
+        "full_batch": size,
+        "source": f"maxBatchDelay {delay:g} ms, batchSize {size} in the archive's model-config.yaml",
+    }
 
 
 @contextlib.contextmanager
@@ -167,17 +188,40 @@ def _torchserve_target(output: Path, models: list[str], say: Progress) -> Iterat
         with TorchServeServer(output, models=[f"{m}.mar" for m in models], disable_token_auth=True) as server:
             url = server.inference_url.removeprefix("http://")
             say(f"TorchServe ready at {server.inference_url}")
-            yield _Endpoints(url, url, {m: None for m in models}, "torchserve", data, requests,
-                             f"{server.metrics_url}/metrics", batching)
+            yield _Endpoints(
+                url,
+                url,
+                {m: None for m in models},
+                "torchserve",
+                data,
+                requests,
+                f"{server.metrics_url}/metrics",
+                batching,
+            )
 
 
-def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "both"] = "grpc",
-         concurrency: str | list[int] = "1:16:2", request_rate: list[float] | None = None, batch_size: int = 1,
-         shapes: dict[str, list[int]] | None = None, input_data: Path | None = None,
-         measurement_interval_ms: int = 3000, stability_percentage: float | None = None, max_trials: int | None = None,
-         calibration_model: str | None = None, output: str | Path = "perf-report",
-         baseline: str | Path | None = None, tolerance: float = 0.15, update: bool = False,
-         grpc_url: str | None = None, plots: bool = True, progress: Progress | None = None) -> PerfResult:
+def perf(
+    target: str | Path,
+    model: str,
+    *,
+    protocol: Literal["grpc", "http", "both"] = "grpc",
+    concurrency: str | list[int] = "1:16:2",
+    request_rate: list[float] | None = None,
+    batch_size: int = 1,
+    shapes: dict[str, list[int]] | None = None,
+    input_data: Path | None = None,
+    measurement_interval_ms: int = 3000,
+    stability_percentage: float | None = None,
+    max_trials: int | None = None,
+    calibration_model: str | None = None,
+    output: str | Path = "perf-report",
+    baseline: str | Path | None = None,
+    tolerance: float = 0.15,
+    update: bool = False,
+    grpc_url: str | None = None,
+    plots: bool = True,
+    progress: Progress | None = None,
+) -> PerfResult:
     """Measure `model` with perf_analyzer and write report.json/report.md/plots into `output`.
 
     With `baseline`, the run is compared against it (GateResult.passed tells the CI gate); with
@@ -185,7 +229,7 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
     """
     check_arguments(target, concurrency=concurrency, request_rate=request_rate, baseline=baseline, update=update)
     say = progress or (lambda _m: None)
-    protocols: list[Literal["grpc", "http"]] = ["http", "grpc"] if protocol == "both" else [protocol]  # type: ignore[list-item]
+    protocols: list[Literal["grpc", "http"]] = ["http", "grpc"] if protocol == "both" else [protocol]
     wanted = [model] + ([calibration_model] if calibration_model else [])
     with _target(target, wanted, grpc_url, say) as ep:
         start = host_load()
@@ -195,24 +239,43 @@ def perf(target: str | Path, model: str, *, protocol: Literal["grpc", "http", "b
                 raise PerfError("perf_analyzer measures TorchServe over HTTP only; use --protocol http")
             protocols = ["http"]  # perf_analyzer's torchserve mode speaks HTTP
         for proto in protocols:
-            opts = PerfOptions(model=model, url=ep.http if proto == "http" else ep.grpc, protocol=proto,
-                               concurrency=concurrency, request_rate=request_rate, batch_size=batch_size,
-                               shapes=shapes or {}, measurement_interval_ms=measurement_interval_ms,
-                               input_data=input_data or (ep.input_data or {}).get(model),
-                               stability_percentage=stability_percentage, max_trials=max_trials,
-                               service_kind=ep.service_kind, metrics_url=ep.metrics_url)
-            say(f"perf_analyzer {proto} → {opts.url}, {model}, {'request rate' if request_rate else 'concurrency'} "
-                f"{', '.join(str(x) for x in opts.loads)}")
+            opts = PerfOptions(
+                model=model,
+                url=ep.http if proto == "http" else ep.grpc,
+                protocol=proto,
+                concurrency=concurrency,
+                request_rate=request_rate,
+                batch_size=batch_size,
+                shapes=shapes or {},
+                measurement_interval_ms=measurement_interval_ms,
+                input_data=input_data or (ep.input_data or {}).get(model),
+                stability_percentage=stability_percentage,
+                max_trials=max_trials,
+                service_kind=ep.service_kind,
+                metrics_url=ep.metrics_url,
+            )
+            say(
+                f"perf_analyzer {proto} → {opts.url}, {model}, {'request rate' if request_rate else 'concurrency'} "
+                f"{', '.join(str(x) for x in opts.loads)}"
+            )
             if calibration_model:
-                pts, cal = run_calibrated(opts, ep.configs[model], calibration_model, ep.configs[calibration_model], say)
+                pts, cal = run_calibrated(
+                    opts, ep.configs[model], calibration_model, ep.configs[calibration_model], say
+                )
                 calib_points += cal
             else:
                 pts = run(opts, ep.configs[model], say)
             options.append(opts)
             points += pts
-        report = PerfReport.from_runs(options, points, ep.configs[model], calibration_model=calibration_model,
-                                      calibration_points=calib_points, host_start=start,
-                                      batching=(ep.batching or {}).get(model))
+        report = PerfReport.from_runs(
+            options,
+            points,
+            ep.configs[model],
+            calibration_model=calibration_model,
+            calibration_points=calib_points,
+            host_start=start,
+            batching=(ep.batching or {}).get(model),
+        )
     extra: dict[str, str] = {}
     if ep.requests and model in ep.requests and input_data is None:  # made for this run: keep it with the report
         body = Path(output).absolute() / f"{model}.request.json"

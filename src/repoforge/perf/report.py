@@ -150,8 +150,11 @@ def batching_of(config: mc.ModelConfig | None) -> dict[str, Any] | None:
     if db.max_queue_delay_microseconds <= 0:
         return None
     fill = min(db.preferred_batch_size) if db.preferred_batch_size else config.max_batch_size
-    return {"delay_ms": db.max_queue_delay_microseconds / 1000.0, "full_batch": int(fill),
-            "source": f"max_queue_delay_microseconds {db.max_queue_delay_microseconds} in config.pbtxt"}
+    return {
+        "delay_ms": db.max_queue_delay_microseconds / 1000.0,
+        "full_batch": int(fill),
+        "source": f"max_queue_delay_microseconds {db.max_queue_delay_microseconds} in config.pbtxt",
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +203,11 @@ class PerfReport:
     @property
     def stability_note(self) -> str:
         s = self.settings
-        interval, pct, trials = s.get("measurement_interval_ms"), s.get("stability_percentage"), s.get("max_trials") or 10
+        interval, pct, trials = (
+            s.get("measurement_interval_ms"),
+            s.get("stability_percentage"),
+            s.get("max_trials") or 10,
+        )
         text = (
             f"Each point is perf_analyzer's average over {interval} ms windows, repeated until 3 windows in a row agreed "
             f"within {pct:g} % on throughput and latency (at most {trials} windows; a point that never settled fails the run). "
@@ -325,6 +332,7 @@ def batch_delay_note(points: Sequence[PerfPoint], batching: dict[str, Any]) -> s
     delay_ms, full = float(batching.get("delay_ms") or 0), int(batching.get("full_batch") or 0)
     if delay_ms <= 0 or full <= 1:
         return None
+
     def floored(p: PerfPoint) -> bool:
         if p.request_rate is not None or p.concurrency * p.batch_size >= full:
             return False
@@ -340,6 +348,7 @@ def batch_delay_note(points: Sequence[PerfPoint], batching: dict[str, Any]) -> s
     p50 = [p.p50_ms for p in hit]
     queue = [p.server_queue_us / 1000.0 for p in hit if p.server_queue_us > 0]
     fills = sorted({p.concurrency for p in points if p.request_rate is None and p.concurrency * p.batch_size >= full})
+
     def span(values: list[float]) -> str:
         lo, hi = f"{min(values):.1f}", f"{max(values):.1f}"
         return lo if lo == hi else f"{lo}–{hi}"
@@ -392,7 +401,10 @@ def _torchserve_table(report: PerfReport, protocol: str) -> list[str]:
     for p in report.points_for(protocol):
         cells = [f"{p.load:g}", _num(p.throughput, 1), _num(p.p50_ms), _num(p.p90_ms), _num(p.p95_ms), _num(p.p99_ms)]
         if server:
-            cells += [_num(p.server_queue_us if p.server_latency_us is not None else None, 0), _num(p.server_latency_us, 0)]
+            cells += [
+                _num(p.server_queue_us if p.server_latency_us is not None else None, 0),
+                _num(p.server_latency_us, 0),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -422,8 +434,9 @@ def _side_by_side(report: PerfReport) -> list[str]:
     for load in sorted(set(http) | set(grpc)):
         h, g = http.get(load), grpc.get(load)
         ratio = f"{g.throughput / h.throughput:.2f}×" if h and g and h.throughput else "–"
-        cells = [f"{load:g}", _num(h and h.throughput, 1), _num(g and g.throughput, 1), ratio,
-                 _num(h and h.p50_ms), _num(g and g.p50_ms), _num(h and h.p99_ms), _num(g and g.p99_ms)]  # fmt: skip
+        cells = [f"{load:g}", _num(h.throughput if h else None, 1), _num(g.throughput if g else None, 1), ratio,
+                 _num(h.p50_ms if h else None), _num(g.p50_ms if g else None),
+                 _num(h.p99_ms if h else None), _num(g.p99_ms if g else None)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -448,7 +461,9 @@ def _host(h: dict[str, Any] | None) -> str:
     if not h:
         return "not recorded"
     load = h.get("load_avg")
-    return (f"load {', '.join(f'{x:.2f}' for x in load)}" if load else "load unknown") + f" on {h.get('cpu_count')} CPUs"
+    return (
+        f"load {', '.join(f'{x:.2f}' for x in load)}" if load else "load unknown"
+    ) + f" on {h.get('cpu_count')} CPUs"
 
 
 def plot_names(report: PerfReport) -> tuple[str, ...]:
@@ -464,7 +479,9 @@ def render_markdown(report: PerfReport, plots: Sequence[str] = PLOTS) -> str:
     out.append(f"- **Endpoints:** {', '.join(f'{_PROTO_LABEL.get(k, k)} `{v}`' for k, v in report.urls.items())}")
     out.append(f"- **Measured:** {report.timestamp}")
     out.append(f"- **Server:** {m.server_label}; perf_analyzer {m.perf_analyzer_version or 'unknown'}")
-    out.append(f"- **Machine:** {m.cpu_count} CPU cores ({m.cpu_model or 'unknown CPU'}), {m.platform}, Python {m.python}")
+    out.append(
+        f"- **Machine:** {m.cpu_count} CPU cores ({m.cpu_model or 'unknown CPU'}), {m.platform}, Python {m.python}"
+    )
     out.append(f"- **Host (1/5/15-min load average):** at start {_host(m.host_start)}; at end {_host(m.host_end)}")
     data = s.get("input_data")
     if s.get("request_file"):
@@ -484,17 +501,21 @@ def render_markdown(report: PerfReport, plots: Sequence[str] = PLOTS) -> str:
     if "http" in protos and "grpc" in protos:
         out += ["## HTTP vs gRPC", ""] + _side_by_side(report) + [""]
     if report.service_kind == "torchserve":
-        about = ("Latencies are client-side. perf_analyzer measures no server-side times for TorchServe; "
-                 + ("the server queue and total (queue included) per request are TorchServe's ts_queue_latency_microseconds "
-                    "and ts_inference_latency_microseconds from its metrics API, averaged over each point's perf_analyzer run."
-                    if report.has_server_times else "TorchServe's metrics API gave none either, so none are shown."))
+        about = "Latencies are client-side. perf_analyzer measures no server-side times for TorchServe; " + (
+            "the server queue and total (queue included) per request are TorchServe's ts_queue_latency_microseconds "
+            "and ts_inference_latency_microseconds from its metrics API, averaged over each point's perf_analyzer run."
+            if report.has_server_times
+            else "TorchServe's metrics API gave none either, so none are shown."
+        )
     else:
         about = "Latencies are client-side; server times are averages per request."
     for proto in protos:
         out += [f"## {_PROTO_LABEL.get(proto, proto)}", "", about, ""]
         out += _protocol_table(report, proto) + [""]
     if report.calibration_model and report.calibration_points:
-        out += [f"## Relative to calibration model `{report.calibration_model}`", ""] + _calibration_table(report) + [""]
+        out += (
+            [f"## Relative to calibration model `{report.calibration_model}`", ""] + _calibration_table(report) + [""]
+        )
     if plots:
         titles = {"throughput.png": "Throughput vs concurrency", "latency.png": "Latency vs throughput",
                   "server_breakdown.png": "Server-side time per request"}  # fmt: skip
@@ -509,7 +530,9 @@ def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise PerfError('the perf report plots need matplotlib: pip install "matplotlib>=3.7" (or write_report(..., plots=False))') from None
+        raise PerfError(
+            'the perf report plots need matplotlib: pip install "matplotlib>=3.7" (or write_report(..., plots=False))'
+        ) from None
 
 
 def _figure(width: float = 7.0, height: float = 4.5) -> Any:
@@ -525,10 +548,16 @@ def _load_label(report: PerfReport, p: PerfPoint) -> str:
     return f"{p.request_rate:g}/s" if p.request_rate is not None else f"c={p.concurrency}"
 
 
-def _label_points(ax: Any, report: PerfReport, pts: Sequence[PerfPoint], xs: Sequence[float], ys: Sequence[float],
-                  color: str | None = None) -> None:
+def _label_points(
+    ax: Any,
+    report: PerfReport,
+    pts: Sequence[PerfPoint],
+    xs: Sequence[float],
+    ys: Sequence[float],
+    color: str | None = None,
+) -> None:
     """Write each point's concurrency (or request rate) next to it."""
-    for p, x, y in zip(pts, xs, ys):
+    for p, x, y in zip(pts, xs, ys, strict=True):
         ax.annotate(_load_label(report, p), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
 
 
@@ -589,8 +618,13 @@ def _breakdown_parts(report: PerfReport) -> list[tuple[Any, str]]:
     """(value of a point, label) per stacked bar part: Triton's four server times, or TorchServe's
     queue and the rest of its per-request latency."""
     if report.service_kind == "torchserve":
-        return [(lambda p: p.server_queue_us, "queue"),
-                (lambda p: max(0.0, (p.server_latency_us or 0.0) - p.server_queue_us), "after the queue (handler, frontend)")]
+        return [
+            (lambda p: p.server_queue_us, "queue"),
+            (
+                lambda p: max(0.0, (p.server_latency_us or 0.0) - p.server_queue_us),
+                "after the queue (handler, frontend)",
+            ),
+        ]
     return [(lambda p, a=attr: getattr(p, a), label) for attr, label in (
         ("server_queue_us", "queue"), ("server_compute_input_us", "compute input"),
         ("server_compute_infer_us", "compute infer"), ("server_compute_output_us", "compute output"))]  # fmt: skip
@@ -601,14 +635,14 @@ def _plot_breakdown(report: PerfReport, path: Path) -> None:
     fig = _figure(width=max(7.0, 4.0 * len(protos)))
     parts = _breakdown_parts(report)
     axes = fig.subplots(1, len(protos), sharey=True, squeeze=False)[0]
-    for ax, proto in zip(axes, protos):
+    for ax, proto in zip(axes, protos, strict=True):
         pts = report.points_for(proto)
         xs = list(range(len(pts)))
         bottom = [0.0] * len(pts)
         for value, label in parts:
             vals = [value(p) for p in pts]
             ax.bar(xs, vals, bottom=bottom, label=label)
-            bottom = [b + v for b, v in zip(bottom, vals)]
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
         ax.set_xticks(xs, [_load_label(report, p) for p in pts])
         ax.set_xlabel(_load_header(report))
         ax.set_title(_PROTO_LABEL.get(proto, proto))
@@ -623,8 +657,13 @@ def _plot_breakdown(report: PerfReport, path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-def write_report(report: PerfReport, out_dir: str | os.PathLike[str], *, plots: bool = True,
-                 extra_files: dict[str, str] | None = None) -> list[Path]:
+def write_report(
+    report: PerfReport,
+    out_dir: str | os.PathLike[str],
+    *,
+    plots: bool = True,
+    extra_files: dict[str, str] | None = None,
+) -> list[Path]:
     """Write ``report.json``, ``report.md``, (with ``plots``) the PNGs and ``extra_files`` (name → text,
     e.g. the request a TorchServe run sent) to ``out_dir``; return their paths.
 
@@ -651,7 +690,11 @@ def write_report(report: PerfReport, out_dir: str | os.PathLike[str], *, plots: 
         (tmp / "report.md").write_text(render_markdown(report, pngs))
         for name, text in extra.items():
             (tmp / name).write_text(text)
-        drawers = {"throughput.png": _plot_throughput, "latency.png": _plot_latency, "server_breakdown.png": _plot_breakdown}
+        drawers = {
+            "throughput.png": _plot_throughput,
+            "latency.png": _plot_latency,
+            "server_breakdown.png": _plot_breakdown,
+        }
         for name in pngs:
             drawers[name](report, tmp / name)
         os.chmod(tmp, 0o755)
@@ -670,4 +713,3 @@ def write_report(report: PerfReport, out_dir: str | os.PathLike[str], *, plots: 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return [out / n for n in names]
-

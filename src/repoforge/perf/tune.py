@@ -148,7 +148,9 @@ class TuneSpace:
         self.instance_counts = tuple(sorted({int(v) for v in self.instance_counts}))
         self.preferred = tuple(dict.fromkeys(self.preferred))
         threads = list(dict.fromkeys(self.intra_op_threads))
-        self.intra_op_threads = tuple(sorted(t for t in threads if t is not None)) if any(t is not None for t in threads) else (None,)
+        self.intra_op_threads = (
+            tuple(sorted(t for t in threads if t is not None)) if any(t is not None for t in threads) else (None,)
+        )
         for name in _DIMS:
             if not self.values(name):
                 raise TuneError(f"tune space: {name} has no values")
@@ -162,7 +164,9 @@ class TuneSpace:
             raise TuneError("tune space: intra_op_threads values must be >= 1")
         bad = [p for p in self.preferred if p not in PREFERRED_MODES]
         if bad:
-            raise TuneError(f"tune space: preferred modes must be among {', '.join(PREFERRED_MODES)}, not {', '.join(bad)}")
+            raise TuneError(
+                f"tune space: preferred modes must be among {', '.join(PREFERRED_MODES)}, not {', '.join(bad)}"
+            )
 
     def values(self, dim: str) -> tuple[Any, ...]:
         return {
@@ -184,6 +188,7 @@ class TuneSpace:
 
     def snap(self, mbs: int, preferred: list[int], delay_us: int, instances: int, threads: int | None) -> Candidate:
         """The grid point nearest to a config (e.g. the spec's own, where the search starts)."""
+
         def near(values: tuple[Any, ...], v: Any) -> Any:
             if v is None or values == (None,):
                 return values[0]
@@ -208,7 +213,9 @@ def apply_candidate(base: mc.ModelConfig, cand: Candidate) -> mc.ModelConfig:
     if base.max_batch_size <= 0:
         raise TuneError(f"model {base.name} has max_batch_size 0; tuning batching needs a model with a batch axis")
     if base.HasField("sequence_batching") or base.HasField("ensemble_scheduling"):
-        raise TuneError(f"model {base.name} is a sequence or ensemble model; tune tunes dynamic batching of a plain model")
+        raise TuneError(
+            f"model {base.name} is a sequence or ensemble model; tune tunes dynamic batching of a plain model"
+        )
     cfg = mc.ModelConfig()
     cfg.CopyFrom(base)
     cfg.max_batch_size = cand.max_batch_size
@@ -229,7 +236,7 @@ def apply_candidate(base: mc.ModelConfig, cand: Candidate) -> mc.ModelConfig:
     kept = [w for w in cfg.model_warmup if w.batch_size <= cand.max_batch_size]
     if len(kept) != len(cfg.model_warmup):
         keep = [mc.ModelWarmup() for _ in kept]
-        for dst, src in zip(keep, kept):
+        for dst, src in zip(keep, kept, strict=True):
             dst.CopyFrom(src)
         del cfg.model_warmup[:]
         cfg.model_warmup.extend(keep)
@@ -300,9 +307,14 @@ class Trial:
 def finalists(ranked: list[Trial], current: Trial | None, k: int) -> list[Trial]:
     """The ``k`` best-ranked trials within budget, plus the current spec's config when it was measured
     within budget: the winner is then also judged against what the user already has."""
-    top = list(ranked[:max(0, k)])
-    if current is not None and current.feasible and current.error is None and current.same_as is None \
-            and all(t is not current for t in top):
+    top = list(ranked[: max(0, k)])
+    if (
+        current is not None
+        and current.feasible
+        and current.error is None
+        and current.same_as is None
+        and all(t is not current for t in top)
+    ):
         top.append(current)
     return top
 
@@ -349,8 +361,10 @@ def verdict(best: Trial | None, current: Trial | None, budget_ms: float) -> str:
     if best is current or best.candidate == current.candidate:
         return "the current config is already as good as any found"
     if _confirmed(best) and _confirmed(current) and within_noise(best, current):
-        return (f"the current config is already as good as any found: the best, {best.describe()}, is within the runs' "
-                f"spread of the current one, {current.describe()}")
+        return (
+            f"the current config is already as good as any found: the best, {best.describe()}, is within the runs' "
+            f"spread of the current one, {current.describe()}"
+        )
     gain = best.throughput / current.throughput - 1 if current.throughput else 0.0
     return f"the best beats the current config by {gain:+.0%} (medians; their runs do not overlap): current {current.describe()}"
 
@@ -392,21 +406,32 @@ class TuneResult:
         return min(ok, key=lambda t: t.p99_ms) if ok else None
 
     def summary(self) -> str:
-        lines = [f"tune {self.model}: {self.search} search, p99 budget {self.latency_budget_ms:g} ms at concurrency {self.concurrency}"]
+        lines = [
+            f"tune {self.model}: {self.search} search, p99 budget {self.latency_budget_ms:g} ms at concurrency {self.concurrency}"
+        ]
         lines.append(f"perf runs: {self.runs_used} of a {self.grid_size}-config grid ({self.runs_used / max(self.grid_size, 1):.0%}); "
                      f"{len(self.trials)} candidates, {len(self.feasible)} within budget; {self.reloads} reloads, "
                      f"{self.server_starts} server start; {self.elapsed_s:.0f} s")  # fmt: skip
         if self.finalists:
             lines.append("re-measured in alternating order (medians, with the range of the runs):")
-            lines += [f"  {t.candidate.label()}{' (current)' if t is self.current else ''}: {t.describe()}" for t in self.finalists]
+            lines += [
+                f"  {t.candidate.label()}{' (current)' if t is self.current else ''}: {t.describe()}"
+                for t in self.finalists
+            ]
         if self.best is not None:
             b = self.best
-            lines.append(f"best: {b.candidate.label()}: {b.describe()}" + (f", {b.rows_per_exec:.1f} rows/exec" if b.rows_per_exec else ""))
+            lines.append(
+                f"best: {b.candidate.label()}: {b.describe()}"
+                + (f", {b.rows_per_exec:.1f} rows/exec" if b.rows_per_exec else "")
+            )
             if self.verdict:
                 lines.append(self.verdict)
         else:
             c = self.closest
-            lines.append("no candidate met the budget" + (f"; the lowest p99 was {c.p99_ms:.2f} ms ({c.candidate.label()})" if c else ""))
+            lines.append(
+                "no candidate met the budget"
+                + (f"; the lowest p99 was {c.p99_ms:.2f} ms ({c.candidate.label()})" if c else "")
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -423,7 +448,9 @@ class TuneResult:
 
 def pareto_front(trials: list[Trial]) -> list[Trial]:
     """Trials no other trial beats on both throughput (higher) and p99 (lower), by p99."""
-    pts = sorted((t for t in trials if t.error is None and t.runs and t.same_as is None), key=lambda t: (t.p99_ms, -t.throughput))
+    pts = sorted(
+        (t for t in trials if t.error is None and t.runs and t.same_as is None), key=lambda t: (t.p99_ms, -t.throughput)
+    )
     front: list[Trial] = []
     best = -1.0
     for t in pts:
@@ -433,7 +460,9 @@ def pareto_front(trials: list[Trial]) -> list[Trial]:
     return front
 
 
-def spec_patch(model: str, base: mc.ModelConfig, trial: Trial, budget_ms: float, concurrency: int, note: str = "") -> str:
+def spec_patch(
+    model: str, base: mc.ModelConfig, trial: Trial, budget_ms: float, concurrency: int, note: str = ""
+) -> str:
     """The best config as a spec patch: ``models: [{name, max_batch_size, dynamic_batching, instance_groups}]``."""
     c = trial.candidate
     kind = {mc.ModelInstanceGroup.KIND_GPU: "gpu", mc.ModelInstanceGroup.KIND_AUTO: "auto",
@@ -441,7 +470,10 @@ def spec_patch(model: str, base: mc.ModelConfig, trial: Trial, budget_ms: float,
     entry: dict[str, Any] = {
         "name": model,
         "max_batch_size": c.max_batch_size,
-        "dynamic_batching": {"preferred_batch_sizes": c.preferred_batch_sizes, "max_queue_delay_us": c.max_queue_delay_us},
+        "dynamic_batching": {
+            "preferred_batch_sizes": c.preferred_batch_sizes,
+            "max_queue_delay_us": c.max_queue_delay_us,
+        },
         "instance_groups": [{"kind": kind, "count": c.instances}],
     }
     if c.intra_op_threads is not None:
@@ -483,7 +515,9 @@ def pareto_figure(result: TuneResult) -> Any:
     for t in ok:
         ax.annotate(t.candidate.short_label(), (t.p99_ms, t.throughput), textcoords="offset points", xytext=(3, 3),
                     fontsize=5.5, color="#333333")  # fmt: skip
-    ax.axvline(result.latency_budget_ms, ls="--", c="#555555", lw=1, label=f"p99 budget {result.latency_budget_ms:g} ms")
+    ax.axvline(
+        result.latency_budget_ms, ls="--", c="#555555", lw=1, label=f"p99 budget {result.latency_budget_ms:g} ms"
+    )
     if result.best is not None:
         b = result.best
         ax.scatter([b.p99_ms], [b.throughput], marker="*", s=260, c="#ff7f0e", edgecolors="black", zorder=5,
@@ -543,7 +577,9 @@ def _get_json(url: str, timeout: float = 10.0) -> Any:
 def _exec_counts(http_url: str, model: str) -> tuple[int, int] | None:
     with contextlib.suppress(Exception):
         stats = _get_json(f"http://{http_url}/v2/models/{model}/stats")["model_stats"]
-        return sum(int(s.get("inference_count", 0)) for s in stats), sum(int(s.get("execution_count", 0)) for s in stats)
+        return sum(int(s.get("inference_count", 0)) for s in stats), sum(
+            int(s.get("execution_count", 0)) for s in stats
+        )
     return None
 
 
@@ -608,8 +644,10 @@ class _Tuner:
                 point = run(replace(self.opts, stability_percentage=1000.0), cfg)[0]
         except PerfError:
             if not self.server.alive:
-                raise TuneError(f"tritonserver exited while measuring {self.model}; its log ends: "
-                                + " | ".join(self.server.log_tail(5).splitlines())) from None
+                raise TuneError(
+                    f"tritonserver exited while measuring {self.model}; its log ends: "
+                    + " | ".join(self.server.log_tail(5).splitlines())
+                ) from None
             raise
         after = _exec_counts(self.server.http_url, self.model)
         rows = None
@@ -657,7 +695,9 @@ class _Tuner:
             trial.feasible, trial.runs, trial.rows_per_exec = twin.feasible, twin.runs, twin.rows_per_exec
             trial.error, trial.same_as = twin.error, twin.candidate.label()
             self.trials[cand] = trial
-            self.say(f"[{self.runs}/{self.max_runs}] {cand.label()}: served as {twin.candidate.label()}, not measured again")
+            self.say(
+                f"[{self.runs}/{self.max_runs}] {cand.label()}: served as {twin.candidate.label()}, not measured again"
+            )
             return trial
         try:
             point, rows = self._measure_once(cfg, limit)
@@ -683,7 +723,13 @@ class _Tuner:
         self._record(trial, point, rows)
         for t in self.trials.values():
             if t.same_as == trial.candidate.label():
-                t.throughput, t.p50_ms, t.p99_ms, t.feasible, t.runs = trial.throughput, trial.p50_ms, trial.p99_ms, trial.feasible, trial.runs
+                t.throughput, t.p50_ms, t.p99_ms, t.feasible, t.runs = (
+                    trial.throughput,
+                    trial.p50_ms,
+                    trial.p99_ms,
+                    trial.feasible,
+                    trial.runs,
+                )
                 t.samples = list(trial.samples)
         self.say(f"[{self.runs}/{self.max_runs}] again: {self._describe(trial)}")
 
@@ -781,7 +827,11 @@ class _Tuner:
             if len(values) < 2:
                 continue
             i = values.index(getattr(c, dim))
-            alts = [values[j] for j in (i - 1, i + 1) if 0 <= j < len(values)] if dim in _ORDINAL else [v for v in values if v != values[i]]
+            alts = (
+                [values[j] for j in (i - 1, i + 1) if 0 <= j < len(values)]
+                if dim in _ORDINAL
+                else [v for v in values if v != values[i]]
+            )
             moves += [(dim, v) for v in alts]
 
         def gain(dim: str, v: Any) -> float:
@@ -921,11 +971,25 @@ def default_max_runs(search: Search, grid_size: int) -> int:
     return grid_size if search == "grid" else max(4, grid_size // 10)
 
 
-def tune(spec: str | Path, model: str, *, latency_budget_ms: float, search: Search = "coordinate",
-         space: TuneSpace | None = None, concurrency: int = 16, measurement_interval_ms: int = 3000,
-         stability_percentage: float | None = None, max_trials: int | None = 5, max_runs: int | None = None,
-         confirm: int | None = None, finalist_count: int = 3, output: str | Path | None = None, plot: bool = True,
-         tritonserver: str | Path | None = None, progress: Progress | None = None) -> TuneResult:
+def tune(
+    spec: str | Path,
+    model: str,
+    *,
+    latency_budget_ms: float,
+    search: Search = "coordinate",
+    space: TuneSpace | None = None,
+    concurrency: int = 16,
+    measurement_interval_ms: int = 3000,
+    stability_percentage: float | None = None,
+    max_trials: int | None = 5,
+    max_runs: int | None = None,
+    confirm: int | None = None,
+    finalist_count: int = 3,
+    output: str | Path | None = None,
+    plot: bool = True,
+    tritonserver: str | Path | None = None,
+    progress: Progress | None = None,
+) -> TuneResult:
     """Search the batching/instance config of ``model`` in ``spec`` for the highest throughput at
     ``concurrency`` whose p99 is within ``latency_budget_ms``.
 
@@ -968,7 +1032,9 @@ def tune(spec: str | Path, model: str, *, latency_budget_ms: float, search: Sear
         config_path = built.output / model / "config.pbtxt"
         base = parse_config(config_path.read_text(encoding="utf-8"))
         if base.max_batch_size <= 0:
-            raise TuneError(f"model '{model}' has max_batch_size 0, so there is no batching to tune; give it a batch axis")
+            raise TuneError(
+                f"model '{model}' has max_batch_size 0, so there is no batching to tune; give it a batch axis"
+            )
         if space.intra_op_threads != (None,) and not base.parameters.get("intra_op_threads"):
             raise TuneError(f"model '{model}' is not served by a repoforge runner, so intra_op_threads cannot be tuned")
         apply_candidate(base, space.candidates()[0])  # sequence/ensemble models fail here, before the server starts

@@ -18,6 +18,6 @@ def split_rows(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[dict[st
     parts = []
     start = 0
     for n in sizes:
-        parts.append({k: v[start:start + n] for k, v in outputs.items()})
+        parts.append({k: v[start : start + n] for k, v in outputs.items()})
         start += n
     return parts

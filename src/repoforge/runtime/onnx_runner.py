@@ -43,14 +43,16 @@ class OnnxRunner:
         choice = choose(setting, self.args.instances, lambda: timed(lambda: self._compute(dict(probe))))
         if fixed is None and choice.threads != 1:
             self.session = make_session(path, choice.threads)
-        log_info(f"{self.args.name} v{self.args.version}: onnxruntime intra_op_threads {choice.threads} ({choice.reason})")
+        log_info(
+            f"{self.args.name} v{self.args.version}: onnxruntime intra_op_threads {choice.threads} ({choice.reason})"
+        )
         self.threads = choice
 
     def _compute(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name in self.string_inputs & feed.keys():
             feed[name] = np.vectorize(lambda b: b.decode() if isinstance(b, bytes) else b, otypes=[object])(feed[name])
         values = self.session.run(self.output_names, feed)
-        return dict(zip(self.output_names, values))
+        return dict(zip(self.output_names, values, strict=True))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return run_batched(requests, self.args, self._compute)

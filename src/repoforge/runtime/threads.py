@@ -81,8 +81,12 @@ def choose(setting: str, instances: int, time_one_batch: Callable[[], float], co
     except Exception as exc:  # noqa: BLE001 - a probe that cannot run must not stop the model loading
         return ThreadChoice(1, f"auto: probe batch failed ({type(exc).__name__}: {exc}); 1 thread")
     if seconds < COMPUTE_BOUND_S:
-        return ThreadChoice(1, f"auto: one batch of {PROBE_ROWS} rows takes {seconds * 1e3:.2f} ms, overhead-bound; 1 thread")
-    return ThreadChoice(share, f"auto: one batch of {PROBE_ROWS} rows takes {seconds * 1e3:.2f} ms, compute-bound; {share} threads")
+        return ThreadChoice(
+            1, f"auto: one batch of {PROBE_ROWS} rows takes {seconds * 1e3:.2f} ms, overhead-bound; 1 thread"
+        )
+    return ThreadChoice(
+        share, f"auto: one batch of {PROBE_ROWS} rows takes {seconds * 1e3:.2f} ms, compute-bound; {share} threads"
+    )
 
 
 def probe_feed(inputs: list[tuple[str, str, list[int]]], max_batch_size: int) -> dict[str, np.ndarray]:

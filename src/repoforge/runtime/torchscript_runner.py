@@ -37,7 +37,7 @@ class TorchScriptRunner:
         with torch.inference_mode():
             out = self.module(*[torch.from_numpy(np.ascontiguousarray(feed[t.name])) for t in self.args.inputs])
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        return {t.name: o.detach().cpu().numpy() for t, o in zip(self.args.outputs, outs)}
+        return {t.name: o.detach().cpu().numpy() for t, o in zip(self.args.outputs, outs, strict=True)}
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return run_batched(requests, self.args, self._compute)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from repoforge.runtime.batch import split_rows
 from repoforge.runtime.threads import instance_count, probe_feed
-
 
 _PB_UTILS: Any = None
 
@@ -47,15 +47,18 @@ class ModelArgs:
     instances: int = 1  # this model's instances on the host (they share its cores)
 
     @classmethod
-    def parse(cls, args: dict[str, str]) -> "ModelArgs":
+    def parse(cls, args: dict[str, str]) -> ModelArgs:
         cfg = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
         return cls(
-            name=args["model_name"], version=args["model_version"], repository=args["model_repository"],
+            name=args["model_name"],
+            version=args["model_version"],
+            repository=args["model_repository"],
             max_batch_size=int(cfg.get("max_batch_size", 0)),
             inputs=[_tensor(t) for t in cfg.get("input", [])],
             outputs=[_tensor(t) for t in cfg.get("output", [])],
-            parameters=params, instances=instance_count(cfg),
+            parameters=params,
+            instances=instance_count(cfg),
         )
 
     def probe_feed(self) -> dict[str, np.ndarray]:
@@ -91,7 +94,7 @@ def run_batched(requests: list[Any], args: ModelArgs, compute: BatchFn) -> list[
         try:
             merged = {n: np.concatenate([f[n] for f in feeds], axis=0) for n in feeds[0]}
             return split_responses(compute(merged), sizes)
-        except Exception:  # one bad request must not fail the others: retry them one by one
+        except Exception:  # noqa: BLE001 - one bad request must not fail the others: retry them one by one
             pass
     responses = []
     for f in feeds:
@@ -122,8 +125,10 @@ def split_responses(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[An
     string conversion once for the batch, no per-request dict copies."""
     pb = pb_utils()
     converted = {k: _to_triton(v) for k, v in outputs.items()}
-    return [pb.InferenceResponse(output_tensors=[pb.Tensor(k, v) for k, v in part.items()])
-            for part in split_rows(converted, sizes)]
+    return [
+        pb.InferenceResponse(output_tensors=[pb.Tensor(k, v) for k, v in part.items()])
+        for part in split_rows(converted, sizes)
+    ]
 
 
 def respond(outputs: dict[str, np.ndarray]) -> Any:

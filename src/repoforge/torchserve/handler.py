@@ -334,7 +334,7 @@ class RepoforgeHandler(BaseHandler):
                         self.cache.put(key, res.outputs)
         return [r if r is not None else RequestError(500, "no result") for r in results]
 
-    def postprocess(self, results: list[Result | RequestError]) -> list[str]:  # type: ignore[override]
+    def postprocess(self, results: list[Result | RequestError]) -> list[str]:
         """One JSON string per request; failed requests get their status and an error body."""
         out = []
         for idx, r in enumerate(results):

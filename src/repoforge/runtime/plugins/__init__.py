@@ -33,7 +33,21 @@ from repoforge.runtime.plugins.router import RouterRunner, route_rows, sticky_dr
 from repoforge.runtime.plugins.semantic_cache import SemanticCacheRunner, SemanticIndex
 
 __all__ = [
-    "LATENCY_BUCKETS_US", "NEAR_CACHE_TTL_S", "FeaturesRunner", "MemoryCache", "Metrics", "RedisCache",
-    "ResultCacheRunner", "RouterRunner", "SemanticCacheRunner", "SemanticIndex", "cache_key", "call_model",
-    "pack_arrays", "plugin_config", "route_rows", "sticky_draws", "unpack_arrays",
+    "LATENCY_BUCKETS_US",
+    "NEAR_CACHE_TTL_S",
+    "FeaturesRunner",
+    "MemoryCache",
+    "Metrics",
+    "RedisCache",
+    "ResultCacheRunner",
+    "RouterRunner",
+    "SemanticCacheRunner",
+    "SemanticIndex",
+    "cache_key",
+    "call_model",
+    "pack_arrays",
+    "plugin_config",
+    "route_rows",
+    "sticky_draws",
+    "unpack_arrays",
 ]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,9 @@ class Metrics:
         self._families: dict[str, Any] = {}
         self._metrics: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
 
-    def _metric(self, name: str, kind: str, description: str, labels: dict[str, str], buckets: list[float] | None = None) -> Any:
+    def _metric(
+        self, name: str, kind: str, description: str, labels: dict[str, str], buckets: Sequence[float] | None = None
+    ) -> Any:
         key = (name, tuple(sorted(labels.items())))
         if key in self._metrics:
             return self._metrics[key]
@@ -68,19 +71,27 @@ class Metrics:
 def plugin_config(args: ModelArgs) -> Any:
     raw = args.parameters.get(PLUGIN_PARAMETER)
     if not raw:
-        raise ValueError(f"{args.name}: config parameter {PLUGIN_PARAMETER} is missing (build the repository with repoforge)")
+        raise ValueError(
+            f"{args.name}: config parameter {PLUGIN_PARAMETER} is missing (build the repository with repoforge)"
+        )
     return parse_plugin(raw)
 
 
-def call_model(model: str, version: int, inputs: dict[str, np.ndarray], outputs: list[str],
-               timeout_us: int | None = None) -> dict[str, np.ndarray]:
+def call_model(
+    model: str, version: int, inputs: dict[str, np.ndarray], outputs: list[str], timeout_us: int | None = None
+) -> dict[str, np.ndarray]:
     """One BLS request; raises RuntimeError with the target's error message."""
     pb = pb_utils()
     kwargs: dict[str, Any] = {}
     if timeout_us:
         kwargs["timeout"] = int(timeout_us)
-    req = pb.InferenceRequest(model_name=model, model_version=int(version), requested_output_names=list(outputs),
-                              inputs=[pb.Tensor(k, _to_triton(v)) for k, v in inputs.items()], **kwargs)
+    req = pb.InferenceRequest(
+        model_name=model,
+        model_version=int(version),
+        requested_output_names=list(outputs),
+        inputs=[pb.Tensor(k, _to_triton(v)) for k, v in inputs.items()],
+        **kwargs,
+    )
     resp = req.exec()
     if resp.has_error():
         raise RuntimeError(f"{model}: {resp.error().message()}")

@@ -50,13 +50,16 @@ class FeaturesRunner:
         s = lk.stats
         now = (s.hits, s.misses, s.errors, s.skipped)
         with self._lock:
-            delta = [a - b for a, b in zip(now, self._seen)]
+            delta = [a - b for a, b in zip(now, self._seen, strict=True)]
             self._seen = now
-        for result, d in zip(("hit", "miss", "error", "skipped"), delta):
+        for result, d in zip(("hit", "miss", "error", "skipped"), delta, strict=True):
             if d:
-                self.metrics.inc("repoforge_feature_lookup_total",
-                                 "Online feature lookups: rows found/missing, batches answered with defaults (error, skipped)",
-                                 d, result=result)
+                self.metrics.inc(
+                    "repoforge_feature_lookup_total",
+                    "Online feature lookups: rows found/missing, batches answered with defaults (error, skipped)",
+                    d,
+                    result=result,
+                )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return run_batched(requests, self.args, self._compute)

@@ -57,7 +57,14 @@ def pack_arrays(arrays: dict[str, np.ndarray]) -> bytes:
     blobs = []
     for name, a in arrays.items():
         data = _bytes_of(a)
-        header.append({"name": name, "dtype": "object" if a.dtype == np.object_ else a.dtype.str, "shape": list(a.shape), "n": len(data)})
+        header.append(
+            {
+                "name": name,
+                "dtype": "object" if a.dtype == np.object_ else a.dtype.str,
+                "shape": list(a.shape),
+                "n": len(data),
+            }
+        )
         blobs.append(data)
     head = json.dumps(header).encode()
     return b"RFC1" + struct.pack("<I", len(head)) + head + b"".join(blobs)
@@ -159,7 +166,7 @@ class RedisCache:
         except Exception:  # noqa: BLE001
             self._failed()
             return out
-        for i, r in zip(todo, raw):
+        for i, r in zip(todo, raw, strict=True):
             try:
                 out[i] = unpack_arrays(r) if r is not None else None
             except Exception:  # noqa: BLE001 - a foreign or corrupt value is a miss
@@ -177,8 +184,11 @@ class RedisCache:
         try:
             pipe = self.client.pipeline(transaction=False)
             for k, v in items:
-                pipe.set(self.cfg.prefix.encode() + k.hex().encode(), pack_arrays(v),
-                         px=int(self.ttl_s * 1000) if self.ttl_s else None)
+                pipe.set(
+                    self.cfg.prefix.encode() + k.hex().encode(),
+                    pack_arrays(v),
+                    px=int(self.ttl_s * 1000) if self.ttl_s else None,
+                )
             pipe.execute()
         except Exception:  # noqa: BLE001
             self._failed()
@@ -246,7 +256,7 @@ class ResultCacheRunner:
         if miss_idx:
             results = self._compute_misses([feeds[i] for i in miss_idx])
             store = []
-            for i, res in zip(miss_idx, results):
+            for i, res in zip(miss_idx, results, strict=True):
                 if isinstance(res, BaseException):
                     responses[i] = error_response(self.args.name, res)
                 else:
@@ -266,7 +276,6 @@ class ResultCacheRunner:
         return responses
 
 
-
 def _default_cache_redis() -> Any:
     from repoforge.spec.plugins import CacheRedis
 
@@ -275,4 +284,6 @@ def _default_cache_redis() -> Any:
 
 def _concatenable(feeds: list[dict[str, np.ndarray]]) -> bool:
     first = feeds[0]
-    return bool(first) and all(f.keys() == first.keys() and all(f[k].shape[1:] == first[k].shape[1:] for k in f) for f in feeds)
+    return bool(first) and all(
+        f.keys() == first.keys() and all(f[k].shape[1:] == first[k].shape[1:] for k in f) for f in feeds
+    )

@@ -69,8 +69,11 @@ class RouterRunner:
         self.targets = cfg.targets
         self.weights = np.asarray(cfg.initial_weights(), dtype=np.float64)
         self.digest = hashlib.sha1(cfg.model_dump_json().encode()).hexdigest()[:16]
-        self.state_path = os.path.join(os.environ.get("REPOFORGE_STATE_DIR") or tempfile.gettempdir(),
-                                       "repoforge-router", f"{os.getppid()}-{self.args.name}.json")
+        self.state_path = os.path.join(
+            os.environ.get("REPOFORGE_STATE_DIR") or tempfile.gettempdir(),
+            "repoforge-router",
+            f"{os.getppid()}-{self.args.name}.json",
+        )
         self._state_mtime = 0
         self.data_inputs = [t for t in self.args.inputs if t.name != cfg.weights_input]
         self.outputs = [t.name for t in self.args.outputs if t.name != cfg.route_output]
@@ -103,7 +106,9 @@ class RouterRunner:
     def set_weights(self, weights: np.ndarray) -> None:
         w = np.asarray(weights, dtype=np.float64).reshape(-1)
         if len(w) != len(self.targets) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-            raise ValueError(f"{self.cfg.weights_input} needs {len(self.targets)} non-negative weights with a positive sum, got {w.tolist()}")
+            raise ValueError(
+                f"{self.cfg.weights_input} needs {len(self.targets)} non-negative weights with a positive sum, got {w.tolist()}"
+            )
         self.weights = w / w.sum()
         os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
         tmp = f"{self.state_path}.{os.getpid()}.tmp"
@@ -115,8 +120,10 @@ class RouterRunner:
 
     def _export_weights(self) -> None:
         total = float(self.weights.sum()) or 1.0
-        for t, w in zip(self.targets, self.weights):
-            self.metrics.set("repoforge_router_weight", "Current traffic share of each route", float(w) / total, route=t.model)
+        for t, w in zip(self.targets, self.weights, strict=True):
+            self.metrics.set(
+                "repoforge_router_weight", "Current traffic share of each route", float(w) / total, route=t.model
+            )
 
     # -- serving --
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -177,7 +184,9 @@ class RouterRunner:
             return
         with self._lock:
             if self._pending >= sh.max_pending:
-                self.metrics.inc("repoforge_shadow_batches_total", "Shadow batches by outcome", 1, shadow=sh.model, outcome="dropped")
+                self.metrics.inc(
+                    "repoforge_shadow_batches_total", "Shadow batches by outcome", 1, shadow=sh.model, outcome="dropped"
+                )
                 return
             self._pending += 1
         feed_c = {k: np.array(v, copy=True) for k, v in feed.items()}
@@ -203,18 +212,35 @@ class RouterRunner:
                     agree[:] = False
                     break
                 if p.dtype == np.object_:
-                    same = (s == p)
+                    same = s == p
                 else:
                     same = np.isclose(s.astype(np.float64), p.astype(np.float64), rtol=sh.rtol, atol=sh.atol)
                 agree &= np.asarray(same).reshape(rows, -1).all(axis=1)
             n_agree = int(agree.sum())
-            m.inc("repoforge_shadow_rows_total", "Shadow rows that agree/disagree with the primary answer", n_agree, shadow=sh.model, outcome="agree")
-            m.inc("repoforge_shadow_rows_total", "Shadow rows that agree/disagree with the primary answer", rows - n_agree, shadow=sh.model, outcome="disagree")
+            m.inc(
+                "repoforge_shadow_rows_total",
+                "Shadow rows that agree/disagree with the primary answer",
+                n_agree,
+                shadow=sh.model,
+                outcome="agree",
+            )
+            m.inc(
+                "repoforge_shadow_rows_total",
+                "Shadow rows that agree/disagree with the primary answer",
+                rows - n_agree,
+                shadow=sh.model,
+                outcome="disagree",
+            )
             m.inc("repoforge_shadow_batches_total", "Shadow batches by outcome", 1, shadow=sh.model, outcome="ok")
         except Exception:  # noqa: BLE001 - a failing shadow is only a metric
             m.inc("repoforge_shadow_batches_total", "Shadow batches by outcome", 1, shadow=sh.model, outcome="error")
         finally:
-            m.observe("repoforge_shadow_latency_us", "Shadow call latency in microseconds", (time.perf_counter() - t0) * 1e6, shadow=sh.model)
+            m.observe(
+                "repoforge_shadow_latency_us",
+                "Shadow call latency in microseconds",
+                (time.perf_counter() - t0) * 1e6,
+                shadow=sh.model,
+            )
             with self._lock:
                 self._pending -= 1
 

@@ -83,7 +83,11 @@ class SemanticCacheRunner:
         best, sim = self.index.search(q)
         hit = sim >= self.cfg.threshold
         miss = np.nonzero(~hit)[0]
-        got = call_model(self.cfg.model, self.cfg.version, {k: v[miss] for k, v in feed.items()}, self.outputs) if len(miss) else {}
+        got = (
+            call_model(self.cfg.model, self.cfg.version, {k: v[miss] for k, v in feed.items()}, self.outputs)
+            if len(miss)
+            else {}
+        )
         out: dict[str, np.ndarray] = {}
         for name in self.outputs:
             parts = got.get(name)

@@ -71,7 +71,7 @@ def init(directory: Path, force: bool) -> None:
                    "gpu: native onnxruntime/tensorrt/libtorch backends, KIND_GPU (NGC image). Default: gpu if one is visible.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (warnings are still printed).")
 def build(spec: Path, output: Path, target: str, device: str | None, force: bool, as_json: bool, quiet: bool) -> None:
     """Build SPEC (spec.yaml) into a model repository at OUTPUT.
 
@@ -86,6 +86,9 @@ def build(spec: Path, output: Path, target: str, device: str | None, force: bool
         click.echo(json.dumps({"output": str(result.output), "device": result.plan.device, "models": result.model_names,
                                "files": result.files, "warnings": result.plan.warnings}, indent=2))
     else:
+        if quiet:  # without -q the progress lines carry the warnings already
+            for w in result.plan.warnings:
+                click.echo(f"  warning: {w}", err=True)
         click.echo(f"built {len(result.model_names)} model(s) for {result.plan.device} into {result.output}")
 
 

@@ -121,6 +121,21 @@ def _resolve_file(loaded: LoadedSpec, rel: str) -> Path:
     return p if p.is_absolute() else (loaded.base_dir / p).resolve()
 
 
+def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Literal["cpu", "gpu"], warnings: list[str]) -> ModelSpec:
+    """Give every instance group without a `kind` the build's kind (`default`), so a `--device gpu` build of
+    `instance_groups: [{count: 2}]` runs on the GPU. A group that lists `gpus` is a GPU group. An explicit
+    `kind: cpu` (in the model or in `defaults:`) stays as written; in a GPU build that is worth a warning."""
+    groups = m.instance_groups or []
+    if default == "gpu" and any(g.kind == "cpu" for g in groups):
+        where = "from `defaults:` " if ck.loaded.origin(i, "instance_groups")[0] == "defaults" else ""
+        warnings.append(f"{m.name}: instance group kind cpu {where}stays KIND_CPU in this --device gpu build; "
+                        "leave `kind` out to follow --device, or set kind: gpu")
+    if all(g.kind is not None for g in groups):
+        return m
+    resolved = [g if g.kind is not None else g.model_copy(update={"kind": "gpu" if g.gpus else default}) for g in groups]
+    return m.model_copy(update={"instance_groups": resolved})
+
+
 def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
     """version → source path; `versions: [1, 2]` reuses `path` for each version."""
     if m.format == "ensemble":
@@ -482,6 +497,9 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
     warnings: list[str] = []
     for i, raw in enumerate(loaded.spec.models):
         m = effective(loaded, raw)
+        # python models (and repoforge's plugins) run on the CPU unless they ask for a GPU
+        kind_default: Literal["cpu", "gpu"] = "gpu" if device == "gpu" and m.format != "python" else "cpu"
+        m = _instance_kinds(ck, i, m, kind_default, warnings)
         if m.plugin is not None:  # features / result_cache / semantic_cache / router: repoforge's own Python backends
             plans[m.name] = plugin_model_plan(ck, i, m, device, target)
             continue
@@ -527,7 +545,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         plans[m.name] = ModelPlan(
             name=m.name, index=i, format=m.format, spec=m, max_batch_size=mbs, inputs=inputs, outputs=outputs,
             versions=versions, serving=serving, dynamic_batching=dyn,
-            instance_kind_default="gpu" if device == "gpu" and m.format != "python" else "cpu",
+            instance_kind_default=kind_default,
             extra_files=extra,
         )
     ck.raise_if_any()

@@ -62,7 +62,9 @@ class RateLimiter(StrictModel):
 
 
 class InstanceGroup(StrictModel):
-    kind: Literal["cpu", "gpu", "auto", "model"] = "cpu"
+    """`kind` left out follows the build's device (`repoforge.plan` resolves it): KIND_GPU for --device gpu."""
+
+    kind: Literal["cpu", "gpu", "auto", "model"] | None = None
     count: int = Field(default=1, ge=1)
     gpus: list[int] | None = None
     name: str | None = None

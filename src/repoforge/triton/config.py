@@ -107,7 +107,8 @@ def _instance_groups(cfg: mc.ModelConfig, plan: ModelPlan, device: Device) -> No
         cfg.instance_group.add(count=1, kind=_KIND[plan.instance_kind_default])
         return
     for g in groups:
-        kind = "cpu" if device == "cpu" and g.kind == "gpu" else g.kind
+        kind = g.kind or plan.instance_kind_default  # the plan resolves an unset kind; this keeps bare plans working
+        kind = "cpu" if device == "cpu" and kind == "gpu" else kind
         ig = cfg.instance_group.add(count=g.count, kind=_KIND[kind])
         if g.name:
             ig.name = g.name

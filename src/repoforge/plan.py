@@ -186,6 +186,12 @@ def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoic
     return ServingChoice(backend="python", runner={"onnx": "onnxruntime", "torchscript": "torchscript"}[m.format])
 
 
+def _sequence_tensors(m: ModelSpec) -> set[str]:
+    """The ONNX inputs Triton's sequence batcher fills (control inputs, implicit state): not the client's inputs."""
+    sb = m.sequence_batching
+    return {c.name for c in sb.control_inputs} | {s.input_name for s in sb.states} if sb is not None else set()
+
+
 def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, src_rel: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs/outputs from the ONNX file, checked against (and completed by) what the spec declares."""
     result: list[list[TensorSpec]] = []
@@ -203,7 +209,8 @@ def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, s
                 dims = dims[1:]
             file_specs[t.name] = TensorSpec(name=t.name, dtype=t.dtype, dims=dims)
         if declared is None:
-            result.append(list(file_specs.values()))
+            # Triton fills a sequence model's control and state inputs; in input[] clients would have to send them
+            result.append([t for t in file_specs.values() if kind == "outputs" or t.name not in _sequence_tensors(m)])
             continue
         chosen: list[TensorSpec] = []
         for j, d in enumerate(declared):
@@ -224,7 +231,7 @@ def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, s
                 ck.add(path + ("reshape",), f"{target} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' has dims {f.dims}")
             chosen.append(d)
         if kind == "inputs":  # every input the model needs must be in the config; fill in the undeclared ones
-            named = {d.name for d in declared}
+            named = {d.name for d in declared} | _sequence_tensors(m)
             chosen += [t for n, t in file_specs.items() if n not in named]
         result.append(chosen)
     return result[0], result[1]

@@ -93,6 +93,11 @@ class Sink:
     def warning(self, path: FieldPath, message: str, *, file: str | None = None) -> None:
         self.add("warning", path, message, file=file)
 
+    def written(self, path: FieldPath) -> bool:
+        """Whether the config text writes `path` itself. Protobuf 3 keeps no presence for scalars (an unset
+        `count` reads as 0), so only the text tells "count: 0" from no count; without the text: False."""
+        return bool(self.positions) and path in self.positions  # type: ignore[operator]
+
     @property
     def has_errors(self) -> bool:
         return any(f.severity == "error" for f in self.findings)
@@ -602,7 +607,7 @@ def check_instance_groups(sink: Sink, cfg: mc.ModelConfig, ctx: ConfigContext) -
     for i, g in enumerate(cfg.instance_group):
         base: FieldPath = ("instance_group", i)
         gname = f"instance_group[{i}]" + (f" '{g.name}'" if g.name else "")
-        if g.count < 1:
+        if g.count < 0 or (g.count == 0 and sink.written((*base, "count"))):  # unset: Triton's default, no mistake
             sink.warning(
                 (*base, "count"),
                 f"{gname} count is {g.count}; Triton replaces a count below 1 with its default (1, or 2 on CPU for "

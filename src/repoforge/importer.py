@@ -419,10 +419,7 @@ class _Model:
                 self.note(f"version {v}: {folder}/{filename} {why}; the version is not imported")
                 continue
             if self.format == "python":
-                if len(files) == 1 or "model.py" not in files:
-                    others = sorted(set(files) - {filename})
-                    if others:
-                        self.note(f"version {v}: {', '.join(others)} are not carried over (a python model folder must hold model.py)")
+                if len(files) == 1:
                     refs[v] = (_Ref(vdir / filename, ""), files[filename])
                 else:
                     refs[v] = (_Ref(vdir, ""), json.dumps(files, sort_keys=True))
@@ -436,15 +433,13 @@ class _Model:
         if not refs:
             self.skip = "no version folder holds its model file"
             return False
-        # Python folders are shipped as they are, so their file name stays valid (kept in raw_config); single
-        # files are shipped under the format's default name.
-        folders = self.format == "python" and all(r.src.is_dir() for r, _ in refs.values())
+        # A file name of the model's own (mymodel.py) stays in raw_config: the build ships the file (or finds it in
+        # the python folder) under the config's default_model_filename. repoforge's runners name their file themselves.
         shipped = "model.py" if self.format == "python" else NATIVE.get(self.backend, ("", "", "model.onnx"))[2]
-        if not folders:
-            if self.cfg.default_model_filename not in ("", shipped):
-                self.note(f"default_model_filename '{self.cfg.default_model_filename}' is not kept: the build ships the file as {shipped}")
-            self.take("default_model_filename")
-        elif self.cfg.default_model_filename == shipped:
+        own = self.cfg.default_model_filename
+        if self.runner and own not in ("", shipped):
+            self.note(f"default_model_filename '{own}' is not kept: repoforge's {self.runner} runner loads its file itself")
+        if self.runner or own in ("", shipped):
             self.take("default_model_filename")
         base = f"{COPY_DIR}/{self.name}"
         if len({digest for _, digest in refs.values()}) == 1:

@@ -136,6 +136,18 @@ def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Literal["cpu", 
     return m.model_copy(update={"instance_groups": resolved})
 
 
+def _python_filename(m: ModelSpec) -> str:
+    """The file Triton's python backend loads: raw_config's default_model_filename, else model.py."""
+    if m.raw_config and "default_model_filename" in m.raw_config:
+        from repoforge.triton.config import parse_config  # config imports plan: import when needed
+
+        try:
+            return parse_config(m.raw_config).default_model_filename or "model.py"
+        except Exception:  # noqa: BLE001 - a raw_config that does not parse is reported by _check_common
+            pass
+    return "model.py"
+
+
 def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
     """version → source path; `versions: [1, 2]` reuses `path` for each version."""
     if m.format == "ensemble":
@@ -159,8 +171,10 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
         if src.is_dir() and m.format != "python":
             ck.add(where, f"'{src_rel}' is a folder; format {m.format} expects a single model file")
             continue
-        if src.is_dir() and ck.target == "triton" and not (src / "model.py").exists():
-            ck.add(where, f"folder '{src_rel}' has no model.py; a python model folder must contain model.py")
+        entry = _python_filename(m)
+        if src.is_dir() and ck.target == "triton" and not (src / entry).exists():
+            ck.add(where, f"folder '{src_rel}' has no {entry}; a python model folder must contain {entry}"
+                   + ("" if entry == "model.py" else " (raw_config's default_model_filename)"))
             continue
         out[v] = src
     return out

@@ -73,19 +73,105 @@ def test_control_inputs_of_an_onnx_sequence_model_are_not_client_inputs(sequence
     assert [t.name for t in plan.model("seq_onnx").outputs] == ["Y"]
 
 
+# --- 18: an image input's format and reshape survive import -------------------------------------------------
+
+def image_onnx(path: Path) -> Path:
+    """NVIDIA's densenet_onnx in miniature: [1, 3, 4, 4] image in, [1, 5, 1, 1] scores out (no batch axis)."""
+    x = helper.make_tensor_value_info("data_0", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("fc6_1", TensorProto.FLOAT, [1, 5, 1, 1])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [5, 3, 1, 1], [0.1 * k for k in range(15)])
+    nodes = [helper.make_node("GlobalAveragePool", ["data_0"], ["pooled"]), helper.make_node("Conv", ["pooled", "w"], ["fc6_1"])]
+    graph = helper.make_graph(nodes, "img", [x], [y], initializer=[w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    return path
+
+
+IMAGE_CONFIG = """
+name: "image"
+platform: "onnxruntime_onnx"
+max_batch_size: 0
+input [ { name: "data_0" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 3, 4, 4 ] reshape { shape: [ 1, 3, 4, 4 ] } } ]
+output [ { name: "fc6_1" data_type: TYPE_FP32 dims: [ 5 ] reshape { shape: [ 1, 5, 1, 1 ] } } ]
+"""
+
+
+@pytest.fixture(scope="module")
+def image_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("nvidia") / "model_repository"
+    write(repo, {"image/config.pbtxt": IMAGE_CONFIG})
+    (repo / "image" / "1").mkdir()
+    image_onnx(repo / "image" / "1" / "model.onnx")
+    return repo
+
+
+@pytest.mark.parametrize("device", ["gpu", "cpu"])
+def test_import_carries_an_inputs_format_and_reshape(image_repo: Path, tmp_path: Path, device: str) -> None:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from repoforge.importer import import_repository
+    from repoforge.triton.config import parse_config
+
+    result = import_repository(image_repo, tmp_path / "spec.yaml", device=device)  # type: ignore[arg-type]
+    assert result.differences == {} and result.client_visible == {} and not result.kept_raw
+    (model,) = load_spec(result.spec_path).spec.models
+    assert model.inputs and (model.inputs[0].format, model.inputs[0].reshape) == ("nchw", [1, 3, 4, 4])
+    assert model.outputs and model.outputs[0].reshape == [1, 5, 1, 1]
+    cfg = parse_config((build(result.spec_path, tmp_path / "rebuilt", device=device).output / "image" / "config.pbtxt").read_text())  # type: ignore[arg-type]
+    assert cfg.input[0].format == mc.ModelInput.FORMAT_NCHW and list(cfg.input[0].reshape.shape) == [1, 3, 4, 4]
+    assert list(cfg.input[0].dims) == [3, 4, 4] and list(cfg.output[0].reshape.shape) == [1, 5, 1, 1]
+
+
+def test_import_exits_1_naming_model_and_field_when_clients_would_see_a_difference(tmp_path: Path) -> None:
+    """A difference a client sees (here: an ensemble's dims, derived from its steps) is an error of the command."""
+    from click.testing import CliRunner
+
+    from repoforge.cli import main
+
+    case = Path(__file__).parent / "lint_corpus" / "valid" / "ensemble_non_batching_over_batching"
+    res = CliRunner().invoke(main, ["import", str(case), "-o", str(tmp_path / "spec.yaml")])
+    assert res.exit_code == 1, res.output
+    assert "changes what clients see" in res.output and "pipe: input[0].dims: [-1, 4] → [4]" in res.output
+    assert (tmp_path / "spec.yaml").exists()  # written, to be fixed by hand
+
+
+def test_a_format_needs_three_dims_and_an_input(tmp_path: Path) -> None:
+    from repoforge.errors import SpecError
+
+    sequence_onnx(tmp_path / "seq.onnx")
+    write(tmp_path, {"spec.yaml": """
+        version: 1
+        models:
+          - name: m
+            format: python
+            path: m.py
+            inputs: [{name: X, dtype: FP32, dims: [4], format: FORMAT_NCHW}]
+            outputs: [{name: Y, dtype: FP32, dims: [3, 4, 4], format: nhwc}]
+        """, "m.py": ""})
+    with pytest.raises(SpecError) as info:
+        make_plan(load_spec(tmp_path / "spec.yaml"), "cpu")
+    assert [p.field for p in info.value.problems] == ["models[0].inputs[0].format", "models[0].outputs[0].format"]
+    assert "needs exactly 3 dims" in str(info.value) and "remove it from the output" in str(info.value)
+
+
 # --- the real server -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def served(sequence_project: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """One tritonserver for this module's built repository, stopped even on failure."""
+def served(sequence_project: Path, image_repo: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One tritonserver for this module's CPU builds (the sequence spec, the imported image repository), stopped
+    even on failure."""
+    from repoforge.importer import import_repository
     from repoforge.servers.triton import TritonNotFoundError, TritonServer, find_tritonserver
 
     try:
         find_tritonserver()
     except TritonNotFoundError as exc:
         pytest.skip(str(exc))
-    repo = build(sequence_project / "spec.yaml", tmp_path_factory.mktemp("built") / "repo", device="cpu").output
-    with TritonServer(repo) as server:
+    out = tmp_path_factory.mktemp("built")
+    # imported as the GPU repository it is (native onnxruntime), served here by repoforge's CPU runner
+    imported = import_repository(image_repo, out / "image" / "spec.yaml", device="gpu").spec_path
+    repos = [build(spec, out / name / "repo", device="cpu").output
+             for name, spec in (("seq", sequence_project / "spec.yaml"), ("image", imported))]
+    with TritonServer(repos) as server:
         yield server
 
 
@@ -104,3 +190,22 @@ def test_nvidia_style_sequence_client_sends_only_the_data_input(served) -> None:
     finally:
         client.close()
     assert answers == [111.0, 102.0]  # START on the first request only, READY on both
+
+
+@pytest.mark.integration
+def test_nvidia_style_image_client_sends_the_configured_dims(served) -> None:  # type: ignore[no-untyped-def]
+    """The client sends dims [3, 4, 4] (FORMAT_NCHW, no batch axis); the model sees the reshape [1, 3, 4, 4]."""
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(served.http_url, network_timeout=30.0, connection_timeout=10.0)
+    try:
+        meta = client.get_model_config("image")
+        assert meta["input"][0]["format"] == "FORMAT_NCHW" and [int(d) for d in meta["input"][0]["reshape"]["shape"]] == [1, 3, 4, 4]
+        image = np.ones((3, 4, 4), dtype=np.float32)
+        t = http.InferInput("data_0", [3, 4, 4], "FP32")
+        t.set_data_from_numpy(image)
+        scores = client.infer("image", [t]).as_numpy("fc6_1")
+    finally:
+        client.close()
+    want = np.array([0.1 * (3 * k + 0) + 0.1 * (3 * k + 1) + 0.1 * (3 * k + 2) for k in range(5)], dtype=np.float32)
+    assert scores.size == 5 and np.allclose(scores.ravel(), want, atol=1e-5)

@@ -128,22 +128,27 @@ def import_(repository: Path, output: Path, copy_models: bool, device: str | Non
 
     Every field the spec can express is mapped; what it cannot is kept verbatim under `raw_config`
     and reported, never dropped. The rebuilt configs are compared with the originals and any
-    remaining difference is listed.
+    remaining difference is listed; one a client would see (inputs, outputs, their dims, format and
+    reshape, max_batch_size, decoupled) makes the command exit 1, naming model and field.
     """
     from repoforge.importer import import_repository
 
     result = _run(import_repository, repository, output, copy_models=copy_models, force=force, device=device)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
-        return
-    click.echo(f"wrote {result.spec_path}: {len(result.models)} model(s); build it with "
-               f"repoforge build {result.spec_path} -o OUT --device {result.device}")
-    for model, fields in result.kept_raw.items():
-        click.echo(f"  {model}: kept verbatim in raw_config: {', '.join(fields)}")
-    for folder, why in result.skipped.items():
-        click.echo(f"  skipped {folder}: {why}")
-    for w in result.warnings:
-        click.echo(f"  warning: {w}", err=True)
+    else:
+        click.echo(f"wrote {result.spec_path}: {len(result.models)} model(s); build it with "
+                   f"repoforge build {result.spec_path} -o OUT --device {result.device}")
+        for model, fields in result.kept_raw.items():
+            click.echo(f"  {model}: kept verbatim in raw_config: {', '.join(fields)}")
+        for folder, why in result.skipped.items():
+            click.echo(f"  skipped {folder}: {why}")
+        for w in result.warnings:
+            click.echo(f"  warning: {w}", err=True)
+    if result.client_visible:  # the spec is written (to fix by hand), but clients of the rebuilt repository break
+        lost = [f"{model}: {d}" for model, diffs in result.client_visible.items() for d in diffs]
+        _fail(RepoforgeError(f"the rebuilt repository changes what clients see ({len(lost)} difference(s)); "
+                             "fix the spec before you serve it:\n  " + "\n  ".join(lost)), 1)
 
 
 @main.command()

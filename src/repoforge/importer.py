@@ -92,6 +92,9 @@ _CONTROL = {_CTL.CONTROL_SEQUENCE_START: "start", _CTL.CONTROL_SEQUENCE_END: "en
             _CTL.CONTROL_SEQUENCE_READY: "ready", _CTL.CONTROL_SEQUENCE_CORRID: "correlation_id"}
 _PRIORITY = {mc.ModelOptimizationPolicy.PRIORITY_MAX: "max", mc.ModelOptimizationPolicy.PRIORITY_MIN: "min"}
 _REPEATED = FieldDescriptor.LABEL_REPEATED
+# Config fields a client sees (the tensors it sends and gets, their shapes and layout, batching, streaming): a
+# difference there breaks clients, so import reports it apart from the others and `repoforge import` exits 1.
+CLIENT_FIELDS = ("input", "output", "max_batch_size", "model_transaction_policy")
 
 
 class ImportFailed(RepoforgeError):
@@ -108,12 +111,14 @@ class ImportResult:
     warnings: list[str]
     device: Device                           # build the spec with --device <device> to get the repository back
     differences: dict[str, list[str]] = field(default_factory=dict)  # model → what the rebuilt config changes
+    client_visible: dict[str, list[str]] = field(default_factory=dict)  # the differences a client would notice
     skipped: dict[str, str] = field(default_factory=dict)            # model folder → why it was not imported
     builds: bool = True                      # False: the spec does not plan yet (problems are in warnings)
 
     def as_dict(self) -> dict[str, Any]:
         return {"spec": str(self.spec_path), "device": self.device, "models": self.models, "kept_raw": self.kept_raw,
-                "differences": self.differences, "skipped": self.skipped, "builds": self.builds, "warnings": self.warnings}
+                "differences": self.differences, "client_visible": self.client_visible, "skipped": self.skipped,
+                "builds": self.builds, "warnings": self.warnings}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -472,11 +477,11 @@ class _Model:
         dtype = _dtype(t.data_type)
         if not t.name or dtype is None or t.is_non_linear_format_io or any(d < -1 for d in t.dims):
             return None
-        if is_input and t.format != mc.ModelInput.FORMAT_NONE:
-            return None
         d = _Flow(name=t.name, dtype=dtype, dims=list(t.dims))
         if t.HasField("reshape"):
             d["reshape"] = list(t.reshape.shape)
+        if is_input and t.format != mc.ModelInput.FORMAT_NONE:
+            d["format"] = mc.ModelInput.Format.Name(t.format).removeprefix("FORMAT_").lower()
         if is_input and t.optional:
             d["optional"] = True
         if t.is_shape_tensor:
@@ -1073,6 +1078,7 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
 
     # Compare what the spec builds with the original configs.
     differences: dict[str, list[str]] = {}
+    client_visible: dict[str, list[str]] = {}
     for m in models:
         rebuilt = attempt.configs.get(m.name)
         if rebuilt is None:
@@ -1082,6 +1088,9 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
         if diff:
             differences[m.name] = diff
             warnings += [f"{m.name}: does not round-trip: {d}" for d in diff]
+            seen = [d for d in diff if re.split(r"[.\[:]", d, maxsplit=1)[0] in CLIENT_FIELDS]
+            if seen:
+                client_visible[m.name] = seen
     for name, why in skipped.items():
         warnings.append(f"{name}: not imported: {why}")
 
@@ -1102,7 +1111,8 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
         tmp.unlink(missing_ok=True)
     load_spec(out)  # what we wrote must load (it does unless there is a bug here)
     return ImportResult(spec_path=out, models=[m.name for m in models], kept_raw=kept_raw, warnings=warnings,
-                        device=device, differences=differences, skipped=skipped, builds=builds)
+                        device=device, differences=differences, client_visible=client_visible, skipped=skipped,
+                        builds=builds)
 
 
 def _copy_models(models: list[_Model], repo: Path, spec_dir: Path, force: bool) -> None:

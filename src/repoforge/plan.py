@@ -360,6 +360,12 @@ def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> None:
         for j, n in enumerate(names):
             if names.index(n) != j:
                 ck.add(("models", i, kind, j, "name"), f"{kind[:-1]} '{n}' is declared twice")
+        for j, t in enumerate(getattr(m, kind) or []):
+            if t.format is not None and kind == "outputs":
+                ck.add(("models", i, kind, j, "format"), "format (nchw/nhwc) describes an input's layout; remove it from the output")
+            elif t.format is not None and len(t.dims) != 3:
+                ck.add(("models", i, kind, j, "format"),
+                       f"format {t.format} needs exactly 3 dims (channels, height, width in some order), got {t.dims}")
     input_names = {t.name for t in (m.inputs or [])}
     for j, bi in enumerate(m.batch_inputs):
         for s in bi.source_inputs:

@@ -27,10 +27,13 @@ def _tensor(msg: mc.ModelInput | mc.ModelOutput, t: TensorSpec) -> None:
     msg.data_type = dtype_enum(t.dtype)
     msg.dims.extend(t.dims)
     if t.reshape is not None:
+        msg.reshape.SetInParent()  # an empty reshape (a scalar for the model) is still a reshape
         msg.reshape.shape.extend(t.reshape)
     if t.is_shape_tensor:
         msg.is_shape_tensor = True
     if isinstance(msg, mc.ModelInput):
+        if t.format is not None:
+            msg.format = mc.ModelInput.Format.Value(f"FORMAT_{t.format.upper()}")
         if t.optional:
             msg.optional = True
         if t.allow_ragged_batch:

@@ -40,7 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 GOLDEN = ROOT / "tests" / "golden"
 HANDWRITTEN = ROOT / "tests" / "data" / "import_handwritten"
-CORPUS = sorted(p for p in (ROOT / "tests" / "lint_corpus" / "valid").iterdir() if p.is_dir())
+# Corpus repositories only a server can import (no config.pbtxt: Triton auto-completes it); tests/test_nvidia_cases.py
+# imports them with --server bundled.
+NEEDS_SERVER = {"python_auto_complete_no_config"}
+CORPUS = sorted(p for p in (ROOT / "tests" / "lint_corpus" / "valid").iterdir() if p.is_dir() and p.name not in NEEDS_SERVER)
 
 # Corpus repositories whose rebuilt config differs from the original even after normalization, and why.
 CORPUS_DIFFERENT = {
@@ -329,6 +332,15 @@ def test_a_python_file_keeps_its_own_name(tmp_path: Path) -> None:
     assert configs(rebuilt)["m"].default_model_filename == "mymodel.py"
     assert sorted(p.name for p in (rebuilt / "m" / "1").iterdir()) == ["mymodel.py"]
     assert (rebuilt / "m/1/mymodel.py").read_bytes() == (repo / "m/1/mymodel.py").read_bytes()
+
+
+def test_a_folder_without_config_says_how_to_import_it(tmp_path: Path) -> None:
+    case = ROOT / "tests" / "lint_corpus" / "valid" / "python_auto_complete_no_config"
+    with pytest.raises(ImportFailed, match="import with --server bundled to read the effective config"):
+        import_repository(case, tmp_path / "spec.yaml")
+    assert not (tmp_path / "spec.yaml").exists()
+    with pytest.raises(ImportFailed, match="--server /nope/tritonserver"):
+        import_repository(case, tmp_path / "spec.yaml", server="/nope/tritonserver")
 
 
 def test_import_survives_every_broken_repository(tmp_path: Path) -> None:

@@ -48,6 +48,10 @@ models:
 """
 
 
+CORPUS = Path(__file__).parent / "lint_corpus"
+AUTO_COMPLETE = CORPUS / "valid" / "python_auto_complete_no_config"  # NVIDIA's auto_complete example in miniature
+
+
 def write(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         p = root / rel
@@ -127,7 +131,7 @@ def test_import_exits_1_naming_model_and_field_when_clients_would_see_a_differen
 
     from repoforge.cli import main
 
-    case = Path(__file__).parent / "lint_corpus" / "valid" / "ensemble_non_batching_over_batching"
+    case = CORPUS / "valid" / "ensemble_non_batching_over_batching"
     res = CliRunner().invoke(main, ["import", str(case), "-o", str(tmp_path / "spec.yaml")])
     assert res.exit_code == 1, res.output
     assert "changes what clients see" in res.output and "pipe: input[0].dims: [-1, 4] → [4]" in res.output
@@ -169,8 +173,11 @@ def served(sequence_project: Path, image_repo: Path, tmp_path_factory: pytest.Te
     out = tmp_path_factory.mktemp("built")
     # imported as the GPU repository it is (native onnxruntime), served here by repoforge's CPU runner
     imported = import_repository(image_repo, out / "image" / "spec.yaml", device="gpu").spec_path
+    # no config.pbtxt: import reads what Triton auto-completes from a (short-lived) bundled tritonserver
+    auto = import_repository(AUTO_COMPLETE, out / "auto" / "spec.yaml", server="bundled")
+    assert auto.models == ["m"] and not auto.skipped and auto.differences == {}
     repos = [build(spec, out / name / "repo", device="cpu").output
-             for name, spec in (("seq", sequence_project / "spec.yaml"), ("image", imported))]
+             for name, spec in (("seq", sequence_project / "spec.yaml"), ("image", imported), ("auto", auto.spec_path))]
     with TritonServer(repos) as server:
         yield server
 
@@ -209,3 +216,36 @@ def test_nvidia_style_image_client_sends_the_configured_dims(served) -> None:  #
         client.close()
     want = np.array([0.1 * (3 * k + 0) + 0.1 * (3 * k + 1) + 0.1 * (3 * k + 2) for k in range(5)], dtype=np.float32)
     assert scores.size == 5 and np.allclose(scores.ravel(), want, atol=1e-5)
+
+
+@pytest.mark.integration
+def test_a_model_imported_from_its_auto_completed_config_serves(served) -> None:  # type: ignore[no-untyped-def]
+    """The built repository pins what auto_complete_config said in config.pbtxt; Triton loads it and it answers."""
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(served.http_url, network_timeout=30.0, connection_timeout=10.0)
+    try:
+        cfg = client.get_model_config("m")
+        assert [t["name"] for t in cfg["input"]] == ["INPUT0", "INPUT1"] and cfg["max_batch_size"] == 8
+        feeds = []
+        for name, value in (("INPUT0", 1.0), ("INPUT1", 2.5)):
+            t = http.InferInput(name, [1, 4], "FP32")
+            t.set_data_from_numpy(np.full((1, 4), value, dtype=np.float32))
+            feeds.append(t)
+        total = client.infer("m", feeds).as_numpy("OUTPUT0")
+    finally:
+        client.close()
+    assert total.tolist() == [[3.5] * 4]
+
+
+def test_partly_specified_outputs_of_an_auto_completing_python_model_build(tmp_path: Path) -> None:
+    """Lint (and so build, which lints what it writes) leaves a missing data_type or dims to auto_complete_config."""
+    from repoforge.importer import import_repository
+    from repoforge.lint import lint_repository
+
+    case = CORPUS / "valid" / "python_auto_complete_partial_output"
+    report = lint_repository(case)
+    assert report.ok and {w.field for w in report.warnings} == {"output[0].data_type", "output[1].dims"}
+    result = import_repository(case, tmp_path / "spec.yaml")
+    rebuilt = build(result.spec_path, tmp_path / "rebuilt", device=result.device).output
+    assert (rebuilt / "m" / "config.pbtxt").read_text().count("name: \"OUT\"") == 1

@@ -122,8 +122,12 @@ def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserv
 @click.option("--copy-models", is_flag=True, help="Copy model files next to the spec (models/<model>/) instead of referencing them in place.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None, help="Device the repository was built for (default: detected from it).")
 @click.option("--force", is_flag=True, help="Overwrite an existing spec.")
+@click.option("--server", "server", default=None, metavar="TRITONSERVER",
+              help="A tritonserver binary (or 'bundled'): model folders without config.pbtxt are loaded in it and "
+                   "their effective (auto-completed) configs imported.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def import_(repository: Path, output: Path, copy_models: bool, device: str | None, force: bool, as_json: bool) -> None:
+def import_(repository: Path, output: Path, copy_models: bool, device: str | None, force: bool, server: str | None,
+            as_json: bool) -> None:
     """Turn an existing Triton model repository into a spec, so `repoforge build` gives it back.
 
     Every field the spec can express is mapped; what it cannot is kept verbatim under `raw_config`
@@ -133,7 +137,8 @@ def import_(repository: Path, output: Path, copy_models: bool, device: str | Non
     """
     from repoforge.importer import import_repository
 
-    result = _run(import_repository, repository, output, copy_models=copy_models, force=force, device=device)
+    result = _run(import_repository, repository, output, copy_models=copy_models, force=force, device=device,
+                  server=server)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:

@@ -886,7 +886,35 @@ def _raw_paths(orig: Message, rest: Message, path: str = "") -> list[str]:
 # --------------------------------------------------------------------------------------------------------------
 # Reading the repository, writing the spec
 # --------------------------------------------------------------------------------------------------------------
-def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str]) -> list[tuple[str, Path, mc.ModelConfig]]:
+NO_CONFIG = (f"no {CONFIG}: Triton auto-completes it (e.g. a python model's auto_complete_config), which only a "
+             f"server can tell; import with --server bundled to read the effective config from tritonserver, or write "
+             f"the {CONFIG}")
+# What Triton fills into every effective config it reports, with nothing in the model asking for it.
+_SERVER_DEFAULT_OPTIMIZATION = text_format.Parse(
+    "input_pinned_memory { enable: true } output_pinned_memory { enable: true }", mc.ModelOptimizationPolicy())
+
+
+def _from_server(repo: Path, names: list[str], server: str, skipped: dict[str, str], warnings: list[str],
+                 ) -> list[tuple[str, Path, mc.ModelConfig]]:
+    """Model folders without config.pbtxt: their effective configs, read from a real tritonserver."""
+    from repoforge.lint.server import effective_configs
+
+    found = []
+    for name, cfg in effective_configs(repo, names, server).items():
+        if isinstance(cfg, str):
+            skipped[name] = f"no {CONFIG}, and {cfg}"
+            continue
+        if cfg.optimization == _SERVER_DEFAULT_OPTIMIZATION:
+            cfg.ClearField("optimization")
+        skipped.pop(name, None)
+        warnings.append(f"{name}: no {CONFIG}: its config is the one tritonserver auto-completed; the build writes it out")
+        found.append((name, repo / name, cfg))
+    return found
+
+
+def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str], no_config: list[str],
+                     ) -> list[tuple[str, Path, mc.ModelConfig]]:
+    """Every model folder's parsed config.pbtxt; folders without one go to `no_config` (and `skipped`)."""
     if not repo.is_dir():
         raise ImportFailed(f"{repo} is not a directory; point import at a Triton model repository")
     found = []
@@ -900,7 +928,8 @@ def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str])
             continue
         cfg_path = d / CONFIG
         if not cfg_path.is_file():
-            skipped[d.name] = f"no {CONFIG} (Triton auto-completes one; write it to import the model)"
+            skipped[d.name] = NO_CONFIG
+            no_config.append(d.name)
             continue
         try:
             cfg = text_format.Parse(cfg_path.read_text(encoding="utf-8"), mc.ModelConfig())
@@ -908,9 +937,6 @@ def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str])
             skipped[d.name] = f"{CONFIG} does not parse: {exc}"
             continue
         found.append((d.name, d, cfg))
-    if not found:
-        raise ImportFailed(f"{repo} has no model folder with a {CONFIG} that can be read"
-                           + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
     return found
 
 
@@ -1008,7 +1034,7 @@ _PROBLEM_FIELD = re.compile(r"^models\[(\d+)\](?:\.(\w+))?")
 
 
 def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLike[str], *, copy_models: bool = False,
-                      force: bool = False, device: Device | None = None) -> ImportResult:
+                      force: bool = False, device: Device | None = None, server: str | None = None) -> ImportResult:
     """Write `output_spec` describing the Triton model repository `repo`, such that `repoforge build output_spec
     --device <result.device>` gives an equivalent repository back (see the module docstring).
 
@@ -1016,6 +1042,8 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
     next to the spec with `copy_models`. An existing spec is only replaced with `force`. `device` is the
     device the repository is meant for (default: repoforge's lock file, else CPU when it holds repoforge's CPU
     runners, else GPU when it serves ONNX/TensorRT/TorchScript natively or has GPU instance groups, else CPU).
+    `server` ("bundled" or a tritonserver binary) reads the effective config of each folder without config.pbtxt
+    from a real server (Triton auto-completes those); without it they are skipped, saying so.
     Raises ImportFailed when `repo` holds no readable model, BuildError when the output exists.
     """
     if device not in (None, "cpu", "gpu"):
@@ -1026,11 +1054,24 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
         raise BuildError(f"{out} is a directory; give the spec file to write, e.g. {out / 'spec.yaml'}")
     if (out.exists() or out.is_symlink()) and not force:
         raise BuildError(f"{out} already exists; pass --force to replace it")
+    if server:  # a wrong binary is caught before anything starts
+        from repoforge.servers.triton import TritonNotFoundError, find_tritonserver
+
+        try:
+            find_tritonserver(None if server == "bundled" else server)
+        except TritonNotFoundError as exc:
+            raise ImportFailed(f"--server {server}: {exc}") from None
     spec_dir = out.parent
     warnings: list[str] = []
     skipped: dict[str, str] = {}
     root_files: list[str] = []
-    sources = _read_repository(repo_path, root_files, skipped)
+    no_config: list[str] = []
+    sources = _read_repository(repo_path, root_files, skipped, no_config)
+    if server and no_config:
+        sources = sorted(sources + _from_server(repo_path, no_config, server, skipped, warnings), key=lambda s: s[0].encode())
+    if not sources:
+        raise ImportFailed(f"{repo_path} has no model folder with a {CONFIG} that can be read"
+                           + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
     device = device or _detect_device(repo_path, [cfg for _, _, cfg in sources])
     models: list[_Model] = []
     for name, model_dir, cfg in sources:

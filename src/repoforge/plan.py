@@ -128,7 +128,8 @@ def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Literal["cpu", 
     groups = m.instance_groups or []
     if default == "gpu" and any(g.kind == "cpu" for g in groups):
         where = "from `defaults:` " if ck.loaded.origin(i, "instance_groups")[0] == "defaults" else ""
-        warnings.append(f"{m.name}: instance group kind cpu {where}stays KIND_CPU in this --device gpu build; "
+        stays = "KIND_CPU" if ck.target == "triton" else "deviceType cpu"
+        warnings.append(f"{m.name}: instance group kind cpu {where}stays {stays} in this --device gpu build; "
                         "leave `kind` out to follow --device, or set kind: gpu")
     if all(g.kind is not None for g in groups):
         return m

@@ -334,6 +334,15 @@ def test_a_python_file_keeps_its_own_name(tmp_path: Path) -> None:
     assert (rebuilt / "m/1/mymodel.py").read_bytes() == (repo / "m/1/mymodel.py").read_bytes()
 
 
+def test_a_python_folder_without_model_py_keeps_its_file_name_and_helpers(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(CORPUS[0].parent / "custom_model_filename", repo)
+    (repo / "m" / "1" / "helpers.py").write_text("X = 1\n")
+    result, rebuilt = round_trip(repo, tmp_path)
+    assert result.differences == {} and result.kept_raw == {"m": ["default_model_filename"]}
+    assert sorted(p.name for p in (rebuilt / "m" / "1").iterdir()) == ["custom.py", "helpers.py"]
+
+
 def test_a_folder_without_config_says_how_to_import_it(tmp_path: Path) -> None:
     case = ROOT / "tests" / "lint_corpus" / "valid" / "python_auto_complete_no_config"
     with pytest.raises(ImportFailed, match="import with --server bundled to read the effective config"):

@@ -140,11 +140,12 @@ def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Literal["cpu", 
 def _python_filename(m: ModelSpec) -> str:
     """The file Triton's python backend loads: raw_config's default_model_filename, else model.py."""
     if m.raw_config and "default_model_filename" in m.raw_config:
-        from repoforge.triton.config import parse_config  # config imports plan: import when needed
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2 as mc
 
         try:
-            return parse_config(m.raw_config).default_model_filename or "model.py"
-        except Exception:  # noqa: BLE001 - a raw_config that does not parse is reported by _check_common
+            return text_format.Parse(m.raw_config, mc.ModelConfig()).default_model_filename or "model.py"
+        except text_format.ParseError:  # reported by _check_common
             pass
     return "model.py"
 
@@ -204,7 +205,9 @@ def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoic
 def _sequence_tensors(m: ModelSpec) -> set[str]:
     """The ONNX inputs Triton's sequence batcher fills (control inputs, implicit state): not the client's inputs."""
     sb = m.sequence_batching
-    return {c.name for c in sb.control_inputs} | {s.input_name for s in sb.states} if sb is not None else set()
+    if sb is None:
+        return set()
+    return {c.name for c in sb.control_inputs} | {s.input_name for s in sb.states}
 
 
 def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, src_rel: str) -> tuple[list[TensorSpec], list[TensorSpec]]:

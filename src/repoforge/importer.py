@@ -24,6 +24,8 @@ How it works, per model folder:
 
 Files outside the version folders (other than label files), extra files next to a non-Python model file,
 and models whose backend has no spec format (TensorFlow, OpenVINO, custom backends) are reported, not imported.
+A model folder without config.pbtxt is skipped too, unless `server` is given: its effective (auto-completed)
+config is then read from a real tritonserver. Differences a client would see are also in `client_visible`.
 """
 
 from __future__ import annotations

@@ -40,12 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 GOLDEN = ROOT / "tests" / "golden"
 HANDWRITTEN = ROOT / "tests" / "data" / "import_handwritten"
-CORPUS = sorted(p for p in (ROOT / "tests" / "lint_corpus" / "valid").iterdir() if p.is_dir())
+# Corpus repositories only a server can import (no config.pbtxt: Triton auto-completes it); tests/test_nvidia_cases.py
+# imports them with --server bundled.
+NEEDS_SERVER = {"python_auto_complete_no_config"}
+CORPUS = sorted(p for p in (ROOT / "tests" / "lint_corpus" / "valid").iterdir() if p.is_dir() and p.name not in NEEDS_SERVER)
 
 # Corpus repositories whose rebuilt config differs from the original even after normalization, and why.
 CORPUS_DIFFERENT = {
-    # the spec ships a python model's file as model.py, so a custom default_model_filename is not kept
-    "custom_model_filename": {"m": ["default_model_filename: 'custom.py' → 'model.py'"]},
     # repoforge derives an ensemble's tensor dims from its steps: a non-batching ensemble over a batching step
     # gets the step's dims [4], not the original [-1, 4]
     "ensemble_non_batching_over_batching": {"pipe": ["input[0].dims: [-1, 4] → [4]", "output[0].dims: [-1, 4] → [4]"]},
@@ -316,6 +317,39 @@ def test_python_folder_keeps_its_custom_file_name(tmp_path: Path) -> None:
     assert result.kept_raw == {"m": ["default_model_filename"]} and result.differences == {}
     assert configs(rebuilt)["m"].default_model_filename == "custom.py"
     assert (rebuilt / "m/1/custom.py").read_bytes() == (repo / "m/1/custom.py").read_bytes()
+
+
+def test_a_python_file_keeps_its_own_name(tmp_path: Path) -> None:
+    """NVIDIA's examples name a model file mymodel.py with default_model_filename: the built repository has the
+    same default_model_filename and the file under that name, not model.py."""
+    repo = tmp_path / "repo"
+    shutil.copytree(CORPUS[0].parent / "custom_model_filename", repo)
+    (repo / "m" / "1" / "custom.py").rename(repo / "m" / "1" / "mymodel.py")
+    cfg = (repo / "m" / "config.pbtxt").read_text().replace("custom.py", "mymodel.py")
+    (repo / "m" / "config.pbtxt").write_text(cfg)
+    result, rebuilt = round_trip(repo, tmp_path)
+    assert result.differences == {} and not [w for w in result.warnings if "default_model_filename" in w]
+    assert configs(rebuilt)["m"].default_model_filename == "mymodel.py"
+    assert sorted(p.name for p in (rebuilt / "m" / "1").iterdir()) == ["mymodel.py"]
+    assert (rebuilt / "m/1/mymodel.py").read_bytes() == (repo / "m/1/mymodel.py").read_bytes()
+
+
+def test_a_python_folder_without_model_py_keeps_its_file_name_and_helpers(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(CORPUS[0].parent / "custom_model_filename", repo)
+    (repo / "m" / "1" / "helpers.py").write_text("X = 1\n")
+    result, rebuilt = round_trip(repo, tmp_path)
+    assert result.differences == {} and result.kept_raw == {"m": ["default_model_filename"]}
+    assert sorted(p.name for p in (rebuilt / "m" / "1").iterdir()) == ["custom.py", "helpers.py"]
+
+
+def test_a_folder_without_config_says_how_to_import_it(tmp_path: Path) -> None:
+    case = ROOT / "tests" / "lint_corpus" / "valid" / "python_auto_complete_no_config"
+    with pytest.raises(ImportFailed, match="import with --server bundled to read the effective config"):
+        import_repository(case, tmp_path / "spec.yaml")
+    assert not (tmp_path / "spec.yaml").exists()
+    with pytest.raises(ImportFailed, match="--server /nope/tritonserver"):
+        import_repository(case, tmp_path / "spec.yaml", server="/nope/tritonserver")
 
 
 def test_import_survives_every_broken_repository(tmp_path: Path) -> None:

@@ -159,6 +159,16 @@ def test_kind_gpu_is_a_warning_unless_the_gpu_count_is_known() -> None:
     assert lint_repository(case, gpu_count=1).ok
 
 
+def test_an_unset_instance_count_is_not_warned_about() -> None:
+    """Triton uses its default count when `count` is left out; only a written 0 (or less) is worth a word."""
+    report = lint_repository(CORPUS / "valid" / "instance_count_unset", **CORPUS_FACTS)
+    assert report.ok and not [w for w in report.warnings if "count" in w.message], report.format()
+    written = lint_repository(CORPUS / "valid" / "warn_instance_count_zero", **CORPUS_FACTS)
+    assert [w.field for w in written.warnings if "count is 0" in w.message] == ["instance_group[0].count"]
+    cfg = text_format.Parse(SIMPLE + "instance_group [ { kind: KIND_CPU } ]\n", mc.ModelConfig())
+    assert not lint_config(cfg).warnings  # no text: an unset count cannot be told from 0, so no warning
+
+
 def test_lint_config_checks_a_single_config(tmp_path: Path) -> None:
     cfg = text_format.Parse(SIMPLE, mc.ModelConfig())
     assert lint_config(cfg).ok  # no folder: only the config itself

@@ -161,6 +161,67 @@ def test_default_dynamic_batching_skips_models_that_cannot_use_it(tmp_path: Path
     assert [(m.name, m.dynamic_batching) for m in plan.models] == [("seq", False), ("unbatched", False), ("batched", True)]
 
 
+# --- instance group kinds follow the device -------------------------------------------------------------------
+
+KINDS_SPEC = f"""
+version: 1
+defaults:
+  instance_groups: [{{kind: cpu, count: 1}}]
+models:
+  - name: counted
+    format: onnx
+    path: {CLASSIFIER}
+    instance_groups: [{{count: 2}}, {{count: 1, gpus: [1]}}]
+  - name: explicit
+    format: onnx
+    path: {CLASSIFIER}
+    instance_groups: [{{kind: cpu, count: 1}}]
+  - name: inherits
+    format: onnx
+    path: {CLASSIFIER}
+  - name: pre
+    format: python
+    path: {PREPROCESS}
+    inputs: [{{name: RAW, dtype: FP32, dims: [8]}}]
+    outputs: [{{name: FEATURES, dtype: FP32, dims: [8]}}]
+    instance_groups: [{{count: 2}}]
+"""
+
+
+def _kinds(plan, name: str, device: str) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg = build_config(plan.model(name), device)
+    return [(mc.ModelInstanceGroup.Kind.Name(g.kind), g.count) for g in cfg.instance_group]
+
+
+def test_an_instance_group_without_kind_follows_the_device(tmp_path: Path):
+    loaded = load_spec(write_spec(tmp_path, KINDS_SPEC))
+    gpu = make_plan(loaded, "gpu")
+    assert _kinds(gpu, "counted", "gpu") == [("KIND_GPU", 2), ("KIND_GPU", 1)]
+    assert _kinds(gpu, "pre", "gpu") == [("KIND_CPU", 2)]  # python models run on the CPU unless they ask for a GPU
+    # an explicit kind cpu stays, in the model or in defaults:, and the build says so, naming the model
+    assert _kinds(gpu, "explicit", "gpu") == [("KIND_CPU", 1)]
+    assert _kinds(gpu, "inherits", "gpu") == [("KIND_CPU", 1)]
+    kind_warnings = [w for w in gpu.warnings if "kind cpu" in w]
+    assert [w.split(":")[0] for w in kind_warnings] == ["explicit", "inherits"]
+    assert "from `defaults:`" in kind_warnings[1] and "--device gpu" in kind_warnings[1]
+    cpu = make_plan(loaded, "cpu")
+    assert _kinds(cpu, "counted", "cpu") == [("KIND_CPU", 2), ("KIND_CPU", 1)]
+    assert not [w for w in cpu.warnings if "kind cpu" in w]
+
+
+def test_cli_build_prints_the_kind_warning_even_when_quiet(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from repoforge.cli import main
+
+    spec = write_spec(tmp_path, KINDS_SPEC)
+    res = CliRunner().invoke(main, ["build", str(spec), "-o", str(tmp_path / "out"), "--device", "gpu", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "warning: explicit: instance group kind cpu stays KIND_CPU" in res.output
+
+
 # --- dtypes ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("written, expected", [

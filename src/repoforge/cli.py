@@ -71,7 +71,7 @@ def init(directory: Path, force: bool) -> None:
                    "gpu: native onnxruntime/tensorrt/libtorch backends, KIND_GPU (NGC image). Default: gpu if one is visible.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (warnings are still printed).")
 def build(spec: Path, output: Path, target: str, device: str | None, force: bool, as_json: bool, quiet: bool) -> None:
     """Build SPEC (spec.yaml) into a model repository at OUTPUT.
 
@@ -86,6 +86,9 @@ def build(spec: Path, output: Path, target: str, device: str | None, force: bool
         click.echo(json.dumps({"output": str(result.output), "device": result.plan.device, "models": result.model_names,
                                "files": result.files, "warnings": result.plan.warnings}, indent=2))
     else:
+        if quiet:  # without -q the progress lines carry the warnings already
+            for w in result.plan.warnings:
+                click.echo(f"  warning: {w}", err=True)
         click.echo(f"built {len(result.model_names)} model(s) for {result.plan.device} into {result.output}")
 
 
@@ -119,28 +122,38 @@ def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserv
 @click.option("--copy-models", is_flag=True, help="Copy model files next to the spec (models/<model>/) instead of referencing them in place.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None, help="Device the repository was built for (default: detected from it).")
 @click.option("--force", is_flag=True, help="Overwrite an existing spec.")
+@click.option("--server", "server", default=None, metavar="TRITONSERVER",
+              help="A tritonserver binary (or 'bundled'): model folders without config.pbtxt are loaded in it and "
+                   "their effective (auto-completed) configs imported.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def import_(repository: Path, output: Path, copy_models: bool, device: str | None, force: bool, as_json: bool) -> None:
+def import_(repository: Path, output: Path, copy_models: bool, device: str | None, force: bool, server: str | None,
+            as_json: bool) -> None:
     """Turn an existing Triton model repository into a spec, so `repoforge build` gives it back.
 
     Every field the spec can express is mapped; what it cannot is kept verbatim under `raw_config`
     and reported, never dropped. The rebuilt configs are compared with the originals and any
-    remaining difference is listed.
+    remaining difference is listed; one a client would see (inputs, outputs, their dims, format and
+    reshape, max_batch_size, decoupled) makes the command exit 1, naming model and field.
     """
     from repoforge.importer import import_repository
 
-    result = _run(import_repository, repository, output, copy_models=copy_models, force=force, device=device)
+    result = _run(import_repository, repository, output, copy_models=copy_models, force=force, device=device,
+                  server=server)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
-        return
-    click.echo(f"wrote {result.spec_path}: {len(result.models)} model(s); build it with "
-               f"repoforge build {result.spec_path} -o OUT --device {result.device}")
-    for model, fields in result.kept_raw.items():
-        click.echo(f"  {model}: kept verbatim in raw_config: {', '.join(fields)}")
-    for folder, why in result.skipped.items():
-        click.echo(f"  skipped {folder}: {why}")
-    for w in result.warnings:
-        click.echo(f"  warning: {w}", err=True)
+    else:
+        click.echo(f"wrote {result.spec_path}: {len(result.models)} model(s); build it with "
+                   f"repoforge build {result.spec_path} -o OUT --device {result.device}")
+        for model, fields in result.kept_raw.items():
+            click.echo(f"  {model}: kept verbatim in raw_config: {', '.join(fields)}")
+        for folder, why in result.skipped.items():
+            click.echo(f"  skipped {folder}: {why}")
+        for w in result.warnings:
+            click.echo(f"  warning: {w}", err=True)
+    if result.client_visible:  # the spec is written (to fix by hand), but clients of the rebuilt repository break
+        lost = [f"{model}: {d}" for model, diffs in result.client_visible.items() for d in diffs]
+        _fail(RepoforgeError(f"the rebuilt repository changes what clients see ({len(lost)} difference(s)); "
+                             "fix the spec before you serve it:\n  " + "\n  ".join(lost)), 1)
 
 
 @main.command()

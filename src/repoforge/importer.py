@@ -24,6 +24,8 @@ How it works, per model folder:
 
 Files outside the version folders (other than label files), extra files next to a non-Python model file,
 and models whose backend has no spec format (TensorFlow, OpenVINO, custom backends) are reported, not imported.
+A model folder without config.pbtxt is skipped too, unless `server` is given: its effective (auto-completed)
+config is then read from a real tritonserver. Differences a client would see are also in `client_visible`.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ _CONTROL = {_CTL.CONTROL_SEQUENCE_START: "start", _CTL.CONTROL_SEQUENCE_END: "en
             _CTL.CONTROL_SEQUENCE_READY: "ready", _CTL.CONTROL_SEQUENCE_CORRID: "correlation_id"}
 _PRIORITY = {mc.ModelOptimizationPolicy.PRIORITY_MAX: "max", mc.ModelOptimizationPolicy.PRIORITY_MIN: "min"}
 _REPEATED = FieldDescriptor.LABEL_REPEATED
+# Config fields a client sees (the tensors it sends and gets, their shapes and layout, batching, streaming): a
+# difference there breaks clients, so import reports it apart from the others and `repoforge import` exits 1.
+CLIENT_FIELDS = ("input", "output", "max_batch_size", "model_transaction_policy")
 
 
 class ImportFailed(RepoforgeError):
@@ -109,12 +114,14 @@ class ImportResult:
     warnings: list[str]
     device: Device                           # build the spec with --device <device> to get the repository back
     differences: dict[str, list[str]] = field(default_factory=dict)  # model → what the rebuilt config changes
+    client_visible: dict[str, list[str]] = field(default_factory=dict)  # the differences a client would notice
     skipped: dict[str, str] = field(default_factory=dict)            # model folder → why it was not imported
     builds: bool = True                      # False: the spec does not plan yet (problems are in warnings)
 
     def as_dict(self) -> dict[str, Any]:
         return {"spec": str(self.spec_path), "device": self.device, "models": self.models, "kept_raw": self.kept_raw,
-                "differences": self.differences, "skipped": self.skipped, "builds": self.builds, "warnings": self.warnings}
+                "differences": self.differences, "client_visible": self.client_visible, "skipped": self.skipped,
+                "builds": self.builds, "warnings": self.warnings}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -420,10 +427,7 @@ class _Model:
                 self.note(f"version {v}: {folder}/{filename} {why}; the version is not imported")
                 continue
             if self.format == "python":
-                if len(files) == 1 or "model.py" not in files:
-                    others = sorted(set(files) - {filename})
-                    if others:
-                        self.note(f"version {v}: {', '.join(others)} are not carried over (a python model folder must hold model.py)")
+                if len(files) == 1:
                     refs[v] = (_Ref(vdir / filename, ""), files[filename])
                 else:
                     refs[v] = (_Ref(vdir, ""), json.dumps(files, sort_keys=True))
@@ -437,15 +441,13 @@ class _Model:
         if not refs:
             self.skip = "no version folder holds its model file"
             return False
-        # Python folders are shipped as they are, so their file name stays valid (kept in raw_config); single
-        # files are shipped under the format's default name.
-        folders = self.format == "python" and all(r.src.is_dir() for r, _ in refs.values())
+        # A file name of the model's own (mymodel.py) stays in raw_config: the build ships the file (or finds it in
+        # the python folder) under the config's default_model_filename. repoforge's runners name their file themselves.
         shipped = "model.py" if self.format == "python" else NATIVE.get(self.backend, ("", "", "model.onnx"))[2]
-        if not folders:
-            if self.cfg.default_model_filename not in ("", shipped):
-                self.note(f"default_model_filename '{self.cfg.default_model_filename}' is not kept: the build ships the file as {shipped}")
-            self.take("default_model_filename")
-        elif self.cfg.default_model_filename == shipped:
+        own = self.cfg.default_model_filename
+        if self.runner and own not in ("", shipped):
+            self.note(f"default_model_filename '{own}' is not kept: repoforge's {self.runner} runner loads its file itself")
+        if self.runner or own in ("", shipped):
             self.take("default_model_filename")
         base = f"{COPY_DIR}/{self.name}"
         if len({digest for _, digest in refs.values()}) == 1:
@@ -478,11 +480,11 @@ class _Model:
         dtype = _dtype(t.data_type)
         if not t.name or dtype is None or t.is_non_linear_format_io or any(d < -1 for d in t.dims):
             return None
-        if is_input and t.format != mc.ModelInput.FORMAT_NONE:
-            return None
         d = _Flow(name=t.name, dtype=dtype, dims=list(t.dims))
         if t.HasField("reshape"):
             d["reshape"] = list(t.reshape.shape)
+        if is_input and t.format != mc.ModelInput.FORMAT_NONE:
+            d["format"] = mc.ModelInput.Format.Name(t.format).removeprefix("FORMAT_").lower()
         if is_input and t.optional:
             d["optional"] = True
         if t.is_shape_tensor:
@@ -887,7 +889,35 @@ def _raw_paths(orig: Message, rest: Message, path: str = "") -> list[str]:
 # --------------------------------------------------------------------------------------------------------------
 # Reading the repository, writing the spec
 # --------------------------------------------------------------------------------------------------------------
-def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str]) -> list[tuple[str, Path, mc.ModelConfig]]:
+NO_CONFIG = (f"no {CONFIG}: Triton auto-completes it (e.g. a python model's auto_complete_config), which only a "
+             f"server can tell; import with --server bundled to read the effective config from tritonserver, or write "
+             f"the {CONFIG}")
+# What Triton fills into every effective config it reports, with nothing in the model asking for it.
+_SERVER_DEFAULT_OPTIMIZATION = text_format.Parse(
+    "input_pinned_memory { enable: true } output_pinned_memory { enable: true }", mc.ModelOptimizationPolicy())
+
+
+def _from_server(repo: Path, names: list[str], server: str, skipped: dict[str, str], warnings: list[str],
+                 ) -> list[tuple[str, Path, mc.ModelConfig]]:
+    """Model folders without config.pbtxt: their effective configs, read from a real tritonserver."""
+    from repoforge.lint.server import effective_configs
+
+    found = []
+    for name, cfg in effective_configs(repo, names, server).items():
+        if isinstance(cfg, str):
+            skipped[name] = f"no {CONFIG}, and {cfg}"
+            continue
+        if cfg.optimization == _SERVER_DEFAULT_OPTIMIZATION:
+            cfg.ClearField("optimization")
+        skipped.pop(name, None)
+        warnings.append(f"{name}: no {CONFIG}: its config is the one tritonserver auto-completed; the build writes it out")
+        found.append((name, repo / name, cfg))
+    return found
+
+
+def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str], no_config: list[str],
+                     ) -> list[tuple[str, Path, mc.ModelConfig]]:
+    """Every model folder's parsed config.pbtxt; folders without one go to `no_config` (and `skipped`)."""
     if not repo.is_dir():
         raise ImportFailed(f"{repo} is not a directory; point import at a Triton model repository")
     found = []
@@ -902,7 +932,8 @@ def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str])
             continue
         cfg_path = d / CONFIG
         if not cfg_path.is_file():
-            skipped[d.name] = f"no {CONFIG} (Triton auto-completes one; write it to import the model)"
+            skipped[d.name] = NO_CONFIG
+            no_config.append(d.name)
             continue
         try:
             cfg = text_format.Parse(cfg_path.read_text(encoding="utf-8"), mc.ModelConfig())
@@ -910,9 +941,6 @@ def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str])
             skipped[d.name] = f"{CONFIG} does not parse: {exc}"
             continue
         found.append((d.name, d, cfg))
-    if not found:
-        raise ImportFailed(f"{repo} has no model folder with a {CONFIG} that can be read"
-                           + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
     return found
 
 
@@ -1010,7 +1038,7 @@ _PROBLEM_FIELD = re.compile(r"^models\[(\d+)\](?:\.(\w+))?")
 
 
 def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLike[str], *, copy_models: bool = False,
-                      force: bool = False, device: Device | None = None) -> ImportResult:
+                      force: bool = False, device: Device | None = None, server: str | None = None) -> ImportResult:
     """Write `output_spec` describing the Triton model repository `repo`, such that `repoforge build output_spec
     --device <result.device>` gives an equivalent repository back (see the module docstring).
 
@@ -1018,6 +1046,8 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
     next to the spec with `copy_models`. An existing spec is only replaced with `force`. `device` is the
     device the repository is meant for (default: repoforge's lock file, else CPU when it holds repoforge's CPU
     runners, else GPU when it serves ONNX/TensorRT/TorchScript natively or has GPU instance groups, else CPU).
+    `server` ("bundled" or a tritonserver binary) reads the effective config of each folder without config.pbtxt
+    from a real server (Triton auto-completes those); without it they are skipped, saying so.
     Raises ImportFailed when `repo` holds no readable model, BuildError when the output exists.
     """
     if device not in (None, "cpu", "gpu"):
@@ -1028,11 +1058,24 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
         raise BuildError(f"{out} is a directory; give the spec file to write, e.g. {out / 'spec.yaml'}")
     if (out.exists() or out.is_symlink()) and not force:
         raise BuildError(f"{out} already exists; pass --force to replace it")
+    if server:  # a wrong binary is caught before anything starts
+        from repoforge.servers.triton import TritonNotFoundError, find_tritonserver
+
+        try:
+            find_tritonserver(None if server == "bundled" else server)
+        except TritonNotFoundError as exc:
+            raise ImportFailed(f"--server {server}: {exc}") from None
     spec_dir = out.parent
     warnings: list[str] = []
     skipped: dict[str, str] = {}
     root_files: list[str] = []
-    sources = _read_repository(repo_path, root_files, skipped)
+    no_config: list[str] = []
+    sources = _read_repository(repo_path, root_files, skipped, no_config)
+    if server and no_config:
+        sources = sorted(sources + _from_server(repo_path, no_config, server, skipped, warnings), key=lambda s: s[0].encode())
+    if not sources:
+        raise ImportFailed(f"{repo_path} has no model folder with a {CONFIG} that can be read"
+                           + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
     device = device or _detect_device(repo_path, [cfg for _, _, cfg in sources])
     models: list[_Model] = []
     for name, model_dir, cfg in sources:
@@ -1080,6 +1123,7 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
 
     # Compare what the spec builds with the original configs.
     differences: dict[str, list[str]] = {}
+    client_visible: dict[str, list[str]] = {}
     for m in models:
         rebuilt = attempt.configs.get(m.name)
         if rebuilt is None:
@@ -1089,6 +1133,9 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
         if diff:
             differences[m.name] = diff
             warnings += [f"{m.name}: does not round-trip: {d}" for d in diff]
+            seen = [d for d in diff if re.split(r"[.\[:]", d, maxsplit=1)[0] in CLIENT_FIELDS]
+            if seen:
+                client_visible[m.name] = seen
     for name, why in skipped.items():
         warnings.append(f"{name}: not imported: {why}")
 
@@ -1109,7 +1156,8 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
         tmp.unlink(missing_ok=True)
     load_spec(out)  # what we wrote must load (it does unless there is a bug here)
     return ImportResult(spec_path=out, models=[m.name for m in models], kept_raw=kept_raw, warnings=warnings,
-                        device=device, differences=differences, skipped=skipped, builds=builds)
+                        device=device, differences=differences, client_visible=client_visible, skipped=skipped,
+                        builds=builds)
 
 
 def _copy_models(models: list[_Model], repo: Path, spec_dir: Path, force: bool) -> None:

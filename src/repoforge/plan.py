@@ -121,6 +121,35 @@ def _resolve_file(loaded: LoadedSpec, rel: str) -> Path:
     return p if p.is_absolute() else (loaded.base_dir / p).resolve()
 
 
+def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Literal["cpu", "gpu"], warnings: list[str]) -> ModelSpec:
+    """Give every instance group without a `kind` the build's kind (`default`), so a `--device gpu` build of
+    `instance_groups: [{count: 2}]` runs on the GPU. A group that lists `gpus` is a GPU group. An explicit
+    `kind: cpu` (in the model or in `defaults:`) stays as written; in a GPU build that is worth a warning."""
+    groups = m.instance_groups or []
+    if default == "gpu" and any(g.kind == "cpu" for g in groups):
+        where = "from `defaults:` " if ck.loaded.origin(i, "instance_groups")[0] == "defaults" else ""
+        stays = "KIND_CPU" if ck.target == "triton" else "deviceType cpu"
+        warnings.append(f"{m.name}: instance group kind cpu {where}stays {stays} in this --device gpu build; "
+                        "leave `kind` out to follow --device, or set kind: gpu")
+    if all(g.kind is not None for g in groups):
+        return m
+    resolved = [g if g.kind is not None else g.model_copy(update={"kind": "gpu" if g.gpus else default}) for g in groups]
+    return m.model_copy(update={"instance_groups": resolved})
+
+
+def _python_filename(m: ModelSpec) -> str:
+    """The file Triton's python backend loads: raw_config's default_model_filename, else model.py."""
+    if m.raw_config and "default_model_filename" in m.raw_config:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        try:
+            return text_format.Parse(m.raw_config, mc.ModelConfig()).default_model_filename or "model.py"
+        except text_format.ParseError:  # reported by _check_common
+            pass
+    return "model.py"
+
+
 def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
     """version → source path; `versions: [1, 2]` reuses `path` for each version."""
     if m.format == "ensemble":
@@ -144,8 +173,10 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
         if src.is_dir() and m.format != "python":
             ck.add(where, f"'{src_rel}' is a folder; format {m.format} expects a single model file")
             continue
-        if src.is_dir() and ck.target == "triton" and not (src / "model.py").exists():
-            ck.add(where, f"folder '{src_rel}' has no model.py; a python model folder must contain model.py")
+        entry = _python_filename(m)
+        if src.is_dir() and ck.target == "triton" and not (src / entry).exists():
+            ck.add(where, f"folder '{src_rel}' has no {entry}; a python model folder must contain {entry}"
+                   + ("" if entry == "model.py" else " (raw_config's default_model_filename)"))
             continue
         out[v] = src
     return out
@@ -171,6 +202,14 @@ def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoic
     return ServingChoice(backend="python", runner={"onnx": "onnxruntime", "torchscript": "torchscript"}[m.format])
 
 
+def _sequence_tensors(m: ModelSpec) -> set[str]:
+    """The ONNX inputs Triton's sequence batcher fills (control inputs, implicit state): not the client's inputs."""
+    sb = m.sequence_batching
+    if sb is None:
+        return set()
+    return {c.name for c in sb.control_inputs} | {s.input_name for s in sb.states}
+
+
 def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, src_rel: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs/outputs from the ONNX file, checked against (and completed by) what the spec declares."""
     result: list[list[TensorSpec]] = []
@@ -188,7 +227,8 @@ def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, s
                 dims = dims[1:]
             file_specs[t.name] = TensorSpec(name=t.name, dtype=t.dtype, dims=dims)
         if declared is None:
-            result.append(list(file_specs.values()))
+            # Triton fills a sequence model's control and state inputs; in input[] clients would have to send them
+            result.append([t for t in file_specs.values() if kind == "outputs" or t.name not in _sequence_tensors(m)])
             continue
         chosen: list[TensorSpec] = []
         for j, d in enumerate(declared):
@@ -209,7 +249,7 @@ def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, s
                 ck.add(path + ("reshape",), f"{target} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' has dims {f.dims}")
             chosen.append(d)
         if kind == "inputs":  # every input the model needs must be in the config; fill in the undeclared ones
-            named = {d.name for d in declared}
+            named = {d.name for d in declared} | _sequence_tensors(m)
             chosen += [t for n, t in file_specs.items() if n not in named]
         result.append(chosen)
     return result[0], result[1]
@@ -324,6 +364,12 @@ def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> None:
         for j, n in enumerate(names):
             if names.index(n) != j:
                 ck.add(("models", i, kind, j, "name"), f"{kind[:-1]} '{n}' is declared twice")
+        for j, t in enumerate(getattr(m, kind) or []):
+            if t.format is not None and kind == "outputs":
+                ck.add(("models", i, kind, j, "format"), "format (nchw/nhwc) describes an input's layout; remove it from the output")
+            elif t.format is not None and len(t.dims) != 3:
+                ck.add(("models", i, kind, j, "format"),
+                       f"format {t.format} needs exactly 3 dims (channels, height, width in some order), got {t.dims}")
     input_names = {t.name for t in (m.inputs or [])}
     for j, bi in enumerate(m.batch_inputs):
         for s in bi.source_inputs:
@@ -482,6 +528,9 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
     warnings: list[str] = []
     for i, raw in enumerate(loaded.spec.models):
         m = effective(loaded, raw)
+        # python models (and repoforge's plugins) run on the CPU unless they ask for a GPU
+        kind_default: Literal["cpu", "gpu"] = "gpu" if device == "gpu" and m.format != "python" else "cpu"
+        m = _instance_kinds(ck, i, m, kind_default, warnings)
         if m.plugin is not None:  # features / result_cache / semantic_cache / router: repoforge's own Python backends
             plans[m.name] = plugin_model_plan(ck, i, m, device, target)
             continue
@@ -527,7 +576,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         plans[m.name] = ModelPlan(
             name=m.name, index=i, format=m.format, spec=m, max_batch_size=mbs, inputs=inputs, outputs=outputs,
             versions=versions, serving=serving, dynamic_batching=dyn,
-            instance_kind_default="gpu" if device == "gpu" and m.format != "python" else "cpu",
+            instance_kind_default=kind_default,
             extra_files=extra,
         )
     ck.raise_if_any()

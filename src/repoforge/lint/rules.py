@@ -93,6 +93,11 @@ class Sink:
     def warning(self, path: FieldPath, message: str, *, file: str | None = None) -> None:
         self.add("warning", path, message, file=file)
 
+    def written(self, path: FieldPath) -> bool:
+        """Whether the config text writes `path` itself. Protobuf 3 keeps no presence for scalars (an unset
+        `count` reads as 0), so only the text tells "count: 0" from no count; without the text: False."""
+        return bool(self.positions) and path in self.positions  # type: ignore[operator]
+
     @property
     def has_errors(self) -> bool:
         return any(f.severity == "error" for f in self.findings)
@@ -290,8 +295,29 @@ def _chunks(dims: list[int]) -> list[int]:
     return out
 
 
-def check_io(sink: Sink, cfg: mc.ModelConfig) -> None:
-    """ValidateModelInput / ValidateModelOutput / ValidateIOShape, plus duplicate names (warning)."""
+_AUTO_COMPLETE = re.compile(r"^\s*def\s+auto_complete_config\s*\(", re.MULTILINE)
+
+
+def fills_own_config(cfg: mc.ModelConfig, model_dir: Path | None, layout: Layout) -> bool:
+    """Whether a python model's file (in a version Triton loads) defines `auto_complete_config`: Triton calls it at
+    load time, and it may add inputs and outputs or fill the data_type and dims the config leaves out."""
+    if cfg.backend != "python" or model_dir is None:
+        return False
+    filename = cfg.default_model_filename or PY_FILE
+    for v in versions_to_load(cfg, layout)[0]:
+        try:
+            if _AUTO_COMPLETE.search((model_dir / layout.versions[v] / filename).read_text(encoding="utf-8", errors="replace")):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def check_io(sink: Sink, cfg: mc.ModelConfig, *, auto_completed: bool = False) -> None:
+    """ValidateModelInput / ValidateModelOutput / ValidateIOShape, plus duplicate names (warning).
+
+    With ``auto_completed`` (a python model whose auto_complete_config runs at load), a missing data_type or
+    dims is the model's to fill: a warning, since only the server can tell whether it does."""
     mbs = cfg.max_batch_size
     trt = cfg.platform == "tensorrt_plan"
     for kind, tensors in (("input", cfg.input), ("output", cfg.output)):
@@ -309,9 +335,18 @@ def check_io(sink: Sink, cfg: mc.ModelConfig) -> None:
                     f"only one of them - rename or remove the duplicate",
                 )
             seen.setdefault(io.name, i)
-            if io.data_type == mc.TYPE_INVALID:
+            missing = [f for f, unset in (("data_type", io.data_type == mc.TYPE_INVALID), ("dims", len(io.dims) == 0)) if unset]
+            if missing and auto_completed:
+                sink.warning(
+                    (*base, missing[0]),
+                    f"{label} leaves {' and '.join(missing)} to the model: its auto_complete_config must fill "
+                    f"{'them' if len(missing) > 1 else 'it'} at load time (Triton refuses the model otherwise; "
+                    f"`repoforge validate` proves it)",
+                )
+                missing = []
+            if "data_type" in missing:
                 sink.error((*base, "data_type"), f"{label} must specify 'data_type' (e.g. data_type: TYPE_FP32)")
-            if len(io.dims) == 0:
+            if "dims" in missing:
                 sink.error(
                     (*base, "dims"),
                     f"{label} must specify 'dims' (the shape without the batch dimension; use [ 1 ] for a scalar "
@@ -602,7 +637,7 @@ def check_instance_groups(sink: Sink, cfg: mc.ModelConfig, ctx: ConfigContext) -
     for i, g in enumerate(cfg.instance_group):
         base: FieldPath = ("instance_group", i)
         gname = f"instance_group[{i}]" + (f" '{g.name}'" if g.name else "")
-        if g.count < 1:
+        if g.count < 0 or (g.count == 0 and sink.written((*base, "count"))):  # unset: Triton's default, no mistake
             sink.warning(
                 (*base, "count"),
                 f"{gname} count is {g.count}; Triton replaces a count below 1 with its default (1, or 2 on CPU for "
@@ -1021,7 +1056,7 @@ def lint_model(raw: mc.ModelConfig, sink: Sink, ctx: ConfigContext) -> tuple[mc.
             "the response cache does not support decoupled models (model_transaction_policy decoupled: true); "
             "disable response_cache",
         )
-    check_io(sink, cfg)
+    check_io(sink, cfg, auto_completed=fills_own_config(cfg, ctx.model_dir, layout))
     check_batch_io(sink, cfg)
     if cfg.platform != ENSEMBLE:
         check_instance_groups(sink, cfg, ctx)

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tritonclient.grpc import model_config_pb2 as mc
+
 from repoforge.servers.triton import find_tritonserver
 
 
@@ -46,3 +48,44 @@ def detect_gpu_count() -> int:
     if out.returncode != 0:
         return 0
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def effective_configs(repo: str | os.PathLike[str], names: list[str], server: str | None = None,
+                      timeout: float = 120.0) -> dict[str, mc.ModelConfig | str]:
+    """Load ``names`` from ``repo`` in a real tritonserver and read each one's effective config
+    (``GET /v2/models/<m>/config``): what Triton auto-completes for a folder without config.pbtxt (a python
+    model's ``auto_complete_config``, a backend reading the model file). Only the server knows it.
+
+    ``server`` is a tritonserver binary, or None / "bundled" for the one ``repoforge serve`` uses. Returns
+    name → config, or → why the model did not load. The server is stopped before this returns.
+    """
+    import json
+
+    import tritonclient.http as http
+    from google.protobuf import json_format
+    from tritonclient.utils import InferenceServerException
+
+    from repoforge.servers.triton import TritonServer
+
+    binary = None if server in (None, "bundled") else server
+    out: dict[str, mc.ModelConfig | str] = {}
+    with TritonServer(repo, model_control="explicit", load_models=names, exit_on_error=False, strict_readiness=False,
+                      binary=binary) as triton:
+        failed = triton.failed_models()
+        client = http.InferenceServerClient(triton.http_url, connection_timeout=10.0, network_timeout=timeout)
+        try:
+            for name in names:
+                if name in failed or not triton.model_ready(name):
+                    out[name] = f"tritonserver did not load it: {failed.get(name, 'not READY')}"
+                    continue
+                try:
+                    data = client.get_model_config(name)
+                except (InferenceServerException, OSError) as exc:
+                    out[name] = f"tritonserver did not give its config: {exc}"
+                    continue
+                cfg = mc.ModelConfig()
+                json_format.Parse(json.dumps(data), cfg, ignore_unknown_fields=True)
+                out[name] = cfg
+        finally:
+            client.close()
+    return out

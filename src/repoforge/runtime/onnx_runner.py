@@ -37,7 +37,7 @@ class OnnxRunner:
         setting = p.get("intra_op_threads", AUTO)
         fixed = parse_setting(setting)
         self.output_names = [t.name for t in self.args.outputs]
-        self.string_inputs = {t.name for t in self.args.inputs if t.dtype in ("STRING", "BYTES")}
+        self.string_inputs = {t.name for t in self.args.fed if t.dtype in ("STRING", "BYTES")}
         self.session = make_session(path, 1 if fixed is None else fixed)
         probe = self.args.probe_feed()
         choice = choose(setting, self.args.instances, lambda: timed(lambda: self._compute(dict(probe))))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,12 @@ class ModelArgs:
     outputs: list[TensorInfo]
     parameters: dict[str, str]
     instances: int = 1  # this model's instances on the host (they share its cores)
+    sequence_inputs: list[TensorInfo] = field(default_factory=list)  # control and state tensors Triton adds
+
+    @property
+    def fed(self) -> list[TensorInfo]:
+        """Every tensor a request brings to the model: the config's inputs, then the sequence batcher's."""
+        return self.inputs + self.sequence_inputs
 
     @classmethod
     def parse(cls, args: dict[str, str]) -> ModelArgs:
@@ -56,6 +62,7 @@ class ModelArgs:
             repository=args["model_repository"],
             max_batch_size=int(cfg.get("max_batch_size", 0)),
             inputs=[_tensor(t) for t in cfg.get("input", [])],
+            sequence_inputs=_sequence_inputs(cfg),
             outputs=[_tensor(t) for t in cfg.get("output", [])],
             parameters=params,
             instances=instance_count(cfg),
@@ -63,11 +70,27 @@ class ModelArgs:
 
     def probe_feed(self) -> dict[str, np.ndarray]:
         """A batch of zeros shaped like this model's inputs (for timing it at load)."""
-        return probe_feed([(t.name, t.dtype, list(t.dims)) for t in self.inputs], self.max_batch_size)
+        return probe_feed([(t.name, t.dtype, list(t.dims)) for t in self.fed], self.max_batch_size)
 
 
 def _tensor(t: dict[str, Any]) -> TensorInfo:
     return TensorInfo(t["name"], t["data_type"].removeprefix("TYPE_"), tuple(int(d) for d in t.get("dims", [])))
+
+
+def _sequence_inputs(cfg: dict[str, Any]) -> list[TensorInfo]:
+    """The tensors Triton's sequence batcher adds to each request (control inputs, implicit state): they are not
+    in the config's input list, but the model reads them like inputs (one value per batch item for controls)."""
+    sb = cfg.get("sequence_batching") or {}
+    out = []
+    for ci in sb.get("control_input", []):
+        c = (ci.get("control") or [{}])[0]
+        if c.get("kind") == "CONTROL_SEQUENCE_CORRID":
+            dtype = str(c.get("data_type", "TYPE_UINT64")).removeprefix("TYPE_")
+        else:
+            dtype = "FP32" if c.get("fp32_false_true") else "BOOL" if c.get("bool_false_true") else "INT32"
+        out.append(TensorInfo(ci["name"], dtype, (1,)))
+    out += [_tensor({"name": st["input_name"], **st}) for st in sb.get("state", [])]
+    return out
 
 
 def log_info(message: str) -> None:
@@ -88,7 +111,7 @@ def run_batched(requests: list[Any], args: ModelArgs, compute: BatchFn) -> list[
     models). Requests whose shapes cannot be concatenated fall back to one call each. A request
     that fails gets an error response; the others still answer.
     """
-    feeds = request_feeds(requests, [t.name for t in args.inputs])
+    feeds = request_feeds(requests, [t.name for t in args.fed])
     if len(feeds) > 1 and args.max_batch_size > 0 and _concatenable(feeds):
         sizes = [next(iter(f.values())).shape[0] for f in feeds]
         try:

@@ -28,7 +28,8 @@ class TensorSpec(StrictModel):
     name: str = Field(min_length=1)
     dtype: str
     dims: list[int]
-    reshape: list[int] | None = None
+    reshape: list[int] | None = None    # the shape the model itself sees (dims are what clients send and get)
+    format: Literal["nchw", "nhwc"] | None = None  # an image input's layout (Triton's FORMAT_NCHW / FORMAT_NHWC)
     optional: bool = False
     is_shape_tensor: bool = False
     allow_ragged_batch: bool = False
@@ -38,6 +39,11 @@ class TensorSpec(StrictModel):
     @classmethod
     def _dtype(cls, v: Any) -> str:
         return normalize_dtype(v)
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format(cls, v: Any) -> Any:
+        return v.lower().removeprefix("format_") if isinstance(v, str) else v
 
     @field_validator("dims")
     @classmethod
@@ -62,7 +68,9 @@ class RateLimiter(StrictModel):
 
 
 class InstanceGroup(StrictModel):
-    kind: Literal["cpu", "gpu", "auto", "model"] = "cpu"
+    """`kind` left out follows the build's device (`repoforge.plan` resolves it): KIND_GPU for --device gpu."""
+
+    kind: Literal["cpu", "gpu", "auto", "model"] | None = None
     count: int = Field(default=1, ge=1)
     gpus: list[int] | None = None
     name: str | None = None

@@ -27,10 +27,13 @@ def _tensor(msg: mc.ModelInput | mc.ModelOutput, t: TensorSpec) -> None:
     msg.data_type = dtype_enum(t.dtype)
     msg.dims.extend(t.dims)
     if t.reshape is not None:
+        msg.reshape.SetInParent()  # an empty reshape (a scalar for the model) is still a reshape
         msg.reshape.shape.extend(t.reshape)
     if t.is_shape_tensor:
         msg.is_shape_tensor = True
     if isinstance(msg, mc.ModelInput):
+        if t.format is not None:
+            msg.format = mc.ModelInput.Format.Value(f"FORMAT_{t.format.upper()}")
         if t.optional:
             msg.optional = True
         if t.allow_ragged_batch:
@@ -107,7 +110,8 @@ def _instance_groups(cfg: mc.ModelConfig, plan: ModelPlan, device: Device) -> No
         cfg.instance_group.add(count=1, kind=_KIND[plan.instance_kind_default])
         return
     for g in groups:
-        kind = "cpu" if device == "cpu" and g.kind == "gpu" else g.kind
+        kind = g.kind or plan.instance_kind_default  # the plan resolves an unset kind; this keeps bare plans working
+        kind = "cpu" if device == "cpu" and kind == "gpu" else kind
         ig = cfg.instance_group.add(count=g.count, kind=_KIND[kind])
         if g.name:
             ig.name = g.name

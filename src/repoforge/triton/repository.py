@@ -35,19 +35,25 @@ def _runner_glue() -> bytes:
     return resources.files("repoforge.backends").joinpath("runner/model.py").read_bytes()
 
 
-def _write_version(model: ModelPlan, version_dir: Path, src: Path | None) -> None:
+def _write_version(model: ModelPlan, version_dir: Path, src: Path | None, filename: str) -> None:
     version_dir.mkdir(parents=True)
     if src is None:  # ensembles: Triton still needs the (empty) version folder
         return
-    if model.format == "python":
-        if src.is_dir():
-            shutil.copytree(src, version_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copyfile(src, version_dir / "model.py")
+    if model.format == "python" and src.is_dir():
+        shutil.copytree(src, version_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         return
-    shutil.copyfile(src, version_dir / (model.model_filename or src.name))
+    shutil.copyfile(src, version_dir / (filename or src.name))
     if model.serving.runner:
         (version_dir / "model.py").write_bytes(_runner_glue())
+
+
+def _model_filename(model: ModelPlan, configured: str) -> str:
+    """The name a single model file gets in its version folder: the config's default_model_filename (set through
+    raw_config, e.g. by `repoforge import` of a repository whose model.py is called mymodel.py), else Triton's
+    default for the format. repoforge's runners name their file in a parameter and load model.py themselves."""
+    if configured and not model.serving.runner:
+        return configured
+    return model.model_filename or ""
 
 
 def _lint_or_refuse(repo: Path, plan: RepositoryPlan) -> None:
@@ -76,13 +82,15 @@ def write_repository(plan: RepositoryPlan, out: Path, *, force: bool = False,
                 + (f" ({model.serving.runner} runner)" if model.serving.runner else ""))
             mdir = tmp / model.name
             mdir.mkdir()
-            text = to_text(build_config(model, plan.device))
+            cfg = build_config(model, plan.device)
+            text = to_text(cfg)
             parse_config(text)  # the written text must round-trip through Triton's schema
             (mdir / "config.pbtxt").write_text(text)
             for name, src in sorted(model.extra_files.items()):
                 shutil.copyfile(src, mdir / name)
+            filename = _model_filename(model, cfg.default_model_filename)
             for version, src in sorted(model.versions.items()):
-                _write_version(model, mdir / str(version), src)
+                _write_version(model, mdir / str(version), src, filename)
         _lint_or_refuse(tmp, plan)
         (tmp / REPO_README).write_text(triton_readme(plan))  # launch, curl and perf-gate commands
         manifest = write_manifest(tmp, {

@@ -48,33 +48,34 @@ from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge import __version__
+from repoforge.contract import MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER
 from repoforge.errors import BuildError, Problem, RepoforgeError, SpecError
 from repoforge.lint.rules import NON_VERSION_DIRS, Layout, autocomplete
 from repoforge.output import MANIFEST
-from repoforge.repo_readme import REPO_README
 from repoforge.plan import make_plan
-from repoforge.plugin_plan import GLUE, PLUGIN_PARAMETER
+from repoforge.plugin_plan import GLUE
+from repoforge.repo_readme import REPO_README
 from repoforge.spec import load_spec
 from repoforge.spec.plugins import parse_plugin
-from repoforge.triton.config import (
-    DEFAULT_INTRA_OP_THREADS,
-    MODEL_FILE_PARAMETER,
-    RUNNER_PARAMETER,
-    build_config,
+from repoforge.triton.config import DEFAULT_INTRA_OP_THREADS, build_config
+from repoforge.triton.names import (
+    CONFIG,
+    FORMATS,
+    INSTANCE_KIND_NAME,
+    MODEL_FILENAMES,
+    NATIVE_FORMAT,
+    OPTIMIZATION_PRIORITY_NAME,
+    RUNNER_FORMAT,
+    SEQUENCE_CONTROL_NAME,
 )
 
 Device = Literal["cpu", "gpu"]
-CONFIG = "config.pbtxt"
 COPY_DIR = "models"  # where copy_models puts the model files, next to the spec
 
 # repoforge's CPU runners: runner → (spec format, model file in the version folder)
-RUNNER_FORMATS = {"onnxruntime": ("onnx", "model.onnx"), "torchscript": ("torchscript", "model.pt")}
+RUNNER_FORMATS = {r: (f, MODEL_FILENAMES[f]) for r, f in RUNNER_FORMAT.items()}
 # Triton backend → spec format, and what a native build of that format writes
-NATIVE = {
-    "onnxruntime": ("onnx", "onnxruntime_onnx", "model.onnx"),
-    "tensorrt": ("tensorrt", "tensorrt_plan", "model.plan"),
-    "pytorch": ("torchscript", "pytorch_libtorch", "model.pt"),
-}
+NATIVE = {b: (f, FORMATS[f].platform, FORMATS[f].model_file) for b, f in NATIVE_FORMAT.items()}
 # spec field → the config fields it builds (used when a spec field is moved back into raw_config)
 SPEC_TO_CONFIG = {
     "version_policy": "version_policy", "inputs": "input", "outputs": "output", "dynamic_batching": "dynamic_batching",
@@ -88,12 +89,10 @@ SPEC_ORDER = ("name", "format", "backend", "path", "versions", "version_policy",
               "plugin", "steps", "dynamic_batching", "sequence_batching", "instance_groups", "warmup", "optimization",
               "batch_inputs", "batch_outputs", "model_transaction_policy", "response_cache", "model_repository_agents",
               "metric_tags", "parameters", "raw_config")
-_KIND = {mc.ModelInstanceGroup.KIND_AUTO: "auto", mc.ModelInstanceGroup.KIND_CPU: "cpu",
-         mc.ModelInstanceGroup.KIND_GPU: "gpu", mc.ModelInstanceGroup.KIND_MODEL: "model"}
-_CTL = mc.ModelSequenceBatching.Control
-_CONTROL = {_CTL.CONTROL_SEQUENCE_START: "start", _CTL.CONTROL_SEQUENCE_END: "end",
-            _CTL.CONTROL_SEQUENCE_READY: "ready", _CTL.CONTROL_SEQUENCE_CORRID: "correlation_id"}
-_PRIORITY = {mc.ModelOptimizationPolicy.PRIORITY_MAX: "max", mc.ModelOptimizationPolicy.PRIORITY_MIN: "min"}
+_KIND = INSTANCE_KIND_NAME
+_CONTROL = SEQUENCE_CONTROL_NAME
+# PRIORITY_DEFAULT is the unset value: it is not written back
+_PRIORITY = {v: k for v, k in OPTIMIZATION_PRIORITY_NAME.items() if k != "default"}
 _REPEATED = FieldDescriptor.LABEL_REPEATED
 # Config fields a client sees (the tensors it sends and gets, their shapes and layout, batching, streaming): a
 # difference there breaks clients, so import reports it apart from the others and `repoforge import` exits 1.

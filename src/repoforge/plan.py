@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 from repoforge.errors import Problem, SpecError
+from repoforge.plugin_plan import derive_in_order, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
-from repoforge.plugin_plan import derive_in_order, plugin_model_plan
+from repoforge.triton.names import FORMATS, MODEL_FILENAMES
 from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
 
 Device = Literal["cpu", "gpu"]
@@ -27,7 +28,6 @@ Target = Literal["triton", "torchserve"]
 DEFAULT_ONNX_MAX_BATCH_SIZE = 32
 
 # The file name each format gets inside its version folder (Triton's defaults, so no default_model_filename is needed).
-MODEL_FILENAMES = {"onnx": "model.onnx", "tensorrt": "model.plan", "torchscript": "model.pt", "python": "model.py"}
 
 
 @dataclass
@@ -195,11 +195,11 @@ def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoic
     if m.backend and m.backend != "python":
         return ServingChoice(backend=m.backend)
     if device == "gpu":
-        return ServingChoice(platform={"onnx": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "torchscript": "pytorch_libtorch"}[m.format])
+        return ServingChoice(platform=FORMATS[m.format].platform)
     if m.format == "tensorrt":
         ck.add(("models", i, "format"), "a TensorRT plan runs only on an NVIDIA GPU; build with --device gpu (on a GPU host with the NGC Triton image)")
         return ServingChoice(platform="tensorrt_plan")
-    return ServingChoice(backend="python", runner={"onnx": "onnxruntime", "torchscript": "torchscript"}[m.format])
+    return ServingChoice(backend="python", runner=FORMATS[m.format].cpu_runner or "")
 
 
 def _sequence_tensors(m: ModelSpec) -> set[str]:

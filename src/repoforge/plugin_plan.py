@@ -7,11 +7,12 @@ Called from `repoforge.plan.make_plan`; problems go to its checker with exact sp
 
 from __future__ import annotations
 
-from importlib import resources
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from repoforge.contract import PLUGIN_PARAMETER
 from repoforge.spec.models import ModelSpec, TensorSpec
 from repoforge.spec.plugins import (
     FeaturesPlugin,
@@ -25,7 +26,6 @@ from repoforge.spec.plugins import (
 if TYPE_CHECKING:
     from repoforge.plan import ModelPlan, _Checker
 
-PLUGIN_PARAMETER = "repoforge_plugin"
 # Used when neither the model nor `defaults:` sets max_batch_size (features); result_cache and router
 # follow the model(s) they call.
 DEFAULT_PLUGIN_MAX_BATCH_SIZE = 64

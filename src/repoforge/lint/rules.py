@@ -15,6 +15,15 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge.triton.names import (
+    BACKEND_PLATFORMS,
+    DEFAULT_FILES,
+    ENSEMBLE,
+    KNOWN_PLATFORMS,
+    PY_FILE,
+    STANDARD_BACKENDS,
+)
+
 from .findings import Finding, Severity
 from .locate import Key, Positions, format_path, lookup
 from .locate import Path as FieldPath
@@ -22,33 +31,8 @@ from .locate import Path as FieldPath
 # --------------------------------------------------------------------------------------------
 # Names Triton knows (constants.h)
 # --------------------------------------------------------------------------------------------
-ENSEMBLE = "ensemble"
-PY_FILE = "model.py"
-#: backend -> the platforms it pairs with (GetBackendType / GetBackendTypeFromPlatform).
-BACKEND_PLATFORMS: dict[str, tuple[str, ...]] = {
-    "tensorrt": ("tensorrt_plan",),
-    "tensorflow": ("tensorflow_graphdef", "tensorflow_savedmodel"),
-    "onnxruntime": ("onnxruntime_onnx",),
-    "pytorch": ("pytorch_libtorch",),
-}
-PLATFORM_BACKEND = {p: b for b, ps in BACKEND_PLATFORMS.items() for p in ps}
-KNOWN_PLATFORMS = frozenset([*PLATFORM_BACKEND, ENSEMBLE])
-#: Default model file per backend (and per platform where the backend has several).
-DEFAULT_FILES = {
-    "tensorflow_graphdef": "model.graphdef",
-    "tensorflow_savedmodel": "model.savedmodel",
-    "tensorrt": "model.plan",
-    "onnxruntime": "model.onnx",
-    "openvino": "model.xml",
-    "pytorch": "model.pt",
-    "python": PY_FILE,
-}
-#: Backends published by the Triton project; anything else is reported as unknown (a warning
-#: unless the caller says which backends the server has).
-STANDARD_BACKENDS = frozenset(
-    ["python", "onnxruntime", "tensorrt", "pytorch", "tensorflow", "openvino", "fil", "dali", "identity",
-     "repeat", "square", "vllm", "tensorrtllm", "armnn_tflite", "pytorch_aoti"]
-)  # fmt: skip
+# ENSEMBLE, PY_FILE, BACKEND_PLATFORMS, PLATFORM_BACKEND, KNOWN_PLATFORMS, DEFAULT_FILES, STANDARD_BACKENDS:
+# repoforge.triton.names, imported above
 #: Sub-folders of a model folder that are not versions (kWarmupDataFolder, kInitialStateFolder).
 NON_VERSION_DIRS = frozenset(["warmup", "initial_state"])
 CORRID_TYPES = (mc.TYPE_UINT64, mc.TYPE_INT64, mc.TYPE_UINT32, mc.TYPE_INT32, mc.TYPE_STRING)

@@ -8,11 +8,11 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge.contract import MODEL_FILE_PARAMETER, RUNNER_PARAMETER
 from repoforge.plan import Device, ModelPlan
 from repoforge.spec.models import Optimization, QueuePolicy, TensorSpec, VersionPolicy
+from repoforge.triton.names import INSTANCE_KIND, OPTIMIZATION_PRIORITY, SEQUENCE_CONTROL
 
-RUNNER_PARAMETER = "repoforge_runner"
-MODEL_FILE_PARAMETER = "repoforge_model_file"
 # One onnxruntime thread per instance: on small CPU hosts ORT's spinning pool fights Triton and the
 # clients for cores (measured 1.4x faster under load, shared/notes/perf-anchors.md).
 DEFAULT_INTRA_OP_THREADS = "auto"  # the CPU runners decide at load time: repoforge.runtime.threads
@@ -60,9 +60,7 @@ def _version_policy(msg: mc.ModelVersionPolicy, v: VersionPolicy) -> None:
 
 def _optimization(msg: mc.ModelOptimizationPolicy, o: Optimization) -> None:
     if o.priority:
-        msg.priority = {"default": mc.ModelOptimizationPolicy.PRIORITY_DEFAULT,
-                        "max": mc.ModelOptimizationPolicy.PRIORITY_MAX,
-                        "min": mc.ModelOptimizationPolicy.PRIORITY_MIN}[o.priority]
+        msg.priority = OPTIMIZATION_PRIORITY[o.priority]
     if o.graph_level is not None:
         msg.graph.level = o.graph_level
     if o.cuda_graphs is not None:
@@ -95,24 +93,16 @@ def _param_str(v: str | int | float | bool) -> str:
     return str(v)
 
 
-_KIND = {"cpu": mc.ModelInstanceGroup.KIND_CPU, "gpu": mc.ModelInstanceGroup.KIND_GPU,
-         "auto": mc.ModelInstanceGroup.KIND_AUTO, "model": mc.ModelInstanceGroup.KIND_MODEL}
-
-_CONTROL = {"start": mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START,
-            "end": mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END,
-            "ready": mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_READY,
-            "correlation_id": mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID}
-
 
 def _instance_groups(cfg: mc.ModelConfig, plan: ModelPlan, device: Device) -> None:
     groups = plan.spec.instance_groups
     if not groups:
-        cfg.instance_group.add(count=1, kind=_KIND[plan.instance_kind_default])
+        cfg.instance_group.add(count=1, kind=INSTANCE_KIND[plan.instance_kind_default])
         return
     for g in groups:
         kind = g.kind or plan.instance_kind_default  # the plan resolves an unset kind; this keeps bare plans working
         kind = "cpu" if device == "cpu" and kind == "gpu" else kind
-        ig = cfg.instance_group.add(count=g.count, kind=_KIND[kind])
+        ig = cfg.instance_group.add(count=g.count, kind=INSTANCE_KIND[kind])
         if g.name:
             ig.name = g.name
         if g.gpus and kind == "gpu":
@@ -143,7 +133,7 @@ def _sequence(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
         msg.oldest.preferred_batch_size.extend(sb.preferred_batch_sizes)
         msg.oldest.preserve_ordering = sb.preserve_ordering
     for c in sb.control_inputs:
-        ctl = msg.control_input.add(name=c.name).control.add(kind=_CONTROL[c.kind])
+        ctl = msg.control_input.add(name=c.name).control.add(kind=SEQUENCE_CONTROL[c.kind])
         if c.kind == "correlation_id":
             ctl.data_type = dtype_enum(c.dtype)
         elif c.dtype == "FP32":

@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from importlib import resources
+from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Callable
-
-from importlib.metadata import version as dist_version
 
 from repoforge import __version__
 from repoforge.errors import BuildError

@@ -410,8 +410,12 @@ def test_cli_validate_smoke_infers_a_torchserve_build(example: Path, tmp_path: P
                          capture_output=True, text=True, check=False, timeout=300)
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
-    assert {m["name"] for m in report["models"]} == {"classifier", "scaler", "tinynet"}
+    assert {m["name"] for m in report["models"]} == {"classifier", "scaler", "tinynet", "pipeline"}
     assert next(m for m in report["models"] if m["name"] == "classifier")["max_abs_err"] == 0.0
+    # The ensemble's workflow is called too (POST /wfpredict/pipeline), and equals its steps called one by one.
+    workflow = next(m for m in report["models"] if m["name"] == "pipeline")
+    assert workflow["ok"] and workflow["version"] == "workflow" and workflow["max_abs_err"] == 0.0, workflow
+    assert "equals its steps called one by one" in workflow["message"]
 
 
 @pytest.mark.integration

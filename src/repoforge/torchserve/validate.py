@@ -25,9 +25,13 @@ def archived_config(mar: Path) -> dict[str, Any]:
         return yaml.safe_load(z.read("model-config.yaml")) or {}
 
 
+def _random_tensor(tensor: dict[str, Any], handler: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """Random data for one of an archived model's declared inputs (its dtype; its dims, batched as the model is)."""
+    return random_array(tensor["dtype"], concrete_shape(list(tensor["dims"]), int(handler.get("max_batch_size", 0))), rng)
+
+
 def _inputs(handler: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    mbs = int(handler.get("max_batch_size", 0))
-    return {t["name"]: random_array(t["dtype"], concrete_shape(list(t["dims"]), mbs), rng) for t in handler.get("inputs", [])}
+    return {t["name"]: _random_tensor(t, handler, rng) for t in handler.get("inputs", [])}
 
 
 def _payload(inputs: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -91,7 +95,7 @@ def _workflow_steps(spec: dict[str, Any], store: Path) -> dict[str, tuple[str, d
     return {n: (Path(url).stem, archived_config(store / url).get("handler", {})) for n, url in nodes.items()}
 
 
-def check_workflow(server: Any, war: Path, store: Path, seed: int = 0) -> ModelCheck:
+def check_workflow(server: Any, war: Path, store: Path, seed: int = 0, timeout: float = 60.0) -> ModelCheck:
     """POST /wfpredict/<workflow> with a random request shaped like the step inputs it feeds, then call the
     workflow's step models one by one on the same input: the answers must agree."""
     name = war.stem
@@ -104,18 +108,19 @@ def check_workflow(server: Any, war: Path, store: Path, seed: int = 0) -> ModelC
     rng = np.random.default_rng(seed)
     request: dict[str, np.ndarray] = {}
     for node, (_, handler) in steps.items():
-        mbs = int(handler.get("max_batch_size", 0))
         for t in handler.get("inputs", []):
             source, key = feeds[node].get(t["name"], (None, None))
             if source == "rf_request" and key not in request:
-                request[key] = random_array(t["dtype"], concrete_shape(list(t["dims"]), mbs), rng)
+                request[key] = _random_tensor(t, handler, rng)
     if sorted(request) != sorted(wiring["inputs"]):
         return ModelCheck(name, "workflow", "REGISTERED", True,
                           "custom handler steps: no declared inputs to smoke-test with")
     payload = _payload(request)
     start = time.perf_counter()
     try:
-        answer = server.wfpredict(name, payload)
+        answer = server.wfpredict(name, payload, timeout=timeout)
+    except TimeoutError:
+        return ModelCheck(name, "workflow", "REGISTERED", False, f"no answer in {timeout:g} s")
     except Exception as exc:  # noqa: BLE001 - any TorchServe error is this workflow's failure
         return ModelCheck(name, "workflow", "REGISTERED", False, f"smoke inference failed: {str(exc)[:500]}")
     latency = round((time.perf_counter() - start) * 1000, 2)

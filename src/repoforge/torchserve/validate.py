@@ -95,7 +95,14 @@ def _workflow_steps(spec: dict[str, Any], store: Path) -> dict[str, tuple[str, d
     return {n: (Path(url).stem, archived_config(store / url).get("handler", {})) for n, url in nodes.items()}
 
 
-def check_workflow(server: Any, war: Path, store: Path, seed: int = 0, timeout: float = 60.0) -> ModelCheck:
+#: Why a workflow request may get no answer once. As its source reads, TorchServe 0.12's DagExecutor.invokeModel
+#: queues a node's job before it sets the job's response promise, so a node that answers at once (repoforge's
+#: request node takes ~1 ms) can have its reply dropped, and the request waits forever. It hit about 1 request in
+#: 14 here; the next request answers.
+LOST_REPLY = "TorchServe 0.12's workflow executor can drop a fast node's reply"
+
+
+def check_workflow(server: Any, war: Path, store: Path, seed: int = 0, timeout: float = 30.0) -> ModelCheck:
     """POST /wfpredict/<workflow> with a random request shaped like the step inputs it feeds, then call the
     workflow's step models one by one on the same input: the answers must agree."""
     name = war.stem
@@ -116,13 +123,18 @@ def check_workflow(server: Any, war: Path, store: Path, seed: int = 0, timeout: 
         return ModelCheck(name, "workflow", "REGISTERED", True,
                           "custom handler steps: no declared inputs to smoke-test with")
     payload = _payload(request)
-    start = time.perf_counter()
-    try:
-        answer = server.wfpredict(name, payload, timeout=timeout)
-    except TimeoutError:
-        return ModelCheck(name, "workflow", "REGISTERED", False, f"no answer in {timeout:g} s")
-    except Exception as exc:  # noqa: BLE001 - any TorchServe error is this workflow's failure
-        return ModelCheck(name, "workflow", "REGISTERED", False, f"smoke inference failed: {str(exc)[:500]}")
+    lost = ""
+    for attempt in range(2):
+        start = time.perf_counter()
+        try:
+            answer = server.wfpredict(name, payload, timeout=timeout)
+            break
+        except TimeoutError:
+            if attempt:
+                return ModelCheck(name, "workflow", "REGISTERED", False, f"no answer in {timeout:g} s, twice")
+            lost = f" (the first request got no answer in {timeout:g} s: {LOST_REPLY}; the second answered)"
+        except Exception as exc:  # noqa: BLE001 - any TorchServe error is this workflow's failure
+            return ModelCheck(name, "workflow", "REGISTERED", False, f"smoke inference failed: {str(exc)[:500]}")
     latency = round((time.perf_counter() - start) * 1000, 2)
     outputs = list(wiring["outputs"])
     if not isinstance(answer, dict) or any(o not in answer for o in outputs):
@@ -131,7 +143,8 @@ def check_workflow(server: Any, war: Path, store: Path, seed: int = 0, timeout: 
         return ModelCheck(name, "workflow", "REGISTERED", False, f"answer lacks outputs {outputs}: {why}")
     got = {o: np.asarray(answer[o]) for o in outputs}
     if not all(feeds.values()):  # a custom-handler step: its inputs are not declared, so it cannot be fed by hand
-        return dataclasses.replace(judge_answer(name, "workflow", got, None, latency), state="REGISTERED")
+        check = judge_answer(name, "workflow", got, None, latency)
+        return dataclasses.replace(check, state="REGISTERED", message=check.message + lost)
     try:
         expected = _steps_one_by_one(server, {n: m for n, (m, _) in steps.items()}, feeds, payload, wiring["outputs"])
     except Exception as exc:  # noqa: BLE001 - a step that fails alone is this workflow's failure too
@@ -140,7 +153,7 @@ def check_workflow(server: Any, war: Path, store: Path, seed: int = 0, timeout: 
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in got.items())
     message = (f"answered {shapes}; equals its steps called one by one (max abs err {check.max_abs_err:.2e})" if check.ok
                else f"differs from its steps called one by one: max abs err {check.max_abs_err:.3e}")
-    return dataclasses.replace(check, state="REGISTERED", message=message)
+    return dataclasses.replace(check, state="REGISTERED", message=message + lost)
 
 
 def _steps_one_by_one(server: Any, models: dict[str, str], feeds: dict[str, dict[str, list[str]]],

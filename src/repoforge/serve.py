@@ -83,7 +83,8 @@ class Endpoints:
     notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        return [f"{label:<10} {value}" for label, value in self.rows] + [f"{'models':<10} {', '.join(self.models)}", *self.notes]
+        rows = [*self.rows, ("models", ", ".join(self.models))]
+        return [f"{label:<10} {value}" for label, value in rows] + self.notes
 
 
 def make_server(repository: str | Path, *, host: str = "127.0.0.1", http_port: int | None = None,
@@ -216,13 +217,15 @@ def torchserve_endpoints(ts: "TorchServeServer") -> Endpoints:  # noqa: F821
         if expiry:
             notes.append(f"the keys expire {expiry}; a new inference key: "
                          f"{ts.curl_command('management', '/token?type=inference', key='API')}")
-    return Endpoints("TorchServe", [
+    rows = [
         ("inference", f"{ts.inference_url}   ({ts.curl_command('inference', '/ping')})"),
         ("management", f"{ts.management_url}   ({ts.curl_command('management', '/models')})"),
         ("gRPC", f"127.0.0.1:{p.grpc_inference} (management 127.0.0.1:{p.grpc_management})"),
         ("metrics", f"{ts.metrics_url}/metrics"),
-        *([("workflows", ", ".join(f"POST /wfpredict/{w.removesuffix('.war')}" for w in ts.workflows))] if ts.workflows else []),
-    ], ts.list_models(), notes)
+    ]
+    if ts.workflows:
+        rows.append(("workflows", ", ".join(f"POST /wfpredict/{w.removesuffix('.war')}" for w in ts.workflows)))
+    return Endpoints("TorchServe", rows, ts.list_models(), notes)
 
 
 def _run_until_stopped(server: Any, what: str, endpoints: Callable[[], Endpoints],

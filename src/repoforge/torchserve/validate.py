@@ -148,7 +148,8 @@ def check_workflow(server: Any, war: Path, store: Path, seed: int = 0, timeout: 
     try:
         expected = _steps_one_by_one(server, {n: m for n, (m, _) in steps.items()}, feeds, payload, wiring["outputs"])
     except Exception as exc:  # noqa: BLE001 - a step that fails alone is this workflow's failure too
-        return ModelCheck(name, "workflow", "REGISTERED", False, f"answered, but a step failed when called alone: {str(exc)[:500]}")
+        return ModelCheck(name, "workflow", "REGISTERED", False,
+                          f"answered, but a step failed when called alone: {str(exc)[:500]}")
     check = judge_answer(name, "workflow", got, {o: np.asarray(v) for o, v in expected.items()}, latency)
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in got.items())
     message = (f"answered {shapes}; equals its steps called one by one (max abs err {check.max_abs_err:.2e})" if check.ok

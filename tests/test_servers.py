@@ -38,6 +38,7 @@ from repoforge.servers import (
     redis_ping,
     server_env,
 )
+from repoforge.servers.ports import ports_in_use
 
 ADD_MODEL_PY = '''\
 import numpy as np
@@ -140,6 +141,25 @@ def test_server_start_error_message_has_command_exit_code_and_log_tail() -> None
     assert "srv --flag 'a b'" in text
     assert "exit code: 3" in text
     assert "line1\nline2" in text
+
+
+def test_empty_log_line_only_where_a_log_file_exists(tmp_path: Path) -> None:
+    """A start refused before any server ran has no log: no "(the log is empty)" line; an empty log file says so."""
+    assert "log" not in str(ServerStartError("http port 8000 on 127.0.0.1 is already in use"))
+    missing = ServerStartError("it broke", log_path=tmp_path / "never-written.log")
+    assert "(the log is empty)" not in str(missing)
+    (tmp_path / "empty.log").write_text("")
+    assert "(the log is empty)" in str(ServerStartError("it broke", log_path=tmp_path / "empty.log"))
+
+
+def test_ports_in_use_names_every_taken_port() -> None:
+    with socket.socket() as a, socket.socket() as b:
+        for s in (a, b):
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+        busy = [a.getsockname()[1], b.getsockname()[1]]
+        free = free_port()
+        assert ports_in_use([busy[0], free, busy[1]]) == busy
 
 
 def test_parse_failed_models_from_lines_and_table() -> None:

@@ -410,8 +410,12 @@ def test_cli_validate_smoke_infers_a_torchserve_build(example: Path, tmp_path: P
                          capture_output=True, text=True, check=False, timeout=300)
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
-    assert {m["name"] for m in report["models"]} == {"classifier", "scaler", "tinynet"}
+    assert {m["name"] for m in report["models"]} == {"classifier", "scaler", "tinynet", "pipeline"}
     assert next(m for m in report["models"] if m["name"] == "classifier")["max_abs_err"] == 0.0
+    # The ensemble's workflow is called too (POST /wfpredict/pipeline), and equals its steps called one by one.
+    workflow = next(m for m in report["models"] if m["name"] == "pipeline")
+    assert workflow["ok"] and workflow["version"] == "workflow" and workflow["max_abs_err"] == 0.0, workflow
+    assert "equals its steps called one by one" in workflow["message"]
 
 
 @pytest.mark.integration
@@ -467,7 +471,7 @@ def test_cli_serve_runs_torchserve_with_token_auth_until_sigint(example: Path, t
     import signal
 
     out = build(example / "torchserve" / "spec.yaml", tmp_path / "ts", target="torchserve", device="cpu").output
-    proc = subprocess.Popen([sys.executable, "-m", "repoforge.cli", "serve", str(out), "--http-port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "repoforge.cli", "serve", str(out), "--ports", "auto"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout is not None
@@ -478,6 +482,11 @@ def test_cli_serve_runs_torchserve_with_token_auth_until_sigint(example: Path, t
                 break
         text = "".join(lines)
         assert "TorchServe is ready" in text and "tinynet" in text, text
+        # The printed checks carry this start's keys (token auth on): run them exactly as printed.
+        ping = _printed_command(text, "/ping")
+        assert "Authorization: Bearer " in " ".join(ping) and not any(":8080" in a for a in ping), ping
+        assert json.loads(_run_printed(ping))["status"] == "Healthy"
+        assert "tinynet" in {m["modelName"] for m in json.loads(_run_printed(_printed_command(text, "/models")))["models"]}
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=90)[0]
         assert proc.returncode == 0 and "stopped" in rest, rest
@@ -485,6 +494,23 @@ def test_cli_serve_runs_torchserve_with_token_auth_until_sigint(example: Path, t
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _printed_command(text: str, path: str) -> list[str]:
+    """The `(curl ...)` command `serve` printed for `path`, as argv."""
+    import re
+    import shlex
+
+    found = re.search(r"\((curl [^()]*" + re.escape(path) + r")\)", text)
+    assert found is not None, text
+    return shlex.split(found.group(1))
+
+
+def _run_printed(argv: list[str]) -> str:
+    """Run a printed curl line as is (plus -sS and a time bound); its output."""
+    res = subprocess.run([argv[0], "-sS", "--max-time", "10", *argv[1:]], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
 
 
 @pytest.mark.integration

@@ -183,37 +183,44 @@ def lint(repository: Path, server: str | None, as_json: bool) -> None:
 @main.command()
 @click.argument("repository", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 to expose it).")
-@click.option("--http-port", type=int, default=None, help="Default 8000 (Triton) / 8080 (TorchServe).")
-@click.option("--grpc-port", type=int, default=None, help="Default 8001 (Triton) / 7070 (TorchServe).")
-@click.option("--metrics-port", type=int, default=None, help="Default 8002 (Triton) / 8082 (TorchServe).")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=None,
+              help="Default 8000 (Triton) / 8080 (TorchServe; management on the next port). 0: any free port.")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
+              help="Default 8001 (Triton) / 7070 (TorchServe; gRPC management on the next port). 0: any free port.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Default 8002 (Triton) / 8082 (TorchServe). 0: any free port.")
+@click.option("--ports", "ports", type=click.Choice(["default", "auto"]), default="default", show_default=True,
+              help="auto: free ports for every port not given with a flag (printed once the server is ready).")
 @click.option("--tritonserver", type=click.Path(path_type=Path), default=None, help="tritonserver binary (default: the one nvidia-pytriton bundles).")
 @click.option("--cache-size", type=int, default=None, help="Response cache bytes (default 256 MiB when a model enables response_cache).")
-@click.option("--print-command", is_flag=True, help="Print the docker run line for the NGC Triton image (GPU hosts) and exit.")
+@click.option("--print-command", is_flag=True,
+              help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: a docker build of an image "
+                   "FROM it with repoforge installed first when models need it (a --device cpu build, plugins).")
 def serve(repository: Path, host: str, http_port: int | None, grpc_port: int | None, metrics_port: int | None,
-          tritonserver: Path | None, cache_size: int | None, print_command: bool) -> None:
+          ports: str, tritonserver: Path | None, cache_size: int | None, print_command: bool) -> None:
     """Serve REPOSITORY with a real tritonserver until Ctrl-C.
 
     A `build --target torchserve` output is served with real TorchServe instead (inference on
-    --http-port, default 8080 there; management on the next port; token auth on).
+    --http-port, default 8080 there; management on the next port; token auth on, and the printed
+    curl lines carry the key). Every port is checked first: all that are taken are named at once.
     """
-    from repoforge.serve import Endpoints, is_torchserve_output, make_server, serve as do_serve
-
-    if not is_torchserve_output(repository):
-        http_port, grpc_port, metrics_port = http_port or 8000, grpc_port or 8001, metrics_port or 8002
+    from repoforge.serve import Endpoints, docker_recipe, is_torchserve_output, serve as do_serve
 
     if print_command:
-        server = _run(make_server, repository, host=host, http_port=http_port, grpc_port=grpc_port,
-                      metrics_port=metrics_port, cache_size_bytes=cache_size)
-        click.echo(server.docker_command(repository.resolve()))
+        if is_torchserve_output(repository):
+            raise click.UsageError(f"{repository} is a TorchServe build; --print-command prints the NGC Triton "
+                                   f"image's lines. Serve it with: repoforge serve {repository}")
+        click.echo(_run(docker_recipe, repository, http_port=http_port, grpc_port=grpc_port,
+                        metrics_port=metrics_port, cache_size_bytes=cache_size))
         return
 
     def ready(ep: Endpoints) -> None:
-        click.echo(f"{'TorchServe' if ep.note else 'tritonserver'} is ready (Ctrl-C to stop)")
+        click.echo(f"{ep.server} is ready (Ctrl-C to stop)")
         for line in ep.lines():
             click.echo(f"  {line}")
 
     _run(do_serve, repository, on_ready=ready, host=host, http_port=http_port, grpc_port=grpc_port,
-         metrics_port=metrics_port, tritonserver=tritonserver, cache_size_bytes=cache_size)
+         metrics_port=metrics_port, auto_ports=ports == "auto", tritonserver=tritonserver, cache_size_bytes=cache_size)
     click.echo("stopped")
 
 

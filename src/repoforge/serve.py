@@ -1,33 +1,90 @@
-"""`repoforge serve`: run a real tritonserver on a repository until interrupted."""
+"""`repoforge serve`: run a real tritonserver (or TorchServe) on a build until interrupted, or print the
+Docker lines that serve it on a GPU host."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from repoforge.errors import ServeError
-from repoforge.triton.reader import read_repository, uses_response_cache
+from repoforge.triton.config import RUNNER_PARAMETER
+from repoforge.triton.reader import RepoModel, read_repository, uses_response_cache
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 
 
+#: (HTTP, gRPC, metrics) ports `repoforge serve` uses unless told otherwise; TorchServe's management API and
+#: gRPC management API take the port after its HTTP and gRPC ports.
+DEFAULT_PORTS = {"triton": (8000, 8001, 8002), "torchserve": (8080, 7070, 8082)}
+
+
+@dataclass(frozen=True)
+class ServePort:
+    """One port a server will listen on, and the option that moves it (what a conflict message must name)."""
+
+    role: str
+    flag: str
+    port: int | None  # None: a free one is picked at start
+
+
+def plan_ports(torchserve: bool, *, http_port: int | None = None, grpc_port: int | None = None,
+               metrics_port: int | None = None, auto: bool = False) -> list[ServePort]:
+    """Every port `serve` will bind: a port given is kept (0 means "any free one"), the others are the
+    defaults, or free ones with `auto`."""
+    defaults = DEFAULT_PORTS["torchserve" if torchserve else "triton"]
+
+    def pick(given: int | None, default: int) -> int | None:
+        if given is not None:
+            return given or None
+        return None if auto else default
+
+    http, grpc, metrics = (pick(g, d) for g, d in zip((http_port, grpc_port, metrics_port), defaults, strict=True))
+    if not torchserve:
+        return [ServePort("HTTP", "--http-port", http), ServePort("gRPC", "--grpc-port", grpc),
+                ServePort("metrics", "--metrics-port", metrics)]
+    after = (lambda p: None if p is None else p + 1)
+    return [ServePort("inference", "--http-port", http), ServePort("management", "--http-port + 1", after(http)),
+            ServePort("metrics", "--metrics-port", metrics), ServePort("gRPC inference", "--grpc-port", grpc),
+            ServePort("gRPC management", "--grpc-port + 1", after(grpc))]
+
+
+def check_ports(ports: list[ServePort], host: str = "127.0.0.1") -> None:
+    """Fail before anything starts, naming every fixed port that is taken (or asked for twice) and the flag
+    that moves it, so one message says everything to change."""
+    from repoforge.servers.ports import ports_in_use
+
+    fixed = [p for p in ports if p.port is not None]
+    for i, p in enumerate(fixed):
+        if p.port is not None and not 0 < p.port < 65536:
+            raise ServeError(f"{p.role} port {p.port} ({p.flag}) is not a TCP port (1-65535)")
+        twin = next((q for q in fixed[:i] if q.port == p.port), None)
+        if twin is not None:
+            raise ServeError(f"port {p.port} is asked for twice: {twin.role} ({twin.flag}) and {p.role} ({p.flag}); "
+                             "move one of them with its flag")
+    taken = set(ports_in_use([p.port for p in fixed if p.port is not None], host))
+    if taken:
+        listed = ", ".join(f"{p.port} ({p.flag})" for p in fixed if p.port in taken)
+        raise ServeError(f"ports taken on {host}: {listed}. Stop what listens there, choose other ports with "
+                         "those flags, or pass --ports auto to pick free ones")
+
+
 @dataclass
 class Endpoints:
-    http: str
-    grpc: str
-    metrics: str
+    """What `serve` tells the user once the server is ready: where each API is, and a command that checks it."""
+
+    server: str
+    rows: list[tuple[str, str]]
     models: list[str]
-    note: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        health = "/ping" if self.note else "/v2/health/ready"
-        out = [f"HTTP     http://{self.http}   (curl http://{self.http}{health})",
-               f"{'' if self.note else 'gRPC     '}{self.grpc}", f"metrics  {self.metrics}",
-               f"models   {', '.join(self.models)}"]
-        return out + ([self.note] if self.note else [])
+        rows = [*self.rows, ("models", ", ".join(self.models))]
+        return [f"{label:<10} {value}" for label, value in rows] + self.notes
 
 
 def make_server(repository: str | Path, *, host: str = "127.0.0.1", http_port: int | None = None,
@@ -46,21 +103,78 @@ def make_server(repository: str | Path, *, host: str = "127.0.0.1", http_port: i
                         binary=tritonserver, cache_size_bytes=cache_size_bytes, model_control=model_control)  # type: ignore[arg-type]
 
 
-def make_torchserve(output: str | Path, *, host: str = "127.0.0.1", http_port: int | None = None,
-                    grpc_port: int | None = None, metrics_port: int | None = None, **_ignored: object) -> "TorchServeServer":  # noqa: F821
-    """A TorchServeServer for a `build --target torchserve` output: inference on `http_port`, management
-    on the next port, metrics on `metrics_port`; token auth stays on (keys in the server's key_file.json)."""
+#: A Python backend that needs the repoforge package where Triton runs it.
+_IMPORTS_REPOFORGE = re.compile(r"^\s*(?:from|import)\s+repoforge\b", re.MULTILINE)
+
+
+def models_needing_repoforge(models: list[RepoModel]) -> list[str]:
+    """Models whose Python backend imports repoforge: a `--device cpu` build's ONNX/TorchScript runners (which
+    also need onnxruntime or torch) and every plugin. The NGC image has neither, so they fail to load there."""
+    return [m.name for m in models
+            if any(_IMPORTS_REPOFORGE.search(f.read_text(errors="replace")) for f in sorted(m.path.glob("*/*.py")))]
+
+
+def runtime_dockerfile(extra_packages: Sequence[str] = ()) -> tuple[str, Path | None]:
+    """A Dockerfile FROM the NGC image with this repoforge (and so onnxruntime, numpy, redis, ...) and
+    `extra_packages` installed in the Python its python backend runs, and the build context it needs: the source
+    checkout repoforge runs from, or None (no context) when it was installed from a package, whose same version
+    is installed then."""
+    import repoforge
+    from repoforge.servers.triton import NGC_IMAGE
+
+    src = Path(repoforge.__file__).resolve().parent.parent
+    extra = "".join(f" {shlex.quote(p)}" for p in extra_packages)
+    if src.name == "src" and (src.parent / "pyproject.toml").is_file() and (src.parent / "README.md").is_file():
+        return (f"FROM {NGC_IMAGE}\n"
+                "COPY pyproject.toml README.md /opt/repoforge/\n"
+                "COPY src /opt/repoforge/src\n"
+                f"RUN python3 -m pip install --no-cache-dir /opt/repoforge{extra}\n"), src.parent
+    return (f"FROM {NGC_IMAGE}\n"
+            f"RUN python3 -m pip install --no-cache-dir repoforge=={repoforge.__version__}{extra}\n"), None
+
+
+def docker_recipe(repository: str | Path, *, http_port: int | None = None, grpc_port: int | None = None,
+                  metrics_port: int | None = None, cache_size_bytes: int | None = None) -> str:
+    """Shell lines that serve `repository` in Docker on a GPU host: the NGC image's `docker run` line, preceded,
+    when a model's Python backend imports repoforge, by a `docker build` of an image FROM it with repoforge
+    installed (the bare NGC image would fail to load those models)."""
+    from repoforge import __version__
+
+    repo = Path(repository).resolve()
+    server = make_server(repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                         cache_size_bytes=cache_size_bytes)
+    models = read_repository(repo)
+    needing = models_needing_repoforge(models)
+    if not needing:
+        return server.docker_command(repo)
+    tag = f"repoforge-tritonserver:{__version__}"
+    torchscript = any(m.config.parameters[RUNNER_PARAMETER].string_value == "torchscript"
+                      for m in models if m.name in needing and RUNNER_PARAMETER in m.config.parameters)
+    dockerfile, context = runtime_dockerfile(["torch"] if torchscript else [])
+    build = ["docker", "build", "-t", tag, "-f", "-", str(context)] if context else ["docker", "build", "-t", tag, "-"]
+    return "\n".join([
+        f"# {', '.join(needing)}: model.py imports repoforge (onnxruntime for ONNX, torch for TorchScript), which the",
+        "# NGC image lacks; build an image FROM it with repoforge installed, then run that one. (A `--device gpu`",
+        "# build serves ONNX/TorchScript with the image's native backends instead; plugins always need repoforge.)",
+        f"{shlex.join(build)} <<'EOF'", dockerfile.rstrip("\n"), "EOF",
+        server.docker_command(repo, image=tag),
+    ])
+
+
+def make_torchserve(output: str | Path, *, host: str = "127.0.0.1",
+                    ports: list[int | None] | None = None) -> "TorchServeServer":  # noqa: F821
+    """A TorchServeServer for a `build --target torchserve` output on `ports` (inference, management, metrics,
+    gRPC inference, gRPC management; None entries become free ports); token auth stays on."""
     from repoforge.servers.ports import free_ports
     from repoforge.servers.torchserve import TorchServeServer
 
     if host != "127.0.0.1":
         raise ServeError("TorchServe is served on 127.0.0.1 only by repoforge; put a proxy in front to expose it")
-    inference = http_port or 8080
-    grpc = grpc_port or 7070
-    ports = [inference, inference + 1, metrics_port or 8082, grpc, grpc + 1]
-    if http_port == 0:
-        ports = free_ports(5)
-    return TorchServeServer(output, workflows="all", ports=ports)
+    chosen: list[int] | None = None
+    if ports is not None and any(p is not None for p in ports):  # all None: the server picks (and retries a race)
+        fresh = iter(free_ports(sum(p is None for p in ports)))
+        chosen = [p if p is not None else next(fresh) for p in ports]
+    return TorchServeServer(output, workflows="all", ports=chosen)
 
 
 def is_torchserve_output(path: str | Path) -> bool:
@@ -70,19 +184,48 @@ def is_torchserve_output(path: str | Path) -> bool:
 
 
 def serve(repository: str | Path, *, on_ready: Callable[[Endpoints], None] | None = None,
-          stop_event: threading.Event | None = None, **server_options: object) -> None:
+          stop_event: threading.Event | None = None, host: str = "127.0.0.1", http_port: int | None = None,
+          grpc_port: int | None = None, metrics_port: int | None = None, auto_ports: bool = False,
+          **server_options: object) -> None:
     """Start Triton (or TorchServe, for a TorchServe build), report its endpoints, block until
-    Ctrl-C/SIGTERM (or `stop_event`), then stop it."""
-    if is_torchserve_output(repository):
-        ts = make_torchserve(repository, **server_options)  # type: ignore[arg-type]
-        _run_until_stopped(ts, "TorchServe", lambda: Endpoints(
-            ts.inference_url.removeprefix("http://"), f"management {ts.management_url}", ts.metrics_url,
-            ts.list_models(), note=f"token auth on: keys in {ts.workdir / 'key_file.json'}"), on_ready, stop_event)
+    Ctrl-C/SIGTERM (or `stop_event`), then stop it. Ports not given are the defaults (8000-8002;
+    TorchServe 8080/8081, 8082, 7070/7071), or free ones with `auto_ports`; every fixed one is checked first."""
+    torchserve = is_torchserve_output(repository)
+    ports = plan_ports(torchserve, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, auto=auto_ports)
+    if torchserve:
+        ts = make_torchserve(repository, host=host, ports=[p.port for p in ports])
+        check_ports(ports, host)
+        _run_until_stopped(ts, "TorchServe", lambda: torchserve_endpoints(ts), on_ready, stop_event)
         return
-    triton = make_server(repository, **server_options)  # type: ignore[arg-type]
-    _run_until_stopped(triton, "tritonserver", lambda: Endpoints(
-        triton.http_url, triton.grpc_url, triton.metrics_url,
-        sorted({s["name"] for s in triton.model_states() if s["state"] == "READY"})), on_ready, stop_event)
+    http, grpc, metrics = (p.port for p in ports)
+    triton = make_server(repository, host=host, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                         **server_options)  # type: ignore[arg-type]
+    check_ports(ports, host)
+    _run_until_stopped(triton, "tritonserver", lambda: Endpoints("tritonserver", [
+        ("HTTP", f"http://{triton.http_url}   (curl http://{triton.http_url}/v2/health/ready)"),
+        ("gRPC", triton.grpc_url), ("metrics", triton.metrics_url),
+    ], sorted({s["name"] for s in triton.model_states() if s["state"] == "READY"})), on_ready, stop_event)
+
+
+def torchserve_endpoints(ts: "TorchServeServer") -> Endpoints:  # noqa: F821
+    """A running TorchServe's endpoints, with a health check that passes token auth: the key it wrote this start."""
+    p = ts.ports
+    notes = ["token auth off"]
+    if ts.keys():
+        expiry = ts.key_expiry("inference")
+        notes = [f"token auth on: keys in {ts.key_file}"]
+        if expiry:
+            notes.append(f"the keys expire {expiry}; a new inference key: "
+                         f"{ts.curl_command('management', '/token?type=inference', key='API')}")
+    rows = [
+        ("inference", f"{ts.inference_url}   ({ts.curl_command('inference', '/ping')})"),
+        ("management", f"{ts.management_url}   ({ts.curl_command('management', '/models')})"),
+        ("gRPC", f"127.0.0.1:{p.grpc_inference} (management 127.0.0.1:{p.grpc_management})"),
+        ("metrics", f"{ts.metrics_url}/metrics"),
+    ]
+    if ts.workflows:
+        rows.append(("workflows", ", ".join(f"POST /wfpredict/{w.removesuffix('.war')}" for w in ts.workflows)))
+    return Endpoints("TorchServe", rows, ts.list_models(), notes)
 
 
 def _run_until_stopped(server: Any, what: str, endpoints: Callable[[], Endpoints],

@@ -9,8 +9,9 @@ ports automatically should retry once with fresh ports if a server reports "addr
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 
-__all__ = ["free_port", "free_ports", "port_is_free"]
+__all__ = ["free_port", "free_ports", "port_is_free", "ports_in_use"]
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -44,3 +45,9 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def ports_in_use(ports: Iterable[int], host: str = "127.0.0.1") -> list[int]:
+    """The ports of ``ports`` that something listens on, each checked, so a caller can name all of them at once
+    instead of failing on the first."""
+    return [p for p in ports if not port_is_free(p, host)]

@@ -76,8 +76,8 @@ class ServerStartError(RuntimeError):
             lines.append("--- last lines of the log ---")
             lines.append(tail)
             lines.append("--- end of log ---")
-        else:
-            lines.append("(the log is empty)")
+        elif self.log_path is not None and self.log_path.exists():
+            lines.append("(the log is empty)")  # only where a server ran and wrote nothing, not for a start refused before one ran
         return "\n".join(lines)
 
 

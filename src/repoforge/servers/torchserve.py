@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -458,22 +459,51 @@ class TorchServeServer(ServerContext):
         return f"<TorchServeServer inference={self.inference_url if self._ports else '?'} alive={self.alive}>"
 
     # -- HTTP ----------------------------------------------------------------------------------
-    def keys(self) -> dict[str, str]:
-        """Token-auth keys from key_file.json (empty with disable_token_auth)."""
+    @property
+    def key_file(self) -> Path:
+        """Where TorchServe writes its token-auth keys: key_file.json in the folder it starts in (the work folder)."""
+        return self.workdir / "key_file.json"
+
+    def _key_entries(self) -> dict[str, dict[str, str]]:
         if self.disable_token_auth or self._workdir is None:
             return {}
+        try:
+            data = json.loads(self.key_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, dict) and "key" in v}
+
+    def keys(self) -> dict[str, str]:
+        """Token-auth keys from key_file.json: `inference`, `management` and `API` (empty with disable_token_auth)."""
         if not self._keys:
-            try:
-                data = json.loads((self.workdir / "key_file.json").read_text())
-            except (OSError, ValueError):
-                return {}
-            self._keys = {k: v["key"] for k, v in data.items() if isinstance(v, dict) and "key" in v}
+            self._keys = {k: v["key"] for k, v in self._key_entries().items()}
         return self._keys
+
+    def key_expiry(self, api: str = "inference") -> str | None:
+        """When `api`'s key stops working (TorchServe's `token_expiration_min`, 60 min by default), as written
+        in the key file; None without token auth (the `API` key, which renews the others, never expires)."""
+        return self._key_entries().get(api, {}).get("expiration time")
+
+    def curl_command(self, api: str, path: str, key: str | None = None) -> str:
+        """A `curl` line that calls `path` on `api` with the key token auth needs (TorchServe answers 400
+        "Token Authorization failed" to a request without it, /ping included); `key` names another key
+        of the key file (`API` renews the others)."""
+        auth = [item for k, v in self._auth(api, key).items() for item in ("-H", f"{k}: {v}")]
+        return shlex.join(["curl", *auth, self._url(api) + path])
+
+    def _url(self, api: str) -> str:
+        return {"inference": self.inference_url, "management": self.management_url, "metrics": self.metrics_url}[api]
+
+    def _auth(self, api: str, key_name: str | None = None) -> dict[str, str]:
+        """The header token auth wants on `api` (the metrics API has none; the others each have their own key)."""
+        if api == "metrics":
+            return {}
+        key = self.keys().get(key_name or ("management" if api == "management" else "inference"))
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def request(self, method: str, api: str, path: str, body: Any = None, *, headers: Mapping[str, str] | None = None,
                 timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
         """One HTTP call to the `inference`, `management` or `metrics` API: (status, headers, body)."""
-        base = {"inference": self.inference_url, "management": self.management_url, "metrics": self.metrics_url}[api]
         data: bytes | None
         hdrs = dict(headers or {})
         if body is None:
@@ -483,10 +513,9 @@ class TorchServeServer(ServerContext):
         else:
             data = json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
-        key = self.keys().get("management" if api == "management" else "inference")
-        if key and api != "metrics":
-            hdrs.setdefault("Authorization", f"Bearer {key}")
-        req = urllib.request.Request(base + path, data=data, method=method, headers=hdrs)
+        for k, v in self._auth(api).items():
+            hdrs.setdefault(k, v)
+        req = urllib.request.Request(self._url(api) + path, data=data, method=method, headers=hdrs)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (local URL)
                 return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()

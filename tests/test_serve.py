@@ -1,0 +1,168 @@
+"""`repoforge serve`: every port checked before a server starts (all taken ones named at once, with their
+flags), `--ports auto`, and `--print-command` lines that work for the build they are printed for."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import socket
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from repoforge.build import build
+from repoforge.cli import main
+from repoforge.errors import ServeError
+from repoforge.scaffold import init
+from repoforge.serve import Endpoints, check_ports, plan_ports, serve
+from repoforge.servers.triton import NGC_IMAGE
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve-project")
+    init(root / "proj")
+    return root / "proj" / "spec.yaml"
+
+
+@pytest.fixture(scope="module")
+def cpu_repo(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(project, tmp_path_factory.mktemp("cpu") / "repo", device="cpu").output
+
+
+@contextmanager
+def held_ports(n: int) -> Iterator[list[int]]:
+    """`n` ports something really listens on, for as long as the block runs."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+        yield [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_every_taken_port_is_named_with_its_flag_before_anything_starts(cpu_repo: Path) -> None:
+    with held_ports(2) as (http, metrics), socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        grpc = probe.getsockname()[1]
+        probe.close()
+        res = CliRunner().invoke(main, ["serve", str(cpu_repo), "--http-port", str(http), "--grpc-port", str(grpc),
+                                        "--metrics-port", str(metrics)])
+    assert res.exit_code == 1, res.output
+    assert f"ports taken on 127.0.0.1: {http} (--http-port), {metrics} (--metrics-port)." in res.output
+    assert "--ports auto" in res.output and str(grpc) not in res.output
+    assert "(the log is empty)" not in res.output  # nothing ran, so there is no log to speak of
+
+
+def test_torchserve_ports_name_the_flag_that_moves_each() -> None:
+    ports = plan_ports(True, http_port=9000, grpc_port=9100)
+    assert [(p.port, p.flag) for p in ports] == [(9000, "--http-port"), (9001, "--http-port + 1"),
+                                                 (8082, "--metrics-port"), (9100, "--grpc-port"),
+                                                 (9101, "--grpc-port + 1")]
+    with held_ports(1) as (busy,):
+        with pytest.raises(ServeError, match=rf"ports taken on 127.0.0.1: .*{busy} \(--http-port \+ 1\)"):
+            check_ports(plan_ports(True, http_port=busy - 1, grpc_port=0, metrics_port=0))
+    with pytest.raises(ServeError, match=r"port 9001 is asked for twice: management \(--http-port \+ 1\) and metrics"):
+        check_ports(plan_ports(True, http_port=9000, metrics_port=9001))
+
+
+def test_auto_ports_pick_free_ones_except_those_given() -> None:
+    assert [p.port for p in plan_ports(False)] == [8000, 8001, 8002]
+    assert [p.port for p in plan_ports(False, auto=True, metrics_port=9002)] == [None, None, 9002]
+    assert [p.port for p in plan_ports(True, auto=True)] == [None] * 5
+    assert [p.port for p in plan_ports(False, http_port=0)] == [None, 8001, 8002]  # 0: any free port
+
+
+@pytest.mark.integration
+def test_serve_with_auto_ports_answers_on_the_ports_it_prints(cpu_repo: Path) -> None:
+    """A real tritonserver: with --ports auto (the CLI passes auto_ports) the ready lines carry the ports
+    picked, and the health check printed there answers while it serves."""
+    stop = threading.Event()
+    seen: list[tuple[Endpoints, int]] = []
+
+    def ready(ep: Endpoints) -> None:
+        try:
+            url = re.search(r"\(curl (\S+)\)", dict(ep.rows)["HTTP"])
+            with urllib.request.urlopen(url.group(1) if url else "http://invalid", timeout=10) as resp:  # noqa: S310
+                seen.append((ep, resp.status))
+        finally:
+            stop.set()
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve(cpu_repo, on_ready=ready, stop_event=stop, auto_ports=True)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=240)
+    assert not worker.is_alive() and not errors, errors
+    ep, status = seen[0]
+    assert status == 200 and ep.models == ["classifier"]
+    printed = " ".join(v for _, v in ep.rows)
+    assert {"HTTP", "gRPC", "metrics"} == {label for label, _ in ep.rows}
+    assert not any(f":{p}" in printed for p in (8000, 8001, 8002))  # free ones, not the defaults
+
+
+def test_print_command_on_a_cpu_build_is_a_docker_build_then_run_recipe(cpu_repo: Path) -> None:
+    """A --device cpu build's model.py imports repoforge (and onnxruntime): the bare NGC image cannot load it,
+    so the lines build an image FROM it with repoforge installed and run that one."""
+    res = CliRunner().invoke(main, ["serve", str(cpu_repo), "--print-command"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert "classifier" in lines[0] and "imports repoforge" in lines[0] and "--device gpu" in res.output
+    build_line = next(ln for ln in lines if ln.startswith("docker build"))
+    argv = shlex.split(build_line.removesuffix(" <<'EOF'"))
+    tag = argv[argv.index("-t") + 1]
+    assert tag.startswith("repoforge-tritonserver:") and argv[argv.index("-f") + 1] == "-"
+    dockerfile = lines[lines.index(build_line) + 1: lines.index("EOF")]
+    assert dockerfile[0] == f"FROM {NGC_IMAGE}"
+    assert any(ln.startswith("RUN python3 -m pip install") for ln in dockerfile)
+    context = Path(argv[-1])
+    for line in dockerfile:  # every COPY source exists in the build context the line names
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (context / source).exists(), line
+    assert (context / "src" / "repoforge" / "runtime").is_dir()
+    run = shlex.split(lines[-1])
+    assert run[:2] == ["docker", "run"] and tag in run and NGC_IMAGE not in run
+    assert f"{cpu_repo.resolve()}:/models" in run and "--model-repository=/models" in run
+
+
+def test_print_command_installs_torch_for_a_cpu_torchscript_build(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    torch.jit.script(torch.nn.Linear(4, 2)).save(str(tmp_path / "tiny.pt"))
+    (tmp_path / "spec.yaml").write_text(
+        "version: 1\nmodels:\n  - name: tiny_ts\n    format: torchscript\n    path: tiny.pt\n    max_batch_size: 4\n"
+        "    inputs: [{name: INPUT__0, dtype: FP32, dims: [4]}]\n    outputs: [{name: OUTPUT__0, dtype: FP32, dims: [2]}]\n")
+    repo = build(tmp_path / "spec.yaml", tmp_path / "repo", device="cpu").output
+    res = CliRunner().invoke(main, ["serve", str(repo), "--print-command"])
+    assert res.exit_code == 0, res.output
+    pip = next(ln for ln in res.output.splitlines() if ln.startswith("RUN python3 -m pip install"))
+    assert shlex.split(pip)[-1] == "torch" and "tiny_ts" in res.output
+
+
+def test_print_command_on_a_gpu_build_stays_the_plain_ngc_line(project: Path, tmp_path: Path) -> None:
+    repo = build(project, tmp_path / "gpu", device="gpu").output
+    res = CliRunner().invoke(main, ["serve", str(repo), "--print-command"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("\n") == 1 and shlex.split(res.output)[:2] == ["docker", "run"]
+    assert NGC_IMAGE in shlex.split(res.output)
+
+
+def test_print_command_refuses_a_torchserve_build(tmp_path: Path) -> None:
+    (tmp_path / "model-store").mkdir()
+    (tmp_path / "config.properties").write_text("inference_address=http://127.0.0.1:8080\n")
+    res = CliRunner().invoke(main, ["serve", str(tmp_path), "--print-command"])
+    assert res.exit_code == 2 and "TorchServe build" in res.output

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import click
 
 from repoforge import __version__
+from repoforge.contract import DEVICE_NAMES, TARGET_NAMES
 from repoforge.errors import RepoforgeError
 
 
@@ -65,8 +66,8 @@ def init(directory: Path, force: bool) -> None:
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Repository directory to write.")
-@click.option("--target", type=click.Choice(["triton", "torchserve"]), default="triton", show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
+@click.option("--target", type=click.Choice(TARGET_NAMES), default="triton", show_default=True)
+@click.option("--device", type=click.Choice(DEVICE_NAMES), default=None,
               help="cpu: ONNX/TorchScript via repoforge's Python runners (runs in the pip-installed Triton). "
                    "gpu: native onnxruntime/tensorrt/libtorch backends, KIND_GPU (NGC image). Default: gpu if one is visible.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
@@ -84,10 +85,10 @@ def build(spec: Path, output: Path, target: str, device: str | None, force: bool
     result = _run(do_build, spec, output, target=target, device=device, force=force, progress=_progress(quiet or as_json))
     if as_json:
         click.echo(json.dumps({"output": str(result.output), "device": result.plan.device, "models": result.model_names,
-                               "files": result.files, "warnings": result.plan.warnings}, indent=2))
+                               "files": result.files, "warnings": result.warnings}, indent=2))
     else:
         if quiet:  # without -q the progress lines carry the warnings already
-            for w in result.plan.warnings:
+            for w in result.warnings:
                 click.echo(f"  warning: {w}", err=True)
         click.echo(f"built {len(result.model_names)} model(s) for {result.plan.device} into {result.output}")
 
@@ -120,7 +121,7 @@ def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserv
 @click.argument("repository", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The spec.yaml to write.")
 @click.option("--copy-models", is_flag=True, help="Copy model files next to the spec (models/<model>/) instead of referencing them in place.")
-@click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None, help="Device the repository was built for (default: detected from it).")
+@click.option("--device", type=click.Choice(DEVICE_NAMES), default=None, help="Device the repository was built for (default: detected from it).")
 @click.option("--force", is_flag=True, help="Overwrite an existing spec.")
 @click.option("--server", "server", default=None, metavar="TRITONSERVER",
               help="A tritonserver binary (or 'bundled'): model folders without config.pbtxt are loaded in it and "
@@ -204,10 +205,12 @@ def serve(repository: Path, host: str, http_port: int | None, grpc_port: int | N
     --http-port, default 8080 there; management on the next port; token auth on, and the printed
     curl lines carry the key). Every port is checked first: all that are taken are named at once.
     """
-    from repoforge.serve import Endpoints, docker_recipe, is_torchserve_output, serve as do_serve
+    from repoforge.serve import Endpoints, docker_recipe
+    from repoforge.serve import serve as do_serve
+    from repoforge.targets import target_of
 
     if print_command:
-        if is_torchserve_output(repository):
+        if target_of(repository).name != "triton":
             raise click.UsageError(f"{repository} is a TorchServe build; --print-command prints the NGC Triton "
                                    f"image's lines. Serve it with: repoforge serve {repository}")
         click.echo(_run(docker_recipe, repository, http_port=http_port, grpc_port=grpc_port,
@@ -271,7 +274,8 @@ def perf(target: str, model: str, protocol: str, concurrency: str, request_rate:
               repoforge perf repo -m MODEL --baseline perf-baseline.json --tolerance 0.15   (exit 1 on regression)
     """
     from repoforge.perf.analyzer import PerfError, parse_concurrency
-    from repoforge.perf.command import PerfArgumentError, check_arguments, perf as do_perf
+    from repoforge.perf.command import PerfArgumentError, check_arguments
+    from repoforge.perf.command import perf as do_perf
 
     if update_baseline and baseline is None:
         raise click.UsageError("--update-baseline needs --baseline FILE")
@@ -358,7 +362,8 @@ def schema(output: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json: bool) -> None:
     """Report what this machine can serve (Triton, backends, perf_analyzer, GPU, TorchServe, Redis) and how to fill each gap."""
-    from repoforge.doctor import as_dicts, doctor as do_doctor
+    from repoforge.doctor import as_dicts
+    from repoforge.doctor import doctor as do_doctor
 
     checks = do_doctor()
     if as_json:

@@ -6,6 +6,8 @@ Python backend stub. Renaming one here renames it on both sides.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 RUNNER_PARAMETER = "repoforge_runner"
 """config parameter: which `repoforge.runtime.RUNNERS` entry serves the model (`onnxruntime`, `router`, ...)."""
 
@@ -17,3 +19,11 @@ PLUGIN_PARAMETER = "repoforge_plugin"
 
 DEFAULT_RUNNER = "onnxruntime"
 """The runner of a generated model that names none."""
+
+Target = Literal["triton", "torchserve"]
+"""The serving systems a spec builds for (`repoforge.targets` implements each)."""
+TARGET_NAMES: tuple[str, ...] = get_args(Target)
+
+Device = Literal["cpu", "gpu"]
+"""cpu: repoforge's Python-backend runners in the pip-installed Triton; gpu: Triton's native backends (NGC image)."""
+DEVICE_NAMES: tuple[str, ...] = get_args(Device)

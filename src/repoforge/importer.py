@@ -39,7 +39,7 @@ import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from google.protobuf import text_format
@@ -48,7 +48,7 @@ from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge import __version__
-from repoforge.contract import MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER
+from repoforge.contract import MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER, Device
 from repoforge.errors import BuildError, Problem, RepoforgeError, SpecError
 from repoforge.lint.rules import NON_VERSION_DIRS, Layout, autocomplete
 from repoforge.output import MANIFEST
@@ -69,7 +69,6 @@ from repoforge.triton.names import (
     SEQUENCE_CONTROL_NAME,
 )
 
-Device = Literal["cpu", "gpu"]
 COPY_DIR = "models"  # where copy_models puts the model files, next to the spec
 
 # repoforge's CPU runners: runner → (spec format, model file in the version folder)

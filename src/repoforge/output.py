@@ -13,11 +13,49 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from repoforge.errors import BuildError
 
+if TYPE_CHECKING:
+    from repoforge.plan import RepositoryPlan
+
 MANIFEST = "repoforge.lock.json"
+
+
+@dataclass
+class BuildResult:
+    """What a build wrote, for every target: the folder, the plan it came from and each file's sha256."""
+
+    output: Path
+    plan: RepositoryPlan
+    files: dict[str, str]  # relative path → sha256
+    target: str = "triton"
+    archives: dict[str, Path] = field(default_factory=dict)  # TorchServe: model name → .mar
+    workflows: dict[str, Path] = field(default_factory=dict)  # TorchServe: ensemble name → .war
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.plan.models]
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the build could not honour as written (printed, and kept in the plan)."""
+        return self.plan.warnings
+
+    @property
+    def model_store(self) -> Path:
+        return self.output / "model-store"
+
+    @property
+    def workflow_store(self) -> Path:
+        return self.output / "wf-store"
+
+    @property
+    def config_properties(self) -> Path:
+        return self.output / "config.properties"
 
 
 def check_destination(out: Path, force: bool, looks_ours: Callable[[Path], bool] | None = None) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from repoforge.contract import Device, Target
 from repoforge.errors import Problem, SpecError
 from repoforge.plugin_plan import derive_in_order, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
@@ -20,9 +20,6 @@ from repoforge.spec.models import ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
 from repoforge.triton.names import FORMATS, MODEL_FILENAMES
 from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
-
-Device = Literal["cpu", "gpu"]
-Target = Literal["triton", "torchserve"]
 
 # Used when neither the model nor `defaults:` sets max_batch_size and the ONNX file has a dynamic batch axis.
 DEFAULT_ONNX_MAX_BATCH_SIZE = 32
@@ -53,7 +50,7 @@ class ModelPlan:
     versions: dict[int, Path | None]    # version → source file or folder (None: empty folder, e.g. ensembles)
     serving: ServingChoice
     dynamic_batching: bool
-    instance_kind_default: Literal["cpu", "gpu"]
+    instance_kind_default: Device
     extra_files: dict[str, Path] = field(default_factory=dict)  # name in the model folder → source (e.g. labels)
 
     @property
@@ -121,7 +118,7 @@ def _resolve_file(loaded: LoadedSpec, rel: str) -> Path:
     return p if p.is_absolute() else (loaded.base_dir / p).resolve()
 
 
-def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Literal["cpu", "gpu"], warnings: list[str]) -> ModelSpec:
+def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Device, warnings: list[str]) -> ModelSpec:
     """Give every instance group without a `kind` the build's kind (`default`), so a `--device gpu` build of
     `instance_groups: [{count: 2}]` runs on the GPU. A group that lists `gpus` is a GPU group. An explicit
     `kind: cpu` (in the model or in `defaults:`) stays as written; in a GPU build that is worth a warning."""
@@ -529,7 +526,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
     for i, raw in enumerate(loaded.spec.models):
         m = effective(loaded, raw)
         # python models (and repoforge's plugins) run on the CPU unless they ask for a GPU
-        kind_default: Literal["cpu", "gpu"] = "gpu" if device == "gpu" and m.format != "python" else "cpu"
+        kind_default: Device = "gpu" if device == "gpu" and m.format != "python" else "cpu"
         m = _instance_kinds(ck, i, m, kind_default, warnings)
         if m.plugin is not None:  # features / result_cache / semantic_cache / router: repoforge's own Python backends
             plans[m.name] = plugin_model_plan(ck, i, m, device, target)

@@ -7,20 +7,24 @@ import re
 import shlex
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from repoforge.errors import ServeError
 from repoforge.triton.config import RUNNER_PARAMETER
 from repoforge.triton.reader import RepoModel, read_repository, uses_response_cache
+
+if TYPE_CHECKING:
+    from repoforge.servers.torchserve import TorchServeServer
+    from repoforge.servers.triton import TritonServer
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 
 
 #: (HTTP, gRPC, metrics) ports `repoforge serve` uses unless told otherwise; TorchServe's management API and
 #: gRPC management API take the port after its HTTP and gRPC ports.
-DEFAULT_PORTS = {"triton": (8000, 8001, 8002), "torchserve": (8080, 7070, 8082)}
 
 
 @dataclass(frozen=True)
@@ -32,25 +36,27 @@ class ServePort:
     port: int | None  # None: a free one is picked at start
 
 
-def plan_ports(torchserve: bool, *, http_port: int | None = None, grpc_port: int | None = None,
-               metrics_port: int | None = None, auto: bool = False) -> list[ServePort]:
+def pick_port(given: int | None, default: int, auto: bool) -> int | None:
+    """A port given is kept (0 means "any free one": None); else the default, or a free one with `auto`."""
+    if given is not None:
+        return given or None
+    return None if auto else default
+
+
+def plan_ports(
+    torchserve: bool,
+    *,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
+    auto: bool = False,
+) -> list[ServePort]:
     """Every port `serve` will bind: a port given is kept (0 means "any free one"), the others are the
-    defaults, or free ones with `auto`."""
-    defaults = DEFAULT_PORTS["torchserve" if torchserve else "triton"]
+    defaults, or free ones with `auto` (each target says which ports it has: `Target.serve_ports`)."""
+    from repoforge.targets import get_target
 
-    def pick(given: int | None, default: int) -> int | None:
-        if given is not None:
-            return given or None
-        return None if auto else default
-
-    http, grpc, metrics = (pick(g, d) for g, d in zip((http_port, grpc_port, metrics_port), defaults, strict=True))
-    if not torchserve:
-        return [ServePort("HTTP", "--http-port", http), ServePort("gRPC", "--grpc-port", grpc),
-                ServePort("metrics", "--metrics-port", metrics)]
-    after = (lambda p: None if p is None else p + 1)
-    return [ServePort("inference", "--http-port", http), ServePort("management", "--http-port + 1", after(http)),
-            ServePort("metrics", "--metrics-port", metrics), ServePort("gRPC inference", "--grpc-port", grpc),
-            ServePort("gRPC management", "--grpc-port + 1", after(grpc))]
+    target = get_target("torchserve" if torchserve else "triton")
+    return target.serve_ports(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, auto=auto)
 
 
 def check_ports(ports: list[ServePort], host: str = "127.0.0.1") -> None:
@@ -64,13 +70,17 @@ def check_ports(ports: list[ServePort], host: str = "127.0.0.1") -> None:
             raise ServeError(f"{p.role} port {p.port} ({p.flag}) is not a TCP port (1-65535)")
         twin = next((q for q in fixed[:i] if q.port == p.port), None)
         if twin is not None:
-            raise ServeError(f"port {p.port} is asked for twice: {twin.role} ({twin.flag}) and {p.role} ({p.flag}); "
-                             "move one of them with its flag")
+            raise ServeError(
+                f"port {p.port} is asked for twice: {twin.role} ({twin.flag}) and {p.role} ({p.flag}); "
+                "move one of them with its flag"
+            )
     taken = set(ports_in_use([p.port for p in fixed if p.port is not None], host))
     if taken:
         listed = ", ".join(f"{p.port} ({p.flag})" for p in fixed if p.port in taken)
-        raise ServeError(f"ports taken on {host}: {listed}. Stop what listens there, choose other ports with "
-                         "those flags, or pass --ports auto to pick free ones")
+        raise ServeError(
+            f"ports taken on {host}: {listed}. Stop what listens there, choose other ports with "
+            "those flags, or pass --ports auto to pick free ones"
+        )
 
 
 @dataclass
@@ -87,10 +97,17 @@ class Endpoints:
         return [f"{label:<10} {value}" for label, value in rows] + self.notes
 
 
-def make_server(repository: str | Path, *, host: str = "127.0.0.1", http_port: int | None = None,
-                grpc_port: int | None = None, metrics_port: int | None = None,
-                tritonserver: str | Path | None = None, cache_size_bytes: int | None = None,
-                model_control: str = "none") -> "TritonServer":  # noqa: F821
+def make_server(
+    repository: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
+    tritonserver: str | Path | None = None,
+    cache_size_bytes: int | None = None,
+    model_control: Literal["none", "explicit", "poll"] = "none",
+) -> TritonServer:
     """A TritonServer for `repository`; turns on the response cache when a model asks for it
     (Triton silently ignores `response_cache` without `--cache-config`)."""
     from repoforge.servers.triton import TritonServer
@@ -99,8 +116,16 @@ def make_server(repository: str | Path, *, host: str = "127.0.0.1", http_port: i
     models = read_repository(repo)
     if cache_size_bytes is None and uses_response_cache(models):
         cache_size_bytes = DEFAULT_CACHE_BYTES
-    return TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                        binary=tritonserver, cache_size_bytes=cache_size_bytes, model_control=model_control)  # type: ignore[arg-type]
+    return TritonServer(
+        repo,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        binary=tritonserver,
+        cache_size_bytes=cache_size_bytes,
+        model_control=model_control,
+    )
 
 
 #: A Python backend that needs the repoforge package where Triton runs it.
@@ -110,8 +135,11 @@ _IMPORTS_REPOFORGE = re.compile(r"^\s*(?:from|import)\s+repoforge\b", re.MULTILI
 def models_needing_repoforge(models: list[RepoModel]) -> list[str]:
     """Models whose Python backend imports repoforge: a `--device cpu` build's ONNX/TorchScript runners (which
     also need onnxruntime or torch) and every plugin. The NGC image has neither, so they fail to load there."""
-    return [m.name for m in models
-            if any(_IMPORTS_REPOFORGE.search(f.read_text(errors="replace")) for f in sorted(m.path.glob("*/*.py")))]
+    return [
+        m.name
+        for m in models
+        if any(_IMPORTS_REPOFORGE.search(f.read_text(errors="replace")) for f in sorted(m.path.glob("*/*.py")))
+    ]
 
 
 def runtime_dockerfile(extra_packages: Sequence[str] = ()) -> tuple[str, Path | None]:
@@ -125,44 +153,62 @@ def runtime_dockerfile(extra_packages: Sequence[str] = ()) -> tuple[str, Path | 
     src = Path(repoforge.__file__).resolve().parent.parent
     extra = "".join(f" {shlex.quote(p)}" for p in extra_packages)
     if src.name == "src" and (src.parent / "pyproject.toml").is_file() and (src.parent / "README.md").is_file():
-        return (f"FROM {NGC_IMAGE}\n"
-                "COPY pyproject.toml README.md /opt/repoforge/\n"
-                "COPY src /opt/repoforge/src\n"
-                f"RUN python3 -m pip install --no-cache-dir /opt/repoforge{extra}\n"), src.parent
-    return (f"FROM {NGC_IMAGE}\n"
-            f"RUN python3 -m pip install --no-cache-dir repoforge=={repoforge.__version__}{extra}\n"), None
+        return (
+            f"FROM {NGC_IMAGE}\n"
+            "COPY pyproject.toml README.md /opt/repoforge/\n"
+            "COPY src /opt/repoforge/src\n"
+            f"RUN python3 -m pip install --no-cache-dir /opt/repoforge{extra}\n"
+        ), src.parent
+    return (
+        f"FROM {NGC_IMAGE}\nRUN python3 -m pip install --no-cache-dir repoforge=={repoforge.__version__}{extra}\n"
+    ), None
 
 
-def docker_recipe(repository: str | Path, *, http_port: int | None = None, grpc_port: int | None = None,
-                  metrics_port: int | None = None, cache_size_bytes: int | None = None) -> str:
+def docker_recipe(
+    repository: str | Path,
+    *,
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
+    cache_size_bytes: int | None = None,
+) -> str:
     """Shell lines that serve `repository` in Docker on a GPU host: the NGC image's `docker run` line, preceded,
     when a model's Python backend imports repoforge, by a `docker build` of an image FROM it with repoforge
     installed (the bare NGC image would fail to load those models)."""
     from repoforge import __version__
 
     repo = Path(repository).resolve()
-    server = make_server(repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                         cache_size_bytes=cache_size_bytes)
+    server = make_server(
+        repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, cache_size_bytes=cache_size_bytes
+    )
     models = read_repository(repo)
     needing = models_needing_repoforge(models)
     if not needing:
         return server.docker_command(repo)
     tag = f"repoforge-tritonserver:{__version__}"
-    torchscript = any(m.config.parameters[RUNNER_PARAMETER].string_value == "torchscript"
-                      for m in models if m.name in needing and RUNNER_PARAMETER in m.config.parameters)
+    torchscript = any(
+        m.config.parameters[RUNNER_PARAMETER].string_value == "torchscript"
+        for m in models
+        if m.name in needing and RUNNER_PARAMETER in m.config.parameters
+    )
     dockerfile, context = runtime_dockerfile(["torch"] if torchscript else [])
     build = ["docker", "build", "-t", tag, "-f", "-", str(context)] if context else ["docker", "build", "-t", tag, "-"]
-    return "\n".join([
-        f"# {', '.join(needing)}: model.py imports repoforge (onnxruntime for ONNX, torch for TorchScript), which the",
-        "# NGC image lacks; build an image FROM it with repoforge installed, then run that one. (A `--device gpu`",
-        "# build serves ONNX/TorchScript with the image's native backends instead; plugins always need repoforge.)",
-        f"{shlex.join(build)} <<'EOF'", dockerfile.rstrip("\n"), "EOF",
-        server.docker_command(repo, image=tag),
-    ])
+    return "\n".join(
+        [
+            f"# {', '.join(needing)}: model.py imports repoforge (onnxruntime for ONNX, torch for TorchScript), which the",
+            "# NGC image lacks; build an image FROM it with repoforge installed, then run that one. (A `--device gpu`",
+            "# build serves ONNX/TorchScript with the image's native backends instead; plugins always need repoforge.)",
+            f"{shlex.join(build)} <<'EOF'",
+            dockerfile.rstrip("\n"),
+            "EOF",
+            server.docker_command(repo, image=tag),
+        ]
+    )
 
 
-def make_torchserve(output: str | Path, *, host: str = "127.0.0.1",
-                    ports: list[int | None] | None = None) -> "TorchServeServer":  # noqa: F821
+def make_torchserve(
+    output: str | Path, *, host: str = "127.0.0.1", ports: list[int | None] | None = None
+) -> TorchServeServer:
     """A TorchServeServer for a `build --target torchserve` output on `ports` (inference, management, metrics,
     gRPC inference, gRPC management; None entries become free ports); token auth stays on."""
     from repoforge.servers.ports import free_ports
@@ -177,37 +223,31 @@ def make_torchserve(output: str | Path, *, host: str = "127.0.0.1",
     return TorchServeServer(output, workflows="all", ports=chosen)
 
 
-def is_torchserve_output(path: str | Path) -> bool:
-    from repoforge.torchserve.builder import looks_like_torchserve_output
-
-    return looks_like_torchserve_output(Path(path))
-
-
-def serve(repository: str | Path, *, on_ready: Callable[[Endpoints], None] | None = None,
-          stop_event: threading.Event | None = None, host: str = "127.0.0.1", http_port: int | None = None,
-          grpc_port: int | None = None, metrics_port: int | None = None, auto_ports: bool = False,
-          **server_options: object) -> None:
+def serve(
+    repository: str | Path,
+    *,
+    on_ready: Callable[[Endpoints], None] | None = None,
+    stop_event: threading.Event | None = None,
+    host: str = "127.0.0.1",
+    http_port: int | None = None,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
+    auto_ports: bool = False,
+    **server_options: object,
+) -> None:
     """Start Triton (or TorchServe, for a TorchServe build), report its endpoints, block until
     Ctrl-C/SIGTERM (or `stop_event`), then stop it. Ports not given are the defaults (8000-8002;
     TorchServe 8080/8081, 8082, 7070/7071), or free ones with `auto_ports`; every fixed one is checked first."""
-    torchserve = is_torchserve_output(repository)
-    ports = plan_ports(torchserve, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, auto=auto_ports)
-    if torchserve:
-        ts = make_torchserve(repository, host=host, ports=[p.port for p in ports])
-        check_ports(ports, host)
-        _run_until_stopped(ts, "TorchServe", lambda: torchserve_endpoints(ts), on_ready, stop_event)
-        return
-    http, grpc, metrics = (p.port for p in ports)
-    triton = make_server(repository, host=host, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                         **server_options)  # type: ignore[arg-type]
+    from repoforge.targets import target_of
+
+    target = target_of(repository)
+    ports = target.serve_ports(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, auto=auto_ports)
+    server = target.server(Path(repository), host=host, ports=ports, **server_options)
     check_ports(ports, host)
-    _run_until_stopped(triton, "tritonserver", lambda: Endpoints("tritonserver", [
-        ("HTTP", f"http://{triton.http_url}   (curl http://{triton.http_url}/v2/health/ready)"),
-        ("gRPC", triton.grpc_url), ("metrics", triton.metrics_url),
-    ], sorted({s["name"] for s in triton.model_states() if s["state"] == "READY"})), on_ready, stop_event)
+    _run_until_stopped(server, target.server_name, lambda: target.endpoints(server), on_ready, stop_event)
 
 
-def torchserve_endpoints(ts: "TorchServeServer") -> Endpoints:  # noqa: F821
+def torchserve_endpoints(ts: TorchServeServer) -> Endpoints:
     """A running TorchServe's endpoints, with a health check that passes token auth: the key it wrote this start."""
     p = ts.ports
     notes = ["token auth off"]
@@ -215,8 +255,10 @@ def torchserve_endpoints(ts: "TorchServeServer") -> Endpoints:  # noqa: F821
         expiry = ts.key_expiry("inference")
         notes = [f"token auth on: keys in {ts.key_file}"]
         if expiry:
-            notes.append(f"the keys expire {expiry}; a new inference key: "
-                         f"{ts.curl_command('management', '/token?type=inference', key='API')}")
+            notes.append(
+                f"the keys expire {expiry}; a new inference key: "
+                f"{ts.curl_command('management', '/token?type=inference', key='API')}"
+            )
     rows = [
         ("inference", f"{ts.inference_url}   ({ts.curl_command('inference', '/ping')})"),
         ("management", f"{ts.management_url}   ({ts.curl_command('management', '/models')})"),
@@ -228,8 +270,13 @@ def torchserve_endpoints(ts: "TorchServeServer") -> Endpoints:  # noqa: F821
     return Endpoints("TorchServe", rows, ts.list_models(), notes)
 
 
-def _run_until_stopped(server: Any, what: str, endpoints: Callable[[], Endpoints],
-                       on_ready: Callable[[Endpoints], None] | None, stop_event: threading.Event | None) -> None:
+def _run_until_stopped(
+    server: Any,
+    what: str,
+    endpoints: Callable[[], Endpoints],
+    on_ready: Callable[[Endpoints], None] | None,
+    stop_event: threading.Event | None,
+) -> None:
     """Start `server`, report it, and keep it up until Ctrl-C, SIGTERM or `stop_event`; always stop it."""
     stop = stop_event or threading.Event()
     main = threading.current_thread() is threading.main_thread()

@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge.contract import Target
 from repoforge.errors import RepoforgeError
 from repoforge.output import publish_cache_dir
 
@@ -55,7 +56,7 @@ INSTALL_HINT = 'pip install "tritonclient[all]==2.51.0" (or pip install "repofor
 #: Size used for a variable (-1) dim when the user gives no shape.
 DEFAULT_DIM = 16
 Protocol = Literal["grpc", "http"]
-ServiceKind = Literal["triton", "torchserve"]
+ServiceKind = Target  # perf_analyzer --service-kind
 Progress = Callable[[str], None]
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge.contract import Target
 from repoforge.perf.analyzer import PerfError, PerfOptions, parse_concurrency, run, run_calibrated
 from repoforge.perf.baseline import Baseline, GateResult, compare, update_baseline
 from repoforge.perf.report import PerfReport, host_load, write_report
@@ -81,11 +82,11 @@ class PerfResult:
 
 
 @dataclass
-class _Endpoints:
+class PerfEndpoints:
     http: str
     grpc: str
     configs: dict[str, mc.ModelConfig | None]
-    service_kind: Literal["triton", "torchserve"] = "triton"
+    service_kind: Target = "triton"
     input_data: dict[str, Path] | None = None  # torchserve: perf_analyzer's data file per model
     #: torchserve: the request body per model (kept beside the report), its metrics URL, and its batching
     requests: dict[str, str] | None = None
@@ -109,34 +110,37 @@ def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
 
 
 @contextlib.contextmanager
-def _target(target: str | Path, models: list[str], grpc_url: str | None, say: Progress) -> Iterator[_Endpoints]:
-    """A repository directory is served for the run (response cache off: perf_analyzer repeats one
-    input, so a cache would measure only itself); anything else is the HTTP host:port of a running Triton."""
+def _target(target: str | Path, models: list[str], grpc_url: str | None, say: Progress) -> Iterator[PerfEndpoints]:
+    """A built folder is served for the run by its target; anything else is the HTTP host:port of a running Triton."""
     path = Path(target)
-    from repoforge.torchserve.builder import looks_like_torchserve_output
-
-    if path.is_dir() and looks_like_torchserve_output(path):
-        with _torchserve_target(path, models, say) as ep:
-            yield ep
-        return
     if path.is_dir():
-        from repoforge.servers.triton import TritonServer
-        from repoforge.triton.reader import read_repository
+        from repoforge.targets import target_of
 
-        found = {m.name: m.config for m in read_repository(path)}
-        missing = [m for m in models if m not in found]
-        if missing:
-            raise PerfError(f"model '{missing[0]}' is not in {path}; it has {', '.join(sorted(found))}")
-        say(f"starting tritonserver on {path} (response cache off for measuring)")
-        with TritonServer(path) as server:
-            say(f"tritonserver ready at http://{server.http_url}")
-            yield _Endpoints(server.http_url, server.grpc_url, {m: found[m] for m in models})
+        with target_of(path).perf_endpoint(path, models, say) as ep:
+            yield ep
         return
     http_url = str(target).removeprefix("http://").rstrip("/")
     if grpc_url is None:
         host, _, port = http_url.rpartition(":")
         grpc_url = f"{host}:{int(port) + 1}" if port.isdigit() else http_url
-    yield _Endpoints(http_url, grpc_url, {m: _config_from_server(http_url, m) for m in models})
+    yield PerfEndpoints(http_url, grpc_url, {m: _config_from_server(http_url, m) for m in models})
+
+
+@contextlib.contextmanager
+def serve_triton_for_perf(path: Path, models: list[str], say: Progress) -> Iterator[PerfEndpoints]:
+    """A Triton repository served for the run (response cache off: perf_analyzer repeats one input, so a cache
+    would measure only itself)."""
+    from repoforge.servers.triton import TritonServer
+    from repoforge.triton.reader import read_repository
+
+    found = {m.name: m.config for m in read_repository(path)}
+    missing = [m for m in models if m not in found]
+    if missing:
+        raise PerfError(f"model '{missing[0]}' is not in {path}; it has {', '.join(sorted(found))}")
+    say(f"starting tritonserver on {path} (response cache off for measuring)")
+    with TritonServer(path) as server:
+        say(f"tritonserver ready at http://{server.http_url}")
+        yield PerfEndpoints(server.http_url, server.grpc_url, {m: found[m] for m in models})
 
 
 def perf_data(request: Path) -> str:
@@ -159,7 +163,7 @@ def torchserve_batching(archived: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def _torchserve_target(output: Path, models: list[str], say: Progress) -> Iterator[_Endpoints]:
+def serve_torchserve_for_perf(output: Path, models: list[str], say: Progress) -> Iterator[PerfEndpoints]:
     """A TorchServe build: perf_analyzer's torchserve mode posts a JSON file, so one request per model is
     made from the archived inputs (random data). Token auth is off for this local measuring run only."""
     import json
@@ -188,7 +192,7 @@ def _torchserve_target(output: Path, models: list[str], say: Progress) -> Iterat
         with TorchServeServer(output, models=[f"{m}.mar" for m in models], disable_token_auth=True) as server:
             url = server.inference_url.removeprefix("http://")
             say(f"TorchServe ready at {server.inference_url}")
-            yield _Endpoints(
+            yield PerfEndpoints(
                 url,
                 url,
                 {m: None for m in models},

@@ -157,7 +157,7 @@ class ServerContext:
     def alive(self) -> bool:
         raise NotImplementedError
 
-    def start(self) -> "ServerContext":
+    def start(self) -> ServerContext:
         raise NotImplementedError
 
     def stop(self) -> object:

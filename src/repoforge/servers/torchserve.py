@@ -104,7 +104,7 @@ class TorchServePorts(tuple):  # type: ignore[type-arg]
     __slots__ = ()
     _fields = ("inference", "management", "metrics", "grpc_inference", "grpc_management")
 
-    def __new__(cls, inference: int, management: int, metrics: int, grpc_inference: int, grpc_management: int) -> "TorchServePorts":
+    def __new__(cls, inference: int, management: int, metrics: int, grpc_inference: int, grpc_management: int) -> TorchServePorts:
         return super().__new__(cls, (inference, management, metrics, grpc_inference, grpc_management))
 
     inference = property(lambda self: self[0])
@@ -309,7 +309,7 @@ class TorchServeServer(ServerContext):
         return env
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self, timeout: float = 180.0) -> "TorchServeServer":
+    def start(self, timeout: float = 180.0) -> TorchServeServer:
         """Start TorchServe and wait until every model's workers are READY and the workflows are registered."""
         if self.alive:
             raise RuntimeError("this TorchServeServer is already running")
@@ -517,7 +517,7 @@ class TorchServeServer(ServerContext):
             hdrs.setdefault(k, v)
         req = urllib.request.Request(self._url(api) + path, data=data, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (local URL)
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()

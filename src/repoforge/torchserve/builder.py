@@ -23,17 +23,19 @@ import shutil
 import subprocess
 import sys
 import warnings as pywarnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from importlib.metadata import PackageNotFoundError, version as dist_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from repoforge import __version__
 from repoforge.errors import BuildError, Problem, SpecError
-from repoforge.output import MANIFEST, atomic_dir, check_destination, write_manifest
+from repoforge.output import MANIFEST, BuildResult, atomic_dir, check_destination, write_manifest
 from repoforge.plan import Device, ModelPlan, RepositoryPlan, detect_device, make_plan
 from repoforge.repo_readme import REPO_README, torchserve_readme
 from repoforge.spec.load import LoadedSpec
@@ -50,30 +52,7 @@ SERVABLE = ("onnx", "torchscript", "pytorch", "python", "ensemble")
 _TS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 
 
-@dataclass
-class TorchServeBuildResult:
-    output: Path
-    plan: RepositoryPlan
-    files: dict[str, str]                                  # relative path → sha256
-    archives: dict[str, Path] = field(default_factory=dict)   # model name → .mar
-    workflows: dict[str, Path] = field(default_factory=dict)  # ensemble name → .war
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def model_names(self) -> list[str]:
-        return [m.name for m in self.plan.models]
-
-    @property
-    def model_store(self) -> Path:
-        return self.output / "model-store"
-
-    @property
-    def workflow_store(self) -> Path:
-        return self.output / "wf-store"
-
-    @property
-    def config_properties(self) -> Path:
-        return self.output / "config.properties"
+TorchServeBuildResult = BuildResult  # one result type for every target (repoforge.output)
 
 
 @dataclass
@@ -171,7 +150,7 @@ def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warn
             return arch
         arch.model_file, arch.model_class = mf, cls
         try:
-            import torch  # noqa: F401
+            import torch
         except ImportError:
             bad(("models", i, "format"), "checking a pytorch state_dict needs torch at build time: "
                                          "pip install 'repoforge[torchserve]'")
@@ -296,7 +275,7 @@ def _version(dist: str) -> str:
 
 
 def build_torchserve(loaded: LoadedSpec, output: str | Path, *, force: bool = False,
-                     progress: Callable[[str], None] | None = None, device: Device | None = None) -> TorchServeBuildResult:
+                     progress: Callable[[str], None] | None = None, device: Device | None = None) -> BuildResult:
     """Check the whole spec for TorchServe, then write the archives and config atomically to `output`.
 
     Raises SpecError (nothing written) for a wrong spec and BuildError when `output` exists without
@@ -369,8 +348,7 @@ def build_torchserve(loaded: LoadedSpec, output: str | Path, *, force: bool = Fa
         })
     files = manifest["files"]
     assert isinstance(files, dict)
-    return TorchServeBuildResult(output=out.resolve(), plan=plan, files=files, archives=mars, workflows=wars,
-                                 warnings=warnings)
+    return BuildResult(output=out.resolve(), plan=plan, files=files, target="torchserve", archives=mars, workflows=wars)
 
 
 __all__ = ["MANIFEST", "TorchServeBuildResult", "build_torchserve", "looks_like_torchserve_output"]

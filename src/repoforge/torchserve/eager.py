@@ -37,7 +37,7 @@ def module_classes(class_file: Path) -> list[type]:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - user code: report whatever it raised
+    except Exception as exc:
         sys.modules.pop(name, None)
         raise EagerLoadError(f"importing {class_file.name} failed: {type(exc).__name__}: {exc}") from exc
     finally:
@@ -78,12 +78,12 @@ def load_eager(class_file: Path, state_dict: Path, *, class_name: str | None = N
     cls = model_class(class_file, class_name)
     try:
         model = cls()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise EagerLoadError(f"{cls.__name__}() failed: {type(exc).__name__}: {exc} "
                              "(the class must be constructible without arguments)") from exc
     try:
         weights = torch.load(state_dict, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise EagerLoadError(f"{state_dict.name} is not a loadable state_dict: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     if isinstance(weights, torch.nn.Module):
         weights = weights.state_dict()

@@ -58,7 +58,7 @@ class Tensor:
     optional: bool = False
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Tensor":
+    def from_dict(cls, d: dict[str, Any]) -> Tensor:
         return cls(name=d["name"], dtype=d.get("dtype", "FP32"), dims=list(d.get("dims", [])),
                    reshape=d.get("reshape"), optional=bool(d.get("optional", False)))
 
@@ -78,7 +78,7 @@ class HandlerConfig:
     plugin: dict[str, Any] | None = None
 
     @classmethod
-    def from_yaml(cls, model_yaml_config: dict[str, Any] | None) -> "HandlerConfig":
+    def from_yaml(cls, model_yaml_config: dict[str, Any] | None) -> HandlerConfig:
         h = dict((model_yaml_config or {}).get("handler") or {})
         if "format" not in h:
             raise RuntimeError("model-config.yaml has no `handler: {format: ...}` section; was this archive built by repoforge?")
@@ -432,13 +432,13 @@ class RepoforgeHandler(BaseHandler):
                 if all(v.ndim > 0 and v.shape[0] == total for v in out.values()):  # else one by one, quietly
                     parts = split_rows(out, [r.rows for r in reqs])
                     return [Result(_unbatch(part, r.single), batch_size=len(reqs)) for part, r in zip(parts, reqs)]
-            except Exception:  # noqa: BLE001 - one bad request must not fail the others: retry one by one
+            except Exception:
                 logger.warning("merged batch of %d requests failed; retrying them one by one", len(reqs), exc_info=True)
         results: list[Result | RequestError] = []
         for r in reqs:
             try:
                 results.append(Result(_unbatch(self.model(r.feeds), r.single), batch_size=1))
-            except Exception as exc:  # noqa: BLE001 - reported to this request's client
+            except Exception as exc:
                 logger.error("inference failed for one request", exc_info=True)
                 results.append(RequestError(500, f"{self.context.model_name}: {type(exc).__name__}: {exc}"))
         return results

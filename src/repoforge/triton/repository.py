@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
 from importlib import resources
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Callable
 
 from repoforge import __version__
 from repoforge.errors import BuildError
-from repoforge.output import MANIFEST, atomic_dir, check_destination, write_manifest
+from repoforge.output import MANIFEST, BuildResult, atomic_dir, check_destination, write_manifest
 from repoforge.plan import ModelPlan, RepositoryPlan
 from repoforge.repo_readme import REPO_README, triton_readme
 from repoforge.triton.config import build_config, parse_config, to_text
 
 TRITON_TARGET = "2.51.0"  # the server whose schema (tritonclient's model_config_pb2) the configs are built against
-
-
-@dataclass
-class BuildResult:
-    output: Path
-    plan: RepositoryPlan
-    files: dict[str, str]  # relative path → sha256
-
-    @property
-    def model_names(self) -> list[str]:
-        return [m.name for m in self.plan.models]
 
 
 def _runner_glue() -> bytes:

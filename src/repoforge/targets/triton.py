@@ -1,0 +1,77 @@
+"""NVIDIA Triton: a model repository of config.pbtxt folders (repoforge.triton), served by tritonserver."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from repoforge.contract import Device
+from repoforge.contract import Target as TargetName
+
+if TYPE_CHECKING:
+    from repoforge.output import BuildResult
+    from repoforge.perf.command import PerfEndpoints
+    from repoforge.serve import Endpoints, ServePort
+    from repoforge.servers.triton import TritonServer
+    from repoforge.spec.load import LoadedSpec
+    from repoforge.targets import Progress
+    from repoforge.validate import ValidationReport
+
+
+class TritonTarget:
+    name: TargetName = "triton"
+    server_name = "tritonserver"
+    default_ports = (8000, 8001, 8002)
+
+    def recognises(self, path: Path) -> bool:
+        from repoforge.triton.repository import looks_like_model_repository
+
+        return looks_like_model_repository(path)
+
+    def build(
+        self, loaded: LoadedSpec, output: Path, *, device: Device | None, force: bool, progress: Progress
+    ) -> BuildResult:
+        from repoforge.plan import make_plan
+        from repoforge.triton.repository import write_repository
+
+        plan = make_plan(loaded, device)
+        for w in plan.warnings:
+            progress(f"warning: {w}")
+        return write_repository(plan, output, force=force, progress=progress)
+
+    def validate(self, output: Path, *, progress: Progress, **options: Any) -> ValidationReport:
+        from repoforge.validate import validate_triton
+
+        return validate_triton(output, progress=progress, **options)
+
+    def serve_ports(
+        self, *, http_port: int | None, grpc_port: int | None, metrics_port: int | None, auto: bool
+    ) -> list[ServePort]:
+        from repoforge.serve import ServePort, pick_port
+
+        http, grpc, metrics = (
+            pick_port(given, default, auto)
+            for given, default in zip((http_port, grpc_port, metrics_port), self.default_ports, strict=True)
+        )
+        return [ServePort("HTTP", "--http-port", http), ServePort("gRPC", "--grpc-port", grpc),
+                ServePort("metrics", "--metrics-port", metrics)]  # fmt: skip
+
+    def server(self, output: Path, *, host: str, ports: list[ServePort], **options: Any) -> TritonServer:
+        from repoforge.serve import make_server
+
+        http, grpc, metrics = (p.port for p in ports)
+        return make_server(output, host=host, http_port=http, grpc_port=grpc, metrics_port=metrics, **options)
+
+    def endpoints(self, server: TritonServer) -> Endpoints:
+        from repoforge.serve import Endpoints
+
+        rows = [("HTTP", f"http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)"),
+                ("gRPC", server.grpc_url), ("metrics", server.metrics_url)]  # fmt: skip
+        ready = sorted({s["name"] for s in server.model_states() if s["state"] == "READY"})
+        return Endpoints(self.server_name, rows, ready)
+
+    def perf_endpoint(self, output: Path, models: list[str], say: Progress) -> AbstractContextManager[PerfEndpoints]:
+        from repoforge.perf.command import serve_triton_for_perf
+
+        return serve_triton_for_perf(output, models, say)

@@ -98,16 +98,21 @@ def build(spec: Path, output: Path, target: str, device: str | None, force: bool
 @click.option("--url", default=None, help="Validate against a running Triton (host:port of its HTTP endpoint) instead of starting one.")
 @click.option("--grpc-url", default=None, help="With --url: the server's gRPC host:port, needed for decoupled (streaming) models.")
 @click.option("--tritonserver", type=click.Path(path_type=Path), default=None, help="tritonserver binary (default: the one nvidia-pytriton bundles).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds each model gets to answer (a streaming model: all its responses together); one that does not fails its row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserver: Path | None, as_json: bool) -> None:
+def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserver: Path | None, timeout: float,
+             as_json: bool) -> None:
     """Load REPOSITORY in a real Triton and smoke-infer every model.
 
-    Checks that every model version is READY, sends each one request made from its config (dtype and
-    shape aware), and compares ONNX models with in-process onnxruntime. Exits 1 naming what failed.
+    Checks that every model version is READY, sends each one request made from the config the server
+    serves (auto-completed fields included; a spec's `smoke: {inputs: file.npz}` where given), and
+    compares ONNX models with in-process onnxruntime and onnx.reference. Exits 1 naming what failed.
     """
     from repoforge.validate import validate as do_validate
 
-    report = _run(do_validate, repository, url=url, grpc_url=grpc_url, tritonserver=tritonserver, progress=_progress(as_json))
+    report = _run(do_validate, repository, url=url, grpc_url=grpc_url, tritonserver=tritonserver, progress=_progress(as_json),
+                  timeout=timeout)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     if not report.ok:

@@ -16,7 +16,7 @@ from repoforge.errors import Problem, SpecError
 from repoforge.plugin_plan import derive_in_order, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
 from repoforge.spec.load import LoadedSpec, effective
-from repoforge.spec.models import ModelSpec, TensorSpec
+from repoforge.spec.models import SMOKE_INPUTS, ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
 from repoforge.triton.names import FORMATS, MODEL_FILENAMES
 from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
@@ -404,6 +404,31 @@ def _check_resolved(ck: _Checker, i: int, m: ModelSpec, inputs: list[TensorSpec]
     return extra
 
 
+def _smoke_inputs(ck: _Checker, p: ModelPlan) -> dict[str, Path]:
+    """The spec's `smoke.inputs` file, checked now (an .npz without pickles, one array per input) so validate
+    never finds a broken one; shipped in the model folder under a fixed name validate looks for."""
+    if p.spec.smoke is None:
+        return {}
+    import numpy as np
+
+    where: PathKey = ("models", p.index, "smoke", "inputs")
+    src = _resolve_file(ck.loaded, p.spec.smoke.inputs)
+    try:
+        with np.load(src, allow_pickle=False) as npz:
+            names = set(npz.files)
+    except FileNotFoundError:
+        ck.add(where, f"smoke inputs file '{p.spec.smoke.inputs}' not found (looked for {src})")
+        return {}
+    except (OSError, ValueError) as exc:  # not an npz, or object arrays (pickles)
+        ck.add(where, f"'{p.spec.smoke.inputs}' is not an .npz of plain arrays (np.savez; BYTES as fixed-width bytes): {exc}")
+        return {}
+    declared = {t.name for t in p.inputs}
+    if declared and names - declared:
+        ck.add(where, f"{', '.join(sorted(names - declared))} in '{p.spec.smoke.inputs}' are not inputs of this model; "
+                      f"inputs are {', '.join(sorted(declared))}")
+    return {SMOKE_INPUTS: src}
+
+
 def _io_declared(ck: _Checker, i: int, m: ModelSpec) -> tuple[list[TensorSpec], list[TensorSpec]]:
     if m.inputs is None or m.outputs is None:
         missing = " and ".join(k for k in ("inputs", "outputs") if getattr(m, k) is None)
@@ -578,6 +603,9 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         )
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls
+    ck.raise_if_any()
+    for p in plans.values():  # after derivation: ensembles and plugins know their inputs only now
+        p.extra_files.update(_smoke_inputs(ck, p))
     ck.raise_if_any()
     name = loaded.spec.repository or loaded.path.parent.name
     return RepositoryPlan(name=name, device=device, spec_path=loaded.path, spec_sha256=loaded.sha256,

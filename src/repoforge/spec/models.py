@@ -178,6 +178,18 @@ class Warmup(StrictModel):
         return v
 
 
+#: Where the build puts a model's `smoke.inputs` file (in its model folder), so validate finds it without the spec.
+SMOKE_INPUTS = "smoke_inputs.npz"
+
+
+class Smoke(StrictModel):
+    """What `repoforge validate` sends a model instead of random data (for models that check their values)."""
+
+    inputs: str = Field(description="An .npz file (relative to the spec) with one array per input, batch axis included "
+                                    "where the model has one; BYTES as fixed-width bytes arrays (np.savez, no pickles). "
+                                    "Built into the model folder as smoke_inputs.npz.")
+
+
 class Accelerator(StrictModel):
     name: str
     parameters: dict[str, ParamValue] = {}
@@ -317,6 +329,8 @@ class ModelSpec(StrictModel):
     model_transaction_policy: TransactionPolicy | None = None
     metric_tags: dict[str, str] = {}
     steps: list[EnsembleStep] | None = None
+    smoke: Smoke | None = Field(default=None, description="Smoke inputs for `repoforge validate` (default: random data "
+                                                         "made from the config).")
     # TorchServe target: the file defining the nn.Module class of an eager `pytorch` state_dict model,
     # and the user's own TorchServe handler file (replacing repoforge's); both relative to the spec.
     model_file: str | None = None

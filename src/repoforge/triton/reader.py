@@ -32,10 +32,21 @@ class RepoModel:
         return self.config.model_transaction_policy.decoupled
 
 
-def read_repository(repo: Path) -> list[RepoModel]:
-    """Every model folder with a config.pbtxt; a config that does not parse is an error naming file:line:col."""
+def not_a_repository(path: Path) -> str:
+    """Why `path` is no model repository, with the build command that makes one (a folder, never the spec itself)."""
+    if path.is_file():
+        what = "a spec file" if path.suffix in (".yaml", ".yml") else "a file"
+        return (f"{path} is {what}, not a model repository; build a repository from it first: "
+                f"`repoforge build {path} -o <folder>`, then pass <folder>")
+    return f"{path} does not exist; build a model repository there with `repoforge build SPEC.yaml -o {path}`"
+
+
+def read_repository(repo: Path, *, unconfigured: bool = False) -> list[RepoModel]:
+    """Every model folder with a config.pbtxt; a config that does not parse is an error naming file:line:col.
+    With `unconfigured`, folders without one are listed too (empty config): Triton auto-completes those, and a
+    caller that reads each model's effective config from the server can still check them."""
     if not repo.is_dir():
-        raise ServeError(f"{repo} is not a directory; build one with `repoforge build SPEC -o {repo}`")
+        raise ServeError(not_a_repository(repo))
     models = []
     for cfg_path in sorted(repo.glob("*/config.pbtxt")):
         try:
@@ -45,6 +56,9 @@ def read_repository(repo: Path) -> list[RepoModel]:
         if not cfg.name:
             cfg.name = cfg_path.parent.name
         models.append(RepoModel(cfg_path.parent.name, cfg_path.parent, cfg))
+    if unconfigured:
+        bare = [d for d in repo.iterdir() if d.is_dir() and not d.name.startswith(".") and not (d / "config.pbtxt").exists()]
+        models = sorted(models + [RepoModel(d.name, d, mc.ModelConfig(name=d.name)) for d in bare], key=lambda m: m.name)
     if not models:
         raise ServeError(f"{repo} has no model folders with a config.pbtxt")
     return models

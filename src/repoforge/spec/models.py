@@ -3,6 +3,7 @@
 Every model forbids unknown keys, so a typo is an error with a suggestion instead of a silently
 ignored setting. Cross-field rules that need the merged defaults or other models (batch sizes
 against max_batch_size, ensemble edges) live in `repoforge.plan`, which has the whole picture.
+Every field has a description: `repoforge schema` hands them to editors as hover help.
 """
 
 from __future__ import annotations
@@ -19,21 +20,29 @@ ParamValue = str | int | float | bool
 
 
 class StrictModel(BaseModel):
+    """Base of every spec model: an unknown key is an error, so a typo is never silently ignored."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class TensorSpec(StrictModel):
     """A model input or output. `dims` leave out the batch dimension when max_batch_size > 0."""
 
-    name: str = Field(min_length=1)
-    dtype: str
-    dims: list[int]
-    reshape: list[int] | None = None    # the shape the model itself sees (dims are what clients send and get)
-    format: Literal["nchw", "nhwc"] | None = None  # an image input's layout (Triton's FORMAT_NCHW / FORMAT_NHWC)
-    optional: bool = False
-    is_shape_tensor: bool = False
-    allow_ragged_batch: bool = False
-    label_filename: str | None = None
+    name: str = Field(min_length=1, description="Tensor name, as the model file and the requests name it.")
+    dtype: str = Field(description="Triton dtype (FP32, INT64, BYTES, ...) or its numpy name (float32).")
+    dims: list[int] = Field(description="Shape without the batch axis when max_batch_size > 0; -1 is a variable size.")
+    reshape: list[int] | None = Field(
+        default=None, description="Triton `reshape`: the shape the model itself sees, when it differs from `dims`.")
+    format: Literal["nchw", "nhwc"] | None = Field(
+        default=None, description="Inputs only: an image input's layout (Triton FORMAT_NCHW / FORMAT_NHWC; 3 dims).")
+    optional: bool = Field(
+        default=False, description="Inputs only: requests may leave this input out (Triton `optional`).")
+    is_shape_tensor: bool = Field(
+        default=False, description="Triton `is_shape_tensor`: the tensor carries a shape (TensorRT shape tensors).")
+    allow_ragged_batch: bool = Field(
+        default=False, description="Inputs only: requests of different shapes are batched together (ragged batching).")
+    label_filename: str | None = Field(
+        default=None, description="Outputs only: labels file (relative to the spec) for classification results.")
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -55,28 +64,36 @@ class TensorSpec(StrictModel):
 
 
 class RateLimiterResource(StrictModel):
-    name: str
-    count: int = Field(ge=1)
-    global_: bool = Field(default=False, alias="global")
+    """A resource an instance must hold to run (Triton rate limiter)."""
+
+    name: str = Field(description="Resource name; instances naming the same resource share it.")
+    count: int = Field(ge=1, description="How many units of the resource one execution of the instance needs.")
+    global_: bool = Field(default=False, alias="global",
+                          description="Shared by all devices of the server; false: one pool per device.")
 
 
 class RateLimiter(StrictModel):
     """Triton's rate limiter: instances run only when their resources are free."""
 
-    resources: list[RateLimiterResource] = []
-    priority: int = Field(default=0, ge=0)
+    resources: list[RateLimiterResource] = Field(default=[], description="Resources an execution needs.")
+    priority: int = Field(default=0, ge=0,
+                          description="Weight across instances: priority 2 gets half the chances of 1; 0 acts as 1.")
 
 
 class InstanceGroup(StrictModel):
-    """`kind` left out follows the build's device (`repoforge.plan` resolves it): KIND_GPU for --device gpu."""
+    """Triton `instance_group`: how many copies of the model run, and where (TorchServe: workers). `kind` left out
+    follows the build's device (`repoforge.plan` resolves it): KIND_GPU for --device gpu."""
 
-    kind: Literal["cpu", "gpu", "auto", "model"] | None = None
-    count: int = Field(default=1, ge=1)
-    gpus: list[int] | None = None
-    name: str | None = None
-    rate_limiter: RateLimiter | None = None
-    passive: bool = False
-    host_policy: str | None = None
+    kind: Literal["cpu", "gpu", "auto", "model"] | None = Field(
+        default=None, description="Triton KIND_CPU/GPU/AUTO/MODEL; unset: the build's device (python models: cpu).")
+    count: int = Field(default=1, ge=1, description="Instances (on GPU: per listed GPU); TorchServe workers sum them.")
+    gpus: list[int] | None = Field(default=None, description="GPU ids for kind gpu; unset: every visible GPU.")
+    name: str | None = Field(default=None, description="Group name; unset: Triton names it after the model.")
+    rate_limiter: RateLimiter | None = Field(
+        default=None, description="Resources and priority for Triton's rate limiter.")
+    passive: bool = Field(default=False, description="Instances are loaded but never scheduled (Triton `passive`).")
+    host_policy: str | None = Field(
+        default=None, description="Name of a host policy (server --host-policy) to run under.")
 
     @field_validator("gpus")
     @classmethod
@@ -87,23 +104,30 @@ class InstanceGroup(StrictModel):
 
 
 class QueuePolicy(StrictModel):
-    timeout_us: int = Field(default=0, ge=0)
-    timeout_action: Literal["reject", "delay"] = "reject"
-    allow_timeout_override: bool = False
-    max_queue_size: int = Field(default=0, ge=0)
+    """Triton `ModelQueuePolicy`: how long requests may wait in the batcher's queue, and how many."""
+
+    timeout_us: int = Field(
+        default=0, ge=0, description="µs a request may queue (default_timeout_microseconds); 0: none.")
+    timeout_action: Literal["reject", "delay"] = Field(
+        default="reject", description="A timed-out request is rejected, or delayed behind the others.")
+    allow_timeout_override: bool = Field(default=False, description="Requests may set their own, shorter timeout.")
+    max_queue_size: int = Field(default=0, ge=0, description="Most requests queued; more are rejected. 0: unbounded.")
 
 
 class DynamicBatching(StrictModel):
     """`dynamic_batching: true|false|{...}`. Delay 0 still batches whatever queued while busy."""
 
-    enabled: bool = True
-    preferred_batch_sizes: list[int] = []
-    max_queue_delay_us: int = Field(default=0, ge=0)
-    preserve_ordering: bool = False
-    priority_levels: int = Field(default=0, ge=0)
-    default_priority_level: int = Field(default=0, ge=0)
-    queue_policy: QueuePolicy | None = None
-    priority_queue_policy: dict[int, QueuePolicy] = {}
+    enabled: bool = Field(default=True, description="false turns dynamic batching off (`dynamic_batching: false`).")
+    preferred_batch_sizes: list[int] = Field(
+        default=[], description="Batch sizes the batcher aims for; empty: as large as max_batch_size allows.")
+    max_queue_delay_us: int = Field(
+        default=0, ge=0, description="µs a request may wait for a fuller batch; 0: no wait (TorchServe: 1 ms).")
+    preserve_ordering: bool = Field(default=False, description="Responses return in the order requests arrived.")
+    priority_levels: int = Field(default=0, ge=0, description="Number of request priority levels; 0: no priorities.")
+    default_priority_level: int = Field(default=0, ge=0, description="Priority of requests that set none.")
+    queue_policy: QueuePolicy | None = Field(default=None, description="Default queue policy; unset: Triton's.")
+    priority_queue_policy: dict[int, QueuePolicy] = Field(
+        default={}, description="Queue policy per priority level (level → policy).")
 
     @model_validator(mode="before")
     @classmethod
@@ -123,9 +147,10 @@ class DynamicBatching(StrictModel):
 class SequenceControl(StrictModel):
     """A control input that Triton fills for sequence models (start/end/ready flags, correlation id)."""
 
-    name: str
-    kind: Literal["start", "end", "ready", "correlation_id"]
-    dtype: str = "INT32"
+    name: str = Field(description="Name of the model input Triton fills.")
+    kind: Literal["start", "end", "ready", "correlation_id"] = Field(
+        description="What Triton puts there: sequence start/end/ready flag, or the correlation id.")
+    dtype: str = Field(default="INT32", description="Input dtype: flags as INT32, FP32 or BOOL 0/1; the id's dtype.")
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -136,10 +161,10 @@ class SequenceControl(StrictModel):
 class SequenceState(StrictModel):
     """Implicit state kept by Triton between the requests of a sequence."""
 
-    input_name: str
-    output_name: str
-    dtype: str
-    dims: list[int]
+    input_name: str = Field(description="Model input that receives the state.")
+    output_name: str = Field(description="Model output that gives the next state.")
+    dtype: str = Field(description="State dtype (Triton or numpy name).")
+    dims: list[int] = Field(description="State shape.")
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -148,27 +173,35 @@ class SequenceState(StrictModel):
 
 
 class SequenceBatching(StrictModel):
-    strategy: Literal["direct", "oldest"] = "direct"
-    max_sequence_idle_us: int | None = Field(default=None, ge=0)
-    control_inputs: list[SequenceControl] = []
-    states: list[SequenceState] = []
-    max_queue_delay_us: int = Field(default=0, ge=0)
+    """Triton `sequence_batching`: requests of one sequence (correlation id) go to the same instance."""
+
+    strategy: Literal["direct", "oldest"] = Field(
+        default="direct", description="direct: a batch slot per sequence; oldest: batch the oldest sequences.")
+    max_sequence_idle_us: int | None = Field(
+        default=None, ge=0, description="µs before an idle sequence is ended; unset: Triton's default (1 s).")
+    control_inputs: list[SequenceControl] = Field(default=[], description="Inputs Triton fills with sequence controls.")
+    states: list[SequenceState] = Field(default=[], description="Implicit state Triton keeps between requests.")
+    max_queue_delay_us: int = Field(default=0, ge=0, description="µs a request may wait to form a batch; 0: none.")
     # direct
-    minimum_slot_utilization: float | None = Field(default=None, ge=0.0, le=1.0)
+    minimum_slot_utilization: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="direct only: fraction of slots that must be ready to run a batch.")
     # oldest
-    max_candidate_sequences: int | None = Field(default=None, ge=1)
-    preferred_batch_sizes: list[int] = []
-    preserve_ordering: bool = False
-    iterative: bool = False
+    max_candidate_sequences: int | None = Field(
+        default=None, ge=1, description="oldest only: sequences batched at once; unset: 1.")
+    preferred_batch_sizes: list[int] = Field(default=[], description="oldest only: batch sizes to aim for.")
+    preserve_ordering: bool = Field(default=False, description="oldest only: responses keep the request order.")
+    iterative: bool = Field(default=False, description="Triton `iterative_sequence` (iterative scheduling).")
 
 
 class Warmup(StrictModel):
     """Requests Triton runs at load time so the first user request is not the slow one."""
 
-    batch_sizes: list[int] = [1]
-    data: Literal["random", "zero"] = "random"
-    count: int = Field(default=1, ge=1)
-    shapes: dict[str, list[int]] = {}
+    batch_sizes: list[int] = Field(
+        default=[1], description="One warmup request per size (size 1 when max_batch_size is 0).")
+    data: Literal["random", "zero"] = Field(default="random", description="Input contents: random or zero data.")
+    count: int = Field(default=1, ge=1, description="Times each warmup request runs.")
+    shapes: dict[str, list[int]] = Field(
+        default={}, description="Input name → concrete dims; unset inputs use their dims with -1 as 1.")
 
     @field_validator("batch_sizes")
     @classmethod
@@ -191,43 +224,58 @@ class Smoke(StrictModel):
 
 
 class Accelerator(StrictModel):
-    name: str
-    parameters: dict[str, ParamValue] = {}
+    """One execution accelerator, e.g. `{name: tensorrt, parameters: {precision_mode: FP16}}`."""
+
+    name: str = Field(description="Accelerator name as the backend knows it (tensorrt, openvino, ...).")
+    parameters: dict[str, ParamValue] = Field(default={}, description="Its parameters, written as strings.")
 
 
 class ExecutionAccelerators(StrictModel):
-    gpu: list[Accelerator] = []
-    cpu: list[Accelerator] = []
+    """Triton `execution_accelerators`, tried in order."""
+
+    gpu: list[Accelerator] = Field(default=[], description="Accelerators for GPU instances (e.g. tensorrt).")
+    cpu: list[Accelerator] = Field(default=[], description="Accelerators for CPU instances (e.g. openvino).")
 
 
 class PinnedMemory(StrictModel):
-    input: bool | None = None
-    output: bool | None = None
+    """Whether Triton stages inputs/outputs through pinned (page-locked) host memory."""
+
+    input: bool | None = Field(default=None, description="Pinned memory for inputs; unset: Triton's default (on).")
+    output: bool | None = Field(default=None, description="Pinned memory for outputs; unset: Triton's default (on).")
 
 
 class Optimization(StrictModel):
     """Triton's `optimization` block: execution accelerators (ONNX→TensorRT/OpenVINO), CUDA graphs, pinned memory."""
 
-    priority: Literal["default", "max", "min"] | None = None
-    graph_level: int | None = None
-    cuda_graphs: bool | None = None
-    cuda_busy_wait_events: bool | None = None
-    cuda_output_copy_stream: bool | None = None
-    execution_accelerators: ExecutionAccelerators | None = None
-    pinned_memory: PinnedMemory | None = None
-    gather_kernel_buffer_threshold: int | None = Field(default=None, ge=0)
-    eager_batching: bool | None = None
+    priority: Literal["default", "max", "min"] | None = Field(
+        default=None, description="Model priority (PRIORITY_DEFAULT/MAX/MIN); unset: left out.")
+    graph_level: int | None = Field(
+        default=None, description="Backend graph optimization level: -1 off, 0 framework default, 1+ higher.")
+    cuda_graphs: bool | None = Field(default=None, description="Use CUDA graphs (TensorRT backend); unset: left out.")
+    cuda_busy_wait_events: bool | None = Field(
+        default=None, description="Busy-wait on CUDA events instead of blocking; unset: left out.")
+    cuda_output_copy_stream: bool | None = Field(
+        default=None, description="Copy outputs on a separate CUDA stream; unset: left out.")
+    execution_accelerators: ExecutionAccelerators | None = Field(
+        default=None, description="Accelerators such as ONNX Runtime's TensorRT or OpenVINO providers.")
+    pinned_memory: PinnedMemory | None = Field(default=None, description="Pinned host memory for inputs and outputs.")
+    gather_kernel_buffer_threshold: int | None = Field(
+        default=None, ge=0, description="Gather inputs of at least this many buffers with a CUDA kernel; unset: off.")
+    eager_batching: bool | None = Field(
+        default=None, description="Triton's optimization `eager_batching` flag; unset: left out (Triton's default).")
 
 
 class BatchInputSpec(StrictModel):
+    """Triton `batch_input`: an extra input Triton computes from the batch (for ragged batching)."""
+
     kind: Literal[
         "batch_element_count", "batch_accumulated_element_count",
         "batch_accumulated_element_count_with_zero", "batch_max_element_count_as_shape",
         "batch_item_shape", "batch_item_shape_flatten",
-    ]
-    target_names: list[str] = Field(min_length=1)
-    dtype: str
-    source_inputs: list[str] = []
+    ] = Field(description="What Triton computes, e.g. batch_element_count (Triton BatchInput.Kind, lower case).")
+    target_names: list[str] = Field(min_length=1, description="Model inputs that receive the computed value.")
+    dtype: str = Field(description="Dtype of the computed input.")
+    source_inputs: list[str] = Field(default=[], description="Request inputs it is computed from.")
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -236,24 +284,27 @@ class BatchInputSpec(StrictModel):
 
 
 class BatchOutputSpec(StrictModel):
-    kind: Literal["batch_scatter_with_input_shape"] = "batch_scatter_with_input_shape"
-    target_names: list[str] = Field(min_length=1)
-    source_inputs: list[str] = Field(min_length=1)
+    """Triton `batch_output`: how a batched output is split back into the requests."""
+
+    kind: Literal["batch_scatter_with_input_shape"] = Field(
+        default="batch_scatter_with_input_shape", description="Scatter the output by the shape of `source_inputs`.")
+    target_names: list[str] = Field(min_length=1, description="Model outputs it applies to.")
+    source_inputs: list[str] = Field(min_length=1, description="Input whose per-request shape splits the output.")
 
 
 class RepositoryAgent(StrictModel):
     """E.g. `{name: checksum, parameters: {MD5:1/model.onnx: <hash>}}`."""
 
-    name: str
-    parameters: dict[str, str] = {}
+    name: str = Field(description="Repository agent name, e.g. checksum.")
+    parameters: dict[str, str] = Field(default={}, description="Agent parameters (string → string).")
 
 
 class VersionPolicy(StrictModel):
     """`latest`, `all`, `{latest: N}` or `{specific: [1, 3]}`."""
 
-    latest: int | None = Field(default=None, ge=1)
-    all: bool | None = None
-    specific: list[int] | None = None
+    latest: int | None = Field(default=None, ge=1, description="Serve the N highest versions (`latest` means 1).")
+    all: bool | None = Field(default=None, description="Serve every version in the repository (`all`).")
+    specific: list[int] | None = Field(default=None, description="Serve exactly these versions; each must be built.")
 
     @model_validator(mode="before")
     @classmethod
@@ -275,16 +326,19 @@ class VersionPolicy(StrictModel):
 
 
 class TransactionPolicy(StrictModel):
-    decoupled: bool = False
+    """Triton `model_transaction_policy`."""
+
+    decoupled: bool = Field(
+        default=False, description="Decoupled (streaming): any number of responses per request; no response cache.")
 
 
 class EnsembleStep(StrictModel):
     """One step: `inputs`/`outputs` map the step model's tensor names to ensemble tensor names."""
 
-    model: str
-    version: int = -1
-    inputs: dict[str, str] = {}
-    outputs: dict[str, str] = {}
+    model: str = Field(description="Name of the model this step runs (a model of this spec).")
+    version: int = Field(default=-1, description="Version of that model to run; -1: the latest served.")
+    inputs: dict[str, str] = Field(default={}, description="Step model input → ensemble tensor it reads.")
+    outputs: dict[str, str] = Field(default={}, description="Step model output → ensemble tensor it writes.")
 
 
 # Fields that `defaults:` may set for every model (and each model may override).
@@ -295,51 +349,82 @@ DEFAULTABLE = (
 
 
 class Defaults(StrictModel):
-    max_batch_size: int | None = Field(default=None, ge=0)
-    instance_groups: list[InstanceGroup] | None = None
-    dynamic_batching: DynamicBatching | None = None
-    response_cache: bool | None = None
-    warmup: Warmup | None = None
-    parameters: dict[str, ParamValue] | None = None
-    optimization: Optimization | None = None
-    version_policy: VersionPolicy | None = None
-    model_repository_agents: list[RepositoryAgent] | None = None
+    """`defaults:` set for every model that does not set the field itself (and where the field applies)."""
+
+    max_batch_size: int | None = Field(default=None, ge=0, description="Default max_batch_size of every model.")
+    instance_groups: list[InstanceGroup] | None = Field(default=None, description="Default instance groups.")
+    dynamic_batching: DynamicBatching | None = Field(
+        default=None, description="Default dynamic batching (not for sequence models or ensembles).")
+    response_cache: bool | None = Field(default=None, description="Default for Triton's response cache.")
+    warmup: Warmup | None = Field(default=None, description="Default warmup (not for ensembles).")
+    parameters: dict[str, ParamValue] | None = Field(
+        default=None, description="Default config parameters (replaced, not merged, by a model's own).")
+    optimization: Optimization | None = Field(default=None, description="Default Triton optimization block.")
+    version_policy: VersionPolicy | None = Field(default=None, description="Default version policy.")
+    model_repository_agents: list[RepositoryAgent] | None = Field(
+        default=None, description="Default repository agents (e.g. checksum).")
 
 
 class ModelSpec(StrictModel):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    format: Format
-    path: str | None = None
-    backend: str | None = None
-    max_batch_size: int | None = Field(default=None, ge=0)
-    inputs: list[TensorSpec] | None = None
-    outputs: list[TensorSpec] | None = None
-    dynamic_batching: DynamicBatching | None = None
-    sequence_batching: SequenceBatching | None = None
-    instance_groups: list[InstanceGroup] | None = None
-    versions: dict[int, str | None] | None = None
-    version_policy: VersionPolicy | None = None
-    response_cache: bool | None = None
-    warmup: Warmup | None = None
-    parameters: dict[str, ParamValue] | None = None
-    optimization: Optimization | None = None
-    batch_inputs: list[BatchInputSpec] = []
-    batch_outputs: list[BatchOutputSpec] = []
-    model_repository_agents: list[RepositoryAgent] | None = None
-    model_transaction_policy: TransactionPolicy | None = None
-    metric_tags: dict[str, str] = {}
-    steps: list[EnsembleStep] | None = None
+    """One model of the repository: a Triton model folder with its config.pbtxt, or a TorchServe .mar."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$",
+                      description="Model name: its folder and the name requests use.")
+    format: Format = Field(
+        description="onnx | tensorrt | torchscript | pytorch (TorchServe only) | python | ensemble.")
+    path: str | None = Field(
+        default=None, description="Model file (python: your model.py), relative to the spec; reused by each version.")
+    backend: str | None = Field(
+        default=None, description="Triton backend to use instead of repoforge's choice; python format: default python.")
+    max_batch_size: int | None = Field(
+        default=None, ge=0,
+        description="Largest batch (0: no batch axis); unset: 32 for batchable ONNX, ensembles: steps' min, else 0.")
+    inputs: list[TensorSpec] | None = Field(
+        default=None, description="Inputs; unset: read from the ONNX file, or derived (ensembles, plugins).")
+    outputs: list[TensorSpec] | None = Field(
+        default=None, description="Outputs; unset: read from the ONNX file, or derived (ensembles, plugins).")
+    dynamic_batching: DynamicBatching | None = Field(
+        default=None, description="true | false | {...}; unset: on, with no queue delay, when max_batch_size > 0.")
+    sequence_batching: SequenceBatching | None = Field(
+        default=None, description="Sequence batcher for stateful models (replaces dynamic batching).")
+    instance_groups: list[InstanceGroup] | None = Field(
+        default=None, description="Instances; unset: one, on GPU for --device gpu (python: CPU), else CPU.")
+    versions: dict[int, str | None] | None = Field(
+        default=None, description="[1, 2] (each from `path`) or {1: v1.onnx, ...}; unset: version 1 from `path`.")
+    version_policy: VersionPolicy | None = Field(
+        default=None, description="latest | all | {latest: N} | {specific: [..]}; unset: Triton serves the latest.")
+    response_cache: bool | None = Field(
+        default=None, description="Triton's response cache for this model; `repoforge serve` enables the cache.")
+    warmup: Warmup | None = Field(default=None, description="Requests Triton runs at load time (model_warmup).")
+    parameters: dict[str, ParamValue] | None = Field(
+        default=None, description="Config `parameters`, written as strings (e.g. intra_op_threads of the CPU runners).")
+    optimization: Optimization | None = Field(
+        default=None, description="Triton `optimization`; left out for the CPU runners (onnxruntime, torchscript).")
+    batch_inputs: list[BatchInputSpec] = Field(default=[], description="Triton `batch_input` entries.")
+    batch_outputs: list[BatchOutputSpec] = Field(default=[], description="Triton `batch_output` entries.")
+    model_repository_agents: list[RepositoryAgent] | None = Field(
+        default=None, description="Triton repository agents run when the model loads (e.g. checksum).")
+    model_transaction_policy: TransactionPolicy | None = Field(
+        default=None, description="Triton `model_transaction_policy` ({decoupled: true} for streaming).")
+    metric_tags: dict[str, str] = Field(
+        default={}, description="Triton `metric_tags`: labels added to the model's metrics.")
+    steps: list[EnsembleStep] | None = Field(
+        default=None, description="format ensemble: the steps; the ensemble's inputs/outputs derive from them.")
     smoke: Smoke | None = Field(default=None, description="Smoke inputs for `repoforge validate` (default: random data "
                                                          "made from the config).")
     # TorchServe target: the file defining the nn.Module class of an eager `pytorch` state_dict model,
     # and the user's own TorchServe handler file (replacing repoforge's); both relative to the spec.
-    model_file: str | None = None
-    handler: str | None = None
+    model_file: str | None = Field(
+        default=None, description="TorchServe, format pytorch: the .py file defining the nn.Module class.")
+    handler: str | None = Field(
+        default=None, description="TorchServe: your own handler file, used instead of repoforge's.")
     # repoforge's own Python backends (features, result_cache, semantic_cache, router), configured instead of `path`.
-    plugin: PluginSpec | None = None
+    plugin: PluginSpec | None = Field(
+        default=None, description="format python: one of repoforge's plugins (features, caches, router), not `path`.")
     # Escape hatch: pbtxt of extra ModelConfig fields the spec cannot express, merged into the generated
     # config last (protobuf MergeFrom: scalars and map keys override, repeated fields append).
-    raw_config: str | None = None
+    raw_config: str | None = Field(
+        default=None, description="pbtxt of extra ModelConfig fields, merged last (scalars override, lists append).")
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -364,7 +449,10 @@ class ModelSpec(StrictModel):
 
 
 class Spec(StrictModel):
-    version: Literal[1]
-    repository: str | None = None
-    defaults: Defaults = Defaults()
-    models: list[ModelSpec] = Field(min_length=1)
+    """A repoforge spec (`spec.yaml`): the models of one Triton model repository or TorchServe model store."""
+
+    version: Literal[1] = Field(description="Spec format version; always 1.")
+    repository: str | None = Field(default=None, description="Repository name; unset: the spec's folder name.")
+    defaults: Defaults = Field(
+        default=Defaults(), description="Settings applied to every model that does not set them.")
+    models: list[ModelSpec] = Field(min_length=1, description="The models to build (at least one).")

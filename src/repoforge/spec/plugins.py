@@ -44,6 +44,8 @@ CYCLES: dict[str, tuple[int, int]] = {"hour": (24, 0), "minute": (60, 0), "weekd
 
 
 class _Strict(BaseModel):
+    """Base of every plugin model: an unknown key is an error, so a typo is never silently ignored."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
@@ -62,10 +64,11 @@ def _dtype(v: Any) -> str:
 class Column(_Strict):
     """A raw input column: one model input of dims [width] (per row), named like the column."""
 
-    name: str = Field(pattern=_TENSOR_NAME)
-    dtype: str = "FP32"
-    width: int = Field(default=1, ge=1)
-    fill: float | str | None = None  # missing values (NaN, or an empty string for BYTES) become this
+    name: str = Field(pattern=_TENSOR_NAME, description="Column name, also the name of its model input.")
+    dtype: str = Field(default="FP32", description="Input dtype: a numeric Triton dtype, or BYTES for text.")
+    width: int = Field(default=1, ge=1, description="Values per row: the input's dims are [width].")
+    fill: float | str | None = Field(  # missing values (NaN, or an empty string for BYTES) become this
+        default=None, description="Replaces missing values (NaN; empty string for BYTES); unset: kept as they are.")
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -80,29 +83,37 @@ class Column(_Strict):
 class LookupField(_Strict):
     """A stored feature of an entity; the request still answers with `default` on a miss or an outage."""
 
-    name: str = Field(pattern=_TENSOR_NAME)
-    default: float = 0.0
+    name: str = Field(pattern=_TENSOR_NAME, description="Field name; usable as a column by the feature ops.")
+    default: float = Field(default=0.0, description="Value on a miss, a timeout or a Redis outage.")
 
 
 class RedisConnection(_Strict):
-    url: str = "redis://127.0.0.1:6379/0"
-    url_env: str | None = None  # when this environment variable is set (in the server), its value wins
-    timeout_ms: int = Field(default=50, ge=1)
-    retry_after_s: float = Field(default=1.0, ge=0)  # after a failure, do not ask Redis again for this long
+    """Where Redis is, and how long repoforge waits for it."""
+
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL.")
+    url_env: str | None = Field(  # when this environment variable is set (in the server), its value wins
+        default=None, description="Environment variable (in the server) whose value, when set, replaces `url`.")
+    timeout_ms: int = Field(default=50, ge=1, description="Timeout of each Redis call, in ms.")
+    retry_after_s: float = Field(  # after a failure, do not ask Redis again for this long
+        default=1.0, ge=0, description="Seconds Redis is left alone after a failure (requests answer without it).")
 
 
 class Lookup(RedisConnection):
     """Online features: entity id → the values stored under `prefix + id` (float32 little-endian, one per field)."""
 
-    key: str                 # the column holding the entity id
-    prefix: str = ""
-    fields: list[LookupField] = Field(min_length=1)
-    ttl_s: int | None = Field(default=86400, ge=1)  # TTL applied when writing features (FeatureStore.write)
-    found: str | None = Field(default=None, pattern=_TENSOR_NAME)  # optional column: 1.0 when the entity was found
+    key: str = Field(description="The column holding the entity id (BYTES or integer, width 1).")
+    prefix: str = Field(default="", description="Redis key prefix: the values live under prefix + id.")
+    fields: list[LookupField] = Field(min_length=1, description="The stored features, in their stored order.")
+    ttl_s: int | None = Field(  # TTL applied when writing features (FeatureStore.write)
+        default=86400, ge=1, description="TTL in seconds FeatureStore.write sets on the keys; null: none.")
+    found: str | None = Field(  # optional column: 1.0 when the entity was found
+        default=None, pattern=_TENSOR_NAME, description="Optional column name: 1.0 where the entity was found, else 0.")
 
 
 class _Op(_Strict):
-    column: str
+    """A feature op over one column."""
+
+    column: str = Field(description="The column (or looked-up field) the op reads.")
 
     def inputs(self) -> list[str]:
         return [self.column]
@@ -112,13 +123,17 @@ OutputMode = Literal["one_hot", "index"]
 
 
 class Identity(_Op):
-    op: Literal["identity"]
+    """The column's values, as FP32."""
+
+    op: Literal["identity"] = Field(description="Selects this op.")
 
 
 class Standardize(_Op):
-    op: Literal["standardize"]
-    mean: float | list[float] = 0.0
-    std: float | list[float] = 1.0
+    """(x - mean) / std."""
+
+    op: Literal["standardize"] = Field(description="Selects this op.")
+    mean: float | list[float] = Field(default=0.0, description="Mean, or one per value of a wider column.")
+    std: float | list[float] = Field(default=1.0, description="Standard deviation (> 0), or one per value.")
 
     @field_validator("std")
     @classmethod
@@ -129,10 +144,12 @@ class Standardize(_Op):
 
 
 class MinMax(_Op):
-    op: Literal["min_max"]
-    min: float
-    max: float
-    clip: bool = False
+    """(x - min) / (max - min)."""
+
+    op: Literal["min_max"] = Field(description="Selects this op.")
+    min: float = Field(description="Value that becomes 0.")
+    max: float = Field(description="Value that becomes 1 (must exceed min).")
+    clip: bool = Field(default=False, description="Clip the result to [0, 1].")
 
     @model_validator(mode="after")
     def _order(self) -> MinMax:
@@ -144,21 +161,23 @@ class MinMax(_Op):
 class Log1p(_Op):
     """log(1 + max(x, 0))."""
 
-    op: Literal["log1p"]
+    op: Literal["log1p"] = Field(description="Selects this op.")
 
 
 class Clip(_Op):
-    op: Literal["clip"]
-    min: float | None = None
-    max: float | None = None
+    """x limited to [min, max]."""
+
+    op: Literal["clip"] = Field(description="Selects this op.")
+    min: float | None = Field(default=None, description="Lower bound; unset: none.")
+    max: float | None = Field(default=None, description="Upper bound; unset: none.")
 
 
 class Bucketize(_Op):
     """Bucket i holds boundaries[i-1] <= x < boundaries[i] (len(boundaries) + 1 buckets)."""
 
-    op: Literal["bucketize"]
-    boundaries: list[float] = Field(min_length=1)
-    output: OutputMode = "one_hot"
+    op: Literal["bucketize"] = Field(description="Selects this op.")
+    boundaries: list[float] = Field(min_length=1, description="Strictly increasing bucket boundaries.")
+    output: OutputMode = Field(default="one_hot", description="one_hot: a value per bucket; index: the bucket number.")
 
     @field_validator("boundaries")
     @classmethod
@@ -171,10 +190,10 @@ class Bucketize(_Op):
 class Vocabulary(_Op):
     """Known values → their position; unknown ones → one of `oov_buckets` extra slots (by stable hash)."""
 
-    op: Literal["vocabulary"]
-    values: list[str | int] = Field(min_length=1)
-    oov_buckets: int = Field(default=1, ge=0)
-    output: OutputMode = "one_hot"
+    op: Literal["vocabulary"] = Field(description="Selects this op.")
+    values: list[str | int] = Field(min_length=1, description="The known values, each once.")
+    oov_buckets: int = Field(default=1, ge=0, description="Extra slots unknown values hash into.")
+    output: OutputMode = Field(default="one_hot", description="one_hot: a value per slot; index: the slot number.")
 
     @field_validator("values")
     @classmethod
@@ -189,38 +208,39 @@ class Vocabulary(_Op):
 class Hash(_Op):
     """The hashing trick: stable 64-bit hash of the value's UTF-8 text (integers: decimal text) mod `buckets`."""
 
-    op: Literal["hash"]
-    buckets: int = Field(ge=1)
-    output: OutputMode = "index"
+    op: Literal["hash"] = Field(description="Selects this op.")
+    buckets: int = Field(ge=1, description="Number of hash buckets.")
+    output: OutputMode = Field(default="index", description="index: the bucket number; one_hot: a value per bucket.")
 
 
 class Datetime(_Op):
     """Parts of a UTC unix timestamp in seconds; `cyclical` encodes periodic parts as sin/cos pairs."""
 
-    op: Literal["datetime"]
-    parts: list[Literal["hour", "minute", "weekday", "day", "month", "year", "dayofyear", "is_weekend"]] = Field(min_length=1)
-    cyclical: bool = False
+    op: Literal["datetime"] = Field(description="Selects this op.")
+    parts: list[Literal["hour", "minute", "weekday", "day", "month", "year", "dayofyear", "is_weekend"]] = Field(
+        min_length=1, description="Parts to extract, one value each (two when cyclical).")
+    cyclical: bool = Field(default=False, description="Encode periodic parts (hour, month, ...) as a sin/cos pair.")
 
 
 class Length(_Op):
     """Length of a text value in characters."""
 
-    op: Literal["length"]
+    op: Literal["length"] = Field(description="Selects this op.")
 
 
 class IsMissing(_Op):
     """1.0 where the raw value is missing (NaN / empty), before `fill`."""
 
-    op: Literal["is_missing"]
+    op: Literal["is_missing"] = Field(description="Selects this op.")
 
 
 class Cross(_Strict):
     """Feature cross: stable hash of the values of two or more columns together, mod `buckets`."""
 
-    op: Literal["cross"]
-    columns: list[str] = Field(min_length=2)
-    buckets: int = Field(ge=1)
-    output: OutputMode = "index"
+    op: Literal["cross"] = Field(description="Selects this op.")
+    columns: list[str] = Field(min_length=2, description="The columns crossed (BYTES or integer, width 1).")
+    buckets: int = Field(ge=1, description="Number of hash buckets.")
+    output: OutputMode = Field(default="index", description="index: the bucket number; one_hot: a value per bucket.")
 
     def inputs(self) -> list[str]:
         return list(self.columns)
@@ -234,32 +254,41 @@ ELEMENTWISE_OPS = ("identity", "standardize", "min_max", "log1p", "clip", "is_mi
 
 
 class FeaturesPlugin(_Strict):
-    kind: Literal["features"]
-    columns: list[Column] = Field(min_length=1)
-    lookup: Lookup | None = None
-    features: list[FeatureOp] = Field(min_length=1)
-    output: str = Field(default="FEATURES", pattern=_TENSOR_NAME)
+    """Feature engineering in Triton: raw columns in, one FP32 feature vector per row out."""
+
+    kind: Literal["features"] = Field(description="Selects the features plugin.")
+    columns: list[Column] = Field(min_length=1, description="Raw input columns, one model input each.")
+    lookup: Lookup | None = Field(default=None, description="Online features from Redis, looked up per batch.")
+    features: list[FeatureOp] = Field(min_length=1, description="Ops whose values, in order, form the output row.")
+    output: str = Field(default="FEATURES", pattern=_TENSOR_NAME, description="Name of the FP32 output tensor.")
 
 
 # --------------------------------------------------------------------------------------------
 # result cache
 # --------------------------------------------------------------------------------------------
 class CacheRedis(RedisConnection):
-    prefix: str = "repoforge:cache:"
+    """The Redis a result cache stores its entries in."""
+
+    prefix: str = Field(default="repoforge:cache:", description="Prefix of the cache's Redis keys.")
 
 
 class ResultCachePlugin(_Strict):
     """A cache in front of `model` (called via BLS): key = hash of the request's input tensors."""
 
-    kind: Literal["result_cache"]
-    model: str
-    version: int = -1
-    backend: Literal["memory", "redis"] = "memory"
-    max_entries: int = Field(default=10000, ge=1)      # memory backend: LRU bound per instance
-    ttl_s: float | None = Field(default=300, gt=0)     # None: entries never expire (LRU still bounds them)
-    redis: CacheRedis | None = None                     # backend: redis (defaults used when omitted)
+    kind: Literal["result_cache"] = Field(description="Selects the result cache plugin.")
+    model: str = Field(description="The model whose answers are cached (called via BLS).")
+    version: int = Field(default=-1, description="Its version; -1: the latest.")
+    backend: Literal["memory", "redis"] = Field(
+        default="memory", description="memory: an LRU per instance; redis: shared by every instance.")
+    max_entries: int = Field(  # memory backend: LRU bound per instance
+        default=10000, ge=1, description="memory backend: most entries per instance (LRU).")
+    ttl_s: float | None = Field(  # None: entries never expire (LRU still bounds them)
+        default=300, gt=0, description="Seconds an entry lives; null: never expires (the LRU still bounds memory).")
+    redis: CacheRedis | None = Field(  # backend: redis (defaults used when omitted)
+        default=None, description="backend redis: the connection; unset: the defaults (127.0.0.1:6379/0).")
     # backend redis: hot keys also kept in process (LRU, at most 5 s) to skip the Redis round trip; 0 = off
-    near_cache_entries: int = Field(default=1024, ge=0)
+    near_cache_entries: int = Field(
+        default=1024, ge=0, description="backend redis: hot keys also kept in process (LRU, <= 5 s); 0: off.")
 
 
 class SemanticCachePlugin(_Strict):
@@ -270,52 +299,62 @@ class SemanticCachePlugin(_Strict):
     a missed neighbour is a miss (the model answers), never a wrong answer.
     """
 
-    kind: Literal["semantic_cache"]
-    model: str
-    version: int = -1
-    embedding: str                                      # the FP32/FP16 input [d] compared between requests
-    threshold: float = Field(default=0.95, gt=-1, le=1)
-    max_entries: int = Field(default=10000, ge=1)
-    ttl_s: float | None = Field(default=600, gt=0)
+    kind: Literal["semantic_cache"] = Field(description="Selects the semantic cache plugin.")
+    model: str = Field(description="The model whose answers are reused (called via BLS; it must batch).")
+    version: int = Field(default=-1, description="Its version; -1: the latest.")
+    embedding: str = Field(  # the FP32/FP16 input [d] compared between requests
+        description="The model's FP32/FP16 input [d] compared between requests.")
+    threshold: float = Field(default=0.95, gt=-1, le=1, description="Least cosine similarity that counts as a hit.")
+    max_entries: int = Field(default=10000, ge=1, description="Most rows in the index per instance (oldest evicted).")
+    ttl_s: float | None = Field(default=600, gt=0, description="Seconds a row lives; null: never expires.")
 
 
 # --------------------------------------------------------------------------------------------
 # router
 # --------------------------------------------------------------------------------------------
 class Route(_Strict):
-    model: str
-    weight: float = Field(default=1.0, ge=0)
-    version: int = -1
+    """A model the router sends traffic to; the routes share the traffic by weight."""
+
+    model: str = Field(description="The model called (via BLS).")
+    weight: float = Field(default=1.0, ge=0, description="Relative share of the traffic (all 0: equal shares).")
+    version: int = Field(default=-1, description="Its version; -1: the latest.")
 
 
 class Canary(_Strict):
     """Send `percent` % of the traffic to `model`; the routes share the rest by their weights."""
 
-    model: str
-    percent: float = Field(ge=0, le=100)
-    version: int = -1
+    model: str = Field(description="The canary model.")
+    percent: float = Field(ge=0, le=100, description="Percent of the traffic it gets.")
+    version: int = Field(default=-1, description="Its version; -1: the latest.")
 
 
 class Shadow(_Strict):
     """A copy of (a sample of) the traffic goes to `model` in the background; only metrics see its answers."""
 
-    model: str
-    percent: float = Field(default=100, ge=0, le=100)
-    version: int = -1
-    timeout_ms: int = Field(default=1000, ge=1)
-    max_pending: int = Field(default=64, ge=1)   # shadow batches waiting beyond this are dropped
-    rtol: float = Field(default=1e-4, ge=0)
-    atol: float = Field(default=1e-5, ge=0)
+    model: str = Field(description="The shadow model.")
+    percent: float = Field(default=100, ge=0, le=100, description="Percent of the traffic copied to it.")
+    version: int = Field(default=-1, description="Its version; -1: the latest.")
+    timeout_ms: int = Field(default=1000, ge=1, description="Timeout of each shadow call, in ms.")
+    max_pending: int = Field(  # shadow batches waiting beyond this are dropped
+        default=64, ge=1, description="Most shadow batches pending at once; more are dropped.")
+    rtol: float = Field(default=1e-4, ge=0, description="Relative tolerance when comparing its answers (agreement).")
+    atol: float = Field(default=1e-5, ge=0, description="Absolute tolerance when comparing its answers.")
 
 
 class RouterPlugin(_Strict):
-    kind: Literal["router"]
-    routes: list[Route] = Field(min_length=1)
-    canary: Canary | None = None
-    shadow: Shadow | None = None
-    sticky_key: str | None = None                 # input whose value (hash) picks the route: same key, same route
-    route_output: str | None = Field(default="ROUTE", pattern=_TENSOR_NAME)          # INT32 route index per row
-    weights_input: str | None = Field(default="ROUTE_WEIGHTS", pattern=_TENSOR_NAME)  # optional control input
+    """Route each request to one of several models (weights, canary, sticky key), optionally shadowing."""
+
+    kind: Literal["router"] = Field(description="Selects the router plugin.")
+    routes: list[Route] = Field(min_length=1, description="The models that share the traffic.")
+    canary: Canary | None = Field(default=None, description="A model that gets a fixed percent of the traffic.")
+    shadow: Shadow | None = Field(default=None, description="A model that gets a background copy of the traffic.")
+    sticky_key: str | None = Field(  # input whose value (hash) picks the route: same key, same route
+        default=None, description="Input whose value (hashed) picks the route: same key, same route. Unset: random.")
+    route_output: str | None = Field(  # INT32 route index per row
+        default="ROUTE", pattern=_TENSOR_NAME, description="INT32 output with the route index per row; null: none.")
+    weights_input: str | None = Field(  # optional control input
+        default="ROUTE_WEIGHTS", pattern=_TENSOR_NAME,
+        description="Optional FP32 input that changes the weights at run time; null: none.")
 
     @property
     def targets(self) -> list[Route | Canary]:

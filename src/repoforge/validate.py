@@ -350,21 +350,27 @@ def judge_answer(name: str, version: str, got: dict[str, np.ndarray], ref: dict[
 def validate(repository: str | Path, *, url: str | None = None, grpc_url: str | None = None,
              tritonserver: str | Path | None = None, progress: Callable[[str], None] | None = None,
              timeout: float = DEFAULT_TIMEOUT_S) -> ValidationReport:
-    """Validate `repository` in a Triton at `url`, or in one started (and stopped) for the purpose; every server
-    call is bounded, and each model gets `timeout` seconds to answer (all responses of a streaming model)."""
+    """Validate `repository` in a Triton at `url`, or in its target's server started (and stopped) for the purpose;
+    every server call is bounded, and each model gets `timeout` seconds to answer (all responses of a streaming
+    model)."""
+    say = progress or (lambda _m: None)
+    if url is not None:
+        return validate_triton(repository, url=url, grpc_url=grpc_url, progress=say, timeout=timeout)
+    from repoforge.targets import target_of
+
+    return target_of(repository).validate(Path(repository), progress=say, tritonserver=tritonserver, timeout=timeout)
+
+
+def validate_triton(repository: str | Path, *, url: str | None = None, grpc_url: str | None = None,
+                    tritonserver: str | Path | None = None, progress: Callable[[str], None] | None = None,
+                    timeout: float = DEFAULT_TIMEOUT_S) -> ValidationReport:
+    """The Triton side of `validate`: lint first, then every model READY and answering in a real tritonserver."""
+    from repoforge.lint import lint_repository
     from repoforge.servers.triton import TritonServer
 
     repo = Path(repository)
     say = progress or (lambda _m: None)
-    from repoforge.torchserve.builder import looks_like_torchserve_output
-
-    if url is None and looks_like_torchserve_output(repo):
-        from repoforge.torchserve.validate import validate_torchserve
-
-        return validate_torchserve(repo, say)
     models = read_repository(repo, unconfigured=True)  # the server's configs are read for each model
-    from repoforge.lint import lint_repository
-
     lint = lint_repository(repo)
     for f in lint.warnings:
         say(f"lint warning: {f}")

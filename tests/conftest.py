@@ -50,8 +50,12 @@ def built_examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The ensemble and versions examples and the streaming/sequence/BYTES models, built for CPU
     (their model names do not collide, so one server serves all of them)."""
     out = tmp_path_factory.mktemp("repos")
-    specs = {"ensemble": EXAMPLES / "ensemble", "versions": EXAMPLES / "versions", "kinds": ROOT / "tests" / "data" / "kinds",
-             "torchscript": _torchscript_project(tmp_path_factory.mktemp("torchscript"))}
+    specs = {
+        "ensemble": EXAMPLES / "ensemble",
+        "versions": EXAMPLES / "versions",
+        "kinds": ROOT / "tests" / "data" / "kinds",
+        "torchscript": _torchscript_project(tmp_path_factory.mktemp("torchscript")),
+    }
     return {name: build(d / "spec.yaml", out / name, device="cpu").output for name, d in specs.items()}
 
 
@@ -65,7 +69,8 @@ def _torchscript_project(root: Path) -> Path:
     torch.jit.script(net).save(str(root / "tiny.pt"))
     (root / "spec.yaml").write_text(
         "version: 1\nmodels:\n  - name: tiny_ts\n    format: torchscript\n    path: tiny.pt\n    max_batch_size: 16\n"
-        "    inputs: [{name: INPUT__0, dtype: FP32, dims: [4]}]\n    outputs: [{name: OUTPUT__0, dtype: FP32, dims: [2]}]\n")
+        "    inputs: [{name: INPUT__0, dtype: FP32, dims: [4]}]\n    outputs: [{name: OUTPUT__0, dtype: FP32, dims: [2]}]\n"
+    )
     return root
 
 

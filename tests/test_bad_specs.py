@@ -67,7 +67,9 @@ def test_bad_spec_is_refused_with_a_located_message(spec: Path, tmp_path: Path, 
 
     assert err.problems, "SpecError without problems"
     assert exp.message in text
-    prefix = f"{spec.name}:{exp.line}:{exp.column} {exp.field}:" if exp.field else f"{spec.name}:{exp.line}:{exp.column}:"
+    prefix = (
+        f"{spec.name}:{exp.line}:{exp.column} {exp.field}:" if exp.field else f"{spec.name}:{exp.line}:{exp.column}:"
+    )
     matching = [p for p in err.problems if str(p).startswith(prefix) and exp.message in str(p)]
     assert matching, f"no problem reads {prefix} ...{exp.message}...; got:\n{text}"
     # each problem is one line of the error, and every problem points into the spec itself

@@ -51,6 +51,7 @@ def dirs(root: Path) -> list[str]:
 
 # --- goldens --------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_configs_match_goldens(built: dict[str, Path], device: str):
     repo = built[device]
@@ -104,6 +105,7 @@ def test_serving_choice_per_device():
 
 # --- repository layout ----------------------------------------------------------------------------------------
 
+
 def test_cpu_repository_ships_the_runner_next_to_each_model_file(built: dict[str, Path]):
     glue = resources.files("repoforge.backends").joinpath("runner/model.py").read_bytes()
     repo = built["cpu"]
@@ -113,10 +115,12 @@ def test_cpu_repository_ships_the_runner_next_to_each_model_file(built: dict[str
             assert (repo / name / str(v) / "model.py").read_bytes() == glue
     assert sorted(p.name for p in (repo / "scripted" / "1").iterdir()) == ["model.pt", "model.py"]
     # ONNX files are copied as they are
-    assert (repo / "classifier" / "1" / "model.onnx").read_bytes() == \
-        (GOLDEN / "../../examples/tabular/models/classifier.onnx").read_bytes()
-    assert (repo / "scorer" / "2" / "model.onnx").read_bytes() == \
-        (GOLDEN / "../../examples/versions/models/scorer_v2.onnx").read_bytes()
+    assert (repo / "classifier" / "1" / "model.onnx").read_bytes() == (
+        GOLDEN / "../../examples/tabular/models/classifier.onnx"
+    ).read_bytes()
+    assert (repo / "scorer" / "2" / "model.onnx").read_bytes() == (
+        GOLDEN / "../../examples/versions/models/scorer_v2.onnx"
+    ).read_bytes()
     assert not (repo / "engine").exists()
 
 
@@ -129,8 +133,9 @@ def test_gpu_repository_uses_the_native_file_names(built: dict[str, Path]):
     assert [p.name for p in (repo / "engine" / "1").iterdir()] == ["model.plan"]
     assert (repo / "engine" / "1" / "model.plan").read_bytes() == (GOLDEN / "models" / "model.plan").read_bytes()
     assert [p.name for p in (repo / "tracker_direct" / "1").iterdir()] == ["model.py"]
-    assert (repo / "preprocess" / "1" / "model.py").read_bytes() == \
-        (GOLDEN / "../../examples/ensemble/preprocess.py").read_bytes()
+    assert (repo / "preprocess" / "1" / "model.py").read_bytes() == (
+        GOLDEN / "../../examples/ensemble/preprocess.py"
+    ).read_bytes()
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -168,6 +173,7 @@ def test_same_spec_twice_gives_byte_identical_trees(tmp_path: Path, device: str,
 
 
 # --- replacing an existing output -----------------------------------------------------------------------------
+
 
 def leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith(".out."))
@@ -248,14 +254,27 @@ def test_a_refused_spec_leaves_an_existing_output_untouched(tmp_path: Path):
 
 # --- label files ----------------------------------------------------------------------------------------------
 
+
 def test_label_file_is_shipped_or_refused(tmp_path: Path):
     (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"version": 1, "models": [{
-        "name": "classifier", "format": "onnx",
-        "path": str((GOLDEN / "../../examples/tabular/models/classifier.onnx").resolve()),
-        "outputs": [{"name": "probabilities", "dtype": "FP32", "dims": [3], "label_filename": "labels.txt"}],
-    }]}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "models": [
+                    {
+                        "name": "classifier",
+                        "format": "onnx",
+                        "path": str((GOLDEN / "../../examples/tabular/models/classifier.onnx").resolve()),
+                        "outputs": [
+                            {"name": "probabilities", "dtype": "FP32", "dims": [3], "label_filename": "labels.txt"}
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     try:
         build(spec, tmp_path / "out", device="gpu")
     except SpecError as exc:

@@ -43,7 +43,9 @@ HANDWRITTEN = ROOT / "tests" / "data" / "import_handwritten"
 # Corpus repositories only a server can import (no config.pbtxt: Triton auto-completes it); tests/test_nvidia_cases.py
 # imports them with --server bundled.
 NEEDS_SERVER = {"python_auto_complete_no_config"}
-CORPUS = sorted(p for p in (ROOT / "tests" / "lint_corpus" / "valid").iterdir() if p.is_dir() and p.name not in NEEDS_SERVER)
+CORPUS = sorted(
+    p for p in (ROOT / "tests" / "lint_corpus" / "valid").iterdir() if p.is_dir() and p.name not in NEEDS_SERVER
+)
 
 # Corpus repositories whose rebuilt config differs from the original even after normalization, and why.
 CORPUS_DIFFERENT = {
@@ -69,8 +71,10 @@ def normalized_differences(original: Path, rebuilt: Path, device: str) -> dict[s
     rebuilt_configs = configs(rebuilt)
     for name, cfg in configs(original).items():
         assert name in rebuilt_configs, f"{name} was not rebuilt"
-        diff = config_differences(normalize_config(cfg, device, folder=name, model_dir=original / name),
-                                  normalize_config(rebuilt_configs[name], device, folder=name, model_dir=rebuilt / name))
+        diff = config_differences(
+            normalize_config(cfg, device, folder=name, model_dir=original / name),
+            normalize_config(rebuilt_configs[name], device, folder=name, model_dir=rebuilt / name),
+        )
         if diff:
             out[name] = diff
     return out
@@ -83,6 +87,7 @@ def round_trip(repo: Path, tmp: Path, **kwargs: object) -> tuple[ImportResult, P
 
 
 # --- repositories repoforge built: byte-identical configs ----------------------------------------------------
+
 
 @pytest.mark.parametrize("device", ["cpu", "gpu"])
 @pytest.mark.parametrize("example", ["tabular", "ensemble", "versions", "plugins"])
@@ -110,7 +115,9 @@ def test_golden_spec_round_trip(device: str, tmp_path: Path, golden_cpu_spec: Pa
     assert set(by_name["scorer"].versions or {}) == {1, 2} and by_name["scorer"].path is None  # a file per version
     assert by_name["classifier"].format == "onnx" and by_name["scripted"].format == "torchscript"
     params = by_name["classifier"].parameters or {}
-    assert "repoforge_runner" not in params and "repoforge_model_file" not in params  # the runner's own, re-added by the build
+    assert (
+        "repoforge_runner" not in params and "repoforge_model_file" not in params
+    )  # the runner's own, re-added by the build
     assert params["intra_op_threads"] == "2"
     assert by_name["pipeline"].steps and by_name["pipeline"].steps[1].version == 1
     if device == "gpu":
@@ -128,6 +135,7 @@ def test_runner_models_import_as_their_original_format(tmp_path: Path) -> None:
 
 # --- a repository written by hand ------------------------------------------------------------------------------
 
+
 def test_handwritten_repository_round_trips(tmp_path: Path) -> None:
     result, rebuilt = round_trip(HANDWRITTEN, tmp_path)
     assert result.device == "cpu"
@@ -135,15 +143,23 @@ def test_handwritten_repository_round_trips(tmp_path: Path) -> None:
     assert result.builds and result.differences == {} and result.skipped == {}
     assert normalized_differences(HANDWRITTEN, rebuilt, "cpu") == {}
     # what the spec cannot express survives in raw_config, and is reported
-    assert result.kept_raw == {"scorer": ["optimization.cuda.graph_spec", "model_operations"],
-                               "tracker": ["sequence_batching.state"]}
+    assert result.kept_raw == {
+        "scorer": ["optimization.cuda.graph_spec", "model_operations"],
+        "tracker": ["sequence_batching.state"],
+    }
     scorer = configs(rebuilt)["scorer"]
     assert list(scorer.model_operations.op_library_filename) == ["libscorer_ops.so"]
     assert scorer.optimization.cuda.graphs and scorer.optimization.cuda.graph_spec[0].batch_size == 8
     assert configs(rebuilt)["tracker"].sequence_batching.state[0].use_same_buffer_for_input_output
     # the files: two versions with different code, a python folder with its helper, the label file
-    for rel in ("scorer/1/model.py", "scorer/2/model.py", "prep/1/model.py", "prep/1/helpers.py", "prep/labels.txt",
-                "tracker/1/model.py"):
+    for rel in (
+        "scorer/1/model.py",
+        "scorer/2/model.py",
+        "prep/1/model.py",
+        "prep/1/helpers.py",
+        "prep/labels.txt",
+        "tracker/1/model.py",
+    ):
         assert (rebuilt / rel).read_bytes() == (HANDWRITTEN / rel).read_bytes(), rel
     assert (rebuilt / "scorer/1/model.py").read_bytes() != (rebuilt / "scorer/2/model.py").read_bytes()
     assert [p.name for p in (rebuilt / "pipeline" / "1").iterdir()] == []
@@ -170,6 +186,7 @@ def test_handwritten_spec_reads_like_a_spec(tmp_path: Path) -> None:
 
 
 # --- the lint corpus -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])
 def test_lint_corpus_round_trips(case: Path, tmp_path: Path) -> None:
@@ -204,6 +221,7 @@ def test_version_zero_becomes_version_one(tmp_path: Path) -> None:
 
 
 # --- files, safety ---------------------------------------------------------------------------------------------
+
 
 def test_copy_models_makes_the_spec_independent_of_the_repository(tmp_path: Path) -> None:
     original = build(GOLDEN / "full.spec.yaml", tmp_path / "original", device="gpu").output
@@ -266,26 +284,32 @@ def test_models_without_a_spec_format_are_reported(tmp_path: Path) -> None:
 
 # --- the raw_config escape hatch -------------------------------------------------------------------------------
 
+
 def _spec_with_raw(tmp_path: Path, raw: str) -> Path:
     shutil.copy(GOLDEN / "models" / "echo.py", tmp_path / "echo.py")
     indented = "".join(f"      {line}\n" for line in raw.splitlines())
     spec = tmp_path / "spec.yaml"
-    spec.write_text("version: 1\nmodels:\n  - name: m\n    format: python\n    path: echo.py\n    max_batch_size: 4\n"
-                    "    inputs: [{name: X, dtype: FP32, dims: [4]}]\n    outputs: [{name: Y, dtype: FP32, dims: [4]}]\n"
-                    "    parameters: {a: '1'}\n    raw_config: |\n" + indented)
+    spec.write_text(
+        "version: 1\nmodels:\n  - name: m\n    format: python\n    path: echo.py\n    max_batch_size: 4\n"
+        "    inputs: [{name: X, dtype: FP32, dims: [4]}]\n    outputs: [{name: Y, dtype: FP32, dims: [4]}]\n"
+        "    parameters: {a: '1'}\n    raw_config: |\n" + indented
+    )
     return spec
 
 
 def test_raw_config_is_merged_last(tmp_path: Path) -> None:
-    spec = _spec_with_raw(tmp_path, 'max_batch_size: 2\nparameters { key: "a" value { string_value: "2" } }\n'
-                                    'output { name: "EXTRA" data_type: TYPE_INT32 dims: 1 }\n'
-                                    'model_operations { op_library_filename: "x.so" }')
+    spec = _spec_with_raw(
+        tmp_path,
+        'max_batch_size: 2\nparameters { key: "a" value { string_value: "2" } }\n'
+        'output { name: "EXTRA" data_type: TYPE_INT32 dims: 1 }\n'
+        'model_operations { op_library_filename: "x.so" }',
+    )
     cfg = configs(build(spec, tmp_path / "repo", device="cpu").output)["m"]
-    assert cfg.max_batch_size == 2                                   # scalars override
-    assert cfg.parameters["a"].string_value == "2"                   # map keys override
-    assert [o.name for o in cfg.output] == ["Y", "EXTRA"]           # repeated fields append
+    assert cfg.max_batch_size == 2  # scalars override
+    assert cfg.parameters["a"].string_value == "2"  # map keys override
+    assert [o.name for o in cfg.output] == ["Y", "EXTRA"]  # repeated fields append
     assert list(cfg.model_operations.op_library_filename) == ["x.so"]
-    assert cfg.dynamic_batching == mc.ModelDynamicBatching()         # the rest is generated as usual
+    assert cfg.dynamic_batching == mc.ModelDynamicBatching()  # the rest is generated as usual
 
 
 def test_raw_config_that_does_not_parse_is_a_spec_error(tmp_path: Path) -> None:

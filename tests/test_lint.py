@@ -115,7 +115,7 @@ def test_semantic_findings_point_at_the_field() -> None:
     (err,) = report.errors
     assert err.field == "input[0].dims" and err.line == 5 and err.column is not None
     line = (CORPUS / "invalid" / "dims_zero" / "m" / "config.pbtxt").read_text().splitlines()[4]
-    assert line[err.column - 1:].startswith("dims: [ 0 ]")
+    assert line[err.column - 1 :].startswith("dims: [ 0 ]")
     report = lint_repository(CORPUS / "invalid" / "ensemble_input_map_unknown_input")
     (err,) = [f for f in report.errors if "NOPE" in f.message]
     assert err.model == "pipe" and err.field == "ensemble_scheduling.step[0].input_map[NOPE]"
@@ -127,10 +127,13 @@ def test_positions_of_lists_maps_and_nested_messages() -> None:
     text = (CORPUS / "valid" / "dynamic_batching_priorities" / "m" / "config.pbtxt").read_text()
     pos = positions(text, mc.ModelConfig.DESCRIPTOR)
     lines = text.splitlines()
-    assert lines[pos[("input", 0)][0] - 1].lstrip().startswith("{ name: \"IN\"")
+    assert lines[pos[("input", 0)][0] - 1].lstrip().startswith('{ name: "IN"')
     assert "priority_queue_policy" in lines[pos[("dynamic_batching", "priority_queue_policy", Key("1"))][0] - 1]
     assert "preferred_batch_size" in lines[pos[("dynamic_batching", "preferred_batch_size", 1)][0] - 1]
-    assert format_path(("ensemble_scheduling", "step", 2, "input_map", Key("A"))) == "ensemble_scheduling.step[2].input_map[A]"
+    assert (
+        format_path(("ensemble_scheduling", "step", 2, "input_map", Key("A")))
+        == "ensemble_scheduling.step[2].input_map[A]"
+    )
 
 
 def test_report_to_dict_and_exit_codes(tmp_path: Path) -> None:
@@ -417,8 +420,10 @@ def test_corpus_against_real_tritonserver(tmp_path: Path) -> None:
                     server.unload_model(name)
         t_stopped = time.monotonic()
         fragile_results = fragile_future.result()
-    timing = (f"setup {t_load - started:.1f} s, loads {t_loaded - t_load:.1f} s, unload+stop {t_stopped - t_loaded:.1f} s, "
-              f"then waited {time.monotonic() - t_stopped:.1f} s for {len(fragile)} fragile case(s)")
+    timing = (
+        f"setup {t_load - started:.1f} s, loads {t_loaded - t_load:.1f} s, unload+stop {t_stopped - t_loaded:.1f} s, "
+        f"then waited {time.monotonic() - t_stopped:.1f} s for {len(fragile)} fragile case(s)"
+    )
     for root, (error, state) in fragile_results.items():
         results[root], states[root] = error, {state}
     reasons = _reasons_from_log(log)
@@ -436,8 +441,10 @@ def test_corpus_against_real_tritonserver(tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     verdicts = {case: {r: reasons.get(r, results[r]) for r in roots} for case, (_k, _m, roots, _f) in plan.items()}
     (tmp_path / "server_verdicts.json").write_text(json.dumps(verdicts, indent=1))
-    print(f"\n{len(INVALID)} invalid cases refused, {len(VALID)} valid cases loaded, in {elapsed:.1f} s ({timing}; "
-          f"server verdicts: {tmp_path / 'server_verdicts.json'})")
+    print(
+        f"\n{len(INVALID)} invalid cases refused, {len(VALID)} valid cases loaded, in {elapsed:.1f} s ({timing}; "
+        f"server verdicts: {tmp_path / 'server_verdicts.json'})"
+    )
     assert not accepted, f"tritonserver ACCEPTED these 'invalid' cases (move them to valid/): {accepted}"
     assert not refused_valid, "tritonserver refused these 'valid' cases:\n" + "\n".join(refused_valid)
     # Lint agrees with the server on every case.

@@ -25,10 +25,16 @@ from repoforge.spec import load_spec
 def sequence_onnx(path: Path) -> Path:
     """Y = X + 10 * START + 100 * READY: the answer says which controls Triton filled in."""
     t = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 1]) for n in ("X", "START", "READY", "Y")]
-    nodes = [helper.make_node("Constant", [], ["ten"], value=helper.make_tensor("ten", TensorProto.FLOAT, [], [10.0])),
-             helper.make_node("Constant", [], ["hundred"], value=helper.make_tensor("hundred", TensorProto.FLOAT, [], [100.0])),
-             helper.make_node("Mul", ["START", "ten"], ["s"]), helper.make_node("Mul", ["READY", "hundred"], ["r"]),
-             helper.make_node("Add", ["X", "s"], ["xs"]), helper.make_node("Add", ["xs", "r"], ["Y"])]
+    nodes = [
+        helper.make_node("Constant", [], ["ten"], value=helper.make_tensor("ten", TensorProto.FLOAT, [], [10.0])),
+        helper.make_node(
+            "Constant", [], ["hundred"], value=helper.make_tensor("hundred", TensorProto.FLOAT, [], [100.0])
+        ),
+        helper.make_node("Mul", ["START", "ten"], ["s"]),
+        helper.make_node("Mul", ["READY", "hundred"], ["r"]),
+        helper.make_node("Add", ["X", "s"], ["xs"]),
+        helper.make_node("Add", ["xs", "r"], ["Y"]),
+    ]
     graph = helper.make_graph(nodes, "seq", t[:3], [t[3]])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
     return path
@@ -70,6 +76,7 @@ def sequence_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --- 17: sequence control inputs belong to sequence_batching only ---------------------------------------------
 
+
 @pytest.mark.parametrize("device", ["cpu", "gpu"])
 def test_control_inputs_of_an_onnx_sequence_model_are_not_client_inputs(sequence_project: Path, device: str) -> None:
     plan = make_plan(load_spec(sequence_project / "spec.yaml"), device)  # type: ignore[arg-type]
@@ -79,12 +86,16 @@ def test_control_inputs_of_an_onnx_sequence_model_are_not_client_inputs(sequence
 
 # --- 18: an image input's format and reshape survive import -------------------------------------------------
 
+
 def image_onnx(path: Path) -> Path:
     """NVIDIA's densenet_onnx in miniature: [1, 3, 4, 4] image in, [1, 5, 1, 1] scores out (no batch axis)."""
     x = helper.make_tensor_value_info("data_0", TensorProto.FLOAT, [1, 3, 4, 4])
     y = helper.make_tensor_value_info("fc6_1", TensorProto.FLOAT, [1, 5, 1, 1])
     w = helper.make_tensor("w", TensorProto.FLOAT, [5, 3, 1, 1], [0.1 * k for k in range(15)])
-    nodes = [helper.make_node("GlobalAveragePool", ["data_0"], ["pooled"]), helper.make_node("Conv", ["pooled", "w"], ["fc6_1"])]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["data_0"], ["pooled"]),
+        helper.make_node("Conv", ["pooled", "w"], ["fc6_1"]),
+    ]
     graph = helper.make_graph(nodes, "img", [x], [y], initializer=[w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
     return path
@@ -120,7 +131,9 @@ def test_import_carries_an_inputs_format_and_reshape(image_repo: Path, tmp_path:
     (model,) = load_spec(result.spec_path).spec.models
     assert model.inputs and (model.inputs[0].format, model.inputs[0].reshape) == ("nchw", [1, 3, 4, 4])
     assert model.outputs and model.outputs[0].reshape == [1, 5, 1, 1]
-    cfg = parse_config((build(result.spec_path, tmp_path / "rebuilt", device=device).output / "image" / "config.pbtxt").read_text())  # type: ignore[arg-type]
+    cfg = parse_config(
+        (build(result.spec_path, tmp_path / "rebuilt", device=device).output / "image" / "config.pbtxt").read_text()
+    )  # type: ignore[arg-type]
     assert cfg.input[0].format == mc.ModelInput.FORMAT_NCHW and list(cfg.input[0].reshape.shape) == [1, 3, 4, 4]
     assert list(cfg.input[0].dims) == [3, 4, 4] and list(cfg.output[0].reshape.shape) == [1, 5, 1, 1]
 
@@ -142,7 +155,10 @@ def test_a_format_needs_three_dims_and_an_input(tmp_path: Path) -> None:
     from repoforge.errors import SpecError
 
     sequence_onnx(tmp_path / "seq.onnx")
-    write(tmp_path, {"spec.yaml": """
+    write(
+        tmp_path,
+        {
+            "spec.yaml": """
         version: 1
         models:
           - name: m
@@ -150,7 +166,10 @@ def test_a_format_needs_three_dims_and_an_input(tmp_path: Path) -> None:
             path: m.py
             inputs: [{name: X, dtype: FP32, dims: [4], format: FORMAT_NCHW}]
             outputs: [{name: Y, dtype: FP32, dims: [3, 4, 4], format: nhwc}]
-        """, "m.py": ""})
+        """,
+            "m.py": "",
+        },
+    )
     with pytest.raises(SpecError) as info:
         make_plan(load_spec(tmp_path / "spec.yaml"), "cpu")
     assert [p.field for p in info.value.problems] == ["models[0].inputs[0].format", "models[0].outputs[0].format"]
@@ -158,6 +177,7 @@ def test_a_format_needs_three_dims_and_an_input(tmp_path: Path) -> None:
 
 
 # --- the real server -------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def served(sequence_project: Path, image_repo: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
@@ -176,8 +196,10 @@ def served(sequence_project: Path, image_repo: Path, tmp_path_factory: pytest.Te
     # no config.pbtxt: import reads what Triton auto-completes from a (short-lived) bundled tritonserver
     auto = import_repository(AUTO_COMPLETE, out / "auto" / "spec.yaml", server="bundled")
     assert auto.models == ["m"] and not auto.skipped and auto.differences == {}
-    repos = [build(spec, out / name / "repo", device="cpu").output
-             for name, spec in (("seq", sequence_project / "spec.yaml"), ("image", imported), ("auto", auto.spec_path))]
+    repos = [
+        build(spec, out / name / "repo", device="cpu").output
+        for name, spec in (("seq", sequence_project / "spec.yaml"), ("image", imported), ("auto", auto.spec_path))
+    ]
     with TritonServer(repos) as server:
         yield server
 
@@ -207,7 +229,9 @@ def test_nvidia_style_image_client_sends_the_configured_dims(served) -> None:  #
     client = http.InferenceServerClient(served.http_url, network_timeout=30.0, connection_timeout=10.0)
     try:
         meta = client.get_model_config("image")
-        assert meta["input"][0]["format"] == "FORMAT_NCHW" and [int(d) for d in meta["input"][0]["reshape"]["shape"]] == [1, 3, 4, 4]
+        assert meta["input"][0]["format"] == "FORMAT_NCHW" and [
+            int(d) for d in meta["input"][0]["reshape"]["shape"]
+        ] == [1, 3, 4, 4]
         image = np.ones((3, 4, 4), dtype=np.float32)
         t = http.InferInput("data_0", [3, 4, 4], "FP32")
         t.set_data_from_numpy(image)
@@ -248,4 +272,4 @@ def test_partly_specified_outputs_of_an_auto_completing_python_model_build(tmp_p
     assert report.ok and {w.field for w in report.warnings} == {"output[0].data_type", "output[1].dims"}
     result = import_repository(case, tmp_path / "spec.yaml")
     rebuilt = build(result.spec_path, tmp_path / "rebuilt", device=result.device).output
-    assert (rebuilt / "m" / "config.pbtxt").read_text().count("name: \"OUT\"") == 1
+    assert (rebuilt / "m" / "config.pbtxt").read_text().count('name: "OUT"') == 1

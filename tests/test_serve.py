@@ -54,8 +54,19 @@ def test_every_taken_port_is_named_with_its_flag_before_anything_starts(cpu_repo
         probe.bind(("127.0.0.1", 0))
         grpc = probe.getsockname()[1]
         probe.close()
-        res = CliRunner().invoke(main, ["serve", str(cpu_repo), "--http-port", str(http), "--grpc-port", str(grpc),
-                                        "--metrics-port", str(metrics)])
+        res = CliRunner().invoke(
+            main,
+            [
+                "serve",
+                str(cpu_repo),
+                "--http-port",
+                str(http),
+                "--grpc-port",
+                str(grpc),
+                "--metrics-port",
+                str(metrics),
+            ],
+        )
     assert res.exit_code == 1, res.output
     assert f"ports taken on 127.0.0.1: {http} (--http-port), {metrics} (--metrics-port)." in res.output
     assert "--ports auto" in res.output and str(grpc) not in res.output
@@ -64,9 +75,13 @@ def test_every_taken_port_is_named_with_its_flag_before_anything_starts(cpu_repo
 
 def test_torchserve_ports_name_the_flag_that_moves_each() -> None:
     ports = plan_ports(True, http_port=9000, grpc_port=9100)
-    assert [(p.port, p.flag) for p in ports] == [(9000, "--http-port"), (9001, "--http-port + 1"),
-                                                 (8082, "--metrics-port"), (9100, "--grpc-port"),
-                                                 (9101, "--grpc-port + 1")]
+    assert [(p.port, p.flag) for p in ports] == [
+        (9000, "--http-port"),
+        (9001, "--http-port + 1"),
+        (8082, "--metrics-port"),
+        (9100, "--grpc-port"),
+        (9101, "--grpc-port + 1"),
+    ]
     with held_ports(1) as (busy,):
         with pytest.raises(ServeError, match=rf"ports taken on 127.0.0.1: .*{busy} \(--http-port \+ 1\)"):
             check_ports(plan_ports(True, http_port=busy - 1, grpc_port=0, metrics_port=0))
@@ -91,7 +106,7 @@ def test_serve_with_auto_ports_answers_on_the_ports_it_prints(cpu_repo: Path) ->
     def ready(ep: Endpoints) -> None:
         try:
             url = re.search(r"\(curl (\S+)\)", dict(ep.rows)["HTTP"])
-            with urllib.request.urlopen(url.group(1) if url else "http://invalid", timeout=10) as resp:  # noqa: S310
+            with urllib.request.urlopen(url.group(1) if url else "http://invalid", timeout=10) as resp:
                 seen.append((ep, resp.status))
         finally:
             stop.set()
@@ -126,7 +141,7 @@ def test_print_command_on_a_cpu_build_is_a_docker_build_then_run_recipe(cpu_repo
     argv = shlex.split(build_line.removesuffix(" <<'EOF'"))
     tag = argv[argv.index("-t") + 1]
     assert tag.startswith("repoforge-tritonserver:") and argv[argv.index("-f") + 1] == "-"
-    dockerfile = lines[lines.index(build_line) + 1: lines.index("EOF")]
+    dockerfile = lines[lines.index(build_line) + 1 : lines.index("EOF")]
     assert dockerfile[0] == f"FROM {NGC_IMAGE}"
     assert any(ln.startswith("RUN python3 -m pip install") for ln in dockerfile)
     context = Path(argv[-1])
@@ -145,7 +160,8 @@ def test_print_command_installs_torch_for_a_cpu_torchscript_build(tmp_path: Path
     torch.jit.script(torch.nn.Linear(4, 2)).save(str(tmp_path / "tiny.pt"))
     (tmp_path / "spec.yaml").write_text(
         "version: 1\nmodels:\n  - name: tiny_ts\n    format: torchscript\n    path: tiny.pt\n    max_batch_size: 4\n"
-        "    inputs: [{name: INPUT__0, dtype: FP32, dims: [4]}]\n    outputs: [{name: OUTPUT__0, dtype: FP32, dims: [2]}]\n")
+        "    inputs: [{name: INPUT__0, dtype: FP32, dims: [4]}]\n    outputs: [{name: OUTPUT__0, dtype: FP32, dims: [2]}]\n"
+    )
     repo = build(tmp_path / "spec.yaml", tmp_path / "repo", device="cpu").output
     res = CliRunner().invoke(main, ["serve", str(repo), "--print-command"])
     assert res.exit_code == 0, res.output

@@ -40,7 +40,7 @@ from repoforge.servers import (
 )
 from repoforge.servers.ports import ports_in_use
 
-ADD_MODEL_PY = '''\
+ADD_MODEL_PY = """\
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -54,16 +54,16 @@ class TritonPythonModel:
             out = pb_utils.Tensor("OUTPUT0", (a + b).astype(np.float32))
             responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
         return responses
-'''
+"""
 
-BROKEN_MODEL_PY = '''\
+BROKEN_MODEL_PY = """\
 class TritonPythonModel:
     def initialize(self, args):
         raise RuntimeError("repoforge-test: broken on purpose")
 
     def execute(self, requests):
         return []
-'''
+"""
 
 
 def write_python_model(repo: Path, name: str, model_py: str) -> None:
@@ -305,7 +305,7 @@ def test_triton_grpc_and_metrics_urls(triton: TritonServer) -> None:
         assert client.is_server_live()
     finally:
         client.close()
-    with urllib.request.urlopen(triton.metrics_url, timeout=10) as resp:  # noqa: S310
+    with urllib.request.urlopen(triton.metrics_url, timeout=10) as resp:
         assert b"nv_inference" in resp.read()
 
 

@@ -91,13 +91,18 @@ def test_origin_points_at_defaults_for_inherited_fields(tmp_path: Path):
     assert loaded.origin(1, "warmup") == ("models", 1)
     # and the origin resolves to the line where it was written
     src = loaded.source
-    assert (src.locate(loaded.origin(1, "max_batch_size")).line, src.locate(loaded.origin(1, "max_batch_size")).column) == (3, 19)
+    assert (
+        src.locate(loaded.origin(1, "max_batch_size")).line,
+        src.locate(loaded.origin(1, "max_batch_size")).column,
+    ) == (3, 19)
     assert src.locate(loaded.origin(0, "max_batch_size")).line == 11
     assert src.locate(loaded.origin(1, "warmup")).line == 13
 
 
 def test_error_in_an_inherited_field_points_at_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    err = spec_error(tmp_path, f"""
+    err = spec_error(
+        tmp_path,
+        f"""
         version: 1
         defaults:
           warmup: {{batch_sizes: [1, 16]}}
@@ -106,12 +111,16 @@ def test_error_in_an_inherited_field_points_at_defaults(tmp_path: Path, monkeypa
             format: onnx
             path: {CLASSIFIER}
             max_batch_size: 4
-        """, monkeypatch)
+        """,
+        monkeypatch,
+    )
     assert str(err) == "spec.yaml:3:29 defaults.warmup.batch_sizes[1]: warmup batch size 16 exceeds max_batch_size 4"
 
 
 def test_defaults_for_step_models_do_not_break_an_ensemble(tmp_path: Path):
-    path = write_spec(tmp_path, f"""
+    path = write_spec(
+        tmp_path,
+        f"""
         version: 1
         defaults:
           max_batch_size: 8
@@ -130,13 +139,16 @@ def test_defaults_for_step_models_do_not_break_an_ensemble(tmp_path: Path):
               - model: preprocess
                 inputs: {{RAW: RAW}}
                 outputs: {{FEATURES: F}}
-        """)
+        """,
+    )
     build(path, tmp_path / "out", device="cpu")
     assert (tmp_path / "out" / "pipeline" / "1").is_dir()
 
 
 def test_default_dynamic_batching_skips_models_that_cannot_use_it(tmp_path: Path):
-    path = write_spec(tmp_path, f"""
+    path = write_spec(
+        tmp_path,
+        f"""
         version: 1
         defaults:
           dynamic_batching: {{max_queue_delay_us: 100}}
@@ -156,9 +168,14 @@ def test_default_dynamic_batching_skips_models_that_cannot_use_it(tmp_path: Path
           - name: batched
             format: onnx
             path: {CLASSIFIER}
-        """)
+        """,
+    )
     plan = make_plan(load_spec(path), "cpu")
-    assert [(m.name, m.dynamic_batching) for m in plan.models] == [("seq", False), ("unbatched", False), ("batched", True)]
+    assert [(m.name, m.dynamic_batching) for m in plan.models] == [
+        ("seq", False),
+        ("unbatched", False),
+        ("batched", True),
+    ]
 
 
 # --- instance group kinds follow the device -------------------------------------------------------------------
@@ -224,12 +241,30 @@ def test_cli_build_prints_the_kind_warning_even_when_quiet(tmp_path: Path):
 
 # --- dtypes ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("written, expected", [
-    ("float32", "FP32"), ("FP32", "FP32"), ("fp32", "FP32"), ("TYPE_FP32", "FP32"), ("float", "FP32"),
-    ("float16", "FP16"), ("half", "FP16"), ("double", "FP64"), ("bfloat16", "BF16"),
-    ("string", "BYTES"), ("bytes", "BYTES"), ("BYTES", "BYTES"), ("str", "BYTES"),
-    ("int64", "INT64"), ("TYPE_INT8", "INT8"), ("uint8", "UINT8"), ("bool", "BOOL"), ("TYPE_BOOL", "BOOL"),
-])
+
+@pytest.mark.parametrize(
+    "written, expected",
+    [
+        ("float32", "FP32"),
+        ("FP32", "FP32"),
+        ("fp32", "FP32"),
+        ("TYPE_FP32", "FP32"),
+        ("float", "FP32"),
+        ("float16", "FP16"),
+        ("half", "FP16"),
+        ("double", "FP64"),
+        ("bfloat16", "BF16"),
+        ("string", "BYTES"),
+        ("bytes", "BYTES"),
+        ("BYTES", "BYTES"),
+        ("str", "BYTES"),
+        ("int64", "INT64"),
+        ("TYPE_INT8", "INT8"),
+        ("uint8", "UINT8"),
+        ("bool", "BOOL"),
+        ("TYPE_BOOL", "BOOL"),
+    ],
+)
 def test_dtype_aliases(written: str, expected: str):
     assert normalize_dtype(written) == expected
 
@@ -239,7 +274,9 @@ def test_type_string_is_bytes():
 
 
 def test_dtype_aliases_in_a_spec_reach_the_config(tmp_path: Path):
-    path = write_spec(tmp_path, f"""
+    path = write_spec(
+        tmp_path,
+        f"""
         version: 1
         models:
           - name: p
@@ -250,7 +287,8 @@ def test_dtype_aliases_in_a_spec_reach_the_config(tmp_path: Path):
               - {{name: B, dtype: TYPE_INT64, dims: [2]}}
               - {{name: C, dtype: string, dims: [1]}}
             outputs: [{{name: D, dtype: double, dims: [2]}}]
-        """)
+        """,
+    )
     loaded = load_spec(path)
     assert [t.dtype for t in loaded.spec.models[0].inputs] == ["FP32", "INT64", "BYTES"]
     text = to_text(build_config(make_plan(loaded, "cpu").model("p"), "cpu"))
@@ -271,6 +309,7 @@ def test_unknown_dtype_lists_the_valid_names():
 
 
 # --- versions and version_policy ------------------------------------------------------------------------------
+
 
 def _model_yaml(extra: str) -> str:
     """One ONNX model `m` (lines 1-5) followed by `extra` as more of its fields (from line 6 on)."""
@@ -306,23 +345,29 @@ def test_versions_mapping_gives_one_file_per_version(tmp_path: Path):
     assert "m/3/model.onnx" in result.files and "m/2/model.onnx" not in result.files
 
 
-@pytest.mark.parametrize("versions, message", [
-    ("[1, 1]", "versions are listed twice"),
-    ("[]", "versions must not be empty"),
-    ("[true]", "versions must be a list of integers or a mapping version -> path"),
-    ("[0]", "version numbers must be >= 1 (Triton ignores folder 0)"),
-])
+@pytest.mark.parametrize(
+    "versions, message",
+    [
+        ("[1, 1]", "versions are listed twice"),
+        ("[]", "versions must not be empty"),
+        ("[true]", "versions must be a list of integers or a mapping version -> path"),
+        ("[0]", "version numbers must be >= 1 (Triton ignores folder 0)"),
+    ],
+)
 def test_bad_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, versions: str, message: str):
     err = spec_error(tmp_path, _model_yaml(f"versions: {versions}"), monkeypatch)
     assert str(err) == f"spec.yaml:6:15 models[0].versions: {message}"
 
 
-@pytest.mark.parametrize("written, expected, pbtxt", [
-    ("latest", VersionPolicy(latest=1), "latest {\n    num_versions: 1\n  }"),
-    ("all", VersionPolicy(all=True), "all {\n  }"),
-    ("{latest: 2}", VersionPolicy(latest=2), "latest {\n    num_versions: 2\n  }"),
-    ("{specific: [1, 3]}", VersionPolicy(specific=[1, 3]), "specific {\n    versions: 1\n    versions: 3\n  }"),
-])
+@pytest.mark.parametrize(
+    "written, expected, pbtxt",
+    [
+        ("latest", VersionPolicy(latest=1), "latest {\n    num_versions: 1\n  }"),
+        ("all", VersionPolicy(all=True), "all {\n  }"),
+        ("{latest: 2}", VersionPolicy(latest=2), "latest {\n    num_versions: 2\n  }"),
+        ("{specific: [1, 3]}", VersionPolicy(specific=[1, 3]), "specific {\n    versions: 1\n    versions: 3\n  }"),
+    ],
+)
 def test_version_policy_forms(tmp_path: Path, written: str, expected: VersionPolicy, pbtxt: str):
     loaded = load_spec(write_spec(tmp_path, _model_yaml(f"versions: [1, 2, 3]\nversion_policy: {written}")))
     assert loaded.spec.models[0].version_policy == expected
@@ -330,13 +375,16 @@ def test_version_policy_forms(tmp_path: Path, written: str, expected: VersionPol
     assert f"version_policy {{\n  {pbtxt}\n}}" in text
 
 
-@pytest.mark.parametrize("written, message", [
-    ("newest", "unknown version policy 'newest'; expected latest, all, {latest: N} or {specific: [..]}"),
-    ("{latest: 1, all: true}", "set exactly one of latest, all, specific"),
-    ("{}", "set exactly one of latest, all, specific"),
-    ("{latest: 0}", "Input should be greater than or equal to 1 (got 0)"),
-    ("{lates: 1}", "unknown field 'lates' (did you mean 'latest'?)"),
-])
+@pytest.mark.parametrize(
+    "written, message",
+    [
+        ("newest", "unknown version policy 'newest'; expected latest, all, {latest: N} or {specific: [..]}"),
+        ("{latest: 1, all: true}", "set exactly one of latest, all, specific"),
+        ("{}", "set exactly one of latest, all, specific"),
+        ("{latest: 0}", "Input should be greater than or equal to 1 (got 0)"),
+        ("{lates: 1}", "unknown field 'lates' (did you mean 'latest'?)"),
+    ],
+)
 def test_bad_version_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str, message: str):
     err = spec_error(tmp_path, _model_yaml(f"version_policy: {written}"), monkeypatch)
     assert message in str(err)
@@ -351,8 +399,16 @@ def test_specific_version_policy_must_name_existing_versions(tmp_path: Path, mon
 
 # --- dynamic_batching switches --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("written, enabled", [("true", True), ("false", False), ("{max_queue_delay_us: 5}", True),
-                                              ("{enabled: false, max_queue_delay_us: 5}", False)])
+
+@pytest.mark.parametrize(
+    "written, enabled",
+    [
+        ("true", True),
+        ("false", False),
+        ("{max_queue_delay_us: 5}", True),
+        ("{enabled: false, max_queue_delay_us: 5}", False),
+    ],
+)
 def test_dynamic_batching_bool_and_mapping(tmp_path: Path, written: str, enabled: bool):
     loaded = load_spec(write_spec(tmp_path, _model_yaml(f"dynamic_batching: {written}")))
     db = loaded.spec.models[0].dynamic_batching
@@ -368,14 +424,23 @@ def test_dynamic_batching_is_on_by_default_for_a_batchable_onnx_model(tmp_path: 
 
 
 def test_dynamic_batching_false_is_fine_without_a_batch_axis(tmp_path: Path):
-    plan = make_plan(load_spec(write_spec(tmp_path, _model_yaml("max_batch_size: 0\ndynamic_batching: false\n"
-                                                                    "inputs: [{name: input, dtype: FP32, dims: [-1, 8]}]"))),
-                     "cpu").model("m")
+    plan = make_plan(
+        load_spec(
+            write_spec(
+                tmp_path,
+                _model_yaml(
+                    "max_batch_size: 0\ndynamic_batching: false\ninputs: [{name: input, dtype: FP32, dims: [-1, 8]}]"
+                ),
+            )
+        ),
+        "cpu",
+    ).model("m")
     assert plan.max_batch_size == 0 and plan.dynamic_batching is False
     assert plan.inputs[0].dims == [-1, 8]
 
 
 # --- warmup ---------------------------------------------------------------------------------------------------
+
 
 def test_warmup_shape_for_an_unknown_input_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     err = spec_error(tmp_path, _model_yaml("warmup: {batch_sizes: [1], shapes: {inptu: [8]}}"), monkeypatch)
@@ -430,29 +495,40 @@ def test_locate_values_and_keys():
 def test_format_path():
     assert format_path(()) == ""
     assert format_path(("models", 0, "inputs", 2, "dims")) == "models[0].inputs[2].dims"
-    assert format_path(("defaults", "dynamic_batching", "priority_queue_policy", 3)) == \
-        "defaults.dynamic_batching.priority_queue_policy[3]"
+    assert (
+        format_path(("defaults", "dynamic_batching", "priority_queue_policy", 3))
+        == "defaults.dynamic_batching.priority_queue_policy[3]"
+    )
 
 
 def test_locations_survive_comments_blank_lines_and_flow_style(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    err = spec_error(tmp_path, f"""
+    err = spec_error(
+        tmp_path,
+        f"""
         # a comment
 
         version: 1   # trailing comment
         models:
 
           - {{name: m, format: onnx, path: "{CLASSIFIER}", max_batch_size: 4, warmup: {{batch_sizes: [2, 9]}}}}
-        """, monkeypatch)
+        """,
+        monkeypatch,
+    )
     line = (tmp_path / "spec.yaml").read_text().splitlines()[5]
     col = line.index("9]") + 1
-    assert str(err) == f"spec.yaml:6:{col} models[0].warmup.batch_sizes[1]: warmup batch size 9 exceeds max_batch_size 4"
+    assert (
+        str(err) == f"spec.yaml:6:{col} models[0].warmup.batch_sizes[1]: warmup batch size 9 exceeds max_batch_size 4"
+    )
 
 
 # --- several problems at once ---------------------------------------------------------------------------------
 
+
 def test_all_validation_problems_are_reported_sorted_by_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # pydantic reports the unknown top-level key last; the user sees the problems in file order
-    err = spec_error(tmp_path, f"""
+    err = spec_error(
+        tmp_path,
+        f"""
         version: 1
         repositry: r
         models:
@@ -464,19 +540,28 @@ def test_all_validation_problems_are_reported_sorted_by_line(tmp_path: Path, mon
             format: onnxx
             path: {CLASSIFIER}
             inputs: [{{name: x, dtype: float99, dims: [1]}}]
-        """, monkeypatch)
+        """,
+        monkeypatch,
+    )
     lines = str(err).splitlines()
     assert lines[0] == "4 problems in the spec:"
     assert [p.location.line for p in err.problems] == [2, 7, 9, 11]
     assert lines[1] == "spec.yaml:2:1 repositry: unknown field 'repositry' (did you mean 'repository'?)"
-    assert lines[2] == "spec.yaml:7:42 models[0].instance_groups[0].count: Input should be greater than or equal to 1 (got 0)"
+    assert (
+        lines[2]
+        == "spec.yaml:7:42 models[0].instance_groups[0].count: Input should be greater than or equal to 1 (got 0)"
+    )
     assert lines[3].startswith("spec.yaml:9:13 models[1].format: Input should be 'onnx', 'tensorrt', 'torchscript'")
     assert lines[3].endswith("or 'ensemble' (got 'onnxx')")
-    assert lines[4].startswith("spec.yaml:11:31 models[1].inputs[0].dtype: unknown dtype 'float99'; expected one of BOOL")
+    assert lines[4].startswith(
+        "spec.yaml:11:31 models[1].inputs[0].dtype: unknown dtype 'float99'; expected one of BOOL"
+    )
 
 
 def test_plan_problems_across_models_are_reported_together_sorted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    err = spec_error(tmp_path, f"""
+    err = spec_error(
+        tmp_path,
+        f"""
         version: 1
         models:
           - name: late
@@ -490,7 +575,9 @@ def test_plan_problems_across_models_are_reported_together_sorted(tmp_path: Path
             max_batch_size: 4
             dynamic_batching: {{preferred_batch_sizes: [16]}}
             inputs: [{{name: input, dtype: INT32, dims: [8]}}]
-        """, monkeypatch)
+        """,
+        monkeypatch,
+    )
     assert len(err.problems) == 3
     assert [p.location.line for p in err.problems] == sorted(p.location.line for p in err.problems)
     assert [p.field for p in err.problems] == [

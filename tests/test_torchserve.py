@@ -34,8 +34,8 @@ from repoforge.build import build  # noqa: E402
 from repoforge.errors import BuildError, SpecError  # noqa: E402
 from repoforge.output import MANIFEST, sha256_file  # noqa: E402
 from repoforge.servers.process import ServerStartError, group_pids  # noqa: E402
-from repoforge.servers.triton import TritonServer  # noqa: E402
 from repoforge.servers.torchserve import TorchServeAPIError, TorchServeServer  # noqa: E402
+from repoforge.servers.triton import TritonServer  # noqa: E402
 from repoforge.torchserve.eager import load_eager  # noqa: E402
 
 # torch 2.13 deprecates TorchScript; the reference computations here still load it in-process.
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 RNG = np.random.default_rng(7)
 
-RAISING_HANDLER = '''
+RAISING_HANDLER = """
 from ts.torch_handler.base_handler import BaseHandler
 
 
@@ -54,7 +54,7 @@ class Raiser(BaseHandler):
 
     def handle(self, data, context):
         raise ValueError("boom from the test handler")
-'''
+"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,10 +65,15 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of examples/torchserve (+ the tabular classifier it reuses by relative path) with its
     models generated, so the tests never write into the source tree."""
     root = tmp_path_factory.mktemp("examples")
-    shutil.copytree(EXAMPLES / "torchserve", root / "torchserve", ignore=shutil.ignore_patterns("models", "__pycache__"))
+    shutil.copytree(
+        EXAMPLES / "torchserve", root / "torchserve", ignore=shutil.ignore_patterns("models", "__pycache__")
+    )
     shutil.copytree(EXAMPLES / "tabular", root / "tabular")
-    subprocess.run([sys.executable, str(root / "torchserve" / "make_models.py"), str(root / "torchserve")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(root / "torchserve" / "make_models.py"), str(root / "torchserve")],
+        check=True,
+        capture_output=True,
+    )
     return root
 
 
@@ -100,30 +105,39 @@ def extra_models(example: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     examples/ensemble (the session's Triton serves the same spec, so the two targets can be compared)."""
     d = tmp_path_factory.mktemp("extra")
     (d / "raising_handler.py").write_text(RAISING_HANDLER)
-    (d / "spec.yaml").write_text(textwrap.dedent("""
+    (d / "spec.yaml").write_text(
+        textwrap.dedent("""
         version: 1
         models:
           - name: raiser
             format: python
             handler: raising_handler.py
-    """))
+    """)
+    )
     raiser = build(d / "spec.yaml", d / "out", target="torchserve", device="cpu")
     same = build(EXAMPLES / "ensemble" / "spec.yaml", d / "same-spec", target="torchserve", device="cpu")
     (d / "feats.yaml").write_text(FEATURES_SPEC)
     feats = build(d / "feats.yaml", d / "feats", target="torchserve", device="cpu")
-    return {"raiser": raiser.archives["raiser"], "same_spec": same.archives["classifier"], "feats": feats.archives["feats"]}
+    return {
+        "raiser": raiser.archives["raiser"],
+        "same_spec": same.archives["classifier"],
+        "feats": feats.archives["feats"],
+    }
 
 
 @pytest.fixture(scope="module")
-def server(built, extra_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServeServer]:
+def server(
+    built, extra_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TorchServeServer]:
     """One real TorchServe for the module, stopped even if a test fails."""
     store = built.model_store
     shutil.copyfile(extra_models["raiser"], store / "raiser.mar")
     shutil.copyfile(extra_models["same_spec"], store / "same_spec.mar")
     shutil.copyfile(extra_models["feats"], store / "feats.mar")
     models = ["classifier.mar", "scaler.mar", "tinynet.mar", "raiser.mar", "same_spec=same_spec.mar", "feats.mar"]
-    ts = TorchServeServer(built.output, models, workflows="all", disable_token_auth=True,
-                          workdir=tmp_path_factory.mktemp("ts-work"))
+    ts = TorchServeServer(
+        built.output, models, workflows="all", disable_token_auth=True, workdir=tmp_path_factory.mktemp("ts-work")
+    )
     with ts:
         yield ts
     assert not ts.alive
@@ -139,13 +153,19 @@ def _post(server: TorchServeServer, model: str, body: object) -> tuple[int, dict
 # --------------------------------------------------------------------------------------------
 def test_build_writes_archives_config_and_lock(built) -> None:
     out = built.output
-    assert sorted(p.name for p in (out / "model-store").glob("*.mar")) == ["classifier.mar", "scaler.mar", "tinynet.mar"]
+    assert sorted(p.name for p in (out / "model-store").glob("*.mar")) == [
+        "classifier.mar",
+        "scaler.mar",
+        "tinynet.mar",
+    ]
     assert (out / "wf-store" / "pipeline.war").is_file()
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["target"] == "torchserve" and manifest["workflows"] == ["pipeline"]
     for rel, digest in manifest["files"].items():
         assert sha256_file(out / rel) == digest, rel
-    assert set(manifest["files"]) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != MANIFEST}
+    assert set(manifest["files"]) == {
+        p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != MANIFEST
+    }
     props = (out / "config.properties").read_text()
     assert "inference_address=http://127.0.0.1:8080" in props and "metrics_mode=prometheus" in props
     assert "install_py_dep_per_model=false" in props and "load_models=classifier.mar,scaler.mar,tinynet.mar" in props
@@ -179,7 +199,10 @@ def test_model_config_maps_batching_workers_and_handler_settings(built) -> None:
     with zipfile.ZipFile(built.archives["scaler"]) as z:
         cfg = yaml.safe_load(z.read("model-config.yaml"))
         assert "scaler.py" in z.namelist()
-    assert (cfg["batchSize"], cfg["maxBatchDelay"]) == (32, 1)  # dynamic batching on by default, as on Triton; 0 ms would become 100
+    assert (cfg["batchSize"], cfg["maxBatchDelay"]) == (
+        32,
+        1,
+    )  # dynamic batching on by default, as on Triton; 0 ms would become 100
     assert cfg["handler"]["cache_entries"] > 0 and cfg["handler"]["model_file"] == "scaler.py"
     assert cfg["handler"]["workflows"]["pipeline"]["inputs"] == {"RAW": ["rf_request", "RAW"]}
 
@@ -191,14 +214,17 @@ def _write_spec(d: Path, models: str) -> Path:
 
 
 def test_missing_weights_file_is_a_spec_error_naming_the_model(example: Path, tmp_path: Path) -> None:
-    spec = _write_spec(tmp_path, f"""
+    spec = _write_spec(
+        tmp_path,
+        f"""
         - name: eager_net
           format: pytorch
           path: missing.pth
-          model_file: {example / 'torchserve' / 'scaler.py'}
+          model_file: {example / "torchserve" / "scaler.py"}
           inputs: [{{name: RAW, dtype: FP32, dims: [8]}}]
           outputs: [{{name: FEATURES, dtype: FP32, dims: [8]}}]
-    """)
+    """,
+    )
     with pytest.raises(SpecError) as err:
         build(spec, tmp_path / "out", target="torchserve", device="cpu")
     assert "eager_net" in str(err.value) and "missing.pth" in str(err.value)
@@ -206,7 +232,8 @@ def test_missing_weights_file_is_a_spec_error_naming_the_model(example: Path, tm
 
 
 def test_state_dict_that_does_not_match_its_class_fails_the_build(example: Path, tmp_path: Path) -> None:
-    (tmp_path / "wrong.py").write_text(textwrap.dedent("""
+    (tmp_path / "wrong.py").write_text(
+        textwrap.dedent("""
         import torch
         class Wrong(torch.nn.Module):
             def __init__(self):
@@ -214,15 +241,19 @@ def test_state_dict_that_does_not_match_its_class_fails_the_build(example: Path,
                 self.scale = torch.nn.Parameter(torch.ones(4))
             def forward(self, x):
                 return x * self.scale
-    """))
-    spec = _write_spec(tmp_path, f"""
+    """)
+    )
+    spec = _write_spec(
+        tmp_path,
+        f"""
         - name: mismatched
           format: pytorch
-          path: {example / 'torchserve' / 'models' / 'scaler.pth'}
+          path: {example / "torchserve" / "models" / "scaler.pth"}
           model_file: wrong.py
           inputs: [{{name: RAW, dtype: FP32, dims: [8]}}]
           outputs: [{{name: FEATURES, dtype: FP32, dims: [8]}}]
-    """)
+    """,
+    )
     with pytest.raises(SpecError) as err:
         build(spec, tmp_path / "out", target="torchserve", device="cpu")
     text = str(err.value)
@@ -231,13 +262,16 @@ def test_state_dict_that_does_not_match_its_class_fails_the_build(example: Path,
 
 
 def test_pytorch_format_needs_model_file_and_is_refused_by_triton(example: Path, tmp_path: Path) -> None:
-    spec = _write_spec(tmp_path, f"""
+    spec = _write_spec(
+        tmp_path,
+        f"""
         - name: no_class
           format: pytorch
-          path: {example / 'torchserve' / 'models' / 'scaler.pth'}
+          path: {example / "torchserve" / "models" / "scaler.pth"}
           inputs: [{{name: RAW, dtype: FP32, dims: [8]}}]
           outputs: [{{name: FEATURES, dtype: FP32, dims: [8]}}]
-    """)
+    """,
+    )
     with pytest.raises(SpecError, match="model_file"):
         build(spec, tmp_path / "ts", target="torchserve", device="cpu")
     with pytest.raises(SpecError, match="served by TorchServe; use --target torchserve or export TorchScript"):
@@ -246,7 +280,9 @@ def test_pytorch_format_needs_model_file_and_is_refused_by_triton(example: Path,
 
 def test_settings_torchserve_cannot_honour_are_warned_not_dropped(example: Path, tmp_path: Path) -> None:
     onnx = example / "tabular" / "models" / "classifier.onnx"
-    spec = _write_spec(tmp_path, f"""
+    spec = _write_spec(
+        tmp_path,
+        f"""
         - name: c
           format: onnx
           path: {onnx}
@@ -258,12 +294,20 @@ def test_settings_torchserve_cannot_honour_are_warned_not_dropped(example: Path,
           metric_tags: {{team: a}}
           response_cache: true
           instance_groups: [{{kind: cpu, count: 2}}]
-    """)
+    """,
+    )
     messages: list[str] = []
     result = build(spec, tmp_path / "out", target="torchserve", device="cpu", progress=messages.append)
     text = "\n".join(result.warnings)
-    for word in ("warmup", "optimization", "version_policy", "metric_tags", "preferred_batch_sizes", "response_cache",
-                 "maxBatchDelay 2 ms"):
+    for word in (
+        "warmup",
+        "optimization",
+        "version_policy",
+        "metric_tags",
+        "preferred_batch_sizes",
+        "response_cache",
+        "maxBatchDelay 2 ms",
+    ):
         assert word in text, word
     assert all(f"warning: {w}" in messages for w in result.warnings)
     import zipfile
@@ -321,7 +365,9 @@ def test_eager_state_dict_model_matches_and_caches(server: TorchServeServer, exa
 def test_onnx_model_matches_onnxruntime(server: TorchServeServer, example: Path) -> None:
     x = RNG.standard_normal((5, 8)).astype(np.float32)
     got = np.array(server.predict("classifier", {"input": x.tolist()})["probabilities"], dtype=np.float32)
-    sess = ort.InferenceSession(str(example / "tabular" / "models" / "classifier.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(example / "tabular" / "models" / "classifier.onnx"), providers=["CPUExecutionProvider"]
+    )
     np.testing.assert_allclose(got, sess.run(["probabilities"], {"input": x})[0], rtol=1e-5, atol=1e-6)
 
 
@@ -356,7 +402,9 @@ def test_concurrent_requests_are_batched_and_bad_ones_fail_alone(server: TorchSe
             continue
         assert status == 200, body
         sizes.append(int(headers["x-repoforge-batch-size"]))
-        np.testing.assert_allclose(body["scores"], module(torch.from_numpy(xs[i])).detach().numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            body["scores"], module(torch.from_numpy(xs[i])).detach().numpy(), rtol=1e-5, atol=1e-6
+        )
     assert max(sizes) > 1, sizes
 
 
@@ -369,8 +417,9 @@ def test_request_errors_are_400_with_a_reason(server: TorchServeServer) -> None:
     ):
         status, _, answer = _post(server, "tinynet", body)
         assert status == 400 and words in answer["message"], answer
-    status, _, payload = server.request("POST", "inference", "/predictions/tinynet", b"not json",
-                                        headers={"Content-Type": "text/plain"})
+    status, _, payload = server.request(
+        "POST", "inference", "/predictions/tinynet", b"not json", headers={"Content-Type": "text/plain"}
+    )
     assert status == 400 and b"not JSON" in payload
 
 
@@ -387,8 +436,9 @@ def test_a_raising_handler_surfaces_the_error_and_the_log_tail(server: TorchServ
 
 
 @pytest.mark.integration
-def test_same_spec_on_triton_and_torchserve_gives_equal_answers(server: TorchServeServer, triton: TritonServer,
-                                                                built_examples: dict[str, Path]) -> None:
+def test_same_spec_on_triton_and_torchserve_gives_equal_answers(
+    server: TorchServeServer, triton: TritonServer, built_examples: dict[str, Path]
+) -> None:
     """examples/ensemble built for both targets: its classifier answers the same on TorchServe and
     on the session's real Triton (and both equal in-process onnxruntime)."""
     from repoforge.triton.reader import read_repository
@@ -398,7 +448,9 @@ def test_same_spec_on_triton_and_torchserve_gives_equal_answers(server: TorchSer
     ts_answer = np.array(server.predict("same_spec", {"input": x.tolist()})["probabilities"], dtype=np.float32)
     model = next(m for m in read_repository(built_examples["ensemble"]) if m.name == "classifier")
     triton_answer = infer(triton.http_url, model, {"input": x})["probabilities"]
-    sess = ort.InferenceSession(str(EXAMPLES / "ensemble" / "models" / "classifier.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(EXAMPLES / "ensemble" / "models" / "classifier.onnx"), providers=["CPUExecutionProvider"]
+    )
     np.testing.assert_allclose(ts_answer, sess.run(["probabilities"], {"input": x})[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ts_answer, triton_answer, rtol=1e-5, atol=1e-6)
 
@@ -406,8 +458,13 @@ def test_same_spec_on_triton_and_torchserve_gives_equal_answers(server: TorchSer
 def test_cli_validate_smoke_infers_a_torchserve_build(example: Path, tmp_path: Path) -> None:
     """`repoforge validate` on a TorchServe build starts real TorchServe (token auth on) and checks every model."""
     out = build(example / "torchserve" / "spec.yaml", tmp_path / "ts", target="torchserve", device="cpu").output
-    res = subprocess.run([sys.executable, "-m", "repoforge.cli", "validate", str(out), "--json"],
-                         capture_output=True, text=True, check=False, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "repoforge.cli", "validate", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert {m["name"] for m in report["models"]} == {"classifier", "scaler", "tinynet", "pipeline"}
@@ -426,17 +483,22 @@ def test_metrics_are_prometheus_text(server: TorchServeServer) -> None:
 
 @pytest.mark.integration
 def test_a_model_that_cannot_load_fails_the_start_naming_it(tmp_path: Path) -> None:
-    (tmp_path / "broken_handler.py").write_text(textwrap.dedent("""
+    (tmp_path / "broken_handler.py").write_text(
+        textwrap.dedent("""
         from ts.torch_handler.base_handler import BaseHandler
         class Broken(BaseHandler):
             def initialize(self, context):
                 raise RuntimeError("weights are corrupt")
-    """))
-    spec = _write_spec(tmp_path, """
+    """)
+    )
+    spec = _write_spec(
+        tmp_path,
+        """
         - name: broken
           format: python
           handler: broken_handler.py
-    """)
+    """,
+    )
     out = build(spec, tmp_path / "out", target="torchserve", device="cpu").output
     ts = TorchServeServer(out, disable_token_auth=True, workdir=tmp_path / "work")
     started = time.monotonic()
@@ -456,8 +518,13 @@ def test_stop_leaves_no_process_behind(built, tmp_path: Path) -> None:
     with ts:
         keys = ts.keys()
         assert {"inference", "management"} <= set(keys)
-        status, _, _ = ts.request("POST", "inference", "/predictions/tinynet", {"x": [[0, 0, 0, 0]]},
-                                  headers={"Authorization": "Bearer wrong"})
+        status, _, _ = ts.request(
+            "POST",
+            "inference",
+            "/predictions/tinynet",
+            {"x": [[0, 0, 0, 0]]},
+            headers={"Authorization": "Bearer wrong"},
+        )
         assert status in (400, 401)
         assert "scores" in ts.predict("tinynet", {"x": [[0, 0, 0, 0]]})
         pgid = ts._process.pid  # type: ignore[union-attr]
@@ -471,8 +538,12 @@ def test_cli_serve_runs_torchserve_with_token_auth_until_sigint(example: Path, t
     import signal
 
     out = build(example / "torchserve" / "spec.yaml", tmp_path / "ts", target="torchserve", device="cpu").output
-    proc = subprocess.Popen([sys.executable, "-m", "repoforge.cli", "serve", str(out), "--ports", "auto"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repoforge.cli", "serve", str(out), "--ports", "auto"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         lines = []
@@ -486,7 +557,9 @@ def test_cli_serve_runs_torchserve_with_token_auth_until_sigint(example: Path, t
         ping = _printed_command(text, "/ping")
         assert "Authorization: Bearer " in " ".join(ping) and not any(":8080" in a for a in ping), ping
         assert json.loads(_run_printed(ping))["status"] == "Healthy"
-        assert "tinynet" in {m["modelName"] for m in json.loads(_run_printed(_printed_command(text, "/models")))["models"]}
+        assert "tinynet" in {
+            m["modelName"] for m in json.loads(_run_printed(_printed_command(text, "/models")))["models"]
+        }
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=90)[0]
         assert proc.returncode == 0 and "stopped" in rest, rest
@@ -514,7 +587,9 @@ def _run_printed(argv: list[str]) -> str:
 
 
 @pytest.mark.integration
-def test_features_plugin_on_torchserve_is_the_same_library_as_on_triton(server: TorchServeServer, tmp_path: Path) -> None:
+def test_features_plugin_on_torchserve_is_the_same_library_as_on_triton(
+    server: TorchServeServer, tmp_path: Path
+) -> None:
     """The handler runs repoforge.features, the pipeline the Triton plugin runs: answers equal it in-process."""
     from repoforge.features.pipeline import FeaturePipeline
     from repoforge.spec import load_spec
@@ -522,8 +597,12 @@ def test_features_plugin_on_torchserve_is_the_same_library_as_on_triton(server: 
     (tmp_path / "feats.yaml").write_text(FEATURES_SPEC)
     plugin = load_spec(tmp_path / "feats.yaml").spec.models[0].plugin
     city, age = [["paris"], ["berlin"], ["london"]], [[30.0], [50.0], [float("nan")]]
-    got = np.array(server.predict("feats", {"city": city, "age": [[30.0], [50.0], [35.0]]})["FEATURES"], dtype=np.float32)
-    expected = FeaturePipeline(plugin).transform({"city": np.array(city, dtype=object), "age": np.array(age, dtype=np.float32)})
+    got = np.array(
+        server.predict("feats", {"city": city, "age": [[30.0], [50.0], [35.0]]})["FEATURES"], dtype=np.float32
+    )
+    expected = FeaturePipeline(plugin).transform(
+        {"city": np.array(city, dtype=object), "age": np.array(age, dtype=np.float32)}
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
@@ -541,9 +620,30 @@ def test_no_queue_delay_is_written_as_1_ms_because_torchserve_turns_0_into_100(t
 def test_cli_perf_measures_a_torchserve_build_with_perf_analyzer(tmp_path: Path) -> None:
     (tmp_path / "feats.yaml").write_text(FEATURES_SPEC)
     out = build(tmp_path / "feats.yaml", tmp_path / "ts", target="torchserve", device="cpu").output
-    res = subprocess.run([sys.executable, "-m", "repoforge.cli", "perf", str(out), "-m", "feats", "--concurrency", "1,2",
-                          "--measurement-interval", "500", "--stability-percentage", "60", "-o", str(tmp_path / "report"),
-                          "--json"], capture_output=True, text=True, check=False, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "repoforge.cli",
+            "perf",
+            str(out),
+            "-m",
+            "feats",
+            "--concurrency",
+            "1,2",
+            "--measurement-interval",
+            "500",
+            "--stability-percentage",
+            "60",
+            "-o",
+            str(tmp_path / "report"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["settings"]["service_kind"] == "torchserve"

@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "repoforge.cli"]
 
 
-def test_every_example_model_is_ready_and_matches_onnxruntime(triton: TritonServer, built_examples: dict[str, Path]) -> None:
+def test_every_example_model_is_ready_and_matches_onnxruntime(
+    triton: TritonServer, built_examples: dict[str, Path]
+) -> None:
     for repo in built_examples.values():
         report = validate(repo, url=triton.http_url, grpc_url=triton.grpc_url)
         assert report.ok, report.to_dict()
@@ -52,10 +54,14 @@ def test_two_versions_serve_different_weights(triton: TritonServer, built_exampl
     assert not np.allclose(v1, v2)
 
 
-def test_concurrent_requests_are_batched_into_one_onnxruntime_call(triton: TritonServer, built_examples: dict[str, Path]) -> None:
+def test_concurrent_requests_are_batched_into_one_onnxruntime_call(
+    triton: TritonServer, built_examples: dict[str, Path]
+) -> None:
     """The CPU runner answers every request of a dynamic batch correctly (split back per request)."""
     client = http.InferenceServerClient(triton.http_url, concurrency=16)
-    sess = ort.InferenceSession(str(built_examples["ensemble"] / "classifier" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(built_examples["ensemble"] / "classifier" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((1 + i % 3, 8)).astype(np.float32) for i in range(48)]
     pending = []
@@ -63,8 +69,10 @@ def test_concurrent_requests_are_batched_into_one_onnxruntime_call(triton: Trito
         t = http.InferInput("input", list(x.shape), "FP32")
         t.set_data_from_numpy(x)
         pending.append(client.async_infer("classifier", [t]))
-    for x, p in zip(xs, pending):
-        np.testing.assert_allclose(p.get_result().as_numpy("probabilities"), sess.run(None, {"input": x})[0], rtol=1e-5, atol=1e-6)
+    for x, p in zip(xs, pending, strict=True):
+        np.testing.assert_allclose(
+            p.get_result().as_numpy("probabilities"), sess.run(None, {"input": x})[0], rtol=1e-5, atol=1e-6
+        )
     stats = client.get_inference_statistics("classifier")["model_stats"][0]
     client.close()
     assert stats["inference_count"] >= sum(x.shape[0] for x in xs)
@@ -72,11 +80,17 @@ def test_concurrent_requests_are_batched_into_one_onnxruntime_call(triton: Trito
 
 def test_cli_build_then_validate_tabular(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    b = subprocess.run([*CLI, "build", str(ROOT / "examples/tabular/spec.yaml"), "-o", str(repo), "--json", "--device", "cpu"],
-                       capture_output=True, text=True, check=False)
+    b = subprocess.run(
+        [*CLI, "build", str(ROOT / "examples/tabular/spec.yaml"), "-o", str(repo), "--json", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert b.returncode == 0, b.stderr
     assert json.loads(b.stdout)["models"] == ["classifier"]
-    v = subprocess.run([*CLI, "validate", str(repo), "--json"], capture_output=True, text=True, check=False, timeout=240)
+    v = subprocess.run(
+        [*CLI, "validate", str(repo), "--json"], capture_output=True, text=True, check=False, timeout=240
+    )
     assert v.returncode == 0, v.stderr
     report = json.loads(v.stdout)
     assert report["ok"] and report["models"][0]["max_abs_err"] is not None
@@ -85,9 +99,12 @@ def test_cli_build_then_validate_tabular(tmp_path: Path) -> None:
 def test_validate_names_the_model_that_fails_to_load(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     (tmp_path / "broken.py").write_text(
-        "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('weights are corrupt')\n")
-    spec.write_text("version: 1\nmodels:\n  - name: broken\n    format: python\n    path: broken.py\n"
-                    "    inputs: [{name: X, dtype: FP32, dims: [2]}]\n    outputs: [{name: Y, dtype: FP32, dims: [2]}]\n")
+        "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('weights are corrupt')\n"
+    )
+    spec.write_text(
+        "version: 1\nmodels:\n  - name: broken\n    format: python\n    path: broken.py\n"
+        "    inputs: [{name: X, dtype: FP32, dims: [2]}]\n    outputs: [{name: Y, dtype: FP32, dims: [2]}]\n"
+    )
     repo = build(spec, tmp_path / "repo").output
     v = subprocess.run([*CLI, "validate", str(repo)], capture_output=True, text=True, check=False, timeout=240)
     assert v.returncode == 1
@@ -96,9 +113,22 @@ def test_validate_names_the_model_that_fails_to_load(tmp_path: Path) -> None:
 
 def test_cli_serve_answers_then_stops_on_sigint(tmp_path: Path, built_examples: dict[str, Path]) -> None:
     http_port, grpc_port, metrics_port = free_ports(3)
-    proc = subprocess.Popen([*CLI, "serve", str(built_examples["versions"]), "--http-port", str(http_port),
-                             "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            str(built_examples["versions"]),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         lines = []
         assert proc.stdout is not None
@@ -141,9 +171,30 @@ def test_streaming_sequence_and_bytes_models(triton: TritonServer, built_example
 
 def test_cli_perf_against_a_running_server_writes_a_report(triton: TritonServer, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    res = subprocess.run([*CLI, "perf", triton.http_url, "-m", "classifier", "--grpc-url", triton.grpc_url,
-                          "--concurrency", "1,2", "--measurement-interval", "500", "--stability-percentage", "60",
-                          "-o", str(out), "--json"], capture_output=True, text=True, check=False, timeout=240)
+    res = subprocess.run(
+        [
+            *CLI,
+            "perf",
+            triton.http_url,
+            "-m",
+            "classifier",
+            "--grpc-url",
+            triton.grpc_url,
+            "--concurrency",
+            "1,2",
+            "--measurement-interval",
+            "500",
+            "--stability-percentage",
+            "60",
+            "-o",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+    )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert [p["concurrency"] for p in report["points"]] == [1, 2]
@@ -153,14 +204,21 @@ def test_cli_perf_against_a_running_server_writes_a_report(triton: TritonServer,
 
 def test_cli_perf_unknown_model_is_one_line_and_writes_nothing(triton: TritonServer, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    res = subprocess.run([*CLI, "perf", triton.http_url, "-m", "nosuch", "-o", str(out)],
-                         capture_output=True, text=True, check=False, timeout=120)
+    res = subprocess.run(
+        [*CLI, "perf", triton.http_url, "-m", "nosuch", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert res.returncode == 1
     assert res.stderr.strip().count("\n") == 0 and "nosuch" in res.stderr
     assert not out.exists()
 
 
-def test_torchscript_runs_in_the_cpu_runner_and_matches_torch(triton: TritonServer, built_examples: dict[str, Path]) -> None:
+def test_torchscript_runs_in_the_cpu_runner_and_matches_torch(
+    triton: TritonServer, built_examples: dict[str, Path]
+) -> None:
     import torch
 
     repo = built_examples["torchscript"]

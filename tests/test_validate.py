@@ -30,19 +30,27 @@ PICKY = DATA / "answers" / "picky" / "1" / "model.py"
 
 def _gelu() -> onnx.ModelProto:
     """A com.microsoft contrib op: onnxruntime runs it, onnx.reference does not."""
-    graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")], "gelu",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-                             ir_version=8)
+    graph = helper.make_graph(
+        [helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")],
+        "gelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=8
+    )
 
 
 def _scaled() -> onnx.ModelProto:
     """(1,10,1,1) -> (1,10,1,1): what an image classifier's head gives before a config `reshape`."""
     scale = helper.make_tensor("scale", TensorProto.FLOAT, [1], [3.0])
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "scale"], ["y"])], "scaled",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10, 1, 1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, 1, 1])], [scale])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])],
+        "scaled",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, 1, 1])],
+        [scale],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -57,7 +65,8 @@ def _spec_project(root: Path) -> Path:
         "  - {name: gelu, format: onnx, path: gelu.onnx}\n"
         f"  - name: picky_smoke\n    format: python\n    path: {PICKY}\n    max_batch_size: 0\n"
         "    inputs: [{name: IN, dtype: FP32, dims: [2]}]\n    outputs: [{name: OUT, dtype: FP32, dims: [2]}]\n"
-        "    smoke: {inputs: positive.npz}\n")
+        "    smoke: {inputs: positive.npz}\n"
+    )
     return root / "spec.yaml"
 
 
@@ -81,7 +90,9 @@ def _rows(report: ValidationReport) -> dict[str, ModelCheck]:
 
 
 @pytest.mark.integration
-def test_auto_completed_models_get_a_request_made_from_the_served_config(server: TritonServer, repos: dict[str, Path]) -> None:
+def test_auto_completed_models_get_a_request_made_from_the_served_config(
+    server: TritonServer, repos: dict[str, Path]
+) -> None:
     """The disk's config.pbtxt says only `backend: "python"` (or is missing); Triton serves what
     auto_complete_config filled in: a batched [-1,4] input, a decoupled policy that needs gRPC streaming."""
     report = validate(repos["autocomplete"], url=server.http_url, grpc_url=server.grpc_url)
@@ -92,8 +103,9 @@ def test_auto_completed_models_get_a_request_made_from_the_served_config(server:
 
 
 @pytest.mark.integration
-def test_a_model_that_refuses_the_smoke_request_is_reported_as_its_own_answer(server: TritonServer,
-                                                                                repos: dict[str, Path]) -> None:
+def test_a_model_that_refuses_the_smoke_request_is_reported_as_its_own_answer(
+    server: TritonServer, repos: dict[str, Path]
+) -> None:
     rows = _rows(validate(repos["answers"], url=server.http_url, grpc_url=server.grpc_url))
     for name, says in (("picky", "IN must be non-negative"), ("bls_absent", "not_loaded")):
         assert not rows[name].ok
@@ -125,10 +137,14 @@ def test_smoke_inputs_from_the_spec_are_built_in_and_sent(server: TritonServer, 
 
 def test_smoke_inputs_that_are_missing_or_name_no_input_fail_the_build(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
-    base = ("version: 1\nmodels:\n  - name: picky\n    format: python\n    path: " + str(PICKY) + "\n"
-            "    inputs: [{name: IN, dtype: FP32, dims: [2]}]\n    outputs: [{name: OUT, dtype: FP32, dims: [2]}]\n")
+    base = (
+        "version: 1\nmodels:\n  - name: picky\n    format: python\n    path: " + str(PICKY) + "\n"
+        "    inputs: [{name: IN, dtype: FP32, dims: [2]}]\n    outputs: [{name: OUT, dtype: FP32, dims: [2]}]\n"
+    )
     spec.write_text(base + "    smoke: {inputs: nothere.npz}\n")
-    with pytest.raises(SpecError, match=r"spec.yaml:\d+:\d+ models\[0\]\.smoke\.inputs: smoke inputs file 'nothere.npz' not found"):
+    with pytest.raises(
+        SpecError, match=r"spec.yaml:\d+:\d+ models\[0\]\.smoke\.inputs: smoke inputs file 'nothere.npz' not found"
+    ):
         build(spec, tmp_path / "out")
     np.savez(tmp_path / "wrong.npz", INPUT=np.zeros(2, dtype=np.float32))
     spec.write_text(base + "    smoke: {inputs: wrong.npz}\n")
@@ -146,7 +162,9 @@ def test_a_response_without_a_requested_output_is_that_models_row(server: Triton
 
 
 @pytest.mark.integration
-def test_a_reshaped_onnx_answer_is_compared_in_the_references_shape(server: TritonServer, repos: dict[str, Path]) -> None:
+def test_a_reshaped_onnx_answer_is_compared_in_the_references_shape(
+    server: TritonServer, repos: dict[str, Path]
+) -> None:
     """The model answers (10,) for an ONNX output of (1,10,1,1): the same tensor, not a broadcast difference."""
     row = _rows(validate(repos["answers"], url=server.http_url, grpc_url=server.grpc_url))["squeezed"]
     assert row.ok and row.max_abs_err == 0.0, row
@@ -157,7 +175,9 @@ def test_shapes_are_aligned_only_when_they_hold_the_same_tensor() -> None:
     assert judge_answer("m", "1", {"y": np.arange(6, dtype=np.float32)}, ref, 1.0).ok
     for shape in ((2, 3), (5,)):
         got = {"y": np.zeros(shape, dtype=np.float32)}
-        check = judge_answer("m", "1", got, {"y": np.zeros((3, 2) if shape == (2, 3) else (1, 6), dtype=np.float32)}, 1.0)
+        check = judge_answer(
+            "m", "1", got, {"y": np.zeros((3, 2) if shape == (2, 3) else (1, 6), dtype=np.float32)}, 1.0
+        )
         assert not check.ok and check.message.startswith("shape mismatch: y: answered shape"), check.message
 
 
@@ -179,8 +199,9 @@ def test_an_answer_that_matches_onnxruntime_but_not_onnx_reference_fails() -> No
 
 
 @pytest.mark.integration
-def test_models_that_never_answer_fail_their_own_rows_and_the_rest_are_checked(server: TritonServer,
-                                                                                repos: dict[str, Path]) -> None:
+def test_models_that_never_answer_fail_their_own_rows_and_the_rest_are_checked(
+    server: TritonServer, repos: dict[str, Path]
+) -> None:
     """A model that sleeps, a stream that never sends its final flag in time, and one that trickles responses
     past the model's total bound each fail with "no answer in N s"; the model after them still answers."""
     rows = _rows(validate(repos["slow"], url=server.http_url, grpc_url=server.grpc_url, timeout=3))

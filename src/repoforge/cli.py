@@ -67,9 +67,13 @@ def init(directory: Path, force: bool) -> None:
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Repository directory to write.")
 @click.option("--target", type=click.Choice(TARGET_NAMES), default="triton", show_default=True)
-@click.option("--device", type=click.Choice(DEVICE_NAMES), default=None,
-              help="cpu: ONNX/TorchScript via repoforge's Python runners (runs in the pip-installed Triton). "
-                   "gpu: native onnxruntime/tensorrt/libtorch backends, KIND_GPU (NGC image). Default: gpu if one is visible.")
+@click.option(
+    "--device",
+    type=click.Choice(DEVICE_NAMES),
+    default=None,
+    help="cpu: ONNX/TorchScript via repoforge's Python runners (runs in the pip-installed Triton). "
+    "gpu: native onnxruntime/tensorrt/libtorch backends, KIND_GPU (NGC image). Default: gpu if one is visible.",
+)
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (warnings are still printed).")
@@ -82,10 +86,22 @@ def build(spec: Path, output: Path, target: str, device: str | None, force: bool
     """
     from repoforge.build import build as do_build
 
-    result = _run(do_build, spec, output, target=target, device=device, force=force, progress=_progress(quiet or as_json))
+    result = _run(
+        do_build, spec, output, target=target, device=device, force=force, progress=_progress(quiet or as_json)
+    )
     if as_json:
-        click.echo(json.dumps({"output": str(result.output), "device": result.plan.device, "models": result.model_names,
-                               "files": result.files, "warnings": result.warnings}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "output": str(result.output),
+                    "device": result.plan.device,
+                    "models": result.model_names,
+                    "files": result.files,
+                    "warnings": result.warnings,
+                },
+                indent=2,
+            )
+        )
     else:
         if quiet:  # without -q the progress lines carry the warnings already
             for w in result.warnings:
@@ -95,14 +111,31 @@ def build(spec: Path, output: Path, target: str, device: str | None, force: bool
 
 @main.command()
 @click.argument("repository", type=click.Path(path_type=Path))
-@click.option("--url", default=None, help="Validate against a running Triton (host:port of its HTTP endpoint) instead of starting one.")
-@click.option("--grpc-url", default=None, help="With --url: the server's gRPC host:port, needed for decoupled (streaming) models.")
-@click.option("--tritonserver", type=click.Path(path_type=Path), default=None, help="tritonserver binary (default: the one nvidia-pytriton bundles).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Seconds each model gets to answer (a streaming model: all its responses together); one that does not fails its row.")
+@click.option(
+    "--url",
+    default=None,
+    help="Validate against a running Triton (host:port of its HTTP endpoint) instead of starting one.",
+)
+@click.option(
+    "--grpc-url", default=None, help="With --url: the server's gRPC host:port, needed for decoupled (streaming) models."
+)
+@click.option(
+    "--tritonserver",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="tritonserver binary (default: the one nvidia-pytriton bundles).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds each model gets to answer (a streaming model: all its responses together); one that does not fails its row.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserver: Path | None, timeout: float,
-             as_json: bool) -> None:
+def validate(
+    repository: Path, url: str | None, grpc_url: str | None, tritonserver: Path | None, timeout: float, as_json: bool
+) -> None:
     """Load REPOSITORY in a real Triton and smoke-infer every model.
 
     Checks that every model version is READY, sends each one request made from the config the server
@@ -111,8 +144,15 @@ def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserv
     """
     from repoforge.validate import validate as do_validate
 
-    report = _run(do_validate, repository, url=url, grpc_url=grpc_url, tritonserver=tritonserver, progress=_progress(as_json),
-                  timeout=timeout)
+    report = _run(
+        do_validate,
+        repository,
+        url=url,
+        grpc_url=grpc_url,
+        tritonserver=tritonserver,
+        progress=_progress(as_json),
+        timeout=timeout,
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     if not report.ok:
@@ -125,15 +165,36 @@ def validate(repository: Path, url: str | None, grpc_url: str | None, tritonserv
 @main.command("import")
 @click.argument("repository", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The spec.yaml to write.")
-@click.option("--copy-models", is_flag=True, help="Copy model files next to the spec (models/<model>/) instead of referencing them in place.")
-@click.option("--device", type=click.Choice(DEVICE_NAMES), default=None, help="Device the repository was built for (default: detected from it).")
+@click.option(
+    "--copy-models",
+    is_flag=True,
+    help="Copy model files next to the spec (models/<model>/) instead of referencing them in place.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICE_NAMES),
+    default=None,
+    help="Device the repository was built for (default: detected from it).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing spec.")
-@click.option("--server", "server", default=None, metavar="TRITONSERVER",
-              help="A tritonserver binary (or 'bundled'): model folders without config.pbtxt are loaded in it and "
-                   "their effective (auto-completed) configs imported.")
+@click.option(
+    "--server",
+    "server",
+    default=None,
+    metavar="TRITONSERVER",
+    help="A tritonserver binary (or 'bundled'): model folders without config.pbtxt are loaded in it and "
+    "their effective (auto-completed) configs imported.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def import_(repository: Path, output: Path, copy_models: bool, device: str | None, force: bool, server: str | None,
-            as_json: bool) -> None:
+def import_(
+    repository: Path,
+    output: Path,
+    copy_models: bool,
+    device: str | None,
+    force: bool,
+    server: str | None,
+    as_json: bool,
+) -> None:
     """Turn an existing Triton model repository into a spec, so `repoforge build` gives it back.
 
     Every field the spec can express is mapped; what it cannot is kept verbatim under `raw_config`
@@ -143,13 +204,16 @@ def import_(repository: Path, output: Path, copy_models: bool, device: str | Non
     """
     from repoforge.importer import import_repository
 
-    result = _run(import_repository, repository, output, copy_models=copy_models, force=force, device=device,
-                  server=server)
+    result = _run(
+        import_repository, repository, output, copy_models=copy_models, force=force, device=device, server=server
+    )
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
-        click.echo(f"wrote {result.spec_path}: {len(result.models)} model(s); build it with "
-                   f"repoforge build {result.spec_path} -o OUT --device {result.device}")
+        click.echo(
+            f"wrote {result.spec_path}: {len(result.models)} model(s); build it with "
+            f"repoforge build {result.spec_path} -o OUT --device {result.device}"
+        )
         for model, fields in result.kept_raw.items():
             click.echo(f"  {model}: kept verbatim in raw_config: {', '.join(fields)}")
         for folder, why in result.skipped.items():
@@ -158,14 +222,24 @@ def import_(repository: Path, output: Path, copy_models: bool, device: str | Non
             click.echo(f"  warning: {w}", err=True)
     if result.client_visible:  # the spec is written (to fix by hand), but clients of the rebuilt repository break
         lost = [f"{model}: {d}" for model, diffs in result.client_visible.items() for d in diffs]
-        _fail(RepoforgeError(f"the rebuilt repository changes what clients see ({len(lost)} difference(s)); "
-                             "fix the spec before you serve it:\n  " + "\n  ".join(lost)), 1)
+        _fail(
+            RepoforgeError(
+                f"the rebuilt repository changes what clients see ({len(lost)} difference(s)); "
+                "fix the spec before you serve it:\n  " + "\n  ".join(lost)
+            ),
+            1,
+        )
 
 
 @main.command()
 @click.argument("repository", type=click.Path(path_type=Path))
-@click.option("--server", "server", default=None, metavar="TRITONSERVER",
-              help="A tritonserver binary (or 'bundled'): its backends and this host's GPUs become facts, so a missing backend or KIND_GPU without a GPU is an error, not a warning.")
+@click.option(
+    "--server",
+    "server",
+    default=None,
+    metavar="TRITONSERVER",
+    help="A tritonserver binary (or 'bundled'): its backends and this host's GPUs become facts, so a missing backend or KIND_GPU without a GPU is an error, not a warning.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def lint(repository: Path, server: str | None, as_json: bool) -> None:
     """Check any Triton model repository statically against Triton's load-time rules (no server started).
@@ -177,7 +251,10 @@ def lint(repository: Path, server: str | None, as_json: bool) -> None:
 
     facts: dict[str, object] = {}
     if server:
-        facts = {"known_backends": _run(known_backends_of, None if server == "bundled" else server), "gpu_count": detect_gpu_count()}
+        facts = {
+            "known_backends": _run(known_backends_of, None if server == "bundled" else server),
+            "gpu_count": detect_gpu_count(),
+        }
     report = _run(lint_repository, repository, **facts)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -189,21 +266,61 @@ def lint(repository: Path, server: str | None, as_json: bool) -> None:
 @main.command()
 @click.argument("repository", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 to expose it).")
-@click.option("--http-port", type=click.IntRange(0, 65535), default=None,
-              help="Default 8000 (Triton) / 8080 (TorchServe; management on the next port). 0: any free port.")
-@click.option("--grpc-port", type=click.IntRange(0, 65535), default=None,
-              help="Default 8001 (Triton) / 7070 (TorchServe; gRPC management on the next port). 0: any free port.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Default 8002 (Triton) / 8082 (TorchServe). 0: any free port.")
-@click.option("--ports", "ports", type=click.Choice(["default", "auto"]), default="default", show_default=True,
-              help="auto: free ports for every port not given with a flag (printed once the server is ready).")
-@click.option("--tritonserver", type=click.Path(path_type=Path), default=None, help="tritonserver binary (default: the one nvidia-pytriton bundles).")
-@click.option("--cache-size", type=int, default=None, help="Response cache bytes (default 256 MiB when a model enables response_cache).")
-@click.option("--print-command", is_flag=True,
-              help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: a docker build of an image "
-                   "FROM it with repoforge installed first when models need it (a --device cpu build, plugins).")
-def serve(repository: Path, host: str, http_port: int | None, grpc_port: int | None, metrics_port: int | None,
-          ports: str, tritonserver: Path | None, cache_size: int | None, print_command: bool) -> None:
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Default 8000 (Triton) / 8080 (TorchServe; management on the next port). 0: any free port.",
+)
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Default 8001 (Triton) / 7070 (TorchServe; gRPC management on the next port). 0: any free port.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Default 8002 (Triton) / 8082 (TorchServe). 0: any free port.",
+)
+@click.option(
+    "--ports",
+    "ports",
+    type=click.Choice(["default", "auto"]),
+    default="default",
+    show_default=True,
+    help="auto: free ports for every port not given with a flag (printed once the server is ready).",
+)
+@click.option(
+    "--tritonserver",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="tritonserver binary (default: the one nvidia-pytriton bundles).",
+)
+@click.option(
+    "--cache-size",
+    type=int,
+    default=None,
+    help="Response cache bytes (default 256 MiB when a model enables response_cache).",
+)
+@click.option(
+    "--print-command",
+    is_flag=True,
+    help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: a docker build of an image "
+    "FROM it with repoforge installed first when models need it (a --device cpu build, plugins).",
+)
+def serve(
+    repository: Path,
+    host: str,
+    http_port: int | None,
+    grpc_port: int | None,
+    metrics_port: int | None,
+    ports: str,
+    tritonserver: Path | None,
+    cache_size: int | None,
+    print_command: bool,
+) -> None:
     """Serve REPOSITORY with a real tritonserver until Ctrl-C.
 
     A `build --target torchserve` output is served with real TorchServe instead (inference on
@@ -216,10 +333,20 @@ def serve(repository: Path, host: str, http_port: int | None, grpc_port: int | N
 
     if print_command:
         if target_of(repository).name != "triton":
-            raise click.UsageError(f"{repository} is a TorchServe build; --print-command prints the NGC Triton "
-                                   f"image's lines. Serve it with: repoforge serve {repository}")
-        click.echo(_run(docker_recipe, repository, http_port=http_port, grpc_port=grpc_port,
-                        metrics_port=metrics_port, cache_size_bytes=cache_size))
+            raise click.UsageError(
+                f"{repository} is a TorchServe build; --print-command prints the NGC Triton "
+                f"image's lines. Serve it with: repoforge serve {repository}"
+            )
+        click.echo(
+            _run(
+                docker_recipe,
+                repository,
+                http_port=http_port,
+                grpc_port=grpc_port,
+                metrics_port=metrics_port,
+                cache_size_bytes=cache_size,
+            )
+        )
         return
 
     def ready(ep: Endpoints) -> None:
@@ -227,8 +354,18 @@ def serve(repository: Path, host: str, http_port: int | None, grpc_port: int | N
         for line in ep.lines():
             click.echo(f"  {line}")
 
-    _run(do_serve, repository, on_ready=ready, host=host, http_port=http_port, grpc_port=grpc_port,
-         metrics_port=metrics_port, auto_ports=ports == "auto", tritonserver=tritonserver, cache_size_bytes=cache_size)
+    _run(
+        do_serve,
+        repository,
+        on_ready=ready,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        auto_ports=ports == "auto",
+        tritonserver=tritonserver,
+        cache_size_bytes=cache_size,
+    )
     click.echo("stopped")
 
 
@@ -248,27 +385,72 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
 @main.command()
 @click.argument("target")
 @click.option("-m", "--model", required=True, help="Model to measure.")
-@click.option("--protocol", type=click.Choice(["grpc", "http", "both"]), default="grpc", show_default=True,
-              help="both: HTTP and gRPC side by side in one report.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["grpc", "http", "both"]),
+    default="grpc",
+    show_default=True,
+    help="both: HTTP and gRPC side by side in one report.",
+)
 @click.option("--concurrency", default="1:16:2", show_default=True, help="start:end:step (end included) or 1,2,4.")
 @click.option("--request-rate", default=None, help="Request rates (req/s) instead of concurrency, e.g. 100:400:100.")
 @click.option("-b", "--batch-size", type=int, default=1, show_default=True)
 @click.option("--shape", "shape", multiple=True, help="NAME:dims for a variable input (default: every -1 becomes 16).")
-@click.option("--input-data", type=click.Path(exists=True, path_type=Path), default=None, help="perf_analyzer JSON input data (default: random).")
+@click.option(
+    "--input-data",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="perf_analyzer JSON input data (default: random).",
+)
 @click.option("--measurement-interval", type=int, default=3000, show_default=True, help="Window length in ms.")
-@click.option("--stability-percentage", type=float, default=None, help="Allowed spread between windows (default 30 on small hosts).")
-@click.option("--max-trials", type=click.IntRange(min=3), default=None, help="Windows perf_analyzer tries per point for 3 stable ones (default 10).")
-@click.option("--calibration-model", default=None, help="A model measured alternately in the same run; the gate then compares ratios (stable on noisy CI).")
+@click.option(
+    "--stability-percentage",
+    type=float,
+    default=None,
+    help="Allowed spread between windows (default 30 on small hosts).",
+)
+@click.option(
+    "--max-trials",
+    type=click.IntRange(min=3),
+    default=None,
+    help="Windows perf_analyzer tries per point for 3 stable ones (default 10).",
+)
+@click.option(
+    "--calibration-model",
+    default=None,
+    help="A model measured alternately in the same run; the gate then compares ratios (stable on noisy CI).",
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("perf-report"), show_default=True)
-@click.option("--baseline", type=click.Path(path_type=Path), default=None, help="Compare against this baseline JSON; exit 1 on a regression.")
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Compare against this baseline JSON; exit 1 on a regression.",
+)
 @click.option("--tolerance", type=float, default=0.15, show_default=True, help="Allowed throughput drop / p99 rise.")
 @click.option("--update-baseline", is_flag=True, help="Write --baseline from this run instead of comparing.")
 @click.option("--grpc-url", default=None, help="With a URL TARGET: the gRPC host:port (default: HTTP port + 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (and gate) as JSON.")
-def perf(target: str, model: str, protocol: str, concurrency: str, request_rate: str | None, batch_size: int,
-         shape: tuple[str, ...], input_data: Path | None, measurement_interval: int, stability_percentage: float | None,
-         max_trials: int | None, calibration_model: str | None, output: Path, baseline: Path | None, tolerance: float,
-         update_baseline: bool, grpc_url: str | None, as_json: bool) -> None:
+def perf(
+    target: str,
+    model: str,
+    protocol: str,
+    concurrency: str,
+    request_rate: str | None,
+    batch_size: int,
+    shape: tuple[str, ...],
+    input_data: Path | None,
+    measurement_interval: int,
+    stability_percentage: float | None,
+    max_trials: int | None,
+    calibration_model: str | None,
+    output: Path,
+    baseline: Path | None,
+    tolerance: float,
+    update_baseline: bool,
+    grpc_url: str | None,
+    as_json: bool,
+) -> None:
     """Measure MODEL with perf_analyzer. TARGET is a repository directory (served for the run) or the
     HTTP host:port of a running Triton.
 
@@ -287,16 +469,34 @@ def perf(target: str, model: str, protocol: str, concurrency: str, request_rate:
     try:
         rates = [float(r) for r in parse_concurrency(request_rate)] if request_rate else None
     except PerfError as exc:
-        raise click.BadParameter(str(exc).replace("concurrency", "request rate"), param_hint="'--request-rate'") from None
+        raise click.BadParameter(
+            str(exc).replace("concurrency", "request rate"), param_hint="'--request-rate'"
+        ) from None
     try:
         check_arguments(target, concurrency=concurrency, request_rate=rates, baseline=baseline, update=update_baseline)
     except PerfArgumentError as exc:
         raise click.BadParameter(str(exc), param_hint=f"'{exc.param}'") from None
-    result = _run(do_perf, target, model, protocol=protocol, concurrency=concurrency, request_rate=rates,
-                  batch_size=batch_size, shapes=_shape_option(shape), input_data=input_data,
-                  measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
-                  max_trials=max_trials, calibration_model=calibration_model, output=output, baseline=baseline,
-                  tolerance=tolerance, update=update_baseline, grpc_url=grpc_url, progress=_progress(as_json))
+    result = _run(
+        do_perf,
+        target,
+        model,
+        protocol=protocol,
+        concurrency=concurrency,
+        request_rate=rates,
+        batch_size=batch_size,
+        shapes=_shape_option(shape),
+        input_data=input_data,
+        measurement_interval_ms=measurement_interval,
+        stability_percentage=stability_percentage,
+        max_trials=max_trials,
+        calibration_model=calibration_model,
+        output=output,
+        baseline=baseline,
+        tolerance=tolerance,
+        update=update_baseline,
+        grpc_url=grpc_url,
+        progress=_progress(as_json),
+    )
     if as_json:
         data = result.report.to_dict()
         if result.gate is not None:
@@ -320,16 +520,48 @@ def perf(target: str, model: str, protocol: str, concurrency: str, request_rate:
 @click.option("-m", "--model", required=True, help="Model whose batching and instances to tune.")
 @click.option("--latency-budget-ms", type=float, required=True, help="p99 budget at the target concurrency.")
 @click.option("--concurrency", type=int, default=16, show_default=True, help="Load the throughput is maximised at.")
-@click.option("--search", type=click.Choice(["coordinate", "grid"]), default="coordinate", show_default=True,
-              help="coordinate: ~10% of the grid's perf runs; grid: measure every configuration.")
+@click.option(
+    "--search",
+    type=click.Choice(["coordinate", "grid"]),
+    default="coordinate",
+    show_default=True,
+    help="coordinate: ~10% of the grid's perf runs; grid: measure every configuration.",
+)
 @click.option("--measurement-interval", type=int, default=3000, show_default=True, help="perf_analyzer window in ms.")
-@click.option("--stability-percentage", type=float, default=None, help="Allowed spread between windows (default 50 on small hosts).")
-@click.option("--max-trials", type=click.IntRange(min=3), default=5, show_default=True, help="Windows perf_analyzer tries per run.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("tune-report"), show_default=True,
-              help="Writes tune.json, spec-patch.yaml, config.pbtxt and pareto.png here.")
+@click.option(
+    "--stability-percentage",
+    type=float,
+    default=None,
+    help="Allowed spread between windows (default 50 on small hosts).",
+)
+@click.option(
+    "--max-trials",
+    type=click.IntRange(min=3),
+    default=5,
+    show_default=True,
+    help="Windows perf_analyzer tries per run.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("tune-report"),
+    show_default=True,
+    help="Writes tune.json, spec-patch.yaml, config.pbtxt and pareto.png here.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def tune(spec: Path, model: str, latency_budget_ms: float, concurrency: int, search: str, measurement_interval: int,
-         stability_percentage: float | None, max_trials: int, output: Path, as_json: bool) -> None:
+def tune(
+    spec: Path,
+    model: str,
+    latency_budget_ms: float,
+    concurrency: int,
+    search: str,
+    measurement_interval: int,
+    stability_percentage: float | None,
+    max_trials: int,
+    output: Path,
+    as_json: bool,
+) -> None:
     """Find MODEL's max_batch_size, preferred batch sizes, queue delay and instance count with the best
     throughput whose p99 stays within the budget (what Model Analyzer sweeps).
 
@@ -338,9 +570,19 @@ def tune(spec: Path, model: str, latency_budget_ms: float, concurrency: int, sea
     """
     from repoforge.perf.tune import tune as do_tune
 
-    result = _run(do_tune, spec, model, latency_budget_ms=latency_budget_ms, search=search, concurrency=concurrency,
-                  measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
-                  max_trials=max_trials, output=output, progress=_progress(as_json))
+    result = _run(
+        do_tune,
+        spec,
+        model,
+        latency_budget_ms=latency_budget_ms,
+        search=search,
+        concurrency=concurrency,
+        measurement_interval_ms=measurement_interval,
+        stability_percentage=stability_percentage,
+        max_trials=max_trials,
+        output=output,
+        progress=_progress(as_json),
+    )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -350,7 +592,9 @@ def tune(spec: Path, model: str, latency_budget_ms: float, concurrency: int, sea
 
 
 @main.command()
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout."
+)
 def schema(output: Path | None) -> None:
     """Print the JSON Schema of spec.yaml (for editor completion and validation)."""
     from repoforge.schema import spec_schema

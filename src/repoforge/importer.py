@@ -77,17 +77,49 @@ RUNNER_FORMATS = {r: (f, MODEL_FILENAMES[f]) for r, f in RUNNER_FORMAT.items()}
 NATIVE = {b: (f, FORMATS[f].platform, FORMATS[f].model_file) for b, f in NATIVE_FORMAT.items()}
 # spec field → the config fields it builds (used when a spec field is moved back into raw_config)
 SPEC_TO_CONFIG = {
-    "version_policy": "version_policy", "inputs": "input", "outputs": "output", "dynamic_batching": "dynamic_batching",
-    "sequence_batching": "sequence_batching", "instance_groups": "instance_group", "warmup": "model_warmup",
-    "optimization": "optimization", "batch_inputs": "batch_input", "batch_outputs": "batch_output",
-    "model_repository_agents": "model_repository_agents", "model_transaction_policy": "model_transaction_policy",
-    "response_cache": "response_cache", "metric_tags": "metric_tags", "parameters": "parameters",
+    "version_policy": "version_policy",
+    "inputs": "input",
+    "outputs": "output",
+    "dynamic_batching": "dynamic_batching",
+    "sequence_batching": "sequence_batching",
+    "instance_groups": "instance_group",
+    "warmup": "model_warmup",
+    "optimization": "optimization",
+    "batch_inputs": "batch_input",
+    "batch_outputs": "batch_output",
+    "model_repository_agents": "model_repository_agents",
+    "model_transaction_policy": "model_transaction_policy",
+    "response_cache": "response_cache",
+    "metric_tags": "metric_tags",
+    "parameters": "parameters",
 }
 # the order keys are written in
-SPEC_ORDER = ("name", "format", "backend", "path", "versions", "version_policy", "max_batch_size", "inputs", "outputs",
-              "plugin", "steps", "dynamic_batching", "sequence_batching", "instance_groups", "warmup", "optimization",
-              "batch_inputs", "batch_outputs", "model_transaction_policy", "response_cache", "model_repository_agents",
-              "metric_tags", "parameters", "raw_config")
+SPEC_ORDER = (
+    "name",
+    "format",
+    "backend",
+    "path",
+    "versions",
+    "version_policy",
+    "max_batch_size",
+    "inputs",
+    "outputs",
+    "plugin",
+    "steps",
+    "dynamic_batching",
+    "sequence_batching",
+    "instance_groups",
+    "warmup",
+    "optimization",
+    "batch_inputs",
+    "batch_outputs",
+    "model_transaction_policy",
+    "response_cache",
+    "model_repository_agents",
+    "metric_tags",
+    "parameters",
+    "raw_config",
+)
 _KIND = INSTANCE_KIND_NAME
 _CONTROL = SEQUENCE_CONTROL_NAME
 # PRIORITY_DEFAULT is the unset value: it is not written back
@@ -107,26 +139,35 @@ class ImportFailed(RepoforgeError):
 @dataclass
 class ImportResult:
     spec_path: Path
-    models: list[str]                        # imported, in spec order
-    kept_raw: dict[str, list[str]]           # model → config fields kept verbatim in its raw_config
+    models: list[str]  # imported, in spec order
+    kept_raw: dict[str, list[str]]  # model → config fields kept verbatim in its raw_config
     warnings: list[str]
-    device: Device                           # build the spec with --device <device> to get the repository back
+    device: Device  # build the spec with --device <device> to get the repository back
     differences: dict[str, list[str]] = field(default_factory=dict)  # model → what the rebuilt config changes
     client_visible: dict[str, list[str]] = field(default_factory=dict)  # the differences a client would notice
-    skipped: dict[str, str] = field(default_factory=dict)            # model folder → why it was not imported
-    builds: bool = True                      # False: the spec does not plan yet (problems are in warnings)
+    skipped: dict[str, str] = field(default_factory=dict)  # model folder → why it was not imported
+    builds: bool = True  # False: the spec does not plan yet (problems are in warnings)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"spec": str(self.spec_path), "device": self.device, "models": self.models, "kept_raw": self.kept_raw,
-                "differences": self.differences, "client_visible": self.client_visible, "skipped": self.skipped,
-                "builds": self.builds, "warnings": self.warnings}
+        return {
+            "spec": str(self.spec_path),
+            "device": self.device,
+            "models": self.models,
+            "kept_raw": self.kept_raw,
+            "differences": self.differences,
+            "client_visible": self.client_visible,
+            "skipped": self.skipped,
+            "builds": self.builds,
+            "warnings": self.warnings,
+        }
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Normalization: what is purely representational
 # --------------------------------------------------------------------------------------------------------------
-def normalize_config(cfg: mc.ModelConfig, device: Device, *, folder: str | None = None,
-                     model_dir: Path | None = None) -> mc.ModelConfig:
+def normalize_config(
+    cfg: mc.ModelConfig, device: Device, *, folder: str | None = None, model_dir: Path | None = None
+) -> mc.ModelConfig:
     """A copy of `cfg` with everything that is purely representational made canonical, so that two configs
     Triton treats the same compare equal:
 
@@ -176,7 +217,10 @@ def normalize_config(cfg: mc.ModelConfig, device: Device, *, folder: str | None 
     if not n.model_repository_agents.agents:
         n.ClearField("model_repository_agents")
     o = n.optimization
-    if not o.execution_accelerators.gpu_execution_accelerator and not o.execution_accelerators.cpu_execution_accelerator:
+    if (
+        not o.execution_accelerators.gpu_execution_accelerator
+        and not o.execution_accelerators.cpu_execution_accelerator
+    ):
         o.ClearField("execution_accelerators")
     if o.graph.level == 0:
         o.ClearField("graph")
@@ -204,7 +248,7 @@ def config_differences(a: Message, b: Message, path: str = "") -> list[str]:
             if la == lb:
                 continue
             if fd.message_type is not None and len(la) == len(lb):
-                for i, (x, y) in enumerate(zip(la, lb)):
+                for i, (x, y) in enumerate(zip(la, lb, strict=True)):
                     out += config_differences(x, y, f"{p}[{i}]")
             else:
                 out.append(f"{p}: {_short(la)} → {_short(lb)}")
@@ -242,7 +286,7 @@ class _Ref:
     copy_as: str
 
 
-class _Flow(dict):  # type: ignore[type-arg]
+class _Flow(dict[str, Any]):
     """A mapping written in YAML flow style ({a: 1, b: 2}), for short records such as tensors."""
 
 
@@ -301,7 +345,9 @@ class _Model:
     def map(self) -> _Model:
         cfg = self.cfg
         if cfg.name and cfg.name != self.name:
-            self.note(f"config name '{cfg.name}' differs from its folder; the folder name is used (Triton requires both to match)")
+            self.note(
+                f"config name '{cfg.name}' differs from its folder; the folder name is used (Triton requires both to match)"
+            )
         self.take("name")
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name):
             self.skip = "the folder name is not a valid spec model name (letters, digits, _ . - only)"
@@ -363,7 +409,9 @@ class _Model:
             fmt, platform, _ = NATIVE[auto.backend]
             self.format = fmt
             self.spec["format"] = fmt
-            if self.device == "cpu":  # keep it native: without `backend`, --device cpu serves it through repoforge's runner
+            if (
+                self.device == "cpu"
+            ):  # keep it native: without `backend`, --device cpu serves it through repoforge's runner
                 self.spec["backend"] = auto.backend
             if cfg.platform in ("", platform):
                 self.take("platform")
@@ -381,11 +429,13 @@ class _Model:
         default = "model.py" if self.format == "python" else NATIVE[self.backend][2]
         return self.cfg.default_model_filename or default
 
-    def _versions(self) -> bool:
+    def _versions(self) -> bool:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
         layout = Layout.read(self.dir)
         labels = {o.label_filename for o in self.cfg.output if o.label_filename}
         for folder, why in layout.ignored:
-            self.note(f"folder '{folder}' is not carried over: it is no version folder ({why}) and the spec has no place for it")
+            self.note(
+                f"folder '{folder}' is not carried over: it is no version folder ({why}) and the spec has no place for it"
+            )
         for p in sorted(self.dir.iterdir()):
             if p.is_dir() and p.name in NON_VERSION_DIRS:
                 self.note(f"folder '{p.name}' is not carried over: the spec has no place for it")
@@ -407,7 +457,9 @@ class _Model:
                 if self.plugin:
                     extra.pop("model.py", None)
                 if extra:
-                    self.note(f"version {v}: files {', '.join(sorted(extra))} are not carried over (the build writes this folder itself)")
+                    self.note(
+                        f"version {v}: files {', '.join(sorted(extra))} are not carried over (the build writes this folder itself)"
+                    )
             if not versions:
                 self.note("has no version folder; the spec builds version 1")
             elif list(versions) != [1]:
@@ -444,7 +496,9 @@ class _Model:
         shipped = "model.py" if self.format == "python" else NATIVE.get(self.backend, ("", "", "model.onnx"))[2]
         own = self.cfg.default_model_filename
         if self.runner and own not in ("", shipped):
-            self.note(f"default_model_filename '{own}' is not kept: repoforge's {self.runner} runner loads its file itself")
+            self.note(
+                f"default_model_filename '{own}' is not kept: repoforge's {self.runner} runner loads its file itself"
+            )
         if self.runner or own in ("", shipped):
             self.take("default_model_filename")
         base = f"{COPY_DIR}/{self.name}"
@@ -454,8 +508,10 @@ class _Model:
             if list(refs) != [1]:
                 self.spec["versions"] = list(refs)
         else:
-            self.spec["versions"] = {v: _Ref(r.src, f"{base}/{v}" if r.src.is_dir() else f"{base}/{v}/{r.src.name}")
-                                     for v, (r, _) in refs.items()}
+            self.spec["versions"] = {
+                v: _Ref(r.src, f"{base}/{v}" if r.src.is_dir() else f"{base}/{v}/{r.src.name}")
+                for v, (r, _) in refs.items()
+            }
         return True
 
     def _version_policy(self) -> None:
@@ -554,7 +610,9 @@ class _Model:
         if db.HasField("default_queue_policy"):
             d["queue_policy"] = self._queue(db.default_queue_policy)
         if db.priority_queue_policy:
-            d["priority_queue_policy"] = {k: self._queue(db.priority_queue_policy[k]) for k in sorted(db.priority_queue_policy)}
+            d["priority_queue_policy"] = {
+                k: self._queue(db.priority_queue_policy[k]) for k in sorted(db.priority_queue_policy)
+            }
         return d or True
 
     def _sequence(self) -> None:
@@ -584,7 +642,11 @@ class _Model:
             d["max_sequence_idle_us"] = sb.max_sequence_idle_microseconds
         self.take("max_sequence_idle_microseconds", msg=rest)
         controls = [self._control(c) for c in sb.control_input]
-        if controls and all(c is not None for c in controls) and len({c["name"] for c in controls if c}) == len(controls):
+        if (
+            controls
+            and all(c is not None for c in controls)
+            and len({c["name"] for c in controls if c}) == len(controls)
+        ):
             d["control_inputs"] = controls
             self.take("control_input", msg=rest)
         states = [self._state(s) for s in sb.state]
@@ -611,7 +673,8 @@ class _Model:
         if kind is None or ctl.data_type != mc.TYPE_INVALID:
             return None
         dtype = {((0, 1), (), ()): "INT32", ((), (0.0, 1.0), ()): "FP32", ((), (), (False, True)): "BOOL"}.get(
-            (tuple(flags[0]), tuple(flags[1]), tuple(flags[2])))
+            (tuple(flags[0]), tuple(flags[1]), tuple(flags[2]))
+        )
         if dtype is None:
             return None
         d = _Flow(name=c.name, kind=kind)
@@ -629,7 +692,7 @@ class _Model:
     def _instance_groups(self) -> None:
         groups = []
         for g in self.cfg.instance_group:
-            d = _Flow()
+            d: dict[str, Any] = _Flow()
             if g.name:
                 d["name"] = g.name
             d["kind"] = _KIND[g.kind]
@@ -637,9 +700,13 @@ class _Model:
             if g.gpus:
                 d["gpus"] = list(g.gpus)
             if g.HasField("rate_limiter"):
-                d["rate_limiter"] = {"priority": g.rate_limiter.priority,
-                                     "resources": [_Flow(name=r.name, count=r.count, **({"global": True} if getattr(r, "global") else {}))
-                                                   for r in g.rate_limiter.resources]}
+                d["rate_limiter"] = {
+                    "priority": g.rate_limiter.priority,
+                    "resources": [
+                        _Flow(name=r.name, count=r.count, **({"global": True} if getattr(r, "global") else {}))
+                        for r in g.rate_limiter.resources
+                    ],
+                }
             if "rate_limiter" in d:
                 d = dict(d)  # too long for one line
             if g.passive:
@@ -647,9 +714,13 @@ class _Model:
             if g.host_policy:
                 d["host_policy"] = g.host_policy
             if g.secondary_devices or g.profile:
-                self.note("instance_group " + (f"'{g.name}' " if g.name else "") + "sets "
-                          + " and ".join(f for f in ("secondary_devices", "profile") if getattr(g, f))
-                          + ", which the spec cannot express and raw_config cannot add to a group (repeated fields append)")
+                self.note(
+                    "instance_group "
+                    + (f"'{g.name}' " if g.name else "")
+                    + "sets "
+                    + " and ".join(f for f in ("secondary_devices", "profile") if getattr(g, f))
+                    + ", which the spec cannot express and raw_config cannot add to a group (repeated fields append)"
+                )
             groups.append(d)
         if not groups:  # Triton adds one group of kind AUTO with its default count
             groups = [_Flow(kind="auto", count=self._default_count(mc.ModelInstanceGroup.KIND_AUTO))]
@@ -657,8 +728,11 @@ class _Model:
         self.take("instance_group")
 
     def _default_count(self, kind: int) -> int:
-        resolved = kind if kind != mc.ModelInstanceGroup.KIND_AUTO else (
-            mc.ModelInstanceGroup.KIND_CPU if self.device == "cpu" else mc.ModelInstanceGroup.KIND_GPU)
+        resolved = (
+            kind
+            if kind != mc.ModelInstanceGroup.KIND_AUTO
+            else (mc.ModelInstanceGroup.KIND_CPU if self.device == "cpu" else mc.ModelInstanceGroup.KIND_GPU)
+        )
         native_two = self.backend == "onnxruntime" and not self.runner
         return 2 if resolved == mc.ModelInstanceGroup.KIND_CPU and native_two else 1
 
@@ -671,12 +745,17 @@ class _Model:
         ok = len(counts) == 1
         for w in samples:
             ok = ok and (w.batch_size >= 1 if mbs > 0 else w.batch_size == 1) and set(w.inputs) == set(inputs)
-            for name, inp in (w.inputs.items() if ok else []):
+            for name, inp in w.inputs.items() if ok else []:
                 kind = inp.WhichOneof("input_data_type")
                 dims = list(inp.dims)
                 t = inputs[name]
                 ok = ok and kind in ("zero_data", "random_data") and inp.data_type == t.data_type
-                ok = ok and all(d >= 0 for d in dims) and len(dims) == len(t.dims) and all(x == y or y == -1 for x, y in zip(dims, t.dims))
+                ok = (
+                    ok
+                    and all(d >= 0 for d in dims)
+                    and len(dims) == len(t.dims)
+                    and all(x == y or y == -1 for x, y in zip(dims, t.dims, strict=True))
+                )
                 ok = ok and shapes.setdefault(name, dims) == dims
                 kinds.add(str(kind))
         if not ok or len(kinds) != 1:
@@ -703,8 +782,11 @@ class _Model:
             self.take("graph", msg=rest)
         if o.HasField("cuda"):
             c = o.cuda
-            for key, on in (("cuda_graphs", c.graphs), ("cuda_busy_wait_events", c.busy_wait_events),
-                            ("cuda_output_copy_stream", c.output_copy_stream)):
+            for key, on in (
+                ("cuda_graphs", c.graphs),
+                ("cuda_busy_wait_events", c.busy_wait_events),
+                ("cuda_output_copy_stream", c.output_copy_stream),
+            ):
                 if on:
                     d[key] = True
             if not (c.graphs or c.busy_wait_events or c.output_copy_stream or c.graph_spec):
@@ -717,8 +799,12 @@ class _Model:
             acc: dict[str, Any] = {}
             for side, items in (("gpu", ea.gpu_execution_accelerator), ("cpu", ea.cpu_execution_accelerator)):
                 if items:
-                    acc[side] = [_Flow(name=a.name, **({"parameters": dict(sorted(a.parameters.items()))} if a.parameters else {}))
-                                 for a in items]
+                    acc[side] = [
+                        _Flow(
+                            name=a.name, **({"parameters": dict(sorted(a.parameters.items()))} if a.parameters else {})
+                        )
+                        for a in items
+                    ]
             d["execution_accelerators"] = acc
             self.take("execution_accelerators", msg=rest)
         pinned = {}
@@ -754,21 +840,27 @@ class _Model:
         self.take("ensemble_scheduling")
 
     def _batch_io(self) -> None:
-        bis = []
+        bis: list[_Flow] = []  # all or none: one the spec cannot express keeps them all in raw_config
         for b in self.cfg.batch_input:
             dtype = _dtype(b.data_type)
             if dtype is None or not b.target_name:
-                bis = None
+                bis = []
                 break
-            bis.append(_Flow(kind=mc.BatchInput.Kind.Name(b.kind).lower(), target_names=list(b.target_name), dtype=dtype,
-                             source_inputs=list(b.source_input)))
+            bis.append(
+                _Flow(
+                    kind=mc.BatchInput.Kind.Name(b.kind).lower(),
+                    target_names=list(b.target_name),
+                    dtype=dtype,
+                    source_inputs=list(b.source_input),
+                )
+            )
         if bis:
             self.spec["batch_inputs"] = bis
             self.take("batch_input")
-        bos = []
+        bos: list[_Flow] = []
         for b in self.cfg.batch_output:
             if not b.target_name or not b.source_input:
-                bos = None
+                bos = []
                 break
             bos.append(_Flow(target_names=list(b.target_name), source_inputs=list(b.source_input)))
         if bos:
@@ -783,8 +875,10 @@ class _Model:
         if cfg.response_cache.enable:
             self.spec["response_cache"] = True
         self.take("response_cache")
-        agents = [{"name": a.name, **({"parameters": dict(sorted(a.parameters.items()))} if a.parameters else {})}
-                  for a in cfg.model_repository_agents.agents]
+        agents = [
+            {"name": a.name, **({"parameters": dict(sorted(a.parameters.items()))} if a.parameters else {})}
+            for a in cfg.model_repository_agents.agents
+        ]
         if agents:
             self.spec["model_repository_agents"] = agents
         self.take("model_repository_agents")
@@ -827,10 +921,16 @@ class _Model:
             getattr(self.rest, target).extend(original)
         if spec_field in ("inputs", "outputs") and self.format in ("python", "tensorrt", "torchscript"):
             self.spec[spec_field] = []  # these formats must declare them; raw_config adds the originals
-        if spec_field in ("dynamic_batching", "sequence_batching") and self.cfg.max_batch_size > 0 and self.format != "ensemble":
+        if (
+            spec_field in ("dynamic_batching", "sequence_batching")
+            and self.cfg.max_batch_size > 0
+            and self.format != "ensemble"
+        ):
             self.spec["dynamic_batching"] = False
-        self.note(f"`{spec_field}` is left out of the spec, which repoforge's rules reject ({why}); "
-                  "raw_config keeps what the build does not generate")
+        self.note(
+            f"`{spec_field}` is left out of the spec, which repoforge's rules reject ({why}); "
+            "raw_config keeps what the build does not generate"
+        )
         return True
 
     @property
@@ -860,7 +960,7 @@ def _fix_appended(m: _Model, rebuilt: mc.ModelConfig) -> bool:
         if not generated:
             continue
         if generated == orig[: len(generated)]:
-            keep = orig[len(generated):]
+            keep = orig[len(generated) :]
         elif fd.name in ("input", "output"):
             names = {t.name for t in generated}
             keep = [t for t in orig if t.name not in names]
@@ -875,11 +975,15 @@ def _fix_appended(m: _Model, rebuilt: mc.ModelConfig) -> bool:
 
 def _raw_paths(orig: Message, rest: Message, path: str = "") -> list[str]:
     """The fields of `rest`, descending into messages the spec expresses in part (optimization.cuda.graph_spec)."""
-    out = []
+    out: list[str] = []
     for fd, value in rest.ListFields():
         p = f"{path}.{fd.name}" if path else fd.name
-        partial = (fd.message_type is not None and fd.label != _REPEATED and orig.HasField(fd.name)
-                   and getattr(orig, fd.name) != value)
+        partial = (
+            fd.message_type is not None
+            and fd.label != _REPEATED
+            and orig.HasField(fd.name)
+            and getattr(orig, fd.name) != value
+        )
         out += _raw_paths(getattr(orig, fd.name), value, p) if partial else [p]
     return out
 
@@ -887,16 +991,24 @@ def _raw_paths(orig: Message, rest: Message, path: str = "") -> list[str]:
 # --------------------------------------------------------------------------------------------------------------
 # Reading the repository, writing the spec
 # --------------------------------------------------------------------------------------------------------------
-NO_CONFIG = (f"no {CONFIG}: Triton auto-completes it (e.g. a python model's auto_complete_config), which only a "
-             f"server can tell; import with --server bundled to read the effective config from tritonserver, or write "
-             f"the {CONFIG}")
+NO_CONFIG = (
+    f"no {CONFIG}: Triton auto-completes it (e.g. a python model's auto_complete_config), which only a "
+    f"server can tell; import with --server bundled to read the effective config from tritonserver, or write "
+    f"the {CONFIG}"
+)
 # What Triton fills into every effective config it reports, with nothing in the model asking for it.
 _SERVER_DEFAULT_OPTIMIZATION = text_format.Parse(
-    "input_pinned_memory { enable: true } output_pinned_memory { enable: true }", mc.ModelOptimizationPolicy())
+    "input_pinned_memory { enable: true } output_pinned_memory { enable: true }", mc.ModelOptimizationPolicy()
+)
 
 
-def _from_server(repo: Path, names: list[str], server: str, skipped: dict[str, str], warnings: list[str],
-                 ) -> list[tuple[str, Path, mc.ModelConfig]]:
+def _from_server(
+    repo: Path,
+    names: list[str],
+    server: str,
+    skipped: dict[str, str],
+    warnings: list[str],
+) -> list[tuple[str, Path, mc.ModelConfig]]:
     """Model folders without config.pbtxt: their effective configs, read from a real tritonserver."""
     from repoforge.lint.server import effective_configs
 
@@ -908,13 +1020,19 @@ def _from_server(repo: Path, names: list[str], server: str, skipped: dict[str, s
         if cfg.optimization == _SERVER_DEFAULT_OPTIMIZATION:
             cfg.ClearField("optimization")
         skipped.pop(name, None)
-        warnings.append(f"{name}: no {CONFIG}: its config is the one tritonserver auto-completed; the build writes it out")
+        warnings.append(
+            f"{name}: no {CONFIG}: its config is the one tritonserver auto-completed; the build writes it out"
+        )
         found.append((name, repo / name, cfg))
     return found
 
 
-def _read_repository(repo: Path, root_files: list[str], skipped: dict[str, str], no_config: list[str],
-                     ) -> list[tuple[str, Path, mc.ModelConfig]]:
+def _read_repository(
+    repo: Path,
+    root_files: list[str],
+    skipped: dict[str, str],
+    no_config: list[str],
+) -> list[tuple[str, Path, mc.ModelConfig]]:
     """Every model folder's parsed config.pbtxt; folders without one go to `no_config` (and `skipped`)."""
     if not repo.is_dir():
         raise ImportFailed(f"{repo} is not a directory; point import at a Triton model repository")
@@ -947,12 +1065,14 @@ def _detect_device(repo: Path, configs: list[mc.ModelConfig]) -> Device:
     try:
         dev = json.loads((repo / MANIFEST).read_text()).get("device")
         if dev in ("cpu", "gpu"):
-            return dev  # type: ignore[no-any-return]
+            return dev
     except (OSError, ValueError, AttributeError):
         pass
     if any(RUNNER_PARAMETER in c.parameters for c in configs):
         return "cpu"
-    if any(c.backend in NATIVE or (not c.backend and c.platform in {p for _, p, _ in NATIVE.values()}) for c in configs):
+    if any(
+        c.backend in NATIVE or (not c.backend and c.platform in {p for _, p, _ in NATIVE.values()}) for c in configs
+    ):
         return "gpu"
     if any(g.kind == mc.ModelInstanceGroup.KIND_GPU for c in configs for g in c.instance_group):
         return "gpu"
@@ -1010,8 +1130,7 @@ def _yaml(doc: dict[str, Any], header: str = "") -> str:
 
 
 def _document(repo_name: str, models: list[_Model], spec_dir: Path, mode: str) -> dict[str, Any]:
-    return {"version": 1, "repository": repo_name,
-            "models": [_resolve_refs(m.entry(), spec_dir, mode) for m in models]}
+    return {"version": 1, "repository": repo_name, "models": [_resolve_refs(m.entry(), spec_dir, mode) for m in models]}
 
 
 @dataclass
@@ -1035,8 +1154,15 @@ def _attempt(repo_name: str, models: list[_Model], device: Device) -> _Attempt:
 _PROBLEM_FIELD = re.compile(r"^models\[(\d+)\](?:\.(\w+))?")
 
 
-def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLike[str], *, copy_models: bool = False,
-                      force: bool = False, device: Device | None = None, server: str | None = None) -> ImportResult:
+def import_repository(  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+    repo: str | os.PathLike[str],
+    output_spec: str | os.PathLike[str],
+    *,
+    copy_models: bool = False,
+    force: bool = False,
+    device: Device | None = None,
+    server: str | None = None,
+) -> ImportResult:
     """Write `output_spec` describing the Triton model repository `repo`, such that `repoforge build output_spec
     --device <result.device>` gives an equivalent repository back (see the module docstring).
 
@@ -1070,10 +1196,14 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
     no_config: list[str] = []
     sources = _read_repository(repo_path, root_files, skipped, no_config)
     if server and no_config:
-        sources = sorted(sources + _from_server(repo_path, no_config, server, skipped, warnings), key=lambda s: s[0].encode())
+        sources = sorted(
+            sources + _from_server(repo_path, no_config, server, skipped, warnings), key=lambda s: s[0].encode()
+        )
     if not sources:
-        raise ImportFailed(f"{repo_path} has no model folder with a {CONFIG} that can be read"
-                           + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
+        raise ImportFailed(
+            f"{repo_path} has no model folder with a {CONFIG} that can be read"
+            + "".join(f"\n  {k}: {v}" for k, v in skipped.items())
+        )
     device = device or _detect_device(repo_path, [cfg for _, _, cfg in sources])
     models: list[_Model] = []
     for name, model_dir, cfg in sources:
@@ -1084,9 +1214,13 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
         else:
             models.append(m)
     used = {ref.src for m in models for ref in _refs(m.spec)}
-    warnings += [f"{Path(f).name}: a file at the repository root is not carried over" for f in root_files if Path(f) not in used]
+    warnings += [
+        f"{Path(f).name}: a file at the repository root is not carried over" for f in root_files if Path(f) not in used
+    ]
     if not models:
-        raise ImportFailed(f"{repo_path}: no model can be imported" + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
+        raise ImportFailed(
+            f"{repo_path}: no model can be imported" + "".join(f"\n  {k}: {v}" for k, v in skipped.items())
+        )
 
     # Plan as the build would; move what repoforge's rules reject into raw_config (or leave the model out).
     attempt = _attempt(repo_path.name, models, device)
@@ -1114,7 +1248,9 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
             break
         attempt = _attempt(repo_path.name, models, device)
     if not models:
-        raise ImportFailed(f"{repo_path}: no model can be imported" + "".join(f"\n  {k}: {v}" for k, v in skipped.items()))
+        raise ImportFailed(
+            f"{repo_path}: no model can be imported" + "".join(f"\n  {k}: {v}" for k, v in skipped.items())
+        )
     builds = not attempt.problems
     if attempt.problems:
         warnings += [f"the spec does not build yet: {p.field}: {p.message}" for p in attempt.problems]
@@ -1126,8 +1262,10 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
         rebuilt = attempt.configs.get(m.name)
         if rebuilt is None:
             continue
-        diff = config_differences(normalize_config(m.cfg, device, folder=m.name, model_dir=m.dir),
-                                  normalize_config(rebuilt, device, folder=m.name))
+        diff = config_differences(
+            normalize_config(m.cfg, device, folder=m.name, model_dir=m.dir),
+            normalize_config(rebuilt, device, folder=m.name),
+        )
         if diff:
             differences[m.name] = diff
             warnings += [f"{m.name}: does not round-trip: {d}" for d in diff]
@@ -1153,16 +1291,26 @@ def import_repository(repo: str | os.PathLike[str], output_spec: str | os.PathLi
     finally:
         tmp.unlink(missing_ok=True)
     load_spec(out)  # what we wrote must load (it does unless there is a bug here)
-    return ImportResult(spec_path=out, models=[m.name for m in models], kept_raw=kept_raw, warnings=warnings,
-                        device=device, differences=differences, client_visible=client_visible, skipped=skipped,
-                        builds=builds)
+    return ImportResult(
+        spec_path=out,
+        models=[m.name for m in models],
+        kept_raw=kept_raw,
+        warnings=warnings,
+        device=device,
+        differences=differences,
+        client_visible=client_visible,
+        skipped=skipped,
+        builds=builds,
+    )
 
 
 def _copy_models(models: list[_Model], repo: Path, spec_dir: Path, force: bool) -> None:
     root = (spec_dir / COPY_DIR).resolve()
     if root == repo or repo in root.parents or root in repo.parents:
-        raise BuildError(f"copying the model files to {root} would write into the repository being imported "
-                         "(or the other way round); write the spec somewhere else")
+        raise BuildError(
+            f"copying the model files to {root} would write into the repository being imported "
+            "(or the other way round); write the spec somewhere else"
+        )
     existing = [m.name for m in models if (root / m.name).exists()]
     if existing and not force:
         raise BuildError(f"{root}/{existing[0]} already exists; pass --force to replace the copies in {root}")
@@ -1173,7 +1321,9 @@ def _copy_models(models: list[_Model], repo: Path, spec_dir: Path, force: bool) 
                 dest = staging / ref.copy_as
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if ref.src.is_dir():
-                    shutil.copytree(ref.src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                    shutil.copytree(
+                        ref.src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                    )
                 elif not dest.exists():
                     shutil.copyfile(ref.src, dest)
         root.mkdir(parents=True, exist_ok=True)
@@ -1192,7 +1342,8 @@ def _header(repo: Path, device: Device, kept_raw: dict[str, list[str]], warnings
         f"Imported by `repoforge import` (repoforge {__version__}) from the Triton model repository",
         f"  {repo}",
         f"Build it back with: repoforge build <this file> -o <repo> --device {device}",
-        "Model paths are relative to this file" + (f" (copies in {COPY_DIR}/)." if copied else " (the files in the repository)."),
+        "Model paths are relative to this file"
+        + (f" (copies in {COPY_DIR}/)." if copied else " (the files in the repository)."),
     ]
     if kept_raw:
         lines.append("raw_config keeps config fields the spec cannot express (merged into the built config last):")

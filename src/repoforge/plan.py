@@ -31,9 +31,9 @@ DEFAULT_ONNX_MAX_BATCH_SIZE = 32
 class ServingChoice:
     """How a model is served on the target device: natively by a Triton backend, or via a repoforge Python runner."""
 
-    platform: str = ""          # e.g. onnxruntime_onnx, tensorrt_plan, pytorch_libtorch, ensemble
-    backend: str = ""           # e.g. python
-    runner: str | None = None   # repoforge runner for CPU serving: "onnxruntime" | "torchscript"
+    platform: str = ""  # e.g. onnxruntime_onnx, tensorrt_plan, pytorch_libtorch, ensemble
+    backend: str = ""  # e.g. python
+    runner: str | None = None  # repoforge runner for CPU serving: "onnxruntime" | "torchscript"
 
 
 @dataclass
@@ -41,13 +41,13 @@ class ModelPlan:
     """Everything needed to write one model's folder and config."""
 
     name: str
-    index: int                          # position in spec.models, for error locations
+    index: int  # position in spec.models, for error locations
     format: str
-    spec: ModelSpec                     # with defaults merged in
+    spec: ModelSpec  # with defaults merged in
     max_batch_size: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    versions: dict[int, Path | None]    # version → source file or folder (None: empty folder, e.g. ensembles)
+    versions: dict[int, Path | None]  # version → source file or folder (None: empty folder, e.g. ensembles)
     serving: ServingChoice
     dynamic_batching: bool
     instance_kind_default: Device
@@ -98,7 +98,7 @@ class _Checker:
 
 def _same_dims(a: list[int], b: list[int]) -> bool:
     """Dims agree when lengths match and every fixed size matches (-1 matches any size)."""
-    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
+    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
 
 
 def _check_threads(ck: _Checker, i: int, m: ModelSpec) -> None:
@@ -110,7 +110,10 @@ def _check_threads(ck: _Checker, i: int, m: ModelSpec) -> None:
     try:
         parse_setting(str(value))
     except ValueError:
-        ck.add(("models", i, "parameters", "intra_op_threads"), f"intra_op_threads must be 'auto' or a whole number >= 0 (0 = the runtime's own default), not {value!r}")
+        ck.add(
+            ("models", i, "parameters", "intra_op_threads"),
+            f"intra_op_threads must be 'auto' or a whole number >= 0 (0 = the runtime's own default), not {value!r}",
+        )
 
 
 def _resolve_file(loaded: LoadedSpec, rel: str) -> Path:
@@ -126,11 +129,15 @@ def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Device, warning
     if default == "gpu" and any(g.kind == "cpu" for g in groups):
         where = "from `defaults:` " if ck.loaded.origin(i, "instance_groups")[0] == "defaults" else ""
         stays = "KIND_CPU" if ck.target == "triton" else "deviceType cpu"
-        warnings.append(f"{m.name}: instance group kind cpu {where}stays {stays} in this --device gpu build; "
-                        "leave `kind` out to follow --device, or set kind: gpu")
+        warnings.append(
+            f"{m.name}: instance group kind cpu {where}stays {stays} in this --device gpu build; "
+            "leave `kind` out to follow --device, or set kind: gpu"
+        )
     if all(g.kind is not None for g in groups):
         return m
-    resolved = [g if g.kind is not None else g.model_copy(update={"kind": "gpu" if g.gpus else default}) for g in groups]
+    resolved = [
+        g if g.kind is not None else g.model_copy(update={"kind": "gpu" if g.gpus else default}) for g in groups
+    ]
     return m.model_copy(update={"instance_groups": resolved})
 
 
@@ -172,8 +179,11 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
             continue
         entry = _python_filename(m)
         if src.is_dir() and ck.target == "triton" and not (src / entry).exists():
-            ck.add(where, f"folder '{src_rel}' has no {entry}; a python model folder must contain {entry}"
-                   + ("" if entry == "model.py" else " (raw_config's default_model_filename)"))
+            ck.add(
+                where,
+                f"folder '{src_rel}' has no {entry}; a python model folder must contain {entry}"
+                + ("" if entry == "model.py" else " (raw_config's default_model_filename)"),
+            )
             continue
         out[v] = src
     return out
@@ -183,7 +193,10 @@ def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoic
     if ck.target == "torchserve":  # repoforge.torchserve decides how each format is served
         return ServingChoice(platform="ensemble") if m.format == "ensemble" else ServingChoice(backend="torchserve")
     if m.format == "pytorch":
-        ck.add(("models", i, "format"), "eager pytorch state_dict models are served by TorchServe; use --target torchserve or export TorchScript")
+        ck.add(
+            ("models", i, "format"),
+            "eager pytorch state_dict models are served by TorchServe; use --target torchserve or export TorchScript",
+        )
         return ServingChoice()
     if m.format == "ensemble":
         return ServingChoice(platform="ensemble")
@@ -194,7 +207,10 @@ def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoic
     if device == "gpu":
         return ServingChoice(platform=FORMATS[m.format].platform)
     if m.format == "tensorrt":
-        ck.add(("models", i, "format"), "a TensorRT plan runs only on an NVIDIA GPU; build with --device gpu (on a GPU host with the NGC Triton image)")
+        ck.add(
+            ("models", i, "format"),
+            "a TensorRT plan runs only on an NVIDIA GPU; build with --device gpu (on a GPU host with the NGC Triton image)",
+        )
         return ServingChoice(platform="tensorrt_plan")
     return ServingChoice(backend="python", runner=FORMATS[m.format].cpu_runner or "")
 
@@ -207,7 +223,9 @@ def _sequence_tensors(m: ModelSpec) -> set[str]:
     return {c.name for c in sb.control_inputs} | {s.input_name for s in sb.states}
 
 
-def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, src_rel: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def _onnx_io(
+    ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, src_rel: str
+) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs/outputs from the ONNX file, checked against (and completed by) what the spec declares."""
     result: list[list[TensorSpec]] = []
     for kind, file_tensors, declared in (("inputs", sig.inputs, m.inputs), ("outputs", sig.outputs, m.outputs)):
@@ -217,9 +235,11 @@ def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, s
             dims = list(t.shape)
             if mbs > 0:
                 if not dims or dims[0] != -1:
-                    ck.add(("models", i, "max_batch_size"),
-                           f"max_batch_size {mbs} needs a dynamic first axis, but {src_rel} gives {kind[:-1]} '{t.name}' shape {list(t.shape)}; "
-                           "set max_batch_size: 0 or export the model with a dynamic batch axis")
+                    ck.add(
+                        ("models", i, "max_batch_size"),
+                        f"max_batch_size {mbs} needs a dynamic first axis, but {src_rel} gives {kind[:-1]} '{t.name}' shape {list(t.shape)}; "
+                        "set max_batch_size: 0 or export the model with a dynamic batch axis",
+                    )
                     continue
                 dims = dims[1:]
             file_specs[t.name] = TensorSpec(name=t.name, dtype=t.dtype, dims=dims)
@@ -231,19 +251,31 @@ def _onnx_io(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, s
         for j, d in enumerate(declared):
             path: PathKey = ("models", i, kind, j)
             if d.name not in by_name:
-                ck.add(path + ("name",), f"{src_rel} has no {kind[:-1]} named '{d.name}'; it has {', '.join(sorted(by_name)) or 'none'}")
+                ck.add(
+                    path + ("name",),
+                    f"{src_rel} has no {kind[:-1]} named '{d.name}'; it has {', '.join(sorted(by_name)) or 'none'}",
+                )
                 continue
             f = file_specs.get(d.name)
             if f is None:
                 continue
             if d.dtype != f.dtype:
-                ck.add(path + ("dtype",), f"{d.dtype} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' is {f.dtype}")
+                ck.add(
+                    path + ("dtype",),
+                    f"{d.dtype} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' is {f.dtype}",
+                )
             target = d.reshape if d.reshape is not None else d.dims
             if d.reshape is None and not _same_dims(d.dims, f.dims):
-                ck.add(path + ("dims",), f"{d.dims} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' has dims {f.dims}"
-                       + (" (batch axis excluded)" if mbs > 0 else ""))
+                ck.add(
+                    path + ("dims",),
+                    f"{d.dims} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' has dims {f.dims}"
+                    + (" (batch axis excluded)" if mbs > 0 else ""),
+                )
             elif d.reshape is not None and not _same_dims(target, f.dims):
-                ck.add(path + ("reshape",), f"{target} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' has dims {f.dims}")
+                ck.add(
+                    path + ("reshape",),
+                    f"{target} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' has dims {f.dims}",
+                )
             chosen.append(d)
         if kind == "inputs":  # every input the model needs must be in the config; fill in the undeclared ones
             named = {d.name for d in declared} | _sequence_tensors(m)
@@ -286,13 +318,25 @@ def _check_batching(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> bool:
     if len(set(db.preferred_batch_sizes)) != len(db.preferred_batch_sizes):
         ck.add((*where, "preferred_batch_sizes"), "preferred batch sizes are listed twice")
     if db.preserve_ordering and db.priority_levels > 1:
-        ck.add((*where, "preserve_ordering"),
-               f"Triton allows preserve_ordering with one priority level only (priority_levels is {db.priority_levels})")
+        ck.add(
+            (*where, "preserve_ordering"),
+            f"Triton allows preserve_ordering with one priority level only (priority_levels is {db.priority_levels})",
+        )
     if db.preserve_ordering:
-        delayed = ([("queue_policy", "timeout_action")] if db.queue_policy and db.queue_policy.timeout_action == "delay" else []) + [
-            ("priority_queue_policy", level, "timeout_action") for level, q in db.priority_queue_policy.items() if q.timeout_action == "delay"]
+        delayed = (
+            [("queue_policy", "timeout_action")]
+            if db.queue_policy and db.queue_policy.timeout_action == "delay"
+            else []
+        ) + [
+            ("priority_queue_policy", level, "timeout_action")
+            for level, q in db.priority_queue_policy.items()
+            if q.timeout_action == "delay"
+        ]
         for path in delayed:
-            ck.add((*where, *path), "timeout_action delay cannot be combined with preserve_ordering; use reject or drop preserve_ordering")
+            ck.add(
+                (*where, *path),
+                "timeout_action delay cannot be combined with preserve_ordering; use reject or drop preserve_ordering",
+            )
     if db.priority_levels == 0:
         if db.default_priority_level:
             ck.add((*where, "default_priority_level"), "default_priority_level needs priority_levels > 0")
@@ -300,15 +344,20 @@ def _check_batching(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> bool:
             ck.add((*where, "priority_queue_policy"), "priority_queue_policy needs priority_levels > 0")
     else:
         if not 1 <= db.default_priority_level <= db.priority_levels:
-            ck.add((*where, "default_priority_level"),
-                   f"must be between 1 and priority_levels ({db.priority_levels}), got {db.default_priority_level}")
+            ck.add(
+                (*where, "default_priority_level"),
+                f"must be between 1 and priority_levels ({db.priority_levels}), got {db.default_priority_level}",
+            )
         for level in db.priority_queue_policy:
             if not 1 <= level <= db.priority_levels:
-                ck.add((*where, "priority_queue_policy", level), f"priority level {level} is outside 1..{db.priority_levels}")
+                ck.add(
+                    (*where, "priority_queue_policy", level),
+                    f"priority level {level} is outside 1..{db.priority_levels}",
+                )
     return True
 
 
-def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> None:
+def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
     if m.format != "ensemble" and m.steps is not None:
         ck.add(("models", i, "steps"), f"only format ensemble has steps (this model is {m.format})")
     if m.raw_config is not None:  # pbtxt merged into the generated config: it must parse as ModelConfig fields
@@ -319,43 +368,69 @@ def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> None:
             text_format.Parse(m.raw_config, mc.ModelConfig())
         except text_format.ParseError as exc:
             why = str(exc).split(" : ", 1)[-1]
-            ck.add(("models", i, "raw_config"), f"raw_config line {exc.GetLine()}, column {exc.GetColumn()}: {why} (expected ModelConfig fields in pbtxt)")
+            ck.add(
+                ("models", i, "raw_config"),
+                f"raw_config line {exc.GetLine()}, column {exc.GetColumn()}: {why} (expected ModelConfig fields in pbtxt)",
+            )
     for g_i, g in enumerate(m.instance_groups or []):
         gpath = (*ck.loaded.origin(i, "instance_groups"), g_i)
         if g.gpus and g.kind != "gpu":
             ck.add((*gpath, "gpus"), f"gpus are only valid with kind: gpu (this group is kind: {g.kind})")
     if m.format == "ensemble" and ck.loaded.sets(i, "instance_groups"):
-        ck.add(("models", i, "instance_groups"), "an ensemble has no instances of its own; set instance_groups on the step models")
+        ck.add(
+            ("models", i, "instance_groups"),
+            "an ensemble has no instances of its own; set instance_groups on the step models",
+        )
     if m.format == "ensemble" and ck.loaded.sets(i, "warmup"):
         ck.add(("models", i, "warmup"), "Triton does not warm up ensembles; warm up the step models")
     if m.format == "ensemble" and ck.loaded.sets(i, "optimization"):
-        ck.add(("models", i, "optimization"), "optimization settings do not apply to an ensemble; set them on the step models")
+        ck.add(
+            ("models", i, "optimization"),
+            "optimization settings do not apply to an ensemble; set them on the step models",
+        )
     if m.warmup is not None and m.format != "ensemble":
         limit = max(mbs, 1)
         for j, b in enumerate(m.warmup.batch_sizes):
             if b > limit:
-                ck.add((*ck.loaded.origin(i, "warmup"), "batch_sizes", j), f"warmup batch size {b} exceeds max_batch_size {mbs}")
+                ck.add(
+                    (*ck.loaded.origin(i, "warmup"), "batch_sizes", j),
+                    f"warmup batch size {b} exceeds max_batch_size {mbs}",
+                )
     decoupled = bool(m.model_transaction_policy and m.model_transaction_policy.decoupled)
     if decoupled and m.response_cache:
-        ck.add(ck.loaded.origin(i, "response_cache"), "Triton's response cache does not support decoupled (streaming) models")
+        ck.add(
+            ck.loaded.origin(i, "response_cache"),
+            "Triton's response cache does not support decoupled (streaming) models",
+        )
     if m.sequence_batching is not None:
         sb = m.sequence_batching
         names = [c.name for c in sb.control_inputs]
         for j, c in enumerate(sb.control_inputs):
             if names.count(c.name) > 1 and names.index(c.name) != j:
-                ck.add(("models", i, "sequence_batching", "control_inputs", j, "name"), f"control input '{c.name}' is declared twice")
+                ck.add(
+                    ("models", i, "sequence_batching", "control_inputs", j, "name"),
+                    f"control input '{c.name}' is declared twice",
+                )
             if c.kind != "correlation_id" and c.dtype not in ("INT32", "FP32", "BOOL"):
-                ck.add(("models", i, "sequence_batching", "control_inputs", j, "dtype"),
-                       f"{c.kind} flags must be INT32, FP32 or BOOL, got {c.dtype}")
+                ck.add(
+                    ("models", i, "sequence_batching", "control_inputs", j, "dtype"),
+                    f"{c.kind} flags must be INT32, FP32 or BOOL, got {c.dtype}",
+                )
             if c.kind == "correlation_id" and c.dtype not in ("UINT64", "INT64", "UINT32", "INT32", "BYTES"):
-                ck.add(("models", i, "sequence_batching", "control_inputs", j, "dtype"),
-                       f"a correlation id must be UINT64, INT64, UINT32, INT32 or BYTES, got {c.dtype}")
+                ck.add(
+                    ("models", i, "sequence_batching", "control_inputs", j, "dtype"),
+                    f"a correlation id must be UINT64, INT64, UINT32, INT32 or BYTES, got {c.dtype}",
+                )
         if sb.strategy == "direct" and (sb.max_candidate_sequences is not None or sb.preferred_batch_sizes):
-            ck.add(("models", i, "sequence_batching", "strategy"),
-                   "max_candidate_sequences and preferred_batch_sizes belong to strategy: oldest")
+            ck.add(
+                ("models", i, "sequence_batching", "strategy"),
+                "max_candidate_sequences and preferred_batch_sizes belong to strategy: oldest",
+            )
         for j, b in enumerate(sb.preferred_batch_sizes):
             if b > mbs:
-                ck.add(("models", i, "sequence_batching", "preferred_batch_sizes", j), f"{b} exceeds max_batch_size {mbs}")
+                ck.add(
+                    ("models", i, "sequence_batching", "preferred_batch_sizes", j), f"{b} exceeds max_batch_size {mbs}"
+                )
     for kind in ("inputs", "outputs"):
         names = [t.name for t in (getattr(m, kind) or [])]
         for j, n in enumerate(names):
@@ -363,32 +438,52 @@ def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> None:
                 ck.add(("models", i, kind, j, "name"), f"{kind[:-1]} '{n}' is declared twice")
         for j, t in enumerate(getattr(m, kind) or []):
             if t.format is not None and kind == "outputs":
-                ck.add(("models", i, kind, j, "format"), "format (nchw/nhwc) describes an input's layout; remove it from the output")
+                ck.add(
+                    ("models", i, kind, j, "format"),
+                    "format (nchw/nhwc) describes an input's layout; remove it from the output",
+                )
             elif t.format is not None and len(t.dims) != 3:
-                ck.add(("models", i, kind, j, "format"),
-                       f"format {t.format} needs exactly 3 dims (channels, height, width in some order), got {t.dims}")
+                ck.add(
+                    ("models", i, kind, j, "format"),
+                    f"format {t.format} needs exactly 3 dims (channels, height, width in some order), got {t.dims}",
+                )
     input_names = {t.name for t in (m.inputs or [])}
     for j, bi in enumerate(m.batch_inputs):
         for s in bi.source_inputs:
             if m.inputs is not None and s not in input_names:
-                ck.add(("models", i, "batch_inputs", j, "source_inputs"), f"source input '{s}' is not an input of this model")
+                ck.add(
+                    ("models", i, "batch_inputs", j, "source_inputs"),
+                    f"source input '{s}' is not an input of this model",
+                )
 
 
-def _check_resolved(ck: _Checker, i: int, m: ModelSpec, inputs: list[TensorSpec], outputs: list[TensorSpec],
-                    versions: dict[int, Path | None]) -> dict[str, Path]:
+def _check_resolved(
+    ck: _Checker,
+    i: int,
+    m: ModelSpec,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    versions: dict[int, Path | None],
+) -> dict[str, Path]:
     """Rules that need the resolved inputs/outputs and versions; returns the extra files to ship."""
     vp = m.version_policy
     if vp is not None and vp.specific is not None and versions:
         for j, v in enumerate(vp.specific):
             if v not in versions:
-                ck.add((*ck.loaded.origin(i, "version_policy"), "specific", j),
-                       f"version {v} is not built for this model (versions: {sorted(versions)}); Triton would find nothing to load")
+                ck.add(
+                    (*ck.loaded.origin(i, "version_policy"), "specific", j),
+                    f"version {v} is not built for this model (versions: {sorted(versions)}); Triton would find nothing to load",
+                )
     if m.warmup is not None and m.format != "ensemble":
         by_name = {t.name: t for t in inputs}
         for name, dims in m.warmup.shapes.items():
             where = (*ck.loaded.origin(i, "warmup"), "shapes", name)
             if name not in by_name:
-                ck.add(where, f"'{name}' is not an input of this model; inputs are {', '.join(sorted(by_name)) or 'none'}", key=True)
+                ck.add(
+                    where,
+                    f"'{name}' is not an input of this model; inputs are {', '.join(sorted(by_name)) or 'none'}",
+                    key=True,
+                )
             elif not _same_dims(dims, by_name[name].dims) or any(d < 0 for d in dims):
                 ck.add(where, f"warmup shape {dims} must be concrete sizes matching dims {by_name[name].dims}")
     extra: dict[str, Path] = {}
@@ -396,9 +491,15 @@ def _check_resolved(ck: _Checker, i: int, m: ModelSpec, inputs: list[TensorSpec]
         if t.label_filename:
             src = _resolve_file(ck.loaded, t.label_filename)
             if not src.is_file():
-                ck.add(("models", i, "outputs", j, "label_filename"), f"labels file '{t.label_filename}' not found (looked for {src})")
+                ck.add(
+                    ("models", i, "outputs", j, "label_filename"),
+                    f"labels file '{t.label_filename}' not found (looked for {src})",
+                )
             elif extra.get(src.name, src) != src:
-                ck.add(("models", i, "outputs", j, "label_filename"), f"two different labels files are both named '{src.name}'")
+                ck.add(
+                    ("models", i, "outputs", j, "label_filename"),
+                    f"two different labels files are both named '{src.name}'",
+                )
             else:
                 extra[src.name] = src
     return extra
@@ -420,12 +521,18 @@ def _smoke_inputs(ck: _Checker, p: ModelPlan) -> dict[str, Path]:
         ck.add(where, f"smoke inputs file '{p.spec.smoke.inputs}' not found (looked for {src})")
         return {}
     except (OSError, ValueError) as exc:  # not an npz, or object arrays (pickles)
-        ck.add(where, f"'{p.spec.smoke.inputs}' is not an .npz of plain arrays (np.savez; BYTES as fixed-width bytes): {exc}")
+        ck.add(
+            where,
+            f"'{p.spec.smoke.inputs}' is not an .npz of plain arrays (np.savez; BYTES as fixed-width bytes): {exc}",
+        )
         return {}
     declared = {t.name for t in p.inputs}
     if declared and names - declared:
-        ck.add(where, f"{', '.join(sorted(names - declared))} in '{p.spec.smoke.inputs}' are not inputs of this model; "
-                      f"inputs are {', '.join(sorted(declared))}")
+        ck.add(
+            where,
+            f"{', '.join(sorted(names - declared))} in '{p.spec.smoke.inputs}' are not inputs of this model; "
+            f"inputs are {', '.join(sorted(declared))}",
+        )
     return {SMOKE_INPUTS: src}
 
 
@@ -436,7 +543,7 @@ def _io_declared(ck: _Checker, i: int, m: ModelSpec) -> tuple[list[TensorSpec], 
     return list(m.inputs or []), list(m.outputs or [])
 
 
-def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
+def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
     """Check the step graph and derive the ensemble's own inputs and outputs from it."""
     i, m = e.index, e.spec
     steps = m.steps or []
@@ -454,16 +561,26 @@ def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
             ok = False
             continue
         if target is None:
-            ck.add((*spath, "model"), f"step {s_i} names model '{st.model}', which is not in the spec; models are: {', '.join(sorted(plans))}")
+            ck.add(
+                (*spath, "model"),
+                f"step {s_i} names model '{st.model}', which is not in the spec; models are: {', '.join(sorted(plans))}",
+            )
             ok = False
             continue
         if st.version != -1 and st.version not in target.versions:
-            ck.add((*spath, "version"), f"model '{st.model}' has no version {st.version} (versions: {sorted(target.versions)})")
+            ck.add(
+                (*spath, "version"),
+                f"model '{st.model}' has no version {st.version} (versions: {sorted(target.versions)})",
+            )
         t_in = {t.name: t for t in target.inputs}
         t_out = {t.name: t for t in target.outputs}
         for mt, et in st.inputs.items():
             if mt not in t_in:
-                ck.add((*spath, "inputs", mt), f"step {s_i} ({st.model}) has no input '{mt}'; its inputs are {', '.join(sorted(t_in))}", key=True)
+                ck.add(
+                    (*spath, "inputs", mt),
+                    f"step {s_i} ({st.model}) has no input '{mt}'; its inputs are {', '.join(sorted(t_in))}",
+                    key=True,
+                )
                 ok = False
                 continue
             consumed.setdefault(et, []).append((s_i, t_in[mt], target.max_batch_size))
@@ -473,11 +590,19 @@ def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
                 ok = False
         for mt, et in st.outputs.items():
             if mt not in t_out:
-                ck.add((*spath, "outputs", mt), f"step {s_i} ({st.model}) has no output '{mt}'; its outputs are {', '.join(sorted(t_out))}", key=True)
+                ck.add(
+                    (*spath, "outputs", mt),
+                    f"step {s_i} ({st.model}) has no output '{mt}'; its outputs are {', '.join(sorted(t_out))}",
+                    key=True,
+                )
                 ok = False
                 continue
             if et in produced:
-                ck.add((*spath, "outputs", mt), f"ensemble tensor '{et}' is already produced by step {produced[et][0]}; each tensor has one producer", key=True)
+                ck.add(
+                    (*spath, "outputs", mt),
+                    f"ensemble tensor '{et}' is already produced by step {produced[et][0]}; each tensor has one producer",
+                    key=True,
+                )
                 ok = False
                 continue
             produced[et] = (s_i, t_out[mt], target.max_batch_size)
@@ -493,13 +618,20 @@ def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
                 ck.add(("models", i, "steps", c_step), f"step {c_step} consumes its own output '{et}'")
                 ok = False
             if p_t.dtype != c_t.dtype:
-                ck.add(("models", i, "steps", c_step, "inputs"),
-                       f"tensor '{et}': step {p_step} produces {p_t.dtype} but step {c_step} expects {c_t.dtype}")
+                ck.add(
+                    ("models", i, "steps", c_step, "inputs"),
+                    f"tensor '{et}': step {p_step} produces {p_t.dtype} but step {c_step} expects {c_t.dtype}",
+                )
             if not _same_dims(p_t.dims, c_t.dims):
-                ck.add(("models", i, "steps", c_step, "inputs"),
-                       f"tensor '{et}': step {p_step} produces dims {p_t.dims} but step {c_step} expects {c_t.dims}")
+                ck.add(
+                    ("models", i, "steps", c_step, "inputs"),
+                    f"tensor '{et}': step {p_step} produces dims {p_t.dims} but step {c_step} expects {c_t.dims}",
+                )
     # Cycles: a step may only run once all its inputs exist.
-    deps = {s: {produced[et][0] for et, uses in consumed.items() for (c, _, _) in uses if c == s and et in produced} for s in range(len(steps))}
+    deps = {
+        s: {produced[et][0] for et, uses in consumed.items() for (c, _, _) in uses if c == s and et in produced}
+        for s in range(len(steps))
+    }
     state: dict[int, int] = {}
 
     def visit(s: int) -> bool:
@@ -514,16 +646,24 @@ def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
         if state.get(s) is None and not visit(s):
             ck.add(("models", i, "steps", s), f"the steps form a cycle through step {s} ({steps[s].model})")
             return
-    derived_in = [TensorSpec(name=et, dtype=uses[0][1].dtype, dims=uses[0][1].dims) for et, uses in consumed.items() if et not in produced]
-    derived_out = [TensorSpec(name=et, dtype=t.dtype, dims=t.dims) for et, (_, t, _) in produced.items() if et not in consumed]
+    derived_in = [
+        TensorSpec(name=et, dtype=uses[0][1].dtype, dims=uses[0][1].dims)
+        for et, uses in consumed.items()
+        if et not in produced
+    ]
+    derived_out = [
+        TensorSpec(name=et, dtype=t.dtype, dims=t.dims) for et, (_, t, _) in produced.items() if et not in consumed
+    ]
     step_mbs = [plans[st.model].max_batch_size for st in steps]
     if m.max_batch_size is None:
         e.max_batch_size = min(step_mbs)
     else:
         for s_i, mbs in enumerate(step_mbs):
             if e.max_batch_size > mbs:
-                ck.add(ck.loaded.origin(i, "max_batch_size"),
-                       f"ensemble max_batch_size {e.max_batch_size} exceeds step {s_i} ({steps[s_i].model}) max_batch_size {mbs}")
+                ck.add(
+                    ck.loaded.origin(i, "max_batch_size"),
+                    f"ensemble max_batch_size {e.max_batch_size} exceeds step {s_i} ({steps[s_i].model}) max_batch_size {mbs}",
+                )
     for kind, derived in (("inputs", derived_in), ("outputs", derived_out)):
         declared = getattr(m, kind)
         if declared is None:
@@ -532,13 +672,21 @@ def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
         d_by = {t.name: t for t in derived}
         for j, t in enumerate(declared):
             if t.name not in d_by:
-                ck.add(("models", i, kind, j, "name"),
-                       f"'{t.name}' is not an ensemble {kind[:-1]} of the steps; derived {kind}: {', '.join(sorted(d_by)) or 'none'}")
+                ck.add(
+                    ("models", i, kind, j, "name"),
+                    f"'{t.name}' is not an ensemble {kind[:-1]} of the steps; derived {kind}: {', '.join(sorted(d_by)) or 'none'}",
+                )
             elif t.dtype != d_by[t.name].dtype or not _same_dims(t.dims, d_by[t.name].dims):
-                ck.add(("models", i, kind, j), f"declared {t.dtype} {t.dims} but the steps give {d_by[t.name].dtype} {d_by[t.name].dims}")
+                ck.add(
+                    ("models", i, kind, j),
+                    f"declared {t.dtype} {t.dims} but the steps give {d_by[t.name].dtype} {d_by[t.name].dims}",
+                )
         missing = set(d_by) - {t.name for t in declared}
         if missing:
-            ck.add(("models", i, kind), f"the steps also {'need' if kind == 'inputs' else 'produce'} {', '.join(sorted(missing))}; declare them or leave {kind} out")
+            ck.add(
+                ("models", i, kind),
+                f"the steps also {'need' if kind == 'inputs' else 'produce'} {', '.join(sorted(missing))}; declare them or leave {kind} out",
+            )
         setattr(e, kind, list(declared))
 
 
@@ -579,7 +727,10 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
                         ck.add(("models", i, "versions", v), str(exc))
                         continue
                     if (other.inputs, other.outputs) != (sig.inputs, sig.outputs):
-                        ck.add(("models", i, "versions", v), f"version {v} has different inputs/outputs than version {min(versions)}; one config serves all versions")
+                        ck.add(
+                            ("models", i, "versions", v),
+                            f"version {v} has different inputs/outputs than version {min(versions)}; one config serves all versions",
+                        )
         elif m.format in ("ensemble", "onnx") or (target == "torchserve" and (m.format == "python" or m.handler)):
             # onnx without a signature: its file problem is already reported; a TorchServe handler of the user's owns its I/O
             inputs, outputs = list(m.inputs or []), list(m.outputs or [])
@@ -590,14 +741,32 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         dyn = _check_batching(ck, i, m, mbs)
         extra = _check_resolved(ck, i, m, inputs, outputs, versions)
         if device == "cpu" and any(g.kind == "gpu" for g in (m.instance_groups or [])):
-            warnings.append(f"{m.name}: instance group kind gpu becomes " + ("KIND_CPU" if target == "triton" else "deviceType cpu") + " for --device cpu")
+            warnings.append(
+                f"{m.name}: instance group kind gpu becomes "
+                + ("KIND_CPU" if target == "triton" else "deviceType cpu")
+                + " for --device cpu"
+            )
         if target == "triton":
-            warnings += [f"{m.name}: `{f}` is a TorchServe setting; --target triton ignores it" for f in ("model_file", "handler") if getattr(m, f)]
+            warnings += [
+                f"{m.name}: `{f}` is a TorchServe setting; --target triton ignores it"
+                for f in ("model_file", "handler")
+                if getattr(m, f)
+            ]
         if serving.runner and m.optimization is not None:
-            warnings.append(f"{m.name}: `optimization` is left out for --device cpu (the {serving.runner} runner has no use for it)")
+            warnings.append(
+                f"{m.name}: `optimization` is left out for --device cpu (the {serving.runner} runner has no use for it)"
+            )
         plans[m.name] = ModelPlan(
-            name=m.name, index=i, format=m.format, spec=m, max_batch_size=mbs, inputs=inputs, outputs=outputs,
-            versions=versions, serving=serving, dynamic_batching=dyn,
+            name=m.name,
+            index=i,
+            format=m.format,
+            spec=m,
+            max_batch_size=mbs,
+            inputs=inputs,
+            outputs=outputs,
+            versions=versions,
+            serving=serving,
+            dynamic_batching=dyn,
             instance_kind_default=kind_default,
             extra_files=extra,
         )
@@ -608,5 +777,11 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         p.extra_files.update(_smoke_inputs(ck, p))
     ck.raise_if_any()
     name = loaded.spec.repository or loaded.path.parent.name
-    return RepositoryPlan(name=name, device=device, spec_path=loaded.path, spec_sha256=loaded.sha256,
-                          models=list(plans.values()), warnings=warnings)
+    return RepositoryPlan(
+        name=name,
+        device=device,
+        spec_path=loaded.path,
+        spec_sha256=loaded.sha256,
+        models=list(plans.values()),
+        warnings=warnings,
+    )

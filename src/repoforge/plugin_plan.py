@@ -41,7 +41,9 @@ def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: s
     assert plugin is not None
     where = ("models", i)
     if m.format != "python":
-        ck.add((*where, "format"), f"a {plugin.kind} plugin is served by repoforge's Python backend; set format: python")
+        ck.add(
+            (*where, "format"), f"a {plugin.kind} plugin is served by repoforge's Python backend; set format: python"
+        )
     if m.path:
         ck.add((*where, "path"), f"a {plugin.kind} plugin has no model file; remove `path` (the plugin is its code)")
     if m.versions and any(v is not None for v in m.versions.values()):
@@ -50,8 +52,11 @@ def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: s
         if getattr(m, kind) is not None:
             ck.add((*where, kind), f"the {kind} of a {plugin.kind} plugin are derived from its config; remove `{kind}`")
     if target == "torchserve" and not isinstance(plugin, FeaturesPlugin):
-        ck.add((*where, "plugin", "kind"), f"a {plugin.kind} plugin runs on --target triton only: "
-               "it calls other models with Triton's BLS and has no TorchServe form")
+        ck.add(
+            (*where, "plugin", "kind"),
+            f"a {plugin.kind} plugin runs on --target triton only: "
+            "it calls other models with Triton's BLS and has no TorchServe form",
+        )
     if m.sequence_batching is not None:
         ck.add((*where, "sequence_batching"), "plugins do not support sequence batching")
     if m.model_transaction_policy is not None and m.model_transaction_policy.decoupled:
@@ -74,9 +79,19 @@ def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: s
     dyn = P._check_batching(ck, i, m, mbs)
     serving = P.ServingChoice(backend="python", runner=plugin.kind)
     versions: dict[int, Path | None] = {v: GLUE for v in (m.versions or {1: None})}
-    return P.ModelPlan(name=m.name, index=i, format=m.format, spec=m, max_batch_size=mbs, inputs=inputs,
-                       outputs=outputs, versions=versions, serving=serving, dynamic_batching=dyn,
-                       instance_kind_default="cpu")
+    return P.ModelPlan(
+        name=m.name,
+        index=i,
+        format=m.format,
+        spec=m,
+        max_batch_size=mbs,
+        inputs=inputs,
+        outputs=outputs,
+        versions=versions,
+        serving=serving,
+        dynamic_batching=dyn,
+        instance_kind_default="cpu",
+    )
 
 
 def _refs(p: ModelPlan) -> list[tuple[tuple[str | int, ...], str]]:
@@ -87,7 +102,9 @@ def _refs(p: ModelPlan) -> list[tuple[tuple[str | int, ...], str]]:
     if isinstance(plugin, (ResultCachePlugin, SemanticCachePlugin)):
         return [(("plugin", "model"), plugin.model)]
     if isinstance(plugin, RouterPlugin):
-        out: list[tuple[tuple[str | int, ...], str]] = [(("plugin", "routes", j, "model"), r.model) for j, r in enumerate(plugin.routes)]
+        out: list[tuple[tuple[str | int, ...], str]] = [
+            (("plugin", "routes", j, "model"), r.model) for j, r in enumerate(plugin.routes)
+        ]
         if plugin.canary:
             out.append((("plugin", "canary", "model"), plugin.canary.model))
         if plugin.shadow:
@@ -97,11 +114,14 @@ def _refs(p: ModelPlan) -> list[tuple[tuple[str | int, ...], str]]:
 
 
 def _derived(p: ModelPlan) -> bool:
-    return (p.format == "ensemble" and p.spec.plugin is None) or isinstance(p.spec.plugin, (ResultCachePlugin, SemanticCachePlugin, RouterPlugin))
+    return (p.format == "ensemble" and p.spec.plugin is None) or isinstance(
+        p.spec.plugin, (ResultCachePlugin, SemanticCachePlugin, RouterPlugin)
+    )
 
 
-def derive_in_order(ck: _Checker, plans: dict[str, ModelPlan],
-                    ensemble: Callable[[_Checker, dict[str, ModelPlan], ModelPlan], None]) -> None:
+def derive_in_order(
+    ck: _Checker, plans: dict[str, ModelPlan], ensemble: Callable[[_Checker, dict[str, ModelPlan], ModelPlan], None]
+) -> None:
     """Derive the I/O of ensembles and calling plugins, each after the models it calls (a cycle is an error)."""
     state: dict[str, int] = {}
 
@@ -127,15 +147,25 @@ def derive_in_order(ck: _Checker, plans: dict[str, ModelPlan],
             visit(p)
 
 
-def _target(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, rel: tuple[str | int, ...],
-            name: str, version: int, role: str) -> ModelPlan | None:
+def _target(
+    ck: _Checker,
+    plans: dict[str, ModelPlan],
+    p: ModelPlan,
+    rel: tuple[str | int, ...],
+    name: str,
+    version: int,
+    role: str,
+) -> ModelPlan | None:
     where = ("models", p.index, *rel)
     if name == p.name:
         ck.add(where, f"a {role} cannot call itself")
         return None
     t = plans.get(name)
     if t is None:
-        ck.add(where, f"{role} names model '{name}', which is not in the spec; models are: {', '.join(sorted(n for n in plans if n != p.name))}")
+        ck.add(
+            where,
+            f"{role} names model '{name}', which is not in the spec; models are: {', '.join(sorted(n for n in plans if n != p.name))}",
+        )
         return None
     if version != -1 and version not in t.versions:
         ck.add(where, f"model '{name}' has no version {version} (versions: {sorted(t.versions)})")
@@ -158,16 +188,20 @@ def _batch(ck: _Checker, p: ModelPlan, targets: list[ModelPlan]) -> None:
     if p.spec.max_batch_size is None:
         p.max_batch_size = limit
     elif p.max_batch_size > limit:
-        ck.add(ck.loaded.origin(p.index, "max_batch_size"),
-               f"max_batch_size {p.max_batch_size} exceeds that of the model(s) it calls ({limit})")
+        ck.add(
+            ck.loaded.origin(p.index, "max_batch_size"),
+            f"max_batch_size {p.max_batch_size} exceeds that of the model(s) it calls ({limit})",
+        )
     if (p.max_batch_size == 0) != (limit == 0):
-        ck.add(ck.loaded.origin(p.index, "max_batch_size"),
-               "a plugin and the models it calls must agree on batching (max_batch_size 0 or > 0)")
+        ck.add(
+            ck.loaded.origin(p.index, "max_batch_size"),
+            "a plugin and the models it calls must agree on batching (max_batch_size 0 or > 0)",
+        )
     if p.max_batch_size == 0:
         p.dynamic_batching = False
 
 
-def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> None:
+def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
     plugin: Any = p.spec.plugin
     i = p.index
     if isinstance(plugin, ResultCachePlugin):
@@ -183,13 +217,20 @@ def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> N
             return
         emb = next((x for x in t.inputs if x.name == plugin.embedding), None)
         if emb is None:
-            ck.add(("models", i, "plugin", "embedding"),
-                   f"'{plugin.embedding}' is not an input of '{t.name}'; its inputs are {', '.join(x.name for x in t.inputs)}")
+            ck.add(
+                ("models", i, "plugin", "embedding"),
+                f"'{plugin.embedding}' is not an input of '{t.name}'; its inputs are {', '.join(x.name for x in t.inputs)}",
+            )
         elif emb.dtype not in ("FP32", "FP16", "FP64") or len(emb.dims) != 1 or emb.dims[0] < 1:
-            ck.add(("models", i, "plugin", "embedding"),
-                   f"embedding '{emb.name}' must be a float vector of fixed size (dims [d]), not {emb.dtype} {emb.dims}")
+            ck.add(
+                ("models", i, "plugin", "embedding"),
+                f"embedding '{emb.name}' must be a float vector of fixed size (dims [d]), not {emb.dtype} {emb.dims}",
+            )
         if t.max_batch_size == 0:
-            ck.add(("models", i, "plugin", "model"), f"a semantic cache answers row by row; '{t.name}' must batch (max_batch_size > 0)")
+            ck.add(
+                ("models", i, "plugin", "model"),
+                f"a semantic cache answers row by row; '{t.name}' must batch (max_batch_size > 0)",
+            )
             return
         p.inputs, p.outputs = list(t.inputs), list(t.outputs)
         _batch(ck, p, [t])
@@ -215,18 +256,26 @@ def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> N
     for rel, t in found[1:]:
         for kind in ("inputs", "outputs"):
             if _sig(getattr(t, kind)) != _sig(getattr(first, kind)):
-                ck.add(("models", i, *rel), f"model '{t.name}' has {kind} {_fmt(getattr(t, kind))}, but route 0 "
-                                            f"('{first.name}') has {_fmt(getattr(first, kind))}; routed models must be interchangeable")
+                ck.add(
+                    ("models", i, *rel),
+                    f"model '{t.name}' has {kind} {_fmt(getattr(t, kind))}, but route 0 "
+                    f"('{first.name}') has {_fmt(getattr(first, kind))}; routed models must be interchangeable",
+                )
                 ok = False
     names = {t.name for t in first.inputs} | {t.name for t in first.outputs}
     if plugin.sticky_key is not None and plugin.sticky_key not in {t.name for t in first.inputs}:
-        ck.add(("models", i, "plugin", "sticky_key"),
-               f"sticky_key '{plugin.sticky_key}' is not an input of the routed models; inputs are {', '.join(t.name for t in first.inputs)}")
+        ck.add(
+            ("models", i, "plugin", "sticky_key"),
+            f"sticky_key '{plugin.sticky_key}' is not an input of the routed models; inputs are {', '.join(t.name for t in first.inputs)}",
+        )
         ok = False
     for field in ("route_output", "weights_input"):
         value = getattr(plugin, field)
         if value is not None and value in names:
-            ck.add(("models", i, "plugin", field), f"'{value}' is already a tensor of the routed models; choose another name")
+            ck.add(
+                ("models", i, "plugin", field),
+                f"'{value}' is already a tensor of the routed models; choose another name",
+            )
             ok = False
     if not ok:
         return

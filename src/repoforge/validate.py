@@ -5,9 +5,10 @@ ONNX models with in-process onnxruntime and with onnx's own reference implementa
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
@@ -54,18 +55,33 @@ class ValidationReport:
         return bool(self.checks) and all(c.ok for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"repository": self.repository, "server": self.server, "ok": self.ok, "models": [asdict(c) for c in self.checks]}
+        return {
+            "repository": self.repository,
+            "server": self.server,
+            "ok": self.ok,
+            "models": [asdict(c) for c in self.checks],
+        }
 
     def failures(self) -> list[ModelCheck]:
         return [c for c in self.checks if not c.ok]
 
 
-def infer(url: str, model: RepoModel, inputs: dict[str, np.ndarray], version: str = "",
-          grpc_url: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, np.ndarray]:
+def infer(
+    url: str,
+    model: RepoModel,
+    inputs: dict[str, np.ndarray],
+    version: str = "",
+    grpc_url: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> dict[str, np.ndarray]:
     """One request over HTTP (gRPC streaming for decoupled models, which HTTP cannot serve), answered within
     `timeout` seconds or NoAnswer. Outputs the response leaves out are left out of the result."""
     outputs = [o.name for o in model.config.output]
-    seq = {"sequence_id": 1, "sequence_start": True, "sequence_end": True} if model.config.HasField("sequence_batching") else {}
+    seq = (
+        {"sequence_id": 1, "sequence_start": True, "sequence_end": True}
+        if model.config.HasField("sequence_batching")
+        else {}
+    )
     if model.decoupled:
         if grpc_url is None:
             raise ServeError(f"{model.name} is decoupled (streaming): HTTP cannot serve it; pass the server's gRPC URL")
@@ -80,8 +96,9 @@ def infer(url: str, model: RepoModel, inputs: dict[str, np.ndarray], version: st
             t.set_data_from_numpy(arr, binary_data=True)
             reqs.append(t)
         try:
-            res = client.infer(model.name, reqs, model_version=version,
-                               outputs=[http.InferRequestedOutput(o) for o in outputs], **seq)
+            res = client.infer(
+                model.name, reqs, model_version=version, outputs=[http.InferRequestedOutput(o) for o in outputs], **seq
+            )
         except TimeoutError:
             raise NoAnswer(timeout) from None
         got = {o: res.as_numpy(o) for o in outputs}
@@ -94,8 +111,14 @@ def _wire_dtype(model: RepoModel, name: str) -> str:
     return next(triton_dtype(t.data_type) for t in model.config.input if t.name == name)
 
 
-def _infer_decoupled(grpc_url: str, model: RepoModel, inputs: dict[str, np.ndarray], version: str,
-                     seq: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[str, np.ndarray]]:
+def _infer_decoupled(
+    grpc_url: str,
+    model: RepoModel,
+    inputs: dict[str, np.ndarray],
+    version: str,
+    seq: dict[str, Any],
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> list[dict[str, np.ndarray]]:
     """Every response of one streamed request, up to the final flag (empty final response included by Triton).
     One deadline covers them all: a stream that trickles forever, or never sends its final flag, is NoAnswer."""
     import queue
@@ -109,8 +132,9 @@ def _infer_decoupled(grpc_url: str, model: RepoModel, inputs: dict[str, np.ndarr
     client = grpc.InferenceServerClient(grpc_url)
     try:
         # stream_timeout: gRPC's own deadline on the stream, so the server stops streaming to us too
-        client.start_stream(callback=lambda result, error: results.put(error if error is not None else result),
-                            stream_timeout=timeout)
+        client.start_stream(
+            callback=lambda result, error: results.put(error if error is not None else result), stream_timeout=timeout
+        )
         reqs = []
         for name, arr in inputs.items():
             t = grpc.InferInput(name, list(arr.shape), _wire_dtype(model, name))
@@ -183,7 +207,9 @@ def smoke_inputs(model: RepoModel, seed: int = 0) -> tuple[dict[str, np.ndarray]
         given = {k: npz[k] for k in npz.files}
     unknown = sorted(set(given) - set(wanted))
     if unknown:
-        raise ServeError(f"{path} names {', '.join(unknown)}, which the model does not take; inputs: {', '.join(sorted(wanted))}")
+        raise ServeError(
+            f"{path} names {', '.join(unknown)}, which the model does not take; inputs: {', '.join(sorted(wanted))}"
+        )
     for name, arr in given.items():
         inputs[name] = arr.astype(np.object_) if wanted[name] == "BYTES" and arr.dtype.kind in "SU" else arr
     return inputs, True
@@ -198,10 +224,12 @@ def _reference(model: RepoModel, version: int, inputs: dict[str, np.ndarray]) ->
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in model.config.output]
-    return dict(zip(names, sess.run(names, inputs)))
+    return dict(zip(names, sess.run(names, inputs), strict=True))
 
 
-def independent_reference(path: Path, names: list[str], inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray] | None, str]:
+def independent_reference(
+    path: Path, names: list[str], inputs: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray] | None, str]:
     """`onnx.reference.ReferenceEvaluator`'s answer: numpy code written apart from onnxruntime, so agreeing with
     it checks the numbers and not only the wiring (on CPU Triton runs onnxruntime too). None, and why, where it
     cannot run the model (an op it lacks, e.g. a com.microsoft contrib op) or the model is too big for it."""
@@ -214,12 +242,17 @@ def independent_reference(path: Path, names: list[str], inputs: dict[str, np.nda
     except Exception as exc:  # noqa: BLE001 - unsupported ops surface as several exception types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return None, f"onnx.reference cannot run it ({first[:160]})"
-    return {n: np.asarray(o) for n, o in zip(names, outs)}, ""
+    return {n: np.asarray(o) for n, o in zip(names, outs, strict=True)}, ""
 
 
-def check_models(models: list[RepoModel], url: str, states: list[dict[str, str]],
-                 progress: Callable[[str], None] | None = None, grpc_url: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT_S) -> list[ModelCheck]:
+def check_models(
+    models: list[RepoModel],
+    url: str,
+    states: list[dict[str, str]],
+    progress: Callable[[str], None] | None = None,
+    grpc_url: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> list[ModelCheck]:
     """READY check, smoke inference and (ONNX) comparison for every model version the server reports; each
     model gets `timeout` seconds to answer, so one that never does fails its own row and the rest go on."""
     say = progress or (lambda _m: None)
@@ -228,7 +261,9 @@ def check_models(models: list[RepoModel], url: str, states: list[dict[str, str]]
         by_name.setdefault(s["name"], []).append(s)
     checks = []
     for m in models:
-        rows = by_name.get(m.name) or [{"version": "", "state": "MISSING", "reason": "the server does not list this model"}]
+        rows = by_name.get(m.name) or [
+            {"version": "", "state": "MISSING", "reason": "the server does not list this model"}
+        ]
         served: RepoModel | str | None = None
         for row in rows:
             if row["state"] != "READY":
@@ -255,7 +290,9 @@ def _served(m: RepoModel, url: str, timeout: float) -> RepoModel | str:
         return f"cannot read its config from the server: {exc}"
 
 
-def _smoke(m: RepoModel, url: str, version: str, grpc_url: str | None, timeout: float = DEFAULT_TIMEOUT_S) -> ModelCheck:
+def _smoke(
+    m: RepoModel, url: str, version: str, grpc_url: str | None, timeout: float = DEFAULT_TIMEOUT_S
+) -> ModelCheck:
     try:
         inputs, given = smoke_inputs(m)
     except (ServeError, OSError, ValueError) as exc:
@@ -267,15 +304,31 @@ def _smoke(m: RepoModel, url: str, version: str, grpc_url: str | None, timeout: 
         return ModelCheck(m.name, version, "READY", False, str(exc))
     except Exception as exc:  # noqa: BLE001 - any client/server error is this model's failure
         if _models_own_error(exc):
-            hint = "" if given else f"; if it only takes certain values, give it smoke inputs: `smoke: {{inputs: file.npz}}` in the spec"
-            return ModelCheck(m.name, version, "READY", False, f"the model answered with an error (Triton accepted the "
-                              f"{'given' if given else 'random'} smoke request, the model's own code refused it): {exc}{hint}")
+            hint = (
+                ""
+                if given
+                else "; if it only takes certain values, give it smoke inputs: `smoke: {inputs: file.npz}` in the spec"
+            )
+            return ModelCheck(
+                m.name,
+                version,
+                "READY",
+                False,
+                f"the model answered with an error (Triton accepted the "
+                f"{'given' if given else 'random'} smoke request, the model's own code refused it): {exc}{hint}",
+            )
         return ModelCheck(m.name, version, "READY", False, f"smoke inference failed: {exc}")
     latency = round((time.perf_counter() - start) * 1000, 2)
     missing = [o.name for o in m.config.output if o.name not in got]
     if missing:
-        return ModelCheck(m.name, version, "READY", False,
-                          f"output{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing from the response", latency_ms=latency)
+        return ModelCheck(
+            m.name,
+            version,
+            "READY",
+            False,
+            f"output{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing from the response",
+            latency_ms=latency,
+        )
     ref = _reference(m, int(version), inputs) if version.isdigit() else None
     independent, note = None, ""
     if ref is not None:
@@ -297,8 +350,13 @@ def align(got: np.ndarray, ref: np.ndarray) -> np.ndarray | None:
 
 
 def _max_err(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
-    return max((float(np.max(np.abs(got[k].astype(np.float64) - ref[k].astype(np.float64)))) if got[k].size else 0.0
-                for k in ref), default=0.0)
+    return max(
+        (
+            float(np.max(np.abs(got[k].astype(np.float64) - ref[k].astype(np.float64)))) if got[k].size else 0.0
+            for k in ref
+        ),
+        default=0.0,
+    )
 
 
 def _near(a: np.ndarray, b: np.ndarray) -> bool:
@@ -310,8 +368,16 @@ def _near(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.allclose(a, b, rtol=1e-3, atol=1e-4 * scale))
 
 
-def judge_answer(name: str, version: str, got: dict[str, np.ndarray], ref: dict[str, np.ndarray] | None,
-                 latency_ms: float, *, independent: dict[str, np.ndarray] | None = None, note: str = "") -> ModelCheck:
+def judge_answer(
+    name: str,
+    version: str,
+    got: dict[str, np.ndarray],
+    ref: dict[str, np.ndarray] | None,
+    latency_ms: float,
+    *,
+    independent: dict[str, np.ndarray] | None = None,
+    note: str = "",
+) -> ModelCheck:
     """A READY model's smoke answer: ok as is, or compared with in-process onnxruntime when there is a reference
     and with onnx.reference when that could run it (shared by the Triton and TorchServe validations, so both
     judge with the same tolerances). `got` has every output (the callers report missing ones); shapes are aligned
@@ -321,35 +387,67 @@ def judge_answer(name: str, version: str, got: dict[str, np.ndarray], ref: dict[
         return ModelCheck(name, version, "READY", True, f"answered {shapes}", latency_ms=latency_ms)
     reference = "onnxruntime" + ("+onnx.reference" if independent is not None else "")
     aligned = {k: align(np.asarray(got[k]), np.asarray(ref[k])) for k in ref}
-    wrong = [f"{k}: answered shape {list(np.shape(got[k]))}, the reference has {list(np.shape(ref[k]))}"
-             for k, a in aligned.items() if a is None]
+    wrong = [
+        f"{k}: answered shape {list(np.shape(got[k]))}, the reference has {list(np.shape(ref[k]))}"
+        for k, a in aligned.items()
+        if a is None
+    ]
     if wrong:
-        return ModelCheck(name, version, "READY", False, "shape mismatch: " + "; ".join(wrong),
-                          latency_ms=latency_ms, reference=reference)
+        return ModelCheck(
+            name,
+            version,
+            "READY",
+            False,
+            "shape mismatch: " + "; ".join(wrong),
+            latency_ms=latency_ms,
+            reference=reference,
+        )
     answer = {k: a for k, a in aligned.items() if a is not None}
     err = _max_err(answer, ref)
     close = all(np.allclose(answer[k], ref[k], rtol=1e-4, atol=1e-5) for k in ref)
     if not close:
-        return ModelCheck(name, version, "READY", False, f"differs from in-process onnxruntime: max abs err {err:.3e}",
-                          max_abs_err=err, latency_ms=latency_ms, reference=reference)
+        return ModelCheck(
+            name,
+            version,
+            "READY",
+            False,
+            f"differs from in-process onnxruntime: max abs err {err:.3e}",
+            max_abs_err=err,
+            latency_ms=latency_ms,
+            reference=reference,
+        )
     msg = f"answered {shapes}; matches onnxruntime (max abs err {err:.2e})"
     if independent is not None:
         # numpy and onnxruntime sum in different orders: float32 rounding, not a wrong answer
         theirs = {k: a for k in ref if (a := align(np.asarray(independent[k]), np.asarray(ref[k]))) is not None}
         ind_err = _max_err(answer, theirs) if len(theirs) == len(ref) else float("inf")
         if len(theirs) < len(ref) or not all(_near(answer[k], theirs[k]) for k in ref):
-            return ModelCheck(name, version, "READY", False, f"matches onnxruntime but differs from onnx.reference "
-                              f"(an implementation independent of onnxruntime): max abs err {ind_err:.3e}",
-                              max_abs_err=err, latency_ms=latency_ms, reference=reference)
+            return ModelCheck(
+                name,
+                version,
+                "READY",
+                False,
+                f"matches onnxruntime but differs from onnx.reference "
+                f"(an implementation independent of onnxruntime): max abs err {ind_err:.3e}",
+                max_abs_err=err,
+                latency_ms=latency_ms,
+                reference=reference,
+            )
         msg += f" and onnx.reference (max abs err {ind_err:.2e})"
     elif note:
         msg += f"; {note}"
     return ModelCheck(name, version, "READY", True, msg, max_abs_err=err, latency_ms=latency_ms, reference=reference)
 
 
-def validate(repository: str | Path, *, url: str | None = None, grpc_url: str | None = None,
-             tritonserver: str | Path | None = None, progress: Callable[[str], None] | None = None,
-             timeout: float = DEFAULT_TIMEOUT_S) -> ValidationReport:
+def validate(
+    repository: str | Path,
+    *,
+    url: str | None = None,
+    grpc_url: str | None = None,
+    tritonserver: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> ValidationReport:
     """Validate `repository` in a Triton at `url`, or in its target's server started (and stopped) for the purpose;
     every server call is bounded, and each model gets `timeout` seconds to answer (all responses of a streaming
     model)."""
@@ -361,9 +459,15 @@ def validate(repository: str | Path, *, url: str | None = None, grpc_url: str | 
     return target_of(repository).validate(Path(repository), progress=say, tritonserver=tritonserver, timeout=timeout)
 
 
-def validate_triton(repository: str | Path, *, url: str | None = None, grpc_url: str | None = None,
-                    tritonserver: str | Path | None = None, progress: Callable[[str], None] | None = None,
-                    timeout: float = DEFAULT_TIMEOUT_S) -> ValidationReport:
+def validate_triton(
+    repository: str | Path,
+    *,
+    url: str | None = None,
+    grpc_url: str | None = None,
+    tritonserver: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> ValidationReport:
     """The Triton side of `validate`: lint first, then every model READY and answering in a real tritonserver."""
     from repoforge.lint import lint_repository
     from repoforge.servers.triton import TritonServer
@@ -375,16 +479,28 @@ def validate_triton(repository: str | Path, *, url: str | None = None, grpc_url:
     for f in lint.warnings:
         say(f"lint warning: {f}")
     if lint.errors:  # Triton would refuse these: say why statically instead of starting a server to find out
-        return ValidationReport(str(repo), "lint", [ModelCheck(f.model, "", "LINT", False, f"{f.field}: {f.message}") for f in lint.errors])
+        return ValidationReport(
+            str(repo), "lint", [ModelCheck(f.model, "", "LINT", False, f"{f.field}: {f.message}") for f in lint.errors]
+        )
     if url is not None:
-        return ValidationReport(str(repo), url, check_models(models, url, _states_from_url(url, timeout), say, grpc_url, timeout))
-    server = TritonServer(repo, exit_on_error=False, strict_readiness=False, binary=tritonserver,
-                          cache_size_bytes=DEFAULT_CACHE_BYTES if uses_response_cache(models) else None)
+        return ValidationReport(
+            str(repo), url, check_models(models, url, _states_from_url(url, timeout), say, grpc_url, timeout)
+        )
+    server = TritonServer(
+        repo,
+        exit_on_error=False,
+        strict_readiness=False,
+        binary=tritonserver,
+        cache_size_bytes=DEFAULT_CACHE_BYTES if uses_response_cache(models) else None,
+    )
     say(f"starting tritonserver with {len(models)} model(s) from {repo}")
     with server:  # starts it; stops it even when a check raises
         say(f"tritonserver ready at http://{server.http_url}")
-        report = ValidationReport(str(repo), server.http_url, check_models(models, server.http_url, server.model_states(), say,
-                                                                          server.grpc_url, timeout))
+        report = ValidationReport(
+            str(repo),
+            server.http_url,
+            check_models(models, server.http_url, server.model_states(), say, server.grpc_url, timeout),
+        )
         for c in report.failures():
             if c.state != "READY":
                 c.message += "\n" + server.log_tail(15)
@@ -401,5 +517,12 @@ def _states_from_url(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[
         raise ServeError(f"cannot reach Triton at {url}: {exc}; is the server running?") from None
     finally:
         client.close()
-    return [{"name": r.get("name", ""), "version": str(r.get("version", "")), "state": r.get("state", ""),
-             "reason": r.get("reason", "")} for r in rows]
+    return [
+        {
+            "name": r.get("name", ""),
+            "version": str(r.get("version", "")),
+            "state": r.get("state", ""),
+            "reason": r.get("reason", ""),
+        }
+        for r in rows
+    ]

@@ -80,7 +80,9 @@ class LintReport:
 
     def sort(self) -> None:
         order = {"error": 0, "warning": 1}
-        self.findings.sort(key=lambda f: (f.model, f.file, f.line or 0, f.column or 0, order[f.severity], f.field, f.message))
+        self.findings.sort(
+            key=lambda f: (f.model, f.file, f.line or 0, f.column or 0, order[f.severity], f.field, f.message)
+        )
 
     def format(self) -> str:
         """Human-readable text: one line per finding, then a summary line."""

@@ -82,7 +82,7 @@ class _Walker:
                         tok.NextToken()
                 tok.NextToken()
             else:
-                path: Path = (*prefix, name, counts[name]) if repeated else (*prefix, name)
+                path = (*prefix, name, counts[name]) if repeated else (*prefix, name)
                 if repeated:
                     counts[name] += 1
                 self.pos[path] = start

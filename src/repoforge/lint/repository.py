@@ -163,7 +163,7 @@ def _parse_error(sink: Sink, exc: text_format.ParseError) -> None:
     message = str(exc)
     prefix = f"{line}:{column} : " if line is not None else ""
     if prefix and message.startswith(prefix):
-        message = message[len(prefix):]
+        message = message[len(prefix) :]
     sink.findings.append(
         Finding(
             "error", sink.model, "",
@@ -194,7 +194,7 @@ def _dims_match(a: list[int], b: list[int]) -> bool:
     return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
 
 
-def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> None:
+def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
     cfg = entry.config
     assert cfg is not None
     sink = entry.sink
@@ -204,10 +204,14 @@ def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> 
     batching = cfg.max_batch_size > 0
     tensors: dict[str, _Node] = {}
     for io in cfg.input:
-        tensors[io.name] = _Node(entry.name, batching, io.data_type, list(io.reshape.shape if io.HasField("reshape") else io.dims))
+        tensors[io.name] = _Node(
+            entry.name, batching, io.data_type, list(io.reshape.shape if io.HasField("reshape") else io.dims)
+        )
     for io in cfg.output:
-        tensors.setdefault(io.name, _Node(entry.name, batching, io.data_type,
-                                          list(io.reshape.shape if io.HasField("reshape") else io.dims)))
+        tensors.setdefault(
+            io.name,
+            _Node(entry.name, batching, io.data_type, list(io.reshape.shape if io.HasField("reshape") else io.dims)),
+        )
     decoupled: dict[str, bool] = {}
     usable = True
     for i, st in enumerate(steps):
@@ -254,7 +258,7 @@ def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> 
         step_batching = step_cfg.max_batch_size > 0
         model_inputs = {io.name: io for io in step_cfg.input}
         model_outputs = {io.name: io for io in step_cfg.output}
-        for key, tensor in st.input_map.items():
+        for key in st.input_map:
             if key not in model_inputs:
                 sink.error(
                     (*base, "input_map", Key(key)),
@@ -266,13 +270,18 @@ def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> 
                 sink.error(
                     (*base, "input_map"),
                     f"step {i}: input '{name}' of model '{st.model_name}' is not mapped to any ensemble tensor; add "
-                    f"input_map {{ key: \"{name}\" value: \"...\" }} (or mark the input optional)",
+                    f'input_map {{ key: "{name}" value: "..." }} (or mark the input optional)',
                 )
         for key, tensor in st.input_map.items():
             io = model_inputs.get(key)
             if io is not None:
-                _consistent(sink, (*base, "input_map", Key(key)), tensors, tensor,
-                            _Node(st.model_name, step_batching, io.data_type, list(io.dims)))
+                _consistent(
+                    sink,
+                    (*base, "input_map", Key(key)),
+                    tensors,
+                    tensor,
+                    _Node(st.model_name, step_batching, io.data_type, list(io.dims)),
+                )
         for key, tensor in st.output_map.items():
             io = model_outputs.get(key)
             if io is None:
@@ -282,8 +291,13 @@ def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> 
                     f"{', '.join(model_outputs) or 'none'}); fix the output_map key",
                 )
                 continue
-            _consistent(sink, (*base, "output_map", Key(key)), tensors, tensor,
-                        _Node(st.model_name, step_batching, io.data_type, list(io.dims)))
+            _consistent(
+                sink,
+                (*base, "output_map", Key(key)),
+                tensors,
+                tensor,
+                _Node(st.model_name, step_batching, io.data_type, list(io.dims)),
+            )
         decoupled[str(i)] = bool(step_cfg.model_transaction_policy.decoupled)
     if usable:
         _check_decoupled(entry, cfg, decoupled)
@@ -358,4 +372,3 @@ def _check_decoupled(entry: ModelEntry, cfg: mc.ModelConfig, decoupled: dict[str
             "the ensemble outputs originate from different decoupled models; Triton refuses this - produce all "
             "outputs from the same decoupled branch",
         )
-

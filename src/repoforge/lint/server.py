@@ -50,8 +50,9 @@ def detect_gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-def effective_configs(repo: str | os.PathLike[str], names: list[str], server: str | None = None,
-                      timeout: float = 120.0) -> dict[str, mc.ModelConfig | str]:
+def effective_configs(
+    repo: str | os.PathLike[str], names: list[str], server: str | None = None, timeout: float = 120.0
+) -> dict[str, mc.ModelConfig | str]:
     """Load ``names`` from ``repo`` in a real tritonserver and read each one's effective config
     (``GET /v2/models/<m>/config``): what Triton auto-completes for a folder without config.pbtxt (a python
     model's ``auto_complete_config``, a backend reading the model file). Only the server knows it.
@@ -69,8 +70,9 @@ def effective_configs(repo: str | os.PathLike[str], names: list[str], server: st
 
     binary = None if server in (None, "bundled") else server
     out: dict[str, mc.ModelConfig | str] = {}
-    with TritonServer(repo, model_control="explicit", load_models=names, exit_on_error=False, strict_readiness=False,
-                      binary=binary) as triton:
+    with TritonServer(
+        repo, model_control="explicit", load_models=names, exit_on_error=False, strict_readiness=False, binary=binary
+    ) as triton:
         failed = triton.failed_models()
         client = http.InferenceServerClient(triton.http_url, connection_timeout=10.0, network_timeout=timeout)
         try:

@@ -77,7 +77,9 @@ class ServerStartError(RuntimeError):
             lines.append(tail)
             lines.append("--- end of log ---")
         elif self.log_path is not None and self.log_path.exists():
-            lines.append("(the log is empty)")  # only where a server ran and wrote nothing, not for a start refused before one ran
+            lines.append(
+                "(the log is empty)"
+            )  # only where a server ran and wrote nothing, not for a start refused before one ran
         return "\n".join(lines)
 
 
@@ -168,7 +170,9 @@ class ServerContext:
             self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

@@ -88,7 +88,9 @@ class TorchServeAPIError(RuntimeError):
         self.status = status
         self.body = body
         self.log_tail = log_tail
-        text = message + (f"\n--- last lines of the TorchServe logs ---\n{log_tail}\n--- end of log ---" if log_tail else "")
+        text = message + (
+            f"\n--- last lines of the TorchServe logs ---\n{log_tail}\n--- end of log ---" if log_tail else ""
+        )
         super().__init__(text)
 
     def json(self) -> Any:
@@ -98,13 +100,15 @@ class TorchServeAPIError(RuntimeError):
             return None
 
 
-class TorchServePorts(tuple):  # type: ignore[type-arg]
+class TorchServePorts(tuple[int, int, int, int, int]):
     """(inference, management, metrics, grpc_inference, grpc_management)."""
 
     __slots__ = ()
     _fields = ("inference", "management", "metrics", "grpc_inference", "grpc_management")
 
-    def __new__(cls, inference: int, management: int, metrics: int, grpc_inference: int, grpc_management: int) -> TorchServePorts:
+    def __new__(
+        cls, inference: int, management: int, metrics: int, grpc_inference: int, grpc_management: int
+    ) -> TorchServePorts:
         return super().__new__(cls, (inference, management, metrics, grpc_inference, grpc_management))
 
     inference = property(lambda self: self[0])
@@ -118,8 +122,10 @@ def find_java() -> str:
     java_home = os.environ.get("JAVA_HOME")
     java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
     if not java or not os.access(java, os.X_OK):
-        raise TorchServeNotFoundError(f"TorchServe needs Java (11 or newer) and none was found{' in JAVA_HOME' if java_home else ' on PATH'}; "
-                                      "install e.g. openjdk-17-jre-headless")
+        raise TorchServeNotFoundError(
+            f"TorchServe needs Java (11 or newer) and none was found{' in JAVA_HOME' if java_home else ' on PATH'}; "
+            "install e.g. openjdk-17-jre-headless"
+        )
     return java
 
 
@@ -261,20 +267,22 @@ class TorchServeServer(ServerContext):
     def config_properties(self) -> dict[str, str]:
         p = self.ports
         props = {k: v for k, v in self.base_config.items()}
-        props.update({
-            "inference_address": f"http://127.0.0.1:{p.inference}",
-            "management_address": f"http://127.0.0.1:{p.management}",
-            "metrics_address": f"http://127.0.0.1:{p.metrics}",
-            "grpc_inference_address": "127.0.0.1",
-            "grpc_management_address": "127.0.0.1",
-            "grpc_inference_port": str(p.grpc_inference),
-            "grpc_management_port": str(p.grpc_management),
-            "model_store": str(self.model_store),
-            "workflow_store": str(self.workflow_store),
-            "metrics_mode": props.get("metrics_mode", "prometheus"),
-            "default_workers_per_model": props.get("default_workers_per_model", "1"),
-            "install_py_dep_per_model": props.get("install_py_dep_per_model", "false"),
-        })
+        props.update(
+            {
+                "inference_address": f"http://127.0.0.1:{p.inference}",
+                "management_address": f"http://127.0.0.1:{p.management}",
+                "metrics_address": f"http://127.0.0.1:{p.metrics}",
+                "grpc_inference_address": "127.0.0.1",
+                "grpc_management_address": "127.0.0.1",
+                "grpc_inference_port": str(p.grpc_inference),
+                "grpc_management_port": str(p.grpc_management),
+                "model_store": str(self.model_store),
+                "workflow_store": str(self.workflow_store),
+                "metrics_mode": props.get("metrics_mode", "prometheus"),
+                "default_workers_per_model": props.get("default_workers_per_model", "1"),
+                "install_py_dep_per_model": props.get("install_py_dep_per_model", "false"),
+            }
+        )
         props.pop("load_models", None)
         if self.models:
             props["load_models"] = ",".join(self.models)
@@ -286,8 +294,18 @@ class TorchServeServer(ServerContext):
         return props
 
     def command(self, config_file: Path, log_config: Path | None) -> list[str]:
-        cmd = [sys.executable, "-m", "ts.model_server", "--start", "--foreground", "--ncs",
-               "--model-store", str(self.model_store), "--ts-config", str(config_file)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ts.model_server",
+            "--start",
+            "--foreground",
+            "--ncs",
+            "--model-store",
+            str(self.model_store),
+            "--ts-config",
+            str(config_file),
+        ]
         if self.workflow_store.is_dir():
             cmd += ["--workflow-store", str(self.workflow_store)]
         if log_config is not None:
@@ -301,8 +319,15 @@ class TorchServeServer(ServerContext):
     def _environ(self) -> dict[str, str]:
         assert self._tmpdir is not None
         env = {**os.environ, **self.env}
-        env.update({"TMPDIR": str(self._tmpdir), "TEMP": str(self._tmpdir), "LOG_LOCATION": str(self.log_dir),
-                    "METRICS_LOCATION": str(self.log_dir), "PYTHONUNBUFFERED": "1"})
+        env.update(
+            {
+                "TMPDIR": str(self._tmpdir),
+                "TEMP": str(self._tmpdir),
+                "LOG_LOCATION": str(self.log_dir),
+                "METRICS_LOCATION": str(self.log_dir),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.pop("TS_CONFIG_FILE", None)  # it would override --ts-config
         bindir = str(Path(sys.executable).parent)
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
@@ -320,7 +345,10 @@ class TorchServeServer(ServerContext):
                 return self
             except ServerStartError as exc:
                 self.stop()
-                in_use = "address already in use" in (exc.log_tail or "").lower() or "failed to bind" in (exc.log_tail or "").lower()
+                in_use = (
+                    "address already in use" in (exc.log_tail or "").lower()
+                    or "failed to bind" in (exc.log_tail or "").lower()
+                )
                 if attempt == 0 and in_use and self._fixed_ports is None:
                     self._ports = None  # a port was taken between choosing and binding: try fresh ones
                     continue
@@ -334,21 +362,30 @@ class TorchServeServer(ServerContext):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._tmpdir = Path(tempfile.mkdtemp(prefix="rf-ts-", dir="/tmp" if os.path.isdir("/tmp") else None))
         config_file = wd / "config.properties"
-        config_file.write_text("# Written by repoforge's TorchServeServer for this run.\n"
-                               + "".join(f"{k}={v}\n" for k, v in self.config_properties().items()))
+        config_file.write_text(
+            "# Written by repoforge's TorchServeServer for this run.\n"
+            + "".join(f"{k}={v}\n" for k, v in self.config_properties().items())
+        )
         log_config = self.log_config
         if log_config is None:
             log_config = wd / "log4j2.xml"
             log_config.write_text(QUIET_LOG4J2)
-        proc = ManagedProcess(self.command(config_file, log_config), log_path=self.stdout_log, env=self._environ(),
-                              cwd=wd, name="torchserve")
+        proc = ManagedProcess(
+            self.command(config_file, log_config),
+            log_path=self.stdout_log,
+            env=self._environ(),
+            cwd=wd,
+            name="torchserve",
+        )
         self._process = proc
         proc.start()
         deadline = time.monotonic() + timeout
         names = [self._model_name(m) for m in self.models]
         self._wait(lambda: self._api_up(), deadline, "the management API")
         for name in names:
-            self._wait(lambda name=name: self._workers_ready(name), deadline, f"model '{name}' workers READY", model=name)
+            self._wait(
+                lambda name=name: self._workers_ready(name), deadline, f"model '{name}' workers READY", model=name
+            )
         for war in self.workflows:
             try:
                 self.register_workflow(war, timeout=max(1.0, deadline - time.monotonic()))
@@ -381,8 +418,14 @@ class TorchServeServer(ServerContext):
 
     def _start_error(self, reason: str, failed_models: Mapping[str, str] | None = None) -> ServerStartError:
         proc = self._process
-        return ServerStartError(reason, command=proc.command if proc else [], returncode=proc.returncode if proc else None,
-                                log_tail=self.log_tail(), log_path=self.log_dir, failed_models=failed_models)
+        return ServerStartError(
+            reason,
+            command=proc.command if proc else [],
+            returncode=proc.returncode if proc else None,
+            log_tail=self.log_tail(),
+            log_path=self.log_dir,
+            failed_models=failed_models,
+        )
 
     def _api_up(self) -> bool:
         status, _, _ = self.request("GET", "management", "/models", timeout=2.0)
@@ -416,8 +459,13 @@ class TorchServeServer(ServerContext):
             return None
         if proc.alive and self._tmpdir is not None:
             try:
-                subprocess.run([sys.executable, "-m", "ts.model_server", "--stop", "--foreground"], env=self._environ(),
-                               cwd=self.workdir, capture_output=True, timeout=timeout)
+                subprocess.run(
+                    [sys.executable, "-m", "ts.model_server", "--stop", "--foreground"],
+                    env=self._environ(),
+                    cwd=self.workdir,
+                    capture_output=True,
+                    timeout=timeout,
+                )
             except (subprocess.TimeoutExpired, OSError):
                 pass
         java = self.pid
@@ -501,8 +549,16 @@ class TorchServeServer(ServerContext):
         key = self.keys().get(key_name or ("management" if api == "management" else "inference"))
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def request(self, method: str, api: str, path: str, body: Any = None, *, headers: Mapping[str, str] | None = None,
-                timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self,
+        method: str,
+        api: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> tuple[int, dict[str, str], bytes]:
         """One HTTP call to the `inference`, `management` or `metrics` API: (status, headers, body)."""
         data: bytes | None
         hdrs = dict(headers or {})
@@ -522,11 +578,17 @@ class TorchServeServer(ServerContext):
         except urllib.error.HTTPError as err:
             return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
-    def _checked(self, method: str, api: str, path: str, body: Any = None, timeout: float = 60.0) -> tuple[dict[str, str], bytes]:
+    def _checked(
+        self, method: str, api: str, path: str, body: Any = None, timeout: float = 60.0
+    ) -> tuple[dict[str, str], bytes]:
         status, headers, payload = self.request(method, api, path, body, timeout=timeout)
         if status != 200:
-            raise TorchServeAPIError(f"{method} {path} -> HTTP {status}: {payload.decode(errors='replace')[:2000]}",
-                                     status, payload, self.log_tail())
+            raise TorchServeAPIError(
+                f"{method} {path} -> HTTP {status}: {payload.decode(errors='replace')[:2000]}",
+                status,
+                payload,
+                self.log_tail(),
+            )
         return headers, payload
 
     def predict(self, model: str, payload: Any, *, version: str | None = None, timeout: float = 60.0) -> Any:

@@ -186,9 +186,7 @@ def cache_root() -> Path:
 
 
 def _fingerprint(paths: Sequence[Path]) -> str:
-    return json.dumps(
-        [[str(p), p.stat().st_size, int(p.stat().st_mtime)] for p in paths], separators=(",", ":")
-    )
+    return json.dumps([[str(p), p.stat().st_size, int(p.stat().st_mtime)] for p in paths], separators=(",", ":"))
 
 
 def _backend_dir_ok(backends: Path, fingerprint: str) -> bool:
@@ -621,8 +619,7 @@ class TritonServer(ServerContext):
                 details.append("error lines in the log:")
                 details += ["  " + ln for ln in errors[-10:]]
         return ServerStartError(
-            f"tritonserver failed to start: {reason}"
-            + (f" (failed models: {', '.join(failed)})" if failed else ""),
+            f"tritonserver failed to start: {reason}" + (f" (failed models: {', '.join(failed)})" if failed else ""),
             command=proc.command,
             returncode=proc.returncode,
             log_tail=_useful_tail(full_log, 40),

@@ -5,21 +5,59 @@ from __future__ import annotations
 import numpy as np
 
 TRITON_DTYPES: tuple[str, ...] = (
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64", "BF16", "BYTES",
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BF16",
+    "BYTES",
 )
 
 _ALIASES: dict[str, str] = {
-    "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
-    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-    "float16": "FP16", "half": "FP16", "float32": "FP32", "float": "FP32", "float64": "FP64", "double": "FP64",
-    "bfloat16": "BF16", "bytes": "BYTES", "string": "BYTES", "str": "BYTES", "object": "BYTES",
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "half": "FP16",
+    "float32": "FP32",
+    "float": "FP32",
+    "float64": "FP64",
+    "double": "FP64",
+    "bfloat16": "BF16",
+    "bytes": "BYTES",
+    "string": "BYTES",
+    "str": "BYTES",
+    "object": "BYTES",
 }
 
 _NUMPY: dict[str, type] = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": np.object_,
 }
 
 
@@ -34,7 +72,9 @@ def normalize_dtype(value: str) -> str:
     alias = _ALIASES.get(text.lower())
     if alias:
         return alias
-    raise ValueError(f"unknown dtype '{value}'; expected one of {', '.join(TRITON_DTYPES)} (or numpy names such as float32)")
+    raise ValueError(
+        f"unknown dtype '{value}'; expected one of {', '.join(TRITON_DTYPES)} (or numpy names such as float32)"
+    )
 
 
 def numpy_dtype(dtype: str) -> type:

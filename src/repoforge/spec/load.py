@@ -94,12 +94,19 @@ def _message(err: dict[str, Any]) -> str:
         owner = _model_at(tuple(loc[:-1]))
         names = _field_names(owner) if owner else []
         close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-        hint = f" (did you mean '{close[0]}'?)" if close else (f"; expected one of: {', '.join(names)}" if names else "")
+        hint = (
+            f" (did you mean '{close[0]}'?)" if close else (f"; expected one of: {', '.join(names)}" if names else "")
+        )
         return f"unknown field '{key}'{hint}"
     if kind == "missing":
         return "required field is missing"
     msg = err["msg"].removeprefix("Value error, ")
-    if kind.startswith(("int_", "float_", "bool_", "string_", "list_", "dict_", "model_", "literal_", "greater", "less")) and got is not None:
+    if (
+        kind.startswith(
+            ("int_", "float_", "bool_", "string_", "list_", "dict_", "model_", "literal_", "greater", "less")
+        )
+        and got is not None
+    ):
         shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
         return f"{msg} (got {shown})"
     return msg
@@ -130,8 +137,9 @@ def load_spec(path: str | Path) -> LoadedSpec:
         spec = Spec.model_validate(source.data)
     except ValidationError as exc:
         raise SpecError(problems_from_validation(exc, source)) from None
-    loaded = LoadedSpec(spec=spec, source=source, path=spec_path.resolve(),
-                        sha256=hashlib.sha256(spec_path.read_bytes()).hexdigest())
+    loaded = LoadedSpec(
+        spec=spec, source=source, path=spec_path.resolve(), sha256=hashlib.sha256(spec_path.read_bytes()).hexdigest()
+    )
     _check_unique_names(loaded)
     return loaded
 
@@ -141,7 +149,11 @@ def _check_unique_names(loaded: LoadedSpec) -> None:
     problems = []
     for i, m in enumerate(loaded.spec.models):
         if m.name in seen:
-            problems.append(loaded.problem(("models", i, "name"), f"model name '{m.name}' is already used by models[{seen[m.name]}]"))
+            problems.append(
+                loaded.problem(
+                    ("models", i, "name"), f"model name '{m.name}' is already used by models[{seen[m.name]}]"
+                )
+            )
         seen.setdefault(m.name, i)
     if problems:
         raise SpecError(problems)

@@ -32,17 +32,23 @@ class TensorSpec(StrictModel):
     dtype: str = Field(description="Triton dtype (FP32, INT64, BYTES, ...) or its numpy name (float32).")
     dims: list[int] = Field(description="Shape without the batch axis when max_batch_size > 0; -1 is a variable size.")
     reshape: list[int] | None = Field(
-        default=None, description="Triton `reshape`: the shape the model itself sees, when it differs from `dims`.")
+        default=None, description="Triton `reshape`: the shape the model itself sees, when it differs from `dims`."
+    )
     format: Literal["nchw", "nhwc"] | None = Field(
-        default=None, description="Inputs only: an image input's layout (Triton FORMAT_NCHW / FORMAT_NHWC; 3 dims).")
+        default=None, description="Inputs only: an image input's layout (Triton FORMAT_NCHW / FORMAT_NHWC; 3 dims)."
+    )
     optional: bool = Field(
-        default=False, description="Inputs only: requests may leave this input out (Triton `optional`).")
+        default=False, description="Inputs only: requests may leave this input out (Triton `optional`)."
+    )
     is_shape_tensor: bool = Field(
-        default=False, description="Triton `is_shape_tensor`: the tensor carries a shape (TensorRT shape tensors).")
+        default=False, description="Triton `is_shape_tensor`: the tensor carries a shape (TensorRT shape tensors)."
+    )
     allow_ragged_batch: bool = Field(
-        default=False, description="Inputs only: requests of different shapes are batched together (ragged batching).")
+        default=False, description="Inputs only: requests of different shapes are batched together (ragged batching)."
+    )
     label_filename: str | None = Field(
-        default=None, description="Outputs only: labels file (relative to the spec) for classification results.")
+        default=None, description="Outputs only: labels file (relative to the spec) for classification results."
+    )
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -68,16 +74,18 @@ class RateLimiterResource(StrictModel):
 
     name: str = Field(description="Resource name; instances naming the same resource share it.")
     count: int = Field(ge=1, description="How many units of the resource one execution of the instance needs.")
-    global_: bool = Field(default=False, alias="global",
-                          description="Shared by all devices of the server; false: one pool per device.")
+    global_: bool = Field(
+        default=False, alias="global", description="Shared by all devices of the server; false: one pool per device."
+    )
 
 
 class RateLimiter(StrictModel):
     """Triton's rate limiter: instances run only when their resources are free."""
 
     resources: list[RateLimiterResource] = Field(default=[], description="Resources an execution needs.")
-    priority: int = Field(default=0, ge=0,
-                          description="Weight across instances: priority 2 gets half the chances of 1; 0 acts as 1.")
+    priority: int = Field(
+        default=0, ge=0, description="Weight across instances: priority 2 gets half the chances of 1; 0 acts as 1."
+    )
 
 
 class InstanceGroup(StrictModel):
@@ -85,15 +93,18 @@ class InstanceGroup(StrictModel):
     follows the build's device (`repoforge.plan` resolves it): KIND_GPU for --device gpu."""
 
     kind: Literal["cpu", "gpu", "auto", "model"] | None = Field(
-        default=None, description="Triton KIND_CPU/GPU/AUTO/MODEL; unset: the build's device (python models: cpu).")
+        default=None, description="Triton KIND_CPU/GPU/AUTO/MODEL; unset: the build's device (python models: cpu)."
+    )
     count: int = Field(default=1, ge=1, description="Instances (on GPU: per listed GPU); TorchServe workers sum them.")
     gpus: list[int] | None = Field(default=None, description="GPU ids for kind gpu; unset: every visible GPU.")
     name: str | None = Field(default=None, description="Group name; unset: Triton names it after the model.")
     rate_limiter: RateLimiter | None = Field(
-        default=None, description="Resources and priority for Triton's rate limiter.")
+        default=None, description="Resources and priority for Triton's rate limiter."
+    )
     passive: bool = Field(default=False, description="Instances are loaded but never scheduled (Triton `passive`).")
     host_policy: str | None = Field(
-        default=None, description="Name of a host policy (server --host-policy) to run under.")
+        default=None, description="Name of a host policy (server --host-policy) to run under."
+    )
 
     @field_validator("gpus")
     @classmethod
@@ -107,9 +118,11 @@ class QueuePolicy(StrictModel):
     """Triton `ModelQueuePolicy`: how long requests may wait in the batcher's queue, and how many."""
 
     timeout_us: int = Field(
-        default=0, ge=0, description="µs a request may queue (default_timeout_microseconds); 0: none.")
+        default=0, ge=0, description="µs a request may queue (default_timeout_microseconds); 0: none."
+    )
     timeout_action: Literal["reject", "delay"] = Field(
-        default="reject", description="A timed-out request is rejected, or delayed behind the others.")
+        default="reject", description="A timed-out request is rejected, or delayed behind the others."
+    )
     allow_timeout_override: bool = Field(default=False, description="Requests may set their own, shorter timeout.")
     max_queue_size: int = Field(default=0, ge=0, description="Most requests queued; more are rejected. 0: unbounded.")
 
@@ -119,15 +132,18 @@ class DynamicBatching(StrictModel):
 
     enabled: bool = Field(default=True, description="false turns dynamic batching off (`dynamic_batching: false`).")
     preferred_batch_sizes: list[int] = Field(
-        default=[], description="Batch sizes the batcher aims for; empty: as large as max_batch_size allows.")
+        default=[], description="Batch sizes the batcher aims for; empty: as large as max_batch_size allows."
+    )
     max_queue_delay_us: int = Field(
-        default=0, ge=0, description="µs a request may wait for a fuller batch; 0: no wait (TorchServe: 1 ms).")
+        default=0, ge=0, description="µs a request may wait for a fuller batch; 0: no wait (TorchServe: 1 ms)."
+    )
     preserve_ordering: bool = Field(default=False, description="Responses return in the order requests arrived.")
     priority_levels: int = Field(default=0, ge=0, description="Number of request priority levels; 0: no priorities.")
     default_priority_level: int = Field(default=0, ge=0, description="Priority of requests that set none.")
     queue_policy: QueuePolicy | None = Field(default=None, description="Default queue policy; unset: Triton's.")
     priority_queue_policy: dict[int, QueuePolicy] = Field(
-        default={}, description="Queue policy per priority level (level → policy).")
+        default={}, description="Queue policy per priority level (level → policy)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -149,7 +165,8 @@ class SequenceControl(StrictModel):
 
     name: str = Field(description="Name of the model input Triton fills.")
     kind: Literal["start", "end", "ready", "correlation_id"] = Field(
-        description="What Triton puts there: sequence start/end/ready flag, or the correlation id.")
+        description="What Triton puts there: sequence start/end/ready flag, or the correlation id."
+    )
     dtype: str = Field(default="INT32", description="Input dtype: flags as INT32, FP32 or BOOL 0/1; the id's dtype.")
 
     @field_validator("dtype", mode="before")
@@ -176,18 +193,22 @@ class SequenceBatching(StrictModel):
     """Triton `sequence_batching`: requests of one sequence (correlation id) go to the same instance."""
 
     strategy: Literal["direct", "oldest"] = Field(
-        default="direct", description="direct: a batch slot per sequence; oldest: batch the oldest sequences.")
+        default="direct", description="direct: a batch slot per sequence; oldest: batch the oldest sequences."
+    )
     max_sequence_idle_us: int | None = Field(
-        default=None, ge=0, description="µs before an idle sequence is ended; unset: Triton's default (1 s).")
+        default=None, ge=0, description="µs before an idle sequence is ended; unset: Triton's default (1 s)."
+    )
     control_inputs: list[SequenceControl] = Field(default=[], description="Inputs Triton fills with sequence controls.")
     states: list[SequenceState] = Field(default=[], description="Implicit state Triton keeps between requests.")
     max_queue_delay_us: int = Field(default=0, ge=0, description="µs a request may wait to form a batch; 0: none.")
     # direct
     minimum_slot_utilization: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="direct only: fraction of slots that must be ready to run a batch.")
+        default=None, ge=0.0, le=1.0, description="direct only: fraction of slots that must be ready to run a batch."
+    )
     # oldest
     max_candidate_sequences: int | None = Field(
-        default=None, ge=1, description="oldest only: sequences batched at once; unset: 1.")
+        default=None, ge=1, description="oldest only: sequences batched at once; unset: 1."
+    )
     preferred_batch_sizes: list[int] = Field(default=[], description="oldest only: batch sizes to aim for.")
     preserve_ordering: bool = Field(default=False, description="oldest only: responses keep the request order.")
     iterative: bool = Field(default=False, description="Triton `iterative_sequence` (iterative scheduling).")
@@ -197,11 +218,13 @@ class Warmup(StrictModel):
     """Requests Triton runs at load time so the first user request is not the slow one."""
 
     batch_sizes: list[int] = Field(
-        default=[1], description="One warmup request per size (size 1 when max_batch_size is 0).")
+        default=[1], description="One warmup request per size (size 1 when max_batch_size is 0)."
+    )
     data: Literal["random", "zero"] = Field(default="random", description="Input contents: random or zero data.")
     count: int = Field(default=1, ge=1, description="Times each warmup request runs.")
     shapes: dict[str, list[int]] = Field(
-        default={}, description="Input name → concrete dims; unset inputs use their dims with -1 as 1.")
+        default={}, description="Input name → concrete dims; unset inputs use their dims with -1 as 1."
+    )
 
     @field_validator("batch_sizes")
     @classmethod
@@ -218,9 +241,11 @@ SMOKE_INPUTS = "smoke_inputs.npz"
 class Smoke(StrictModel):
     """What `repoforge validate` sends a model instead of random data (for models that check their values)."""
 
-    inputs: str = Field(description="An .npz file (relative to the spec) with one array per input, batch axis included "
-                                    "where the model has one; BYTES as fixed-width bytes arrays (np.savez, no pickles). "
-                                    "Built into the model folder as smoke_inputs.npz.")
+    inputs: str = Field(
+        description="An .npz file (relative to the spec) with one array per input, batch axis included "
+        "where the model has one; BYTES as fixed-width bytes arrays (np.savez, no pickles). "
+        "Built into the model folder as smoke_inputs.npz."
+    )
 
 
 class Accelerator(StrictModel):
@@ -248,30 +273,40 @@ class Optimization(StrictModel):
     """Triton's `optimization` block: execution accelerators (ONNX→TensorRT/OpenVINO), CUDA graphs, pinned memory."""
 
     priority: Literal["default", "max", "min"] | None = Field(
-        default=None, description="Model priority (PRIORITY_DEFAULT/MAX/MIN); unset: left out.")
+        default=None, description="Model priority (PRIORITY_DEFAULT/MAX/MIN); unset: left out."
+    )
     graph_level: int | None = Field(
-        default=None, description="Backend graph optimization level: -1 off, 0 framework default, 1+ higher.")
+        default=None, description="Backend graph optimization level: -1 off, 0 framework default, 1+ higher."
+    )
     cuda_graphs: bool | None = Field(default=None, description="Use CUDA graphs (TensorRT backend); unset: left out.")
     cuda_busy_wait_events: bool | None = Field(
-        default=None, description="Busy-wait on CUDA events instead of blocking; unset: left out.")
+        default=None, description="Busy-wait on CUDA events instead of blocking; unset: left out."
+    )
     cuda_output_copy_stream: bool | None = Field(
-        default=None, description="Copy outputs on a separate CUDA stream; unset: left out.")
+        default=None, description="Copy outputs on a separate CUDA stream; unset: left out."
+    )
     execution_accelerators: ExecutionAccelerators | None = Field(
-        default=None, description="Accelerators such as ONNX Runtime's TensorRT or OpenVINO providers.")
+        default=None, description="Accelerators such as ONNX Runtime's TensorRT or OpenVINO providers."
+    )
     pinned_memory: PinnedMemory | None = Field(default=None, description="Pinned host memory for inputs and outputs.")
     gather_kernel_buffer_threshold: int | None = Field(
-        default=None, ge=0, description="Gather inputs of at least this many buffers with a CUDA kernel; unset: off.")
+        default=None, ge=0, description="Gather inputs of at least this many buffers with a CUDA kernel; unset: off."
+    )
     eager_batching: bool | None = Field(
-        default=None, description="Triton's optimization `eager_batching` flag; unset: left out (Triton's default).")
+        default=None, description="Triton's optimization `eager_batching` flag; unset: left out (Triton's default)."
+    )
 
 
 class BatchInputSpec(StrictModel):
     """Triton `batch_input`: an extra input Triton computes from the batch (for ragged batching)."""
 
     kind: Literal[
-        "batch_element_count", "batch_accumulated_element_count",
-        "batch_accumulated_element_count_with_zero", "batch_max_element_count_as_shape",
-        "batch_item_shape", "batch_item_shape_flatten",
+        "batch_element_count",
+        "batch_accumulated_element_count",
+        "batch_accumulated_element_count_with_zero",
+        "batch_max_element_count_as_shape",
+        "batch_item_shape",
+        "batch_item_shape_flatten",
     ] = Field(description="What Triton computes, e.g. batch_element_count (Triton BatchInput.Kind, lower case).")
     target_names: list[str] = Field(min_length=1, description="Model inputs that receive the computed value.")
     dtype: str = Field(description="Dtype of the computed input.")
@@ -287,7 +322,8 @@ class BatchOutputSpec(StrictModel):
     """Triton `batch_output`: how a batched output is split back into the requests."""
 
     kind: Literal["batch_scatter_with_input_shape"] = Field(
-        default="batch_scatter_with_input_shape", description="Scatter the output by the shape of `source_inputs`.")
+        default="batch_scatter_with_input_shape", description="Scatter the output by the shape of `source_inputs`."
+    )
     target_names: list[str] = Field(min_length=1, description="Model outputs it applies to.")
     source_inputs: list[str] = Field(min_length=1, description="Input whose per-request shape splits the output.")
 
@@ -318,7 +354,7 @@ class VersionPolicy(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _one(self) -> "VersionPolicy":
+    def _one(self) -> VersionPolicy:
         chosen = [k for k in ("latest", "all", "specific") if getattr(self, k) is not None]
         if len(chosen) != 1:
             raise ValueError("set exactly one of latest, all, specific")
@@ -329,7 +365,8 @@ class TransactionPolicy(StrictModel):
     """Triton `model_transaction_policy`."""
 
     decoupled: bool = Field(
-        default=False, description="Decoupled (streaming): any number of responses per request; no response cache.")
+        default=False, description="Decoupled (streaming): any number of responses per request; no response cache."
+    )
 
 
 class EnsembleStep(StrictModel):
@@ -343,8 +380,15 @@ class EnsembleStep(StrictModel):
 
 # Fields that `defaults:` may set for every model (and each model may override).
 DEFAULTABLE = (
-    "max_batch_size", "instance_groups", "dynamic_batching", "response_cache", "warmup",
-    "parameters", "optimization", "version_policy", "model_repository_agents",
+    "max_batch_size",
+    "instance_groups",
+    "dynamic_batching",
+    "response_cache",
+    "warmup",
+    "parameters",
+    "optimization",
+    "version_policy",
+    "model_repository_agents",
 )
 
 
@@ -354,77 +398,103 @@ class Defaults(StrictModel):
     max_batch_size: int | None = Field(default=None, ge=0, description="Default max_batch_size of every model.")
     instance_groups: list[InstanceGroup] | None = Field(default=None, description="Default instance groups.")
     dynamic_batching: DynamicBatching | None = Field(
-        default=None, description="Default dynamic batching (not for sequence models or ensembles).")
+        default=None, description="Default dynamic batching (not for sequence models or ensembles)."
+    )
     response_cache: bool | None = Field(default=None, description="Default for Triton's response cache.")
     warmup: Warmup | None = Field(default=None, description="Default warmup (not for ensembles).")
     parameters: dict[str, ParamValue] | None = Field(
-        default=None, description="Default config parameters (replaced, not merged, by a model's own).")
+        default=None, description="Default config parameters (replaced, not merged, by a model's own)."
+    )
     optimization: Optimization | None = Field(default=None, description="Default Triton optimization block.")
     version_policy: VersionPolicy | None = Field(default=None, description="Default version policy.")
     model_repository_agents: list[RepositoryAgent] | None = Field(
-        default=None, description="Default repository agents (e.g. checksum).")
+        default=None, description="Default repository agents (e.g. checksum)."
+    )
 
 
 class ModelSpec(StrictModel):
     """One model of the repository: a Triton model folder with its config.pbtxt, or a TorchServe .mar."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$",
-                      description="Model name: its folder and the name requests use.")
-    format: Format = Field(
-        description="onnx | tensorrt | torchscript | pytorch (TorchServe only) | python | ensemble.")
+    name: str = Field(
+        min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="Model name: its folder and the name requests use."
+    )
+    format: Format = Field(description="onnx | tensorrt | torchscript | pytorch (TorchServe only) | python | ensemble.")
     path: str | None = Field(
-        default=None, description="Model file (python: your model.py), relative to the spec; reused by each version.")
+        default=None, description="Model file (python: your model.py), relative to the spec; reused by each version."
+    )
     backend: str | None = Field(
-        default=None, description="Triton backend to use instead of repoforge's choice; python format: default python.")
+        default=None, description="Triton backend to use instead of repoforge's choice; python format: default python."
+    )
     max_batch_size: int | None = Field(
-        default=None, ge=0,
-        description="Largest batch (0: no batch axis); unset: 32 for batchable ONNX, ensembles: steps' min, else 0.")
+        default=None,
+        ge=0,
+        description="Largest batch (0: no batch axis); unset: 32 for batchable ONNX, ensembles: steps' min, else 0.",
+    )
     inputs: list[TensorSpec] | None = Field(
-        default=None, description="Inputs; unset: read from the ONNX file, or derived (ensembles, plugins).")
+        default=None, description="Inputs; unset: read from the ONNX file, or derived (ensembles, plugins)."
+    )
     outputs: list[TensorSpec] | None = Field(
-        default=None, description="Outputs; unset: read from the ONNX file, or derived (ensembles, plugins).")
+        default=None, description="Outputs; unset: read from the ONNX file, or derived (ensembles, plugins)."
+    )
     dynamic_batching: DynamicBatching | None = Field(
-        default=None, description="true | false | {...}; unset: on, with no queue delay, when max_batch_size > 0.")
+        default=None, description="true | false | {...}; unset: on, with no queue delay, when max_batch_size > 0."
+    )
     sequence_batching: SequenceBatching | None = Field(
-        default=None, description="Sequence batcher for stateful models (replaces dynamic batching).")
+        default=None, description="Sequence batcher for stateful models (replaces dynamic batching)."
+    )
     instance_groups: list[InstanceGroup] | None = Field(
-        default=None, description="Instances; unset: one, on GPU for --device gpu (python: CPU), else CPU.")
+        default=None, description="Instances; unset: one, on GPU for --device gpu (python: CPU), else CPU."
+    )
     versions: dict[int, str | None] | None = Field(
-        default=None, description="[1, 2] (each from `path`) or {1: v1.onnx, ...}; unset: version 1 from `path`.")
+        default=None, description="[1, 2] (each from `path`) or {1: v1.onnx, ...}; unset: version 1 from `path`."
+    )
     version_policy: VersionPolicy | None = Field(
-        default=None, description="latest | all | {latest: N} | {specific: [..]}; unset: Triton serves the latest.")
+        default=None, description="latest | all | {latest: N} | {specific: [..]}; unset: Triton serves the latest."
+    )
     response_cache: bool | None = Field(
-        default=None, description="Triton's response cache for this model; `repoforge serve` enables the cache.")
+        default=None, description="Triton's response cache for this model; `repoforge serve` enables the cache."
+    )
     warmup: Warmup | None = Field(default=None, description="Requests Triton runs at load time (model_warmup).")
     parameters: dict[str, ParamValue] | None = Field(
-        default=None, description="Config `parameters`, written as strings (e.g. intra_op_threads of the CPU runners).")
+        default=None, description="Config `parameters`, written as strings (e.g. intra_op_threads of the CPU runners)."
+    )
     optimization: Optimization | None = Field(
-        default=None, description="Triton `optimization`; left out for the CPU runners (onnxruntime, torchscript).")
+        default=None, description="Triton `optimization`; left out for the CPU runners (onnxruntime, torchscript)."
+    )
     batch_inputs: list[BatchInputSpec] = Field(default=[], description="Triton `batch_input` entries.")
     batch_outputs: list[BatchOutputSpec] = Field(default=[], description="Triton `batch_output` entries.")
     model_repository_agents: list[RepositoryAgent] | None = Field(
-        default=None, description="Triton repository agents run when the model loads (e.g. checksum).")
+        default=None, description="Triton repository agents run when the model loads (e.g. checksum)."
+    )
     model_transaction_policy: TransactionPolicy | None = Field(
-        default=None, description="Triton `model_transaction_policy` ({decoupled: true} for streaming).")
+        default=None, description="Triton `model_transaction_policy` ({decoupled: true} for streaming)."
+    )
     metric_tags: dict[str, str] = Field(
-        default={}, description="Triton `metric_tags`: labels added to the model's metrics.")
+        default={}, description="Triton `metric_tags`: labels added to the model's metrics."
+    )
     steps: list[EnsembleStep] | None = Field(
-        default=None, description="format ensemble: the steps; the ensemble's inputs/outputs derive from them.")
-    smoke: Smoke | None = Field(default=None, description="Smoke inputs for `repoforge validate` (default: random data "
-                                                         "made from the config).")
+        default=None, description="format ensemble: the steps; the ensemble's inputs/outputs derive from them."
+    )
+    smoke: Smoke | None = Field(
+        default=None, description="Smoke inputs for `repoforge validate` (default: random data made from the config)."
+    )
     # TorchServe target: the file defining the nn.Module class of an eager `pytorch` state_dict model,
     # and the user's own TorchServe handler file (replacing repoforge's); both relative to the spec.
     model_file: str | None = Field(
-        default=None, description="TorchServe, format pytorch: the .py file defining the nn.Module class.")
+        default=None, description="TorchServe, format pytorch: the .py file defining the nn.Module class."
+    )
     handler: str | None = Field(
-        default=None, description="TorchServe: your own handler file, used instead of repoforge's.")
+        default=None, description="TorchServe: your own handler file, used instead of repoforge's."
+    )
     # repoforge's own Python backends (features, result_cache, semantic_cache, router), configured instead of `path`.
     plugin: PluginSpec | None = Field(
-        default=None, description="format python: one of repoforge's plugins (features, caches, router), not `path`.")
+        default=None, description="format python: one of repoforge's plugins (features, caches, router), not `path`."
+    )
     # Escape hatch: pbtxt of extra ModelConfig fields the spec cannot express, merged into the generated
     # config last (protobuf MergeFrom: scalars and map keys override, repeated fields append).
     raw_config: str | None = Field(
-        default=None, description="pbtxt of extra ModelConfig fields, merged last (scalars override, lists append).")
+        default=None, description="pbtxt of extra ModelConfig fields, merged last (scalars override, lists append)."
+    )
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -454,5 +524,6 @@ class Spec(StrictModel):
     version: Literal[1] = Field(description="Spec format version; always 1.")
     repository: str | None = Field(default=None, description="Repository name; unset: the spec's folder name.")
     defaults: Defaults = Field(
-        default=Defaults(), description="Settings applied to every model that does not set them.")
+        default=Defaults(), description="Settings applied to every model that does not set them."
+    )
     models: list[ModelSpec] = Field(min_length=1, description="The models to build (at least one).")

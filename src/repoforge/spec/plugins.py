@@ -32,15 +32,45 @@ from pydantic import (
 RelPath = tuple[str | int, ...]
 
 # Dtypes a raw feature column may have. Text columns are BYTES (Triton's strings).
-NUMERIC_DTYPES = ("FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "BOOL")
+NUMERIC_DTYPES = (
+    "FP32",
+    "FP64",
+    "FP16",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "BOOL",
+)
 COLUMN_DTYPES = (*NUMERIC_DTYPES, "BYTES")
-_DTYPE_ALIASES = {"float32": "FP32", "float": "FP32", "float64": "FP64", "double": "FP64", "int32": "INT32",
-                  "int64": "INT64", "bool": "BOOL", "bytes": "BYTES", "string": "BYTES", "str": "BYTES", "STRING": "BYTES"}
+_DTYPE_ALIASES = {
+    "float32": "FP32",
+    "float": "FP32",
+    "float64": "FP64",
+    "double": "FP64",
+    "int32": "INT32",
+    "int64": "INT64",
+    "bool": "BOOL",
+    "bytes": "BYTES",
+    "string": "BYTES",
+    "str": "BYTES",
+    "STRING": "BYTES",
+}
 _TENSOR_NAME = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
 DATETIME_PARTS = ("hour", "minute", "weekday", "day", "month", "year", "dayofyear", "is_weekend")
 # Periods for the sin/cos encoding of the cyclical parts (value - offset) / period.
-CYCLES: dict[str, tuple[int, int]] = {"hour": (24, 0), "minute": (60, 0), "weekday": (7, 0), "day": (31, 1),
-                                      "month": (12, 1), "dayofyear": (366, 1)}
+CYCLES: dict[str, tuple[int, int]] = {
+    "hour": (24, 0),
+    "minute": (60, 0),
+    "weekday": (7, 0),
+    "day": (31, 1),
+    "month": (12, 1),
+    "dayofyear": (366, 1),
+}
 
 
 class _Strict(BaseModel):
@@ -68,7 +98,8 @@ class Column(_Strict):
     dtype: str = Field(default="FP32", description="Input dtype: a numeric Triton dtype, or BYTES for text.")
     width: int = Field(default=1, ge=1, description="Values per row: the input's dims are [width].")
     fill: float | str | None = Field(  # missing values (NaN, or an empty string for BYTES) become this
-        default=None, description="Replaces missing values (NaN; empty string for BYTES); unset: kept as they are.")
+        default=None, description="Replaces missing values (NaN; empty string for BYTES); unset: kept as they are."
+    )
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -92,10 +123,12 @@ class RedisConnection(_Strict):
 
     url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL.")
     url_env: str | None = Field(  # when this environment variable is set (in the server), its value wins
-        default=None, description="Environment variable (in the server) whose value, when set, replaces `url`.")
+        default=None, description="Environment variable (in the server) whose value, when set, replaces `url`."
+    )
     timeout_ms: int = Field(default=50, ge=1, description="Timeout of each Redis call, in ms.")
     retry_after_s: float = Field(  # after a failure, do not ask Redis again for this long
-        default=1.0, ge=0, description="Seconds Redis is left alone after a failure (requests answer without it).")
+        default=1.0, ge=0, description="Seconds Redis is left alone after a failure (requests answer without it)."
+    )
 
 
 class Lookup(RedisConnection):
@@ -105,9 +138,11 @@ class Lookup(RedisConnection):
     prefix: str = Field(default="", description="Redis key prefix: the values live under prefix + id.")
     fields: list[LookupField] = Field(min_length=1, description="The stored features, in their stored order.")
     ttl_s: int | None = Field(  # TTL applied when writing features (FeatureStore.write)
-        default=86400, ge=1, description="TTL in seconds FeatureStore.write sets on the keys; null: none.")
+        default=86400, ge=1, description="TTL in seconds FeatureStore.write sets on the keys; null: none."
+    )
     found: str | None = Field(  # optional column: 1.0 when the entity was found
-        default=None, pattern=_TENSOR_NAME, description="Optional column name: 1.0 where the entity was found, else 0.")
+        default=None, pattern=_TENSOR_NAME, description="Optional column name: 1.0 where the entity was found, else 0."
+    )
 
 
 class _Op(_Strict):
@@ -218,7 +253,8 @@ class Datetime(_Op):
 
     op: Literal["datetime"] = Field(description="Selects this op.")
     parts: list[Literal["hour", "minute", "weekday", "day", "month", "year", "dayofyear", "is_weekend"]] = Field(
-        min_length=1, description="Parts to extract, one value each (two when cyclical).")
+        min_length=1, description="Parts to extract, one value each (two when cyclical)."
+    )
     cyclical: bool = Field(default=False, description="Encode periodic parts (hour, month, ...) as a sin/cos pair.")
 
 
@@ -247,7 +283,18 @@ class Cross(_Strict):
 
 
 FeatureOp = Annotated[
-    Identity | Standardize | MinMax | Log1p | Clip | Bucketize | Vocabulary | Hash | Datetime | Length | IsMissing | Cross,
+    Identity
+    | Standardize
+    | MinMax
+    | Log1p
+    | Clip
+    | Bucketize
+    | Vocabulary
+    | Hash
+    | Datetime
+    | Length
+    | IsMissing
+    | Cross,
     Field(discriminator="op"),
 ]
 ELEMENTWISE_OPS = ("identity", "standardize", "min_max", "log1p", "clip", "is_missing")
@@ -279,16 +326,21 @@ class ResultCachePlugin(_Strict):
     model: str = Field(description="The model whose answers are cached (called via BLS).")
     version: int = Field(default=-1, description="Its version; -1: the latest.")
     backend: Literal["memory", "redis"] = Field(
-        default="memory", description="memory: an LRU per instance; redis: shared by every instance.")
+        default="memory", description="memory: an LRU per instance; redis: shared by every instance."
+    )
     max_entries: int = Field(  # memory backend: LRU bound per instance
-        default=10000, ge=1, description="memory backend: most entries per instance (LRU).")
+        default=10000, ge=1, description="memory backend: most entries per instance (LRU)."
+    )
     ttl_s: float | None = Field(  # None: entries never expire (LRU still bounds them)
-        default=300, gt=0, description="Seconds an entry lives; null: never expires (the LRU still bounds memory).")
+        default=300, gt=0, description="Seconds an entry lives; null: never expires (the LRU still bounds memory)."
+    )
     redis: CacheRedis | None = Field(  # backend: redis (defaults used when omitted)
-        default=None, description="backend redis: the connection; unset: the defaults (127.0.0.1:6379/0).")
+        default=None, description="backend redis: the connection; unset: the defaults (127.0.0.1:6379/0)."
+    )
     # backend redis: hot keys also kept in process (LRU, at most 5 s) to skip the Redis round trip; 0 = off
     near_cache_entries: int = Field(
-        default=1024, ge=0, description="backend redis: hot keys also kept in process (LRU, <= 5 s); 0: off.")
+        default=1024, ge=0, description="backend redis: hot keys also kept in process (LRU, <= 5 s); 0: off."
+    )
 
 
 class SemanticCachePlugin(_Strict):
@@ -303,7 +355,8 @@ class SemanticCachePlugin(_Strict):
     model: str = Field(description="The model whose answers are reused (called via BLS; it must batch).")
     version: int = Field(default=-1, description="Its version; -1: the latest.")
     embedding: str = Field(  # the FP32/FP16 input [d] compared between requests
-        description="The model's FP32/FP16 input [d] compared between requests.")
+        description="The model's FP32/FP16 input [d] compared between requests."
+    )
     threshold: float = Field(default=0.95, gt=-1, le=1, description="Least cosine similarity that counts as a hit.")
     max_entries: int = Field(default=10000, ge=1, description="Most rows in the index per instance (oldest evicted).")
     ttl_s: float | None = Field(default=600, gt=0, description="Seconds a row lives; null: never expires.")
@@ -336,7 +389,8 @@ class Shadow(_Strict):
     version: int = Field(default=-1, description="Its version; -1: the latest.")
     timeout_ms: int = Field(default=1000, ge=1, description="Timeout of each shadow call, in ms.")
     max_pending: int = Field(  # shadow batches waiting beyond this are dropped
-        default=64, ge=1, description="Most shadow batches pending at once; more are dropped.")
+        default=64, ge=1, description="Most shadow batches pending at once; more are dropped."
+    )
     rtol: float = Field(default=1e-4, ge=0, description="Relative tolerance when comparing its answers (agreement).")
     atol: float = Field(default=1e-5, ge=0, description="Absolute tolerance when comparing its answers.")
 
@@ -349,12 +403,16 @@ class RouterPlugin(_Strict):
     canary: Canary | None = Field(default=None, description="A model that gets a fixed percent of the traffic.")
     shadow: Shadow | None = Field(default=None, description="A model that gets a background copy of the traffic.")
     sticky_key: str | None = Field(  # input whose value (hash) picks the route: same key, same route
-        default=None, description="Input whose value (hashed) picks the route: same key, same route. Unset: random.")
+        default=None, description="Input whose value (hashed) picks the route: same key, same route. Unset: random."
+    )
     route_output: str | None = Field(  # INT32 route index per row
-        default="ROUTE", pattern=_TENSOR_NAME, description="INT32 output with the route index per row; null: none.")
+        default="ROUTE", pattern=_TENSOR_NAME, description="INT32 output with the route index per row; null: none."
+    )
     weights_input: str | None = Field(  # optional control input
-        default="ROUTE_WEIGHTS", pattern=_TENSOR_NAME,
-        description="Optional FP32 input that changes the weights at run time; null: none.")
+        default="ROUTE_WEIGHTS",
+        pattern=_TENSOR_NAME,
+        description="Optional FP32 input that changes the weights at run time; null: none.",
+    )
 
     @property
     def targets(self) -> list[Route | Canary]:
@@ -385,8 +443,11 @@ PluginSpec = Annotated[
     | Annotated[ResultCachePlugin, Tag("[result_cache]")]
     | Annotated[SemanticCachePlugin, Tag("[semantic_cache]")]
     | Annotated[RouterPlugin, Tag("[router]")],
-    Discriminator(_kind, custom_error_type="plugin_kind",
-                  custom_error_message="`kind` must be one of features, result_cache, semantic_cache, router"),
+    Discriminator(
+        _kind,
+        custom_error_type="plugin_kind",
+        custom_error_message="`kind` must be one of features, result_cache, semantic_cache, router",
+    ),
 ]
 
 
@@ -434,7 +495,7 @@ def output_dim(cfg: FeaturesPlugin) -> int:
     return sum(op_width(op, cols) for op in cfg.features)
 
 
-def check_features(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:
+def check_features(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
     """Cross-field problems as (path inside `plugin`, message); empty when the config is sound."""
     problems: list[tuple[RelPath, str]] = []
     raw = [c.name for c in cfg.columns]
@@ -468,9 +529,18 @@ def check_features(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:
             col = cols.get(name)
             if col is None:
                 also = " or looked-up field" if cfg.lookup else ""
-                problems.append((where, f"{op.op} names column '{name}', which is not a column{also}; columns are {', '.join(cols)}"))
+                problems.append(
+                    (
+                        where,
+                        f"{op.op} names column '{name}', which is not a column{also}; columns are {', '.join(cols)}",
+                    )
+                )
                 continue
-            if (op.op in ELEMENTWISE_OPS or op.op in ("bucketize", "datetime")) and col.is_text and op.op != "is_missing":
+            if (
+                (op.op in ELEMENTWISE_OPS or op.op in ("bucketize", "datetime"))
+                and col.is_text
+                and op.op != "is_missing"
+            ):
                 problems.append((where, f"{op.op} needs a numeric column; '{name}' is BYTES"))
             if op.op in ("vocabulary", "hash", "cross") and col.dtype.startswith(("FP", "BOOL")):
                 problems.append((where, f"{op.op} needs a BYTES or integer column; '{name}' is {col.dtype}"))
@@ -482,7 +552,12 @@ def check_features(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:
                 for attr in ("mean", "std"):
                     v = getattr(op, attr)
                     if isinstance(v, list) and len(v) != col.width:
-                        problems.append((("features", j, attr), f"{attr} has {len(v)} values but column '{name}' has width {col.width}"))
+                        problems.append(
+                            (
+                                ("features", j, attr),
+                                f"{attr} has {len(v)} values but column '{name}' has width {col.width}",
+                            )
+                        )
     if cfg.output in raw:
         problems.append((("output",), f"output '{cfg.output}' has the name of an input column"))
     return problems

@@ -53,12 +53,26 @@ def _walk(node: yaml.Node, path: PathKey, src: YamlSource, loader: _Loader) -> A
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise SpecError([Problem(Location(src.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1), "",
-                                         "YAML merge keys (<<) are not supported; use `defaults:` instead")])
+                raise SpecError(
+                    [
+                        Problem(
+                            Location(src.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1),
+                            "",
+                            "YAML merge keys (<<) are not supported; use `defaults:` instead",
+                        )
+                    ]
+                )
             key = loader.construct_object(key_node, deep=True)
             if isinstance(key, (list, dict)):
-                raise SpecError([Problem(Location(src.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1), "",
-                                         "mapping keys must be plain values")])
+                raise SpecError(
+                    [
+                        Problem(
+                            Location(src.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1),
+                            "",
+                            "mapping keys must be plain values",
+                        )
+                    ]
+                )
             if key in out:
                 loc = Location(src.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 raise SpecError([Problem(loc, _fmt(path + (key,)), f"duplicate key '{key}'")])
@@ -92,7 +106,15 @@ def load_yaml(text: str, file: str) -> YamlSource:
     try:
         node = loader.get_single_node()
         if node is None:
-            raise SpecError([Problem(Location(file, 1, 1), "", "the spec is empty; expected a mapping with `version: 1` and `models:`")])
+            raise SpecError(
+                [
+                    Problem(
+                        Location(file, 1, 1),
+                        "",
+                        "the spec is empty; expected a mapping with `version: 1` and `models:`",
+                    )
+                ]
+            )
         src.data = _walk(node, (), src, loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

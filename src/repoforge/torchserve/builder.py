@@ -61,7 +61,7 @@ class _Archive:
 
     plan: ModelPlan
     version: str
-    handler: Path                 # handler file to ship (repoforge's or the user's)
+    handler: Path  # handler file to ship (repoforge's or the user's)
     own_handler: bool
     serialized: Path | None = None
     model_file: Path | None = None
@@ -93,7 +93,7 @@ def _ours() -> Path:
     return Path(str(resources.files("repoforge.handlers").joinpath(HANDLER_FILE)))
 
 
-def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warnings: list[str]) -> _Archive | None:
+def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warnings: list[str]) -> _Archive | None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
     i, s = m.index, m.spec
 
     def bad(path: tuple[Any, ...], message: str) -> None:
@@ -102,8 +102,11 @@ def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warn
     if not _TS_NAME.match(m.name):
         bad(("models", i, "name"), "TorchServe names must start with a letter or digit")
     if m.format not in SERVABLE:
-        bad(("models", i, "format"), f"format {m.format} cannot be served by TorchServe (a TensorRT plan needs Triton); "
-                                     "TorchServe serves onnx, torchscript, pytorch, python (with handler:) and ensembles")
+        bad(
+            ("models", i, "format"),
+            f"format {m.format} cannot be served by TorchServe (a TensorRT plan needs Triton); "
+            "TorchServe serves onnx, torchscript, pytorch, python (with handler:) and ensembles",
+        )
         return None
     if m.format == "ensemble":
         return None
@@ -125,11 +128,16 @@ def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warn
         if not s.handler:
             if src is not None and src.is_file() and src.suffix == ".py":
                 arch.handler, arch.own_handler = src, True
-                warnings.append(f"{m.name}: format python on TorchServe: '{s.path}' is used as the TorchServe handler "
-                                "(a Triton TritonPythonModel does not run there; set `handler:` for a separate file)")
+                warnings.append(
+                    f"{m.name}: format python on TorchServe: '{s.path}' is used as the TorchServe handler "
+                    "(a Triton TritonPythonModel does not run there; set `handler:` for a separate file)"
+                )
             else:
-                bad(("models", i), "format python on TorchServe needs `handler:` (a TorchServe handler file); "
-                                   "`path` is then shipped alongside it")
+                bad(
+                    ("models", i),
+                    "format python on TorchServe needs `handler:` (a TorchServe handler file); "
+                    "`path` is then shipped alongside it",
+                )
         elif src is not None:
             arch.extra.append(src)
         return arch
@@ -138,7 +146,10 @@ def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warn
     arch.serialized = src
     if m.format == "pytorch":
         if not s.model_file:
-            bad(("models", i), "format pytorch needs `model_file:` (the .py file defining the nn.Module class of the state_dict)")
+            bad(
+                ("models", i),
+                "format pytorch needs `model_file:` (the .py file defining the nn.Module class of the state_dict)",
+            )
             return arch
         file, cls = split_model_file(s.model_file)
         mf = _resolve(loaded, file)
@@ -146,14 +157,19 @@ def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warn
             bad(("models", i, "model_file"), f"model_file '{file}' not found (looked for {mf})")
             return arch
         if mf.name in (HANDLER_FILE, arch.handler.name, "model-config.yaml"):
-            bad(("models", i, "model_file"), f"model_file must not be called {mf.name} (that name is taken in the archive)")
+            bad(
+                ("models", i, "model_file"),
+                f"model_file must not be called {mf.name} (that name is taken in the archive)",
+            )
             return arch
         arch.model_file, arch.model_class = mf, cls
         try:
             import torch
         except ImportError:
-            bad(("models", i, "format"), "checking a pytorch state_dict needs torch at build time: "
-                                         "pip install 'repoforge[torchserve]'")
+            bad(
+                ("models", i, "format"),
+                "checking a pytorch state_dict needs torch at build time: pip install 'repoforge[torchserve]'",
+            )
             return arch
         try:
             load_eager(mf, src, class_name=cls)
@@ -171,13 +187,17 @@ def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warn
                     torch.jit.load(str(src), map_location="cpu")
             except Exception as exc:  # noqa: BLE001
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                bad(("models", i, "path"), f"'{src.name}' is not a TorchScript file ({first}); save it with torch.jit.save, "
-                                           "or use format: pytorch with model_file for a state_dict")
+                bad(
+                    ("models", i, "path"),
+                    f"'{src.name}' is not a TorchScript file ({first}); save it with torch.jit.save, "
+                    "or use format: pytorch with model_file for a state_dict",
+                )
     return arch
 
 
-def _check_ensemble(loaded: LoadedSpec, plan: RepositoryPlan, e: ModelPlan, problems: list[Problem],
-                    warnings: list[str]) -> None:
+def _check_ensemble(
+    loaded: LoadedSpec, plan: RepositoryPlan, e: ModelPlan, problems: list[Problem], warnings: list[str]
+) -> None:
     def bad(path: tuple[Any, ...], message: str) -> None:
         problems.append(loaded.problem(path, f"{message} (ensemble '{e.name}')"))
 
@@ -193,10 +213,14 @@ def _check_ensemble(loaded: LoadedSpec, plan: RepositoryPlan, e: ModelPlan, prob
         if target.format == "ensemble":
             bad(where, "a TorchServe workflow cannot contain another workflow; list the inner ensemble's steps here")
         elif target.spec.handler or target.format == "python":
-            warnings.append(f"{e.name}: step model '{st.model}' uses your own handler; in the workflow it receives its "
-                            "parents' outputs (JSON bytes under 'body', or under each parent's node name)")
+            warnings.append(
+                f"{e.name}: step model '{st.model}' uses your own handler; in the workflow it receives its "
+                "parents' outputs (JSON bytes under 'body', or under each parent's node name)"
+            )
         if st.version != -1:
-            warnings.append(f"{e.name}: step {s_i} pins version {st.version}; TorchServe workflows use the archived version")
+            warnings.append(
+                f"{e.name}: step {s_i} pins version {st.version}; TorchServe workflows use the archived version"
+            )
 
 
 def _archiver(args: list[str], env_tmp: Path, module: str, entry: str) -> None:
@@ -228,10 +252,13 @@ def _write_model(arch: _Archive, stage: Path, store: Path, device: str, workflow
         shutil.copyfile(arch.model_file, work / arch.model_file.name)
         args += ["--model-file", str(work / arch.model_file.name)]
         model_file_entry = arch.model_file.name + (f":{arch.model_class}" if arch.model_class else "")
-    handler_cfg = tsc.handler_section(m, serialized_file=serialized_name, model_file=model_file_entry, workflows=workflows)
+    handler_cfg = tsc.handler_section(
+        m, serialized_file=serialized_name, model_file=model_file_entry, workflows=workflows
+    )
     cfg = tsc.model_config(m, device, handler_cfg)
     (work / "model-config.yaml").write_text(
-        f"# Generated by repoforge for model '{m.name}' ({m.format}).\n" + yaml.safe_dump(cfg, sort_keys=False))
+        f"# Generated by repoforge for model '{m.name}' ({m.format}).\n" + yaml.safe_dump(cfg, sort_keys=False)
+    )
     args += ["--config-file", str(work / "model-config.yaml"), "--handler", str(arch.handler)]
     extra: list[str] = []
     for e in arch.extra:
@@ -258,9 +285,22 @@ def _write_workflow(e: ModelPlan, spec: dict[str, Any], wiring: dict[str, Any], 
     assert marker in template
     handler = work / WORKFLOW_HANDLER_FILE
     handler.write_text(template.replace(marker, f"WIRING = {json.dumps(wiring, sort_keys=True)}"))
-    _archiver(["--workflow-name", e.name, "--spec-file", str(spec_file), "--handler", str(handler),
-               "--export-path", str(store), "-f"], stage / "tmp", "workflow_archiver.workflow_packaging",
-              "generate_workflow_archive")
+    _archiver(
+        [
+            "--workflow-name",
+            e.name,
+            "--spec-file",
+            str(spec_file),
+            "--handler",
+            str(handler),
+            "--export-path",
+            str(store),
+            "-f",
+        ],
+        stage / "tmp",
+        "workflow_archiver.workflow_packaging",
+        "generate_workflow_archive",
+    )
     war = store / f"{e.name}.war"
     if not war.is_file():
         raise BuildError(f"torch-workflow-archiver did not write {war.name}")
@@ -274,8 +314,14 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def build_torchserve(loaded: LoadedSpec, output: str | Path, *, force: bool = False,
-                     progress: Callable[[str], None] | None = None, device: Device | None = None) -> BuildResult:
+def build_torchserve(
+    loaded: LoadedSpec,
+    output: str | Path,
+    *,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+    device: Device | None = None,
+) -> BuildResult:
     """Check the whole spec for TorchServe, then write the archives and config atomically to `output`.
 
     Raises SpecError (nothing written) for a wrong spec and BuildError when `output` exists without
@@ -322,30 +368,37 @@ def build_torchserve(loaded: LoadedSpec, output: str | Path, *, force: bool = Fa
         wf_store.mkdir()
         for arch in archives:
             m = arch.plan
-            say(f"{m.name}: {m.format} → {m.name}.mar ({'your handler ' + arch.handler.name if arch.own_handler else 'repoforge handler'})")
+            say(
+                f"{m.name}: {m.format} → {m.name}.mar ({'your handler ' + arch.handler.name if arch.own_handler else 'repoforge handler'})"
+            )
             mar = _write_model(arch, stage, store, device, feeds.get(m.name, {}))
             mars[m.name] = out.resolve() / "model-store" / mar.name
         for e in ensembles:
             spec, wiring, _ = workflow_parts[e.name]
-            say(f"{e.name}: ensemble → {e.name}.war (TorchServe workflow over {', '.join(st.model for st in e.spec.steps or [])})")
+            say(
+                f"{e.name}: ensemble → {e.name}.war (TorchServe workflow over {', '.join(st.model for st in e.spec.steps or [])})"
+            )
             war = _write_workflow(e, spec, wiring, stage, wf_store)
             wars[e.name] = out.resolve() / "wf-store" / war.name
         (tmp / "config.properties").write_text(tsc.config_properties(sorted(mars)))
         (tmp / REPO_README).write_text(torchserve_readme(plan, sorted(mars), sorted(wars)))
         shutil.rmtree(stage, ignore_errors=True)
-        manifest = write_manifest(tmp, {
-            "repoforge_version": __version__,
-            "target": "torchserve",
-            "torchserve": _version("torchserve"),
-            "torch_model_archiver": _version("torch-model-archiver"),
-            "torch_workflow_archiver": _version("torch-workflow-archiver") if ensembles else None,
-            "device": device,
-            "repository": plan.name,
-            "spec_sha256": plan.spec_sha256,
-            "models": sorted(mars),
-            "workflows": sorted(wars),
-            "warnings": warnings,
-        })
+        manifest = write_manifest(
+            tmp,
+            {
+                "repoforge_version": __version__,
+                "target": "torchserve",
+                "torchserve": _version("torchserve"),
+                "torch_model_archiver": _version("torch-model-archiver"),
+                "torch_workflow_archiver": _version("torch-workflow-archiver") if ensembles else None,
+                "device": device,
+                "repository": plan.name,
+                "spec_sha256": plan.spec_sha256,
+                "models": sorted(mars),
+                "workflows": sorted(wars),
+                "warnings": warnings,
+            },
+        )
     files = manifest["files"]
     assert isinstance(files, dict)
     return BuildResult(output=out.resolve(), plan=plan, files=files, target="torchserve", archives=mars, workflows=wars)

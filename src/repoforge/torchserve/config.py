@@ -89,8 +89,9 @@ def _threads(value: Any) -> int:
     return 1 if n is None else n
 
 
-def handler_section(m: ModelPlan, *, serialized_file: str | None, model_file: str | None,
-                    workflows: dict[str, Any]) -> dict[str, Any]:
+def handler_section(
+    m: ModelPlan, *, serialized_file: str | None, model_file: str | None, workflows: dict[str, Any]
+) -> dict[str, Any]:
     params = dict(m.spec.parameters or {})
     section: dict[str, Any] = {
         "format": "features" if m.spec.plugin is not None else m.format,
@@ -113,7 +114,7 @@ def handler_section(m: ModelPlan, *, serialized_file: str | None, model_file: st
     return section
 
 
-def unsupported(loaded: LoadedSpec, m: ModelPlan, device: str, own_handler: bool) -> list[str]:
+def unsupported(loaded: LoadedSpec, m: ModelPlan, device: str, own_handler: bool) -> list[str]:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
     """One warning per setting that TorchServe cannot honour, naming what happens instead."""
     i, s, name = m.index, m.spec, m.name
     w: list[str] = []
@@ -126,13 +127,17 @@ def unsupported(loaded: LoadedSpec, m: ModelPlan, device: str, own_handler: bool
     if s.response_cache and own_handler:
         warn("response_cache needs repoforge's handler (its per-worker LRU cache); your `handler:` serves without it")
     elif s.response_cache:
-        warn(f"response_cache becomes the handler's in-memory LRU cache ({CACHE_ENTRIES} entries per worker, not shared "
-             "between workers); TorchServe has no server-side response cache")
+        warn(
+            f"response_cache becomes the handler's in-memory LRU cache ({CACHE_ENTRIES} entries per worker, not shared "
+            "between workers); TorchServe has no server-side response cache"
+        )
     if _set(loaded, i, "warmup") and s.warmup is not None:
         warn("warmup is not supported by TorchServe; the first request to each new worker pays the warm-up cost")
     if s.sequence_batching is not None:
-        warn("sequence_batching is not translated: TorchServe has no implicit sequence state or control inputs; "
-             "the model is served stateless, one request at a time per sequence")
+        warn(
+            "sequence_batching is not translated: TorchServe has no implicit sequence state or control inputs; "
+            "the model is served stateless, one request at a time per sequence"
+        )
     if _set(loaded, i, "optimization") and s.optimization is not None:
         warn("optimization (execution accelerators, CUDA graphs, pinned memory) is Triton-only and is left out")
     if _set(loaded, i, "version_policy") and s.version_policy is not None:
@@ -160,8 +165,10 @@ def unsupported(loaded: LoadedSpec, m: ModelPlan, device: str, own_handler: bool
         if db.preserve_ordering:
             warn("preserve_ordering is left out (each TorchServe response goes to its own connection anyway)")
         if db.max_queue_delay_us % 1000 or db.max_queue_delay_us == 0:
-            warn(f"max_queue_delay_us {db.max_queue_delay_us} becomes maxBatchDelay {ts_delay_ms(db.max_queue_delay_us)} ms "
-                 "(TorchServe counts whole milliseconds and turns 0 into 100 ms)")
+            warn(
+                f"max_queue_delay_us {db.max_queue_delay_us} becomes maxBatchDelay {ts_delay_ms(db.max_queue_delay_us)} ms "
+                "(TorchServe counts whole milliseconds and turns 0 into 100 ms)"
+            )
     for g in s.instance_groups or []:
         if g.rate_limiter is not None:
             warn("instance group rate_limiter is Triton-only and is left out")
@@ -181,12 +188,14 @@ def unsupported(loaded: LoadedSpec, m: ModelPlan, device: str, own_handler: bool
 def config_properties(models: list[str], *, grpc: tuple[int, int] = (7070, 7071)) -> str:
     """config.properties for this repository, to start TorchServe from the output folder:
 
-        cd OUTPUT && torchserve --start --ncs --ts-config config.properties
+    cd OUTPUT && torchserve --start --ncs --ts-config config.properties
     """
     return render("config.properties", models=models, grpc_inference_port=grpc[0], grpc_management_port=grpc[1])
 
 
-def workflow_spec(ensemble: ModelPlan, plan: RepositoryPlan, device: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+def workflow_spec(
+    ensemble: ModelPlan, plan: RepositoryPlan, device: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
     """(workflow yaml, function-node wiring, per-step-model feed) for an ensemble whose plan is checked.
 
     Node names are the step model names; each step's inputs come from `rf_request` (ensemble inputs)
@@ -223,14 +232,25 @@ def workflow_spec(ensemble: ModelPlan, plan: RepositoryPlan, device: str) -> tup
             dag.setdefault(st.model, []).append(RESPONSE_NODE)
             if st.model not in response_parents:
                 response_parents.append(st.model)
-    models: dict[str, Any] = {"min-workers": 1, "max-workers": 1, "batch-size": 1, "max-batch-delay": 0,
-                              "retry-attempts": 1, "timeout-ms": RESPONSE_TIMEOUT_S * 1000}
+    models: dict[str, Any] = {
+        "min-workers": 1,
+        "max-workers": 1,
+        "batch-size": 1,
+        "max-batch-delay": 0,
+        "retry-attempts": 1,
+        "timeout-ms": RESPONSE_TIMEOUT_S * 1000,
+    }
     for st in steps:
         m = plan.model(st.model)
         batch, delay = batch_settings(m)
         n = workers(m)
-        models[st.model] = {"url": f"{st.model}.mar", "min-workers": n, "max-workers": n,
-                            "batch-size": batch, "max-batch-delay": delay}
+        models[st.model] = {
+            "url": f"{st.model}.mar",
+            "min-workers": n,
+            "max-workers": n,
+            "batch-size": batch,
+            "max-batch-delay": delay,
+        }
     spec = {"models": models, "dag": dag}
     wiring = {"inputs": ens_inputs, "outputs": outputs, "response_parents": response_parents}
     return spec, wiring, feeds

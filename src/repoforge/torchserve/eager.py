@@ -44,7 +44,8 @@ def module_classes(class_file: Path) -> list[type]:
         if added:
             sys.path.remove(parent)
     return [
-        obj for _, obj in inspect.getmembers(module, inspect.isclass)
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
         if obj.__module__ == name and issubclass(obj, torch.nn.Module)
     ]
 
@@ -55,13 +56,17 @@ def model_class(class_file: Path, class_name: str | None = None) -> type:
     if class_name:
         chosen = [c for c in classes if c.__name__ == class_name]
         if not chosen:
-            raise EagerLoadError(f"{class_file.name} defines no nn.Module class '{class_name}'; it defines "
-                                 f"{', '.join(c.__name__ for c in classes) or 'none'}")
+            raise EagerLoadError(
+                f"{class_file.name} defines no nn.Module class '{class_name}'; it defines "
+                f"{', '.join(c.__name__ for c in classes) or 'none'}"
+            )
         return chosen[0]
     if len(classes) != 1:
         found = ", ".join(c.__name__ for c in classes) or "none"
-        raise EagerLoadError(f"{class_file.name} must define exactly one torch.nn.Module class (found: {found}); "
-                             "write it as `model_file: file.py:ClassName` to choose one")
+        raise EagerLoadError(
+            f"{class_file.name} must define exactly one torch.nn.Module class (found: {found}); "
+            "write it as `model_file: file.py:ClassName` to choose one"
+        )
     return classes[0]
 
 
@@ -79,20 +84,27 @@ def load_eager(class_file: Path, state_dict: Path, *, class_name: str | None = N
     try:
         model = cls()
     except Exception as exc:
-        raise EagerLoadError(f"{cls.__name__}() failed: {type(exc).__name__}: {exc} "
-                             "(the class must be constructible without arguments)") from exc
+        raise EagerLoadError(
+            f"{cls.__name__}() failed: {type(exc).__name__}: {exc} (the class must be constructible without arguments)"
+        ) from exc
     try:
         weights = torch.load(state_dict, map_location=device, weights_only=True)
     except Exception as exc:
-        raise EagerLoadError(f"{state_dict.name} is not a loadable state_dict: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise EagerLoadError(
+            f"{state_dict.name} is not a loadable state_dict: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from exc
     if isinstance(weights, torch.nn.Module):
         weights = weights.state_dict()
     if not isinstance(weights, dict):
-        raise EagerLoadError(f"{state_dict.name} holds a {type(weights).__name__}, not a state_dict "
-                             "(save it with torch.save(model.state_dict(), path))")
+        raise EagerLoadError(
+            f"{state_dict.name} holds a {type(weights).__name__}, not a state_dict "
+            "(save it with torch.save(model.state_dict(), path))"
+        )
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        raise EagerLoadError(f"{state_dict.name} does not match class {cls.__name__} from {class_file.name}: {detail}") from exc
+        raise EagerLoadError(
+            f"{state_dict.name} does not match class {cls.__name__} from {class_file.name}: {detail}"
+        ) from exc
     return model.to(device).eval()

@@ -59,8 +59,13 @@ class Tensor:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Tensor:
-        return cls(name=d["name"], dtype=d.get("dtype", "FP32"), dims=list(d.get("dims", [])),
-                   reshape=d.get("reshape"), optional=bool(d.get("optional", False)))
+        return cls(
+            name=d["name"],
+            dtype=d.get("dtype", "FP32"),
+            dims=list(d.get("dims", [])),
+            reshape=d.get("reshape"),
+            optional=bool(d.get("optional", False)),
+        )
 
 
 @dataclass
@@ -81,14 +86,21 @@ class HandlerConfig:
     def from_yaml(cls, model_yaml_config: dict[str, Any] | None) -> HandlerConfig:
         h = dict((model_yaml_config or {}).get("handler") or {})
         if "format" not in h:
-            raise RuntimeError("model-config.yaml has no `handler: {format: ...}` section; was this archive built by repoforge?")
+            raise RuntimeError(
+                "model-config.yaml has no `handler: {format: ...}` section; was this archive built by repoforge?"
+            )
         return cls(
-            format=h["format"], serialized_file=h.get("serialized_file"), model_file=h.get("model_file"),
+            format=h["format"],
+            serialized_file=h.get("serialized_file"),
+            model_file=h.get("model_file"),
             inputs=[Tensor.from_dict(t) for t in h.get("inputs") or []],
             outputs=[Tensor.from_dict(t) for t in h.get("outputs") or []],
-            max_batch_size=int(h.get("max_batch_size", 0)), cache_entries=int(h.get("cache_entries", 0)),
-            intra_op_threads=int(h.get("intra_op_threads", 1)), parameters=dict(h.get("parameters") or {}),
-            workflows=dict(h.get("workflows") or {}), plugin=h.get("plugin"),
+            max_batch_size=int(h.get("max_batch_size", 0)),
+            cache_entries=int(h.get("cache_entries", 0)),
+            intra_op_threads=int(h.get("intra_op_threads", 1)),
+            parameters=dict(h.get("parameters") or {}),
+            workflows=dict(h.get("workflows") or {}),
+            plugin=h.get("plugin"),
         )
 
 
@@ -144,7 +156,7 @@ class OnnxModel:
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self.output_names, feeds)
-        return dict(zip(self.output_names, values))
+        return dict(zip(self.output_names, values, strict=True))
 
 
 class TorchModel:
@@ -159,17 +171,21 @@ class TorchModel:
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.input_names if n in feeds]
+        args = [
+            torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.input_names if n in feeds
+        ]
         with torch.inference_mode():
             out = self.module(*args)
         if isinstance(out, dict):
             return {k: _to_numpy(v) for k, v in out.items() if not self.output_names or k in self.output_names}
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         if self.output_names and len(outs) != len(self.output_names):
-            raise RuntimeError(f"the model returned {len(outs)} output(s) but the spec declares {len(self.output_names)}: "
-                               f"{', '.join(self.output_names)}")
+            raise RuntimeError(
+                f"the model returned {len(outs)} output(s) but the spec declares {len(self.output_names)}: "
+                f"{', '.join(self.output_names)}"
+            )
         names = self.output_names or [f"output{i}" for i in range(len(outs))]
-        return {n: _to_numpy(o) for n, o in zip(names, outs)}
+        return {n: _to_numpy(o) for n, o in zip(names, outs, strict=True)}
 
 
 class FeaturesModel:
@@ -281,8 +297,13 @@ class RepoforgeHandler(BaseHandler):
         self.cache = LRUCache(self.cfg.cache_entries) if self.cfg.cache_entries > 0 else None
         self.feed = self._workflow_feed(context.model_name)
         self.initialized = True
-        logger.info("repoforge handler ready: %s (%s), max_batch_size %d, cache %s", context.model_name, self.cfg.format,
-                    self.cfg.max_batch_size, self.cfg.cache_entries or "off")
+        logger.info(
+            "repoforge handler ready: %s (%s), max_batch_size %d, cache %s",
+            context.model_name,
+            self.cfg.format,
+            self.cfg.max_batch_size,
+            self.cfg.cache_entries or "off",
+        )
 
     def _workflow_feed(self, served_name: str) -> dict[str, Any] | None:
         """Inside a TorchServe workflow the model is served as `<workflow>__<node>` and its inputs come
@@ -314,7 +335,9 @@ class RepoforgeHandler(BaseHandler):
                 out.append(exc)
         return out
 
-    def inference(self, requests: list[Request | RequestError], *args: Any, **kwargs: Any) -> list[Result | RequestError]:
+    def inference(
+        self, requests: list[Request | RequestError], *args: Any, **kwargs: Any
+    ) -> list[Result | RequestError]:
         """Run every valid request, merged into as few model calls as the batch allows."""
         results: list[Result | RequestError | None] = [r if isinstance(r, RequestError) else None for r in requests]
         todo: list[int] = []
@@ -326,7 +349,7 @@ class RepoforgeHandler(BaseHandler):
                 else:
                     todo.append(i)
         for group in self._groups([(i, requests[i]) for i in todo]):  # type: ignore[misc]
-            for i, res in zip(group, self._run_group([requests[i] for i in group])):  # type: ignore[misc]
+            for i, res in zip(group, self._run_group([requests[i] for i in group]), strict=True):  # type: ignore[misc]
                 results[i] = res
                 if isinstance(res, Result) and self.cache is not None:
                     key = requests[i].cache_key  # type: ignore[union-attr]
@@ -357,7 +380,9 @@ class RepoforgeHandler(BaseHandler):
         values = _named_values(payload, names)
         unknown = sorted(set(values) - set(names))
         if unknown:
-            raise RequestError(400, f"unknown input(s) {', '.join(unknown)}; this model's inputs are {', '.join(names)}")
+            raise RequestError(
+                400, f"unknown input(s) {', '.join(unknown)}; this model's inputs are {', '.join(names)}"
+            )
         feeds: dict[str, np.ndarray] = {}
         rows: int | None = None
         single: bool | None = None
@@ -373,8 +398,11 @@ class RepoforgeHandler(BaseHandler):
                 elif arr.ndim == len(t.dims) + 1:
                     this_single = False
                 else:
-                    raise RequestError(400, f"input '{t.name}' has shape {list(arr.shape)}; expected [rows] + {t.dims} "
-                                            f"or {t.dims} for one row")
+                    raise RequestError(
+                        400,
+                        f"input '{t.name}' has shape {list(arr.shape)}; expected [rows] + {t.dims} "
+                        f"or {t.dims} for one row",
+                    )
                 if single is not None and this_single != single:
                     raise RequestError(400, "send every input with its batch axis, or none of them")
                 single = this_single
@@ -383,13 +411,18 @@ class RepoforgeHandler(BaseHandler):
                     raise RequestError(400, f"inputs disagree on the number of rows ({rows} vs {n} for '{t.name}')")
                 rows = n
                 if n < 1 or n > cfg.max_batch_size:
-                    raise RequestError(400, f"input '{t.name}' has {n} rows; this model takes 1 to {cfg.max_batch_size} per request")
+                    raise RequestError(
+                        400, f"input '{t.name}' has {n} rows; this model takes 1 to {cfg.max_batch_size} per request"
+                    )
                 item_shape = list(arr.shape[1:])
             else:
                 item_shape = list(arr.shape)
             if not _dims_match(item_shape, t.dims):
-                raise RequestError(400, f"input '{t.name}' has shape {list(arr.shape)}; expected "
-                                        + (f"[rows] + {t.dims}" if cfg.max_batch_size > 0 else f"{t.dims}"))
+                raise RequestError(
+                    400,
+                    f"input '{t.name}' has shape {list(arr.shape)}; expected "
+                    + (f"[rows] + {t.dims}" if cfg.max_batch_size > 0 else f"{t.dims}"),
+                )
             if t.reshape is not None:
                 try:
                     arr = arr.reshape(([arr.shape[0]] if cfg.max_batch_size > 0 else []) + list(t.reshape))
@@ -431,7 +464,10 @@ class RepoforgeHandler(BaseHandler):
                 total = sum(r.rows for r in reqs)
                 if all(v.ndim > 0 and v.shape[0] == total for v in out.values()):  # else one by one, quietly
                     parts = split_rows(out, [r.rows for r in reqs])
-                    return [Result(_unbatch(part, r.single), batch_size=len(reqs)) for part, r in zip(parts, reqs)]
+                    return [
+                        Result(_unbatch(part, r.single), batch_size=len(reqs))
+                        for part, r in zip(parts, reqs, strict=True)
+                    ]
             except Exception:
                 logger.warning("merged batch of %d requests failed; retrying them one by one", len(reqs), exc_info=True)
         results: list[Result | RequestError] = []
@@ -458,7 +494,9 @@ class RepoforgeHandler(BaseHandler):
             if not isinstance(parent, dict) or key not in parent:
                 if isinstance(parent, dict) and "code" in parent and "message" in parent:
                     raise RequestError(int(parent["code"]), str(parent["message"]))
-                raise RequestError(500, f"workflow: '{node}' gave no '{key}' for input '{name}' (got keys {sorted(got)})")
+                raise RequestError(
+                    500, f"workflow: '{node}' gave no '{key}' for input '{name}' (got keys {sorted(got)})"
+                )
             payload[name] = parent[key]
         return payload
 
@@ -478,8 +516,9 @@ def _json(value: Any) -> Any:
         try:
             return json.loads(value.decode("utf-8") if isinstance(value, (bytes, bytearray)) else value)
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise RequestError(400, "the request body is not JSON; send Content-Type: application/json with "
-                                    '{"<input name>": [[...]]}') from None
+            raise RequestError(
+                400, 'the request body is not JSON; send Content-Type: application/json with {"<input name>": [[...]]}'
+            ) from None
     return value
 
 
@@ -489,7 +528,9 @@ def _payload(row: dict[str, Any]) -> Any:
     if body is None:
         body = row.get("data")
     if body is None:
-        raise RequestError(400, 'empty request; send JSON {"<input name>": [[...]]} with Content-Type: application/json')
+        raise RequestError(
+            400, 'empty request; send JSON {"<input name>": [[...]]} with Content-Type: application/json'
+        )
     return _json(body)
 
 
@@ -503,7 +544,10 @@ def _named_values(payload: Any, names: list[str]) -> dict[str, Any]:
                 return inner
             if len(names) == 1:
                 return {names[0]: inner}
-            raise RequestError(400, f"this model has {len(names)} inputs; send {{\"data\": {{{', '.join(repr(n) for n in names)}: ...}}}}")
+            raise RequestError(
+                400,
+                f'this model has {len(names)} inputs; send {{"data": {{{", ".join(repr(n) for n in names)}: ...}}}}',
+            )
         if len(names) == 1 and not payload:
             raise RequestError(400, f"missing input '{names[0]}'")
         return payload
@@ -531,7 +575,7 @@ def _array(t: Tensor, value: Any) -> np.ndarray:
 
 
 def _dims_match(shape: list[int], dims: list[int]) -> bool:
-    return len(shape) == len(dims) and all(d == -1 or d == s for s, d in zip(shape, dims))
+    return len(shape) == len(dims) and all(d == -1 or d == s for s, d in zip(shape, dims, strict=True))
 
 
 def _unbatch(outputs: dict[str, np.ndarray], single: bool) -> dict[str, np.ndarray]:

@@ -36,7 +36,9 @@ def normalize_archive(path: Path) -> Path:
     stamp = build_time()
     created = "{2:02d}/{1:02d}/{0:04d} {3:02d}:{4:02d}:{5:02d}".format(*stamp)  # the archiver's own format
     with zipfile.ZipFile(path) as src:
-        entries = sorted(((i.filename, i.is_dir(), i.compress_type, src.read(i)) for i in src.infolist()), key=lambda e: e[0])
+        entries = sorted(
+            ((i.filename, i.is_dir(), i.compress_type, src.read(i)) for i in src.infolist()), key=lambda e: e[0]
+        )
     tmp = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w") as dst:
         for name, is_dir, compress_type, data in entries:

@@ -28,7 +28,9 @@ def archived_config(mar: Path) -> dict[str, Any]:
 
 def _random_tensor(tensor: dict[str, Any], handler: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
     """Random data for one of an archived model's declared inputs (its dtype; its dims, batched as the model is)."""
-    return random_array(tensor["dtype"], concrete_shape(list(tensor["dims"]), int(handler.get("max_batch_size", 0))), rng)
+    return random_array(
+        tensor["dtype"], concrete_shape(list(tensor["dims"]), int(handler.get("max_batch_size", 0))), rng
+    )
 
 
 def _inputs(handler: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -54,7 +56,7 @@ def _reference(mar: Path, handler: dict[str, Any], inputs: dict[str, np.ndarray]
         model = z.read(handler.get("serialized_file", "model.onnx"))
     sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     names = [t["name"] for t in handler.get("outputs", [])]
-    return dict(zip(names, sess.run(names, inputs)))
+    return dict(zip(names, sess.run(names, inputs), strict=True))
 
 
 def check_model(server: Any, mar: Path, seed: int = 0) -> ModelCheck:
@@ -121,8 +123,9 @@ def check_workflow(server: Any, war: Path, store: Path, seed: int = 0, timeout: 
             if source == "rf_request" and key not in request:
                 request[key] = _random_tensor(t, handler, rng)
     if sorted(request) != sorted(wiring["inputs"]):
-        return ModelCheck(name, "workflow", "REGISTERED", True,
-                          "custom handler steps: no declared inputs to smoke-test with")
+        return ModelCheck(
+            name, "workflow", "REGISTERED", True, "custom handler steps: no declared inputs to smoke-test with"
+        )
     payload = _payload(request)
     lost = ""
     for attempt in range(2):
@@ -149,17 +152,26 @@ def check_workflow(server: Any, war: Path, store: Path, seed: int = 0, timeout: 
     try:
         expected = _steps_one_by_one(server, {n: m for n, (m, _) in steps.items()}, feeds, payload, wiring["outputs"])
     except Exception as exc:  # noqa: BLE001 - a step that fails alone is this workflow's failure too
-        return ModelCheck(name, "workflow", "REGISTERED", False,
-                          f"answered, but a step failed when called alone: {str(exc)[:500]}")
+        return ModelCheck(
+            name, "workflow", "REGISTERED", False, f"answered, but a step failed when called alone: {str(exc)[:500]}"
+        )
     check = judge_answer(name, "workflow", got, {o: np.asarray(v) for o, v in expected.items()}, latency)
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in got.items())
-    message = (f"answered {shapes}; equals its steps called one by one (max abs err {check.max_abs_err:.2e})" if check.ok
-               else f"differs from its steps called one by one: max abs err {check.max_abs_err:.3e}")
+    message = (
+        f"answered {shapes}; equals its steps called one by one (max abs err {check.max_abs_err:.2e})"
+        if check.ok
+        else f"differs from its steps called one by one: max abs err {check.max_abs_err:.3e}"
+    )
     return dataclasses.replace(check, state="REGISTERED", message=message + lost)
 
 
-def _steps_one_by_one(server: Any, models: dict[str, str], feeds: dict[str, dict[str, list[str]]],
-                      payload: dict[str, Any], outputs: dict[str, list[str]]) -> dict[str, Any]:
+def _steps_one_by_one(
+    server: Any,
+    models: dict[str, str],
+    feeds: dict[str, dict[str, list[str]]],
+    payload: dict[str, Any],
+    outputs: dict[str, list[str]],
+) -> dict[str, Any]:
     """The workflow computed by hand: each step's model called on its own (not the workflow's `<wf>__<node>`
     copy, which reads its parents' outputs) once its inputs exist, fed as the wiring says; returns the outputs."""
     results: dict[str, dict[str, Any]] = {"rf_request": payload}
@@ -186,8 +198,11 @@ def validate_torchserve(output: Path, progress: Callable[[str], None] | None = N
         server.start()
     except ServerStartError as exc:
         failed = exc.failed_models or {m.stem: "did not start" for m in mars}
-        return ValidationReport(str(output), "torchserve", [ModelCheck(n, "1", "UNAVAILABLE", False, f"{r}\n{exc.log_tail}")
-                                                            for n, r in failed.items()])
+        return ValidationReport(
+            str(output),
+            "torchserve",
+            [ModelCheck(n, "1", "UNAVAILABLE", False, f"{r}\n{exc.log_tail}") for n, r in failed.items()],
+        )
     with server:
         say(f"TorchServe ready at {server.inference_url}")
         checks = []
@@ -200,5 +215,3 @@ def validate_torchserve(output: Path, progress: Callable[[str], None] | None = N
             c = checks[-1]
             say(("ok   " if c.ok else "FAIL ") + f"{c.name} (workflow): {c.message}")
         return ValidationReport(str(output), server.inference_url, checks)
-
-

@@ -42,12 +42,21 @@ def request_node(data: list[dict[str, Any]] | None, context: Any, wiring: dict[s
             inner = payload["data"]
             payload = inner if isinstance(inner, dict) else ({names[0]: inner} if len(names) == 1 else None)
         if not isinstance(payload, dict):
-            out.append(json.dumps({"code": 400, "type": "BadRequest",
-                                   "message": f"send a JSON object with the inputs {', '.join(names)}"}))
+            out.append(
+                json.dumps(
+                    {
+                        "code": 400,
+                        "type": "BadRequest",
+                        "message": f"send a JSON object with the inputs {', '.join(names)}",
+                    }
+                )
+            )
             continue
         missing = [n for n in names if n not in payload]
         if missing:
-            out.append(json.dumps({"code": 400, "type": "BadRequest", "message": f"missing input(s) {', '.join(missing)}"}))
+            out.append(
+                json.dumps({"code": 400, "type": "BadRequest", "message": f"missing input(s) {', '.join(missing)}"})
+            )
             continue
         out.append(json.dumps({n: payload[n] for n in names}))
     return out
@@ -77,7 +86,10 @@ def response_node(data: list[dict[str, Any]] | None, context: Any, wiring: dict[
             elif isinstance(part, dict) and "code" in part and "message" in part:
                 error = part
             else:
-                error = {"code": 500, "type": "InternalServerError", "message": f"workflow node '{node}' gave no '{key}'"}
+                error = {
+                    "code": 500,
+                    "type": "InternalServerError",
+                    "message": f"workflow node '{node}' gave no '{key}'",
+                }
         out.append(json.dumps(error if error is not None else result))
     return out
-

@@ -93,7 +93,6 @@ def _param_str(v: str | int | float | bool) -> str:
     return str(v)
 
 
-
 def _instance_groups(cfg: mc.ModelConfig, plan: ModelPlan, device: Device) -> None:
     groups = plan.spec.instance_groups
     if not groups:
@@ -153,7 +152,9 @@ def _warmup(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
     w = plan.spec.warmup
     assert w is not None
     for b in w.batch_sizes:
-        entry = cfg.model_warmup.add(name=f"warmup_bs{b}", batch_size=b if plan.max_batch_size > 0 else 1, count=w.count)
+        entry = cfg.model_warmup.add(
+            name=f"warmup_bs{b}", batch_size=b if plan.max_batch_size > 0 else 1, count=w.count
+        )
         for t in plan.inputs:
             dims = w.shapes.get(t.name) or [d if d >= 0 else 1 for d in t.dims]
             inp = entry.inputs[t.name]
@@ -165,7 +166,7 @@ def _warmup(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
                 inp.random_data = True
 
 
-def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:
+def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
     """The complete config for one model on `device`."""
     m = plan.spec
     cfg = mc.ModelConfig(name=plan.name, max_batch_size=plan.max_batch_size)

@@ -15,8 +15,9 @@ def triton_dtype(data_type: int) -> str:
     return "BYTES" if name == "STRING" else name
 
 
-def concrete_shape(dims: list[int], max_batch_size: int, batch_size: int = 1, fill: int = 1,
-                   override: list[int] | None = None) -> list[int]:
+def concrete_shape(
+    dims: list[int], max_batch_size: int, batch_size: int = 1, fill: int = 1, override: list[int] | None = None
+) -> list[int]:
     """Replace variable dims (-1) with `fill` and prepend the batch axis where the model has one."""
     shape = list(override) if override is not None else [d if d >= 0 else fill for d in dims]
     return [batch_size, *shape] if max_batch_size > 0 else shape
@@ -24,7 +25,9 @@ def concrete_shape(dims: list[int], max_batch_size: int, batch_size: int = 1, fi
 
 def random_array(dtype: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
     if dtype == "BYTES":
-        words = np.array([f"token{i}".encode() for i in rng.integers(0, 1000, size=int(np.prod(shape)))], dtype=np.object_)
+        words = np.array(
+            [f"token{i}".encode() for i in rng.integers(0, 1000, size=int(np.prod(shape)))], dtype=np.object_
+        )
         return words.reshape(shape)
     if dtype == "BOOL":
         return rng.integers(0, 2, size=shape).astype(np.bool_)
@@ -36,8 +39,9 @@ def random_array(dtype: str, shape: list[int], rng: np.random.Generator) -> np.n
     return rng.standard_normal(shape).astype(np_type)
 
 
-def make_inputs(cfg: mc.ModelConfig, *, batch_size: int = 1, seed: int = 0,
-                shapes: dict[str, list[int]] | None = None) -> dict[str, np.ndarray]:
+def make_inputs(
+    cfg: mc.ModelConfig, *, batch_size: int = 1, seed: int = 0, shapes: dict[str, list[int]] | None = None
+) -> dict[str, np.ndarray]:
     """Random inputs for every required input of `cfg` (optional inputs are left out)."""
     rng = np.random.default_rng(seed)
     out = {}

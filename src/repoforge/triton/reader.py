@@ -36,8 +36,10 @@ def not_a_repository(path: Path) -> str:
     """Why `path` is no model repository, with the build command that makes one (a folder, never the spec itself)."""
     if path.is_file():
         what = "a spec file" if path.suffix in (".yaml", ".yml") else "a file"
-        return (f"{path} is {what}, not a model repository; build a repository from it first: "
-                f"`repoforge build {path} -o <folder>`, then pass <folder>")
+        return (
+            f"{path} is {what}, not a model repository; build a repository from it first: "
+            f"`repoforge build {path} -o <folder>`, then pass <folder>"
+        )
     return f"{path} does not exist; build a model repository there with `repoforge build SPEC.yaml -o {path}`"
 
 
@@ -57,8 +59,12 @@ def read_repository(repo: Path, *, unconfigured: bool = False) -> list[RepoModel
             cfg.name = cfg_path.parent.name
         models.append(RepoModel(cfg_path.parent.name, cfg_path.parent, cfg))
     if unconfigured:
-        bare = [d for d in repo.iterdir() if d.is_dir() and not d.name.startswith(".") and not (d / "config.pbtxt").exists()]
-        models = sorted(models + [RepoModel(d.name, d, mc.ModelConfig(name=d.name)) for d in bare], key=lambda m: m.name)
+        bare = [
+            d for d in repo.iterdir() if d.is_dir() and not d.name.startswith(".") and not (d / "config.pbtxt").exists()
+        ]
+        models = sorted(
+            models + [RepoModel(d.name, d, mc.ModelConfig(name=d.name)) for d in bare], key=lambda m: m.name
+        )
     if not models:
         raise ServeError(f"{repo} has no model folders with a config.pbtxt")
     return models

@@ -58,37 +58,43 @@ def looks_like_model_repository(path: Path) -> bool:
     return any(path.glob("*/config.pbtxt"))
 
 
-def write_repository(plan: RepositoryPlan, out: Path, *, force: bool = False,
-                     progress: Callable[[str], None] | None = None) -> BuildResult:
+def write_repository(
+    plan: RepositoryPlan, out: Path, *, force: bool = False, progress: Callable[[str], None] | None = None
+) -> BuildResult:
     """Write every model into a temp dir, check each config parses back, then move it into place."""
     say = progress or (lambda _msg: None)
     check_destination(out, force, looks_like_model_repository)
     with atomic_dir(out, force) as tmp:
         for model in plan.models:
-            say(f"{model.name}: {model.format} → {model.serving.platform or model.serving.backend}"
-                + (f" ({model.serving.runner} runner)" if model.serving.runner else ""))
+            say(
+                f"{model.name}: {model.format} → {model.serving.platform or model.serving.backend}"
+                + (f" ({model.serving.runner} runner)" if model.serving.runner else "")
+            )
             mdir = tmp / model.name
             mdir.mkdir()
             cfg = build_config(model, plan.device)
             text = to_text(cfg)
             parse_config(text)  # the written text must round-trip through Triton's schema
             (mdir / "config.pbtxt").write_text(text)
-            for name, src in sorted(model.extra_files.items()):
-                shutil.copyfile(src, mdir / name)
+            for name, extra in sorted(model.extra_files.items()):
+                shutil.copyfile(extra, mdir / name)
             filename = _model_filename(model, cfg.default_model_filename)
             for version, src in sorted(model.versions.items()):
                 _write_version(model, mdir / str(version), src, filename)
         _lint_or_refuse(tmp, plan)
         (tmp / REPO_README).write_text(triton_readme(plan))  # launch, curl and perf-gate commands
-        manifest = write_manifest(tmp, {
-            "repoforge_version": __version__,
-            "triton_schema": f"tritonclient {dist_version('tritonclient')}",
-            "triton_target": TRITON_TARGET,
-            "device": plan.device,
-            "repository": plan.name,
-            "spec_sha256": plan.spec_sha256,
-            "models": sorted(m.name for m in plan.models),
-        })
+        manifest = write_manifest(
+            tmp,
+            {
+                "repoforge_version": __version__,
+                "triton_schema": f"tritonclient {dist_version('tritonclient')}",
+                "triton_target": TRITON_TARGET,
+                "device": plan.device,
+                "repository": plan.name,
+                "spec_sha256": plan.spec_sha256,
+                "models": sorted(m.name for m in plan.models),
+            },
+        )
     files = manifest["files"]
     assert isinstance(files, dict)
     return BuildResult(output=out.resolve(), plan=plan, files=files)

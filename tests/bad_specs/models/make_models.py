@@ -23,8 +23,12 @@ def fixed_first_axis() -> onnx.ModelProto:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", modelgen.DEFAULT_OPSET)],
-                              ir_version=modelgen.IR_VERSION, producer_name=modelgen.PRODUCER)
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", modelgen.DEFAULT_OPSET)],
+        ir_version=modelgen.IR_VERSION,
+        producer_name=modelgen.PRODUCER,
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 

@@ -1,4 +1,5 @@
 """Test model: slow, then fails every request (a shadow that must never disturb the primary)."""
+
 import time
 
 import triton_python_backend_utils as pb_utils

@@ -1,4 +1,5 @@
 """Test model: Y = X * factor (config parameter `factor`); KEY is accepted and ignored."""
+
 import json
 
 import numpy as np

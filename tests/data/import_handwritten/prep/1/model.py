@@ -1,7 +1,6 @@
 import json
 
 import triton_python_backend_utils as pb_utils
-
 from helpers import normalize
 
 

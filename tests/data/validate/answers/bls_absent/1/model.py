@@ -7,8 +7,11 @@ class TritonPythonModel:
     def execute(self, requests):
         out = []
         for r in requests:
-            inner = pb_utils.InferenceRequest(model_name="not_loaded", requested_output_names=["OUT"],
-                                              inputs=[pb_utils.get_input_tensor_by_name(r, "IN")]).exec()
+            inner = pb_utils.InferenceRequest(
+                model_name="not_loaded",
+                requested_output_names=["OUT"],
+                inputs=[pb_utils.get_input_tensor_by_name(r, "IN")],
+            ).exec()
             if inner.has_error():
                 raise pb_utils.TritonModelException(inner.error().message())
             out.append(pb_utils.InferenceResponse([pb_utils.get_output_tensor_by_name(inner, "OUT")]))

@@ -9,7 +9,9 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.sess = ort.InferenceSession(str(Path(__file__).with_name("model.onnx")), providers=["CPUExecutionProvider"])
+        self.sess = ort.InferenceSession(
+            str(Path(__file__).with_name("model.onnx")), providers=["CPUExecutionProvider"]
+        )
 
     def execute(self, requests):
         out = []

@@ -10,7 +10,11 @@ class TritonPythonModel:
     def execute(self, requests):
         for r in requests:
             sender = r.get_response_sender()
-            sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())]))
+            sender.send(
+                pb_utils.InferenceResponse(
+                    [pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())]
+                )
+            )
             threading.Thread(target=self._finish_later, args=(sender,), daemon=True).start()
         return None
 

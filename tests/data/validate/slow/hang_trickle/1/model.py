@@ -11,7 +11,9 @@ class TritonPythonModel:
         for r in requests:
             sender = r.get_response_sender()
             for i in range(40):
-                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([float(i)], dtype=np.float32))]))
+                sender.send(
+                    pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([float(i)], dtype=np.float32))])
+                )
                 time.sleep(0.25)
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         return None

@@ -5,7 +5,7 @@
     print(report.format()); raise SystemExit(report.exit_code)   # 1 on errors, 0 with warnings only
 
 The rules are Triton 2.51's load-time rules (core's model_config_utils.cc, ensemble_utils.cc and
-model_repository_manager.cc), proven against the real server by tests/test_lint.py: an *error*
+model_repository_manager.cc), proven against the real server by tests/integration/test_lint.py: an *error*
 means Triton refuses to load the model, a *warning* means it loads but something is likely wrong.
 Facts about the target server sharpen a few rules: ``known_backends`` (see `known_backends_of`)
 makes a missing backend an error, ``gpu_count=0`` makes KIND_GPU instance groups errors.

@@ -54,7 +54,7 @@ models:
 """
 
 
-CORPUS = Path(__file__).parent / "lint_corpus"
+CORPUS = Path(__file__).parents[1] / "lint_corpus"
 AUTO_COMPLETE = CORPUS / "valid" / "python_auto_complete_no_config"  # NVIDIA's auto_complete example in miniature
 
 

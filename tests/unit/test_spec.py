@@ -17,7 +17,7 @@ from repoforge.spec.models import DynamicBatching, VersionPolicy
 from repoforge.spec.yamlsource import format_path, load_yaml
 from repoforge.triton.config import build_config, to_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSIFIER = ROOT / "examples" / "tabular" / "models" / "classifier.onnx"  # FP32 [-1, 8] -> FP32 [-1, 3]
 PREPROCESS = ROOT / "examples" / "ensemble" / "preprocess.py"
 

@@ -24,7 +24,7 @@ from onnx import numpy_helper
 
 from repoforge import modelgen
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_NAMES = ["tabular", "ensemble", "versions", "perf"]
 # Examples whose model files are too big to commit: only their models.sha256 manifest is committed.
 GENERATED_ONLY = {"perf"}

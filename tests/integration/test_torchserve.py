@@ -40,7 +40,7 @@ from repoforge.torchserve.eager import load_eager  # noqa: E402
 
 # torch 2.13 deprecates TorchScript; the reference computations here still load it in-process.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 RNG = np.random.default_rng(7)
 

@@ -17,7 +17,7 @@ from repoforge.perf import analyzer
 from repoforge.perf import command as command_mod
 from repoforge.perf.analyzer import PerfOptions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "repoforge" / "perf"
 SPEC = ROOT / "examples" / "tabular" / "spec.yaml"
 

@@ -33,8 +33,8 @@ from repoforge.lint import (
 )
 from repoforge.lint.locate import Key, format_path, positions
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(__file__).resolve().parent / "lint_corpus"
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = Path(__file__).resolve().parents[1] / "lint_corpus"
 INVALID = sorted(p for p in (CORPUS / "invalid").iterdir() if p.is_dir())
 VALID = sorted(p for p in (CORPUS / "valid").iterdir() if p.is_dir())
 #: The server the corpus was proven against: the PyTriton bundle (python backend only), no GPU.

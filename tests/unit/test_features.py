@@ -32,7 +32,7 @@ from repoforge.runtime.plugins import (
 from repoforge.spec import load_spec
 from repoforge.spec.plugins import Lookup, RouterPlugin, output_dim, parse_plugin
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 M64 = (1 << 64) - 1
 
 

@@ -36,11 +36,11 @@ from repoforge.importer import (
 from repoforge.spec import load_spec
 from repoforge.triton.config import parse_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 GOLDEN = ROOT / "tests" / "golden"
 HANDWRITTEN = ROOT / "tests" / "data" / "import_handwritten"
-# Corpus repositories only a server can import (no config.pbtxt: Triton auto-completes it); tests/test_nvidia_cases.py
+# Corpus repositories only a server can import (no config.pbtxt: Triton auto-completes it); tests/integration/test_nvidia_cases.py
 # imports them with --server bundled.
 NEEDS_SERVER = {"python_auto_complete_no_config"}
 CORPUS = sorted(

@@ -10,7 +10,7 @@ from pathlib import Path
 from repoforge.build import build
 from repoforge.servers.triton import TritonServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _curl_commands(readme: str, base: str) -> list[str]:

@@ -24,7 +24,7 @@ from repoforge.servers.triton import TritonServer
 from repoforge.spec.models import SMOKE_INPUTS
 from repoforge.validate import ModelCheck, ValidationReport, _models_own_error, judge_answer, validate
 
-DATA = Path(__file__).resolve().parent / "data" / "validate"
+DATA = Path(__file__).resolve().parents[1] / "data" / "validate"
 PICKY = DATA / "answers" / "picky" / "1" / "model.py"
 
 

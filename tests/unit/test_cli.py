@@ -71,7 +71,7 @@ def test_serve_print_command_gives_the_ngc_docker_line(tmp_path: Path) -> None:
 
 
 def test_lint_exit_codes_and_json(tmp_path: Path) -> None:
-    corpus = Path(__file__).parent / "lint_corpus"
+    corpus = Path(__file__).parents[1] / "lint_corpus"
     bad = CliRunner().invoke(main, ["lint", str(corpus / "invalid" / "backend_escapes")])
     assert bad.exit_code == 1 and "backend_escapes/m/config.pbtxt:10:1: error: model 'm' backend" in bad.output
     good = CliRunner().invoke(
@@ -83,7 +83,7 @@ def test_lint_exit_codes_and_json(tmp_path: Path) -> None:
 
 def test_import_then_build_gives_the_repository_back(tmp_path: Path) -> None:
     runner = CliRunner()
-    repo = Path(__file__).parent / "data" / "import_handwritten"
+    repo = Path(__file__).parents[1] / "data" / "import_handwritten"
     spec = tmp_path / "spec.yaml"
     res = runner.invoke(main, ["import", str(repo), "-o", str(spec), "--json"])
     assert res.exit_code == 0, res.output

@@ -20,7 +20,7 @@ import pytest
 from repoforge.build import build
 from repoforge.errors import SpecError
 
-CORPUS = Path(__file__).resolve().parent / "bad_specs"
+CORPUS = Path(__file__).resolve().parents[1] / "bad_specs"
 CASES = sorted(CORPUS.glob("*.yaml"))
 _AT = re.compile(r"^(\d+):(\d+)(?: (\S+))?$")
 

@@ -23,7 +23,7 @@ from repoforge.spec import load_spec
 from repoforge.spec.plugins import FeaturesPlugin, output_dim
 
 pytestmark = pytest.mark.integration
-DATA = Path(__file__).resolve().parent / "data" / "plugins"
+DATA = Path(__file__).resolve().parents[1] / "data" / "plugins"
 
 FEATURES = """\
       kind: features

@@ -25,7 +25,7 @@ from repoforge.perf.tune import (
 )
 from repoforge.triton.config import parse_config, to_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TABULAR = ROOT / "examples" / "tabular" / "spec.yaml"
 
 BASE = """
@@ -373,7 +373,7 @@ def test_cli_tune_rejects_an_unknown_model_in_one_line(tmp_path: Path) -> None:
 
     from repoforge.cli import main
 
-    spec = Path(__file__).resolve().parent.parent / "examples" / "tabular" / "spec.yaml"
+    spec = Path(__file__).resolve().parents[2] / "examples" / "tabular" / "spec.yaml"
     res = CliRunner().invoke(
         main, ["tune", str(spec), "-m", "nosuch", "--latency-budget-ms", "5", "-o", str(tmp_path / "t")]
     )

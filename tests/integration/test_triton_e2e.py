@@ -20,7 +20,7 @@ from repoforge.triton.reader import read_repository
 from repoforge.validate import infer, validate
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "repoforge.cli"]
 
 

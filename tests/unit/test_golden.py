@@ -3,7 +3,7 @@ byte-reproducible output, a complete lock file, the right files per device, and 
 
 Regenerate the goldens after an intended change, then read the diff before committing it:
 
-    REPOFORGE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden.py
+    REPOFORGE_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_golden.py
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from repoforge.errors import BuildError, SpecError
 from repoforge.output import MANIFEST
 from repoforge.triton.config import parse_config
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 SPEC = GOLDEN / "full.spec.yaml"
 UPDATE = os.environ.get("REPOFORGE_UPDATE_GOLDEN") == "1"
 DEVICES = ("gpu", "cpu")

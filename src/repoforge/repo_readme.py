@@ -9,12 +9,10 @@ from typing import Any
 
 from repoforge import __version__
 from repoforge.plan import ModelPlan, RepositoryPlan
+from repoforge.servers.triton_install import NGC_IMAGE  # the image whose Triton matches the bundled 2.51
 from repoforge.templates import render
 
 REPO_README = "README.md"
-
-# The NGC image whose Triton matches the bundled 2.51 (release 24.10).
-NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 
 
 def _zeros(t: Any, batched: bool) -> tuple[list[int], list[Any]]:

@@ -119,6 +119,11 @@ class _FakeServer:
     def log_tail(self, n: int = 5) -> str:
         return ""
 
+    def model_config(self, name: str, timeout: float = 10.0) -> Any:
+        from google.protobuf import json_format
+
+        return json_format.MessageToDict(self.served, preserving_proto_field_name=True)
+
 
 @pytest.fixture
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[Any]]:
@@ -132,14 +137,8 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[Any
         tp, p99 = _landscape(server.served)
         return [PerfPoint(concurrency=16, throughput=tp, p50_ms=p99 / 2, p90_ms=p99, p95_ms=p99, p99_ms=p99)]
 
-    def fake_json(url: str, timeout: float = 10.0) -> Any:
-        from google.protobuf import json_format
-
-        return json_format.MessageToDict(server.served, preserving_proto_field_name=True)
-
     monkeypatch.setattr(tune_mod, "run", fake_run)
-    monkeypatch.setattr(tune_mod, "_get_json", fake_json)
-    monkeypatch.setattr(tune_mod, "_exec_counts", lambda url, model: None)
+    monkeypatch.setattr(tune_mod, "_exec_counts", lambda server, model: None)
     return server, measured
 
 

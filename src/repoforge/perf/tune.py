@@ -27,14 +27,16 @@ import random
 import statistics
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from tritonclient.grpc import model_config_pb2 as mc
+
+if TYPE_CHECKING:
+    from repoforge.servers.triton import TritonServer
 
 from repoforge.perf.analyzer import (
     PerfError,
@@ -569,14 +571,9 @@ class _BudgetExhausted(Exception):
     pass
 
 
-def _get_json(url: str, timeout: float = 10.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def _exec_counts(http_url: str, model: str) -> tuple[int, int] | None:
+def _exec_counts(server: TritonServer, model: str) -> tuple[int, int] | None:
     with contextlib.suppress(Exception):
-        stats = _get_json(f"http://{http_url}/v2/models/{model}/stats")["model_stats"]
+        stats = server.model_stats(model)
         return sum(int(s.get("inference_count", 0)) for s in stats), sum(
             int(s.get("execution_count", 0)) for s in stats
         )
@@ -591,7 +588,7 @@ def _score(t: Trial) -> tuple[int, float]:
 
 
 class _Tuner:
-    def __init__(self, server: Any, model: str, config_path: Path, base: mc.ModelConfig, opts: PerfOptions,
+    def __init__(self, server: TritonServer, model: str, config_path: Path, base: mc.ModelConfig, opts: PerfOptions,
                  budget_ms: float, max_runs: int, say: Progress) -> None:  # fmt: skip
         self.server, self.model, self.config_path, self.base = server, model, config_path, base
         self.opts, self.budget_ms, self.max_runs, self.say = opts, budget_ms, max_runs, say
@@ -622,7 +619,7 @@ class _Tuner:
         self.server.load_model(self.model)  # explicit model control: Triton sees the new config and reloads
         self.reloads += 1
         self.loaded = cand
-        served = _get_json(f"http://{self.server.http_url}/v2/models/{self.model}/config")
+        served = self.server.model_config(self.model)
         return cfg, _served_key(served)
 
     def _measure_once(self, cfg: mc.ModelConfig, limit: int | None = None) -> tuple[PerfPoint, float | None]:
@@ -633,7 +630,7 @@ class _Tuner:
 
     def _perf(self, cfg: mc.ModelConfig) -> tuple[PerfPoint, float | None]:
         """One perf_analyzer run of the loaded model, and the rows per execution it saw."""
-        before = _exec_counts(self.server.http_url, self.model)
+        before = _exec_counts(self.server, self.model)
         try:
             try:
                 point = run(self.opts, cfg)[0]
@@ -649,7 +646,7 @@ class _Tuner:
                     + " | ".join(self.server.log_tail(5).splitlines())
                 ) from None
             raise
-        after = _exec_counts(self.server.http_url, self.model)
+        after = _exec_counts(self.server, self.model)
         rows = None
         if before and after and after[1] > before[1]:
             rows = (after[0] - before[0]) / (after[1] - before[1])

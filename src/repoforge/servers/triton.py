@@ -452,6 +452,18 @@ class TritonServer(ServerContext):
             for r in rows
         ]
 
+    def model_config(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
+        """GET /v2/models/<name>/config: the config the server serves (auto-completed), as JSON."""
+        result: dict[str, Any] = self._api("GET", f"/v2/models/{name}/config", timeout=timeout)
+        return result
+
+    def model_stats(self, name: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """GET /v2/models/<name>/stats: one entry per loaded version (inference and execution counts, times)."""
+        result: list[dict[str, Any]] = (self._api("GET", f"/v2/models/{name}/stats", timeout=timeout) or {}).get(
+            "model_stats", []
+        )
+        return result
+
     def load_model(self, name: str, timeout: float = 120.0) -> None:
         """POST /v2/repository/models/<name>/load (explicit mode); TritonAPIError with the reason on failure."""
         self._api("POST", f"/v2/repository/models/{name}/load", {}, timeout=timeout)

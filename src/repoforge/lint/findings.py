@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from repoforge.errors import Location
+
 Severity = Literal["error", "warning"]
 
 
@@ -28,11 +30,8 @@ class Finding:
 
     @property
     def location(self) -> str:
-        if self.line is None:
-            return self.file
-        if self.column is None:
-            return f"{self.file}:{self.line}"
-        return f"{self.file}:{self.line}:{self.column}"
+        """`file:line:column`, written as spec problems write theirs (repoforge.errors.Location)."""
+        return str(Location(self.file, self.line, self.column))
 
     def __str__(self) -> str:
         where = f" {self.field}" if self.field else ""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from repoforge.contract import Device, Target
 from repoforge.errors import Problem, SpecError
+from repoforge.graph import find_cycle
 from repoforge.plugin_plan import derive_in_order, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
 from repoforge.spec.load import LoadedSpec, effective
@@ -632,20 +633,11 @@ def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None: 
         s: {produced[et][0] for et, uses in consumed.items() for (c, _, _) in uses if c == s and et in produced}
         for s in range(len(steps))
     }
-    state: dict[int, int] = {}
-
-    def visit(s: int) -> bool:
-        state[s] = 1
-        for d in deps[s]:
-            if state.get(d) == 1 or (state.get(d) is None and not visit(d)):
-                return False
-        state[s] = 2
-        return True
-
-    for s in range(len(steps)):
-        if state.get(s) is None and not visit(s):
-            ck.add(("models", i, "steps", s), f"the steps form a cycle through step {s} ({steps[s].model})")
-            return
+    cycle = find_cycle(deps)
+    if cycle:
+        s = cycle[0]
+        ck.add(("models", i, "steps", s), f"the steps form a cycle through step {s} ({steps[s].model})")
+        return
     derived_in = [
         TensorSpec(name=et, dtype=uses[0][1].dtype, dims=uses[0][1].dims)
         for et, uses in consumed.items()

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from repoforge.contract import PLUGIN_PARAMETER
+from repoforge.graph import in_dependency_order
 from repoforge.spec.models import ModelSpec, TensorSpec
 from repoforge.spec.plugins import (
     FeaturesPlugin,
+    RelPath,
     ResultCachePlugin,
     RouterPlugin,
     SemanticCachePlugin,
@@ -123,28 +125,22 @@ def derive_in_order(
     ck: _Checker, plans: dict[str, ModelPlan], ensemble: Callable[[_Checker, dict[str, ModelPlan], ModelPlan], None]
 ) -> None:
     """Derive the I/O of ensembles and calling plugins, each after the models it calls (a cycle is an error)."""
-    state: dict[str, int] = {}
 
-    def visit(p: ModelPlan) -> None:
-        state[p.name] = 1
-        for rel, name in _refs(p):
-            dep = plans.get(name)
-            if dep is None or not _derived(dep) or dep is p:
-                continue
-            if state.get(name) == 1:
-                ck.add(("models", p.index, *rel), f"'{p.name}' and '{name}' call each other (a cycle)")
-                continue
-            if state.get(name) is None:
-                visit(dep)
+    def needs(name: str) -> list[tuple[str, RelPath]]:
+        p = plans[name]
+        return [(dep, rel) for rel, dep in _refs(p) if dep in plans and _derived(plans[dep]) and plans[dep] is not p]
+
+    def derive(name: str) -> None:
+        p = plans[name]
         if p.format == "ensemble" and p.spec.plugin is None:
             ensemble(ck, plans, p)
         else:
             resolve_plugin(ck, plans, p)
-        state[p.name] = 2
 
-    for p in list(plans.values()):
-        if _derived(p) and state.get(p.name) is None:
-            visit(p)
+    def cycle(name: str, dep: str, rel: RelPath) -> None:
+        ck.add(("models", plans[name].index, *rel), f"'{name}' and '{dep}' call each other (a cycle)")
+
+    in_dependency_order([p.name for p in plans.values() if _derived(p)], needs, derive, cycle)
 
 
 def _target(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge.graph import find_cycle
 from repoforge.triton.names import (
     BACKEND_PLATFORMS,
     DEFAULT_FILES,
@@ -825,7 +826,7 @@ def check_ensemble_dataflow(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
     # Step-level cycles (a step needing, transitively, its own output).
     deps = {i: {producers[t] for t in st.input_map.values() if t in producers}
             for i, st in enumerate(cfg.ensemble_scheduling.step)}  # fmt: skip
-    cycle = _find_cycle(deps)
+    cycle = find_cycle(deps)
     if cycle:
         names = " -> ".join(f"{cfg.ensemble_scheduling.step[i].model_name or '?'}" for i in cycle)
         sink.error((*base, cycle[0]), f"the steps form a cycle ({names}); an ensemble must be acyclic")
@@ -878,32 +879,6 @@ def check_ensemble_dataflow(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
                 f"ensemble tensor '{tensor}' written by step {i} ({cfg.ensemble_scheduling.step[i].model_name}) is "
                 f"never consumed; Triton refuses unused ensemble tensors - drop that output_map entry or use it",
             )
-
-
-def _find_cycle(deps: dict[int, set[int]]) -> list[int] | None:
-    state: dict[int, int] = {}
-    stack: list[int] = []
-
-    def visit(n: int) -> list[int] | None:
-        state[n] = 1
-        stack.append(n)
-        for m in sorted(deps.get(n, ())):
-            if state.get(m) == 1:
-                return stack[stack.index(m) :] + [m]
-            if m not in state:
-                found = visit(m)
-                if found:
-                    return found
-        stack.pop()
-        state[n] = 2
-        return None
-
-    for n in sorted(deps):
-        if n not in state:
-            found = visit(n)
-            if found:
-                return found
-    return None
 
 
 def check_platform_backend(

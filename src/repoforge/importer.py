@@ -68,6 +68,7 @@ from repoforge.triton.names import (
     RUNNER_FORMAT,
     SEQUENCE_CONTROL_NAME,
 )
+from repoforge.triton.reader import model_folders
 
 COPY_DIR = "models"  # where copy_models puts the model files, next to the spec
 
@@ -1037,12 +1038,11 @@ def _read_repository(
     if not repo.is_dir():
         raise ImportFailed(f"{repo} is not a directory; point import at a Triton model repository")
     found = []
-    for d in sorted(repo.iterdir(), key=lambda p: p.name.encode()):
-        if not d.is_dir():
-            # repoforge's own lock file and README are rewritten by the build, not carried
-            if d.name != MANIFEST and not (d.name == REPO_README and (repo / MANIFEST).is_file()):
-                root_files.append(str(d))  # reported after mapping, unless a model uses it (a label file)
-            continue
+    for f in sorted((p for p in repo.iterdir() if not p.is_dir()), key=lambda p: p.name.encode()):
+        # repoforge's own lock file and README are rewritten by the build, not carried
+        if f.name != MANIFEST and not (f.name == REPO_README and (repo / MANIFEST).is_file()):
+            root_files.append(str(f))  # reported after mapping, unless a model uses it (a label file)
+    for d in model_folders(repo):
         if d.name.startswith("."):
             skipped[d.name] = "hidden folder (Triton would fail on it too)"
             continue

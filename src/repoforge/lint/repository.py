@@ -11,6 +11,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge.triton.reader import model_folders
+
 from .findings import Finding, LintReport
 from .locate import Key, positions
 from .locate import Path as FieldPath
@@ -96,7 +98,7 @@ def lint_repository(
         return report
     backends = _frozen(known_backends)
     entries: dict[str, ModelEntry] = {}
-    for model_dir in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name.encode()):
+    for model_dir in model_folders(root):
         entries[model_dir.name] = _lint_folder(model_dir, backends, gpu_count)
     report.models = list(entries)
     if not entries:

@@ -32,6 +32,12 @@ class RepoModel:
         return self.config.model_transaction_policy.decoupled
 
 
+def model_folders(repo: Path) -> list[Path]:
+    """Every sub-folder of `repo` in Triton's order (by the bytes of its name). Triton takes each one for a model,
+    hidden ones too; lint, import and validate all start from this list."""
+    return sorted((p for p in repo.iterdir() if p.is_dir()), key=lambda p: p.name.encode())
+
+
 def not_a_repository(path: Path) -> str:
     """Why `path` is no model repository, with the build command that makes one (a folder, never the spec itself)."""
     if path.is_file():
@@ -50,7 +56,8 @@ def read_repository(repo: Path, *, unconfigured: bool = False) -> list[RepoModel
     if not repo.is_dir():
         raise ServeError(not_a_repository(repo))
     models = []
-    for cfg_path in sorted(repo.glob("*/config.pbtxt")):
+    folders = [d for d in model_folders(repo) if not d.name.startswith(".")]
+    for cfg_path in (d / "config.pbtxt" for d in folders if (d / "config.pbtxt").is_file()):
         try:
             cfg = parse_config(cfg_path.read_text())
         except text_format.ParseError as exc:
@@ -59,9 +66,7 @@ def read_repository(repo: Path, *, unconfigured: bool = False) -> list[RepoModel
             cfg.name = cfg_path.parent.name
         models.append(RepoModel(cfg_path.parent.name, cfg_path.parent, cfg))
     if unconfigured:
-        bare = [
-            d for d in repo.iterdir() if d.is_dir() and not d.name.startswith(".") and not (d / "config.pbtxt").exists()
-        ]
+        bare = [d for d in folders if not (d / "config.pbtxt").exists()]
         models = sorted(
             models + [RepoModel(d.name, d, mc.ModelConfig(name=d.name)) for d in bare], key=lambda m: m.name
         )

@@ -16,7 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from repoforge.errors import ServeError
 from repoforge.spec.models import SMOKE_INPUTS
 from repoforge.triton.inputs import make_inputs, triton_dtype
-from repoforge.triton.reader import RepoModel, read_repository, uses_response_cache
+from repoforge.triton.reader import RepoModel, read_repository, served_config, uses_response_cache
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 #: Seconds each model gets to answer its smoke request (a streaming model: all its responses together).
@@ -181,18 +181,10 @@ def _models_own_error(exc: BaseException) -> bool:
 def effective_config(url: str, name: str, timeout: float = DEFAULT_TIMEOUT_S) -> mc.ModelConfig:
     """The config the server serves (`/v2/models/<m>/config`): what auto-complete filled in (a python model's
     `auto_complete_config`, inputs a config left out, a decoupled transaction policy) is in it, the disk's is not."""
-    import tritonclient.http as http
-    from google.protobuf import json_format
-
-    client = http.InferenceServerClient(url, network_timeout=timeout, connection_timeout=timeout)
     try:
-        try:
-            served = client.get_model_config(name)
-        except TimeoutError:
-            raise NoAnswer(timeout, "reading its config") from None
-    finally:
-        client.close()
-    return json_format.ParseDict(served, mc.ModelConfig(), ignore_unknown_fields=True)
+        return served_config(url, name, timeout=timeout)
+    except TimeoutError:
+        raise NoAnswer(timeout, "reading its config") from None
 
 
 def smoke_inputs(model: RepoModel, seed: int = 0) -> tuple[dict[str, np.ndarray], bool]:

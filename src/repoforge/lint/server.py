@@ -60,13 +60,10 @@ def effective_configs(
     ``server`` is a tritonserver binary, or None / "bundled" for the one ``repoforge serve`` uses. Returns
     name → config, or → why the model did not load. The server is stopped before this returns.
     """
-    import json
-
-    import tritonclient.http as http
-    from google.protobuf import json_format
     from tritonclient.utils import InferenceServerException
 
     from repoforge.servers.triton import TritonServer
+    from repoforge.triton.reader import served_config
 
     binary = None if server in (None, "bundled") else server
     out: dict[str, mc.ModelConfig | str] = {}
@@ -74,20 +71,12 @@ def effective_configs(
         repo, model_control="explicit", load_models=names, exit_on_error=False, strict_readiness=False, binary=binary
     ) as triton:
         failed = triton.failed_models()
-        client = http.InferenceServerClient(triton.http_url, connection_timeout=10.0, network_timeout=timeout)
-        try:
-            for name in names:
-                if name in failed or not triton.model_ready(name):
-                    out[name] = f"tritonserver did not load it: {failed.get(name, 'not READY')}"
-                    continue
-                try:
-                    data = client.get_model_config(name)
-                except (InferenceServerException, OSError) as exc:
-                    out[name] = f"tritonserver did not give its config: {exc}"
-                    continue
-                cfg = mc.ModelConfig()
-                json_format.Parse(json.dumps(data), cfg, ignore_unknown_fields=True)
-                out[name] = cfg
-        finally:
-            client.close()
+        for name in names:
+            if name in failed or not triton.model_ready(name):
+                out[name] = f"tritonserver did not load it: {failed.get(name, 'not READY')}"
+                continue
+            try:
+                out[name] = served_config(triton.http_url, name, timeout=timeout)
+            except (InferenceServerException, OSError) as exc:
+                out[name] = f"tritonserver did not give its config: {exc}"
     return out

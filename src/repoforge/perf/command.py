@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.contract import Target
@@ -95,18 +94,14 @@ class PerfEndpoints:
 
 
 def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
-    import tritonclient.http as http
+    from repoforge.triton.reader import served_config
 
-    client = http.InferenceServerClient(http_url)
     try:
-        raw = client.get_model_config(model)
+        return served_config(http_url, model, timeout=30.0)
     except Exception as exc:  # noqa: BLE001 - unreachable server or unknown model: one line either way
         raise PerfError(
             f"cannot read the config of '{model}' from Triton at {http_url}: {str(exc).splitlines()[0]}"
         ) from None
-    finally:
-        client.close()
-    return json_format.ParseDict(raw, mc.ModelConfig(), ignore_unknown_fields=True)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from repoforge import __version__
@@ -56,41 +57,18 @@ def _smokable(m: ModelPlan) -> bool:
     return bool(m.inputs) and not m.spec.sequence_batching and not decoupled
 
 
+def _render(
+    plan: RepositoryPlan, target: str, models: list[ModelPlan], body: Callable[[ModelPlan], str], **extra: Any
+) -> str:
+    rows = [{"name": m.name, "format": m.format, "body": shlex.quote(body(m)), "smoke": _smokable(m)} for m in models]
+    return render("README.md", target=target, repository=plan.name, device=plan.device, version=__version__,
+                  models=rows, perf_model=next((r["name"] for r in rows if r["smoke"]), None), **extra)  # fmt: skip
+
+
 def triton_readme(plan: RepositoryPlan) -> str:
-    models = [
-        {"name": m.name, "format": m.format, "body": shlex.quote(triton_smoke_body(m)), "smoke": _smokable(m)}
-        for m in plan.models
-    ]
-    return render(
-        "README.md",
-        target="triton",
-        repository=plan.name,
-        device=plan.device,
-        version=__version__,
-        models=models,
-        image=NGC_IMAGE,
-        perf_model=next((m["name"] for m in models if m["smoke"]), None),
-    )
+    return _render(plan, "triton", plan.models, triton_smoke_body, image=NGC_IMAGE)
 
 
 def torchserve_readme(plan: RepositoryPlan, archives: list[str], workflows: list[str]) -> str:
-    by_name = {m.name: m for m in plan.models}
-    models = [
-        {
-            "name": n,
-            "format": by_name[n].format,
-            "body": shlex.quote(torchserve_smoke_body(by_name[n])),
-            "smoke": _smokable(by_name[n]),
-        }
-        for n in archives
-    ]
-    return render(
-        "README.md",
-        target="torchserve",
-        repository=plan.name,
-        device=plan.device,
-        version=__version__,
-        models=models,
-        workflows=workflows,
-        perf_model=next((m["name"] for m in models if m["smoke"]), None),
-    )
+    """`archives`: the models archived as .mar (ensembles become the `workflows`)."""
+    return _render(plan, "torchserve", [plan.model(n) for n in archives], torchserve_smoke_body, workflows=workflows)

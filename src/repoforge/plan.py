@@ -294,7 +294,8 @@ def _max_batch_size(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature | Non
 
 
 def _check_batching(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> bool:
-    """Validate batching fields against max_batch_size; return whether dynamic batching is on."""
+    """Whether dynamic batching is on. Only the spec's own rules are here; Triton's rules on the batcher's
+    fields run on the built config (`_triton_rules`), which carries dynamic_batching when the model asks for it."""
     db = m.dynamic_batching
     where = ck.loaded.origin(i, "dynamic_batching")
     own = ck.loaded.sets(i, "dynamic_batching") and db is not None and db.enabled
@@ -306,59 +307,16 @@ def _check_batching(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> bool:
         if own:
             ck.add(where, "a model has one scheduler: remove dynamic_batching or sequence_batching")
         return False
-    enabled = db.enabled if db is not None else True
     if mbs == 0:  # defaults' dynamic batching simply does not apply to a model without a batch axis
-        if own:
-            ck.add(where, "dynamic batching needs max_batch_size > 0")
-        return False
-    if not enabled or db is None:
-        return enabled
-    for j, b in enumerate(db.preferred_batch_sizes):
-        if b > mbs:
-            ck.add((*where, "preferred_batch_sizes", j), f"{b} exceeds max_batch_size {mbs}")
-    if len(set(db.preferred_batch_sizes)) != len(db.preferred_batch_sizes):
+        return own
+    enabled = db.enabled if db is not None else True
+    if enabled and db is not None and len(set(db.preferred_batch_sizes)) != len(db.preferred_batch_sizes):
         ck.add((*where, "preferred_batch_sizes"), "preferred batch sizes are listed twice")
-    if db.preserve_ordering and db.priority_levels > 1:
-        ck.add(
-            (*where, "preserve_ordering"),
-            f"Triton allows preserve_ordering with one priority level only (priority_levels is {db.priority_levels})",
-        )
-    if db.preserve_ordering:
-        delayed = (
-            [("queue_policy", "timeout_action")]
-            if db.queue_policy and db.queue_policy.timeout_action == "delay"
-            else []
-        ) + [
-            ("priority_queue_policy", level, "timeout_action")
-            for level, q in db.priority_queue_policy.items()
-            if q.timeout_action == "delay"
-        ]
-        for path in delayed:
-            ck.add(
-                (*where, *path),
-                "timeout_action delay cannot be combined with preserve_ordering; use reject or drop preserve_ordering",
-            )
-    if db.priority_levels == 0:
-        if db.default_priority_level:
-            ck.add((*where, "default_priority_level"), "default_priority_level needs priority_levels > 0")
-        if db.priority_queue_policy:
-            ck.add((*where, "priority_queue_policy"), "priority_queue_policy needs priority_levels > 0")
-    else:
-        if not 1 <= db.default_priority_level <= db.priority_levels:
-            ck.add(
-                (*where, "default_priority_level"),
-                f"must be between 1 and priority_levels ({db.priority_levels}), got {db.default_priority_level}",
-            )
-        for level in db.priority_queue_policy:
-            if not 1 <= level <= db.priority_levels:
-                ck.add(
-                    (*where, "priority_queue_policy", level),
-                    f"priority level {level} is outside 1..{db.priority_levels}",
-                )
-    return True
+    return enabled
 
 
-def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+def _check_common(ck: _Checker, i: int, m: ModelSpec) -> None:
+    """The spec's own rules: what a built config cannot carry (and so `_triton_rules` cannot see)."""
     if m.format != "ensemble" and m.steps is not None:
         ck.add(("models", i, "steps"), f"only format ensemble has steps (this model is {m.format})")
     if m.raw_config is not None:  # pbtxt merged into the generated config: it must parse as ModelConfig fields
@@ -373,89 +331,67 @@ def _check_common(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> None:  # noqa
                 ("models", i, "raw_config"),
                 f"raw_config line {exc.GetLine()}, column {exc.GetColumn()}: {why} (expected ModelConfig fields in pbtxt)",
             )
-    for g_i, g in enumerate(m.instance_groups or []):
-        gpath = (*ck.loaded.origin(i, "instance_groups"), g_i)
-        if g.gpus and g.kind != "gpu":
-            ck.add((*gpath, "gpus"), f"gpus are only valid with kind: gpu (this group is kind: {g.kind})")
-    if m.format == "ensemble" and ck.loaded.sets(i, "instance_groups"):
-        ck.add(
-            ("models", i, "instance_groups"),
-            "an ensemble has no instances of its own; set instance_groups on the step models",
-        )
-    if m.format == "ensemble" and ck.loaded.sets(i, "warmup"):
-        ck.add(("models", i, "warmup"), "Triton does not warm up ensembles; warm up the step models")
-    if m.format == "ensemble" and ck.loaded.sets(i, "optimization"):
-        ck.add(
-            ("models", i, "optimization"),
-            "optimization settings do not apply to an ensemble; set them on the step models",
-        )
-    if m.warmup is not None and m.format != "ensemble":
-        limit = max(mbs, 1)
-        for j, b in enumerate(m.warmup.batch_sizes):
-            if b > limit:
-                ck.add(
-                    (*ck.loaded.origin(i, "warmup"), "batch_sizes", j),
-                    f"warmup batch size {b} exceeds max_batch_size {mbs}",
-                )
-    decoupled = bool(m.model_transaction_policy and m.model_transaction_policy.decoupled)
-    if decoupled and m.response_cache:
-        ck.add(
-            ck.loaded.origin(i, "response_cache"),
-            "Triton's response cache does not support decoupled (streaming) models",
-        )
+    if m.format == "ensemble":  # a built ensemble config has no instances, warmup or optimization to check
+        for name, why in (
+            ("instance_groups", "an ensemble has no instances of its own; set instance_groups on the step models"),
+            ("warmup", "Triton does not warm up ensembles; warm up the step models"),
+            ("optimization", "optimization settings do not apply to an ensemble; set them on the step models"),
+        ):
+            if ck.loaded.sets(i, name):
+                ck.add(("models", i, name), why)
     if m.sequence_batching is not None:
-        sb = m.sequence_batching
-        names = [c.name for c in sb.control_inputs]
-        for j, c in enumerate(sb.control_inputs):
-            if names.count(c.name) > 1 and names.index(c.name) != j:
-                ck.add(
-                    ("models", i, "sequence_batching", "control_inputs", j, "name"),
-                    f"control input '{c.name}' is declared twice",
-                )
-            if c.kind != "correlation_id" and c.dtype not in ("INT32", "FP32", "BOOL"):
-                ck.add(
-                    ("models", i, "sequence_batching", "control_inputs", j, "dtype"),
-                    f"{c.kind} flags must be INT32, FP32 or BOOL, got {c.dtype}",
-                )
-            if c.kind == "correlation_id" and c.dtype not in ("UINT64", "INT64", "UINT32", "INT32", "BYTES"):
-                ck.add(
-                    ("models", i, "sequence_batching", "control_inputs", j, "dtype"),
-                    f"a correlation id must be UINT64, INT64, UINT32, INT32 or BYTES, got {c.dtype}",
-                )
-        if sb.strategy == "direct" and (sb.max_candidate_sequences is not None or sb.preferred_batch_sizes):
+        _check_sequence(ck, i, m)
+    for j, t in enumerate(m.outputs or []):
+        if t.format is not None:  # a config output has no format field
             ck.add(
-                ("models", i, "sequence_batching", "strategy"),
-                "max_candidate_sequences and preferred_batch_sizes belong to strategy: oldest",
+                ("models", i, "outputs", j, "format"),
+                "format (nchw/nhwc) describes an input's layout; remove it from the output",
             )
-        for j, b in enumerate(sb.preferred_batch_sizes):
-            if b > mbs:
-                ck.add(
-                    ("models", i, "sequence_batching", "preferred_batch_sizes", j), f"{b} exceeds max_batch_size {mbs}"
-                )
-    for kind in ("inputs", "outputs"):
-        names = [t.name for t in (getattr(m, kind) or [])]
-        for j, n in enumerate(names):
-            if names.index(n) != j:
-                ck.add(("models", i, kind, j, "name"), f"{kind[:-1]} '{n}' is declared twice")
-        for j, t in enumerate(getattr(m, kind) or []):
-            if t.format is not None and kind == "outputs":
-                ck.add(
-                    ("models", i, kind, j, "format"),
-                    "format (nchw/nhwc) describes an input's layout; remove it from the output",
-                )
-            elif t.format is not None and len(t.dims) != 3:
-                ck.add(
-                    ("models", i, kind, j, "format"),
-                    f"format {t.format} needs exactly 3 dims (channels, height, width in some order), got {t.dims}",
-                )
-    input_names = {t.name for t in (m.inputs or [])}
-    for j, bi in enumerate(m.batch_inputs):
-        for s in bi.source_inputs:
-            if m.inputs is not None and s not in input_names:
-                ck.add(
-                    ("models", i, "batch_inputs", j, "source_inputs"),
-                    f"source input '{s}' is not an input of this model",
-                )
+
+
+def _check_sequence(ck: _Checker, i: int, m: ModelSpec) -> None:
+    """Flag dtypes and the strategy's fields: a config has no place for a FP64 start flag or for both strategies."""
+    sb = m.sequence_batching
+    assert sb is not None
+    for j, c in enumerate(sb.control_inputs):
+        if c.kind != "correlation_id" and c.dtype not in ("INT32", "FP32", "BOOL"):
+            ck.add(
+                ("models", i, "sequence_batching", "control_inputs", j, "dtype"),
+                f"{c.kind} flags must be INT32, FP32 or BOOL, got {c.dtype}",
+            )
+    if sb.strategy == "direct" and (sb.max_candidate_sequences is not None or sb.preferred_batch_sizes):
+        ck.add(
+            ("models", i, "sequence_batching", "strategy"),
+            "max_candidate_sequences and preferred_batch_sizes belong to strategy: oldest",
+        )
+
+
+def _triton_rules(ck: _Checker, p: ModelPlan, device: Device) -> None:
+    """Triton's load-time rules (repoforge.lint.rules, the same code `repoforge lint` runs) on the config this
+    plan builds, reported at the spec's file:line through the config-path -> spec-path map."""
+    from google.protobuf import text_format
+
+    from repoforge.lint.rules import ConfigContext, Sink, check_built_config, defines_auto_complete
+    from repoforge.triton.config import build_config
+    from repoforge.triton.names import SPEC_WORDS
+    from repoforge.triton.spec_paths import spec_path
+
+    try:
+        cfg = build_config(p, device)
+    except (ValueError, KeyError, text_format.ParseError):  # a spec problem already reported (e.g. raw_config)
+        return
+    sink = Sink(p.name, str(ck.loaded.path), words=SPEC_WORDS)
+    entry = _python_filename(p.spec)
+    sources = [s / entry if s.is_dir() else s for s in p.versions.values() if s is not None and p.format == "python"]
+    auto = any(defines_auto_complete(f.read_text(encoding="utf-8", errors="replace")) for f in sources if f.is_file())
+    ctx = ConfigContext(p.name, gpu_count=0 if device == "cpu" else None)
+    check_built_config(sink, cfg, ctx, auto_completed=auto)
+    for n, (finding, path) in enumerate(zip(sink.findings, sink.paths, strict=True)):
+        where = spec_path(ck.loaded, p.index, p.spec, path)
+        # a setting Triton would ignore is refused where the spec writes it, not in raw_config (the escape hatch
+        # says exactly this config); other warnings are about the server it will meet, which lint reports
+        if finding.severity == "error" or (n in sink.ignored_settings and where[-1:] != ("raw_config",)):
+            ck.add(where, finding.message)
 
 
 def _check_resolved(
@@ -728,7 +664,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
             inputs, outputs = list(m.inputs or []), list(m.outputs or [])
         else:
             inputs, outputs = _io_declared(ck, i, m)
-        _check_common(ck, i, m, mbs)
+        _check_common(ck, i, m)
         _check_threads(ck, i, m)
         dyn = _check_batching(ck, i, m, mbs)
         extra = _check_resolved(ck, i, m, inputs, outputs, versions)
@@ -762,6 +698,9 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
             instance_kind_default=kind_default,
             extra_files=extra,
         )
+    for p in plans.values():
+        if p.format != "ensemble":
+            _triton_rules(ck, p, device)
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls
     ck.raise_if_any()

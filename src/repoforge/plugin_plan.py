@@ -77,7 +77,7 @@ def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: s
         inputs = [TensorSpec(name=c.name, dtype=c.dtype, dims=[*batch, c.width]) for c in plugin.columns]
         if not problems:
             outputs = [TensorSpec(name=plugin.output, dtype="FP32", dims=[*batch, output_dim(plugin)])]
-    P._check_common(ck, i, m, mbs)
+    P._check_common(ck, i, m)
     dyn = P._check_batching(ck, i, m, mbs)
     serving = P.ServingChoice(backend="python", runner=plugin.kind)
     versions: dict[int, Path | None] = {v: GLUE for v in (m.versions or {1: None})}

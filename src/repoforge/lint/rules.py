@@ -10,6 +10,7 @@ load the model; things Triton accepts but that are almost certainly mistakes are
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,22 +60,45 @@ def dims_str(dims: object) -> str:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Sink:
-    """Findings of one model, with the positions of its config text."""
+    """Findings of one model, with the positions of its config text.
+
+    The same rules also check the config a spec builds (repoforge.plan): there ``words`` renders Triton's enum
+    names as the spec writes them (KIND_CPU -> cpu), ``paths`` keeps each finding's config path for the spec-path
+    map, and ``ignored_settings`` marks the warnings about settings Triton ignores, which a spec refuses (one that
+    writes a setting wants it to work).
+    """
 
     model: str
     file: str
     positions: Positions | None = None
     findings: list[Finding] = field(default_factory=list)
+    words: Mapping[str, str] | None = None
+    paths: list[FieldPath] = field(default_factory=list)
+    ignored_settings: set[int] = field(default_factory=set)
 
     def add(self, severity: Severity, path: FieldPath, message: str, *, file: str | None = None) -> None:
         line, column = lookup(self.positions, path) if file is None else (None, None)
         self.findings.append(Finding(severity, self.model, format_path(path), message, file or self.file, line, column))
+        self.paths.append(path)
 
     def error(self, path: FieldPath, message: str, *, file: str | None = None) -> None:
         self.add("error", path, message, file=file)
 
     def warning(self, path: FieldPath, message: str, *, file: str | None = None) -> None:
         self.add("warning", path, message, file=file)
+
+    def ignored(self, path: FieldPath, message: str) -> None:
+        """A setting Triton loads but ignores (or half-applies): a warning on a repository, an error in a spec."""
+        self.ignored_settings.add(len(self.findings))
+        self.warning(path, message)
+
+    def word(self, name: str) -> str:
+        """A Triton enum name (DELAY, KIND_GPU, TYPE_FP32) as this dialect writes it."""
+        return self.words.get(name, name) if self.words else name
+
+    def kind(self, name: str) -> str:
+        """An instance group kind with its field: `kind KIND_GPU` in a config, `kind: gpu` in a spec."""
+        return f"kind: {self.word(name)}" if self.words else f"kind {name}"
 
     def written(self, path: FieldPath) -> bool:
         """Whether the config text writes `path` itself. Protobuf 3 keeps no presence for scalars (an unset
@@ -318,10 +342,10 @@ def check_io(sink: Sink, cfg: mc.ModelConfig, *, auto_completed: bool = False) -
                 sink.error((*base,), f"{label} has no name; every {kind} must specify 'name'")
                 continue
             if io.name in seen:
-                sink.warning(
+                sink.ignored(
                     (*base, "name"),
-                    f"{kind} name '{io.name}' is used twice ({kind}[{seen[io.name]}] and {kind}[{i}]); Triton keeps "
-                    f"only one of them - rename or remove the duplicate",
+                    f"{kind} '{io.name}' is declared twice; Triton keeps only one of them - rename or remove the "
+                    f"duplicate",
                 )
             seen.setdefault(io.name, i)
             missing = [
@@ -374,8 +398,8 @@ def check_io(sink: Sink, cfg: mc.ModelConfig, *, auto_completed: bool = False) -
             ):
                 sink.error(
                     (*base, "format"),
-                    f"{label} has format {mc.ModelInput.Format.Name(io.format)}, which requires exactly 3 dims "
-                    f"(got {len(io.dims)}); fix the dims or drop the format",
+                    f"format {sink.word(mc.ModelInput.Format.Name(io.format))} needs exactly 3 dims (channels, height, "
+                    f"width in some order), got {dims_str(io.dims)}; fix the dims or drop the format",
                 )
             if io.is_shape_tensor and not trt:
                 sink.error(
@@ -441,7 +465,7 @@ def check_batch_io(sink: Sink, cfg: mc.ModelConfig) -> None:
             if io_known and src not in inputs:
                 sink.error(
                     (*base, "source_input"),
-                    f"batch input source_input '{src}' is not an input of the model (inputs: {_names(inputs)})",
+                    f"source input '{src}' is not an input of this model (inputs: {_names(inputs)})",
                 )
         if not bi.target_name:
             sink.warning((*base, "target_name"), "batch input has no target_name; the backend receives nothing")
@@ -488,64 +512,74 @@ def check_dynamic_batching(sink: Sink, cfg: mc.ModelConfig) -> None:
     for j, size in enumerate(db.preferred_batch_size):
         path = (*base, "preferred_batch_size", j)
         if size <= 0:
-            sink.error(path, f"dynamic_batching preferred_batch_size {size} must be positive")
+            sink.error(path, f"preferred batch size {size} must be positive")
         elif size > mbs:
-            sink.error(
-                path,
-                f"dynamic_batching preferred_batch_size {size} must be <= max_batch_size ({mbs}); lower it or raise "
-                f"max_batch_size",
-            )
-    if mbs == 0 and not db.preferred_batch_size:
-        sink.warning(
+            sink.error(path, f"{size} exceeds max_batch_size {mbs}; lower it or raise max_batch_size")
+    if mbs == 0:
+        sink.ignored(
             base,
-            "dynamic_batching has no effect with max_batch_size 0 (the model does not batch); set max_batch_size > 0 "
-            "or remove dynamic_batching",
+            "dynamic batching needs max_batch_size > 0: with max_batch_size 0 the model does not batch and "
+            "dynamic_batching has no effect; set max_batch_size > 0 or remove dynamic_batching",
         )
     levels = db.priority_levels
     if levels:
         if db.default_priority_level == 0 or db.default_priority_level > levels:
             sink.error(
                 (*base, "default_priority_level") if db.default_priority_level else (*base, "priority_levels"),
-                f"dynamic_batching default_priority_level is {db.default_priority_level}; with priority_levels "
-                f"{levels} it must be in [1, {levels}]",
+                f"default_priority_level must be between 1 and priority_levels ({levels}), got "
+                f"{db.default_priority_level}",
             )
         for key in db.priority_queue_policy:
             if key == 0 or key > levels:
                 sink.error(
-                    (*base, "priority_queue_policy", Key(str(key))),
-                    f"dynamic_batching priority_queue_policy for level {key}: the level must be in [1, {levels}]",
+                    (*base, "priority_queue_policy", Key(str(key))), f"priority level {key} is outside 1..{levels}"
                 )
-    elif db.default_priority_level or len(db.priority_queue_policy):
-        sink.warning(
-            (*base, "priority_levels"),
-            "dynamic_batching sets default_priority_level or priority_queue_policy without priority_levels; Triton "
-            "ignores them - set priority_levels",
-        )
+    else:
+        for name, set_ in (
+            ("default_priority_level", bool(db.default_priority_level)),
+            ("priority_queue_policy", bool(len(db.priority_queue_policy))),
+        ):
+            if set_:
+                sink.ignored(
+                    (*base, name),
+                    f"{name} needs priority_levels > 0; Triton ignores it without them - set priority_levels",
+                )
     if db.preserve_ordering:
         if levels > 1:
             sink.error(
                 (*base, "preserve_ordering"),
-                f"dynamic_batching preserve_ordering allows only one priority level (priority_levels is {levels})",
+                f"Triton allows preserve_ordering with one priority level only (priority_levels is {levels})",
             )
         policies = [((*base, "default_queue_policy"), db.default_queue_policy)]
         policies += [((*base, "priority_queue_policy", Key(str(k))), v) for k, v in db.priority_queue_policy.items()]
         for path, pol in policies:
             if pol.default_timeout_microseconds != 0 and pol.timeout_action == mc.ModelQueuePolicy.DELAY:
                 sink.error(
-                    path,
-                    "a queue policy cannot use timeout_action DELAY when dynamic_batching preserve_ordering is true; "
-                    "use REJECT or drop preserve_ordering",
+                    (*path, "timeout_action"),
+                    f"timeout_action {sink.word('DELAY')} cannot be combined with preserve_ordering; use "
+                    f"{sink.word('REJECT')} or drop preserve_ordering",
                 )
+
+
+def check_response_cache(sink: Sink, cfg: mc.ModelConfig) -> None:
+    """Triton refuses the response cache on decoupled and on sequence models."""
+    if not cfg.response_cache.enable:
+        return
+    if cfg.model_transaction_policy.decoupled:
+        sink.error(
+            ("response_cache",),
+            "Triton's response cache does not support decoupled (streaming) models; disable response_cache",
+        )
+    if cfg.HasField("sequence_batching"):
+        sink.error(
+            ("response_cache",),
+            "the response cache does not support models with sequence_batching; disable response_cache",
+        )
 
 
 def check_sequence_batching(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
     sb = cfg.sequence_batching
     base: FieldPath = ("sequence_batching",)
-    if cfg.response_cache.enable:
-        sink.error(
-            ("response_cache",),
-            "the response cache does not support models with sequence_batching; disable response_cache",
-        )
     for i, ci in enumerate(sb.control_input):
         if not ci.name:
             sink.error((*base, "control_input", i), "every sequence_batching control_input needs a name")
@@ -554,8 +588,7 @@ def check_sequence_batching(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
         if ci.name and ci.name in seen_names:
             sink.error(
                 (*base, "control_input", i, "name"),
-                f"sequence_batching control tensor '{ci.name}' is listed for several controls "
-                f"(control_input[{seen_names[ci.name]}] and [{i}]); give each control its own tensor",
+                f"control input '{ci.name}' is declared twice; give each control its own tensor",
             )
         seen_names.setdefault(ci.name, i)
     kinds = [
@@ -575,8 +608,8 @@ def check_sequence_batching(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
                 if first is not None:
                     sink.error(
                         path,
-                        f"sequence_batching specifies {kname} twice (control_input[{first}] and [{i}]); each control "
-                        f"kind may appear once",
+                        f"sequence_batching specifies {sink.word(kname)} twice (control input {first} and {i}); each "
+                        f"control kind may appear once",
                     )
                     continue
                 first = i
@@ -589,10 +622,11 @@ def check_sequence_batching(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
                             f"data_type only",
                         )
                     if c.data_type not in CORRID_TYPES:
+                        allowed = [sink.word(mc.DataType.Name(t)) for t in CORRID_TYPES]
                         sink.error(
                             (*path, "data_type"),
-                            f"{kname} data_type is {dtype_name(c.data_type)}; allowed are TYPE_UINT64, TYPE_INT64, "
-                            f"TYPE_UINT32, TYPE_INT32 and TYPE_STRING",
+                            f"a correlation id ({sink.word(kname)}) must be {', '.join(allowed[:-1])} or "
+                            f"{allowed[-1]}, got {sink.word(dtype_name(c.data_type))}",
                         )
                     continue
                 given = [
@@ -620,13 +654,9 @@ def check_sequence_batching(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
         for j, size in enumerate(sb.oldest.preferred_batch_size):
             path = (*base, "oldest", "preferred_batch_size", j)
             if size <= 0:
-                sink.error(path, f"sequence_batching oldest preferred_batch_size {size} must be positive")
+                sink.error(path, f"preferred batch size {size} must be positive")
             elif size > cfg.max_batch_size:
-                sink.error(
-                    path,
-                    f"sequence_batching oldest preferred_batch_size {size} must be <= max_batch_size "
-                    f"({cfg.max_batch_size})",
-                )
+                sink.error(path, f"{size} exceeds max_batch_size {cfg.max_batch_size}")
     elif strategy == "direct":
         util = sb.direct.minimum_slot_utilization
         if util < 0.0 or util > 1.0:
@@ -681,10 +711,12 @@ def _check_group_kind(sink: Sink, base: FieldPath, gname: str, g: mc.ModelInstan
                 f"it becomes KIND_CPU, which may not list gpus - drop gpus",
             )
             return
-    if kind == _IG.KIND_MODEL and g.gpus:
-        sink.error((*base, "gpus"), f"{gname} has kind KIND_MODEL but lists gpus; remove gpus")
-    elif kind == _IG.KIND_CPU and g.gpus:
-        sink.error((*base, "gpus"), f"{gname} has kind KIND_CPU but lists gpus; remove gpus or use KIND_GPU")
+    if kind in (_IG.KIND_MODEL, _IG.KIND_CPU) and g.gpus:
+        sink.error(
+            (*base, "gpus"),
+            f"gpus are only valid with {sink.kind('KIND_GPU')} (this group is {sink.kind(_IG.Kind.Name(kind))}); "
+            f"remove gpus or set {sink.kind('KIND_GPU')}",
+        )
     elif kind == _IG.KIND_GPU:
         if gpu_count is None:
             sink.warning(
@@ -713,8 +745,8 @@ def check_warmup(sink: Sink, cfg: mc.ModelConfig) -> None:
         if w.batch_size > limit:
             sink.error(
                 (*base, "batch_size"),
-                f"{wname} batch_size {w.batch_size} exceeds what the model accepts "
-                f"({'max_batch_size ' + str(cfg.max_batch_size) if cfg.max_batch_size else '1, it does not batch'})",
+                f"warmup batch size {w.batch_size} exceeds max_batch_size {cfg.max_batch_size}"
+                + ("" if cfg.max_batch_size else " (a model that does not batch is warmed up with batch size 1)"),
             )
         elif w.batch_size < 1:
             sink.warning((*base, "batch_size"), f"{wname} batch_size {w.batch_size} should be >= 1")
@@ -1037,12 +1069,7 @@ def lint_model(raw: mc.ModelConfig, sink: Sink, ctx: ConfigContext) -> tuple[mc.
     if cfg.HasField("sequence_batching"):
         check_sequence_batching(sink, cfg)
     check_ensemble_config(sink, cfg)
-    if cfg.model_transaction_policy.decoupled and cfg.response_cache.enable:
-        sink.error(
-            ("response_cache",),
-            "the response cache does not support decoupled models (model_transaction_policy decoupled: true); "
-            "disable response_cache",
-        )
+    check_response_cache(sink, cfg)
     check_io(sink, cfg, auto_completed=fills_own_config(cfg, ctx.model_dir, layout))
     check_batch_io(sink, cfg)
     if cfg.platform != ENSEMBLE:
@@ -1051,3 +1078,23 @@ def lint_model(raw: mc.ModelConfig, sink: Sink, ctx: ConfigContext) -> tuple[mc.
     check_label_files(sink, cfg, ctx.model_dir)
     loaded = check_versions_and_files(sink, cfg, ctx, layout, explicit_filename=bool(raw.default_model_filename))
     return cfg, loaded
+
+
+def defines_auto_complete(source: str) -> bool:
+    """Whether a python model's source defines `auto_complete_config` (Triton calls it at load time)."""
+    return bool(_AUTO_COMPLETE.search(source))
+
+
+def check_built_config(sink: Sink, cfg: mc.ModelConfig, ctx: ConfigContext, *, auto_completed: bool = False) -> None:
+    """The rules a config built from a spec can break, before any folder exists: repoforge.plan runs these on every
+    model it plans (in the spec's words, strictly), so a spec is refused by the same rules lint applies."""
+    if cfg.HasField("dynamic_batching"):
+        check_dynamic_batching(sink, cfg)
+    if cfg.HasField("sequence_batching"):
+        check_sequence_batching(sink, cfg)
+    check_response_cache(sink, cfg)
+    check_io(sink, cfg, auto_completed=auto_completed)
+    check_batch_io(sink, cfg)
+    if cfg.platform != ENSEMBLE:
+        check_instance_groups(sink, cfg, ctx)
+        check_warmup(sink, cfg)

@@ -100,11 +100,12 @@ def _instance_groups(cfg: mc.ModelConfig, plan: ModelPlan, device: Device) -> No
         return
     for g in groups:
         kind = g.kind or plan.instance_kind_default  # the plan resolves an unset kind; this keeps bare plans working
-        kind = "cpu" if device == "cpu" and kind == "gpu" else kind
+        moved = device == "cpu" and kind == "gpu"  # a GPU group of a --device cpu build: its gpus do not apply
+        kind = "cpu" if moved else kind
         ig = cfg.instance_group.add(count=g.count, kind=INSTANCE_KIND[kind])
         if g.name:
             ig.name = g.name
-        if g.gpus and kind == "gpu":
+        if g.gpus and not moved:  # kept on any other kind, so Triton's rule refuses them there (lint.rules)
             ig.gpus.extend(g.gpus)
         if g.passive:
             ig.passive = True
@@ -152,9 +153,7 @@ def _warmup(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
     w = plan.spec.warmup
     assert w is not None
     for b in w.batch_sizes:
-        entry = cfg.model_warmup.add(
-            name=f"warmup_bs{b}", batch_size=b if plan.max_batch_size > 0 else 1, count=w.count
-        )
+        entry = cfg.model_warmup.add(name=f"warmup_bs{b}", batch_size=b, count=w.count)
         for t in plan.inputs:
             dims = w.shapes.get(t.name) or [d if d >= 0 else 1 for d in t.dims]
             inp = entry.inputs[t.name]

@@ -85,3 +85,16 @@ OPTIMIZATION_PRIORITY, OPTIMIZATION_PRIORITY_NAME = _both({
     "max": mc.ModelOptimizationPolicy.PRIORITY_MAX,
     "min": mc.ModelOptimizationPolicy.PRIORITY_MIN,
 })  # fmt: skip
+
+
+def _spec_words() -> dict[str, str]:
+    """Triton enum name -> the word a spec writes for it, so one rule's message reads right in both dialects."""
+    words = {mc.ModelInstanceGroup.Kind.Name(v): k for k, v in INSTANCE_KIND.items()}
+    words |= {mc.ModelSequenceBatching.Control.Kind.Name(v): k for k, v in SEQUENCE_CONTROL.items()}
+    words |= {"DELAY": "delay", "REJECT": "reject", "FORMAT_NCHW": "nchw", "FORMAT_NHWC": "nhwc"}
+    words |= {n: n.removeprefix("TYPE_") for n in mc.DataType.keys() if n not in ("TYPE_INVALID", "TYPE_STRING")}
+    return words | {"TYPE_STRING": "BYTES"}
+
+
+#: Triton enum name -> spec word (KIND_CPU -> cpu, TYPE_STRING -> BYTES, DELAY -> delay)
+SPEC_WORDS = _spec_words()

@@ -46,13 +46,14 @@ from google.protobuf.message import Message
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge import __version__
+from repoforge.backends import model_file as backend_model_file
 from repoforge.contract import MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER, Device
 from repoforge.errors import BuildError, Problem, RepoforgeError, SpecError
 from repoforge.lint.rules import NON_VERSION_DIRS, Layout, autocomplete
 from repoforge.output import MANIFEST
 from repoforge.plan import make_plan
-from repoforge.plugin_plan import GLUE
 from repoforge.repo_readme import REPO_README
+from repoforge.runtime import RUNNERS
 from repoforge.spec import load_spec
 from repoforge.triton.config import build_config
 from repoforge.triton.names import (
@@ -273,7 +274,8 @@ class _Model(ConfigMapper):
             others = sorted(set(files) - {filename} - ({"model.py"} if self.runner else set()))
             if others:
                 self.note(f"version {v}: {', '.join(others)} are not carried over (a {self.format} model is one file)")
-            if self.runner and "model.py" in files and (vdir / "model.py").read_bytes() != GLUE.read_bytes():
+            glue = backend_model_file(self.runner) if self.runner in RUNNERS else None
+            if glue and "model.py" in files and (vdir / "model.py").read_bytes() != glue.read_bytes():
                 self.note(f"version {v}: model.py differs from repoforge's runner glue; the build writes the glue")
             refs[v] = (_Ref(vdir / filename, ""), files[filename])
         if not refs:

@@ -1,6 +1,7 @@
 """Planning of `plugin:` models: their inputs/outputs come from the plugin config (features) or from the
 models they call (result_cache, semantic_cache, router), and they are served by the runner glue with
-`repoforge_runner: <kind>` and the config as JSON in the `repoforge_plugin` parameter.
+`repoforge_runner: <kind>`; the typed config (`spec.plugin`) reaches the runner as JSON in the `repoforge_plugin`
+parameter, written by `triton.config.build_config`.
 
 Called from `repoforge.plan.make_plan`; problems go to its checker with exact spec locations.
 """
@@ -8,11 +9,10 @@ Called from `repoforge.plan.make_plan`; problems go to its checker with exact sp
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repoforge.contract import PLUGIN_PARAMETER
+from repoforge.backends import model_file as backend_model_file
 from repoforge.graph import in_dependency_order
 from repoforge.spec.models import ModelSpec, TensorSpec
 from repoforge.spec.plugins import (
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 # Used when neither the model nor `defaults:` sets max_batch_size (features); result_cache and router
 # follow the model(s) they call.
 DEFAULT_PLUGIN_MAX_BATCH_SIZE = 64
-# the runner glue every plugin model ships (repoforge.backends is the top-level backends/ folder)
-GLUE = Path(str(resources.files("repoforge.backends").joinpath("runner/model.py")))
 
 
 def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: str) -> ModelPlan:
@@ -63,9 +61,6 @@ def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: s
         ck.add((*where, "sequence_batching"), "plugins do not support sequence batching")
     if m.model_transaction_policy is not None and m.model_transaction_policy.decoupled:
         ck.add((*where, "model_transaction_policy"), "plugins are not decoupled (streaming) models")
-    params = dict(m.parameters or {})
-    params[PLUGIN_PARAMETER] = plugin.model_dump_json()
-    m = m.model_copy(update={"parameters": params})
     mbs = m.max_batch_size if m.max_batch_size is not None else DEFAULT_PLUGIN_MAX_BATCH_SIZE
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
@@ -80,7 +75,8 @@ def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: s
     P._check_common(ck, i, m)
     dyn = P._check_batching(ck, i, m, mbs)
     serving = P.ServingChoice(backend="python", runner=plugin.kind)
-    versions: dict[int, Path | None] = {v: GLUE for v in (m.versions or {1: None})}
+    glue = backend_model_file(plugin.kind)  # the plugin's own backends/<kind>/model.py is its code
+    versions: dict[int, Path | None] = {v: glue for v in (m.versions or {1: None})}
     return P.ModelPlan(
         name=m.name,
         index=i,

@@ -31,6 +31,7 @@ from repoforge.runtime.plugins import (
 )
 from repoforge.spec import load_spec
 from repoforge.spec.plugins import Lookup, RouterPlugin, output_dim, parse_plugin
+from repoforge.triton.config import build_config
 
 ROOT = Path(__file__).resolve().parents[2]
 M64 = (1 << 64) - 1
@@ -434,7 +435,9 @@ def test_plan_derives_plugin_io(tmp_path: Path) -> None:
     ]
     assert [(t.name, t.dtype, t.dims) for t in feats.outputs] == [("FEATURES", "FP32", [9])]
     assert feats.max_batch_size == 64 and feats.serving.runner == "features"
-    assert "repoforge_plugin" in (feats.spec.parameters or {})
+    # the plugin config is the plan's typed field; the built config hands it to the runner as a parameter
+    assert "repoforge_plugin" not in (feats.spec.parameters or {}) and feats.spec.plugin is not None
+    assert "repoforge_plugin" in build_config(feats, "cpu").parameters
     assert [t.name for t in router.inputs] == ["KEY", "X", "ROUTE_WEIGHTS"] and router.inputs[-1].optional
     assert [(t.name, t.dims) for t in router.outputs] == [("Y", [4]), ("ROUTE", [1])]
     assert router.max_batch_size == 4  # the smallest of the routed models

@@ -107,7 +107,7 @@ def test_serving_choice_per_device():
 
 
 def test_cpu_repository_ships_the_runner_next_to_each_model_file(built: dict[str, Path]):
-    glue = resources.files("repoforge.backends").joinpath("runner/model.py").read_bytes()
+    glue = resources.files("repoforge.backends").joinpath("onnxruntime/model.py").read_bytes()
     repo = built["cpu"]
     for name, versions in ONNX_MODELS.items():
         for v in versions:

@@ -27,3 +27,12 @@ RUNNERS: dict[str, Any] = {
     "semantic_cache": _Lazy("repoforge.runtime.plugins.semantic_cache", "SemanticCacheRunner"),
     "router": _Lazy("repoforge.runtime.plugins.router", "RouterRunner"),
 }
+
+
+def triton_python_model(runner: str) -> type:
+    """The class a shipped backends/<runner>/model.py serves as `TritonPythonModel`, imported when Triton loads it."""
+    factory = RUNNERS[runner]
+    import importlib
+
+    cls: type = getattr(importlib.import_module(factory.module), factory.name)
+    return cls

@@ -8,7 +8,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from repoforge.contract import MODEL_FILE_PARAMETER, RUNNER_PARAMETER
+from repoforge.contract import MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER
 from repoforge.plan import Device, ModelPlan
 from repoforge.spec.models import Optimization, QueuePolicy, TensorSpec, VersionPolicy
 from repoforge.triton.names import INSTANCE_KIND, OPTIMIZATION_PRIORITY, SEQUENCE_CONTROL
@@ -226,6 +226,8 @@ def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:  # noqa: C9
     for k, v in sorted(m.metric_tags.items()):
         cfg.metric_tags[k] = v
     params = {k: _param_str(v) for k, v in (m.parameters or {}).items()}
+    if plan.spec.plugin is not None:  # the typed plugin config reaches its runner as JSON (runtime.plugins)
+        params[PLUGIN_PARAMETER] = plan.spec.plugin.model_dump_json()
     if plan.serving.runner:
         params.setdefault(RUNNER_PARAMETER, plan.serving.runner)
         model_file = {"onnxruntime": "model.onnx", "torchscript": "model.pt"}.get(plan.serving.runner)

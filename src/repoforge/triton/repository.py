@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from importlib import resources
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
 from repoforge import __version__
+from repoforge.backends import model_file as backend_model_file
 from repoforge.errors import BuildError
 from repoforge.output import MANIFEST, BuildResult, atomic_dir, check_destination, write_manifest
 from repoforge.plan import ModelPlan, RepositoryPlan
@@ -16,10 +16,6 @@ from repoforge.repo_readme import REPO_README, triton_readme
 from repoforge.triton.config import build_config, parse_config, to_text
 
 TRITON_TARGET = "2.51.0"  # the server whose schema (tritonclient's model_config_pb2) the configs are built against
-
-
-def _runner_glue() -> bytes:
-    return resources.files("repoforge.backends").joinpath("runner/model.py").read_bytes()
 
 
 def _write_version(model: ModelPlan, version_dir: Path, src: Path | None, filename: str) -> None:
@@ -31,7 +27,7 @@ def _write_version(model: ModelPlan, version_dir: Path, src: Path | None, filena
         return
     shutil.copyfile(src, version_dir / (filename or src.name))
     if model.serving.runner:
-        (version_dir / "model.py").write_bytes(_runner_glue())
+        (version_dir / "model.py").write_bytes(backend_model_file(model.serving.runner).read_bytes())
 
 
 def _model_filename(model: ModelPlan, configured: str) -> str:

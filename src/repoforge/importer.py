@@ -304,7 +304,8 @@ class _Model(ConfigMapper):
         return refs
 
     def _model_path(self, refs: dict[int, tuple[_Ref, str]]) -> None:
-        """`path` when every version holds the same file, else `versions` with one path each."""
+        """default_model_filename dropped where the build names the file; then `path` when every version holds the
+        same file, else `versions` with one path each."""
         # A file name of the model's own (mymodel.py) stays in raw_config: the build ships the file (or finds it in
         # the python folder) under the config's default_model_filename. repoforge's runners name their file themselves.
         shipped = "model.py" if self.format == "python" else NATIVE.get(self.backend, ("", "", "model.onnx"))[2]

@@ -218,8 +218,23 @@ class _Model(ConfigMapper):
         default = "model.py" if self.format == "python" else NATIVE[self.backend][2]
         return self.cfg.default_model_filename or default
 
-    def _versions(self) -> bool:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+    def _versions(self) -> bool:
+        """The spec's versions and model path from the version folders; False (with `skip`) when none holds its file."""
         layout = Layout.read(self.dir)
+        self._note_left_out(layout)
+        versions = self._spec_versions(layout)
+        if self.format == "ensemble" or self.plugin:
+            self._written_versions(versions)
+            return True
+        refs = self._version_refs(versions)
+        if not refs:
+            self.skip = "no version folder holds its model file"
+            return False
+        self._model_path(refs)
+        return True
+
+    def _note_left_out(self, layout: Layout) -> None:
+        """Folders and files beside the version folders have no place in the spec: say so for each."""
         labels = {o.label_filename for o in self.cfg.output if o.label_filename}
         for folder, why in layout.ignored:
             self.note(
@@ -230,6 +245,9 @@ class _Model(ConfigMapper):
                 self.note(f"folder '{p.name}' is not carried over: the spec has no place for it")
             elif p.is_file() and p.name != CONFIG and p.name not in labels:
                 self.note(f"file '{p.name}' is not carried over: the spec ships only version folders and label files")
+
+    def _spec_versions(self, layout: Layout) -> dict[int, str]:
+        """Version → folder, sorted; spec versions start at 1, so folder 0 becomes 1 or (when 1 exists) is left out."""
         versions = dict(sorted(layout.versions.items()))
         if 0 in versions:
             if 1 in versions:
@@ -239,23 +257,28 @@ class _Model(ConfigMapper):
                 self.note("version folder 0 becomes version 1: spec versions start at 1")
                 versions[1] = versions.pop(0)
             versions = dict(sorted(versions.items()))
-        if self.format == "ensemble" or self.plugin:
-            for v, folder in versions.items():
-                extra = _files(self.dir / folder)
-                extra.pop(".gitkeep", None)
-                if self.plugin:
-                    extra.pop("model.py", None)
-                if extra:
-                    self.note(
-                        f"version {v}: files {', '.join(sorted(extra))} are not carried over (the build writes this folder itself)"
-                    )
-            if not versions:
-                self.note("has no version folder; the spec builds version 1")
-            elif list(versions) != [1]:
-                self.spec["versions"] = list(versions)
+        return versions
+
+    def _written_versions(self, versions: dict[int, str]) -> None:
+        """Ensembles and plugins: the build writes their version folders, so only the version numbers carry over."""
+        for v, folder in versions.items():
+            extra = _files(self.dir / folder)
+            extra.pop(".gitkeep", None)
             if self.plugin:
-                self.take("default_model_filename")
-            return True
+                extra.pop("model.py", None)
+            if extra:
+                self.note(
+                    f"version {v}: files {', '.join(sorted(extra))} are not carried over (the build writes this folder itself)"
+                )
+        if not versions:
+            self.note("has no version folder; the spec builds version 1")
+        elif list(versions) != [1]:
+            self.spec["versions"] = list(versions)
+        if self.plugin:
+            self.take("default_model_filename")
+
+    def _version_refs(self, versions: dict[int, str]) -> dict[int, tuple[_Ref, str]]:
+        """Version → (its model file or python folder, a digest to tell equal versions); versions without it are noted."""
         filename = self._model_filename()
         refs: dict[int, tuple[_Ref, str]] = {}
         for v, folder in versions.items():
@@ -278,9 +301,11 @@ class _Model(ConfigMapper):
             if glue and "model.py" in files and (vdir / "model.py").read_bytes() != glue.read_bytes():
                 self.note(f"version {v}: model.py differs from repoforge's runner glue; the build writes the glue")
             refs[v] = (_Ref(vdir / filename, ""), files[filename])
-        if not refs:
-            self.skip = "no version folder holds its model file"
-            return False
+        return refs
+
+    def _model_path(self, refs: dict[int, tuple[_Ref, str]]) -> None:
+        """default_model_filename dropped where the build names the file; then `path` when every version holds the
+        same file, else `versions` with one path each."""
         # A file name of the model's own (mymodel.py) stays in raw_config: the build ships the file (or finds it in
         # the python folder) under the config's default_model_filename. repoforge's runners name their file themselves.
         shipped = "model.py" if self.format == "python" else NATIVE.get(self.backend, ("", "", "model.onnx"))[2]
@@ -302,7 +327,6 @@ class _Model(ConfigMapper):
                 v: _Ref(r.src, f"{base}/{v}" if r.src.is_dir() else f"{base}/{v}/{r.src.name}")
                 for v, (r, _) in refs.items()
             }
-        return True
 
     def demote(self, spec_field: str, why: str) -> bool:
         """The plan rejected `spec_field`: keep the config field verbatim in raw_config instead."""
@@ -557,7 +581,7 @@ def _attempt(repo_name: str, models: list[_Model], device: Device) -> _Attempt:
 _PROBLEM_FIELD = re.compile(r"^models\[(\d+)\](?:\.(\w+))?")
 
 
-def import_repository(  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+def import_repository(
     repo: str | os.PathLike[str],
     output_spec: str | os.PathLike[str],
     *,
@@ -577,6 +601,48 @@ def import_repository(  # noqa: C901 - to split (see README, Layout: what is sti
     from a real server (Triton auto-completes those); without it they are skipped, saying so.
     Raises ImportFailed when `repo` holds no readable model, BuildError when the output exists.
     """
+    repo_path, out = _check_arguments(repo, output_spec, force, device, server)
+    warnings: list[str] = []
+    skipped: dict[str, str] = {}
+    root_files: list[str] = []
+    sources = _sources(repo_path, server, root_files, skipped, warnings)
+    device = device or _detect_device(repo_path, [cfg for _, _, cfg in sources])
+    models = _map_models(repo_path, sources, device, root_files, skipped, warnings)
+
+    # Plan as the build would; move what repoforge's rules reject into raw_config (or leave the model out).
+    models, attempt = _plan_as_built(repo_path, models, device, skipped, warnings)
+    builds = not attempt.problems
+    if attempt.problems:
+        warnings += [f"the spec does not build yet: {p.field}: {p.message}" for p in attempt.problems]
+
+    # Compare what the spec builds with the original configs.
+    differences, client_visible = _round_trip(models, attempt, device, warnings)
+    for name, why in skipped.items():
+        warnings.append(f"{name}: not imported: {why}")
+
+    kept_raw = {m.name: m.raw_fields() for m in models if m.raw_text}
+    _write_spec(out, repo_path, models, device, kept_raw, warnings, copy_models, force)
+    return ImportResult(
+        spec_path=out,
+        models=[m.name for m in models],
+        kept_raw=kept_raw,
+        warnings=warnings,
+        device=device,
+        differences=differences,
+        client_visible=client_visible,
+        skipped=skipped,
+        builds=builds,
+    )
+
+
+def _check_arguments(
+    repo: str | os.PathLike[str],
+    output_spec: str | os.PathLike[str],
+    force: bool,
+    device: Device | None,
+    server: str | None,
+) -> tuple[Path, Path]:
+    """(repository, spec to write), resolved; a bad device, an output in the way or a wrong server fail before any work."""
     if device not in (None, "cpu", "gpu"):
         raise ImportFailed(f"device must be cpu or gpu, got {device!r}")
     repo_path = Path(repo).resolve()
@@ -592,10 +658,13 @@ def import_repository(  # noqa: C901 - to split (see README, Layout: what is sti
             find_tritonserver(None if server == "bundled" else server)
         except TritonNotFoundError as exc:
             raise ImportFailed(f"--server {server}: {exc}") from None
-    spec_dir = out.parent
-    warnings: list[str] = []
-    skipped: dict[str, str] = {}
-    root_files: list[str] = []
+    return repo_path, out
+
+
+def _sources(
+    repo_path: Path, server: str | None, root_files: list[str], skipped: dict[str, str], warnings: list[str]
+) -> list[tuple[str, Path, mc.ModelConfig]]:
+    """(name, folder, config) of each readable model folder, with the server's config where a folder has none."""
     no_config: list[str] = []
     sources = _read_repository(repo_path, root_files, skipped, no_config)
     if server and no_config:
@@ -607,7 +676,18 @@ def import_repository(  # noqa: C901 - to split (see README, Layout: what is sti
             f"{repo_path} has no model folder with a {CONFIG} that can be read"
             + "".join(f"\n  {k}: {v}" for k, v in skipped.items())
         )
-    device = device or _detect_device(repo_path, [cfg for _, _, cfg in sources])
+    return sources
+
+
+def _map_models(
+    repo_path: Path,
+    sources: list[tuple[str, Path, mc.ModelConfig]],
+    device: Device,
+    root_files: list[str],
+    skipped: dict[str, str],
+    warnings: list[str],
+) -> list[_Model]:
+    """Each config mapped to spec fields; models without a spec form are skipped, unused root files noted."""
     models: list[_Model] = []
     for name, model_dir, cfg in sources:
         m = _Model(name, model_dir, cfg, device).map()
@@ -624,28 +704,19 @@ def import_repository(  # noqa: C901 - to split (see README, Layout: what is sti
         raise ImportFailed(
             f"{repo_path}: no model can be imported" + "".join(f"\n  {k}: {v}" for k, v in skipped.items())
         )
+    return models
 
-    # Plan as the build would; move what repoforge's rules reject into raw_config (or leave the model out).
+
+def _plan_as_built(
+    repo_path: Path, models: list[_Model], device: Device, skipped: dict[str, str], warnings: list[str]
+) -> tuple[list[_Model], _Attempt]:
+    """Plan until the spec builds: a field the plan rejects goes to raw_config, else its model is left out."""
     attempt = _attempt(repo_path.name, models, device)
     for _ in range(4 * len(models) + 8):
         # raw_config appends repeated fields after the generated ones: keep only what the generated part lacks
         if not attempt.problems and not [m for m in models if _fix_appended(m, attempt.configs[m.name])]:
             break
-        handled: set[tuple[str, str]] = set()
-        for p in attempt.problems:
-            hit = _PROBLEM_FIELD.match(p.field)
-            if not hit or int(hit.group(1)) >= len(models):
-                continue
-            m = models[int(hit.group(1))]
-            spec_field = hit.group(2) or ""
-            if m.skip or (m.name, spec_field) in handled:
-                continue
-            handled.add((m.name, spec_field))
-            if m.demote(spec_field, p.message):
-                warnings.append(m.notes[-1])
-            else:
-                m.skip = f"repoforge cannot build it from the spec: {spec_field or 'model'}: {p.message}"
-                skipped[m.name] = m.skip
+        handled = _demote_rejected(models, attempt.problems, skipped, warnings)
         models = [m for m in models if not m.skip]
         if (attempt.problems and not handled) or not models:
             break
@@ -654,11 +725,35 @@ def import_repository(  # noqa: C901 - to split (see README, Layout: what is sti
         raise ImportFailed(
             f"{repo_path}: no model can be imported" + "".join(f"\n  {k}: {v}" for k, v in skipped.items())
         )
-    builds = not attempt.problems
-    if attempt.problems:
-        warnings += [f"the spec does not build yet: {p.field}: {p.message}" for p in attempt.problems]
+    return models, attempt
 
-    # Compare what the spec builds with the original configs.
+
+def _demote_rejected(
+    models: list[_Model], problems: list[Problem], skipped: dict[str, str], warnings: list[str]
+) -> set[tuple[str, str]]:
+    """One round: each (model, spec field) the plan rejects is demoted to raw_config or skips its model."""
+    handled: set[tuple[str, str]] = set()
+    for p in problems:
+        hit = _PROBLEM_FIELD.match(p.field)
+        if not hit or int(hit.group(1)) >= len(models):
+            continue
+        m = models[int(hit.group(1))]
+        spec_field = hit.group(2) or ""
+        if m.skip or (m.name, spec_field) in handled:
+            continue
+        handled.add((m.name, spec_field))
+        if m.demote(spec_field, p.message):
+            warnings.append(m.notes[-1])
+        else:
+            m.skip = f"repoforge cannot build it from the spec: {spec_field or 'model'}: {p.message}"
+            skipped[m.name] = m.skip
+    return handled
+
+
+def _round_trip(
+    models: list[_Model], attempt: _Attempt, device: Device, warnings: list[str]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(differences, the client-visible ones) between each original config and what the spec builds."""
     differences: dict[str, list[str]] = {}
     client_visible: dict[str, list[str]] = {}
     for m in models:
@@ -675,15 +770,25 @@ def import_repository(  # noqa: C901 - to split (see README, Layout: what is sti
             seen = [d for d in diff if re.split(r"[.\[:]", d, maxsplit=1)[0] in CLIENT_FIELDS]
             if seen:
                 client_visible[m.name] = seen
-    for name, why in skipped.items():
-        warnings.append(f"{name}: not imported: {why}")
+    return differences, client_visible
 
-    # Copy the model files (when asked), then write the spec atomically.
+
+def _write_spec(
+    out: Path,
+    repo_path: Path,
+    models: list[_Model],
+    device: Device,
+    kept_raw: dict[str, list[str]],
+    warnings: list[str],
+    copy_models: bool,
+    force: bool,
+) -> None:
+    """Copy the model files (when asked), then write the spec atomically; what was written must load."""
+    spec_dir = out.parent
     mode = "relative"
     if copy_models:
         _copy_models(models, repo_path, spec_dir, force)
         mode = "copy"
-    kept_raw = {m.name: m.raw_fields() for m in models if m.raw_text}
     doc = _document(repo_path.name, models, spec_dir, mode)
     text = _yaml(doc, _header(repo_path, device, kept_raw, warnings, copy_models))
     spec_dir.mkdir(parents=True, exist_ok=True)
@@ -694,17 +799,6 @@ def import_repository(  # noqa: C901 - to split (see README, Layout: what is sti
     finally:
         tmp.unlink(missing_ok=True)
     load_spec(out)  # what we wrote must load (it does unless there is a bug here)
-    return ImportResult(
-        spec_path=out,
-        models=[m.name for m in models],
-        kept_raw=kept_raw,
-        warnings=warnings,
-        device=device,
-        differences=differences,
-        client_visible=client_visible,
-        skipped=skipped,
-        builds=builds,
-    )
 
 
 def _copy_models(models: list[_Model], repo: Path, spec_dir: Path, force: bool) -> None:

@@ -17,7 +17,7 @@ from repoforge.graph import find_cycle
 from repoforge.plugin_plan import derive_in_order, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
 from repoforge.spec.load import LoadedSpec, effective
-from repoforge.spec.models import SMOKE_INPUTS, ModelSpec, TensorSpec
+from repoforge.spec.models import SMOKE_INPUTS, EnsembleStep, ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
 from repoforge.triton.names import FORMATS, MODEL_FILENAMES
 from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
@@ -480,90 +480,21 @@ def _io_declared(ck: _Checker, i: int, m: ModelSpec) -> tuple[list[TensorSpec], 
     return list(m.inputs or []), list(m.outputs or [])
 
 
-def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+_Use = tuple[int, TensorSpec, int]  # one end of an ensemble tensor: (step, step model tensor, step model mbs)
+
+
+def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
     """Check the step graph and derive the ensemble's own inputs and outputs from it."""
     i, m = e.index, e.spec
     steps = m.steps or []
     if not steps:
         ck.add(("models", i, "steps"), "an ensemble needs at least one step")
         return
-    produced: dict[str, tuple[int, TensorSpec, int]] = {}  # ensemble tensor → (step, tensor, step model mbs)
-    consumed: dict[str, list[tuple[int, TensorSpec, int]]] = {}
-    ok = True
-    for s_i, st in enumerate(steps):
-        spath: PathKey = ("models", i, "steps", s_i)
-        target = plans.get(st.model)
-        if st.model == e.name:
-            ck.add((*spath, "model"), "an ensemble cannot use itself as a step")
-            ok = False
-            continue
-        if target is None:
-            ck.add(
-                (*spath, "model"),
-                f"step {s_i} names model '{st.model}', which is not in the spec; models are: {', '.join(sorted(plans))}",
-            )
-            ok = False
-            continue
-        if st.version != -1 and st.version not in target.versions:
-            ck.add(
-                (*spath, "version"),
-                f"model '{st.model}' has no version {st.version} (versions: {sorted(target.versions)})",
-            )
-        t_in = {t.name: t for t in target.inputs}
-        t_out = {t.name: t for t in target.outputs}
-        for mt, et in st.inputs.items():
-            if mt not in t_in:
-                ck.add(
-                    (*spath, "inputs", mt),
-                    f"step {s_i} ({st.model}) has no input '{mt}'; its inputs are {', '.join(sorted(t_in))}",
-                    key=True,
-                )
-                ok = False
-                continue
-            consumed.setdefault(et, []).append((s_i, t_in[mt], target.max_batch_size))
-        for t in target.inputs:
-            if t.name not in st.inputs and not t.optional:
-                ck.add((*spath, "inputs"), f"step {s_i} ({st.model}) does not map its required input '{t.name}'")
-                ok = False
-        for mt, et in st.outputs.items():
-            if mt not in t_out:
-                ck.add(
-                    (*spath, "outputs", mt),
-                    f"step {s_i} ({st.model}) has no output '{mt}'; its outputs are {', '.join(sorted(t_out))}",
-                    key=True,
-                )
-                ok = False
-                continue
-            if et in produced:
-                ck.add(
-                    (*spath, "outputs", mt),
-                    f"ensemble tensor '{et}' is already produced by step {produced[et][0]}; each tensor has one producer",
-                    key=True,
-                )
-                ok = False
-                continue
-            produced[et] = (s_i, t_out[mt], target.max_batch_size)
-    if not ok:
+    mapped = _map_steps(ck, plans, e, steps)
+    if mapped is None:
         return
-    # Edges: producer and consumers must agree on dtype and dims.
-    for et, uses in consumed.items():
-        if et not in produced:
-            continue
-        p_step, p_t, _ = produced[et]
-        for c_step, c_t, _ in uses:
-            if c_step == p_step:
-                ck.add(("models", i, "steps", c_step), f"step {c_step} consumes its own output '{et}'")
-                ok = False
-            if p_t.dtype != c_t.dtype:
-                ck.add(
-                    ("models", i, "steps", c_step, "inputs"),
-                    f"tensor '{et}': step {p_step} produces {p_t.dtype} but step {c_step} expects {c_t.dtype}",
-                )
-            if not _same_dims(p_t.dims, c_t.dims):
-                ck.add(
-                    ("models", i, "steps", c_step, "inputs"),
-                    f"tensor '{et}': step {p_step} produces dims {p_t.dims} but step {c_step} expects {c_t.dims}",
-                )
+    produced, consumed = mapped
+    _check_edges(ck, i, produced, consumed)
     # Cycles: a step may only run once all its inputs exist.
     deps = {
         s: {produced[et][0] for et, uses in consumed.items() for (c, _, _) in uses if c == s and et in produced}
@@ -582,40 +513,162 @@ def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None: 
     derived_out = [
         TensorSpec(name=et, dtype=t.dtype, dims=t.dims) for et, (_, t, _) in produced.items() if et not in consumed
     ]
+    _ensemble_batch_size(ck, plans, e, steps)
+    for kind, derived in (("inputs", derived_in), ("outputs", derived_out)):
+        _ensemble_tensors(ck, e, kind, derived)
+
+
+def _map_steps(
+    ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan, steps: list[EnsembleStep]
+) -> tuple[dict[str, _Use], dict[str, list[_Use]]] | None:
+    """(producer, consumers) of each ensemble tensor; None when a step's model or maps are wrong (all reported)."""
+    produced: dict[str, _Use] = {}  # ensemble tensor → (step, tensor, step model mbs)
+    consumed: dict[str, list[_Use]] = {}
+    ok = True
+    for s_i, st in enumerate(steps):
+        spath: PathKey = ("models", e.index, "steps", s_i)
+        target = _step_model(ck, plans, e, spath, s_i, st)
+        if target is None:
+            ok = False
+            continue
+        ok = _map_step_inputs(ck, spath, s_i, st, target, consumed) and ok
+        ok = _map_step_outputs(ck, spath, s_i, st, target, produced) and ok
+    return (produced, consumed) if ok else None
+
+
+def _step_model(
+    ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan, spath: PathKey, s_i: int, st: EnsembleStep
+) -> ModelPlan | None:
+    """The plan of the model step `s_i` calls (its version checked), or None when it cannot be a step."""
+    target = plans.get(st.model)
+    if st.model == e.name:
+        ck.add((*spath, "model"), "an ensemble cannot use itself as a step")
+        return None
+    if target is None:
+        ck.add(
+            (*spath, "model"),
+            f"step {s_i} names model '{st.model}', which is not in the spec; models are: {', '.join(sorted(plans))}",
+        )
+        return None
+    if st.version != -1 and st.version not in target.versions:
+        ck.add(
+            (*spath, "version"),
+            f"model '{st.model}' has no version {st.version} (versions: {sorted(target.versions)})",
+        )
+    return target
+
+
+def _map_step_inputs(
+    ck: _Checker, spath: PathKey, s_i: int, st: EnsembleStep, target: ModelPlan, consumed: dict[str, list[_Use]]
+) -> bool:
+    """Record the step's inputs as consumers; False when it maps an unknown input or leaves a required one out."""
+    ok = True
+    t_in = {t.name: t for t in target.inputs}
+    for mt, et in st.inputs.items():
+        if mt not in t_in:
+            ck.add(
+                (*spath, "inputs", mt),
+                f"step {s_i} ({st.model}) has no input '{mt}'; its inputs are {', '.join(sorted(t_in))}",
+                key=True,
+            )
+            ok = False
+            continue
+        consumed.setdefault(et, []).append((s_i, t_in[mt], target.max_batch_size))
+    for t in target.inputs:
+        if t.name not in st.inputs and not t.optional:
+            ck.add((*spath, "inputs"), f"step {s_i} ({st.model}) does not map its required input '{t.name}'")
+            ok = False
+    return ok
+
+
+def _map_step_outputs(
+    ck: _Checker, spath: PathKey, s_i: int, st: EnsembleStep, target: ModelPlan, produced: dict[str, _Use]
+) -> bool:
+    """Record the step's outputs as producers; False when it maps an unknown output or one another step produces."""
+    ok = True
+    t_out = {t.name: t for t in target.outputs}
+    for mt, et in st.outputs.items():
+        if mt not in t_out:
+            ck.add(
+                (*spath, "outputs", mt),
+                f"step {s_i} ({st.model}) has no output '{mt}'; its outputs are {', '.join(sorted(t_out))}",
+                key=True,
+            )
+            ok = False
+            continue
+        if et in produced:
+            ck.add(
+                (*spath, "outputs", mt),
+                f"ensemble tensor '{et}' is already produced by step {produced[et][0]}; each tensor has one producer",
+                key=True,
+            )
+            ok = False
+            continue
+        produced[et] = (s_i, t_out[mt], target.max_batch_size)
+    return ok
+
+
+def _check_edges(ck: _Checker, i: int, produced: dict[str, _Use], consumed: dict[str, list[_Use]]) -> None:
+    """Edges: producer and consumers must agree on dtype and dims, and no step reads its own output."""
+    for et, uses in consumed.items():
+        if et not in produced:
+            continue
+        p_step, p_t, _ = produced[et]
+        for c_step, c_t, _ in uses:
+            if c_step == p_step:
+                ck.add(("models", i, "steps", c_step), f"step {c_step} consumes its own output '{et}'")
+            if p_t.dtype != c_t.dtype:
+                ck.add(
+                    ("models", i, "steps", c_step, "inputs"),
+                    f"tensor '{et}': step {p_step} produces {p_t.dtype} but step {c_step} expects {c_t.dtype}",
+                )
+            if not _same_dims(p_t.dims, c_t.dims):
+                ck.add(
+                    ("models", i, "steps", c_step, "inputs"),
+                    f"tensor '{et}': step {p_step} produces dims {p_t.dims} but step {c_step} expects {c_t.dims}",
+                )
+
+
+def _ensemble_batch_size(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan, steps: list[EnsembleStep]) -> None:
+    """The ensemble batches as far as its smallest step does: derived when unset, else checked against each step."""
     step_mbs = [plans[st.model].max_batch_size for st in steps]
-    if m.max_batch_size is None:
+    if e.spec.max_batch_size is None:
         e.max_batch_size = min(step_mbs)
     else:
         for s_i, mbs in enumerate(step_mbs):
             if e.max_batch_size > mbs:
                 ck.add(
-                    ck.loaded.origin(i, "max_batch_size"),
+                    ck.loaded.origin(e.index, "max_batch_size"),
                     f"ensemble max_batch_size {e.max_batch_size} exceeds step {s_i} ({steps[s_i].model}) max_batch_size {mbs}",
                 )
-    for kind, derived in (("inputs", derived_in), ("outputs", derived_out)):
-        declared = getattr(m, kind)
-        if declared is None:
-            setattr(e, kind, derived)
-            continue
-        d_by = {t.name: t for t in derived}
-        for j, t in enumerate(declared):
-            if t.name not in d_by:
-                ck.add(
-                    ("models", i, kind, j, "name"),
-                    f"'{t.name}' is not an ensemble {kind[:-1]} of the steps; derived {kind}: {', '.join(sorted(d_by)) or 'none'}",
-                )
-            elif t.dtype != d_by[t.name].dtype or not _same_dims(t.dims, d_by[t.name].dims):
-                ck.add(
-                    ("models", i, kind, j),
-                    f"declared {t.dtype} {t.dims} but the steps give {d_by[t.name].dtype} {d_by[t.name].dims}",
-                )
-        missing = set(d_by) - {t.name for t in declared}
-        if missing:
+
+
+def _ensemble_tensors(ck: _Checker, e: ModelPlan, kind: str, derived: list[TensorSpec]) -> None:
+    """The ensemble's `kind` (inputs or outputs): the derived ones, or the declared ones checked against them."""
+    i = e.index
+    declared = getattr(e.spec, kind)
+    if declared is None:
+        setattr(e, kind, derived)
+        return
+    d_by = {t.name: t for t in derived}
+    for j, t in enumerate(declared):
+        if t.name not in d_by:
             ck.add(
-                ("models", i, kind),
-                f"the steps also {'need' if kind == 'inputs' else 'produce'} {', '.join(sorted(missing))}; declare them or leave {kind} out",
+                ("models", i, kind, j, "name"),
+                f"'{t.name}' is not an ensemble {kind[:-1]} of the steps; derived {kind}: {', '.join(sorted(d_by)) or 'none'}",
             )
-        setattr(e, kind, list(declared))
+        elif t.dtype != d_by[t.name].dtype or not _same_dims(t.dims, d_by[t.name].dims):
+            ck.add(
+                ("models", i, kind, j),
+                f"declared {t.dtype} {t.dims} but the steps give {d_by[t.name].dtype} {d_by[t.name].dims}",
+            )
+    missing = set(d_by) - {t.name for t in declared}
+    if missing:
+        ck.add(
+            ("models", i, kind),
+            f"the steps also {'need' if kind == 'inputs' else 'produce'} {', '.join(sorted(missing))}; declare them or leave {kind} out",
+        )
+    setattr(e, kind, list(declared))
 
 
 def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target = "triton") -> RepositoryPlan:

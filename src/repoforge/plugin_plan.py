@@ -193,42 +193,76 @@ def _batch(ck: _Checker, p: ModelPlan, targets: list[ModelPlan]) -> None:
         p.dynamic_batching = False
 
 
-def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> None:
+    """A plugin's tensors and batching come from the model(s) it calls, once those are planned."""
     plugin: Any = p.spec.plugin
-    i = p.index
     if isinstance(plugin, ResultCachePlugin):
-        t = _target(ck, plans, p, ("plugin", "model"), plugin.model, plugin.version, "result_cache")
-        if t is None:
-            return
-        p.inputs, p.outputs = list(t.inputs), list(t.outputs)
-        _batch(ck, p, [t])
+        _resolve_result_cache(ck, plans, p, plugin)
+    elif isinstance(plugin, SemanticCachePlugin):
+        _resolve_semantic_cache(ck, plans, p, plugin)
+    elif isinstance(plugin, RouterPlugin):
+        _resolve_router(ck, plans, p, plugin)
+
+
+def _resolve_result_cache(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: ResultCachePlugin) -> None:
+    """A result cache stands in for its model: the same tensors and batching."""
+    t = _target(ck, plans, p, ("plugin", "model"), plugin.model, plugin.version, "result_cache")
+    if t is None:
         return
-    if isinstance(plugin, SemanticCachePlugin):
-        t = _target(ck, plans, p, ("plugin", "model"), plugin.model, plugin.version, "semantic_cache")
-        if t is None:
-            return
-        emb = next((x for x in t.inputs if x.name == plugin.embedding), None)
-        if emb is None:
-            ck.add(
-                ("models", i, "plugin", "embedding"),
-                f"'{plugin.embedding}' is not an input of '{t.name}'; its inputs are {', '.join(x.name for x in t.inputs)}",
-            )
-        elif emb.dtype not in ("FP32", "FP16", "FP64") or len(emb.dims) != 1 or emb.dims[0] < 1:
-            ck.add(
-                ("models", i, "plugin", "embedding"),
-                f"embedding '{emb.name}' must be a float vector of fixed size (dims [d]), not {emb.dtype} {emb.dims}",
-            )
-        if t.max_batch_size == 0:
-            ck.add(
-                ("models", i, "plugin", "model"),
-                f"a semantic cache answers row by row; '{t.name}' must batch (max_batch_size > 0)",
-            )
-            return
-        p.inputs, p.outputs = list(t.inputs), list(t.outputs)
-        _batch(ck, p, [t])
+    p.inputs, p.outputs = list(t.inputs), list(t.outputs)
+    _batch(ck, p, [t])
+
+
+def _resolve_semantic_cache(
+    ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: SemanticCachePlugin
+) -> None:
+    """A semantic cache stands in for its model, which must batch and take a fixed-size float embedding."""
+    i = p.index
+    t = _target(ck, plans, p, ("plugin", "model"), plugin.model, plugin.version, "semantic_cache")
+    if t is None:
         return
-    if not isinstance(plugin, RouterPlugin):
+    emb = next((x for x in t.inputs if x.name == plugin.embedding), None)
+    if emb is None:
+        ck.add(
+            ("models", i, "plugin", "embedding"),
+            f"'{plugin.embedding}' is not an input of '{t.name}'; its inputs are {', '.join(x.name for x in t.inputs)}",
+        )
+    elif emb.dtype not in ("FP32", "FP16", "FP64") or len(emb.dims) != 1 or emb.dims[0] < 1:
+        ck.add(
+            ("models", i, "plugin", "embedding"),
+            f"embedding '{emb.name}' must be a float vector of fixed size (dims [d]), not {emb.dtype} {emb.dims}",
+        )
+    if t.max_batch_size == 0:
+        ck.add(
+            ("models", i, "plugin", "model"),
+            f"a semantic cache answers row by row; '{t.name}' must batch (max_batch_size > 0)",
+        )
         return
+    p.inputs, p.outputs = list(t.inputs), list(t.outputs)
+    _batch(ck, p, [t])
+
+
+def _resolve_router(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: RouterPlugin) -> None:
+    """A router serves route 0's tensors (plus its own weights input and route output) once all targets agree."""
+    found = _router_targets(ck, plans, p, plugin)
+    if not found or found[0][0] != ("plugin", "routes", 0, "model"):
+        return
+    first = found[0][1]
+    if not _routes_interchangeable(ck, p, plugin, found):
+        return
+    _batch(ck, p, [t for _, t in found])
+    p.inputs = list(first.inputs)
+    if plugin.weights_input:
+        p.inputs.append(TensorSpec(name=plugin.weights_input, dtype="FP32", dims=[len(plugin.targets)], optional=True))
+    p.outputs = list(first.outputs)
+    if plugin.route_output:
+        p.outputs.append(TensorSpec(name=plugin.route_output, dtype="INT32", dims=[1]))
+
+
+def _router_targets(
+    ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: RouterPlugin
+) -> list[tuple[tuple[str | int, ...], ModelPlan]]:
+    """(spec path, plan) of every model the router names (routes, canary, shadow) that resolves, at its version."""
     found: list[tuple[tuple[str | int, ...], ModelPlan]] = []
     for rel, name in _refs(p):
         version = -1
@@ -241,8 +275,14 @@ def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> N
         t = _target(ck, plans, p, rel, name, version, "router")
         if t is not None:
             found.append((rel, t))
-    if not found or found[0][0] != ("plugin", "routes", 0, "model"):
-        return
+    return found
+
+
+def _routes_interchangeable(
+    ck: _Checker, p: ModelPlan, plugin: RouterPlugin, found: list[tuple[tuple[str | int, ...], ModelPlan]]
+) -> bool:
+    """Every routed model has route 0's tensors, and the router's own names neither clash nor miss; all reported."""
+    i = p.index
     first = found[0][1]
     ok = True
     for rel, t in found[1:]:
@@ -269,12 +309,4 @@ def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> N
                 f"'{value}' is already a tensor of the routed models; choose another name",
             )
             ok = False
-    if not ok:
-        return
-    _batch(ck, p, [t for _, t in found])
-    p.inputs = list(first.inputs)
-    if plugin.weights_input:
-        p.inputs.append(TensorSpec(name=plugin.weights_input, dtype="FP32", dims=[len(plugin.targets)], optional=True))
-    p.outputs = list(first.outputs)
-    if plugin.route_output:
-        p.outputs.append(TensorSpec(name=plugin.route_output, dtype="INT32", dims=[1]))
+    return ok

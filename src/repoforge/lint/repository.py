@@ -196,50 +196,21 @@ def _dims_match(a: list[int], b: list[int]) -> bool:
     return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
 
 
-def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> None:
+    """ValidateEnsembleConfig: each step calls a loadable model whose tensors agree with the ensemble's."""
     cfg = entry.config
     assert cfg is not None
     sink = entry.sink
     steps = cfg.ensemble_scheduling.step
     if not steps:
         return
-    batching = cfg.max_batch_size > 0
-    tensors: dict[str, _Node] = {}
-    for io in cfg.input:
-        tensors[io.name] = _Node(
-            entry.name, batching, io.data_type, list(io.reshape.shape if io.HasField("reshape") else io.dims)
-        )
-    for io in cfg.output:
-        tensors.setdefault(
-            io.name,
-            _Node(entry.name, batching, io.data_type, list(io.reshape.shape if io.HasField("reshape") else io.dims)),
-        )
+    tensors = _ensemble_tensors(entry, cfg)
     decoupled: dict[str, bool] = {}
     usable = True
     for i, st in enumerate(steps):
         base: FieldPath = ("ensemble_scheduling", "step", i)
-        target = entries.get(st.model_name)
-        if not st.model_name:
-            usable = False
-            continue
-        if target is None:
-            sink.error(
-                (*base, "model_name"),
-                f"step {i} calls model '{st.model_name}', which is not in the repository (models: "
-                f"{', '.join(sorted(entries)) or 'none'}); add it or fix model_name",
-            )
-            usable = False
-            continue
-        if target.name == entry.name or _calls(target, entry.name, entries, set()):
-            sink.error((*base, "model_name"), f"step {i} calls '{st.model_name}', which calls this ensemble back")
-            usable = False
-            continue
-        if not target.ok or target.config is None:
-            sink.error(
-                (*base, "model_name"),
-                f"step {i} calls model '{st.model_name}', which Triton cannot load (see its errors), so the ensemble "
-                f"cannot load either",
-            )
+        target = _step_target(entry, entries, base, i, st)
+        if target is None or target.config is None:
             usable = False
             continue
         step_cfg = target.config
@@ -257,52 +228,108 @@ def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> 
             )
         if not step_cfg.input and not step_cfg.output:
             continue  # the backend auto-completes its inputs and outputs from the model: unknown here
-        step_batching = step_cfg.max_batch_size > 0
-        model_inputs = {io.name: io for io in step_cfg.input}
-        model_outputs = {io.name: io for io in step_cfg.output}
-        for key in st.input_map:
-            if key not in model_inputs:
-                sink.error(
-                    (*base, "input_map", Key(key)),
-                    f"step {i}: model '{st.model_name}' has no input '{key}' (inputs: "
-                    f"{', '.join(model_inputs) or 'none'}); fix the input_map key",
-                )
-        for name, io in model_inputs.items():
-            if name not in st.input_map and not io.optional:
-                sink.error(
-                    (*base, "input_map"),
-                    f"step {i}: input '{name}' of model '{st.model_name}' is not mapped to any ensemble tensor; add "
-                    f'input_map {{ key: "{name}" value: "..." }} (or mark the input optional)',
-                )
-        for key, tensor in st.input_map.items():
-            io = model_inputs.get(key)
-            if io is not None:
-                _consistent(
-                    sink,
-                    (*base, "input_map", Key(key)),
-                    tensors,
-                    tensor,
-                    _Node(st.model_name, step_batching, io.data_type, list(io.dims)),
-                )
-        for key, tensor in st.output_map.items():
-            io = model_outputs.get(key)
-            if io is None:
-                sink.error(
-                    (*base, "output_map", Key(key)),
-                    f"step {i}: model '{st.model_name}' has no output '{key}' (outputs: "
-                    f"{', '.join(model_outputs) or 'none'}); fix the output_map key",
-                )
-                continue
+        _check_step_maps(sink, base, i, st, step_cfg, tensors)
+        decoupled[str(i)] = bool(step_cfg.model_transaction_policy.decoupled)
+    if usable:
+        _check_decoupled(entry, cfg, decoupled)
+
+
+def _ensemble_tensors(entry: ModelEntry, cfg: mc.ModelConfig) -> dict[str, _Node]:
+    """The ensemble's own inputs and outputs, the first nodes every step's tensors must agree with."""
+    batching = cfg.max_batch_size > 0
+    tensors: dict[str, _Node] = {}
+    for io in cfg.input:
+        tensors[io.name] = _Node(
+            entry.name, batching, io.data_type, list(io.reshape.shape if io.HasField("reshape") else io.dims)
+        )
+    for io in cfg.output:
+        tensors.setdefault(
+            io.name,
+            _Node(entry.name, batching, io.data_type, list(io.reshape.shape if io.HasField("reshape") else io.dims)),
+        )
+    return tensors
+
+
+def _step_target(
+    entry: ModelEntry, entries: dict[str, ModelEntry], base: FieldPath, i: int, st: mc.ModelEnsembling.Step
+) -> ModelEntry | None:
+    """The model step `i` calls, or None (reported, except an empty name) when Triton could not load the ensemble."""
+    sink = entry.sink
+    target = entries.get(st.model_name)
+    if not st.model_name:
+        return None
+    if target is None:
+        sink.error(
+            (*base, "model_name"),
+            f"step {i} calls model '{st.model_name}', which is not in the repository (models: "
+            f"{', '.join(sorted(entries)) or 'none'}); add it or fix model_name",
+        )
+        return None
+    if target.name == entry.name or _calls(target, entry.name, entries, set()):
+        sink.error((*base, "model_name"), f"step {i} calls '{st.model_name}', which calls this ensemble back")
+        return None
+    if not target.ok or target.config is None:
+        sink.error(
+            (*base, "model_name"),
+            f"step {i} calls model '{st.model_name}', which Triton cannot load (see its errors), so the ensemble "
+            f"cannot load either",
+        )
+        return None
+    return target
+
+
+def _check_step_maps(
+    sink: Sink,
+    base: FieldPath,
+    i: int,
+    st: mc.ModelEnsembling.Step,
+    step_cfg: mc.ModelConfig,
+    tensors: dict[str, _Node],
+) -> None:
+    """Step `i`'s input_map and output_map name the model's tensors, and agree with the ensemble tensors they carry."""
+    step_batching = step_cfg.max_batch_size > 0
+    model_inputs = {io.name: io for io in step_cfg.input}
+    model_outputs = {io.name: io for io in step_cfg.output}
+    for key in st.input_map:
+        if key not in model_inputs:
+            sink.error(
+                (*base, "input_map", Key(key)),
+                f"step {i}: model '{st.model_name}' has no input '{key}' (inputs: "
+                f"{', '.join(model_inputs) or 'none'}); fix the input_map key",
+            )
+    for name, io in model_inputs.items():
+        if name not in st.input_map and not io.optional:
+            sink.error(
+                (*base, "input_map"),
+                f"step {i}: input '{name}' of model '{st.model_name}' is not mapped to any ensemble tensor; add "
+                f'input_map {{ key: "{name}" value: "..." }} (or mark the input optional)',
+            )
+    for key, tensor in st.input_map.items():
+        io = model_inputs.get(key)
+        if io is not None:
             _consistent(
                 sink,
-                (*base, "output_map", Key(key)),
+                (*base, "input_map", Key(key)),
                 tensors,
                 tensor,
                 _Node(st.model_name, step_batching, io.data_type, list(io.dims)),
             )
-        decoupled[str(i)] = bool(step_cfg.model_transaction_policy.decoupled)
-    if usable:
-        _check_decoupled(entry, cfg, decoupled)
+    for key, tensor in st.output_map.items():
+        out = model_outputs.get(key)
+        if out is None:
+            sink.error(
+                (*base, "output_map", Key(key)),
+                f"step {i}: model '{st.model_name}' has no output '{key}' (outputs: "
+                f"{', '.join(model_outputs) or 'none'}); fix the output_map key",
+            )
+            continue
+        _consistent(
+            sink,
+            (*base, "output_map", Key(key)),
+            tensors,
+            tensor,
+            _Node(st.model_name, step_batching, out.data_type, list(out.dims)),
+        )
 
 
 def _calls(entry: ModelEntry, target: str, entries: dict[str, ModelEntry], seen: set[str]) -> bool:

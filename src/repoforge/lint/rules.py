@@ -10,7 +10,7 @@ load the model; things Triton accepts but that are almost certainly mistakes are
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,7 +171,21 @@ def versions_to_load(cfg: mc.ModelConfig, layout: Layout) -> tuple[list[int], li
 # --------------------------------------------------------------------------------------------
 # Auto-complete (AutoCompleteBackendFields): what platform/backend/file Triton settles on
 # --------------------------------------------------------------------------------------------
-def autocomplete(cfg: mc.ModelConfig, folder: str, model_dir: Path | None, layout: Layout) -> str | None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+@dataclass
+class _FirstVersion:
+    """The first version folder auto-complete looks into: its entry names, or None without one."""
+
+    content: set[str] | None
+    path: Path | None
+
+    def has(self, name: str) -> bool:
+        return self.content is not None and name in self.content
+
+    def is_dir(self, name: str) -> bool:
+        return self.path is not None and (self.path / name).is_dir()
+
+
+def autocomplete(cfg: mc.ModelConfig, folder: str, model_dir: Path | None, layout: Layout) -> str | None:
     """Fill name/platform/backend/default_model_filename in ``cfg`` as Triton would.
 
     Returns an error message when Triton cannot determine a backend at all (the custom-backend
@@ -182,81 +196,111 @@ def autocomplete(cfg: mc.ModelConfig, folder: str, model_dir: Path | None, layou
     content = layout.first_dir_contents(model_dir) if model_dir is not None else None
     has_version = content is not None
     first = (model_dir / layout.subdirs[0]) if (has_version and model_dir is not None) else None
+    version = _FirstVersion(content, first)
+    if _settle_tensorflow(cfg, version):
+        return None
+    # For the rest, the version folder is looked at only when neither platform nor file name is given.
+    guess = not cfg.platform and not cfg.default_model_filename
+    for settle in (_settle_tensorrt, _settle_onnxruntime, _settle_openvino, _settle_pytorch, _settle_python):
+        if settle(cfg, version, guess):
+            return None
+    return _settle_custom_backend(cfg, folder, version, layout)
 
-    def is_dir(name: str) -> bool:
-        return first is not None and (first / name).is_dir()
 
-    def has(name: str) -> bool:
-        return content is not None and name in content
-
-    # TensorFlow: the platform is required; guessed from the file only when nothing else is given.
+def _settle_tensorflow(cfg: mc.ModelConfig, version: _FirstVersion) -> bool:
+    """TensorFlow: the platform is required; guessed from the file only when nothing else is given."""
     if not cfg.platform and cfg.backend in ("", "tensorflow"):
         if cfg.default_model_filename == "model.savedmodel":
             cfg.platform = "tensorflow_savedmodel"
         elif cfg.default_model_filename == "model.graphdef":
             cfg.platform = "tensorflow_graphdef"
-        elif not cfg.default_model_filename and has_version:
-            if has("model.savedmodel") and is_dir("model.savedmodel"):
+        elif not cfg.default_model_filename and version.content is not None:
+            if version.has("model.savedmodel") and version.is_dir("model.savedmodel"):
                 cfg.platform = "tensorflow_savedmodel"
-            if has("model.graphdef") and not is_dir("model.graphdef"):
+            if version.has("model.graphdef") and not version.is_dir("model.graphdef"):
                 cfg.platform = "tensorflow_graphdef"
     if cfg.platform in ("tensorflow_savedmodel", "tensorflow_graphdef"):
         cfg.backend = cfg.backend or "tensorflow"
         cfg.default_model_filename = cfg.default_model_filename or DEFAULT_FILES[cfg.platform]
-        return None
-    # For the rest, the version folder is looked at only when neither platform nor file name is given.
-    guess = not cfg.platform and not cfg.default_model_filename
-    # TensorRT
+        return True
+    return False
+
+
+def _settle_tensorrt(cfg: mc.ModelConfig, version: _FirstVersion, guess: bool) -> bool:
+    """TensorRT, from the platform, the file name or (guessing) a model.plan file."""
     if not cfg.backend and (
         cfg.platform == "tensorrt_plan"
         or cfg.default_model_filename == "model.plan"
-        or (guess and has("model.plan") and not is_dir("model.plan"))
+        or (guess and version.has("model.plan") and not version.is_dir("model.plan"))
     ):
         cfg.backend = "tensorrt"
     if cfg.backend == "tensorrt":
         cfg.platform = cfg.platform or "tensorrt_plan"
         cfg.default_model_filename = cfg.default_model_filename or "model.plan"
-        return None
-    # ONNX Runtime (model.onnx may be a folder)
+        return True
+    return False
+
+
+def _settle_onnxruntime(cfg: mc.ModelConfig, version: _FirstVersion, guess: bool) -> bool:
+    """ONNX Runtime (model.onnx may be a folder)."""
     if not cfg.backend and (
         cfg.platform == "onnxruntime_onnx"
         or cfg.default_model_filename == "model.onnx"
-        or (guess and has("model.onnx"))
+        or (guess and version.has("model.onnx"))
     ):
         cfg.backend = "onnxruntime"
     if cfg.backend == "onnxruntime":
         cfg.platform = cfg.platform or "onnxruntime_onnx"
         cfg.default_model_filename = cfg.default_model_filename or "model.onnx"
-        return None
-    # OpenVINO
-    if not cfg.backend and (cfg.default_model_filename == "model.xml" or (guess and has("model.xml"))):
+        return True
+    return False
+
+
+def _settle_openvino(cfg: mc.ModelConfig, version: _FirstVersion, guess: bool) -> bool:
+    """OpenVINO, which has no platform: from the file name or a model.xml."""
+    if not cfg.backend and (cfg.default_model_filename == "model.xml" or (guess and version.has("model.xml"))):
         cfg.backend = "openvino"
     if cfg.backend == "openvino":
         cfg.default_model_filename = cfg.default_model_filename or "model.xml"
-        return None
-    # PyTorch
+        return True
+    return False
+
+
+def _settle_pytorch(cfg: mc.ModelConfig, version: _FirstVersion, guess: bool) -> bool:
+    """PyTorch (libtorch), from the platform, the file name or a model.pt file."""
     if not cfg.backend:
         if cfg.platform == "pytorch_libtorch" or cfg.default_model_filename == "model.pt":
             cfg.backend = "pytorch"
-        elif guess and has("model.pt") and not is_dir("model.pt"):
+        elif guess and version.has("model.pt") and not version.is_dir("model.pt"):
             cfg.backend = "pytorch"
             cfg.platform = "pytorch_libtorch"
     if cfg.backend == "pytorch":
         cfg.platform = cfg.platform or "pytorch_libtorch"
         cfg.default_model_filename = cfg.default_model_filename or "model.pt"
-        return None
-    # Python
-    if not cfg.backend and (cfg.default_model_filename == PY_FILE or (guess and has(PY_FILE))):
+        return True
+    return False
+
+
+def _settle_python(cfg: mc.ModelConfig, version: _FirstVersion, guess: bool) -> bool:
+    """Python, which has no platform: from the file name or a model.py."""
+    if not cfg.backend and (cfg.default_model_filename == PY_FILE or (guess and version.has(PY_FILE))):
         cfg.backend = "python"
     if cfg.backend == "python":
         cfg.default_model_filename = cfg.default_model_filename or PY_FILE
-        return None
-    # Custom backend, only when nothing at all is given: the folder must be "<name>.<backend>".
+        return True
+    return False
+
+
+def _settle_custom_backend(cfg: mc.ModelConfig, folder: str, version: _FirstVersion, layout: Layout) -> str | None:
+    """Custom backend, only when nothing at all is given: the folder must be "<name>.<backend>"."""
     if not cfg.backend and not cfg.platform and not cfg.default_model_filename:
         if "." not in folder:
+            content = version.content
             found = ", ".join(sorted(content)) if content else "nothing"
             where = (
-                f"version folder '{layout.subdirs[0]}' holds {found}" if has_version else "there is no version folder"
+                f"version folder '{layout.subdirs[0]}' holds {found}"
+                if content is not None
+                else "there is no version folder"
             )
             return (
                 f"Triton cannot tell which backend serves this model: the config sets neither backend nor platform, "
@@ -577,9 +621,17 @@ def check_response_cache(sink: Sink, cfg: mc.ModelConfig) -> None:
         )
 
 
-def check_sequence_batching(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+def check_sequence_batching(sink: Sink, cfg: mc.ModelConfig) -> None:
+    """ValidateSequenceBatching: named control inputs, each control kind once and well-formed, the strategy's limits."""
     sb = cfg.sequence_batching
     base: FieldPath = ("sequence_batching",)
+    _check_control_names(sink, base, sb)
+    _check_control_kinds(sink, base, sb)
+    _check_sequence_strategy(sink, base, sb, cfg.max_batch_size)
+
+
+def _check_control_names(sink: Sink, base: FieldPath, sb: mc.ModelSequenceBatching) -> None:
+    """Every control input names its tensor, and no tensor carries two control inputs."""
     for i, ci in enumerate(sb.control_input):
         if not ci.name:
             sink.error((*base, "control_input", i), "every sequence_batching control_input needs a name")
@@ -591,6 +643,10 @@ def check_sequence_batching(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
                 f"control input '{ci.name}' is declared twice; give each control its own tensor",
             )
         seen_names.setdefault(ci.name, i)
+
+
+def _check_control_kinds(sink: Sink, base: FieldPath, sb: mc.ModelSequenceBatching) -> None:
+    """Each control kind at most once across all control inputs; the first of each is checked for its values."""
     kinds = [
         _CTL.CONTROL_SEQUENCE_START,
         _CTL.CONTROL_SEQUENCE_END,
@@ -613,50 +669,61 @@ def check_sequence_batching(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
                     )
                     continue
                 first = i
-                n_int, n_fp, n_bool = len(c.int32_false_true), len(c.fp32_false_true), len(c.bool_false_true)
                 if kind == _CTL.CONTROL_SEQUENCE_CORRID:
-                    if n_int or n_fp or n_bool:
-                        sink.error(
-                            path,
-                            f"{kname} must not set int32_false_true, fp32_false_true or bool_false_true; give it a "
-                            f"data_type only",
-                        )
-                    if c.data_type not in CORRID_TYPES:
-                        allowed = [sink.word(mc.DataType.Name(t)) for t in CORRID_TYPES]
-                        sink.error(
-                            (*path, "data_type"),
-                            f"a correlation id ({sink.word(kname)}) must be {', '.join(allowed[:-1])} or "
-                            f"{allowed[-1]}, got {sink.word(dtype_name(c.data_type))}",
-                        )
-                    continue
-                given = [
-                    n
-                    for n, cnt in (("int32_false_true", n_int), ("fp32_false_true", n_fp), ("bool_false_true", n_bool))
-                    if cnt
-                ]
-                if not given:
-                    sink.error(
-                        path,
-                        f"{kname} must specify one of int32_false_true, fp32_false_true or bool_false_true (e.g. "
-                        f"int32_false_true: [ 0, 1 ])",
-                    )
-                elif len(given) > 1:
-                    sink.error(path, f"{kname} specifies more than one of {', '.join(given)}; keep exactly one")
+                    _check_corrid_control(sink, path, kname, c)
                 else:
-                    count = {"int32_false_true": n_int, "fp32_false_true": n_fp, "bool_false_true": n_bool}[given[0]]
-                    if count != 2:
-                        sink.error(
-                            (*path, given[0]),
-                            f"{kname} {given[0]} must have exactly 2 entries (false value, true value), got {count}",
-                        )
+                    _check_false_true_control(sink, path, kname, c)
+
+
+def _check_corrid_control(sink: Sink, path: FieldPath, kname: str, c: mc.ModelSequenceBatching.Control) -> None:
+    """A correlation id control has a data type only, one Triton accepts for ids."""
+    if len(c.int32_false_true) or len(c.fp32_false_true) or len(c.bool_false_true):
+        sink.error(
+            path,
+            f"{kname} must not set int32_false_true, fp32_false_true or bool_false_true; give it a data_type only",
+        )
+    if c.data_type not in CORRID_TYPES:
+        allowed = [sink.word(mc.DataType.Name(t)) for t in CORRID_TYPES]
+        sink.error(
+            (*path, "data_type"),
+            f"a correlation id ({sink.word(kname)}) must be {', '.join(allowed[:-1])} or "
+            f"{allowed[-1]}, got {sink.word(dtype_name(c.data_type))}",
+        )
+
+
+def _check_false_true_control(sink: Sink, path: FieldPath, kname: str, c: mc.ModelSequenceBatching.Control) -> None:
+    """A start/end/ready control gives exactly one (false, true) pair, of one type."""
+    n_int, n_fp, n_bool = len(c.int32_false_true), len(c.fp32_false_true), len(c.bool_false_true)
+    given = [
+        n for n, cnt in (("int32_false_true", n_int), ("fp32_false_true", n_fp), ("bool_false_true", n_bool)) if cnt
+    ]
+    if not given:
+        sink.error(
+            path,
+            f"{kname} must specify one of int32_false_true, fp32_false_true or bool_false_true (e.g. "
+            f"int32_false_true: [ 0, 1 ])",
+        )
+    elif len(given) > 1:
+        sink.error(path, f"{kname} specifies more than one of {', '.join(given)}; keep exactly one")
+    else:
+        count = {"int32_false_true": n_int, "fp32_false_true": n_fp, "bool_false_true": n_bool}[given[0]]
+        if count != 2:
+            sink.error(
+                (*path, given[0]),
+                f"{kname} {given[0]} must have exactly 2 entries (false value, true value), got {count}",
+            )
+
+
+def _check_sequence_strategy(sink: Sink, base: FieldPath, sb: mc.ModelSequenceBatching, max_batch_size: int) -> None:
+    """The oldest strategy's preferred sizes fit the batch; the direct strategy's slot utilization is a fraction."""
     strategy = sb.WhichOneof("strategy_choice")
     if strategy == "oldest":
         for j, size in enumerate(sb.oldest.preferred_batch_size):
             path = (*base, "oldest", "preferred_batch_size", j)
             if size <= 0:
                 sink.error(path, f"preferred batch size {size} must be positive")
-            elif size > cfg.max_batch_size:
-                sink.error(path, f"{size} exceeds max_batch_size {cfg.max_batch_size}")
+            elif size > max_batch_size:
+                sink.error(path, f"{size} exceeds max_batch_size {max_batch_size}")
     elif strategy == "direct":
         util = sb.direct.minimum_slot_utilization
         if util < 0.0 or util > 1.0:
@@ -829,13 +896,48 @@ def check_ensemble_config(sink: Sink, cfg: mc.ModelConfig) -> None:
     check_ensemble_dataflow(sink, cfg)
 
 
-def check_ensemble_dataflow(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+def check_ensemble_dataflow(sink: Sink, cfg: mc.ModelConfig) -> None:
     """BuildEnsembleGraph + the data-flow part of ValidateEnsembleSchedulingConfig, with clearer messages
     (an explicit cycle check, every problem reported instead of the first)."""
     base: FieldPath = ("ensemble_scheduling", "step")
-    producers: dict[str, int] = {}  # tensor -> step that writes it
+    steps = cfg.ensemble_scheduling.step
+    producers, consumers = _step_tensors(sink, base, steps)
+    inputs = [io.name for io in cfg.input]
+    outputs = [io.name for io in cfg.output]
+    # Step-level cycles (a step needing, transitively, its own output).
+    deps = {i: {producers[t] for t in st.input_map.values() if t in producers}
+            for i, st in enumerate(cfg.ensemble_scheduling.step)}  # fmt: skip
+    cycle = find_cycle(deps)
+    if cycle:
+        names = " -> ".join(f"{cfg.ensemble_scheduling.step[i].model_name or '?'}" for i in cycle)
+        sink.error((*base, cycle[0]), f"the steps form a cycle ({names}); an ensemble must be acyclic")
+    ready = _ready_tensors(inputs, steps)
+    flow = _Flow(producers, consumers, ready, bool(cycle))
+    _check_ensemble_io(sink, inputs, outputs, flow)
+    _check_inner_tensors(sink, base, steps, outputs, flow)
+
+
+@dataclass
+class _Flow:
+    """Who writes and reads each ensemble tensor, which tensors Triton can compute, and whether steps form a cycle."""
+
+    producers: dict[str, int]  # tensor -> step that writes it
+    consumers: dict[str, list[int]]  # tensor -> steps that read it
+    ready: set[str]
+    cycle: bool
+
+    @property
+    def known(self) -> set[str]:
+        return set(self.producers) | set(self.consumers)
+
+
+def _step_tensors(
+    sink: Sink, base: FieldPath, steps: Sequence[mc.ModelEnsembling.Step]
+) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """(producer, consumers) of each tensor, reporting steps without a model or maps and tensors written twice."""
+    producers: dict[str, int] = {}
     consumers: dict[str, list[int]] = {}
-    for i, st in enumerate(cfg.ensemble_scheduling.step):
+    for i, st in enumerate(steps):
         if not st.model_name:
             sink.error((*base, i), f"step {i} must specify model_name")
         if not st.input_map:
@@ -853,22 +955,17 @@ def check_ensemble_dataflow(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
                 producers[tensor] = i
         for tensor in st.input_map.values():
             consumers.setdefault(tensor, []).append(i)
-    inputs = [io.name for io in cfg.input]
-    outputs = [io.name for io in cfg.output]
-    # Step-level cycles (a step needing, transitively, its own output).
-    deps = {i: {producers[t] for t in st.input_map.values() if t in producers}
-            for i, st in enumerate(cfg.ensemble_scheduling.step)}  # fmt: skip
-    cycle = find_cycle(deps)
-    if cycle:
-        names = " -> ".join(f"{cfg.ensemble_scheduling.step[i].model_name or '?'}" for i in cycle)
-        sink.error((*base, cycle[0]), f"the steps form a cycle ({names}); an ensemble must be acyclic")
-    # Readiness, as Triton computes it.
+    return producers, consumers
+
+
+def _ready_tensors(inputs: list[str], steps: Sequence[mc.ModelEnsembling.Step]) -> set[str]:
+    """Readiness, as Triton computes it: the inputs, then the outputs of every step whose inputs are all ready."""
     ready = set(inputs)
     changed = True
     done: set[int] = set()
     while changed:
         changed = False
-        for i, st in enumerate(cfg.ensemble_scheduling.step):
+        for i, st in enumerate(steps):
             if i in done or not st.input_map:
                 continue
             if all(t in ready for t in st.input_map.values()):
@@ -877,9 +974,14 @@ def check_ensemble_dataflow(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
                 if new:
                     ready |= new
                     changed = True
-    known = set(producers) | set(consumers)
+    return ready
+
+
+def _check_ensemble_io(sink: Sink, inputs: list[str], outputs: list[str], flow: _Flow) -> None:
+    """Every ensemble input is read by a step, and every output written by one that can run."""
+    known = flow.known
     for j, name in enumerate(inputs):
-        if name not in consumers and name not in producers:
+        if name not in flow.consumers and name not in flow.producers:
             sink.error(
                 ("input", j),
                 f"ensemble input '{name}' is not used by any step; map it in a step's input_map or remove it",
@@ -891,24 +993,30 @@ def check_ensemble_dataflow(sink: Sink, cfg: mc.ModelConfig) -> None:  # noqa: C
                 f"ensemble output '{name}' is not produced by any step; map a step output to it in an output_map "
                 f"or remove it",
             )
-        elif name not in ready and not cycle:
-            missing = sorted(t for t in known - ready if t not in producers)
+        elif name not in flow.ready and not flow.cycle:
+            missing = sorted(t for t in known - flow.ready if t not in flow.producers)
             hint = f" (needs {', '.join(repr(t) for t in missing)}, which nothing produces)" if missing else ""
             sink.error(("output", j), f"ensemble output '{name}' is never written{hint}")
-    for tensor in sorted(known - set(outputs)):
-        if tensor not in ready:
-            if tensor not in producers and not cycle:
-                i = consumers[tensor][0]
+
+
+def _check_inner_tensors(
+    sink: Sink, base: FieldPath, steps: Sequence[mc.ModelEnsembling.Step], outputs: list[str], flow: _Flow
+) -> None:
+    """Tensors between steps: each one read has a source, and each one written is read (Triton refuses unused ones)."""
+    for tensor in sorted(flow.known - set(outputs)):
+        if tensor not in flow.ready:
+            if tensor not in flow.producers and not flow.cycle:
+                i = flow.consumers[tensor][0]
                 sink.error(
                     (*base, i, "input_map"),
-                    f"ensemble tensor '{tensor}' read by step {i} ({cfg.ensemble_scheduling.step[i].model_name}) is "
+                    f"ensemble tensor '{tensor}' read by step {i} ({steps[i].model_name}) is "
                     f"neither an ensemble input nor produced by a step",
                 )
-        elif tensor not in consumers:
-            i = producers[tensor]
+        elif tensor not in flow.consumers:
+            i = flow.producers[tensor]
             sink.error(
                 (*base, i, "output_map"),
-                f"ensemble tensor '{tensor}' written by step {i} ({cfg.ensemble_scheduling.step[i].model_name}) is "
+                f"ensemble tensor '{tensor}' written by step {i} ({steps[i].model_name}) is "
                 f"never consumed; Triton refuses unused ensemble tensors - drop that output_map entry or use it",
             )
 

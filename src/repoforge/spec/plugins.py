@@ -495,8 +495,19 @@ def output_dim(cfg: FeaturesPlugin) -> int:
     return sum(op_width(op, cols) for op in cfg.features)
 
 
-def check_features(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+def check_features(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:
     """Cross-field problems as (path inside `plugin`, message); empty when the config is sound."""
+    problems = _column_problems(cfg)
+    if cfg.lookup is not None:
+        problems += _lookup_problems(cfg, cfg.lookup)
+    problems += _feature_op_problems(cfg)
+    if cfg.output in [c.name for c in cfg.columns]:
+        problems.append((("output",), f"output '{cfg.output}' has the name of an input column"))
+    return problems
+
+
+def _column_problems(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:
+    """Raw columns alone: each name once, and a fill of the column's kind (text or number)."""
     problems: list[tuple[RelPath, str]] = []
     raw = [c.name for c in cfg.columns]
     for j, n in enumerate(raw):
@@ -508,24 +519,35 @@ def check_features(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:  # noqa: C
                 problems.append((("columns", j, "fill"), f"column '{c.name}' is BYTES; its fill must be a string"))
             if not c.is_text and isinstance(c.fill, str):
                 problems.append((("columns", j, "fill"), f"column '{c.name}' is {c.dtype}; its fill must be a number"))
-    if cfg.lookup is not None:
-        lk = cfg.lookup
-        by = {c.name: c for c in cfg.columns}
-        if lk.key not in by:
-            problems.append((("lookup", "key"), f"lookup key '{lk.key}' is not a column; columns are {', '.join(raw)}"))
-        elif by[lk.key].dtype not in ("BYTES", "INT32", "INT64", "UINT32", "UINT64") or by[lk.key].width != 1:
-            problems.append((("lookup", "key"), f"lookup key '{lk.key}' must be a BYTES or integer column of width 1"))
-        names = [f.name for f in lk.fields] + ([lk.found] if lk.found else [])
-        for j, n in enumerate(names):
-            where: RelPath = ("lookup", "fields", j, "name") if j < len(lk.fields) else ("lookup", "found")
-            if n in by:
-                problems.append((where, f"'{n}' is already a column; looked-up fields need their own names"))
-            elif names.index(n) != j:
-                problems.append((where, f"looked-up field '{n}' is declared twice"))
+    return problems
+
+
+def _lookup_problems(cfg: FeaturesPlugin, lk: Lookup) -> list[tuple[RelPath, str]]:
+    """The lookup's key must be a usable raw column, and its fields (and `found`) new, distinct names."""
+    problems: list[tuple[RelPath, str]] = []
+    raw = [c.name for c in cfg.columns]
+    by = {c.name: c for c in cfg.columns}
+    if lk.key not in by:
+        problems.append((("lookup", "key"), f"lookup key '{lk.key}' is not a column; columns are {', '.join(raw)}"))
+    elif by[lk.key].dtype not in ("BYTES", "INT32", "INT64", "UINT32", "UINT64") or by[lk.key].width != 1:
+        problems.append((("lookup", "key"), f"lookup key '{lk.key}' must be a BYTES or integer column of width 1"))
+    names = [f.name for f in lk.fields] + ([lk.found] if lk.found else [])
+    for j, n in enumerate(names):
+        where: RelPath = ("lookup", "fields", j, "name") if j < len(lk.fields) else ("lookup", "found")
+        if n in by:
+            problems.append((where, f"'{n}' is already a column; looked-up fields need their own names"))
+        elif names.index(n) != j:
+            problems.append((where, f"looked-up field '{n}' is declared twice"))
+    return problems
+
+
+def _feature_op_problems(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:
+    """Each feature op's input columns must exist (raw or looked up) and suit the op."""
+    problems: list[tuple[RelPath, str]] = []
     cols = all_columns(cfg)
     for j, op in enumerate(cfg.features):
         for k, name in enumerate(op.inputs()):
-            where = ("features", j, "columns", k) if op.op == "cross" else ("features", j, "column")
+            where: RelPath = ("features", j, "columns", k) if op.op == "cross" else ("features", j, "column")
             col = cols.get(name)
             if col is None:
                 also = " or looked-up field" if cfg.lookup else ""
@@ -536,28 +558,29 @@ def check_features(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:  # noqa: C
                     )
                 )
                 continue
-            if (
-                (op.op in ELEMENTWISE_OPS or op.op in ("bucketize", "datetime"))
-                and col.is_text
-                and op.op != "is_missing"
-            ):
-                problems.append((where, f"{op.op} needs a numeric column; '{name}' is BYTES"))
-            if op.op in ("vocabulary", "hash", "cross") and col.dtype.startswith(("FP", "BOOL")):
-                problems.append((where, f"{op.op} needs a BYTES or integer column; '{name}' is {col.dtype}"))
-            if op.op == "length" and not col.is_text:
-                problems.append((where, f"length needs a BYTES column; '{name}' is {col.dtype}"))
-            if op.op not in ELEMENTWISE_OPS and col.width != 1:
-                problems.append((where, f"{op.op} works on columns of width 1; '{name}' has width {col.width}"))
-            if op.op == "standardize":
-                for attr in ("mean", "std"):
-                    v = getattr(op, attr)
-                    if isinstance(v, list) and len(v) != col.width:
-                        problems.append(
-                            (
-                                ("features", j, attr),
-                                f"{attr} has {len(v)} values but column '{name}' has width {col.width}",
-                            )
-                        )
-    if cfg.output in raw:
-        problems.append((("output",), f"output '{cfg.output}' has the name of an input column"))
+            problems += _op_column_problems(op, j, where, name, col)
+    return problems
+
+
+def _op_column_problems(op: FeatureOp, j: int, where: RelPath, name: str, col: Column) -> list[tuple[RelPath, str]]:
+    """One existing input column against its op: kind (text or number), width, and per-element stats."""
+    problems: list[tuple[RelPath, str]] = []
+    if (op.op in ELEMENTWISE_OPS or op.op in ("bucketize", "datetime")) and col.is_text and op.op != "is_missing":
+        problems.append((where, f"{op.op} needs a numeric column; '{name}' is BYTES"))
+    if op.op in ("vocabulary", "hash", "cross") and col.dtype.startswith(("FP", "BOOL")):
+        problems.append((where, f"{op.op} needs a BYTES or integer column; '{name}' is {col.dtype}"))
+    if op.op == "length" and not col.is_text:
+        problems.append((where, f"length needs a BYTES column; '{name}' is {col.dtype}"))
+    if op.op not in ELEMENTWISE_OPS and col.width != 1:
+        problems.append((where, f"{op.op} works on columns of width 1; '{name}' has width {col.width}"))
+    if op.op == "standardize":
+        for attr in ("mean", "std"):
+            v = getattr(op, attr)
+            if isinstance(v, list) and len(v) != col.width:
+                problems.append(
+                    (
+                        ("features", j, attr),
+                        f"{attr} has {len(v)} values but column '{name}' has width {col.width}",
+                    )
+                )
     return problems

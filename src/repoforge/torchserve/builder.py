@@ -93,7 +93,11 @@ def _ours() -> Path:
     return Path(str(resources.files("repoforge.handlers").joinpath(HANDLER_FILE)))
 
 
-def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warnings: list[str]) -> _Archive | None:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+_Bad = Callable[[tuple[Any, ...], str], None]  # reports one located problem of the model being checked
+
+
+def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warnings: list[str]) -> _Archive | None:
+    """The model's archive, resolved and checked before anything is written; None for an ensemble or a bad format."""
     i, s = m.index, m.spec
 
     def bad(path: tuple[Any, ...], message: str) -> None:
@@ -114,85 +118,106 @@ def _check_model(loaded: LoadedSpec, m: ModelPlan, problems: list[Problem], warn
     src = m.versions.get(latest) if m.versions else None
     arch = _Archive(plan=m, version=str(latest), handler=_ours(), own_handler=False)
     if s.handler:
-        h = _resolve(loaded, s.handler)
-        if not h.is_file():
-            bad(("models", i, "handler"), f"handler file '{s.handler}' not found (looked for {h})")
-        elif h.suffix != ".py":
-            bad(("models", i, "handler"), f"handler '{s.handler}' must be a .py file")
-        arch.handler, arch.own_handler = h, True
+        _use_own_handler(loaded, m, s.handler, arch, bad)
     if s.plugin is not None:  # the features plugin: repoforge's handler runs repoforge.features, no model file
         return arch
     if s.model_file and m.format != "pytorch":
         warnings.append(f"{m.name}: model_file is only used by format pytorch; left out")
     if m.format == "python":
-        if not s.handler:
-            if src is not None and src.is_file() and src.suffix == ".py":
-                arch.handler, arch.own_handler = src, True
-                warnings.append(
-                    f"{m.name}: format python on TorchServe: '{s.path}' is used as the TorchServe handler "
-                    "(a Triton TritonPythonModel does not run there; set `handler:` for a separate file)"
-                )
-            else:
-                bad(
-                    ("models", i),
-                    "format python on TorchServe needs `handler:` (a TorchServe handler file); "
-                    "`path` is then shipped alongside it",
-                )
-        elif src is not None:
-            arch.extra.append(src)
+        _python_handler(m, src, arch, bad, warnings)
         return arch
     if src is None:
         return arch  # the plan reported the missing file already
     arch.serialized = src
     if m.format == "pytorch":
-        if not s.model_file:
-            bad(
-                ("models", i),
-                "format pytorch needs `model_file:` (the .py file defining the nn.Module class of the state_dict)",
-            )
-            return arch
-        file, cls = split_model_file(s.model_file)
-        mf = _resolve(loaded, file)
-        if not mf.is_file():
-            bad(("models", i, "model_file"), f"model_file '{file}' not found (looked for {mf})")
-            return arch
-        if mf.name in (HANDLER_FILE, arch.handler.name, "model-config.yaml"):
-            bad(
-                ("models", i, "model_file"),
-                f"model_file must not be called {mf.name} (that name is taken in the archive)",
-            )
-            return arch
-        arch.model_file, arch.model_class = mf, cls
-        try:
-            import torch
-        except ImportError:
-            bad(
-                ("models", i, "format"),
-                "checking a pytorch state_dict needs torch at build time: pip install 'repoforge[torchserve]'",
-            )
-            return arch
-        try:
-            load_eager(mf, src, class_name=cls)
-        except EagerLoadError as exc:
-            bad(("models", i, "path"), f"cannot load the state_dict: {exc}")
+        _check_state_dict(loaded, m, src, arch, bad)
     elif m.format == "torchscript":
-        try:
-            import torch
-        except ImportError:
-            torch = None  # type: ignore[assignment]
-        if torch is not None:
-            try:
-                with pywarnings.catch_warnings():  # torch 2.13 deprecates TorchScript (DeprecationWarning on load)
-                    pywarnings.simplefilter("ignore", DeprecationWarning)
-                    torch.jit.load(str(src), map_location="cpu")
-            except Exception as exc:  # noqa: BLE001
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                bad(
-                    ("models", i, "path"),
-                    f"'{src.name}' is not a TorchScript file ({first}); save it with torch.jit.save, "
-                    "or use format: pytorch with model_file for a state_dict",
-                )
+        _check_torchscript(m, src, bad)
     return arch
+
+
+def _use_own_handler(loaded: LoadedSpec, m: ModelPlan, handler: str, arch: _Archive, bad: _Bad) -> None:
+    """`handler:` replaces repoforge's handler; it must be an existing .py file (still recorded when it is not)."""
+    h = _resolve(loaded, handler)
+    if not h.is_file():
+        bad(("models", m.index, "handler"), f"handler file '{handler}' not found (looked for {h})")
+    elif h.suffix != ".py":
+        bad(("models", m.index, "handler"), f"handler '{handler}' must be a .py file")
+    arch.handler, arch.own_handler = h, True
+
+
+def _python_handler(m: ModelPlan, src: Path | None, arch: _Archive, bad: _Bad, warnings: list[str]) -> None:
+    """Format python on TorchServe: a Triton model.py cannot run there, so `path` is the handler or ships beside it."""
+    if not m.spec.handler:
+        if src is not None and src.is_file() and src.suffix == ".py":
+            arch.handler, arch.own_handler = src, True
+            warnings.append(
+                f"{m.name}: format python on TorchServe: '{m.spec.path}' is used as the TorchServe handler "
+                "(a Triton TritonPythonModel does not run there; set `handler:` for a separate file)"
+            )
+        else:
+            bad(
+                ("models", m.index),
+                "format python on TorchServe needs `handler:` (a TorchServe handler file); "
+                "`path` is then shipped alongside it",
+            )
+    elif src is not None:
+        arch.extra.append(src)
+
+
+def _check_state_dict(loaded: LoadedSpec, m: ModelPlan, src: Path, arch: _Archive, bad: _Bad) -> None:
+    """Format pytorch: the state_dict needs its nn.Module file, under a free archive name, and must load into it."""
+    i, s = m.index, m.spec
+    if not s.model_file:
+        bad(
+            ("models", i),
+            "format pytorch needs `model_file:` (the .py file defining the nn.Module class of the state_dict)",
+        )
+        return
+    file, cls = split_model_file(s.model_file)
+    mf = _resolve(loaded, file)
+    if not mf.is_file():
+        bad(("models", i, "model_file"), f"model_file '{file}' not found (looked for {mf})")
+        return
+    if mf.name in (HANDLER_FILE, arch.handler.name, "model-config.yaml"):
+        bad(
+            ("models", i, "model_file"),
+            f"model_file must not be called {mf.name} (that name is taken in the archive)",
+        )
+        return
+    arch.model_file, arch.model_class = mf, cls
+    try:
+        import torch  # noqa: F401 - only whether torch imports: without it the state_dict cannot be checked
+    except ImportError:
+        bad(
+            ("models", i, "format"),
+            "checking a pytorch state_dict needs torch at build time: pip install 'repoforge[torchserve]'",
+        )
+        return
+    try:
+        load_eager(mf, src, class_name=cls)
+    except EagerLoadError as exc:
+        bad(("models", i, "path"), f"cannot load the state_dict: {exc}")
+
+
+def _check_torchscript(m: ModelPlan, src: Path, bad: _Bad) -> None:
+    """Format torchscript: the file must load with torch.jit (checked only where torch is installed)."""
+    try:
+        import torch
+    except ImportError:
+        torch = None  # type: ignore[assignment]
+    if torch is not None:
+        try:
+            with pywarnings.catch_warnings():  # torch 2.13 deprecates TorchScript (DeprecationWarning on load)
+                pywarnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.load(str(src), map_location="cpu")
+        except Exception as exc:  # noqa: BLE001
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            bad(
+                ("models", m.index, "path"),
+                f"'{src.name}' is not a TorchScript file ({first}); save it with torch.jit.save, "
+                "or use format: pytorch with model_file for a state_dict",
+            )
 
 
 def _check_ensemble(

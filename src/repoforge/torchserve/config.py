@@ -114,74 +114,111 @@ def handler_section(
     return section
 
 
-def unsupported(loaded: LoadedSpec, m: ModelPlan, device: str, own_handler: bool) -> list[str]:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+def unsupported(loaded: LoadedSpec, m: ModelPlan, device: str, own_handler: bool) -> list[str]:
     """One warning per setting that TorchServe cannot honour, naming what happens instead."""
-    i, s, name = m.index, m.spec, m.name
+    texts = [
+        *_model_setting_texts(loaded, m, own_handler),
+        *_dynamic_batching_texts(m),
+        *_instance_group_texts(m, device),
+        *_tensor_texts(m),
+    ]
+    return [f"{m.name}: {text}" for text in texts]
+
+
+def _model_setting_texts(loaded: LoadedSpec, m: ModelPlan, own_handler: bool) -> list[str]:
+    """Model-wide settings; the Triton-only ones count only where the spec sets them, not their defaults."""
+    i, s = m.index, m.spec
     w: list[str] = []
-
-    def warn(text: str) -> None:
-        w.append(f"{name}: {text}")
-
     if s.raw_config:
-        warn("raw_config holds Triton config fields; TorchServe has no use for them and they are left out")
+        w.append("raw_config holds Triton config fields; TorchServe has no use for them and they are left out")
     if s.response_cache and own_handler:
-        warn("response_cache needs repoforge's handler (its per-worker LRU cache); your `handler:` serves without it")
+        w.append(
+            "response_cache needs repoforge's handler (its per-worker LRU cache); your `handler:` serves without it"
+        )
     elif s.response_cache:
-        warn(
+        w.append(
             f"response_cache becomes the handler's in-memory LRU cache ({CACHE_ENTRIES} entries per worker, not shared "
             "between workers); TorchServe has no server-side response cache"
         )
     if _set(loaded, i, "warmup") and s.warmup is not None:
-        warn("warmup is not supported by TorchServe; the first request to each new worker pays the warm-up cost")
+        w.append("warmup is not supported by TorchServe; the first request to each new worker pays the warm-up cost")
     if s.sequence_batching is not None:
-        warn(
+        w.append(
             "sequence_batching is not translated: TorchServe has no implicit sequence state or control inputs; "
             "the model is served stateless, one request at a time per sequence"
         )
     if _set(loaded, i, "optimization") and s.optimization is not None:
-        warn("optimization (execution accelerators, CUDA graphs, pinned memory) is Triton-only and is left out")
+        w.append("optimization (execution accelerators, CUDA graphs, pinned memory) is Triton-only and is left out")
     if _set(loaded, i, "version_policy") and s.version_policy is not None:
-        warn("version_policy is left out: TorchServe serves the one archived version")
+        w.append("version_policy is left out: TorchServe serves the one archived version")
     if len(m.versions) > 1:
         latest = max(m.versions)
         skipped = ", ".join(str(v) for v in sorted(m.versions) if v != latest)
-        warn(f"only the latest version ({latest}) is archived; version(s) {skipped} are left out")
+        w.append(f"only the latest version ({latest}) is archived; version(s) {skipped} are left out")
+    return w + _triton_only_texts(loaded, m)
+
+
+def _triton_only_texts(loaded: LoadedSpec, m: ModelPlan) -> list[str]:
+    """Model-wide Triton features with no TorchServe counterpart (agents, streaming, batch tensors, tags, backend)."""
+    i, s = m.index, m.spec
+    w: list[str] = []
     if _set(loaded, i, "model_repository_agents") and s.model_repository_agents:
-        warn("model_repository_agents (e.g. checksum) are Triton-only and are left out")
+        w.append("model_repository_agents (e.g. checksum) are Triton-only and are left out")
     if s.model_transaction_policy is not None and s.model_transaction_policy.decoupled:
-        warn("decoupled (streaming) responses are not translated; each request gets one response")
+        w.append("decoupled (streaming) responses are not translated; each request gets one response")
     if s.batch_inputs or s.batch_outputs:
-        warn("batch_inputs/batch_outputs are Triton-only and are left out")
+        w.append("batch_inputs/batch_outputs are Triton-only and are left out")
     if s.metric_tags:
-        warn("metric_tags are left out; TorchServe labels metrics with the model name only")
+        w.append("metric_tags are left out; TorchServe labels metrics with the model name only")
     if s.backend and s.backend not in ("python",):
-        warn(f"backend {s.backend!r} is a Triton backend; TorchServe serves the model with a Python handler")
-    db = s.dynamic_batching
+        w.append(f"backend {s.backend!r} is a Triton backend; TorchServe serves the model with a Python handler")
+    return w
+
+
+def _dynamic_batching_texts(m: ModelPlan) -> list[str]:
+    """TorchServe batches by batchSize and a whole-millisecond maxBatchDelay; the rest of Triton's batcher is lost."""
+    db = m.spec.dynamic_batching
+    w: list[str] = []
     if db is not None and m.dynamic_batching:
         if db.preferred_batch_sizes:
-            warn("preferred_batch_sizes are left out: TorchServe batches up to batchSize requests or maxBatchDelay")
+            w.append("preferred_batch_sizes are left out: TorchServe batches up to batchSize requests or maxBatchDelay")
         if db.priority_levels or db.queue_policy is not None or db.priority_queue_policy:
-            warn("queue policies and priority levels are Triton-only and are left out")
+            w.append("queue policies and priority levels are Triton-only and are left out")
         if db.preserve_ordering:
-            warn("preserve_ordering is left out (each TorchServe response goes to its own connection anyway)")
+            w.append("preserve_ordering is left out (each TorchServe response goes to its own connection anyway)")
         if db.max_queue_delay_us % 1000 or db.max_queue_delay_us == 0:
-            warn(
+            w.append(
                 f"max_queue_delay_us {db.max_queue_delay_us} becomes maxBatchDelay {ts_delay_ms(db.max_queue_delay_us)} ms "
                 "(TorchServe counts whole milliseconds and turns 0 into 100 ms)"
             )
-    for g in s.instance_groups or []:
+    return w
+
+
+def _instance_group_texts(m: ModelPlan, device: str) -> list[str]:
+    """TorchServe has workers of one device type, without Triton's per-group scheduling knobs."""
+    groups = m.spec.instance_groups or []
+    w: list[str] = []
+    for g in groups:
         if g.rate_limiter is not None:
-            warn("instance group rate_limiter is Triton-only and is left out")
+            w.append("instance group rate_limiter is Triton-only and is left out")
         if g.passive or g.host_policy:
-            warn("instance group passive/host_policy are Triton-only and are left out")
-    if len({g.kind for g in (s.instance_groups or [])}) > 1:
-        warn(f"instance groups of different kinds become {workers(m)} workers of deviceType {device_type(m, device)}")
+            w.append("instance group passive/host_policy are Triton-only and are left out")
+    if len({g.kind for g in groups}) > 1:
+        w.append(
+            f"instance groups of different kinds become {workers(m)} workers of deviceType {device_type(m, device)}"
+        )
+    return w
+
+
+def _tensor_texts(m: ModelPlan) -> list[str]:
+    """Per-tensor Triton attributes the handler does not carry over."""
+    w: list[str] = []
     for kind in ("inputs", "outputs"):
         for t in getattr(m, kind):
             if t.is_shape_tensor or t.allow_ragged_batch:
-                warn(f"{kind[:-1]} '{t.name}': is_shape_tensor/allow_ragged_batch are Triton-only and are left out")
+                w.append(f"{kind[:-1]} '{t.name}': is_shape_tensor/allow_ragged_batch are Triton-only and are left out")
             if t.label_filename:
-                warn(f"output '{t.name}': label_filename is left out (the handler returns scores, not labels)")
+                w.append(f"output '{t.name}': label_filename is left out (the handler returns scores, not labels)")
     return w
 
 

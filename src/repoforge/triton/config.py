@@ -165,7 +165,7 @@ def _warmup(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
                 inp.random_data = True
 
 
-def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:  # noqa: C901 - to split (see README, Layout: what is still to renovate)
+def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:
     """The complete config for one model on `device`."""
     m = plan.spec
     cfg = mc.ModelConfig(name=plan.name, max_batch_size=plan.max_batch_size)
@@ -179,42 +179,73 @@ def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:  # noqa: C9
         _tensor(cfg.input.add(), t)
     for t in plan.outputs:
         _tensor(cfg.output.add(), t)
-    for bi in m.batch_inputs:
+    _batch_tensors(cfg, plan)
+    if plan.format == "ensemble":
+        _ensemble_steps(cfg, plan)
+    else:
+        _scheduling(cfg, plan, device)
+    _model_features(cfg, plan)
+    _parameters(cfg, plan)
+    if m.raw_config:  # the spec's escape hatch (checked by the plan): merged last, repeated fields append
+        cfg.MergeFrom(parse_config(m.raw_config))
+    return cfg
+
+
+def _batch_tensors(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
+    """batch_input / batch_output: tensors Triton adds to (or takes from) each batch."""
+    for bi in plan.spec.batch_inputs:
         msg = cfg.batch_input.add(kind=mc.BatchInput.Kind.Value(bi.kind.upper()), data_type=dtype_enum(bi.dtype))
         msg.target_name.extend(bi.target_names)
         msg.source_input.extend(bi.source_inputs)
-    for bo in m.batch_outputs:
+    for bo in plan.spec.batch_outputs:
         msg = cfg.batch_output.add(kind=mc.BatchOutput.Kind.Value(bo.kind.upper()))
         msg.target_name.extend(bo.target_names)
         msg.source_input.extend(bo.source_inputs)
-    if plan.format == "ensemble":
-        for st in m.steps or []:
-            step = cfg.ensemble_scheduling.step.add(model_name=st.model, model_version=st.version)
-            for k, v in sorted(st.inputs.items()):
-                step.input_map[k] = v
-            for k, v in sorted(st.outputs.items()):
-                step.output_map[k] = v
-    else:
-        _instance_groups(cfg, plan, device)
-        if m.optimization is not None and not plan.serving.runner:
-            _optimization(cfg.optimization, m.optimization)
-        if plan.dynamic_batching:
-            db = m.dynamic_batching
-            cfg.dynamic_batching.SetInParent()
-            if db is not None:
-                cfg.dynamic_batching.preferred_batch_size.extend(db.preferred_batch_sizes)
-                cfg.dynamic_batching.max_queue_delay_microseconds = db.max_queue_delay_us
-                cfg.dynamic_batching.preserve_ordering = db.preserve_ordering
-                cfg.dynamic_batching.priority_levels = db.priority_levels
-                cfg.dynamic_batching.default_priority_level = db.default_priority_level
-                if db.queue_policy is not None:
-                    _queue_policy(cfg.dynamic_batching.default_queue_policy, db.queue_policy)
-                for level, q in sorted(db.priority_queue_policy.items()):
-                    _queue_policy(cfg.dynamic_batching.priority_queue_policy[level], q)
-        if m.sequence_batching is not None:
-            _sequence(cfg, plan)
-        if m.warmup is not None:
-            _warmup(cfg, plan)
+
+
+def _ensemble_steps(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
+    """An ensemble's steps, with sorted maps so the config text does not depend on the spec's key order."""
+    for st in plan.spec.steps or []:
+        step = cfg.ensemble_scheduling.step.add(model_name=st.model, model_version=st.version)
+        for k, v in sorted(st.inputs.items()):
+            step.input_map[k] = v
+        for k, v in sorted(st.outputs.items()):
+            step.output_map[k] = v
+
+
+def _scheduling(cfg: mc.ModelConfig, plan: ModelPlan, device: Device) -> None:
+    """What only a model that runs itself has (an ensemble has none): instances, optimization, batchers, warm-up."""
+    m = plan.spec
+    _instance_groups(cfg, plan, device)
+    if m.optimization is not None and not plan.serving.runner:
+        _optimization(cfg.optimization, m.optimization)
+    if plan.dynamic_batching:
+        _dynamic_batching(cfg, plan)
+    if m.sequence_batching is not None:
+        _sequence(cfg, plan)
+    if m.warmup is not None:
+        _warmup(cfg, plan)
+
+
+def _dynamic_batching(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
+    """The dynamic batcher: on with Triton's defaults, or with the spec's sizes, delay, priorities and queues."""
+    db = plan.spec.dynamic_batching
+    cfg.dynamic_batching.SetInParent()
+    if db is not None:
+        cfg.dynamic_batching.preferred_batch_size.extend(db.preferred_batch_sizes)
+        cfg.dynamic_batching.max_queue_delay_microseconds = db.max_queue_delay_us
+        cfg.dynamic_batching.preserve_ordering = db.preserve_ordering
+        cfg.dynamic_batching.priority_levels = db.priority_levels
+        cfg.dynamic_batching.default_priority_level = db.default_priority_level
+        if db.queue_policy is not None:
+            _queue_policy(cfg.dynamic_batching.default_queue_policy, db.queue_policy)
+        for level, q in sorted(db.priority_queue_policy.items()):
+            _queue_policy(cfg.dynamic_batching.priority_queue_policy[level], q)
+
+
+def _model_features(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
+    """Server-side features any model may have: decoupled responses, response cache, repository agents, metric tags."""
+    m = plan.spec
     if m.model_transaction_policy is not None and m.model_transaction_policy.decoupled:
         cfg.model_transaction_policy.decoupled = True
     if m.response_cache:
@@ -225,7 +256,11 @@ def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:  # noqa: C9
             a.parameters[k] = v
     for k, v in sorted(m.metric_tags.items()):
         cfg.metric_tags[k] = v
-    params = {k: _param_str(v) for k, v in (m.parameters or {}).items()}
+
+
+def _parameters(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
+    """The spec's parameters plus what repoforge's runners read (plugin config, runner, model file, threads)."""
+    params = {k: _param_str(v) for k, v in (plan.spec.parameters or {}).items()}
     if plan.spec.plugin is not None:  # the typed plugin config reaches its runner as JSON (runtime.plugins)
         params[PLUGIN_PARAMETER] = plan.spec.plugin.model_dump_json()
     if plan.serving.runner:
@@ -236,9 +271,6 @@ def build_config(plan: ModelPlan, device: Device) -> mc.ModelConfig:  # noqa: C9
             params.setdefault("intra_op_threads", DEFAULT_INTRA_OP_THREADS)
     for k, v in sorted(params.items()):
         cfg.parameters[k].string_value = v
-    if m.raw_config:  # the spec's escape hatch (checked by the plan): merged last, repeated fields append
-        cfg.MergeFrom(parse_config(m.raw_config))
-    return cfg
 
 
 def to_text(cfg: mc.ModelConfig) -> str:

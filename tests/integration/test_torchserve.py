@@ -317,6 +317,25 @@ def test_settings_torchserve_cannot_honour_are_warned_not_dropped(example: Path,
     assert (cfg["batchSize"], cfg["maxBatchDelay"], cfg["minWorkers"], cfg["maxWorkers"]) == (16, 2, 2, 2)
 
 
+def test_smoke_inputs_on_torchserve_are_warned(example: Path, tmp_path: Path) -> None:
+    """validate reads smoke.inputs on Triton only: a TorchServe build says so instead of dropping it silently."""
+    import numpy as np
+
+    np.savez(tmp_path / "smoke.npz", input=np.zeros((1, 8), np.float32))
+    spec = _write_spec(
+        tmp_path,
+        f"""
+        - name: c
+          format: onnx
+          path: {example / "tabular" / "models" / "classifier.onnx"}
+          max_batch_size: 16
+          smoke: {{inputs: smoke.npz}}
+    """,
+    )
+    result = build(spec, tmp_path / "out", target="torchserve", device="cpu")
+    assert any("smoke.inputs" in w and "random inputs" in w for w in result.warnings), result.warnings
+
+
 def test_force_semantics(example: Path, tmp_path: Path) -> None:
     spec = example / "tabular" / "spec.yaml"
     out = tmp_path / "out"

@@ -97,7 +97,7 @@ def log_info(message: str) -> None:
     """Into Triton's log (the stub's pb_utils.Logger); printed where there is no stub (tests)."""
     try:
         pb_utils().Logger.log_info(message)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - no stub (tests, a plain import) or no logger: the message still shows
         print(message)
 
 

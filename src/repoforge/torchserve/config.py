@@ -172,6 +172,11 @@ def _triton_only_texts(loaded: LoadedSpec, m: ModelPlan) -> list[str]:
         w.append("metric_tags are left out; TorchServe labels metrics with the model name only")
     if s.backend and s.backend not in ("python",):
         w.append(f"backend {s.backend!r} is a Triton backend; TorchServe serves the model with a Python handler")
+    if s.smoke is not None:
+        w.append(
+            "smoke.inputs is read by validate on --target triton only; TorchServe's validate sends random inputs of "
+            "the declared shapes"
+        )
     return w
 
 

@@ -1,0 +1,197 @@
+"""DATA for a batch run: a Parquet file or folder, CSV or JSON Lines, read by position in bounded row ranges.
+
+Ranges are positional (`[start, stop)` of DATA's rows in file order), so both engines and every rerun cut DATA
+the same way: a range is the unit that is scored, written as one shard and recorded in the manifest.
+Parquet is read by row group (a range reads only the groups it overlaps); CSV and JSON Lines have no random
+access, so their file is read once per process and kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+
+from repoforge.errors import RepoforgeError
+
+Kind = Literal["parquet", "csv", "jsonl"]
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz")
+
+
+class DataError(RepoforgeError):
+    """DATA cannot be read as a table (missing, unknown format, files whose schemas differ)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class RowRange:
+    """Rows `[start, stop)` of DATA; `index` names its shard (part-NNNNN.parquet)."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+def ranges(num_rows: int, rows_per_range: int) -> list[RowRange]:
+    """DATA cut into bounded ranges; the last one may be shorter."""
+    if rows_per_range <= 0:
+        raise ValueError("rows_per_range must be > 0")
+    return [RowRange(i, s, min(s + rows_per_range, num_rows)) for i, s in enumerate(range(0, num_rows, rows_per_range))]
+
+
+def detect_kind(path: Path) -> Kind:
+    name = path.name.lower()
+    if path.is_dir() or name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    raise DataError(
+        f"cannot tell the format of {path}: expected a Parquet file or folder ({', '.join(PARQUET_SUFFIXES)}), "
+        f"CSV ({', '.join(CSV_SUFFIXES)}) or JSON Lines ({', '.join(JSONL_SUFFIXES)})"
+    )
+
+
+@dataclass
+class _ParquetFile:
+    path: Path
+    offset: int  # first row of this file in DATA
+    group_offsets: list[int]  # first row of each row group, relative to the file
+    group_rows: list[int]
+
+
+@dataclass
+class Source:
+    """DATA opened: its schema, row count and a positional reader (no rows are read until asked)."""
+
+    path: Path
+    kind: Kind
+    schema: pa.Schema
+    num_rows: int
+    _files: list[_ParquetFile] = field(default_factory=list, repr=False)
+    _table: pa.Table | None = field(default=None, repr=False)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def fingerprint(self) -> dict[str, object]:
+        """What identifies DATA in a manifest: where it is, its size and schema (not its bytes: too slow to hash)."""
+        schema_hash = hashlib.sha256(self.schema.remove_metadata().to_string().encode()).hexdigest()[:16]
+        return {"path": str(self.path), "kind": self.kind, "rows": self.num_rows, "schema_sha256": schema_hash}
+
+    def read(self, start: int, stop: int, columns: Sequence[str] | None = None) -> pa.Table:
+        """Rows `[start, stop)` of DATA (only `columns`, in that order, when given)."""
+        cols = list(columns) if columns is not None else None
+        if self.kind != "parquet":
+            table = self._whole()
+            part = table.slice(start, stop - start)
+            return part.select(cols) if cols is not None else part
+        import pyarrow.parquet as pq
+
+        pieces: list[pa.Table] = []
+        for f in self._files:
+            f_stop = f.offset + sum(f.group_rows)
+            if f_stop <= start or f.offset >= stop:
+                continue
+            lo, hi = max(start, f.offset) - f.offset, min(stop, f_stop) - f.offset
+            groups = [
+                g for g, (o, n) in enumerate(zip(f.group_offsets, f.group_rows, strict=True)) if o < hi and o + n > lo
+            ]
+            if not groups:
+                continue
+            table = pq.ParquetFile(f.path).read_row_groups(groups, columns=cols)
+            first = f.group_offsets[groups[0]]
+            pieces.append(table.slice(lo - first, hi - lo))
+        if not pieces:
+            return self.schema.empty_table().select(cols) if cols is not None else self.schema.empty_table()
+        return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+
+    def iter_ranges(
+        self, wanted: Sequence[RowRange], columns: Sequence[str] | None = None
+    ) -> Iterator[tuple[RowRange, pa.Table]]:
+        for r in wanted:
+            yield r, self.read(r.start, r.stop, columns)
+
+    def _whole(self) -> pa.Table:
+        if self._table is None:
+            self._table = _read_text(self.path, self.kind)
+        return self._table
+
+
+def _read_text(path: Path, kind: Kind) -> pa.Table:
+    try:
+        if kind == "csv":
+            import pyarrow.csv as pacsv
+
+            parse = pacsv.ParseOptions(delimiter="\t") if path.name.lower().endswith(".tsv") else None
+            return pacsv.read_csv(path, parse_options=parse)
+        import pyarrow.json as pajson
+
+        return pajson.read_json(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"cannot read {path} as {'CSV' if kind == 'csv' else 'JSON Lines'}: {exc}") from None
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """The Parquet files of a file or folder (recursively, sorted; `_` and `.` names skipped, as Spark and Arrow do)."""
+    if path.is_file():
+        return [path]
+    found = [
+        p
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+        and p.name.lower().endswith(PARQUET_SUFFIXES)
+        and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
+    ]
+    return found
+
+
+def open_source(path: str | Path) -> Source:
+    """DATA opened for reading: a DataError (exit 2) naming the file when it is missing or unreadable."""
+    p = Path(path).absolute()
+    if not p.exists():
+        raise DataError(f"input {path} does not exist")
+    kind = detect_kind(p)
+    if kind != "parquet":
+        table = _read_text(p, kind)
+        return Source(p, kind, table.schema, table.num_rows, _table=table)
+    import pyarrow.parquet as pq
+
+    files = parquet_files(p)
+    if not files:
+        raise DataError(f"input folder {path} has no Parquet files (*.parquet)")
+    opened: list[_ParquetFile] = []
+    schema: pa.Schema | None = None
+    offset = 0
+    for f in files:
+        try:
+            meta = pq.read_metadata(f)
+            file_schema = pq.read_schema(f)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"cannot read {f} as Parquet: {exc}") from None
+        if schema is None:
+            schema = file_schema
+        elif not file_schema.remove_metadata().equals(schema.remove_metadata()):
+            raise DataError(
+                f"{f} has another schema than {files[0]}: {file_schema.remove_metadata()} vs {schema.remove_metadata()}"
+            )
+        rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        starts = [sum(rows[:g]) for g in range(len(rows))]
+        opened.append(_ParquetFile(f, offset, starts, rows))
+        offset += sum(rows)
+    assert schema is not None
+    return Source(p, "parquet", schema, offset, _files=opened)

@@ -70,6 +70,8 @@ def _row_values(value: Any, spec: TensorSpec, column: str) -> np.ndarray:
     """One row's value as the input's array, or ValueError saying why not (the slow, exact path)."""
     if value is None:
         raise ValueError(f"column {column!r} is null")
+    if isinstance(value, str) and spec.datatype != "BYTES":
+        value = _parse_text(value, spec, column)  # a CSV cell or a mixed JSON column holds numbers as text
     if spec.datatype == "BYTES":
         items = value if isinstance(value, list) else [value]
         if any(v is None for v in items):
@@ -91,6 +93,18 @@ def _row_values(value: Any, spec: TensorSpec, column: str) -> np.ndarray:
             f"column {column!r} has {arr.size} values, input {spec.name!r} takes {spec.size} {list(spec.dims)}"
         )
     return arr.reshape(spec.dims)
+
+
+def _parse_text(text: str, spec: TensorSpec, column: str) -> Any:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError(f"column {column!r} holds {text!r}, not {spec.datatype} numbers") from None
+    if value is None or isinstance(value, (int, float, list)):
+        return value
+    raise ValueError(f"column {column!r} holds {text!r}, not {spec.datatype} numbers")
 
 
 def _slow(arr: pa.Array, spec: TensorSpec, column: str, n: int) -> tuple[np.ndarray, dict[int, str]]:

@@ -208,7 +208,8 @@ def bind(
                 )
         else:
             typ = schema.field(cols[0]).type
-            if not _is_list(typ) and t.size != 1:
+            text = pa.types.is_string(typ) or pa.types.is_large_string(typ)  # JSON text per row, e.g. "[1, 2]"
+            if not _is_list(typ) and not text and t.size != 1:
                 raise BatchArgumentError(
                     "--map",
                     f"input {t.name!r} takes {t.size} values per row ({list(t.dims)}) but column {cols[0]!r} holds "

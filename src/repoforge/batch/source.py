@@ -141,9 +141,40 @@ def _read_text(path: Path, kind: Kind) -> pa.Table:
             return pacsv.read_csv(path, parse_options=parse)
         import pyarrow.json as pajson
 
-        return pajson.read_json(path)
+        try:
+            return pajson.read_json(path)
+        except pa.ArrowInvalid as exc:
+            if "changed from" not in str(exc):
+                raise
+            return _read_mixed_jsonl(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"cannot read {path} as {'CSV' if kind == 'csv' else 'JSON Lines'}: {exc}") from None
+
+
+def _read_mixed_jsonl(path: Path) -> pa.Table:
+    """JSON Lines whose rows disagree on a column's type (a poisoned row): the column is kept as JSON text, which
+    `convert` parses row by row, so the good rows are scored and the bad ones get a reason."""
+    import gzip
+    import json
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    rows: list[dict[str, object]] = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{number}: not JSON ({exc})") from None
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    columns: dict[str, pa.Array] = {}
+    for name in names:
+        values = [r.get(name) for r in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+    return pa.table(columns)
 
 
 def parquet_files(path: Path) -> list[Path]:

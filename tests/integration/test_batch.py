@@ -91,7 +91,7 @@ def test_kill_9_mid_run_then_resume_gives_each_id_once(
     triton: TritonServer, data: dict[str, object], reference: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "scores"
-    args = [f"grpc://{triton.grpc_url}", "-m", "classifier", "--input", str(data["folder"]), "-o", str(out),
+    args = [f"grpc://{triton.grpc_url}", "-m", "classifier", "--input", str(data["small"]), "-o", str(out),
             "--id-column", "key", "--rows-per-shard", "1000", "--batch-size", "8", "--concurrency", "2", "-q"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "repoforge", "batch", *args], stderr=subprocess.PIPE, text=True)
     try:
@@ -112,17 +112,17 @@ def test_kill_9_mid_run_then_resume_gives_each_id_once(
         proc.kill()
         proc.wait(timeout=30)
     killed = json.loads((out / "_manifest.json").read_text())
-    assert 5 <= killed["ranges_done"] < killed["ranges_total"] == 100
+    assert 5 <= killed["ranges_done"] < killed["ranges_total"] == 20
 
     resumed = _cli(*args[:-1], "--json")
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["complete"] and summary["rows_skipped"] == 1000 * killed["ranges_done"]
-    assert summary["rows_scored"] + summary["rows_skipped"] == ROWS
+    assert summary["rows_scored"] + summary["rows_skipped"] == 20_000
     keys, got = _scores(out)
     ref_keys, ref = _scores(reference)
-    assert np.array_equal(keys, ref_keys)  # exactly the ids of DATA, once each
-    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(keys, ref_keys[:20_000])  # exactly the ids of DATA, once each
+    np.testing.assert_allclose(got, ref[:20_000], rtol=1e-6, atol=1e-7)
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
 
@@ -228,8 +228,8 @@ def test_triton_killed_and_restarted_mid_run(
     private_triton: TritonServer, data: dict[str, object], reference: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "scores"
-    args = [f"grpc://{private_triton.grpc_url}", "-m", "classifier", "--input", str(data["folder"]), "-o", str(out),
-            "--id-column", "key", "--rows-per-shard", "2000", "--batch-size", "16", "--concurrency", "2",
+    args = [f"grpc://{private_triton.grpc_url}", "-m", "classifier", "--input", str(data["small"]), "-o", str(out),
+            "--id-column", "key", "--rows-per-shard", "1000", "--batch-size", "8", "--concurrency", "2",
             "--retries", "10", "--timeout", "20", "-q"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "repoforge", "batch", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -252,13 +252,14 @@ def test_triton_killed_and_restarted_mid_run(
         proc.wait(timeout=30)
     if proc.returncode != 0:  # it may stop instead of waiting: then clearly, and a resume completes it
         assert proc.returncode == 1 and "rerun the same command to resume" in stderr, stderr
+    print(f"run across the restart: exit {proc.returncode}, {stderr.strip()[-300:]}")
     resumed = _cli(*args, "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["complete"]
     keys, got = _scores(out)
     ref_keys, ref = _scores(reference)
-    assert np.array_equal(keys, ref_keys)
-    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(keys, ref_keys[:20_000])
+    np.testing.assert_allclose(got, ref[:20_000], rtol=1e-6, atol=1e-7)
 
 
 @pytest.fixture(scope="module")

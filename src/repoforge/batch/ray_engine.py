@@ -45,13 +45,15 @@ def _datasource(path: str, pending: Sequence[RowRange], columns: list[str]) -> A
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
-    class RangesDatasource(Datasource):  # type: ignore[misc]
+    class RangesDatasource(Datasource):
         """DATA's pending ranges, one read task each (Ray schedules them; a kill loses only open ranges)."""
 
         def estimate_inmemory_data_size(self) -> int | None:
             return None
 
-        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None) -> list[Any]:
+        def get_read_tasks(
+            self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
+        ) -> list[Any]:
             return [
                 ReadTask(
                     functools.partial(_read_range, path, r, columns),
@@ -93,7 +95,9 @@ def _server_error(exc: BaseException) -> BatchServerError | None:
         stack += [e.__cause__, e.__context__, getattr(e, "cause", None)]
     if "BatchServerError" in str(exc):
         text = str(exc)
-        return BatchServerError(text[text.index("BatchServerError") :].split("\n")[0].removeprefix("BatchServerError: "))
+        return BatchServerError(
+            text[text.index("BatchServerError") :].split("\n")[0].removeprefix("BatchServerError: ")
+        )
     return None
 
 
@@ -149,7 +153,7 @@ def run_ray(
                 counts[i] = counts.get(i, 0) + part.num_rows
                 if counts[i] == by_index[i].rows:
                     store.write_range(by_index[i], _pop(buffers, i), "ray", time.monotonic() - started[i])
-    except Exception as exc:  # noqa: BLE001 - a server that stayed away is one message; anything else is re-raised
+    except Exception as exc:  # a server that stayed away is one message; anything else is re-raised
         found = _server_error(exc)
         if found is not None:
             raise found from None

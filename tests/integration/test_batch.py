@@ -212,16 +212,88 @@ def test_another_model_version_refuses_unless_restart(triton: TritonServer, tmp_
     assert json.loads((out / "_manifest.json").read_text())["model"]["version"] == "2"
 
 
-@pytest.fixture
-def private_triton(built_examples: dict[str, Path]) -> Iterator[TritonServer]:
-    """A server of our own on fixed ports (the test kills it), so a restart comes back where the client looks."""
+PICKY = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    \"\"\"Refuses a request holding a negative value, as a model that validates its input does.\"\"\"
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            if (x < 0).any():
+                out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("negative values are not allowed")))
+            else:
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * 2).astype(np.float32))]))
+        return out
+"""
+
+
+@pytest.fixture(scope="module")
+def private_triton(built_examples: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """A server of our own on fixed ports (a test kills and restarts it, so it comes back where the client looks),
+    serving the classifier and a model that refuses some rows."""
+    from repoforge.build import build
+
+    root = tmp_path_factory.mktemp("picky")
+    (root / "picky.py").write_text(PICKY)
+    (root / "spec.yaml").write_text(
+        "version: 1\nmodels:\n  - name: picky\n    format: python\n    path: picky.py\n    max_batch_size: 64\n"
+        "    inputs: [{name: X, dtype: FP32, dims: [1]}]\n    outputs: [{name: Y, dtype: FP32, dims: [1]}]\n"
+    )
+    picky = build(root / "spec.yaml", root / "repo", device="cpu").output
     http, grpc, metrics = free_ports(3)
-    server = TritonServer(built_examples["ensemble"], http_port=http, grpc_port=grpc, metrics_port=metrics)
+    server = TritonServer([built_examples["ensemble"], picky], http_port=http, grpc_port=grpc, metrics_port=metrics)
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+def test_rows_the_model_refuses_go_to_errors_and_their_batch_mates_are_scored(
+    private_triton: TritonServer, tmp_path: Path
+) -> None:
+    x = np.arange(200, dtype=np.float32)
+    x[[3, 77, 150]] = -1.0
+    data = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"X": x}), data)
+    out = tmp_path / "out"
+    result = batch(f"grpc://{private_triton.grpc_url}", "picky", data=data, output=out, batch_size=32,
+                   show_progress=False)  # fmt: skip
+    assert (result.rows_scored, result.rows_errored) == (197, 3)
+    errors = pq.read_table(out / "_errors.parquet").to_pylist()
+    assert [e["row"] for e in errors] == [3, 77, 150]
+    assert all("negative values are not allowed" in e["reason"] for e in errors)
+    table = pads.dataset(out, format="parquet").to_table().sort_by("row")
+    got = np.array(table.column("Y").to_pylist()).reshape(-1)
+    keep = np.setdiff1d(np.arange(200), [3, 77, 150])
+    np.testing.assert_array_equal(table.column("row").to_numpy(), keep)
+    np.testing.assert_array_equal(got, x[keep] * 2)
+
+
+def test_http_url_and_build_folder_targets(
+    triton: TritonServer, built_examples: dict[str, Path], data: dict[str, object], reference: Path, tmp_path: Path
+) -> None:
+    """http:// speaks Triton's HTTP API; a build folder is served for the run through the target seam."""
+    small = tmp_path / "s.parquet"
+    pq.write_table(pq.read_table(data["small"]).slice(0, 3_000), small)  # type: ignore[arg-type]
+    ref_keys, ref = _scores(reference)
+    for target in (f"http://{triton.http_url}", str(built_examples["ensemble"])):
+        out = tmp_path / ("http" if target.startswith("http") else "folder")
+        res = CliRunner().invoke(main, ["batch", target, "-m", "classifier", "--input", str(small), "-o", str(out),
+                                        "--id-column", "key", "--json"])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["rows_scored"] == 3_000
+        keys, got = _scores(out)
+        assert np.array_equal(keys, ref_keys[:3_000])
+        np.testing.assert_allclose(got, ref[:3_000], rtol=1e-6, atol=1e-7)
+    res = CliRunner().invoke(main, ["batch", str(built_examples["ensemble"]), "-m", "nope", "--input", str(small),
+                                    "-o", str(tmp_path / "x")])  # fmt: skip
+    assert res.exit_code == 2 and "model 'nope' is not in" in res.output
 
 
 def test_triton_killed_and_restarted_mid_run(

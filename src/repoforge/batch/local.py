@@ -84,12 +84,16 @@ async def _run(
             tasks.discard(t)
             t.result()  # the first failure stops the run
 
+    reader = source.iter_ranges(pending, job.read_columns)
     try:
-        for r in pending:
+        while True:
             await slots.acquire()
             reap()
-            table = await asyncio.to_thread(source.read, r.start, r.stop, job.read_columns)
-            tasks.add(asyncio.create_task(one(r, table)))
+            item = await asyncio.to_thread(next, reader, None)
+            if item is None:
+                slots.release()
+                break
+            tasks.add(asyncio.create_task(one(*item)))
         while tasks:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             reap()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,17 +36,18 @@ def _source(path: str) -> Source:
     return open_source(path)
 
 
-def _read_range(path: str, r: RowRange, columns: list[str]) -> list[pa.Table]:
-    table = _source(path).read(r.start, r.stop, columns)
-    return [table.append_column(POS, pa.array(np.arange(r.start, r.stop, dtype=np.int64)))]
+def _read_run(path: str, run: list[RowRange], columns: list[str]) -> Iterator[pa.Table]:
+    """A block per range of the run, read in one pass."""
+    for r, table in _source(path).iter_ranges(run, columns):
+        yield table.append_column(POS, pa.array(np.arange(r.start, r.stop, dtype=np.int64)))
 
 
-def _datasource(path: str, pending: Sequence[RowRange], columns: list[str]) -> Any:
+def _datasource(path: str, runs: list[list[RowRange]], columns: list[str]) -> Any:
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
     class RangesDatasource(Datasource):
-        """DATA's pending ranges, one read task each (Ray schedules them; a kill loses only open ranges)."""
+        """DATA's pending ranges, a read task per run of ranges that share a row group (each decoded once)."""
 
         def estimate_inmemory_data_size(self) -> int | None:
             return None
@@ -56,10 +57,12 @@ def _datasource(path: str, pending: Sequence[RowRange], columns: list[str]) -> A
         ) -> list[Any]:
             return [
                 ReadTask(
-                    functools.partial(_read_range, path, r, columns),
-                    BlockMetadata(num_rows=r.rows, size_bytes=None, input_files=None, exec_stats=None),
+                    functools.partial(_read_run, path, run, columns),
+                    BlockMetadata(
+                        num_rows=sum(r.rows for r in run), size_bytes=None, input_files=None, exec_stats=None
+                    ),
                 )
-                for r in pending
+                for run in runs
             ]
 
     return RangesDatasource()
@@ -129,7 +132,7 @@ def run_ray(
     columns = job.read_columns
     by_index = {r.index: r for r in pending}
     rows_per_range = int(store.manifest.settings["rows_per_shard"])
-    ds = ray.data.read_datasource(_datasource(str(source.path), pending, columns)).map_batches(
+    ds = ray.data.read_datasource(_datasource(str(source.path), source.read_groups(pending), columns)).map_batches(
         TritonActor,
         fn_constructor_kwargs={"job": job},
         batch_size=job.options.batch_size * per_actor,

@@ -9,6 +9,7 @@ access, so their file is read once per process and kept.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,74 @@ class Source:
     def iter_ranges(
         self, wanted: Sequence[RowRange], columns: Sequence[str] | None = None
     ) -> Iterator[tuple[RowRange, pa.Table]]:
-        for r in wanted:
-            yield r, self.read(r.start, r.stop, columns)
+        """`wanted` ranges (in DATA order) read in one sequential pass: a Parquet row group is decoded once however
+        many ranges it spans, and groups that no wanted range touches are not read at all."""
+        ordered = sorted(wanted, key=lambda r: r.start)
+        if self.kind != "parquet":
+            for r in ordered:
+                yield r, self.read(r.start, r.stop, columns)
+            return
+        pieces = self._pieces(ordered, list(columns) if columns is not None else None)
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        current: tuple[int, pa.RecordBatch] | None = None
+        for r in ordered:
+            parts: list[pa.RecordBatch] = []
+            while r.rows:
+                if current is None:
+                    current = next(pieces, None)
+                    if current is None:
+                        break
+                pos, b = current
+                end = pos + b.num_rows
+                if end <= r.start:
+                    current = None
+                    continue
+                lo, hi = max(r.start, pos), min(r.stop, end)
+                if hi > lo:
+                    parts.append(b.slice(lo - pos, hi - lo))
+                if end <= r.stop:
+                    current = None
+                if end >= r.stop:
+                    break
+            yield r, pa.Table.from_batches(parts, schema=schema) if parts else schema.empty_table()
+
+    def _pieces(self, ordered: Sequence[RowRange], cols: list[str] | None) -> Iterator[tuple[int, pa.RecordBatch]]:
+        import pyarrow.parquet as pq
+
+        for f in self._files:
+            groups = [g for g, (o, n) in enumerate(zip(f.group_offsets, f.group_rows, strict=True))
+                      if any(r.start < f.offset + o + n and r.stop > f.offset + o for r in ordered)]  # fmt: skip
+            if not groups:
+                continue
+            pf = pq.ParquetFile(f.path)
+            for g in groups:
+                pos = f.offset + f.group_offsets[g]
+                for b in pf.iter_batches(batch_size=65_536, row_groups=[g], columns=cols, use_threads=False):
+                    yield pos, b
+                    pos += b.num_rows
+
+    def read_groups(self, wanted: Sequence[RowRange]) -> list[list[RowRange]]:
+        """`wanted` cut into runs of consecutive ranges that share a Parquet row group, so a reader per run decodes
+        each group once (the Ray engine makes a read task of each run)."""
+        ordered = sorted(wanted, key=lambda r: r.start)
+        if self.kind != "parquet":
+            return [[r] for r in ordered]
+
+        def keys(r: RowRange) -> set[tuple[int, int]]:
+            return {(i, g) for i, f in enumerate(self._files)
+                    for g, (o, n) in enumerate(zip(f.group_offsets, f.group_rows, strict=True))
+                    if r.start < f.offset + o + n and r.stop > f.offset + o}  # fmt: skip
+
+        runs: list[list[RowRange]] = []
+        last: set[tuple[int, int]] = set()
+        for r in ordered:
+            k = keys(r)
+            if runs and runs[-1][-1].stop == r.start and k & last:
+                runs[-1].append(r)
+            else:
+                runs.append([r])
+            last = k
+        return runs
 
     def _whole(self) -> pa.Table:
         if self._table is None:
@@ -221,7 +288,7 @@ def open_source(path: str | Path) -> Source:
                 f"{f} has another schema than {files[0]}: {file_schema.remove_metadata()} vs {schema.remove_metadata()}"
             )
         rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-        starts = [sum(rows[:g]) for g in range(len(rows))]
+        starts = [0, *itertools.accumulate(rows)][: len(rows)]
         opened.append(_ParquetFile(f, offset, starts, rows))
         offset += sum(rows)
     assert schema is not None

@@ -7,8 +7,8 @@ local engine over DATA into a fresh OUT, and the Ray engine (local Ray, 2 CPUs, 
 Engine rows/s are whole-job figures (DATA read, requests, Parquet shards and manifest written), server start
 excluded. Ratios are taken within each round; cells are medians with the range over rounds.
 
-    .venv/bin/pytest bench/test_batch.py --benchmark-enable -s     # about 5 minutes on 2 cores
-    .venv/bin/python bench/test_batch.py [--rounds 3]
+    .venv/bin/pytest bench/test_batch_bench.py --benchmark-enable -s     # about 5 minutes on 2 cores
+    .venv/bin/python bench/test_batch_bench.py [--rounds 3]
 
 Both print the table and rewrite the "batch" section of bench/RESULTS.md.
 """

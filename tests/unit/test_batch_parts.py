@@ -48,6 +48,12 @@ def test_parquet_folder_read_by_position_across_files_and_row_groups(tmp_path: P
     got = pa.concat_tables(tb for _, tb in src.iter_ranges(ranges(100, 13), ["k"]))
     assert got.column("k").to_pylist() == list(range(100, 200))
     assert src.read(35, 40).column("k").to_pylist() == [135, 136, 137, 138, 139]
+    some = [r for r in ranges(100, 7) if r.index % 3 != 1]  # a resume: one pass over what is left, skipping the rest
+    assert [(r, tb.column("k").to_pylist()) for r, tb in src.iter_ranges(some, ["k"])] == [
+        (r, list(range(100 + r.start, 100 + r.stop))) for r in some
+    ]
+    runs = src.read_groups(ranges(100, 5))
+    assert [r for run in runs for r in run] == ranges(100, 5) and len(runs) < 20  # ranges in one group share a run
 
 
 def test_csv_and_jsonl_sources(tmp_path: Path) -> None:

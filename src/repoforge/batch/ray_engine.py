@@ -144,8 +144,15 @@ def run_ray(
     buffers: dict[int, list[pa.Table]] = {}
     counts: dict[int, int] = {}
     started: dict[int, float] = {}
+    t0 = time.monotonic()
+    first: float | None = None
+    rows = 0
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if first is None:
+                first = time.monotonic()
+            else:
+                rows += batch.num_rows
             index = pc.divide(batch.column(POS), pa.scalar(rows_per_range, pa.int64())).to_numpy()
             on_rows(batch.num_rows)
             for i in np.unique(index):
@@ -161,7 +168,15 @@ def run_ray(
         if found is not None:
             raise found from None
         raise
-    return {"ray_actors": actors, "ray_address": address or "local"}
+    end = time.monotonic()
+    steady = rows / (end - first) if first is not None and end > first and rows else None
+    # Ray's fixed cost (actors made, first blocks read) is told apart from its rate once running
+    return {
+        "ray_actors": actors,
+        "ray_address": address or "local",
+        "ray_first_batch_s": round((first or end) - t0, 3),
+        "ray_steady_rows_per_s": None if steady is None else round(steady, 1),
+    }
 
 
 def _pop(buffers: dict[int, list[pa.Table]], i: int) -> Iterable[pa.Table]:

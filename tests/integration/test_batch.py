@@ -273,6 +273,11 @@ def test_rows_the_model_refuses_go_to_errors_and_their_batch_mates_are_scored(
     keep = np.setdiff1d(np.arange(200), [3, 77, 150])
     np.testing.assert_array_equal(table.column("row").to_numpy(), keep)
     np.testing.assert_array_equal(got, x[keep] * 2)
+    # a model that refuses every row: the run stops with one message instead of halving each batch down to rows
+    pq.write_table(pa.table({"X": -np.ones(500, dtype=np.float32)}), data)
+    res = CliRunner().invoke(main, ["batch", f"grpc://{private_triton.grpc_url}", "-m", "picky", "--input", str(data),
+                                    "-o", str(tmp_path / "all-bad"), "--batch-size", "32", "-q"])  # fmt: skip
+    assert res.exit_code == 1 and "refused each of the first 64 rows" in res.output, res.output
 
 
 def test_http_url_and_build_folder_targets(

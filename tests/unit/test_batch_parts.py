@@ -141,6 +141,11 @@ def test_store_writes_shard_then_manifest_and_cleans_what_a_kill_left(tmp_path: 
     again.write_range(RowRange(1, 2, 4), [_chunk(RowRange(1, 2, 4))], "ray", 0.1)
     errors = pq.read_table(again.finish()).to_pylist()
     assert errors == [{"row": 1, "position": 1, "reason": "poisoned"}]
+    # a shard deleted by hand: its range is no longer done, so a resume scores it again
+    (out / shard_name(1)).unlink()
+    third = _store(out, fresh=False, manifest=check_resume(out, INFO.to_dict(), {"rows_per_shard": 2}, restart=False))
+    third.open()
+    assert list(third.manifest.done) == [0]
     with pytest.raises(RuntimeError, match="expected 2"):
         again.write_range(RowRange(1, 2, 4), [_chunk(RowRange(1, 2, 3))], "local", 0.1)
 

@@ -42,6 +42,10 @@ _TRANSIENT_WORDS = (
 )
 
 
+#: Rows refused one by one, with none scored, after which the run stops instead of halving every batch.
+REFUSED_BEFORE_STOP = 64
+
+
 @dataclass(frozen=True)
 class ScoreOptions:
     batch_size: int = 256
@@ -152,6 +156,8 @@ class Scorer:
         self.on_rows = on_rows
         self.retried = 0
         self.requests = 0
+        self.scored_rows = 0
+        self.refused_rows = 0
         self._client = _Client(protocol, url, info, options.timeout_s, options.concurrency)
         self._slots = asyncio.Semaphore(options.concurrency)
 
@@ -184,10 +190,18 @@ class Scorer:
             out = await self._request(sub)
         except _RowsRefused as refused:
             if len(idx) == 1:
+                self.refused_rows += 1
+                if self.refused_rows >= REFUSED_BEFORE_STOP and self.scored_rows == 0:
+                    # every row refused: the request is wrong (a dtype, a mapping), not the rows; halving it is no use
+                    raise BatchServerError(
+                        f"model '{self.info.name}' refused each of the first {self.refused_rows} rows, one by one "
+                        f"({refused.message}); check --map and the columns' dtypes"
+                    ) from None
                 return [], {int(idx[0]): f"server error: {refused.message}"}
             half = len(idx) // 2
             left, right = await asyncio.gather(self._rows(arrays, idx[:half]), self._rows(arrays, idx[half:]))
             return left[0] + right[0], {**left[1], **right[1]}
+        self.scored_rows += len(idx)
         if self.on_rows is not None:
             self.on_rows(len(idx))
         return [(idx, out)], {}

@@ -187,6 +187,9 @@ class Store:
         """Create OUT (or clean it for a restart/resume) and write the manifest of the run."""
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / ERRORS_DIR).mkdir(exist_ok=True)
+        for index, d in list(self.manifest.done.items()):  # a shard deleted by hand is scored again
+            if not (self.out / d.file).exists() or (d.errors and not (self.out / ERRORS_DIR / d.file).exists()):
+                del self.manifest.done[index]
         done_files = {d.file for d in self.manifest.done.values()}
         for p in list(self.out.iterdir()) + list((self.out / ERRORS_DIR).iterdir()):
             if _TEMP in p.name or (_SHARD.match(p.name) and (self._fresh or p.name not in done_files)):
@@ -242,6 +245,8 @@ def discard(out: Path) -> None:
     """--restart: remove a previous run's batch files (and nothing else) from `out`."""
     if not out.is_dir():
         return
+    with contextlib.suppress(FileNotFoundError):  # first: a kill midway leaves no manifest naming deleted shards
+        (out / MANIFEST).unlink()
     for p in out.iterdir():
         if _is_ours(p.name):
             if p.is_dir():

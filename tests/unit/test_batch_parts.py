@@ -208,3 +208,19 @@ def test_scorer_stops_clearly_when_the_server_is_not_there() -> None:
 
     with pytest.raises(BatchServerError, match="did not answer 'm' after 2 retries"):
         asyncio.run(go())
+
+
+def test_progress_lines_when_not_a_terminal() -> None:
+    import io
+
+    from repoforge.batch.progress import Progress
+
+    stream = io.StringIO()
+    bar = Progress(1000, 200, stream=stream, interval=0.0)
+    bar(300)
+    bar.close()
+    line = stream.getvalue().strip().splitlines()[-1]
+    assert line.startswith("500/1,000 rows (50%)") and "rows/s" in line and "ETA" in line
+    quiet = io.StringIO()
+    Progress(10, stream=quiet, interval=0.0, enabled=False)(5)
+    assert quiet.getvalue() == ""

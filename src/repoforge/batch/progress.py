@@ -23,6 +23,7 @@ class Progress:
         self._last = self.started
         self._lock = threading.Lock()
         self._bar: Any = None
+        self._first: tuple[float, int] | None = None
         if enabled and getattr(self.stream, "isatty", lambda: False)():
             try:
                 from tqdm import tqdm
@@ -35,6 +36,8 @@ class Progress:
 
     def __call__(self, rows: int) -> None:
         with self._lock:
+            if self._first is None:  # the rate counts from the first answer, not from the server's start
+                self._first = (time.monotonic(), self.count)
             self.count += rows
             if not self.enabled:
                 return
@@ -48,8 +51,9 @@ class Progress:
                 self.stream.flush()
 
     def line(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = (self.count - self._start_count) / elapsed
+        t0, c0 = self._first or (self.started, self._start_count)
+        elapsed = max(time.monotonic() - t0, 1e-9)
+        rate = (self.count - c0) / elapsed
         left = self.total - self.count
         eta = f"{left / rate:,.0f} s" if rate > 0 else "?"
         pct = 100.0 * self.count / self.total if self.total else 100.0

@@ -2,7 +2,7 @@
 # Installs everything repoforge needs on a fresh Debian 12 machine: system libraries (apt) and a
 # virtual environment in .venv with Triton (from nvidia-pytriton), perf_analyzer, onnxruntime and
 # repoforge itself. Safe to run again: it only installs what is missing.
-# Usage: scripts/install.sh [--test]   (--test adds the test and benchmark dependencies)
+# Usage: scripts/install.sh [--test]   (--test adds the test and benchmark dependencies, TorchServe and Ray)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"

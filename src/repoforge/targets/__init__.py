@@ -2,8 +2,8 @@
 
 `build`, `serve`, `validate` and `perf` ask `get_target(name)` (from `--target`) or `target_of(path)` (a built
 folder) once, then call the target; none of them asks "is this a TorchServe build?" itself. A new target is one
-module here that implements `Target`, added to `TARGETS`. Deploy manifests and batch endpoints join the same
-protocol when they arrive.
+module here that implements `Target`, added to `TARGETS`. `batch` asks `batch_endpoint` for a server to score
+through; deploy manifests join the same protocol when they arrive.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from repoforge.plan import Device
 from repoforge.plan import Target as TargetName
 
 if TYPE_CHECKING:
+    from repoforge.batch.command import BatchEndpoint
     from repoforge.output import BuildResult
     from repoforge.perf.command import PerfEndpoints
     from repoforge.serve import Endpoints, ServePort
@@ -63,6 +64,11 @@ class Target(Protocol):
 
     def perf_endpoint(self, output: Path, models: list[str], say: Progress) -> AbstractContextManager[PerfEndpoints]:
         """`output` served for a perf_analyzer run, while the context is open."""
+        ...
+
+    def batch_endpoint(self, output: Path, model: str, say: Progress) -> AbstractContextManager[BatchEndpoint]:
+        """`output` served for a `batch` run (Triton-protocol inference for `model`), while the context is open;
+        BatchArgumentError (a usage error, before anything starts) where the target cannot do it yet."""
         ...
 
 

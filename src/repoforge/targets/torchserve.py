@@ -11,6 +11,7 @@ from repoforge.contract import Device
 from repoforge.contract import Target as TargetName
 
 if TYPE_CHECKING:
+    from repoforge.batch.command import BatchEndpoint
     from repoforge.output import BuildResult
     from repoforge.perf.command import PerfEndpoints
     from repoforge.serve import Endpoints, ServePort
@@ -73,3 +74,12 @@ class TorchServeTarget:
         from repoforge.perf.command import serve_torchserve_for_perf
 
         return serve_torchserve_for_perf(output, models, say)
+
+    def batch_endpoint(self, output: Path, model: str, say: Progress) -> AbstractContextManager[BatchEndpoint]:
+        """Not yet: TorchServe's inference API is not Triton's, and the engines speak Triton's."""
+        from repoforge.batch.model import BatchArgumentError
+
+        raise BatchArgumentError(
+            "TARGET",
+            f"{output} is a TorchServe build; batch scores through Triton only yet (build with --target triton)",
+        )

@@ -10,6 +10,7 @@ from repoforge.contract import Device
 from repoforge.contract import Target as TargetName
 
 if TYPE_CHECKING:
+    from repoforge.batch.command import BatchEndpoint
     from repoforge.output import BuildResult
     from repoforge.perf.command import PerfEndpoints
     from repoforge.serve import Endpoints, ServePort
@@ -75,3 +76,8 @@ class TritonTarget:
         from repoforge.perf.command import serve_triton_for_perf
 
         return serve_triton_for_perf(output, models, say)
+
+    def batch_endpoint(self, output: Path, model: str, say: Progress) -> AbstractContextManager[BatchEndpoint]:
+        from repoforge.batch.command import serve_triton_for_batch
+
+        return serve_triton_for_batch(output, model, say)

@@ -1,0 +1,295 @@
+"""DATA for a batch run: a Parquet file or folder, CSV or JSON Lines, read by position in bounded row ranges.
+
+Ranges are positional (`[start, stop)` of DATA's rows in file order), so both engines and every rerun cut DATA
+the same way: a range is the unit that is scored, written as one shard and recorded in the manifest.
+Parquet is read by row group (a range reads only the groups it overlaps); CSV and JSON Lines have no random
+access, so their file is read once per process and kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+
+from repoforge.errors import RepoforgeError
+
+Kind = Literal["parquet", "csv", "jsonl"]
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz")
+
+
+class DataError(RepoforgeError):
+    """DATA cannot be read as a table (missing, unknown format, files whose schemas differ)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class RowRange:
+    """Rows `[start, stop)` of DATA; `index` names its shard (part-NNNNN.parquet)."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+def ranges(num_rows: int, rows_per_range: int) -> list[RowRange]:
+    """DATA cut into bounded ranges; the last one may be shorter."""
+    if rows_per_range <= 0:
+        raise ValueError("rows_per_range must be > 0")
+    return [RowRange(i, s, min(s + rows_per_range, num_rows)) for i, s in enumerate(range(0, num_rows, rows_per_range))]
+
+
+def detect_kind(path: Path) -> Kind:
+    name = path.name.lower()
+    if path.is_dir() or name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    raise DataError(
+        f"cannot tell the format of {path}: expected a Parquet file or folder ({', '.join(PARQUET_SUFFIXES)}), "
+        f"CSV ({', '.join(CSV_SUFFIXES)}) or JSON Lines ({', '.join(JSONL_SUFFIXES)})"
+    )
+
+
+@dataclass
+class _ParquetFile:
+    path: Path
+    offset: int  # first row of this file in DATA
+    group_offsets: list[int]  # first row of each row group, relative to the file
+    group_rows: list[int]
+
+
+@dataclass
+class Source:
+    """DATA opened: its schema, row count and a positional reader (no rows are read until asked)."""
+
+    path: Path
+    kind: Kind
+    schema: pa.Schema
+    num_rows: int
+    _files: list[_ParquetFile] = field(default_factory=list, repr=False)
+    _table: pa.Table | None = field(default=None, repr=False)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def fingerprint(self) -> dict[str, object]:
+        """What identifies DATA in a manifest: where it is, its size and schema (not its bytes: too slow to hash)."""
+        schema_hash = hashlib.sha256(self.schema.remove_metadata().to_string().encode()).hexdigest()[:16]
+        return {"path": str(self.path), "kind": self.kind, "rows": self.num_rows, "schema_sha256": schema_hash}
+
+    def read(self, start: int, stop: int, columns: Sequence[str] | None = None) -> pa.Table:
+        """Rows `[start, stop)` of DATA (only `columns`, in that order, when given)."""
+        cols = list(columns) if columns is not None else None
+        if self.kind != "parquet":
+            table = self._whole()
+            part = table.slice(start, stop - start)
+            return part.select(cols) if cols is not None else part
+        import pyarrow.parquet as pq
+
+        pieces: list[pa.Table] = []
+        for f in self._files:
+            f_stop = f.offset + sum(f.group_rows)
+            if f_stop <= start or f.offset >= stop:
+                continue
+            lo, hi = max(start, f.offset) - f.offset, min(stop, f_stop) - f.offset
+            groups = [
+                g for g, (o, n) in enumerate(zip(f.group_offsets, f.group_rows, strict=True)) if o < hi and o + n > lo
+            ]
+            if not groups:
+                continue
+            table = pq.ParquetFile(f.path).read_row_groups(groups, columns=cols)
+            first = f.group_offsets[groups[0]]
+            pieces.append(table.slice(lo - first, hi - lo))
+        if not pieces:
+            return self.schema.empty_table().select(cols) if cols is not None else self.schema.empty_table()
+        return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+
+    def iter_ranges(
+        self, wanted: Sequence[RowRange], columns: Sequence[str] | None = None
+    ) -> Iterator[tuple[RowRange, pa.Table]]:
+        """`wanted` ranges (in DATA order) read in one sequential pass: a Parquet row group is decoded once however
+        many ranges it spans, and groups that no wanted range touches are not read at all."""
+        ordered = sorted(wanted, key=lambda r: r.start)
+        if self.kind != "parquet":
+            for r in ordered:
+                yield r, self.read(r.start, r.stop, columns)
+            return
+        pieces = self._pieces(ordered, list(columns) if columns is not None else None)
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        current: tuple[int, pa.RecordBatch] | None = None
+        for r in ordered:
+            parts: list[pa.RecordBatch] = []
+            while r.rows:
+                if current is None:
+                    current = next(pieces, None)
+                    if current is None:
+                        break
+                pos, b = current
+                end = pos + b.num_rows
+                if end <= r.start:
+                    current = None
+                    continue
+                lo, hi = max(r.start, pos), min(r.stop, end)
+                if hi > lo:
+                    parts.append(b.slice(lo - pos, hi - lo))
+                if end <= r.stop:
+                    current = None
+                if end >= r.stop:
+                    break
+            yield r, pa.Table.from_batches(parts, schema=schema) if parts else schema.empty_table()
+
+    def _pieces(self, ordered: Sequence[RowRange], cols: list[str] | None) -> Iterator[tuple[int, pa.RecordBatch]]:
+        import pyarrow.parquet as pq
+
+        for f in self._files:
+            groups = [g for g, (o, n) in enumerate(zip(f.group_offsets, f.group_rows, strict=True))
+                      if any(r.start < f.offset + o + n and r.stop > f.offset + o for r in ordered)]  # fmt: skip
+            if not groups:
+                continue
+            pf = pq.ParquetFile(f.path)
+            for g in groups:
+                pos = f.offset + f.group_offsets[g]
+                for b in pf.iter_batches(batch_size=65_536, row_groups=[g], columns=cols, use_threads=False):
+                    yield pos, b
+                    pos += b.num_rows
+
+    def read_groups(self, wanted: Sequence[RowRange]) -> list[list[RowRange]]:
+        """`wanted` cut into runs of consecutive ranges that share a Parquet row group, so a reader per run decodes
+        each group once (the Ray engine makes a read task of each run)."""
+        ordered = sorted(wanted, key=lambda r: r.start)
+        if self.kind != "parquet":
+            return [[r] for r in ordered]
+
+        def keys(r: RowRange) -> set[tuple[int, int]]:
+            return {(i, g) for i, f in enumerate(self._files)
+                    for g, (o, n) in enumerate(zip(f.group_offsets, f.group_rows, strict=True))
+                    if r.start < f.offset + o + n and r.stop > f.offset + o}  # fmt: skip
+
+        runs: list[list[RowRange]] = []
+        last: set[tuple[int, int]] = set()
+        for r in ordered:
+            k = keys(r)
+            if runs and runs[-1][-1].stop == r.start and k & last:
+                runs[-1].append(r)
+            else:
+                runs.append([r])
+            last = k
+        return runs
+
+    def _whole(self) -> pa.Table:
+        if self._table is None:
+            self._table = _read_text(self.path, self.kind)
+        return self._table
+
+
+def _read_text(path: Path, kind: Kind) -> pa.Table:
+    try:
+        if kind == "csv":
+            import pyarrow.csv as pacsv
+
+            parse = pacsv.ParseOptions(delimiter="\t") if path.name.lower().endswith(".tsv") else None
+            return pacsv.read_csv(path, parse_options=parse)
+        import pyarrow.json as pajson
+
+        try:
+            return pajson.read_json(path)
+        except pa.ArrowInvalid as exc:
+            if "changed from" not in str(exc):
+                raise
+            return _read_mixed_jsonl(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"cannot read {path} as {'CSV' if kind == 'csv' else 'JSON Lines'}: {exc}") from None
+
+
+def _read_mixed_jsonl(path: Path) -> pa.Table:
+    """JSON Lines whose rows disagree on a column's type (a poisoned row): the column is kept as JSON text, which
+    `convert` parses row by row, so the good rows are scored and the bad ones get a reason."""
+    import gzip
+    import json
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    rows: list[dict[str, object]] = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{number}: not JSON ({exc})") from None
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    columns: dict[str, pa.Array] = {}
+    for name in names:
+        values = [r.get(name) for r in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+    return pa.table(columns)
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """The Parquet files of a file or folder (recursively, sorted; `_` and `.` names skipped, as Spark and Arrow do)."""
+    if path.is_file():
+        return [path]
+    found = [
+        p
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+        and p.name.lower().endswith(PARQUET_SUFFIXES)
+        and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
+    ]
+    return found
+
+
+def open_source(path: str | Path) -> Source:
+    """DATA opened for reading: a DataError (exit 2) naming the file when it is missing or unreadable."""
+    p = Path(path).absolute()
+    if not p.exists():
+        raise DataError(f"input {path} does not exist")
+    kind = detect_kind(p)
+    if kind != "parquet":
+        table = _read_text(p, kind)
+        return Source(p, kind, table.schema, table.num_rows, _table=table)
+    import pyarrow.parquet as pq
+
+    files = parquet_files(p)
+    if not files:
+        raise DataError(f"input folder {path} has no Parquet files (*.parquet)")
+    opened: list[_ParquetFile] = []
+    schema: pa.Schema | None = None
+    offset = 0
+    for f in files:
+        try:
+            meta = pq.read_metadata(f)
+            file_schema = pq.read_schema(f)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"cannot read {f} as Parquet: {exc}") from None
+        if schema is None:
+            schema = file_schema
+        elif not file_schema.remove_metadata().equals(schema.remove_metadata()):
+            raise DataError(
+                f"{f} has another schema than {files[0]}: {file_schema.remove_metadata()} vs {schema.remove_metadata()}"
+            )
+        rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        starts = [0, *itertools.accumulate(rows)][: len(rows)]
+        opened.append(_ParquetFile(f, offset, starts, rows))
+        offset += sum(rows)
+    assert schema is not None
+    return Source(p, "parquet", schema, offset, _files=opened)

@@ -17,7 +17,7 @@ from repoforge.errors import Problem, SpecError
 from repoforge.graph import find_cycle
 from repoforge.plugin_plan import derive_in_order, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
-from repoforge.spec.deploy import check_deploy, resolved
+from repoforge.spec.deploy import check_deploy
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import SMOKE_INPUTS, ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
@@ -69,9 +69,7 @@ class RepositoryPlan:
     spec_sha256: str
     models: list[ModelPlan]
     warnings: list[str] = field(default_factory=list)
-    deploy: dict[str, Any] = field(
-        default_factory=dict
-    )  # the spec's `deploy:`, defaults filled (repoforge.spec.deploy)
+    deploy: dict[str, Any] = field(default_factory=dict)  # the spec's `deploy:` as written (repoforge.spec.deploy)
 
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
@@ -783,5 +781,5 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         spec_sha256=loaded.sha256,
         models=list(plans.values()),
         warnings=warnings,
-        deploy=resolved(loaded.spec.deploy, repository=name, device=device),
+        deploy=loaded.spec.deploy.model_dump(mode="json", by_alias=True, exclude_unset=True),
     )

@@ -267,9 +267,12 @@ def check_deploy(deploy: DeploySpec, *, target: str, device: str) -> list[Deploy
         problems.append(
             (("autoscale", "fallback_replicas"), f"{a.fallback_replicas} is outside replicas {r.min}..{r.max}")
         )
-    if deploy.spot.tolerate and deploy.spot.on_demand_min > r.max:
+    if deploy.spot.tolerate and deploy.spot.on_demand_min >= r.max:
         problems.append(
-            (("spot", "on_demand_min"), f"{deploy.spot.on_demand_min} on-demand pods exceed replicas.max {r.max}")
+            (
+                ("spot", "on_demand_min"),
+                f"{deploy.spot.on_demand_min} on-demand pods leave no room for spot pods under replicas.max {r.max}",
+            )
         )
     if a.metric == "gpu_utilization" and device != "gpu":
         problems.append(

@@ -2,8 +2,8 @@
 
 `build`, `serve`, `validate` and `perf` ask `get_target(name)` (from `--target`) or `target_of(path)` (a built
 folder) once, then call the target; none of them asks "is this a TorchServe build?" itself. A new target is one
-module here that implements `Target`, added to `TARGETS`. Deploy manifests and batch endpoints join the same
-protocol when they arrive.
+module here that implements `Target`, added to `TARGETS`. `deploy k8s` asks the build's target for its
+manifests (`deploy_manifests`); batch endpoints join the same protocol when they arrive.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from repoforge.plan import Device
 from repoforge.plan import Target as TargetName
 
 if TYPE_CHECKING:
+    from repoforge.deploy.build_info import BuildInfo
     from repoforge.output import BuildResult
     from repoforge.perf.command import PerfEndpoints
     from repoforge.serve import Endpoints, ServePort
+    from repoforge.spec.deploy import DeploySpec
     from repoforge.spec.load import LoadedSpec
     from repoforge.validate import ValidationReport
 
@@ -63,6 +65,10 @@ class Target(Protocol):
 
     def perf_endpoint(self, output: Path, models: list[str], say: Progress) -> AbstractContextManager[PerfEndpoints]:
         """`output` served for a perf_analyzer run, while the context is open."""
+        ...
+
+    def deploy_manifests(self, build: BuildInfo, deploy: DeploySpec) -> dict[str, str]:
+        """Kubernetes manifests, rules, dashboard and README for the build (file name → text), `deploy` resolved."""
         ...
 
 

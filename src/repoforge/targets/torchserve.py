@@ -11,10 +11,12 @@ from repoforge.contract import Device
 from repoforge.contract import Target as TargetName
 
 if TYPE_CHECKING:
+    from repoforge.deploy.build_info import BuildInfo
     from repoforge.output import BuildResult
     from repoforge.perf.command import PerfEndpoints
     from repoforge.serve import Endpoints, ServePort
     from repoforge.servers.torchserve import TorchServeServer
+    from repoforge.spec.deploy import DeploySpec
     from repoforge.spec.load import LoadedSpec
     from repoforge.targets import Progress
     from repoforge.validate import ValidationReport
@@ -73,3 +75,9 @@ class TorchServeTarget:
         from repoforge.perf.command import serve_torchserve_for_perf
 
         return serve_torchserve_for_perf(output, models, say)
+
+    def deploy_manifests(self, build: BuildInfo, deploy: DeploySpec) -> dict[str, str]:
+        from repoforge.deploy.command import manifests
+        from repoforge.deploy.servers import torchserve_shape
+
+        return manifests(build, deploy, torchserve_shape(build, deploy))

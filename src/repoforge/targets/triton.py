@@ -10,10 +10,12 @@ from repoforge.contract import Device
 from repoforge.contract import Target as TargetName
 
 if TYPE_CHECKING:
+    from repoforge.deploy.build_info import BuildInfo
     from repoforge.output import BuildResult
     from repoforge.perf.command import PerfEndpoints
     from repoforge.serve import Endpoints, ServePort
     from repoforge.servers.triton import TritonServer
+    from repoforge.spec.deploy import DeploySpec
     from repoforge.spec.load import LoadedSpec
     from repoforge.targets import Progress
     from repoforge.validate import ValidationReport
@@ -75,3 +77,9 @@ class TritonTarget:
         from repoforge.perf.command import serve_triton_for_perf
 
         return serve_triton_for_perf(output, models, say)
+
+    def deploy_manifests(self, build: BuildInfo, deploy: DeploySpec) -> dict[str, str]:
+        from repoforge.deploy.command import manifests
+        from repoforge.deploy.servers import triton_shape
+
+        return manifests(build, deploy, triton_shape(build, deploy))

@@ -661,7 +661,7 @@ def schema(output: Path | None) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json: bool) -> None:
-    """Report what this machine can serve (Triton, backends, perf_analyzer, GPU, TorchServe, Redis) and how to fill each gap."""
+    """Report what this machine can serve (Triton, tracing, backends, perf_analyzer, GPU, TorchServe, Redis, promtool) and how to fill each gap."""
     from repoforge.doctor import as_dicts
     from repoforge.doctor import doctor as do_doctor
 

@@ -358,3 +358,14 @@ def test_cli_usage_errors_and_refusals(cpu_build: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildError):
         deploy_k8s(cpu_build, tmp_path / "mine", force=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_doctor_says_whether_promtool_and_tracing_are_there() -> None:
+    from repoforge.doctor import doctor
+
+    checks = {c.name: c for c in doctor()}
+    assert checks["promtool"].ok == (PROMTOOL is not None)
+    assert "promtool" in checks and "prometheus" in checks
+    # the bundled tritonserver 2.51 (nvidia-pytriton 0.7.0) has the OpenTelemetry trace mode; the integration
+    # test proves spans arrive
+    assert checks["tracing (otel)"].ok, checks["tracing (otel)"].detail

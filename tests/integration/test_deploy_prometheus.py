@@ -1,7 +1,9 @@
 """`deploy k8s` queries against real servers: a real Prometheus (1 s scrapes, free port, temp data) scraping the
 session's real tritonserver evaluates every PromQL expression of the ScaledObject, the alerts and the dashboard
 (each must return data), and the autoscaling query rises under bounded load and falls after it. Then a Triton
-started with the generated `--trace-config` flags sends OpenTelemetry spans to a local OTLP/HTTP receiver."""
+serving the response cache and the cache/router plugins, started with the flags the pods get (cache, metrics,
+`--trace-config` OpenTelemetry), answers every query of its own build's dashboard, and sends spans to a local
+OTLP/HTTP receiver (decoded with opentelemetry-proto)."""
 
 from __future__ import annotations
 
@@ -158,46 +160,115 @@ def _spans(bodies: list[tuple[str, bytes]]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def test_generated_trace_flags_send_spans(built_examples: dict[str, Path], tmp_path: Path) -> None:
+PLUGINS_SPEC = """\
+version: 1
+repository: observed
+defaults:
+  max_batch_size: 64
+models:
+  - name: model_a
+    format: python
+    path: {scale}
+    parameters: {{factor: 1}}
+    response_cache: true
+    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
+  - name: model_b
+    format: python
+    path: {scale}
+    parameters: {{factor: 2}}
+    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
+  - name: cached
+    format: python
+    plugin: {{kind: result_cache, model: model_a, max_entries: 100, ttl_s: 60}}
+  - name: semantic
+    format: python
+    plugin: {{kind: semantic_cache, model: model_a, embedding: X, threshold: 0.999, max_entries: 8}}
+  - name: router
+    format: python
+    plugin: {{kind: router, routes: [{{model: model_a}}], shadow: {{model: model_b}}}}
+"""
+
+#: Flags of the pod that a local server must not take: its ports, repository and lifecycle are the fixture's.
+_POD_ONLY = ("--model-repository", "--model-control-mode", "--http-port", "--grpc-port", "--metrics-port", "--exit-")
+
+
+def _request(model: str, x: np.ndarray) -> list[triton_http.InferInput]:
+    key = triton_http.InferInput("KEY", [len(x), 1], "BYTES")
+    key.set_data_from_numpy(np.array([[f"k{i}".encode()] for i in range(len(x))], dtype=np.object_))
+    val = triton_http.InferInput("X", list(x.shape), "FP32")
+    val.set_data_from_numpy(x)
+    return [key, val]
+
+
+def test_cache_and_plugin_panels_and_tracing_on_a_server_run_with_the_generated_flags(tmp_path: Path) -> None:
+    """A build with Triton's response cache and the result cache, semantic cache and router (with a shadow)
+    plugins, served with the flags deploy k8s gives its pods (cache, metrics, OpenTelemetry tracing pointed at a
+    local OTLP/HTTP receiver): spans arrive for sampled requests with the model's name, and every query of that
+    build's dashboard, alerts and ScaledObject returns data from a Prometheus scraping it."""
+    from repoforge.build import build
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(PLUGINS_SPEC.format(scale=(Path(__file__).parents[1] / "data" / "plugins" / "scale.py").as_posix()))
+    repo = build(spec, tmp_path / "repo", device="cpu").output
     port = free_port()
     _Receiver.bodies = []
     receiver = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:
         out = deploy_k8s(
-            built_examples["versions"],
+            repo,
             tmp_path / "k8s",
-            sets=[f"tracing={{otlp_endpoint: 'http://127.0.0.1:{port}/v1/traces', rate: 1}}"],
+            sets=[
+                f"tracing={{otlp_endpoint: 'http://127.0.0.1:{port}/v1/traces', rate: 1}}",
+                f"autoscale.window={WINDOW_S}s",
+                "slo.p99_ms=50",
+            ],
         ).output
         args = yaml.safe_load((out / "deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"][0][
             "args"
         ]
-        trace = [a.replace("$(POD_NAME)", "test-pod") for a in args if a.startswith("--trace-config")]
-        assert "--trace-config=mode=opentelemetry" in trace
+        flags = [a.replace("$(POD_NAME)", "test-pod") for a in args if not a.startswith(_POD_ONLY)]
+        assert "--trace-config=mode=opentelemetry" in flags and any(a.startswith("--cache-config=local") for a in flags)
         # Triton's batch span processor waits 5 s by default; export sooner so the test stays short
-        trace.append("--trace-config=opentelemetry,bsp_schedule_delay=200")
-        model = next(p.name for p in sorted(built_examples["versions"].iterdir()) if (p / "config.pbtxt").is_file())
-        with TritonServer(built_examples["versions"], extra_args=trace) as server:
-            cfg = server.model_config(model)
-            inp = cfg["input"][0]
-            dims = [1 if d == -1 else int(d) for d in inp["dims"]]
-            shape = ([1] if cfg.get("max_batch_size", 0) > 0 else []) + dims
-            c = triton_http.InferenceServerClient(server.http_url, connection_timeout=10, network_timeout=10)
-            try:
-                for _ in range(3):
-                    x = triton_http.InferInput(inp["name"], shape, inp["data_type"].removeprefix("TYPE_"))
-                    x.set_data_from_numpy(np.zeros(shape, dtype=np.float32))
-                    c.infer(model, [x], timeout=10)
-            finally:
-                c.close()
+        flags.append("--trace-config=opentelemetry,bsp_schedule_delay=200")
+        with TritonServer(repo, extra_args=flags) as server:
+            labels = {"job": "observed-metrics", "namespace": "default", "pod": "observed-0"}
+            with PrometheusServer([(f"127.0.0.1:{server.metrics_port}", labels)]) as prom:
+                x = np.random.default_rng(0).random((4, 4), dtype=np.float32)
+                c = triton_http.InferenceServerClient(server.http_url, connection_timeout=10, network_timeout=10)
+                deadline = time.monotonic() + 30
+                every = [
+                    (
+                        "ScaledObject",
+                        yaml.safe_load((out / "scaledobject.yaml").read_text())["spec"]["triggers"][0]["metadata"][
+                            "query"
+                        ],
+                    )
+                ]
+                every += _alert_queries(out / "alerts.rules.yml")
+                every += queries(json.loads((out / "dashboard.json").read_text()))
+                try:
+                    while True:  # requests (the same rows again: cache hits) until every query has data
+                        for model in ("model_a", "cached", "semantic", "router"):
+                            c.infer(model, _request(model, x), timeout=10)
+                        empty = [(w, q) for w, q in every if not prom.query(q)]
+                        if not empty or time.monotonic() > deadline:
+                            break
+                        time.sleep(0.5)
+                finally:
+                    c.close()
+                assert not empty, "queries that returned no data:\n" + "\n".join(f"{w}: {q}" for w, q in empty)
+            titles = {t for t, _ in every}
+            assert {"Response cache hit rate", "Result cache hit rate (plugin)", "Semantic cache hit rate (plugin)",
+                    "Router split (plugin)", "Shadow agreement (plugin)"} <= titles  # fmt: skip
             deadline = time.monotonic() + 15
-            while not [s for s in _spans(_Receiver.bodies) if s[1].get("triton.model_name") == model]:
-                assert time.monotonic() < deadline, f"no span for {model} arrived: {_spans(_Receiver.bodies)}"
+            while not [s for s in _spans(_Receiver.bodies) if s[1].get("triton.model_name") == "model_a"]:
+                assert time.monotonic() < deadline, f"no span for model_a arrived: {_spans(_Receiver.bodies)[:5]}"
                 time.sleep(0.2)
     finally:
         receiver.shutdown()
         receiver.server_close()
-    spans = _spans(_Receiver.bodies)
-    named = [a for n, a in spans if a.get("triton.model_name") == model]
-    assert len(named) >= 3, spans
-    assert all(a.get("service.name") == "versions" and a.get("k8s.pod.name") == "test-pod" for a in named)
+    named = [a for n, a in _spans(_Receiver.bodies) if a.get("triton.model_name") == "model_a"]
+    assert named and all(a.get("service.name") == "observed" and a.get("k8s.pod.name") == "test-pod" for a in named)

@@ -93,10 +93,25 @@ def settings(info: BuildInfo, sets: Sequence[str]) -> DeploySpec:
     return DeploySpec.model_validate(resolved(spec, repository=info.repository, device=info.device))
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (a ConfigMap's files) as `|` blocks, readable in a diff."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _dump(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=4096, allow_unicode=True)
+
+
 def _yaml(*objs: BaseModel | dict[str, Any]) -> str:
     docs = [k8s.dump(o) if isinstance(o, BaseModel) else o for o in objs]
-    body = "---\n".join(yaml.safe_dump(d, sort_keys=False, width=4096, allow_unicode=True) for d in docs)
-    return HEADER + body
+    return HEADER + "---\n".join(_dump(d) for d in docs)
 
 
 def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, str]:
@@ -112,9 +127,7 @@ def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, s
     if d.autoscale.enabled:
         files["scaledobject.yaml"] = _yaml(k8s.scaled_object(d, name, cat))
     files["prometheusrule.yaml"] = _yaml(k8s.prometheus_rule(d, name, cat))
-    files["alerts.rules.yml"] = HEADER + yaml.safe_dump(
-        {"groups": k8s.rule_groups(name, cat)}, sort_keys=False, width=4096, allow_unicode=True
-    )
+    files["alerts.rules.yml"] = HEADER + _dump({"groups": k8s.rule_groups(name, cat)})
     dash = dashboard_json(name, cat)
     files["dashboard.json"] = dash
     files["dashboard-configmap.yaml"] = _yaml(k8s.dashboard_configmap(d, name, dash))

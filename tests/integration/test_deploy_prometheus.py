@@ -93,7 +93,7 @@ def _load(triton: TritonServer, seconds: float, workers: int = 8) -> int:
 
 
 def test_every_query_returns_data_and_autoscaling_follows_load(
-    triton: TritonServer, deployed: Path, prometheus: PrometheusServer
+    triton: TritonServer, deployed: Path, prometheus: PrometheusServer, built_examples: dict[str, Path]
 ) -> None:
     so = yaml.safe_load((deployed / "scaledobject.yaml").read_text())
     autoscale = so["spec"]["triggers"][0]["metadata"]["query"]
@@ -105,6 +105,13 @@ def test_every_query_returns_data_and_autoscaling_follows_load(
     idle = _scalar(prometheus.query(autoscale))
 
     every = [("ScaledObject", autoscale)]
+    for metric in ("pending_requests", "request_rate"):  # the other metrics a CPU build may scale on
+        alt = deploy_k8s(
+            built_examples["ensemble"],
+            deployed.parent / metric,
+            sets=[f"autoscale.window={WINDOW_S}s", f"autoscale.metric={metric}"],
+        ).output
+        every.append((f"ScaledObject ({metric})", yaml.safe_load((alt / "scaledobject.yaml").read_text())["spec"]["triggers"][0]["metadata"]["query"]))  # fmt: skip
     every += _alert_queries(deployed / "alerts.rules.yml")
     every += queries(json.loads((deployed / "dashboard.json").read_text()))
     with ThreadPoolExecutor(1) as bg:

@@ -287,7 +287,7 @@ def torchserve_catalog(
     *, job: str, namespace: str, window: str, metric: str, target: float, on_demand: int, slo: dict[str, object],
     name: str, features: Features,
 ) -> Catalog:  # fmt: skip
-    """TorchServe's Prometheus-mode counters (ts_*; per model_name). Not checked against a live TorchServe."""
+    """TorchServe's Prometheus-mode counters (ts_*; per model_name): sums only, so means, no quantiles."""
     s = _sel(job, namespace)
     w = window
 

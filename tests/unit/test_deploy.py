@@ -369,3 +369,21 @@ def test_doctor_says_whether_promtool_and_tracing_are_there() -> None:
     # the bundled tritonserver 2.51 (nvidia-pytriton 0.7.0) has the OpenTelemetry trace mode; the integration
     # test proves spans arrive
     assert checks["tracing (otel)"].ok, checks["tracing (otel)"].detail
+
+
+def test_torchserve_build_refuses_triton_only_deploy_settings(tmp_path: Path) -> None:
+    spec = _torchserve_spec(tmp_path)
+    spec.write_text(
+        spec.read_text().replace(
+            "  autoscale: {metric: request_rate, target: 50}\n",
+            "  autoscale: {metric: pending_requests}\n  tracing: {otlp_endpoint: 'http://otel:4318/v1/traces'}\n",
+        )
+    )
+    with pytest.raises(SpecError) as info:
+        build(spec, tmp_path / "out", target="torchserve", device="cpu")
+    text = str(info.value)
+    assert (
+        "spec.yaml:10:" in text and "deploy.autoscale.metric: TorchServe exports no metric for pending_requests" in text
+    )
+    assert "deploy.tracing: TorchServe has no OpenTelemetry export" in text
+    assert not (tmp_path / "out").exists()

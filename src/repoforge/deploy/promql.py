@@ -311,12 +311,18 @@ def torchserve_catalog(
     cat = Catalog(selector=s, window=w, autoscale=total, autoscale_per_pod=per_pod)
     by = "model_name"
     r = rate(reqs, by)
+    # Requests5XX appears only after a first 5xx (and `a + nothing` is nothing): the denominator sums whichever
+    # of the three counters exist, and the `or` of _ratio answers 0 while no 5xx happened
+    answered = f'sum(rate({{__name__=~"Requests[245]XX", {s[1:-1]}}}[{w}]))'
+    errors = _ratio(rate("Requests5XX"), answered)
     cat.panels += [
         Panel("Request rate", (Query(r, "{{model_name}}"),), "reqps"),
         Panel("Mean latency", (Query(_ratio(rate(lat, by), r) + " / 1000", "{{model_name}}"),), "ms",
               "TorchServe exports cumulative sums only: the mean over the window, no quantiles."),
         Panel("Queue vs total time per request", (Query(_ratio(rate(queue, by), r), "{{model_name}} queue"),
                                                   Query(_ratio(rate(lat, by), r), "{{model_name}} total")), "µs"),
+        Panel("Error rate (HTTP 5xx)", (Query(errors, "5xx share"),), "percentunit",
+              "Requests answered 5xx as a share of all (TorchServe counts these per host, not per model)."),
         Panel(f"Autoscaling metric: {metric}", (Query(per_pod, "per pod"),), "short"),
     ]  # fmt: skip
     title = _camel(name)
@@ -327,13 +333,22 @@ def torchserve_catalog(
             "Prometheus has no ts_inference_requests_total series for this deployment; KEDA holds its fallback replicas.",
         )
     )  # fmt: skip
+    err = slo.get("error_rate")
+    if isinstance(err, (int, float)):
+        cat.alerts.append(
+            Alert(
+                f"{title}ErrorRateHigh", errors, ">", float(err), str(slo.get("for", "5m")), "warning",
+                "TorchServe answers more than " + _num(float(err) * 100) + " % of requests with 5xx",
+                "Requests5XX as a share of all answers (2xx, 4xx, 5xx) breaks the SLO.",
+            )
+        )  # fmt: skip
     cat.alerts.append(
         Alert(
             f"{title}AutoscalingSaturated", per_pod, ">", 2 * target, "15m", "warning",
             f"{metric} stays above twice its target", "Each pod is far above the autoscaling target for 15 minutes.",
         )
     )  # fmt: skip
-    _ = (slo, features)
+    _ = features
     return cat
 
 

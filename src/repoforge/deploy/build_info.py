@@ -1,5 +1,5 @@
 """What `deploy k8s` reads from a build folder: its lock file (target, device, versions, the recorded `deploy:`
-section) and, for Triton, the configs (response cache, decoupled models, plugins), so the manifests follow the
+section) and, for Triton, the configs (response cache, plugins), so the manifests follow the
 build and not a spec that may have changed since."""
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ def _triton_features(info: BuildInfo) -> None:
     info.features = Features(
         gpu=info.device == "gpu",
         response_cache=any(m.config.response_cache.enable for m in models),
-        decoupled=any(m.decoupled for m in models),
         plugins=frozenset(plugins),
     )
     info.needs_repoforge = models_needing_repoforge(models)

@@ -76,7 +76,6 @@ class Features:
 
     gpu: bool = False
     response_cache: bool = False
-    decoupled: bool = False  # Triton's first-response histogram exists for decoupled models only
     plugins: frozenset[str] = frozenset()  # features | result_cache | semantic_cache | router
 
 
@@ -124,16 +123,13 @@ def triton_catalog(
         Query(f"max by (model) (nv_inference_request_summary_us{_sel(job, namespace, _quantile(q))}) / 1000", f"{{{{model}}}} p{label}")
         for q, label in (("0.5", "50"), ("0.99", "99"))
     ]  # fmt: skip
-    if features.decoupled:
-        hist = f"sum by (model, le) (rate(nv_inference_first_response_histogram_ms_bucket{s}[{w}]))"
-        latency.append(Query(f"histogram_quantile(0.99, {hist})", "{{model}} first response p99 (histogram)"))
     p.append(
         Panel(
             "Latency p50 / p99",
             tuple(latency),
             "ms",
             "Request duration quantiles from Triton's summaries (--metrics-config summary_latencies=true), the "
-            "slowest pod per model; decoupled models add the first-response histogram.",
+            "slowest pod per model.",
         )
     )
     p.append(

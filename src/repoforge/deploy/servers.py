@@ -35,8 +35,10 @@ def _catalog_args(info: BuildInfo, d: DeploySpec, name: str) -> dict[str, object
 
 
 def triton_args(info: BuildInfo, d: DeploySpec, name: str) -> list[str]:
-    """tritonserver's flags for the pod, from the build: the cache only where a model uses it, histograms only
-    where a (decoupled) model exports them, OpenTelemetry tracing when `tracing:` is set."""
+    """tritonserver's flags for the pod, from the build: the cache only where a model uses it, latency summaries
+    (what the p99 alert and panel read), OpenTelemetry tracing when `tracing:` is set. No
+    `histogram_latencies=true`: Triton 2.51 exports no histogram for these models with it (checked on a decoupled
+    Python model and on the plugin models; tests/integration/test_deploy_prometheus.py keeps checking)."""
     repo = d.model_repository
     args = [f"--model-repository={repo.url if repo is not None and repo.url else '/models'}"]
     args.append(f"--model-control-mode={d.model_control_mode}")
@@ -48,8 +50,6 @@ def triton_args(info: BuildInfo, d: DeploySpec, name: str) -> list[str]:
     if info.features.response_cache:
         args.append(f"--cache-config=local,size={CACHE_BYTES}")
     args.append("--metrics-config=summary_latencies=true")  # p50/p99 per model (the p99 SLO alert reads it)
-    if info.features.decoupled:
-        args.append("--metrics-config=histogram_latencies=true")  # first-response histogram (decoupled models)
     if d.tracing is not None:
         args += [
             "--trace-config=mode=opentelemetry",

@@ -126,6 +126,9 @@ def test_every_query_returns_data_and_autoscaling_follows_load(
     assert not empty, "queries that returned no data:\n" + "\n".join(f"{w}: {q}" for w, q in empty)
     assert busy > idle and busy > 0
     assert after < busy
+    # a deployment Prometheus does not scrape (an outage, a broken ServiceMonitor) answers nothing, never 0: KEDA
+    # then errors (ignoreNullValues: false) and holds its fallback instead of scaling down (kedacore/keda#3065)
+    assert prometheus.query(autoscale.replace('job="ensemble-metrics"', 'job="not-scraped"')) == []
     # the rules loaded into Prometheus parse and evaluate there too
     assert all(r.get("health") == "ok" for g in prometheus.rules() for r in g["rules"]), prometheus.rules()
 

@@ -71,9 +71,13 @@ def settings(info: BuildInfo, sets: Sequence[str]) -> DeploySpec:
         given[key] = item
 
     def where(path: tuple[str | int, ...]) -> Location:
+        """The --set that wrote this field or a section around it (else one in the same section), else the build."""
         dotted = ".".join(str(p) for p in path)
         for key, item in given.items():
             if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+                return Location(f"--set {item}")
+        for key, item in given.items():
+            if path and key.split(".")[0] == str(path[0]):
                 return Location(f"--set {item}")
         return Location(str(info.path / MANIFEST))
 

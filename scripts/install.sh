@@ -10,7 +10,7 @@ extras="demo"
 [ "${1:-}" = "--test" ] && extras="test"
 
 apt_pkgs=(libb64-0d redis-server python3-venv)
-[ "$extras" = "test" ] && apt_pkgs+=(openjdk-17-jre-headless)  # TorchServe runs on Java
+[ "$extras" = "test" ] && apt_pkgs+=(openjdk-17-jre-headless prometheus)  # TorchServe runs on Java; promtool + prometheus check deploy k8s rules
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -76,7 +76,8 @@ def _torchscript_project(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def triton(built_examples: dict[str, Path]) -> Iterator[TritonServer]:
-    """One real tritonserver on free 127.0.0.1 ports for the whole session, stopped even on failure."""
-    server = TritonServer(list(built_examples.values()))
+    """One real tritonserver on free 127.0.0.1 ports for the whole session, stopped even on failure. It exports the
+    summary quantiles `repoforge deploy k8s` turns on in pods (tests/integration/test_deploy_prometheus.py queries them)."""
+    server = TritonServer(list(built_examples.values()), extra_args=["--metrics-config=summary_latencies=true"])
     with server:
         yield server

@@ -709,6 +709,57 @@ def batch(
     )
 
 
+def _set_option(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """A malformed --set is a usage error (exit 2) before any work."""
+    from repoforge.deploy.command import parse_set
+
+    for v in values:
+        try:
+            parse_set(v)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return values
+
+
+@main.group()
+def deploy() -> None:
+    """Deploy a build: Kubernetes manifests, autoscaling, alerts and a dashboard."""
+
+
+@deploy.command("k8s")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the manifests to."
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    callback=_set_option,
+    metavar="KEY=VALUE",
+    help="Override a deploy: field for this environment, e.g. --set replicas.max=12 (value read as YAML; repeatable).",
+)
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the files written as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool, as_json: bool, quiet: bool) -> None:
+    """Write Kubernetes manifests for BUILD_DIR (a Triton or TorchServe build) into OUTPUT.
+
+    Deployment, Services, PodDisruptionBudget, ServiceMonitor, KEDA ScaledObject, PrometheusRule and
+    alerts.rules.yml, a Grafana dashboard (JSON and ConfigMap), kustomization.yaml and a README, from the
+    spec's deploy: section recorded in the build. A bad value exits 2 naming the field; nothing is written.
+    """
+    from repoforge.deploy.command import as_json as result_json
+    from repoforge.deploy.command import deploy_k8s as do_deploy
+
+    result = _run(do_deploy, build_dir, output, sets=sets, force=force, progress=_progress(quiet or as_json))
+    if as_json:
+        click.echo(result_json(result))
+    else:
+        click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
+        click.echo(f"next: kubectl apply -k {output}")
+
+
 @main.command()
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout."
@@ -728,7 +779,7 @@ def schema(output: Path | None) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json: bool) -> None:
-    """Report what this machine can serve (Triton, backends, perf_analyzer, GPU, TorchServe, Redis) and how to fill each gap."""
+    """Report what this machine can serve (Triton, tracing, backends, perf_analyzer, GPU, TorchServe, Redis, promtool) and how to fill each gap."""
     from repoforge.doctor import as_dicts
     from repoforge.doctor import doctor as do_doctor
 

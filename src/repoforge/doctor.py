@@ -7,6 +7,7 @@ import platform
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -46,6 +47,17 @@ def _triton() -> list[Check]:
             "" if stub else "use Python 3.8-3.13 (the versions nvidia-pytriton ships stubs for)",
         )
     )
+    otel = _has_opentelemetry(inst.binary)
+    out.append(
+        Check(
+            "tracing (otel)",
+            otel,
+            "tritonserver has --trace-config mode=opentelemetry (OTLP/HTTP export; `deploy: tracing:`)"
+            if otel
+            else "this tritonserver has no OpenTelemetry trace mode: `deploy: tracing:` flags need the NGC image",
+            "" if otel else "trace on the NGC image (nvcr.io/nvidia/tritonserver), which has it",
+        )
+    )
     native = [b for b in ("onnxruntime", "tensorrt", "pytorch") if b in backends]
     out.append(
         Check(
@@ -57,6 +69,39 @@ def _triton() -> list[Check]:
             "" if native else "on a GPU host use the NGC image (repoforge serve --print-command)",
         )
     )
+    return out
+
+
+def _has_opentelemetry(binary: Path) -> bool:
+    """Whether tritonserver was built with its OpenTelemetry trace mode: its --trace-config help names the mode
+    (read from the binary, ~20 MB, instead of starting a server)."""
+    needle = b'"triton" and "opentelemetry"'
+    try:
+        with open(binary, "rb") as f:
+            tail = b""
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                if needle in tail + chunk:
+                    return True
+                tail = chunk[-len(needle) :]
+    except OSError:
+        return False
+    return False
+
+
+def _prometheus() -> list[Check]:
+    """promtool checks `deploy k8s`'s rules; prometheus runs the query tests."""
+    out = []
+    for tool, why in (("promtool", "checks and unit-tests deploy k8s's alert rules"), ("prometheus", "query tests")):
+        path = shutil.which(tool)
+        version = _run([path, "--version"]).splitlines()[:1] if path else []
+        out.append(
+            Check(
+                tool,
+                bool(path),
+                f"{path} ({version[0]}); {why}" if path and version else (path or f"missing: {why}"),
+                "" if path else "apt-get install -y prometheus",
+            )
+        )
     return out
 
 
@@ -117,6 +162,7 @@ def doctor() -> list[Check]:
             "" if ts else "pip install torch==2.13.0 torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml",
         )
     )
+    checks += _prometheus()
     redis = shutil.which("redis-server")
     checks.append(
         Check("redis-server", bool(redis), redis or "missing", "" if redis else "apt-get install -y redis-server")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from repoforge.contract import Device, Target
 from repoforge.errors import Problem, SpecError
 from repoforge.graph import find_cycle
 from repoforge.plugin_plan import derive_in_order, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
+from repoforge.spec.deploy import check_deploy
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import SMOKE_INPUTS, EnsembleStep, ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
@@ -67,6 +69,7 @@ class RepositoryPlan:
     spec_sha256: str
     models: list[ModelPlan]
     warnings: list[str] = field(default_factory=list)
+    deploy: dict[str, Any] = field(default_factory=dict)  # the spec's `deploy:` as written (repoforge.spec.deploy)
 
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
@@ -754,6 +757,8 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
     for p in plans.values():
         if p.format != "ensemble":
             _triton_rules(ck, p, device)
+    for path, message in check_deploy(loaded.spec.deploy, target=target, device=device):
+        ck.add(("deploy", *path), message)
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls
     ck.raise_if_any()
@@ -768,4 +773,5 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         spec_sha256=loaded.sha256,
         models=list(plans.values()),
         warnings=warnings,
+        deploy=loaded.spec.deploy.model_dump(mode="json", by_alias=True, exclude_unset=True),
     )

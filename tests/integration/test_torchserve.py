@@ -667,3 +667,38 @@ def test_cli_perf_measures_a_torchserve_build_with_perf_analyzer(tmp_path: Path)
     report = json.loads(res.stdout)
     assert report["settings"]["service_kind"] == "torchserve"
     assert [p["concurrency"] for p in report["points"]] == [1, 2] and all(p["throughput"] > 0 for p in report["points"])
+
+
+@pytest.mark.integration
+def test_deploy_k8s_queries_return_data_from_this_torchserve(server: TorchServeServer, built, tmp_path: Path) -> None:
+    """Every query `repoforge deploy k8s` writes for a TorchServe build (ScaledObject, alerts, dashboard), on both
+    metrics it may scale on, returns data from a real Prometheus scraping this server's ts_* counters."""
+    import re
+
+    from repoforge.deploy.command import deploy_k8s
+    from repoforge.deploy.dashboard import queries
+    from repoforge.servers.prometheus import PrometheusServer
+
+    every: list[tuple[str, str]] = []
+    for metric in ("queue_time_per_request_us", "request_rate"):
+        out = deploy_k8s(
+            built.output, tmp_path / metric, sets=["autoscale.window=5s", f"autoscale.metric={metric}"]
+        ).output
+        every.append((metric, yaml.safe_load((out / "scaledobject.yaml").read_text())["spec"]["triggers"][0]["metadata"]["query"]))  # fmt: skip
+        for rule in yaml.safe_load((out / "alerts.rules.yml").read_text())["groups"][0]["rules"]:
+            m = re.fullmatch(r"\((.*)\) [<>] [-0-9.e+]+", rule["expr"]) or re.fullmatch(r"absent\((.*)\)", rule["expr"])
+            assert m, rule["expr"]
+            every.append((rule["alert"], m[1]))
+        every += queries(json.loads((out / "dashboard.json").read_text()))
+    name = yaml.safe_load((tmp_path / "request_rate" / "scaledobject.yaml").read_text())["metadata"]["name"]
+    labels = {"job": f"{name}-metrics", "namespace": "default", "pod": f"{name}-0"}
+    with PrometheusServer([(f"127.0.0.1:{server.ports.metrics}", labels)]) as prom:
+        x = RNG.standard_normal((2, 8)).astype(np.float32)
+        deadline = time.monotonic() + 30
+        while True:
+            server.predict("classifier", {"input": x.tolist()})
+            empty = [(w, q) for w, q in every if not prom.query(q)]
+            if not empty or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert not empty, "queries that returned no data:\n" + "\n".join(f"{w}: {q}" for w, q in empty)

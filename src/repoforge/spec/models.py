@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.dtypes import normalize_dtype
 from repoforge.spec.plugins import PluginSpec
 
@@ -527,3 +528,6 @@ class Spec(StrictModel):
         default=Defaults(), description="Settings applied to every model that does not set them."
     )
     models: list[ModelSpec] = Field(min_length=1, description="The models to build (at least one).")
+    deploy: DeploySpec = Field(
+        default=DeploySpec(), description="Kubernetes deployment of the build (`repoforge deploy k8s`); all optional."
+    )

@@ -3,7 +3,7 @@
 `build`, `serve`, `validate` and `perf` ask `get_target(name)` (from `--target`) or `target_of(path)` (a built
 folder) once, then call the target; none of them asks "is this a TorchServe build?" itself. A new target is one
 module here that implements `Target`, added to `TARGETS`. `batch` asks `batch_endpoint` for a server to score
-through; deploy manifests join the same protocol when they arrive.
+through; `deploy k8s` asks the build's target for its manifests (`deploy_manifests`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from repoforge.plan import Target as TargetName
 
 if TYPE_CHECKING:
     from repoforge.batch.command import BatchEndpoint
+    from repoforge.deploy.build_info import BuildInfo
     from repoforge.output import BuildResult
     from repoforge.perf.command import PerfEndpoints
     from repoforge.serve import Endpoints, ServePort
+    from repoforge.spec.deploy import DeploySpec
     from repoforge.spec.load import LoadedSpec
     from repoforge.validate import ValidationReport
 
@@ -69,6 +71,10 @@ class Target(Protocol):
     def batch_endpoint(self, output: Path, model: str, say: Progress) -> AbstractContextManager[BatchEndpoint]:
         """`output` served for a `batch` run (Triton-protocol inference for `model`), while the context is open;
         BatchArgumentError (a usage error, before anything starts) where the target cannot do it yet."""
+        ...
+
+    def deploy_manifests(self, build: BuildInfo, deploy: DeploySpec) -> dict[str, str]:
+        """Kubernetes manifests, rules, dashboard and README for the build (file name → text), `deploy` resolved."""
         ...
 
 

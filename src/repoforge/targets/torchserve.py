@@ -12,10 +12,12 @@ from repoforge.contract import Target as TargetName
 
 if TYPE_CHECKING:
     from repoforge.batch.command import BatchEndpoint
+    from repoforge.deploy.build_info import BuildInfo
     from repoforge.output import BuildResult
     from repoforge.perf.command import PerfEndpoints
     from repoforge.serve import Endpoints, ServePort
     from repoforge.servers.torchserve import TorchServeServer
+    from repoforge.spec.deploy import DeploySpec
     from repoforge.spec.load import LoadedSpec
     from repoforge.targets import Progress
     from repoforge.validate import ValidationReport
@@ -83,3 +85,9 @@ class TorchServeTarget:
             "TARGET",
             f"{output} is a TorchServe build; batch scores through Triton only yet (build with --target triton)",
         )
+
+    def deploy_manifests(self, build: BuildInfo, deploy: DeploySpec) -> dict[str, str]:
+        from repoforge.deploy.command import manifests
+        from repoforge.deploy.servers import torchserve_shape
+
+        return manifests(build, deploy, torchserve_shape(build, deploy))

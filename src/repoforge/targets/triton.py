@@ -11,10 +11,12 @@ from repoforge.contract import Target as TargetName
 
 if TYPE_CHECKING:
     from repoforge.batch.command import BatchEndpoint
+    from repoforge.deploy.build_info import BuildInfo
     from repoforge.output import BuildResult
     from repoforge.perf.command import PerfEndpoints
     from repoforge.serve import Endpoints, ServePort
     from repoforge.servers.triton import TritonServer
+    from repoforge.spec.deploy import DeploySpec
     from repoforge.spec.load import LoadedSpec
     from repoforge.targets import Progress
     from repoforge.validate import ValidationReport
@@ -81,3 +83,9 @@ class TritonTarget:
         from repoforge.batch.command import serve_triton_for_batch
 
         return serve_triton_for_batch(output, model, say)
+
+    def deploy_manifests(self, build: BuildInfo, deploy: DeploySpec) -> dict[str, str]:
+        from repoforge.deploy.command import manifests
+        from repoforge.deploy.servers import triton_shape
+
+        return manifests(build, deploy, triton_shape(build, deploy))

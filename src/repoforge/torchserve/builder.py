@@ -422,6 +422,7 @@ def build_torchserve(
                 "models": sorted(mars),
                 "workflows": sorted(wars),
                 "warnings": warnings,
+                "deploy": plan.deploy,  # read back by `repoforge deploy k8s`
             },
         )
     files = manifest["files"]

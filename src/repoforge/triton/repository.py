@@ -89,6 +89,7 @@ def write_repository(
                 "repository": plan.name,
                 "spec_sha256": plan.spec_sha256,
                 "models": sorted(m.name for m in plan.models),
+                "deploy": plan.deploy,  # read back by `repoforge deploy k8s`
             },
         )
     files = manifest["files"]

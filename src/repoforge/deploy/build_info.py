@@ -1,0 +1,82 @@
+"""What `deploy k8s` reads from a build folder: its lock file (target, device, versions, the recorded `deploy:`
+section) and, for Triton, the configs (response cache, plugins), so the manifests follow the
+build and not a spec that may have changed since."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repoforge.contract import PLUGIN_PARAMETER
+from repoforge.deploy.promql import Features
+from repoforge.errors import BuildError
+from repoforge.output import MANIFEST
+
+
+@dataclass
+class BuildInfo:
+    path: Path
+    target: str
+    device: str
+    repository: str
+    models: list[str]
+    deploy: dict[str, Any]
+    versions: dict[str, Any] = field(default_factory=dict)  # the lock file's header (triton_target, torchserve, ...)
+    features: Features = field(default_factory=Features)
+    needs_repoforge: list[str] = field(default_factory=list)  # Triton models whose model.py imports repoforge
+    torchscript_runner: bool = False
+
+
+def read_build(path: Path) -> BuildInfo:
+    """The build at `path`; BuildError (exit 2) when it is not one repoforge wrote, or predates `deploy:`."""
+    lock = path / MANIFEST
+    if not lock.is_file():
+        what = "does not exist" if not path.exists() else f"has no {MANIFEST}"
+        raise BuildError(
+            f"{path} {what}: deploy k8s reads a folder written by `repoforge build` (build the spec there first)"
+        )
+    header = json.loads(lock.read_text())
+    if "deploy" not in header:
+        raise BuildError(f"{path} was built by a repoforge without the `deploy:` section; rebuild it")
+    target = str(header.get("target", "triton"))
+    info = BuildInfo(
+        path=path.resolve(),
+        target=target,
+        device=str(header.get("device", "cpu")),
+        repository=str(header.get("repository", path.name)),
+        models=list(header.get("models", [])),
+        deploy=header["deploy"],
+        versions={k: v for k, v in header.items() if k not in ("files", "deploy")},
+    )
+    if target == "triton":
+        _triton_features(info)
+    else:
+        info.features = Features(gpu=info.device == "gpu")
+    return info
+
+
+def _triton_features(info: BuildInfo) -> None:
+    from repoforge.contract import RUNNER_PARAMETER
+    from repoforge.serve import models_needing_repoforge
+    from repoforge.triton.reader import read_repository
+
+    models = read_repository(info.path)
+    plugins = set()
+    for m in models:
+        if PLUGIN_PARAMETER in m.config.parameters:
+            kind = json.loads(m.config.parameters[PLUGIN_PARAMETER].string_value).get("kind")
+            if kind:
+                plugins.add(str(kind))
+    info.features = Features(
+        gpu=info.device == "gpu",
+        response_cache=any(m.config.response_cache.enable for m in models),
+        plugins=frozenset(plugins),
+    )
+    info.needs_repoforge = models_needing_repoforge(models)
+    info.torchscript_runner = any(
+        m.config.parameters[RUNNER_PARAMETER].string_value == "torchscript"
+        for m in models
+        if RUNNER_PARAMETER in m.config.parameters
+    )

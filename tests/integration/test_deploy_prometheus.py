@@ -1,0 +1,288 @@
+"""`deploy k8s` queries against real servers: a real Prometheus (1 s scrapes, free port, temp data) scraping the
+session's real tritonserver evaluates every PromQL expression of the ScaledObject, the alerts and the dashboard
+(each must return data), and the autoscaling query rises under bounded load and falls after it. Then a Triton
+serving the response cache and the cache/router plugins, started with the flags the pods get (cache, metrics,
+`--trace-config` OpenTelemetry), answers every query of its own build's dashboard, and sends spans to a local
+OTLP/HTTP receiver (decoded with opentelemetry-proto)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from tritonclient import http as triton_http
+
+from repoforge.deploy.command import deploy_k8s
+from repoforge.deploy.dashboard import queries
+from repoforge.servers.ports import free_port
+from repoforge.servers.prometheus import PrometheusServer
+from repoforge.servers.triton import TritonServer
+
+pytestmark = pytest.mark.integration
+WINDOW_S = 5  # the rate() window the test deploys with: 5 scrapes of 1 s
+LOAD_S = 8.0
+
+
+@pytest.fixture(scope="module")
+def deployed(built_examples: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("deploy") / "k8s"
+    return deploy_k8s(built_examples["ensemble"], out, sets=[f"autoscale.window={WINDOW_S}s", "slo.p99_ms=50"]).output
+
+
+@pytest.fixture(scope="module")
+def prometheus(triton: TritonServer, deployed: Path) -> Iterator[PrometheusServer]:
+    """Scrapes the session's Triton with the labels a ServiceMonitor target gets; the generated rules loaded."""
+    labels = {"job": "ensemble-metrics", "namespace": "default", "pod": "ensemble-0"}
+    server = PrometheusServer(
+        [(f"127.0.0.1:{triton.metrics_port}", labels)], rule_files=[deployed / "alerts.rules.yml"]
+    )
+    with server:
+        deadline = time.monotonic() + 30
+        while not server.targets_up():
+            assert time.monotonic() < deadline, f"Triton never scraped:\n{server.log_tail()}"
+            time.sleep(0.5)
+        yield server
+
+
+def _scalar(result: list[dict[str, Any]]) -> float:
+    assert len(result) == 1, result
+    return float(result[0]["value"][1])
+
+
+def _alert_queries(rules_file: Path) -> list[tuple[str, str]]:
+    """Each alert's query without its threshold: `(q) > N` or `absent(q)`."""
+    out = []
+    for rule in yaml.safe_load(rules_file.read_text())["groups"][0]["rules"]:
+        m = re.fullmatch(r"\((.*)\) [<>] [-0-9.e+]+", rule["expr"]) or re.fullmatch(r"absent\((.*)\)", rule["expr"])
+        assert m, f"{rule['alert']}: expr is neither `(query) > N` nor `absent(query)`: {rule['expr']}"
+        out.append((rule["alert"], m[1]))
+    return out
+
+
+def _load(triton: TritonServer, seconds: float, workers: int = 8) -> int:
+    """Bounded load on the ensemble (a Python step with one instance, so requests queue): `workers` clients for
+    `seconds`, every request with a timeout. Returns the number of answers."""
+    x = np.random.default_rng(0).random((4, 8), dtype=np.float32)
+    stop = time.monotonic() + seconds
+
+    def client() -> int:
+        c = triton_http.InferenceServerClient(triton.http_url, connection_timeout=10, network_timeout=10)
+        n = 0
+        try:
+            while time.monotonic() < stop:
+                inp = triton_http.InferInput("RAW", list(x.shape), "FP32")
+                inp.set_data_from_numpy(x)
+                c.infer("pipeline", [inp], timeout=10)
+                n += 1
+        finally:
+            c.close()
+        return n
+
+    with ThreadPoolExecutor(workers) as pool:
+        return sum(pool.map(lambda _i: client(), range(workers)))
+
+
+def test_every_query_returns_data_and_autoscaling_follows_load(
+    triton: TritonServer, deployed: Path, prometheus: PrometheusServer, built_examples: dict[str, Path]
+) -> None:
+    so = yaml.safe_load((deployed / "scaledobject.yaml").read_text())
+    autoscale = so["spec"]["triggers"][0]["metadata"]["query"]
+    args = yaml.safe_load((deployed / "deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert "--metrics-config=summary_latencies=true" in args  # what the session server runs with (conftest)
+    time.sleep(WINDOW_S + 1)  # a full window of idle scrapes
+    idle = _scalar(prometheus.query(autoscale))
+
+    every = [("ScaledObject", autoscale)]
+    for metric in ("pending_requests", "request_rate"):  # the other metrics a CPU build may scale on
+        alt = deploy_k8s(
+            built_examples["ensemble"],
+            deployed.parent / metric,
+            sets=[f"autoscale.window={WINDOW_S}s", f"autoscale.metric={metric}"],
+        ).output
+        every.append((f"ScaledObject ({metric})", yaml.safe_load((alt / "scaledobject.yaml").read_text())["spec"]["triggers"][0]["metadata"]["query"]))  # fmt: skip
+    every += _alert_queries(deployed / "alerts.rules.yml")
+    every += queries(json.loads((deployed / "dashboard.json").read_text()))
+    with ThreadPoolExecutor(1) as bg:
+        answered = bg.submit(_load, triton, LOAD_S)
+        time.sleep(LOAD_S - 2)
+        busy = _scalar(prometheus.query(autoscale))
+        empty = [(where, q) for where, q in every if not prometheus.query(q)]
+        assert answered.result(timeout=60) > 0
+    time.sleep(WINDOW_S + 2)
+    after = _scalar(prometheus.query(autoscale))
+    print(f"autoscale query (queue µs per request × pods): idle {idle:.0f}, under load {busy:.0f}, after {after:.0f}")
+    assert not empty, "queries that returned no data:\n" + "\n".join(f"{w}: {q}" for w, q in empty)
+    assert busy > idle and busy > 0
+    assert after < busy
+    # a deployment Prometheus does not scrape (an outage, a broken ServiceMonitor) answers nothing, never 0: KEDA
+    # then errors (ignoreNullValues: false) and holds its fallback instead of scaling down (kedacore/keda#3065)
+    assert prometheus.query(autoscale.replace('job="ensemble-metrics"', 'job="not-scraped"')) == []
+    # the rules loaded into Prometheus parse and evaluate there too
+    assert all(r.get("health") == "ok" for g in prometheus.rules() for r in g["rules"]), prometheus.rules()
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """OTLP/HTTP: POST /v1/traces, JSON (Triton's exporter) or protobuf; answers an empty export response."""
+
+    bodies: list[tuple[str, bytes]] = []
+
+    def do_POST(self) -> None:
+        n = int(self.headers.get("content-length", 0))
+        type(self).bodies.append((self.headers.get("content-type", ""), self.rfile.read(n)))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _spans(bodies: list[tuple[str, bytes]]) -> list[tuple[str, dict[str, Any]]]:
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts
+
+    out = []
+    for ctype, body in bodies:
+        req = ts.ExportTraceServiceRequest()
+        if "json" in ctype:
+            json_format.Parse(body, req, ignore_unknown_fields=True)
+        else:
+            req.ParseFromString(body)
+        for rs in req.resource_spans:
+            resource = {a.key: a.value.string_value for a in rs.resource.attributes}
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    attrs = {a.key: a.value.string_value or a.value.int_value for a in sp.attributes}
+                    out.append((sp.name, {**resource, **attrs}))
+    return out
+
+
+PLUGINS_SPEC = """\
+version: 1
+repository: observed
+defaults:
+  max_batch_size: 64
+models:
+  - name: model_a
+    format: python
+    path: {scale}
+    parameters: {{factor: 1}}
+    response_cache: true
+    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
+  - name: model_b
+    format: python
+    path: {scale}
+    parameters: {{factor: 2}}
+    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
+  - name: cached
+    format: python
+    plugin: {{kind: result_cache, model: model_a, max_entries: 100, ttl_s: 60}}
+  - name: semantic
+    format: python
+    plugin: {{kind: semantic_cache, model: model_a, embedding: X, threshold: 0.999, max_entries: 8}}
+  - name: router
+    format: python
+    plugin: {{kind: router, routes: [{{model: model_a}}], shadow: {{model: model_b}}}}
+"""
+
+#: Flags of the pod that a local server must not take: its ports, repository and lifecycle are the fixture's.
+_POD_ONLY = ("--model-repository", "--model-control-mode", "--http-port", "--grpc-port", "--metrics-port", "--exit-")
+
+
+def _request(model: str, x: np.ndarray) -> list[triton_http.InferInput]:
+    key = triton_http.InferInput("KEY", [len(x), 1], "BYTES")
+    key.set_data_from_numpy(np.array([[f"k{i}".encode()] for i in range(len(x))], dtype=np.object_))
+    val = triton_http.InferInput("X", list(x.shape), "FP32")
+    val.set_data_from_numpy(x)
+    return [key, val]
+
+
+def test_cache_and_plugin_panels_and_tracing_on_a_server_run_with_the_generated_flags(tmp_path: Path) -> None:
+    """A build with Triton's response cache and the result cache, semantic cache and router (with a shadow)
+    plugins, served with the flags deploy k8s gives its pods (cache, metrics, OpenTelemetry tracing pointed at a
+    local OTLP/HTTP receiver): spans arrive for sampled requests with the model's name, and every query of that
+    build's dashboard, alerts and ScaledObject returns data from a Prometheus scraping it."""
+    from repoforge.build import build
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(PLUGINS_SPEC.format(scale=(Path(__file__).parents[1] / "data" / "plugins" / "scale.py").as_posix()))
+    repo = build(spec, tmp_path / "repo", device="cpu").output
+    port = free_port()
+    _Receiver.bodies = []
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        out = deploy_k8s(
+            repo,
+            tmp_path / "k8s",
+            sets=[
+                f"tracing={{otlp_endpoint: 'http://127.0.0.1:{port}/v1/traces', rate: 1}}",
+                f"autoscale.window={WINDOW_S}s",
+                "slo.p99_ms=50",
+            ],
+        ).output
+        args = yaml.safe_load((out / "deployment.yaml").read_text())["spec"]["template"]["spec"]["containers"][0][
+            "args"
+        ]
+        flags = [a.replace("$(POD_NAME)", "test-pod") for a in args if not a.startswith(_POD_ONLY)]
+        assert "--trace-config=mode=opentelemetry" in flags and any(a.startswith("--cache-config=local") for a in flags)
+        # Triton's batch span processor waits 5 s by default; export sooner so the test stays short
+        flags.append("--trace-config=opentelemetry,bsp_schedule_delay=200")
+        # why the pods do not get histogram_latencies: with it, Triton 2.51 still exports no histogram (below)
+        flags.append("--metrics-config=histogram_latencies=true")
+        with TritonServer(repo, extra_args=flags) as server:
+            labels = {"job": "observed-metrics", "namespace": "default", "pod": "observed-0"}
+            with PrometheusServer([(f"127.0.0.1:{server.metrics_port}", labels)]) as prom:
+                x = np.random.default_rng(0).random((4, 4), dtype=np.float32)
+                c = triton_http.InferenceServerClient(server.http_url, connection_timeout=10, network_timeout=10)
+                deadline = time.monotonic() + 30
+                every = [
+                    (
+                        "ScaledObject",
+                        yaml.safe_load((out / "scaledobject.yaml").read_text())["spec"]["triggers"][0]["metadata"][
+                            "query"
+                        ],
+                    )
+                ]
+                every += _alert_queries(out / "alerts.rules.yml")
+                every += queries(json.loads((out / "dashboard.json").read_text()))
+                try:
+                    while True:  # requests (the same rows again: cache hits) until every query has data
+                        for model in ("model_a", "cached", "semantic", "router"):
+                            c.infer(model, _request(model, x), timeout=10)
+                        empty = [(w, q) for w, q in every if not prom.query(q)]
+                        if not empty or time.monotonic() > deadline:
+                            break
+                        time.sleep(0.5)
+                finally:
+                    c.close()
+                assert not empty, "queries that returned no data:\n" + "\n".join(f"{w}: {q}" for w, q in empty)
+                exported = {r["metric"]["__name__"] for r in prom.query('{job="observed-metrics"}')}
+                assert not [n for n in exported if "histogram" in n], "Triton exports histograms now: add a panel"
+            titles = {t for t, _ in every}
+            assert {"Response cache hit rate", "Result cache hit rate (plugin)", "Semantic cache hit rate (plugin)",
+                    "Router split (plugin)", "Shadow agreement (plugin)"} <= titles  # fmt: skip
+            deadline = time.monotonic() + 15
+            while not [s for s in _spans(_Receiver.bodies) if s[1].get("triton.model_name") == "model_a"]:
+                assert time.monotonic() < deadline, f"no span for model_a arrived: {_spans(_Receiver.bodies)[:5]}"
+                time.sleep(0.2)
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    named = [a for n, a in _spans(_Receiver.bodies) if a.get("triton.model_name") == "model_a"]
+    assert named and all(a.get("service.name") == "observed" and a.get("k8s.pod.name") == "test-pod" for a in named)

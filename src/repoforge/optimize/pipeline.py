@@ -128,7 +128,9 @@ def optimize_model(
             say(f"{t.name}: {name}: could not be made: {line}")
             rows.append(VariantResult(name, False, f"could not be made: {type(exc).__name__}: {line}"))
             continue
-        rows.append(VariantResult(name, True, "", path, sha256_file(path), path.stat().st_size, info, reused=reused))
+        size = path.stat().st_size
+        say(f"{t.name}: {name}: " + ("reused from the cache" if reused else f"made ({size:,} bytes)"))
+        rows.append(VariantResult(name, True, "", path, sha256_file(path), size, info, reused=reused))
     _gate(t, val, rows, fp32_path, fp32_sha, cache, say)
     sizes = batch_sizes(t)
     _time(t, val, rows, sizes, cache, say)

@@ -74,7 +74,8 @@ def train_classifier(
 
 
 def write_project(root: Path, *, rows: int = 600, features: int = 16, classes: int = 4, hidden: tuple[int, ...] = (64,),
-                  variants: str = "[fp32, ort_optimized, int8_dynamic, int8_static, fp16]", extra: str = "") -> Path:  # fmt: skip
+                  variants: str = "[fp32, ort_optimized, int8_dynamic, int8_static, fp16]", extra: str = "",
+                  name: str = "classifier") -> Path:  # fmt: skip
     """`root/spec.yaml` with one optimized classifier, its model and data; returns the spec path."""
     root.mkdir(parents=True, exist_ok=True)
     x, y = clusters(rows, features, classes, seed=0)
@@ -87,7 +88,7 @@ def write_project(root: Path, *, rows: int = 600, features: int = 16, classes: i
     spec.write_text(
         "version: 1\n"
         "models:\n"
-        "  - name: classifier\n"
+        f"  - name: {name}\n"
         "    format: onnx\n"
         "    path: classifier.onnx\n"
         "    max_batch_size: 16\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,10 @@ def export_onnx(t: ModelTarget, inputs: dict[str, np.ndarray], dest: Path) -> di
     axes = {n: {0: "batch"} for n in (*names_in, *names_out)}
     log = io.StringIO()
     try:
-        with contextlib.redirect_stdout(log), torch.no_grad():
+        with contextlib.redirect_stdout(log), torch.no_grad(), warnings.catch_warnings():
+            # the TorchScript-based exporter is deprecated in favour of torch.export's, which needs onnxscript and
+            # does not take ScriptModules; the legacy one still handles both inputs this step is given
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 module, sample, str(dest), input_names=names_in, output_names=names_out, dynamic_axes=axes,
                 opset_version=t.options.opset, dynamo=False,

@@ -125,6 +125,9 @@ def build(spec: Path, output: Path, target: str, device: str | None, force: bool
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
 @click.option("--no-cache", is_flag=True, help="Make, gate and time every variant again (reproduce.sh uses it).")
+@click.option(
+    "--served", is_flag=True, help="Also time the accepted variants served by a real tritonserver (perf_analyzer)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def optimize(
@@ -134,6 +137,7 @@ def optimize(
     device: str,
     force: bool,
     no_cache: bool,
+    served: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -153,6 +157,7 @@ def optimize(
         device=device,
         force=force,
         use_cache=not no_cache,
+        served=served,
         progress=_progress(quiet or as_json),
     )
     if as_json:
@@ -163,6 +168,8 @@ def optimize(
         for v in m["variants"]:
             acc = v["top1"] if v["top1"] is not None else v["agreement"]
             lat = ", ".join(f"{b}: {ms:.3f} ms" for b, ms in v["latency_ms"].items())
+            if v.get("served_latency_ms"):
+                lat += "; served " + ", ".join(f"{b}: {ms:.3f} ms" for b, ms in v["served_latency_ms"].items())
             verdict = "accepted" if v["accepted"] else f"rejected: {v['reason']}"
             click.echo(f"  {v['name']:<14} {'top1' if v['top1'] is not None else 'agreement'} "
                        f"{'–' if acc is None else f'{acc:.4f}'}  {lat or '(not timed)'}  {verdict}")  # fmt: skip

@@ -52,3 +52,20 @@ def test_served_variants_answer_like_the_original_within_their_gate(
     latest = infer(triton.http_url, model, {"input": x[:4]})["logits"]
     pinned = infer(triton.http_url, model, {"input": x[:4]}, str(len(versions)))["logits"]
     np.testing.assert_array_equal(latest, pinned)
+
+
+def test_optimize_served_times_each_accepted_variant_through_tritonserver(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from repoforge.cli import main
+    from repoforge.optimize.sample import write_project
+
+    spec = write_project(tmp_path / "p", variants="[fp32, int8_dynamic]", extra="      batch_sizes: [4]\n")
+    res = CliRunner().invoke(main, ["optimize", str(spec), "-o", str(tmp_path / "out"), "--served", "-q"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "out" / "optimize-report.json").read_text())["models"]["classifier"]
+    for v in report["variants"]:
+        assert set(v["served_latency_ms"]) == {"4"} and v["served_latency_ms"]["4"] > 0
+        lo, hi = v["served_latency_range_ms"]["4"]
+        assert lo <= v["served_latency_ms"]["4"] <= hi
+    assert "Served by tritonserver" in (tmp_path / "out" / "optimize-report.md").read_text()

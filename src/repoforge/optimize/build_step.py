@@ -13,7 +13,7 @@ from typing import Any
 
 from repoforge.contract import Device
 from repoforge.optimize.cache import Cache, key
-from repoforge.optimize.command import RequiredVariantFailed, run_optimize
+from repoforge.optimize.command import OptimizeRun, RequiredVariantFailed, run_optimize
 from repoforge.plan import RepositoryPlan
 from repoforge.spec.load import LoadedSpec
 from repoforge.spec.models import VersionPolicy
@@ -46,12 +46,21 @@ def apply_optimize(
     failures = run.required_failures()
     if failures:
         raise RequiredVariantFailed("build failed (nothing was written):\n" + "\n".join(failures))
+    return shipped_spec(run, cache, progress)
+
+
+def shipped_spec(
+    run: OptimizeRun, cache: Cache, progress: Callable[[str], None], *, ship_all: bool = False, only: bool = False
+) -> tuple[LoadedSpec, Optimized]:
+    """`run`'s spec with each optimized model pointing at what it ships; `ship_all` ships every accepted variant
+    (the served measurement), `only` drops the models without `optimize:`."""
+    loaded = run.loaded
     models = list(loaded.spec.models)
     done = Optimized()
     for t in run.targets:
         r = run.results[t.name]
         accepted = [v for v in r.variants if v.accepted and v.path is not None]
-        if t.options.ship == "all":
+        if t.options.ship == "all" or ship_all:
             shipped = [v for v in accepted if v.name != r.selected] + [r.variant(r.selected)]
         else:
             shipped = [r.variant(r.selected)]
@@ -63,10 +72,10 @@ def apply_optimize(
         else:
             update["path"] = None
             update["versions"] = {n: str(v.path) for n, v in versions.items()}
-            if raw.version_policy is None:
+            if raw.version_policy is None or ship_all:
                 update["version_policy"] = VersionPolicy(all=True)
         models[t.index] = raw.model_copy(update=update)
-        entry = {
+        done.lock[t.name] = {
             "selected": r.selected,
             "selection": r.why,
             "ship": t.options.ship,
@@ -75,7 +84,6 @@ def apply_optimize(
             "source_sha256": _source_sha(t.source),
             "validation_sha256": run.report["models"][t.name]["validation"]["sha256"],
         }
-        done.lock[t.name] = entry
         body = {
             **{k: v for k, v in run.report.items() if k != "models"},
             "model": t.name,
@@ -87,6 +95,9 @@ def apply_optimize(
         path.write_text(text)
         done.reports[t.name] = path
         progress(f"{t.name}: ships {', '.join(f'version {n} = {v.name}' for n, v in versions.items())}")
+    if only:
+        names = {t.name for t in run.targets}
+        models = [m for m in models if m.name in names]
     spec = loaded.spec.model_copy(update={"models": models})
     return dataclasses.replace(loaded, spec=spec), done
 

@@ -97,16 +97,27 @@ def optimize(
     device: Device = "cpu",
     force: bool = False,
     use_cache: bool = True,
+    served: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> OptimizeRun:
-    """Run `optimize:` for the spec's models and write the report to `output` atomically.
+    """Run `optimize:` for the spec's models and write the report to `output` atomically; `served` also measures
+    the accepted variants through a real tritonserver (perf_analyzer).
 
     Raises SpecError (nothing written) for a wrong section or data file, BuildError when `output` exists without
     `force`, and RequiredVariantFailed (after writing the report, which says why) when a required variant fails."""
     out = Path(output)
     check_destination(out, force, lambda p: (p / REPORT_JSON).exists())
     loaded = load_spec(spec)
-    run = run_optimize(loaded, models, device=device, cache=Cache(enabled=use_cache), progress=progress)
+    cache = Cache(enabled=use_cache)
+    run = run_optimize(loaded, models, device=device, cache=cache, progress=progress)
+    if served:
+        from repoforge.optimize.served import measure_served
+
+        for name, per in measure_served(run, cache, progress or (lambda _m: None)).items():
+            for row in run.report["models"][name]["variants"]:
+                got = per.get(row["name"])
+                row["served_latency_ms"] = {str(b): m for b, (m, _lo, _hi) in got.items()} if got else {}
+                row["served_latency_range_ms"] = {str(b): [lo, hi] for b, (_m, lo, hi) in got.items()} if got else {}
     with atomic_dir(out, force) as tmp:
         notes = write_report(tmp, run.report)
         for note in notes:

@@ -70,6 +70,21 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {v['name']} | {'yes' if v['accepted'] else 'no'} | {_fmt(v['top1'])} | {_fmt(v['agreement'])} | "
                 f"{_fmt(v['max_abs_err'], '.2g')} | {lat} | {tput} | {v['size_bytes']:,} | {v['reason'] or ''} |"
             )
+        served = [v for v in m["variants"] if v.get("served_latency_ms")]
+        if served:
+            bs = list(served[0]["served_latency_ms"])
+            ref = next((v for v in served if v["name"] == "fp32"), served[0])
+            lines += ["", "Served by tritonserver (perf_analyzer p50, concurrency 1, each variant a version, alternating "
+                      "rounds; median and range):", "",
+                      "| variant | " + " | ".join(f"ms @ {b} (range) | ÷ fp32" for b in bs) + " |",
+                      "|---|" + "---|---|" * len(bs)]  # fmt: skip
+            for v in served:
+                cells = " | ".join(
+                    f"{v['served_latency_ms'][b]:.3f} ({v['served_latency_range_ms'][b][0]:.3f}–"
+                    f"{v['served_latency_range_ms'][b][1]:.3f}) | {v['served_latency_ms'][b] / ref['served_latency_ms'][b]:.2f}"
+                    for b in bs
+                )
+                lines.append(f"| {v['name']} | {cells} |")
         if m.get("tensorrt"):
             lines += ["", f"TensorRT: {m['tensorrt']['status']} (profiles {m['tensorrt']['profiles']})."]
         if m.get("export"):

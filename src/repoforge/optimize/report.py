@@ -111,18 +111,22 @@ def plot(report: dict[str, Any], dest: Path) -> str | None:
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, (name, m) in zip(axes[0], models.items(), strict=True):
         b = str(m["batch_sizes"][-1])
-        for v in m["variants"]:
+        for i, v in enumerate(m["variants"]):
             if b not in v["latency_ms"]:
                 continue
             acc = v["top1"] if v["top1"] is not None else v["agreement"]
-            ax.scatter(v["latency_ms"][b], acc, marker="o" if v["accepted"] else "x", s=60,
-                       color="tab:green" if v["name"] == m["selected"] else ("tab:blue" if v["accepted"] else "tab:red"))  # fmt: skip
-            ax.annotate(v["name"], (v["latency_ms"][b], acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        ax.set_xlabel(f"latency at batch {b} (ms, in process)")
+            x, (lo, hi) = v["latency_ms"][b], v["latency_range_ms"][b]
+            color = "tab:green" if v["name"] == m["selected"] else ("tab:blue" if v["accepted"] else "tab:red")
+            ax.errorbar(x, acc, xerr=[[x - lo], [hi - x]], fmt="o" if v["accepted"] else "x", color=color,
+                        markersize=8, capsize=3)  # fmt: skip
+            # labels stagger vertically: variants often share an accuracy exactly
+            ax.annotate(v["name"], (x, acc), textcoords="offset points", xytext=(6, 6 + 11 * (i % 4)), fontsize=8,
+                        color=color, arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5})  # fmt: skip
+        ax.set_xlabel(f"latency at batch {b} (ms, in process; bars: range over rounds)")
         ax.set_ylabel(
             "top-1 accuracy" if any(v["top1"] is not None for v in m["variants"]) else "top-1 agreement with fp32"
         )
-        ax.set_title(f"{name}: selected {m['selected']} (x = rejected)")
+        ax.set_title(f"{name}: selected {m['selected']} (green; x = rejected by the gate)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(dest, dpi=100)

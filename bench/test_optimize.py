@@ -83,7 +83,7 @@ def _digits_project(root: Path) -> Path:
         "    max_batch_size: 64\n    dynamic_batching: {preferred_batch_sizes: [16]}\n"
         "    inputs: [{name: INPUT__0, dtype: FP32, dims: [64]}]\n"
         "    outputs: [{name: OUTPUT__0, dtype: FP32, dims: [10]}]\n"
-        "    optimize:\n      variants: [fp32, ort_optimized, int8_dynamic, int8_static, fp16]\n"
+        "    optimize:\n      variants: [fp32, ort_optimized, int8_dynamic, int8_static, fp16, openvino]\n"
         "      calibration: calib.npz\n      calibration_method: minmax\n"
         "      validation: {data: val.npz, labels: labels, max_top1_drop: 0.01}\n"
         f"      rounds: {ROUNDS}\n      ship: all\n"

@@ -239,3 +239,19 @@ def test_cli_refuses_an_existing_output_and_bad_arguments(project: Path, tmp_pat
     assert res.exit_code == 2 and "Invalid value" in res.output
     res = CliRunner().invoke(main, ["optimize", str(project), "-o", str(tmp_path / "o3"), "-m", "nope"])
     assert res.exit_code == 2 and "no model named 'nope'" in res.output
+
+
+def test_openvino_is_gated_and_timed_on_its_own_runtime_but_not_shipped(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    spec = write_project(tmp_path / "p", variants="[fp32, openvino]", extra="      ship: all\n")
+    run = run_optimize(load_spec(spec), cache=Cache(enabled=False))
+    r = run.results["classifier"]
+    ov = r.variant("openvino")
+    assert ov.accepted and ov.gate is not None and ov.gate.tolerance == {"max_abs": 1e-4, "max_rel": 1e-3}
+    assert ov.timing is not None and ov.settings["runtime"] == "openvino"
+    assert r.selected == "fp32"
+    row = next(v for v in run.report["models"]["classifier"]["variants"] if v["name"] == "openvino")
+    assert row["shipped_by_build"] is False and "measured only" in row["note"]
+    build(spec, tmp_path / "repo", device="cpu")
+    lock = json.loads((tmp_path / "repo" / "repoforge.lock.json").read_text())["optimize"]["classifier"]
+    assert lock["versions"] == {"1": "fp32"}

@@ -59,7 +59,7 @@ def shipped_spec(
     done = Optimized()
     for t in run.targets:
         r = run.results[t.name]
-        accepted = [v for v in r.variants if v.accepted and v.path is not None]
+        accepted = r.accepted()
         if t.options.ship == "all" or ship_all:
             shipped = [v for v in accepted if v.name != r.selected] + [r.variant(r.selected)]
         else:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 #: Distributions whose version changes what a variant file or a figure is.
-TOOLS = ("repoforge", "onnx", "onnxruntime", "onnxconverter-common", "numpy", "torch")
+TOOLS = ("repoforge", "onnx", "onnxruntime", "onnxconverter-common", "openvino", "numpy", "torch")
 
 
 def tool_versions() -> dict[str, str]:

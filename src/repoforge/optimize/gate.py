@@ -54,17 +54,16 @@ def tolerance_for(variant: str, t: ModelTarget) -> tuple[float, float] | None:
     return (given.max_abs if given.max_abs is not None else abs_, given.max_rel if given.max_rel is not None else rel)
 
 
-def run_model(path: Path, inputs: dict[str, np.ndarray], outputs: list[str], batch: int) -> dict[str, np.ndarray]:
-    """Every output over all rows, in batches of at most `batch` (the config's max_batch_size)."""
-    import onnxruntime as ort
+def run_model(
+    path: Path, inputs: dict[str, np.ndarray], outputs: list[str], batch: int, runtime: str = "onnxruntime"
+) -> dict[str, np.ndarray]:
+    """Every output over all rows, in batches of at most `batch` (the config's max_batch_size), on one thread:
+    the gate's figures matter here, not its speed."""
+    from repoforge.optimize.runners import open_runner
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1  # the gate's figures, not its speed, matter; leave the cores to the others
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    run = open_runner(path, runtime, outputs, threads=1)
     rows = len(next(iter(inputs.values())))
-    parts: list[list[np.ndarray]] = []
-    for s in range(0, rows, batch):
-        parts.append(sess.run(outputs, {k: v[s : s + batch] for k, v in inputs.items()}))
+    parts = [run({k: v[s : s + batch] for k, v in inputs.items()}) for s in range(0, rows, batch)]
     return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(outputs)}
 
 

@@ -11,6 +11,7 @@ from repoforge.contract import Device
 from repoforge.optimize.cache import Cache, key, tool_versions
 from repoforge.optimize.data import Arrays, ModelTarget, batch_sizes
 from repoforge.optimize.gate import GateResult, judge, run_model
+from repoforge.optimize.runners import NOT_SHIPPED, runtime_of
 from repoforge.optimize.timing import Timing, host, select, time_variants
 from repoforge.optimize.variants import VariantUnavailable, make_variant
 from repoforge.output import sha256_file
@@ -52,6 +53,8 @@ class VariantResult:
             "throughput_batch": biggest,
             "size_bytes": self.size_bytes,
             "sha256": self.sha256,
+            "shipped_by_build": self.accepted and self.name not in NOT_SHIPPED,
+            "note": NOT_SHIPPED.get(self.name, ""),
             "settings": self.settings,
         }
 
@@ -71,7 +74,8 @@ class ModelResult:
         return next(v for v in self.variants if v.name == name)
 
     def accepted(self) -> list[VariantResult]:
-        return [v for v in self.variants if v.accepted]
+        """The variants a build may ship: passed the gate, and served by what the build writes."""
+        return [v for v in self.variants if v.accepted and v.name not in NOT_SHIPPED and v.path is not None]
 
 
 Say = Callable[[str], None]
@@ -134,7 +138,7 @@ def optimize_model(
     _gate(t, val, rows, fp32_path, fp32_sha, cache, say)
     sizes = batch_sizes(t)
     _time(t, val, rows, sizes, cache, say)
-    accepted = {r.name: r.timing for r in rows if r.accepted and r.timing is not None}
+    accepted = {r.name: r.timing for r in rows if r.accepted and r.timing is not None and r.name not in NOT_SHIPPED}
     selected, why = select(accepted, opts.select)
     result = ModelResult(t.name, selected, why, rows, sizes, export, host())
     if "tensorrt" in opts.variants and device == "gpu":
@@ -158,14 +162,14 @@ def _gate(
             continue
         from repoforge.optimize.gate import tolerance_for
 
-        k = key("gate", row.sha256, fp32_sha, val.sha256, v.model_dump(), tolerance_for(row.name, t))
+        k = key("gate", row.name, row.sha256, fp32_sha, val.sha256, v.model_dump(), tolerance_for(row.name, t))
         cached = cache.record(k)
         if cached is not None:
             row.gate = GateResult(**cached)
         else:
             if ref is None:
                 ref = run_model(fp32, inputs, outputs, t.max_batch_size)
-            got = run_model(row.path, inputs, outputs, t.max_batch_size)
+            got = run_model(row.path, inputs, outputs, t.max_batch_size, runtime_of(row.name))
             row.gate = judge(row.name, t, got, ref, labels)
             cache.put(k, row.gate.as_dict())
         row.accepted = row.gate.accepted
@@ -188,7 +192,9 @@ def _time(t: ModelTarget, val: Arrays, rows: list[VariantResult], sizes: list[in
     if cached is None:
         say(f"{t.name}: timing {', '.join(r.name for r in timed)} at batch {sizes} ({opts.rounds} alternating rounds)")
         files = {r.name: r.path for r in timed if r.path is not None}
-        timings = time_variants(files, val.inputs(t.inputs), sizes, opts.rounds, opts.threads)
+        timings = time_variants(
+            files, val.inputs(t.inputs), sizes, opts.rounds, opts.threads, [x.name for x in t.outputs]
+        )
         cache.put(k, {n: tm.as_dict() for n, tm in timings.items()})
     else:
         say(f"{t.name}: timings of {', '.join(r.name for r in timed)} reused from the cache")

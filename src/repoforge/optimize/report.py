@@ -68,7 +68,7 @@ def markdown(report: dict[str, Any]) -> str:
             tput = f"{v['throughput']:,.0f}" if v["throughput"] else "–"
             lines.append(
                 f"| {v['name']} | {'yes' if v['accepted'] else 'no'} | {_fmt(v['top1'])} | {_fmt(v['agreement'])} | "
-                f"{_fmt(v['max_abs_err'], '.2g')} | {lat} | {tput} | {v['size_bytes']:,} | {v['reason'] or ''} |"
+                f"{_fmt(v['max_abs_err'], '.2g')} | {lat} | {tput} | {v['size_bytes']:,} | {v['reason'] or v.get('note', '')} |"
             )
         served = [v for v in m["variants"] if v.get("served_latency_ms")]
         if served:

@@ -53,24 +53,21 @@ def _batch_of(arrays: dict[str, np.ndarray], b: int) -> dict[str, np.ndarray]:
 
 
 def time_variants(
-    files: dict[str, Path], inputs: dict[str, np.ndarray], sizes: list[int], rounds: int, threads: int
-) -> dict[str, Timing]:
-    """Latency per variant and batch size, measured in alternating rounds in this process."""
-    import onnxruntime as ort
+    files: dict[str, Path], inputs: dict[str, np.ndarray], sizes: list[int], rounds: int, threads: int,
+    outputs: list[str],
+) -> dict[str, Timing]:  # fmt: skip
+    """Latency per variant and batch size, measured in alternating rounds in this process, each variant on the
+    runtime that runs it (runners.runtime_of)."""
+    from repoforge.optimize.runners import open_runner, runtime_of
 
-    sessions = {}
-    for name, path in files.items():
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        sessions[name] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sessions = {name: open_runner(path, runtime_of(name), outputs, threads) for name, path in files.items()}
     names = list(files)
     samples: dict[str, dict[int, list[float]]] = {n: {b: [] for b in sizes} for n in names}
     for b in sizes:
         feed = _batch_of(inputs, b)
         for s in sessions.values():  # warm up: first runs allocate and pick kernels
             for _ in range(2):
-                s.run(None, feed)
+                s(feed)
         for r in range(rounds):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
@@ -78,7 +75,7 @@ def time_variants(
                 start = time.perf_counter()
                 while len(calls) < MIN_CALLS or time.perf_counter() - start < ROUND_SECONDS:
                     t0 = time.perf_counter()
-                    sess.run(None, feed)
+                    sess(feed)
                     calls.append((time.perf_counter() - t0) * 1000.0)
                 samples[name][b].append(statistics.median(calls))
     return {

@@ -81,3 +81,23 @@ def test_a_torchscript_spec_with_optimize_builds_an_onnx_model(tmp_path: Path) -
     lock = json.loads((tmp_path / "repo" / "repoforge.lock.json").read_text())
     assert lock["optimize"]["net"]["selected"] in ("fp32", "int8_static")
     assert res.plan.model("net").format == "onnx"
+
+
+def test_an_eager_model_without_its_class_file_is_a_located_error(tmp_path: Path) -> None:
+    from repoforge.errors import SpecError
+
+    spec = _project(tmp_path / "p", "pytorch")
+    spec.write_text(spec.read_text().replace("    model_file: net.py\n", ""))
+    with pytest.raises(SpecError) as err:
+        run_optimize(load_spec(spec), cache=Cache(enabled=False))
+    assert "spec.yaml:3:" in str(err.value) and "needs `model_file:`" in str(err.value)
+
+
+def test_a_state_dict_that_does_not_fit_its_class_fails_the_export_in_one_line(tmp_path: Path) -> None:
+    from repoforge.optimize.export import ExportError
+
+    spec = _project(tmp_path / "p", "pytorch")
+    torch.save({"fc1.weight": torch.zeros(2, 2)}, spec.parent / "net.pt")
+    with pytest.raises(ExportError) as err:
+        run_optimize(load_spec(spec), cache=Cache(enabled=False))
+    assert "does not match class Net" in str(err.value) and "\n" not in str(err.value)

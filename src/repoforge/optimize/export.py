@@ -57,6 +57,7 @@ def export_onnx(t: ModelTarget, inputs: dict[str, np.ndarray], dest: Path) -> di
             # the TorchScript-based exporter is deprecated in favour of torch.export's, which needs onnxscript and
             # does not take ScriptModules; the legacy one still handles both inputs this step is given
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)  # "no signature found for ScriptMethod": harmless
             torch.onnx.export(
                 module, sample, str(dest), input_names=names_in, output_names=names_out, dynamic_axes=axes,
                 opset_version=t.options.opset, dynamo=False,

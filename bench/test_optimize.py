@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -141,12 +142,13 @@ def _ratio(a: tuple[float, float, float], b: tuple[float, float, float]) -> str:
     return f"{a[0] / b[0]:.2f} ({a[1] / b[2]:.2f}–{a[2] / b[1]:.2f})"
 
 
-def test_int8_vs_fp32_in_process_and_served(long_bench: None) -> None:
+def test_int8_vs_fp32_in_process_and_served(long_bench: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from repoforge.build import build
     from repoforge.optimize.timing import host
     from repoforge.servers.triton import TritonServer
     from repoforge.triton.reader import read_repository
 
+    monkeypatch.setenv("REPOFORGE_CACHE_DIR", str(tmp_path / "cache"))  # measure now: no cached variants or timings
     load_start = load_average()
     sections: list[str] = []
     summary: dict[str, Any] = {}
@@ -191,16 +193,19 @@ def test_int8_vs_fp32_in_process_and_served(long_bench: None) -> None:
                 for b in (1, int(sizes[-1])):
                     served[str(b)] = _served(server.http_url, model.name, versions, inputs, b)
             name_of = versions
-            served_rows = Table(["batch", *[f"{name_of[v]} ms (range)" for v in versions], "int8_static ÷ fp32 served"])
+            int8 = [(v, n) for v, n in name_of.items() if n.startswith("int8")]
+            vf = next(v for v, n in name_of.items() if n == "fp32")
+            served_rows = Table(["batch", *[f"{name_of[v]} ms (range)" for v in versions],
+                                 *[f"{n} ÷ fp32 served" for _v, n in int8]])  # fmt: skip
             for b, per in served.items():
                 cells = [f"{statistics.median(x):.3f} ({min(x):.3f}–{max(x):.3f})" for x in per.values()]
-                v8 = next((v for v, n in name_of.items() if n == "int8_static"), None)
-                vf = next(v for v, n in name_of.items() if n == "fp32")
-                ratio = "–"
-                if v8 is not None:
-                    a, f = per[v8], per[vf]
-                    ratio = f"{statistics.median(a) / statistics.median(f):.2f} ({min(a) / max(f):.2f}–{max(a) / min(f):.2f})"
-                served_rows.add(b, *cells, ratio)
+                f = per[vf]
+                ratios_served = [
+                    f"{statistics.median(per[v]) / statistics.median(f):.2f} "
+                    f"({min(per[v]) / max(f):.2f}–{max(per[v]) / min(f):.2f})"
+                    for v, _n in int8
+                ]
+                served_rows.add(b, *cells, *ratios_served)
             sections.append(
                 f"### {kind}: selected {report['selected']} ({report['selection']})\n\n"
                 + table.markdown()
@@ -217,6 +222,19 @@ def test_int8_vs_fp32_in_process_and_served(long_bench: None) -> None:
                 )  # fmt: skip
             )
             summary[kind] = {"ratios": ratios, "served": served, "top1": {n: v["top1"] for n, v in by.items()}}
+            big = sizes[-1]
+            verdicts = []
+            for q in ("int8_dynamic", "int8_static"):
+                if q not in by or not by[q]["latency_ms"]:
+                    continue
+                r_ = by[q]["latency_ms"][big] / by["fp32"]["latency_ms"][big]
+                drop = by[q]["top1_drop"] if by[q]["top1_drop"] is not None else 1 - by[q]["agreement"]
+                what = "top-1 drop" if by[q]["top1_drop"] is not None else "rows whose top-1 differs from fp32's"
+                met = r_ <= 0.6 and drop <= 0.01
+                verdicts.append(
+                    f"{q} at batch {big}: {r_:.2f}× fp32, {what} {drop:.4f}: goal {'met' if met else 'not met'}"
+                )
+            sections[-1] += "\n\nGoal (≤ 0.6× at ≤ 1 %): " + "; ".join(verdicts) + "."
             print(table.text())
             print(served_rows.text())
     isa = host()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,9 @@ def reproduce_script(spec: Path, models: list[str], device: str, tools: dict[str
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${{1:-$here/reproduced}}"
-repoforge optimize {shlex.quote(str(spec))} {names} -o "$out" --device {device} --no-cache --force
-python - "$here/{REPORT_JSON}" "$out/{REPORT_JSON}" <<'PY'
+py="${{PYTHON:-{shlex.quote(sys.executable)}}}"   # the interpreter this report was made with; PYTHON=... to change
+"$py" -m repoforge optimize {shlex.quote(str(spec))} {names} -o "$out" --device {device} --no-cache --force -q
+"$py" - "$here/{REPORT_JSON}" "$out/{REPORT_JSON}" <<'PY'
 import json, sys
 old, new = (json.load(open(p)) for p in sys.argv[1:3])
 same = True

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
@@ -50,6 +51,8 @@ class Cache:
             root = cache_root() / "optimize"
         self.enabled = enabled
         self.root = root if enabled else Path(tempfile.mkdtemp(prefix="repoforge-optimize-"))
+        if not enabled:  # a scratch root lives as long as this object (the files it hands out are copied by then)
+            weakref.finalize(self, shutil.rmtree, self.root, True)
 
     def file(self, k: str, make: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any], bool]:
         """The cached `model.onnx` of key `k` (made by `make(dest)` when missing), its metadata, and whether it was

@@ -34,6 +34,7 @@ class OptimizeRun:
     targets: list[ModelTarget]
     results: dict[str, ModelResult]
     report: dict[str, Any]
+    cache: Cache  # holds the variant files the results point at (a scratch cache deletes them when collected)
 
     def required_failures(self) -> list[str]:
         out = []
@@ -86,7 +87,7 @@ def run_optimize(
             for t in targets
         },
     }
-    return OptimizeRun(loaded, targets, results, report)
+    return OptimizeRun(loaded, targets, results, report, cache)
 
 
 def optimize(

@@ -260,3 +260,24 @@ def test_openvino_is_gated_and_timed_on_its_own_runtime_but_not_shipped(tmp_path
     build(spec, tmp_path / "repo", device="cpu")
     lock = json.loads((tmp_path / "repo" / "repoforge.lock.json").read_text())["optimize"]["classifier"]
     assert lock["versions"] == {"1": "fp32"}
+
+
+def test_a_model_whose_outputs_are_nan_ships_nothing(tmp_path: Path) -> None:
+    import onnx
+    from onnx import helper
+
+    from repoforge.optimize.pipeline import NoVariantPassed
+
+    vi = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["batch", 4]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Log", ["x"], ["y"])], "log", [vi[0]], [vi[1]])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "log.onnx")
+    np.savez(tmp_path / "val.npz", x=-np.ones((8, 4), np.float32))
+    (tmp_path / "spec.yaml").write_text(
+        "version: 1\nmodels:\n  - {name: log, format: onnx, path: log.onnx, max_batch_size: 8,\n"
+        "     optimize: {variants: [fp32, fp16], validation: {data: val.npz}, rounds: 2}}\n"
+    )
+    with pytest.raises(NoVariantPassed, match="no variant passed its gate; fp32: output 'y' has NaN or Inf"):
+        build(tmp_path / "spec.yaml", tmp_path / "repo", device="cpu")
+    assert not (tmp_path / "repo").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from repoforge.contract import Device
+from repoforge.errors import RepoforgeError
 from repoforge.optimize.cache import Cache, key, tool_versions
 from repoforge.optimize.data import Arrays, ModelTarget, batch_sizes
 from repoforge.optimize.gate import GateResult, judge, run_model
@@ -81,6 +82,12 @@ class ModelResult:
 Say = Callable[[str], None]
 
 
+class NoVariantPassed(RepoforgeError):
+    """Not even fp32 passed (its outputs hold NaN or Inf on the validation data): nothing can be shipped."""
+
+    exit_code = 1
+
+
 def _fp32_source(t: ModelTarget, val: Arrays, cache: Cache, say: Say) -> tuple[Path, dict[str, Any] | None]:
     """The original model as ONNX: the file itself, or its export from torch (cached by its inputs)."""
     if t.format == "onnx":
@@ -139,6 +146,8 @@ def optimize_model(
     sizes = batch_sizes(t)
     _time(t, val, rows, sizes, cache, say)
     accepted = {r.name: r.timing for r in rows if r.accepted and r.timing is not None and r.name not in NOT_SHIPPED}
+    if not accepted:  # fp32 is judged against itself: only NaN/Inf outputs fail it
+        raise NoVariantPassed(f"{t.name}: no variant passed its gate; fp32: {rows[0].reason or 'not made'}")
     selected, why = select(accepted, opts.select)
     result = ModelResult(t.name, selected, why, rows, sizes, export, host())
     if "tensorrt" in opts.variants and device == "gpu":

@@ -68,4 +68,5 @@ def test_optimize_served_times_each_accepted_variant_through_tritonserver(tmp_pa
         assert set(v["served_latency_ms"]) == {"4"} and v["served_latency_ms"]["4"] > 0
         lo, hi = v["served_latency_range_ms"]["4"]
         assert lo <= v["served_latency_ms"]["4"] <= hi
+    assert report["served_selected"] in ("fp32", "int8_dynamic") and report["served_selection"]
     assert "Served by tritonserver" in (tmp_path / "out" / "optimize-report.md").read_text()

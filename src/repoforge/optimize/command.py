@@ -113,8 +113,13 @@ def optimize(
     run = run_optimize(loaded, models, device=device, cache=cache, progress=progress)
     if served:
         from repoforge.optimize.served import measure_served
+        from repoforge.optimize.timing import Timing, select
 
         for name, per in measure_served(run, cache, progress or (lambda _m: None)).items():
+            t = next(x for x in run.targets if x.name == name)
+            chosen, why = select({n: Timing(lat) for n, lat in per.items()}, t.options.select)
+            run.report["models"][name]["served_selected"] = chosen  # what the same rule picks on served figures
+            run.report["models"][name]["served_selection"] = why
             for row in run.report["models"][name]["variants"]:
                 got = per.get(row["name"])
                 row["served_latency_ms"] = {str(b): m for b, (m, _lo, _hi) in got.items()} if got else {}

@@ -86,6 +86,11 @@ def markdown(report: dict[str, Any]) -> str:
                     for b in bs
                 )
                 lines.append(f"| {v['name']} | {cells} |")
+            if m.get("served_selected"):
+                lines += [
+                    "",
+                    f"On served figures the same rule picks **{m['served_selected']}** ({m['served_selection']}).",
+                ]
         if m.get("tensorrt"):
             lines += ["", f"TensorRT: {m['tensorrt']['status']} (profiles {m['tensorrt']['profiles']})."]
         if m.get("export"):

@@ -281,3 +281,16 @@ def test_a_model_whose_outputs_are_nan_ships_nothing(tmp_path: Path) -> None:
     with pytest.raises(NoVariantPassed, match="no variant passed its gate; fp32: output 'y' has NaN or Inf"):
         build(tmp_path / "spec.yaml", tmp_path / "repo", device="cpu")
     assert not (tmp_path / "repo").exists()
+
+
+def test_torchserve_target_says_it_ships_the_model_as_written(project: Path, tmp_path: Path) -> None:
+    pytest.importorskip("model_archiver")
+    res = build(project, tmp_path / "ts", target="torchserve", device="cpu")
+    assert any("`optimize:` applies to --target triton" in w for w in res.warnings)
+
+
+def test_cli_json_prints_the_report(project: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["optimize", str(project), "-o", str(tmp_path / "out"), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["models"]["classifier"]["selected"] and report["tools"]["onnxruntime"]

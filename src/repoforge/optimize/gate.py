@@ -68,7 +68,11 @@ def run_model(
 
 
 def _top1(values: np.ndarray) -> np.ndarray:
-    return values.reshape(len(values), -1).argmax(axis=1)
+    """The class per row: the argmax of scores, or the value itself where the output already is a class id."""
+    flat = values.reshape(len(values), -1)
+    if np.issubdtype(values.dtype, np.integer) and flat.shape[1] == 1:
+        return flat[:, 0]
+    return flat.argmax(axis=1)
 
 
 def judge(
@@ -121,6 +125,8 @@ def judge(
             f"max_abs_err {worst_abs:.3g} breaks max_abs {tol[0]:g} + max_rel {tol[1]:g} x |fp32| "
             f"({failing} of {total} elements; worst in '{worst[1]}' where |fp32| is {worst[2]:.3g})"
         )
+    if reasons and variant == "int8_static" and t.options.calibration_method == "minmax":
+        reasons[-1] += "; calibration_method entropy or percentile may keep more accuracy"
     return GateResult(
         accepted=not reasons, reason="; ".join(reasons), top1=top1, agreement=agreement, top1_drop=drop,
         max_abs_err=worst_abs, max_rel_err=worst_rel,

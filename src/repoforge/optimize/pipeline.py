@@ -121,7 +121,14 @@ def optimize_model(
     rows: list[VariantResult] = []
     for name in names:
         if name == "tensorrt" and device == "gpu":
-            rows.append(VariantResult(name, False, "not built here: see the tensorrt section (trtexec script)"))
+            rows.append(
+                VariantResult(
+                    name,
+                    False,
+                    "a TensorRT plan is built on the GPU host: `repoforge optimize --device gpu` "
+                    f"writes tensorrt/{t.name}/build_plan.sh (trtexec) and its tensorrt_plan config",
+                )
+            )
             continue
         settings_key: list[Any] = []
         if name == "int8_static":

@@ -55,6 +55,7 @@ def built_examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "versions": EXAMPLES / "versions",
         "kinds": ROOT / "tests" / "data" / "kinds",
         "torchscript": _torchscript_project(tmp_path_factory.mktemp("torchscript")),
+        "optimize": _optimize_project(tmp_path_factory.mktemp("optimize")),
     }
     return {name: build(d / "spec.yaml", out / name, device="cpu").output for name, d in specs.items()}
 
@@ -71,6 +72,15 @@ def _torchscript_project(root: Path) -> Path:
         "version: 1\nmodels:\n  - name: tiny_ts\n    format: torchscript\n    path: tiny.pt\n    max_batch_size: 16\n"
         "    inputs: [{name: INPUT__0, dtype: FP32, dims: [4]}]\n    outputs: [{name: OUTPUT__0, dtype: FP32, dims: [2]}]\n"
     )
+    return root
+
+
+def _optimize_project(root: Path) -> Path:
+    """A trained classifier with `optimize:` (fp32, INT8 static and FP16, every accepted one shipped as a version,
+    the selected one last), so the session's server serves what the optimize step selected."""
+    from repoforge.optimize.sample import write_project
+
+    write_project(root, name="opt_classifier", variants="[fp32, int8_static, fp16]", extra="      ship: all\n")
     return root
 
 

@@ -730,6 +730,10 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
                 + ("KIND_CPU" if target == "triton" else "deviceType cpu")
                 + " for --device cpu"
             )
+        if target == "torchserve" and m.optimize is not None:
+            warnings.append(
+                f"{m.name}: `optimize:` applies to --target triton builds; this build ships the model as written"
+            )
         if target == "triton":
             warnings += [
                 f"{m.name}: `{f}` is a TorchServe setting; --target triton ignores it"

@@ -379,6 +379,113 @@ class EnsembleStep(StrictModel):
     outputs: dict[str, str] = Field(default={}, description="Step model output → ensemble tensor it writes.")
 
 
+#: Variants `optimize:` can make, simplest first: ties in speed (within noise) go to the earlier one.
+VARIANTS = ("fp32", "ort_optimized", "fp16", "int8_dynamic", "int8_static", "openvino", "tensorrt")
+Variant = Literal["fp32", "ort_optimized", "fp16", "int8_dynamic", "int8_static", "openvino", "tensorrt"]
+
+
+class Tolerance(StrictModel):
+    """Element-wise gate against fp32's outputs: an element fails when |variant - fp32| > max_abs + max_rel * |fp32|."""
+
+    max_abs: float | None = Field(
+        default=None, ge=0, description="Absolute error allowed per element; unset: the variant's precision default."
+    )
+    max_rel: float | None = Field(
+        default=None,
+        ge=0,
+        description="Error allowed per element relative to |fp32|; unset: the variant's precision default.",
+    )
+
+
+class Validation(StrictModel):
+    """The data every variant is judged on against fp32 (the original model)."""
+
+    data: str = Field(
+        description="An .npz file (relative to the spec): one array per model input, batch axis first, and "
+        "optionally the labels array."
+    )
+    labels: str | None = Field(
+        default=None,
+        description="Name of the label array in `data` (integer class per row); top-1 accuracy then counts. "
+        "Unset: top-1 agreement with fp32.",
+    )
+    output: str | None = Field(
+        default=None, description="The output whose argmax is the top-1 class; unset: the model's first output."
+    )
+    max_top1_drop: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Largest absolute top-1 accuracy drop against fp32 on the labels (without labels: largest "
+        "fraction of rows whose top-1 differs from fp32's).",
+    )
+    tolerance: Tolerance | None = Field(
+        default=None,
+        description="Element-wise gate; unset: by precision (fp32 graph rewrites 1e-5 abs / 1e-4 rel, fp16 1e-2 / "
+        "1e-2, int8: none, top-1 is their gate).",
+    )
+
+
+class LatencyBudget(StrictModel):
+    """`select: {latency_budget_ms: 5}`: the highest throughput at a batch size whose latency fits the budget."""
+
+    latency_budget_ms: float = Field(gt=0, description="Most milliseconds one batch may take in process.")
+
+
+class OptimizeSpec(StrictModel):
+    """`optimize:` export (pytorch/torchscript → ONNX), make variants, gate each on accuracy, time them side by
+    side, and ship the selection (`repoforge optimize` reports; `repoforge build` uses it)."""
+
+    variants: list[Variant] = Field(
+        default=["fp32", "ort_optimized", "int8_dynamic", "int8_static", "fp16"],
+        min_length=1,
+        description="Variants to make and compare (fp32 is always made, as the reference). openvino: where it is "
+        "installed; tensorrt: --device gpu.",
+    )
+    calibration: str | None = Field(
+        default=None,
+        description="int8_static: an .npz (relative to the spec) with arrays by input name for calibration.",
+    )
+    calibration_method: Literal["minmax", "entropy", "percentile", "distribution"] = Field(
+        default="minmax", description="int8_static: how activation ranges are chosen (onnxruntime CalibrationMethod)."
+    )
+    per_channel: bool = Field(default=True, description="int8_static: per-channel weight scales (more accurate).")
+    validation: Validation = Field(description="The data and thresholds of the accuracy gate.")
+    select: Literal["max_throughput", "min_latency"] | LatencyBudget = Field(
+        default="max_throughput",
+        description="max_throughput (largest batch) | min_latency (batch 1) | {latency_budget_ms: N}; ties within "
+        "noise go to the simpler variant.",
+    )
+    ship: Literal["selected", "all"] = Field(
+        default="selected",
+        description="selected: one version, the selected variant; all: every accepted variant as its own version.",
+    )
+    required: list[Variant] = Field(
+        default=[], description="Variants that must pass their gate; a failure fails `repoforge build`."
+    )
+    batch_sizes: list[int] | None = Field(
+        default=None,
+        description="Batch sizes to time; unset: those the config forms (1, the preferred sizes, max_batch_size).",
+    )
+    rounds: int = Field(default=5, ge=2, le=50, description="Alternating timing rounds per batch size (median, range).")
+    threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads for the in-process timing.")
+    opset: int = Field(default=17, ge=9, description="ONNX opset for the export of pytorch/torchscript models.")
+
+    @field_validator("variants", "required")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a variant is listed twice")
+        return v
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sizes(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(b < 1 for b in v)):
+            raise ValueError("batch sizes must be a non-empty list of sizes >= 1")
+        return v
+
+
 # Fields that `defaults:` may set for every model (and each model may override).
 DEFAULTABLE = (
     "max_batch_size",
@@ -490,6 +597,10 @@ class ModelSpec(StrictModel):
     # repoforge's own Python backends (features, result_cache, semantic_cache, router), configured instead of `path`.
     plugin: PluginSpec | None = Field(
         default=None, description="format python: one of repoforge's plugins (features, caches, router), not `path`."
+    )
+    optimize: OptimizeSpec | None = Field(
+        default=None,
+        description="Export, quantize and compile the model, gate each variant on accuracy, ship the fastest that passes.",
     )
     # Escape hatch: pbtxt of extra ModelConfig fields the spec cannot express, merged into the generated
     # config last (protobuf MergeFrom: scalars and map keys override, repeated fields append).

@@ -35,13 +35,25 @@ class TritonTarget:
     def build(
         self, loaded: LoadedSpec, output: Path, *, device: Device | None, force: bool, progress: Progress
     ) -> BuildResult:
-        from repoforge.plan import make_plan
-        from repoforge.triton.repository import write_repository
+        from repoforge.optimize.build_step import apply_optimize
+        from repoforge.output import check_destination
+        from repoforge.plan import detect_device, make_plan
+        from repoforge.triton.repository import looks_like_model_repository, write_repository
 
+        device = device or detect_device()
+        check_destination(output, force, looks_like_model_repository)  # before `optimize:`, which takes a while
+        loaded, optimized = apply_optimize(loaded, device, progress)
         plan = make_plan(loaded, device)
+        optimized.attach(plan)
         for w in plan.warnings:
             progress(f"warning: {w}")
-        return write_repository(plan, output, force=force, progress=progress)
+        return write_repository(
+            plan,
+            output,
+            force=force,
+            progress=progress,
+            lock_extra={"optimize": optimized.lock} if optimized.lock else None,
+        )
 
     def validate(self, output: Path, *, progress: Progress, **options: Any) -> ValidationReport:
         from repoforge.validate import validate_triton

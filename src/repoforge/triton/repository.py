@@ -55,9 +55,15 @@ def looks_like_model_repository(path: Path) -> bool:
 
 
 def write_repository(
-    plan: RepositoryPlan, out: Path, *, force: bool = False, progress: Callable[[str], None] | None = None
+    plan: RepositoryPlan,
+    out: Path,
+    *,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+    lock_extra: dict[str, object] | None = None,
 ) -> BuildResult:
-    """Write every model into a temp dir, check each config parses back, then move it into place."""
+    """Write every model into a temp dir, check each config parses back, then move it into place.
+    `lock_extra` adds entries to the lock file's header (e.g. the `optimize:` selection)."""
     say = progress or (lambda _msg: None)
     check_destination(out, force, looks_like_model_repository)
     with atomic_dir(out, force) as tmp:
@@ -90,6 +96,7 @@ def write_repository(
                 "spec_sha256": plan.spec_sha256,
                 "models": sorted(m.name for m in plan.models),
                 "deploy": plan.deploy,  # read back by `repoforge deploy k8s`
+                **(lock_extra or {}),
             },
         )
     files = manifest["files"]

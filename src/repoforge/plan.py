@@ -397,6 +397,37 @@ def _triton_rules(ck: _Checker, p: ModelPlan, device: Device) -> None:
             ck.add(where, finding.message)
 
 
+def _ensemble_rules(ck: _Checker, plans: dict[str, ModelPlan], device: Device) -> None:
+    """Triton's ensemble-against-steps rules (repoforge.lint.repository, as `repoforge lint` runs them) on the configs
+    the plan builds, once every ensemble's inputs and outputs are derived; reported at the spec's lines."""
+    from google.protobuf import text_format
+
+    from repoforge.lint.repository import ModelEntry, check_ensemble_steps
+    from repoforge.lint.rules import Layout, Sink, versions_to_load
+    from repoforge.triton.config import build_config
+    from repoforge.triton.names import SPEC_WORDS
+    from repoforge.triton.spec_paths import spec_path
+
+    if not any(p.format == "ensemble" for p in plans.values()):
+        return
+    entries: dict[str, ModelEntry] = {}
+    for p in plans.values():
+        try:
+            cfg = build_config(p, device)
+        except (ValueError, KeyError, text_format.ParseError):  # reported already
+            return
+        folders = {v: str(v) for v in p.versions}
+        loaded = versions_to_load(cfg, Layout(sorted(folders.values()), folders, []))[0]
+        sink = Sink(p.name, str(ck.loaded.path), words=SPEC_WORDS)
+        entries[p.name] = ModelEntry(p.name, Path(p.name), sink, cfg, cfg, loaded, sorted(p.versions))
+    for e in (p for p in plans.values() if p.format == "ensemble"):
+        entry = entries[e.name]
+        check_ensemble_steps(entry, entries)
+        for finding, path in zip(entry.sink.findings, entry.sink.paths, strict=True):
+            if finding.severity == "error":
+                ck.add(spec_path(ck.loaded, e.index, e.spec, path), finding.message)
+
+
 def _check_resolved(
     ck: _Checker,
     i: int,
@@ -553,12 +584,7 @@ def _step_model(
             f"step {s_i} names model '{st.model}', which is not in the spec; models are: {', '.join(sorted(plans))}",
         )
         return None
-    if st.version != -1 and st.version not in target.versions:
-        ck.add(
-            (*spath, "version"),
-            f"model '{st.model}' has no version {st.version} (versions: {sorted(target.versions)})",
-        )
-    return target
+    return target  # its version is checked by Triton's rule on the built ensemble (_ensemble_rules)
 
 
 def _map_step_inputs(
@@ -577,11 +603,7 @@ def _map_step_inputs(
             ok = False
             continue
         consumed.setdefault(et, []).append((s_i, t_in[mt], target.max_batch_size))
-    for t in target.inputs:
-        if t.name not in st.inputs and not t.optional:
-            ck.add((*spath, "inputs"), f"step {s_i} ({st.model}) does not map its required input '{t.name}'")
-            ok = False
-    return ok
+    return ok  # an unmapped required input is Triton's rule on the built ensemble (_ensemble_rules)
 
 
 def _map_step_outputs(
@@ -634,16 +656,8 @@ def _check_edges(ck: _Checker, i: int, produced: dict[str, _Use], consumed: dict
 
 def _ensemble_batch_size(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan, steps: list[EnsembleStep]) -> None:
     """The ensemble batches as far as its smallest step does: derived when unset, else checked against each step."""
-    step_mbs = [plans[st.model].max_batch_size for st in steps]
-    if e.spec.max_batch_size is None:
-        e.max_batch_size = min(step_mbs)
-    else:
-        for s_i, mbs in enumerate(step_mbs):
-            if e.max_batch_size > mbs:
-                ck.add(
-                    ck.loaded.origin(e.index, "max_batch_size"),
-                    f"ensemble max_batch_size {e.max_batch_size} exceeds step {s_i} ({steps[s_i].model}) max_batch_size {mbs}",
-                )
+    if e.spec.max_batch_size is None:  # a set one is checked against the steps by _ensemble_rules (Triton's rule)
+        e.max_batch_size = min(plans[st.model].max_batch_size for st in steps)
 
 
 def _ensemble_tensors(ck: _Checker, e: ModelPlan, kind: str, derived: list[TensorSpec]) -> None:
@@ -765,6 +779,8 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         ck.add(("deploy", *path), message)
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls
+    ck.raise_if_any()
+    _ensemble_rules(ck, plans, device)
     ck.raise_if_any()
     for p in plans.values():  # after derivation: ensembles and plugins know their inputs only now
         p.extra_files.update(_smoke_inputs(ck, p))

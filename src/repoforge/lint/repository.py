@@ -39,7 +39,8 @@ class ModelEntry:
     sink: Sink
     raw: mc.ModelConfig | None = None  # None: no config, or it does not parse
     config: mc.ModelConfig | None = None  # auto-completed
-    versions: list[int] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)  # the versions Triton loads (its version policy applied)
+    present: list[int] = field(default_factory=list)  # every version folder Triton accepts
 
     @property
     def ok(self) -> bool:
@@ -107,7 +108,7 @@ def lint_repository(
         )
     for entry in entries.values():
         if entry.config is not None and entry.config.platform == ENSEMBLE:
-            _check_ensemble_steps(entry, entries)
+            check_ensemble_steps(entry, entries)
     for entry in entries.values():
         report.extend(entry.sink.findings)
     report.sort()
@@ -118,7 +119,7 @@ def _lint_folder(model_dir: Path, backends: frozenset[str] | None, gpu_count: in
     name = model_dir.name
     cfg_path = model_dir / CONFIG
     sink = Sink(name, str(cfg_path))
-    entry = ModelEntry(name, model_dir, sink)
+    entry = ModelEntry(name, model_dir, sink, present=sorted(Layout.read(model_dir).versions))
     ctx = ConfigContext(name, model_dir, backends, gpu_count)
     if name.startswith("."):
         sink.error(
@@ -196,7 +197,7 @@ def _dims_match(a: list[int], b: list[int]) -> bool:
     return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
 
 
-def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> None:
+def check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> None:
     """ValidateEnsembleConfig: each step calls a loadable model whose tensors agree with the ensemble's."""
     cfg = entry.config
     assert cfg is not None
@@ -214,17 +215,12 @@ def _check_ensemble_steps(entry: ModelEntry, entries: dict[str, ModelEntry]) -> 
             usable = False
             continue
         step_cfg = target.config
-        if st.model_version >= 0 and st.model_version not in target.versions:
-            sink.error(
-                (*base, "model_version"),
-                f"step {i} asks for version {st.model_version} of '{st.model_name}', but Triton loads only "
-                f"version(s) {', '.join(map(str, target.versions)) or 'none'}; use -1 (latest) or an existing version",
-            )
+        _check_step_version(sink, base, st, target)
         if step_cfg.max_batch_size != 0 and step_cfg.max_batch_size < cfg.max_batch_size:
             sink.error(
                 ("max_batch_size",),
-                f"the ensemble allows max_batch_size {cfg.max_batch_size}, but step {i} model '{st.model_name}' only "
-                f"allows {step_cfg.max_batch_size}; lower the ensemble's max_batch_size or raise the step's",
+                f"ensemble max_batch_size {cfg.max_batch_size} exceeds step {i} ({st.model_name}) max_batch_size "
+                f"{step_cfg.max_batch_size}; lower the ensemble's max_batch_size or raise the step's",
             )
         if not step_cfg.input and not step_cfg.output:
             continue  # the backend auto-completes its inputs and outputs from the model: unknown here
@@ -248,6 +244,25 @@ def _ensemble_tensors(entry: ModelEntry, cfg: mc.ModelConfig) -> dict[str, _Node
             _Node(entry.name, batching, io.data_type, list(io.reshape.shape if io.HasField("reshape") else io.dims)),
         )
     return tensors
+
+
+def _check_step_version(sink: Sink, base: FieldPath, st: mc.ModelEnsembling.Step, target: ModelEntry) -> None:
+    """A step's model_version must be one Triton loads: a folder that exists and that the version policy keeps."""
+    v = st.model_version
+    if v < 0 or v in target.versions:
+        return
+    if v not in target.present:
+        sink.error(
+            (*base, "model_version"),
+            f"model '{st.model_name}' has no version {v} (versions: {target.present}); use -1 (latest) or an "
+            f"existing version",
+        )
+    else:
+        sink.error(
+            (*base, "model_version"),
+            f"model '{st.model_name}' version {v} is not loaded: its version policy loads {target.versions}; use -1 "
+            f"(latest), a loaded version, or change the policy",
+        )
 
 
 def _step_target(
@@ -301,8 +316,8 @@ def _check_step_maps(
         if name not in st.input_map and not io.optional:
             sink.error(
                 (*base, "input_map"),
-                f"step {i}: input '{name}' of model '{st.model_name}' is not mapped to any ensemble tensor; add "
-                f'input_map {{ key: "{name}" value: "..." }} (or mark the input optional)',
+                f"step {i} ({st.model_name}) does not map its required input '{name}': it is not mapped to any "
+                f"ensemble tensor - map it, or mark the input optional",
             )
     for key, tensor in st.input_map.items():
         io = model_inputs.get(key)

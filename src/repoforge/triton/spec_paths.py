@@ -35,6 +35,11 @@ FIELDS = {
     "source_input": "source_inputs",
     "target_name": "target_names",
     "control_input": "control_inputs",
+    # ensemble_scheduling.step[s]
+    "model_name": "model",
+    "model_version": "version",
+    "input_map": "inputs",
+    "output_map": "outputs",
 }
 #: sections whose items are one-to-one with a spec list (config index i is spec index i)
 _LISTS = {"instance_group", "input", "output", "batch_input", "batch_output"}
@@ -55,7 +60,7 @@ def _inner(section: str, rest: tuple[object, ...]) -> tuple[str | int, ...]:
         if isinstance(elem, int):
             out.append(elem)
         elif type(elem) is not str:  # a map key (lint.locate.Key): priority levels are numbers in a spec
-            out.append(int(str(elem)) if str(elem).isdigit() else str(elem))
+            out.append(int(str(elem)) if out[-1:] == ["priority_queue_policy"] else str(elem))
         else:
             out.append(FIELDS.get(elem, elem))
     return tuple(out)
@@ -67,6 +72,11 @@ def spec_path(loaded: LoadedSpec, index: int, m: ModelSpec, config_path: tuple[o
     model: PathKey = ("models", index)
     fallback: PathKey = (*model, "raw_config") if m.raw_config else model
     section = str(config_path[0]) if config_path else ""
+    if section == "ensemble_scheduling":  # ensemble_scheduling.step[s].input_map[K] -> steps[s].inputs.K
+        rest = config_path[2:]
+        if config_path[1:2] != ("step",) or not rest or not isinstance(rest[0], int) or rest[0] >= len(m.steps or []):
+            return (*model, "steps") if m.steps is not None else model
+        return (*model, "steps", rest[0], *_inner(section, rest[1:]))
     spec_field = SECTIONS.get(section)
     if spec_field is None:
         return fallback

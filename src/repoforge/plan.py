@@ -590,7 +590,7 @@ def _step_model(
 def _map_step_inputs(
     ck: _Checker, spath: PathKey, s_i: int, st: EnsembleStep, target: ModelPlan, consumed: dict[str, list[_Use]]
 ) -> bool:
-    """Record the step's inputs as consumers; False when it maps an unknown input or leaves a required one out."""
+    """Record the step's inputs as consumers; False when it maps an input its model does not have."""
     ok = True
     t_in = {t.name: t for t in target.inputs}
     for mt, et in st.inputs.items():

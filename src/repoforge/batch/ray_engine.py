@@ -105,6 +105,27 @@ def _server_error(exc: BaseException) -> BatchServerError | None:
     return None
 
 
+#: Local Ray starts: Ray gives its raylet a fixed 30 s to register, which a loaded 2-core host can miss.
+LOCAL_START_ATTEMPTS = 3
+
+
+def _init_ray(address: str | None) -> None:
+    """Join `address`, or start a local Ray; a local start that times out is retried after a clean shutdown."""
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        return
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            ray.init(num_cpus=LOCAL_CPUS, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            return
+        except Exception as exc:  # Ray raises a bare Exception for "timed out during startup"; others re-raise
+            ray.shutdown()
+            if "timed out during startup" not in str(exc) or attempt == LOCAL_START_ATTEMPTS:
+                raise
+
+
 def run_ray(
     job: Job,
     source: Source,
@@ -123,10 +144,7 @@ def run_ray(
         return {"ray_actors": actors}
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress line, not Ray Data's per-operator log
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        else:
-            ray.init(num_cpus=LOCAL_CPUS, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        _init_ray(address)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.verbose_stats_logs = False

@@ -307,9 +307,11 @@ def torchserve_catalog(
     cat = Catalog(selector=s, window=w, autoscale=total, autoscale_per_pod=per_pod)
     by = "model_name"
     r = rate(reqs, by)
-    # Requests5XX appears only after a first 5xx (and `a + nothing` is nothing): the denominator sums whichever
-    # of the three counters exist, and the `or` of _ratio answers 0 while no 5xx happened
-    answered = f'sum(rate({{__name__=~"Requests[245]XX", {s[1:-1]}}}[{w}]))'
+    # Requests4XX/5XX appear only after a first such answer (and `a + nothing` is nothing): each counter stands in
+    # as 0 while absent, and the `or` of _ratio answers 0 while no 5xx happened. One regex selector over the three
+    # cannot be used: rate() drops __name__, and 2xx and 4xx series with the same labels then collide (HTTP 422)
+    zero = f"{rate(reqs)} * 0"
+    answered = "(" + " + ".join(f"({rate(f'Requests{c}XX')} or {zero})" for c in (2, 4, 5)) + ")"
     errors = _ratio(rate("Requests5XX"), answered)
     cat.panels += [
         Panel("Request rate", (Query(r, "{{model_name}}"),), "reqps"),

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -120,8 +121,13 @@ class PrometheusServer(ServerContext):
 
     def _get(self, path: str, params: dict[str, str], timeout: float = 10.0) -> Any:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            body = json.loads(resp.read())
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:  # 400/422: a bad or failing query, with Prometheus' reason in the body
+            raise RuntimeError(
+                f"{path} {params}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:500]}"
+            ) from None
         if body.get("status") != "success":
             raise RuntimeError(f"{path} {params}: {body}")
         return body["data"]

@@ -150,23 +150,28 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _spans(bodies: list[tuple[str, bytes]]) -> list[tuple[str, dict[str, Any]]]:
-    from google.protobuf import json_format
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts
+def _attrs(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """OTLP/JSON key-values ({"key": k, "value": {"stringValue": v}}; int64 as a string in "intValue")."""
+    out: dict[str, Any] = {}
+    for kv in items:
+        value = kv.get("value", {})
+        out[kv["key"]] = value.get("stringValue") or (int(value["intValue"]) if "intValue" in value else None)
+    return out
 
+
+def _spans(bodies: list[tuple[str, bytes]]) -> list[tuple[str, dict[str, Any]]]:
+    """(span name, resource + span attributes) of every span in OTLP/HTTP JSON bodies (what Triton 2.51 sends).
+
+    Decoded as plain JSON: opentelemetry-proto would make Ray believe OpenTelemetry is installed, and its
+    dashboard agent then fails to start (`from opentelemetry import metrics`), so the Ray engine's tests hang."""
     out = []
     for ctype, body in bodies:
-        req = ts.ExportTraceServiceRequest()
-        if "json" in ctype:
-            json_format.Parse(body, req, ignore_unknown_fields=True)
-        else:
-            req.ParseFromString(body)
-        for rs in req.resource_spans:
-            resource = {a.key: a.value.string_value for a in rs.resource.attributes}
-            for ss in rs.scope_spans:
-                for sp in ss.spans:
-                    attrs = {a.key: a.value.string_value or a.value.int_value for a in sp.attributes}
-                    out.append((sp.name, {**resource, **attrs}))
+        assert "json" in ctype, f"expected OTLP/HTTP JSON from tritonserver, got content-type {ctype!r}"
+        for rs in json.loads(body).get("resourceSpans", []):
+            resource = _attrs(rs.get("resource", {}).get("attributes", []))
+            for ss in rs.get("scopeSpans", []):
+                for sp in ss.get("spans", []):
+                    out.append((sp["name"], {**resource, **_attrs(sp.get("attributes", []))}))
     return out
 
 

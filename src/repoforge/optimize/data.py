@@ -169,6 +169,11 @@ def _target(loaded: LoadedSpec, i: int, m: ModelSpec, problems: list[Problem]) -
     for b in opt.batch_sizes or []:
         if b > mbs:
             add((*at, "optimize", "batch_sizes"), f"batch size {b} exceeds max_batch_size {mbs}")
+    if opt.tensorrt_profile is not None and opt.tensorrt_profile.max > mbs:
+        add(
+            (*at, "optimize", "tensorrt_profile", "max"),
+            f"profile max {opt.tensorrt_profile.max} exceeds max_batch_size {mbs}",
+        )
     preferred = list(m.dynamic_batching.preferred_batch_sizes) if m.dynamic_batching else []
     if len(problems) > start:
         return None

@@ -6,8 +6,11 @@ would serve it.
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +21,27 @@ Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 NOT_SHIPPED = {"openvino": "measured only: repoforge's Triton build serves ONNX through onnxruntime"}
 
 
+def import_openvino() -> Any:
+    """`openvino` without its model-conversion tools. `import openvino` imports `openvino.tools.ovc`, which sends
+    a usage event to a web analytics service from a background thread that forks a process; a build tool must not
+    phone home, and that fork, taken while numpy's BLAS threads run, hung our process. The runtime alone is all
+    this variant needs, so ovc is stubbed out for the import (openvino.convert_model then raises)."""
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    stub = types.ModuleType("openvino.tools.ovc")
+
+    def convert_model(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("openvino's model conversion tools are not loaded by repoforge (they send telemetry)")
+
+    stub.convert_model = convert_model  # type: ignore[attr-defined]
+    sys.modules["openvino.tools.ovc"] = stub
+    try:
+        import openvino
+    finally:
+        del sys.modules["openvino.tools.ovc"]
+    return openvino
+
+
 def runtime_of(variant: str) -> str:
     return "openvino" if variant == "openvino" else "onnxruntime"
 
@@ -25,8 +49,7 @@ def runtime_of(variant: str) -> str:
 def open_runner(path: Path, runtime: str, outputs: list[str], threads: int = 1) -> Runner:
     """A callable feed → outputs (in `outputs` order) on one thread pool of `threads`."""
     if runtime == "openvino":
-        import openvino as ov
-
+        ov = import_openvino()
         core = ov.Core()
         # f32: on CPUs with AMX or AVX512-BF16 OpenVINO otherwise runs in bf16, which this fp32 variant is not
         core.set_property("CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})

@@ -21,6 +21,9 @@ _TRITON_DTYPE = {"FP32": "TYPE_FP32", "FP16": "TYPE_FP16", "INT64": "TYPE_INT64"
 
 
 def profiles(t: ModelTarget) -> dict[str, int]:
+    given = t.options.tensorrt_profile
+    if given is not None:
+        return {"min": given.min, "opt": given.opt, "max": given.max}
     preferred = [b for b in t.preferred_batch_sizes if b <= t.max_batch_size]
     return {"min": 1, "opt": max(preferred) if preferred else t.max_batch_size, "max": t.max_batch_size}
 

@@ -66,10 +66,12 @@ def _fp16(src: Path, dest: Path) -> dict[str, Any]:
 
 def _openvino(src: Path, dest: Path) -> dict[str, Any]:
     """OpenVINO reads the fp32 ONNX itself and compiles it for this CPU at load; the variant is that runtime."""
+    from repoforge.optimize.runners import import_openvino
+
     try:
-        import openvino as ov
+        ov = import_openvino()
     except ImportError:
-        raise VariantUnavailable("openvino is not installed (pip install openvino)") from None
+        raise VariantUnavailable("openvino is not installed (pip install 'repoforge[openvino]')") from None
     shutil.copyfile(src, dest)
     ov.Core().compile_model(str(dest), "CPU")  # a model OpenVINO cannot compile fails here, as one line
     return {"runtime": "openvino", "openvino": ov.__version__}

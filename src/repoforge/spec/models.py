@@ -432,6 +432,20 @@ class LatencyBudget(StrictModel):
     latency_budget_ms: float = Field(gt=0, description="Most milliseconds one batch may take in process.")
 
 
+class TensorRTProfile(StrictModel):
+    """A TensorRT optimization profile over the batch axis: the engine accepts min..max and is tuned for opt."""
+
+    min: int = Field(ge=1, description="Smallest batch the engine accepts.")
+    opt: int = Field(ge=1, description="Batch the engine's kernels are tuned for.")
+    max: int = Field(ge=1, description="Largest batch the engine accepts (at most max_batch_size).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TensorRTProfile:
+        if not self.min <= self.opt <= self.max:
+            raise ValueError(f"a profile needs min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
+        return self
+
+
 class OptimizeSpec(StrictModel):
     """`optimize:` export (pytorch/torchscript → ONNX), make variants, gate each on accuracy, time them side by
     side, and ship the selection (`repoforge optimize` reports; `repoforge build` uses it)."""
@@ -470,6 +484,11 @@ class OptimizeSpec(StrictModel):
     rounds: int = Field(default=5, ge=2, le=50, description="Alternating timing rounds per batch size (median, range).")
     threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads for the in-process timing.")
     opset: int = Field(default=17, ge=9, description="ONNX opset for the export of pytorch/torchscript models.")
+    tensorrt_profile: TensorRTProfile | None = Field(
+        default=None,
+        description="tensorrt: the batch profile; unset: min 1, opt the largest preferred batch size (else "
+        "max_batch_size), max max_batch_size.",
+    )
 
     @field_validator("variants", "required")
     @classmethod

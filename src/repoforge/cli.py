@@ -857,7 +857,11 @@ def drift_profile(data: Path, model: str, output: Path, bins: int, force: bool) 
 @click.argument("current", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for the report.")
 @click.option(
-    "--max-psi", type=float, default=0.2, show_default=True, help="A feature past this PSI has drifted (exit 1)."
+    "--max-psi",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.2,
+    show_default=True,
+    help="A feature past this PSI has drifted (exit 1).",
 )
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if it holds a drift report).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")

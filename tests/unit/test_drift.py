@@ -155,6 +155,8 @@ def test_help_and_usage_errors() -> None:
         assert code == 0 and "Usage" in stdout
     assert "--max-psi" in _invoke("drift", "report", "--help")[1]
     assert _invoke("drift", "profile", "x.csv", "-o", "p.json")[0] == 2  # -m is required
+    code, _, stderr = _invoke("drift", "report", "ref.json", "cur.csv", "-o", "out", "--max-psi", "0")
+    assert code == 2 and "--max-psi" in stderr  # a usage error, before any file is read
 
 
 def test_psi_function_and_ks_against_scipy() -> None:

@@ -143,4 +143,8 @@ def read_profile(path: Path) -> dict[str, Any]:
         need = {"kind", "missing"} | ({"edges", "frequencies", "cdf"} if kind == "numeric" else {"categories", "other"})
         if kind not in ("numeric", "categorical") or not need <= set(f):
             raise DriftError(f"{shown}: feature {name!r} is malformed (needs {', '.join(sorted(need))})")
+        if kind == "numeric" and len(f["frequencies"]) != len(f["edges"]) + 1:
+            raise DriftError(
+                f"{shown}: feature {name!r} has {len(f['frequencies'])} frequencies for {len(f['edges'])} edges"
+            )
     return prof

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repoforge.contract import Device, Target
 from repoforge.errors import Problem, SpecError
@@ -23,6 +23,11 @@ from repoforge.spec.models import SMOKE_INPUTS, EnsembleStep, ModelSpec, TensorS
 from repoforge.spec.yamlsource import PathKey
 from repoforge.triton.names import FORMATS, MODEL_FILENAMES
 from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from repoforge.lint.rules import Sink
 
 # Used when neither the model nor `defaults:` sets max_batch_size and the ONNX file has a dynamic batch axis.
 DEFAULT_ONNX_MAX_BATCH_SIZE = 32
@@ -369,63 +374,75 @@ def _check_sequence(ck: _Checker, i: int, m: ModelSpec) -> None:
         )
 
 
-def _triton_rules(ck: _Checker, p: ModelPlan, device: Device) -> None:
-    """Triton's load-time rules (repoforge.lint.rules, the same code `repoforge lint` runs) on the config this
-    plan builds, reported at the spec's file:line through the config-path -> spec-path map."""
+def _built_config(p: ModelPlan, device: Device) -> mc.ModelConfig | None:
+    """The config this plan builds, or None where building it fails on a spec problem already reported
+    (e.g. raw_config that does not parse)."""
     from google.protobuf import text_format
 
-    from repoforge.lint.rules import ConfigContext, Sink, check_built_config, defines_auto_complete
     from repoforge.triton.config import build_config
-    from repoforge.triton.names import SPEC_WORDS
-    from repoforge.triton.spec_paths import spec_path
 
     try:
-        cfg = build_config(p, device)
-    except (ValueError, KeyError, text_format.ParseError):  # a spec problem already reported (e.g. raw_config)
+        return build_config(p, device)
+    except (ValueError, KeyError, text_format.ParseError):
+        return None
+
+
+def _spec_sink(ck: _Checker, p: ModelPlan) -> Sink:
+    """A lint sink that words its messages as the spec does (KIND_GPU -> gpu)."""
+    from repoforge.lint.rules import Sink
+    from repoforge.triton.names import SPEC_WORDS
+
+    return Sink(p.name, str(ck.loaded.path), words=SPEC_WORDS)
+
+
+def _report(ck: _Checker, p: ModelPlan, sink: Sink) -> None:
+    """A sink's findings on `p`'s built config, at the spec's file:line (the config-path -> spec-path map). A setting
+    Triton would ignore is refused where the spec writes it, not in raw_config (the escape hatch says exactly this
+    config); other warnings are about the server it will meet, which lint reports."""
+    from repoforge.triton.spec_paths import spec_path
+
+    for n, (finding, path) in enumerate(zip(sink.findings, sink.paths, strict=True)):
+        where = spec_path(ck.loaded, p.index, p.spec, path)
+        if finding.severity == "error" or (n in sink.ignored_settings and where[-1:] != ("raw_config",)):
+            ck.add(where, finding.message)
+
+
+def _triton_rules(ck: _Checker, p: ModelPlan, device: Device) -> None:
+    """Triton's load-time rules (repoforge.lint.rules, the same code `repoforge lint` runs) on the config this
+    plan builds, reported at the spec's lines."""
+    from repoforge.lint.rules import ConfigContext, check_built_config, defines_auto_complete
+
+    cfg = _built_config(p, device)
+    if cfg is None:
         return
-    sink = Sink(p.name, str(ck.loaded.path), words=SPEC_WORDS)
+    sink = _spec_sink(ck, p)
     entry = _python_filename(p.spec)
     sources = [s / entry if s.is_dir() else s for s in p.versions.values() if s is not None and p.format == "python"]
     auto = any(defines_auto_complete(f.read_text(encoding="utf-8", errors="replace")) for f in sources if f.is_file())
     ctx = ConfigContext(p.name, gpu_count=0 if device == "cpu" else None)
     check_built_config(sink, cfg, ctx, auto_completed=auto)
-    for n, (finding, path) in enumerate(zip(sink.findings, sink.paths, strict=True)):
-        where = spec_path(ck.loaded, p.index, p.spec, path)
-        # a setting Triton would ignore is refused where the spec writes it, not in raw_config (the escape hatch
-        # says exactly this config); other warnings are about the server it will meet, which lint reports
-        if finding.severity == "error" or (n in sink.ignored_settings and where[-1:] != ("raw_config",)):
-            ck.add(where, finding.message)
+    _report(ck, p, sink)
 
 
 def _ensemble_rules(ck: _Checker, plans: dict[str, ModelPlan], device: Device) -> None:
     """Triton's ensemble-against-steps rules (repoforge.lint.repository, as `repoforge lint` runs them) on the configs
     the plan builds, once every ensemble's inputs and outputs are derived; reported at the spec's lines."""
-    from google.protobuf import text_format
-
     from repoforge.lint.repository import ModelEntry, check_ensemble_steps
-    from repoforge.lint.rules import Layout, Sink, versions_to_load
-    from repoforge.triton.config import build_config
-    from repoforge.triton.names import SPEC_WORDS
-    from repoforge.triton.spec_paths import spec_path
+    from repoforge.lint.rules import Layout, versions_to_load
 
     if not any(p.format == "ensemble" for p in plans.values()):
         return
     entries: dict[str, ModelEntry] = {}
     for p in plans.values():
-        try:
-            cfg = build_config(p, device)
-        except (ValueError, KeyError, text_format.ParseError):  # reported already
+        cfg = _built_config(p, device)
+        if cfg is None:
             return
         folders = {v: str(v) for v in p.versions}
         loaded = versions_to_load(cfg, Layout(sorted(folders.values()), folders, []))[0]
-        sink = Sink(p.name, str(ck.loaded.path), words=SPEC_WORDS)
-        entries[p.name] = ModelEntry(p.name, Path(p.name), sink, cfg, cfg, loaded, sorted(p.versions))
+        entries[p.name] = ModelEntry(p.name, Path(p.name), _spec_sink(ck, p), cfg, cfg, loaded, sorted(p.versions))
     for e in (p for p in plans.values() if p.format == "ensemble"):
-        entry = entries[e.name]
-        check_ensemble_steps(entry, entries)
-        for finding, path in zip(entry.sink.findings, entry.sink.paths, strict=True):
-            if finding.severity == "error":
-                ck.add(spec_path(ck.loaded, e.index, e.spec, path), finding.message)
+        check_ensemble_steps(entries[e.name], entries)
+        _report(ck, e, entries[e.name].sink)
 
 
 def _check_resolved(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.dtypes import normalize_dtype
 from repoforge.spec.plugins import PluginSpec
+from repoforge.spec.rollout import RolloutSpec
 
 Format = Literal["onnx", "tensorrt", "torchscript", "pytorch", "python", "ensemble"]
 ParamValue = str | int | float | bool
@@ -660,4 +661,8 @@ class Spec(StrictModel):
     models: list[ModelSpec] = Field(min_length=1, description="The models to build (at least one).")
     deploy: DeploySpec = Field(
         default=DeploySpec(), description="Kubernetes deployment of the build (`repoforge deploy k8s`); all optional."
+    )
+    rollout: RolloutSpec | None = Field(
+        default=None,
+        description="Release policy of a candidate behind a router (`repoforge rollout`, Flagger/Argo in deploy k8s).",
     )

@@ -300,6 +300,14 @@ FeatureOp = Annotated[
 ELEMENTWISE_OPS = ("identity", "standardize", "min_max", "log1p", "clip", "is_missing")
 
 
+class DriftSetting(_Strict):
+    """Input drift measured in the serving path: PSI of each feature over the last `window` rows against a
+    reference profile (`repoforge drift profile`), exported as `repoforge_drift_psi{model,feature}`."""
+
+    reference: str = Field(description="The reference profile (JSON from `repoforge drift profile`), spec-relative.")
+    window: int = Field(default=10000, ge=100, description="Rows in the sliding window the PSI is computed over.")
+
+
 class FeaturesPlugin(_Strict):
     """Feature engineering in Triton: raw columns in, one FP32 feature vector per row out."""
 
@@ -308,6 +316,7 @@ class FeaturesPlugin(_Strict):
     lookup: Lookup | None = Field(default=None, description="Online features from Redis, looked up per batch.")
     features: list[FeatureOp] = Field(min_length=1, description="Ops whose values, in order, form the output row.")
     output: str = Field(default="FEATURES", pattern=_TENSOR_NAME, description="Name of the FP32 output tensor.")
+    drift: DriftSetting | None = Field(default=None, description="Drift of the raw input columns (PSI on /metrics).")
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,6 +422,7 @@ class RouterPlugin(_Strict):
         pattern=_TENSOR_NAME,
         description="Optional FP32 input that changes the weights at run time; null: none.",
     )
+    drift: DriftSetting | None = Field(default=None, description="Drift of the router's inputs (PSI on /metrics).")
 
     @property
     def targets(self) -> list[Route | Canary]:

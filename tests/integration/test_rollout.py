@@ -204,6 +204,7 @@ def test_slow_candidate_is_rolled_back_on_p99_and_no_request_is_lost(server: Tri
         time.sleep(1.0)  # keep the loop running through and past the rollback
     assert result.outcome == "rolled back", result.reason
     assert "p99" in result.reason and "--max-p99-ms 100" in result.reason and "at 10%" in result.reason
+    assert result.switch_ms is not None and result.switch_ms < 1000 * 1.5  # within one interval
     assert load.errors == [] and load.ok == load.sent > rolled_back_at
 
 
@@ -289,3 +290,14 @@ def test_cli_rolls_back_an_idle_candidate_with_exit_1_and_one_log_line_per_check
     assert out["outcome"] == "rolled back" and "no data" in out["reason"]
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(rows) == 3 and rows[-1]["outcome"] == "rolled back"
+
+
+def test_a_build_folder_is_served_for_the_run_in_explicit_model_control(server: TritonServer, tmp_path: Path) -> None:
+    repo = Path(server.options.repositories[0])
+    log = tmp_path / "b.jsonl"
+    cmd = [sys.executable, "-m", "repoforge", "rollout", str(repo), "--router", "r_idle", "--candidate", "healthy"]
+    cmd += ["--log", str(log), "--interval", "200ms", "--threshold", "1", "--steps", "100"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stderr
+    assert "explicit model control" in proc.stderr and "no data" in proc.stdout
+    assert len(log.read_text().splitlines()) == 2

@@ -46,6 +46,7 @@ class RolloutResult:
     candidate: str
     weights: dict[str, float]
     checks: list[dict[str, Any]] = field(default_factory=list)
+    switch_ms: float | None = None  # how long the last weight change took to be confirmed (rollback, switch)
 
     @property
     def exit_code(self) -> int:
@@ -58,6 +59,7 @@ class RolloutResult:
             "candidate": self.candidate,
             "weights": self.weights,
             "checks": self.checks,
+            "switch_ms": self.switch_ms,
         }
 
 
@@ -106,6 +108,7 @@ class Rollout:
         self.sleep = sleep
         self.checks: list[dict[str, Any]] = []
         self.failed = 0
+        self.switch_ms: float | None = None
         self.others = [n for n in server.route_names if n != candidate]
         self.base = base_weights(server, candidate)
 
@@ -164,15 +167,26 @@ class Rollout:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
             fh.flush()
 
-    def _end(self, outcome: str, reason: str, weights: dict[str, float]) -> RolloutResult:
-        self._append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "outcome": outcome, "reason": reason})
-        self.say(f"{outcome}: {reason}")
-        return RolloutResult(outcome, reason, self.candidate, weights, self.checks)
+    def _end(
+        self, outcome: str, reason: str, weights: dict[str, float], switch_ms: float | None = None
+    ) -> RolloutResult:
+        switch_ms = switch_ms if switch_ms is not None else self.switch_ms
+        row = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "outcome": outcome, "reason": reason}
+        self._append({**row, "weights": weights, **({"switch_ms": round(switch_ms, 1)} if switch_ms else {})})
+        self.say(f"{outcome}: {reason}" + (f" (weights taken in {switch_ms:.0f} ms)" if switch_ms else ""))
+        return RolloutResult(outcome, reason, self.candidate, weights, self.checks, switch_ms)
+
+    def _timed_set(self, percent: float) -> tuple[dict[str, float], float]:
+        """Weights set and confirmed by the router's gauges, and how long that took (a rollback's delay)."""
+        t0 = time.perf_counter()
+        w = self._set(percent)
+        self.switch_ms = (time.perf_counter() - t0) * 1000
+        return w, self.switch_ms
 
     def _rollback(self, check: Check) -> RolloutResult:
-        w = self._set(0.0)
+        w, ms = self._timed_set(0.0)
         where = "before any traffic" if check.weight == 0 else f"at {check.weight:g}%"
-        return self._end("rolled back", f"{self.candidate} {where}: " + "; ".join(check.failures), w)
+        return self._end("rolled back", f"{self.candidate} {where}: " + "; ".join(check.failures), w, ms)
 
     def _shadowed(self) -> bool:
         sh = self.server.plugin.shadow
@@ -222,16 +236,17 @@ class Rollout:
             result = self._shadow_green(wanted)
             if result is not None:
                 return result
-        self._set(100.0)
-        self.say(f"switched all traffic to green {self.candidate}; blue ({', '.join(blue)}) stays loaded {p.keep_blue}")
+        _, ms = self._timed_set(100.0)
+        self.say(
+            f"switched all traffic in {ms:.0f} ms to green {self.candidate}; blue ({', '.join(blue)}) stays loaded {p.keep_blue}"
+        )
         deadline = time.monotonic() + p.keep_blue_s
         while time.monotonic() + p.interval_s <= deadline:
             check = self._interval("green", 100.0, traffic=True, agreement=False)
             if not check.ok and self.failed >= p.threshold:
-                w = self._set(0.0)
-                return self._end(
-                    "rolled back", f"green {self.candidate} after the switch: " + "; ".join(check.failures), w
-                )
+                w, ms = self._timed_set(0.0)
+                why = f"green {self.candidate} after the switch: " + "; ".join(check.failures)
+                return self._end("rolled back", why, w, ms)
         for b in blue:
             try:
                 self.server.unload(b)

@@ -830,7 +830,7 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
 @main.command("rollout")
 @click.argument("target")
 @click.option("--router", required=True, help="The router plugin model that splits the traffic.")
-@click.option("--candidate", required=True, help="The model being released: one of the router's routes.")
+@click.option("--candidate", default=None, help="The model being released: one of the router's routes.")
 @click.option("--strategy", type=click.Choice(["canary", "blue-green"]), default="canary", show_default=True)
 @click.option("--steps", default="5,25,50,100", show_default=True, help="canary: candidate percent per step, to 100.")
 @click.option("--interval", default="30s", show_default=True, help="Length of each check (e.g. 500ms, 30s, 2m).")
@@ -871,7 +871,7 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
 def rollout(
     target: str,
     router: str,
-    candidate: str,
+    candidate: str | None,
     strategy: str,
     steps: str,
     interval: str,
@@ -898,7 +898,7 @@ def rollout(
     Every check prints one line and is appended to --log (JSON Lines).
       repoforge rollout 127.0.0.1:8000 --router router --candidate model_v2 --max-p99-ms 50
       repoforge rollout 127.0.0.1:8000 --router router --candidate green --strategy blue-green --keep-blue 10m
-      repoforge rollout 127.0.0.1:8000 --router router --candidate green --rollback
+      repoforge rollout 127.0.0.1:8000 --router router --rollback     # back to the router's spec weights
     """
     from pydantic import ValidationError
 
@@ -906,6 +906,8 @@ def rollout(
     from repoforge.rollout.command import rollout as do_rollout
     from repoforge.spec.rollout import RolloutSpec, parse_steps
 
+    if candidate is None and not do_rollback:
+        raise click.UsageError("Missing option '--candidate' (only --rollback goes without one).")
     try:
         policy = RolloutSpec.model_validate(
             {

@@ -238,7 +238,7 @@ def test_blue_green_loads_switches_unloads_and_rolls_back_without_losing_a_reque
         back = rollout(
             server.http_url,
             router="r_bg",
-            candidate="green",
+            candidate=None,  # `--rollback` alone: back to the router's spec weights (blue 1, green 0)
             policy=_policy(),
             metrics_url=server.metrics_url.split("://")[-1].removesuffix("/metrics"),
             do_rollback=True,

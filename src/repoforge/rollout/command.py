@@ -90,13 +90,15 @@ def endpoint(target: str | Path, metrics_url: str | None, say: Say) -> Iterator[
         yield Endpoint(server.http_url, server.metrics_url.split("://")[-1].removesuffix("/metrics"))
 
 
-def _router(ep: Endpoint, router: str, candidate: str) -> RouterServer:
+def _router(ep: Endpoint, router: str, candidate: str | None) -> RouterServer:
     try:
         server = RouterServer(ep.http_url, ep.metrics_url, router)
     except RolloutInputError as exc:
         raise RolloutArgumentError(exc.param, str(exc)) from None
     except ServerError as exc:
         raise RolloutFailed(str(exc)) from None
+    if candidate is None:
+        return server
     if candidate not in server.route_names:
         raise RolloutArgumentError(
             "--candidate",
@@ -111,14 +113,15 @@ def rollout(
     target: str | Path,
     *,
     router: str,
-    candidate: str,
+    candidate: str | None,
     policy: RolloutSpec,
     metrics_url: str | None = None,
     log: str | Path | None = None,
     do_rollback: bool = False,
     progress: Say | None = None,
 ) -> RolloutResult:
-    """Run the release (or, with `do_rollback`, send all traffic back to the other routes at once)."""
+    """Run the release (or, with `do_rollback`, send all traffic back at once: to the router's spec weights, or
+    to its routes other than `candidate`)."""
     say = progress or (lambda _m: None)
     check_target(target, metrics_url)
     with endpoint(target, metrics_url, say) as ep:
@@ -126,7 +129,12 @@ def rollout(
         try:
             if do_rollback:
                 weights = rollback(server, candidate, say)
-                return RolloutResult("rolled back", f"{candidate} at 0% by request", candidate, weights)
+                what = f"{candidate} at 0%" if candidate else "the router's spec weights"
+                return RolloutResult("rolled back", f"{what} by request", candidate or "", weights)
+            if candidate is None:
+                raise RolloutArgumentError(
+                    "--candidate", "--candidate is needed to release (only --rollback goes without)"
+                )
             run = Rollout(server, candidate, policy, say=say, log=Path(log) if log else None)
             if policy.strategy == "canary":
                 return run.canary()

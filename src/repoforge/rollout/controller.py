@@ -154,8 +154,9 @@ class Rollout:
         }
         self.checks.append(row)
         self._append(row)
+        shares = " ".join(f"{k}={v:.2f}" for k, v in self.shares(check.weight).items())
         self.say(
-            f"{check.phase:6} {check.weight:5.1f}%  requests {w.requests:6d}  errors {_fmt(w.error_rate, '.2%')}"
+            f"{check.phase:6} {shares}  requests {w.requests:6d}  errors {_fmt(w.error_rate, '.2%')}"
             f"  p99 {_fmt(w.p99_ms, '.1f', ' ms')}  agreement {_fmt(w.agreement, '.2%')}"
             f"  {verdict} ({self.failed}/{self.policy.threshold} failed)"
         )
@@ -294,14 +295,17 @@ def base_weights(server: RouterServer, candidate: str) -> dict[str, float]:
     return {n: (w / total if total > 0 else 1 / len(spec)) for n, w in spec.items()}
 
 
-def rollback(server: RouterServer, candidate: str, say: Say) -> dict[str, float]:
-    """All traffic back to the routes other than `candidate` (loading any that were unloaded), at once."""
-    base = base_weights(server, candidate)
-    for name, w in base.items():
+def rollback(server: RouterServer, candidate: str | None, say: Say) -> dict[str, float]:
+    """All traffic back, at once: to the router's spec weights (what it had before any release), with
+    `candidate` at 0 where one is named; routes that need traffic and were unloaded (blue) are loaded first."""
+    if candidate is None:
+        weights = dict(zip(server.route_names, server.plugin.initial_weights(), strict=True))
+    else:
+        weights = {**base_weights(server, candidate), candidate: 0.0}
+    for name, w in weights.items():
         if w > 0 and not server.ready(name):
             say(f"loading {name}")
             server.load(name)
-    weights = {**base, candidate: 0.0}
     server.set_weights(weights)
     say("weights now " + ", ".join(f"{k}={v:.2f}" for k, v in weights.items()))
     return weights

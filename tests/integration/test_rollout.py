@@ -301,3 +301,36 @@ def test_a_build_folder_is_served_for_the_run_in_explicit_model_control(server: 
     assert proc.returncode == 1, proc.stderr
     assert "explicit model control" in proc.stderr and "no data" in proc.stdout
     assert len(log.read_text().splitlines()) == 2
+
+
+def test_ctrl_c_mid_release_rolls_the_candidate_back(server: TritonServer, tmp_path: Path) -> None:
+    import signal
+
+    metrics = server.metrics_url.split("://")[-1].removesuffix("/metrics")
+    weight = 'repoforge_router_weight{model="r_idle",route="healthy"}'
+    cmd = [
+        sys.executable,
+        "-m",
+        "repoforge",
+        "rollout",
+        server.http_url,
+        "--router",
+        "r_idle",
+        "--candidate",
+        "healthy",
+    ]
+    cmd += ["--metrics-url", metrics, "--log", str(tmp_path / "i.jsonl"), "--interval", "60s", "--steps", "50,100"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while scrape(server.metrics_url, "repoforge_router_weight").get(weight) != 0.5:
+            assert time.monotonic() < deadline and proc.poll() is None, "the first step never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "interrupted, all traffic back" in out
+    assert scrape(server.metrics_url, "repoforge_router_weight")[weight] == 0.0

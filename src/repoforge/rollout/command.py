@@ -136,9 +136,7 @@ def rollout(
                     "--candidate", "--candidate is needed to release (only --rollback goes without)"
                 )
             run = Rollout(server, candidate, policy, say=say, log=Path(log) if log else None)
-            if policy.strategy == "canary":
-                return run.canary()
-            return run.blue_green(lambda model: smoke(server, model))
+            return run.run(lambda model: smoke(server, model))
         except ServerError as exc:
             raise RolloutFailed(str(exc)) from None
 

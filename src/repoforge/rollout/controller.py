@@ -193,6 +193,14 @@ class Rollout:
         sh = self.server.plugin.shadow
         return sh is not None and sh.model == self.candidate
 
+    def run(self, smoke: Callable[[str], None]) -> RolloutResult:
+        """The policy's strategy; Ctrl-C before the end rolls the candidate back (the safe state) and says so."""
+        try:
+            return self.canary() if self.policy.strategy == "canary" else self.blue_green(smoke)
+        except KeyboardInterrupt:
+            w, ms = self._timed_set(0.0)
+            return self._end("rolled back", f"{self.candidate}: interrupted, all traffic back", w, ms)
+
     # -- canary -------------------------------------------------------------------------------------------
     def canary(self) -> RolloutResult:
         p = self.policy

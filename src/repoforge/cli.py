@@ -844,7 +844,12 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
     show_default=True,
     help="Highest candidate error rate.",
 )
-@click.option("--max-p99-ms", type=click.FloatRange(min=0, min_open=True), default=None, help="Highest candidate p99.")
+@click.option(
+    "--max-p99-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Highest candidate p99 in ms, of each call as the router sees it; unset: not checked.",
+)
 @click.option(
     "--min-agreement",
     type=click.FloatRange(0, 1),
@@ -864,8 +869,20 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
 )
 @click.option("--keep-blue", default="10m", show_default=True, help="blue-green: how long blue stays loaded.")
 @click.option("--metrics-url", default=None, help="host:port of the server's metrics (default: HTTP port + 2).")
-@click.option("--log", "log", type=click.Path(path_type=Path), default=Path("rollout.jsonl"), show_default=True)
-@click.option("--rollback", "do_rollback", is_flag=True, help="Send all traffic back from CANDIDATE now, and exit.")
+@click.option(
+    "--log",
+    "log",
+    type=click.Path(path_type=Path),
+    default=Path("rollout.jsonl"),
+    show_default=True,
+    help="JSON Lines file; one line per check and one for the outcome are appended.",
+)
+@click.option(
+    "--rollback",
+    "do_rollback",
+    is_flag=True,
+    help="Send all traffic back now (to the router's spec weights; with --candidate: away from it), and exit.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result (every check) as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def rollout(

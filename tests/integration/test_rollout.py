@@ -152,6 +152,10 @@ def _run(server: TritonServer, router: str, candidate: str, log: Path | None = N
     )
 
 
+def _cli(target: str, router: str, candidate: str) -> list[str]:
+    return [sys.executable, "-m", "repoforge", "rollout", target, "--router", router, "--candidate", candidate]
+
+
 def _rows(server: TritonServer, router: str, route: str, name: str = "repoforge_router_rows_total") -> float:
     return scrape(server.metrics_url, "repoforge_").get(f'{name}{{model="{router}",route="{route}"}}', 0.0)
 
@@ -259,7 +263,7 @@ def test_bad_input_found_on_the_server_exits_2(server: TritonServer, tmp_path: P
         rollout(server.http_url, router="r_idle", candidate="slow", policy=_policy(), metrics_url=metrics)
     with pytest.raises(RolloutArgumentError, match="'primary' is not a repoforge plugin model, not a router"):
         rollout(server.http_url, router="primary", candidate="slow", policy=_policy(), metrics_url=metrics)
-    cmd = [sys.executable, "-m", "repoforge", "rollout", server.http_url, "--router", "nope", "--candidate", "x"]
+    cmd = _cli(server.http_url, "nope", "x")
     cmd += ["--metrics-url", metrics, "--log", str(tmp_path / "log.jsonl")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
@@ -272,17 +276,7 @@ def test_cli_rolls_back_an_idle_candidate_with_exit_1_and_one_log_line_per_check
 ) -> None:
     log = tmp_path / "r.jsonl"
     metrics = server.metrics_url.split("://")[-1].removesuffix("/metrics")
-    cmd = [
-        sys.executable,
-        "-m",
-        "repoforge",
-        "rollout",
-        server.http_url,
-        "--router",
-        "r_idle",
-        "--candidate",
-        "healthy",
-    ]
+    cmd = _cli(server.http_url, "r_idle", "healthy")
     cmd += ["--metrics-url", metrics, "--log", str(log), "--interval", "300ms", "--steps", "50,100", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
@@ -295,7 +289,7 @@ def test_cli_rolls_back_an_idle_candidate_with_exit_1_and_one_log_line_per_check
 def test_a_build_folder_is_served_for_the_run_in_explicit_model_control(server: TritonServer, tmp_path: Path) -> None:
     repo = Path(server.options.repositories[0])
     log = tmp_path / "b.jsonl"
-    cmd = [sys.executable, "-m", "repoforge", "rollout", str(repo), "--router", "r_idle", "--candidate", "healthy"]
+    cmd = _cli(str(repo), "r_idle", "healthy")
     cmd += ["--log", str(log), "--interval", "200ms", "--threshold", "1", "--steps", "100"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 1, proc.stderr
@@ -308,17 +302,7 @@ def test_ctrl_c_mid_release_rolls_the_candidate_back(server: TritonServer, tmp_p
 
     metrics = server.metrics_url.split("://")[-1].removesuffix("/metrics")
     weight = 'repoforge_router_weight{model="r_idle",route="healthy"}'
-    cmd = [
-        sys.executable,
-        "-m",
-        "repoforge",
-        "rollout",
-        server.http_url,
-        "--router",
-        "r_idle",
-        "--candidate",
-        "healthy",
-    ]
+    cmd = _cli(server.http_url, "r_idle", "healthy")
     cmd += ["--metrics-url", metrics, "--log", str(tmp_path / "i.jsonl"), "--interval", "60s", "--steps", "50,100"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -48,7 +48,12 @@ def expectation(path: Path) -> Expectation:
     at = _AT.match(header["at"])
     assert at, f"{path.name}: '# at:' must read '<line>:<col> <field path>', got {header['at']!r}"
     return Expectation(
-        header["expect"], int(at[1]), int(at[2]), at[3] or "", header.get("device", "cpu"), header.get("target", "triton")
+        header["expect"],
+        int(at[1]),
+        int(at[2]),
+        at[3] or "",
+        header.get("device", "cpu"),
+        header.get("target", "triton"),
     )
 
 

@@ -827,6 +827,123 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
         click.echo(f"next: kubectl apply -k {output}")
 
 
+@main.command("rollout")
+@click.argument("target")
+@click.option("--router", required=True, help="The router plugin model that splits the traffic.")
+@click.option("--candidate", default=None, help="The model being released: one of the router's routes.")
+@click.option("--strategy", type=click.Choice(["canary", "blue-green"]), default="canary", show_default=True)
+@click.option("--steps", default="5,25,50,100", show_default=True, help="canary: candidate percent per step, to 100.")
+@click.option("--interval", default="30s", show_default=True, help="Length of each check (e.g. 500ms, 30s, 2m).")
+@click.option(
+    "--threshold", type=click.IntRange(min=1), default=2, show_default=True, help="Failed checks before rollback."
+)
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Highest candidate error rate.",
+)
+@click.option("--max-p99-ms", type=click.FloatRange(min=0, min_open=True), default=None, help="Highest candidate p99.")
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=0.99,
+    show_default=True,
+    help="Lowest shadow agreement with the primary (checked before any traffic where the router shadows it).",
+)
+@click.option(
+    "--min-requests",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Fewest candidate requests (rows) per check; fewer is no data: a failed check.",
+)
+@click.option(
+    "--shadow-requests", type=click.IntRange(min=0), default=None, help="blue-green: shadow rows before the switch."
+)
+@click.option("--keep-blue", default="10m", show_default=True, help="blue-green: how long blue stays loaded.")
+@click.option("--metrics-url", default=None, help="host:port of the server's metrics (default: HTTP port + 2).")
+@click.option("--log", "log", type=click.Path(path_type=Path), default=Path("rollout.jsonl"), show_default=True)
+@click.option("--rollback", "do_rollback", is_flag=True, help="Send all traffic back from CANDIDATE now, and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (every check) as JSON on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def rollout(
+    target: str,
+    router: str,
+    candidate: str | None,
+    strategy: str,
+    steps: str,
+    interval: str,
+    threshold: int,
+    max_error_rate: float,
+    max_p99_ms: float | None,
+    min_agreement: float,
+    min_requests: int,
+    shadow_requests: int | None,
+    keep_blue: str,
+    metrics_url: str | None,
+    log: Path,
+    do_rollback: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Release CANDIDATE behind ROUTER on a live Triton, judged every --interval on the candidate's error rate,
+    p99 and (before any traffic, where the router shadows it) agreement with the primary; rolled back after
+    --threshold failed checks. Fewer than --min-requests in a check is no data: a failed check, never a pass.
+    TARGET is a running server's HTTP host:port, or a build folder served for the run.
+
+    \b
+    Exit 0: promoted; 1: rolled back (the reason names the metric and threshold); 2: bad input.
+    Every check prints one line and is appended to --log (JSON Lines).
+      repoforge rollout 127.0.0.1:8000 --router router --candidate model_v2 --max-p99-ms 50
+      repoforge rollout 127.0.0.1:8000 --router router --candidate green --strategy blue-green --keep-blue 10m
+      repoforge rollout 127.0.0.1:8000 --router router --rollback     # back to the router's spec weights
+    """
+    from pydantic import ValidationError
+
+    from repoforge.rollout.command import RolloutArgumentError, check_target
+    from repoforge.rollout.command import rollout as do_rollout
+    from repoforge.spec.rollout import RolloutSpec, parse_steps
+
+    if candidate is None and not do_rollback:
+        raise click.UsageError("Missing option '--candidate' (only --rollback goes without one).")
+    try:
+        policy = RolloutSpec.model_validate(
+            {
+                "router": router, "candidate": candidate, "strategy": strategy, "steps": parse_steps(steps),
+                "interval": interval, "threshold": threshold, "max_error_rate": max_error_rate,
+                "max_p99_ms": max_p99_ms, "min_agreement": min_agreement, "min_requests": min_requests,
+                "shadow_requests": shadow_requests, "keep_blue": keep_blue,
+            }
+        )  # fmt: skip
+        check_target(target, metrics_url)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise click.BadParameter(
+            str(err["msg"]).removeprefix("Value error, "), param_hint=f"'--{str(err['loc'][0]).replace('_', '-')}'"
+        ) from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--steps'") from None
+    except RolloutArgumentError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{exc.param}'") from None
+    say = _progress(quiet or as_json)
+    try:
+        result = do_rollout(
+            target, router=router, candidate=candidate, policy=policy, metrics_url=metrics_url, log=log,
+            do_rollback=do_rollback, progress=(lambda m: click.echo(m, err=True)) if say else None,
+        )  # fmt: skip
+    except RolloutArgumentError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{exc.param}'") from None
+    except RepoforgeError as exc:
+        _fail(exc, exc.exit_code)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(f"{result.outcome}: {result.reason}")
+    sys.exit(0 if do_rollback else result.exit_code)
+
+
 @main.group()
 def drift() -> None:
     """Data drift: profile reference data once, then compare current data with it (PSI, Kolmogorov-Smirnov)."""

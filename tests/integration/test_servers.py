@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -247,6 +248,31 @@ def test_managed_process_stop_kills_group_and_is_idempotent(tmp_path: Path) -> N
     assert proc.stop() == rc  # idempotent
     assert not proc.alive
     assert not any(pid_alive(p) for p in pids)
+
+
+def test_a_server_does_not_outlive_a_repoforge_killed_with_sigkill(tmp_path: Path) -> None:
+    # The owner starts a server and is SIGKILLed: no atexit, no stop(). The watchdog notices its parent is gone
+    # and stops the server's whole group.
+    server = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"
+    owner = (
+        "import sys, time; from repoforge.servers.process import ManagedProcess; "
+        f"p = ManagedProcess([sys.executable, '-c', {server!r}], log_path={str(tmp_path / 's.log')!r}).start(); "
+        "print(p.pid, flush=True); time.sleep(600)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        assert pid_alive(pid)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while group_pids(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not group_pids(pid), "the server outlived its killed owner"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ makes sure that:
 * the child gets its own session (``start_new_session=True``), so the whole tree it spawns (e.g. the
   Triton python-backend stubs) can be killed as one process group, and Ctrl-C in a terminal reaches
   only repoforge, which then stops the server in order;
-* ``stop()`` is idempotent and always reaps, so no zombie or orphaned server survives a test.
+* ``stop()`` is idempotent and always reaps, so no zombie or orphaned server survives a test;
+* a watchdog process stops the server's group when repoforge itself dies without stopping it (kill -9, OOM):
+  it notices its parent is gone. PR_SET_PDEATHSIG cannot do this: Linux sends it when the *thread* that
+  started the child exits, which would kill servers started from a worker thread.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +33,47 @@ __all__ = ["ManagedProcess", "ServerStartError", "group_pids", "pid_alive", "rea
 #: Running children, stopped at interpreter exit: a crashed script or test run must not leave a
 #: server behind (and on hosts whose PID 1 does not reap orphans, it would stay as a zombie).
 _RUNNING: set[ManagedProcess] = set()
+
+#: Run as `python -c WATCHDOG PGID PARENT`: polls until the server's group is gone (normal stop) or its parent
+#: (repoforge) is, then stops the group: SIGTERM, up to 10 s, SIGKILL. Only the standard library: it starts fast.
+WATCHDOG = """
+import os, signal, sys, time
+pgid, parent = int(sys.argv[1]), int(sys.argv[2])
+def gone():  # no live member left (zombies do not count: a PID 1 that does not reap keeps them)
+    if not os.path.isdir("/proc"):
+        try:
+            os.killpg(pgid, 0)
+            return False
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    st = fh.read()
+            except OSError:
+                continue
+            f = st[st.rfind(")") + 2:].split()
+            if len(f) > 2 and int(f[2]) == pgid and f[0] not in "ZX":
+                return False
+    return True
+while not gone():
+    if os.getppid() != parent:
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGCONT, 0.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            deadline = time.monotonic() + wait
+            while not gone() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if gone():
+                break
+        break
+    time.sleep(0.5)
+"""
 
 #: Errors that a readiness probe may raise while a server is still coming up.
 _PROBE_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
@@ -196,6 +241,7 @@ class ManagedProcess:
         self.cwd = Path(cwd) if cwd is not None else None
         self.name = name or Path(self.command[0]).name
         self._proc: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> ManagedProcess:
@@ -216,6 +262,7 @@ class ManagedProcess:
                     close_fds=True,
                 )
                 _RUNNING.add(self)
+                self._watchdog = _start_watchdog(self._proc.pid)
             except OSError as exc:
                 raise ServerStartError(
                     f"could not execute {self.name}: {exc}",
@@ -263,6 +310,7 @@ class ManagedProcess:
         if proc is None:
             return None
         _RUNNING.discard(self)
+        self._stop_watchdog()
         pgid = proc.pid  # start_new_session=True: the child leads its own group
         if proc.poll() is None:
             try:
@@ -284,6 +332,12 @@ class ManagedProcess:
             while group_pids(pgid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         return proc.returncode
+
+    def _stop_watchdog(self) -> None:
+        dog, self._watchdog = self._watchdog, None
+        if dog is not None and dog.poll() is None:
+            dog.kill()
+            dog.wait(timeout=10)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``predicate`` every 0.1 s until it is true.
@@ -333,6 +387,21 @@ class ManagedProcess:
     def __repr__(self) -> str:
         state = "not started" if self._proc is None else ("running" if self.alive else f"exited {self.returncode}")
         return f"<ManagedProcess {self.name} pid={self.pid} {state}>"
+
+
+def _start_watchdog(pgid: int) -> subprocess.Popen[bytes] | None:
+    """The watchdog of group `pgid` (None where it cannot start: the server then only lacks kill -9 cleanup)."""
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, str(pgid), str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the server's group, and Ctrl-C does not reach it
+            close_fds=True,
+        )
+    except OSError:
+        return None
 
 
 @atexit.register

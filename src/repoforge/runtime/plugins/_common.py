@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +26,15 @@ LATENCY_BUCKETS_US = [50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 
 # shared helpers
 # --------------------------------------------------------------------------------------------
 class Metrics:
-    """Custom metrics of one model; every call is a no-op where the stub has no metrics support."""
+    """Custom metrics of one model; every call is a no-op where the stub has no metrics support.
+
+    Calls are serialized: the stub sends each one to the server over shared memory, and concurrent calls from
+    the execute thread and a plugin's own threads (the router's shadow pool) crashed Triton 2.51's python backend
+    (std::bad_alloc, boost lock_exception) under load."""
 
     def __init__(self, model: str) -> None:
         self.model = model
+        self._lock = threading.Lock()
         self._families: dict[str, Any] = {}
         self._metrics: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
 
@@ -53,19 +59,22 @@ class Metrics:
         return metric
 
     def inc(self, name: str, description: str, value: float = 1.0, **labels: str) -> None:
-        m = self._metric(name, "COUNTER", description, labels)
-        if m is not None and value:
-            m.increment(float(value))
+        with self._lock:
+            m = self._metric(name, "COUNTER", description, labels)
+            if m is not None and value:
+                m.increment(float(value))
 
     def set(self, name: str, description: str, value: float, **labels: str) -> None:
-        m = self._metric(name, "GAUGE", description, labels)
-        if m is not None:
-            m.set(float(value))
+        with self._lock:
+            m = self._metric(name, "GAUGE", description, labels)
+            if m is not None:
+                m.set(float(value))
 
     def observe(self, name: str, description: str, value: float, **labels: str) -> None:
-        m = self._metric(name, "HISTOGRAM", description, labels, LATENCY_BUCKETS_US)
-        if m is not None:
-            m.observe(float(value))
+        with self._lock:
+            m = self._metric(name, "HISTOGRAM", description, labels, LATENCY_BUCKETS_US)
+            if m is not None:
+                m.observe(float(value))
 
 
 def plugin_config(args: ModelArgs) -> Any:

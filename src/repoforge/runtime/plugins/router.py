@@ -1,13 +1,13 @@
 """The `router` plugin: A/B and canary splits by weight (sticky by key) and shadow traffic.
 
-Metrics: `repoforge_router_rows_total{model,route}`, `repoforge_router_weight{model,route}`,
+Metrics: `repoforge_router_rows_total{model,route}` (rows sent), `repoforge_router_errors_total{model,route}` (rows
+whose route call failed), `repoforge_router_latency_us{model,route}` (each route call), `repoforge_router_weight{model,route}`,
 `repoforge_shadow_rows_total{model,shadow,outcome=agree|disagree}`,
 `repoforge_shadow_batches_total{model,shadow,outcome=ok|error|dropped}`, `repoforge_shadow_latency_us{model,shadow}`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from repoforge.features.hashing import combine, stable_hash, to_unit
+from repoforge.runtime.batch import split_rows
 from repoforge.runtime.plugins._common import (
     Metrics,
     call_model,
@@ -27,13 +28,19 @@ from repoforge.runtime.plugins._common import (
 )
 from repoforge.runtime.triton_model import (
     ModelArgs,
+    _to_triton,
     error_response,
     pb_utils,
-    run_batched,
+    request_feeds,
 )
 from repoforge.spec.plugins import (
     RouterPlugin,
 )
+
+
+def _same_inputs(feeds: list[dict[str, np.ndarray]]) -> bool:
+    keys = feeds[0].keys()
+    return all(f.keys() == keys for f in feeds)
 
 
 def route_rows(u: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -142,14 +149,48 @@ class RouterRunner:
                         early[i] = error_response(self.args.name, exc)
                         continue
             ok.append(r)
-        args = dataclasses.replace(self.args, inputs=self.data_inputs)
-        answered = iter(run_batched(ok, args, self._compute) if ok else [])
+        answered = iter(self._answer(request_feeds(ok, [t.name for t in self.data_inputs])) if ok else [])
         return [early[i] if i in early else next(answered) for i in range(len(requests))]
 
-    def _compute(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _answer(self, feeds: list[dict[str, np.ndarray]]) -> list[Any]:
+        """One routing pass over every request the batcher handed us (one BLS call per route), or one pass
+        per request where they cannot be concatenated. A route call that fails fails only the requests with
+        rows in it: the others still answer, and each row is counted once, as the clients see it."""
+        if self.args.max_batch_size > 0 and len(feeds) > 1 and _same_inputs(feeds):
+            sizes = [next(iter(f.values())).shape[0] for f in feeds]
+            merged = {n: np.concatenate([f[n] for f in feeds], axis=0) for n in feeds[0]}
+            try:
+                return self._route(merged, sizes)
+            except Exception:  # noqa: BLE001 - shapes that do not concatenate: one pass per request
+                pass
+        out = []
+        for f in feeds:
+            try:
+                out.extend(self._route(f, [next(iter(f.values())).shape[0] if self.args.max_batch_size > 0 else 1]))
+            except Exception as exc:  # noqa: BLE001 - this request's own error
+                out.append(error_response(self.args.name, exc))
+        return out
+
+    def _route(self, feed: dict[str, np.ndarray], sizes: list[int]) -> list[Any]:
+        outputs, failed = self._compute(feed, np.repeat(np.arange(len(sizes)), sizes))
+        pb = pb_utils()
+        parts = split_rows(outputs, sizes) if self.args.max_batch_size > 0 else [outputs]
+        answers: list[Any] = []
+        for i, part in enumerate(parts):
+            if i in failed:
+                answers.append(error_response(self.args.name, failed[i]))
+            else:
+                answers.append(
+                    pb.InferenceResponse(output_tensors=[pb.Tensor(k, _to_triton(v)) for k, v in part.items()])
+                )
+        return answers
+
+    def _compute(
+        self, feed: dict[str, np.ndarray], owner: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], dict[int, BaseException]]:
+        """Outputs for every row, and the error of each request (by index in `owner`) a route call failed."""
         batched = self.args.max_batch_size > 0
-        first = next(iter(feed.values()))
-        rows = first.shape[0] if batched else 1
+        rows = int(owner.shape[0])
         if self.cfg.sticky_key is not None:
             key = feed[self.cfg.sticky_key]
             u = sticky_draws(key if batched else key.reshape(1, -1), rows)
@@ -157,24 +198,45 @@ class RouterRunner:
             u = self.rng.random(rows)
         route = route_rows(u, self.weights)
         outputs: dict[str, np.ndarray] = {}
+        failed: dict[int, BaseException] = {}
         for r in np.unique(route):
             target = self.targets[int(r)]
             sel = np.nonzero(route == r)[0]
             part = {k: v[sel] for k, v in feed.items()} if batched else feed
-            got = call_model(target.model, target.version, part, self.outputs)
+            self.metrics.inc("repoforge_router_rows_total", "Rows sent to each route", len(sel), route=target.model)
+            t0 = time.perf_counter()
+            try:
+                got = call_model(target.model, target.version, part, self.outputs)
+            except Exception as exc:  # noqa: BLE001 - counted per route, answered to the requests it touched
+                self.metrics.inc(
+                    "repoforge_router_errors_total", "Rows whose route call failed", len(sel), route=target.model
+                )
+                for i in np.unique(owner[sel]).tolist():
+                    failed[int(i)] = exc
+                continue
+            finally:
+                self.metrics.observe(
+                    "repoforge_router_latency_us",
+                    "Latency of each route call, in microseconds",
+                    (time.perf_counter() - t0) * 1e6,
+                    route=target.model,
+                )
             for name, value in got.items():
                 if not batched:
                     outputs[name] = value
                     continue
                 if name not in outputs:
-                    outputs[name] = np.empty((rows, *value.shape[1:]), dtype=value.dtype)
+                    outputs[name] = np.zeros((rows, *value.shape[1:]), dtype=value.dtype)
                 outputs[name][sel] = value
-            self.metrics.inc("repoforge_router_rows_total", "Rows sent to each route", len(sel), route=target.model)
         if self.cfg.route_output:
             outputs[self.cfg.route_output] = route.reshape(rows, 1) if batched else route.reshape(1)
         if self.shadow_pool is not None:
-            self._shadow(feed, {k: outputs[k] for k in self.outputs})
-        return outputs
+            keep = ~np.isin(owner, list(failed)) if failed else None
+            if keep is None:
+                self._shadow(feed, {k: outputs[k] for k in self.outputs})
+            elif batched and keep.any():
+                self._shadow({k: v[keep] for k, v in feed.items()}, {k: outputs[k][keep] for k in self.outputs})
+        return outputs, failed
 
     # -- shadow: never changes (or delays) the primary answer --
     def _shadow(self, feed: dict[str, np.ndarray], primary: dict[str, np.ndarray]) -> None:

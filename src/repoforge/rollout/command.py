@@ -1,0 +1,155 @@
+"""`repoforge rollout`: release a candidate behind a router on a live Triton, promoting it or rolling it back.
+
+TARGET is a running server's HTTP `host:port` (metrics on its port + 2 unless `metrics_url` is given: Triton's
+default layout) or a build folder, served for the run in explicit model control (so blue-green can load and
+unload) with every model loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repoforge.errors import RepoforgeError
+from repoforge.rollout.controller import Rollout, RolloutResult, rollback
+from repoforge.rollout.server import RolloutInputError, RouterServer, ServerError
+from repoforge.spec.rollout import RolloutSpec
+
+Say = Callable[[str], None]
+_HOSTPORT = re.compile(r"^(?:https?://)?([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})/?$")
+
+
+class RolloutArgumentError(RepoforgeError):
+    """A wrong argument, found before any weight changes: the CLI's usage error (exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+class RolloutFailed(RepoforgeError):
+    """The server could not be driven (it refused a control request, or its metrics did not answer)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    http_url: str  # host:port
+    metrics_url: str  # host:port
+
+
+def host_port(text: str, param: str) -> tuple[str, int]:
+    m = _HOSTPORT.match(text.strip())
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise RolloutArgumentError(param, f"expected host:port such as 127.0.0.1:8000 (got {text!r})")
+    return m.group(1), int(m.group(2))
+
+
+def check_target(target: str | Path, metrics_url: str | None) -> None:
+    """TARGET is a build folder or host:port; both checked before anything starts."""
+    path = Path(target)
+    if path.is_dir():
+        from repoforge.targets import target_of
+
+        try:
+            t = target_of(path)
+        except Exception as exc:  # noqa: BLE001 - worded as a usage error
+            raise RolloutArgumentError("TARGET", str(exc)) from None
+        if t.name != "triton":
+            raise RolloutArgumentError(
+                "TARGET", f"{path} is a {t.server_name} build; rollout drives the router plugin on Triton only"
+            )
+        if metrics_url is not None:
+            raise RolloutArgumentError("--metrics-url", "--metrics-url is for a running server, not a build folder")
+        return
+    host_port(str(target), "TARGET")
+    if metrics_url is not None:
+        host_port(metrics_url, "--metrics-url")
+
+
+@contextmanager
+def endpoint(target: str | Path, metrics_url: str | None, say: Say) -> Iterator[Endpoint]:
+    path = Path(target)
+    if not path.is_dir():
+        host, port = host_port(str(target), "TARGET")
+        metrics = metrics_url.split("://")[-1].rstrip("/") if metrics_url else f"{host}:{port + 2}"
+        yield Endpoint(f"{host}:{port}", metrics)
+        return
+    from repoforge.servers.triton import TritonServer
+
+    say(f"starting tritonserver on {path} (explicit model control, every model loaded)")
+    with TritonServer(path, model_control="explicit", load_models=["*"]) as server:
+        say(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")
+        yield Endpoint(server.http_url, server.metrics_url.split("://")[-1].removesuffix("/metrics"))
+
+
+def _router(ep: Endpoint, router: str, candidate: str | None) -> RouterServer:
+    try:
+        server = RouterServer(ep.http_url, ep.metrics_url, router)
+    except RolloutInputError as exc:
+        raise RolloutArgumentError(exc.param, str(exc)) from None
+    except ServerError as exc:
+        raise RolloutFailed(str(exc)) from None
+    if candidate is None:
+        return server
+    if candidate not in server.route_names:
+        raise RolloutArgumentError(
+            "--candidate",
+            f"router '{router}' does not route to '{candidate}'; its routes: {', '.join(server.route_names)}",
+        )
+    if not [n for n in server.route_names if n != candidate]:
+        raise RolloutArgumentError("--candidate", f"router '{router}' has no route besides '{candidate}'")
+    return server
+
+
+def rollout(
+    target: str | Path,
+    *,
+    router: str,
+    candidate: str | None,
+    policy: RolloutSpec,
+    metrics_url: str | None = None,
+    log: str | Path | None = None,
+    do_rollback: bool = False,
+    progress: Say | None = None,
+) -> RolloutResult:
+    """Run the release (or, with `do_rollback`, send all traffic back at once: to the router's spec weights, or
+    to its routes other than `candidate`)."""
+    say = progress or (lambda _m: None)
+    check_target(target, metrics_url)
+    with endpoint(target, metrics_url, say) as ep:
+        server = _router(ep, router, candidate)
+        try:
+            if do_rollback:
+                weights = rollback(server, candidate, say)
+                what = f"{candidate} at 0%" if candidate else "the router's spec weights"
+                return RolloutResult("rolled back", f"{what} by request", candidate or "", weights)
+            if candidate is None:
+                raise RolloutArgumentError(
+                    "--candidate", "--candidate is needed to release (only --rollback goes without)"
+                )
+            run = Rollout(server, candidate, policy, say=say, log=Path(log) if log else None)
+            return run.run(lambda model: smoke(server, model))
+        except ServerError as exc:
+            raise RolloutFailed(str(exc)) from None
+
+
+def smoke(server: RouterServer, model: str) -> None:
+    """Like `validate`: one request built from the config the server serves must be answered with every output."""
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from repoforge.triton.inputs import make_inputs
+
+    cfg: Any = json_format.ParseDict(server.config(model), mc.ModelConfig(), ignore_unknown_fields=True)
+    got = server.infer(model, make_inputs(cfg, batch_size=1, seed=0))
+    missing = [o.name for o in cfg.output if o.name not in got]
+    if missing:
+        raise ServerError(f"{model} answered without {', '.join(missing)}")

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from tritonclient import http as triton_http
+from tritonclient.utils import InferenceServerException
 
 from repoforge.deploy.command import deploy_k8s
 from repoforge.deploy.dashboard import queries
@@ -411,3 +412,77 @@ def test_rollout_latency_and_errors_once_the_router_exports_them(
     # healthy candidate: no failed route calls (a counter created at its first error may not exist yet, which the
     # error-rate check reads as 0)
     assert all(float(e["value"][1]) == 0 for e in errors)
+
+
+FAILING_SPEC = """\
+version: 1
+repository: released
+defaults:
+  max_batch_size: 64
+models:
+  - name: model_a
+    format: python
+    path: {model}
+    inputs: [{{name: X, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
+  - name: model_b
+    format: python
+    path: {model}
+    parameters: {{fail_every: 4}}
+    inputs: [{{name: X, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
+  - name: router
+    format: python
+    plugin:
+      kind: router
+      routes: [{{model: model_a}}]
+      canary: {{model: model_b, percent: 50}}
+rollout:
+  router: router
+  candidate: model_b
+  min_requests: 20
+"""
+
+
+def test_a_failing_candidate_breaks_the_error_rate_check(tmp_path: Path) -> None:
+    """A candidate that answers every 4th call with an error: the error-rate check (Flagger's query, variables
+    substituted) reads about 25 %, above max_error_rate, so Flagger halts and Argo's failureCondition holds.
+    Triton's own failure counter for the candidate is printed alongside (the reason it is not used)."""
+    from repoforge.build import build
+
+    spec = tmp_path / "spec.yaml"
+    model = Path(__file__).parents[1] / "data" / "rollout" / "candidate.py"
+    spec.write_text(FAILING_SPEC.format(model=model.as_posix()))
+    out = deploy_k8s(build(spec, tmp_path / "repo", device="cpu").output, tmp_path / "k8s").output
+    _canary, template = [d for d in yaml.safe_load_all((out / "rollout-flagger.yaml").read_text()) if d]
+    query = (
+        template["spec"]["query"]
+        .replace("{{ namespace }}", "default")
+        .replace("{{ target }}", "released")
+        .replace("{{ interval }}", "10s")
+    )
+    argo, _rollout = [d for d in yaml.safe_load_all((out / "rollout-argo.yaml").read_text()) if d]
+    failure = argo["spec"]["metrics"][0]["failureCondition"]
+    with TritonServer(tmp_path / "repo") as server:
+        labels = {"job": "released-metrics", "namespace": "default", "pod": CANARY_POD}
+        with PrometheusServer([(f"127.0.0.1:{server.metrics_port}", labels)]) as prom:
+            c = triton_http.InferenceServerClient(server.http_url, connection_timeout=10, network_timeout=10)
+            x = np.random.default_rng(0).random((1, 4), dtype=np.float32)
+            deadline = time.monotonic() + 40
+            try:
+                while not prom.query(query):
+                    assert time.monotonic() < deadline, "the candidate never reached min_requests in the window"
+                    inp = triton_http.InferInput("X", list(x.shape), "FP32")
+                    inp.set_data_from_numpy(x)
+                    try:
+                        c.infer("router", [inp], timeout=10)
+                    except InferenceServerException:
+                        pass  # the requests the failing route touched are answered with its error
+            finally:
+                c.close()
+            rate = _value(prom, query)
+            triton_failures = prom.query('sum(nv_inference_request_failure{model="model_b"})')
+    print(f"candidate error rate {rate:.3f}; Triton's nv_inference_request_failure for it: {triton_failures}")
+    assert 0.1 < rate < 0.5, rate
+    assert rate > 0.01  # max_error_rate: the check fails
+    assert eval(failure.replace("&&", "and").replace("||", "or"), {"len": len}, {"result": [rate]})

@@ -256,9 +256,15 @@ def _release_readme(rel: rollout.Release, d: DeploySpec) -> list[str]:
         f"canary: traffic to the new revision in steps of {', '.join(f'{w} %' for w in rel.weights)}, one "
         f"{rel.interval} check per step, then promoted"
         if r.strategy == "canary"
-        else f"blue-green: {rel.iterations} checks of {rel.interval}, then all traffic at once; the previous "
-        f"revision stays up {r.keep_blue} for a rollback"
+        else f"blue-green: all traffic at once, judged by {rel.iterations} checks of {rel.interval} (Flagger: on "
+        f"mirrored traffic before the switch; Argo: after it, while the previous revision stays up {r.keep_blue} "
+        "for a rollback)"
     )
+    if r.strategy == "blue-green" and rel.iterations * r.interval_s > r.keep_blue_s:
+        how += (
+            f". Note: the checks take {rel.iterations} × {rel.interval}, longer than keep_blue {r.keep_blue}: "
+            "raise keep_blue so Argo can still switch back"
+        )
     return [
         "## Releases (`rollout:`)",
         "",

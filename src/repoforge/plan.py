@@ -75,6 +75,7 @@ class RepositoryPlan:
     models: list[ModelPlan]
     warnings: list[str] = field(default_factory=list)
     deploy: dict[str, Any] = field(default_factory=dict)  # the spec's `deploy:` as written (repoforge.spec.deploy)
+    rollout: dict[str, Any] | None = None  # the spec's `rollout:` as written (deploy k8s emits Flagger/Argo from it)
 
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
@@ -705,6 +706,43 @@ def _ensemble_tensors(ck: _Checker, e: ModelPlan, kind: str, derived: list[Tenso
     setattr(e, kind, list(declared))
 
 
+def _check_rollout(ck: _Checker, plans: dict[str, ModelPlan]) -> None:
+    """`rollout:` names a router plugin model and one of its routes (or its canary): the release moves that
+    router's traffic, so anything else has nothing to shift (or to roll back)."""
+    from repoforge.spec.plugins import RouterPlugin
+
+    r = ck.loaded.spec.rollout
+    if r is None:
+        return
+    if ck.target != "triton":
+        ck.add(
+            ("rollout",),
+            "rollout needs repoforge's router plugin, which runs on --target triton only; "
+            "build with --target triton or remove `rollout:`",
+            key=True,
+        )
+        return
+    routers = sorted(n for n, p in plans.items() if isinstance(p.spec.plugin, RouterPlugin))
+    if r.router is None:
+        ck.add(("rollout",), "rollout.router must name the router plugin model that splits the traffic "
+               f"({', '.join(routers) or 'the spec has none'})", key=True)  # fmt: skip
+        return
+    plan = plans.get(r.router)
+    if plan is None or not isinstance(plan.spec.plugin, RouterPlugin):
+        what = "is not a model of this spec" if plan is None else "has no `plugin: {kind: router}`"
+        ck.add(("rollout", "router"), f"rollout.router {r.router!r} {what}; "
+               f"router plugin models: {', '.join(routers) or 'none'}")  # fmt: skip
+        return
+    targets = [t.model for t in plan.spec.plugin.targets]
+    if r.candidate is None:
+        ck.add(("rollout",), f"rollout.candidate must name the model being released, one of {r.router}'s "
+               f"routes or its canary ({', '.join(targets)})", key=True)  # fmt: skip
+    elif r.candidate not in targets:
+        ck.add(("rollout", "candidate"), f"rollout.candidate {r.candidate!r} is not a route or the canary of "
+               f"router {r.router!r} ({', '.join(targets)}); add it there, e.g. canary: {{model: {r.candidate}, "
+               "percent: 0}")  # fmt: skip
+
+
 def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target = "triton") -> RepositoryPlan:
     """Resolve the spec for `device` (auto-detected when None). Raises SpecError with every problem found."""
     device = device or detect_device()
@@ -794,6 +832,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
             _triton_rules(ck, p, device)
     for path, message in check_deploy(loaded.spec.deploy, target=target, device=device):
         ck.add(("deploy", *path), message)
+    _check_rollout(ck, plans)
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls
     ck.raise_if_any()
@@ -811,4 +850,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         models=list(plans.values()),
         warnings=warnings,
         deploy=loaded.spec.deploy.model_dump(mode="json", by_alias=True, exclude_unset=True),
+        rollout=loaded.spec.rollout.model_dump(mode="json", exclude_unset=True)
+        if loaded.spec.rollout is not None
+        else None,
     )

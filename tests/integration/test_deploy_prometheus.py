@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from tritonclient import http as triton_http
+from tritonclient.utils import InferenceServerException
 
 from repoforge.deploy.command import deploy_k8s
 from repoforge.deploy.dashboard import queries
@@ -291,3 +292,197 @@ def test_cache_and_plugin_panels_and_tracing_on_a_server_run_with_the_generated_
         receiver.server_close()
     named = [a for n, a in _spans(_Receiver.bodies) if a.get("triton.model_name") == "model_a"]
     assert named and all(a.get("service.name") == "observed" and a.get("k8s.pod.name") == "test-pod" for a in named)
+
+
+ROLLOUT_SPEC = """\
+version: 1
+repository: released
+defaults:
+  max_batch_size: 64
+models:
+  - name: model_a
+    format: python
+    path: {scale}
+    parameters: {{factor: 1}}
+    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
+  - name: model_b
+    format: python
+    path: {scale}
+    parameters: {{factor: 1}}
+    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
+  - name: router
+    format: python
+    plugin:
+      kind: router
+      routes: [{{model: model_a}}]
+      canary: {{model: model_b, percent: 50}}
+      shadow: {{model: model_b}}
+rollout:
+  router: router
+  candidate: model_b
+  max_p99_ms: 1000
+  min_requests: 20
+"""
+#: A pod name of the new revision as Flagger names it (`<target>-<replicaset hash>-<id>`), and a primary one.
+CANARY_POD, PRIMARY_POD = "released-7d9f8b6c5-x2k4q", "released-primary-5c6d7e8f9-a1b2c"
+NEW_METRICS = ("repoforge_router_errors_total", "repoforge_router_latency_us_bucket")
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], PrometheusServer]]:
+    """A router build with `rollout:` served by Triton, scraped as a canary pod; rows sent until the candidate
+    has min_requests in the window. Yields the Flagger checks (template variables substituted) and Prometheus."""
+    from repoforge.build import build
+
+    root = tmp_path_factory.mktemp("released")
+    spec = root / "spec.yaml"
+    spec.write_text(ROLLOUT_SPEC.format(scale=(Path(__file__).parents[1] / "data" / "plugins" / "scale.py").as_posix()))
+    repo = build(spec, root / "repo", device="cpu").output
+    out = deploy_k8s(repo, root / "k8s").output
+    _canary, *templates = [d for d in yaml.safe_load_all((out / "rollout-flagger.yaml").read_text()) if d]
+    window = "10s"  # scrapes every 1 s here (15 s in pods, hence the 1m there)
+    checks = {
+        t["metadata"]["name"].removeprefix("released-"): t["spec"]["query"]
+        .replace("{{ namespace }}", "default")
+        .replace("{{ target }}", "released")
+        .replace("{{ interval }}", window)
+        for t in templates
+    }
+    with TritonServer(repo) as server:
+        labels = {"job": "released-metrics", "namespace": "default", "pod": CANARY_POD}
+        with PrometheusServer([(f"127.0.0.1:{server.metrics_port}", labels)]) as prom:
+            deadline = time.monotonic() + 30
+            while not prom.targets_up():
+                assert time.monotonic() < deadline, f"Triton never scraped:\n{prom.log_tail()}"
+                time.sleep(0.5)
+            assert prom.query(checks["error-rate"]) == [], "no rows yet must be no data, not a pass"
+            c = triton_http.InferenceServerClient(server.http_url, connection_timeout=10, network_timeout=10)
+            x = np.random.default_rng(0).random((8, 4), dtype=np.float32)
+            try:
+                deadline = time.monotonic() + 40
+                while not prom.query(checks["error-rate"]):
+                    assert time.monotonic() < deadline, "the candidate never reached min_requests in the window"
+                    c.infer("router", _request("router", x), timeout=10)
+                    time.sleep(0.05)
+                for _ in range(20):  # keep rows flowing while the test reads
+                    c.infer("router", _request("router", x), timeout=10)
+            finally:
+                c.close()
+            yield checks, prom
+
+
+def _value(prom: PrometheusServer, expr: str) -> float:
+    result = prom.query(expr)
+    assert len(result) == 1, f"{expr} -> {result}"
+    return float(result[0]["value"][1])
+
+
+def test_rollout_checks_on_a_real_router(released: tuple[dict[str, str], PrometheusServer]) -> None:
+    """The release checks whose series the router exports today (rows, shadow outcomes): one value each, within
+    the policy's bounds for a healthy candidate; the error rate reads 0 while the errors counter is absent (or 0).
+    A pod name of the primary revision selects nothing: Flagger then sees no data, a failed check."""
+    checks, prom = released
+    assert set(checks) == {"error-rate", "latency-p99", "shadow-agreement"}
+    assert _value(prom, checks["error-rate"]) == 0
+    assert _value(prom, checks["shadow-agreement"]) >= 0.99  # model_b answers as model_a does
+    primary = checks["error-rate"].replace('pod=~"released-', 'pod=~"released-primary-')
+    assert prom.query(primary) == []
+    # the ServiceMonitor's pod label is what the regex sees: a primary pod's series would not match it
+    assert re.fullmatch("released-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", CANARY_POD)
+    assert not re.fullmatch("released-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", PRIMARY_POD)
+
+
+def test_rollout_latency_and_errors_once_the_router_exports_them(
+    released: tuple[dict[str, str], PrometheusServer],
+) -> None:
+    """repoforge_router_errors_total and the repoforge_router_latency_us histogram (the router change in
+    progress): skipped until the router exports them, then the p99 check returns a value under the bound."""
+    checks, prom = released
+    exported = {
+        r["metric"]["__name__"] for r in prom.query('{job="released-metrics", __name__=~"repoforge_router_.*"}')
+    }
+    missing = [m for m in NEW_METRICS if m not in exported]
+    if "repoforge_router_latency_us_bucket" not in exported:
+        pytest.skip(f"the router does not export {', '.join(missing)} yet")
+    p99 = _value(prom, checks["latency-p99"])
+    assert 0 < p99 < 1000, p99
+    errors = prom.query('sum(repoforge_router_errors_total{job="released-metrics", model="router", route="model_b"})')
+    # healthy candidate: no failed route calls (a counter created at its first error may not exist yet, which the
+    # error-rate check reads as 0)
+    assert all(float(e["value"][1]) == 0 for e in errors)
+
+
+FAILING_SPEC = """\
+version: 1
+repository: released
+defaults:
+  max_batch_size: 64
+models:
+  - name: model_a
+    format: python
+    path: {model}
+    inputs: [{{name: X, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
+  - name: model_b
+    format: python
+    path: {model}
+    parameters: {{fail_every: 4}}
+    inputs: [{{name: X, dtype: FP32, dims: [4]}}]
+    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
+  - name: router
+    format: python
+    plugin:
+      kind: router
+      routes: [{{model: model_a}}]
+      canary: {{model: model_b, percent: 50}}
+rollout:
+  router: router
+  candidate: model_b
+  min_requests: 20
+"""
+
+
+def test_a_failing_candidate_breaks_the_error_rate_check(tmp_path: Path) -> None:
+    """A candidate that answers every 4th call with an error: the error-rate check (Flagger's query, variables
+    substituted) reads about 25 %, above max_error_rate, so Flagger halts and Argo's failureCondition holds.
+    Triton's own failure counter for the candidate is printed alongside (the reason it is not used)."""
+    from repoforge.build import build
+
+    spec = tmp_path / "spec.yaml"
+    model = Path(__file__).parents[1] / "data" / "rollout" / "candidate.py"
+    spec.write_text(FAILING_SPEC.format(model=model.as_posix()))
+    out = deploy_k8s(build(spec, tmp_path / "repo", device="cpu").output, tmp_path / "k8s").output
+    _canary, template = [d for d in yaml.safe_load_all((out / "rollout-flagger.yaml").read_text()) if d]
+    query = (
+        template["spec"]["query"]
+        .replace("{{ namespace }}", "default")
+        .replace("{{ target }}", "released")
+        .replace("{{ interval }}", "10s")
+    )
+    argo, _rollout = [d for d in yaml.safe_load_all((out / "rollout-argo.yaml").read_text()) if d]
+    failure = argo["spec"]["metrics"][0]["failureCondition"]
+    with TritonServer(tmp_path / "repo") as server:
+        labels = {"job": "released-metrics", "namespace": "default", "pod": CANARY_POD}
+        with PrometheusServer([(f"127.0.0.1:{server.metrics_port}", labels)]) as prom:
+            c = triton_http.InferenceServerClient(server.http_url, connection_timeout=10, network_timeout=10)
+            x = np.random.default_rng(0).random((1, 4), dtype=np.float32)
+            deadline = time.monotonic() + 40
+            try:
+                while not prom.query(query):
+                    assert time.monotonic() < deadline, "the candidate never reached min_requests in the window"
+                    inp = triton_http.InferInput("X", list(x.shape), "FP32")
+                    inp.set_data_from_numpy(x)
+                    try:
+                        c.infer("router", [inp], timeout=10)
+                    except InferenceServerException:
+                        pass  # the requests the failing route touched are answered with its error
+            finally:
+                c.close()
+            rate = _value(prom, query)
+            triton_failures = prom.query('sum(nv_inference_request_failure{model="model_b"})')
+    print(f"candidate error rate {rate:.3f}; Triton's nv_inference_request_failure for it: {triton_failures}")
+    assert 0.1 < rate < 0.5, rate
+    assert rate > 0.01  # max_error_rate: the check fails
+    assert eval(failure.replace("&&", "and").replace("||", "or"), {"len": len}, {"result": [rate]})

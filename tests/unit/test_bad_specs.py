@@ -5,6 +5,7 @@ Each corpus file starts with a header the test reads:
     # expect: <a substring of the problem's message>
     # at: <line>:<col> <field path>          (no field path for YAML-level problems)
     # device: cpu|gpu                       (optional, default cpu)
+    # target: triton|torchserve             (optional, default triton)
 
 The problem line must read `<file>:<line>:<col> <field>: ...<expect>...`, as users see it.
 """
@@ -32,6 +33,7 @@ class Expectation:
     column: int
     field: str
     device: str
+    target: str = "triton"
 
 
 def expectation(path: Path) -> Expectation:
@@ -45,7 +47,14 @@ def expectation(path: Path) -> Expectation:
     assert "at" in header, f"{path.name}: missing '# at: <line>:<col> <field>' header"
     at = _AT.match(header["at"])
     assert at, f"{path.name}: '# at:' must read '<line>:<col> <field path>', got {header['at']!r}"
-    return Expectation(header["expect"], int(at[1]), int(at[2]), at[3] or "", header.get("device", "cpu"))
+    return Expectation(
+        header["expect"],
+        int(at[1]),
+        int(at[2]),
+        at[3] or "",
+        header.get("device", "cpu"),
+        header.get("target", "triton"),
+    )
 
 
 def test_corpus_is_large_and_distinct():
@@ -61,7 +70,7 @@ def test_bad_spec_is_refused_with_a_located_message(spec: Path, tmp_path: Path, 
     out = tmp_path / "out"
 
     with pytest.raises(SpecError) as info:
-        build(spec, out, device=exp.device)
+        build(spec, out, device=exp.device, target=exp.target)  # type: ignore[arg-type]
     err = info.value
     text = str(err)
 

@@ -27,6 +27,8 @@ class BuildInfo:
     features: Features = field(default_factory=Features)
     needs_repoforge: list[str] = field(default_factory=list)  # Triton models whose model.py imports repoforge
     torchscript_runner: bool = False
+    rollout: dict[str, Any] | None = None  # the recorded `rollout:` section (as written), if any
+    routers: dict[str, dict[str, Any]] = field(default_factory=dict)  # router plugin model → its plugin config
 
 
 def read_build(path: Path) -> BuildInfo:
@@ -48,7 +50,8 @@ def read_build(path: Path) -> BuildInfo:
         repository=str(header.get("repository", path.name)),
         models=list(header.get("models", [])),
         deploy=header["deploy"],
-        versions={k: v for k, v in header.items() if k not in ("files", "deploy")},
+        versions={k: v for k, v in header.items() if k not in ("files", "deploy", "rollout")},
+        rollout=header.get("rollout"),
     )
     if target == "triton":
         _triton_features(info)
@@ -63,16 +66,22 @@ def _triton_features(info: BuildInfo) -> None:
     from repoforge.triton.reader import read_repository
 
     models = read_repository(info.path)
-    plugins = set()
+    plugins, drift = set(), set()
     for m in models:
         if PLUGIN_PARAMETER in m.config.parameters:
-            kind = json.loads(m.config.parameters[PLUGIN_PARAMETER].string_value).get("kind")
+            config = json.loads(m.config.parameters[PLUGIN_PARAMETER].string_value)
+            kind = config.get("kind")
             if kind:
                 plugins.add(str(kind))
+            if config.get("drift"):
+                drift.add(m.name)
+            if kind == "router":
+                info.routers[m.name] = config
     info.features = Features(
         gpu=info.device == "gpu",
         response_cache=any(m.config.response_cache.enable for m in models),
         plugins=frozenset(plugins),
+        drift=frozenset(drift),
     )
     info.needs_repoforge = models_needing_repoforge(models)
     info.torchscript_runner = any(

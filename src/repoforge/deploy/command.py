@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from repoforge.deploy import k8s
+from repoforge.deploy import k8s, rollout
 from repoforge.deploy.build_info import BuildInfo, read_build
 from repoforge.deploy.dashboard import dashboard_json
 from repoforge.deploy.k8s import ServerShape
@@ -123,9 +123,10 @@ def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, s
     name = d.name or info.repository
     gpus = d.resources.gpu or 0
     cat = shape.catalog
+    rel = rollout.release(info, d, k8s.metrics_service(name))
     files: dict[str, str] = {}
     files["deployment.yaml"] = _yaml(*k8s.deployments(d, shape, name, gpus))
-    files["services.yaml"] = _yaml(*k8s.services(d, shape, name))
+    files["services.yaml"] = _yaml(*k8s.services(d, shape, name, release=rel is not None))
     files["pdb.yaml"] = _yaml(k8s.pdb(d, name))
     files["servicemonitor.yaml"] = _yaml(k8s.service_monitor(d, name))
     if d.autoscale.enabled:
@@ -138,6 +139,12 @@ def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, s
     if shape.extra_objects:
         files["server-config.yaml"] = _yaml(*shape.extra_objects)
     resources = [f for f in files if f.endswith(".yaml")]
+    if rel is not None:  # applied on their own (Flagger or Argo, never both): not in the kustomization
+        objs = k8s.labels(d, name)
+        files[rollout.FLAGGER_FILE] = _yaml(
+            *rollout.flagger_objects(rel, d, objs, shape.ports[0], d.probes.startup_timeout_s)
+        )
+        files[rollout.ARGO_FILE] = _yaml(*rollout.argo_objects(rel, d, objs, name))
     files[KUSTOMIZATION] = HEADER + yaml.safe_dump(
         {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -147,7 +154,7 @@ def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, s
         },
         sort_keys=False,
     )
-    files["README.md"] = readme(info, d, shape, files)
+    files["README.md"] = readme(info, d, shape, files, rel)
     return files
 
 
@@ -165,10 +172,16 @@ _WHAT = {
     "dashboard-configmap.yaml": "the dashboard as a ConfigMap labelled grafana_dashboard=1 for Grafana's sidecar",
     "server-config.yaml": "the server's own configuration as a ConfigMap",
     KUSTOMIZATION: "kustomize entry point listing the manifests",
+    rollout.FLAGGER_FILE: "release policy for Flagger: a Canary on the Deployment and its MetricTemplates "
+    "(apply instead of the Argo file, see Releases)",
+    rollout.ARGO_FILE: "release policy for Argo Rollouts: an AnalysisTemplate and a Rollout taking its pods "
+    "from the Deployment (workloadRef)",
 }
 
 
-def readme(info: BuildInfo, d: DeploySpec, shape: ServerShape, files: dict[str, str]) -> str:
+def readme(
+    info: BuildInfo, d: DeploySpec, shape: ServerShape, files: dict[str, str], rel: rollout.Release | None = None
+) -> str:
     name = d.name or info.repository
     repo = d.model_repository
     where = (
@@ -229,8 +242,66 @@ def readme(info: BuildInfo, d: DeploySpec, shape: ServerShape, files: dict[str, 
             f"- Tracing: one request in {d.tracing.rate} is traced with OpenTelemetry to `{d.tracing.otlp_endpoint}`."
         )
     lines += [f"- {n}" if n and not n.startswith(("```", "FROM", "COPY", "RUN")) else n for n in shape.notes]
+    if rel is not None:
+        lines += ["", *_release_readme(rel, d)]
     lines += ["", "## Server arguments", "", "```", " ".join([*shape.command, *shape.args]), "```", ""]
     return "\n".join(lines)
+
+
+def _release_readme(rel: rollout.Release, d: DeploySpec) -> list[str]:
+    r = rel.spec
+    bound = {"max": "at most", "min": "at least"}
+    checks = rollout.checks(rel, namespace=d.namespace, pods="<new revision's pods>", window=rel.window)
+    how = (
+        f"canary: traffic to the new revision in steps of {', '.join(f'{w} %' for w in rel.weights)}, one "
+        f"{rel.interval} check per step, then promoted"
+        if r.strategy == "canary"
+        else f"blue-green: all traffic at once, judged by {rel.iterations} checks of {rel.interval} (Flagger: on "
+        f"mirrored traffic before the switch; Argo: after it, while the previous revision stays up {r.keep_blue} "
+        "for a rollback)"
+    )
+    if r.strategy == "blue-green" and rel.iterations * r.interval_s > r.keep_blue_s:
+        how += (
+            f". Note: the checks take {rel.iterations} × {rel.interval}, longer than keep_blue {r.keep_blue}: "
+            "raise keep_blue so Argo can still switch back"
+        )
+    return [
+        "## Releases (`rollout:`)",
+        "",
+        f"A new revision of the Deployment `{rel.name}` (a rebuilt model repository, a new image) is released with "
+        f"the spec's policy: {how}. {r.threshold} failed check(s) roll it back. Each check reads the router "
+        f"plugin `{rel.router}`'s series for the route `{rel.candidate}`, from the new revision's pods only:",
+        "",
+        *[f"- `{c.name}`: {c.what}, {bound[c.bound]} {rollout._num(c.threshold)}" for c in checks],
+        "",
+        f"Each query covers the last {rel.window} (the interval, at least {rollout.MIN_WINDOW_S} s: four scrapes). "
+        f"Fewer than {r.min_requests} rows to `{rel.candidate}` in that window is no data, and no data is a failed "
+        "check in both controllers (Argo: the conditions test for an empty or NaN result first, and "
+        "`consecutiveErrorLimit: 0` makes a query error end the analysis, which aborts the rollout). The error rate "
+        "is the router's own count of failed route calls, not Triton's nv_inference_request_failure, which counts a "
+        "Python model's error responses as successes.",
+        "",
+        "Apply one of the two, after `kubectl apply -k .`:",
+        "",
+        "```bash",
+        f"kubectl apply -f {rollout.FLAGGER_FILE}   # Flagger: it creates {rel.name}-primary and owns the Services "
+        f"{rel.name}, {rel.name}-primary, {rel.name}-canary",
+        f"kubectl apply -f {rollout.ARGO_FILE}      # or Argo Rollouts: the Rollout runs the Deployment's pods",
+        "```",
+        "",
+        "- Flagger: set the Canary's `spec.provider` (or the controller's `-mesh-provider`) to the mesh or ingress "
+        "that shifts the traffic"
+        + (
+            "; blue-green mirrors traffic to the new pods before the switch, which needs a provider that mirrors "
+            "(Istio, Gateway API)."
+            if r.strategy == "blue-green"
+            else "."
+        )
+        + " Releasing is then changing the Deployment (`kubectl apply -k .` with the new build).",
+        f"- Argo Rollouts: point the ScaledObject's `scaleTargetRef` at the Rollout `{rel.name}` "
+        "(apiVersion argoproj.io/v1alpha1, kind Rollout); the Deployment is scaled down once the Rollout runs "
+        "(`workloadRef.scaleDown: onsuccess`). Without a traffic router Argo shifts traffic by pod count.",
+    ]
 
 
 def _looks_ours(path: Path) -> bool:

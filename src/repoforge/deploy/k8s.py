@@ -223,22 +223,30 @@ def scaled_target(d: DeploySpec, name: str) -> str:
     return name
 
 
-def services(d: DeploySpec, shape: ServerShape, name: str) -> list[core.Service]:
+def services(d: DeploySpec, shape: ServerShape, name: str, *, release: bool = False) -> list[core.Service]:
     """HTTP (ClusterIP), gRPC (headless, so gRPC clients balance over pods instead of pinning one connection to one
-    pod) and metrics (what the ServiceMonitor selects)."""
+    pod) and metrics (what the ServiceMonitor selects). With a release policy (`rollout:`) the metrics Service
+    selects by `app.kubernetes.io/instance` alone: Flagger renames the primary pods' `app.kubernetes.io/name` to
+    `<name>-primary` (and keeps every other label), so both revisions stay scraped."""
     named = dict(shape.ports)
     metrics = ("metrics", named["metrics"])
     api = [(n, p) for n, p in shape.ports if n != "metrics"]
     http = [(n, p) for n, p in api if not n.startswith("grpc")]
     grpc = [(n, p) for n, p in api if n.startswith("grpc")]
 
-    def svc(obj: str, ports: list[tuple[str, int]], extra: dict[str, str], headless: bool = False) -> core.Service:
+    def svc(
+        obj: str,
+        ports: list[tuple[str, int]],
+        extra: dict[str, str],
+        headless: bool = False,
+        sel: dict[str, str] | None = None,
+    ) -> core.Service:
         return core.Service(
             metadata=_meta(d, name, obj, extra),
             spec=core.ServiceSpec(
                 type="ClusterIP",
                 cluster_ip="None" if headless else None,
-                selector=selector(name),
+                selector=sel or selector(name),
                 ports=[
                     core.ServicePort(name=n, port=p, target_port=meta.IntOrString(n), protocol="TCP") for n, p in ports
                 ],
@@ -248,7 +256,8 @@ def services(d: DeploySpec, shape: ServerShape, name: str) -> list[core.Service]
     out = [svc(name, http, {})]
     if grpc:
         out.append(svc(f"{name}-grpc", grpc, {}, headless=True))
-    out.append(svc(metrics_service(name), [metrics], {"repoforge.dev/metrics": "true"}))
+    both = {"app.kubernetes.io/instance": name} if release else None
+    out.append(svc(metrics_service(name), [metrics], {"repoforge.dev/metrics": "true"}, sel=both))
     return out
 
 

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: PSI above which a feature counts as drifted (the usual rule of thumb: < 0.1 stable, 0.1-0.2 moderate, > 0.2 shifted)
+DRIFT_PSI = 0.2
+#: How long PSI stays above DRIFT_PSI before the alert fires: one noisy window is not drift.
+DRIFT_FOR = "15m"
+
 
 @dataclass(frozen=True)
 class Query:
@@ -77,6 +82,7 @@ class Features:
     gpu: bool = False
     response_cache: bool = False
     plugins: frozenset[str] = frozenset()  # features | result_cache | semantic_cache | router
+    drift: frozenset[str] = frozenset()  # models whose plugin sets `drift:` (they export repoforge_drift_psi)
 
 
 def _ratio(num: str, den: str) -> str:
@@ -221,6 +227,17 @@ def triton_catalog(
                 "percentunit",
             )
         )
+    drift = f"max by (model, feature) (repoforge_drift_psi{s})"
+    if features.drift:
+        p.append(
+            Panel(
+                "Input drift PSI (plugin)",
+                (Query(drift, "{{model}} {{feature}}"), Query(f"{_num(DRIFT_PSI)} + 0 * {drift}", "alert above")),
+                "short",
+                "Population stability index of each input feature over the plugin's sliding window against its "
+                f"reference profile; above {_num(DRIFT_PSI)} the inputs have shifted.",
+            )
+        )
     if features.gpu:
         p.append(
             Panel("GPU utilization", (Query(f"avg by (pod, gpu_uuid) (nv_gpu_utilization{s}) * 100", "{{pod}}"),), "percent")
@@ -266,6 +283,16 @@ def triton_catalog(
                 f"{title}ErrorRateHigh", _ratio(fail, f"({req} + {fail})"), ">", float(err), for_, "warning",
                 "{{ $labels.model }} fails more than " + _num(float(err) * 100) + " % of requests",
                 "nv_inference_request_failure as a share of all requests breaks the SLO.",
+            )
+        )  # fmt: skip
+    if features.drift:
+        a.append(
+            Alert(
+                f"{title}InputDrift", drift, ">", DRIFT_PSI, DRIFT_FOR, "warning",
+                "Input drift on {{ $labels.model }}: feature {{ $labels.feature }} has PSI above " + _num(DRIFT_PSI),
+                "The plugin's PSI of feature {{ $labels.feature }} against its reference profile (repoforge drift "
+                "profile) stays above " + _num(DRIFT_PSI) + ": the traffic no longer looks like the data the model "
+                "was built on. Compare with `repoforge drift report`, then retrain or refresh the reference.",
             )
         )  # fmt: skip
     a.append(

@@ -96,6 +96,7 @@ def write_repository(
                 "spec_sha256": plan.spec_sha256,
                 "models": sorted(m.name for m in plan.models),
                 "deploy": plan.deploy,  # read back by `repoforge deploy k8s`
+                **({"rollout": plan.rollout} if plan.rollout is not None else {}),  # deploy k8s: Flagger/Argo
                 **(lock_extra or {}),
             },
         )

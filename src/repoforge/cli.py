@@ -829,7 +829,7 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
 
 @main.command("rollout")
 @click.argument("target")
-@click.option("--router", required=True, help="The router plugin model that splits the traffic.")
+@click.option("--router", default=None, help="The router plugin model that splits the traffic.")
 @click.option("--candidate", default=None, help="The model being released: one of the router's routes.")
 @click.option("--strategy", type=click.Choice(["canary", "blue-green"]), default="canary", show_default=True)
 @click.option("--steps", default="5,25,50,100", show_default=True, help="canary: candidate percent per step, to 100.")
@@ -887,7 +887,7 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def rollout(
     target: str,
-    router: str,
+    router: str | None,
     candidate: str | None,
     strategy: str,
     steps: str,
@@ -908,7 +908,8 @@ def rollout(
     """Release CANDIDATE behind ROUTER on a live Triton, judged every --interval on the candidate's error rate,
     p99 and (before any traffic, where the router shadows it) agreement with the primary; rolled back after
     --threshold failed checks. Fewer than --min-requests in a check is no data: a failed check, never a pass.
-    TARGET is a running server's HTTP host:port, or a build folder served for the run.
+    TARGET is a running server's HTTP host:port, or a build folder served for the run (its spec's `rollout:`
+    section, when it has one, gives every option not on the command line).
 
     \b
     Exit 0: promoted; 1: rolled back (the reason names the metric and threshold); 2: bad input.
@@ -917,24 +918,24 @@ def rollout(
       repoforge rollout 127.0.0.1:8000 --router router --candidate green --strategy blue-green --keep-blue 10m
       repoforge rollout 127.0.0.1:8000 --router router --rollback     # back to the router's spec weights
     """
+    from click.core import ParameterSource
     from pydantic import ValidationError
 
-    from repoforge.rollout.command import RolloutArgumentError, check_target
+    from repoforge.rollout.command import RolloutArgumentError, check_target, resolve_policy
     from repoforge.rollout.command import rollout as do_rollout
-    from repoforge.spec.rollout import RolloutSpec, parse_steps
+    from repoforge.spec.rollout import parse_steps
 
-    if candidate is None and not do_rollback:
-        raise click.UsageError("Missing option '--candidate' (only --rollback goes without one).")
+    ctx = click.get_current_context()
+    options = {
+        "router": router, "candidate": candidate, "strategy": strategy, "steps": steps, "interval": interval,
+        "threshold": threshold, "max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms,
+        "min_agreement": min_agreement, "min_requests": min_requests, "shadow_requests": shadow_requests,
+        "keep_blue": keep_blue,
+    }  # fmt: skip
+    explicit = {k for k in options if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
     try:
-        policy = RolloutSpec.model_validate(
-            {
-                "router": router, "candidate": candidate, "strategy": strategy, "steps": parse_steps(steps),
-                "interval": interval, "threshold": threshold, "max_error_rate": max_error_rate,
-                "max_p99_ms": max_p99_ms, "min_agreement": min_agreement, "min_requests": min_requests,
-                "shadow_requests": shadow_requests, "keep_blue": keep_blue,
-            }
-        )  # fmt: skip
         check_target(target, metrics_url)
+        policy = resolve_policy(target, {**options, "steps": parse_steps(steps)}, explicit)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise click.BadParameter(
@@ -944,10 +945,14 @@ def rollout(
         raise click.BadParameter(str(exc), param_hint="'--steps'") from None
     except RolloutArgumentError as exc:
         raise click.BadParameter(str(exc), param_hint=f"'{exc.param}'") from None
+    if policy.router is None:
+        raise click.UsageError("Missing option '--router' (or a `rollout:` section in the build's spec).")
+    if policy.candidate is None and not do_rollback:
+        raise click.UsageError("Missing option '--candidate' (only --rollback goes without one).")
     say = _progress(quiet or as_json)
     try:
         result = do_rollout(
-            target, router=router, candidate=candidate, policy=policy, metrics_url=metrics_url, log=log,
+            target, router=policy.router, candidate=policy.candidate, policy=policy, metrics_url=metrics_url, log=log,
             do_rollback=do_rollback, progress=(lambda m: click.echo(m, err=True)) if say else None,
         )  # fmt: skip
     except RolloutArgumentError as exc:

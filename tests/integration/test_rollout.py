@@ -69,6 +69,8 @@ def _spec() -> str:
         ]
         if shadow:
             lines.append(f"      shadow: {{model: {candidate}, timeout_ms: 5000}}")
+    # what `rollout REPO` uses where the command line says nothing (the build folder test)
+    lines.append("rollout: {router: r_idle, candidate: healthy, interval: 200ms, threshold: 1, steps: [100]}")
     return "\n".join(lines) + "\n"
 
 
@@ -286,14 +288,17 @@ def test_cli_rolls_back_an_idle_candidate_with_exit_1_and_one_log_line_per_check
     assert len(rows) == 3 and rows[-1]["outcome"] == "rolled back"
 
 
-def test_a_build_folder_is_served_for_the_run_in_explicit_model_control(server: TritonServer, tmp_path: Path) -> None:
+def test_a_build_folder_is_served_for_the_run_with_its_spec_rollout_section(
+    server: TritonServer, tmp_path: Path
+) -> None:
     repo = Path(server.options.repositories[0])
     log = tmp_path / "b.jsonl"
-    cmd = _cli(str(repo), "r_idle", "healthy")
-    cmd += ["--log", str(log), "--interval", "200ms", "--threshold", "1", "--steps", "100"]
+    # router, candidate, interval, threshold and steps come from the spec's rollout: section; the CLI adds one
+    cmd = [sys.executable, "-m", "repoforge", "rollout", str(repo), "--log", str(log), "--min-requests", "5"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 1, proc.stderr
-    assert "explicit model control" in proc.stderr and "no data" in proc.stdout
+    assert "explicit model control" in proc.stderr
+    assert "healthy at 100%: no data: 0 requests < --min-requests 5" in proc.stdout
     assert len(log.read_text().splitlines()) == 2
 
 

@@ -7,6 +7,7 @@ unload) with every model loaded.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -88,6 +89,30 @@ def endpoint(target: str | Path, metrics_url: str | None, say: Say) -> Iterator[
     with TritonServer(path, model_control="explicit", load_models=["*"]) as server:
         say(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")
         yield Endpoint(server.http_url, server.metrics_url.split("://")[-1].removesuffix("/metrics"))
+
+
+def recorded_policy(target: str | Path) -> dict[str, Any] | None:
+    """The `rollout:` section a build folder's lock file recorded (None for a server, or a build without one)."""
+    from repoforge.output import MANIFEST
+
+    lock = Path(target) / MANIFEST
+    if not lock.is_file():
+        return None
+    try:
+        recorded = json.loads(lock.read_text()).get("rollout")
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def resolve_policy(target: str | Path, options: dict[str, Any], explicit: set[str]) -> RolloutSpec:
+    """The options given on the command line, over a build folder's recorded `rollout:`, over the defaults:
+    the spec that `deploy k8s` turns into Flagger/Argo policy then also drives a live rollout of that build."""
+    values = dict(options)
+    for key, value in (recorded_policy(target) or {}).items():
+        if key not in explicit:
+            values[key] = value
+    return RolloutSpec.model_validate(values)
 
 
 def _router(ep: Endpoint, router: str, candidate: str | None) -> RouterServer:

@@ -196,7 +196,7 @@ def argo_checks(rel: Release) -> list[Check]:
         rel,
         namespace="{{args.namespace}}",
         pods=f"{rel.name}-{{{{args.canary-hash}}}}-[0-9a-zA-Z]+",
-        window=rel.interval,
+        window=rel.window,  # like Flagger: at least MIN_WINDOW_S, so enough scrapes fall inside
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from repoforge.drift.online import DriftMonitor
 from repoforge.features.hashing import combine, stable_hash, to_unit
 from repoforge.runtime.plugins._common import (
     Metrics,
@@ -78,6 +79,7 @@ class RouterRunner:
         self.data_inputs = [t for t in self.args.inputs if t.name != cfg.weights_input]
         self.outputs = [t.name for t in self.args.outputs if t.name != cfg.route_output]
         self.metrics = Metrics(self.args.name)
+        self.drift = DriftMonitor.from_args(self.args, cfg.drift, self.metrics, self.data_inputs)  # repoforge_drift_psi
         self.rng = np.random.default_rng()
         self._pending = 0
         self._lock = threading.Lock()
@@ -147,6 +149,7 @@ class RouterRunner:
         return [early[i] if i in early else next(answered) for i in range(len(requests))]
 
     def _compute(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.drift.observe(feed)
         batched = self.args.max_batch_size > 0
         first = next(iter(feed.values()))
         rows = first.shape[0] if batched else 1

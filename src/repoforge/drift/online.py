@@ -326,7 +326,14 @@ class DriftMonitor:
 
     # -- off the request path (the background thread) --
     def flush(self) -> None:
-        """Bin every pending row into the windows, then export the PSI of the features with enough rows."""
+        """Bin every pending row into the windows, then export the PSI of the features with enough rows;
+        never raises (an error turns the monitor off)."""
+        try:
+            self._flush()
+        except Exception as exc:  # noqa: BLE001 - drift must never fail a request
+            self._disable(exc)
+
+    def _flush(self) -> None:
         with self._flush_lock:
             with self._lock:
                 pending, self._pending, self._pending_rows = self._pending, [], 0

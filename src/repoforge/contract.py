@@ -27,3 +27,6 @@ TARGET_NAMES: tuple[str, ...] = get_args(Target)
 Device = Literal["cpu", "gpu"]
 """cpu: repoforge's Python-backend runners in the pip-installed Triton; gpu: Triton's native backends (NGC image)."""
 DEVICE_NAMES: tuple[str, ...] = get_args(Device)
+
+DRIFT_REFERENCE = "drift_reference.json"
+"""file in a plugin's model folder: the `drift.reference` profile the build copied there (`repoforge.drift.online`)."""

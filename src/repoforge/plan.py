@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from repoforge.contract import Device, Target
 from repoforge.errors import Problem, SpecError
 from repoforge.graph import find_cycle
-from repoforge.plugin_plan import derive_in_order, plugin_model_plan
+from repoforge.plugin_plan import derive_in_order, drift_reference, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
 from repoforge.spec.deploy import check_deploy
 from repoforge.spec.load import LoadedSpec, effective
@@ -840,6 +840,8 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
     ck.raise_if_any()
     for p in plans.values():  # after derivation: ensembles and plugins know their inputs only now
         p.extra_files.update(_smoke_inputs(ck, p))
+        if p.spec.plugin is not None:
+            p.extra_files.update(drift_reference(ck, p, warnings))
     ck.raise_if_any()
     name = loaded.spec.repository or loaded.path.parent.name
     return RepositoryPlan(

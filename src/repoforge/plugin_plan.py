@@ -310,3 +310,45 @@ def _routes_interchangeable(
             )
             ok = False
     return ok
+
+
+def drift_reference(ck: _Checker, p: ModelPlan, warnings: list[str]) -> dict[str, Path]:
+    """A plugin's `drift.reference` profile, checked now against the model's inputs (its features must be
+    among them, with a fitting dtype) and shipped in the model folder, where the runner reads it."""
+    from repoforge.contract import DRIFT_REFERENCE
+    from repoforge.drift.data import DriftError
+    from repoforge.drift.online import InputInfo, match_features
+    from repoforge.drift.profile import read_profile
+    from repoforge.plan import _resolve_file
+
+    setting = getattr(p.spec.plugin, "drift", None)
+    if setting is None:
+        return {}
+    if ck.target != "triton":
+        warnings.append(f"{p.name}: `drift:` is measured by the Triton plugins only; this build leaves it out")
+        return {}
+    where = ("models", p.index, "plugin", "drift", "reference")
+    src = _resolve_file(ck.loaded, setting.reference)
+    if not src.is_file():
+        ck.add(where, f"drift reference profile '{setting.reference}' not found (looked for {src})")
+        return {}
+    try:
+        profile = read_profile(src)
+    except DriftError as exc:
+        ck.add(where, f"drift reference '{setting.reference}': {exc}")
+        return {}
+    plugin = p.spec.plugin
+    skip = plugin.weights_input if isinstance(plugin, RouterPlugin) else None
+    batched = p.max_batch_size > 0
+    infos = [
+        InputInfo(t.name, t.dtype, tuple(t.dims) if batched else tuple(t.dims[1:])) for t in p.inputs if t.name != skip
+    ]
+    _, problems, uncovered = match_features(profile["features"], infos)
+    for msg in problems:
+        ck.add(where, f"drift reference '{setting.reference}': {msg}")
+    if not problems and uncovered:
+        warnings.append(
+            f"{p.name}: drift: input{'s' if len(uncovered) > 1 else ''} {', '.join(uncovered)} "
+            f"{'are' if len(uncovered) > 1 else 'is'} not in the reference profile '{setting.reference}' (not monitored)"
+        )
+    return {DRIFT_REFERENCE: src}

@@ -11,6 +11,7 @@ with `pb_utils.MetricFamily` (they appear on Triton's /metrics beside the nv_* o
 - `repoforge_router_rows_total{model,route}`, `repoforge_router_weight{model,route}`,
   `repoforge_shadow_rows_total{model,shadow,outcome=agree|disagree}`,
   `repoforge_shadow_batches_total{model,shadow,outcome=ok|error|dropped}`, `repoforge_shadow_latency_us{model,shadow}`
+- with `drift:` (features, router): `repoforge_drift_psi{model,feature}` (gauge; `repoforge.drift.online`)
 """
 
 from repoforge.runtime.plugins._common import (

@@ -1,6 +1,7 @@
 """The `features` plugin: online feature lookups and hashing in front of a model.
 
-Metrics: `repoforge_feature_lookup_total{model,result=hit|miss|error|skipped}`.
+Metrics: `repoforge_feature_lookup_total{model,result=hit|miss|error|skipped}`, and with `drift:`
+`repoforge_drift_psi{model,feature}` of the raw input columns (`repoforge.drift.online`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from repoforge.drift.online import DriftMonitor
 from repoforge.runtime.plugins._common import (
     Metrics,
     plugin_config,
@@ -35,10 +37,12 @@ class FeaturesRunner:
             raise TypeError(f"{self.args.name}: runner 'features' got a {cfg.kind} config")
         self.pipeline = FeaturePipeline(cfg)
         self.metrics = Metrics(self.args.name)
+        self.drift = DriftMonitor.from_args(self.args, cfg.drift, self.metrics)
         self._seen = (0, 0, 0, 0)
         self._lock = threading.Lock()
 
     def _compute(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.drift.observe(feed)
         out = {self.pipeline.output_name: self.pipeline.transform(feed)}
         self._export()
         return out
@@ -65,6 +69,7 @@ class FeaturesRunner:
         return run_batched(requests, self.args, self._compute)
 
     def finalize(self) -> None:
+        self.drift.close()
         lk = self.pipeline.lookup if self.pipeline.config.lookup is not None else None
         if lk is not None and lk._client is not None:
             try:

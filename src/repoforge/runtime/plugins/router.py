@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from repoforge.drift.online import DriftMonitor
 from repoforge.features.hashing import combine, stable_hash, to_unit
 from repoforge.runtime.batch import split_rows
 from repoforge.runtime.plugins._common import (
@@ -85,6 +86,7 @@ class RouterRunner:
         self.data_inputs = [t for t in self.args.inputs if t.name != cfg.weights_input]
         self.outputs = [t.name for t in self.args.outputs if t.name != cfg.route_output]
         self.metrics = Metrics(self.args.name)
+        self.drift = DriftMonitor.from_args(self.args, cfg.drift, self.metrics, self.data_inputs)  # repoforge_drift_psi
         self.rng = np.random.default_rng()
         self._pending = 0
         self._lock = threading.Lock()
@@ -189,6 +191,7 @@ class RouterRunner:
         self, feed: dict[str, np.ndarray], owner: np.ndarray
     ) -> tuple[dict[str, np.ndarray], dict[int, BaseException]]:
         """Outputs for every row, and the error of each request (by index in `owner`) a route call failed."""
+        self.drift.observe(feed)
         batched = self.args.max_batch_size > 0
         rows = int(owner.shape[0])
         if self.cfg.sticky_key is not None:
@@ -307,5 +310,6 @@ class RouterRunner:
                 self._pending -= 1
 
     def finalize(self) -> None:
+        self.drift.close()
         if self.shadow_pool is not None:
             self.shadow_pool.shutdown(wait=False, cancel_futures=True)

@@ -79,7 +79,12 @@ BLUE_GREEN = {
 
 def _build(root: Path, parts: dict[str, str]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "profile.json").write_text("{}\n")
+    import numpy as np
+
+    from repoforge.drift.profile import make_profile, write_profile
+
+    np.savez(root / "ref.npz", X=np.random.default_rng(0).normal(0, 1, (500, 4)))
+    write_profile(make_profile(root / "ref.npz", "router"), root / "profile.json", force=True)
     spec = root / "spec.yaml"
     spec.write_text(SPEC.format(scale=SCALE.as_posix(), **parts), encoding="utf-8")
     return build(spec, root / "build", device="cpu").output

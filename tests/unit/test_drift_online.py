@@ -169,3 +169,11 @@ def test_build_ships_the_profile_and_locates_bad_references(tmp_path, ref) -> No
         text = str(exc.value)
         assert "spec.yaml:9" in text and words in text, text
         assert not (tmp_path / "repo2").exists()
+
+
+def test_an_empty_string_counts_the_same_online_and_offline() -> None:
+    # not a category: missing (as the online monitor counts it, like the plugins' `fill`); a category: itself
+    counts, other, missing = categorical_counts(["a", "b"], np.array(["a", "", "b", None, "z"], dtype=object))
+    assert counts.tolist() == [1, 1] and other == 1 and missing == 2
+    counts, other, missing = categorical_counts(["a", ""], np.array(["a", "", "b"], dtype=object))
+    assert counts.tolist() == [1, 1] and other == 1 and missing == 0

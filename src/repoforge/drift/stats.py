@@ -37,6 +37,7 @@ def categorical_counts(categories: Sequence[str], values: Values) -> tuple[np.nd
     n_cat = len(categories)
     pos: dict[Any, int] = {c: i for i, c in enumerate(categories)}
     pos[None] = n_cat + 1
+    pos.setdefault("", n_cat + 1)  # an empty string is missing unless it is a category: as the online monitor counts
     vals = values.tolist() if isinstance(values, np.ndarray) else list(values)
     idx = np.fromiter(map(pos.get, vals, repeat(n_cat)), dtype=np.intp, count=len(vals))
     for k in np.nonzero(idx == n_cat)[0].tolist():  # misses only: usually few

@@ -47,7 +47,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge import __version__
 from repoforge.backends import model_file as backend_model_file
-from repoforge.contract import MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER, Device
+from repoforge.contract import DRIFT_REFERENCE, MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER, Device
 from repoforge.errors import BuildError, Problem, RepoforgeError, SpecError
 from repoforge.lint.rules import NON_VERSION_DIRS, Layout, autocomplete
 from repoforge.output import MANIFEST
@@ -165,6 +165,8 @@ class _Model(ConfigMapper):
                 self._optimization()
         self._batch_io()
         self._misc()
+        if self.plugin:
+            self._drift_reference()
         return self
 
     def _format(self) -> bool:
@@ -276,6 +278,14 @@ class _Model(ConfigMapper):
             self.spec["versions"] = list(versions)
         if self.plugin:
             self.take("default_model_filename")
+
+    def _drift_reference(self) -> None:
+        """A plugin's drift profile was copied into its model folder by the build: the spec points there now
+        (the path in the config is the original spec's, relative to a spec that is not here)."""
+        drift = (self.spec.get("plugin") or {}).get("drift")
+        ref = self.dir / DRIFT_REFERENCE
+        if isinstance(drift, dict) and ref.is_file():
+            drift["reference"] = _Ref(ref.resolve(), f"{COPY_DIR}/{self.name}/{DRIFT_REFERENCE}")
 
     def _version_refs(self, versions: dict[int, str]) -> dict[int, tuple[_Ref, str]]:
         """Version → (its model file or python folder, a digest to tell equal versions); versions without it are noted."""

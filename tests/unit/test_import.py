@@ -388,3 +388,30 @@ def test_import_survives_every_broken_repository(tmp_path: Path) -> None:
             assert not out.exists(), case.name
             continue
         assert load_spec(out).spec.models and result.models, case.name
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_plugins_drift_profile_imports_as_the_copy_in_the_model_folder(tmp_path: Path, copy: bool) -> None:
+    import numpy as np
+
+    from repoforge.drift.profile import make_profile, write_profile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    np.savez(src / "ref.npz", age=np.random.default_rng(0).normal(40, 10, 500))
+    write_profile(make_profile(src / "ref.npz", "feats"), src / "ref.json")
+    (src / "spec.yaml").write_text(
+        "version: 1\nmodels:\n  - name: feats\n    format: python\n    max_batch_size: 8\n    plugin:\n"
+        "      kind: features\n      columns: [{name: age, dtype: FP32}]\n"
+        "      features: [{op: standardize, column: age, mean: 40, std: 10}]\n"
+        "      drift: {reference: ref.json, window: 1000}\n"
+    )
+    repo = build(src / "spec.yaml", tmp_path / "repo", device="cpu").output
+    shutil.rmtree(src)  # the original spec and its profile are gone: only the build remains
+    out = tmp_path / "imported" / "spec.yaml"
+    result = import_repository(repo, out, copy_models=copy)
+    plugin = load_spec(result.spec_path).spec.models[0].plugin
+    assert plugin is not None and plugin.drift is not None
+    want = "models/feats/drift_reference.json" if copy else "../repo/feats/drift_reference.json"
+    assert plugin.drift.reference == want
+    build(out, tmp_path / "rebuilt", device="cpu")  # the imported spec builds again

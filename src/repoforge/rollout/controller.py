@@ -109,7 +109,6 @@ class Rollout:
         self.checks: list[dict[str, Any]] = []
         self.failed = 0
         self.switch_ms: float | None = None
-        self.others = [n for n in server.route_names if n != candidate]
         self.base = base_weights(server, candidate)
 
     # -- weights -----------------------------------------------------------------------------------------

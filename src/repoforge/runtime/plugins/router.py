@@ -29,19 +29,15 @@ from repoforge.runtime.plugins._common import (
 )
 from repoforge.runtime.triton_model import (
     ModelArgs,
-    _to_triton,
+    _concatenable,
     error_response,
     pb_utils,
     request_feeds,
+    respond,
 )
 from repoforge.spec.plugins import (
     RouterPlugin,
 )
-
-
-def _same_inputs(feeds: list[dict[str, np.ndarray]]) -> bool:
-    keys = feeds[0].keys()
-    return all(f.keys() == keys for f in feeds)
 
 
 def route_rows(u: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -158,10 +154,10 @@ class RouterRunner:
         """One routing pass over every request the batcher handed us (one BLS call per route), or one pass
         per request where they cannot be concatenated. A route call that fails fails only the requests with
         rows in it: the others still answer, and each row is counted once, as the clients see it."""
-        if self.args.max_batch_size > 0 and len(feeds) > 1 and _same_inputs(feeds):
+        if self.args.max_batch_size > 0 and len(feeds) > 1 and _concatenable(feeds):
             sizes = [next(iter(f.values())).shape[0] for f in feeds]
-            merged = {n: np.concatenate([f[n] for f in feeds], axis=0) for n in feeds[0]}
             try:
+                merged = {n: np.concatenate([f[n] for f in feeds], axis=0) for n in feeds[0]}
                 return self._route(merged, sizes)
             except Exception:  # noqa: BLE001 - shapes that do not concatenate: one pass per request
                 pass
@@ -175,17 +171,8 @@ class RouterRunner:
 
     def _route(self, feed: dict[str, np.ndarray], sizes: list[int]) -> list[Any]:
         outputs, failed = self._compute(feed, np.repeat(np.arange(len(sizes)), sizes))
-        pb = pb_utils()
         parts = split_rows(outputs, sizes) if self.args.max_batch_size > 0 else [outputs]
-        answers: list[Any] = []
-        for i, part in enumerate(parts):
-            if i in failed:
-                answers.append(error_response(self.args.name, failed[i]))
-            else:
-                answers.append(
-                    pb.InferenceResponse(output_tensors=[pb.Tensor(k, _to_triton(v)) for k, v in part.items()])
-                )
-        return answers
+        return [error_response(self.args.name, failed[i]) if i in failed else respond(p) for i, p in enumerate(parts)]
 
     def _compute(
         self, feed: dict[str, np.ndarray], owner: np.ndarray

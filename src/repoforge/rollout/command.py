@@ -168,12 +168,9 @@ def rollout(
 
 def smoke(server: RouterServer, model: str) -> None:
     """Like `validate`: one request built from the config the server serves must be answered with every output."""
-    from google.protobuf import json_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
     from repoforge.triton.inputs import make_inputs
 
-    cfg: Any = json_format.ParseDict(server.config(model), mc.ModelConfig(), ignore_unknown_fields=True)
+    cfg = server.model_config(model)
     got = server.infer(model, make_inputs(cfg, batch_size=1, seed=0))
     missing = [o.name for o in cfg.output if o.name not in got]
     if missing:

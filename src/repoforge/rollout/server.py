@@ -77,6 +77,10 @@ class RouterServer:
         assert isinstance(payload, dict)
         return payload
 
+    def model_config(self, model: str) -> Any:
+        """`config(model)` as Triton's ModelConfig message (what make_inputs and the outputs check read)."""
+        return _parsed(self.config(model))
+
     def _model_error(self, model: str) -> str:
         status, payload = self._request("POST", "/v2/repository/index")
         names = sorted({str(r.get("name")) for r in payload}) if status == 200 and isinstance(payload, list) else []
@@ -141,18 +145,12 @@ class RouterServer:
     # -- weights ---------------------------------------------------------------------------------------
     def set_weights(self, weights: dict[str, float]) -> None:
         """Send the router `weights` (route → share): one request with its weights input and one sample row."""
-        from google.protobuf import json_format
-        from tritonclient.grpc import model_config_pb2 as mc
-
         from repoforge.triton.inputs import make_inputs
 
-        cfg = json_format.ParseDict(self._config, mc.ModelConfig(), ignore_unknown_fields=True)
+        cfg = _parsed(self._config)
         wname = self.plugin.weights_input
         assert wname is not None
-        for t in cfg.input:  # the weights input is optional; the data inputs are required
-            if t.name == wname:
-                t.optional = True
-        feed = make_inputs(cfg, batch_size=1, seed=0)
+        feed = make_inputs(cfg, batch_size=1, seed=0)  # the data inputs; the weights input is set below
         vector = np.asarray([[weights.get(n, 0.0) for n in self.route_names]], dtype=np.float32)
         feed[wname] = vector if cfg.max_batch_size > 0 else vector.reshape(-1)
         try:
@@ -188,3 +186,10 @@ class RouterServer:
 
     def counters(self, route: str) -> RouteCounters:
         return counters(self.scrape(), self.router, route)
+
+
+def _parsed(config: dict[str, Any]) -> Any:
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    return json_format.ParseDict(config, mc.ModelConfig(), ignore_unknown_fields=True)

@@ -54,7 +54,9 @@ def _run(fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("interrupted; accepted asynchronous requests stay queued in Redis", err=True)
+        click.echo(
+            "interrupted; stopped (asynchronous ids already accepted stay in Redis for any worker to answer)", err=True
+        )
         sys.exit(130)
 
 

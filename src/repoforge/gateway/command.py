@@ -11,6 +11,7 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from repoforge.gateway.errors import GatewayArgumentError
 from repoforge.gateway.queue import QueueSettings
@@ -136,6 +137,32 @@ def triton_for(target: str, grpc_url: str | None, say: Say) -> Iterator[str]:
         yield server.grpc_url
 
 
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, minus re-raising the signal inside the event loop after shutting down (which
+        interrupts the app's own shutdown with a traceback): the signal is only recorded."""
+
+        signals: list[int]
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            self.signals = []
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.signals.append(sig)
+            super().handle_exit(sig, frame)
+
+    return Server
+
+
 def gateway(
     target: str,
     *,
@@ -175,7 +202,10 @@ def gateway(
         worker_note = f", {workers} in-process worker slot(s)" if workers else ""
         say(f"gateway on http://{host}:{port} -> Triton gRPC {grpc}{async_note}{worker_note}")
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", ws="websockets-sansio")
-        uvicorn.Server(config).run()
+        server = _server_class()(config)
+        server.run()
+        if signal.SIGINT in server.signals:
+            raise KeyboardInterrupt  # after the graceful shutdown: the CLI says what was kept and exits 130
 
 
 def worker(

@@ -1,4 +1,5 @@
-"""DATA for a batch run: a Parquet file or folder, CSV or JSON Lines, read by position in bounded row ranges.
+"""DATA for a batch run: a Parquet file or folder, CSV or JSON Lines (read by `repoforge.tables`, the reader drift
+shares), by position in bounded row ranges.
 
 Ranges are positional (`[start, stop)` of DATA's rows in file order), so both engines and every rerun cut DATA
 the same way: a range is the unit that is scored, written as one shard and recorded in the manifest.
@@ -10,26 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import pyarrow as pa
 
-from repoforge.errors import RepoforgeError
-
-Kind = Literal["parquet", "csv", "jsonl"]
-
-PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz")
-
-
-class DataError(RepoforgeError):
-    """DATA cannot be read as a table (missing, unknown format, files whose schemas differ)."""
-
-    exit_code = 2
+from repoforge.tables import DataError, Kind, detect_kind, parquet_files, read_text
 
 
 @dataclass(frozen=True)
@@ -52,26 +41,15 @@ def ranges(num_rows: int, rows_per_range: int) -> list[RowRange]:
     return [RowRange(i, s, min(s + rows_per_range, num_rows)) for i, s in enumerate(range(0, num_rows, rows_per_range))]
 
 
-def detect_kind(path: Path) -> Kind:
-    name = path.name.lower()
-    if path.is_dir() or name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    if name.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    raise DataError(
-        f"cannot tell the format of {path}: expected a Parquet file or folder ({', '.join(PARQUET_SUFFIXES)}), "
-        f"CSV ({', '.join(CSV_SUFFIXES)}) or JSON Lines ({', '.join(JSONL_SUFFIXES)})"
-    )
-
-
 @dataclass
 class _ParquetFile:
     path: Path
     offset: int  # first row of this file in DATA
     group_offsets: list[int]  # first row of each row group, relative to the file
     group_rows: list[int]
+    size: int = 0  # bytes
+    mtime_ns: int = 0
+    footer_sha256: str = ""  # the footer: every row group's size, offsets and column statistics
 
 
 @dataclass
@@ -84,15 +62,32 @@ class Source:
     num_rows: int
     _files: list[_ParquetFile] = field(default_factory=list, repr=False)
     _table: pa.Table | None = field(default=None, repr=False)
+    _text_file: dict[str, object] | None = field(default=None, repr=False)  # CSV / JSON Lines: size, sha256
 
     @property
     def columns(self) -> list[str]:
         return list(self.schema.names)
 
     def fingerprint(self) -> dict[str, object]:
-        """What identifies DATA in a manifest: where it is, its size and schema (not its bytes: too slow to hash)."""
+        """What identifies DATA in a manifest, so a resume never scores onto changed data: where it is, its rows
+        and schema, and per file its size, mtime and a digest of its content that costs no scan of the rows
+        (a Parquet file's footer, which holds every row group's sizes and statistics; a CSV or JSON Lines file's
+        bytes, which are read whole anyway)."""
         schema_hash = hashlib.sha256(self.schema.remove_metadata().to_string().encode()).hexdigest()[:16]
-        return {"path": str(self.path), "kind": self.kind, "rows": self.num_rows, "schema_sha256": schema_hash}
+        if self.kind == "parquet":
+            files: list[dict[str, object]] = [
+                {"name": _rel(f.path, self.path), "bytes": f.size, "mtime_ns": f.mtime_ns, "sha256": f.footer_sha256}
+                for f in self._files
+            ]
+        else:
+            files = [{"name": self.path.name, **(self._text_file or {})}]
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "rows": self.num_rows,
+            "schema_sha256": schema_hash,
+            "files": files,
+        }
 
     def read(self, start: int, stop: int, columns: Sequence[str] | None = None) -> pa.Table:
         """Rows `[start, stop)` of DATA (only `columns`, in that order, when given)."""
@@ -195,67 +190,8 @@ class Source:
 
     def _whole(self) -> pa.Table:
         if self._table is None:
-            self._table = _read_text(self.path, self.kind)
+            self._table = read_text(self.path, self.kind)
         return self._table
-
-
-def _read_text(path: Path, kind: Kind) -> pa.Table:
-    try:
-        if kind == "csv":
-            import pyarrow.csv as pacsv
-
-            parse = pacsv.ParseOptions(delimiter="\t") if path.name.lower().endswith(".tsv") else None
-            return pacsv.read_csv(path, parse_options=parse)
-        import pyarrow.json as pajson
-
-        try:
-            return pajson.read_json(path)
-        except pa.ArrowInvalid as exc:
-            if "changed from" not in str(exc):
-                raise
-            return _read_mixed_jsonl(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"cannot read {path} as {'CSV' if kind == 'csv' else 'JSON Lines'}: {exc}") from None
-
-
-def _read_mixed_jsonl(path: Path) -> pa.Table:
-    """JSON Lines whose rows disagree on a column's type (a poisoned row): the column is kept as JSON text, which
-    `convert` parses row by row, so the good rows are scored and the bad ones get a reason."""
-    import gzip
-    import json
-
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    rows: list[dict[str, object]] = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{number}: not JSON ({exc})") from None
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    columns: dict[str, pa.Array] = {}
-    for name in names:
-        values = [r.get(name) for r in rows]
-        try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
-    return pa.table(columns)
-
-
-def parquet_files(path: Path) -> list[Path]:
-    """The Parquet files of a file or folder (recursively, sorted; `_` and `.` names skipped, as Spark and Arrow do)."""
-    if path.is_file():
-        return [path]
-    found = [
-        p
-        for p in sorted(path.rglob("*"))
-        if p.is_file()
-        and p.name.lower().endswith(PARQUET_SUFFIXES)
-        and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
-    ]
-    return found
 
 
 def open_source(path: str | Path) -> Source:
@@ -265,8 +201,10 @@ def open_source(path: str | Path) -> Source:
         raise DataError(f"input {path} does not exist")
     kind = detect_kind(p)
     if kind != "parquet":
-        table = _read_text(p, kind)
-        return Source(p, kind, table.schema, table.num_rows, _table=table)
+        table = read_text(p, kind)
+        st = p.stat()
+        ident = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _file_sha256(p)}
+        return Source(p, kind, table.schema, table.num_rows, _table=table, _text_file=ident)
     import pyarrow.parquet as pq
 
     files = parquet_files(p)
@@ -289,7 +227,94 @@ def open_source(path: str | Path) -> Source:
             )
         rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
         starts = [0, *itertools.accumulate(rows)][: len(rows)]
-        opened.append(_ParquetFile(f, offset, starts, rows))
+        st = f.stat()
+        opened.append(_ParquetFile(f, offset, starts, rows, st.st_size, st.st_mtime_ns, _footer_sha256(f)))
         offset += sum(rows)
     assert schema is not None
     return Source(p, "parquet", schema, offset, _files=opened)
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.name if path == root else path.relative_to(root).as_posix()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _footer_sha256(path: Path) -> str:
+    """sha256 of a Parquet file's footer (its FileMetaData: row groups, their byte sizes, offsets and column
+    statistics), read from the file's end without decoding any rows."""
+    with open(path, "rb") as fh:
+        fh.seek(-8, os.SEEK_END)
+        tail = fh.read(8)
+        length = int.from_bytes(tail[:4], "little")
+        fh.seek(-8 - length, os.SEEK_END)
+        return hashlib.sha256(fh.read(length)).hexdigest()
+
+
+def _when(ns: object) -> str:
+    import datetime as dt
+
+    if not isinstance(ns, int):
+        return "?"
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def describe_change(before: Mapping[str, object], now: Mapping[str, object]) -> list[str]:
+    """How DATA differs from what an earlier run recorded, in words (empty when it does not)."""
+    said: list[str] = []
+    if before.get("path") != now.get("path"):
+        return [f"DATA was {before.get('path')}, now {now.get('path')}"]
+    if before.get("rows") != now.get("rows"):
+        said.append(f"it had {_count(before.get('rows'))} rows, it has {_count(now.get('rows'))} rows now")
+    if before.get("schema_sha256") != now.get("schema_sha256") or before.get("kind") != now.get("kind"):
+        said.append("its columns or their types changed")
+    old_files = {str(f.get("name")): f for f in _files(before)}
+    new_files = {str(f.get("name")): f for f in _files(now)}
+    if "files" not in before:
+        said.append("the earlier run recorded no fingerprint of its content (an older repoforge)")
+    else:
+        gone = sorted(set(old_files) - set(new_files))
+        added = sorted(set(new_files) - set(old_files))
+        if gone:
+            said.append(f"{', '.join(gone[:3])}{' ...' if len(gone) > 3 else ''} no longer there")
+        if added:
+            said.append(f"{', '.join(added[:3])}{' ...' if len(added) > 3 else ''} added")
+        for name in sorted(set(old_files) & set(new_files)):
+            a, b = old_files[name], new_files[name]
+            what = []
+            if a.get("sha256") != b.get("sha256"):
+                what.append("its content changed")
+            if a.get("bytes") != b.get("bytes"):
+                what.append(f"{_count(a.get('bytes'))} bytes then, {_count(b.get('bytes'))} now")
+            if a.get("mtime_ns") != b.get("mtime_ns"):
+                what.append(f"modified {_when(b.get('mtime_ns'))} (was {_when(a.get('mtime_ns'))})")
+            if what:
+                said.append(f"{name} changed: {', '.join(what)}")
+    return said or ["its fingerprint changed"]
+
+
+def _count(v: object) -> str:
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _files(fp: Mapping[str, object]) -> list[Mapping[str, object]]:
+    files = fp.get("files")
+    return [f for f in files if isinstance(f, Mapping)] if isinstance(files, list) else []
+
+
+__all__ = [
+    "DataError",
+    "RowRange",
+    "Source",
+    "describe_change",
+    "detect_kind",
+    "open_source",
+    "parquet_files",
+    "ranges",
+]

@@ -17,7 +17,7 @@ from repoforge.errors import Problem, SpecError
 from repoforge.graph import find_cycle
 from repoforge.plugin_plan import derive_in_order, drift_reference, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
-from repoforge.spec.deploy import check_deploy
+from repoforge.spec.deploy import check_deploy, gpu_setting_warnings
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import SMOKE_INPUTS, EnsembleStep, ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
@@ -149,6 +149,12 @@ def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Device, warning
         g if g.kind is not None else g.model_copy(update={"kind": "gpu" if g.gpus else default}) for g in groups
     ]
     return m.model_copy(update={"instance_groups": resolved})
+
+
+def _cpu_only(p: ModelPlan) -> bool:
+    """Whether every instance of the model is a CPU one (kinds as the plan resolved them)."""
+    kinds = {g.kind or p.instance_kind_default for g in p.spec.instance_groups or []} or {p.instance_kind_default}
+    return kinds == {"cpu"}
 
 
 def _python_filename(m: ModelSpec) -> str:
@@ -832,6 +838,13 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
             _triton_rules(ck, p, device)
     for path, message in check_deploy(loaded.spec.deploy, target=target, device=device):
         ck.add(("deploy", *path), message)
+    running = [p for p in plans.values() if p.format != "ensemble"]
+    warnings += gpu_setting_warnings(
+        loaded.spec.deploy,
+        device=device,
+        models=[p.name for p in running],
+        cpu_only=[p.name for p in running if _cpu_only(p)],
+    )
     _check_rollout(ck, plans)
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls

@@ -151,6 +151,16 @@ def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Device, warning
     return m.model_copy(update={"instance_groups": resolved})
 
 
+#: A script beside a spec that writes its model files (repoforge's examples generate theirs instead of committing them).
+MODEL_GENERATOR = "make_models.py"
+
+
+def _generator_hint(spec: Path) -> str:
+    """Where a missing model file is made by a script beside the spec, the command that makes it."""
+    script = spec.parent / MODEL_GENERATOR
+    return f"; it is generated: run python {script} first" if script.is_file() else ""
+
+
 def _cpu_only(p: ModelPlan) -> bool:
     """Whether every instance of the model is a CPU one (kinds as the plan resolved them)."""
     kinds = {g.kind or p.instance_kind_default for g in p.spec.instance_groups or []} or {p.instance_kind_default}
@@ -188,7 +198,7 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
             continue
         src = _resolve_file(ck.loaded, src_rel)
         if not src.exists():
-            ck.add(where, f"model file '{src_rel}' not found (looked for {src})")
+            ck.add(where, f"model file '{src_rel}' not found (looked for {src}){_generator_hint(ck.loaded.path)}")
             continue
         if src.is_dir() and m.format != "python":
             ck.add(where, f"'{src_rel}' is a folder; format {m.format} expects a single model file")

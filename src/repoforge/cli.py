@@ -130,6 +130,9 @@ def build(spec: Path, output: Path, target: str, device: str | None, force: bool
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Every converter warning (fp16's clipped values), not one line per variant."
+)
 def optimize(
     spec: Path,
     models: tuple[str, ...],
@@ -140,6 +143,7 @@ def optimize(
     served: bool,
     as_json: bool,
     quiet: bool,
+    verbose: bool,
 ) -> None:
     """Make each variant of SPEC's models (fp32, ort_optimized, int8, fp16, ...), gate it on accuracy against the
     original on the validation data, time the variants side by side and select one (the spec's `optimize:`).
@@ -159,6 +163,7 @@ def optimize(
         use_cache=not no_cache,
         served=served,
         progress=_progress(quiet or as_json),
+        verbose=verbose,
     )
     if as_json:
         click.echo(json.dumps(run.report, indent=2, sort_keys=True))
@@ -496,6 +501,11 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
 )
 @click.option("--tolerance", type=float, default=0.15, show_default=True, help="Allowed throughput drop / p99 rise.")
 @click.option("--update-baseline", is_flag=True, help="Write --baseline from this run instead of comparing.")
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Gate only the points measured: baseline points this run did not measure are named, not failed.",
+)
 @click.option("--grpc-url", default=None, help="With a URL TARGET: the gRPC host:port (default: HTTP port + 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (and gate) as JSON.")
 def perf(
@@ -515,6 +525,7 @@ def perf(
     baseline: Path | None,
     tolerance: float,
     update_baseline: bool,
+    allow_missing: bool,
     grpc_url: str | None,
     as_json: bool,
 ) -> None:
@@ -561,6 +572,7 @@ def perf(
         baseline=baseline,
         tolerance=tolerance,
         update=update_baseline,
+        allow_missing=allow_missing,
         grpc_url=grpc_url,
         progress=_progress(as_json),
     )
@@ -820,6 +832,9 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
     from repoforge.deploy.command import deploy_k8s as do_deploy
 
     result = _run(do_deploy, build_dir, output, sets=sets, force=force, progress=_progress(quiet or as_json))
+    if quiet and not as_json:  # without -q the progress lines carried them
+        for w in result.warnings:
+            click.echo(f"  warning: {w}", err=True)
     if as_json:
         click.echo(result_json(result))
     else:
@@ -1147,7 +1162,8 @@ def schema(output: Path | None) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json: bool) -> None:
-    """Report what this machine can serve (Triton, tracing, backends, perf_analyzer, GPU, TorchServe, Redis, promtool) and how to fill each gap."""
+    """Report what this machine can serve (Triton, tracing, backends, perf_analyzer, GPU) and how to fill each gap,
+    then the optional extras (Ray, OpenVINO, torch, TorchServe, promtool, Redis) and the commands each enables."""
     from repoforge.doctor import as_dicts
     from repoforge.doctor import doctor as do_doctor
 
@@ -1155,12 +1171,27 @@ def doctor(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(as_dicts(checks), indent=2))
         return
-    for c in checks:
-        mark = click.style("ok  ", fg="green") if c.ok else click.style("gap ", fg="yellow")
-        click.echo(f"{mark} {c.name:<20} {c.detail}")
-        if c.fix:
-            click.echo(f"     {'':<20} → {c.fix}")
+    for title, group in (("", [c for c in checks if not c.optional]),
+                         ("optional extras (each enables the commands named)", [c for c in checks if c.optional])):  # fmt: skip
+        if title:
+            click.echo(f"\n{title}:")
+        for c in group:
+            mark = click.style("ok  ", fg="green") if c.ok else click.style("gap ", fg="yellow")
+            click.echo(f"{mark} {c.name:<20} {c.detail}")
+            if c.enables:
+                click.echo(f"     {'':<20} enables: {c.enables}")
+            if c.fix:
+                click.echo(f"     {'':<20} → {c.fix}")
 
+
+def _register_gateway() -> None:
+    from repoforge.cli_gateway import gateway_command, worker_command
+
+    main.add_command(gateway_command)
+    main.add_command(worker_command)
+
+
+_register_gateway()
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ ONNX models with in-process onnxruntime and with onnx's own reference implementa
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -15,8 +16,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.errors import ServeError
 from repoforge.spec.models import SMOKE_INPUTS
+from repoforge.triton.client import grpc_client, grpcclient, http_client, httpclient, repository_index, served_config
 from repoforge.triton.inputs import make_inputs, triton_dtype
-from repoforge.triton.reader import RepoModel, read_repository, served_config, uses_response_cache
+from repoforge.triton.reader import RepoModel, read_repository, uses_response_cache
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 #: Seconds each model gets to answer its smoke request (a streaming model: all its responses together).
@@ -86,25 +88,24 @@ def infer(
         if grpc_url is None:
             raise ServeError(f"{model.name} is decoupled (streaming): HTTP cannot serve it; pass the server's gRPC URL")
         return _infer_decoupled(grpc_url, model, inputs, version, seq, timeout)[0]
-    import tritonclient.http as http
-
-    client = http.InferenceServerClient(url, network_timeout=timeout, connection_timeout=timeout)
-    try:
+    with http_client(url, timeout) as client:  # closing it lets the server shut down after a request we gave up on
         reqs = []
         for name, arr in inputs.items():
-            t = http.InferInput(name, list(arr.shape), _wire_dtype(model, name))
+            t = httpclient.InferInput(name, list(arr.shape), _wire_dtype(model, name))
             t.set_data_from_numpy(arr, binary_data=True)
             reqs.append(t)
         try:
             res = client.infer(
-                model.name, reqs, model_version=version, outputs=[http.InferRequestedOutput(o) for o in outputs], **seq
+                model.name,
+                reqs,
+                model_version=version,
+                outputs=[httpclient.InferRequestedOutput(o) for o in outputs],
+                **seq,
             )
         except TimeoutError:
             raise NoAnswer(timeout) from None
         got = {o: res.as_numpy(o) for o in outputs}
         return {o: a for o, a in got.items() if a is not None}
-    finally:
-        client.close()  # also what lets the server shut down promptly after a request we gave up on
 
 
 def _wire_dtype(model: RepoModel, name: str) -> str:
@@ -121,47 +122,55 @@ def _infer_decoupled(
 ) -> list[dict[str, np.ndarray]]:
     """Every response of one streamed request, up to the final flag (empty final response included by Triton).
     One deadline covers them all: a stream that trickles forever, or never sends its final flag, is NoAnswer."""
-    import queue
-
-    import tritonclient.grpc as grpc
-
     results: queue.Queue[Any] = queue.Queue()
     deadline = time.monotonic() + timeout
     finished = False
     got: list[dict[str, np.ndarray]] = []
-    client = grpc.InferenceServerClient(grpc_url)
-    try:
-        # stream_timeout: gRPC's own deadline on the stream, so the server stops streaming to us too
-        client.start_stream(
-            callback=lambda result, error: results.put(error if error is not None else result), stream_timeout=timeout
-        )
-        reqs = []
-        for name, arr in inputs.items():
-            t = grpc.InferInput(name, list(arr.shape), _wire_dtype(model, name))
-            t.set_data_from_numpy(arr)
-            reqs.append(t)
-        client.async_stream_infer(model.name, reqs, model_version=version, enable_empty_final_response=True, **seq)
-        while not finished:
-            try:
-                item = results.get(timeout=max(deadline - time.monotonic(), 0.0))
-            except queue.Empty:
-                item = None
-            if item is None or (isinstance(item, Exception) and "DEADLINE_EXCEEDED" in str(_status(item))):
-                raise NoAnswer(timeout, f"the stream sent {len(got)} response(s) but not its final flag")
-            if isinstance(item, Exception):
-                raise item
-            resp = item.get_response()
-            data = {o.name: item.as_numpy(o.name) for o in resp.outputs}
-            if data:
-                got.append(data)
-            finished = resp.parameters["triton_final_response"].bool_param
-        if not got:
-            raise ServeError(f"{model.name}: the stream ended without a response carrying outputs")
-        return got
-    finally:
-        # Without cancelling, closing waits for the server to end the stream: forever for a stuck model.
-        client.stop_stream(cancel_requests=not finished)
-        client.close()
+    with grpc_client(grpc_url) as client:
+        try:
+            _stream(client, model, inputs, version, seq, timeout, results)
+            while not finished:
+                try:
+                    item = results.get(timeout=max(deadline - time.monotonic(), 0.0))
+                except queue.Empty:
+                    item = None
+                if item is None or (isinstance(item, Exception) and "DEADLINE_EXCEEDED" in str(_status(item))):
+                    raise NoAnswer(timeout, f"the stream sent {len(got)} response(s) but not its final flag")
+                if isinstance(item, Exception):
+                    raise item
+                resp = item.get_response()
+                data = {o.name: item.as_numpy(o.name) for o in resp.outputs}
+                if data:
+                    got.append(data)
+                finished = resp.parameters["triton_final_response"].bool_param
+            if not got:
+                raise ServeError(f"{model.name}: the stream ended without a response carrying outputs")
+            return got
+        finally:
+            # Without cancelling, closing waits for the server to end the stream: forever for a stuck model.
+            client.stop_stream(cancel_requests=not finished)
+
+
+def _stream(
+    client: Any,
+    model: RepoModel,
+    inputs: dict[str, np.ndarray],
+    version: str,
+    seq: dict[str, Any],
+    timeout: float,
+    results: queue.Queue[Any],
+) -> None:
+    """Open the stream (answers go to `results`) and send the one request on it."""
+    # stream_timeout: gRPC's own deadline on the stream, so the server stops streaming to us too
+    client.start_stream(
+        callback=lambda result, error: results.put(error if error is not None else result), stream_timeout=timeout
+    )
+    reqs = []
+    for name, arr in inputs.items():
+        t = grpcclient.InferInput(name, list(arr.shape), _wire_dtype(model, name))
+        t.set_data_from_numpy(arr)
+        reqs.append(t)
+    client.async_stream_infer(model.name, reqs, model_version=version, enable_empty_final_response=True, **seq)
 
 
 def _status(exc: BaseException) -> str:
@@ -500,21 +509,7 @@ def validate_triton(
 
 
 def _states_from_url(url: str, timeout: float = DEFAULT_TIMEOUT_S) -> list[dict[str, str]]:
-    import tritonclient.http as http
-
-    client = http.InferenceServerClient(url, network_timeout=timeout, connection_timeout=timeout)
     try:
-        rows = client.get_model_repository_index()
+        return repository_index(url, timeout)
     except Exception as exc:  # noqa: BLE001
         raise ServeError(f"cannot reach Triton at {url}: {exc}; is the server running?") from None
-    finally:
-        client.close()
-    return [
-        {
-            "name": r.get("name", ""),
-            "version": str(r.get("version", "")),
-            "state": r.get("state", ""),
-            "reason": r.get("reason", ""),
-        }
-        for r in rows
-    ]

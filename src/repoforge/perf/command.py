@@ -94,7 +94,7 @@ class PerfEndpoints:
 
 
 def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
-    from repoforge.triton.reader import served_config
+    from repoforge.triton.client import served_config
 
     try:
         return served_config(http_url, model, timeout=30.0)

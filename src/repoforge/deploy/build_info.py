@@ -62,7 +62,7 @@ def read_build(path: Path) -> BuildInfo:
 
 def _triton_features(info: BuildInfo) -> None:
     from repoforge.contract import RUNNER_PARAMETER
-    from repoforge.serve import models_needing_repoforge
+    from repoforge.triton.image import models_needing_repoforge
     from repoforge.triton.reader import read_repository
 
     models = read_repository(info.path)

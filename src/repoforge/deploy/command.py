@@ -324,7 +324,7 @@ def deploy_k8s(
     out = Path(output)
     d = settings(info, sets)  # a wrong value is reported even when OUT exists
     check_destination(out, force, _looks_ours)
-    files = get_target(info.target).deploy_manifests(info, d)
+    files = manifests(info, d, get_target(info.target).deploy_shape(info, d))
     with atomic_dir(out, force) as tmp:
         for rel, text in files.items():
             (tmp / rel).write_text(text, encoding="utf-8")

@@ -1,5 +1,5 @@
 """Each target's server in a pod: image, arguments from the build, ports, health paths and its PromQL catalog.
-The targets' `deploy_manifests` call these (repoforge.targets)."""
+The targets' `deploy_shape` return these (repoforge.targets)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def triton_image(info: BuildInfo, d: DeploySpec) -> tuple[str, list[str]]:
         return NGC_IMAGE, [
             f"Image: `{NGC_IMAGE}` (the NGC release of Triton {info.versions.get('triton_target', '')})."
         ]
-    from repoforge.serve import runtime_dockerfile
+    from repoforge.triton.image import runtime_dockerfile
 
     tag = f"repoforge-tritonserver:{__version__}"
     dockerfile, _ = runtime_dockerfile(["torch"] if info.torchscript_runner else [])

@@ -55,6 +55,7 @@ from repoforge.plan import make_plan
 from repoforge.repo_readme import REPO_README
 from repoforge.runtime import RUNNERS
 from repoforge.spec import load_spec
+from repoforge.torchserve.layout import looks_like_torchserve_output
 from repoforge.triton.config import build_config
 from repoforge.triton.names import (
     CONFIG,
@@ -657,6 +658,13 @@ def _check_arguments(
         raise ImportFailed(f"device must be cpu or gpu, got {device!r}")
     repo_path = Path(repo).resolve()
     out = Path(output_spec).absolute()
+    if repo_path.is_dir() and looks_like_torchserve_output(repo_path):
+        raise ImportFailed(
+            f"{repo_path} is a TorchServe build (config.properties and model-store/ of .mar archives), not a Triton "
+            "model repository; import reads Triton repositories only. A TorchServe build comes from a spec: build "
+            "that spec with --target triton for a Triton repository, or check this build with "
+            f"`repoforge validate {repo_path}`"
+        )
     if out.is_dir():
         raise BuildError(f"{out} is a directory; give the spec file to write, e.g. {out / 'spec.yaml'}")
     if (out.exists() or out.is_symlink()) and not force:

@@ -20,11 +20,13 @@ from repoforge.triton.names import MODEL_FILENAMES
 
 @dataclass
 class ServingChoice:
-    """How a model is served on the target device: natively by a Triton backend, or via a repoforge Python runner."""
+    """How a model is served: natively by a Triton backend (on every device), or by a repoforge Python runner."""
 
     platform: str = ""  # e.g. onnxruntime_onnx, tensorrt_plan, pytorch_libtorch, ensemble
     backend: str = ""  # e.g. python
-    runner: str | None = None  # repoforge runner for CPU serving: "onnxruntime" | "torchscript"
+    runner: str | None = (
+        None  # repoforge's Python runner (spec `backend: python`, plugins): "onnxruntime", "router", ...
+    )
 
 
 @dataclass

@@ -14,9 +14,9 @@ from repoforge.optimize.served import measure_served
 from repoforge.optimize.tensorrt import write_tensorrt
 from repoforge.optimize.timing import Timing, select
 from repoforge.output import atomic_dir, check_destination
+from repoforge.spec import load_spec
 
 __all__ = ["OptimizeRun", "RequiredVariantFailed", "optimize", "run_optimize"]
-from repoforge.spec import load_spec
 
 
 def optimize(
@@ -29,6 +29,7 @@ def optimize(
     use_cache: bool = True,
     served: bool = False,
     progress: Callable[[str], None] | None = None,
+    verbose: bool = False,
 ) -> OptimizeRun:
     """Run `optimize:` for the spec's models and write the report to `output` atomically; `served` also measures
     the accepted variants through a real tritonserver (perf_analyzer).
@@ -39,7 +40,7 @@ def optimize(
     check_destination(out, force, lambda p: (p / REPORT_JSON).exists())
     loaded = load_spec(spec)
     cache = Cache(enabled=use_cache)
-    run = run_optimize(loaded, models, device=device, cache=cache, progress=progress)
+    run = run_optimize(loaded, models, device=device, cache=cache, progress=progress, verbose=verbose)
     if served:
         for name, per in measure_served(run, cache, progress or (lambda _m: None)).items():
             t = next(x for x in run.targets if x.name == name)

@@ -51,13 +51,16 @@ def run_optimize(
     device: Device = "cpu",
     cache: Cache | None = None,
     progress: Callable[[str], None] | None = None,
+    verbose: bool = False,
 ) -> OptimizeRun:
     """Check every optimize section and its data first (SpecError, nothing done), then run each model."""
     say = progress or (lambda _m: None)
     targets = resolve_targets(loaded, models)
     data = load_data(loaded, targets)
     cache = cache or Cache()
-    results = {t.name: optimize_model(t, *data[t.name], device=device, cache=cache, say=say) for t in targets}
+    results = {
+        t.name: optimize_model(t, *data[t.name], device=device, cache=cache, say=say, verbose=verbose) for t in targets
+    }
     report = {
         "repoforge_version": __version__,
         "spec": str(loaded.path),

@@ -32,7 +32,7 @@ Progress = Callable[[str], None]
 SMOKE_TIMEOUT_S = 60.0
 
 #: What a command may ask a target to do that not every target can (`Target.cannot`).
-Capability = Literal["batch", "rollout", "print_command"]
+Capability = Literal["batch", "rollout", "print_command", "gateway"]
 
 
 class TargetArgumentError(RepoforgeError):

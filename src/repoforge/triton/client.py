@@ -34,6 +34,7 @@ __all__ = [
     "TritonClient",
     "config_message",
     "grpc_client",
+    "grpc_live",
     "grpcclient",
     "http_client",
     "httpclient",
@@ -85,6 +86,15 @@ def async_client(protocol: str, url: str, timeout: float, connections: int) -> t
     import tritonclient.http.aio as http_aio
 
     return httpclient, http_aio.InferenceServerClient(url, conn_limit=max(connections, 1), conn_timeout=timeout)
+
+
+def grpc_live(url: str, timeout: float = 3.0) -> bool:
+    """Whether a Triton gRPC endpoint answers "live" at `url` (host:port); anything but an answer is False."""
+    try:
+        with grpc_client(url) as client:
+            return bool(client.is_server_live(client_timeout=timeout))
+    except Exception:  # noqa: BLE001 - anything but an answer means "not Triton's gRPC port"
+        return False
 
 
 def config_message(config: dict[str, Any]) -> mc.ModelConfig:

@@ -39,6 +39,7 @@ _CANNOT: dict[str, str] = {
     "rollout": "{path} is a TorchServe build; rollout drives the router plugin on Triton only",
     "print_command": "{path} is a TorchServe build; --print-command prints the NGC Triton image's lines. "
     "Serve it with: repoforge serve {path}",
+    "gateway": "{path} is a TorchServe build; the gateway speaks Triton's gRPC protocol and serves Triton builds",
 }
 
 

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from repoforge import __version__
-from repoforge.contract import RUNNER_PARAMETER
+from repoforge.deploy.build_info import read_build
+from repoforge.deploy.image import legacy_error, plan_image
+from repoforge.errors import BuildError, ServeError
 from repoforge.perf.analyzer import PerfError
 from repoforge.servers.triton import TritonServer
 from repoforge.targets.types import (
@@ -21,7 +22,6 @@ from repoforge.targets.types import (
     Progress,
     TargetArgumentError,
 )
-from repoforge.triton.image import models_needing_repoforge, runtime_dockerfile
 from repoforge.triton.reader import read_repository, uses_response_cache
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -72,34 +72,28 @@ def docker_recipe(
     metrics_port: int | None = None,
     cache_size_bytes: int | None = None,
 ) -> str:
-    """Shell lines that serve `repository` in Docker on a GPU host: the NGC image's `docker run` line, preceded,
-    when a model's Python backend imports repoforge, by a `docker build` of an image FROM it with repoforge
-    installed (the bare NGC image would fail to load those models)."""
+    """Shell lines that serve `repository` in Docker on a GPU host: the stock NGC image's `docker run` line or,
+    when the build declares Python packages beyond it, `repoforge image` and a `docker build` of its context
+    first, then the run line on that image."""
     repo = Path(repository).resolve()
     server = make_server(
         repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, cache_size_bytes=cache_size_bytes
     )
-    models = read_repository(repo)
-    needing = models_needing_repoforge(models)
-    if not needing:
+    try:
+        plan = plan_image(read_build(repo))
+    except BuildError:  # not written by repoforge build: nothing declared, the stock image
         return server.docker_command(repo)
-    tag = f"repoforge-tritonserver:{__version__}"
-    torchscript = any(
-        m.config.parameters[RUNNER_PARAMETER].string_value == "torchscript"
-        for m in models
-        if m.name in needing and RUNNER_PARAMETER in m.config.parameters
-    )
-    dockerfile, context = runtime_dockerfile(["torch"] if torchscript else [])
-    build = ["docker", "build", "-t", tag, "-f", "-", str(context)] if context else ["docker", "build", "-t", tag, "-"]
+    if plan.legacy:
+        raise ServeError(str(legacy_error(plan)))
+    if not plan.needed:
+        return server.docker_command(repo, image=plan.base)
+    context = repo.parent / f"{repo.name}-image"
     return "\n".join(
         [
-            f"# {', '.join(needing)}: model.py imports repoforge (onnxruntime for ONNX, torch for TorchScript), which the",
-            "# NGC image lacks; build an image FROM it with repoforge installed, then run that one. (A `--device gpu`",
-            "# build serves ONNX/TorchScript with the image's native backends instead; plugins always need repoforge.)",
-            f"{shlex.join(build)} <<'EOF'",
-            dockerfile.rstrip("\n"),
-            "EOF",
-            server.docker_command(repo, image=tag),
+            f"# the build's models need {', '.join(plan.requirements)} beyond {plan.base}: build that image first",
+            f"repoforge image {shlex.quote(str(repo))} -o {shlex.quote(str(context))}",
+            f"docker build -t {plan.tag} {shlex.quote(str(context))}",
+            server.docker_command(repo, image=plan.tag),
         ]
     )
 

@@ -74,6 +74,47 @@ def _say(msg: str) -> None:
               help="Queue requests this gateway answers itself, at a time (needs --redis; for a laptop).")  # fmt: skip
 @click.option("--max-body", type=int, default=16 * 1024 * 1024, show_default=True, metavar="BYTES",
               help="Larger bodies are answered 413.")  # fmt: skip
+@click.option(
+    "--max-loaded",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Load models on demand, at most N at once (default: the build's serving.max_loaded).",
+)
+@click.option(
+    "--memory-budget",
+    default=None,
+    metavar="SIZE",
+    help="Unload idle models before the server's RSS would pass SIZE, e.g. 6GiB (default: serving.memory_budget).",
+)
+@click.option(
+    "--always-loaded",
+    multiple=True,
+    metavar="MODEL",
+    help="A model loaded at start and never unloaded (repeat; default: serving.always_loaded).",
+)
+@click.option(
+    "--server-pid",
+    type=int,
+    default=None,
+    metavar="PID",
+    help="tritonserver's pid when TARGET is a running Triton: its RSS is measured per load (else estimated).",
+)
+@click.option(
+    "--load-concurrency",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Model loads at once (default: 1 under a memory budget, so each model's memory is measured; else 2).",
+)
+@click.option(
+    "--load-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    metavar="S",
+    help="How long a request waits for its model to load (503 past it).",
+)
 @_queue_options
 def gateway_command(target: str, host: str, port: int, timeout: float, workers: int, max_body: int, **kw: Any) -> None:
     """Serve TARGET's models over HTTP, SSE, WebSocket and an asynchronous queue.
@@ -86,13 +127,24 @@ def gateway_command(target: str, host: str, port: int, timeout: float, workers: 
       WS   /v2/models/M/stream           one JSON request per message, one event per response
       POST /v2/models/M/async            202 {"id"}; GET /v2/async/ID -> pending | done | failed
       GET  /metrics                      Prometheus: requests, streams, queue length/lag/pending/dead letters
+      GET  /v2/repository/index          with serving: what is loaded, in flight, its memory
     A client that disconnects from a stream cancels its request inside Triton.
+
+    With the build's `serving:` section (or --max-loaded / --memory-budget) Triton runs with explicit model
+    control: a model loads on its first request and the least recently used idle one is unloaded to make room;
+    a model with requests in flight is never unloaded. A running Triton must then be started with
+    --model-control-mode explicit.
     """
-    from repoforge.gateway.command import gateway
+    from repoforge.gateway.command import ServingOptions, gateway
+
+    serving = ServingOptions(max_loaded=kw.pop("max_loaded"), memory_budget=kw.pop("memory_budget"),
+                             always_loaded=tuple(kw.pop("always_loaded")), server_pid=kw.pop("server_pid"),
+                             load_timeout_s=kw.pop("load_timeout"),
+                             load_concurrency=kw.pop("load_concurrency"))  # fmt: skip
 
     grpc_url = kw.pop("grpc_url")
     _run(gateway, target, host=host, port=port, timeout_s=timeout, grpc_url=grpc_url, queue=_queue(kw),
-         workers=workers, max_body_bytes=max_body, say=_say)  # fmt: skip
+         workers=workers, max_body_bytes=max_body, serving=serving, say=_say)  # fmt: skip
 
 
 @click.command("worker")

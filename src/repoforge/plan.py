@@ -547,6 +547,22 @@ def _check_rollout(ck: Checker, plans: dict[str, ModelPlan]) -> None:
                "percent: 0}")  # fmt: skip
 
 
+def _check_serving(ck: Checker, plans: dict[str, ModelPlan]) -> None:
+    """`serving:` is the gateway's load-on-demand in front of Triton (explicit model control): its
+    `always_loaded` names models of this spec."""
+    serving = ck.loaded.spec.serving
+    if serving is None:
+        return
+    if ck.target != "triton":
+        ck.add(("serving",), "serving (load on demand through `repoforge gateway`) needs Triton's explicit model "
+               "control: build with --target triton or remove `serving:`", key=True)  # fmt: skip
+        return
+    for j, name in enumerate(serving.always_loaded):
+        if name not in plans:
+            ck.add(("serving", "always_loaded", j), f"always_loaded names {name!r}, which is not a model of this "
+                   f"spec; models: {', '.join(sorted(plans)[:20])}{' ...' if len(plans) > 20 else ''}")  # fmt: skip
+
+
 def _model_warnings(m: ModelSpec, serving: ServingChoice, device: Device, target: Target) -> list[str]:
     """Settings of a model that this build leaves out or that do not apply to its target."""
     out: list[str] = []
@@ -657,6 +673,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         cpu_only=[p.name for p in running if _cpu_only(p)],
     )
     _check_rollout(ck, plans)
+    _check_serving(ck, plans)
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls
     ck.raise_if_any()
@@ -679,4 +696,5 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         rollout=loaded.spec.rollout.model_dump(mode="json", exclude_unset=True)
         if loaded.spec.rollout is not None
         else None,
+        serving=loaded.spec.serving.model_dump(mode="json") if loaded.spec.serving is not None else None,
     )

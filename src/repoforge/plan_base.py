@@ -61,6 +61,7 @@ class RepositoryPlan:
     warnings: list[str] = field(default_factory=list)
     deploy: dict[str, Any] = field(default_factory=dict)  # the spec's `deploy:` as written (repoforge.spec.deploy)
     rollout: dict[str, Any] | None = None  # the spec's `rollout:` as written (deploy k8s emits Flagger/Argo from it)
+    serving: dict[str, Any] | None = None  # the spec's `serving:` (sizes in bytes); the gateway reads it from the lock
 
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)

@@ -27,6 +27,7 @@ from repoforge.gateway import codec, upstream
 from repoforge.gateway.catalog import Catalog
 from repoforge.gateway.errors import RequestError
 from repoforge.gateway.metrics import GatewayMetrics
+from repoforge.gateway.multiplex import Multiplexer, MultiplexSettings
 from repoforge.gateway.queue import AsyncQueue, QueueSettings, Worker
 
 log = logging.getLogger("repoforge.gateway")
@@ -39,6 +40,7 @@ class GatewaySettings:
     max_body_bytes: int = 16 * 1024 * 1024
     queue: QueueSettings | None = None  # None: no --redis, async routes answer 503
     workers: int = 0  # in-process worker concurrency (0: none)
+    multiplex: MultiplexSettings | None = None  # `serving:`: load on demand, LRU unload (Triton in explicit mode)
 
 
 class State:
@@ -53,10 +55,14 @@ class State:
         self._stop = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
         self._promoter: asyncio.Task[None] | None = None
+        self.mux: Multiplexer | None = None
 
     async def start(self) -> None:
         self.triton = upstream.connect(self.settings.triton_grpc)
-        self.catalog = Catalog(self.triton)
+        self.catalog = Catalog(self.triton, ready_only=self.settings.multiplex is None)
+        if self.settings.multiplex is not None:
+            self.mux = Multiplexer(self.triton, self.settings.multiplex, self.metrics.registry, self.catalog.names)
+            await self.mux.start()
         if self.settings.queue is not None:
             from repoforge.gateway.queue import connect
 
@@ -116,17 +122,23 @@ def _catalog(state: State) -> Catalog:
     return state.catalog
 
 
+def _holding(state: State, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+    """Behind the multiplexer: the model is loaded (on demand) and stays loaded while the block runs."""
+    return state.mux.hold(name) if state.mux is not None else contextlib.nullcontext()
+
+
 async def infer(request: Request) -> Response:
     state = _state(request)
     settings = state.settings
     route, started = "infer", time.perf_counter()
     try:
-        model = await _catalog(state).get(request.path_params["model"])
-        if model.decoupled:
-            raise RequestError(400, f"model '{model.name}' is decoupled (it answers with a stream): use "
-                                    f"/v2/models/{model.name}/generate_stream or the WebSocket /stream")  # fmt: skip
-        req = codec.parse_v2(model, await _body(request, settings.max_body_bytes))
-        result = await upstream.infer(state.triton, req, settings.timeout_s)
+        async with _holding(state, request.path_params["model"]):
+            model = await _catalog(state).get(request.path_params["model"])
+            if model.decoupled:
+                raise RequestError(400, f"model '{model.name}' is decoupled (it answers with a stream): use "
+                                        f"/v2/models/{model.name}/generate_stream or the WebSocket /stream")  # fmt: skip
+            req = codec.parse_v2(model, await _body(request, settings.max_body_bytes))
+            result = await upstream.infer(state.triton, req, settings.timeout_s)
         response: Response = JSONResponse(codec.response_v2(model, result, req.id))
     except RequestError as exc:
         response = _error(exc)
@@ -144,7 +156,8 @@ async def generate_stream(request: Request) -> Response:
     from sse_starlette.sse import EventSourceResponse
 
     try:
-        model = await _catalog(state).get(request.path_params["model"])
+        async with _holding(state, request.path_params["model"]):  # metadata needs the model loaded
+            model = await _catalog(state).get(request.path_params["model"])
         req = codec.parse_generate(model, await _body(request, settings.max_body_bytes))
     except RequestError as exc:
         state.metrics.observe("generate_stream", exc.status, 0.0)
@@ -154,10 +167,13 @@ async def generate_stream(request: Request) -> Response:
     async def events() -> AsyncIterator[dict[str, str]]:
         sent = 0
         try:
-            async for result in upstream.stream(state.triton, req, model.decoupled):
-                sent += 1
-                state.metrics.events.labels("sse").inc()
-                yield {"data": json.dumps(codec.event_generate(model, result, req.id))}
+            async with _holding(state, model.name):  # the whole stream holds the model
+                async for result in upstream.stream(state.triton, req, model.decoupled):
+                    sent += 1
+                    state.metrics.events.labels("sse").inc()
+                    yield {"data": json.dumps(codec.event_generate(model, result, req.id))}
+        except RequestError as exc:  # its model did not load
+            yield {"data": json.dumps({"error": str(exc), "responses": sent})}
         except upstream.UpstreamError as exc:
             state.metrics.stream_errors.labels("sse").inc()
             yield {"data": json.dumps({"error": str(exc), "responses": sent})}
@@ -175,7 +191,8 @@ async def ws_stream(websocket: WebSocket) -> None:
     settings = state.settings
     await websocket.accept()
     try:
-        model = await _catalog(state).get(websocket.path_params["model"])
+        async with _holding(state, websocket.path_params["model"]):
+            model = await _catalog(state).get(websocket.path_params["model"])
     except RequestError as exc:
         await websocket.send_json({**exc.body(), "status": exc.status})
         await websocket.close(code=1008)
@@ -219,7 +236,13 @@ async def ws_stream(websocket: WebSocket) -> None:
                 await websocket.send_json({**exc.body(), "status": exc.status})
                 continue
             state.metrics.observe("stream", 200, 0.0)
-            if await _ws_one(websocket, model, req, gone) != "done":
+            try:
+                async with _holding(state, model.name):  # each streamed request holds the model
+                    outcome = await _ws_one(websocket, model, req, gone)
+            except RequestError as exc:
+                await websocket.send_json({**exc.body(), "status": exc.status})
+                continue
+            if outcome != "done":
                 return
     except WebSocketDisconnect:
         return
@@ -300,6 +323,15 @@ async def models(request: Request) -> Response:
     return JSONResponse({"models": await _catalog(_state(request)).names(refresh=True)})
 
 
+async def repository_index(request: Request) -> Response:
+    """What is loaded: the multiplexer's view (in flight, bytes, idle time), else Triton's own index."""
+    state = _state(request)
+    if state.mux is None:
+        index = await state.triton.get_model_repository_index(as_json=True, client_timeout=10)
+        return JSONResponse({"models": index.get("models", [])})
+    return JSONResponse(state.mux.index(await _catalog(state).names(refresh=True)))
+
+
 async def ready(request: Request) -> Response:
     state = _state(request)
     try:
@@ -333,6 +365,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
         Route("/v2/models", models),
+        Route("/v2/repository/index", repository_index, methods=["GET", "POST"]),
         Route("/v2/models/{model}/infer", infer, methods=["POST"]),
         Route("/v2/models/{model}/generate_stream", generate_stream, methods=["POST"]),
         WebSocketRoute("/v2/models/{model}/stream", ws_stream),

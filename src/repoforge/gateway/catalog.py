@@ -36,8 +36,9 @@ REFRESH_S = 2.0
 class Catalog:
     """Model metadata from Triton, cached: an unknown name re-reads the list at most every REFRESH_S seconds."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, ready_only: bool = True) -> None:
         self._client = client
+        self._ready_only = ready_only  # False behind the multiplexer: an unloaded model is still served
         self._models: dict[str, ModelInfo] = {}
         self._ready: list[str] = []
         self._listed_at = 0.0
@@ -46,7 +47,8 @@ class Catalog:
     async def names(self, refresh: bool = False) -> list[str]:
         if refresh or not self._listed_at or time.monotonic() - self._listed_at > REFRESH_S:
             index = await self._client.get_model_repository_index(as_json=True, client_timeout=10)
-            self._ready = sorted({m["name"] for m in index.get("models", []) if m.get("state") == "READY"})
+            self._ready = sorted({m["name"] for m in index.get("models", [])
+                                  if m.get("state") == "READY" or not self._ready_only})  # fmt: skip
             self._listed_at = time.monotonic()
         return self._ready
 

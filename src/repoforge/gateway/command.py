@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from repoforge.gateway.errors import GatewayArgumentError
+from repoforge.gateway.multiplex import MultiplexSettings
 from repoforge.gateway.queue import QueueSettings
 from repoforge.triton.client import TritonClient, grpc_live
 
@@ -101,9 +102,12 @@ def check_target(target: str) -> None:
 
 
 @contextlib.contextmanager
-def triton_for(target: str, grpc_url: str | None, say: Say) -> Iterator[str]:
+def triton_for(
+    target: str, grpc_url: str | None, say: Say, *, explicit: bool = False, started: Callable[[Any], None] | None = None
+) -> Iterator[str]:
     """Triton's gRPC `host:port` while the context is open: a build folder is served for the run (stopped after,
-    also on failure); a running Triton is only found."""
+    also on failure; `explicit`: with `--model-control-mode explicit` and nothing loaded, `started` gets the
+    server); a running Triton is only found."""
     path = Path(target)
     if not path.is_dir():
         yield find_grpc(target, grpc_url)
@@ -115,8 +119,14 @@ def triton_for(target: str, grpc_url: str | None, say: Say) -> Iterator[str]:
     if why:
         raise GatewayArgumentError(why)
     ports = kind.serve_ports(http_port=None, grpc_port=None, metrics_port=None, auto=True)
-    say(f"starting {kind.server_name} on {path}")
-    with kind.server(path, host="127.0.0.1", ports=ports) as server:
+    say(
+        f"starting {kind.server_name} on {path}"
+        + (" (explicit model control: models load on demand)" if explicit else "")
+    )
+    options: dict[str, Any] = {"model_control": "explicit"} if explicit else {}
+    with kind.server(path, host="127.0.0.1", ports=ports, **options) as server:
+        if started is not None:
+            started(server)
         endpoints = kind.endpoints(server)
         say(f"{kind.server_name} ready: {', '.join(endpoints.models) or 'no models'}")
         yield server.grpc_url
@@ -148,6 +158,61 @@ def _server_class() -> type:
     return Server
 
 
+@dataclass
+class ServingOptions:
+    """`--max-loaded`, `--memory-budget`, `--always-loaded`, `--server-pid`: the build's `serving:` overridden (or,
+    for a running Triton, given)."""
+
+    max_loaded: int | None = None
+    memory_budget: str | None = None
+    always_loaded: tuple[str, ...] = ()
+    server_pid: int | None = None
+    load_timeout_s: float = 300.0
+    load_concurrency: int | None = None  # None: 1 under a memory budget (every growth measured), else 2
+
+    def given(self) -> bool:
+        return bool(self.max_loaded is not None or self.memory_budget is not None or self.always_loaded)
+
+
+def serving_settings(target: str, options: ServingOptions) -> MultiplexSettings | None:
+    """The multiplexer's settings: the build's `serving:` (from its lock file) with the flags on top; None when
+    neither asks for it (every model is served as loaded)."""
+    import json
+
+    from repoforge.output import MANIFEST
+    from repoforge.spec.serving import parse_bytes
+
+    serving: dict[str, Any] | None = None
+    lock = Path(target) / MANIFEST
+    if Path(target).is_dir() and lock.is_file():
+        serving = json.loads(lock.read_text()).get("serving")
+    if serving is None and not options.given():
+        return None
+    settings = MultiplexSettings.from_lock(serving or {})
+    if options.max_loaded is not None:
+        if options.max_loaded < 1:
+            raise GatewayArgumentError(f"--max-loaded must be at least 1, not {options.max_loaded}")
+        settings.max_loaded = options.max_loaded
+    if options.memory_budget is not None:
+        try:
+            settings.memory_budget = parse_bytes(options.memory_budget)
+        except ValueError as exc:
+            raise GatewayArgumentError(f"--memory-budget: {exc}") from None
+    if options.always_loaded:
+        settings.always_loaded = list(options.always_loaded)
+    if settings.max_loaded is not None and len(settings.always_loaded) > settings.max_loaded:
+        raise GatewayArgumentError(f"{len(settings.always_loaded)} always-loaded models do not fit under max_loaded "
+                                   f"{settings.max_loaded}")  # fmt: skip
+    if options.load_timeout_s <= 0:
+        raise GatewayArgumentError(f"--load-timeout must be > 0 seconds, not {options.load_timeout_s:g}")
+    settings.load_timeout_s = options.load_timeout_s
+    if options.load_concurrency is not None and options.load_concurrency < 1:
+        raise GatewayArgumentError(f"--load-concurrency must be at least 1, not {options.load_concurrency}")
+    settings.load_concurrency = options.load_concurrency or (1 if settings.memory_budget else 2)
+    settings.server_pid = options.server_pid
+    return settings
+
+
 def gateway(
     target: str,
     *,
@@ -158,6 +223,7 @@ def gateway(
     queue: QueueOptions | None = None,
     workers: int = 0,
     max_body_bytes: int = 16 * 1024 * 1024,
+    serving: ServingOptions | None = None,
     say: Say = print,
 ) -> None:
     """Run the gateway until interrupted."""
@@ -178,9 +244,27 @@ def gateway(
         raise GatewayArgumentError("--workers runs queue workers, which need --redis URL")
     if settings is not None:
         _check_redis(settings)
-    with triton_for(target, grpc_url, say) as grpc:
+    mux = serving_settings(target, serving or ServingOptions())
+    if mux is not None and workers:
+        raise GatewayArgumentError("--workers answers queued requests straight from Triton, which does not load "
+                                   "models on demand: run the gateway without --workers when it multiplexes")  # fmt: skip
+
+    def started(server: Any) -> None:
+        assert mux is not None
+        if mux.server_pid is None:
+            mux.server_pid = server.pid
+        say(f"tritonserver pid {server.pid}, log {server.log_path}")
+
+    with triton_for(target, grpc_url, say, explicit=mux is not None, started=started if mux else None) as grpc:
+        if mux is not None:
+            limits = [f"max_loaded {mux.max_loaded}" if mux.max_loaded else "",
+                      f"memory_budget {mux.memory_budget} bytes" if mux.memory_budget else "",
+                      f"always_loaded {', '.join(mux.always_loaded)}" if mux.always_loaded else ""]  # fmt: skip
+            say("multiplexing: models load on first request; " + ("; ".join(x for x in limits if x) or "no limit"))
+            if mux.memory_budget and mux.server_pid is None:
+                say("note: no --server-pid, so memory is estimated per model, not measured")
         app = build_app(GatewaySettings(triton_grpc=grpc, timeout_s=timeout_s, max_body_bytes=max_body_bytes,
-                                        queue=settings, workers=workers))  # fmt: skip
+                                        queue=settings, workers=workers, multiplex=mux))  # fmt: skip
         async_note = (
             f", async queue {settings.prefix} on {settings.redis_url}" if settings else ", async off (no --redis)"
         )

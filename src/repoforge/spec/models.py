@@ -16,6 +16,7 @@ from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.dtypes import normalize_dtype
 from repoforge.spec.plugins import PluginSpec
 from repoforge.spec.rollout import RolloutSpec
+from repoforge.spec.serving import ServingSpec
 
 Format = Literal["onnx", "tensorrt", "torchscript", "pytorch", "python", "ensemble"]
 ParamValue = str | int | float | bool
@@ -683,4 +684,9 @@ class Spec(StrictModel):
     rollout: RolloutSpec | None = Field(
         default=None,
         description="Release policy of a candidate behind a router (`repoforge rollout`, Flagger/Argo in deploy k8s).",
+    )
+    serving: ServingSpec | None = Field(
+        default=None,
+        description="Many models on one server: the gateway loads on demand and unloads the least recently used "
+        "(`repoforge gateway`); unset: every model is loaded at start.",
     )

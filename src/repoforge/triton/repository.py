@@ -97,6 +97,7 @@ def write_repository(
                 "models": sorted(m.name for m in plan.models),
                 "deploy": plan.deploy,  # read back by `repoforge deploy k8s`
                 **({"rollout": plan.rollout} if plan.rollout is not None else {}),  # deploy k8s: Flagger/Argo
+                **({"serving": plan.serving} if plan.serving is not None else {}),  # repoforge gateway: on demand
                 **(lock_extra or {}),
             },
         )

@@ -1,0 +1,291 @@
+"""Hundreds of models on one server (issue 25): 200 tiny ONNX models built into one repository with `serving:`,
+`repoforge gateway` on the build (it starts tritonserver with explicit model control), real HTTP clients.
+
+The load runs for DURATION_S = 20 s once the gateway holds 20 models (not the issue's 60 s), to keep CI within its
+budget on a 2-core host where each cold load takes about 2 s (one Python stub process per model). Every wait is
+bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.grpc import model_config_pb2 as mc
+
+from repoforge import modelgen
+from repoforge.build import build
+from repoforge.gateway.multiplex import tree_rss
+from repoforge.servers.ports import free_port
+from repoforge.servers.process import ManagedProcess
+
+pytestmark = pytest.mark.integration
+
+N_MODELS = 200
+MAX_LOADED = 20
+CLIENTS = 16
+DURATION_S = 20.0  # with the cache full; the issue says 60 s, 20 s keeps CI under budget
+WARMUP_S = 150.0  # at most, until MAX_LOADED models are loaded (about 2 s per cold load on a 2-core host)
+ZIPF_S = 1.1
+BODY = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
+                   {"name": "b", "datatype": "FP32", "shape": [1, 4], "data": [1, 1, 1, 1]}]}  # fmt: skip
+EXPECTED = [4.0, 6.0, 8.0, 10.0]  # (a + b) * 2
+
+
+def _name(i: int) -> str:
+    return f"m{i:03d}"
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One spec of 200 ONNX models (one small file, 200 model entries) with `serving: {max_loaded: 20}`."""
+    root = tmp_path_factory.mktemp("multiplex")
+    (root / "models").mkdir()
+    modelgen.save(modelgen.add_mul(4), root / "models" / "add_mul.onnx")
+    lines = ["version: 1", "repository: many", f"serving: {{max_loaded: {MAX_LOADED}}}", "models:"]
+    for i in range(N_MODELS):
+        lines += [f"  - name: {_name(i)}", "    format: onnx", "    path: models/add_mul.onnx",
+                  "    max_batch_size: 8", "    instance_groups: [{kind: cpu, count: 1}]"]  # fmt: skip
+    (root / "spec.yaml").write_text("\n".join(lines) + "\n")
+    build(root / "spec.yaml", root / "out", device="cpu")
+    lock = json.loads((root / "out" / "repoforge.lock.json").read_text())
+    assert lock["serving"]["max_loaded"] == MAX_LOADED
+    # one model whose load fails in Triton (added after the build, which would refuse it)
+    broken = mc.ModelConfig(name="broken", backend="no_such_backend", max_batch_size=0,
+                            input=[mc.ModelInput(name="a", data_type=mc.TYPE_FP32, dims=[4])],
+                            output=[mc.ModelOutput(name="y", data_type=mc.TYPE_FP32, dims=[4])])  # fmt: skip
+    (root / "out" / "broken" / "1").mkdir(parents=True)
+    (root / "out" / "broken" / "config.pbtxt").write_text(text_format.MessageToString(broken))
+    return root / "out"
+
+
+@dataclass
+class Gateway:
+    proc: ManagedProcess
+    base: str
+    server_pid: int
+    server_log: Path
+
+    def metrics(self) -> dict[str, float]:
+        text = httpx.get(f"{self.base}/metrics", timeout=10).text
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = sample.name + "".join(f"{{{k}={v}}}" for k, v in sorted(sample.labels.items()))
+                out[key] = sample.value
+        return out
+
+    def index(self) -> dict[str, object]:
+        found: dict[str, object] = httpx.get(f"{self.base}/v2/repository/index", timeout=10).json()
+        return found
+
+
+@pytest.fixture()
+def start_gateway(build_dir: Path, tmp_path: Path) -> Iterator[object]:
+    started: list[ManagedProcess] = []
+
+    def start(*extra: str) -> Gateway:
+        port = free_port("127.0.0.1")
+        log = tmp_path / f"gateway-{uuid.uuid4().hex[:6]}.log"
+        proc = ManagedProcess([sys.executable, "-m", "repoforge", "gateway", str(build_dir), "--port", str(port),
+                               "--timeout", "30", *extra], log_path=log, name="repoforge gateway")  # fmt: skip
+        proc.start()
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.alive, proc.log_tail()
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"gateway not ready within 120 s\n{proc.log_tail()}")
+        found = re.search(r"tritonserver pid (\d+), log (\S+)", log.read_text())
+        assert found, log.read_text()
+        return Gateway(proc, base, int(found[1]), Path(found[2]))
+
+    yield start
+    for proc in started:
+        proc.stop(timeout=30)
+
+
+@dataclass
+class Load:
+    """Results of a closed-loop load: each client sends its next request when the previous one is answered."""
+
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def run_load(base: str, weights: np.ndarray, clients: int, seconds: float, stop_at: list[float] | None = None) -> Load:
+    """`clients` closed-loop clients over the models with these weights, until `stop_at[0]` (monotonic; another
+    thread may move it) or for `seconds`."""
+    load = Load()
+    stop_at = stop_at or [time.monotonic() + seconds]
+    p = weights / weights.sum()
+
+    def client(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with httpx.Client(timeout=180) as http:
+            while time.monotonic() < stop_at[0]:
+                model = _name(int(rng.choice(len(p), p=p)))
+                try:
+                    r = http.post(f"{base}/v2/models/{model}/infer", json=BODY)
+                    good = r.status_code == 200 and r.json()["outputs"][0]["data"] == EXPECTED
+                    why = "" if good else f"{model}: {r.status_code} {r.text[:300]}"
+                except httpx.HTTPError as exc:
+                    good, why = False, f"{model}: {type(exc).__name__} {exc}"
+                with load.lock:
+                    if good:
+                        load.ok += 1
+                    else:
+                        load.failures.append(why)
+
+    threads = [threading.Thread(target=client, args=(seed,), daemon=True) for seed in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(stop_at[0] - time.monotonic(), 0) + 300)
+        assert not t.is_alive(), "a client did not finish within its bound"
+    return load
+
+
+def _settled(gw: Gateway, timeout: float = 60) -> dict[str, float]:
+    """Metrics once no load or unload is in progress (the last eviction may still be finishing)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        index = gw.index()
+        states = {row["state"] for row in index["models"]}  # type: ignore[index, union-attr]
+        if not states & {"LOADING", "UNLOADING"}:
+            return gw.metrics()
+        time.sleep(0.2)
+    raise AssertionError("the gateway kept loading or unloading")
+
+
+def _unloads_in_log(path: Path, timeout: float = 30, want: int = 0) -> int:
+    """'successfully unloaded' lines in tritonserver's log (Triton writes them when the unload really ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = len(re.findall(r"successfully unloaded '", path.read_text(errors="replace")))
+        if count >= want or time.monotonic() > deadline:
+            return count
+        time.sleep(0.2)
+
+
+def test_200_models_under_max_loaded_with_16_zipf_clients(start_gateway: object) -> None:
+    """The clients run until the gateway holds MAX_LOADED models (the warm-up, at most WARMUP_S), then DURATION_S
+    more: every request from then on competes for a full cache."""
+    gw: Gateway = start_gateway()  # type: ignore[operator]
+    peak_seen: list[float] = []
+    stop = threading.Event()
+    stop_at = [time.monotonic() + WARMUP_S]
+    full_at: list[float] = []
+
+    def scrape() -> None:
+        while not stop.is_set():
+            m = gw.metrics()
+            if not full_at and m["repoforge_gateway_models_loaded"] >= MAX_LOADED:
+                full_at.append(time.monotonic())
+                stop_at[0] = full_at[0] + DURATION_S
+            peak_seen.append(m["repoforge_gateway_models_loaded"])
+            index = gw.index()
+            loaded = sum(1 for r in index["models"] if r["state"] != "UNLOADED")  # type: ignore[index, union-attr]
+            peak_seen.append(float(loaded))
+            stop.wait(0.25)
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    weights = 1.0 / np.arange(1, N_MODELS + 1) ** ZIPF_S
+    try:
+        load = run_load(gw.base, weights, CLIENTS, DURATION_S, stop_at)
+    finally:
+        stop.set()
+        scraper.join(timeout=30)
+    assert full_at, f"the gateway never held {MAX_LOADED} models within the {WARMUP_S:g} s warm-up"
+    assert not load.failures, f"{len(load.failures)} of {load.ok + len(load.failures)} failed: {load.failures[:5]}"
+    assert load.ok > 0
+    assert peak_seen and max(peak_seen) <= MAX_LOADED, f"scrapes saw {max(peak_seen)} loaded"
+    m = _settled(gw)
+    assert m["repoforge_gateway_models_loaded_peak"] <= MAX_LOADED  # between scrapes too
+    evictions = m.get("repoforge_gateway_model_evictions_total{reason=max_loaded}", 0.0)
+    assert evictions > 0, "the Zipf mix over 200 models should have forced evictions"
+    # no unload while its model had a request in flight: the gateway counts such unloads (must be none), and the
+    # server unloaded exactly the models the gateway evicted (no unload the gateway did not decide)
+    assert m["repoforge_gateway_model_unloads_in_flight_total"] == 0
+    assert _unloads_in_log(gw.server_log, want=int(evictions)) == evictions
+    assert m["repoforge_gateway_model_hits_total"] > 0
+    assert m["repoforge_gateway_model_load_seconds_count"] == m["repoforge_gateway_model_loads_total{outcome=ok}"]
+    print(f"\n{load.ok} requests, {int(evictions)} evictions, "
+          f"{int(m['repoforge_gateway_model_loads_total{outcome=ok}'])} loads, "
+          f"hits {int(m['repoforge_gateway_model_hits_total'])}")  # fmt: skip
+
+
+def test_memory_budget_bounds_the_servers_rss(start_gateway: object) -> None:
+    """The budget leaves room for about four models: the server's RSS (tritonserver + its stub processes) never
+    passes the budget by more than one model."""
+    budget = 400 * 1024 * 1024
+    gw: Gateway = start_gateway("--max-loaded", str(N_MODELS), "--memory-budget", "400MiB")  # type: ignore[operator]
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append(tree_rss(gw.server_pid))
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        load = run_load(gw.base, np.ones(10), 4, 12.0)
+    finally:
+        stop.set()
+        sampler.join(timeout=30)
+    assert not load.failures, load.failures[:5]
+    index = gw.index()
+    measured = [r["bytes"] for r in index["models"] if r.get("bytes_measured")]  # type: ignore[index, union-attr]
+    one_model = max(measured, default=0)
+    assert one_model > 0
+    m = _settled(gw)
+    assert m.get("repoforge_gateway_model_evictions_total{reason=memory_budget}", 0) > 0
+    assert max(samples) <= budget + one_model, (
+        f"peak RSS {max(samples) / 2**20:.0f} MiB over budget {budget / 2**20:.0f} MiB + one model "
+        f"{one_model / 2**20:.0f} MiB"
+    )
+
+
+def test_concurrent_first_requests_share_one_load_and_its_failure(start_gateway: object) -> None:
+    gw: Gateway = start_gateway()  # type: ignore[operator]
+
+    async def burst(model: str, n: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as http:
+            return list(await asyncio.gather(*(http.post(f"{gw.base}/v2/models/{model}/infer", json=BODY)
+                                               for _ in range(n))))  # fmt: skip
+
+    good = asyncio.run(burst(_name(150), 8))
+    assert [r.status_code for r in good] == [200] * 8
+    m = gw.metrics()
+    assert m["repoforge_gateway_model_loads_total{outcome=ok}"] == 1  # eight first requests, one load
+    assert m["repoforge_gateway_model_misses_total"] + m["repoforge_gateway_model_load_joins_total"] >= 8
+    bad = asyncio.run(burst("broken", 8))
+    assert all(r.status_code == 503 and "no_such_backend" in r.json()["error"] for r in bad), [r.text for r in bad]
+    assert 1 <= gw.metrics()["repoforge_gateway_model_loads_total{outcome=failed}"] < 8  # waiters shared a load
+    index = gw.index()
+    states = {r["name"]: r["state"] for r in index["models"]}  # type: ignore[index, union-attr]
+    assert states[_name(150)] == "LOADED" and states["broken"] == "UNLOADED"
+    assert httpx.post(f"{gw.base}/v2/models/nope/infer", json=BODY, timeout=10).status_code == 404

@@ -35,7 +35,7 @@ for _command in (
     measure.perf, measure.tune,
     optimize.optimize,
     batch.batch,
-    release.deploy, release.rollout,
+    release.deploy, release.image, release.rollout,
     drift.drift,
 ):  # fmt: skip
     main.add_command(_command)

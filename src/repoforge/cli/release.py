@@ -62,6 +62,40 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
         click.echo(f"next: kubectl apply -k {output}")
 
 
+@command("image", kept="nothing was written to {output} (it is renamed into place only when complete)")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the build context to."
+)
+@force_option()
+@json_option("Print what was written (or that nothing was needed) as JSON.")
+@quiet_option()
+def image(build_dir: Path, output: Path, force: bool, as_json: bool, quiet: bool) -> None:
+    """Write a Dockerfile and its complete context for BUILD_DIR's server image into OUTPUT.
+
+    \b
+    FROM the stock image the build targets (the NGC Triton release of its Triton version, or TorchServe's),
+    plus exactly the Python packages the build declares per model (python_requirements in
+    repoforge.lock.json). The model repository stays outside the image (mounted, or a storage URI). A build
+    that declares nothing needs no image: it says so, writes nothing and exits 0.
+      repoforge image repo -o image && docker build -t REGISTRY/NAME:TAG image && docker push REGISTRY/NAME:TAG
+      repoforge deploy k8s repo -o k8s --set image=REGISTRY/NAME:TAG
+    """
+    from repoforge.deploy.image import as_json as result_json
+    from repoforge.deploy.image import write_image
+
+    result = write_image(build_dir, output, force=force, progress=progress(quiet or as_json))
+    if as_json:
+        click.echo(result_json(result))
+    elif result.output is None:
+        click.echo(result.plan.stock_message())
+    else:
+        click.echo(f"wrote the {result.plan.target} image context ({len(result.files)} files) into {result.output}")
+        click.echo(f"FROM {result.plan.base} + {', '.join(result.plan.requirements)}; next:")
+        for line in result.plan.commands(str(output)):
+            click.echo(f"  {line}")
+
+
 @command("rollout")
 @click.argument("target")
 @click.option("--router", default=None, help="The router plugin model that splits the traffic.")

@@ -97,8 +97,8 @@ def validate(
 @click.option(
     "--print-command",
     is_flag=True,
-    help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: a docker build of an image "
-    "FROM it with repoforge installed first when models need it (a --device cpu build, plugins).",
+    help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: `repoforge image` and a docker "
+    "build of its context first when the build declares Python packages beyond the stock image.",
 )
 def serve(
     repository: Path,

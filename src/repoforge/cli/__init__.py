@@ -8,6 +8,7 @@ import click
 from repoforge import __version__
 from repoforge.cli import batch, build, drift, measure, optimize, release, repository, serving
 from repoforge.cli.common import Group
+from repoforge.cli_gateway import gateway_command, worker_command  # the gateway lane's commands, as they are
 
 __all__ = ["main"]
 
@@ -37,5 +38,6 @@ for _command in (
     batch.batch,
     release.deploy, release.image, release.rollout,
     drift.drift,
+    gateway_command, worker_command,
 ):  # fmt: skip
     main.add_command(_command)

@@ -72,6 +72,11 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
 )
 @click.option("--tolerance", type=float, default=0.15, show_default=True, help="Allowed throughput drop / p99 rise.")
 @click.option("--update-baseline", is_flag=True, help="Write --baseline from this run instead of comparing.")
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Gate only the points measured: baseline points this run did not measure are named, not failed.",
+)
 @click.option("--grpc-url", default=None, help="With a URL TARGET: the gRPC host:port (default: HTTP port + 1).")
 @json_option("Print the report (and gate) as JSON.")
 def perf(
@@ -91,6 +96,7 @@ def perf(
     baseline: Path | None,
     tolerance: float,
     update_baseline: bool,
+    allow_missing: bool,
     grpc_url: str | None,
     as_json: bool,
 ) -> None:
@@ -133,6 +139,7 @@ def perf(
         baseline=baseline,
         tolerance=tolerance,
         update=update_baseline,
+        allow_missing=allow_missing,
         grpc_url=grpc_url,
         progress=progress(as_json),
     )

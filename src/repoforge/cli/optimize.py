@@ -34,6 +34,9 @@ from repoforge.contract import DEVICE_NAMES, Device
 )
 @json_option("Print the report as JSON on stdout.")
 @quiet_option()
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Every converter warning (fp16's clipped values), not one line per variant."
+)
 def optimize(
     spec: Path,
     models: tuple[str, ...],
@@ -44,6 +47,7 @@ def optimize(
     served: bool,
     as_json: bool,
     quiet: bool,
+    verbose: bool,
 ) -> None:
     """Make each variant of SPEC's models (fp32, ort_optimized, int8, fp16, ...), gate it on accuracy against the
     original on the validation data, time the variants side by side and select one (the spec's `optimize:`).
@@ -62,6 +66,7 @@ def optimize(
         use_cache=not no_cache,
         served=served,
         progress=progress(quiet or as_json),
+        verbose=verbose,
     )
     if as_json:
         click.echo(json.dumps(run.report, indent=2, sort_keys=True))

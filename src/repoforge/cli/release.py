@@ -55,6 +55,9 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
     from repoforge.deploy.command import deploy_k8s as do_deploy
 
     result = do_deploy(build_dir, output, sets=sets, force=force, progress=progress(quiet or as_json))
+    if quiet and not as_json:  # without -q the progress lines carried them
+        for w in result.warnings:
+            click.echo(f"  warning: {w}", err=True)
     if as_json:
         click.echo(result_json(result))
     else:

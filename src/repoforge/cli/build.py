@@ -31,8 +31,9 @@ def init(directory: Path, force: bool) -> None:
     "--device",
     type=click.Choice(DEVICE_NAMES),
     default=None,
-    help="cpu: ONNX/TorchScript via repoforge's Python runners (runs in the pip-installed Triton). "
-    "gpu: native onnxruntime/tensorrt/libtorch backends, KIND_GPU (NGC image). Default: gpu if one is visible.",
+    help="Where instances run: cpu (KIND_CPU) or gpu (KIND_GPU, plus GPU-only settings); ONNX/TorchScript use "
+    "Triton's native onnxruntime/pytorch backends either way (repoforge's bundled server has Python-based ones). "
+    "Default: gpu if one is visible.",
 )
 @force_option()
 @json_option("Print the result as JSON on stdout.")

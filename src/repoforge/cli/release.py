@@ -25,7 +25,7 @@ def _set_option(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 
 @click.group(cls=Group)
 def deploy() -> None:
-    """Deploy a build: Kubernetes manifests, autoscaling, alerts and a dashboard."""
+    """Deploy a build: Kubernetes manifests (k8s: autoscaling, alerts, a dashboard) or KServe (kserve)."""
 
 
 @deploy.command("k8s", kept="nothing was written to {output} (it is renamed into place only when complete)")
@@ -63,6 +63,75 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
     else:
         click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
         click.echo(f"next: kubectl apply -k {output}")
+
+
+def _storage_uri_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A storage URI KServe cannot read is a usage error (exit 2) before any work."""
+    from repoforge.deploy.kserve import check_storage_uri
+
+    if value is None:
+        return None
+    try:
+        return check_storage_uri(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+@deploy.command("kserve", kept="nothing was written to {output} (it is renamed into place only when complete)")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the manifests to."
+)
+@click.option(
+    "--storage-uri",
+    callback=_storage_uri_option,
+    default=None,
+    metavar="URI",
+    help="Where KServe downloads the build from (s3://, gs://, pvc://claim/path, https://, ...); default: "
+    "deploy.model_repository (pvc://<name>-models unless set).",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    callback=_set_option,
+    metavar="KEY=VALUE",
+    help="Override a deploy: field for this environment, e.g. --set replicas.max=12 (repeatable).",
+)
+@force_option()
+@json_option("Print the files written as JSON.")
+@quiet_option()
+def deploy_kserve(
+    build_dir: Path,
+    output: Path,
+    storage_uri: str | None,
+    sets: tuple[str, ...],
+    force: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Write a KServe ServingRuntime and InferenceService for BUILD_DIR into OUTPUT.
+
+    The runtime runs the build's server (Triton, or TorchServe for a .mar build) on the image `deploy k8s`
+    would use; the InferenceService gets the storage URI, resources, min/max replicas, env and secrets from the
+    spec's deploy: section. kubectl apply -k OUTPUT.
+    """
+    from repoforge.deploy.kserve import as_json as result_json
+    from repoforge.deploy.kserve import deploy_kserve as do_deploy
+
+    result = do_deploy(
+        build_dir,
+        output,
+        storage_uri=storage_uri,
+        sets=sets,
+        force=force,
+        progress=progress(quiet or as_json),
+    )
+    if as_json:
+        click.echo(result_json(result))
+    else:
+        click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
+        click.echo(f"storage URI: {result.storage_uri} (upload the build there); next: kubectl apply -k {output}")
 
 
 @command("image", kept="nothing was written to {output} (it is renamed into place only when complete)")

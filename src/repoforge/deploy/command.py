@@ -348,7 +348,7 @@ def deploy_k8s(
     for w in warnings:
         say(f"warning: {w}")
     check_destination(out, force, _looks_ours)
-    files = get_target(info.target).deploy_manifests(info, d)
+    files = manifests(info, d, get_target(info.target).deploy_shape(info, d))
     if not d.image:
         from repoforge.deploy.image import plan_image
 

@@ -65,6 +65,22 @@ class BuildError(RepoforgeError):
     exit_code = 2
 
 
+class ArgumentError(RepoforgeError):
+    """A wrong argument, found before any expensive work; `param` names it as the user typed it ('--concurrency',
+    'TARGET'). The CLI turns every one into click's usage error (exit 2), in one place."""
+
+    exit_code = 2
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, re-raised by a command after it kept what it had (the points measured so far, say); the message
+    says what and where. The CLI prints it and exits 130, as for any Ctrl-C."""
+
+
 class ServeError(RepoforgeError):
     """A server could not be started, or a model did not load or answer."""
 

@@ -37,18 +37,25 @@ class QueueOptions:
         if self.redis_url is None:
             return None
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise GatewayArgumentError(f"--redis {self.redis_url!r}: expected a URL like redis://127.0.0.1:6379/0")
+            raise GatewayArgumentError(
+                "--redis", f"--redis {self.redis_url!r}: expected a URL like redis://127.0.0.1:6379/0"
+            )
         if self.request_timeout_s <= 0:
-            raise GatewayArgumentError(f"{flag} must be > 0 seconds, not {self.request_timeout_s:g}")
+            raise GatewayArgumentError(flag, f"{flag} must be > 0 seconds, not {self.request_timeout_s:g}")
         if self.max_deliveries < 1:
-            raise GatewayArgumentError(f"--max-deliveries must be at least 1, not {self.max_deliveries}")
+            raise GatewayArgumentError(
+                "--max-deliveries", f"--max-deliveries must be at least 1, not {self.max_deliveries}"
+            )
         if self.result_ttl_s < 1:
-            raise GatewayArgumentError(f"--result-ttl must be at least 1 second, not {self.result_ttl_s}")
+            raise GatewayArgumentError(
+                "--result-ttl", f"--result-ttl must be at least 1 second, not {self.result_ttl_s}"
+            )
         visibility = self.visibility_timeout_s or self.request_timeout_s + 30
         if visibility <= self.request_timeout_s:
             raise GatewayArgumentError(
+                "--visibility-timeout",
                 f"--visibility-timeout {visibility:g} s must be longer than {flag} {self.request_timeout_s:g} s: "
-                "otherwise a request still running would be taken over by another worker"
+                "otherwise a request still running would be taken over by another worker",
             )
         return QueueSettings(redis_url=self.redis_url, prefix=self.queue, timeout_s=self.request_timeout_s,
                              max_deliveries=self.max_deliveries, visibility_timeout_s=visibility,
@@ -61,7 +68,7 @@ def _check_redis(settings: QueueSettings) -> None:
     try:
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5).ping()
     except redis.RedisError as exc:
-        raise GatewayArgumentError(f"--redis {settings.redis_url}: no Redis answers there ({exc})") from None
+        raise GatewayArgumentError("--redis", f"--redis {settings.redis_url}: no Redis answers there ({exc})") from None
 
 
 def _grpc_live(url: str) -> bool:
@@ -77,7 +84,7 @@ def find_grpc(target: str, grpc_url: str | None) -> str:
     port after TARGET's HTTP port (Triton's 8000/8001 layout)."""
     if grpc_url is not None:
         if not _grpc_live(grpc_url):
-            raise GatewayArgumentError(f"--grpc-url {grpc_url}: no Triton gRPC endpoint answers there")
+            raise GatewayArgumentError("--grpc-url", f"--grpc-url {grpc_url}: no Triton gRPC endpoint answers there")
         return grpc_url
     match = _HOST_PORT.match(target)
     assert match is not None
@@ -87,8 +94,9 @@ def find_grpc(target: str, grpc_url: str | None) -> str:
     if _http_live(f"{host}:{port}") and _grpc_live(f"{host}:{port + 1}"):
         return f"{host}:{port + 1}"
     raise GatewayArgumentError(
+        "TARGET",
         f"TARGET {target}: no Triton answers there over gRPC (nor over HTTP with gRPC on port {port + 1}); "
-        "give the gRPC endpoint with --grpc-url HOST:PORT"
+        "give the gRPC endpoint with --grpc-url HOST:PORT",
     )
 
 
@@ -98,7 +106,9 @@ def check_target(target: str) -> None:
     if path.is_dir():
         return
     if _HOST_PORT.match(target) is None:
-        raise GatewayArgumentError(f"TARGET {target!r} is neither a build folder nor a running Triton's HOST:PORT")
+        raise GatewayArgumentError(
+            "TARGET", f"TARGET {target!r} is neither a build folder nor a running Triton's HOST:PORT"
+        )
 
 
 @contextlib.contextmanager
@@ -117,7 +127,7 @@ def triton_for(
     kind = target_of(path)
     why = kind.cannot("gateway", path)
     if why:
-        raise GatewayArgumentError(why)
+        raise GatewayArgumentError("TARGET", why)
     ports = kind.serve_ports(http_port=None, grpc_port=None, metrics_port=None, auto=True)
     say(
         f"starting {kind.server_name} on {path}"
@@ -191,23 +201,27 @@ def serving_settings(target: str, options: ServingOptions) -> MultiplexSettings 
     settings = MultiplexSettings.from_lock(serving or {})
     if options.max_loaded is not None:
         if options.max_loaded < 1:
-            raise GatewayArgumentError(f"--max-loaded must be at least 1, not {options.max_loaded}")
+            raise GatewayArgumentError("--max-loaded", f"--max-loaded must be at least 1, not {options.max_loaded}")
         settings.max_loaded = options.max_loaded
     if options.memory_budget is not None:
         try:
             settings.memory_budget = parse_bytes(options.memory_budget)
         except ValueError as exc:
-            raise GatewayArgumentError(f"--memory-budget: {exc}") from None
+            raise GatewayArgumentError("--memory-budget", f"--memory-budget: {exc}") from None
     if options.always_loaded:
         settings.always_loaded = list(options.always_loaded)
     if settings.max_loaded is not None and len(settings.always_loaded) > settings.max_loaded:
-        raise GatewayArgumentError(f"{len(settings.always_loaded)} always-loaded models do not fit under max_loaded "
+        raise GatewayArgumentError("--always-loaded", f"{len(settings.always_loaded)} always-loaded models do not fit under max_loaded "
                                    f"{settings.max_loaded}")  # fmt: skip
     if options.load_timeout_s <= 0:
-        raise GatewayArgumentError(f"--load-timeout must be > 0 seconds, not {options.load_timeout_s:g}")
+        raise GatewayArgumentError(
+            "--load-timeout", f"--load-timeout must be > 0 seconds, not {options.load_timeout_s:g}"
+        )
     settings.load_timeout_s = options.load_timeout_s
     if options.load_concurrency is not None and options.load_concurrency < 1:
-        raise GatewayArgumentError(f"--load-concurrency must be at least 1, not {options.load_concurrency}")
+        raise GatewayArgumentError(
+            "--load-concurrency", f"--load-concurrency must be at least 1, not {options.load_concurrency}"
+        )
     settings.load_concurrency = options.load_concurrency or (1 if settings.memory_budget else 2)
     settings.server_pid = options.server_pid
     return settings
@@ -234,19 +248,19 @@ def gateway(
     queue = queue or QueueOptions()
     check_target(target)
     if not 0 < port < 65536:
-        raise GatewayArgumentError(f"--port {port} is not a port number")
+        raise GatewayArgumentError("--port", f"--port {port} is not a port number")
     if timeout_s <= 0:
-        raise GatewayArgumentError(f"--timeout must be > 0 seconds, not {timeout_s:g}")
+        raise GatewayArgumentError("--timeout", f"--timeout must be > 0 seconds, not {timeout_s:g}")
     if workers < 0:
-        raise GatewayArgumentError(f"--workers must be 0 or more, not {workers}")
+        raise GatewayArgumentError("--workers", f"--workers must be 0 or more, not {workers}")
     settings = queue.settings("--request-timeout")
     if workers and settings is None:
-        raise GatewayArgumentError("--workers runs queue workers, which need --redis URL")
+        raise GatewayArgumentError("--workers", "--workers runs queue workers, which need --redis URL")
     if settings is not None:
         _check_redis(settings)
     mux = serving_settings(target, serving or ServingOptions())
     if mux is not None and workers:
-        raise GatewayArgumentError("--workers answers queued requests straight from Triton, which does not load "
+        raise GatewayArgumentError("--workers", "--workers answers queued requests straight from Triton, which does not load "
                                    "models on demand: run the gateway without --workers when it multiplexes")  # fmt: skip
 
     def started(server: Any) -> None:
@@ -291,10 +305,10 @@ def worker(
 
     check_target(target)
     if concurrency < 1:
-        raise GatewayArgumentError(f"--concurrency must be at least 1, not {concurrency}")
+        raise GatewayArgumentError("--concurrency", f"--concurrency must be at least 1, not {concurrency}")
     settings = queue.settings("--request-timeout")
     if settings is None:
-        raise GatewayArgumentError("worker needs --redis URL (the queue it takes requests from)")
+        raise GatewayArgumentError("--redis", "worker needs --redis URL (the queue it takes requests from)")
     _check_redis(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sys
 import threading
@@ -96,11 +97,12 @@ class Gateway:
 def start_gateway(build_dir: Path, tmp_path: Path) -> Iterator[object]:
     started: list[ManagedProcess] = []
 
-    def start(*extra: str) -> Gateway:
+    def start(*extra: str, build: Path | None = None, env: dict[str, str] | None = None) -> Gateway:
         port = free_port("127.0.0.1")
         log = tmp_path / f"gateway-{uuid.uuid4().hex[:6]}.log"
-        proc = ManagedProcess([sys.executable, "-m", "repoforge", "gateway", str(build_dir), "--port", str(port),
-                               "--timeout", "30", *extra], log_path=log, name="repoforge gateway")  # fmt: skip
+        proc = ManagedProcess([sys.executable, "-m", "repoforge", "gateway", str(build or build_dir), "--port",
+                               str(port), "--timeout", "30", *extra], log_path=log, env={**os.environ, **(env or {})},
+                              name="repoforge gateway")  # fmt: skip
         proc.start()
         started.append(proc)
         base = f"http://127.0.0.1:{port}"
@@ -289,3 +291,65 @@ def test_concurrent_first_requests_share_one_load_and_its_failure(start_gateway:
     states = {r["name"]: r["state"] for r in index["models"]}  # type: ignore[index, union-attr]
     assert states[_name(150)] == "LOADED" and states["broken"] == "UNLOADED"
     assert httpx.post(f"{gw.base}/v2/models/nope/infer", json=BODY, timeout=10).status_code == 404
+
+
+def test_tenants_401_429_with_retry_after_and_concurrency(start_gateway: object, tmp_path: Path) -> None:
+    """Keys from the environment; an unknown key is a 401; a tenant sending at 3x its rate gets 429s with
+    Retry-After for the excess; another tenant's requests meanwhile all pass; max_concurrency is a 429 too."""
+    (tmp_path / "models").mkdir()
+    modelgen.save(modelgen.add_mul(4), tmp_path / "models" / "add_mul.onnx")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "version: 1\nserving:\n  max_loaded: 4\n  tenants:\n"
+        "    - {name: noisy, api_key_env: T_NOISY_KEY, rate: 5/s, burst: 5}\n"
+        "    - {name: calm, api_key_env: T_CALM_KEY, rate: 100/s}\n"
+        "    - {name: single, api_key_env: T_SINGLE_KEY, max_concurrency: 1}\nmodels:\n"
+        + "".join(f"  - {{name: {_name(i)}, format: onnx, path: models/add_mul.onnx, max_batch_size: 8}}\n"
+                  for i in range(3))
+    )  # fmt: skip
+    out = build(spec, tmp_path / "out", device="cpu").output
+    keys = {"T_NOISY_KEY": "noisy-" + uuid.uuid4().hex, "T_CALM_KEY": "calm-" + uuid.uuid4().hex,
+            "T_SINGLE_KEY": "single-" + uuid.uuid4().hex}  # fmt: skip
+    assert all(k not in (out / "repoforge.lock.json").read_text() for k in keys.values())
+    gw: Gateway = start_gateway(build=out, env=keys)  # type: ignore[operator]
+    url = f"{gw.base}/v2/models/{_name(0)}/infer"
+
+    def auth(var: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {keys[var]}"}
+
+    assert httpx.post(url, json=BODY, timeout=10).status_code == 401
+    wrong = httpx.post(url, json=BODY, headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(f"{gw.base}/v2/health/ready", timeout=10).status_code == 200  # health stays open
+    assert httpx.post(url, json=BODY, headers=auth("T_CALM_KEY"), timeout=120).status_code == 200  # loads it
+
+    # noisy sends 15/s (3x its rate) for 3 s while calm sends 5/s
+    noisy: list[httpx.Response] = []
+    calm: list[httpx.Response] = []
+    with httpx.Client(timeout=30) as http:
+        start = time.monotonic()
+        for i in range(45):
+            time.sleep(max(0.0, start + i / 15 - time.monotonic()))
+            noisy.append(http.post(url, json=BODY, headers=auth("T_NOISY_KEY")))
+            if i % 3 == 0:
+                calm.append(http.post(url, json=BODY, headers=auth("T_CALM_KEY")))
+    elapsed = time.monotonic() - start
+    limited = [r for r in noisy if r.status_code == 429]
+    assert all(r.status_code in (200, 429) for r in noisy)
+    assert all(int(r.headers["retry-after"]) >= 1 for r in limited)
+    # its budget is the burst (5) plus 5/s over the time the requests took: the rest is refused
+    allowed = 5 + 5 * elapsed
+    assert len(noisy) - len(limited) <= allowed + 1 and len(limited) >= 45 - allowed - 1, (len(limited), elapsed)
+    assert limited, "3x its rate must be refused in part"
+    assert [r.status_code for r in calm] == [200] * len(calm)
+
+    async def two_at_once() -> list[int]:
+        async with httpx.AsyncClient(timeout=120) as http:
+            cold = f"{gw.base}/v2/models/{_name(2)}/infer"  # a cold load keeps the first one in flight
+            rs = await asyncio.gather(*(http.post(cold, json=BODY, headers=auth("T_SINGLE_KEY")) for _ in range(2)))
+            return sorted(r.status_code for r in rs)
+
+    assert asyncio.run(two_at_once()) == [200, 429]
+    m = gw.metrics()
+    assert m["repoforge_gateway_tenant_requests_total{outcome=rate_limited}{tenant=noisy}"] == len(limited)
+    assert m["repoforge_gateway_tenant_requests_total{outcome=concurrency_limited}{tenant=single}"] == 1

@@ -46,7 +46,7 @@ def test_build_records_serving_in_the_lock(tmp_path: Path) -> None:
     out = build(spec, tmp_path / "out", device="cpu").output
     serving = json.loads((out / "repoforge.lock.json").read_text())["serving"]
     assert serving == {"max_loaded": 2, "memory_budget": 6 * 1024**3, "always_loaded": ["classifier"],
-                       "model_bytes_estimate": None}  # fmt: skip
+                       "model_bytes_estimate": None, "tenants": []}  # fmt: skip
     settings = serving_settings(str(out), ServingOptions())
     assert settings is not None and settings.max_loaded == 2 and settings.memory_budget == 6 * 1024**3
     assert settings.load_concurrency == 1  # under a budget every load is measured alone
@@ -87,3 +87,35 @@ def test_serving_needs_the_triton_target(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "serving: {max_loaded: 2}\n")
     with pytest.raises(SpecError, match="target triton"):
         build(spec, tmp_path / "out", target="torchserve", device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("tenants", "field", "message"),
+    [
+        ("[{name: a, api_key_env: A_KEY, rate: fast}]", "serving.tenants[0].rate", "expected a rate like 50/s"),
+        ("[{name: a, api_key_env: 'bad name'}]", "serving.tenants[0].api_key_env", "not an environment variable"),
+        ("[{name: a}]", "serving.tenants[0].api_key_env", ""),
+        ("[{name: a, api_key_env: K}, {name: a, api_key_env: L}]", "serving.tenants", "repeat name a"),
+        ("[{name: a, api_key_env: K, priority: 0}]", "serving.tenants[0].priority", ""),
+    ],
+)  # fmt: skip
+def test_wrong_tenants_are_located(tmp_path: Path, tenants: str, field: str, message: str) -> None:
+    spec = _spec(tmp_path, f"serving:\n  tenants: {tenants}\n")
+    with pytest.raises(SpecError) as err:
+        build(spec, tmp_path / "out", device="cpu")
+    text = str(err.value)
+    assert field in text and message in text and "spec.yaml:" in text, text
+
+
+def test_tenant_keys_come_from_the_environment(tmp_path: Path) -> None:
+    from repoforge.gateway.tenants import tenants_from
+
+    spec = _spec(tmp_path, "serving:\n  tenants: [{name: a, api_key_env: A_KEY, rate: 3000/min}]\n")
+    out = build(spec, tmp_path / "out", device="cpu").output
+    settings = serving_settings(str(out), ServingOptions())
+    assert settings is not None and settings.tenants[0]["rate"] == 50.0
+    with pytest.raises(GatewayArgumentError, match="A_KEY is not set"):
+        tenants_from(settings.tenants, environ={})
+    (tenant,) = tenants_from(settings.tenants, environ={"A_KEY": "secret"})
+    assert tenant.key == "secret" and tenant.burst == 50
+    assert [tenant.take() == 0 for _ in range(51)].count(True) == 50  # the burst, then the rate

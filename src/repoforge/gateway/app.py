@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,6 +29,7 @@ from repoforge.gateway.errors import RequestError
 from repoforge.gateway.metrics import GatewayMetrics
 from repoforge.gateway.multiplex import Multiplexer, MultiplexSettings
 from repoforge.gateway.queue import AsyncQueue, QueueSettings, Worker
+from repoforge.gateway.tenants import Tenant, TenantGate
 
 log = logging.getLogger("repoforge.gateway")
 
@@ -41,6 +42,7 @@ class GatewaySettings:
     queue: QueueSettings | None = None  # None: no --redis, async routes answer 503
     workers: int = 0  # in-process worker concurrency (0: none)
     multiplex: MultiplexSettings | None = None  # `serving:`: load on demand, LRU unload (Triton in explicit mode)
+    tenants: list[Tenant] = field(default_factory=list)  # `serving.tenants`, keys read: 401/429 before any route
 
 
 class State:
@@ -374,6 +376,9 @@ def build_app(settings: GatewaySettings) -> Starlette:
         Route("/v2/async/{id}", read),
         Route("/metrics", metrics),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    from starlette.middleware import Middleware
+
+    middleware = [Middleware(TenantGate, tenants=settings.tenants, registry=state.metrics.registry)]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware if settings.tenants else None)
     app.state.gateway = state
     return app

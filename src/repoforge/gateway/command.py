@@ -16,6 +16,7 @@ from typing import Any
 from repoforge.gateway.errors import GatewayArgumentError
 from repoforge.gateway.multiplex import MultiplexSettings
 from repoforge.gateway.queue import QueueSettings
+from repoforge.gateway.tenants import tenants_from
 from repoforge.triton.client import TritonClient, grpc_live
 
 Say = Callable[[str], None]
@@ -259,6 +260,7 @@ def gateway(
     if settings is not None:
         _check_redis(settings)
     mux = serving_settings(target, serving or ServingOptions())
+    tenants = tenants_from(mux.tenants) if mux is not None else []  # before Triton starts: a missing key is exit 2
     if mux is not None and workers:
         raise GatewayArgumentError("--workers", "--workers answers queued requests straight from Triton, which does not load "
                                    "models on demand: run the gateway without --workers when it multiplexes")  # fmt: skip
@@ -275,10 +277,12 @@ def gateway(
                       f"memory_budget {mux.memory_budget} bytes" if mux.memory_budget else "",
                       f"always_loaded {', '.join(mux.always_loaded)}" if mux.always_loaded else ""]  # fmt: skip
             say("multiplexing: models load on first request; " + ("; ".join(x for x in limits if x) or "no limit"))
+            if tenants:
+                say(f"tenants: {', '.join(t.name for t in tenants)} (Authorization: Bearer <key>; 401/429 otherwise)")
             if mux.memory_budget and mux.server_pid is None:
                 say("note: no --server-pid, so memory is estimated per model, not measured")
         app = build_app(GatewaySettings(triton_grpc=grpc, timeout_s=timeout_s, max_body_bytes=max_body_bytes,
-                                        queue=settings, workers=workers, multiplex=mux))  # fmt: skip
+                                        queue=settings, workers=workers, multiplex=mux, tenants=tenants))  # fmt: skip
         async_note = (
             f", async queue {settings.prefix} on {settings.redis_url}" if settings else ", async off (no --redis)"
         )

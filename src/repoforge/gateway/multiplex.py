@@ -50,12 +50,14 @@ class MultiplexSettings:
     server_pid: int | None = None  # tritonserver's pid: its RSS (with its children's) is what the budget bounds
     load_timeout_s: float = 300.0  # how long a request waits for its model (loads before it, room, the load)
     load_concurrency: int = 2  # loads at once; RSS growth is measured only for a load that ran alone
+    tenants: list[dict[str, Any]] = field(default_factory=list)  # serving.tenants as the lock records them
 
     @classmethod
     def from_lock(cls, serving: dict[str, Any]) -> MultiplexSettings:
         return cls(max_loaded=serving.get("max_loaded"), memory_budget=serving.get("memory_budget"),
                    always_loaded=list(serving.get("always_loaded") or []),
-                   model_bytes_estimate=serving.get("model_bytes_estimate"))  # fmt: skip
+                   model_bytes_estimate=serving.get("model_bytes_estimate"),
+                   tenants=list(serving.get("tenants") or []))  # fmt: skip
 
 
 # -- the server's memory -----------------------------------------------------------------------------------------

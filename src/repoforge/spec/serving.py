@@ -36,6 +36,52 @@ def parse_bytes(value: Any) -> int:
     return size
 
 
+_RATE = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*/\s*(?P<per>s|sec|second|m|min|minute|h|hour)\s*$")
+_PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_rate(value: Any) -> float:
+    """`50/s`, `3000/min`, `10/hour` or a number (per second), as requests per second."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        rate = float(value)
+    else:
+        match = _RATE.match(str(value))
+        if match is None:
+            raise ValueError(f"expected a rate like 50/s, 3000/min or a number per second, not {value!r}")
+        rate = float(match["n"]) / _PER[match["per"]]
+    if rate <= 0:
+        raise ValueError(f"a rate must be above 0, not {value!r}")
+    return rate
+
+
+class TenantSpec(BaseModel):
+    """One client of the gateway: its API key comes from the environment (never from the spec), and clients send it
+    as `Authorization: Bearer <key>`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(description="The tenant's name (in metrics and logs).")
+    api_key_env: str = Field(description="Environment variable holding the tenant's API key when the gateway starts.")
+    rate: float | None = Field(default=None, description="Sustained requests, e.g. 50/s or 3000/min; unset: no limit.")
+    burst: int | None = Field(default=None, ge=1, description="Requests allowed at once above the rate; unset: 1 s "
+                              "of the rate (at least 1).")  # fmt: skip
+    max_concurrency: int | None = Field(default=None, ge=1, description="Requests in flight at once; unset: no limit.")
+    priority: int = Field(default=1, ge=1, description="1 is the highest (Triton's priority levels).")
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        return None if value is None else parse_rate(value)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        if not _ENV.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name (letters, digits, _)")
+        return value
+
+
 class ServingSpec(BaseModel):
     """`serving:` — how many of the repository's models the gateway keeps loaded in one server at a time."""
 
@@ -57,6 +103,22 @@ class ServingSpec(BaseModel):
         description="Memory assumed for a model never loaded yet (e.g. 128MiB); unset: the mean measured growth "
         "of the models loaded so far, and 256MiB before the first.",
     )
+
+    tenants: list[TenantSpec] = Field(
+        default_factory=list,
+        description="Clients identified by API key: rate, burst and concurrency limits (401 for an unknown key, 429 "
+        "with Retry-After over a limit); unset: the gateway asks for no key.",
+    )
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants(cls, value: list[TenantSpec]) -> list[TenantSpec]:
+        for what in ("name", "api_key_env"):
+            seen = [getattr(t, what) for t in value]
+            repeated = sorted({n for n in seen if seen.count(n) > 1})
+            if repeated:
+                raise ValueError(f"tenants repeat {what} {', '.join(repeated)}")
+        return value
 
     @field_validator("memory_budget", "model_bytes_estimate", mode="before")
     @classmethod

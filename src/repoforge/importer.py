@@ -54,6 +54,7 @@ from repoforge.output import MANIFEST
 from repoforge.plan import make_plan
 from repoforge.repo_readme import REPO_README
 from repoforge.runtime import RUNNERS
+from repoforge.runtime.names import PACKAGE as RUNTIME_PACKAGE
 from repoforge.spec import load_spec
 from repoforge.triton.config import build_config
 from repoforge.triton.names import (
@@ -120,10 +121,12 @@ class ImportResult:
 # Normalization: what is purely representational
 # --------------------------------------------------------------------------------------------------------------
 def _files(folder: Path) -> dict[str, str]:
-    """relative path → sha256 of every file under folder (Python caches left out)."""
+    """relative path → sha256 of every file under folder (Python caches and the runtime copy a repoforge build
+    ships, which the next build writes again, left out)."""
     out = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and "__pycache__" not in p.relative_to(folder).parts and p.suffix != ".pyc":
+        parts = p.relative_to(folder).parts
+        if p.is_file() and "__pycache__" not in parts and parts[0] != RUNTIME_PACKAGE and p.suffix != ".pyc":
             out[p.relative_to(folder).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repoforge.backends import runtime_files
 from repoforge.build import build
 from repoforge.errors import BuildError, SpecError
 from repoforge.output import MANIFEST
@@ -26,6 +27,7 @@ GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 SPEC = GOLDEN / "full.spec.yaml"
 UPDATE = os.environ.get("REPOFORGE_UPDATE_GOLDEN") == "1"
 DEVICES = ("gpu", "cpu")
+RUNTIME = "repoforge_runtime"
 ONNX_MODELS = {"classifier": [1], "ranker": [1, 2], "scorer": [1, 2]}
 
 
@@ -103,6 +105,12 @@ def test_serving_choice_per_device():
     assert cfg("cpu", "scorer").parameters["intra_op_threads"].string_value == "auto"
 
 
+def shipped_runtime(folder: Path) -> bool:
+    """`folder` holds exactly the runtime's files, byte for byte."""
+    files = {rel: src.read_bytes() for rel, src in runtime_files()}
+    return tree(folder) == files and "__init__.py" in files and "plugins/router.py" in files
+
+
 # --- repository layout ----------------------------------------------------------------------------------------
 
 
@@ -111,9 +119,11 @@ def test_cpu_repository_ships_the_runner_next_to_each_model_file(built: dict[str
     repo = built["cpu"]
     for name, versions in ONNX_MODELS.items():
         for v in versions:
-            assert sorted(p.name for p in (repo / name / str(v)).iterdir()) == ["model.onnx", "model.py"]
+            # issue 21: the runtime ships beside each runner's model.py (no installed repoforge needed)
+            assert sorted(p.name for p in (repo / name / str(v)).iterdir()) == ["model.onnx", "model.py", RUNTIME]
             assert (repo / name / str(v) / "model.py").read_bytes() == glue
-    assert sorted(p.name for p in (repo / "scripted" / "1").iterdir()) == ["model.pt", "model.py"]
+            assert shipped_runtime(repo / name / str(v) / RUNTIME)
+    assert sorted(p.name for p in (repo / "scripted" / "1").iterdir()) == ["model.pt", "model.py", RUNTIME]
     # ONNX files are copied as they are
     assert (repo / "classifier" / "1" / "model.onnx").read_bytes() == (
         GOLDEN / "../../examples/tabular/models/classifier.onnx"

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from repoforge import __version__
 from repoforge.backends import model_file as backend_model_file
+from repoforge.backends import ship_runtime
 from repoforge.errors import BuildError
 from repoforge.output import MANIFEST, BuildResult, atomic_dir, check_destination, write_manifest
 from repoforge.plan import ModelPlan, RepositoryPlan
+from repoforge.python_requirements import LOCK_KEY, triton_requirements
 from repoforge.repo_readme import REPO_README, triton_readme
 from repoforge.triton.config import build_config, parse_config, to_text
 
@@ -28,6 +30,9 @@ def _write_version(model: ModelPlan, version_dir: Path, src: Path | None, filena
     shutil.copyfile(src, version_dir / (filename or src.name))
     if model.serving.runner:
         (version_dir / "model.py").write_bytes(backend_model_file(model.serving.runner).read_bytes())
+        # The runner's code ships beside its model.py (the stub puts the version folder on sys.path), so the
+        # stock server image runs this build without repoforge installed.
+        ship_runtime(version_dir)
 
 
 def _model_filename(model: ModelPlan, configured: str) -> str:
@@ -97,6 +102,8 @@ def write_repository(
                 "models": sorted(m.name for m in plan.models),
                 "deploy": plan.deploy,  # read back by `repoforge deploy k8s`
                 **({"rollout": plan.rollout} if plan.rollout is not None else {}),  # deploy k8s: Flagger/Argo
+                # per model, the pip requirements its Python code needs beyond the stock image (deploy, image)
+                LOCK_KEY: triton_requirements(plan),
                 **(lock_extra or {}),
             },
         )

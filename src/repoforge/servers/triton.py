@@ -38,6 +38,7 @@ from .triton_install import (  # re-exported: the public names of the Triton win
     cache_root,
     find_tritonserver,
     prepare_backend_dir,
+    private_backends,
     server_env,
 )
 from .triton_log import address_in_use, error_lines, harmless_log_line, parse_failed_models, useful_tail
@@ -55,6 +56,7 @@ __all__ = [
     "harmless_log_line",
     "parse_failed_models",
     "prepare_backend_dir",
+    "private_backends",
     "server_env",
 ]
 

@@ -295,13 +295,16 @@ def test_existing_file_is_refused_even_with_force(tmp_path: Path):
     assert out.read_text() == "a file\n"
 
 
-def test_empty_existing_directory_is_used_with_force(tmp_path: Path):
+def test_empty_existing_directory_is_used_without_force(tmp_path: Path):
+    """An empty folder holds nothing to lose, so it needs no --force (issue 23.12 changed this from a refusal)."""
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(BuildError):
-        build(SPEC, out, device="gpu")
-    build(SPEC, out, device="gpu", force=True)
+    build(SPEC, out, device="gpu")
     assert (out / MANIFEST).exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    build(SPEC, empty, device="gpu", force=True)  # --force is still fine
+    assert (empty / MANIFEST).exists()
 
 
 def test_a_refused_spec_leaves_an_existing_output_untouched(tmp_path: Path):

@@ -71,8 +71,9 @@ def init(directory: Path, force: bool) -> None:
     "--device",
     type=click.Choice(DEVICE_NAMES),
     default=None,
-    help="cpu: ONNX/TorchScript via repoforge's Python runners (runs in the pip-installed Triton). "
-    "gpu: native onnxruntime/tensorrt/libtorch backends, KIND_GPU (NGC image). Default: gpu if one is visible.",
+    help="Where instances run: cpu (KIND_CPU) or gpu (KIND_GPU, plus GPU-only settings); ONNX/TorchScript use "
+    "Triton's native onnxruntime/pytorch backends either way (repoforge's bundled server has Python-based ones). "
+    "Default: gpu if one is visible.",
 )
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -130,6 +131,9 @@ def build(spec: Path, output: Path, target: str, device: str | None, force: bool
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Every converter warning (fp16's clipped values), not one line per variant."
+)
 def optimize(
     spec: Path,
     models: tuple[str, ...],
@@ -140,6 +144,7 @@ def optimize(
     served: bool,
     as_json: bool,
     quiet: bool,
+    verbose: bool,
 ) -> None:
     """Make each variant of SPEC's models (fp32, ort_optimized, int8, fp16, ...), gate it on accuracy against the
     original on the validation data, time the variants side by side and select one (the spec's `optimize:`).
@@ -159,6 +164,7 @@ def optimize(
         use_cache=not no_cache,
         served=served,
         progress=_progress(quiet or as_json),
+        verbose=verbose,
     )
     if as_json:
         click.echo(json.dumps(run.report, indent=2, sort_keys=True))
@@ -496,6 +502,11 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
 )
 @click.option("--tolerance", type=float, default=0.15, show_default=True, help="Allowed throughput drop / p99 rise.")
 @click.option("--update-baseline", is_flag=True, help="Write --baseline from this run instead of comparing.")
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Gate only the points measured: baseline points this run did not measure are named, not failed.",
+)
 @click.option("--grpc-url", default=None, help="With a URL TARGET: the gRPC host:port (default: HTTP port + 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (and gate) as JSON.")
 def perf(
@@ -515,6 +526,7 @@ def perf(
     baseline: Path | None,
     tolerance: float,
     update_baseline: bool,
+    allow_missing: bool,
     grpc_url: str | None,
     as_json: bool,
 ) -> None:
@@ -561,6 +573,7 @@ def perf(
         baseline=baseline,
         tolerance=tolerance,
         update=update_baseline,
+        allow_missing=allow_missing,
         grpc_url=grpc_url,
         progress=_progress(as_json),
     )
@@ -790,7 +803,7 @@ def _set_option(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 
 @main.group()
 def deploy() -> None:
-    """Deploy a build: Kubernetes manifests, autoscaling, alerts and a dashboard."""
+    """Deploy a build: Kubernetes manifests (k8s: autoscaling, alerts, a dashboard) or KServe (kserve)."""
 
 
 @deploy.command("k8s")
@@ -820,11 +833,84 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
     from repoforge.deploy.command import deploy_k8s as do_deploy
 
     result = _run(do_deploy, build_dir, output, sets=sets, force=force, progress=_progress(quiet or as_json))
+    if quiet and not as_json:  # without -q the progress lines carried them
+        for w in result.warnings:
+            click.echo(f"  warning: {w}", err=True)
     if as_json:
         click.echo(result_json(result))
     else:
         click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
         click.echo(f"next: kubectl apply -k {output}")
+
+
+def _storage_uri_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A storage URI KServe cannot read is a usage error (exit 2) before any work."""
+    from repoforge.deploy.kserve import check_storage_uri
+
+    if value is None:
+        return None
+    try:
+        return check_storage_uri(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+@deploy.command("kserve")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the manifests to."
+)
+@click.option(
+    "--storage-uri",
+    callback=_storage_uri_option,
+    default=None,
+    metavar="URI",
+    help="Where KServe downloads the build from (s3://, gs://, pvc://claim/path, https://, ...); default: "
+    "deploy.model_repository (pvc://<name>-models unless set).",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    callback=_set_option,
+    metavar="KEY=VALUE",
+    help="Override a deploy: field for this environment, e.g. --set replicas.max=12 (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the files written as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def deploy_kserve(
+    build_dir: Path,
+    output: Path,
+    storage_uri: str | None,
+    sets: tuple[str, ...],
+    force: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Write a KServe ServingRuntime and InferenceService for BUILD_DIR into OUTPUT.
+
+    The runtime runs the build's server (Triton, or TorchServe for a .mar build) on the image `deploy k8s`
+    would use; the InferenceService gets the storage URI, resources, min/max replicas, env and secrets from the
+    spec's deploy: section. kubectl apply -k OUTPUT.
+    """
+    from repoforge.deploy.kserve import as_json as result_json
+    from repoforge.deploy.kserve import deploy_kserve as do_deploy
+
+    result = _run(
+        do_deploy,
+        build_dir,
+        output,
+        storage_uri=storage_uri,
+        sets=sets,
+        force=force,
+        progress=_progress(quiet or as_json),
+    )
+    if as_json:
+        click.echo(result_json(result))
+    else:
+        click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
+        click.echo(f"storage URI: {result.storage_uri} (upload the build there); next: kubectl apply -k {output}")
 
 
 @main.command("image")
@@ -1077,7 +1163,8 @@ def schema(output: Path | None) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json: bool) -> None:
-    """Report what this machine can serve (Triton, tracing, backends, perf_analyzer, GPU, TorchServe, Redis, promtool) and how to fill each gap."""
+    """Report what this machine can serve (Triton, tracing, backends, perf_analyzer, GPU) and how to fill each gap,
+    then the optional extras (Ray, OpenVINO, torch, TorchServe, promtool, Redis) and the commands each enables."""
     from repoforge.doctor import as_dicts
     from repoforge.doctor import doctor as do_doctor
 
@@ -1085,11 +1172,17 @@ def doctor(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(as_dicts(checks), indent=2))
         return
-    for c in checks:
-        mark = click.style("ok  ", fg="green") if c.ok else click.style("gap ", fg="yellow")
-        click.echo(f"{mark} {c.name:<20} {c.detail}")
-        if c.fix:
-            click.echo(f"     {'':<20} → {c.fix}")
+    for title, group in (("", [c for c in checks if not c.optional]),
+                         ("optional extras (each enables the commands named)", [c for c in checks if c.optional])):  # fmt: skip
+        if title:
+            click.echo(f"\n{title}:")
+        for c in group:
+            mark = click.style("ok  ", fg="green") if c.ok else click.style("gap ", fg="yellow")
+            click.echo(f"{mark} {c.name:<20} {c.detail}")
+            if c.enables:
+                click.echo(f"     {'':<20} enables: {c.enables}")
+            if c.fix:
+                click.echo(f"     {'':<20} → {c.fix}")
 
 
 def _register_gateway() -> None:

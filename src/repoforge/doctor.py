@@ -16,6 +16,10 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    #: the commands (or flags) this capability makes work, for the optional extras
+    enables: str = ""
+    #: an optional extra: repoforge builds and serves without it, only the commands in `enables` need it
+    optional: bool = False
 
 
 def _run(cmd: list[str]) -> str:
@@ -65,7 +69,7 @@ def _triton() -> list[Check]:
             bool(native),
             ", ".join(native)
             if native
-            else "none here: ONNX/TorchScript are served through repoforge's Python runners (--device cpu)",
+            else "none here: repoforge serves ONNX/TorchScript with its Python-based onnxruntime/pytorch backends",
             "" if native else "on a GPU host use the NGC image (repoforge serve --print-command)",
         )
     )
@@ -91,7 +95,10 @@ def _has_opentelemetry(binary: Path) -> bool:
 def _prometheus() -> list[Check]:
     """promtool checks `deploy k8s`'s rules; prometheus runs the query tests."""
     out = []
-    for tool, why in (("promtool", "checks and unit-tests deploy k8s's alert rules"), ("prometheus", "query tests")):
+    for tool, why, enables in (
+        ("promtool", "checks and unit-tests deploy k8s's alert rules", "deploy k8s (checks its alert rules)"),
+        ("prometheus", "query tests", "deploy k8s's query tests (the rules and queries run on real series)"),
+    ):
         path = shutil.which(tool)
         version = _run([path, "--version"]).splitlines()[:1] if path else []
         out.append(
@@ -100,6 +107,66 @@ def _prometheus() -> list[Check]:
                 bool(path),
                 f"{path} ({version[0]}); {why}" if path and version else (path or f"missing: {why}"),
                 "" if path else "apt-get install -y prometheus",
+                enables,
+                optional=True,
+            )
+        )
+    return out
+
+
+def _module(name: str) -> str | None:
+    """The installed version of an importable package (None when it is not installed); found without importing it
+    (ray and openvino take seconds to import)."""
+    if importlib.util.find_spec(name) is None:
+        return None
+    return _dist_version(name) or "installed"
+
+
+def _dist_version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+#: The optional Python extras: (check name, import name, what it enables, how to install it).
+EXTRAS = (
+    ("ray", "ray", "batch --engine ray (Ray Data reads DATA, an actor pool scores it)", "pip install 'repoforge[ray]'"),
+    (
+        "openvino",
+        "openvino",
+        "optimize's openvino variant (measured in process)",
+        "pip install 'repoforge[openvino]'",
+    ),
+    (
+        "torch",
+        "torch",
+        "optimize of pytorch/torchscript models (export to ONNX), TorchScript runners, --target torchserve",
+        "pip install 'repoforge[torchserve]' (torch 2.13 CPU)",
+    ),
+    (
+        "onnxconverter-common",
+        "onnxconverter_common",
+        "optimize's fp16 variant",
+        "pip install 'repoforge[optimize]'",
+    ),
+)
+
+
+def _extras() -> list[Check]:
+    out = []
+    for name, module, enables, fix in EXTRAS:
+        version = _module(module)
+        out.append(
+            Check(
+                name,
+                version is not None,
+                f"{version}" if version else "not installed",
+                "" if version else fix,
+                enables,
+                optional=True,
             )
         )
     return out
@@ -126,7 +193,8 @@ def _perf_analyzer() -> Check:
 
 
 def doctor() -> list[Check]:
-    """Each capability repoforge uses, found or not, with the command that fixes a gap."""
+    """Each capability repoforge uses, found or not, with the command that fixes a gap; the optional extras
+    (`optional`) also say which commands they enable."""
     checks = [Check("python", True, f"{platform.python_version()} ({platform.machine()}, {platform.system()})")]
     checks += _triton()
     checks.append(_perf_analyzer())
@@ -151,22 +219,36 @@ def doctor() -> list[Check]:
             bool(java),
             java or "missing",
             "" if java else "apt-get install -y openjdk-17-jre-headless",
+            "--target torchserve (serve, validate, perf)",
+            optional=True,
         )
     )
-    ts = shutil.which("torchserve")
+    ts = _module("ts")  # repoforge starts TorchServe as `python -m ts...`, so the module is what counts (not PATH)
+    if ts is not None:
+        ts = _dist_version("torchserve") or ts
     checks.append(
         Check(
             "torchserve",
-            bool(ts),
-            ts or "missing",
+            ts is not None,
+            f"{ts}" if ts else "missing",
             "" if ts else "pip install torch==2.13.0 torchserve==0.12.0 torch-model-archiver==0.12.0 pyyaml",
+            "--target torchserve (build's .mar archives, serve, validate, perf)",
+            optional=True,
         )
     )
     checks += _prometheus()
     redis = shutil.which("redis-server")
     checks.append(
-        Check("redis-server", bool(redis), redis or "missing", "" if redis else "apt-get install -y redis-server")
+        Check(
+            "redis-server",
+            bool(redis),
+            redis or "missing",
+            "" if redis else "apt-get install -y redis-server",
+            "plugins with a Redis store (features, result_cache) served locally, and their tests",
+            optional=True,
+        )
     )
+    checks += _extras()
     return checks
 
 

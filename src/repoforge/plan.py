@@ -17,7 +17,7 @@ from repoforge.errors import Problem, SpecError
 from repoforge.graph import find_cycle
 from repoforge.plugin_plan import derive_in_order, drift_reference, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
-from repoforge.spec.deploy import check_deploy
+from repoforge.spec.deploy import check_deploy, gpu_setting_warnings
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import SMOKE_INPUTS, EnsembleStep, ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
@@ -153,6 +153,22 @@ def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Device, warning
     return m.model_copy(update={"instance_groups": resolved})
 
 
+#: A script beside a spec that writes its model files (repoforge's examples generate theirs instead of committing them).
+MODEL_GENERATOR = "make_models.py"
+
+
+def _generator_hint(spec: Path) -> str:
+    """Where a missing model file is made by a script beside the spec, the command that makes it."""
+    script = spec.parent / MODEL_GENERATOR
+    return f"; it is generated: run python {script} first" if script.is_file() else ""
+
+
+def _cpu_only(p: ModelPlan) -> bool:
+    """Whether every instance of the model is a CPU one (kinds as the plan resolved them)."""
+    kinds = {g.kind or p.instance_kind_default for g in p.spec.instance_groups or []} or {p.instance_kind_default}
+    return kinds == {"cpu"}
+
+
 def _python_filename(m: ModelSpec) -> str:
     """The file Triton's python backend loads: raw_config's default_model_filename, else model.py."""
     if m.raw_config and "default_model_filename" in m.raw_config:
@@ -184,7 +200,7 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
             continue
         src = _resolve_file(ck.loaded, src_rel)
         if not src.exists():
-            ck.add(where, f"model file '{src_rel}' not found (looked for {src})")
+            ck.add(where, f"model file '{src_rel}' not found (looked for {src}){_generator_hint(ck.loaded.path)}")
             continue
         if src.is_dir() and m.format != "python":
             ck.add(where, f"'{src_rel}' is a folder; format {m.format} expects a single model file")
@@ -860,6 +876,13 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
             _triton_rules(ck, p, device)
     for path, message in check_deploy(loaded.spec.deploy, target=target, device=device):
         ck.add(("deploy", *path), message)
+    running = [p for p in plans.values() if p.format != "ensemble"]
+    warnings += gpu_setting_warnings(
+        loaded.spec.deploy,
+        device=device,
+        models=[p.name for p in running],
+        cpu_only=[p.name for p in running if _cpu_only(p)],
+    )
     _check_rollout(ck, plans)
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls

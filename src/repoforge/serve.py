@@ -149,9 +149,9 @@ def docker_recipe(
     metrics_port: int | None = None,
     cache_size_bytes: int | None = None,
 ) -> str:
-    """Shell lines that serve `repository` in Docker on a GPU host: the stock NGC image's `docker run` line or,
-    when the build declares Python packages beyond it, `repoforge image` and a `docker build` of its context
-    first, then the run line on that image."""
+    """Shell lines that serve `repository` in Docker (a GPU host for a GPU build, any host for a CPU build): the stock
+    NGC image's `docker run` line or, when the build declares Python packages beyond it, `repoforge image` and a
+    `docker build` of its context first, then the run line on that image."""
     from repoforge.deploy.build_info import read_build
     from repoforge.deploy.image import legacy_error, plan_image
     from repoforge.errors import BuildError
@@ -161,20 +161,22 @@ def docker_recipe(
         repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, cache_size_bytes=cache_size_bytes
     )
     try:
-        plan = plan_image(read_build(repo))
+        info = read_build(repo)
+        plan = plan_image(info)
     except BuildError:  # not written by repoforge build: nothing declared, the stock image
         return server.docker_command(repo)
+    gpus = info.device != "cpu"  # a CPU build (native backends on KIND_CPU) runs on the same image without a GPU
     if plan.legacy:
         raise ServeError(str(legacy_error(plan)))
     if not plan.needed:
-        return server.docker_command(repo, image=plan.base)
+        return server.docker_command(repo, image=plan.base, gpus=gpus)
     context = repo.parent / f"{repo.name}-image"
     return "\n".join(
         [
             f"# the build's models need {', '.join(plan.requirements)} beyond {plan.base}: build that image first",
             f"repoforge image {shlex.quote(str(repo))} -o {shlex.quote(str(context))}",
             f"docker build -t {plan.tag} {shlex.quote(str(context))}",
-            server.docker_command(repo, image=plan.tag),
+            server.docker_command(repo, image=plan.tag, gpus=gpus),
         ]
     )
 

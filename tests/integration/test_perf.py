@@ -430,7 +430,8 @@ def test_gate_passes_unchanged_model(
     fresh = PerfReport(
         model="fast", urls=report.urls, points=fresh_points, machine=report.machine, settings=report.settings
     )
-    gate = compare(fresh, baseline, tolerance=0.8, p99_tolerance=10.0)
+    # fresh measured grpc c=1 only: the baseline's other points are allowed to be missing (issue 23.18)
+    gate = compare(fresh, baseline, tolerance=0.8, p99_tolerance=10.0, allow_missing=True)
     assert gate.passed, gate.format_table()
     assert [r.status for r in gate.rows] == ["ok", "ok"]
 

@@ -179,6 +179,8 @@ def test_healthy_candidate_is_promoted_through_every_step_and_every_instance_fol
     assert [c["weight_percent"] for c in checks] == [0, 10, 50, 100]
     assert all(c["verdict"] == "pass" for c in checks)
     assert checks[0]["agreement"] == 1.0 and checks[0]["shadow_rows"] >= 20
+    # during the steps the router mirrors the candidate's own rows onto itself: no agreement is claimed there
+    assert [c["agreement"] for c in checks[1:]] == [None, None, None], checks  # issue 23.6
     assert lines[-1]["outcome"] == "promoted"
     assert load.errors == [] and load.ok == load.sent > 0
     after = np.concatenate(load.routes[settled:])

@@ -29,6 +29,8 @@ class BuildInfo:
     torchscript_runner: bool = False
     rollout: dict[str, Any] | None = None  # the recorded `rollout:` section (as written), if any
     routers: dict[str, dict[str, Any]] = field(default_factory=dict)  # router plugin model → its plugin config
+    running: list[str] = field(default_factory=list)  # the models that run (ensembles left out)
+    cpu_only: list[str] = field(default_factory=list)  # those of them whose every instance is KIND_CPU
 
 
 def read_build(path: Path) -> BuildInfo:
@@ -57,10 +59,14 @@ def read_build(path: Path) -> BuildInfo:
         _triton_features(info)
     else:
         info.features = Features(gpu=info.device == "gpu")
+        info.running = list(info.models)
+        info.cpu_only = list(info.models) if info.device != "gpu" else []
     return info
 
 
 def _triton_features(info: BuildInfo) -> None:
+    from tritonclient.grpc import model_config_pb2 as mc
+
     from repoforge.contract import RUNNER_PARAMETER
     from repoforge.serve import models_needing_repoforge
     from repoforge.triton.reader import read_repository
@@ -68,6 +74,13 @@ def _triton_features(info: BuildInfo) -> None:
     models = read_repository(info.path)
     plugins, drift = set(), set()
     for m in models:
+        if m.config.platform != "ensemble":
+            info.running.append(m.name)
+            groups = m.config.instance_group
+            if (groups and all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in groups)) or (
+                not groups and info.device != "gpu"
+            ):
+                info.cpu_only.append(m.name)
         if PLUGIN_PARAMETER in m.config.parameters:
             config = json.loads(m.config.parameters[PLUGIN_PARAMETER].string_value)
             kind = config.get("kind")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from repoforge.deploy.dashboard import dashboard_json
 from repoforge.deploy.k8s import ServerShape
 from repoforge.errors import Location, Problem, SpecError
 from repoforge.output import MANIFEST, atomic_dir, check_destination, sha256_file
-from repoforge.spec.deploy import REDIS_URL_ENV, DeploySpec, check_deploy, resolved
+from repoforge.spec.deploy import REDIS_URL_ENV, DeploySpec, check_deploy, gpu_setting_warnings, resolved
 from repoforge.spec.load import _message
 from repoforge.targets import get_target
 
@@ -39,6 +39,7 @@ class DeployResult:
     target: str
     files: dict[str, str]  # relative path → sha256
     deploy: DeploySpec
+    warnings: list[str] = field(default_factory=list)  # settings that are valid but will not do what they say
 
 
 def parse_set(item: str) -> tuple[str, Any]:
@@ -343,6 +344,9 @@ def deploy_k8s(
     info = read_build(Path(build_dir))
     out = Path(output)
     d = settings(info, sets)  # a wrong value is reported even when OUT exists
+    warnings = gpu_setting_warnings(d, device=info.device, models=info.running, cpu_only=info.cpu_only)
+    for w in warnings:
+        say(f"warning: {w}")
     check_destination(out, force, _looks_ours)
     files = get_target(info.target).deploy_manifests(info, d)
     if not d.image:
@@ -361,10 +365,12 @@ def deploy_k8s(
             (tmp / rel).write_text(text, encoding="utf-8")
             say(f"wrote {rel}")
     hashes = {rel: sha256_file(out / rel) for rel in files}
-    return DeployResult(output=out.resolve(), target=info.target, files=hashes, deploy=d)
+    return DeployResult(output=out.resolve(), target=info.target, files=hashes, deploy=d, warnings=warnings)
 
 
 def as_json(result: DeployResult) -> str:
     return json.dumps(
-        {"output": str(result.output), "target": result.target, "files": result.files}, indent=2, sort_keys=True
+        {"output": str(result.output), "target": result.target, "files": result.files, "warnings": result.warnings},
+        indent=2,
+        sort_keys=True,
     )

@@ -54,13 +54,16 @@ def run_optimize(
     device: Device = "cpu",
     cache: Cache | None = None,
     progress: Callable[[str], None] | None = None,
+    verbose: bool = False,
 ) -> OptimizeRun:
     """Check every optimize section and its data first (SpecError, nothing done), then run each model."""
     say = progress or (lambda _m: None)
     targets = resolve_targets(loaded, models)
     data = load_data(loaded, targets)
     cache = cache or Cache()
-    results = {t.name: optimize_model(t, *data[t.name], device=device, cache=cache, say=say) for t in targets}
+    results = {
+        t.name: optimize_model(t, *data[t.name], device=device, cache=cache, say=say, verbose=verbose) for t in targets
+    }
     report = {
         "repoforge_version": __version__,
         "spec": str(loaded.path),
@@ -100,6 +103,7 @@ def optimize(
     use_cache: bool = True,
     served: bool = False,
     progress: Callable[[str], None] | None = None,
+    verbose: bool = False,
 ) -> OptimizeRun:
     """Run `optimize:` for the spec's models and write the report to `output` atomically; `served` also measures
     the accepted variants through a real tritonserver (perf_analyzer).
@@ -110,7 +114,7 @@ def optimize(
     check_destination(out, force, lambda p: (p / REPORT_JSON).exists())
     loaded = load_spec(spec)
     cache = Cache(enabled=use_cache)
-    run = run_optimize(loaded, models, device=device, cache=cache, progress=progress)
+    run = run_optimize(loaded, models, device=device, cache=cache, progress=progress, verbose=verbose)
     if served:
         from repoforge.optimize.served import measure_served
         from repoforge.optimize.timing import Timing, select

@@ -14,7 +14,7 @@ from repoforge.optimize.data import Arrays, ModelTarget, batch_sizes
 from repoforge.optimize.gate import GateResult, judge, run_model
 from repoforge.optimize.runners import NOT_SHIPPED, runtime_of
 from repoforge.optimize.timing import Timing, host, select, time_variants
-from repoforge.optimize.variants import VariantUnavailable, make_variant
+from repoforge.optimize.variants import CONVERSION_WARNINGS, VariantUnavailable, make_variant
 from repoforge.output import sha256_file
 
 
@@ -111,7 +111,14 @@ def _maker(name: str, fp32: Path, t: ModelTarget, cal: Arrays | None) -> Callabl
 
 
 def optimize_model(
-    t: ModelTarget, val: Arrays, cal: Arrays | None, *, device: Device, cache: Cache, say: Say
+    t: ModelTarget,
+    val: Arrays,
+    cal: Arrays | None,
+    *,
+    device: Device,
+    cache: Cache,
+    say: Say,
+    verbose: bool = False,
 ) -> ModelResult:
     opts = t.options
     fp32_path, export = _fp32_source(t, val, cache, say)
@@ -147,7 +154,16 @@ def optimize_model(
             rows.append(VariantResult(name, False, f"could not be made: {type(exc).__name__}: {line}"))
             continue
         size = path.stat().st_size
-        say(f"{t.name}: {name}: " + ("reused from the cache" if reused else f"made ({size:,} bytes)"))
+        said = info.pop(CONVERSION_WARNINGS, [])
+        note = ""
+        if said:  # one line per variant; every warning only with -v (a big model gives hundreds)
+            info[CONVERSION_WARNINGS] = len(said)
+            note = (f"; {len(said)} float16 conversion warning{'s' if len(said) != 1 else ''} from the converter "
+                    f"(values fp16 cannot hold; {'listed below' if verbose else '-v lists them'})")  # fmt: skip
+        say(f"{t.name}: {name}: " + ("reused from the cache" if reused else f"made ({size:,} bytes)") + note)
+        if verbose:
+            for line in said:
+                say(f"{t.name}: {name}:   {line}")
         rows.append(VariantResult(name, True, "", path, sha256_file(path), size, info, reused=reused))
     _gate(t, val, rows, fp32_path, fp32_sha, cache, say)
     sizes = batch_sizes(t)

@@ -11,6 +11,7 @@ import io
 import logging
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from repoforge.optimize.data import Arrays, ModelTarget
 
 #: Rows per calibration batch fed to onnxruntime's calibrator.
 CALIBRATION_BATCH = 32
+#: The settings key under which a maker keeps the converter's warnings (onnxconverter-common's float16 ones).
+CONVERSION_WARNINGS = "conversion_warnings"
 
 
 class VariantUnavailable(Exception):
@@ -59,9 +62,15 @@ def _fp16(src: Path, dest: Path) -> dict[str, Any]:
         from onnxconverter_common import float16
     except ImportError:
         raise VariantUnavailable("fp16 needs onnxconverter-common (pip install 'repoforge[optimize]')") from None
-    model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every one, to count them; none reaches the screen
+        model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     onnx.save(model, str(dest))
-    return {"keep_io_types": True}
+    info: dict[str, Any] = {"keep_io_types": True}
+    said = [str(w.message) for w in caught]
+    if said:  # values fp16 cannot hold, clipped or truncated: the pipeline shows a count, all of them with -v
+        info[CONVERSION_WARNINGS] = said
+    return info
 
 
 def _openvino(src: Path, dest: Path) -> dict[str, Any]:

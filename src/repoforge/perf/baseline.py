@@ -186,7 +186,8 @@ class GateRow:
     change: float | None
     #: The allowed change: -tolerance for throughput, +p99 tolerance for p99.
     limit: float
-    #: "ok" | "regression" | "new" (no baseline to compare with) | "no calibration"
+    #: "ok" | "regression" | "new" (no baseline to compare with) | "no calibration" | "missing" (in the
+    #: baseline, not measured by this run)
     status: str
     unit: str = ""
     is_rate: bool = False
@@ -205,32 +206,51 @@ class GateResult:
     p99_tolerance: float
     rows: list[GateRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: baseline points this run did not measure (status "missing"; kept apart from `rows`, the compared points)
+    missing_rows: list[GateRow] = field(default_factory=list)
+    #: whether the missing points may leave the gate (else they fail it)
+    allow_missing: bool = False
 
     @property
     def regressions(self) -> list[GateRow]:
         return [r for r in self.rows if r.regressed]
 
     @property
+    def missing(self) -> list[str]:
+        """Baseline points (protocol and load) this run did not measure, each once."""
+        return list(dict.fromkeys(_point(r) for r in self.missing_rows))
+
+    @property
     def passed(self) -> bool:
-        return not self.regressions
+        return not self.regressions and (self.allow_missing or not self.missing)
 
     def summary(self) -> str:
         against = self.baseline_model if self.baseline_model == self.model else f"{self.baseline_model}'s baseline"
         what = (
             f"{self.model} vs {against} ({self.mode}, throughput -{self.tolerance:.0%}, p99 +{self.p99_tolerance:.0%})"
         )
+        missing = ", ".join(self.missing)
         if self.passed:
             checked = sum(r.status == "ok" for r in self.rows)
-            return f"perf gate passed: {what}, {checked} checks"
-        names = ", ".join(
-            f"{r.model} {r.protocol} {'rate' if r.is_rate else 'c'}={r.load:g} {r.metric}" for r in self.regressions
-        )
-        return f"perf gate FAILED: {what}: {len(self.regressions)} regression(s): {names}"
+            left = f"; not measured this run, allowed by --allow-missing: {missing}" if missing else ""
+            return f"perf gate passed: {what}, {checked} checks{left}"
+        why = []
+        if self.regressions:
+            names = ", ".join(
+                f"{r.model} {r.protocol} {'rate' if r.is_rate else 'c'}={r.load:g} {r.metric}" for r in self.regressions
+            )
+            why.append(f"{len(self.regressions)} regression(s): {names}")
+        if missing:
+            why.append(
+                f"{len(self.missing)} baseline point(s) this run did not measure: {missing} (measure them, "
+                "or pass --allow-missing to gate only what was measured)"
+            )
+        return f"perf gate FAILED: {what}: " + "; ".join(why)
 
     def format_table(self, only_regressions: bool = False, verdict: bool = True) -> str:
         """The rows as a text table, headed by :meth:`summary` unless ``verdict`` is False (the CLI prints
         the verdict once, on its own line)."""
-        rows = self.regressions if only_regressions else self.rows
+        rows = self.regressions if only_regressions else self.rows + self.missing_rows
         head = ["model", "protocol", "load", "metric", "baseline", "current", "change", "limit", "result"]
 
         def fmt(v: float | None) -> str:
@@ -247,7 +267,7 @@ class GateResult:
                 fmt(r.current),
                 "–" if r.change is None else f"{r.change:+.1%}",
                 f"{r.limit:+.0%}",
-                r.status.upper() if r.regressed else r.status,
+                r.status.upper() if r.regressed or (r.status == "missing" and not self.allow_missing) else r.status,
             ])  # fmt: skip
         widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
 
@@ -266,8 +286,15 @@ class GateResult:
             "tolerance": self.tolerance,
             "p99_tolerance": self.p99_tolerance,
             "rows": [asdict(r) for r in self.rows],
+            "missing": self.missing,
+            "missing_rows": [asdict(r) for r in self.missing_rows],
+            "allow_missing": self.allow_missing,
             "notes": list(self.notes),
         }
+
+
+def _point(r: GateRow) -> str:
+    return f"{r.protocol} {'rate ' if r.is_rate else 'c='}{r.load:g}"
 
 
 def compare(
@@ -278,13 +305,15 @@ def compare(
     p99_tolerance: float | None = None,
     baseline_model: str | None = None,
     mode: Mode = "auto",
+    allow_missing: bool = False,
 ) -> GateResult:
     """Gate ``current`` against ``baseline``'s entries for ``baseline_model`` (default: the same model).
 
     Throughput regresses when ``current < baseline * (1 - tolerance)``; p99 when
     ``current > baseline * (1 + p99_tolerance)`` (default: ``tolerance``). ``mode="relative"`` compares
     the ratios to the calibration model (both the baseline and the report must have them);
-    ``"auto"`` uses relative mode when both do. Points without a baseline entry are listed as "new".
+    ``"auto"`` uses relative mode when both do. Points without a baseline entry are listed as "new"; baseline
+    points this run did not measure are listed as "missing" and fail the gate unless ``allow_missing``.
     """
     if tolerance < 0 or (p99_tolerance is not None and p99_tolerance < 0):
         raise PerfError("tolerances must be >= 0 (0.15 = 15 %)")
@@ -316,7 +345,10 @@ def compare(
         notes.append(
             "note: comparing absolute numbers (the run and the baseline do not both have the same calibration model)"
         )
-    result = GateResult(current.model, name, "relative" if relative else "absolute", tolerance, p99_tol, notes=notes)
+    result = GateResult(
+        current.model, name, "relative" if relative else "absolute", tolerance, p99_tol, notes=notes,
+        allow_missing=allow_missing,
+    )  # fmt: skip
 
     for proto in current.protocols:
         for p in current.points_for(proto):
@@ -344,6 +376,21 @@ def compare(
                     status = "regression" if bad else "ok"
                 result.rows.append(
                     GateRow(current.model, proto, p.load, metric, base, cur, change, limit, status, unit, is_rate)
+                )
+    measured = {(p.protocol, _key(p.load, p.request_rate is not None)) for p in current.points}
+    for proto, entries in sorted(mb.points.items()):
+        for key, entry in entries.items():
+            if (proto, key) in measured:
+                continue
+            is_rate = key.startswith("rate=")
+            load = float(key.removeprefix("rate="))
+            base_t = entry.throughput_ratio if relative else entry.throughput
+            base_p = entry.p99_ratio if relative else entry.p99_ms
+            unit_t, unit_p = (f"× {mb.calibration_model}",) * 2 if relative else ("infer/s", "ms")
+            for metric, base, limit, unit in (("throughput", base_t, -tolerance, unit_t),
+                                              ("p99", base_p, p99_tol, unit_p)):  # fmt: skip
+                result.missing_rows.append(
+                    GateRow(current.model, proto, load, metric, base, None, None, limit, "missing", unit, is_rate)
                 )
     if not any(r.status in ("ok", "regression") for r in result.rows):
         result.notes.append(

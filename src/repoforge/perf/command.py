@@ -217,14 +217,16 @@ def perf(
     baseline: str | Path | None = None,
     tolerance: float = 0.15,
     update: bool = False,
+    allow_missing: bool = False,
     grpc_url: str | None = None,
     plots: bool = True,
     progress: Progress | None = None,
 ) -> PerfResult:
     """Measure `model` with perf_analyzer and write report.json/report.md/plots into `output`.
 
-    With `baseline`, the run is compared against it (GateResult.passed tells the CI gate); with
-    `update`, the baseline file is (re)written from this run instead.
+    With `baseline`, the run is compared against it (GateResult.passed tells the CI gate; baseline points this run
+    did not measure fail it unless `allow_missing`); with `update`, the baseline file is (re)written from this run
+    instead.
     """
     check_arguments(target, concurrency=concurrency, request_rate=request_rate, baseline=baseline, update=update)
     say = progress or (lambda _m: None)
@@ -288,5 +290,5 @@ def perf(
             update_baseline(baseline, report)
             say(f"baseline written to {baseline}")
         else:
-            gate = compare(report, Baseline.load(baseline), tolerance)
+            gate = compare(report, Baseline.load(baseline), tolerance, allow_missing=allow_missing)
     return PerfResult(report, files, gate)

@@ -31,6 +31,9 @@ class Check:
     weight: float  # the candidate's percent of the traffic during the interval
     window: Window
     failures: list[str] = field(default_factory=list)
+    #: whether this interval measured agreement: only a shadow phase does. During a step the router also mirrors
+    #: the rows it sent to the candidate onto the candidate itself, so the counters would track its traffic share.
+    agreement: bool = False
 
     @property
     def ok(self) -> bool:
@@ -129,7 +132,7 @@ class Rollout:
         before = self.server.counters(self.candidate)
         self.sleep(self.policy.interval_s)
         w = Window.between(before, self.server.counters(self.candidate))
-        check = Check(phase, percent, w, judge(self.policy, w, traffic=traffic, agreement=agreement))
+        check = Check(phase, percent, w, judge(self.policy, w, traffic=traffic, agreement=agreement), agreement)
         if not check.ok:
             self.failed += 1
         self._record(check)
@@ -145,6 +148,7 @@ class Rollout:
             "weight_percent": check.weight,
             "weights": {k: round(v, 6) for k, v in self.shares(check.weight).items()},
             **asdict(w),
+            **({} if check.agreement else {"agreement": None, "shadow_rows": None}),  # not measured here
             "error_rate": w.error_rate,
             "failed_checks": self.failed,
             "threshold": self.policy.threshold,
@@ -154,9 +158,10 @@ class Rollout:
         self.checks.append(row)
         self._append(row)
         shares = " ".join(f"{k}={v:.2f}" for k, v in self.shares(check.weight).items())
+        agreement = f"  agreement {_fmt(w.agreement, '.2%')} of {w.shadow_rows} shadow rows" if check.agreement else ""
         self.say(
             f"{check.phase:6} {shares}  requests {w.requests:6d}  errors {_fmt(w.error_rate, '.2%')}"
-            f"  p99 {_fmt(w.p99_ms, '.1f', ' ms')}  agreement {_fmt(w.agreement, '.2%')}"
+            f"  p99 {_fmt(w.p99_ms, '.1f', ' ms')}{agreement}"
             f"  {verdict} ({self.failed}/{self.policy.threshold} failed)"
         )
 
@@ -280,7 +285,7 @@ class Rollout:
             failures.append(f"no data: {w.shadow_rows} shadow rows < --shadow-requests {wanted}")
         elif w.agreement is not None and w.agreement < p.min_agreement:
             failures.append(f"agreement {w.agreement:.2%} < --min-agreement {p.min_agreement:.2%}")
-        check = Check("shadow", 0.0, w, failures)
+        check = Check("shadow", 0.0, w, failures, agreement=True)
         if failures:
             self.failed = p.threshold
         self._record(check)

@@ -270,8 +270,11 @@ class TritonServer(ServerContext):
         argv += o.extra_args
         return argv
 
-    def docker_command(self, repo_dir: str | os.PathLike[str] | None = None, image: str = NGC_IMAGE) -> str:
-        """The equivalent ``docker run`` line for the NGC image, or one built FROM it (GPU host); ports default to 8000-8002."""
+    def docker_command(
+        self, repo_dir: str | os.PathLike[str] | None = None, image: str = NGC_IMAGE, *, gpus: bool = True
+    ) -> str:
+        """The equivalent ``docker run`` line for the NGC image, or one built FROM it; ports default to 8000-8002.
+        ``gpus=False`` (a --device cpu build) leaves out ``--gpus all``, which fails where Docker has no GPU runtime."""
         o = self.options
         repos = [Path(repo_dir).absolute()] if repo_dir is not None else o.repositories
         http, grpc, metrics = o.http_port or 8000, o.grpc_port or 8001, o.metrics_port or 8002
@@ -281,7 +284,7 @@ class TritonServer(ServerContext):
             target = "/models" if len(repos) == 1 else f"/models{i}"
             mounts += ["-v", f"{repo}:{target}"]
             inside.append(target)
-        argv = ["docker", "run", "--gpus", "all", "--rm",
+        argv = ["docker", "run", *(["--gpus", "all"] if gpus else []), "--rm",
                 "-p", f"{http}:8000", "-p", f"{grpc}:8001", "-p", f"{metrics}:8002",
                 *mounts, image, "tritonserver", *self._flags(inside), *o.extra_args]  # fmt: skip
         return shlex.join(argv)

@@ -392,6 +392,30 @@ def check_deploy(deploy: DeploySpec, *, target: str, device: str) -> list[Deploy
     return problems
 
 
+def gpu_setting_warnings(deploy: DeploySpec, *, device: str, models: list[str], cpu_only: list[str]) -> list[str]:
+    """GPU settings that no model can use, as warnings naming the models (they are not errors: a pod may share its
+    node's GPU with something else, or the models may move to GPUs later). `models`: the models that run (not
+    ensembles); `cpu_only`: those among them whose every instance is KIND_CPU."""
+    if not models or set(cpu_only) != set(models):
+        return []
+    names = ", ".join(sorted(cpu_only))
+    where = "a --device cpu build" if device != "gpu" else "a --device gpu build whose models all run on CPU (KIND_CPU)"
+    out = []
+    if (deploy.resources.gpu or 0) > 0:
+        out.append(
+            f"deploy.resources.gpu={deploy.resources.gpu} on {where}: {names} run on CPU, so the pod would hold a "
+            "GPU it never uses; set resources.gpu=0"
+            + (", or build with --device gpu" if device != "gpu" else ", or give the models kind: gpu instances")
+        )
+    if deploy.autoscale.metric == "gpu_utilization" and device == "gpu":
+        out.append(
+            f"deploy.autoscale.metric gpu_utilization on {where}: {names} run on CPU (KIND_CPU), so the GPU stays "
+            "idle and the autoscaler never sees their load; use queue_time_per_request_us, or give the models "
+            "kind: gpu instances"
+        )
+    return out
+
+
 def resolved(deploy: DeploySpec, *, repository: str, device: str) -> dict[str, Any]:
     """The section with every default filled in (what the build records and `deploy k8s` reads back)."""
     data = deploy.model_dump(mode="json", by_alias=True)

@@ -400,19 +400,17 @@ def serve(
     --http-port, default 8080 there; management on the next port; token auth on, and the printed
     curl lines carry the key). Every port is checked first: all that are taken are named at once.
     """
-    from repoforge.serve import Endpoints, docker_recipe
+    from repoforge.serve import Endpoints, docker_lines
     from repoforge.serve import serve as do_serve
     from repoforge.targets import target_of
 
     if print_command:
-        if target_of(repository).name != "triton":
-            raise click.UsageError(
-                f"{repository} is a TorchServe build; --print-command prints the NGC Triton "
-                f"image's lines. Serve it with: repoforge serve {repository}"
-            )
+        why = target_of(repository).cannot("print_command", repository)
+        if why:
+            raise click.UsageError(why)
         click.echo(
             _run(
-                docker_recipe,
+                docker_lines,
                 repository,
                 http_port=http_port,
                 grpc_port=grpc_port,

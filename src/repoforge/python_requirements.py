@@ -15,7 +15,7 @@ from functools import cache
 from importlib.metadata import PackageNotFoundError, requires
 from typing import Any
 
-from repoforge.plan import ModelPlan, RepositoryPlan
+from repoforge.plan_base import ModelPlan, RepositoryPlan
 
 LOCK_KEY = "python_requirements"
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")

@@ -1,5 +1,5 @@
 """Each target's server in a pod: image, arguments from the build, ports, health paths and its PromQL catalog.
-The targets' `deploy_manifests` call these (repoforge.targets)."""
+The targets' `deploy_shape` return these (repoforge.targets)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from repoforge.deploy.image import PYTHON_REQUIREMENTS, imports_installed_repoforge
 from repoforge.output import MANIFEST
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = (ROOT / "examples" / "tabular" / "models" / "classifier.onnx").as_posix()
 #: A value that must never reach a file (tests search every file written for it).
 SECRET_VALUE = "s3cr3t-value-never-written"

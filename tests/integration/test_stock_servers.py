@@ -247,13 +247,16 @@ def test_plugins_compute_on_the_stock_server(stock_triton: StockTriton) -> None:
 
 def test_failed_requests_are_counted_by_the_model_that_answered_them(stock_triton: StockTriton) -> None:
     x = np.ones((1, 4), dtype=np.float32)
-    for _ in range(3):
-        with pytest.raises(Exception, match="broken on purpose"):
-            _infer(stock_triton, "cached_broken", x)
+    for model in ("cached_broken", "broken"):  # a plugin, and a user's own Python model (the build's wrapper)
+        for _ in range(3):
+            with pytest.raises(Exception, match="broken on purpose"):
+                _infer(stock_triton, model, x)
     with urllib.request.urlopen(stock_triton.server.metrics_url, timeout=10) as resp:
         metrics = parse_prometheus(resp.read().decode(), "repoforge_model_errors_total")
     assert metrics['repoforge_model_errors_total{model="cached_broken",version="1"}'] >= 3
+    assert metrics['repoforge_model_errors_total{model="broken",version="1"}'] >= 6  # its own 3 + the cache's 3
     assert metrics['repoforge_model_errors_total{model="cached",version="1"}'] == 0  # created at load, at 0
+    assert metrics['repoforge_model_errors_total{model="model_a",version="1"}'] == 0
 
 
 # ------------------------------------------------------------------------------------------------ the router's state

@@ -194,8 +194,15 @@ def test_gpu_repository_uses_the_native_file_names(built: dict[str, Path]):
     assert [p.name for p in (repo / "scripted" / "1").iterdir()] == ["model.pt"]
     assert [p.name for p in (repo / "engine" / "1").iterdir()] == ["model.plan"]
     assert (repo / "engine" / "1" / "model.plan").read_bytes() == (GOLDEN / "models" / "model.plan").read_bytes()
-    assert [p.name for p in (repo / "tracker_direct" / "1").iterdir()] == ["model.py"]
-    assert (repo / "preprocess" / "1" / "model.py").read_bytes() == (
+    # issue 21 (errors counted where they happen): a user's Python model is served unchanged as
+    # repoforge_user_model.py behind a generated model.py that counts its failed requests, with the runtime beside it
+    wrapper = resources.files("repoforge.backends").joinpath("user/model.py").read_bytes()
+    assert sorted(p.name for p in (repo / "tracker_direct" / "1").iterdir()) == [
+        "model.py", RUNTIME, "repoforge_user_model.py",
+    ]  # fmt: skip
+    assert (repo / "tracker_direct" / "1" / "model.py").read_bytes() == wrapper
+    assert shipped_runtime(repo / "tracker_direct" / "1" / RUNTIME)
+    assert (repo / "preprocess" / "1" / "repoforge_user_model.py").read_bytes() == (
         GOLDEN / "../../examples/ensemble/preprocess.py"
     ).read_bytes()
 

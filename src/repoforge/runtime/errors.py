@@ -8,10 +8,13 @@ error responses of each `execute` (and every request of an execute that raises) 
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from typing import Any
 
 from .metrics import Metrics
-from .names import MODEL_ERRORS, MODEL_ERRORS_HELP
+from .names import MODEL_ERRORS, MODEL_ERRORS_HELP, USER_MODEL_FILE
 
 
 class ErrorCounter:
@@ -65,3 +68,18 @@ def counting(cls: type) -> type:
     Counted.__doc__ = cls.__doc__
     Counted.__module__ = cls.__module__
     return Counted
+
+
+def user_model(wrapper_file: str) -> type:
+    """The TritonPythonModel of the user's model beside `wrapper_file` (repoforge_user_model.py: the user's model.py,
+    renamed by the build), with its failed requests counted. The user's module is loaded under its own name, from
+    the same folder (which the stub put on sys.path), so its imports and `__file__`-relative paths still work."""
+    folder = os.path.dirname(os.path.abspath(wrapper_file))
+    name = f"repoforge_user_model_{os.path.basename(os.path.dirname(folder))}_{os.path.basename(folder)}"
+    spec = importlib.util.spec_from_file_location(name, os.path.join(folder, USER_MODEL_FILE))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {USER_MODEL_FILE} from {folder}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return counting(module.TritonPythonModel)

@@ -17,14 +17,15 @@ MODEL_FILE_PARAMETER = "repoforge_model_file"
 PLUGIN_PARAMETER = "repoforge_plugin"
 """config parameter: a plugin's config as JSON (parsed by `config.parse_plugin_config`)."""
 
-USER_MODEL_PARAMETER = "repoforge_user_model"
-"""config parameter: the file of a user's Python model that repoforge's error-counting wrapper loads."""
 
 DEFAULT_RUNNER = "onnxruntime"
 """The runner of a generated model that names none."""
 
 DRIFT_REFERENCE = "drift_reference.json"
 """file in a plugin's model folder: the `drift.reference` profile the build copied there."""
+
+USER_MODEL_FILE = "repoforge_user_model.py"
+"""A user's Python model (its model.py, renamed) beside the generated model.py that counts its failed requests."""
 
 # -- the shipped copy ---------------------------------------------------------------------------------------------
 PACKAGE = "repoforge_runtime"

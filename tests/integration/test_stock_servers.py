@@ -37,7 +37,7 @@ from repoforge.output import MANIFEST
 from repoforge.servers.redis import RedisServer
 from repoforge.servers.torchserve import TorchServeServer
 from repoforge.servers.triton import TritonServer
-from repoforge.torchserve.validate import check_model, check_workflow
+from repoforge.targets.torchserve.validate import check_model, check_workflow
 from repoforge.validate import validate
 
 pytestmark = pytest.mark.integration

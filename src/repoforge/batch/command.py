@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from repoforge.batch.convert import arrow_type
-from repoforge.batch.local import Job, run_local
 from repoforge.batch.model import BatchArgumentError, BatchServerError, ModelInfo, bind, model_info, parse_maps
 from repoforge.batch.progress import Progress
 from repoforge.batch.scorer import ScoreOptions
@@ -159,6 +157,8 @@ def _settings(
 
 def _check_dtypes(info: ModelInfo) -> None:
     """Every tensor's dtype has a numpy and an Arrow form, or a usage error before OUT is touched."""
+    from repoforge.batch.convert import arrow_type
+
     for t in (*info.inputs, *info.outputs):
         try:
             t.np_dtype  # noqa: B018
@@ -242,6 +242,7 @@ def batch(
             pending = pending[:max_ranges]
         if previous is not None:
             say(f"resuming {out}: {len(manifest.done)} of {len(all_ranges)} shards done, {skipped:,} rows skipped")
+        from repoforge.batch.local import Job
 
         job = Job(ep.protocol, ep.url, info, bindings, id_column, id_name,
                   ScoreOptions(batch_size=size, concurrency=concurrency, retries=retries, timeout_s=timeout_s))  # fmt: skip
@@ -256,6 +257,8 @@ def batch(
 
                 stats = run_ray(job, source, pending, store, bar, address=ray_address, actors=ray_actors, say=say)
             else:
+                from repoforge.batch.local import run_local
+
                 stats = run_local(job, source, pending, store, bar)
             finished = True
         except BatchServerError as exc:

@@ -696,13 +696,25 @@ def _run_many(
     results: list[list[PerfPoint]] = [[] for _ in jobs]
     with tempfile.TemporaryDirectory(prefix="repoforge-perf-") as tmp:
         workdir = Path(tmp)
-        for i_load, load in enumerate(jobs[0][0].loads):
-            for j in order:
-                o, cfg = jobs[j]
-                label = f"{o.model} (calibration)" if j == 1 else o.model
-                say(f"{label}: measuring {'request rate' if o.request_rate is not None else 'concurrency'} {load:g} "
-                    f"({i_load + 1}/{len(o.loads)})")  # fmt: skip
-                point = _measure_one(o, cfg, load, exe, env, workdir)
-                results[j].append(point)
-                say(f"{label}: {_format_point(point)}")
+        try:
+            for i_load, load in enumerate(jobs[0][0].loads):
+                for j in order:
+                    o, cfg = jobs[j]
+                    label = f"{o.model} (calibration)" if j == 1 else o.model
+                    say(f"{label}: measuring {'request rate' if o.request_rate is not None else 'concurrency'} "
+                        f"{load:g} ({i_load + 1}/{len(o.loads)})")  # fmt: skip
+                    point = _measure_one(o, cfg, load, exe, env, workdir)
+                    results[j].append(point)
+                    say(f"{label}: {_format_point(point)}")
+        except KeyboardInterrupt:
+            raise MeasurementInterrupted(results) from None
     return results
+
+
+class MeasurementInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``points`` holds what was measured before it, per job (the model, then any
+    calibration model), so the caller can keep them."""
+
+    def __init__(self, points: list[list[PerfPoint]]) -> None:
+        super().__init__()
+        self.points = points

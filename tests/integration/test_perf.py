@@ -508,3 +508,20 @@ def test_unstable_measurement_suggests_stability_percentage(triton: TritonServer
         run(opts, models["fast"].config)
     msg = one_line(info.value)
     assert "--stability-percentage" in msg and "stable measurement" in msg
+
+
+@pytest.mark.integration
+def test_a_running_servers_grpc_port_is_read_from_it_not_guessed(triton: TritonServer, tmp_path: Path) -> None:
+    """issue 23.10: the fixture's ports are free ones (gRPC is not HTTP + 1); perf of a URL TARGET reads the gRPC
+    port from the tritonserver process, and a --grpc-url where nothing answers is named by its flag."""
+    from repoforge.perf.command import PerfArgumentError
+    from repoforge.perf.command import perf as perf_command
+
+    http_port = int(triton.http_url.rsplit(":", 1)[1])
+    assert not triton.grpc_url.endswith(f":{http_port + 1}")
+    result = perf_command(triton.http_url, "fast", protocol="grpc", concurrency=[1], output=tmp_path / "r",
+                          plots=False, **FAST)  # fmt: skip
+    assert result.report.urls["grpc"] == triton.grpc_url and result.report.points[0].throughput > 0
+    with pytest.raises(PerfArgumentError, match="--grpc-url") as err:
+        perf_command(triton.http_url, "fast", grpc_url="127.0.0.1:1", concurrency=[1], output=tmp_path / "r2", **FAST)
+    assert err.value.param == "--grpc-url"

@@ -379,8 +379,8 @@ def lint(repository: Path, server: str | None, as_json: bool) -> None:
 @click.option(
     "--print-command",
     is_flag=True,
-    help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: a docker build of an image "
-    "FROM it with repoforge installed first when models need it (a --device cpu build, plugins).",
+    help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: `repoforge image` and a docker "
+    "build of its context first when the build declares Python packages beyond the stock image.",
 )
 def serve(
     repository: Path,
@@ -840,6 +840,40 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
     else:
         click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
         click.echo(f"next: kubectl apply -k {output}")
+
+
+@main.command("image")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the build context to."
+)
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written (or that nothing was needed) as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def image(build_dir: Path, output: Path, force: bool, as_json: bool, quiet: bool) -> None:
+    """Write a Dockerfile and its complete context for BUILD_DIR's server image into OUTPUT.
+
+    \b
+    FROM the stock image the build targets (the NGC Triton release of its Triton version, or TorchServe's),
+    plus exactly the Python packages the build declares per model (python_requirements in
+    repoforge.lock.json). The model repository stays outside the image (mounted, or a storage URI). A build
+    that declares nothing needs no image: it says so, writes nothing and exits 0.
+      repoforge image repo -o image && docker build -t REGISTRY/NAME:TAG image && docker push REGISTRY/NAME:TAG
+      repoforge deploy k8s repo -o k8s --set image=REGISTRY/NAME:TAG
+    """
+    from repoforge.deploy.image import as_json as result_json
+    from repoforge.deploy.image import write_image
+
+    result = _run(write_image, build_dir, output, force=force, progress=_progress(quiet or as_json))
+    if as_json:
+        click.echo(result_json(result))
+    elif result.output is None:
+        click.echo(result.plan.stock_message())
+    else:
+        click.echo(f"wrote the {result.plan.target} image context ({len(result.files)} files) into {result.output}")
+        click.echo(f"FROM {result.plan.base} + {', '.join(result.plan.requirements)}; next:")
+        for line in result.plan.commands(str(output)):
+            click.echo(f"  {line}")
 
 
 @main.command("rollout")

@@ -657,6 +657,15 @@ def _check_arguments(
         raise ImportFailed(f"device must be cpu or gpu, got {device!r}")
     repo_path = Path(repo).resolve()
     out = Path(output_spec).absolute()
+    from repoforge.targets import target_of
+
+    if repo_path.is_dir() and target_of(repo_path).name == "torchserve":
+        raise ImportFailed(
+            f"{repo_path} is a TorchServe build (config.properties and model-store/ of .mar archives), not a Triton "
+            "model repository; import reads Triton repositories only. A TorchServe build comes from a spec: build "
+            "that spec with --target triton for a Triton repository, or check this build with "
+            f"`repoforge validate {repo_path}`"
+        )
     if out.is_dir():
         raise BuildError(f"{out} is a directory; give the spec file to write, e.g. {out / 'spec.yaml'}")
     if (out.exists() or out.is_symlink()) and not force:

@@ -7,13 +7,12 @@ import re
 import shlex
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from repoforge.errors import ServeError
-from repoforge.triton.config import RUNNER_PARAMETER
 from repoforge.triton.reader import RepoModel, read_repository, uses_response_cache
 
 if TYPE_CHECKING:
@@ -142,28 +141,6 @@ def models_needing_repoforge(models: list[RepoModel]) -> list[str]:
     ]
 
 
-def runtime_dockerfile(extra_packages: Sequence[str] = ()) -> tuple[str, Path | None]:
-    """A Dockerfile FROM the NGC image with this repoforge (and so onnxruntime, numpy, redis, ...) and
-    `extra_packages` installed in the Python its python backend runs, and the build context it needs: the source
-    checkout repoforge runs from, or None (no context) when it was installed from a package, whose same version
-    is installed then."""
-    import repoforge
-    from repoforge.servers.triton import NGC_IMAGE
-
-    src = Path(repoforge.__file__).resolve().parent.parent
-    extra = "".join(f" {shlex.quote(p)}" for p in extra_packages)
-    if src.name == "src" and (src.parent / "pyproject.toml").is_file() and (src.parent / "README.md").is_file():
-        return (
-            f"FROM {NGC_IMAGE}\n"
-            "COPY pyproject.toml README.md /opt/repoforge/\n"
-            "COPY src /opt/repoforge/src\n"
-            f"RUN python3 -m pip install --no-cache-dir /opt/repoforge{extra}\n"
-        ), src.parent
-    return (
-        f"FROM {NGC_IMAGE}\nRUN python3 -m pip install --no-cache-dir repoforge=={repoforge.__version__}{extra}\n"
-    ), None
-
-
 def docker_recipe(
     repository: str | Path,
     *,
@@ -172,36 +149,32 @@ def docker_recipe(
     metrics_port: int | None = None,
     cache_size_bytes: int | None = None,
 ) -> str:
-    """Shell lines that serve `repository` in Docker on a GPU host: the NGC image's `docker run` line, preceded,
-    when a model's Python backend imports repoforge, by a `docker build` of an image FROM it with repoforge
-    installed (the bare NGC image would fail to load those models)."""
-    from repoforge import __version__
+    """Shell lines that serve `repository` in Docker on a GPU host: the stock NGC image's `docker run` line or,
+    when the build declares Python packages beyond it, `repoforge image` and a `docker build` of its context
+    first, then the run line on that image."""
+    from repoforge.deploy.build_info import read_build
+    from repoforge.deploy.image import legacy_error, plan_image
+    from repoforge.errors import BuildError
 
     repo = Path(repository).resolve()
     server = make_server(
         repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, cache_size_bytes=cache_size_bytes
     )
-    models = read_repository(repo)
-    needing = models_needing_repoforge(models)
-    if not needing:
+    try:
+        plan = plan_image(read_build(repo))
+    except BuildError:  # not written by repoforge build: nothing declared, the stock image
         return server.docker_command(repo)
-    tag = f"repoforge-tritonserver:{__version__}"
-    torchscript = any(
-        m.config.parameters[RUNNER_PARAMETER].string_value == "torchscript"
-        for m in models
-        if m.name in needing and RUNNER_PARAMETER in m.config.parameters
-    )
-    dockerfile, context = runtime_dockerfile(["torch"] if torchscript else [])
-    build = ["docker", "build", "-t", tag, "-f", "-", str(context)] if context else ["docker", "build", "-t", tag, "-"]
+    if plan.legacy:
+        raise ServeError(str(legacy_error(plan)))
+    if not plan.needed:
+        return server.docker_command(repo, image=plan.base)
+    context = repo.parent / f"{repo.name}-image"
     return "\n".join(
         [
-            f"# {', '.join(needing)}: model.py imports repoforge (onnxruntime for ONNX, torch for TorchScript), which the",
-            "# NGC image lacks; build an image FROM it with repoforge installed, then run that one. (A `--device gpu`",
-            "# build serves ONNX/TorchScript with the image's native backends instead; plugins always need repoforge.)",
-            f"{shlex.join(build)} <<'EOF'",
-            dockerfile.rstrip("\n"),
-            "EOF",
-            server.docker_command(repo, image=tag),
+            f"# the build's models need {', '.join(plan.requirements)} beyond {plan.base}: build that image first",
+            f"repoforge image {shlex.quote(str(repo))} -o {shlex.quote(str(context))}",
+            f"docker build -t {plan.tag} {shlex.quote(str(context))}",
+            server.docker_command(repo, image=plan.tag),
         ]
     )
 

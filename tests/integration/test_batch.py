@@ -368,3 +368,78 @@ def test_ray_engine_resumes_a_local_run_with_the_same_result(
     ref_keys, ref = _scores(reference)
     assert np.array_equal(keys, ref_keys[:20_000])
     np.testing.assert_allclose(got, ref[:20_000], rtol=1e-6, atol=1e-7)
+
+
+def test_string_columns_score_like_any_other(triton: TritonServer, tmp_path: Path) -> None:
+    """A BYTES input (what the features plugin and every ensemble on it take) from a string column (issue 23.2)."""
+    words = ["a", "héllo", "", "twelve chars", None, "x" * 40] * 50
+    data = tmp_path / "text.parquet"
+    pq.write_table(pa.table({"TEXT": words}), data)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["batch", f"grpc://{triton.grpc_url}", "-m", "text_length", "--input", str(data),
+                                    "-o", str(out), "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert (summary["rows_scored"], summary["rows_errored"]) == (250, 50)  # the nulls go to _errors
+    table = pads.dataset(out, format="parquet").to_table().sort_by("row")
+    kept = [w for w in words if w is not None]
+    assert [v[0] for v in table.column("LENGTH").to_pylist()] == [len(w.encode()) for w in kept]
+
+
+def test_a_crash_leaves_nothing_a_rerun_takes_for_progress(
+    triton: TritonServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that dies before a shard is done leaves no _manifest.json nor _errors.parquet (issue 23.2)."""
+    import repoforge.batch.local as local
+
+    def boom(*_args: object, **_kw: object) -> None:
+        raise RuntimeError("a bug in the engine")
+
+    monkeypatch.setattr(local, "run_local", boom)
+    data = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"TEXT": ["a", "b"]}), data)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="a bug"):
+        batch(f"grpc://{triton.grpc_url}", "text_length", data=data, output=out, show_progress=False)
+    assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.iterdir())
+
+
+def test_a_changed_input_is_not_resumed_onto(triton: TritonServer, data: dict[str, object], tmp_path: Path) -> None:
+    """One value of DATA changed (same rows, same schema): the rerun refuses and says what changed (issue 23.1)."""
+    small = tmp_path / "s.parquet"
+    table = pq.read_table(data["small"]).slice(0, 2_000)  # type: ignore[arg-type]
+    pq.write_table(table, small)
+    out = tmp_path / "out"
+    args = ["batch", f"grpc://{triton.grpc_url}", "-m", "classifier", "--input", str(small), "-o", str(out),
+            "--id-column", "key", "--json"]  # fmt: skip
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0 and json.loads(first.stdout)["rows_scored"] == 2_000, first.output
+    x = np.stack(table.column("input").to_numpy(zero_copy_only=False)).astype(np.float32)
+    x[700, 3] += 1.0
+    changed = table.set_column(1, "input", pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 8))
+    pq.write_table(changed, small)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2, again.output
+    assert "s.parquet changed" in again.output and "--restart" in again.output, again.output
+    redone = CliRunner().invoke(main, [*args, "--restart"])
+    assert redone.exit_code == 0 and json.loads(redone.stdout)["rows_scored"] == 2_000, redone.output
+
+
+def test_ray_engine_keeps_rays_logs_in_a_file_and_rates_from_a_time_base(
+    triton: TritonServer, data: dict[str, object], tmp_path: Path
+) -> None:
+    """The CLI with its own local Ray (issue 23.11): Ray's lines go to OUT/_ray.log, the command says where, and
+    no progress line shows a rate of rows over an instant."""
+    pytest.importorskip("ray")
+    out = tmp_path / "scores"
+    res = _cli(f"grpc://{triton.grpc_url}", "-m", "classifier", "--input", str(data["small"]), "-o", str(out),
+               "--id-column", "key", "--engine", "ray", "--rows-per-shard", "5000", "--progress-interval", "0",
+               timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = out / "_ray.log"
+    assert f"Ray's own logs go to {log}" in res.stderr, res.stderr
+    assert log.is_file() and (log.stat().st_mode & 0o777) == 0o644
+    assert "core_worker" not in res.stderr and "raylet" not in res.stderr, res.stderr
+    rates = [float(line.split(", ")[1].split()[0].replace(",", "")) for line in res.stderr.splitlines()
+             if "rows/s, ETA" in line]  # fmt: skip
+    assert rates and max(rates) < 1_000_000, res.stderr  # a loaded 2-core host scores thousands a second, not 1e8

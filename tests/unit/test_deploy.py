@@ -308,6 +308,49 @@ def test_promtool_fires_each_alert_and_keeps_it_silent(outputs: dict[str, Path],
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@needs_promtool
+def test_error_alert_fires_on_a_python_models_own_error_count(outputs: dict[str, Path], tmp_path: Path) -> None:
+    """Triton 2.51 counts a Python model's error responses as successes (nv_inference_request_failure stays 0):
+    the alert adds the model's own repoforge_model_errors_total. A native model without that counter still alerts
+    on Triton's failures, and a Python model with no errors stays silent."""
+    assert PROMTOOL
+    rules = outputs["cpu"] / "alerts.rules.yml"
+    rule = next(
+        r for r in yaml.safe_load(rules.read_text())["groups"][0]["rules"] if r["alert"] == "TabularErrorRateHigh"
+    )
+    assert "repoforge_model_errors_total" in rule["expr"]
+
+    def base(model: str) -> str:
+        return f'job="tabular-metrics", namespace="default", model="{model}", version="1", pod="p0"'
+
+    def case(own_per_s: int | None, triton_per_s: int, fires: bool) -> dict[str, Any]:
+        series = [
+            {"series": f"nv_inference_request_success{{{base('classifier')}}}", "values": "0+150x120"},  # 10 req/s
+            {"series": f'nv_inference_request_failure{{{base("classifier")}, reason="BACKEND"}}', "values": f"0+{triton_per_s * 15}x120"},
+        ]  # fmt: skip
+        if own_per_s is not None:
+            series.append({"series": f"repoforge_model_errors_total{{{base('classifier')}}}", "values": f"0+{own_per_s * 15}x120"})  # fmt: skip
+        labels = {"model": "classifier", **rule["labels"]}
+        expected = [{"exp_labels": labels, "exp_annotations": {k: _expand(v, labels) for k, v in rule["annotations"].items()}}]  # fmt: skip
+        return {
+            "interval": "15s",
+            "input_series": series,
+            "alert_rule_test": [
+                {"eval_time": "20m", "alertname": rule["alert"], "exp_alerts": expected if fires else []}
+            ],
+        }
+
+    tests = [
+        case(own_per_s=3, triton_per_s=0, fires=True),  # a Python model answering 3 of 10 requests with errors
+        case(own_per_s=None, triton_per_s=2, fires=True),  # a native model: Triton's own failures
+        case(own_per_s=0, triton_per_s=0, fires=False),
+    ]
+    shutil.copy(rules, tmp_path / "alerts.rules.yml")
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({"rule_files": ["alerts.rules.yml"], "tests": tests}))
+    r = subprocess.run([PROMTOOL, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 # --- errors ------------------------------------------------------------------------------------------------------
 
 

@@ -178,6 +178,18 @@ def _settings(
     }
 
 
+def _check_dtypes(info: ModelInfo) -> None:
+    """Every tensor's dtype has a numpy and an Arrow form, or a usage error before OUT is touched."""
+    from repoforge.batch.convert import arrow_type
+
+    for t in (*info.inputs, *info.outputs):
+        try:
+            t.np_dtype  # noqa: B018
+            arrow_type(t)
+        except (KeyError, ValueError) as exc:
+            raise BatchArgumentError("--model", f"model '{info.name}' tensor {t.name!r}: {exc}") from None
+
+
 def batch(
     target: str | Path,
     model: str,
@@ -237,6 +249,7 @@ def batch(
             )
         size = batch_size or (min(256, info.max_batch_size) if info.max_batch_size > 0 else 1)
         bindings = tuple(bind(info, source.schema, mapped, id_column, id_name))
+        _check_dtypes(info)
         settings = _settings(source.fingerprint(), info, bindings, id_column, rows_per_shard)
         all_ranges = ranges(source.num_rows, rows_per_shard)
         previous = check_resume(out, info.to_dict(), settings, restart=restart)
@@ -260,24 +273,31 @@ def batch(
         before = {i: (d.rows, d.errors) for i, d in manifest.done.items()}
         say(f"scoring {sum(r.rows for r in pending):,} rows of {source.path} with '{model}' v{info.version} "
             f"({engine} engine, batch {size}, concurrency {concurrency}) into {out}")  # fmt: skip
+        finished = False
         try:
             if engine == "ray":
                 from repoforge.batch.ray_engine import run_ray
 
-                stats = run_ray(job, source, pending, store, bar, address=ray_address, actors=ray_actors)
+                stats = run_ray(job, source, pending, store, bar, address=ray_address, actors=ray_actors, say=say)
             else:
                 from repoforge.batch.local import run_local
 
                 stats = run_local(job, source, pending, store, bar)
+            finished = True
         except BatchServerError as exc:
             done_now = len(manifest.done)
+            if not done_now:
+                raise
             raise BatchServerError(
                 f"{exc}; {done_now} of {len(all_ranges)} shards are done and kept in {out}: rerun the same command to "
                 "resume"
             ) from None
         finally:
             bar.close()
-            store.finish()
+            if finished or manifest.done:
+                store.finish()
+            else:  # nothing was scored: leave nothing a rerun would take for progress
+                store.abandon()
     new = {i: d for i, d in manifest.done.items() if i not in before}
     return BatchResult(
         output=out,

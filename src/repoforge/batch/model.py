@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from repoforge.errors import RepoforgeError
-from repoforge.spec.dtypes import numpy_dtype
+from repoforge.spec.dtypes import normalize_dtype, numpy_dtype
 
 
 class BatchArgumentError(RepoforgeError):
@@ -34,6 +34,7 @@ class TensorSpec:
     name: str
     datatype: str
     dims: tuple[int, ...]
+    optional: bool = False  # an input the model works without (left out unless --map names it)
 
     @property
     def np_dtype(self) -> np.dtype[Any]:
@@ -62,7 +63,9 @@ def _tensors(entries: Sequence[Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
     out = []
     for e in entries:
         dims = tuple(int(d) for d in e.get("dims", []))  # `reshape`, if any, is the server's business
-        out.append(TensorSpec(str(e["name"]), str(e.get("data_type", "TYPE_FP32")).removeprefix("TYPE_"), dims))
+        # normalize_dtype: the config JSON says TYPE_STRING where the tensor's dtype is BYTES
+        dtype = normalize_dtype(str(e.get("data_type", "TYPE_FP32")))
+        out.append(TensorSpec(str(e["name"]), dtype, dims, bool(e.get("optional", False))))
     return tuple(out)
 
 
@@ -161,8 +164,8 @@ def bind(
     info: ModelInfo, schema: pa.Schema, maps: Mapping[str, Sequence[str]], id_column: str | None, id_name: str
 ) -> list[Binding]:
     """Every model input matched to DATA columns, or a BatchArgumentError naming the first thing that does not fit:
-    a mapped column that DATA lacks, a mapping to an input the model lacks, an input with no column, an id
-    column that DATA lacks, or an output named like the id column."""
+    a mapped column that DATA lacks, a mapping to an input the model lacks, a required input with no column, an
+    id column that DATA lacks, or an output named like the id column. Optional inputs are bound only when mapped."""
     names = set(schema.names)
     listed = ", ".join(schema.names)
     inputs = {t.name: t for t in info.inputs}
@@ -185,6 +188,8 @@ def bind(
     bindings: list[Binding] = []
     for t in info.inputs:
         cols = tuple(maps.get(t.name, ()))
+        if not cols and t.optional:  # the model works without it; only the user's --map sends it
+            continue
         if not cols:
             if t.name not in names:
                 raise BatchArgumentError(

@@ -24,21 +24,36 @@ class Progress:
         self._lock = threading.Lock()
         self._bar: Any = None
         self._first: tuple[float, int] | None = None
-        if enabled and getattr(self.stream, "isatty", lambda: False)():
+        self._make_bar()
+
+    def _make_bar(self) -> None:
+        if self.enabled and getattr(self.stream, "isatty", lambda: False)():
             try:
                 from tqdm import tqdm
 
                 self._bar = tqdm(
-                    total=total, initial=done, unit="rows", unit_scale=True, file=self.stream, smoothing=0.1
+                    total=self.total, initial=self.count, unit="rows", unit_scale=True, file=self.stream, smoothing=0.1
                 )
             except ImportError:
                 self._bar = None
 
+    def retarget(self, stream: TextIO) -> TextIO:
+        """Write to `stream` from now on (the Ray engine sends what else goes to stderr to a log file); returns the
+        stream written to before."""
+        with self._lock:
+            old = self.stream
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            self.stream = stream
+            self._make_bar()
+            return old
+
     def __call__(self, rows: int) -> None:
         with self._lock:
+            self.count += rows
             if self._first is None:  # the rate counts from the first answer, not from the server's start
                 self._first = (time.monotonic(), self.count)
-            self.count += rows
             if not self.enabled:
                 return
             if self._bar is not None:
@@ -51,8 +66,11 @@ class Progress:
                 self.stream.flush()
 
     def line(self) -> str:
-        t0, c0 = self._first or (self.started, self._start_count)
-        elapsed = max(time.monotonic() - t0, 1e-9)
+        # The rows of the first answer came at one instant (Ray hands back whole blocks after its start), so they
+        # are the rate's time base, not part of it; until a second answer the rate is the average since the start.
+        t0, c0 = self._first if self._first is not None and self.count > self._first[1] else (
+            self.started, self._start_count)  # fmt: skip
+        elapsed = max(time.monotonic() - t0, 1e-3)
         rate = (self.count - c0) / elapsed
         left = self.total - self.count
         eta = f"{left / rate:,.0f} s" if rate > 0 else "?"

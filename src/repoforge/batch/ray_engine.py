@@ -11,11 +11,15 @@ node must reach DATA and the server, and the driver writes OUT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +30,7 @@ from repoforge.batch.local import Job, score_chunk
 from repoforge.batch.model import BatchServerError
 from repoforge.batch.scorer import Scorer
 from repoforge.batch.source import RowRange, Source, open_source
-from repoforge.batch.store import Store
+from repoforge.batch.store import RAY_LOG, Store
 
 LOCAL_CPUS = 2
 
@@ -126,6 +130,33 @@ def _init_ray(address: str | None) -> None:
                 raise
 
 
+@contextlib.contextmanager
+def _stderr_to(log: Path, on_rows: Callable[[int], None]) -> Iterator[None]:
+    """While Ray runs, file descriptor 2 (where Ray's C++ parts and its Python loggers write) goes to `log`; our
+    own messages and progress keep going to the terminal through a copy of the original descriptor."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    console: TextIO = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    old_stderr = sys.stderr
+    sys.stderr = console
+    retarget = getattr(on_rows, "retarget", None)
+    old_stream = retarget(console) if retarget is not None else None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            console.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr = old_stderr
+        if retarget is not None and old_stream is not None:
+            retarget(old_stream)
+        console.close()
+
+
 def run_ray(
     job: Job,
     source: Source,
@@ -135,13 +166,39 @@ def run_ray(
     *,
     address: str | None = None,
     actors: int = 2,
+    say: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
-    """Score `pending` through Ray Data into `store`; BatchServerError when the server stays away past the retries."""
+    """Score `pending` through Ray Data into `store`; BatchServerError when the server stays away past the retries.
+    Ray's own output goes to OUT/_ray.log (`say` tells where); a local Ray started here is shut down at the end."""
     import ray
-    import ray.data
 
     if not pending:
         return {"ray_actors": actors}
+    log = store.out / RAY_LOG
+    say(f"Ray's own logs go to {log}")
+    with _stderr_to(log, on_rows):
+        started_here = not ray.is_initialized()
+        try:
+            stats = _run(job, source, pending, store, on_rows, address=address, actors=actors)
+        finally:
+            if started_here:  # its last words (workers stopping) go to the log too
+                ray.shutdown()
+    return {**stats, "ray_log": str(log)}
+
+
+def _run(
+    job: Job,
+    source: Source,
+    pending: Sequence[RowRange],
+    store: Store,
+    on_rows: Callable[[int], None],
+    *,
+    address: str | None,
+    actors: int,
+) -> dict[str, Any]:
+    import ray
+    import ray.data
+
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress line, not Ray Data's per-operator log
     if not ray.is_initialized():
         _init_ray(address)

@@ -108,6 +108,8 @@ class _Client:
         batched = self.info.max_batch_size > 0
         inputs = []
         for spec in self.info.inputs:
+            if spec.name not in arrays:  # an optional input nobody mapped
+                continue
             arr = arrays[spec.name] if batched else arrays[spec.name][0]
             ii = self._mod.InferInput(spec.name, list(arr.shape), spec.datatype)
             if self.protocol == "http":

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -72,6 +73,9 @@ class _ParquetFile:
     offset: int  # first row of this file in DATA
     group_offsets: list[int]  # first row of each row group, relative to the file
     group_rows: list[int]
+    size: int = 0  # bytes
+    mtime_ns: int = 0
+    footer_sha256: str = ""  # the footer: every row group's size, offsets and column statistics
 
 
 @dataclass
@@ -84,15 +88,32 @@ class Source:
     num_rows: int
     _files: list[_ParquetFile] = field(default_factory=list, repr=False)
     _table: pa.Table | None = field(default=None, repr=False)
+    _text_file: dict[str, object] | None = field(default=None, repr=False)  # CSV / JSON Lines: size, sha256
 
     @property
     def columns(self) -> list[str]:
         return list(self.schema.names)
 
     def fingerprint(self) -> dict[str, object]:
-        """What identifies DATA in a manifest: where it is, its size and schema (not its bytes: too slow to hash)."""
+        """What identifies DATA in a manifest, so a resume never scores onto changed data: where it is, its rows
+        and schema, and per file its size, mtime and a digest of its content that costs no scan of the rows
+        (a Parquet file's footer, which holds every row group's sizes and statistics; a CSV or JSON Lines file's
+        bytes, which are read whole anyway)."""
         schema_hash = hashlib.sha256(self.schema.remove_metadata().to_string().encode()).hexdigest()[:16]
-        return {"path": str(self.path), "kind": self.kind, "rows": self.num_rows, "schema_sha256": schema_hash}
+        if self.kind == "parquet":
+            files: list[dict[str, object]] = [
+                {"name": _rel(f.path, self.path), "bytes": f.size, "mtime_ns": f.mtime_ns, "sha256": f.footer_sha256}
+                for f in self._files
+            ]
+        else:
+            files = [{"name": self.path.name, **(self._text_file or {})}]
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "rows": self.num_rows,
+            "schema_sha256": schema_hash,
+            "files": files,
+        }
 
     def read(self, start: int, stop: int, columns: Sequence[str] | None = None) -> pa.Table:
         """Rows `[start, stop)` of DATA (only `columns`, in that order, when given)."""
@@ -266,7 +287,9 @@ def open_source(path: str | Path) -> Source:
     kind = detect_kind(p)
     if kind != "parquet":
         table = _read_text(p, kind)
-        return Source(p, kind, table.schema, table.num_rows, _table=table)
+        st = p.stat()
+        ident = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _file_sha256(p)}
+        return Source(p, kind, table.schema, table.num_rows, _table=table, _text_file=ident)
     import pyarrow.parquet as pq
 
     files = parquet_files(p)
@@ -289,7 +312,82 @@ def open_source(path: str | Path) -> Source:
             )
         rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
         starts = [0, *itertools.accumulate(rows)][: len(rows)]
-        opened.append(_ParquetFile(f, offset, starts, rows))
+        st = f.stat()
+        opened.append(_ParquetFile(f, offset, starts, rows, st.st_size, st.st_mtime_ns, _footer_sha256(f)))
         offset += sum(rows)
     assert schema is not None
     return Source(p, "parquet", schema, offset, _files=opened)
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.name if path == root else path.relative_to(root).as_posix()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _footer_sha256(path: Path) -> str:
+    """sha256 of a Parquet file's footer (its FileMetaData: row groups, their byte sizes, offsets and column
+    statistics), read from the file's end without decoding any rows."""
+    with open(path, "rb") as fh:
+        fh.seek(-8, os.SEEK_END)
+        tail = fh.read(8)
+        length = int.from_bytes(tail[:4], "little")
+        fh.seek(-8 - length, os.SEEK_END)
+        return hashlib.sha256(fh.read(length)).hexdigest()
+
+
+def _when(ns: object) -> str:
+    import datetime as dt
+
+    if not isinstance(ns, int):
+        return "?"
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def describe_change(before: Mapping[str, object], now: Mapping[str, object]) -> list[str]:
+    """How DATA differs from what an earlier run recorded, in words (empty when it does not)."""
+    said: list[str] = []
+    if before.get("path") != now.get("path"):
+        return [f"DATA was {before.get('path')}, now {now.get('path')}"]
+    if before.get("rows") != now.get("rows"):
+        said.append(f"it had {_count(before.get('rows'))} rows, it has {_count(now.get('rows'))} rows now")
+    if before.get("schema_sha256") != now.get("schema_sha256") or before.get("kind") != now.get("kind"):
+        said.append("its columns or their types changed")
+    old_files = {str(f.get("name")): f for f in _files(before)}
+    new_files = {str(f.get("name")): f for f in _files(now)}
+    if "files" not in before:
+        said.append("the earlier run recorded no fingerprint of its content (an older repoforge)")
+    else:
+        gone = sorted(set(old_files) - set(new_files))
+        added = sorted(set(new_files) - set(old_files))
+        if gone:
+            said.append(f"{', '.join(gone[:3])}{' ...' if len(gone) > 3 else ''} no longer there")
+        if added:
+            said.append(f"{', '.join(added[:3])}{' ...' if len(added) > 3 else ''} added")
+        for name in sorted(set(old_files) & set(new_files)):
+            a, b = old_files[name], new_files[name]
+            what = []
+            if a.get("sha256") != b.get("sha256"):
+                what.append("its content changed")
+            if a.get("bytes") != b.get("bytes"):
+                what.append(f"{_count(a.get('bytes'))} bytes then, {_count(b.get('bytes'))} now")
+            if a.get("mtime_ns") != b.get("mtime_ns"):
+                what.append(f"modified {_when(b.get('mtime_ns'))} (was {_when(a.get('mtime_ns'))})")
+            if what:
+                said.append(f"{name} changed: {', '.join(what)}")
+    return said or ["its fingerprint changed"]
+
+
+def _count(v: object) -> str:
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _files(fp: Mapping[str, object]) -> list[Mapping[str, object]]:
+    files = fp.get("files")
+    return [f for f in files if isinstance(f, Mapping)] if isinstance(files, list) else []

@@ -29,12 +29,13 @@ import pyarrow.parquet as pq
 
 from repoforge.batch.convert import ERROR, POS
 from repoforge.batch.model import BatchArgumentError
-from repoforge.batch.source import RowRange
+from repoforge.batch.source import RowRange, describe_change
 
 FORMAT = "repoforge-batch/1"
 MANIFEST = "_manifest.json"
 ERRORS = "_errors.parquet"
 ERRORS_DIR = "_errors"
+RAY_LOG = "_ray.log"  # the Ray engine's log of Ray's own output
 _SHARD = re.compile(r"^part-(\d{5,})\.parquet$")
 _TEMP = ".tmp-"
 
@@ -145,13 +146,21 @@ def check_resume(out: Path, model: dict[str, Any], settings: dict[str, Any], *, 
     if restart or existing is None:
         return None
     if existing.settings != settings:
-        changed = sorted(
-            k for k in set(existing.settings) | set(settings) if existing.settings.get(k) != settings.get(k)
-        )
-        detail = "; ".join(f"{k}: {existing.settings.get(k)!r} there, {settings.get(k)!r} now" for k in changed[:3])
+        before, now = existing.settings.get("input", {}), settings.get("input", {})
+        others = _setting_changes(existing.settings, settings)
+        if before != now and before.get("path") == now.get("path") and not others:
+            raise BatchArgumentError(
+                "--output",
+                f"{out} holds scores of {now.get('path')} as it was when that run began, and it changed since: "
+                f"{'; '.join(describe_change(before, now))}. Rerun with --restart to score all of it again "
+                "(or give another --output)",
+            )
+        if before != now:
+            others = [*describe_change(before, now)[:1], *others]
         raise BatchArgumentError(
             "--output",
-            f"{out} holds another run's output ({detail}); give another --output, or --restart to discard it",
+            f"{out} holds another run's output ({'; '.join(others[:3])}); give another --output, or --restart to "
+            "discard it",
         )
     if (
         existing.model.get("version") != model["version"]
@@ -167,8 +176,31 @@ def check_resume(out: Path, model: dict[str, Any], settings: dict[str, Any], *, 
     return existing
 
 
+_FLAGS = {"model": "the model", "map": "--map", "id_column": "--id-column", "rows_per_shard": "--rows-per-shard",
+          "outputs": "the model's outputs"}  # fmt: skip
+
+
+def _said(key: str, value: Any) -> str:
+    if value is None:
+        return "none"
+    if key == "map" and isinstance(value, dict):
+        return " ".join(f"{','.join(cols)}={inp}" for inp, cols in value.items()) or "none"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def _setting_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Every setting but DATA that differs between a recorded run and this one, in words."""
+    keys = sorted(k for k in set(before) | set(now) if k != "input" and before.get(k) != now.get(k))
+    out = []
+    for k in keys:
+        out.append(f"{_FLAGS.get(k, k)} {_said(k, before.get(k))} there, {_said(k, now.get(k))} now")
+    return out
+
+
 def _is_ours(name: str) -> bool:
-    return bool(_SHARD.match(name)) or name in (MANIFEST, ERRORS, ERRORS_DIR) or _TEMP in name
+    return bool(_SHARD.match(name)) or name in (MANIFEST, ERRORS, ERRORS_DIR, RAY_LOG) or _TEMP in name
 
 
 class Store:
@@ -239,6 +271,12 @@ class Store:
             )
         _write_parquet(table, self.out / ERRORS)
         return self.out / ERRORS
+
+    def abandon(self) -> None:
+        """A run that scored nothing ended (a crash, Ctrl-C): remove what it wrote, and OUT when it is empty."""
+        discard(self.out)
+        with contextlib.suppress(OSError):
+            self.out.rmdir()
 
 
 def discard(out: Path) -> None:

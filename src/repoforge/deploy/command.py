@@ -23,7 +23,7 @@ from repoforge.deploy.dashboard import dashboard_json
 from repoforge.deploy.k8s import ServerShape
 from repoforge.errors import Location, Problem, SpecError
 from repoforge.output import MANIFEST, atomic_dir, check_destination, sha256_file
-from repoforge.spec.deploy import DeploySpec, check_deploy, gpu_setting_warnings, resolved
+from repoforge.spec.deploy import REDIS_URL_ENV, DeploySpec, check_deploy, gpu_setting_warnings, resolved
 from repoforge.spec.load import _message
 from repoforge.targets import get_target
 
@@ -139,6 +139,8 @@ def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, s
     files["dashboard-configmap.yaml"] = _yaml(k8s.dashboard_configmap(d, name, dash))
     if shape.extra_objects:
         files["server-config.yaml"] = _yaml(*shape.extra_objects)
+    if d.redis is not None and d.redis.deploy:
+        files["redis.yaml"] = _yaml(*k8s.redis_objects(d, name))
     resources = [f for f in files if f.endswith(".yaml")]
     if rel is not None:  # applied on their own (Flagger or Argo, never both): not in the kustomization
         objs = k8s.labels(d, name)
@@ -172,6 +174,8 @@ _WHAT = {
     "dashboard.json": "Grafana dashboard (import it, or let the ConfigMap below load it)",
     "dashboard-configmap.yaml": "the dashboard as a ConfigMap labelled grafana_dashboard=1 for Grafana's sidecar",
     "server-config.yaml": "the server's own configuration as a ConfigMap",
+    "redis.yaml": "Redis for the plugins (deploy.redis.deploy): Deployment, Service and PodDisruptionBudget; "
+    "the server gets its URL in REPOFORGE_REDIS_URL",
     KUSTOMIZATION: "kustomize entry point listing the manifests",
     rollout.FLAGGER_FILE: "release policy for Flagger: a Canary on the Deployment and its MetricTemplates "
     "(apply instead of the Argo file, see Releases)",
@@ -242,7 +246,23 @@ def readme(
         lines.append(
             f"- Tracing: one request in {d.tracing.rate} is traced with OpenTelemetry to `{d.tracing.otlp_endpoint}`."
         )
-    lines += [f"- {n}" if n and not n.startswith(("```", "FROM", "COPY", "RUN")) else n for n in shape.notes]
+    if d.env:
+        lines.append(f"- Environment: {', '.join(f'`{k}`' for k in d.env)} (deploy.env).")
+    if d.secrets:
+        refs = ", ".join(f"`{k}` ← Secret `{r.secret}` key `{r.key}`" for k, r in d.secrets.items())
+        lines.append(
+            f"- From Secrets (by reference; no value is in these files): {refs}. Create them in `{d.namespace}` "
+            "first, e.g. `kubectl -n " + d.namespace + " create secret generic NAME --from-literal=KEY=VALUE`."
+        )
+    url = k8s.redis_url(d, name)
+    if d.redis is not None and url is not None:
+        where_ = f"the Redis this kustomization deploys (`redis.yaml`, {d.redis.image})" if d.redis.deploy else url
+        lines.append(f"- Redis: plugins read `{REDIS_URL_ENV}={url}` ({where_}) before the spec's own URL.")
+    fenced = False
+    for n in shape.notes:  # a note is a bullet; a fenced block (commands) goes in as it is
+        if n.startswith("```"):
+            fenced = not fenced
+        lines.append(n if fenced or not n or n.startswith("```") else f"- {n}")
     if rel is not None:
         lines += ["", *_release_readme(rel, d)]
     lines += ["", "## Server arguments", "", "```", " ".join([*shape.command, *shape.args]), "```", ""]
@@ -329,6 +349,17 @@ def deploy_k8s(
         say(f"warning: {w}")
     check_destination(out, force, _looks_ours)
     files = get_target(info.target).deploy_manifests(info, d)
+    if not d.image:
+        from repoforge.deploy.image import plan_image
+
+        plan = plan_image(info)
+        if plan.legacy:
+            say(f"warning: the stock image {plan.base} cannot load this build (it imports an installed repoforge)")
+        elif plan.needed:
+            say(
+                f"warning: the build needs {', '.join(plan.requirements)} beyond {plan.base}: run `repoforge image`, "
+                "push it and pass --set image=<pushed name> (see README.md)"
+            )
     with atomic_dir(out, force) as tmp:
         for rel, text in files.items():
             (tmp / rel).write_text(text, encoding="utf-8")

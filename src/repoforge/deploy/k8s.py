@@ -21,13 +21,14 @@ from cloudcoil.models.prometheus_operator import v1 as monitoring
 from pydantic import BaseModel
 
 from repoforge.deploy.promql import Catalog
-from repoforge.spec.deploy import DeploySpec
+from repoforge.spec.deploy import REDIS_URL_ENV, DeploySpec
 
 MANAGED_BY = "repoforge"
 #: Label that tells the two pools apart (their Deployments' selectors must not overlap).
 POOL_LABEL = "repoforge.dev/pool"
 #: preStop sleep: the endpoints controller takes the pod out of the Services before the server stops accepting.
 DRAIN_S = 5
+REDIS_PORT = 6379
 
 
 @dataclass
@@ -49,6 +50,9 @@ class ServerShape:
     extra_objects: list[BaseModel] = field(default_factory=list)  # e.g. TorchServe's config.properties ConfigMap
     extra_volumes: list[tuple[core.Volume, core.VolumeMount]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # README lines the target adds
+    #: A command run in the container once it started (TorchServe: register the workflows); the pod is not
+    #: started, so its probes do not begin, until it succeeds.
+    post_start: list[str] | None = None
 
 
 def dump(obj: BaseModel) -> dict[str, Any]:
@@ -84,7 +88,7 @@ def _probe(shape: ServerShape, path: str | None, *, period: int, failures: int, 
     return core.Probe(period_seconds=period, failure_threshold=failures, timeout_seconds=timeout, **action)
 
 
-def _container(d: DeploySpec, shape: ServerShape, gpus: int) -> core.Container:
+def _container(d: DeploySpec, shape: ServerShape, gpus: int, name: str) -> core.Container:
     requests = {"cpu": d.resources.cpu, "memory": d.resources.memory}
     limits = {"memory": d.resources.memory}
     if gpus:
@@ -100,6 +104,7 @@ def _container(d: DeploySpec, shape: ServerShape, gpus: int) -> core.Container:
     env = [
         core.EnvVar(name="POD_NAME", value_from=core.EnvVarSource(field_ref=core.ObjectFieldSelector(field_path="metadata.name"))),
         *shape.env,
+        *user_env(d, name),
     ]  # fmt: skip
     p = d.probes
     return core.Container(
@@ -121,8 +126,97 @@ def _container(d: DeploySpec, shape: ServerShape, gpus: int) -> core.Container:
         startup_probe=_probe(shape, shape.ready_path, period=10, failures=math.ceil(p.startup_timeout_s / 10)),
         liveness_probe=_probe(shape, shape.live_path, period=p.period_s, failures=3),
         readiness_probe=_probe(shape, shape.ready_path, period=p.period_s, failures=3),
-        lifecycle=core.Lifecycle(pre_stop=core.LifecycleHandler(exec=core.ExecAction(command=["sleep", str(DRAIN_S)]))),
+        lifecycle=core.Lifecycle(
+            pre_stop=core.LifecycleHandler(exec=core.ExecAction(command=["sleep", str(DRAIN_S)])),
+            post_start=core.LifecycleHandler(exec=core.ExecAction(command=shape.post_start)) if shape.post_start else None,
+        ),
     )  # fmt: skip
+
+
+def redis_url(d: DeploySpec, name: str) -> str | None:
+    """The URL the plugins get in REPOFORGE_REDIS_URL: `redis.url`, or the deployed Redis's Service."""
+    if d.redis is None:
+        return None
+    if d.redis.url is not None:
+        return d.redis.url
+    return f"redis://{redis_name(name)}.{d.namespace}.svc:{REDIS_PORT}/0"
+
+
+def redis_name(name: str) -> str:
+    return f"{name}-redis"[:63].rstrip("-")
+
+
+def user_env(d: DeploySpec, name: str) -> list[core.EnvVar]:
+    """`env:` as values, `secrets:` as secretKeyRef (the value stays in the Secret), and the Redis URL."""
+    out = [core.EnvVar(name=k, value=v) for k, v in d.env.items()]
+    for k, ref in d.secrets.items():
+        key_ref = core.SecretKeySelector(name=ref.secret, key=ref.key, optional=ref.optional or None)
+        out.append(core.EnvVar(name=k, value_from=core.EnvVarSource(secret_key_ref=key_ref)))
+    url = redis_url(d, name)
+    if url is not None:
+        out.append(core.EnvVar(name=REDIS_URL_ENV, value=url))
+    return out
+
+
+def redis_objects(d: DeploySpec, name: str) -> list[BaseModel]:
+    """`redis: {deploy: true}`: one Redis pod (a cache: no persistence, LRU eviction at 90 % of its memory), its
+    Service and a PodDisruptionBudget that lets a node drain move it."""
+    assert d.redis is not None and d.redis.deploy
+    rname = redis_name(name)
+    sel = {"app.kubernetes.io/name": rname, "app.kubernetes.io/instance": name}
+    obj_labels = {**labels(d, name), **sel, "app.kubernetes.io/component": "redis"}
+    md = meta.ObjectMeta(name=rname, namespace=d.namespace, labels=obj_labels)
+    maxmemory = int(quantity_bytes(d.redis.memory) * 0.9)
+    port = meta.IntOrString("redis")
+
+    def probe() -> core.Probe:
+        return core.Probe(tcp_socket=core.TCPSocketAction(port=port), period_seconds=10, failure_threshold=3)
+
+    container = core.Container(
+        name="redis",
+        image=d.redis.image,
+        args=["--save", "", "--appendonly", "no", "--maxmemory", str(maxmemory), "--maxmemory-policy", "allkeys-lru"],
+        ports=[core.ContainerPort(name="redis", container_port=REDIS_PORT, protocol="TCP")],
+        resources=core.ResourceRequirements(
+            requests={"cpu": meta.Quantity("250m"), "memory": meta.Quantity(d.redis.memory)},
+            limits={"memory": meta.Quantity(d.redis.memory)},
+        ),
+        liveness_probe=probe(),
+        readiness_probe=probe(),
+    )
+    deployment = apps.Deployment(
+        metadata=md,
+        spec=apps.DeploymentSpec(
+            replicas=1,
+            selector=meta.LabelSelector(match_labels=sel),
+            template=core.PodTemplateSpec(
+                metadata=meta.ObjectMeta(labels=obj_labels), spec=core.PodSpec(containers=[container])
+            ),
+        ),
+    )
+    service = core.Service(
+        metadata=md,
+        spec=core.ServiceSpec(
+            type="ClusterIP",
+            selector=sel,
+            ports=[core.ServicePort(name="redis", port=REDIS_PORT, target_port=port, protocol="TCP")],
+        ),
+    )
+    budget = policy.PodDisruptionBudget(
+        metadata=md,
+        spec=policy.PodDisruptionBudgetSpec(max_unavailable=meta.IntOrString(1), selector=meta.LabelSelector(match_labels=sel)),
+    )  # fmt: skip
+    return [deployment, service, budget]
+
+
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "m": 10**-3}
+_UNITS.update({f"{u}i": 1024 ** (i + 1) for i, u in enumerate("KMGTPE")})
+
+
+def quantity_bytes(q: str) -> float:
+    """A Kubernetes quantity (16Gi, 500M) as a number."""
+    num = q.rstrip("kMGTPEim")
+    return float(num) * _UNITS[q[len(num) :]]
 
 
 def _affinity(d: DeploySpec, pool: str) -> core.Affinity | None:
@@ -192,7 +286,7 @@ def deployment(
             template=core.PodTemplateSpec(
                 metadata=meta.ObjectMeta(labels=pod_labels),
                 spec=core.PodSpec(
-                    containers=[_container(d, shape, gpus)],
+                    containers=[_container(d, shape, gpus, name)],
                     volumes=volumes,
                     affinity=_affinity(d, pool),
                     tolerations=_tolerations(d, pool, gpus),

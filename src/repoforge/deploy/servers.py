@@ -3,6 +3,8 @@ The targets' `deploy_manifests` call these (repoforge.targets)."""
 
 from __future__ import annotations
 
+import json
+
 from cloudcoil import apimachinery as meta
 from cloudcoil.models.kubernetes.core import v1 as core
 
@@ -15,7 +17,6 @@ from repoforge.spec.deploy import DeploySpec
 CACHE_BYTES = 256 * 1024 * 1024
 TRITON_PORTS = [("http", 8000), ("grpc", 8001), ("metrics", 8002)]
 TORCHSERVE_PORTS = [("http", 8080), ("management", 8081), ("grpc", 7070), ("grpc-management", 7071), ("metrics", 8082)]
-TORCHSERVE_IMAGE = "pytorch/torchserve:{version}-{device}"
 
 
 def _catalog_args(info: BuildInfo, d: DeploySpec, name: str) -> dict[str, object]:
@@ -64,35 +65,38 @@ def triton_args(info: BuildInfo, d: DeploySpec, name: str) -> list[str]:
     return args
 
 
-def triton_image(info: BuildInfo, d: DeploySpec) -> tuple[str, list[str]]:
-    """The image and README notes: the NGC image of the build's Triton, or, when a model's model.py imports
-    repoforge (a --device cpu build's runners, plugins), an image FROM it with repoforge installed."""
-    from repoforge import __version__
-    from repoforge.servers.triton_install import NGC_IMAGE
+def server_image(info: BuildInfo, d: DeploySpec) -> tuple[str, list[str]]:
+    """The pod's image and the README's notes on it: `deploy.image` when set (the image `repoforge image` wrote,
+    pushed), else the stock image when the build needs nothing more, else the local name `repoforge image`
+    gives it, which must be built and pushed first."""
+    from repoforge.deploy.image import plan_image
 
+    plan = plan_image(info)
     if d.image:
-        return d.image, []
-    if not info.needs_repoforge:
-        return NGC_IMAGE, [
-            f"Image: `{NGC_IMAGE}` (the NGC release of Triton {info.versions.get('triton_target', '')})."
+        return d.image, [f"Image: `{d.image}` (deploy.image; stock image of this build: `{plan.base}`)."]
+    if plan.legacy:
+        return plan.base, [
+            f"Image: `{plan.base}` cannot load this build as it is: {', '.join(plan.legacy[:4])} "
+            f"import{'s' if len(plan.legacy) == 1 else ''} the installed repoforge package, which the stock image lacks. Rebuild it with a repoforge whose builds "
+            "carry their runtime (repoforge_runtime), then regenerate these files."
         ]
-    from repoforge.serve import runtime_dockerfile
-
-    tag = f"repoforge-tritonserver:{__version__}"
-    dockerfile, _ = runtime_dockerfile(["torch"] if info.torchscript_runner else [])
-    return tag, [
-        f"Image: `{tag}`. {', '.join(info.needs_repoforge)} run repoforge's Python backends, which the NGC image "
-        "lacks; build and push this image (or set `deploy.image`), from this Dockerfile:",
+    if not plan.needed:
+        return plan.base, [f"Image: `{plan.base}`, the stock image: the build declares nothing beyond it."]
+    return plan.tag, [
+        f"Image: `{plan.tag}` is not pushed anywhere yet: the build's models need "
+        f"{', '.join(f'`{r}`' for r in plan.requirements)} on top of `{plan.base}`. Write its Dockerfile and "
+        "context, build and push it, and regenerate with its pushed name (or set `deploy.image` in the spec):",
         "",
-        "```dockerfile",
-        dockerfile.rstrip("\n"),
+        "```bash",
+        f"repoforge image {info.path.name} -o image",
+        *plan.commands("image"),
         "```",
     ]
 
 
 def triton_shape(info: BuildInfo, d: DeploySpec) -> ServerShape:
     name = d.name or info.repository
-    image, notes = triton_image(info, d)
+    image, notes = server_image(info, d)
     repo = d.model_repository
     return ServerShape(
         container="tritonserver",
@@ -126,16 +130,71 @@ def torchserve_config(d: DeploySpec, info: BuildInfo) -> str:
     return "\n".join(out) + "\n"
 
 
+#: Registers the build's workflows once TorchServe answers: it has no setting that loads workflows at start (only
+#: `load_models`). The container's postStart hook runs it; the pod counts as started only once it succeeds.
+REGISTER_WORKFLOWS = """\
+\"\"\"Register the build's TorchServe workflows (.war) in this pod (written by `repoforge deploy k8s`).\"\"\"
+import json, sys, time, urllib.error, urllib.request
+
+WORKFLOWS = {workflows}
+CONFIG = "/etc/torchserve/config.properties"
+deadline = time.monotonic() + {timeout}
+props = dict(line.split("=", 1) for line in open(CONFIG).read().splitlines() if "=" in line and not line.startswith("#"))
+port = props.get("management_address", "http://0.0.0.0:8081").rsplit(":", 1)[1]
+token_auth = props.get("disable_token_authorization", "false").lower() != "true"
+for war in WORKFLOWS:
+    while True:
+        headers = {{}}
+        try:
+            if token_auth:  # TorchServe writes its keys to key_file.json in the folder it started in
+                headers["Authorization"] = "Bearer " + json.load(open("key_file.json"))["management"]["key"]
+            req = urllib.request.Request(f"http://127.0.0.1:{{port}}/workflows?url={{war}}", method="POST", headers=headers)
+            urllib.request.urlopen(req, timeout=max(1.0, deadline - time.monotonic())).read()
+            print(f"registered {{war}}")
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code == 409:  # already registered (a restarted hook)
+                break
+            error = f"HTTP {{exc.code}}: {{exc.read()[:500]!r}}"
+        except (OSError, KeyError, ValueError) as exc:  # not up yet, no key file yet
+            error = repr(exc)
+        if time.monotonic() > deadline:
+            sys.exit(f"workflow {{war}} did not register: {{error}}")
+        time.sleep(2)
+"""
+
+
 def torchserve_shape(info: BuildInfo, d: DeploySpec) -> ServerShape:
+    """TorchServe in a pod: the build's config.properties with pod addresses (a ConfigMap), the model store on the
+    volume, the image that has what the build's handlers declare, and the workflows registered after start."""
     name = d.name or info.repository
-    version = str(info.versions.get("torchserve") or "0.12.0")
-    image = d.image or TORCHSERVE_IMAGE.format(version=version, device="gpu" if info.device == "gpu" else "cpu")
+    image, notes = server_image(info, d)
+    workflows = [f"{w}.war" for w in info.versions.get("workflows") or []]
+    data = {"config.properties": torchserve_config(d, info)}
+    post_start = None
+    if workflows:
+        data["register_workflows.py"] = REGISTER_WORKFLOWS.format(
+            workflows=json.dumps(workflows), timeout=max(d.probes.startup_timeout_s - 30, 30)
+        )
+        post_start = ["python", "/etc/torchserve/register_workflows.py"]
     cm = core.ConfigMap(
         metadata=meta.ObjectMeta(name=f"{name}-torchserve-config", namespace=d.namespace, labels=labels(d, name)),
-        data={"config.properties": torchserve_config(d, info)},
+        data=data,
     )
     vol = core.Volume(name="ts-config", config_map=core.ConfigMapVolumeSource(name=f"{name}-torchserve-config"))
     mount = core.VolumeMount(name="ts-config", mount_path="/etc/torchserve", read_only=True)
+    notes = [
+        *notes,
+        f"The pod runs the build's config.properties (ConfigMap `{name}-torchserve-config`) with 0.0.0.0 addresses "
+        "and the model store on the volume; token authorization stays on, so the probes check the ports (a TCP "
+        "connect) rather than /ping.",
+    ]
+    if workflows:
+        notes.append(
+            f"Workflows {', '.join(workflows)}: TorchServe loads only models at start, so the container's postStart "
+            "hook (`register_workflows.py` in the ConfigMap) registers them through the management API with the "
+            "pod's management key; the pod is not started, and not ready, until they are registered."
+        )
     return ServerShape(
         container="torchserve",
         image=image,
@@ -149,9 +208,6 @@ def torchserve_shape(info: BuildInfo, d: DeploySpec) -> ServerShape:
         shm=False,
         extra_objects=[cm],
         extra_volumes=[(vol, mount)],
-        notes=[
-            f"Image: `{image}`. The pod runs the build's config.properties (ConfigMap `{name}-torchserve-config`) "
-            "with 0.0.0.0 addresses; token authorization stays on, so the probes check the ports (a TCP "
-            "connect) rather than /ping.",
-        ],
+        notes=notes,
+        post_start=post_start,
     )

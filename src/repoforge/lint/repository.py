@@ -97,6 +97,10 @@ def lint_repository(
             Finding("error", "", "", f"{root} is not a directory; point lint at a model repository", str(root))
         )
         return report
+    other = _other_build(root)
+    if other is not None:
+        report.findings.append(Finding("error", "", "", other, str(root)))
+        return report
     backends = _frozen(known_backends)
     entries: dict[str, ModelEntry] = {}
     for model_dir in model_folders(root):
@@ -113,6 +117,23 @@ def lint_repository(
         report.extend(entry.sink.findings)
     report.sort()
     return report
+
+
+def _other_build(root: Path) -> str | None:
+    """What to say when `root` is a build of another target (a TorchServe model store is no Triton repository)."""
+    from repoforge.targets import target_of
+
+    target = target_of(root)
+    if target.name == "triton":
+        return None
+    return (
+        f"{root} is a {_TARGET_WORDS.get(target.name, target.name)} build, not a Triton model repository, so lint "
+        f"does not apply to it. Check it with `repoforge validate {root}` (starts the server and sends requests), "
+        f"or build the spec for Triton (`repoforge build SPEC -o OUT --target triton`) and lint OUT"
+    )
+
+
+_TARGET_WORDS = {"torchserve": "TorchServe"}
 
 
 def _lint_folder(model_dir: Path, backends: frozenset[str] | None, gpu_count: int | None) -> ModelEntry:

@@ -1100,10 +1100,13 @@ def check_versions_and_files(
             file=folder_file,
         )
     if not layout.versions:
+        # An ensemble too: Triton 2.51 refuses one without a version folder ("at least one version must be
+        # available under the version policy"), which tests/integration/test_lint.py proves on the real server.
         sink.error(
             ("version_policy",) if cfg.HasField("version_policy") else (),
             "no version folder: Triton needs at least one numeric sub-folder (e.g. "
-            f"{'an empty 1/ for an ensemble' if cfg.platform == ENSEMBLE else '1/ holding the model file'})",
+            f"{'an empty 1/ for an ensemble, as NVIDIA examples make with mkdir -p <ensemble>/1' if cfg.platform == ENSEMBLE else '1/ holding the model file'}); "
+            "without one it says 'at least one version must be available' and does not load the model",
             file=None if cfg.HasField("version_policy") else folder_file,
         )
         return []
@@ -1185,7 +1188,103 @@ def lint_model(raw: mc.ModelConfig, sink: Sink, ctx: ConfigContext) -> tuple[mc.
         check_warmup(sink, cfg)
     check_label_files(sink, cfg, ctx.model_dir)
     loaded = check_versions_and_files(sink, cfg, ctx, layout, explicit_filename=bool(raw.default_model_filename))
+    if cfg.backend == "onnxruntime" and ctx.model_dir is not None:
+        check_onnx_files(sink, cfg, ctx.model_dir, layout, loaded)
     return cfg, loaded
+
+
+# --------------------------------------------------------------------------------------------
+# The model file against the config (onnxruntime backend: ValidateInputs / ValidateOutputs at load)
+# --------------------------------------------------------------------------------------------
+_SEQUENCE_KINDS = {
+    "CONTROL_SEQUENCE_START",
+    "CONTROL_SEQUENCE_END",
+    "CONTROL_SEQUENCE_READY",
+    "CONTROL_SEQUENCE_CORRID",
+}
+
+
+def _onnx_dims_problem(model_shape: tuple[int, ...], dims: list[int], max_batch_size: int) -> str | None:
+    """CompareDimsSupported (compare_exact false): with batching the model's first dim must be variable; then the
+    ranks match and every fixed model dim equals the config's. A scalar model tensor takes config dims of 1s."""
+    shape = list(model_shape)
+    if not shape:
+        return (
+            None if all(d == 1 for d in dims) else f"the model's tensor is a scalar, the config says {dims_str(dims)}"
+        )
+    if max_batch_size > 0:
+        if shape[0] != -1:
+            return (
+                f"max_batch_size {max_batch_size} needs a variable first dim in the model, which has "
+                f"{dims_str(shape)}; set max_batch_size: 0 or export the model with a dynamic batch axis"
+            )
+        full = [-1, *dims]
+        what = f"{dims_str(dims)} (with the batch axis {dims_str(full)})"
+    else:
+        full = list(dims)
+        what = dims_str(dims)
+    if len(shape) != len(full) or any(m != -1 and m != c for m, c in zip(shape, full, strict=False)):
+        return f"the config says dims {what}, the model has {dims_str(shape)}"
+    return None
+
+
+def check_onnx_files(sink: Sink, cfg: mc.ModelConfig, model_dir: Path, layout: Layout, loaded: list[int]) -> None:
+    """Every name, dtype and shape of the config that the ONNX file of a loaded version contradicts, as the
+    onnxruntime backend refuses the model at load (Triton stops at the first; lint names them all)."""
+    from repoforge.triton.onnx_io import OnnxReadError, read_signature
+
+    filename = cfg.default_model_filename or "model.onnx"
+    reported: set[str] = set()
+    for v in loaded:
+        path = model_dir / layout.versions[v] / filename
+        if not path.is_file():  # a folder (model.onnx/ with external data) is left to the server
+            continue
+        shown = f"{layout.versions[v]}/{filename}"
+        try:
+            sig = read_signature(path)
+        except OnnxReadError as exc:
+            sink.error(("default_model_filename",), f"version {v}: {exc}; Triton cannot load it", file=str(path))
+            continue
+
+        def say(field: FieldPath, message: str, *, shown: str = shown) -> None:
+            text = f"{message} ({shown}; Triton's onnxruntime backend refuses the model at load)"
+            if text not in reported:
+                reported.add(text)
+                sink.error(field, text)
+
+        model_in = {t.name: t for t in sig.inputs}
+        model_out = {t.name: t for t in sig.outputs}
+        if cfg.input:  # none: auto-complete fills them from the file
+            sb = cfg.sequence_batching
+            controls = {c.name for c in sb.control_input for k in c.control if mc.ModelSequenceBatching.Control.Kind.Name(k.kind) in _SEQUENCE_KINDS} if cfg.HasField("sequence_batching") else set()  # fmt: skip
+            expected = sum(1 for io in cfg.input if not io.optional) + len(cfg.batch_input) + len(controls)
+            expected += len(sb.state) if cfg.HasField("sequence_batching") else 0
+            if len(model_in) != expected:
+                say(
+                    ("input",),
+                    f"the config expects {expected} input(s), the model has {len(model_in)}: "
+                    f"{', '.join(repr(n) for n in model_in) or 'none'}",
+                )
+        for kind, tensors, found in (("input", cfg.input, model_in), ("output", cfg.output, model_out)):
+            for i, io in enumerate(tensors):
+                t = found.get(io.name)
+                if t is None:
+                    say(
+                        (kind, i, "name"),
+                        f"{kind} '{io.name}' is not an {kind} of the model; it has "
+                        f"{', '.join(repr(n) for n in found) or 'none'}",
+                    )
+                    continue
+                want = f"TYPE_{'STRING' if t.dtype == 'BYTES' else t.dtype}"
+                if dtype_name(io.data_type) != want:
+                    say(
+                        (kind, i, "data_type"),
+                        f"{kind} '{io.name}': the config says {dtype_name(io.data_type)}, the model has {want}",
+                    )
+                dims = list(io.reshape.shape) if io.HasField("reshape") else list(io.dims)
+                problem = _onnx_dims_problem(t.shape, dims, cfg.max_batch_size)
+                if problem and not (kind == "input" and io.allow_ragged_batch):
+                    say((kind, i, "reshape" if io.HasField("reshape") else "dims"), f"{kind} '{io.name}': {problem}")
 
 
 def defines_auto_complete(source: str) -> bool:

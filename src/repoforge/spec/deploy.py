@@ -29,6 +29,8 @@ TORCHSERVE_METRICS = ("queue_time_per_request_us", "request_rate")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _DURATION = re.compile(r"^[0-9]+(ms|s|m|h)$")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 
 
 class _Strict(BaseModel):
@@ -207,6 +209,65 @@ class Probes(_Strict):
     period_s: int = Field(default=10, ge=1, description="Seconds between liveness/readiness checks.")
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Environment variables the pod's container sets itself (a user's `env:`/`secrets:` may not replace them).
+RESERVED_ENV = ("POD_NAME",)
+#: The variable plugins that use Redis read their server's URL from (the runtime's name, agreed in issue 21).
+REDIS_URL_ENV = "REPOFORGE_REDIS_URL"
+
+
+class SecretRef(_Strict):
+    """One key of a Kubernetes Secret, read into an environment variable (`valueFrom.secretKeyRef`): the value
+    stays in the cluster and never appears in a manifest."""
+
+    secret: str = Field(description="Name of the Secret, in the deployment's namespace.")
+    key: str = Field(description="Key inside the Secret whose value becomes the variable.")
+    optional: bool = Field(default=False, description="true: start the pod even when the Secret or key is missing.")
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str) -> str:
+        if not _DNS_SUBDOMAIN.match(v):
+            raise ValueError(f"expected a Secret name (lower-case letters, digits, '-', '.') (got {v!r})")
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if not _SECRET_KEY.match(v):
+            raise ValueError(f"expected a Secret key (letters, digits, '-', '_', '.') (got {v!r})")
+        return v
+
+
+class Redis(_Strict):
+    """The Redis that plugins (features, result and semantic caches) use in the cluster: `{url: ...}` for one
+    that exists, or `{deploy: true}` for a Redis Deployment, Service and PDB next to the server. The pods get its
+    URL in REPOFORGE_REDIS_URL, which the plugins read before the spec's own URL."""
+
+    url: str | None = Field(default=None, description="redis:// or rediss:// URL of an existing Redis.")
+    deploy: bool = Field(default=False, description="true: deploy a Redis (Deployment, Service, PDB) with the server.")
+    image: str = Field(default="redis:7.2-alpine", description="deploy: true only: the Redis image.")
+    memory: str = Field(default="1Gi", description="deploy: true only: memory request and limit (maxmemory is 90 %).")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis://host:port/db URL (got {v!r})")
+        return v
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _q(cls, v: Any) -> str:
+        return _quantity(v)
+
+    @model_validator(mode="after")
+    def _one(self) -> Redis:
+        if (self.url is not None) == self.deploy:
+            raise ValueError("set exactly one of url (an existing Redis) or deploy: true")
+        return self
+
+
 class DeploySpec(_Strict):
     """`deploy:`: Kubernetes manifests for the built repository (`repoforge deploy k8s BUILD -o OUT`)."""
 
@@ -216,8 +277,9 @@ class DeploySpec(_Strict):
     namespace: str = Field(default="default", description="Namespace of every object.")
     image: str | None = Field(
         default=None,
-        description="Server image; unset: the NGC Triton image of the build's Triton version (TorchServe's for "
-        "a TorchServe build). A --device cpu build needs an image with repoforge installed (see its README).",
+        description="Server image; unset: the stock image (NGC Triton of the build's Triton version, or "
+        "TorchServe's) when the build needs nothing more, else the one `repoforge image` writes (push it and set "
+        "this to its name).",
     )
     model_repository: ModelRepositorySource | None = Field(
         default=None, description="{pvc: name} | {s3: s3://...} | {gcs: gs://...}; unset: {pvc: <name>-models}."
@@ -236,6 +298,26 @@ class DeploySpec(_Strict):
         default=30, ge=1, description="Seconds in-flight requests get on shutdown (Triton --exit-timeout-secs)."
     )
     labels: dict[str, str] = Field(default={}, description="Extra labels on every object.")
+    env: dict[str, str] = Field(
+        default={}, description="Environment variables of the server container (plain values; secrets: below)."
+    )
+    secrets: dict[str, SecretRef] = Field(
+        default={},
+        description="Environment variables read from Kubernetes Secrets by reference: NAME: {secret, key}; the "
+        "values never appear in a manifest.",
+    )
+    redis: Redis | None = Field(
+        default=None,
+        description="{url: redis://...} | {deploy: true}: the Redis plugins use, passed as REPOFORGE_REDIS_URL.",
+    )
+
+    @field_validator("env", "secrets")
+    @classmethod
+    def _env_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name (letters, digits, '_')")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -282,6 +364,17 @@ def check_deploy(deploy: DeploySpec, *, target: str, device: str) -> list[Deploy
                 "for GPUs it uses); use queue_time_per_request_us",
             )
         )
+    for name in deploy.env:
+        if name in deploy.secrets:
+            problems.append((("env", name), f"{name} is also set in secrets; set it in one place"))
+    for section in ("env", "secrets"):
+        for name in getattr(deploy, section):
+            if name in RESERVED_ENV:
+                problems.append(((section, name), f"{name} is set by the pod itself; choose another name"))
+            elif name == REDIS_URL_ENV and deploy.redis is not None:
+                problems.append(
+                    ((section, name), f"{name} comes from redis: here; set the URL in one place (redis.url)")
+                )
     if target == "torchserve":
         if a.metric not in TORCHSERVE_METRICS:
             problems.append(

@@ -171,6 +171,10 @@ def config_differences(a: Message, b: Message, path: str = "") -> list[str]:
             if fd.message_type is not None and len(la) == len(lb):
                 for i, (x, y) in enumerate(zip(la, lb, strict=True)):
                     out += config_differences(x, y, f"{p}[{i}]")
+            elif fd.enum_type is not None:
+                out.append(
+                    f"{p}: [{', '.join(_scalar(fd, x) for x in la)}] → [{', '.join(_scalar(fd, x) for x in lb)}]"
+                )
             else:
                 out.append(f"{p}: {_short(la)} → {_short(lb)}")
         elif fd.message_type is not None:
@@ -180,8 +184,16 @@ def config_differences(a: Message, b: Message, path: str = "") -> list[str]:
             elif ha or hb:
                 out.append(f"{p}: {_short(va) if ha else 'absent'} → {_short(vb) if hb else 'absent'}")
         elif va != vb:
-            out.append(f"{p}: {va!r} → {vb!r}")
+            out.append(f"{p}: {_scalar(fd, va)} → {_scalar(fd, vb)}")
     return out
+
+
+def _scalar(fd: Any, v: Any) -> str:
+    """A field's value as the config text writes it: an enum by its name (TYPE_FP32, not 11)."""
+    if fd.enum_type is not None:
+        value = fd.enum_type.values_by_number.get(v)
+        return value.name if value is not None else repr(v)
+    return repr(v)
 
 
 def _short(v: Any) -> str:

@@ -1,0 +1,286 @@
+"""`repoforge image`, the images `deploy k8s` and `serve --print-command` name, and `deploy:`'s env, secrets and
+redis: a build that declares nothing beyond the stock image needs no image; one that declares packages gets a
+complete context (every COPY source exists) FROM the stock image of its server; secrets stay references."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shlex
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from repoforge.build import build
+from repoforge.cli import main
+from repoforge.deploy.command import KUBERNETES_VERSION, deploy_k8s
+from repoforge.deploy.image import PYTHON_REQUIREMENTS, imports_installed_repoforge, ngc_image, write_image
+from repoforge.errors import BuildError, SpecError
+from repoforge.output import MANIFEST
+from repoforge.servers.triton_install import NGC_IMAGE
+
+ROOT = Path(__file__).resolve().parents[2]
+TABULAR = ROOT / "examples" / "tabular" / "spec.yaml"
+CLASSIFIER = (ROOT / "examples" / "tabular" / "models" / "classifier.onnx").as_posix()
+_IMPORT = re.compile(r"^\s*(from|import)\s+repoforge(\s|\.|$).*$", re.MULTILINE)
+
+
+def _without_installed_repoforge(build_dir: Path) -> Path:
+    """Stand in for a build whose Python files carry their own runtime: every line importing the installed
+    repoforge is replaced (a no-op on builds that already carry it). What `image` reads is the lock and the
+    imports; the models are not run here."""
+    for py in list(build_dir.glob("*/*/*.py")) + list(build_dir.glob("*/*.py")):
+        py.write_text(_IMPORT.sub("pass", py.read_text()))
+    for archive in list(build_dir.glob("model-store/*.mar")) + list(build_dir.glob("wf-store/*.war")):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(archive) as src, zipfile.ZipFile(buf, "w") as dst:
+            for item in src.infolist():
+                data = src.read(item)
+                if item.filename.endswith(".py"):
+                    data = _IMPORT.sub("pass", data.decode()).encode()
+                dst.writestr(item, data)
+        archive.write_bytes(buf.getvalue())
+    assert imports_installed_repoforge(build_dir) == []
+    return build_dir
+
+
+def _declare(build_dir: Path, requirements: dict[str, list[str]]) -> Path:
+    lock = build_dir / MANIFEST
+    data = json.loads(lock.read_text())
+    data[PYTHON_REQUIREMENTS] = requirements
+    lock.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return build_dir
+
+
+def _ts_spec(root: Path, deploy: str = "") -> Path:
+    spec = root / "spec.yaml"
+    spec.write_text(
+        "version: 1\nrepository: ts-flow\nmodels:\n  - name: classifier\n    format: onnx\n"
+        f"    path: {CLASSIFIER}\n    max_batch_size: 8\n"
+        "  - name: pipeline\n    format: ensemble\n    steps:\n      - model: classifier\n"
+        "        inputs: {input: input}\n        outputs: {probabilities: probabilities}\n"
+        "deploy:\n  replicas: {min: 1, max: 3}\n  autoscale: {metric: request_rate, target: 50}\n" + deploy,
+        encoding="utf-8",
+    )
+    return spec
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("image")
+    gpu = build(TABULAR, root / "gpu", device="gpu").output  # native onnxruntime backend: nothing beyond the image
+    declared = build(TABULAR, root / "declared", device="gpu").output
+    ts = build(_ts_spec(root), root / "ts", target="torchserve", device="cpu").output
+    return {
+        "gpu": _without_installed_repoforge(gpu),
+        "declared": _declare(_without_installed_repoforge(declared), {"classifier": ["redis", "onnxruntime"], "x": []}),
+        "ts": _declare(_without_installed_repoforge(ts), {"classifier": ["onnxruntime"]}),
+    }
+
+
+def test_ngc_image_follows_the_triton_version() -> None:
+    assert ngc_image("2.51.0") == NGC_IMAGE == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert ngc_image("2.53.0") == "nvcr.io/nvidia/tritonserver:24.12-py3"
+    assert ngc_image("2.54") == "nvcr.io/nvidia/tritonserver:25.01-py3"
+    with pytest.raises(BuildError):
+        ngc_image("1.9")
+
+
+def test_a_build_that_declares_nothing_needs_no_image(builds: dict[str, Path], tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["image", str(builds["gpu"]), "-o", str(tmp_path / "img")])
+    assert r.exit_code == 0, r.output
+    assert "needs nothing beyond the stock image nvcr.io/nvidia/tritonserver:24.10-py3" in r.output
+    assert not (tmp_path / "img").exists()
+    r = CliRunner().invoke(main, ["image", str(builds["gpu"]), "-o", str(tmp_path / "img"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["needed"] is False
+    out = deploy_k8s(builds["gpu"], tmp_path / "k8s").output
+    dep = next(yaml.safe_load_all((out / "deployment.yaml").read_text()))
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == NGC_IMAGE
+    assert "the stock image: the build declares nothing beyond it" in (out / "README.md").read_text()
+
+
+def _dockerfile_sources(context: Path) -> list[str]:
+    """Every source path of the Dockerfile's COPY/ADD lines."""
+    sources = []
+    for line in (context / "Dockerfile").read_text().splitlines():
+        words = shlex.split(line) if line and not line.startswith("#") else []
+        if words and words[0] in ("COPY", "ADD"):
+            sources += [w for w in words[1:-1] if not w.startswith("--")]
+    return sources
+
+
+@pytest.mark.parametrize(
+    ("kind", "base", "python"),
+    [("declared", NGC_IMAGE, "python3"), ("ts", "pytorch/torchserve:0.12.0-cpu", "python")],
+)
+def test_image_context_is_complete(builds: dict[str, Path], tmp_path: Path, kind: str, base: str, python: str) -> None:
+    out = tmp_path / "img"
+    r = CliRunner().invoke(main, ["image", str(builds[kind]), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "docker build -t" in r.output and "--set image=" in r.output
+    dockerfile = (out / "Dockerfile").read_text()
+    assert f"\nFROM {base}\n" in dockerfile
+    sources = _dockerfile_sources(out)
+    assert sources and all((out / s).exists() for s in sources), sources
+    assert f"RUN {python} -m pip install --no-cache-dir -r /opt/repoforge/requirements.txt" in dockerfile
+    reqs = [ln for ln in (out / "requirements.txt").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert reqs == (["onnxruntime", "redis"] if kind == "declared" else ["onnxruntime"])
+    # nothing of the build is copied in: the pods mount the repository
+    assert not any((out / m).exists() for m in ("classifier", "model-store", MANIFEST))
+    # atomic, refused without --force, replaced with it
+    r = CliRunner().invoke(main, ["image", str(builds[kind]), "-o", str(out)])
+    assert r.exit_code == 2 and "--force" in r.output
+    r = CliRunner().invoke(main, ["image", str(builds[kind]), "-o", str(out), "--force", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["requirements"] == reqs
+    assert [p.name for p in tmp_path.iterdir()] == ["img"]
+
+
+def test_image_usage_errors_exit_2_before_work(builds: dict[str, Path], tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["image", str(builds["declared"])])
+    assert r.exit_code == 2 and "--output" in r.output
+    r = CliRunner().invoke(main, ["image", str(tmp_path / "nope"), "-o", str(tmp_path / "img")])
+    assert r.exit_code == 2 and "repoforge build" in r.output
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(BuildError):
+        write_image(builds["declared"], tmp_path / "mine", force=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_a_build_importing_installed_repoforge_is_refused(builds: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(builds["declared"], legacy)
+    (legacy / "classifier" / "1" / "model.py").write_text("from repoforge.runtime import triton_python_model\n")
+    r = CliRunner().invoke(main, ["image", str(legacy), "-o", str(tmp_path / "img")])
+    assert r.exit_code == 2 and "imports the installed repoforge package (classifier/1/model.py)" in r.output
+    assert not (tmp_path / "img").exists()
+    r = CliRunner().invoke(main, ["serve", str(legacy), "--print-command"])
+    assert r.exit_code != 0 and "classifier/1/model.py" in r.output
+
+
+def test_deploy_names_the_image_to_push_and_set_image_overrides(builds: dict[str, Path], tmp_path: Path) -> None:
+    out = deploy_k8s(builds["declared"], tmp_path / "a").output
+    image = next(yaml.safe_load_all((out / "deployment.yaml").read_text()))["spec"]["template"]["spec"]["containers"][0]["image"]  # fmt: skip
+    assert image.startswith("tabular-tritonserver:")
+    readme = (out / "README.md").read_text()
+    assert f"repoforge image {builds['declared'].name} -o image" in readme and "docker push" in readme
+    out = deploy_k8s(builds["declared"], tmp_path / "b", sets=["image=registry.example/team/tab:1"]).output
+    dep = next(yaml.safe_load_all((out / "deployment.yaml").read_text()))
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/team/tab:1"
+
+
+def test_print_command_builds_the_image_context_then_runs_it(builds: dict[str, Path]) -> None:
+    r = CliRunner().invoke(main, ["serve", str(builds["declared"]), "--print-command"])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if ln and not ln.startswith("#")]
+    image_line, build_line, run_line = (shlex.split(ln) for ln in lines)
+    assert image_line[:2] == ["repoforge", "image"] and image_line[-2] == "-o"
+    assert build_line[:3] == ["docker", "build", "-t"] and build_line[-1] == image_line[-1]
+    tag = build_line[3]
+    assert run_line[:2] == ["docker", "run"] and tag in run_line and NGC_IMAGE not in run_line
+
+
+def _env(out: Path) -> dict[str, dict[str, Any]]:
+    dep = next(yaml.safe_load_all((out / "deployment.yaml").read_text()))
+    return {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+SECRET_VALUE = "s3cr3t-value-never-written"
+
+
+def test_env_secrets_and_a_deployed_redis(builds: dict[str, Path], tmp_path: Path) -> None:
+    kv = pytest.importorskip("kubernetes_validate")
+    sets = [
+        "env={LOG_LEVEL: debug}",
+        "secrets={API_TOKEN: {secret: model-secrets, key: token}}",
+        "redis={deploy: true, memory: 512Mi}",
+        "namespace=serving",
+    ]
+    out = deploy_k8s(builds["declared"], tmp_path / "k", sets=sets).output
+    env = _env(out)
+    assert env["LOG_LEVEL"] == {"name": "LOG_LEVEL", "value": "debug"}
+    assert env["API_TOKEN"] == {
+        "name": "API_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "model-secrets", "key": "token"}},
+    }
+    assert env["REPOFORGE_REDIS_URL"]["value"] == "redis://tabular-redis.serving.svc:6379/0"
+    docs = list(yaml.safe_load_all((out / "redis.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["Deployment", "Service", "PodDisruptionBudget"]
+    assert all(d["metadata"]["name"] == "tabular-redis" and d["metadata"]["namespace"] == "serving" for d in docs)
+    for d in docs:
+        kv.validate(d, KUBERNETES_VERSION, strict=True)
+    args = docs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--maxmemory") + 1] == str(int(512 * 1024 * 1024 * 0.9))
+    assert docs[1]["spec"]["selector"] == docs[0]["spec"]["selector"]["matchLabels"]
+    assert "redis.yaml" in yaml.safe_load((out / "kustomization.yaml").read_text())["resources"]
+    readme = (out / "README.md").read_text()
+    assert "`API_TOKEN` ← Secret `model-secrets` key `token`" in readme and "REPOFORGE_REDIS_URL" in readme
+    for f in out.iterdir():  # no Secret object and no value: only the reference
+        text = f.read_text()
+        assert "kind: Secret" not in text and SECRET_VALUE not in text
+    # an external Redis
+    out = deploy_k8s(builds["declared"], tmp_path / "e", sets=["redis={url: 'redis://cache.infra:6379/2'}"]).output
+    assert _env(out)["REPOFORGE_REDIS_URL"]["value"] == "redis://cache.infra:6379/2"
+    assert not (out / "redis.yaml").exists()
+
+
+def test_secret_values_never_reach_a_file(builds: dict[str, Path], tmp_path: Path) -> None:
+    """A user who keeps the Redis URL (with its password) in a Secret: the spec names the Secret, the value is
+    only in the cluster. Every file written (build, manifests, lock) is searched for it."""
+    spec = _ts_spec(
+        tmp_path,
+        "  secrets:\n    REPOFORGE_REDIS_URL: {secret: redis-auth, key: url}\n    DB_PASSWORD: {secret: db, key: pw}\n",
+    )
+    b = build(spec, tmp_path / "b", target="torchserve", device="cpu").output
+    out = deploy_k8s(b, tmp_path / "k").output
+    env = _env(out)
+    assert env["REPOFORGE_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "url"}
+    assert "value" not in env["DB_PASSWORD"]
+    for f in [*b.rglob("*"), *out.rglob("*")]:
+        if f.is_file():
+            assert SECRET_VALUE.encode() not in f.read_bytes() and b"kind: Secret\n" not in f.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("deploy", "expect"),
+    [
+        ("  env: {1BAD: x}\n", "spec.yaml:17:8 deploy.env: '1BAD' is not an environment variable name"),
+        ("  secrets: {TOKEN: {secret: Bad_Name, key: k}}\n", "deploy.secrets.TOKEN.secret: expected a Secret name"),
+        ("  secrets: {TOKEN: {secret: s}}\n", "deploy.secrets.TOKEN.key: required field is missing"),
+        ("  redis: {url: 'redis://r:6379', deploy: true}\n", "deploy.redis: set exactly one of url"),
+        ("  redis: {url: 'http://r:6379'}\n", "deploy.redis.url: expected a redis://host:port/db URL"),
+        ("  env: {A: x}\n  secrets: {A: {secret: s, key: k}}\n", "deploy.env.A: A is also set in secrets"),
+        ("  env: {REPOFORGE_REDIS_URL: 'redis://x'}\n  redis: {deploy: true}\n", "deploy.env.REPOFORGE_REDIS_URL: REPOFORGE_REDIS_URL comes from redis:"),
+        ("  env: {POD_NAME: x}\n", "deploy.env.POD_NAME: POD_NAME is set by the pod itself"),
+    ],
+)  # fmt: skip
+def test_bad_env_secrets_redis_are_located(tmp_path: Path, deploy: str, expect: str) -> None:
+    with pytest.raises(SpecError) as info:
+        build(_ts_spec(tmp_path, deploy), tmp_path / "out", target="torchserve", device="cpu")
+    text = str(info.value)
+    assert "spec.yaml:1" in text and expect in text, text
+    assert not (tmp_path / "out").exists()
+
+
+def test_torchserve_pod_registers_its_workflows(builds: dict[str, Path], tmp_path: Path) -> None:
+    """TorchServe loads only models at start (load_models): the pod's postStart hook registers the build's
+    workflows with the management key, from a script in the server's ConfigMap."""
+    out = deploy_k8s(builds["ts"], tmp_path / "k").output
+    c = next(yaml.safe_load_all((out / "deployment.yaml").read_text()))["spec"]["template"]["spec"]["containers"][0]
+    assert c["lifecycle"]["postStart"]["exec"]["command"] == ["python", "/etc/torchserve/register_workflows.py"]
+    assert c["image"].startswith("ts-flow-torchserve:")  # declares onnxruntime: the image `repoforge image` writes
+    cm = next(yaml.safe_load_all((out / "server-config.yaml").read_text()))
+    script = cm["data"]["register_workflows.py"]
+    compile(script, "register_workflows.py", "exec")
+    assert 'WORKFLOWS = ["pipeline.war"]' in script
+    props = cm["data"]["config.properties"]
+    assert "model_store=/models/model-store" in props and "workflow_store=/models/wf-store" in props
+    assert "management_address=http://0.0.0.0:8081" in props
+    assert "register_workflows.py" in (out / "README.md").read_text()

@@ -377,6 +377,21 @@ def lint(repository: Path, server: str | None, as_json: bool) -> None:
     help="Response cache bytes (default 256 MiB when a model enables response_cache).",
 )
 @click.option(
+    "--model-control",
+    type=click.Choice(["none", "explicit", "poll"]),
+    default="none",
+    show_default=True,
+    help="Triton's model control: explicit takes load/unload requests (blue-green `rollout` unloads blue); "
+    "none loads every model at start and refuses them.",
+)
+@click.option(
+    "--load",
+    "load_models",
+    multiple=True,
+    metavar="MODEL",
+    help="With --model-control explicit: a model to load at start (repeatable; default: every model).",
+)
+@click.option(
     "--print-command",
     is_flag=True,
     help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: `repoforge image` and a docker "
@@ -391,6 +406,8 @@ def serve(
     ports: str,
     tritonserver: Path | None,
     cache_size: int | None,
+    model_control: str,
+    load_models: tuple[str, ...],
     print_command: bool,
 ) -> None:
     """Serve REPOSITORY with a real tritonserver until Ctrl-C.
@@ -399,9 +416,14 @@ def serve(
     --http-port, default 8080 there; management on the next port; token auth on, and the printed
     curl lines carry the key). Every port is checked first: all that are taken are named at once.
     """
-    from repoforge.serve import Endpoints, docker_recipe
+    from repoforge.serve import Endpoints, ServeArgumentError, check_serve_arguments, docker_recipe
     from repoforge.serve import serve as do_serve
     from repoforge.targets import target_of
+
+    try:
+        check_serve_arguments(repository, model_control, load_models)
+    except ServeArgumentError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{exc.param}'") from None
 
     if print_command:
         if target_of(repository).name != "triton":
@@ -437,6 +459,8 @@ def serve(
         auto_ports=ports == "auto",
         tritonserver=tritonserver,
         cache_size_bytes=cache_size,
+        model_control=model_control,
+        load_models=list(load_models) or None,
     )
     click.echo("stopped")
 
@@ -506,7 +530,11 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
     is_flag=True,
     help="Gate only the points measured: baseline points this run did not measure are named, not failed.",
 )
-@click.option("--grpc-url", default=None, help="With a URL TARGET: the gRPC host:port (default: HTTP port + 1).")
+@click.option(
+    "--grpc-url",
+    default=None,
+    help="With a URL TARGET: the gRPC host:port (default: read from the tritonserver process on this machine).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report (and gate) as JSON.")
 def perf(
     target: str,
@@ -917,7 +945,11 @@ def image(build_dir: Path, output: Path, force: bool, as_json: bool, quiet: bool
     "--shadow-requests", type=click.IntRange(min=0), default=None, help="blue-green: shadow rows before the switch."
 )
 @click.option("--keep-blue", default="10m", show_default=True, help="blue-green: how long blue stays loaded.")
-@click.option("--metrics-url", default=None, help="host:port of the server's metrics (default: HTTP port + 2).")
+@click.option(
+    "--metrics-url",
+    default=None,
+    help="host:port of the server's metrics (default: read from the tritonserver process on this machine).",
+)
 @click.option(
     "--log",
     "log",
@@ -961,7 +993,9 @@ def rollout(
     section, when it has one, gives every option not on the command line).
 
     \b
-    Exit 0: promoted; 1: rolled back (the reason names the metric and threshold); 2: bad input.
+    Exit 0: promoted; 1: rolled back (the reason names the metric and threshold), or a blue-green switch whose
+    blue could not be unloaded ("incomplete"); 2: bad input, e.g. blue-green on a server that cannot unload
+    (serve it with --model-control explicit), or a metrics port that does not answer (--metrics-url).
     Every check prints one line and is appended to --log (JSON Lines).
       repoforge rollout 127.0.0.1:8000 --router router --candidate model_v2 --max-p99-ms 50
       repoforge rollout 127.0.0.1:8000 --router router --candidate green --strategy blue-green --keep-blue 10m

@@ -7,7 +7,7 @@ import re
 import shlex
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -96,6 +96,49 @@ class Endpoints:
         return [f"{label:<10} {value}" for label, value in rows] + self.notes
 
 
+ModelControl = Literal["none", "explicit", "poll"]
+
+
+class ServeArgumentError(ServeError):
+    """A wrong argument found before a server starts; `param` names it (the CLI's usage error, exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+def check_model_control(model_control: str, load_models: Sequence[str] | None, names: list[str]) -> None:
+    """`--load` only means something in explicit model control, and names models the build has."""
+    if model_control not in ("none", "explicit", "poll"):
+        raise ServeArgumentError("--model-control", f"expected none, explicit or poll, not {model_control!r}")
+    if load_models and model_control != "explicit":
+        raise ServeArgumentError(
+            "--load", "--load chooses the models to start with in explicit model control: add --model-control explicit"
+        )
+    unknown = [m for m in load_models or () if m != "*" and m not in names]
+    if unknown:
+        raise ServeArgumentError(
+            "--load", f"no model {', '.join(repr(u) for u in unknown)} in this build; it has {', '.join(sorted(names))}"
+        )
+
+
+def check_serve_arguments(repository: str | Path, model_control: str, load_models: Sequence[str] | None) -> None:
+    """`--model-control` and `--load` checked before anything starts (ServeArgumentError, a usage error)."""
+    from repoforge.targets import target_of
+
+    if model_control == "none" and not load_models:
+        return
+    target = target_of(repository)
+    if target.name != "triton":
+        raise ServeArgumentError(
+            "--model-control", f"{repository} is a {target.server_name} build; model control is a Triton setting "
+            "(TorchServe's management API loads and unloads models as it is)"
+        )  # fmt: skip
+    check_model_control(model_control, load_models, [m.name for m in read_repository(Path(repository))])
+
+
 def make_server(
     repository: str | Path,
     *,
@@ -105,14 +148,19 @@ def make_server(
     metrics_port: int | None = None,
     tritonserver: str | Path | None = None,
     cache_size_bytes: int | None = None,
-    model_control: Literal["none", "explicit", "poll"] = "none",
+    model_control: ModelControl = "none",
+    load_models: Sequence[str] | None = None,
 ) -> TritonServer:
     """A TritonServer for `repository`; turns on the response cache when a model asks for it
-    (Triton silently ignores `response_cache` without `--cache-config`)."""
+    (Triton silently ignores `response_cache` without `--cache-config`). In explicit model control the server
+    starts with `load_models` (default: every model) and takes load/unload requests (blue-green rollout)."""
     from repoforge.servers.triton import TritonServer
 
     repo = Path(repository)
     models = read_repository(repo)
+    check_model_control(model_control, load_models, [m.name for m in models])
+    if model_control == "explicit" and not load_models:
+        load_models = ["*"]
     if cache_size_bytes is None and uses_response_cache(models):
         cache_size_bytes = DEFAULT_CACHE_BYTES
     return TritonServer(
@@ -124,6 +172,7 @@ def make_server(
         binary=tritonserver,
         cache_size_bytes=cache_size_bytes,
         model_control=model_control,
+        load_models=list(load_models) if load_models else None,
     )
 
 
@@ -214,6 +263,11 @@ def serve(
     from repoforge.targets import target_of
 
     target = target_of(repository)
+    model_control = str(server_options.pop("model_control", None) or "none")
+    load_models = server_options.pop("load_models", None)
+    check_serve_arguments(repository, model_control, load_models)  # type: ignore[arg-type]
+    if target.name == "triton":
+        server_options.update(model_control=model_control, load_models=load_models)
     ports = target.serve_ports(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, auto=auto_ports)
     server = target.server(Path(repository), host=host, ports=ports, **server_options)
     check_ports(ports, host)

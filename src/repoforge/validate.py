@@ -540,6 +540,12 @@ def validate(
     model)."""
     say = progress or (lambda _m: None)
     if url is not None:
+        if grpc_url is None:  # decoupled models need it: read it from the server where it runs here
+            from repoforge.servers.discover import triton_ports
+
+            found = triton_ports(url.removeprefix("http://"))
+            if found is not None and found.grpc is not None:
+                grpc_url = f"{url.removeprefix('http://').rpartition(':')[0]}:{found.grpc}"
         return validate_triton(repository, url=url, grpc_url=grpc_url, progress=say, timeout=timeout)
     from repoforge.targets import target_of
 

@@ -104,9 +104,46 @@ def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
         ) from None
 
 
+def grpc_endpoint(http_url: str, grpc_url: str | None, say: Progress) -> str:
+    """The gRPC host:port of the Triton whose HTTP API is `http_url`: `grpc_url`, else the port the tritonserver
+    process on this machine was started with (Triton's HTTP API does not say, and `serve --ports auto` puts it
+    anywhere). One that does not answer, or cannot be read, is a PerfArgumentError naming --grpc-url."""
+    from repoforge.servers.discover import answers, triton_ports
+
+    host, _, port = http_url.rpartition(":")
+    if grpc_url is not None:
+        grpc = grpc_url.split("://")[-1].rstrip("/")
+        where = "given with --grpc-url"
+    else:
+        found = triton_ports(http_url) if port.isdigit() else None
+        if found is None or found.grpc is None:
+            why = (
+                "it runs with --allow-grpc=false"
+                if found is not None
+                else "not a tritonserver on this machine, so its command line cannot be read"
+            )
+            raise PerfArgumentError(
+                "--grpc-url",
+                f"cannot tell the gRPC port of the server at {http_url} ({why}); pass it with --grpc-url host:port, "
+                "or measure over HTTP with --protocol http",
+            )
+        grpc = f"{host}:{found.grpc}"
+        where = f"read from tritonserver pid {found.pid}"
+        say(f"gRPC at {grpc} ({where})")
+    ghost, _, gport = grpc.rpartition(":")
+    if not gport.isdigit() or not answers(ghost.strip("[]"), int(gport)):
+        raise PerfArgumentError(
+            "--grpc-url", f"nothing answers at {grpc} (the gRPC port, {where}); pass the right one with --grpc-url"
+        )
+    return grpc
+
+
 @contextlib.contextmanager
-def _target(target: str | Path, models: list[str], grpc_url: str | None, say: Progress) -> Iterator[PerfEndpoints]:
-    """A built folder is served for the run by its target; anything else is the HTTP host:port of a running Triton."""
+def _target(
+    target: str | Path, models: list[str], grpc_url: str | None, say: Progress, need_grpc: bool = True
+) -> Iterator[PerfEndpoints]:
+    """A built folder is served for the run by its target; anything else is the HTTP host:port of a running Triton
+    (its gRPC port read from the server, or given)."""
     path = Path(target)
     if path.is_dir():
         from repoforge.targets import target_of
@@ -115,10 +152,8 @@ def _target(target: str | Path, models: list[str], grpc_url: str | None, say: Pr
             yield ep
         return
     http_url = str(target).removeprefix("http://").rstrip("/")
-    if grpc_url is None:
-        host, _, port = http_url.rpartition(":")
-        grpc_url = f"{host}:{int(port) + 1}" if port.isdigit() else http_url
-    yield PerfEndpoints(http_url, grpc_url, {m: _config_from_server(http_url, m) for m in models})
+    grpc = grpc_endpoint(http_url, grpc_url, say) if need_grpc else http_url
+    yield PerfEndpoints(http_url, grpc, {m: _config_from_server(http_url, m) for m in models})
 
 
 @contextlib.contextmanager
@@ -232,7 +267,7 @@ def perf(
     say = progress or (lambda _m: None)
     protocols: list[Literal["grpc", "http"]] = ["http", "grpc"] if protocol == "both" else [protocol]
     wanted = [model] + ([calibration_model] if calibration_model else [])
-    with _target(target, wanted, grpc_url, say) as ep:
+    with _target(target, wanted, grpc_url, say, need_grpc=protocol != "http") as ep:
         start = host_load()
         options, points, calib_points = [], [], []
         if ep.service_kind == "torchserve":

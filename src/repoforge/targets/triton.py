@@ -84,7 +84,13 @@ class TritonTarget:
         rows = [("HTTP", f"http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)"),
                 ("gRPC", server.grpc_url), ("metrics", server.metrics_url)]  # fmt: skip
         ready = sorted({s["name"] for s in server.model_states() if s["state"] == "READY"})
-        return Endpoints(self.server_name, rows, ready)
+        notes = []
+        if server.options.model_control == "explicit":
+            notes.append(
+                f"model control explicit: load/unload with POST http://{server.http_url}/v2/repository/models/<model>"
+                "/load (or /unload); blue-green `repoforge rollout` can unload blue"
+            )
+        return Endpoints(self.server_name, rows, ready, notes)
 
     def perf_endpoint(self, output: Path, models: list[str], say: Progress) -> AbstractContextManager[PerfEndpoints]:
         from repoforge.perf.command import serve_triton_for_perf

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,14 @@ from typing import Any, Literal
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.contract import Target
-from repoforge.perf.analyzer import PerfError, PerfOptions, parse_concurrency, run, run_calibrated
+from repoforge.perf.analyzer import (
+    PerfError,
+    PerfOptions,
+    parse_concurrency,
+    required_inputs_data,
+    run,
+    run_calibrated,
+)
 from repoforge.perf.baseline import Baseline, GateResult, compare, update_baseline
 from repoforge.perf.report import PerfReport, host_load, write_report
 
@@ -267,13 +275,24 @@ def perf(
     say = progress or (lambda _m: None)
     protocols: list[Literal["grpc", "http"]] = ["http", "grpc"] if protocol == "both" else [protocol]
     wanted = [model] + ([calibration_model] if calibration_model else [])
-    with _target(target, wanted, grpc_url, say, need_grpc=protocol != "http") as ep:
+    with contextlib.ExitStack() as stack:
+        ep = stack.enter_context(_target(target, wanted, grpc_url, say, need_grpc=protocol != "http"))
         start = host_load()
         options, points, calib_points = [], [], []
         if ep.service_kind == "torchserve":
             if protocol == "both":
                 raise PerfError("perf_analyzer measures TorchServe over HTTP only; use --protocol http")
             protocols = ["http"]  # perf_analyzer's torchserve mode speaks HTTP
+        data_text = None
+        if input_data is None and ep.service_kind == "triton":  # optional inputs stay out unless the user maps them
+            probe = PerfOptions(model=model, url=ep.http, shapes=shapes or {})
+            data_text = required_inputs_data(probe, ep.configs[model])
+        if data_text is not None:
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="repoforge-perf-data-"))
+            input_data = Path(data_dir) / f"{model}.perf-data.json"
+            input_data.write_text(data_text)
+            optional = [t.name for t in ep.configs[model].input if t.optional]  # type: ignore[union-attr]
+            say(f"optional input(s) {', '.join(optional)} left out (random data only for the required ones)")
         for proto in protocols:
             opts = PerfOptions(
                 model=model,
@@ -318,6 +337,9 @@ def perf(
         extra = {body.name: ep.requests[model], f"{model}.perf-data.json": perf_data(body)}
         report.settings["input_data"] = str(body.with_name(f"{model}.perf-data.json"))
         report.settings["request_file"] = str(body)
+    if data_text is not None:  # the required-inputs data made for this run: kept with the report, like a request
+        extra[f"{model}.perf-data.json"] = data_text
+        report.settings["input_data"] = str(Path(output).absolute() / f"{model}.perf-data.json")
     files = write_report(report, output, plots=plots, extra_files=extra)
     gate = None
     if baseline is not None:

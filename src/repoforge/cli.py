@@ -1148,5 +1148,14 @@ def doctor(as_json: bool) -> None:
                 click.echo(f"     {'':<20} → {c.fix}")
 
 
+def _register_gateway() -> None:
+    from repoforge.cli_gateway import gateway_command, worker_command
+
+    main.add_command(gateway_command)
+    main.add_command(worker_command)
+
+
+_register_gateway()
+
 if __name__ == "__main__":
     main()

@@ -188,6 +188,7 @@ class _Model(ConfigMapper):
         if auto.backend == "python" and runner in RUNNER_FORMATS and cfg.platform == "":
             self.format, self.runner = RUNNER_FORMATS[runner][0], runner
             self.spec["format"] = self.format
+            self.spec["backend"] = "python"  # repoforge's runner, as asked; without it the build serves it natively
             self.take("backend")
             return True
         if auto.backend == "python":
@@ -200,10 +201,6 @@ class _Model(ConfigMapper):
             fmt, platform, _ = NATIVE[auto.backend]
             self.format = fmt
             self.spec["format"] = fmt
-            if (
-                self.device == "cpu"
-            ):  # keep it native: without `backend`, --device cpu serves it through repoforge's runner
-                self.spec["backend"] = auto.backend
             if cfg.platform in ("", platform):
                 self.take("platform")
             if cfg.backend in ("", auto.backend):
@@ -498,19 +495,28 @@ def _read_repository(
 
 
 def _detect_device(repo: Path, configs: list[mc.ModelConfig]) -> Device:
-    """The device the repository was made for: repoforge's lock file, else CPU runners, else native GPU serving."""
+    """The device the repository was made for: repoforge's lock file, else CPU runners, else native serving on
+    anything but KIND_CPU instances."""
     try:
         dev = json.loads((repo / MANIFEST).read_text()).get("device")
         if dev in ("cpu", "gpu"):
             return dev
     except (OSError, ValueError, AttributeError):
         pass
-    if any(RUNNER_PARAMETER in c.parameters for c in configs):
-        return "cpu"
     if any(
-        c.backend in NATIVE or (not c.backend and c.platform in {p for _, p, _ in NATIVE.values()}) for c in configs
+        RUNNER_PARAMETER in c.parameters and c.parameters[RUNNER_PARAMETER].string_value in RUNNER_FORMATS
+        for c in configs
     ):
-        return "gpu"
+        return "cpu"  # repoforge's ONNX/TorchScript runners: before issue 21 only --device cpu builds had them
+    native = [
+        c
+        for c in configs
+        if c.backend in NATIVE or (not c.backend and c.platform in {p for _, p, _ in NATIVE.values()})
+    ]
+    if native and not all(
+        c.instance_group and all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in c.instance_group) for c in native
+    ):
+        return "gpu"  # native backends on GPU (or Triton's default kind): a GPU build; all KIND_CPU: a CPU build
     if any(g.kind == mc.ModelInstanceGroup.KIND_GPU for c in configs for g in c.instance_group):
         return "gpu"
     return "cpu"

@@ -59,12 +59,14 @@ class BuildResult:
 
 
 def check_destination(out: Path, force: bool, looks_ours: Callable[[Path], bool] | None = None) -> None:
-    """Refuse before any work is done, so a refused build costs nothing."""
+    """Refuse before any work is done, so a refused build costs nothing. An empty folder is used as if new."""
     if out.exists() or out.is_symlink():
+        if not out.is_dir():  # first: --force would not help, so it is not suggested
+            raise BuildError(f"{out} exists and is not a directory; remove it or choose another output")
+        if not any(out.iterdir()):  # an empty folder holds nothing to lose
+            return
         if not force:
             raise BuildError(f"{out} already exists; pass --force to replace it")
-        if not out.is_dir():
-            raise BuildError(f"{out} exists and is not a directory; remove it or choose another output")
         ours = (out / MANIFEST).exists() or not any(out.iterdir()) or (looks_ours is not None and looks_ours(out))
         if not ours:
             raise BuildError(
@@ -84,7 +86,7 @@ def atomic_dir(out: Path, force: bool) -> Iterator[Path]:
     try:
         yield tmp
         if out.exists():
-            if not force:  # appeared while we were building
+            if not force and (not out.is_dir() or any(out.iterdir())):  # appeared (or filled) while we were building
                 raise BuildError(f"{out} already exists; pass --force to replace it")
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
@@ -95,6 +97,28 @@ def atomic_dir(out: Path, force: bool) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: What every file users read or share is created as (tempfile.mkstemp makes 0600, which nobody else can read).
+FILE_MODE = 0o644
+
+
+def write_file_atomic(path: Path, data: str | bytes, *, mode: int = FILE_MODE) -> Path:
+    """Write `data` to a temp file beside `path`, then rename it over: a reader never sees half a file, a failed
+    write leaves none, and the file gets `mode` rather than mkstemp's 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def publish_cache_dir(target: Path, fill: Callable[[Path], None], complete: Callable[[Path], bool]) -> Path:

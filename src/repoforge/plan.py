@@ -37,11 +37,13 @@ DEFAULT_ONNX_MAX_BATCH_SIZE = 32
 
 @dataclass
 class ServingChoice:
-    """How a model is served on the target device: natively by a Triton backend, or via a repoforge Python runner."""
+    """How a model is served: natively by a Triton backend (on every device), or by a repoforge Python runner."""
 
     platform: str = ""  # e.g. onnxruntime_onnx, tensorrt_plan, pytorch_libtorch, ensemble
     backend: str = ""  # e.g. python
-    runner: str | None = None  # repoforge runner for CPU serving: "onnxruntime" | "torchscript"
+    runner: str | None = (
+        None  # repoforge's Python runner (spec `backend: python`, plugins): "onnxruntime", "router", ...
+    )
 
 
 @dataclass
@@ -216,6 +218,9 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
 
 
 def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoice:
+    """Plain ONNX, TorchScript and TensorRT models get Triton's native backend on every device, so the stock NGC
+    image serves any build as written (repoforge's bundled server has Python-based backends of the same names).
+    repoforge's Python runner serves an ONNX/TorchScript model only where the spec asks for it: `backend: python`."""
     if ck.target == "torchserve":  # repoforge.torchserve decides how each format is served
         return ServingChoice(platform="ensemble") if m.format == "ensemble" else ServingChoice(backend="torchserve")
     if m.format == "pytorch":
@@ -228,17 +233,27 @@ def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoic
         return ServingChoice(platform="ensemble")
     if m.format == "python":
         return ServingChoice(backend=m.backend or "python")
-    if m.backend and m.backend != "python":
+    names = FORMATS[m.format]
+    if m.backend == "python":
+        if names.runner is None:
+            ck.add(
+                ("models", i, "backend"),
+                f"repoforge has no Python runner for format {m.format}; remove `backend: python` "
+                f"(Triton's {names.backend} backend serves it)",
+            )
+            return ServingChoice()
+        return ServingChoice(backend="python", runner=names.runner)
+    if m.backend:
         return ServingChoice(backend=m.backend)
-    if device == "gpu":
-        return ServingChoice(platform=FORMATS[m.format].platform)
     if m.format == "tensorrt":
-        ck.add(
-            ("models", i, "format"),
-            "a TensorRT plan runs only on an NVIDIA GPU; build with --device gpu (on a GPU host with the NGC Triton image)",
-        )
-        return ServingChoice(platform="tensorrt_plan")
-    return ServingChoice(backend="python", runner=FORMATS[m.format].cpu_runner or "")
+        if device != "gpu":
+            ck.add(
+                ("models", i, "format"),
+                "a TensorRT plan runs only on an NVIDIA GPU; build with --device gpu (on a GPU host with the NGC "
+                "Triton image)",
+            )
+        return ServingChoice(platform=names.platform)
+    return ServingChoice(backend=names.backend)
 
 
 def _sequence_tensors(m: ModelSpec) -> set[str]:
@@ -759,6 +774,32 @@ def _check_rollout(ck: _Checker, plans: dict[str, ModelPlan]) -> None:
                "percent: 0}")  # fmt: skip
 
 
+def _model_warnings(m: ModelSpec, serving: ServingChoice, device: Device, target: Target) -> list[str]:
+    """Settings of a model that this build leaves out or that do not apply to its target."""
+    out: list[str] = []
+    if target == "torchserve" and m.optimize is not None:
+        out.append(f"{m.name}: `optimize:` applies to --target triton builds; this build ships the model as written")
+    if target == "triton":
+        out += [
+            f"{m.name}: `{f}` is a TorchServe setting; --target triton ignores it"
+            for f in ("model_file", "handler")
+            if getattr(m, f)
+        ]
+    if serving.runner and m.optimization is not None:
+        out.append(
+            f"{m.name}: `optimization` is left out (repoforge's {serving.runner} runner, `backend: python`, "
+            "has no use for it)"
+        )
+    elif (
+        device == "cpu" and target == "triton" and m.format != "python" and m.optimization and m.optimization.gpu_only()
+    ):
+        out.append(
+            f"{m.name}: GPU-only `optimization` settings ({', '.join(m.optimization.gpu_only())}) are left out "
+            "for --device cpu"
+        )
+    return out
+
+
 def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target = "triton") -> RepositoryPlan:
     """Resolve the spec for `device` (auto-detected when None). Raises SpecError with every problem found."""
     device = device or detect_device()
@@ -815,20 +856,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
                 + ("KIND_CPU" if target == "triton" else "deviceType cpu")
                 + " for --device cpu"
             )
-        if target == "torchserve" and m.optimize is not None:
-            warnings.append(
-                f"{m.name}: `optimize:` applies to --target triton builds; this build ships the model as written"
-            )
-        if target == "triton":
-            warnings += [
-                f"{m.name}: `{f}` is a TorchServe setting; --target triton ignores it"
-                for f in ("model_file", "handler")
-                if getattr(m, f)
-            ]
-        if serving.runner and m.optimization is not None:
-            warnings.append(
-                f"{m.name}: `optimization` is left out for --device cpu (the {serving.runner} runner has no use for it)"
-            )
+        warnings += _model_warnings(m, serving, device, target)
         plans[m.name] = ModelPlan(
             name=m.name,
             index=i,

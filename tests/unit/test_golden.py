@@ -86,34 +86,68 @@ def test_goldens_parse_with_tritons_schema(device: str):
 
 
 def test_serving_choice_per_device():
+    """Every build serves ONNX and TorchScript with Triton's native backends (issue 21): the same backend on both
+    devices, so the stock NGC image serves a CPU build too; TensorRT keeps its platform (GPU builds only)."""
+
     def cfg(device: str, name: str):
         return parse_config((GOLDEN / device / f"{name}.pbtxt").read_text(encoding="utf-8"))
 
-    assert cfg("gpu", "classifier").platform == "onnxruntime_onnx"
-    assert cfg("gpu", "scripted").platform == "pytorch_libtorch"
     assert cfg("gpu", "engine").platform == "tensorrt_plan"
     assert cfg("gpu", "pipeline").platform == "ensemble"
-    for name in ("classifier", "ranker", "scorer", "scripted"):  # served by repoforge's python runner on CPU
-        c = cfg("cpu", name)
-        assert c.backend == "python" and not c.platform
-        assert c.parameters["repoforge_runner"].string_value == ("torchscript" if name == "scripted" else "onnxruntime")
-        assert all(g.kind != g.KIND_GPU and not g.gpus for g in c.instance_group)
-    # a parameter the user sets wins over the runner's default
-    assert cfg("cpu", "classifier").parameters["intra_op_threads"].string_value == "2"
-    assert cfg("cpu", "scorer").parameters["intra_op_threads"].string_value == "auto"
+    for device in DEVICES:
+        for name in ("classifier", "ranker", "scorer", "scripted"):
+            c = cfg(device, name)
+            assert c.backend == ("pytorch" if name == "scripted" else "onnxruntime") and not c.platform
+            assert "repoforge_runner" not in c.parameters and "intra_op_threads" not in c.parameters
+            if device == "cpu":
+                assert all(g.kind != g.KIND_GPU and not g.gpus for g in c.instance_group)
+        # the spec's intra_op_threads is written under the backend's own name; `auto` (the default) is left out
+        assert cfg(device, "classifier").parameters["intra_op_thread_count"].string_value == "2"
+        assert "intra_op_thread_count" not in cfg(device, "scorer").parameters
+
+
+def test_cpu_and_gpu_builds_differ_only_in_what_the_device_decides(golden_cpu_spec: Path, tmp_path: Path):
+    """`build --device cpu` and `--device gpu` of one spec: the same files, and configs that are equal once instance
+    kinds and the GPU-only fields (gpus lists, CUDA and GPU-accelerator optimization settings) are set aside."""
+    cpu = build(golden_cpu_spec, tmp_path / "cpu", device="cpu").output
+    gpu = build(golden_cpu_spec, tmp_path / "gpu", device="gpu").output
+    models = sorted(p.parent.name for p in cpu.glob("*/config.pbtxt"))
+    assert models == sorted(p.parent.name for p in gpu.glob("*/config.pbtxt"))
+
+    def device_free(repo: Path, name: str):
+        c = parse_config((repo / name / "config.pbtxt").read_text(encoding="utf-8"))
+        for g in c.instance_group:
+            g.ClearField("kind")
+            g.ClearField("gpus")
+        o = c.optimization
+        for f in ("cuda", "input_pinned_memory", "output_pinned_memory", "gather_kernel_buffer_threshold"):
+            o.ClearField(f)
+        o.execution_accelerators.ClearField("gpu_execution_accelerator")
+        return c
+
+    changed = []
+    for name in models:
+        assert device_free(cpu, name) == device_free(gpu, name), name
+        files = {p.relative_to(cpu / name).as_posix() for p in (cpu / name).rglob("*") if p.is_file()}
+        assert files == {p.relative_to(gpu / name).as_posix() for p in (gpu / name).rglob("*") if p.is_file()}
+        for f in files - {"config.pbtxt"}:
+            assert (cpu / name / f).read_bytes() == (gpu / name / f).read_bytes(), f"{name}/{f}"
+        if (cpu / name / "config.pbtxt").read_bytes() != (gpu / name / "config.pbtxt").read_bytes():
+            changed.append(name)
+    assert "classifier" in changed  # the spec does have GPU-only settings: the comparison is not vacuous
 
 
 # --- repository layout ----------------------------------------------------------------------------------------
 
 
-def test_cpu_repository_ships_the_runner_next_to_each_model_file(built: dict[str, Path]):
-    glue = resources.files("repoforge.backends").joinpath("onnxruntime/model.py").read_bytes()
+def test_cpu_repository_ships_only_the_model_files(built: dict[str, Path]):
+    """Native backends read the model file itself: no model.py beside it (the bundled server's Python-based
+    onnxruntime/pytorch backends come from repoforge's private backend folder, not from the repository)."""
     repo = built["cpu"]
     for name, versions in ONNX_MODELS.items():
         for v in versions:
-            assert sorted(p.name for p in (repo / name / str(v)).iterdir()) == ["model.onnx", "model.py"]
-            assert (repo / name / str(v) / "model.py").read_bytes() == glue
-    assert sorted(p.name for p in (repo / "scripted" / "1").iterdir()) == ["model.pt", "model.py"]
+            assert sorted(p.name for p in (repo / name / str(v)).iterdir()) == ["model.onnx"]
+    assert sorted(p.name for p in (repo / "scripted" / "1").iterdir()) == ["model.pt"]
     # ONNX files are copied as they are
     assert (repo / "classifier" / "1" / "model.onnx").read_bytes() == (
         GOLDEN / "../../examples/tabular/models/classifier.onnx"
@@ -122,6 +156,23 @@ def test_cpu_repository_ships_the_runner_next_to_each_model_file(built: dict[str
         GOLDEN / "../../examples/versions/models/scorer_v2.onnx"
     ).read_bytes()
     assert not (repo / "engine").exists()
+
+
+def test_backend_python_asks_for_repoforges_runner(tmp_path: Path):
+    """`backend: python` on an ONNX model keeps repoforge's Python runner (its model.py ships beside the file)."""
+    onnx = (GOLDEN / "../../examples/versions/models/scorer_v1.onnx").resolve()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {"version": 1, "models": [{"name": "s", "format": "onnx", "backend": "python", "path": str(onnx)}]}
+        )
+    )
+    glue = resources.files("repoforge.backends").joinpath("onnxruntime/model.py").read_bytes()
+    for device in DEVICES:
+        repo = build(spec, tmp_path / device, device=device).output
+        c = parse_config((repo / "s" / "config.pbtxt").read_text(encoding="utf-8"))
+        assert c.backend == "python" and c.parameters["repoforge_runner"].string_value == "onnxruntime"
+        assert (repo / "s" / "1" / "model.py").read_bytes() == glue
 
 
 def test_gpu_repository_uses_the_native_file_names(built: dict[str, Path]):
@@ -233,13 +284,16 @@ def test_existing_file_is_refused_even_with_force(tmp_path: Path):
     assert out.read_text() == "a file\n"
 
 
-def test_empty_existing_directory_is_used_with_force(tmp_path: Path):
+def test_empty_existing_directory_is_used_without_force(tmp_path: Path):
+    """An empty folder holds nothing to lose, so it needs no --force (issue 23.12 changed this from a refusal)."""
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(BuildError):
-        build(SPEC, out, device="gpu")
-    build(SPEC, out, device="gpu", force=True)
+    build(SPEC, out, device="gpu")
     assert (out / MANIFEST).exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    build(SPEC, empty, device="gpu", force=True)  # --force is still fine
+    assert (empty / MANIFEST).exists()
 
 
 def test_a_refused_spec_leaves_an_existing_output_untouched(tmp_path: Path):

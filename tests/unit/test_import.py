@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.build import build
@@ -125,12 +126,28 @@ def test_golden_spec_round_trip(device: str, tmp_path: Path, golden_cpu_spec: Pa
 
 
 def test_runner_models_import_as_their_original_format(tmp_path: Path) -> None:
-    original = build(EXAMPLES / "ensemble" / "spec.yaml", tmp_path / "original", device="cpu").output
+    """A model repoforge's runner serves (spec `backend: python`) imports as its format, still asking for the runner;
+    a natively served one (every build's default since issue 21) imports with no backend."""
+    data = yaml.safe_load((EXAMPLES / "ensemble" / "spec.yaml").read_text(encoding="utf-8"))
+    for m in data["models"]:
+        if m["name"] == "classifier":
+            m["backend"] = "python"
+        if m.get("path"):
+            m["path"] = str((EXAMPLES / "ensemble" / m["path"]).resolve())
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    original = build(spec, tmp_path / "original", device="cpu").output
     assert configs(original)["classifier"].backend == "python"  # served by repoforge's onnxruntime runner
-    result = import_repository(original, tmp_path / "spec.yaml")
-    model = {m.name: m for m in load_spec(result.spec_path).spec.models}["classifier"]
-    assert model.format == "onnx" and model.backend is None and model.path == "original/classifier/1/model.onnx"
+    result = import_repository(original, tmp_path / "imported.yaml")
+    models = {m.name: m for m in load_spec(result.spec_path).spec.models}
+    model = models["classifier"]
+    assert model.format == "onnx" and model.backend == "python" and model.path == "original/classifier/1/model.onnx"
     assert model.parameters is None
+    native = build(EXAMPLES / "ensemble" / "spec.yaml", tmp_path / "native", device="cpu").output
+    assert configs(native)["classifier"].backend == "onnxruntime"
+    result = import_repository(native, tmp_path / "native.yaml")
+    model = {m.name: m for m in load_spec(result.spec_path).spec.models}["classifier"]
+    assert model.format == "onnx" and model.backend is None and result.device == "cpu"
 
 
 # --- a repository written by hand ------------------------------------------------------------------------------

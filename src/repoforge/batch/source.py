@@ -1,4 +1,5 @@
-"""DATA for a batch run: a Parquet file or folder, CSV or JSON Lines, read by position in bounded row ranges.
+"""DATA for a batch run: a Parquet file or folder, CSV or JSON Lines (read by `repoforge.tables`, the reader drift
+shares), by position in bounded row ranges.
 
 Ranges are positional (`[start, stop)` of DATA's rows in file order), so both engines and every rerun cut DATA
 the same way: a range is the unit that is scored, written as one shard and recorded in the manifest.
@@ -14,23 +15,10 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import pyarrow as pa
 
-from repoforge.errors import RepoforgeError
-
-Kind = Literal["parquet", "csv", "jsonl"]
-
-PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz")
-
-
-class DataError(RepoforgeError):
-    """DATA cannot be read as a table (missing, unknown format, files whose schemas differ)."""
-
-    exit_code = 2
+from repoforge.tables import DataError, Kind, detect_kind, parquet_files, read_text
 
 
 @dataclass(frozen=True)
@@ -51,20 +39,6 @@ def ranges(num_rows: int, rows_per_range: int) -> list[RowRange]:
     if rows_per_range <= 0:
         raise ValueError("rows_per_range must be > 0")
     return [RowRange(i, s, min(s + rows_per_range, num_rows)) for i, s in enumerate(range(0, num_rows, rows_per_range))]
-
-
-def detect_kind(path: Path) -> Kind:
-    name = path.name.lower()
-    if path.is_dir() or name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    if name.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    raise DataError(
-        f"cannot tell the format of {path}: expected a Parquet file or folder ({', '.join(PARQUET_SUFFIXES)}), "
-        f"CSV ({', '.join(CSV_SUFFIXES)}) or JSON Lines ({', '.join(JSONL_SUFFIXES)})"
-    )
 
 
 @dataclass
@@ -216,67 +190,8 @@ class Source:
 
     def _whole(self) -> pa.Table:
         if self._table is None:
-            self._table = _read_text(self.path, self.kind)
+            self._table = read_text(self.path, self.kind)
         return self._table
-
-
-def _read_text(path: Path, kind: Kind) -> pa.Table:
-    try:
-        if kind == "csv":
-            import pyarrow.csv as pacsv
-
-            parse = pacsv.ParseOptions(delimiter="\t") if path.name.lower().endswith(".tsv") else None
-            return pacsv.read_csv(path, parse_options=parse)
-        import pyarrow.json as pajson
-
-        try:
-            return pajson.read_json(path)
-        except pa.ArrowInvalid as exc:
-            if "changed from" not in str(exc):
-                raise
-            return _read_mixed_jsonl(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"cannot read {path} as {'CSV' if kind == 'csv' else 'JSON Lines'}: {exc}") from None
-
-
-def _read_mixed_jsonl(path: Path) -> pa.Table:
-    """JSON Lines whose rows disagree on a column's type (a poisoned row): the column is kept as JSON text, which
-    `convert` parses row by row, so the good rows are scored and the bad ones get a reason."""
-    import gzip
-    import json
-
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    rows: list[dict[str, object]] = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{number}: not JSON ({exc})") from None
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    columns: dict[str, pa.Array] = {}
-    for name in names:
-        values = [r.get(name) for r in rows]
-        try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
-    return pa.table(columns)
-
-
-def parquet_files(path: Path) -> list[Path]:
-    """The Parquet files of a file or folder (recursively, sorted; `_` and `.` names skipped, as Spark and Arrow do)."""
-    if path.is_file():
-        return [path]
-    found = [
-        p
-        for p in sorted(path.rglob("*"))
-        if p.is_file()
-        and p.name.lower().endswith(PARQUET_SUFFIXES)
-        and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts)
-    ]
-    return found
 
 
 def open_source(path: str | Path) -> Source:
@@ -286,7 +201,7 @@ def open_source(path: str | Path) -> Source:
         raise DataError(f"input {path} does not exist")
     kind = detect_kind(p)
     if kind != "parquet":
-        table = _read_text(p, kind)
+        table = read_text(p, kind)
         st = p.stat()
         ident = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _file_sha256(p)}
         return Source(p, kind, table.schema, table.num_rows, _table=table, _text_file=ident)
@@ -391,3 +306,15 @@ def _count(v: object) -> str:
 def _files(fp: Mapping[str, object]) -> list[Mapping[str, object]]:
     files = fp.get("files")
     return [f for f in files if isinstance(f, Mapping)] if isinstance(files, list) else []
+
+
+__all__ = [
+    "DataError",
+    "RowRange",
+    "Source",
+    "describe_change",
+    "detect_kind",
+    "open_source",
+    "parquet_files",
+    "ranges",
+]

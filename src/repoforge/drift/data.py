@@ -1,6 +1,6 @@
 """DATA for drift as named feature columns: numeric (float64, NaN = missing) or categorical (str, None = missing).
 
-Parquet and CSV are read with pyarrow; a `.npz` holds arrays by input name, and a 2-D array `[rows, k]`
+Parquet (a file or folder), CSV and JSON Lines are read by `repoforge.tables`, as batch reads them; a `.npz` holds arrays by input name, and a 2-D array `[rows, k]`
 becomes the features `NAME[0]` .. `NAME[k-1]` (the way a tensor input's columns are named everywhere).
 """
 
@@ -15,10 +15,9 @@ import numpy as np
 import pyarrow as pa
 
 from repoforge.errors import RepoforgeError, relpath_for_messages
+from repoforge.tables import formats
 
 Kind = Literal["numeric", "categorical"]
-PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
 NPZ_SUFFIXES = (".npz",)
 
 
@@ -39,31 +38,26 @@ class Features:
 
 
 def read_features(path: Path) -> Features:
-    """Read DATA; any failure is a DriftError that names the file."""
+    """Read DATA; any failure is a DriftError that names the file. Tables come through `repoforge.tables`, the
+    reader batch uses too (Parquet file or folder, CSV, JSON Lines), so both commands take the same files."""
+    from repoforge.tables import DataError, read_table
+
     shown = relpath_for_messages(path)
-    if not path.is_file():
+    if not path.exists():
         raise DriftError(f"{shown}: no such file")
     name = path.name.lower()
     try:
-        if name.endswith(NPZ_SUFFIXES):
+        if path.is_file() and name.endswith(NPZ_SUFFIXES):
             return _read_npz(path)
-        if name.endswith(PARQUET_SUFFIXES):
-            import pyarrow.parquet as pq
-
-            return _from_table(path, pq.read_table(path))
-        if name.endswith(CSV_SUFFIXES):
-            import pyarrow.csv as pcsv
-
-            opts = pcsv.ParseOptions(delimiter="\t") if name.endswith(".tsv") else None
-            return _from_table(path, pcsv.read_csv(path, parse_options=opts))
+        return _from_table(path, read_table(path))
     except DriftError:
         raise
+    except DataError as exc:
+        if "cannot tell the format" in str(exc):
+            raise DriftError(f"{shown}: unknown format; expected {formats()} or {', '.join(NPZ_SUFFIXES)}") from None
+        raise DriftError(f"{shown}: {exc}") from None
     except (OSError, ValueError, pa.ArrowException, zipfile.BadZipFile) as exc:
         raise DriftError(f"{shown}: cannot read it: {exc}") from None
-    raise DriftError(
-        f"{shown}: unknown format; expected Parquet ({', '.join(PARQUET_SUFFIXES)}), CSV ({', '.join(CSV_SUFFIXES)}) "
-        f"or {', '.join(NPZ_SUFFIXES)}"
-    )
 
 
 def _from_table(path: Path, table: pa.Table) -> Features:

@@ -4,8 +4,6 @@ JSON with the model's name and the source file's sha256, so a report can say wha
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from repoforge import __version__
 from repoforge.drift.data import DriftError, read_features
 from repoforge.drift.stats import categorical_counts, numeric_counts
 from repoforge.errors import relpath_for_messages
-from repoforge.output import sha256_file
+from repoforge.output import sha256_file, write_file_atomic
 
 SCHEMA = "repoforge.drift.profile"
 SCHEMA_VERSION = 1
@@ -109,16 +107,7 @@ def write_profile(profile: dict[str, Any], out: Path, force: bool = False) -> Pa
         raise DriftError(f"{relpath_for_messages(out)} already exists; pass --force to replace it")
     if out.is_dir():
         raise DriftError(f"{relpath_for_messages(out)} is a directory; name the profile file to write")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(profile, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_file_atomic(out, json.dumps(profile, indent=2, sort_keys=True) + "\n")
     return out
 
 

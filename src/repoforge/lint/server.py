@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from repoforge.servers.triton import find_tritonserver
+from repoforge.servers.triton import find_tritonserver, private_backends
 
 
 def backends_in(backends_dir: str | os.PathLike[str]) -> set[str]:
@@ -31,9 +31,11 @@ def known_backends_of(binary: str | os.PathLike[str] | None = None) -> set[str]:
 
     ``binary`` is the tritonserver executable (or its install root); None locates it like
     ``repoforge serve`` does (the one bundled with PyTriton, then PATH). Raises
-    `repoforge.servers.triton.TritonNotFoundError` when there is none.
+    `repoforge.servers.triton.TritonNotFoundError` when there is none. The bundled server counts the
+    Python-based onnxruntime and pytorch backends repoforge gives it (`repoforge.servers.triton.private_backends`).
     """
-    return backends_in(find_tritonserver(binary).backends_dir)
+    install = find_tritonserver(binary)
+    return backends_in(install.backends_dir) | set(private_backends(install))
 
 
 def detect_gpu_count() -> int:

@@ -83,8 +83,6 @@ class Cache:
 
     def put(self, k: str, value: dict[str, Any]) -> None:
         path = self.root / "records" / f"{k}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".rec-", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f, sort_keys=True)
-        os.replace(tmp, path)
+        from repoforge.output import write_file_atomic
+
+        write_file_atomic(path, json.dumps(value, sort_keys=True))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -157,17 +156,9 @@ class Baseline:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (temp file in the same directory + rename)."""
         p = Path(path).absolute()
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh, indent=2)
-                fh.write("\n")
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return p
+        from repoforge.output import write_file_atomic
+
+        return write_file_atomic(p, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def update_baseline(path: str | os.PathLike[str], report: PerfReport, *, model: str | None = None) -> Baseline:

@@ -37,6 +37,7 @@ from .triton_install import (  # re-exported: the public names of the Triton win
     cache_root,
     find_tritonserver,
     prepare_backend_dir,
+    private_backends,
     server_env,
 )
 from .triton_log import address_in_use, error_lines, harmless_log_line, parse_failed_models, useful_tail
@@ -54,6 +55,7 @@ __all__ = [
     "harmless_log_line",
     "parse_failed_models",
     "prepare_backend_dir",
+    "private_backends",
     "server_env",
 ]
 

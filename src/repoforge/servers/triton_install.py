@@ -1,7 +1,12 @@
 """Where tritonserver is, and what it needs to run the Python backend: the pytriton-bundled install (or an
 explicit binary such as the NGC image's), a backend folder built in the user's cache (the stub must sit next to
 ``libtriton_python.so``; site-packages is never modified), and the environment the stub needs to find this venv
-(its ``python3`` first on PATH; PYTHONPATH is ignored) and its libraries."""
+(its ``python3`` first on PATH; PYTHONPATH is ignored) and its libraries.
+
+The bundled server has no native onnxruntime or pytorch backend, while every build serves ONNX and TorchScript
+with ``backend: "onnxruntime"`` / ``"pytorch"`` (what the NGC image has). So the cached backend folder also gets
+repoforge's Python-based backends of those names (``<name>/model.py``, which Triton loads for a backend that has no
+``libtriton_<name>.so``): validate, serve, perf, batch and rollout run the very configs that get deployed."""
 
 from __future__ import annotations
 
@@ -25,6 +30,15 @@ INSTALL_HINT = 'pip install "repoforge[triton]"'
 
 _STUB = "triton_python_backend_stub"
 _PY_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
+#: Triton backends repoforge's private server gets as Python-based backends (backends/server/<name>/model.py)
+PYTHON_BASED_BACKENDS = ("onnxruntime", "pytorch")
+
+
+def python_based_backend(name: str) -> Path:
+    """The shipped ``model.py`` of repoforge's Python-based backend ``name`` (one of PYTHON_BASED_BACKENDS)."""
+    from importlib import resources
+
+    return Path(str(resources.files("repoforge.backends").joinpath("server", name, "model.py")))
 
 
 class TritonNotFoundError(FileNotFoundError):
@@ -157,12 +171,22 @@ def _backend_dir_ok(backends: Path, fingerprint: str) -> bool:
     return stamp == fingerprint and all((python / n).is_file() for n in (*_PY_BACKEND_FILES, _STUB))
 
 
+def private_backends(install: TritonInstall) -> tuple[str, ...]:
+    """The Python-based backends `prepare_backend_dir` adds to ``install``'s backends: those it lacks natively
+    (none for an install that brings its own stub, such as the NGC image's, whose folder is used as it is)."""
+    if (install.backends_dir / "python" / _STUB).is_file() or install.stubs_dir is None:
+        return ()
+    return tuple(n for n in PYTHON_BASED_BACKENDS if not (install.backends_dir / n / f"libtriton_{n}.so").is_file())
+
+
 def prepare_backend_dir(install: TritonInstall, root: Path | None = None) -> Path:
     """Return a ``--backend-directory`` whose ``python/`` holds the backend *and* a matching stub.
 
     For an install that already has the stub in place (NGC image) that is its own directory. For
     pytriton it is ``<cache>/triton-<version>-py<maj.min>/backends``, built once, atomically (build in
     a temp dir, then rename), and rebuilt if the source files change. site-packages is never modified.
+    It also holds repoforge's Python-based backends (`private_backends`): ``onnxruntime/model.py`` and
+    ``pytorch/model.py``.
     """
     if (install.backends_dir / "python" / _STUB).is_file() or install.stubs_dir is None:
         return install.backends_dir
@@ -178,7 +202,8 @@ def prepare_backend_dir(install: TritonInstall, root: Path | None = None) -> Pat
     missing = [str(p) for p in sources if not p.is_file()]
     if missing:
         raise TritonNotFoundError(f"incomplete Triton python backend, missing: {', '.join(missing)}")
-    fingerprint = _fingerprint([*sources, stub])
+    python_based = {name: python_based_backend(name) for name in private_backends(install)}
+    fingerprint = _fingerprint([*sources, stub, *python_based.values()])
 
     base = (root or cache_root()) / f"triton-{install.version}-py{major}.{minor}"
     target = base / "backends"
@@ -191,6 +216,9 @@ def prepare_backend_dir(install: TritonInstall, root: Path | None = None) -> Pat
             shutil.copy2(src, tmp / "python" / src.name)
         shutil.copy2(stub, tmp / "python" / _STUB)
         os.chmod(tmp / "python" / _STUB, 0o755)
+        for name, model_py in python_based.items():
+            (tmp / name).mkdir()
+            shutil.copyfile(model_py, tmp / name / "model.py")
         (tmp / ".source").write_text(fingerprint)
 
     publish_cache_dir(target, fill, lambda t: _backend_dir_ok(t, fingerprint))

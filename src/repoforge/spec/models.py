@@ -300,6 +300,20 @@ class Optimization(StrictModel):
         default=None, description="Triton's optimization `eager_batching` flag; unset: left out (Triton's default)."
     )
 
+    def gpu_only(self) -> list[str]:
+        """The settings that only mean something with a GPU (CUDA, GPU accelerators, host<->GPU copies): a
+        --device cpu build leaves them out, which is all its optimization block differs in from a GPU build's."""
+        names = [f for f in GPU_ONLY_OPTIMIZATION if getattr(self, f) is not None]
+        if self.execution_accelerators is not None and self.execution_accelerators.gpu:
+            names.append("execution_accelerators.gpu")
+        return names
+
+
+#: `optimization` fields a --device cpu build leaves out (Optimization.gpu_only)
+GPU_ONLY_OPTIMIZATION = (
+    "cuda_graphs", "cuda_busy_wait_events", "cuda_output_copy_stream", "pinned_memory", "gather_kernel_buffer_threshold"
+)  # fmt: skip
+
 
 class BatchInputSpec(StrictModel):
     """Triton `batch_input`: an extra input Triton computes from the batch (for ragged batching)."""

@@ -10,8 +10,14 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.contract import MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER
 from repoforge.plan import Device, ModelPlan
-from repoforge.spec.models import Optimization, QueuePolicy, TensorSpec, VersionPolicy
-from repoforge.triton.names import INSTANCE_KIND, OPTIMIZATION_PRIORITY, SEQUENCE_CONTROL
+from repoforge.spec.models import GPU_ONLY_OPTIMIZATION, Optimization, QueuePolicy, TensorSpec, VersionPolicy
+from repoforge.triton.names import (
+    INSTANCE_KIND,
+    INTRA_OP_THREADS,
+    OPTIMIZATION_PRIORITY,
+    SEQUENCE_CONTROL,
+    THREAD_PARAMETERS,
+)
 
 # One onnxruntime thread per instance: on small CPU hosts ORT's spinning pool fights Triton and the
 # clients for cores (measured 1.4x faster under load, shared/notes/perf-anchors.md).
@@ -58,7 +64,12 @@ def _version_policy(msg: mc.ModelVersionPolicy, v: VersionPolicy) -> None:
         msg.specific.versions.extend(v.specific)
 
 
-def _optimization(msg: mc.ModelOptimizationPolicy, o: Optimization) -> None:
+def _optimization(msg: mc.ModelOptimizationPolicy, o: Optimization, device: Device) -> None:
+    """The spec's optimization block; a --device cpu build leaves out what only a GPU uses (Optimization.gpu_only)."""
+    if device != "gpu":
+        o = o.model_copy(update=dict.fromkeys(GPU_ONLY_OPTIMIZATION))
+        if o.execution_accelerators is not None:
+            o.execution_accelerators = o.execution_accelerators.model_copy(update={"gpu": []})
     if o.priority:
         msg.priority = OPTIMIZATION_PRIORITY[o.priority]
     if o.graph_level is not None:
@@ -69,7 +80,7 @@ def _optimization(msg: mc.ModelOptimizationPolicy, o: Optimization) -> None:
         msg.cuda.busy_wait_events = o.cuda_busy_wait_events
     if o.cuda_output_copy_stream is not None:
         msg.cuda.output_copy_stream = o.cuda_output_copy_stream
-    if o.execution_accelerators is not None:
+    if o.execution_accelerators is not None and (o.execution_accelerators.gpu or o.execution_accelerators.cpu):
         for side, accs in (("gpu", o.execution_accelerators.gpu), ("cpu", o.execution_accelerators.cpu)):
             target = getattr(msg.execution_accelerators, f"{side}_execution_accelerator")
             for a in accs:
@@ -220,7 +231,8 @@ def _scheduling(cfg: mc.ModelConfig, plan: ModelPlan, device: Device) -> None:
     m = plan.spec
     _instance_groups(cfg, plan, device)
     if m.optimization is not None and not plan.serving.runner:
-        _optimization(cfg.optimization, m.optimization)
+        # the device decides a native model's instances, so its GPU-only settings too; a python model's are its own
+        _optimization(cfg.optimization, m.optimization, "gpu" if plan.format == "python" else device)
     if plan.dynamic_batching:
         _dynamic_batching(cfg, plan)
     if m.sequence_batching is not None:
@@ -261,7 +273,10 @@ def _model_features(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
 
 
 def _parameters(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
-    """The spec's parameters plus what repoforge's runners read (plugin config, runner, model file, threads)."""
+    """The spec's parameters plus what repoforge's runners read (plugin config, runner, model file, threads).
+    A natively served model gets the spec's `intra_op_threads` under its backend's own name (intra_op_thread_count,
+    INTRA_OP_THREAD_COUNT), so the NGC image's backend and repoforge's Python-based twin read the same setting;
+    `auto` (the default) writes nothing there: the backend decides."""
     params = {k: _param_str(v) for k, v in (plan.spec.parameters or {}).items()}
     if plan.spec.plugin is not None:  # the typed plugin config reaches its runner as JSON (runtime.plugins)
         params[PLUGIN_PARAMETER] = plan.spec.plugin.model_dump_json()
@@ -270,9 +285,20 @@ def _parameters(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
         model_file = {"onnxruntime": "model.onnx", "torchscript": "model.pt"}.get(plan.serving.runner)
         if model_file:  # plugin runners (features, result_cache, router) have no model file
             params.setdefault(MODEL_FILE_PARAMETER, model_file)
-            params.setdefault("intra_op_threads", DEFAULT_INTRA_OP_THREADS)
+            params.setdefault(INTRA_OP_THREADS, DEFAULT_INTRA_OP_THREADS)
+    elif plan.serving.backend in ("onnxruntime", "pytorch") and INTRA_OP_THREADS in params:
+        native_threads(params, plan.serving.backend)
     for k, v in sorted(params.items()):
         cfg.parameters[k].string_value = v
+
+
+def native_threads(params: dict[str, str], backend: str) -> None:
+    """Move repoforge's `intra_op_threads` (auto or a count, 0 = the runtime's default) to `backend`'s own
+    parameter; one the spec sets itself wins. Neither ORT nor PyTorch has `auto`; their default is theirs."""
+    value = params.pop(INTRA_OP_THREADS).strip().lower()
+    if value in ("auto", "0" if backend == "pytorch" else "auto"):  # the PyTorch backend applies counts > 0 only
+        return
+    params.setdefault(THREAD_PARAMETERS[backend], value)
 
 
 def to_text(cfg: mc.ModelConfig) -> str:

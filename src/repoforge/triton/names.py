@@ -1,5 +1,6 @@
 """Every name Triton and repoforge agree on, once: spec formats ↔ Triton platforms/backends ↔ default model
-files ↔ repoforge's CPU runners, and the spec's words for Triton's enums (both directions).
+files ↔ repoforge's Python runners (served only where a spec asks with `backend: python`), the backends' own
+thread parameters, and the spec's words for Triton's enums (both directions).
 
 The plan, the config codec, the importer and the lint rules all read these tables; a new format or enum value
 is added here only.
@@ -43,12 +44,13 @@ STANDARD_BACKENDS = frozenset(
 
 @dataclass(frozen=True)
 class FormatNames:
-    """How one spec format is served: natively on a GPU host, or by repoforge's runner on CPU."""
+    """How one spec format is served: by Triton's native backend on every device, or by repoforge's Python runner
+    where the spec asks for it (`backend: python`)."""
 
-    backend: str  # Triton's native backend
+    backend: str  # Triton's native backend (its Python-based twin serves it on repoforge's bundled server)
     platform: str  # Triton's platform name for it ("" where the backend has none, e.g. python)
     model_file: str  # the file in each version folder
-    cpu_runner: str | None  # repoforge's Python-backend runner on CPU builds (None: no CPU path)
+    runner: str | None  # repoforge's Python-backend runner for `backend: python` (None: no runner)
 
 
 FORMATS: dict[str, FormatNames] = {
@@ -62,7 +64,24 @@ MODEL_FILENAMES = {f: n.model_file for f, n in FORMATS.items()}
 #: Triton backend -> the spec format it serves natively (the importer's reverse of FORMATS)
 NATIVE_FORMAT = {n.backend: f for f, n in FORMATS.items() if n.platform}
 #: repoforge runner -> the spec format it serves
-RUNNER_FORMAT = {n.cpu_runner: f for f, n in FORMATS.items() if n.cpu_runner}
+RUNNER_FORMAT = {n.runner: f for f, n in FORMATS.items() if n.runner}
+
+#: spec `parameters` key of repoforge's intra-op thread setting (`auto` or a count; repoforge.runtime.threads)
+INTRA_OP_THREADS = "intra_op_threads"
+#: backend -> its own config parameter for the intra-op thread count (onnxruntime_backend and pytorch_backend
+#: READMEs). A build writes the spec's `intra_op_threads` under this name, so the NGC image's native backend and
+#: repoforge's Python-based twin read the same value; repoforge's Python runner (backend python) keeps the spec's.
+THREAD_PARAMETERS = {
+    "onnxruntime": "intra_op_thread_count",
+    "pytorch": "INTRA_OP_THREAD_COUNT",
+    "python": INTRA_OP_THREADS,
+}
+
+
+def thread_parameter(cfg: mc.ModelConfig) -> str | None:
+    """The parameter that sets a served model's intra-op threads (None: its backend has none we know)."""
+    backend = cfg.backend or PLATFORM_BACKEND.get(cfg.platform, "")
+    return THREAD_PARAMETERS.get(backend)
 
 
 def _both(forward: dict[str, int]) -> tuple[dict[str, int], dict[int, str]]:

@@ -23,8 +23,10 @@ from repoforge.spec.plugins import parse_plugin
 from repoforge.triton.config import DEFAULT_INTRA_OP_THREADS
 from repoforge.triton.names import (
     INSTANCE_KIND_NAME,
+    INTRA_OP_THREADS,
     OPTIMIZATION_PRIORITY_NAME,
     SEQUENCE_CONTROL_NAME,
+    THREAD_PARAMETERS,
 )
 
 COPY_DIR = "models"  # where copy_models puts the model files, next to the spec
@@ -644,6 +646,8 @@ class ConfigMapper:
             params.pop(MODEL_FILE_PARAMETER, None)
             if params.get("intra_op_threads") == DEFAULT_INTRA_OP_THREADS:
                 params.pop("intra_op_threads")
+        elif self.backend in ("onnxruntime", "pytorch"):
+            _spec_threads(params, self.backend)
         if self.plugin:
             plugin = parse_plugin(params.pop(PLUGIN_PARAMETER))
             self.spec["plugin"] = plugin.model_dump(mode="json", exclude_defaults=True) | {"kind": plugin.kind}
@@ -653,3 +657,15 @@ class ConfigMapper:
         self.take("parameters")
 
     # -- moving a spec field back into raw_config ------------------------------------------------------------
+
+
+def _spec_threads(params: dict[str, str], backend: str) -> None:
+    """A native backend's intra-op thread parameter in the spec's words (`intra_op_threads`), where the build
+    writes it back byte for byte (triton.config.native_threads): a whole number, and not 0 for PyTorch."""
+    native = THREAD_PARAMETERS[backend]
+    value = params.get(native, "")
+    if INTRA_OP_THREADS in params or not value.isdigit() or str(int(value)) != value:
+        return
+    if backend == "pytorch" and value == "0":
+        return
+    params[INTRA_OP_THREADS] = params.pop(native)

@@ -1,0 +1,111 @@
+"""`repoforge gateway` and `repoforge worker`: they only parse and print; the work is in repoforge.gateway.command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+_TARGET = click.argument("target", metavar="TARGET")
+
+
+def _queue_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--redis", "redis_url", metavar="URL", envvar="REPOFORGE_REDIS_URL",
+                     help="Redis for the asynchronous queue (redis://host:port/db; default $REPOFORGE_REDIS_URL)."),
+        click.option("--queue", default="repoforge:async", show_default=True,
+                     help="Key prefix of the queue's streams; gateways and workers that share it share the work."),
+        click.option("--request-timeout", type=float, default=60.0, show_default=True, metavar="S",
+                     help="Per-delivery timeout of a queued request (the request is cancelled in Triton, then retried)."),
+        click.option("--max-deliveries", type=int, default=3, show_default=True,
+                     help="Deliveries before a request goes to the dead-letter stream with its reason."),
+        click.option("--visibility-timeout", type=float, default=None, metavar="S",
+                     help="Idle time after which a dead worker's request is taken over (default: request timeout + 30)."),
+        click.option("--result-ttl", type=int, default=86400, show_default=True, metavar="S",
+                     help="How long an answer stays readable at /v2/async/ID."),
+        click.option("--grpc-url", metavar="HOST:PORT",
+                     help="Triton's gRPC endpoint when TARGET is a running Triton and it is not TARGET or TARGET's port + 1."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _queue(kw: dict[str, Any]) -> Any:
+    from repoforge.gateway.command import QueueOptions
+
+    return QueueOptions(redis_url=kw.pop("redis_url"), queue=kw.pop("queue"),
+                        request_timeout_s=kw.pop("request_timeout"), max_deliveries=kw.pop("max_deliveries"),
+                        visibility_timeout_s=kw.pop("visibility_timeout"), result_ttl_s=kw.pop("result_ttl"))  # fmt: skip
+
+
+def _run(fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    from repoforge.errors import RepoforgeError
+    from repoforge.servers.process import ServerStartError
+
+    try:
+        fn(*args, **kwargs)
+    except RepoforgeError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+    except ServerStartError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted; stopped (asynchronous ids already accepted stay in Redis for any worker to answer)", err=True
+        )
+        sys.exit(130)
+
+
+def _say(msg: str) -> None:
+    click.echo(f"  {msg}", err=True)
+
+
+@click.command("gateway")
+@_TARGET
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--timeout", type=float, default=60.0, show_default=True, metavar="S",
+              help="/infer answers 504 past this, and the request is cancelled in Triton.")  # fmt: skip
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="Queue requests this gateway answers itself, at a time (needs --redis; for a laptop).")  # fmt: skip
+@click.option("--max-body", type=int, default=16 * 1024 * 1024, show_default=True, metavar="BYTES",
+              help="Larger bodies are answered 413.")  # fmt: skip
+@_queue_options
+def gateway_command(target: str, host: str, port: int, timeout: float, workers: int, max_body: int, **kw: Any) -> None:
+    """Serve TARGET's models over HTTP, SSE, WebSocket and an asynchronous queue.
+
+    TARGET is a Triton build folder (served for the run) or a running Triton's HOST:PORT.
+
+    \b
+      POST /v2/models/M/infer            KServe v2 JSON; 504 past --timeout (cancelled in Triton)
+      POST /v2/models/M/generate_stream  Server-Sent Events, Triton's generate-extension shapes
+      WS   /v2/models/M/stream           one JSON request per message, one event per response
+      POST /v2/models/M/async            202 {"id"}; GET /v2/async/ID -> pending | done | failed
+      GET  /metrics                      Prometheus: requests, streams, queue length/lag/pending/dead letters
+    A client that disconnects from a stream cancels its request inside Triton.
+    """
+    from repoforge.gateway.command import gateway
+
+    grpc_url = kw.pop("grpc_url")
+    _run(gateway, target, host=host, port=port, timeout_s=timeout, grpc_url=grpc_url, queue=_queue(kw),
+         workers=workers, max_body_bytes=max_body, say=_say)  # fmt: skip
+
+
+@click.command("worker")
+@_TARGET
+@click.option("--concurrency", type=int, default=4, show_default=True, help="Requests answered at a time.")
+@_queue_options
+def worker_command(target: str, concurrency: int, **kw: Any) -> None:
+    """Answer the gateway's queued requests through TARGET (a Triton build folder or HOST:PORT).
+
+    Run as many as you like on the same --redis and --queue: a worker killed mid-request loses nothing (another
+    takes its request over after --visibility-timeout), and each id is answered exactly once.
+    """
+    from repoforge.gateway.command import worker
+
+    grpc_url = kw.pop("grpc_url")
+    _run(worker, target, queue=_queue(kw), concurrency=concurrency, grpc_url=grpc_url, say=_say)

@@ -1,0 +1,340 @@
+"""The ASGI app: `/infer` (KServe v2 JSON, with a timeout), `generate_stream` (SSE), `stream` (WebSocket),
+`async` + `/v2/async/{id}` (the Redis queue), health and `/metrics`.
+
+Every request is checked against the model's metadata before anything is sent to Triton or enqueued. Streams
+read the next response from Triton only when the client has taken the previous one; a client that goes away
+cancels the gRPC stream, and with it the request inside Triton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from repoforge.gateway import codec, upstream
+from repoforge.gateway.catalog import Catalog
+from repoforge.gateway.errors import RequestError
+from repoforge.gateway.metrics import GatewayMetrics
+from repoforge.gateway.queue import AsyncQueue, QueueSettings, Worker
+
+log = logging.getLogger("repoforge.gateway")
+
+
+@dataclass
+class GatewaySettings:
+    triton_grpc: str  # host:port
+    timeout_s: float = 60.0  # /infer
+    max_body_bytes: int = 16 * 1024 * 1024
+    queue: QueueSettings | None = None  # None: no --redis, async routes answer 503
+    workers: int = 0  # in-process worker concurrency (0: none)
+
+
+class State:
+    """What the routes share, created inside the server's event loop (gRPC aio and redis.asyncio need it)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.triton: Any = None
+        self.catalog: Catalog | None = None
+        self.queue: AsyncQueue | None = None
+        self.metrics = GatewayMetrics()
+        self._stop = asyncio.Event()
+        self._worker_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.triton = upstream.connect(self.settings.triton_grpc)
+        self.catalog = Catalog(self.triton)
+        if self.settings.queue is not None:
+            from repoforge.gateway.queue import connect
+
+            redis = connect(self.settings.queue.redis_url)
+            self.queue = AsyncQueue(self.settings.queue, redis)
+            await self.queue.ensure_group()
+            self.metrics.attach_queue(self.queue)
+            if self.settings.workers > 0:
+                worker = Worker(self.settings.queue, redis, self.triton, self.settings.workers)
+                self._worker_task = asyncio.create_task(worker.run(self._stop))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._worker_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self._worker_task, (self.settings.queue.timeout_s if self.settings.queue else 0) + 10
+                )
+        if self.queue is not None:
+            await self.queue.redis.aclose()
+        if self.triton is not None:
+            await self.triton.close()
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _body(request: Request, limit: int) -> Any:
+    """The JSON body, read at most `limit` bytes far: 413 past it, 400 when it is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"body of {int(declared)} bytes is over the gateway's limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"body is over the gateway's limit of {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks) or b"null")
+    except ValueError as exc:
+        raise RequestError(400, f"body is not JSON: {exc}") from None
+
+
+def _state(conn: Request | WebSocket) -> State:
+    state: State = conn.app.state.gateway
+    return state
+
+
+def _catalog(state: State) -> Catalog:
+    assert state.catalog is not None
+    return state.catalog
+
+
+async def infer(request: Request) -> Response:
+    state = _state(request)
+    settings = state.settings
+    route, started = "infer", time.perf_counter()
+    try:
+        model = await _catalog(state).get(request.path_params["model"])
+        if model.decoupled:
+            raise RequestError(400, f"model '{model.name}' is decoupled (it answers with a stream): use "
+                                    f"/v2/models/{model.name}/generate_stream or the WebSocket /stream")  # fmt: skip
+        req = codec.parse_v2(model, await _body(request, settings.max_body_bytes))
+        result = await upstream.infer(state.triton, req, settings.timeout_s)
+        response: Response = JSONResponse(codec.response_v2(model, result, req.id))
+    except RequestError as exc:
+        response = _error(exc)
+    except upstream.UpstreamTimeout as exc:
+        response = JSONResponse({"error": str(exc)}, status_code=504)
+    except upstream.UpstreamError as exc:
+        response = JSONResponse({"error": str(exc)}, status_code=500)
+    state.metrics.observe(route, response.status_code, time.perf_counter() - started)
+    return response
+
+
+async def generate_stream(request: Request) -> Response:
+    state = _state(request)
+    settings = state.settings
+    from sse_starlette.sse import EventSourceResponse
+
+    try:
+        model = await _catalog(state).get(request.path_params["model"])
+        req = codec.parse_generate(model, await _body(request, settings.max_body_bytes))
+    except RequestError as exc:
+        state.metrics.observe("generate_stream", exc.status, 0.0)
+        return _error(exc)
+    state.metrics.observe("generate_stream", 200, 0.0)
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        sent = 0
+        try:
+            async for result in upstream.stream(state.triton, req):
+                sent += 1
+                state.metrics.events.labels("sse").inc()
+                yield {"data": json.dumps(codec.event_generate(model, result, req.id))}
+        except upstream.UpstreamError as exc:
+            state.metrics.stream_errors.labels("sse").inc()
+            yield {"data": json.dumps({"error": str(exc), "responses": sent})}
+        except asyncio.CancelledError:
+            state.metrics.cancelled.labels("sse").inc()
+            log.info("SSE client of %s left after %d events; request cancelled in Triton", model.name, sent)
+            raise
+
+    # send_timeout: a reader that takes nothing for that long is dropped (and its request cancelled)
+    return EventSourceResponse(events(), ping=15, send_timeout=60)
+
+
+async def ws_stream(websocket: WebSocket) -> None:
+    state = _state(websocket)
+    settings = state.settings
+    await websocket.accept()
+    try:
+        model = await _catalog(state).get(websocket.path_params["model"])
+    except RequestError as exc:
+        await websocket.send_json({**exc.body(), "status": exc.status})
+        await websocket.close(code=1008)
+        return
+    # A reader task takes the client's messages into a bounded queue (a client that sends faster than its
+    # requests are answered waits), and notices a disconnect even while a response is awaited from Triton.
+    inbox: asyncio.Queue[str] = asyncio.Queue(maxsize=8)
+    gone = asyncio.Event()
+
+    async def reader() -> None:
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                await inbox.put(message.get("text") or (message.get("bytes") or b"").decode())
+        finally:
+            gone.set()
+
+    reading = asyncio.create_task(reader())
+    try:
+        while True:
+            next_message = asyncio.ensure_future(inbox.get())
+            left = asyncio.ensure_future(gone.wait())
+            await asyncio.wait({next_message, left}, return_when=asyncio.FIRST_COMPLETED)
+            left.cancel()
+            if not next_message.done():
+                next_message.cancel()
+                return
+            text = next_message.result()
+            try:
+                if len(text) > settings.max_body_bytes:
+                    raise RequestError(413, f"message is over the gateway's limit of {settings.max_body_bytes} bytes")
+                try:
+                    body = json.loads(text)
+                except ValueError as exc:
+                    raise RequestError(400, f"message is not JSON: {exc}") from None
+                req = codec.parse_generate(model, body)
+            except RequestError as exc:  # the connection stays usable: the next message may be right
+                state.metrics.observe("stream", exc.status, 0.0)
+                await websocket.send_json({**exc.body(), "status": exc.status})
+                continue
+            state.metrics.observe("stream", 200, 0.0)
+            if await _ws_one(websocket, model, req, gone) != "done":
+                return
+    except WebSocketDisconnect:
+        return
+    finally:
+        reading.cancel()
+
+
+async def _ws_one(websocket: WebSocket, model: Any, req: codec.Request, gone: asyncio.Event) -> str:
+    state = _state(websocket)
+    """Stream one request's responses; "done", "error" (sent, then closed) or "gone" (the client left)."""
+    responses = upstream.stream(state.triton, req)
+    sent = 0
+    left = asyncio.ensure_future(gone.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(responses.__anext__())
+            await asyncio.wait({following, left}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():  # the client left: cancelling the gRPC stream cancels it in Triton
+                following.cancel()
+                with contextlib.suppress(BaseException):
+                    await following
+                state.metrics.cancelled.labels("ws").inc()
+                log.info("WebSocket client of %s left after %d events; request cancelled", model.name, sent)
+                return "gone"
+            try:
+                result = following.result()
+            except StopAsyncIteration:
+                await websocket.send_json({"id": req.id, "done": True, "responses": sent})
+                return "done"
+            except upstream.UpstreamError as exc:
+                state.metrics.stream_errors.labels("ws").inc()
+                await websocket.send_json({"id": req.id, "error": str(exc), "responses": sent})
+                await websocket.close(code=1011)
+                return "error"
+            sent += 1
+            state.metrics.events.labels("ws").inc()
+            await websocket.send_json(codec.event_generate(model, result, req.id))
+    finally:
+        left.cancel()
+        with contextlib.suppress(BaseException):
+            await responses.aclose()
+
+
+async def submit(request: Request) -> Response:
+    state = _state(request)
+    settings = state.settings
+    try:
+        if state.queue is None:
+            raise RequestError(503, "this gateway was started without --redis: asynchronous requests are off")
+        model = await _catalog(state).get(request.path_params["model"])
+        body = await _body(request, settings.max_body_bytes)
+        callback = body.pop("callback", None) if isinstance(body, dict) else None
+        if callback is not None and not (isinstance(callback, str) and callback.startswith(("http://", "https://"))):
+            raise RequestError(400, "callback must be an http:// or https:// URL")
+        codec.parse_v2(model, body)  # checked now: a bad request is a 400 and never enqueued
+        if model.decoupled:
+            raise RequestError(400, f"model '{model.name}' is decoupled: asynchronous requests need one answer")
+        job_id = await state.queue.submit(model.name, body, callback)
+    except RequestError as exc:
+        state.metrics.observe("async", exc.status, 0.0)
+        return _error(exc)
+    state.metrics.observe("async", 202, 0.0)
+    return JSONResponse({"id": job_id, "status": "pending", "result": f"/v2/async/{job_id}"}, status_code=202)
+
+
+async def read(request: Request) -> Response:
+    state = _state(request)
+    if state.queue is None:
+        return JSONResponse({"error": "this gateway was started without --redis"}, status_code=503)
+    found = await state.queue.status(request.path_params["id"])
+    if found is None:
+        return JSONResponse({"error": f"unknown id '{request.path_params['id']}' (never accepted, or its "
+                                      f"result expired)"}, status_code=404)  # fmt: skip
+    return JSONResponse(found)
+
+
+async def models(request: Request) -> Response:
+    return JSONResponse({"models": await _catalog(_state(request)).names(refresh=True)})
+
+
+async def ready(request: Request) -> Response:
+    state = _state(request)
+    try:
+        ok = await state.triton.is_server_ready(client_timeout=5)
+    except Exception:  # noqa: BLE001 - unreachable Triton is "not ready"
+        ok = False
+    return Response(status_code=200 if ok else 503)
+
+
+async def live(_request: Request) -> Response:
+    return Response(status_code=200)
+
+
+async def metrics(request: Request) -> Response:
+    text, content_type = await _state(request).metrics.render()
+    return Response(text, media_type=content_type)
+
+
+def build_app(settings: GatewaySettings) -> Starlette:
+    state = State(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    routes = [
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2/models", models),
+        Route("/v2/models/{model}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{model}/generate_stream", generate_stream, methods=["POST"]),
+        WebSocketRoute("/v2/models/{model}/stream", ws_stream),
+        Route("/v2/models/{model}/async", submit, methods=["POST"]),
+        Route("/v2/async/{id}", read),
+        Route("/metrics", metrics),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = state
+    return app

@@ -1,0 +1,249 @@
+"""`repoforge gateway` and `repoforge worker` as functions: check the arguments (usage errors, exit 2, before
+anything starts), find or start Triton, then run the ASGI app on uvicorn or the queue worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repoforge.gateway.errors import GatewayArgumentError
+from repoforge.gateway.queue import QueueSettings
+
+Say = Callable[[str], None]
+_HOST_PORT = re.compile(r"^(?:[a-z]+://)?(?P<host>[\w.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})/?$")
+
+
+@dataclass
+class QueueOptions:
+    """The `--redis` family of options, shared by `gateway` and `worker`."""
+
+    redis_url: str | None = None
+    queue: str = "repoforge:async"
+    request_timeout_s: float = 60.0
+    max_deliveries: int = 3
+    visibility_timeout_s: float | None = None  # default: request timeout + 30 s
+    result_ttl_s: int = 86400
+
+    def settings(self, flag: str) -> QueueSettings | None:
+        if self.redis_url is None:
+            return None
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise GatewayArgumentError(f"--redis {self.redis_url!r}: expected a URL like redis://127.0.0.1:6379/0")
+        if self.request_timeout_s <= 0:
+            raise GatewayArgumentError(f"{flag} must be > 0 seconds, not {self.request_timeout_s:g}")
+        if self.max_deliveries < 1:
+            raise GatewayArgumentError(f"--max-deliveries must be at least 1, not {self.max_deliveries}")
+        if self.result_ttl_s < 1:
+            raise GatewayArgumentError(f"--result-ttl must be at least 1 second, not {self.result_ttl_s}")
+        visibility = self.visibility_timeout_s or self.request_timeout_s + 30
+        if visibility <= self.request_timeout_s:
+            raise GatewayArgumentError(
+                f"--visibility-timeout {visibility:g} s must be longer than {flag} {self.request_timeout_s:g} s: "
+                "otherwise a request still running would be taken over by another worker"
+            )
+        return QueueSettings(redis_url=self.redis_url, prefix=self.queue, timeout_s=self.request_timeout_s,
+                             max_deliveries=self.max_deliveries, visibility_timeout_s=visibility,
+                             result_ttl_s=self.result_ttl_s)  # fmt: skip
+
+
+def _check_redis(settings: QueueSettings) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5).ping()
+    except redis.RedisError as exc:
+        raise GatewayArgumentError(f"--redis {settings.redis_url}: no Redis answers there ({exc})") from None
+
+
+def _grpc_live(url: str) -> bool:
+    import tritonclient.grpc as grpcclient
+
+    try:
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            return bool(client.is_server_live(client_timeout=3))
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - anything but an answer means "not Triton's gRPC port"
+        return False
+
+
+def _http_live(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{url}/v2/health/live", timeout=3) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False
+
+
+def find_grpc(target: str, grpc_url: str | None) -> str:
+    """The gRPC `host:port` of a running Triton: `--grpc-url`, else TARGET itself when it speaks gRPC, else the
+    port after TARGET's HTTP port (Triton's 8000/8001 layout)."""
+    if grpc_url is not None:
+        if not _grpc_live(grpc_url):
+            raise GatewayArgumentError(f"--grpc-url {grpc_url}: no Triton gRPC endpoint answers there")
+        return grpc_url
+    match = _HOST_PORT.match(target)
+    assert match is not None
+    host, port = match["host"], int(match["port"])
+    if _grpc_live(f"{host}:{port}"):
+        return f"{host}:{port}"
+    if _http_live(f"{host}:{port}") and _grpc_live(f"{host}:{port + 1}"):
+        return f"{host}:{port + 1}"
+    raise GatewayArgumentError(
+        f"TARGET {target}: no Triton answers there over gRPC (nor over HTTP with gRPC on port {port + 1}); "
+        "give the gRPC endpoint with --grpc-url HOST:PORT"
+    )
+
+
+def check_target(target: str) -> None:
+    """TARGET must be a build folder or HOST:PORT (a usage error otherwise, before anything starts)."""
+    path = Path(target)
+    if path.is_dir():
+        return
+    if _HOST_PORT.match(target) is None:
+        raise GatewayArgumentError(f"TARGET {target!r} is neither a build folder nor a running Triton's HOST:PORT")
+
+
+@contextlib.contextmanager
+def triton_for(target: str, grpc_url: str | None, say: Say) -> Iterator[str]:
+    """Triton's gRPC `host:port` while the context is open: a build folder is served for the run (stopped after,
+    also on failure); a running Triton is only found."""
+    path = Path(target)
+    if not path.is_dir():
+        yield find_grpc(target, grpc_url)
+        return
+    from repoforge.targets import target_of
+
+    kind = target_of(path)
+    if kind.name != "triton":
+        raise GatewayArgumentError(
+            f"{path} is a {kind.server_name} build; the gateway speaks Triton's gRPC protocol and serves Triton builds"
+        )
+    ports = kind.serve_ports(http_port=None, grpc_port=None, metrics_port=None, auto=True)
+    say(f"starting {kind.server_name} on {path}")
+    with kind.server(path, host="127.0.0.1", ports=ports) as server:
+        endpoints = kind.endpoints(server)
+        say(f"{kind.server_name} ready: {', '.join(endpoints.models) or 'no models'}")
+        yield server.grpc_url
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, minus re-raising the signal inside the event loop after shutting down (which
+        interrupts the app's own shutdown with a traceback): the signal is only recorded."""
+
+        signals: list[int]
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            self.signals = []
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.signals.append(sig)
+            super().handle_exit(sig, frame)
+
+    return Server
+
+
+def gateway(
+    target: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    timeout_s: float = 60.0,
+    grpc_url: str | None = None,
+    queue: QueueOptions | None = None,
+    workers: int = 0,
+    max_body_bytes: int = 16 * 1024 * 1024,
+    say: Say = print,
+) -> None:
+    """Run the gateway until interrupted."""
+    import uvicorn
+
+    from repoforge.gateway.app import GatewaySettings, build_app
+
+    queue = queue or QueueOptions()
+    check_target(target)
+    if not 0 < port < 65536:
+        raise GatewayArgumentError(f"--port {port} is not a port number")
+    if timeout_s <= 0:
+        raise GatewayArgumentError(f"--timeout must be > 0 seconds, not {timeout_s:g}")
+    if workers < 0:
+        raise GatewayArgumentError(f"--workers must be 0 or more, not {workers}")
+    settings = queue.settings("--request-timeout")
+    if workers and settings is None:
+        raise GatewayArgumentError("--workers runs queue workers, which need --redis URL")
+    if settings is not None:
+        _check_redis(settings)
+    with triton_for(target, grpc_url, say) as grpc:
+        app = build_app(GatewaySettings(triton_grpc=grpc, timeout_s=timeout_s, max_body_bytes=max_body_bytes,
+                                        queue=settings, workers=workers))  # fmt: skip
+        async_note = (
+            f", async queue {settings.prefix} on {settings.redis_url}" if settings else ", async off (no --redis)"
+        )
+        worker_note = f", {workers} in-process worker slot(s)" if workers else ""
+        say(f"gateway on http://{host}:{port} -> Triton gRPC {grpc}{async_note}{worker_note}")
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", ws="websockets-sansio")
+        server = _server_class()(config)
+        server.run()
+        if signal.SIGINT in server.signals:
+            raise KeyboardInterrupt  # after the graceful shutdown: the CLI says what was kept and exits 130
+
+
+def worker(
+    target: str,
+    *,
+    queue: QueueOptions,
+    concurrency: int = 4,
+    grpc_url: str | None = None,
+    say: Say = print,
+) -> None:
+    """Answer queued requests until SIGTERM/SIGINT (in-flight ones finish; a killed worker's are taken over)."""
+    from repoforge.gateway import upstream
+    from repoforge.gateway.queue import Worker, connect
+
+    check_target(target)
+    if concurrency < 1:
+        raise GatewayArgumentError(f"--concurrency must be at least 1, not {concurrency}")
+    settings = queue.settings("--request-timeout")
+    if settings is None:
+        raise GatewayArgumentError("worker needs --redis URL (the queue it takes requests from)")
+    _check_redis(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def main(grpc: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        triton = upstream.connect(grpc)
+        redis = connect(settings.redis_url)
+        try:
+            w = Worker(settings, redis, triton, concurrency)
+            say(f"worker {w.name}: {settings.prefix} on {settings.redis_url} -> Triton gRPC {grpc}, "
+                f"{concurrency} at a time")  # fmt: skip
+            await w.run(stop)
+        finally:
+            await redis.aclose()
+            await triton.close()
+
+    with triton_for(target, grpc_url, say) as grpc:
+        asyncio.run(main(grpc))

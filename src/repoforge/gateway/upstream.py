@@ -1,0 +1,100 @@
+"""The gateway's one connection to Triton: `tritonclient.grpc.aio`, unary calls for `/infer` and one
+bi-directional gRPC stream per streamed request, so cancelling it (client gone, timeout) cancels the request
+inside Triton: the gRPC frontend is where Triton honours cancellation (request_cancellation.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from repoforge.gateway.codec import Request
+
+FINAL = "triton_final_response"
+EMPTY_FINAL = "triton_enable_empty_final_response"
+
+
+class UpstreamError(Exception):
+    """Triton answered with an error (the message is Triton's)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """No answer within the timeout; the request was cancelled in Triton."""
+
+
+def _inputs(request: Request) -> list[Any]:
+    from tritonclient.grpc import InferInput
+
+    inputs = []
+    for name, array in request.inputs.items():
+        item = InferInput(name, list(array.shape), request.datatypes[name])
+        item.set_data_from_numpy(array)
+        inputs.append(item)
+    return inputs
+
+
+def _outputs(request: Request) -> list[Any] | None:
+    from tritonclient.grpc import InferRequestedOutput
+
+    return [InferRequestedOutput(n) for n in request.outputs] if request.outputs else None
+
+
+def connect(url: str) -> Any:
+    """An aio client for Triton's gRPC endpoint (`host:port`); created inside the running event loop."""
+    from tritonclient.grpc.aio import InferenceServerClient
+
+    return InferenceServerClient(url)
+
+
+async def infer(client: Any, request: Request, timeout: float | None) -> Any:
+    """One unary inference; UpstreamTimeout after `timeout` seconds (the gRPC call is cancelled, and with it the
+    request in Triton), UpstreamError with Triton's message otherwise."""
+    from tritonclient.utils import InferenceServerException
+
+    call = client.infer(request.model, _inputs(request), outputs=_outputs(request), request_id=request.id,
+                        parameters=request.parameters or None)  # fmt: skip
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except asyncio.TimeoutError:
+        raise UpstreamTimeout(f"no answer from model '{request.model}' within {timeout:g} s; cancelled") from None
+    except InferenceServerException as exc:
+        raise UpstreamError(exc.message() or str(exc)) from None
+
+
+async def stream(client: Any, request: Request) -> AsyncGenerator[Any, None]:
+    """Every response of one request, in order, for decoupled and ordinary models alike; the gRPC stream is
+    cancelled when the caller stops iterating (disconnect, error), which cancels the request inside Triton.
+
+    Nothing is buffered here: the next response is read from gRPC only when the caller asks for it, so a slow
+    reader holds the stream at gRPC's flow-control window instead of growing memory."""
+    params = dict(request.parameters)
+    params[EMPTY_FINAL] = True
+
+    async def one() -> AsyncIterator[dict[str, Any]]:
+        yield {"model_name": request.model, "inputs": _inputs(request), "outputs": _outputs(request),
+               "request_id": request.id, "parameters": params}  # fmt: skip
+
+    responses = client.stream_infer(one())
+    try:
+        async for result, error in responses:
+            if error is not None:  # Triton ends a request with an error response
+                raise UpstreamError(error.message() or str(error))
+            response = result.get_response()
+            if response.outputs:
+                yield result
+            if response.parameters[FINAL].bool_param:
+                return
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        from tritonclient.utils import InferenceServerException
+
+        if isinstance(exc, InferenceServerException):
+            raise UpstreamError(exc.message() or str(exc)) from None
+        import grpc
+
+        if isinstance(exc, grpc.RpcError):
+            raise UpstreamError(f"gRPC stream to Triton failed: {exc}") from None
+        raise
+    finally:
+        responses.cancel()  # a no-op once Triton has sent the final response; otherwise it cancels the request

@@ -126,7 +126,7 @@ def grpc_endpoint(http_url: str, grpc_url: str | None, say: Progress) -> str:
         found = triton_ports(http_url) if port.isdigit() else None
         if found is None or found.grpc is None:
             why = (
-                "it runs with --allow-grpc=false"
+                "its gRPC endpoint is switched off on its command line"
                 if found is not None
                 else "not a tritonserver on this machine, so its command line cannot be read"
             )

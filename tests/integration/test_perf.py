@@ -545,3 +545,15 @@ def test_optional_inputs_are_left_out_unless_the_user_maps_them(triton: TritonSe
     assert result.report.points[0].throughput > 0
     data = json.loads(Path(result.report.settings["input_data"]).read_text())
     assert set(data["data"][0]) == {"INPUT0"}
+
+
+@pytest.mark.integration
+def test_tune_and_every_run_leave_optional_inputs_out_too(triton: TritonServer, models: dict[str, RepoModel]) -> None:
+    """issue 23.3: `run` (what tune measures with) makes the required-inputs data itself when given none."""
+    from repoforge.perf.analyzer import required_inputs_data
+
+    opts = PerfOptions("weighted", triton.grpc_url, "grpc", concurrency=[1], **FAST)
+    assert json.loads(required_inputs_data(opts, models["weighted"].config) or "{}")["data"][0].keys() == {"INPUT0"}
+    assert required_inputs_data(opts, models["fast"].config) is None  # no optional input: random data as before
+    (point,) = run(opts, models["weighted"].config)
+    assert point.throughput > 0

@@ -7,7 +7,7 @@ concurrency / (delay + compute), i.e. it grows with concurrency instead of stayi
 and leave without waiting. Each round serves the build afresh and sweeps every concurrency; cells are medians with
 the range over rounds, and the host load is recorded at start and end.
 
-    .venv/bin/pytest bench/test_torchserve_batching.py --benchmark-enable -s     # about 4 minutes on 2 cores
+    .venv/bin/pytest bench/test_torchserve_batching.py --benchmark-enable -s     # about 10 minutes on 2 cores
     .venv/bin/python bench/test_torchserve_batching.py [--rounds 3]
 
 Both print the table and rewrite bench/TORCHSERVE_RESULTS.md.

@@ -71,8 +71,9 @@ def init(directory: Path, force: bool) -> None:
     "--device",
     type=click.Choice(DEVICE_NAMES),
     default=None,
-    help="cpu: ONNX/TorchScript via repoforge's Python runners (runs in the pip-installed Triton). "
-    "gpu: native onnxruntime/tensorrt/libtorch backends, KIND_GPU (NGC image). Default: gpu if one is visible.",
+    help="Where instances run: cpu (KIND_CPU) or gpu (KIND_GPU, plus GPU-only settings); ONNX/TorchScript use "
+    "Triton's native onnxruntime/pytorch backends either way (repoforge's bundled server has Python-based ones). "
+    "Default: gpu if one is visible.",
 )
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -416,24 +417,17 @@ def serve(
     --http-port, default 8080 there; management on the next port; token auth on, and the printed
     curl lines carry the key). Every port is checked first: all that are taken are named at once.
     """
-    from repoforge.serve import Endpoints, ServeArgumentError, check_serve_arguments, docker_recipe
+    from repoforge.serve import Endpoints, docker_lines
     from repoforge.serve import serve as do_serve
     from repoforge.targets import target_of
 
-    try:
-        check_serve_arguments(repository, model_control, load_models)
-    except ServeArgumentError as exc:
-        raise click.BadParameter(str(exc), param_hint=f"'{exc.param}'") from None
-
     if print_command:
-        if target_of(repository).name != "triton":
-            raise click.UsageError(
-                f"{repository} is a TorchServe build; --print-command prints the NGC Triton "
-                f"image's lines. Serve it with: repoforge serve {repository}"
-            )
+        why = target_of(repository).cannot("print_command", repository)
+        if why:
+            raise click.UsageError(why)
         click.echo(
             _run(
-                docker_recipe,
+                docker_lines,
                 repository,
                 http_port=http_port,
                 grpc_port=grpc_port,
@@ -830,7 +824,7 @@ def _set_option(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 
 @main.group()
 def deploy() -> None:
-    """Deploy a build: Kubernetes manifests, autoscaling, alerts and a dashboard."""
+    """Deploy a build: Kubernetes manifests (k8s: autoscaling, alerts, a dashboard) or KServe (kserve)."""
 
 
 @deploy.command("k8s")
@@ -868,6 +862,76 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
     else:
         click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
         click.echo(f"next: kubectl apply -k {output}")
+
+
+def _storage_uri_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A storage URI KServe cannot read is a usage error (exit 2) before any work."""
+    from repoforge.deploy.kserve import check_storage_uri
+
+    if value is None:
+        return None
+    try:
+        return check_storage_uri(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+@deploy.command("kserve")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the manifests to."
+)
+@click.option(
+    "--storage-uri",
+    callback=_storage_uri_option,
+    default=None,
+    metavar="URI",
+    help="Where KServe downloads the build from (s3://, gs://, pvc://claim/path, https://, ...); default: "
+    "deploy.model_repository (pvc://<name>-models unless set).",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    callback=_set_option,
+    metavar="KEY=VALUE",
+    help="Override a deploy: field for this environment, e.g. --set replicas.max=12 (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists (only if repoforge wrote it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the files written as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def deploy_kserve(
+    build_dir: Path,
+    output: Path,
+    storage_uri: str | None,
+    sets: tuple[str, ...],
+    force: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Write a KServe ServingRuntime and InferenceService for BUILD_DIR into OUTPUT.
+
+    The runtime runs the build's server (Triton, or TorchServe for a .mar build) on the image `deploy k8s`
+    would use; the InferenceService gets the storage URI, resources, min/max replicas, env and secrets from the
+    spec's deploy: section. kubectl apply -k OUTPUT.
+    """
+    from repoforge.deploy.kserve import as_json as result_json
+    from repoforge.deploy.kserve import deploy_kserve as do_deploy
+
+    result = _run(
+        do_deploy,
+        build_dir,
+        output,
+        storage_uri=storage_uri,
+        sets=sets,
+        force=force,
+        progress=_progress(quiet or as_json),
+    )
+    if as_json:
+        click.echo(result_json(result))
+    else:
+        click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
+        click.echo(f"storage URI: {result.storage_uri} (upload the build there); next: kubectl apply -k {output}")
 
 
 @main.command("image")

@@ -25,7 +25,7 @@ Target = Literal["triton", "torchserve"]
 TARGET_NAMES: tuple[str, ...] = get_args(Target)
 
 Device = Literal["cpu", "gpu"]
-"""cpu: repoforge's Python-backend runners in the pip-installed Triton; gpu: Triton's native backends (NGC image)."""
+"""Where a build's instances run: cpu (KIND_CPU) or gpu (KIND_GPU and GPU-only settings); both use native backends."""
 DEVICE_NAMES: tuple[str, ...] = get_args(Device)
 
 DRIFT_REFERENCE = "drift_reference.json"

@@ -69,7 +69,7 @@ def _triton() -> list[Check]:
             bool(native),
             ", ".join(native)
             if native
-            else "none here: ONNX/TorchScript are served through repoforge's Python runners (--device cpu)",
+            else "none here: repoforge serves ONNX/TorchScript with its Python-based onnxruntime/pytorch backends",
             "" if native else "on a GPU host use the NGC image (repoforge serve --print-command)",
         )
     )

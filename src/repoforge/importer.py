@@ -55,6 +55,7 @@ from repoforge.plan import make_plan
 from repoforge.repo_readme import REPO_README
 from repoforge.runtime import RUNNERS
 from repoforge.spec import load_spec
+from repoforge.torchserve.layout import looks_like_torchserve_output
 from repoforge.triton.config import build_config
 from repoforge.triton.names import (
     CONFIG,
@@ -663,9 +664,7 @@ def _check_arguments(
         raise ImportFailed(f"device must be cpu or gpu, got {device!r}")
     repo_path = Path(repo).resolve()
     out = Path(output_spec).absolute()
-    from repoforge.targets import target_of
-
-    if repo_path.is_dir() and target_of(repo_path).name == "torchserve":
+    if repo_path.is_dir() and looks_like_torchserve_output(repo_path):
         raise ImportFailed(
             f"{repo_path} is a TorchServe build (config.properties and model-store/ of .mar archives), not a Triton "
             "model repository; import reads Triton repositories only. A TorchServe build comes from a spec: build "

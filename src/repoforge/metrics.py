@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-import re
 import urllib.request
 
-_LINE = re.compile(r"^([A-Za-z_:][\w:]*)(\{[^}]*\})? (\S+)$")
-_LABEL = re.compile(r'(\w+="[^"]*")')
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def parse_prometheus(text: str, prefix: str = "") -> dict[str, float]:
     """`name{label="v",...}` → value for every sample whose name starts with `prefix`; labels are sorted
-    (and a trailing comma, as TorchServe writes, is dropped) so keys can be written by hand."""
+    (and a trailing comma, as TorchServe writes, is dropped) so keys can be written by hand.
+
+    Read with prometheus_client's parser. The `# TYPE`/`# HELP` lines are left out first: with them it renames a
+    counter's samples to the OpenMetrics `<name>_total`, and the keys must be the names the server wrote."""
+    samples = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = _LINE.match(line)
-        if m and m.group(1).startswith(prefix):
-            labels = ",".join(sorted(_LABEL.findall(m.group(2) or "")))
-            out[f"{m.group(1)}{{{labels}}}"] = float(m.group(3))
+    for family in text_string_to_metric_families(samples):
+        for s in family.samples:
+            if s.name.startswith(prefix):
+                labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}"] = float(s.value)
     return out
 
 
 def scrape(url: str, prefix: str = "", timeout: float = 10.0) -> dict[str, float]:
+    """A server's Prometheus `/metrics` (full URL), parsed (`parse_prometheus`); Triton's and TorchServe's clients
+    read their metrics endpoints through this."""
     with urllib.request.urlopen(url, timeout=timeout) as resp:  # a local server's metrics URL
         return parse_prometheus(resp.read().decode(), prefix)
 

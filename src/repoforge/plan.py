@@ -8,26 +8,34 @@ cross-model rule is checked. Nothing is written here; a plan that exists is a pl
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from repoforge.contract import Device, Target
-from repoforge.errors import Problem, SpecError
 from repoforge.graph import find_cycle
+from repoforge.plan_base import (
+    Checker,
+    ModelPlan,
+    RepositoryPlan,
+    ServingChoice,
+    check_batching,
+    check_common,
+    python_filename,
+    resolve_file,
+    same_dims,
+)
 from repoforge.plugin_plan import derive_in_order, drift_reference, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
 from repoforge.spec.deploy import check_deploy, gpu_setting_warnings
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import SMOKE_INPUTS, EnsembleStep, ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
-from repoforge.triton.names import FORMATS, MODEL_FILENAMES
+from repoforge.triton.names import FORMATS
 from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
+from repoforge.triton.spec_rules import ensemble_rules, triton_rules
 
 if TYPE_CHECKING:
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    from repoforge.lint.rules import Sink
+    pass
 
 # Used when neither the model nor `defaults:` sets max_batch_size and the ONNX file has a dynamic batch axis.
 DEFAULT_ONNX_MAX_BATCH_SIZE = 32
@@ -35,85 +43,12 @@ DEFAULT_ONNX_MAX_BATCH_SIZE = 32
 # The file name each format gets inside its version folder (Triton's defaults, so no default_model_filename is needed).
 
 
-@dataclass
-class ServingChoice:
-    """How a model is served: natively by a Triton backend (on every device), or by a repoforge Python runner."""
-
-    platform: str = ""  # e.g. onnxruntime_onnx, tensorrt_plan, pytorch_libtorch, ensemble
-    backend: str = ""  # e.g. python
-    runner: str | None = (
-        None  # repoforge's Python runner (spec `backend: python`, plugins): "onnxruntime", "router", ...
-    )
-
-
-@dataclass
-class ModelPlan:
-    """Everything needed to write one model's folder and config."""
-
-    name: str
-    index: int  # position in spec.models, for error locations
-    format: str
-    spec: ModelSpec  # with defaults merged in
-    max_batch_size: int
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    versions: dict[int, Path | None]  # version → source file or folder (None: empty folder, e.g. ensembles)
-    serving: ServingChoice
-    dynamic_batching: bool
-    instance_kind_default: Device
-    extra_files: dict[str, Path] = field(default_factory=dict)  # name in the model folder → source (e.g. labels)
-
-    @property
-    def model_filename(self) -> str | None:
-        return MODEL_FILENAMES.get(self.format)
-
-
-@dataclass
-class RepositoryPlan:
-    name: str
-    device: Device
-    spec_path: Path
-    spec_sha256: str
-    models: list[ModelPlan]
-    warnings: list[str] = field(default_factory=list)
-    deploy: dict[str, Any] = field(default_factory=dict)  # the spec's `deploy:` as written (repoforge.spec.deploy)
-    rollout: dict[str, Any] | None = None  # the spec's `rollout:` as written (deploy k8s emits Flagger/Argo from it)
-
-    def model(self, name: str) -> ModelPlan:
-        return next(m for m in self.models if m.name == name)
-
-    @property
-    def uses_response_cache(self) -> bool:
-        return any(m.spec.response_cache for m in self.models)
-
-
 def detect_device() -> Device:
     """`gpu` only where an NVIDIA GPU is visible; laptops and CI get the CPU repository."""
     return "gpu" if shutil.which("nvidia-smi") and Path("/dev/nvidia0").exists() else "cpu"
 
 
-class _Checker:
-    """Collects problems so the user sees all of them at once."""
-
-    def __init__(self, loaded: LoadedSpec, target: Target = "triton") -> None:
-        self.loaded = loaded
-        self.target = target
-        self.problems: list[Problem] = []
-
-    def add(self, path: PathKey, message: str, *, key: bool = False) -> None:
-        self.problems.append(self.loaded.problem(path, message, key=key))
-
-    def raise_if_any(self) -> None:
-        if self.problems:
-            raise SpecError(self.problems)
-
-
-def _same_dims(a: list[int], b: list[int]) -> bool:
-    """Dims agree when lengths match and every fixed size matches (-1 matches any size)."""
-    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b, strict=True))
-
-
-def _check_threads(ck: _Checker, i: int, m: ModelSpec) -> None:
+def _check_threads(ck: Checker, i: int, m: ModelSpec) -> None:
     """`parameters.intra_op_threads` is read by the CPU runners and TorchServe handlers at load time;
     a bad value must fail the build, not the model load."""
     value = (m.parameters or {}).get("intra_op_threads")
@@ -128,12 +63,7 @@ def _check_threads(ck: _Checker, i: int, m: ModelSpec) -> None:
         )
 
 
-def _resolve_file(loaded: LoadedSpec, rel: str) -> Path:
-    p = Path(rel)
-    return p if p.is_absolute() else (loaded.base_dir / p).resolve()
-
-
-def _instance_kinds(ck: _Checker, i: int, m: ModelSpec, default: Device, warnings: list[str]) -> ModelSpec:
+def _instance_kinds(ck: Checker, i: int, m: ModelSpec, default: Device, warnings: list[str]) -> ModelSpec:
     """Give every instance group without a `kind` the build's kind (`default`), so a `--device gpu` build of
     `instance_groups: [{count: 2}]` runs on the GPU. A group that lists `gpus` is a GPU group. An explicit
     `kind: cpu` (in the model or in `defaults:`) stays as written; in a GPU build that is worth a warning."""
@@ -169,20 +99,7 @@ def _cpu_only(p: ModelPlan) -> bool:
     return kinds == {"cpu"}
 
 
-def _python_filename(m: ModelSpec) -> str:
-    """The file Triton's python backend loads: raw_config's default_model_filename, else model.py."""
-    if m.raw_config and "default_model_filename" in m.raw_config:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2 as mc
-
-        try:
-            return text_format.Parse(m.raw_config, mc.ModelConfig()).default_model_filename or "model.py"
-        except text_format.ParseError:  # reported by _check_common
-            pass
-    return "model.py"
-
-
-def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
+def _versions(ck: Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
     """version → source path; `versions: [1, 2]` reuses `path` for each version."""
     if m.format == "ensemble":
         if m.path:
@@ -198,14 +115,14 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
                 continue
             ck.add(("models", i), f"format {m.format} needs `path:` (the model file, relative to the spec)")
             continue
-        src = _resolve_file(ck.loaded, src_rel)
+        src = resolve_file(ck.loaded, src_rel)
         if not src.exists():
             ck.add(where, f"model file '{src_rel}' not found (looked for {src}){_generator_hint(ck.loaded.path)}")
             continue
         if src.is_dir() and m.format != "python":
             ck.add(where, f"'{src_rel}' is a folder; format {m.format} expects a single model file")
             continue
-        entry = _python_filename(m)
+        entry = python_filename(m)
         if src.is_dir() and ck.target == "triton" and not (src / entry).exists():
             ck.add(
                 where,
@@ -217,7 +134,7 @@ def _versions(ck: _Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
     return out
 
 
-def _serving(ck: _Checker, i: int, m: ModelSpec, device: Device) -> ServingChoice:
+def _serving(ck: Checker, i: int, m: ModelSpec, device: Device) -> ServingChoice:
     """Plain ONNX, TorchScript and TensorRT models get Triton's native backend on every device, so the stock NGC
     image serves any build as written (repoforge's bundled server has Python-based backends of the same names).
     repoforge's Python runner serves an ONNX/TorchScript model only where the spec asks for it: `backend: python`."""
@@ -265,7 +182,7 @@ def _sequence_tensors(m: ModelSpec) -> set[str]:
 
 
 def _onnx_io(
-    ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, src_rel: str
+    ck: Checker, i: int, m: ModelSpec, sig: OnnxSignature, mbs: int, src_rel: str
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs/outputs from the ONNX file, checked against (and completed by) what the spec declares."""
     result: list[list[TensorSpec]] = []
@@ -306,13 +223,13 @@ def _onnx_io(
                     f"{d.dtype} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' is {f.dtype}",
                 )
             target = d.reshape if d.reshape is not None else d.dims
-            if d.reshape is None and not _same_dims(d.dims, f.dims):
+            if d.reshape is None and not same_dims(d.dims, f.dims):
                 ck.add(
                     path + ("dims",),
                     f"{d.dims} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' has dims {f.dims}"
                     + (" (batch axis excluded)" if mbs > 0 else ""),
                 )
-            elif d.reshape is not None and not _same_dims(target, f.dims):
+            elif d.reshape is not None and not same_dims(target, f.dims):
                 ck.add(
                     path + ("reshape",),
                     f"{target} contradicts {src_rel}, which says {kind[:-1]} '{d.name}' has dims {f.dims}",
@@ -325,7 +242,7 @@ def _onnx_io(
     return result[0], result[1]
 
 
-def _max_batch_size(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature | None) -> int:
+def _max_batch_size(ck: Checker, i: int, m: ModelSpec, sig: OnnxSignature | None) -> int:
     if m.max_batch_size is not None:
         return m.max_batch_size
     if sig is not None:
@@ -333,152 +250,8 @@ def _max_batch_size(ck: _Checker, i: int, m: ModelSpec, sig: OnnxSignature | Non
     return 0
 
 
-def _check_batching(ck: _Checker, i: int, m: ModelSpec, mbs: int) -> bool:
-    """Whether dynamic batching is on. Only the spec's own rules are here; Triton's rules on the batcher's
-    fields run on the built config (`_triton_rules`), which carries dynamic_batching when the model asks for it."""
-    db = m.dynamic_batching
-    where = ck.loaded.origin(i, "dynamic_batching")
-    own = ck.loaded.sets(i, "dynamic_batching") and db is not None and db.enabled
-    if m.format == "ensemble":
-        if own:
-            ck.add(where, "an ensemble is scheduled by its steps; dynamic_batching belongs on the step models")
-        return False
-    if m.sequence_batching is not None:
-        if own:
-            ck.add(where, "a model has one scheduler: remove dynamic_batching or sequence_batching")
-        return False
-    if mbs == 0:  # defaults' dynamic batching simply does not apply to a model without a batch axis
-        return own
-    enabled = db.enabled if db is not None else True
-    if enabled and db is not None and len(set(db.preferred_batch_sizes)) != len(db.preferred_batch_sizes):
-        ck.add((*where, "preferred_batch_sizes"), "preferred batch sizes are listed twice")
-    return enabled
-
-
-def _check_common(ck: _Checker, i: int, m: ModelSpec) -> None:
-    """The spec's own rules: what a built config cannot carry (and so `_triton_rules` cannot see)."""
-    if m.format != "ensemble" and m.steps is not None:
-        ck.add(("models", i, "steps"), f"only format ensemble has steps (this model is {m.format})")
-    if m.raw_config is not None:  # pbtxt merged into the generated config: it must parse as ModelConfig fields
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2 as mc
-
-        try:
-            text_format.Parse(m.raw_config, mc.ModelConfig())
-        except text_format.ParseError as exc:
-            why = str(exc).split(" : ", 1)[-1]
-            ck.add(
-                ("models", i, "raw_config"),
-                f"raw_config line {exc.GetLine()}, column {exc.GetColumn()}: {why} (expected ModelConfig fields in pbtxt)",
-            )
-    if m.format == "ensemble":  # a built ensemble config has no instances, warmup or optimization to check
-        for name, why in (
-            ("instance_groups", "an ensemble has no instances of its own; set instance_groups on the step models"),
-            ("warmup", "Triton does not warm up ensembles; warm up the step models"),
-            ("optimization", "optimization settings do not apply to an ensemble; set them on the step models"),
-        ):
-            if ck.loaded.sets(i, name):
-                ck.add(("models", i, name), why)
-    if m.sequence_batching is not None:
-        _check_sequence(ck, i, m)
-    for j, t in enumerate(m.outputs or []):
-        if t.format is not None:  # a config output has no format field
-            ck.add(
-                ("models", i, "outputs", j, "format"),
-                "format (nchw/nhwc) describes an input's layout; remove it from the output",
-            )
-
-
-def _check_sequence(ck: _Checker, i: int, m: ModelSpec) -> None:
-    """Flag dtypes and the strategy's fields: a config has no place for a FP64 start flag or for both strategies."""
-    sb = m.sequence_batching
-    assert sb is not None
-    for j, c in enumerate(sb.control_inputs):
-        if c.kind != "correlation_id" and c.dtype not in ("INT32", "FP32", "BOOL"):
-            ck.add(
-                ("models", i, "sequence_batching", "control_inputs", j, "dtype"),
-                f"{c.kind} flags must be INT32, FP32 or BOOL, got {c.dtype}",
-            )
-    if sb.strategy == "direct" and (sb.max_candidate_sequences is not None or sb.preferred_batch_sizes):
-        ck.add(
-            ("models", i, "sequence_batching", "strategy"),
-            "max_candidate_sequences and preferred_batch_sizes belong to strategy: oldest",
-        )
-
-
-def _built_config(p: ModelPlan, device: Device) -> mc.ModelConfig | None:
-    """The config this plan builds, or None where building it fails on a spec problem already reported
-    (e.g. raw_config that does not parse)."""
-    from google.protobuf import text_format
-
-    from repoforge.triton.config import build_config
-
-    try:
-        return build_config(p, device)
-    except (ValueError, KeyError, text_format.ParseError):
-        return None
-
-
-def _spec_sink(ck: _Checker, p: ModelPlan) -> Sink:
-    """A lint sink that words its messages as the spec does (KIND_GPU -> gpu)."""
-    from repoforge.lint.rules import Sink
-    from repoforge.triton.names import SPEC_WORDS
-
-    return Sink(p.name, str(ck.loaded.path), words=SPEC_WORDS)
-
-
-def _report(ck: _Checker, p: ModelPlan, sink: Sink) -> None:
-    """A sink's findings on `p`'s built config, at the spec's file:line (the config-path -> spec-path map). A setting
-    Triton would ignore is refused where the spec writes it, not in raw_config (the escape hatch says exactly this
-    config); other warnings are about the server it will meet, which lint reports."""
-    from repoforge.triton.spec_paths import spec_path
-
-    for n, (finding, path) in enumerate(zip(sink.findings, sink.paths, strict=True)):
-        where = spec_path(ck.loaded, p.index, p.spec, path)
-        if finding.severity == "error" or (n in sink.ignored_settings and where[-1:] != ("raw_config",)):
-            ck.add(where, finding.message)
-
-
-def _triton_rules(ck: _Checker, p: ModelPlan, device: Device) -> None:
-    """Triton's load-time rules (repoforge.lint.rules, the same code `repoforge lint` runs) on the config this
-    plan builds, reported at the spec's lines."""
-    from repoforge.lint.rules import ConfigContext, check_built_config, defines_auto_complete
-
-    cfg = _built_config(p, device)
-    if cfg is None:
-        return
-    sink = _spec_sink(ck, p)
-    entry = _python_filename(p.spec)
-    sources = [s / entry if s.is_dir() else s for s in p.versions.values() if s is not None and p.format == "python"]
-    auto = any(defines_auto_complete(f.read_text(encoding="utf-8", errors="replace")) for f in sources if f.is_file())
-    ctx = ConfigContext(p.name, gpu_count=0 if device == "cpu" else None)
-    check_built_config(sink, cfg, ctx, auto_completed=auto)
-    _report(ck, p, sink)
-
-
-def _ensemble_rules(ck: _Checker, plans: dict[str, ModelPlan], device: Device) -> None:
-    """Triton's ensemble-against-steps rules (repoforge.lint.repository, as `repoforge lint` runs them) on the configs
-    the plan builds, once every ensemble's inputs and outputs are derived; reported at the spec's lines."""
-    from repoforge.lint.repository import ModelEntry, check_ensemble_steps
-    from repoforge.lint.rules import Layout, versions_to_load
-
-    if not any(p.format == "ensemble" for p in plans.values()):
-        return
-    entries: dict[str, ModelEntry] = {}
-    for p in plans.values():
-        cfg = _built_config(p, device)
-        if cfg is None:
-            return
-        folders = {v: str(v) for v in p.versions}
-        loaded = versions_to_load(cfg, Layout(sorted(folders.values()), folders, []))[0]
-        entries[p.name] = ModelEntry(p.name, Path(p.name), _spec_sink(ck, p), cfg, cfg, loaded, sorted(p.versions))
-    for e in (p for p in plans.values() if p.format == "ensemble"):
-        check_ensemble_steps(entries[e.name], entries)
-        _report(ck, e, entries[e.name].sink)
-
-
 def _check_resolved(
-    ck: _Checker,
+    ck: Checker,
     i: int,
     m: ModelSpec,
     inputs: list[TensorSpec],
@@ -504,12 +277,12 @@ def _check_resolved(
                     f"'{name}' is not an input of this model; inputs are {', '.join(sorted(by_name)) or 'none'}",
                     key=True,
                 )
-            elif not _same_dims(dims, by_name[name].dims) or any(d < 0 for d in dims):
+            elif not same_dims(dims, by_name[name].dims) or any(d < 0 for d in dims):
                 ck.add(where, f"warmup shape {dims} must be concrete sizes matching dims {by_name[name].dims}")
     extra: dict[str, Path] = {}
     for j, t in enumerate(outputs):
         if t.label_filename:
-            src = _resolve_file(ck.loaded, t.label_filename)
+            src = resolve_file(ck.loaded, t.label_filename)
             if not src.is_file():
                 ck.add(
                     ("models", i, "outputs", j, "label_filename"),
@@ -525,7 +298,7 @@ def _check_resolved(
     return extra
 
 
-def _smoke_inputs(ck: _Checker, p: ModelPlan) -> dict[str, Path]:
+def _smoke_inputs(ck: Checker, p: ModelPlan) -> dict[str, Path]:
     """The spec's `smoke.inputs` file, checked now (an .npz without pickles, one array per input) so validate
     never finds a broken one; shipped in the model folder under a fixed name validate looks for."""
     if p.spec.smoke is None:
@@ -533,7 +306,7 @@ def _smoke_inputs(ck: _Checker, p: ModelPlan) -> dict[str, Path]:
     import numpy as np
 
     where: PathKey = ("models", p.index, "smoke", "inputs")
-    src = _resolve_file(ck.loaded, p.spec.smoke.inputs)
+    src = resolve_file(ck.loaded, p.spec.smoke.inputs)
     try:
         with np.load(src, allow_pickle=False) as npz:
             names = set(npz.files)
@@ -556,7 +329,7 @@ def _smoke_inputs(ck: _Checker, p: ModelPlan) -> dict[str, Path]:
     return {SMOKE_INPUTS: src}
 
 
-def _io_declared(ck: _Checker, i: int, m: ModelSpec) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def _io_declared(ck: Checker, i: int, m: ModelSpec) -> tuple[list[TensorSpec], list[TensorSpec]]:
     if m.inputs is None or m.outputs is None:
         missing = " and ".join(k for k in ("inputs", "outputs") if getattr(m, k) is None)
         ck.add(("models", i), f"format {m.format} needs {missing} declared (repoforge reads them from ONNX files only)")
@@ -566,7 +339,7 @@ def _io_declared(ck: _Checker, i: int, m: ModelSpec) -> tuple[list[TensorSpec], 
 _Use = tuple[int, TensorSpec, int]  # one end of an ensemble tensor: (step, step model tensor, step model mbs)
 
 
-def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
+def _ensemble(ck: Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
     """Check the step graph and derive the ensemble's own inputs and outputs from it."""
     i, m = e.index, e.spec
     steps = m.steps or []
@@ -602,7 +375,7 @@ def _ensemble(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan) -> None:
 
 
 def _map_steps(
-    ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan, steps: list[EnsembleStep]
+    ck: Checker, plans: dict[str, ModelPlan], e: ModelPlan, steps: list[EnsembleStep]
 ) -> tuple[dict[str, _Use], dict[str, list[_Use]]] | None:
     """(producer, consumers) of each ensemble tensor; None when a step's model or maps are wrong (all reported)."""
     produced: dict[str, _Use] = {}  # ensemble tensor → (step, tensor, step model mbs)
@@ -620,7 +393,7 @@ def _map_steps(
 
 
 def _step_model(
-    ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan, spath: PathKey, s_i: int, st: EnsembleStep
+    ck: Checker, plans: dict[str, ModelPlan], e: ModelPlan, spath: PathKey, s_i: int, st: EnsembleStep
 ) -> ModelPlan | None:
     """The plan of the model step `s_i` calls (its version checked), or None when it cannot be a step."""
     target = plans.get(st.model)
@@ -637,7 +410,7 @@ def _step_model(
 
 
 def _map_step_inputs(
-    ck: _Checker, spath: PathKey, s_i: int, st: EnsembleStep, target: ModelPlan, consumed: dict[str, list[_Use]]
+    ck: Checker, spath: PathKey, s_i: int, st: EnsembleStep, target: ModelPlan, consumed: dict[str, list[_Use]]
 ) -> bool:
     """Record the step's inputs as consumers; False when it maps an input its model does not have."""
     ok = True
@@ -656,7 +429,7 @@ def _map_step_inputs(
 
 
 def _map_step_outputs(
-    ck: _Checker, spath: PathKey, s_i: int, st: EnsembleStep, target: ModelPlan, produced: dict[str, _Use]
+    ck: Checker, spath: PathKey, s_i: int, st: EnsembleStep, target: ModelPlan, produced: dict[str, _Use]
 ) -> bool:
     """Record the step's outputs as producers; False when it maps an unknown output or one another step produces."""
     ok = True
@@ -682,7 +455,7 @@ def _map_step_outputs(
     return ok
 
 
-def _check_edges(ck: _Checker, i: int, produced: dict[str, _Use], consumed: dict[str, list[_Use]]) -> None:
+def _check_edges(ck: Checker, i: int, produced: dict[str, _Use], consumed: dict[str, list[_Use]]) -> None:
     """Edges: producer and consumers must agree on dtype and dims, and no step reads its own output."""
     for et, uses in consumed.items():
         if et not in produced:
@@ -696,20 +469,20 @@ def _check_edges(ck: _Checker, i: int, produced: dict[str, _Use], consumed: dict
                     ("models", i, "steps", c_step, "inputs"),
                     f"tensor '{et}': step {p_step} produces {p_t.dtype} but step {c_step} expects {c_t.dtype}",
                 )
-            if not _same_dims(p_t.dims, c_t.dims):
+            if not same_dims(p_t.dims, c_t.dims):
                 ck.add(
                     ("models", i, "steps", c_step, "inputs"),
                     f"tensor '{et}': step {p_step} produces dims {p_t.dims} but step {c_step} expects {c_t.dims}",
                 )
 
 
-def _ensemble_batch_size(ck: _Checker, plans: dict[str, ModelPlan], e: ModelPlan, steps: list[EnsembleStep]) -> None:
+def _ensemble_batch_size(ck: Checker, plans: dict[str, ModelPlan], e: ModelPlan, steps: list[EnsembleStep]) -> None:
     """The ensemble batches as far as its smallest step does: derived when unset, else checked against each step."""
     if e.spec.max_batch_size is None:  # a set one is checked against the steps by _ensemble_rules (Triton's rule)
         e.max_batch_size = min(plans[st.model].max_batch_size for st in steps)
 
 
-def _ensemble_tensors(ck: _Checker, e: ModelPlan, kind: str, derived: list[TensorSpec]) -> None:
+def _ensemble_tensors(ck: Checker, e: ModelPlan, kind: str, derived: list[TensorSpec]) -> None:
     """The ensemble's `kind` (inputs or outputs): the derived ones, or the declared ones checked against them."""
     i = e.index
     declared = getattr(e.spec, kind)
@@ -723,7 +496,7 @@ def _ensemble_tensors(ck: _Checker, e: ModelPlan, kind: str, derived: list[Tenso
                 ("models", i, kind, j, "name"),
                 f"'{t.name}' is not an ensemble {kind[:-1]} of the steps; derived {kind}: {', '.join(sorted(d_by)) or 'none'}",
             )
-        elif t.dtype != d_by[t.name].dtype or not _same_dims(t.dims, d_by[t.name].dims):
+        elif t.dtype != d_by[t.name].dtype or not same_dims(t.dims, d_by[t.name].dims):
             ck.add(
                 ("models", i, kind, j),
                 f"declared {t.dtype} {t.dims} but the steps give {d_by[t.name].dtype} {d_by[t.name].dims}",
@@ -737,7 +510,7 @@ def _ensemble_tensors(ck: _Checker, e: ModelPlan, kind: str, derived: list[Tenso
     setattr(e, kind, list(declared))
 
 
-def _check_rollout(ck: _Checker, plans: dict[str, ModelPlan]) -> None:
+def _check_rollout(ck: Checker, plans: dict[str, ModelPlan]) -> None:
     """`rollout:` names a router plugin model and one of its routes (or its canary): the release moves that
     router's traffic, so anything else has nothing to shift (or to roll back)."""
     from repoforge.spec.plugins import RouterPlugin
@@ -803,7 +576,7 @@ def _model_warnings(m: ModelSpec, serving: ServingChoice, device: Device, target
 def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target = "triton") -> RepositoryPlan:
     """Resolve the spec for `device` (auto-detected when None). Raises SpecError with every problem found."""
     device = device or detect_device()
-    ck = _Checker(loaded, target)
+    ck = Checker(loaded, target)
     plans: dict[str, ModelPlan] = {}
     warnings: list[str] = []
     for i, raw in enumerate(loaded.spec.models):
@@ -846,9 +619,9 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
             inputs, outputs = list(m.inputs or []), list(m.outputs or [])
         else:
             inputs, outputs = _io_declared(ck, i, m)
-        _check_common(ck, i, m)
+        check_common(ck, i, m)
         _check_threads(ck, i, m)
-        dyn = _check_batching(ck, i, m, mbs)
+        dyn = check_batching(ck, i, m, mbs)
         extra = _check_resolved(ck, i, m, inputs, outputs, versions)
         if device == "cpu" and any(g.kind == "gpu" for g in (m.instance_groups or [])):
             warnings.append(
@@ -873,7 +646,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         )
     for p in plans.values():
         if p.format != "ensemble":
-            _triton_rules(ck, p, device)
+            triton_rules(ck, p, device)
     for path, message in check_deploy(loaded.spec.deploy, target=target, device=device):
         ck.add(("deploy", *path), message)
     running = [p for p in plans.values() if p.format != "ensemble"]
@@ -887,7 +660,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls
     ck.raise_if_any()
-    _ensemble_rules(ck, plans, device)
+    ensemble_rules(ck, plans, device)
     ck.raise_if_any()
     for p in plans.values():  # after derivation: ensembles and plugins know their inputs only now
         p.extra_files.update(_smoke_inputs(ck, p))

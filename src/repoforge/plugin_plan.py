@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from repoforge.backends import model_file as backend_model_file
 from repoforge.graph import in_dependency_order
+from repoforge.plan_base import Checker, ModelPlan, ServingChoice, check_batching, check_common, resolve_file
 from repoforge.spec.models import ModelSpec, TensorSpec
 from repoforge.spec.plugins import (
     FeaturesPlugin,
@@ -25,18 +26,13 @@ from repoforge.spec.plugins import (
     output_dim,
 )
 
-if TYPE_CHECKING:
-    from repoforge.plan import ModelPlan, _Checker
-
 # Used when neither the model nor `defaults:` sets max_batch_size (features); result_cache and router
 # follow the model(s) they call.
 DEFAULT_PLUGIN_MAX_BATCH_SIZE = 64
 
 
-def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: str) -> ModelPlan:
+def plugin_model_plan(ck: Checker, i: int, m: ModelSpec, device: str, target: str) -> ModelPlan:
     """The plan of a plugin model; result_cache/router I/O is filled in later by `resolve_plugin`."""
-    from repoforge import plan as P
-
     plugin = m.plugin
     assert plugin is not None
     where = ("models", i)
@@ -72,12 +68,12 @@ def plugin_model_plan(ck: _Checker, i: int, m: ModelSpec, device: str, target: s
         inputs = [TensorSpec(name=c.name, dtype=c.dtype, dims=[*batch, c.width]) for c in plugin.columns]
         if not problems:
             outputs = [TensorSpec(name=plugin.output, dtype="FP32", dims=[*batch, output_dim(plugin)])]
-    P._check_common(ck, i, m)
-    dyn = P._check_batching(ck, i, m, mbs)
-    serving = P.ServingChoice(backend="python", runner=plugin.kind)
+    check_common(ck, i, m)
+    dyn = check_batching(ck, i, m, mbs)
+    serving = ServingChoice(backend="python", runner=plugin.kind)
     glue = backend_model_file(plugin.kind)  # the plugin's own backends/<kind>/model.py is its code
     versions: dict[int, Path | None] = {v: glue for v in (m.versions or {1: None})}
-    return P.ModelPlan(
+    return ModelPlan(
         name=m.name,
         index=i,
         format=m.format,
@@ -118,7 +114,7 @@ def _derived(p: ModelPlan) -> bool:
 
 
 def derive_in_order(
-    ck: _Checker, plans: dict[str, ModelPlan], ensemble: Callable[[_Checker, dict[str, ModelPlan], ModelPlan], None]
+    ck: Checker, plans: dict[str, ModelPlan], ensemble: Callable[[Checker, dict[str, ModelPlan], ModelPlan], None]
 ) -> None:
     """Derive the I/O of ensembles and calling plugins, each after the models it calls (a cycle is an error)."""
 
@@ -140,7 +136,7 @@ def derive_in_order(
 
 
 def _target(
-    ck: _Checker,
+    ck: Checker,
     plans: dict[str, ModelPlan],
     p: ModelPlan,
     rel: tuple[str | int, ...],
@@ -175,7 +171,7 @@ def _fmt(ts: list[TensorSpec]) -> str:
     return ", ".join(f"{t.name} {t.dtype} {t.dims}" for t in ts) or "none"
 
 
-def _batch(ck: _Checker, p: ModelPlan, targets: list[ModelPlan]) -> None:
+def _batch(ck: Checker, p: ModelPlan, targets: list[ModelPlan]) -> None:
     limit = min(t.max_batch_size for t in targets)
     if p.spec.max_batch_size is None:
         p.max_batch_size = limit
@@ -193,7 +189,7 @@ def _batch(ck: _Checker, p: ModelPlan, targets: list[ModelPlan]) -> None:
         p.dynamic_batching = False
 
 
-def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> None:
+def resolve_plugin(ck: Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> None:
     """A plugin's tensors and batching come from the model(s) it calls, once those are planned."""
     plugin: Any = p.spec.plugin
     if isinstance(plugin, ResultCachePlugin):
@@ -204,7 +200,7 @@ def resolve_plugin(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> N
         _resolve_router(ck, plans, p, plugin)
 
 
-def _resolve_result_cache(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: ResultCachePlugin) -> None:
+def _resolve_result_cache(ck: Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: ResultCachePlugin) -> None:
     """A result cache stands in for its model: the same tensors and batching."""
     t = _target(ck, plans, p, ("plugin", "model"), plugin.model, plugin.version, "result_cache")
     if t is None:
@@ -214,7 +210,7 @@ def _resolve_result_cache(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPla
 
 
 def _resolve_semantic_cache(
-    ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: SemanticCachePlugin
+    ck: Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: SemanticCachePlugin
 ) -> None:
     """A semantic cache stands in for its model, which must batch and take a fixed-size float embedding."""
     i = p.index
@@ -242,7 +238,7 @@ def _resolve_semantic_cache(
     _batch(ck, p, [t])
 
 
-def _resolve_router(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: RouterPlugin) -> None:
+def _resolve_router(ck: Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: RouterPlugin) -> None:
     """A router serves route 0's tensors (plus its own weights input and route output) once all targets agree."""
     found = _router_targets(ck, plans, p, plugin)
     if not found or found[0][0] != ("plugin", "routes", 0, "model"):
@@ -260,7 +256,7 @@ def _resolve_router(ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, plu
 
 
 def _router_targets(
-    ck: _Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: RouterPlugin
+    ck: Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: RouterPlugin
 ) -> list[tuple[tuple[str | int, ...], ModelPlan]]:
     """(spec path, plan) of every model the router names (routes, canary, shadow) that resolves, at its version."""
     found: list[tuple[tuple[str | int, ...], ModelPlan]] = []
@@ -279,7 +275,7 @@ def _router_targets(
 
 
 def _routes_interchangeable(
-    ck: _Checker, p: ModelPlan, plugin: RouterPlugin, found: list[tuple[tuple[str | int, ...], ModelPlan]]
+    ck: Checker, p: ModelPlan, plugin: RouterPlugin, found: list[tuple[tuple[str | int, ...], ModelPlan]]
 ) -> bool:
     """Every routed model has route 0's tensors, and the router's own names neither clash nor miss; all reported."""
     i = p.index
@@ -312,14 +308,13 @@ def _routes_interchangeable(
     return ok
 
 
-def drift_reference(ck: _Checker, p: ModelPlan, warnings: list[str]) -> dict[str, Path]:
+def drift_reference(ck: Checker, p: ModelPlan, warnings: list[str]) -> dict[str, Path]:
     """A plugin's `drift.reference` profile, checked now against the model's inputs (its features must be
     among them, with a fitting dtype) and shipped in the model folder, where the runner reads it."""
     from repoforge.contract import DRIFT_REFERENCE
     from repoforge.drift.data import DriftError
     from repoforge.drift.online import InputInfo, match_features
     from repoforge.drift.profile import read_profile
-    from repoforge.plan import _resolve_file
 
     setting = getattr(p.spec.plugin, "drift", None)
     if setting is None:
@@ -328,7 +323,7 @@ def drift_reference(ck: _Checker, p: ModelPlan, warnings: list[str]) -> dict[str
         warnings.append(f"{p.name}: `drift:` is measured by the Triton plugins only; this build leaves it out")
         return {}
     where = ("models", p.index, "plugin", "drift", "reference")
-    src = _resolve_file(ck.loaded, setting.reference)
+    src = resolve_file(ck.loaded, setting.reference)
     if not src.is_file():
         ck.add(where, f"drift reference profile '{setting.reference}' not found (looked for {src})")
         return {}

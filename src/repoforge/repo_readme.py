@@ -66,7 +66,8 @@ def _render(
 
 
 def triton_readme(plan: RepositoryPlan) -> str:
-    return _render(plan, "triton", plan.models, triton_smoke_body, image=NGC_IMAGE)
+    python_models = [m.name for m in plan.models if m.serving.backend == "python"]  # the rest: native backends
+    return _render(plan, "triton", plan.models, triton_smoke_body, image=NGC_IMAGE, python_models=python_models)
 
 
 def torchserve_readme(plan: RepositoryPlan, archives: list[str], workflows: list[str]) -> str:

@@ -14,8 +14,8 @@ import pytest
 from repoforge.optimize.data import Tensor
 from repoforge.optimize.gate import judge
 from repoforge.servers.triton import TritonServer
+from repoforge.targets.triton.validate import infer
 from repoforge.triton.reader import read_repository
-from repoforge.validate import infer
 
 pytestmark = pytest.mark.integration
 

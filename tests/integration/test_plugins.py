@@ -388,3 +388,43 @@ def test_redis_result_cache_answers_hot_keys_in_process_and_shares_the_rest(env:
     plain.put_many([(b"j", value)])  # written by another instance: fetched from Redis, then kept near
     got = near.get_many([b"j", b"absent"])
     assert got[0] is not None and got[1] is None and near.near is not None and near.near.get(b"j") is not None
+
+
+def test_batch_scores_an_ensemble_on_the_features_plugin_and_a_router_without_its_optional_input(
+    env: Env, tmp_path: Path
+) -> None:
+    """issue 23.2 and 23.3: string columns feed the features plugin's BYTES inputs through an ensemble, and the
+    router's optional ROUTE_WEIGHTS is left out of the requests unless --map names a column for it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from repoforge.batch import batch
+
+    users = [f"user{i}" for i in range(40)]
+    batch_cols = _feature_batch(users)
+    data = tmp_path / "rows.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user": users,
+                "age": [float(v[0]) for v in batch_cols["age"]],
+                "city": [v[0] for v in _feature_batch(users)["city"].tolist()],
+            }
+        ),
+        data,
+    )
+    url = f"grpc://{env.triton.grpc_url}"
+    result = batch(url, "pipeline", data=data, output=tmp_path / "pipeline", show_progress=False)
+    assert (result.rows_scored, result.rows_errored) == (40, 0)
+    got = pq.read_table(tmp_path / "pipeline").sort_by("row").column("SCORE").to_pylist()
+    client = _client(env)
+    want = client.infer("pipeline", _inputs(**_feature_batch(users))).as_numpy("SCORE")
+    np.testing.assert_allclose(np.array(got, dtype=np.float32).reshape(want.shape), want, rtol=1e-5)
+
+    x = np.arange(40 * 4, dtype=np.float32).reshape(40, 4)
+    rows = tmp_path / "router.parquet"
+    pq.write_table(pa.table({"KEY": users, "X": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 4)}), rows)
+    routed = batch(url, "router", data=rows, output=tmp_path / "router", show_progress=False)
+    assert (routed.rows_scored, routed.rows_errored) == (40, 0)
+    y = np.array(pq.read_table(tmp_path / "router").sort_by("row").column("Y").to_pylist(), dtype=np.float32)
+    assert np.all((y == x) | (y == 2 * x))  # model_a (x1) or model_b (x2), never a failed weights check

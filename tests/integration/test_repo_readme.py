@@ -33,10 +33,12 @@ def test_triton_readme_smoke_commands_answer(built_examples: dict[str, Path], tr
             assert '"outputs"' in res.stdout
 
 
-def test_gpu_readme_gives_the_ngc_line_and_cpu_says_it_needs_repoforge(tmp_path: Path) -> None:
+def test_gpu_readme_gives_the_ngc_line_and_cpu_the_same_without_gpus(tmp_path: Path) -> None:
+    """A CPU build of ONNX uses the native onnxruntime backend (issue 21): its README gives the NGC image's line too,
+    without `--gpus all`, besides `repoforge serve`."""
     gpu = build(ROOT / "examples" / "tabular" / "spec.yaml", tmp_path / "gpu", device="gpu").output
     text = (gpu / "README.md").read_text(encoding="utf-8")
     assert "docker run --gpus all" in text and "--model-repository=/models" in text
     cpu = build(ROOT / "examples" / "tabular" / "spec.yaml", tmp_path / "cpu", device="cpu").output
     text = (cpu / "README.md").read_text(encoding="utf-8")
-    assert "docker run" not in text and "--device gpu" in text
+    assert "docker run --rm" in text and "--gpus" not in text and "repoforge serve ." in text

@@ -178,12 +178,28 @@ def test_load_needs_explicit_model_control_and_a_model_the_build_has(cpu_repo: P
     assert res.exit_code == 2 and "'nope'" in res.output and "classifier" in res.output, res.output
 
 
-def test_print_command_on_a_cpu_build_builds_its_image_then_runs_it(cpu_repo: Path, tmp_path: Path) -> None:
-    """A --device cpu build's Python models need what the build declares (python_requirements) beyond the NGC
-    image: the lines write that image's context with `repoforge image`, build it and run it. A build whose models
-    still import an installed repoforge cannot run on any stock image: the command says so instead."""
+def test_print_command_on_a_cpu_build_of_onnx_is_the_plain_ngc_line_without_gpus(cpu_repo: Path) -> None:
+    """Every build serves ONNX with Triton's onnxruntime backend (issue 21), so a --device cpu build of a plain ONNX
+    model runs on the stock NGC image as it is, and on a host without GPUs (no `--gpus all`)."""
+    res = CliRunner().invoke(main, ["serve", str(cpu_repo), "--print-command"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("\n") == 1
+    run = shlex.split(res.output)
+    assert run[:2] == ["docker", "run"] and NGC_IMAGE in run and "--gpus" not in run
+    assert f"{cpu_repo.resolve()}:/models" in run and "--model-repository=/models" in run
+
+
+def test_print_command_on_a_cpu_build_builds_its_image_then_runs_it(project: Path, tmp_path: Path) -> None:
+    """A --device cpu build's Python models (here repoforge's runner, asked for with `backend: python`) need what the
+    build declares (python_requirements) beyond the NGC image: the lines write that image's context with `repoforge
+    image`, build it and run it. A build whose models still import an installed repoforge cannot run on any stock
+    image: the command says so instead."""
     from repoforge.deploy.image import imports_installed_repoforge
 
+    runner_spec = project.parent / "runner.spec.yaml"
+    runner_spec.write_text(project.read_text().replace("format: onnx ", "format: onnx\n    backend: python "))
+    assert "backend: python" in runner_spec.read_text()
+    cpu_repo = build(runner_spec, tmp_path / "runner-repo", device="cpu").output
     res = CliRunner().invoke(main, ["serve", str(cpu_repo), "--print-command"])
     if imports_installed_repoforge(cpu_repo):
         assert res.exit_code != 0 and "imports the installed repoforge package" in res.output

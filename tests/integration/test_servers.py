@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +295,27 @@ def test_prepare_backend_dir_is_idempotent(repoforge_cache: Path) -> None:
         assert not (install.backends_dir / "python" / "triton_python_backend_stub").exists()
     env = server_env(install)
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+
+
+@pytest.mark.integration
+def test_bundled_server_gets_python_based_onnxruntime_and_pytorch_backends(repoforge_cache: Path) -> None:
+    """The pytriton server has no libtriton_onnxruntime.so / libtriton_pytorch.so: its private backend folder gets
+    repoforge's Python-based backends of those names (their model.py, byte for byte); an install that brings its own
+    stub (the NGC image) is used as it is, with its native backends."""
+    from repoforge.servers.triton import private_backends
+    from repoforge.servers.triton_install import PYTHON_BASED_BACKENDS, python_based_backend
+
+    _require_triton()
+    install = find_tritonserver()
+    if install.source != "pytriton":
+        pytest.skip("not the pytriton-bundled server")
+    assert private_backends(install) == PYTHON_BASED_BACKENDS == ("onnxruntime", "pytorch")
+    backends = prepare_backend_dir(install)
+    for name in PYTHON_BASED_BACKENDS:
+        assert (backends / name / "model.py").read_bytes() == python_based_backend(name).read_bytes()
+        assert not (backends / name / f"libtriton_{name}.so").exists()
+    ngc_like = replace(install, backends_dir=backends, stubs_dir=None)  # a stub in place: nothing is added
+    assert private_backends(ngc_like) == () and prepare_backend_dir(ngc_like) == backends
 
 
 @pytest.mark.integration

@@ -460,8 +460,8 @@ def test_same_spec_on_triton_and_torchserve_gives_equal_answers(
 ) -> None:
     """examples/ensemble built for both targets: its classifier answers the same on TorchServe and
     on the session's real Triton (and both equal in-process onnxruntime)."""
+    from repoforge.targets.triton.validate import infer
     from repoforge.triton.reader import read_repository
-    from repoforge.validate import infer
 
     x = RNG.standard_normal((6, 8)).astype(np.float32)
     ts_answer = np.array(server.predict("same_spec", {"input": x.tolist()})["probabilities"], dtype=np.float32)

@@ -16,8 +16,9 @@ import tritonclient.http as http
 from repoforge.build import build
 from repoforge.servers.ports import free_ports
 from repoforge.servers.triton import TritonServer
+from repoforge.targets.triton.validate import infer
 from repoforge.triton.reader import read_repository
-from repoforge.validate import infer, validate
+from repoforge.validate import validate
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +152,7 @@ def test_cli_serve_answers_then_stops_on_sigint(tmp_path: Path, built_examples: 
 
 
 def test_streaming_sequence_and_bytes_models(triton: TritonServer, built_examples: dict[str, Path]) -> None:
-    from repoforge.validate import _infer_decoupled
+    from repoforge.targets.triton.validate import _infer_decoupled
 
     models = {m.name: m for m in read_repository(built_examples["kinds"])}
     text = np.array([[b"hello"], [b"triton!"]], dtype=np.object_)

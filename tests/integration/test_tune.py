@@ -64,6 +64,10 @@ def test_apply_candidate_edits_the_protobuf() -> None:
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
     assert [(g.count, g.kind) for g in cfg.instance_group] == [(2, base.instance_group[0].kind)]
     assert cfg.parameters["intra_op_threads"].string_value == "2"
+    native = parse_config(BASE.replace('backend: "python"', 'backend: "onnxruntime"'))
+    del native.parameters["intra_op_threads"]  # a native ONNX build's threads: onnxruntime_backend's own parameter
+    tuned = apply_candidate(native, Candidate(16, "half_max", 500, 2, intra_op_threads=2)).parameters
+    assert tuned["intra_op_thread_count"].string_value == "2" and "intra_op_threads" not in tuned
     assert [w.name for w in cfg.model_warmup] == ["w1"]  # the 64-row warm-up no longer fits
     assert parse_config(to_text(cfg)) == cfg
     assert base.max_batch_size == 64 and len(base.model_warmup) == 2  # the base is not modified

@@ -22,7 +22,8 @@ from repoforge.errors import SpecError
 from repoforge.modelgen import mlp, save
 from repoforge.servers.triton import TritonServer
 from repoforge.spec.models import SMOKE_INPUTS
-from repoforge.validate import ModelCheck, ValidationReport, _models_own_error, judge_answer, validate
+from repoforge.targets.triton.validate import _models_own_error
+from repoforge.validate import ModelCheck, ValidationReport, judge_answer, validate
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "validate"
 PICKY = DATA / "answers" / "picky" / "1" / "model.py"

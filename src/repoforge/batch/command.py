@@ -13,22 +13,16 @@ from typing import Any, Literal
 
 from repoforge.batch.model import BatchArgumentError, BatchServerError, ModelInfo, bind, model_info, parse_maps
 from repoforge.batch.progress import Progress
-from repoforge.batch.scorer import Protocol, ScoreOptions
+from repoforge.batch.scorer import ScoreOptions
 from repoforge.batch.source import DataError, RowRange, detect_kind, open_source, ranges
 from repoforge.batch.store import Manifest, Store, check_folder, check_resume, discard
+from repoforge.targets import target_of
+from repoforge.targets.types import BatchEndpoint, TargetArgumentError
 
 Say = Callable[[str], None]
 Engine = Literal["local", "ray"]
 DEFAULT_ID = "row"
 _URL = re.compile(r"^(grpc|http)://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(\d+)/?$")
-
-
-@dataclass(frozen=True)
-class BatchEndpoint:
-    """Where a batch run sends its requests, while the target's context is open."""
-
-    protocol: Protocol
-    url: str  # host:port, as tritonclient expects it
 
 
 @dataclass
@@ -76,13 +70,9 @@ def parse_target(target: str | Path) -> tuple[Path | None, BatchEndpoint | None]
         return None, BatchEndpoint(m.group(1), f"{m.group(2)}:{m.group(3)}")  # type: ignore[arg-type]
     path = Path(target)
     if path.is_dir():
-        from repoforge.targets import target_of
-
-        if target_of(path).name == "torchserve":
-            raise BatchArgumentError(
-                "TARGET",
-                f"{path} is a TorchServe build; batch scores through Triton only yet (build with --target triton)",
-            )
+        why = target_of(path).cannot("batch", path)
+        if why:
+            raise BatchArgumentError("TARGET", why)
         return path, None
     if path.is_file():
         raise BatchArgumentError(
@@ -143,25 +133,12 @@ def _endpoint(target: str | Path, model: str, say: Say) -> Iterator[BatchEndpoin
         yield ep
         return
     assert path is not None
-    from repoforge.targets import target_of
-
-    with target_of(path).batch_endpoint(path, model, say) as served:
+    with contextlib.ExitStack() as stack:
+        try:
+            served = stack.enter_context(target_of(path).batch_endpoint(path, model, say))
+        except TargetArgumentError as exc:  # found before the server starts: batch's usage error
+            raise BatchArgumentError(exc.param, str(exc)) from None
         yield served
-
-
-@contextlib.contextmanager
-def serve_triton_for_batch(path: Path, model: str, say: Say) -> Iterator[BatchEndpoint]:
-    """A Triton repository served for the run on free ports, stopped when the run ends (also on failure)."""
-    from repoforge.servers.triton import TritonServer
-    from repoforge.triton.reader import read_repository
-
-    found = sorted(m.name for m in read_repository(path))
-    if model not in found:
-        raise BatchArgumentError("--model", f"model '{model}' is not in {path}; it has {', '.join(found)}")
-    say(f"starting tritonserver on {path}")
-    with TritonServer(path) as server:
-        say(f"tritonserver ready, gRPC {server.grpc_url}")
-        yield BatchEndpoint("grpc", server.grpc_url)
 
 
 def _settings(

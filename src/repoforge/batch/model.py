@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from repoforge.errors import RepoforgeError
 from repoforge.spec.dtypes import normalize_dtype, numpy_dtype
+from repoforge.triton.client import InferenceServerException, model_metadata_and_config
 
 
 class BatchArgumentError(RepoforgeError):
@@ -69,32 +70,10 @@ def _tensors(entries: Sequence[Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
     return tuple(out)
 
 
-def _fetch(protocol: str, url: str, model: str, timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model's metadata and served config as JSON, over either protocol."""
-    if protocol == "grpc":
-        import tritonclient.grpc as grpcclient
-
-        client = grpcclient.InferenceServerClient(url)
-        try:
-            meta = client.get_model_metadata(model, as_json=True, client_timeout=timeout)
-            return meta, client.get_model_config(model, as_json=True, client_timeout=timeout)["config"]
-        finally:
-            client.close()
-    import tritonclient.http as httpclient
-
-    hclient = httpclient.InferenceServerClient(url, network_timeout=timeout, connection_timeout=timeout)
-    try:
-        return hclient.get_model_metadata(model), hclient.get_model_config(model)
-    finally:
-        hclient.close()
-
-
 def model_info(protocol: str, url: str, model: str, version: str | None = None, *, timeout: float = 30.0) -> ModelInfo:
     """The served model's tensors, pinned version (the newest ready one unless `version`) and config hash."""
-    from tritonclient.utils import InferenceServerException
-
     try:
-        meta, config = _fetch(protocol, url, model, timeout)
+        meta, config = model_metadata_and_config(protocol, url, model, timeout)
     except InferenceServerException as exc:
         msg = str(exc.message() or exc).splitlines()[0]
         if "unknown model" in msg.lower() or "not found" in msg.lower():

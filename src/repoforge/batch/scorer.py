@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from repoforge.batch.model import BatchServerError, ModelInfo
+from repoforge.triton.client import InferenceServerException, async_client
 
 Protocol = Literal["grpc", "http"]
 
@@ -58,8 +59,6 @@ class ScoreOptions:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether an error is the server's state (retry) rather than its answer to these rows."""
-    from tritonclient.utils import InferenceServerException
-
     if isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError)):
         return True
     if isinstance(exc, InferenceServerException):
@@ -76,8 +75,6 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _message(exc: BaseException) -> str:
-    from tritonclient.utils import InferenceServerException
-
     if isinstance(exc, InferenceServerException):
         text = str(exc.message() or exc)
     else:
@@ -92,17 +89,7 @@ class _Client:
         self.protocol = protocol
         self.info = info
         self.timeout_s = timeout_s
-        if protocol == "grpc":
-            import tritonclient.grpc as mod
-            import tritonclient.grpc.aio as aio
-
-            self._client: Any = aio.InferenceServerClient(url)
-        else:
-            import tritonclient.http as mod
-            import tritonclient.http.aio as aio
-
-            self._client = aio.InferenceServerClient(url, conn_limit=max(concurrency, 1), conn_timeout=timeout_s)
-        self._mod = mod
+        self._mod, self._client = async_client(protocol, url, timeout_s, concurrency)
 
     async def infer(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batched = self.info.max_batch_size > 0

@@ -68,7 +68,7 @@ def _triton_features(info: BuildInfo) -> None:
     from tritonclient.grpc import model_config_pb2 as mc
 
     from repoforge.contract import RUNNER_PARAMETER
-    from repoforge.serve import models_needing_repoforge
+    from repoforge.triton.image import models_needing_repoforge
     from repoforge.triton.reader import read_repository
 
     models = read_repository(info.path)

@@ -141,6 +141,10 @@ def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, s
         files["server-config.yaml"] = _yaml(*shape.extra_objects)
     if d.redis is not None and d.redis.deploy:
         files["redis.yaml"] = _yaml(*k8s.redis_objects(d, name))
+    if d.gateway is not None:
+        from repoforge.deploy import gateway
+
+        files[gateway.FILE] = _yaml(*gateway.objects(d, name, dict(shape.ports).get("grpc", 8001)))
     resources = [f for f in files if f.endswith(".yaml")]
     if rel is not None:  # applied on their own (Flagger or Argo, never both): not in the kustomization
         objs = k8s.labels(d, name)
@@ -176,6 +180,8 @@ _WHAT = {
     "server-config.yaml": "the server's own configuration as a ConfigMap",
     "redis.yaml": "Redis for the plugins (deploy.redis.deploy): Deployment, Service and PodDisruptionBudget; "
     "the server gets its URL in REPOFORGE_REDIS_URL",
+    "gateway.yaml": "the gateway (`repoforge gateway`: SSE, WebSocket, /infer, async) Deployment and Service; with "
+    "async, the queue workers' Deployment and a KEDA ScaledObject on the Redis stream's lag (scale to zero)",
     KUSTOMIZATION: "kustomize entry point listing the manifests",
     rollout.FLAGGER_FILE: "release policy for Flagger: a Canary on the Deployment and its MetricTemplates "
     "(apply instead of the Argo file, see Releases)",
@@ -348,7 +354,7 @@ def deploy_k8s(
     for w in warnings:
         say(f"warning: {w}")
     check_destination(out, force, _looks_ours)
-    files = get_target(info.target).deploy_manifests(info, d)
+    files = manifests(info, d, get_target(info.target).deploy_shape(info, d))
     if not d.image:
         from repoforge.deploy.image import plan_image
 

@@ -143,12 +143,12 @@ class ImagePlan:
             f"{PYTHON_REQUIREMENTS}, so no image is written; deploy it on {self.base} as it is"
         )
 
-    def commands(self, context: str = "<DIR>", registry: str = "<registry>") -> list[str]:
+    def commands(self, context: str = "<DIR>", registry: str = "<registry>", deploy: str = "k8s") -> list[str]:
         pushed = f"{registry}/{self.tag}"
         return [
             f"docker build -t {pushed} {context}",
             f"docker push {pushed}",
-            f"repoforge deploy k8s {self.build.name} -o k8s --set image={pushed}   # or deploy: image: in the spec",
+            f"repoforge deploy {deploy} {self.build.name} -o {deploy} --set image={pushed}   # or deploy: image: in the spec",
         ]
 
 

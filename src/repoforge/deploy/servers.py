@@ -1,9 +1,10 @@
 """Each target's server in a pod: image, arguments from the build, ports, health paths and its PromQL catalog.
-The targets' `deploy_manifests` call these (repoforge.targets)."""
+The targets' `deploy_shape` return these (repoforge.targets)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from cloudcoil import apimachinery as meta
 from cloudcoil.models.kubernetes.core import v1 as core
@@ -16,6 +17,7 @@ from repoforge.spec.deploy import DeploySpec
 #: Triton's response cache size in a pod when a model of the build uses it.
 CACHE_BYTES = 256 * 1024 * 1024
 TRITON_PORTS = [("http", 8000), ("grpc", 8001), ("metrics", 8002)]
+TS_CONFIG_DIR = "/etc/torchserve"
 TORCHSERVE_PORTS = [("http", 8080), ("management", 8081), ("grpc", 7070), ("grpc-management", 7071), ("metrics", 8082)]
 
 
@@ -35,17 +37,26 @@ def _catalog_args(info: BuildInfo, d: DeploySpec, name: str) -> dict[str, object
     }
 
 
-def triton_args(info: BuildInfo, d: DeploySpec, name: str) -> list[str]:
+def triton_args(
+    info: BuildInfo,
+    d: DeploySpec,
+    name: str,
+    *,
+    repository: str | None = None,
+    ports: list[tuple[str, int]] = TRITON_PORTS,
+) -> list[str]:
     """tritonserver's flags for the pod, from the build: the cache only where a model uses it, latency summaries
     (what the p99 alert and panel read), OpenTelemetry tracing when `tracing:` is set. No
     `histogram_latencies=true`: Triton 2.51 exports no histogram for these models with it (checked on a decoupled
     Python model and on the plugin models; tests/integration/test_deploy_prometheus.py keeps checking)."""
     repo = d.model_repository
-    args = [f"--model-repository={repo.url if repo is not None and repo.url else '/models'}"]
+    if repository is None:
+        repository = repo.url if repo is not None and repo.url else "/models"
+    args = [f"--model-repository={repository}"]
     args.append(f"--model-control-mode={d.model_control_mode}")
     if d.model_control_mode == "poll":
         args.append("--repository-poll-secs=30")
-    for name_, port in TRITON_PORTS:
+    for name_, port in ports:
         args.append(f"--{name_}-port={port}")
     args += ["--strict-readiness=true", "--exit-on-error=true", f"--exit-timeout-secs={d.exit_timeout_s}"]
     if info.features.response_cache:
@@ -65,7 +76,7 @@ def triton_args(info: BuildInfo, d: DeploySpec, name: str) -> list[str]:
     return args
 
 
-def server_image(info: BuildInfo, d: DeploySpec) -> tuple[str, list[str]]:
+def server_image(info: BuildInfo, d: DeploySpec, deploy: str = "k8s") -> tuple[str, list[str]]:
     """The pod's image and the README's notes on it: `deploy.image` when set (the image `repoforge image` wrote,
     pushed), else the stock image when the build needs nothing more, else the local name `repoforge image`
     gives it, which must be built and pushed first."""
@@ -89,7 +100,7 @@ def server_image(info: BuildInfo, d: DeploySpec) -> tuple[str, list[str]]:
         "",
         "```bash",
         f"repoforge image {info.path.name} -o image",
-        *plan.commands("image"),
+        *plan.commands("image", deploy=deploy),
         "```",
     ]
 
@@ -112,21 +123,26 @@ def triton_shape(info: BuildInfo, d: DeploySpec) -> ServerShape:
     )
 
 
-def torchserve_config(d: DeploySpec, info: BuildInfo) -> str:
-    """The build's config.properties with pod addresses (0.0.0.0) and the model store on the volume."""
+def torchserve_config(
+    d: DeploySpec, info: BuildInfo, *, root: str = "/models", local: tuple[str, ...] = (), extra: tuple[str, ...] = ()
+) -> str:
+    """The build's config.properties with pod addresses (0.0.0.0, or 127.0.0.1 for the APIs in `local`), the
+    model and workflow stores under `root`, and `extra` lines."""
     text = (info.path / "config.properties").read_text()
     out = []
     for line in text.splitlines():
         key = line.split("=", 1)[0]
         if key in ("inference_address", "management_address", "metrics_address"):
-            line = line.replace("127.0.0.1", "0.0.0.0")
+            if key.removesuffix("_address") not in local:
+                line = line.replace("127.0.0.1", "0.0.0.0")
         elif key == "model_store":
-            line = "model_store=/models/model-store"
+            line = f"model_store={root}/model-store"
         elif key == "workflow_store":
-            line = "workflow_store=/models/wf-store"
+            line = f"workflow_store={root}/wf-store"
         out.append(line)
     out.append("grpc_inference_address=0.0.0.0")
-    out.append("grpc_management_address=0.0.0.0")
+    out.append("grpc_management_address=" + ("127.0.0.1" if "management" in local else "0.0.0.0"))
+    out += extra
     return "\n".join(out) + "\n"
 
 
@@ -169,20 +185,8 @@ def torchserve_shape(info: BuildInfo, d: DeploySpec) -> ServerShape:
     volume, the image that has what the build's handlers declare, and the workflows registered after start."""
     name = d.name or info.repository
     image, notes = server_image(info, d)
-    workflows = [f"{w}.war" for w in info.versions.get("workflows") or []]
-    data = {"config.properties": torchserve_config(d, info)}
-    post_start = None
-    if workflows:
-        data["register_workflows.py"] = REGISTER_WORKFLOWS.format(
-            workflows=json.dumps(workflows), timeout=max(d.probes.startup_timeout_s - 30, 30)
-        )
-        post_start = ["python", "/etc/torchserve/register_workflows.py"]
-    cm = core.ConfigMap(
-        metadata=meta.ObjectMeta(name=f"{name}-torchserve-config", namespace=d.namespace, labels=labels(d, name)),
-        data=data,
-    )
-    vol = core.Volume(name="ts-config", config_map=core.ConfigMapVolumeSource(name=f"{name}-torchserve-config"))
-    mount = core.VolumeMount(name="ts-config", mount_path="/etc/torchserve", read_only=True)
+    ts = torchserve_config_objects(info, d, name, torchserve_config(d, info))
+    workflows = ts.workflows
     notes = [
         *notes,
         f"The pod runs the build's config.properties (ConfigMap `{name}-torchserve-config`) with 0.0.0.0 addresses "
@@ -206,8 +210,40 @@ def torchserve_shape(info: BuildInfo, d: DeploySpec) -> ServerShape:
         ready_path=None,
         catalog=torchserve_catalog(**_catalog_args(info, d, name)),  # type: ignore[arg-type]
         shm=False,
-        extra_objects=[cm],
-        extra_volumes=[(vol, mount)],
+        extra_objects=[ts.config_map],
+        extra_volumes=[(ts.volume, ts.mount)],
         notes=notes,
+        post_start=ts.post_start,
+    )
+
+
+@dataclass
+class TorchServeConfig:
+    """The ConfigMap a TorchServe pod reads its config.properties (and workflow registration) from."""
+
+    config_map: core.ConfigMap
+    volume: core.Volume
+    mount: core.VolumeMount
+    workflows: list[str]
+    post_start: list[str] | None
+
+
+def torchserve_config_objects(info: BuildInfo, d: DeploySpec, name: str, config: str) -> TorchServeConfig:
+    workflows = [f"{w}.war" for w in info.versions.get("workflows") or []]
+    data = {"config.properties": config}
+    post_start = None
+    if workflows:
+        data["register_workflows.py"] = REGISTER_WORKFLOWS.format(
+            workflows=json.dumps(workflows), timeout=max(d.probes.startup_timeout_s - 30, 30)
+        )
+        post_start = ["python", f"{TS_CONFIG_DIR}/register_workflows.py"]
+    cm_name = f"{name}-torchserve-config"
+    return TorchServeConfig(
+        config_map=core.ConfigMap(
+            metadata=meta.ObjectMeta(name=cm_name, namespace=d.namespace, labels=labels(d, name)), data=data
+        ),
+        volume=core.Volume(name="ts-config", config_map=core.ConfigMapVolumeSource(name=cm_name)),
+        mount=core.VolumeMount(name="ts-config", mount_path=TS_CONFIG_DIR, read_only=True),
+        workflows=workflows,
         post_start=post_start,
     )

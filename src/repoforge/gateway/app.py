@@ -52,6 +52,7 @@ class State:
         self.metrics = GatewayMetrics()
         self._stop = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
+        self._promoter: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.triton = upstream.connect(self.settings.triton_grpc)
@@ -63,12 +64,16 @@ class State:
             self.queue = AsyncQueue(self.settings.queue, redis)
             await self.queue.ensure_group()
             self.metrics.attach_queue(self.queue)
+            self._promoter = asyncio.create_task(self.queue.promote_due(self._stop))
             if self.settings.workers > 0:
                 worker = Worker(self.settings.queue, redis, self.triton, self.settings.workers)
                 self._worker_task = asyncio.create_task(worker.run(self._stop))
 
     async def stop(self) -> None:
         self._stop.set()
+        if self._promoter is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._promoter, 5)
         if self._worker_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
@@ -149,7 +154,7 @@ async def generate_stream(request: Request) -> Response:
     async def events() -> AsyncIterator[dict[str, str]]:
         sent = 0
         try:
-            async for result in upstream.stream(state.triton, req):
+            async for result in upstream.stream(state.triton, req, model.decoupled):
                 sent += 1
                 state.metrics.events.labels("sse").inc()
                 yield {"data": json.dumps(codec.event_generate(model, result, req.id))}
@@ -225,7 +230,7 @@ async def ws_stream(websocket: WebSocket) -> None:
 async def _ws_one(websocket: WebSocket, model: Any, req: codec.Request, gone: asyncio.Event) -> str:
     state = _state(websocket)
     """Stream one request's responses; "done", "error" (sent, then closed) or "gone" (the client left)."""
-    responses = upstream.stream(state.triton, req)
+    responses = upstream.stream(state.triton, req, model.decoupled)
     sent = 0
     left = asyncio.ensure_future(gone.wait())
     try:

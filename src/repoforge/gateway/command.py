@@ -15,6 +15,7 @@ from typing import Any
 
 from repoforge.gateway.errors import GatewayArgumentError
 from repoforge.gateway.queue import QueueSettings
+from repoforge.triton.client import TritonClient, grpc_live
 
 Say = Callable[[str], None]
 _HOST_PORT = re.compile(r"^(?:[a-z]+://)?(?P<host>[\w.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})/?$")
@@ -63,26 +64,11 @@ def _check_redis(settings: QueueSettings) -> None:
 
 
 def _grpc_live(url: str) -> bool:
-    import tritonclient.grpc as grpcclient
-
-    try:
-        client = grpcclient.InferenceServerClient(url)
-        try:
-            return bool(client.is_server_live(client_timeout=3))
-        finally:
-            client.close()
-    except Exception:  # noqa: BLE001 - anything but an answer means "not Triton's gRPC port"
-        return False
+    return grpc_live(url, timeout=3)
 
 
 def _http_live(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://{url}/v2/health/live", timeout=3) as response:
-            return int(response.status) == 200
-    except OSError:
-        return False
+    return TritonClient(url).is_live()
 
 
 def find_grpc(target: str, grpc_url: str | None) -> str:
@@ -125,10 +111,9 @@ def triton_for(target: str, grpc_url: str | None, say: Say) -> Iterator[str]:
     from repoforge.targets import target_of
 
     kind = target_of(path)
-    if kind.name != "triton":
-        raise GatewayArgumentError(
-            f"{path} is a {kind.server_name} build; the gateway speaks Triton's gRPC protocol and serves Triton builds"
-        )
+    why = kind.cannot("gateway", path)
+    if why:
+        raise GatewayArgumentError(why)
     ports = kind.serve_ports(http_port=None, grpc_port=None, metrics_port=None, auto=True)
     say(f"starting {kind.server_name} on {path}")
     with kind.server(path, host="127.0.0.1", ports=ports) as server:

@@ -17,6 +17,7 @@ message pending; another worker takes it over with XAUTOCLAIM once it has been i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -111,6 +112,20 @@ class AsyncQueue:
     def __init__(self, settings: QueueSettings, redis: Any) -> None:
         self.s = settings
         self.redis = redis
+        self._promote = redis.register_script(_PROMOTE)
+
+    async def promote_due(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
+        """Move retries whose backoff is over back into the stream, until `stop`. Workers do it too; the gateway
+        does it so that a retry is not stranded when an autoscaler has taken every worker away (scaling on the
+        stream's lag would not see it waiting)."""
+        while not stop.is_set():
+            try:
+                await self._promote(keys=[self.s.key("delayed"), self.s.key("requests")],
+                                    args=[int(time.time() * 1000), 100])  # fmt: skip
+            except Exception:
+                log.warning("could not move due retries back into the stream; retrying", exc_info=True)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
 
     async def ensure_group(self) -> None:
         from redis.exceptions import ResponseError

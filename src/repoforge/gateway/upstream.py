@@ -47,26 +47,29 @@ def connect(url: str) -> Any:
 
 
 async def infer(client: Any, request: Request, timeout: float | None) -> Any:
-    """One unary inference; UpstreamTimeout after `timeout` seconds (the gRPC call is cancelled, and with it the
-    request in Triton), UpstreamError with Triton's message otherwise."""
+    """One unary inference; UpstreamTimeout after `timeout` seconds (the call's gRPC deadline: when it passes the
+    call is cancelled, and with it the request in Triton), UpstreamError with Triton's message otherwise."""
     from tritonclient.utils import InferenceServerException
 
-    call = client.infer(request.model, _inputs(request), outputs=_outputs(request), request_id=request.id,
-                        parameters=request.parameters or None)  # fmt: skip
     try:
-        return await asyncio.wait_for(call, timeout)
-    except asyncio.TimeoutError:
-        raise UpstreamTimeout(f"no answer from model '{request.model}' within {timeout:g} s; cancelled") from None
+        return await client.infer(request.model, _inputs(request), outputs=_outputs(request), request_id=request.id,
+                                  parameters=request.parameters or None, client_timeout=timeout)  # fmt: skip
     except InferenceServerException as exc:
+        if "DEADLINE_EXCEEDED" in str(exc.status()):
+            raise UpstreamTimeout(f"no answer from model '{request.model}' within {timeout:g} s; cancelled") from None
         raise UpstreamError(exc.message() or str(exc)) from None
 
 
-async def stream(client: Any, request: Request) -> AsyncGenerator[Any, None]:
+async def stream(client: Any, request: Request, decoupled: bool = True) -> AsyncGenerator[Any, None]:
     """Every response of one request, in order, for decoupled and ordinary models alike; the gRPC stream is
     cancelled when the caller stops iterating (disconnect, error), which cancels the request inside Triton.
+    An ordinary model's one response comes from a unary call (cheaper than a stream; cancelled the same way).
 
     Nothing is buffered here: the next response is read from gRPC only when the caller asks for it, so a slow
     reader holds the stream at gRPC's flow-control window instead of growing memory."""
+    if not decoupled:
+        yield await infer(client, request, None)
+        return
     params = dict(request.parameters)
     params[EMPTY_FINAL] = True
 

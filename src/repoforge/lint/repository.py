@@ -11,6 +11,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge.torchserve.layout import looks_like_torchserve_output
 from repoforge.triton.reader import model_folders
 
 from .findings import Finding, LintReport
@@ -121,19 +122,13 @@ def lint_repository(
 
 def _other_build(root: Path) -> str | None:
     """What to say when `root` is a build of another target (a TorchServe model store is no Triton repository)."""
-    from repoforge.targets import target_of
-
-    target = target_of(root)
-    if target.name == "triton":
+    if not looks_like_torchserve_output(root):
         return None
     return (
-        f"{root} is a {_TARGET_WORDS.get(target.name, target.name)} build, not a Triton model repository, so lint "
+        f"{root} is a TorchServe build, not a Triton model repository, so lint "
         f"does not apply to it. Check it with `repoforge validate {root}` (starts the server and sends requests), "
         f"or build the spec for Triton (`repoforge build SPEC -o OUT --target triton`) and lint OUT"
     )
-
-
-_TARGET_WORDS = {"torchserve": "TorchServe"}
 
 
 def _lint_folder(model_dir: Path, backends: frozenset[str] | None, gpu_count: int | None) -> ModelEntry:

@@ -65,7 +65,7 @@ def effective_configs(
     from tritonclient.utils import InferenceServerException
 
     from repoforge.servers.triton import TritonServer
-    from repoforge.triton.reader import served_config
+    from repoforge.triton.client import served_config
 
     binary = None if server in (None, "bundled") else server
     out: dict[str, mc.ModelConfig | str] = {}

@@ -13,8 +13,8 @@ from typing import Any
 
 from repoforge.contract import Device
 from repoforge.optimize.cache import Cache, key
-from repoforge.optimize.command import OptimizeRun, RequiredVariantFailed, run_optimize
-from repoforge.plan import RepositoryPlan
+from repoforge.optimize.run import OptimizeRun, RequiredVariantFailed, run_optimize
+from repoforge.plan_base import RepositoryPlan
 from repoforge.spec.load import LoadedSpec
 from repoforge.spec.models import VersionPolicy
 

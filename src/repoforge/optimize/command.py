@@ -4,93 +4,19 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from repoforge import __version__
 from repoforge.contract import Device
-from repoforge.errors import RepoforgeError
-from repoforge.optimize.cache import Cache, tool_versions
-from repoforge.optimize.data import ModelTarget, load_data, resolve_targets
-from repoforge.optimize.pipeline import ModelResult, optimize_model
-from repoforge.optimize.report import REPORT_JSON, REPRODUCE, model_report, reproduce_script, write_report
+from repoforge.optimize.cache import Cache
+from repoforge.optimize.report import REPORT_JSON, REPRODUCE, reproduce_script, write_report
+from repoforge.optimize.run import OptimizeRun, RequiredVariantFailed, run_optimize
+from repoforge.optimize.served import measure_served
+from repoforge.optimize.tensorrt import write_tensorrt
+from repoforge.optimize.timing import Timing, select
 from repoforge.output import atomic_dir, check_destination
 from repoforge.spec import load_spec
-from repoforge.spec.load import LoadedSpec
 
-
-class RequiredVariantFailed(RepoforgeError):
-    """A variant listed in `required:` failed its gate (or could not be made)."""
-
-    exit_code = 1
-
-
-@dataclass
-class OptimizeRun:
-    """The results of every optimized model, and the report built from them."""
-
-    loaded: LoadedSpec
-    targets: list[ModelTarget]
-    results: dict[str, ModelResult]
-    report: dict[str, Any]
-    cache: Cache  # holds the variant files the results point at (a scratch cache deletes them when collected)
-
-    def required_failures(self) -> list[str]:
-        out = []
-        for t in self.targets:
-            r = self.results[t.name]
-            for name in t.options.required:
-                v = next((x for x in r.variants if x.name == name), None)
-                if v is None or not v.accepted:
-                    out.append(f"{t.name}: required variant {name} was rejected: {v.reason if v else 'not made'}")
-        return out
-
-
-def run_optimize(
-    loaded: LoadedSpec,
-    models: list[str] | None = None,
-    *,
-    device: Device = "cpu",
-    cache: Cache | None = None,
-    progress: Callable[[str], None] | None = None,
-    verbose: bool = False,
-) -> OptimizeRun:
-    """Check every optimize section and its data first (SpecError, nothing done), then run each model."""
-    say = progress or (lambda _m: None)
-    targets = resolve_targets(loaded, models)
-    data = load_data(loaded, targets)
-    cache = cache or Cache()
-    results = {
-        t.name: optimize_model(t, *data[t.name], device=device, cache=cache, say=say, verbose=verbose) for t in targets
-    }
-    report = {
-        "repoforge_version": __version__,
-        "spec": str(loaded.path),
-        "spec_sha256": loaded.sha256,
-        "device": device,
-        "tools": tool_versions(),
-        "models": {
-            t.name: model_report(
-                results[t.name],
-                {
-                    "select": t.options.select if isinstance(t.options.select, str) else t.options.select.model_dump(),
-                    "ship": t.options.ship,
-                    "required": t.options.required,
-                    "rounds": t.options.rounds,
-                    "threads": t.options.threads,
-                    "validation": {
-                        "data": str(data[t.name][0].path),
-                        "sha256": data[t.name][0].sha256,
-                        "rows": data[t.name][0].rows(),
-                        "labels": t.options.validation.labels,
-                    },  # fmt: skip
-                },
-            )
-            for t in targets
-        },
-    }
-    return OptimizeRun(loaded, targets, results, report, cache)
+__all__ = ["OptimizeRun", "RequiredVariantFailed", "optimize", "run_optimize"]
 
 
 def optimize(
@@ -116,9 +42,6 @@ def optimize(
     cache = Cache(enabled=use_cache)
     run = run_optimize(loaded, models, device=device, cache=cache, progress=progress, verbose=verbose)
     if served:
-        from repoforge.optimize.served import measure_served
-        from repoforge.optimize.timing import Timing, select
-
         for name, per in measure_served(run, cache, progress or (lambda _m: None)).items():
             t = next(x for x in run.targets if x.name == name)
             chosen, why = select({n: Timing(lat) for n, lat in per.items()}, t.options.select)
@@ -142,8 +65,6 @@ def optimize(
                 (tmp / "models" / t.name).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(sel.path, tmp / "models" / t.name / f"{r.selected}.onnx")
             if r.tensorrt is not None:
-                from repoforge.optimize.tensorrt import write_tensorrt
-
                 int8 = next((v.path for v in r.variants if v.name == "int8_static" and v.accepted), None)
                 fp32 = r.variant("fp32").path
                 assert fp32 is not None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from repoforge.optimize.cache import Cache
-from repoforge.optimize.command import OptimizeRun
+from repoforge.optimize.run import OptimizeRun
 
 #: perf_analyzer window per point; short, since several variants and rounds share one run.
 WINDOW_MS = 1000

@@ -32,6 +32,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from repoforge.contract import Target
 from repoforge.errors import RepoforgeError
 from repoforge.output import publish_cache_dir
+from repoforge.triton.client import model_names
 
 __all__ = [
     "INSTALL_HINT",
@@ -522,27 +523,9 @@ def list_models(url: str, protocol: str = "grpc", timeout: float = 5.0) -> list[
     """Names in the server's repository index, or None if the server cannot be asked."""
     url = _strip_scheme(url)
     try:
-        if protocol == "http":
-            import tritonclient.http as client_http
-
-            c = client_http.InferenceServerClient(url, connection_timeout=timeout, network_timeout=timeout)
-            try:
-                index = c.get_model_repository_index()
-            finally:
-                c.close()
-            names = [str(m.get("name", "")) for m in index]
-        else:
-            import tritonclient.grpc as client_grpc
-
-            g = client_grpc.InferenceServerClient(url)
-            try:
-                reply = g.get_model_repository_index(as_json=True, client_timeout=timeout)
-            finally:
-                g.close()
-            names = [str(m.get("name", "")) for m in reply.get("models", [])]
+        return model_names(protocol, url, timeout)
     except Exception:  # noqa: BLE001 - best effort: any failure means "cannot tell"
         return None
-    return sorted(dict.fromkeys(n for n in names if n))
 
 
 _ERROR_HINTS = re.compile(r"error|failed|unable|cannot|couldn't|invalid|unknown|not found|refused", re.I)

@@ -9,11 +9,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from repoforge.contract import Target
 from repoforge.perf.analyzer import (
     PerfError,
     PerfOptions,
@@ -24,6 +23,9 @@ from repoforge.perf.analyzer import (
 )
 from repoforge.perf.baseline import Baseline, GateResult, compare, update_baseline
 from repoforge.perf.report import PerfReport, host_load, write_report
+from repoforge.targets import target_of
+from repoforge.targets.types import PerfEndpoints
+from repoforge.triton.client import served_config
 
 Progress = Callable[[str], None]
 
@@ -88,22 +90,7 @@ class PerfResult:
     gate: GateResult | None = None
 
 
-@dataclass
-class PerfEndpoints:
-    http: str
-    grpc: str
-    configs: dict[str, mc.ModelConfig | None]
-    service_kind: Target = "triton"
-    input_data: dict[str, Path] | None = None  # torchserve: perf_analyzer's data file per model
-    #: torchserve: the request body per model (kept beside the report), its metrics URL, and its batching
-    requests: dict[str, str] | None = None
-    metrics_url: str | None = None
-    batching: dict[str, dict[str, Any] | None] | None = None
-
-
 def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
-    from repoforge.triton.reader import served_config
-
     try:
         return served_config(http_url, model, timeout=30.0)
     except Exception as exc:  # noqa: BLE001 - unreachable server or unknown model: one line either way
@@ -154,92 +141,12 @@ def _target(
     (its gRPC port read from the server, or given)."""
     path = Path(target)
     if path.is_dir():
-        from repoforge.targets import target_of
-
         with target_of(path).perf_endpoint(path, models, say) as ep:
             yield ep
         return
     http_url = str(target).removeprefix("http://").rstrip("/")
     grpc = grpc_endpoint(http_url, grpc_url, say) if need_grpc else http_url
     yield PerfEndpoints(http_url, grpc, {m: _config_from_server(http_url, m) for m in models})
-
-
-@contextlib.contextmanager
-def serve_triton_for_perf(path: Path, models: list[str], say: Progress) -> Iterator[PerfEndpoints]:
-    """A Triton repository served for the run (response cache off: perf_analyzer repeats one input, so a cache
-    would measure only itself)."""
-    from repoforge.servers.triton import TritonServer
-    from repoforge.triton.reader import read_repository
-
-    found = {m.name: m.config for m in read_repository(path)}
-    missing = [m for m in models if m not in found]
-    if missing:
-        raise PerfError(f"model '{missing[0]}' is not in {path}; it has {', '.join(sorted(found))}")
-    say(f"starting tritonserver on {path} (response cache off for measuring)")
-    with TritonServer(path) as server:
-        say(f"tritonserver ready at http://{server.http_url}")
-        yield PerfEndpoints(server.http_url, server.grpc_url, {m: found[m] for m in models})
-
-
-def perf_data(request: Path) -> str:
-    """perf_analyzer's input-data file for TorchServe: it posts the file named here as the body."""
-    import json
-
-    return json.dumps({"data": [{"TORCHSERVE_INPUT": [str(request)]}]})
-
-
-def torchserve_batching(archived: dict[str, Any]) -> dict[str, Any] | None:
-    """A .mar's model-config.yaml batching (batchSize, maxBatchDelay ms) as the report explains it."""
-    size, delay = int(archived.get("batchSize") or 1), float(archived.get("maxBatchDelay") or 0)
-    if size <= 1 or delay <= 0:
-        return None
-    return {
-        "delay_ms": delay,
-        "full_batch": size,
-        "source": f"maxBatchDelay {delay:g} ms, batchSize {size} in the archive's model-config.yaml",
-    }
-
-
-@contextlib.contextmanager
-def serve_torchserve_for_perf(output: Path, models: list[str], say: Progress) -> Iterator[PerfEndpoints]:
-    """A TorchServe build: perf_analyzer's torchserve mode posts a JSON file, so one request per model is
-    made from the archived inputs (random data). Token auth is off for this local measuring run only."""
-    import json
-    import tempfile
-
-    from repoforge.servers.torchserve import TorchServeServer
-    from repoforge.torchserve.validate import archived_config, random_request
-
-    mars = {p.stem: p for p in (output / "model-store").glob("*.mar")}
-    missing = [m for m in models if m not in mars]
-    if missing:
-        raise PerfError(f"model '{missing[0]}' is not in {output}/model-store; it has {', '.join(sorted(mars))}")
-    with tempfile.TemporaryDirectory(prefix="repoforge-perf-ts-") as tmp:
-        data: dict[str, Path] = {}
-        requests: dict[str, str] = {}
-        batching: dict[str, dict[str, Any] | None] = {}
-        for m in models:
-            archived = archived_config(mars[m])
-            body = Path(tmp) / f"{m}.request.json"
-            requests[m] = json.dumps(random_request(archived.get("handler", {})))
-            body.write_text(requests[m])
-            data[m] = Path(tmp) / f"{m}.perf-data.json"
-            data[m].write_text(perf_data(body))
-            batching[m] = torchserve_batching(archived)
-        say(f"starting TorchServe on {output} (127.0.0.1, token auth off for the measurement)")
-        with TorchServeServer(output, models=[f"{m}.mar" for m in models], disable_token_auth=True) as server:
-            url = server.inference_url.removeprefix("http://")
-            say(f"TorchServe ready at {server.inference_url}")
-            yield PerfEndpoints(
-                url,
-                url,
-                {m: None for m in models},
-                "torchserve",
-                data,
-                requests,
-                f"{server.metrics_url}/metrics",
-                batching,
-            )
 
 
 def perf(
@@ -279,10 +186,10 @@ def perf(
         ep = stack.enter_context(_target(target, wanted, grpc_url, say, need_grpc=protocol != "http"))
         start = host_load()
         options, points, calib_points = [], [], []
-        if ep.service_kind == "torchserve":
+        if ep.http_only:
             if protocol == "both":
-                raise PerfError("perf_analyzer measures TorchServe over HTTP only; use --protocol http")
-            protocols = ["http"]  # perf_analyzer's torchserve mode speaks HTTP
+                raise PerfError(ep.http_only)
+            protocols = ["http"]
         data_text = None
         if input_data is None and ep.service_kind == "triton":  # optional inputs stay out unless the user maps them
             probe = PerfOptions(model=model, url=ep.http, shapes=shapes or {})
@@ -332,9 +239,9 @@ def perf(
             batching=(ep.batching or {}).get(model),
         )
     extra: dict[str, str] = {}
-    if ep.requests and model in ep.requests and input_data is None:  # made for this run: keep it with the report
+    if ep.requests and ep.request_data and model in ep.requests and input_data is None:  # made for this run: kept
         body = Path(output).absolute() / f"{model}.request.json"
-        extra = {body.name: ep.requests[model], f"{model}.perf-data.json": perf_data(body)}
+        extra = {body.name: ep.requests[model], f"{model}.perf-data.json": ep.request_data(body)}
         report.settings["input_data"] = str(body.with_name(f"{model}.perf-data.json"))
         report.settings["request_file"] = str(body)
     if data_text is not None:  # the required-inputs data made for this run: kept with the report, like a request

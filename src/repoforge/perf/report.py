@@ -21,6 +21,8 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge.triton.client import server_metadata
+
 from .analyzer import PerfError, PerfOptions, PerfPoint, _strip_scheme, resolve_shapes
 
 __all__ = [
@@ -88,21 +90,7 @@ def server_version(url: str, protocol: str = "http", timeout: float = 5.0) -> st
     """The server's version from its metadata (``GET /v2`` or gRPC ServerMetadata); None if unreachable."""
     url = _strip_scheme(url)
     try:
-        if protocol == "http":
-            import tritonclient.http as client_http
-
-            c = client_http.InferenceServerClient(url, connection_timeout=timeout, network_timeout=timeout)
-            try:
-                return str(c.get_server_metadata().get("version")) or None
-            finally:
-                c.close()
-        import tritonclient.grpc as client_grpc
-
-        g = client_grpc.InferenceServerClient(url)
-        try:
-            return str(g.get_server_metadata(as_json=True, client_timeout=timeout).get("version")) or None
-        finally:
-            g.close()
+        return str(server_metadata(protocol, url, timeout).get("version")) or None
     except Exception:  # noqa: BLE001 - best effort
         return None
 

@@ -1,7 +1,7 @@
 """`repoforge tune`: find the batching/instance config with the most throughput under a p99 budget.
 
 What Model Analyzer sweeps (max_batch_size, preferred batch sizes, max_queue_delay, instance count,
-and optionally the runner's onnxruntime threads), searched with coordinate descent instead of the
+and optionally the backend's intra-op threads), searched with coordinate descent instead of the
 full grid. The spec is built once, ONE tritonserver is started with explicit model control, and for
 each candidate ``<repo>/<model>/config.pbtxt`` is rewritten (parsed into the ModelConfig protobuf,
 changed, written back with :func:`repoforge.triton.config.to_text`) and the model is reloaded with
@@ -45,6 +45,7 @@ from repoforge.perf.analyzer import (
     default_stability_percentage,
     run,
 )
+from repoforge.triton.names import INTRA_OP_THREADS, THREAD_PARAMETERS, thread_parameter
 
 __all__ = [
     "PREFERRED_MODES",
@@ -233,8 +234,8 @@ def apply_candidate(base: mc.ModelConfig, cand: Candidate) -> mc.ModelConfig:
         first.count = cand.instances
         del cfg.instance_group[:]
         cfg.instance_group.append(first)
-    if cand.intra_op_threads is not None:
-        cfg.parameters["intra_op_threads"].string_value = str(cand.intra_op_threads)
+    if cand.intra_op_threads is not None:  # under the backend's own name (onnxruntime: intra_op_thread_count)
+        cfg.parameters[thread_parameter(cfg) or INTRA_OP_THREADS].string_value = str(cand.intra_op_threads)
     kept = [w for w in cfg.model_warmup if w.batch_size <= cand.max_batch_size]
     if len(kept) != len(cfg.model_warmup):
         keep = [mc.ModelWarmup() for _ in kept]
@@ -254,7 +255,7 @@ def _served_key(served: dict[str, Any]) -> str:
         "preferred": sorted(int(b) for b in db.get("preferred_batch_size", [])),
         "delay": int(db.get("max_queue_delay_microseconds", 0) or 0),
         "instances": sorted((g.get("kind", ""), int(g.get("count", 1))) for g in served.get("instance_group", [])),
-        "threads": params.get("intra_op_threads", ""),
+        "threads": params.get(THREAD_PARAMETERS.get(str(served.get("backend", "")), INTRA_OP_THREADS), ""),
     }
     return json.dumps(key, sort_keys=True)
 
@@ -957,7 +958,7 @@ class _Tuner:
 # Entry point
 # --------------------------------------------------------------------------------------------
 def _base_threads(cfg: mc.ModelConfig) -> int | None:
-    v = cfg.parameters.get("intra_op_threads")
+    v = cfg.parameters.get(thread_parameter(cfg) or INTRA_OP_THREADS)
     with contextlib.suppress(ValueError, AttributeError):
         return int(v.string_value) if v is not None else None
     return None
@@ -1032,8 +1033,11 @@ def tune(
             raise TuneError(
                 f"model '{model}' has max_batch_size 0, so there is no batching to tune; give it a batch axis"
             )
-        if space.intra_op_threads != (None,) and not base.parameters.get("intra_op_threads"):
-            raise TuneError(f"model '{model}' is not served by a repoforge runner, so intra_op_threads cannot be tuned")
+        if space.intra_op_threads != (None,) and thread_parameter(base) is None:
+            raise TuneError(
+                f"model '{model}' is served by backend '{base.backend or base.platform}', which has no intra-op "
+                "thread setting repoforge knows, so intra_op_threads cannot be tuned"
+            )
         apply_candidate(base, space.candidates()[0])  # sequence/ensemble models fail here, before the server starts
         db = base.dynamic_batching
         start = space.snap(base.max_batch_size, list(db.preferred_batch_size), db.max_queue_delay_microseconds,

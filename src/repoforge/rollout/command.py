@@ -19,6 +19,7 @@ from repoforge.errors import RepoforgeError
 from repoforge.rollout.controller import Rollout, RolloutResult, rollback
 from repoforge.rollout.server import RolloutInputError, RouterServer, ServerError
 from repoforge.spec.rollout import RolloutSpec
+from repoforge.targets import target_of
 
 Say = Callable[[str], None]
 _HOSTPORT = re.compile(r"^(?:https?://)?([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})/?$")
@@ -57,16 +58,12 @@ def check_target(target: str | Path, metrics_url: str | None) -> None:
     """TARGET is a build folder or host:port; both checked before anything starts."""
     path = Path(target)
     if path.is_dir():
-        from repoforge.targets import target_of
-
         try:
-            t = target_of(path)
+            why = target_of(path).cannot("rollout", path)
         except Exception as exc:  # noqa: BLE001 - worded as a usage error
             raise RolloutArgumentError("TARGET", str(exc)) from None
-        if t.name != "triton":
-            raise RolloutArgumentError(
-                "TARGET", f"{path} is a {t.server_name} build; rollout drives the router plugin on Triton only"
-            )
+        if why:
+            raise RolloutArgumentError("TARGET", why)
         if metrics_url is not None:
             raise RolloutArgumentError("--metrics-url", "--metrics-url is for a running server, not a build folder")
         return
@@ -82,12 +79,8 @@ def endpoint(target: str | Path, metrics_url: str | None, say: Say) -> Iterator[
         host, port = host_port(str(target), "TARGET")
         yield Endpoint(f"{host}:{port}", metrics_endpoint(host, port, metrics_url, say))
         return
-    from repoforge.servers.triton import TritonServer
-
-    say(f"starting tritonserver on {path} (explicit model control, every model loaded)")
-    with TritonServer(path, model_control="explicit", load_models=["*"]) as server:
-        say(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")
-        yield Endpoint(server.http_url, server.metrics_url.split("://")[-1].removesuffix("/metrics"))
+    with target_of(path).rollout_endpoint(path, say) as served:
+        yield Endpoint(served.http_url, served.metrics_url)
 
 
 def metrics_endpoint(host: str, port: int, metrics_url: str | None, say: Say) -> str:

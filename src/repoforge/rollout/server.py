@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from repoforge.contract import PLUGIN_PARAMETER
-from repoforge.metrics import scrape
 from repoforge.rollout.window import RouteCounters, counters
 from repoforge.spec.plugins import RouterPlugin, parse_plugin
+from repoforge.triton.client import InferenceServerException, TritonClient, config_message
+from repoforge.triton.inputs import make_inputs
 
 REQUEST_TIMEOUT_S = 30.0
 #: A model name no repository has: unloading it tells whether the server allows unloading at all.
@@ -50,17 +49,14 @@ class RouterServer:
         self.plugin = self._router_plugin()
         self.route_names = [t.model for t in self.plugin.targets]
 
-    # -- HTTP ----------------------------------------------------------------------------------------
+    # -- HTTP (repoforge.triton.client) ----------------------------------------------------------------
+    @property
+    def client(self) -> TritonClient:
+        return TritonClient(self.http_url, f"http://{self.metrics_url}/metrics", self.timeout)
+
     def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else (b"{}" if method == "POST" else None)
-        req = urllib.request.Request(f"http://{self.http_url}{path}", data=data, method=method)
-        req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # a Triton the user named
-                raw = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as err:
-            raw, status = err.read(), err.code
+            status, raw = self.client.request(method, path, body if body is not None or method != "POST" else {})
         except (OSError, TimeoutError) as exc:
             raise ServerError(f"{method} http://{self.http_url}{path}: {exc}") from exc
         try:
@@ -128,33 +124,16 @@ class RouterServer:
 
     def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One HTTP inference (binary tensors); ServerError with the server's message on failure."""
-        import tritonclient.http as http
-        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
-
-        client = http.InferenceServerClient(
-            self.http_url, network_timeout=self.timeout, connection_timeout=self.timeout
-        )
         try:
-            req = []
-            for name, arr in inputs.items():
-                t = http.InferInput(name, list(arr.shape), np_to_triton_dtype(arr.dtype))
-                t.set_data_from_numpy(arr)
-                req.append(t)
-            result = client.infer(model, req)
-            resp = result.get_response()
-            return {o["name"]: result.as_numpy(o["name"]) for o in resp.get("outputs", [])}
+            return self.client.infer(model, inputs)
         except InferenceServerException as exc:
             raise ServerError(f"{model}: {exc.message()}") from exc
         except (OSError, TimeoutError) as exc:
             raise ServerError(f"{model}: {exc}") from exc
-        finally:
-            client.close()
 
     # -- weights ---------------------------------------------------------------------------------------
     def set_weights(self, weights: dict[str, float]) -> None:
         """Send the router `weights` (route → share): one request with its weights input and one sample row."""
-        from repoforge.triton.inputs import make_inputs
-
         cfg = _parsed(self._config)
         wname = self.plugin.weights_input
         assert wname is not None
@@ -188,7 +167,7 @@ class RouterServer:
     # -- metrics ---------------------------------------------------------------------------------------
     def scrape(self) -> dict[str, float]:
         try:
-            return scrape(f"http://{self.metrics_url}/metrics", "repoforge_", timeout=self.timeout)
+            return self.client.scrape("repoforge_")
         except (OSError, TimeoutError) as exc:
             raise ServerError(f"reading metrics at http://{self.metrics_url}/metrics: {exc}") from exc
 
@@ -197,7 +176,4 @@ class RouterServer:
 
 
 def _parsed(config: dict[str, Any]) -> Any:
-    from google.protobuf import json_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    return json_format.ParseDict(config, mc.ModelConfig(), ignore_unknown_fields=True)
+    return config_message(config)

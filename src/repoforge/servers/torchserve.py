@@ -34,14 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .ports import free_ports
 from .process import ManagedProcess, ServerContext, ServerStartError, pid_alive, read_log_tail
+from .torchserve_client import TorchServeAPIError, TorchServeClient
 
 __all__ = ["TorchServeAPIError", "TorchServeNotFoundError", "TorchServePorts", "TorchServeServer", "find_java"]
 
@@ -79,25 +78,6 @@ _RETRY = re.compile(r"W-\d+-(?P<model>\S+)_[^_\s]+ \S+ - (?:Auto recovery failed
 
 class TorchServeNotFoundError(FileNotFoundError):
     """TorchServe or Java is missing; the message says what to install."""
-
-
-class TorchServeAPIError(RuntimeError):
-    """An API call answered with an error status; carries the body and the server's log tail."""
-
-    def __init__(self, message: str, status: int, body: bytes = b"", log_tail: str = "") -> None:
-        self.status = status
-        self.body = body
-        self.log_tail = log_tail
-        text = message + (
-            f"\n--- last lines of the TorchServe logs ---\n{log_tail}\n--- end of log ---" if log_tail else ""
-        )
-        super().__init__(text)
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
 
 
 class TorchServePorts(tuple[int, int, int, int, int]):
@@ -539,15 +519,18 @@ class TorchServeServer(ServerContext):
         auth = [item for k, v in self._auth(api, key).items() for item in ("-H", f"{k}: {v}")]
         return shlex.join(["curl", *auth, self._url(api) + path])
 
-    def _url(self, api: str) -> str:
-        return {"inference": self.inference_url, "management": self.management_url, "metrics": self.metrics_url}[api]
+    @property
+    def client(self) -> TorchServeClient:
+        """This server's inference, management and metrics APIs, with the keys it wrote this start."""
+        return TorchServeClient(
+            self.inference_url, self.management_url, self.metrics_url, keys=self.keys, log_tail=self.log_tail
+        )
 
     def _auth(self, api: str, key_name: str | None = None) -> dict[str, str]:
-        """The header token auth wants on `api` (the metrics API has none; the others each have their own key)."""
-        if api == "metrics":
-            return {}
-        key = self.keys().get(key_name or ("management" if api == "management" else "inference"))
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        return self.client.auth(api, key_name)
+
+    def _url(self, api: str) -> str:
+        return self.client.url(api)
 
     def request(
         self,
@@ -560,68 +543,27 @@ class TorchServeServer(ServerContext):
         timeout: float = 60.0,
     ) -> tuple[int, dict[str, str], bytes]:
         """One HTTP call to the `inference`, `management` or `metrics` API: (status, headers, body)."""
-        data: bytes | None
-        hdrs = dict(headers or {})
-        if body is None:
-            data = b"" if method in ("POST", "PUT") else None
-        elif isinstance(body, (bytes, bytearray)):
-            data = bytes(body)
-        else:
-            data = json.dumps(body).encode()
-            hdrs.setdefault("Content-Type", "application/json")
-        for k, v in self._auth(api).items():
-            hdrs.setdefault(k, v)
-        req = urllib.request.Request(self._url(api) + path, data=data, method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
-
-    def _checked(
-        self, method: str, api: str, path: str, body: Any = None, timeout: float = 60.0
-    ) -> tuple[dict[str, str], bytes]:
-        status, headers, payload = self.request(method, api, path, body, timeout=timeout)
-        if status != 200:
-            raise TorchServeAPIError(
-                f"{method} {path} -> HTTP {status}: {payload.decode(errors='replace')[:2000]}",
-                status,
-                payload,
-                self.log_tail(),
-            )
-        return headers, payload
+        return self.client.request(method, api, path, body, headers=headers, timeout=timeout)
 
     def predict(self, model: str, payload: Any, *, version: str | None = None, timeout: float = 60.0) -> Any:
         """POST /predictions/<model>[/<version>] with a JSON payload; returns the decoded JSON answer.
         Raises TorchServeAPIError (with the body and the log tail) for any non-200 answer."""
-        path = f"/predictions/{model}" + (f"/{version}" if version else "")
-        _, body = self._checked("POST", "inference", path, payload, timeout)
-        return json.loads(body)
+        return self.client.predict(model, payload, version=version, timeout=timeout)
 
     def wfpredict(self, workflow: str, payload: Any, *, timeout: float = 60.0) -> Any:
         """POST /wfpredict/<workflow> with a JSON payload; returns the decoded JSON answer."""
-        _, body = self._checked("POST", "inference", f"/wfpredict/{workflow}", payload, timeout)
-        return json.loads(body)
+        return self.client.wfpredict(workflow, payload, timeout=timeout)
 
     def describe(self, model: str) -> Any:
-        return json.loads(self._checked("GET", "management", f"/models/{model}")[1])
+        return self.client.describe(model)
 
     def list_models(self) -> list[str]:
-        names: list[str] = []
-        token = None
-        while True:
-            path = "/models?limit=100" + (f"&next_page_token={token}" if token else "")
-            data = json.loads(self._checked("GET", "management", path)[1])
-            names += [m["modelName"] for m in data.get("models", [])]
-            token = data.get("nextPageToken")
-            if not token:
-                return names
+        return self.client.list_models()
 
     def register_workflow(self, war: str, timeout: float = 120.0) -> None:
         """POST /workflows?url=<war> (in the workflow store); waits for its models' workers."""
-        war = war if war.endswith(".war") else f"{war}.war"
-        self._checked("POST", "management", f"/workflows?url={war}", timeout=timeout)
+        self.client.register_workflow(war, timeout)
 
     def metrics(self) -> str:
         """GET /metrics on the metrics API (Prometheus text)."""
-        return self._checked("GET", "metrics", "/metrics")[1].decode()
+        return self.client.metrics()

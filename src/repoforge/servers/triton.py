@@ -14,18 +14,17 @@ it uses its own ``backends/`` directory.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shlex
 import shutil
 import signal
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+
+from repoforge.triton.client import TritonAPIError, TritonClient
 
 from .ports import free_ports, port_is_free
 from .process import ManagedProcess, ServerContext, ServerStartError, read_log_tail
@@ -61,14 +60,6 @@ __all__ = [
 
 #: NGC image that matches the bundled Triton 2.51.
 ModelControl = Literal["none", "explicit", "poll"]
-
-
-class TritonAPIError(RuntimeError):
-    """A Triton HTTP API call (load/unload/index) returned an error."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,8 +260,11 @@ class TritonServer(ServerContext):
         argv += o.extra_args
         return argv
 
-    def docker_command(self, repo_dir: str | os.PathLike[str] | None = None, image: str = NGC_IMAGE) -> str:
-        """The equivalent ``docker run`` line for the NGC image, or one built FROM it (GPU host); ports default to 8000-8002."""
+    def docker_command(
+        self, repo_dir: str | os.PathLike[str] | None = None, image: str = NGC_IMAGE, *, gpus: bool = True
+    ) -> str:
+        """The equivalent ``docker run`` line for the NGC image, or one built FROM it; ports default to 8000-8002.
+        ``gpus=False`` (a --device cpu build) leaves out ``--gpus all``, which fails where Docker has no GPU runtime."""
         o = self.options
         repos = [Path(repo_dir).absolute()] if repo_dir is not None else o.repositories
         http, grpc, metrics = o.http_port or 8000, o.grpc_port or 8001, o.metrics_port or 8002
@@ -280,7 +274,7 @@ class TritonServer(ServerContext):
             target = "/models" if len(repos) == 1 else f"/models{i}"
             mounts += ["-v", f"{repo}:{target}"]
             inside.append(target)
-        argv = ["docker", "run", "--gpus", "all", "--rm",
+        argv = ["docker", "run", *(["--gpus", "all"] if gpus else []), "--rm",
                 "-p", f"{http}:8000", "-p", f"{grpc}:8001", "-p", f"{metrics}:8002",
                 *mounts, image, "tritonserver", *self._flags(inside), *o.extra_args]  # fmt: skip
         return shlex.join(argv)
@@ -392,85 +386,44 @@ class TritonServer(ServerContext):
     def __repr__(self) -> str:
         return f"<TritonServer http={self.http_url if self._ports else '?'} pid={self.pid} alive={self.alive}>"
 
-    # -- HTTP API ----------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, bytes]:
-        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-        req = urllib.request.Request(f"http://{self.http_url}{path}", data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read()
-
-    def _api(self, method: str, path: str, body: Any = None, timeout: float = 60.0) -> Any:
-        status, payload = self._request(method, path, body, timeout)
-        if status != 200:
-            try:
-                message = json.loads(payload).get("error", payload.decode(errors="replace"))
-            except (ValueError, AttributeError):
-                message = payload.decode(errors="replace")
-            raise TritonAPIError(f"{method} {path} -> HTTP {status}: {message}", status)
-        return json.loads(payload) if payload else None
+    # -- HTTP API (repoforge.triton.client) -----------------------------------------------------------
+    @property
+    def client(self) -> TritonClient:
+        """This server's HTTP control API and metrics endpoint."""
+        return TritonClient(self.http_url, self.metrics_url)
 
     def is_live(self) -> bool:
         """GET /v2/health/live == 200 (False if unreachable)."""
-        try:
-            return self._request("GET", "/v2/health/live", timeout=2.0)[0] == 200
-        except OSError:
-            return False
+        return self.client.is_live()
 
     def is_ready(self) -> bool:
         """GET /v2/health/ready == 200 (False if unreachable)."""
-        try:
-            return self._request("GET", "/v2/health/ready", timeout=2.0)[0] == 200
-        except OSError:
-            return False
+        return self.client.is_ready()
 
     def model_ready(self, name: str, version: str | int | None = None) -> bool:
         """GET /v2/models/<name>[/versions/<v>]/ready == 200."""
-        path = f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "") + "/ready"
-        try:
-            return self._request("GET", path, timeout=5.0)[0] == 200
-        except OSError:
-            return False
+        return self.client.model_ready(name, version)
 
     def metadata(self) -> dict[str, Any]:
         """GET /v2: server name, version (e.g. "2.51.0") and extensions."""
-        result: dict[str, Any] = self._api("GET", "/v2")
-        return result
+        return self.client.metadata()
 
     def model_states(self) -> list[dict[str, str]]:
         """POST /v2/repository/index: one ``{name, version, state, reason}`` per model (version)."""
-        rows = self._api("POST", "/v2/repository/index", {}) or []
-        return [
-            {
-                "name": str(r.get("name", "")),
-                "version": str(r.get("version", "")),
-                "state": str(r.get("state", "")),
-                "reason": str(r.get("reason", "")),
-            }
-            for r in rows
-        ]
+        return self.client.model_states()
 
     def model_config(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
         """GET /v2/models/<name>/config: the config the server serves (auto-completed), as JSON."""
-        result: dict[str, Any] = self._api("GET", f"/v2/models/{name}/config", timeout=timeout)
-        return result
+        return self.client.model_config(name, timeout)
 
     def model_stats(self, name: str, timeout: float = 10.0) -> list[dict[str, Any]]:
         """GET /v2/models/<name>/stats: one entry per loaded version (inference and execution counts, times)."""
-        result: list[dict[str, Any]] = (self._api("GET", f"/v2/models/{name}/stats", timeout=timeout) or {}).get(
-            "model_stats", []
-        )
-        return result
+        return self.client.model_stats(name, timeout)
 
     def load_model(self, name: str, timeout: float = 120.0) -> None:
         """POST /v2/repository/models/<name>/load (explicit mode); TritonAPIError with the reason on failure."""
-        self._api("POST", f"/v2/repository/models/{name}/load", {}, timeout=timeout)
+        self.client.load_model(name, timeout)
 
     def unload_model(self, name: str, unload_dependents: bool = False, timeout: float = 120.0) -> None:
         """POST /v2/repository/models/<name>/unload (explicit mode)."""
-        body = {"parameters": {"unload_dependents": True}} if unload_dependents else {}
-        self._api("POST", f"/v2/repository/models/{name}/unload", body, timeout=timeout)
+        self.client.unload_model(name, unload_dependents, timeout)

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from repoforge.spec.gateway import GatewayDeploySpec
+
 #: Metrics the autoscaler may follow (each has one PromQL query per target in `repoforge.deploy.metrics`).
 AutoscaleMetric = Literal["queue_time_per_request_us", "pending_requests", "request_rate", "gpu_utilization"]
 AUTOSCALE_METRICS: tuple[str, ...] = AutoscaleMetric.__args__  # type: ignore[attr-defined]
@@ -310,6 +312,10 @@ class DeploySpec(_Strict):
         default=None,
         description="{url: redis://...} | {deploy: true}: the Redis plugins use, passed as REPOFORGE_REDIS_URL.",
     )
+    gateway: GatewayDeploySpec | None = Field(
+        default=None,
+        description="The streaming/async gateway and its queue workers (see spec/gateway.py); unset: none.",
+    )
 
     @field_validator("env", "secrets")
     @classmethod
@@ -364,6 +370,11 @@ def check_deploy(deploy: DeploySpec, *, target: str, device: str) -> list[Deploy
                 "for GPUs it uses); use queue_time_per_request_us",
             )
         )
+    g = deploy.gateway
+    if g is not None and g.async_ is not None and deploy.redis is None:
+        problems.append((("gateway", "async"), "the queue lives in Redis: set redis: {url: ...} or {deploy: true}"))
+    if g is not None and target == "torchserve":
+        problems.append((("gateway",), "the gateway speaks Triton's gRPC protocol; TorchServe builds have no gateway"))
     for name in deploy.env:
         if name in deploy.secrets:
             problems.append((("env", name), f"{name} is also set in secrets; set it in one place"))

@@ -567,7 +567,9 @@ class ModelSpec(StrictModel):
         default=None, description="Model file (python: your model.py), relative to the spec; reused by each version."
     )
     backend: str | None = Field(
-        default=None, description="Triton backend to use instead of repoforge's choice; python format: default python."
+        default=None,
+        description="Triton backend; unset: the format's native one (onnxruntime, pytorch) on every device. "
+        "python on onnx/torchscript: repoforge's Python runner instead.",
     )
     max_batch_size: int | None = Field(
         default=None,
@@ -600,10 +602,12 @@ class ModelSpec(StrictModel):
     )
     warmup: Warmup | None = Field(default=None, description="Requests Triton runs at load time (model_warmup).")
     parameters: dict[str, ParamValue] | None = Field(
-        default=None, description="Config `parameters`, written as strings (e.g. intra_op_threads of the CPU runners)."
+        default=None,
+        description="Config `parameters`, as strings; intra_op_threads (auto or a count) is written under the backend's own name.",
     )
     optimization: Optimization | None = Field(
-        default=None, description="Triton `optimization`; left out for the CPU runners (onnxruntime, torchscript)."
+        default=None,
+        description="Triton `optimization`; --device cpu leaves out its GPU-only settings, repoforge's Python runner all of it.",
     )
     batch_inputs: list[BatchInputSpec] = Field(default=[], description="Triton `batch_input` entries.")
     batch_outputs: list[BatchOutputSpec] = Field(default=[], description="Triton `batch_output` entries.")

@@ -8,8 +8,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from repoforge.contract import MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER
-from repoforge.plan import Device, ModelPlan
+from repoforge.contract import MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER, Device
+from repoforge.plan_base import ModelPlan
 from repoforge.spec.models import GPU_ONLY_OPTIMIZATION, Optimization, QueuePolicy, TensorSpec, VersionPolicy
 from repoforge.triton.names import (
     INSTANCE_KIND,

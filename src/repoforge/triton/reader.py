@@ -76,21 +76,6 @@ def read_repository(repo: Path, *, unconfigured: bool = False) -> list[RepoModel
     return models
 
 
-def served_config(url: str, name: str, *, timeout: float = 10.0) -> mc.ModelConfig:
-    """The config a running Triton at `url` (host:port, HTTP) serves for `name` (`/v2/models/<m>/config`): with what
-    auto-complete filled in, which the file on disk lacks. Raises the client's error (TimeoutError, the server's
-    InferenceServerException, OSError) for the caller to word."""
-    import tritonclient.http as http
-    from google.protobuf import json_format
-
-    client = http.InferenceServerClient(url, network_timeout=timeout, connection_timeout=timeout)
-    try:
-        served = client.get_model_config(name)
-    finally:
-        client.close()
-    return json_format.ParseDict(served, mc.ModelConfig(), ignore_unknown_fields=True)
-
-
 def uses_response_cache(models: list[RepoModel]) -> bool:
     return any(m.config.response_cache.enable for m in models)
 

@@ -11,7 +11,7 @@ from repoforge import __version__
 from repoforge.backends import model_file as backend_model_file
 from repoforge.errors import BuildError
 from repoforge.output import MANIFEST, BuildResult, atomic_dir, check_destination, write_manifest
-from repoforge.plan import ModelPlan, RepositoryPlan
+from repoforge.plan_base import ModelPlan, RepositoryPlan
 from repoforge.repo_readme import REPO_README, triton_readme
 from repoforge.triton.config import build_config, parse_config, to_text
 

@@ -1,4 +1,4 @@
-"""`repoforge validate` for a TorchServe build: start real TorchServe on it, smoke-infer every model
+"""TorchServe's side of `repoforge validate`: start real TorchServe on it, smoke-infer every model
 with inputs made from its archived config, and compare ONNX models with in-process onnxruntime; send
 every workflow (.war, an ensemble) a request too, and compare its answer with its steps called one by one."""
 
@@ -16,8 +16,11 @@ from typing import Any
 import numpy as np
 import yaml
 
+from repoforge.servers.process import ServerStartError
+from repoforge.servers.torchserve import TorchServeServer
+from repoforge.targets.answers import judge_answer
+from repoforge.targets.types import ModelCheck, ValidationReport
 from repoforge.triton.inputs import concrete_shape, random_array
-from repoforge.validate import ModelCheck, ValidationReport, judge_answer
 
 
 def archived_config(mar: Path) -> dict[str, Any]:
@@ -187,9 +190,6 @@ def _steps_one_by_one(
 
 
 def validate_torchserve(output: Path, progress: Callable[[str], None] | None = None) -> ValidationReport:
-    from repoforge.servers.process import ServerStartError
-    from repoforge.servers.torchserve import TorchServeServer
-
     say = progress or (lambda _m: None)
     mars = sorted((output / "model-store").glob("*.mar"))
     say(f"starting TorchServe with {len(mars)} model(s) from {output}")

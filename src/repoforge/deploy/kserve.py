@@ -1,0 +1,354 @@
+"""`repoforge deploy kserve BUILD -o OUT [--storage-uri URI]`: the build as a KServe `ServingRuntime` for its
+server (Triton or TorchServe) and an `InferenceService` that uses it.
+
+KServe downloads the build from the storage URI into `/mnt/models` (its storage initializer) and runs the
+runtime's container on it. The runtime carries what `deploy k8s` carries for the server (image, arguments from the
+build, shared memory for Triton's Python backend, TorchServe's config.properties as a ConfigMap and its
+workflows registered after start); the InferenceService carries the deployment's size: resources, min and max
+replicas, environment and secrets (by reference). The same `deploy:` section and `--set` overrides apply.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from repoforge.deploy import k8s
+from repoforge.deploy.build_info import BuildInfo, read_build
+from repoforge.deploy.command import HEADER as K8S_HEADER
+from repoforge.deploy.command import KUSTOMIZATION, _dump, settings
+from repoforge.deploy.servers import (
+    TORCHSERVE_PORTS,
+    server_image,
+    torchserve_config,
+    torchserve_config_objects,
+    triton_args,
+)
+from repoforge.errors import BuildError
+from repoforge.output import atomic_dir, check_destination, sha256_file
+from repoforge.spec.deploy import DeploySpec
+
+HEADER = K8S_HEADER.replace("deploy k8s", "deploy kserve")
+#: Where KServe's storage initializer puts the storage URI's content.
+MOUNT = "/mnt/models"
+#: URI schemes KServe's storage initializer downloads from.
+STORAGE_SCHEMES = ("s3://", "gs://", "pvc://", "https://", "http://", "hdfs://", "webhdfs://", "oci://", "hf://")
+#: KServe routes HTTP to the container's port 8080; gRPC (v2) to 9000 for Triton, as its own Triton runtime does.
+TRITON_KSERVE_PORTS = [("http", 8080), ("grpc", 9000), ("metrics", 8002)]
+
+
+@dataclass
+class KServeResult:
+    output: Path
+    target: str
+    storage_uri: str
+    files: dict[str, str]  # relative path → sha256
+
+
+def check_storage_uri(uri: str) -> str:
+    """ValueError unless KServe's storage initializer can read `uri`."""
+    if not uri.startswith(STORAGE_SCHEMES) or uri.rstrip("/") in {s.rstrip("/") for s in STORAGE_SCHEMES}:
+        raise ValueError(f"{uri!r}: expected a storage URI KServe downloads from ({', '.join(STORAGE_SCHEMES)}...)")
+    return uri
+
+
+def default_storage_uri(d: DeploySpec) -> str:
+    """The build's place as `deploy.model_repository` names it: the bucket, or `pvc://claim/sub_path`."""
+    repo = d.model_repository
+    assert repo is not None  # resolved() fills it
+    if repo.url:
+        return repo.url
+    return f"pvc://{repo.pvc}" + (f"/{repo.sub_path.strip('/')}" if repo.sub_path else "")
+
+
+def _resources(d: DeploySpec, gpus: int) -> dict[str, Any]:
+    requests: dict[str, str] = {"cpu": d.resources.cpu, "memory": d.resources.memory}
+    limits: dict[str, str] = {"memory": d.resources.memory}
+    if gpus:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def _env(d: DeploySpec, name: str) -> list[dict[str, Any]]:
+    return [k8s.dump(e) for e in k8s.user_env(d, name)]
+
+
+@dataclass
+class _Runtime:
+    """What differs between the servers in KServe."""
+
+    model_format: str
+    protocols: list[str] | None
+    container: dict[str, Any]
+    metrics_port: int
+    volumes: list[dict[str, Any]]
+    objects: list[dict[str, Any]]  # extra objects (TorchServe's ConfigMap)
+    notes: list[str]
+
+
+def _triton_runtime(info: BuildInfo, d: DeploySpec, name: str, image: str) -> _Runtime:
+    args = triton_args(info, d, name, repository=MOUNT, ports=TRITON_KSERVE_PORTS)
+    container = {
+        "name": "kserve-container",
+        "image": image,
+        "command": ["tritonserver"],
+        "args": args,
+        "ports": [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": 8080}, "periodSeconds": d.probes.period_s},
+    }
+    return _Runtime(
+        model_format="triton",
+        protocols=["v2", "grpc-v2"],
+        container=container,
+        metrics_port=8002,
+        # Triton's Python backend exchanges tensors through /dev/shm (64 MiB in a pod by default)
+        volumes=[{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+        objects=[],
+        notes=[
+            "Requests: KServe's v2 protocol, which is Triton's own HTTP/gRPC API "
+            "(`POST <url>/v2/models/<model>/infer`).",
+        ],
+    )
+
+
+def _torchserve_runtime(info: BuildInfo, d: DeploySpec, name: str, image: str) -> _Runtime:
+    # KServe fronts the pod (ingress, mesh): its inference port takes requests without TorchServe's token, and the
+    # management API stays on the pod's loopback, where only the workflow registration uses it.
+    config = torchserve_config(d, info, root=MOUNT, local=("management",), extra=("disable_token_authorization=true",))
+    ts = torchserve_config_objects(info, d, name, config)
+    container: dict[str, Any] = {
+        "name": "kserve-container",
+        "image": image,
+        "command": ["torchserve"],
+        "args": ["--start", "--foreground", "--ncs", f"--ts-config={ts.mount.mount_path}/config.properties"],
+        "ports": [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}],
+        "volumeMounts": [k8s.dump(ts.mount)],
+        "readinessProbe": {"httpGet": {"path": "/ping", "port": 8080}, "periodSeconds": d.probes.period_s},
+    }
+    if ts.post_start:
+        container["lifecycle"] = {"postStart": {"exec": {"command": ts.post_start}}}
+    notes = [
+        "Requests: TorchServe's own inference API on the InferenceService's URL (`POST <url>/predictions/<model>`"
+        + (", `POST <url>/wfpredict/<workflow>`" if ts.workflows else "")
+        + "). Token authorization is off here, because KServe's ingress is the door; the management API listens on "
+        "the pod's loopback only.",
+    ]
+    if ts.workflows:
+        notes.append(
+            f"Workflows {', '.join(ts.workflows)} are registered by the container's postStart hook "
+            "(`register_workflows.py` in the ConfigMap): the pod is not ready until they are."
+        )
+    return _Runtime(
+        model_format="pytorch",
+        protocols=None,
+        container=container,
+        metrics_port=dict(TORCHSERVE_PORTS)["metrics"],
+        volumes=[k8s.dump(ts.volume)],
+        objects=[k8s.dump(ts.config_map)],
+        notes=notes,
+    )
+
+
+_RUNTIMES: dict[str, Callable[[BuildInfo, DeploySpec, str, str], _Runtime]] = {
+    "triton": _triton_runtime,
+    "torchserve": _torchserve_runtime,
+}
+
+
+def objects(info: BuildInfo, d: DeploySpec, storage_uri: str) -> tuple[dict[str, Any], dict[str, Any], _Runtime]:
+    """(ServingRuntime, InferenceService, the runtime's parts) for the build."""
+    name = d.name or info.repository
+    gpus = d.resources.gpu or 0
+    image, image_notes = server_image(info, d, deploy="kserve")
+    rt = _RUNTIMES[info.target](info, d, name, image)
+    # what `deploy k8s` gives its container too: the pod's name (Triton's tracing resource reads $(POD_NAME))
+    rt.container["env"] = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    rt.notes = [*image_notes, *rt.notes]
+    labels = k8s.labels(d, name)
+    runtime_name = f"{name}-{info.target}"
+    runtime_spec: dict[str, Any] = {
+        "annotations": {"prometheus.kserve.io/port": str(rt.metrics_port), "prometheus.kserve.io/path": "/metrics"},
+        "supportedModelFormats": [{"name": rt.model_format, "autoSelect": False}],
+        "multiModel": False,
+        "containers": [rt.container],
+        "volumes": rt.volumes,
+    }
+    if rt.protocols:
+        runtime_spec["protocolVersions"] = rt.protocols
+    if gpus:
+        runtime_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    runtime = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {"name": runtime_name, "namespace": d.namespace, "labels": labels},
+        "spec": runtime_spec,
+    }
+    model: dict[str, Any] = {
+        "modelFormat": {"name": rt.model_format},
+        "runtime": runtime_name,
+        "storageUri": storage_uri,
+        "resources": _resources(d, gpus),
+    }
+    env = _env(d, name)
+    if env:
+        model["env"] = env
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": d.namespace,
+            "labels": labels,
+            "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"},
+        },
+        "spec": {
+            "predictor": {
+                "minReplicas": d.replicas.min,
+                "maxReplicas": d.replicas.max,
+                "terminationGracePeriodSeconds": k8s.DRAIN_S + d.exit_timeout_s + 10,
+                "model": model,
+            }
+        },
+    }
+    return runtime, isvc, rt
+
+
+def _yaml(*docs: dict[str, Any]) -> str:
+    return HEADER + "---\n".join(_dump(d) for d in docs)
+
+
+def kserve_files(info: BuildInfo, d: DeploySpec, storage_uri: str) -> dict[str, str]:
+    runtime, isvc, rt = objects(info, d, storage_uri)
+    name = d.name or info.repository
+    files = {"servingruntime.yaml": _yaml(runtime), "inferenceservice.yaml": _yaml(isvc)}
+    if rt.objects:
+        files["server-config.yaml"] = _yaml(*rt.objects)
+    if d.redis is not None and d.redis.deploy:
+        files["redis.yaml"] = _yaml(*(k8s.dump(o) for o in k8s.redis_objects(d, name)))
+    files[KUSTOMIZATION] = HEADER + yaml.safe_dump(
+        {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "namespace": d.namespace,
+            "resources": [f for f in files if f.endswith(".yaml")],
+        },
+        sort_keys=False,
+    )
+    files["README.md"] = _readme(info, d, storage_uri, runtime["metadata"]["name"], rt, files)
+    return files
+
+
+def _readme(
+    info: BuildInfo, d: DeploySpec, storage_uri: str, runtime_name: str, rt: _Runtime, files: dict[str, str]
+) -> str:
+    name = d.name or info.repository
+    what = {
+        "servingruntime.yaml": f"ServingRuntime `{runtime_name}`: the {info.target} container for this build",
+        "inferenceservice.yaml": f"InferenceService `{name}`: storage URI, resources, replicas, environment",
+        "server-config.yaml": "TorchServe's config.properties (and workflow registration) as a ConfigMap",
+        "redis.yaml": "Redis for the plugins (deploy.redis.deploy): Deployment, Service, PodDisruptionBudget",
+        KUSTOMIZATION: "kustomize entry point",
+    }
+    lines = [
+        f"# {name}: KServe deployment of the {info.target} build `{info.repository}`",
+        "",
+        f"Generated by `repoforge deploy kserve` from `{info.path.name}` ({info.device} build, models: "
+        f"{', '.join(info.models)}). Regenerate with `--set key=value` / `--storage-uri` instead of editing.",
+        "",
+        "| file | what it is |",
+        "|---|---|",
+        *[f"| `{f}` | {what.get(f, '')} |" for f in files if f != "README.md"],
+        "",
+        "## Apply",
+        "",
+        f"1. Upload the build folder to `{storage_uri}` (KServe's storage initializer copies it to `{MOUNT}`).",
+        "2. Apply, and wait for the InferenceService:",
+        "",
+        "```bash",
+        "kubectl apply -k .",
+        f"kubectl -n {d.namespace} get inferenceservice {name} -w",
+        "```",
+        "",
+        "## How it behaves",
+        "",
+        f"- Replicas {d.replicas.min}..{d.replicas.max} (KServe's autoscaler); resources per pod: cpu "
+        f"{d.resources.cpu}, memory {d.resources.memory}, GPUs {d.resources.gpu or 0}.",
+        f"- Metrics: the pod's port {rt.metrics_port} `/metrics` (KServe's Prometheus scraping annotations). The "
+        "alerts, dashboard and KEDA autoscaling are `repoforge deploy k8s`'s.",
+    ]
+    if d.secrets:
+        refs = ", ".join(f"`{k}` ← Secret `{r.secret}` key `{r.key}`" for k, r in d.secrets.items())
+        lines.append(f"- From Secrets (by reference; no value is in these files): {refs}.")
+    url = k8s.redis_url(d, name)
+    if url is not None:
+        lines.append(f"- Redis: plugins read `REPOFORGE_REDIS_URL={url}`.")
+    fenced = False
+    for n in rt.notes:
+        if n.startswith("```"):
+            fenced = not fenced
+        lines.append(n if fenced or not n or n.startswith("```") else f"- {n}")
+    lines += [
+        "",
+        "## Server arguments",
+        "",
+        "```",
+        " ".join([*rt.container["command"], *rt.container["args"]]),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _looks_ours(path: Path) -> bool:
+    k = path / KUSTOMIZATION
+    return k.is_file() and k.read_text(errors="replace").startswith(HEADER)
+
+
+def deploy_kserve(
+    build_dir: str | Path,
+    output: str | Path,
+    *,
+    storage_uri: str | None = None,
+    sets: Sequence[str] = (),
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> KServeResult:
+    """Write OUT for the build; SpecError (exit 2) for a bad section or override, BuildError for a folder
+    repoforge did not build, a bad storage URI or an OUT that exists without `force`. Nothing is written then."""
+    say = progress or (lambda _m: None)
+    info = read_build(Path(build_dir))
+    out = Path(output)
+    d = settings(info, sets)
+    if storage_uri is not None:
+        try:
+            check_storage_uri(storage_uri)
+        except ValueError as exc:
+            raise BuildError(f"--storage-uri {exc}") from None
+    uri = storage_uri or default_storage_uri(d)
+    check_destination(out, force, _looks_ours)
+    files = kserve_files(info, d, uri)
+    with atomic_dir(out, force) as tmp:
+        for rel, text in files.items():
+            (tmp / rel).write_text(text, encoding="utf-8")
+            say(f"wrote {rel}")
+    hashes = {rel: sha256_file(out / rel) for rel in files}
+    return KServeResult(output=out.resolve(), target=info.target, storage_uri=uri, files=hashes)
+
+
+def as_json(result: KServeResult) -> str:
+    return json.dumps(
+        {
+            "output": str(result.output),
+            "target": result.target,
+            "storage_uri": result.storage_uri,
+            "files": result.files,
+        },
+        indent=2,
+        sort_keys=True,
+    )

@@ -1,0 +1,110 @@
+"""TorchServe served for each command: `serve` (token auth on, its endpoints with curl lines that carry the key)
+and the measuring run of `perf`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from repoforge.errors import ServeError
+from repoforge.perf.analyzer import PerfError
+from repoforge.servers.ports import free_ports
+from repoforge.servers.torchserve import TorchServeServer
+from repoforge.targets.torchserve.validate import archived_config, random_request
+from repoforge.targets.types import Endpoints, PerfEndpoints, Progress
+
+
+def make_torchserve(
+    output: str | Path, *, host: str = "127.0.0.1", ports: list[int | None] | None = None
+) -> TorchServeServer:
+    """A TorchServeServer for a `build --target torchserve` output on `ports` (inference, management, metrics,
+    gRPC inference, gRPC management; None entries become free ports); token auth stays on."""
+    if host != "127.0.0.1":
+        raise ServeError("TorchServe is served on 127.0.0.1 only by repoforge; put a proxy in front to expose it")
+    chosen: list[int] | None = None
+    if ports is not None and any(p is not None for p in ports):  # all None: the server picks (and retries a race)
+        fresh = iter(free_ports(sum(p is None for p in ports)))
+        chosen = [p if p is not None else next(fresh) for p in ports]
+    return TorchServeServer(output, workflows="all", ports=chosen)
+
+
+def torchserve_endpoints(ts: TorchServeServer) -> Endpoints:
+    """A running TorchServe's endpoints, with a health check that passes token auth: the key it wrote this start."""
+    p = ts.ports
+    notes = ["token auth off"]
+    if ts.keys():
+        expiry = ts.key_expiry("inference")
+        notes = [f"token auth on: keys in {ts.key_file}"]
+        if expiry:
+            notes.append(
+                f"the keys expire {expiry}; a new inference key: "
+                f"{ts.curl_command('management', '/token?type=inference', key='API')}"
+            )
+    rows = [
+        ("inference", f"{ts.inference_url}   ({ts.curl_command('inference', '/ping')})"),
+        ("management", f"{ts.management_url}   ({ts.curl_command('management', '/models')})"),
+        ("gRPC", f"127.0.0.1:{p.grpc_inference} (management 127.0.0.1:{p.grpc_management})"),
+        ("metrics", f"{ts.metrics_url}/metrics"),
+    ]
+    if ts.workflows:
+        rows.append(("workflows", ", ".join(f"POST /wfpredict/{w.removesuffix('.war')}" for w in ts.workflows)))
+    return Endpoints("TorchServe", rows, ts.list_models(), notes)
+
+
+def perf_data(request: Path) -> str:
+    """perf_analyzer's input-data file for TorchServe: it posts the file named here as the body."""
+    return json.dumps({"data": [{"TORCHSERVE_INPUT": [str(request)]}]})
+
+
+def torchserve_batching(archived: dict[str, Any]) -> dict[str, Any] | None:
+    """A .mar's model-config.yaml batching (batchSize, maxBatchDelay ms) as the report explains it."""
+    size, delay = int(archived.get("batchSize") or 1), float(archived.get("maxBatchDelay") or 0)
+    if size <= 1 or delay <= 0:
+        return None
+    return {
+        "delay_ms": delay,
+        "full_batch": size,
+        "source": f"maxBatchDelay {delay:g} ms, batchSize {size} in the archive's model-config.yaml",
+    }
+
+
+@contextlib.contextmanager
+def serve_for_perf(output: Path, models: list[str], say: Progress) -> Iterator[PerfEndpoints]:
+    """A TorchServe build: perf_analyzer's torchserve mode posts a JSON file, so one request per model is
+    made from the archived inputs (random data). Token auth is off for this local measuring run only."""
+    mars = {p.stem: p for p in (output / "model-store").glob("*.mar")}
+    missing = [m for m in models if m not in mars]
+    if missing:
+        raise PerfError(f"model '{missing[0]}' is not in {output}/model-store; it has {', '.join(sorted(mars))}")
+    with tempfile.TemporaryDirectory(prefix="repoforge-perf-ts-") as tmp:
+        data: dict[str, Path] = {}
+        requests: dict[str, str] = {}
+        batching: dict[str, dict[str, Any] | None] = {}
+        for m in models:
+            archived = archived_config(mars[m])
+            body = Path(tmp) / f"{m}.request.json"
+            requests[m] = json.dumps(random_request(archived.get("handler", {})))
+            body.write_text(requests[m])
+            data[m] = Path(tmp) / f"{m}.perf-data.json"
+            data[m].write_text(perf_data(body))
+            batching[m] = torchserve_batching(archived)
+        say(f"starting TorchServe on {output} (127.0.0.1, token auth off for the measurement)")
+        with TorchServeServer(output, models=[f"{m}.mar" for m in models], disable_token_auth=True) as server:
+            url = server.inference_url.removeprefix("http://")
+            say(f"TorchServe ready at {server.inference_url}")
+            yield PerfEndpoints(
+                url,
+                url,
+                {m: None for m in models},
+                "torchserve",
+                data,
+                requests,
+                f"{server.metrics_url}/metrics",
+                batching,
+                http_only="perf_analyzer measures TorchServe over HTTP only; use --protocol http",
+                request_data=perf_data,
+            )

@@ -65,6 +65,17 @@ class BuildError(RepoforgeError):
     exit_code = 2
 
 
+class ArgumentError(RepoforgeError):
+    """A wrong argument, found before any expensive work; `param` names it as the user typed it ('--concurrency',
+    'TARGET'). The CLI turns every one into click's usage error (exit 2), in one place."""
+
+    exit_code = 2
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(message)
+
+
 class ServeError(RepoforgeError):
     """A server could not be started, or a model did not load or answer."""
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from repoforge.contract import Device, Target
 from repoforge.graph import find_cycle
 from repoforge.plan_base import (
+    BuildRules,
     Checker,
     ModelPlan,
     RepositoryPlan,
@@ -70,7 +71,7 @@ def _instance_kinds(ck: Checker, i: int, m: ModelSpec, default: Device, warnings
     groups = m.instance_groups or []
     if default == "gpu" and any(g.kind == "cpu" for g in groups):
         where = "from `defaults:` " if ck.loaded.origin(i, "instance_groups")[0] == "defaults" else ""
-        stays = "KIND_CPU" if ck.target == "triton" else "deviceType cpu"
+        stays = ck.rules.cpu_kind_word
         warnings.append(
             f"{m.name}: instance group kind cpu {where}stays {stays} in this --device gpu build; "
             "leave `kind` out to follow --device, or set kind: gpu"
@@ -111,7 +112,7 @@ def _versions(ck: Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
         src_rel = rel or m.path
         where: PathKey = ("models", i, "versions", v) if rel else ("models", i, "path")
         if not src_rel:
-            if ck.target == "torchserve" and m.handler:  # the user's TorchServe handler needs no model file
+            if ck.rules.user_handler and m.handler:  # the user's TorchServe handler needs no model file
                 continue
             ck.add(("models", i), f"format {m.format} needs `path:` (the model file, relative to the spec)")
             continue
@@ -123,7 +124,7 @@ def _versions(ck: Checker, i: int, m: ModelSpec) -> dict[int, Path | None]:
             ck.add(where, f"'{src_rel}' is a folder; format {m.format} expects a single model file")
             continue
         entry = python_filename(m)
-        if src.is_dir() and ck.target == "triton" and not (src / entry).exists():
+        if src.is_dir() and ck.rules.python_entry_file and not (src / entry).exists():
             ck.add(
                 where,
                 f"folder '{src_rel}' has no {entry}; a python model folder must contain {entry}"
@@ -138,7 +139,7 @@ def _serving(ck: Checker, i: int, m: ModelSpec, device: Device) -> ServingChoice
     """Plain ONNX, TorchScript and TensorRT models get Triton's native backend on every device, so the stock NGC
     image serves any build as written (repoforge's bundled server has Python-based backends of the same names).
     repoforge's Python runner serves an ONNX/TorchScript model only where the spec asks for it: `backend: python`."""
-    if ck.target == "torchserve":  # repoforge.torchserve decides how each format is served
+    if ck.rules.own_serving:  # the target's builder decides how each format is served
         return ServingChoice(platform="ensemble") if m.format == "ensemble" else ServingChoice(backend="torchserve")
     if m.format == "pytorch":
         ck.add(
@@ -518,7 +519,7 @@ def _check_rollout(ck: Checker, plans: dict[str, ModelPlan]) -> None:
     r = ck.loaded.spec.rollout
     if r is None:
         return
-    if ck.target != "triton":
+    if not ck.rules.rollout:
         ck.add(
             ("rollout",),
             "rollout needs repoforge's router plugin, which runs on --target triton only; "
@@ -547,15 +548,15 @@ def _check_rollout(ck: Checker, plans: dict[str, ModelPlan]) -> None:
                "percent: 0}")  # fmt: skip
 
 
-def _model_warnings(m: ModelSpec, serving: ServingChoice, device: Device, target: Target) -> list[str]:
+def _model_warnings(m: ModelSpec, serving: ServingChoice, device: Device, rules: BuildRules) -> list[str]:
     """Settings of a model that this build leaves out or that do not apply to its target."""
     out: list[str] = []
-    if target == "torchserve" and m.optimize is not None:
+    if not rules.optimize and m.optimize is not None:
         out.append(f"{m.name}: `optimize:` applies to --target triton builds; this build ships the model as written")
-    if target == "triton":
+    if rules.ignored_fields:
         out += [
             f"{m.name}: `{f}` is a TorchServe setting; --target triton ignores it"
-            for f in ("model_file", "handler")
+            for f in rules.ignored_fields
             if getattr(m, f)
         ]
     if serving.runner and m.optimization is not None:
@@ -564,7 +565,11 @@ def _model_warnings(m: ModelSpec, serving: ServingChoice, device: Device, target
             "has no use for it)"
         )
     elif (
-        device == "cpu" and target == "triton" and m.format != "python" and m.optimization and m.optimization.gpu_only()
+        device == "cpu"
+        and rules.gpu_only_optimization_warning
+        and m.format != "python"
+        and m.optimization
+        and m.optimization.gpu_only()
     ):
         out.append(
             f"{m.name}: GPU-only `optimization` settings ({', '.join(m.optimization.gpu_only())}) are left out "
@@ -585,7 +590,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         kind_default: Device = "gpu" if device == "gpu" and m.format != "python" else "cpu"
         m = _instance_kinds(ck, i, m, kind_default, warnings)
         if m.plugin is not None:  # features / result_cache / semantic_cache / router: repoforge's own Python backends
-            plans[m.name] = plugin_model_plan(ck, i, m, device, target)
+            plans[m.name] = plugin_model_plan(ck, i, m, device)
             continue
         versions = _versions(ck, i, m)
         serving = _serving(ck, i, m, device)
@@ -614,7 +619,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
                             ("models", i, "versions", v),
                             f"version {v} has different inputs/outputs than version {min(versions)}; one config serves all versions",
                         )
-        elif m.format in ("ensemble", "onnx") or (target == "torchserve" and (m.format == "python" or m.handler)):
+        elif m.format in ("ensemble", "onnx") or (ck.rules.user_handler and (m.format == "python" or m.handler)):
             # onnx without a signature: its file problem is already reported; a TorchServe handler of the user's owns its I/O
             inputs, outputs = list(m.inputs or []), list(m.outputs or [])
         else:
@@ -625,11 +630,9 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         extra = _check_resolved(ck, i, m, inputs, outputs, versions)
         if device == "cpu" and any(g.kind == "gpu" for g in (m.instance_groups or [])):
             warnings.append(
-                f"{m.name}: instance group kind gpu becomes "
-                + ("KIND_CPU" if target == "triton" else "deviceType cpu")
-                + " for --device cpu"
+                f"{m.name}: instance group kind gpu becomes " + ck.rules.cpu_kind_word + " for --device cpu"
             )
-        warnings += _model_warnings(m, serving, device, target)
+        warnings += _model_warnings(m, serving, device, ck.rules)
         plans[m.name] = ModelPlan(
             name=m.name,
             index=i,
@@ -645,7 +648,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
             extra_files=extra,
         )
     for p in plans.values():
-        if p.format != "ensemble":
+        if p.format != "ensemble" and ck.rules.server_config_rules:
             triton_rules(ck, p, device)
     for path, message in check_deploy(loaded.spec.deploy, target=target, device=device):
         ck.add(("deploy", *path), message)
@@ -660,7 +663,8 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls
     ck.raise_if_any()
-    ensemble_rules(ck, plans, device)
+    if ck.rules.server_config_rules:
+        ensemble_rules(ck, plans, device)
     ck.raise_if_any()
     for p in plans.values():  # after derivation: ensembles and plugins know their inputs only now
         p.extra_files.update(_smoke_inputs(ck, p))

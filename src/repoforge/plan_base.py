@@ -70,12 +70,45 @@ class RepositoryPlan:
         return any(m.spec.response_cache for m in self.models)
 
 
+@dataclass(frozen=True)
+class BuildRules:
+    """What the plan checks and says differently for one target. The plan asks these and never the target's name,
+    so a target's build differences are read in one table (`BUILD_RULES`) instead of branches through plan.py."""
+
+    cpu_kind_word: str  # how a CPU instance group is called in this target's config ("KIND_CPU")
+    user_handler: bool  # a `handler:` of the user's serves the model: it needs no model file and owns its I/O
+    python_entry_file: bool  # a python model's folder must hold the file the server loads (model.py)
+    own_serving: bool  # the target's builder decides how each format is served (the plan does not choose)
+    plugin_kinds: frozenset[str] | None  # the plugins it runs (None: every one)
+    rollout: bool  # `rollout:` can drive its router plugin
+    drift: bool  # the plugins measure `drift:`
+    optimize: bool  # `optimize:` applies
+    ignored_fields: tuple[str, ...]  # other targets' settings it ignores (each worth a warning)
+    gpu_only_optimization_warning: bool  # GPU-only `optimization` settings of a --device cpu build are left out
+    server_config_rules: bool  # Triton's load rules run on the configs the plan builds (repoforge.triton.spec_rules)
+
+
+BUILD_RULES: dict[str, BuildRules] = {
+    "triton": BuildRules(
+        cpu_kind_word="KIND_CPU", user_handler=False, python_entry_file=True, own_serving=False,
+        plugin_kinds=None, rollout=True, drift=True, optimize=True, ignored_fields=("model_file", "handler"),
+        gpu_only_optimization_warning=True, server_config_rules=True,
+    ),
+    "torchserve": BuildRules(
+        cpu_kind_word="deviceType cpu", user_handler=True, python_entry_file=False, own_serving=True,
+        plugin_kinds=frozenset({"features"}), rollout=False, drift=False, optimize=False, ignored_fields=(),
+        gpu_only_optimization_warning=False, server_config_rules=True,
+    ),
+}  # fmt: skip
+
+
 class Checker:
     """Collects problems so the user sees all of them at once."""
 
     def __init__(self, loaded: LoadedSpec, target: Target = "triton") -> None:
         self.loaded = loaded
         self.target = target
+        self.rules = BUILD_RULES[target]
         self.problems: list[Problem] = []
 
     def add(self, path: PathKey, message: str, *, key: bool = False) -> None:

@@ -31,7 +31,7 @@ from repoforge.spec.plugins import (
 DEFAULT_PLUGIN_MAX_BATCH_SIZE = 64
 
 
-def plugin_model_plan(ck: Checker, i: int, m: ModelSpec, device: str, target: str) -> ModelPlan:
+def plugin_model_plan(ck: Checker, i: int, m: ModelSpec, device: str) -> ModelPlan:
     """The plan of a plugin model; result_cache/router I/O is filled in later by `resolve_plugin`."""
     plugin = m.plugin
     assert plugin is not None
@@ -47,7 +47,7 @@ def plugin_model_plan(ck: Checker, i: int, m: ModelSpec, device: str, target: st
     for kind in ("inputs", "outputs"):
         if getattr(m, kind) is not None:
             ck.add((*where, kind), f"the {kind} of a {plugin.kind} plugin are derived from its config; remove `{kind}`")
-    if target == "torchserve" and not isinstance(plugin, FeaturesPlugin):
+    if ck.rules.plugin_kinds is not None and plugin.kind not in ck.rules.plugin_kinds:
         ck.add(
             (*where, "plugin", "kind"),
             f"a {plugin.kind} plugin runs on --target triton only: "
@@ -319,7 +319,7 @@ def drift_reference(ck: Checker, p: ModelPlan, warnings: list[str]) -> dict[str,
     setting = getattr(p.spec.plugin, "drift", None)
     if setting is None:
         return {}
-    if ck.target != "triton":
+    if not ck.rules.drift:
         warnings.append(f"{p.name}: `drift:` is measured by the Triton plugins only; this build leaves it out")
         return {}
     where = ("models", p.index, "plugin", "drift", "reference")

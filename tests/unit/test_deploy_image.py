@@ -237,3 +237,17 @@ def test_torchserve_pod_registers_its_workflows(builds: dict[str, Path], tmp_pat
     assert "model_store=/models/model-store" in props and "workflow_store=/models/wf-store" in props
     assert "management_address=http://0.0.0.0:8081" in props
     assert "register_workflows.py" in (out / "README.md").read_text()
+
+
+def test_plugins_using_redis_are_told_to_get_a_cluster_url(tmp_path: Path) -> None:
+    """The plugins example names redis://127.0.0.1:6379/0, the pod itself in a cluster: deploy warns and the
+    README says so until deploy.redis (or REPOFORGE_REDIS_URL in secrets) gives the plugins a URL."""
+    b = build(ROOT / "examples" / "plugins" / "spec.yaml", tmp_path / "b", device="cpu").output
+    said: list[str] = []
+    out = deploy_k8s(b, tmp_path / "k", progress=said.append).output
+    assert any("plugins use Redis at the spec's URL" in m and "127.0.0.1" in m for m in said), said
+    assert "**Redis is not set**" in (out / "README.md").read_text()
+    said.clear()
+    out = deploy_k8s(b, tmp_path / "k2", sets=["redis={deploy: true}"], progress=said.append).output
+    assert not any("Redis" in m for m in said) and "**Redis is not set**" not in (out / "README.md").read_text()
+    assert _env(out)["REPOFORGE_REDIS_URL"]["value"].startswith("redis://")

@@ -13,19 +13,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from repoforge.errors import RepoforgeError
+from repoforge.errors import ArgumentError, RepoforgeError
 from repoforge.spec.dtypes import normalize_dtype, numpy_dtype
 from repoforge.triton.client import InferenceServerException, model_metadata_and_config
 
-
-class BatchArgumentError(RepoforgeError):
-    """A wrong argument or input found before any inference request; `param` names it (the CLI's usage error)."""
-
-    exit_code = 2
-
-    def __init__(self, param: str, message: str) -> None:
-        self.param = param
-        super().__init__(message)
+BatchArgumentError = ArgumentError  # batch's wrong arguments and inputs: the one ArgumentError (exit 2)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class BuildInfo:
     torchscript_runner: bool = False
     rollout: dict[str, Any] | None = None  # the recorded `rollout:` section (as written), if any
     routers: dict[str, dict[str, Any]] = field(default_factory=dict)  # router plugin model → its plugin config
+    redis_urls: dict[str, str] = field(default_factory=dict)  # plugin model → the Redis URL its spec names
     running: list[str] = field(default_factory=list)  # the models that run (ensembles left out)
     cpu_only: list[str] = field(default_factory=list)  # those of them whose every instance is KIND_CPU
 
@@ -90,6 +91,9 @@ def _triton_features(info: BuildInfo) -> None:
                 drift.add(m.name)
             if kind == "router":
                 info.routers[m.name] = config
+            url = _redis_url(config)
+            if url is not None:
+                info.redis_urls[m.name] = url
     info.features = Features(
         gpu=info.device == "gpu",
         response_cache=any(m.config.response_cache.enable for m in models),
@@ -102,3 +106,15 @@ def _triton_features(info: BuildInfo) -> None:
         for m in models
         if RUNNER_PARAMETER in m.config.parameters
     )
+
+
+def _redis_url(config: Any) -> str | None:
+    """The first redis:// URL in a plugin's configuration (a features lookup, a Redis-backed cache), if any."""
+    if isinstance(config, str):
+        return config if config.startswith(("redis://", "rediss://")) else None
+    values = config.values() if isinstance(config, dict) else config if isinstance(config, list) else []
+    for v in values:
+        found = _redis_url(v)
+        if found is not None:
+            return found
+    return None

@@ -98,6 +98,15 @@ def settings(info: BuildInfo, sets: Sequence[str]) -> DeploySpec:
     return DeploySpec.model_validate(resolved(spec, repository=info.repository, device=info.device))
 
 
+def redis_warning(info: BuildInfo) -> str:
+    """Plugins whose spec names a Redis on the pod's own loopback (or anywhere) get no URL for the cluster."""
+    named = ", ".join(f"{m} ({u})" for m, u in sorted(info.redis_urls.items()))
+    return (
+        f"plugins use Redis at the spec's URL: {named}; in a pod a 127.0.0.1 URL is the pod itself. Set "
+        f"deploy.redis ({{url: ...}} or {{deploy: true}}) or {REDIS_URL_ENV} in deploy.secrets"
+    )
+
+
 class _Dumper(yaml.SafeDumper):
     """Multi-line strings (a ConfigMap's files) as `|` blocks, readable in a diff."""
 
@@ -261,6 +270,8 @@ def readme(
             "first, e.g. `kubectl -n " + d.namespace + " create secret generic NAME --from-literal=KEY=VALUE`."
         )
     url = k8s.redis_url(d, name)
+    if info.redis_urls and url is None and REDIS_URL_ENV not in d.env and REDIS_URL_ENV not in d.secrets:
+        lines.append(f"- **Redis is not set**: {redis_warning(info)}")
     if d.redis is not None and url is not None:
         where_ = f"the Redis this kustomization deploys (`redis.yaml`, {d.redis.image})" if d.redis.deploy else url
         lines.append(f"- Redis: plugins read `{REDIS_URL_ENV}={url}` ({where_}) before the spec's own URL.")
@@ -355,6 +366,8 @@ def deploy_k8s(
         say(f"warning: {w}")
     check_destination(out, force, _looks_ours)
     files = manifests(info, d, get_target(info.target).deploy_shape(info, d))
+    if info.redis_urls and d.redis is None and REDIS_URL_ENV not in d.env and REDIS_URL_ENV not in d.secrets:
+        say(f"warning: {redis_warning(info)}")
     if not d.image:
         from repoforge.deploy.image import plan_image
 

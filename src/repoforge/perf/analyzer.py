@@ -234,6 +234,25 @@ def _strip_scheme(url: str) -> str:
     return re.sub(r"^[a-z]+://", "", url.strip()).rstrip("/")
 
 
+@dataclass(frozen=True)
+class ServiceTraits:
+    """What perf_analyzer's `--service-kind` of the measured server changes about a run and its report; the perf
+    code asks these, never the kind's name."""
+
+    server: str  # what the report calls the server
+    config_shapes: bool  # `--shape`s come from the served config (else only the ones given)
+    stats_server_times: bool  # perf_analyzer reads the server's own queue/compute times (Triton's statistics API)
+    package: str | None  # the installed package whose version is the server's (else its metadata says)
+
+
+#: perf_analyzer's service kinds: Triton's own protocol, and TorchServe's REST API (HTTP only, a data file, its
+#: queue and latency from its /metrics counters between the runs).
+SERVICE_KINDS: dict[str, ServiceTraits] = {
+    "triton": ServiceTraits("tritonserver", config_shapes=True, stats_server_times=True, package=None),
+    "torchserve": ServiceTraits("TorchServe", config_shapes=False, stats_server_times=False, package="torchserve"),
+}
+
+
 @dataclass
 class PerfOptions:
     """What to measure and how. ``url`` is ``host:port`` of the chosen protocol's endpoint."""
@@ -268,7 +287,7 @@ class PerfOptions:
     def __post_init__(self) -> None:
         if self.protocol not in ("grpc", "http"):
             raise PerfError(f"protocol must be grpc or http, not {self.protocol!r}")
-        if self.service_kind not in ("triton", "torchserve"):
+        if self.service_kind not in SERVICE_KINDS:
             raise PerfError(f"service kind must be triton or torchserve, not {self.service_kind!r}")
         self.concurrency = parse_concurrency(self.concurrency)
         if self.request_rate is not None:
@@ -425,7 +444,7 @@ def build_command(
     exe = str(binary or opts.binary or "perf_analyzer")
     values = [load] if load is not None else opts.loads
     argv = [exe, "-m", opts.model]
-    if opts.service_kind == "torchserve":
+    if not SERVICE_KINDS[opts.service_kind].stats_server_times:
         if opts.input_data is None:
             raise PerfError(
                 "TorchServe needs an input data file (perf_analyzer cannot make random data for it); pass --input-data FILE.json"
@@ -447,7 +466,9 @@ def build_command(
     if opts.max_trials is not None:
         argv += ["--max-trials", str(opts.max_trials)]
     argv += ["--input-data", str(opts.input_data) if opts.input_data is not None else "random"]
-    for name, dims in resolve_shapes(opts, model_config if opts.service_kind == "triton" else None).items():
+    for name, dims in resolve_shapes(
+        opts, model_config if SERVICE_KINDS[opts.service_kind].config_shapes else None
+    ).items():
         argv += ["--shape", f"{name}:{','.join(str(d) for d in dims)}"]
     argv += ["-f", os.fspath(csv_path)]
     argv += list(opts.extra_args)
@@ -593,7 +614,7 @@ def _measure_one(
     csv_path = workdir / f"perf-{load:g}.csv"
     argv = build_command(opts, config, load=load, csv_path=csv_path, binary=exe)
     timeout = opts.run_timeout()
-    before = _scrape(opts) if opts.service_kind == "torchserve" else None
+    before = None if SERVICE_KINDS[opts.service_kind].stats_server_times else _scrape(opts)
     try:
         proc = subprocess.run(argv, env=env, cwd=workdir, capture_output=True, text=True, errors="replace",
                               timeout=timeout, check=False)  # fmt: skip

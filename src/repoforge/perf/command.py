@@ -13,6 +13,7 @@ from typing import Literal
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge.errors import ArgumentError
 from repoforge.perf.analyzer import (
     PerfError,
     PerfOptions,
@@ -30,15 +31,8 @@ from repoforge.triton.client import served_config
 Progress = Callable[[str], None]
 
 
-class PerfArgumentError(PerfError):
-    """A wrong argument found before anything is started; ``param`` names it (the CLI makes this click's
-    usage error, exit 2)."""
-
-    exit_code = 2
-
-    def __init__(self, param: str, message: str) -> None:
-        self.param = param
-        super().__init__(message)
+class PerfArgumentError(ArgumentError, PerfError):
+    """A wrong perf argument found before anything is started: the one ArgumentError, and a PerfError."""
 
 
 _HOST_PORT = re.compile(r"^(https?://)?[A-Za-z0-9.\-]+:\d+/?$|^(https?://)?\[[0-9A-Fa-f:]+\]:\d+/?$")

@@ -23,7 +23,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.triton.client import server_metadata
 
-from .analyzer import PerfError, PerfOptions, PerfPoint, _strip_scheme, resolve_shapes
+from .analyzer import SERVICE_KINDS, PerfError, PerfOptions, PerfPoint, _strip_scheme, resolve_shapes
 
 __all__ = [
     "FORMAT",
@@ -114,16 +114,16 @@ def _version(package: str) -> str | None:
 def machine_info(url: str | None = None, protocol: str = "http", service_kind: str = "triton") -> MachineInfo:
     """This host (CPU count, platform, CPU model, load now as ``host_end``) plus the server's version:
     Triton's from its metadata when ``url`` is given, TorchServe's from the installed package that ran it."""
-    torchserve = service_kind == "torchserve"
+    kind = SERVICE_KINDS[service_kind]
     return MachineInfo(
         cpu_count=os.cpu_count() or 1,
         platform=platform.platform(),
         cpu_model=_cpu_model(),
         python=platform.python_version(),
-        tritonserver_version=server_version(url, protocol) if url and not torchserve else None,
+        tritonserver_version=server_version(url, protocol) if url and kind.package is None else None,
         perf_analyzer_version=_version("tritonclient"),
-        server="TorchServe" if torchserve else "tritonserver",
-        torchserve_version=_version("torchserve") if torchserve else None,
+        server=kind.server,
+        torchserve_version=_version(kind.package) if kind.package else None,
         host_end=host_load(),
     )
 
@@ -290,7 +290,9 @@ class PerfReport:
             "stability_percentage": first.stability_percentage,
             "max_trials": first.max_trials,
             "input_data": str(first.input_data) if first.input_data is not None else "random",
-            "shapes": resolve_shapes(first, config) if first.service_kind == "triton" else dict(first.shapes),
+            "shapes": resolve_shapes(first, config)
+            if SERVICE_KINDS[first.service_kind].config_shapes
+            else dict(first.shapes),
         }
         batching = batching if batching is not None else batching_of(config)
         if batching:
@@ -398,7 +400,7 @@ def _torchserve_table(report: PerfReport, protocol: str) -> list[str]:
 
 
 def _protocol_table(report: PerfReport, protocol: str) -> list[str]:
-    if report.service_kind == "torchserve":
+    if not SERVICE_KINDS[report.service_kind].stats_server_times:
         return _torchserve_table(report, protocol)
     head = [_load_header(report), "Throughput (infer/s)", "p50 (ms)", "p90 (ms)", "p95 (ms)", "p99 (ms)",
             "Queue (µs)", "Compute input (µs)", "Compute infer (µs)", "Compute output (µs)",
@@ -456,7 +458,7 @@ def _host(h: dict[str, Any] | None) -> str:
 
 def plot_names(report: PerfReport) -> tuple[str, ...]:
     """The plots a report gets: no server breakdown for a TorchServe run whose metrics API gave no times."""
-    empty = report.service_kind == "torchserve" and not report.has_server_times
+    empty = not SERVICE_KINDS[report.service_kind].stats_server_times and not report.has_server_times
     return tuple(p for p in PLOTS if p != "server_breakdown.png" or not empty)
 
 
@@ -488,7 +490,7 @@ def render_markdown(report: PerfReport, plots: Sequence[str] = PLOTS) -> str:
     protos = report.protocols
     if "http" in protos and "grpc" in protos:
         out += ["## HTTP vs gRPC", ""] + _side_by_side(report) + [""]
-    if report.service_kind == "torchserve":
+    if not SERVICE_KINDS[report.service_kind].stats_server_times:
         about = "Latencies are client-side. perf_analyzer measures no server-side times for TorchServe; " + (
             "the server queue and total (queue included) per request are TorchServe's ts_queue_latency_microseconds "
             "and ts_inference_latency_microseconds from its metrics API, averaged over each point's perf_analyzer run."
@@ -605,7 +607,7 @@ def _plot_latency(report: PerfReport, path: Path) -> None:
 def _breakdown_parts(report: PerfReport) -> list[tuple[Any, str]]:
     """(value of a point, label) per stacked bar part: Triton's four server times, or TorchServe's
     queue and the rest of its per-request latency."""
-    if report.service_kind == "torchserve":
+    if not SERVICE_KINDS[report.service_kind].stats_server_times:
         return [
             (lambda p: p.server_queue_us, "queue"),
             (

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repoforge.errors import RepoforgeError
+from repoforge.errors import ArgumentError, RepoforgeError
 from repoforge.rollout.controller import Rollout, RolloutResult, rollback
 from repoforge.rollout.server import RolloutInputError, RouterServer, ServerError
 from repoforge.spec.rollout import RolloutSpec
@@ -25,14 +25,7 @@ Say = Callable[[str], None]
 _HOSTPORT = re.compile(r"^(?:https?://)?([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})/?$")
 
 
-class RolloutArgumentError(RepoforgeError):
-    """A wrong argument, found before any weight changes: the CLI's usage error (exit 2)."""
-
-    exit_code = 2
-
-    def __init__(self, param: str, message: str) -> None:
-        self.param = param
-        super().__init__(message)
+RolloutArgumentError = ArgumentError  # found before any weight changes: the one ArgumentError (exit 2)
 
 
 class RolloutFailed(RepoforgeError):

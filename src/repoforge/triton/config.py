@@ -80,7 +80,7 @@ def _optimization(msg: mc.ModelOptimizationPolicy, o: Optimization, device: Devi
         msg.cuda.busy_wait_events = o.cuda_busy_wait_events
     if o.cuda_output_copy_stream is not None:
         msg.cuda.output_copy_stream = o.cuda_output_copy_stream
-    if o.execution_accelerators is not None and (o.execution_accelerators.gpu or o.execution_accelerators.cpu):
+    if o.execution_accelerators is not None:
         for side, accs in (("gpu", o.execution_accelerators.gpu), ("cpu", o.execution_accelerators.cpu)):
             target = getattr(msg.execution_accelerators, f"{side}_execution_accelerator")
             for a in accs:
@@ -296,7 +296,7 @@ def native_threads(params: dict[str, str], backend: str) -> None:
     """Move repoforge's `intra_op_threads` (auto or a count, 0 = the runtime's default) to `backend`'s own
     parameter; one the spec sets itself wins. Neither ORT nor PyTorch has `auto`; their default is theirs."""
     value = params.pop(INTRA_OP_THREADS).strip().lower()
-    if value in ("auto", "0" if backend == "pytorch" else "auto"):  # the PyTorch backend applies counts > 0 only
+    if value == "auto" or (backend == "pytorch" and value == "0"):  # the PyTorch backend applies counts > 0 only
         return
     params.setdefault(THREAD_PARAMETERS[backend], value)
 

@@ -1,0 +1,5 @@
+"""`python -m repoforge.cli`."""
+
+from repoforge.cli import main
+
+main()

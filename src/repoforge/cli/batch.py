@@ -1,0 +1,119 @@
+"""`batch`: score a data set through a built repository or a running server, resumably."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from repoforge.cli.common import command, json_option, progress, quiet_option
+
+
+@command("batch", kept="the shards written so far are kept in {output}; rerun the same command to resume")
+@click.argument("target")
+@click.option("-m", "--model", required=True, help="Model to score DATA with.")
+@click.option(
+    "--input",
+    "data",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="DATA: Parquet file or folder, CSV or JSON Lines.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for the shards, _manifest.json and _errors.parquet.",
+)
+@click.option(
+    "--map", "maps", multiple=True, help="COLUMN=INPUT (or COL1,COL2=INPUT to stack scalar columns); default: by name."
+)
+@click.option(
+    "--id-column", default=None, help="Column that identifies a row (default: its position, as column 'row')."
+)
+@click.option(
+    "-b", "--batch-size", type=int, default=None, help="Rows per request (default: min(256, max_batch_size))."
+)
+@click.option("--concurrency", type=int, default=4, show_default=True, help="Requests in flight at once.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option(
+    "--rows-per-shard", type=int, default=10_000, show_default=True, help="Rows of DATA per shard (the unit of resume)."
+)
+@click.option("--restart", is_flag=True, help="Discard what an earlier run wrote to OUTPUT and score everything again.")
+@click.option("--model-version", default=None, help="Version to score with (default: the newest served).")
+@click.option(
+    "--retries", type=int, default=8, show_default=True, help="Retries of a request on transient errors (backoff)."
+)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request.")
+@click.option(
+    "--max-shards", type=int, default=None, help="Score at most this many shards in this run (resume for the rest)."
+)
+@click.option("--ray-address", default=None, help="--engine ray: a cluster's address (default: a local Ray).")
+@click.option("--ray-actors", type=int, default=2, show_default=True, help="--engine ray: Triton client actors.")
+@click.option(
+    "--progress-interval",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress lines when not on a terminal.",
+)
+@json_option("Print the summary as JSON on stdout.")
+@quiet_option()
+def batch(
+    target: str,
+    model: str,
+    data: Path,
+    output: Path,
+    maps: tuple[str, ...],
+    id_column: str | None,
+    batch_size: int | None,
+    concurrency: int,
+    engine: str,
+    rows_per_shard: int,
+    restart: bool,
+    model_version: str | None,
+    retries: int,
+    timeout: float,
+    max_shards: int | None,
+    ray_address: str | None,
+    ray_actors: int,
+    progress_interval: float,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Score every row of DATA with MODEL, resumably. TARGET is a built repository (served for the run) or a
+    running server's grpc://host:port or http://host:port.
+
+    \b
+    Writes OUTPUT/part-NNNNN.parquet (the id column and every output), _manifest.json (done shards, model
+    version and config hash) and _errors.parquet (rows not scored, with the reason). Rerunning the same
+    command resumes: each row of DATA ends up in the output exactly once, even after kill -9.
+      repoforge batch repo -m classifier --input data.parquet -o scores
+    """
+    from repoforge.batch.command import batch as do_batch
+    from repoforge.batch.command import check_arguments
+    from repoforge.errors import ArgumentError
+
+    kwargs = dict(
+        data=data, output=output, maps=maps, batch_size=batch_size, concurrency=concurrency,
+        rows_per_shard=rows_per_shard, engine=engine, retries=retries, max_ranges=max_shards,
+    )  # fmt: skip
+    check_arguments(target, **kwargs)  # type: ignore[arg-type]
+    if ray_actors < 1:
+        raise ArgumentError("--ray-actors", f"--ray-actors must be >= 1, not {ray_actors}")
+    say = progress(as_json or quiet)
+    result = do_batch(
+        target, model, id_column=id_column, restart=restart, model_version=model_version, timeout_s=timeout,
+        ray_address=ray_address, ray_actors=ray_actors, progress=say, show_progress=not (as_json or quiet),
+        progress_interval=progress_interval, **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(
+        f"{result.rows_scored:,} rows scored, {result.rows_errored:,} errored, {result.rows_skipped:,} skipped as done "
+        f"in {result.seconds:.1f} s ({result.rows_per_s:,.0f} rows/s); {result.ranges_done}/{result.ranges_total} shards "
+        f"in {result.output}" + ("" if result.complete else " (not complete: rerun to resume)")
+    )

@@ -1,0 +1,86 @@
+"""`init`, `build` and `schema`: a spec in, a repository (or the spec's JSON Schema) out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from repoforge.cli.common import command, force_option, json_option, progress, quiet_option
+from repoforge.contract import DEVICE_NAMES, TARGET_NAMES, Device, Target
+
+
+@command(kept="the files written so far are kept in {directory}; rerun with --force to write them all")
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+@force_option("Overwrite an existing spec.yaml / model.")
+def init(directory: Path, force: bool) -> None:
+    """Write a starter spec.yaml and a small example ONNX model into DIRECTORY."""
+    from repoforge.scaffold import init as do_init
+
+    for p in do_init(directory, force=force):
+        click.echo(f"wrote {p}")
+    click.echo(f"next: repoforge build {directory / 'spec.yaml'} -o {directory / 'model_repository'}")
+
+
+@command(kept="nothing was written to {output} (it is renamed into place only when complete)")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Repository directory to write.")
+@click.option("--target", type=click.Choice(TARGET_NAMES), default="triton", show_default=True)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICE_NAMES),
+    default=None,
+    help="Where instances run: cpu (KIND_CPU) or gpu (KIND_GPU, plus GPU-only settings); ONNX/TorchScript use "
+    "Triton's native onnxruntime/pytorch backends either way (repoforge's bundled server has Python-based ones). "
+    "Default: gpu if one is visible.",
+)
+@force_option()
+@json_option("Print the result as JSON on stdout.")
+@quiet_option("No progress output (warnings are still printed).")
+def build(
+    spec: Path, output: Path, target: Target, device: Device | None, force: bool, as_json: bool, quiet: bool
+) -> None:
+    """Build SPEC (spec.yaml) into a model repository at OUTPUT.
+
+    The spec is validated completely first; a wrong spec prints file:line:col, the field and what was
+    expected, exits 2 and writes nothing. The repository is written to a temporary directory and
+    renamed into place, with a repoforge.lock.json listing the sha256 of every file.
+    """
+    from repoforge.build import build as do_build
+
+    result = do_build(spec, output, target=target, device=device, force=force, progress=progress(quiet or as_json))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "output": str(result.output),
+                    "device": result.plan.device,
+                    "models": result.model_names,
+                    "files": result.files,
+                    "warnings": result.warnings,
+                },
+                indent=2,
+            )
+        )
+    else:
+        if quiet:  # without -q the progress lines carry the warnings already
+            for w in result.warnings:
+                click.echo(f"  warning: {w}", err=True)
+        click.echo(f"built {len(result.model_names)} model(s) for {result.plan.device} into {result.output}")
+
+
+@command()
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout."
+)
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of spec.yaml (for editor completion and validation)."""
+    from repoforge.schema import spec_schema
+
+    text = json.dumps(spec_schema(), indent=2) + "\n"
+    if output:
+        output.write_text(text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)

@@ -1,0 +1,104 @@
+"""What every command shares: the error translation (one place), Ctrl-C, progress lines and the common options."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from repoforge.errors import ArgumentError, RepoforgeError
+from repoforge.servers.process import ServerStartError
+
+F = TypeVar("F", bound=Callable[..., Any])
+Progress = Callable[[str], None]
+
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+
+
+def fail(exc: BaseException, code: int) -> NoReturn:
+    """One red `error: ...` line on stderr, then exit `code`."""
+    click.secho(f"error: {exc}", fg="red", err=True)
+    sys.exit(code)
+
+
+def progress(quiet: bool) -> Progress | None:
+    """Progress lines on stderr (stdout stays clean for --json), or none."""
+    return None if quiet else (lambda msg: click.echo(f"  {msg}", err=True))
+
+
+class Command(click.Command):
+    """A repoforge command: known errors become one clean line (a wrong argument: click's usage error, exit 2),
+    and Ctrl-C exits 130 with one line saying what was kept, instead of a traceback or click's `Aborted!`.
+
+    `kept` is that line's text after "interrupted: ", formatted with the command's parameters (e.g. {output});
+    a command that knows more (points measured so far) raises `Interrupted` with its own words.
+    """
+
+    def __init__(self, *args: Any, kept: str = "nothing was written", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kept = kept
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ArgumentError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param_hint=f"'{exc.param}'") from None
+        except Interrupted as exc:
+            _interrupted(ctx, str(exc))
+        except KeyboardInterrupt:
+            _interrupted(ctx, self.kept.format(**ctx.params))
+        except (RepoforgeError, ServerStartError) as exc:
+            fail(exc, getattr(exc, "exit_code", 1))
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, re-raised by a command that knows what it kept (the message says it)."""
+
+
+def _interrupted(ctx: click.Context, kept: str) -> NoReturn:
+    click.echo(file=sys.stderr)  # past the ^C the terminal printed
+    click.secho(f"interrupted: {kept}", fg="yellow", err=True)
+    ctx.exit(INTERRUPTED)
+
+
+class Group(click.Group):
+    """A command group whose commands are `Command`s."""
+
+    command_class = Command
+
+
+def command(name: str | None = None, *, kept: str = "nothing was written", **kwargs: Any) -> Callable[[F], Command]:
+    """`click.command` making a `Command` (errors and Ctrl-C handled once)."""
+    return click.command(name, cls=Command, kept=kept, **kwargs)
+
+
+# --- options several commands share (each takes its help text, which differs by what the command prints) ---
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def quiet_option(help: str = "No progress output.") -> Callable[[F], F]:
+    return click.option("-q", "--quiet", is_flag=True, help=help)
+
+
+def force_option(help: str = "Replace OUTPUT if it exists (only if repoforge wrote it).") -> Callable[[F], F]:
+    return click.option("--force", is_flag=True, help=help)
+
+
+def tritonserver_option() -> Callable[[F], F]:
+    return click.option(
+        "--tritonserver",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="tritonserver binary (default: the one nvidia-pytriton bundles).",
+    )
+
+
+def server_option(help: str) -> Callable[[F], F]:
+    """--server TRITONSERVER: a tritonserver binary (or 'bundled') whose facts the command uses."""
+    return click.option("--server", "server", default=None, metavar="TRITONSERVER", help=help)

@@ -1,0 +1,240 @@
+"""`perf` and `tune`: measure a served model, and search its batching and instances."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import click
+
+from repoforge.cli.common import command, fail, json_option, progress
+from repoforge.errors import RepoforgeError
+
+
+def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
+    shapes = {}
+    for v in values:
+        name, _, dims = v.partition(":")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",") if d]
+        except ValueError:
+            raise click.BadParameter(f"{v!r}: expected NAME:dim,dim (e.g. INPUT0:16 or IMAGE:3,224,224)") from None
+        if not name or not shapes[name]:
+            raise click.BadParameter(f"{v!r}: expected NAME:dim,dim (e.g. INPUT0:16)")
+    return shapes
+
+
+@command()
+@click.argument("target")
+@click.option("-m", "--model", required=True, help="Model to measure.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["grpc", "http", "both"]),
+    default="grpc",
+    show_default=True,
+    help="both: HTTP and gRPC side by side in one report.",
+)
+@click.option("--concurrency", default="1:16:2", show_default=True, help="start:end:step (end included) or 1,2,4.")
+@click.option("--request-rate", default=None, help="Request rates (req/s) instead of concurrency, e.g. 100:400:100.")
+@click.option("-b", "--batch-size", type=int, default=1, show_default=True)
+@click.option("--shape", "shape", multiple=True, help="NAME:dims for a variable input (default: every -1 becomes 16).")
+@click.option(
+    "--input-data",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="perf_analyzer JSON input data (default: random).",
+)
+@click.option("--measurement-interval", type=int, default=3000, show_default=True, help="Window length in ms.")
+@click.option(
+    "--stability-percentage",
+    type=float,
+    default=None,
+    help="Allowed spread between windows (default 30 on small hosts).",
+)
+@click.option(
+    "--max-trials",
+    type=click.IntRange(min=3),
+    default=None,
+    help="Windows perf_analyzer tries per point for 3 stable ones (default 10).",
+)
+@click.option(
+    "--calibration-model",
+    default=None,
+    help="A model measured alternately in the same run; the gate then compares ratios (stable on noisy CI).",
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("perf-report"), show_default=True)
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Compare against this baseline JSON; exit 1 on a regression.",
+)
+@click.option("--tolerance", type=float, default=0.15, show_default=True, help="Allowed throughput drop / p99 rise.")
+@click.option("--update-baseline", is_flag=True, help="Write --baseline from this run instead of comparing.")
+@click.option(
+    "--allow-missing",
+    is_flag=True,
+    help="Gate only the points measured: baseline points this run did not measure are named, not failed.",
+)
+@click.option(
+    "--grpc-url",
+    default=None,
+    help="With a URL TARGET: the gRPC host:port (default: read from the tritonserver process on this machine).",
+)
+@json_option("Print the report (and gate) as JSON.")
+def perf(
+    target: str,
+    model: str,
+    protocol: Literal["grpc", "http", "both"],
+    concurrency: str,
+    request_rate: str | None,
+    batch_size: int,
+    shape: tuple[str, ...],
+    input_data: Path | None,
+    measurement_interval: int,
+    stability_percentage: float | None,
+    max_trials: int | None,
+    calibration_model: str | None,
+    output: Path,
+    baseline: Path | None,
+    tolerance: float,
+    update_baseline: bool,
+    allow_missing: bool,
+    grpc_url: str | None,
+    as_json: bool,
+) -> None:
+    """Measure MODEL with perf_analyzer. TARGET is a repository directory (served for the run) or the
+    HTTP host:port of a running Triton.
+
+    \b
+    Input shapes come from the model config, so variable dims need no --shape flags.
+    Writes report.json, report.md and plots (throughput, latency, server breakdown) into --output.
+    CI gate:  repoforge perf repo -m MODEL --baseline perf-baseline.json --update-baseline   (once)
+              repoforge perf repo -m MODEL --baseline perf-baseline.json --tolerance 0.15   (exit 1 on regression)
+    """
+    from repoforge.perf.analyzer import PerfError, parse_concurrency
+    from repoforge.perf.command import check_arguments
+    from repoforge.perf.command import perf as do_perf
+
+    if update_baseline and baseline is None:
+        raise click.UsageError("--update-baseline needs --baseline FILE")
+    try:
+        rates = [float(r) for r in parse_concurrency(request_rate)] if request_rate else None
+    except PerfError as exc:
+        raise click.BadParameter(
+            str(exc).replace("concurrency", "request rate"), param_hint="'--request-rate'"
+        ) from None
+    check_arguments(target, concurrency=concurrency, request_rate=rates, baseline=baseline, update=update_baseline)
+    result = do_perf(
+        target,
+        model,
+        protocol=protocol,
+        concurrency=concurrency,
+        request_rate=rates,
+        batch_size=batch_size,
+        shapes=_shape_option(shape),
+        input_data=input_data,
+        measurement_interval_ms=measurement_interval,
+        stability_percentage=stability_percentage,
+        max_trials=max_trials,
+        calibration_model=calibration_model,
+        output=output,
+        baseline=baseline,
+        tolerance=tolerance,
+        update=update_baseline,
+        allow_missing=allow_missing,
+        grpc_url=grpc_url,
+        progress=progress(as_json),
+    )
+    if as_json:
+        data = result.report.to_dict()
+        if result.gate is not None:
+            data["gate"] = result.gate.to_dict()
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(f"{'protocol':<9}{'load':>6}{'infer/s':>11}{'p50 ms':>9}{'p99 ms':>9}")
+        for p in result.report.points:
+            click.echo(f"{p.protocol:<9}{p.load:>6g}{p.throughput:>11,.0f}{p.p50_ms:>9.2f}{p.p99_ms:>9.2f}")
+        click.echo(f"report: {output / 'report.md'} (+ report.json, plots)")
+    if result.gate is not None:  # the table, then the verdict once (on stderr, where CI logs look for it)
+        if not as_json:
+            click.echo(result.gate.format_table(verdict=False))
+        if not result.gate.passed:
+            fail(RepoforgeError(result.gate.summary()), 1)
+        click.echo(result.gate.summary(), err=True)
+
+
+@command()
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-m", "--model", required=True, help="Model whose batching and instances to tune.")
+@click.option("--latency-budget-ms", type=float, required=True, help="p99 budget at the target concurrency.")
+@click.option("--concurrency", type=int, default=16, show_default=True, help="Load the throughput is maximised at.")
+@click.option(
+    "--search",
+    type=click.Choice(["coordinate", "grid"]),
+    default="coordinate",
+    show_default=True,
+    help="coordinate: ~10% of the grid's perf runs; grid: measure every configuration.",
+)
+@click.option("--measurement-interval", type=int, default=3000, show_default=True, help="perf_analyzer window in ms.")
+@click.option(
+    "--stability-percentage",
+    type=float,
+    default=None,
+    help="Allowed spread between windows (default 50 on small hosts).",
+)
+@click.option(
+    "--max-trials",
+    type=click.IntRange(min=3),
+    default=5,
+    show_default=True,
+    help="Windows perf_analyzer tries per run.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("tune-report"),
+    show_default=True,
+    help="Writes tune.json, spec-patch.yaml, config.pbtxt and pareto.png here.",
+)
+@json_option("Print the result as JSON.")
+def tune(
+    spec: Path,
+    model: str,
+    latency_budget_ms: float,
+    concurrency: int,
+    search: Literal["coordinate", "grid"],
+    measurement_interval: int,
+    stability_percentage: float | None,
+    max_trials: int,
+    output: Path,
+    as_json: bool,
+) -> None:
+    """Find MODEL's max_batch_size, preferred batch sizes, queue delay and instance count with the best
+    throughput whose p99 stays within the budget (what Model Analyzer sweeps).
+
+    One tritonserver is started; each candidate is reloaded through explicit model control and
+    measured with perf_analyzer. Prints the best config and writes it as a spec patch.
+    """
+    from repoforge.perf.tune import tune as do_tune
+
+    result = do_tune(
+        spec,
+        model,
+        latency_budget_ms=latency_budget_ms,
+        search=search,
+        concurrency=concurrency,
+        measurement_interval_ms=measurement_interval,
+        stability_percentage=stability_percentage,
+        max_trials=max_trials,
+        output=output,
+        progress=progress(as_json),
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(result.summary())
+    if result.patch_yaml:
+        click.echo(f"spec patch ({output / 'spec-patch.yaml'}):\n{result.patch_yaml}")

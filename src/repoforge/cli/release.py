@@ -1,0 +1,306 @@
+"""`deploy` and `rollout`: a build into Kubernetes, and a candidate released on a live server."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from repoforge.cli.common import Group, command, force_option, json_option, progress, quiet_option
+
+
+def _set_option(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """A malformed --set is a usage error (exit 2) before any work."""
+    from repoforge.deploy.command import parse_set
+
+    for v in values:
+        try:
+            parse_set(v)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return values
+
+
+@click.group(cls=Group)
+def deploy() -> None:
+    """Deploy a build: Kubernetes manifests (k8s: autoscaling, alerts, a dashboard) or KServe (kserve)."""
+
+
+@deploy.command("k8s", kept="nothing was written to {output} (it is renamed into place only when complete)")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the manifests to."
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    callback=_set_option,
+    metavar="KEY=VALUE",
+    help="Override a deploy: field for this environment, e.g. --set replicas.max=12 (value read as YAML; repeatable).",
+)
+@force_option()
+@json_option("Print the files written as JSON.")
+@quiet_option()
+def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool, as_json: bool, quiet: bool) -> None:
+    """Write Kubernetes manifests for BUILD_DIR (a Triton or TorchServe build) into OUTPUT.
+
+    Deployment, Services, PodDisruptionBudget, ServiceMonitor, KEDA ScaledObject, PrometheusRule and
+    alerts.rules.yml, a Grafana dashboard (JSON and ConfigMap), kustomization.yaml and a README, from the
+    spec's deploy: section recorded in the build. A bad value exits 2 naming the field; nothing is written.
+    """
+    from repoforge.deploy.command import as_json as result_json
+    from repoforge.deploy.command import deploy_k8s as do_deploy
+
+    result = do_deploy(build_dir, output, sets=sets, force=force, progress=progress(quiet or as_json))
+    if quiet and not as_json:  # without -q the progress lines carried them
+        for w in result.warnings:
+            click.echo(f"  warning: {w}", err=True)
+    if as_json:
+        click.echo(result_json(result))
+    else:
+        click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
+        click.echo(f"next: kubectl apply -k {output}")
+
+
+def _storage_uri_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A storage URI KServe cannot read is a usage error (exit 2) before any work."""
+    from repoforge.deploy.kserve import check_storage_uri
+
+    if value is None:
+        return None
+    try:
+        return check_storage_uri(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+@deploy.command("kserve", kept="nothing was written to {output} (it is renamed into place only when complete)")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the manifests to."
+)
+@click.option(
+    "--storage-uri",
+    callback=_storage_uri_option,
+    default=None,
+    metavar="URI",
+    help="Where KServe downloads the build from (s3://, gs://, pvc://claim/path, https://, ...); default: "
+    "deploy.model_repository (pvc://<name>-models unless set).",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    callback=_set_option,
+    metavar="KEY=VALUE",
+    help="Override a deploy: field for this environment, e.g. --set replicas.max=12 (repeatable).",
+)
+@force_option()
+@json_option("Print the files written as JSON.")
+@quiet_option()
+def deploy_kserve(
+    build_dir: Path,
+    output: Path,
+    storage_uri: str | None,
+    sets: tuple[str, ...],
+    force: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Write a KServe ServingRuntime and InferenceService for BUILD_DIR into OUTPUT.
+
+    The runtime runs the build's server (Triton, or TorchServe for a .mar build) on the image `deploy k8s`
+    would use; the InferenceService gets the storage URI, resources, min/max replicas, env and secrets from the
+    spec's deploy: section. kubectl apply -k OUTPUT.
+    """
+    from repoforge.deploy.kserve import as_json as result_json
+    from repoforge.deploy.kserve import deploy_kserve as do_deploy
+
+    result = do_deploy(
+        build_dir,
+        output,
+        storage_uri=storage_uri,
+        sets=sets,
+        force=force,
+        progress=progress(quiet or as_json),
+    )
+    if as_json:
+        click.echo(result_json(result))
+    else:
+        click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
+        click.echo(f"storage URI: {result.storage_uri} (upload the build there); next: kubectl apply -k {output}")
+
+
+@command("image", kept="nothing was written to {output} (it is renamed into place only when complete)")
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the build context to."
+)
+@force_option()
+@json_option("Print what was written (or that nothing was needed) as JSON.")
+@quiet_option()
+def image(build_dir: Path, output: Path, force: bool, as_json: bool, quiet: bool) -> None:
+    """Write a Dockerfile and its complete context for BUILD_DIR's server image into OUTPUT.
+
+    \b
+    FROM the stock image the build targets (the NGC Triton release of its Triton version, or TorchServe's),
+    plus exactly the Python packages the build declares per model (python_requirements in
+    repoforge.lock.json). The model repository stays outside the image (mounted, or a storage URI). A build
+    that declares nothing needs no image: it says so, writes nothing and exits 0.
+      repoforge image repo -o image && docker build -t REGISTRY/NAME:TAG image && docker push REGISTRY/NAME:TAG
+      repoforge deploy k8s repo -o k8s --set image=REGISTRY/NAME:TAG
+    """
+    from repoforge.deploy.image import as_json as result_json
+    from repoforge.deploy.image import write_image
+
+    result = write_image(build_dir, output, force=force, progress=progress(quiet or as_json))
+    if as_json:
+        click.echo(result_json(result))
+    elif result.output is None:
+        click.echo(result.plan.stock_message())
+    else:
+        click.echo(f"wrote the {result.plan.target} image context ({len(result.files)} files) into {result.output}")
+        click.echo(f"FROM {result.plan.base} + {', '.join(result.plan.requirements)}; next:")
+        for line in result.plan.commands(str(output)):
+            click.echo(f"  {line}")
+
+
+@command("rollout")
+@click.argument("target")
+@click.option("--router", default=None, help="The router plugin model that splits the traffic.")
+@click.option("--candidate", default=None, help="The model being released: one of the router's routes.")
+@click.option("--strategy", type=click.Choice(["canary", "blue-green"]), default="canary", show_default=True)
+@click.option("--steps", default="5,25,50,100", show_default=True, help="canary: candidate percent per step, to 100.")
+@click.option("--interval", default="30s", show_default=True, help="Length of each check (e.g. 500ms, 30s, 2m).")
+@click.option(
+    "--threshold", type=click.IntRange(min=1), default=2, show_default=True, help="Failed checks before rollback."
+)
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Highest candidate error rate.",
+)
+@click.option(
+    "--max-p99-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Highest candidate p99 in ms, of each call as the router sees it; unset: not checked.",
+)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=0.99,
+    show_default=True,
+    help="Lowest shadow agreement with the primary (checked before any traffic where the router shadows it).",
+)
+@click.option(
+    "--min-requests",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Fewest candidate requests (rows) per check; fewer is no data: a failed check.",
+)
+@click.option(
+    "--shadow-requests", type=click.IntRange(min=0), default=None, help="blue-green: shadow rows before the switch."
+)
+@click.option("--keep-blue", default="10m", show_default=True, help="blue-green: how long blue stays loaded.")
+@click.option(
+    "--metrics-url",
+    default=None,
+    help="host:port of the server's metrics (default: read from the tritonserver process on this machine).",
+)
+@click.option(
+    "--log",
+    "log",
+    type=click.Path(path_type=Path),
+    default=Path("rollout.jsonl"),
+    show_default=True,
+    help="JSON Lines file; one line per check and one for the outcome are appended.",
+)
+@click.option(
+    "--rollback",
+    "do_rollback",
+    is_flag=True,
+    help="Send all traffic back now (to the router's spec weights; with --candidate: away from it), and exit.",
+)
+@json_option("Print the result (every check) as JSON on stdout.")
+@quiet_option()
+def rollout(
+    target: str,
+    router: str | None,
+    candidate: str | None,
+    strategy: str,
+    steps: str,
+    interval: str,
+    threshold: int,
+    max_error_rate: float,
+    max_p99_ms: float | None,
+    min_agreement: float,
+    min_requests: int,
+    shadow_requests: int | None,
+    keep_blue: str,
+    metrics_url: str | None,
+    log: Path,
+    do_rollback: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Release CANDIDATE behind ROUTER on a live Triton, judged every --interval on the candidate's error rate,
+    p99 and (before any traffic, where the router shadows it) agreement with the primary; rolled back after
+    --threshold failed checks. Fewer than --min-requests in a check is no data: a failed check, never a pass.
+    TARGET is a running server's HTTP host:port, or a build folder served for the run (its spec's `rollout:`
+    section, when it has one, gives every option not on the command line).
+
+    \b
+    Exit 0: promoted; 1: rolled back (the reason names the metric and threshold), or a blue-green switch whose
+    blue could not be unloaded ("incomplete"); 2: bad input, e.g. blue-green on a server that cannot unload
+    (serve it with --model-control explicit), or a metrics port that does not answer (--metrics-url).
+    Every check prints one line and is appended to --log (JSON Lines).
+      repoforge rollout 127.0.0.1:8000 --router router --candidate model_v2 --max-p99-ms 50
+      repoforge rollout 127.0.0.1:8000 --router router --candidate green --strategy blue-green --keep-blue 10m
+      repoforge rollout 127.0.0.1:8000 --router router --rollback     # back to the router's spec weights
+    """
+    from click.core import ParameterSource
+    from pydantic import ValidationError
+
+    from repoforge.rollout.command import check_target, resolve_policy
+    from repoforge.rollout.command import rollout as do_rollout
+    from repoforge.spec.rollout import parse_steps
+
+    ctx = click.get_current_context()
+    options = {
+        "router": router, "candidate": candidate, "strategy": strategy, "steps": steps, "interval": interval,
+        "threshold": threshold, "max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms,
+        "min_agreement": min_agreement, "min_requests": min_requests, "shadow_requests": shadow_requests,
+        "keep_blue": keep_blue,
+    }  # fmt: skip
+    explicit = {k for k in options if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+    try:
+        check_target(target, metrics_url)
+        policy = resolve_policy(target, {**options, "steps": parse_steps(steps)}, explicit)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise click.BadParameter(
+            str(err["msg"]).removeprefix("Value error, "), param_hint=f"'--{str(err['loc'][0]).replace('_', '-')}'"
+        ) from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--steps'") from None
+    if policy.router is None:
+        raise click.UsageError("Missing option '--router' (or a `rollout:` section in the build's spec).")
+    if policy.candidate is None and not do_rollback:
+        raise click.UsageError("Missing option '--candidate' (only --rollback goes without one).")
+    say = progress(quiet or as_json)
+    result = do_rollout(
+        target, router=policy.router, candidate=policy.candidate, policy=policy, metrics_url=metrics_url, log=log,
+        do_rollback=do_rollback, progress=(lambda m: click.echo(m, err=True)) if say else None,
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(f"{result.outcome}: {result.reason}")
+    sys.exit(0 if do_rollback else result.exit_code)

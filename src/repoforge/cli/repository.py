@@ -1,0 +1,101 @@
+"""`lint` and `import`: any existing Triton repository, checked or brought under a spec."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from repoforge.cli.common import command, fail, force_option, json_option, server_option
+from repoforge.contract import DEVICE_NAMES, Device
+from repoforge.errors import RepoforgeError
+
+
+@command("import", kept="nothing was written to {output}")
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The spec.yaml to write.")
+@click.option(
+    "--copy-models",
+    is_flag=True,
+    help="Copy model files next to the spec (models/<model>/) instead of referencing them in place.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICE_NAMES),
+    default=None,
+    help="Device the repository was built for (default: detected from it).",
+)
+@force_option("Overwrite an existing spec.")
+@server_option(
+    "A tritonserver binary (or 'bundled'): model folders without config.pbtxt are loaded in it and "
+    "their effective (auto-completed) configs imported."
+)
+@json_option("Print the result as JSON.")
+def import_(
+    repository: Path,
+    output: Path,
+    copy_models: bool,
+    device: Device | None,
+    force: bool,
+    server: str | None,
+    as_json: bool,
+) -> None:
+    """Turn an existing Triton model repository into a spec, so `repoforge build` gives it back.
+
+    Every field the spec can express is mapped; what it cannot is kept verbatim under `raw_config`
+    and reported, never dropped. The rebuilt configs are compared with the originals and any
+    remaining difference is listed; one a client would see (inputs, outputs, their dims, format and
+    reshape, max_batch_size, decoupled) makes the command exit 1, naming model and field.
+    """
+    from repoforge.importer import import_repository
+
+    result = import_repository(repository, output, copy_models=copy_models, force=force, device=device, server=server)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        click.echo(
+            f"wrote {result.spec_path}: {len(result.models)} model(s); build it with "
+            f"repoforge build {result.spec_path} -o OUT --device {result.device}"
+        )
+        for model, fields in result.kept_raw.items():
+            click.echo(f"  {model}: kept verbatim in raw_config: {', '.join(fields)}")
+        for folder, why in result.skipped.items():
+            click.echo(f"  skipped {folder}: {why}")
+        for w in result.warnings:
+            click.echo(f"  warning: {w}", err=True)
+    if result.client_visible:  # the spec is written (to fix by hand), but clients of the rebuilt repository break
+        lost = [f"{model}: {d}" for model, diffs in result.client_visible.items() for d in diffs]
+        fail(
+            RepoforgeError(
+                f"the rebuilt repository changes what clients see ({len(lost)} difference(s)); "
+                "fix the spec before you serve it:\n  " + "\n  ".join(lost)
+            ),
+            1,
+        )
+
+
+@command()
+@click.argument("repository", type=click.Path(path_type=Path))
+@server_option(
+    "A tritonserver binary (or 'bundled'): its backends and this host's GPUs become facts, so a missing backend or KIND_GPU without a GPU is an error, not a warning."
+)
+@json_option("Print the findings as JSON.")
+def lint(repository: Path, server: str | None, as_json: bool) -> None:
+    """Check any Triton model repository statically against Triton's load-time rules (no server started).
+
+    Exits 1 when Triton would refuse a model, 0 with warnings only. Messages name the file, line,
+    model and field, and say what to do.
+    """
+    from repoforge.lint import detect_gpu_count, known_backends_of, lint_repository
+
+    known, gpus = (
+        (known_backends_of(None if server == "bundled" else server), detect_gpu_count()) if server else (None, None)
+    )
+    report = lint_repository(repository, known_backends=known, gpu_count=gpus)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(report.format())
+    sys.exit(report.exit_code)

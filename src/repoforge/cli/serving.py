@@ -1,0 +1,199 @@
+"""`validate`, `serve` and `doctor`: a build in a real server, and what this machine can serve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from repoforge.cli.common import command, fail, json_option, progress, tritonserver_option
+from repoforge.errors import RepoforgeError
+
+
+@command(kept="nothing was written; the server it started was stopped")
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option(
+    "--url",
+    default=None,
+    help="Validate against a running Triton (host:port of its HTTP endpoint) instead of starting one.",
+)
+@click.option(
+    "--grpc-url", default=None, help="With --url: the server's gRPC host:port, needed for decoupled (streaming) models."
+)
+@tritonserver_option()
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds each model gets to answer (a streaming model: all its responses together); one that does not fails its row.",
+)
+@json_option("Print the report as JSON on stdout.")
+def validate(
+    repository: Path, url: str | None, grpc_url: str | None, tritonserver: Path | None, timeout: float, as_json: bool
+) -> None:
+    """Load REPOSITORY in a real Triton and smoke-infer every model.
+
+    Checks that every model version is READY, sends each one request made from the config the server
+    serves (auto-completed fields included; a spec's `smoke: {inputs: file.npz}` where given), and
+    compares ONNX models with in-process onnxruntime and onnx.reference. Exits 1 naming what failed.
+    """
+    from repoforge.validate import validate as do_validate
+
+    report = do_validate(
+        repository,
+        url=url,
+        grpc_url=grpc_url,
+        tritonserver=tritonserver,
+        progress=progress(as_json),
+        timeout=timeout,
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    if not report.ok:
+        failed = ", ".join(sorted({c.name for c in report.failures()}))
+        fail(RepoforgeError(f"{len(report.failures())} check(s) failed: {failed}"), 1)
+    if not as_json:
+        click.echo(f"all {len(report.checks)} model version(s) READY and answering")
+
+
+@command(kept="the server was stopped before it was ready")
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 to expose it).")
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Default 8000 (Triton) / 8080 (TorchServe; management on the next port). 0: any free port.",
+)
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Default 8001 (Triton) / 7070 (TorchServe; gRPC management on the next port). 0: any free port.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Default 8002 (Triton) / 8082 (TorchServe). 0: any free port.",
+)
+@click.option(
+    "--ports",
+    "ports",
+    type=click.Choice(["default", "auto"]),
+    default="default",
+    show_default=True,
+    help="auto: free ports for every port not given with a flag (printed once the server is ready).",
+)
+@tritonserver_option()
+@click.option(
+    "--cache-size",
+    type=int,
+    default=None,
+    help="Response cache bytes (default 256 MiB when a model enables response_cache).",
+)
+@click.option(
+    "--model-control",
+    type=click.Choice(["none", "explicit", "poll"]),
+    default="none",
+    show_default=True,
+    help="Triton's model control: explicit takes load/unload requests (blue-green `rollout` unloads blue); "
+    "none loads every model at start and refuses them.",
+)
+@click.option(
+    "--load",
+    "load_models",
+    multiple=True,
+    metavar="MODEL",
+    help="With --model-control explicit: a model to load at start (repeatable; default: every model).",
+)
+@click.option(
+    "--print-command",
+    is_flag=True,
+    help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: `repoforge image` and a docker "
+    "build of its context first when the build declares Python packages beyond the stock image.",
+)
+def serve(
+    repository: Path,
+    host: str,
+    http_port: int | None,
+    grpc_port: int | None,
+    metrics_port: int | None,
+    ports: str,
+    tritonserver: Path | None,
+    cache_size: int | None,
+    model_control: str,
+    load_models: tuple[str, ...],
+    print_command: bool,
+) -> None:
+    """Serve REPOSITORY with a real tritonserver until Ctrl-C.
+
+    A `build --target torchserve` output is served with real TorchServe instead (inference on
+    --http-port, default 8080 there; management on the next port; token auth on, and the printed
+    curl lines carry the key). Every port is checked first: all that are taken are named at once.
+    """
+    from repoforge.serve import Endpoints, docker_lines
+    from repoforge.serve import serve as do_serve
+    from repoforge.targets import target_of
+
+    if print_command:
+        why = target_of(repository).cannot("print_command", repository)
+        if why:
+            raise click.UsageError(why)
+        click.echo(
+            docker_lines(
+                repository,
+                http_port=http_port,
+                grpc_port=grpc_port,
+                metrics_port=metrics_port,
+                cache_size_bytes=cache_size,
+            )
+        )
+        return
+
+    def ready(ep: Endpoints) -> None:
+        click.echo(f"{ep.server} is ready (Ctrl-C to stop)")
+        for line in ep.lines():
+            click.echo(f"  {line}")
+
+    do_serve(
+        repository,
+        on_ready=ready,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        auto_ports=ports == "auto",
+        tritonserver=tritonserver,
+        cache_size_bytes=cache_size,
+        model_control=model_control,
+        load_models=list(load_models) or None,
+    )
+    click.echo("stopped")
+
+
+@command()
+@json_option("Print the checks as JSON.")
+def doctor(as_json: bool) -> None:
+    """Report what this machine can serve (Triton, tracing, backends, perf_analyzer, GPU) and how to fill each gap,
+    then the optional extras (Ray, OpenVINO, torch, TorchServe, promtool, Redis) and the commands each enables."""
+    from repoforge.doctor import as_dicts
+    from repoforge.doctor import doctor as do_doctor
+
+    checks = do_doctor()
+    if as_json:
+        click.echo(json.dumps(as_dicts(checks), indent=2))
+        return
+    for title, group in (("", [c for c in checks if not c.optional]),
+                         ("optional extras (each enables the commands named)", [c for c in checks if c.optional])):  # fmt: skip
+        if title:
+            click.echo(f"\n{title}:")
+        for c in group:
+            mark = click.style("ok  ", fg="green") if c.ok else click.style("gap ", fg="yellow")
+            click.echo(f"{mark} {c.name:<20} {c.detail}")
+            if c.enables:
+                click.echo(f"     {'':<20} enables: {c.enables}")
+            if c.fix:
+                click.echo(f"     {'':<20} → {c.fix}")

@@ -6,9 +6,8 @@ from __future__ import annotations
 import click
 
 from repoforge import __version__
-from repoforge.cli import batch, build, drift, measure, optimize, release, repository, serving
+from repoforge.cli import batch, build, drift, gateway, measure, optimize, release, repository, serving
 from repoforge.cli.common import Group
-from repoforge.cli_gateway import gateway_command, worker_command  # the gateway lane's commands, as they are
 
 __all__ = ["main"]
 
@@ -38,6 +37,6 @@ for _command in (
     batch.batch,
     release.deploy, release.image, release.rollout,
     drift.drift,
-    gateway_command, worker_command,
+    gateway.gateway_command, gateway.worker_command,
 ):  # fmt: skip
     main.add_command(_command)

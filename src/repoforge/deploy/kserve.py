@@ -288,6 +288,13 @@ def _readme(
     url = k8s.redis_url(d, name)
     if url is not None:
         lines.append(f"- Redis: plugins read `REPOFORGE_REDIS_URL={url}`.")
+    repo = d.model_repository
+    if repo is not None and repo.credentials_secret:
+        lines.append(
+            f"- Bucket credentials: KServe's storage initializer reads them through a ServiceAccount that lists the "
+            f"Secret `{repo.credentials_secret}` (KServe's S3/GCS secret annotations), not through the container's "
+            "environment: add `serviceAccountName` to the predictor."
+        )
     fenced = False
     for n in rt.notes:
         if n.startswith("```"):

@@ -181,9 +181,10 @@ async def ws_stream(websocket: WebSocket) -> None:
         await websocket.close(code=1008)
         return
     # A reader task takes the client's messages into a bounded queue (a client that sends faster than its
-    # requests are answered waits), and notices a disconnect even while a response is awaited from Triton.
-    inbox: asyncio.Queue[str] = asyncio.Queue(maxsize=8)
-    gone = asyncio.Event()
+    # requests are answered waits) and, when the client leaves, cancels the request being answered: its gRPC
+    # call is cancelled, and with it the request inside Triton.
+    inbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=8)
+    current: list[asyncio.Task[str]] = []
 
     async def reader() -> None:
         try:
@@ -193,33 +194,31 @@ async def ws_stream(websocket: WebSocket) -> None:
                     return
                 await inbox.put(message.get("text") or (message.get("bytes") or b"").decode())
         finally:
-            gone.set()
+            for job in current:
+                job.cancel()
+            with contextlib.suppress(asyncio.QueueFull):
+                inbox.put_nowait(None)
 
     reading = asyncio.create_task(reader())
     try:
-        while True:
-            next_message = asyncio.ensure_future(inbox.get())
-            left = asyncio.ensure_future(gone.wait())
-            await asyncio.wait({next_message, left}, return_when=asyncio.FIRST_COMPLETED)
-            left.cancel()
-            if not next_message.done():
-                next_message.cancel()
-                return
-            text = next_message.result()
+        while (text := await inbox.get()) is not None:
             try:
-                if len(text) > settings.max_body_bytes:
-                    raise RequestError(413, f"message is over the gateway's limit of {settings.max_body_bytes} bytes")
-                try:
-                    body = json.loads(text)
-                except ValueError as exc:
-                    raise RequestError(400, f"message is not JSON: {exc}") from None
-                req = codec.parse_generate(model, body)
+                req = _ws_request(model, text, settings.max_body_bytes)
             except RequestError as exc:  # the connection stays usable: the next message may be right
                 state.metrics.observe("stream", exc.status, 0.0)
                 await websocket.send_json({**exc.body(), "status": exc.status})
                 continue
             state.metrics.observe("stream", 200, 0.0)
-            if await _ws_one(websocket, model, req, gone) != "done":
+            job = asyncio.create_task(_ws_one(websocket, state, model, req))
+            current[:] = [job]
+            try:
+                outcome = await job
+            except asyncio.CancelledError:
+                if not job.cancelled():
+                    raise  # we are cancelled ourselves
+                outcome = "gone"
+            current.clear()
+            if outcome != "done":
                 return
     except WebSocketDisconnect:
         return
@@ -227,40 +226,38 @@ async def ws_stream(websocket: WebSocket) -> None:
         reading.cancel()
 
 
-async def _ws_one(websocket: WebSocket, model: Any, req: codec.Request, gone: asyncio.Event) -> str:
-    state = _state(websocket)
-    """Stream one request's responses; "done", "error" (sent, then closed) or "gone" (the client left)."""
-    responses = upstream.stream(state.triton, req, model.decoupled)
-    sent = 0
-    left = asyncio.ensure_future(gone.wait())
+def _ws_request(model: Any, text: str, limit: int) -> codec.Request:
+    if len(text) > limit:
+        raise RequestError(413, f"message is over the gateway's limit of {limit} bytes")
     try:
-        while True:
-            following = asyncio.ensure_future(responses.__anext__())
-            await asyncio.wait({following, left}, return_when=asyncio.FIRST_COMPLETED)
-            if not following.done():  # the client left: cancelling the gRPC stream cancels it in Triton
-                following.cancel()
-                with contextlib.suppress(BaseException):
-                    await following
-                state.metrics.cancelled.labels("ws").inc()
-                log.info("WebSocket client of %s left after %d events; request cancelled", model.name, sent)
-                return "gone"
-            try:
-                result = following.result()
-            except StopAsyncIteration:
-                await websocket.send_json({"id": req.id, "done": True, "responses": sent})
-                return "done"
-            except upstream.UpstreamError as exc:
-                state.metrics.stream_errors.labels("ws").inc()
-                await websocket.send_json({"id": req.id, "error": str(exc), "responses": sent})
-                await websocket.close(code=1011)
-                return "error"
+        body = json.loads(text)
+    except ValueError as exc:
+        raise RequestError(400, f"message is not JSON: {exc}") from None
+    return codec.parse_generate(model, body)
+
+
+async def _ws_one(websocket: WebSocket, state: State, model: Any, req: codec.Request) -> str:
+    """Stream one request's responses; "done", "error" (sent, then closed) or "gone" (the client left: the reader
+    cancels this task, which cancels the gRPC call)."""
+    sent = 0
+    try:
+        async for result in upstream.stream(state.triton, req, model.decoupled):
             sent += 1
             state.metrics.events.labels("ws").inc()
             await websocket.send_json(codec.event_generate(model, result, req.id))
-    finally:
-        left.cancel()
-        with contextlib.suppress(BaseException):
-            await responses.aclose()
+    except upstream.UpstreamError as exc:
+        state.metrics.stream_errors.labels("ws").inc()
+        await websocket.send_json({"id": req.id, "error": str(exc), "responses": sent})
+        await websocket.close(code=1011)
+        return "error"
+    except asyncio.CancelledError:
+        state.metrics.cancelled.labels("ws").inc()
+        log.info("WebSocket client of %s left after %d events; request cancelled", model.name, sent)
+        raise
+    except (WebSocketDisconnect, RuntimeError):  # the client went away while we sent
+        return "gone"
+    await websocket.send_json({"id": req.id, "done": True, "responses": sent})
+    return "done"
 
 
 async def submit(request: Request) -> Response:

@@ -36,18 +36,25 @@ class QueueOptions:
         if self.redis_url is None:
             return None
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise GatewayArgumentError(f"--redis {self.redis_url!r}: expected a URL like redis://127.0.0.1:6379/0")
+            raise GatewayArgumentError(
+                "--redis", f"--redis {self.redis_url!r}: expected a URL like redis://127.0.0.1:6379/0"
+            )
         if self.request_timeout_s <= 0:
-            raise GatewayArgumentError(f"{flag} must be > 0 seconds, not {self.request_timeout_s:g}")
+            raise GatewayArgumentError(flag, f"{flag} must be > 0 seconds, not {self.request_timeout_s:g}")
         if self.max_deliveries < 1:
-            raise GatewayArgumentError(f"--max-deliveries must be at least 1, not {self.max_deliveries}")
+            raise GatewayArgumentError(
+                "--max-deliveries", f"--max-deliveries must be at least 1, not {self.max_deliveries}"
+            )
         if self.result_ttl_s < 1:
-            raise GatewayArgumentError(f"--result-ttl must be at least 1 second, not {self.result_ttl_s}")
+            raise GatewayArgumentError(
+                "--result-ttl", f"--result-ttl must be at least 1 second, not {self.result_ttl_s}"
+            )
         visibility = self.visibility_timeout_s or self.request_timeout_s + 30
         if visibility <= self.request_timeout_s:
             raise GatewayArgumentError(
+                "--visibility-timeout",
                 f"--visibility-timeout {visibility:g} s must be longer than {flag} {self.request_timeout_s:g} s: "
-                "otherwise a request still running would be taken over by another worker"
+                "otherwise a request still running would be taken over by another worker",
             )
         return QueueSettings(redis_url=self.redis_url, prefix=self.queue, timeout_s=self.request_timeout_s,
                              max_deliveries=self.max_deliveries, visibility_timeout_s=visibility,
@@ -60,7 +67,7 @@ def _check_redis(settings: QueueSettings) -> None:
     try:
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5).ping()
     except redis.RedisError as exc:
-        raise GatewayArgumentError(f"--redis {settings.redis_url}: no Redis answers there ({exc})") from None
+        raise GatewayArgumentError("--redis", f"--redis {settings.redis_url}: no Redis answers there ({exc})") from None
 
 
 def _grpc_live(url: str) -> bool:
@@ -76,7 +83,7 @@ def find_grpc(target: str, grpc_url: str | None) -> str:
     port after TARGET's HTTP port (Triton's 8000/8001 layout)."""
     if grpc_url is not None:
         if not _grpc_live(grpc_url):
-            raise GatewayArgumentError(f"--grpc-url {grpc_url}: no Triton gRPC endpoint answers there")
+            raise GatewayArgumentError("--grpc-url", f"--grpc-url {grpc_url}: no Triton gRPC endpoint answers there")
         return grpc_url
     match = _HOST_PORT.match(target)
     assert match is not None
@@ -86,8 +93,9 @@ def find_grpc(target: str, grpc_url: str | None) -> str:
     if _http_live(f"{host}:{port}") and _grpc_live(f"{host}:{port + 1}"):
         return f"{host}:{port + 1}"
     raise GatewayArgumentError(
+        "TARGET",
         f"TARGET {target}: no Triton answers there over gRPC (nor over HTTP with gRPC on port {port + 1}); "
-        "give the gRPC endpoint with --grpc-url HOST:PORT"
+        "give the gRPC endpoint with --grpc-url HOST:PORT",
     )
 
 
@@ -97,7 +105,9 @@ def check_target(target: str) -> None:
     if path.is_dir():
         return
     if _HOST_PORT.match(target) is None:
-        raise GatewayArgumentError(f"TARGET {target!r} is neither a build folder nor a running Triton's HOST:PORT")
+        raise GatewayArgumentError(
+            "TARGET", f"TARGET {target!r} is neither a build folder nor a running Triton's HOST:PORT"
+        )
 
 
 @contextlib.contextmanager
@@ -113,7 +123,7 @@ def triton_for(target: str, grpc_url: str | None, say: Say) -> Iterator[str]:
     kind = target_of(path)
     why = kind.cannot("gateway", path)
     if why:
-        raise GatewayArgumentError(why)
+        raise GatewayArgumentError("TARGET", why)
     ports = kind.serve_ports(http_port=None, grpc_port=None, metrics_port=None, auto=True)
     say(f"starting {kind.server_name} on {path}")
     with kind.server(path, host="127.0.0.1", ports=ports) as server:
@@ -168,14 +178,14 @@ def gateway(
     queue = queue or QueueOptions()
     check_target(target)
     if not 0 < port < 65536:
-        raise GatewayArgumentError(f"--port {port} is not a port number")
+        raise GatewayArgumentError("--port", f"--port {port} is not a port number")
     if timeout_s <= 0:
-        raise GatewayArgumentError(f"--timeout must be > 0 seconds, not {timeout_s:g}")
+        raise GatewayArgumentError("--timeout", f"--timeout must be > 0 seconds, not {timeout_s:g}")
     if workers < 0:
-        raise GatewayArgumentError(f"--workers must be 0 or more, not {workers}")
+        raise GatewayArgumentError("--workers", f"--workers must be 0 or more, not {workers}")
     settings = queue.settings("--request-timeout")
     if workers and settings is None:
-        raise GatewayArgumentError("--workers runs queue workers, which need --redis URL")
+        raise GatewayArgumentError("--workers", "--workers runs queue workers, which need --redis URL")
     if settings is not None:
         _check_redis(settings)
     with triton_for(target, grpc_url, say) as grpc:
@@ -207,10 +217,10 @@ def worker(
 
     check_target(target)
     if concurrency < 1:
-        raise GatewayArgumentError(f"--concurrency must be at least 1, not {concurrency}")
+        raise GatewayArgumentError("--concurrency", f"--concurrency must be at least 1, not {concurrency}")
     settings = queue.settings("--request-timeout")
     if settings is None:
-        raise GatewayArgumentError("worker needs --redis URL (the queue it takes requests from)")
+        raise GatewayArgumentError("--redis", "worker needs --redis URL (the queue it takes requests from)")
     _check_redis(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from repoforge.errors import RepoforgeError
+from repoforge.errors import ArgumentError
 
 
 class RequestError(Exception):
@@ -17,7 +17,6 @@ class RequestError(Exception):
         return {"error": str(self), **self.extra}
 
 
-class GatewayArgumentError(RepoforgeError):
-    """Wrong `gateway`/`worker` arguments: a usage error (exit 2) before any server starts."""
-
-    exit_code = 2
+class GatewayArgumentError(ArgumentError):
+    """Wrong `gateway`/`worker` arguments: a usage error (exit 2) before any server starts; `param` names the
+    argument as typed ('--redis', 'TARGET')."""

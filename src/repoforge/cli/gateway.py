@@ -1,12 +1,13 @@
-"""`repoforge gateway` and `repoforge worker`: they only parse and print; the work is in repoforge.gateway.command."""
+"""`gateway` and `worker`: streaming and asynchronous serving in front of Triton (repoforge.gateway.command)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
+
+from repoforge.cli.common import command
 
 _TARGET = click.argument("target", metavar="TARGET")
 
@@ -41,30 +42,14 @@ def _queue(kw: dict[str, Any]) -> Any:
                         visibility_timeout_s=kw.pop("visibility_timeout"), result_ttl_s=kw.pop("result_ttl"))  # fmt: skip
 
 
-def _run(fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-    from repoforge.errors import RepoforgeError
-    from repoforge.servers.process import ServerStartError
-
-    try:
-        fn(*args, **kwargs)
-    except RepoforgeError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(exc.exit_code)
-    except ServerStartError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo(
-            "interrupted; stopped (asynchronous ids already accepted stay in Redis for any worker to answer)", err=True
-        )
-        sys.exit(130)
-
-
 def _say(msg: str) -> None:
     click.echo(f"  {msg}", err=True)
 
 
-@click.command("gateway")
+@command(
+    "gateway",
+    kept="the gateway stopped (and the Triton it served); accepted asynchronous ids stay in Redis for any worker",
+)
 @_TARGET
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=int, default=8080, show_default=True)
@@ -91,11 +76,11 @@ def gateway_command(target: str, host: str, port: int, timeout: float, workers: 
     from repoforge.gateway.command import gateway
 
     grpc_url = kw.pop("grpc_url")
-    _run(gateway, target, host=host, port=port, timeout_s=timeout, grpc_url=grpc_url, queue=_queue(kw),
+    gateway(target, host=host, port=port, timeout_s=timeout, grpc_url=grpc_url, queue=_queue(kw),
          workers=workers, max_body_bytes=max_body, say=_say)  # fmt: skip
 
 
-@click.command("worker")
+@command("worker", kept="the worker stopped after finishing what it held; the rest stays queued in Redis")
 @_TARGET
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Requests answered at a time.")
 @_queue_options
@@ -108,4 +93,4 @@ def worker_command(target: str, concurrency: int, **kw: Any) -> None:
     from repoforge.gateway.command import worker
 
     grpc_url = kw.pop("grpc_url")
-    _run(worker, target, queue=_queue(kw), concurrency=concurrency, grpc_url=grpc_url, say=_say)
+    worker(target, queue=_queue(kw), concurrency=concurrency, grpc_url=grpc_url, say=_say)

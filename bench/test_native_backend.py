@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -38,13 +39,28 @@ CONCURRENCIES = (1, 16)
 TARGET = 0.95
 
 
+#: intra-op threads pinned per model, what `auto` picks on an idle 2-core host (README): `auto` decides at load by
+#: timing a probe batch, which on a loaded host can pick differently for the two contenders and so measure the
+#: thread count instead of the backend. The same spec setting reaches both (intra_op_thread_count / intra_op_threads).
+THREADS = {"small": 1, "compute": 2}
+
+
 def spec_text(models: dict[str, Path]) -> str:
-    """Per kind: `<kind>_native` (no backend: onnxruntime) and `<kind>_runner` (backend: python), nothing else set."""
+    """Per kind: `<kind>_native` (no backend: onnxruntime) and `<kind>_runner` (backend: python), the same threads."""
     lines = ["version: 1", "repository: native-backend-bench", "models:"]
     for kind, path in models.items():
-        lines += [f"  - {{name: {kind}_native, format: onnx, path: {path}}}"]
-        lines += [f"  - {{name: {kind}_runner, format: onnx, backend: python, path: {path}}}"]
+        threads = f"parameters: {{intra_op_threads: {THREADS[kind]}}}"
+        lines += [f"  - {{name: {kind}_native, format: onnx, path: {path}, {threads}}}"]
+        lines += [f"  - {{name: {kind}_runner, format: onnx, backend: python, path: {path}, {threads}}}"]
     return "\n".join(lines) + "\n"
+
+
+def thread_choices(log: Path | None) -> dict[str, str]:
+    """model -> the intra-op threads its session got, from the line the runner logs at load (both contenders)."""
+    text = log.read_text(errors="replace") if log else ""
+    return {
+        m.group(1): m.group(2) for m in re.finditer(r"(\w+) v\d+: onnxruntime intra_op_threads (\d+ \([^)]*\))", text)
+    }
 
 
 def run_bench(rounds: int = 4, interval_ms: int = 2000, kinds: Sequence[str] = KINDS, write: bool = True,
@@ -84,7 +100,9 @@ def run_bench(rounds: int = 4, interval_ms: int = 2000, kinds: Sequence[str] = K
                                 + ("" if p.stable else " (unstable)"))  # fmt: skip
                 for n in pair:
                     server.unload_model(n)
+            threads = thread_choices(server.log_path)
     result = summarize(data, kinds, rounds, interval_ms)
+    result["threads"] = threads
     result["configs"] = configs
     result["backends"] = backends
     result["elapsed_s"] = time.monotonic() - t0
@@ -131,7 +149,11 @@ def render(result: dict[str, Any], kinds: Sequence[str]) -> str:
         '`native`: the spec\'s ONNX model as every build now writes it (`backend: "onnxruntime"`, served by the '
         "bundled server's Python-based onnxruntime backend, `backends/server/onnxruntime/model.py`). `runner`: the "
         "same model with `backend: python` (repoforge's onnxruntime runner, the CPU builds' shape before issue 21). "
-        "Everything else is the generated default (max_batch_size 32, dynamic batching, 1 instance, threads auto).",
+        "Both get the same `intra_op_threads` (small 1, compute 2: what `auto` picks on an idle host; pinned so a "
+        "probe timed on a loaded host cannot pick differently for the two); everything else is the generated "
+        "default (max_batch_size 32, dynamic batching, 1 instance). Threads the sessions got (Triton's log): "
+        + ", ".join(f"{k} {v}" for k, v in sorted(result.get("threads", {}).items()))
+        + ".",
         "",
     ]
     t = h.Table(["model", "conc", "native infer/s", "runner infer/s", "ratio native/runner", "native p50 ms",
@@ -153,7 +175,9 @@ def render(result: dict[str, Any], kinds: Sequence[str]) -> str:
                   "yes" if c["ratio"] >= TARGET else "no")  # fmt: skip
     lines += [t.markdown(), ""]
     lines.append("Host busy: share of the 2 cores in use during the point (1.0 = both); stub cores: CPU of the Python "
-                 "backend stubs (every stub on the host). Ratios are per round, then the median.")  # fmt: skip
+                 "backend stubs (every stub on the host, other jobs' too). Ratios are per round, then the median. "
+                 "On a shared host (load average above 2 on 2 cores) one round's ratio swings widely: read the "
+                 "median with its range.\n")  # fmt: skip
     return "\n".join(lines)
 
 

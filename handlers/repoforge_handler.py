@@ -1,9 +1,9 @@
-# Shipped by repoforge into each TorchServe archive (.mar) as its handler. The logic lives in the
-# `repoforge` package (repoforge.torchserve.handler), which must be installed in the Python
-# environment that TorchServe starts its workers with. Options come from the archive's
-# model-config.yaml (`handler:` section).
-from repoforge.torchserve.handler import RepoforgeHandler
+# Shipped by repoforge into each TorchServe archive (.mar) as its handler. The logic lives in
+# `repoforge_runtime/` (repoforge's runtime, shipped at the root of the same archive; TorchServe puts the
+# archive's folder on sys.path), so the stock TorchServe image runs it without repoforge installed.
+# Options come from the archive's model-config.yaml (`handler:` section).
+from repoforge_runtime.torchserve.handler import RepoforgeHandler
 
 
 class ModelHandler(RepoforgeHandler):
-    """repoforge's batch-aware JSON handler (see repoforge.torchserve.handler)."""
+    """repoforge's batch-aware JSON handler (see repoforge_runtime.torchserve.handler)."""

@@ -1,14 +1,19 @@
 # Shipped by repoforge into a TorchServe workflow archive (.war): the function nodes of an ensemble.
-# The logic lives in repoforge.torchserve.workflow; the line below is the ensemble's wiring, written
-# at build time.
-from repoforge.torchserve import workflow as _wf
+# torch-workflow-archiver copies single files only (no package folder), so the build pastes the node code
+# (repoforge's runtime, torchserve/workflow.py) at the marker below and writes the ensemble's wiring:
+# the archive needs no repoforge installed. (As a template, request_node/response_node are not defined yet.)
+# ruff: noqa: F821
+# mypy: ignore-errors
+from __future__ import annotations
+
+# REPOFORGE_WORKFLOW_CODE
 
 WIRING: dict = {}  # REPOFORGE_WIRING
 
 
 def rf_request(data, context):
-    return _wf.request_node(data, context, WIRING)
+    return request_node(data, context, WIRING)
 
 
 def rf_response(data, context):
-    return _wf.response_node(data, context, WIRING)
+    return response_node(data, context, WIRING)

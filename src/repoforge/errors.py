@@ -76,6 +76,11 @@ class ArgumentError(RepoforgeError):
         super().__init__(message)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, re-raised by a command after it kept what it had (the points measured so far, say); the message
+    says what and where. The CLI prints it and exits 130, as for any Ctrl-C."""
+
+
 class ServeError(RepoforgeError):
     """A server could not be started, or a model did not load or answer."""
 

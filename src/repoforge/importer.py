@@ -54,6 +54,8 @@ from repoforge.output import MANIFEST
 from repoforge.plan import make_plan
 from repoforge.repo_readme import REPO_README
 from repoforge.runtime import RUNNERS
+from repoforge.runtime.names import PACKAGE as RUNTIME_PACKAGE
+from repoforge.runtime.names import USER_MODEL_FILE
 from repoforge.spec import load_spec
 from repoforge.torchserve.layout import looks_like_torchserve_output
 from repoforge.triton.config import build_config
@@ -121,12 +123,20 @@ class ImportResult:
 # Normalization: what is purely representational
 # --------------------------------------------------------------------------------------------------------------
 def _files(folder: Path) -> dict[str, str]:
-    """relative path → sha256 of every file under folder (Python caches left out)."""
+    """relative path → sha256 of every file under folder (Python caches and the runtime copy a repoforge build
+    ships, which the next build writes again, left out)."""
     out = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and "__pycache__" not in p.relative_to(folder).parts and p.suffix != ".pyc":
+        parts = p.relative_to(folder).parts
+        if p.is_file() and "__pycache__" not in parts and parts[0] != RUNTIME_PACKAGE and p.suffix != ".pyc":
             out[p.relative_to(folder).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+def _wrapped_user_model(vdir: Path, files: dict[str, str]) -> bool:
+    """A version folder where a repoforge build put its error-counting model.py before the user's renamed model."""
+    glue = backend_model_file("user")
+    return USER_MODEL_FILE in files and "model.py" in files and (vdir / "model.py").read_bytes() == glue.read_bytes()
 
 
 class _Model(ConfigMapper):
@@ -297,6 +307,15 @@ class _Model(ConfigMapper):
                 self.note(f"version {v}: {folder}/{filename} {why}; the version is not imported")
                 continue
             if self.format == "python":
+                if filename == "model.py" and _wrapped_user_model(vdir, files):
+                    # a repoforge build's error-counting wrapper: the user's own model.py is the renamed file
+                    files = {
+                        "model.py": files.pop(USER_MODEL_FILE),
+                        **{k: h for k, h in files.items() if k != filename},
+                    }
+                    if len(files) == 1:
+                        refs[v] = (_Ref(vdir / USER_MODEL_FILE, ""), files["model.py"])
+                        continue
                 if len(files) == 1:
                     refs[v] = (_Ref(vdir / filename, ""), files[filename])
                 else:

@@ -168,7 +168,9 @@ def test_build_writes_archives_config_and_lock(built) -> None:
     }
     props = (out / "config.properties").read_text()
     assert "inference_address=http://127.0.0.1:8080" in props and "metrics_mode=prometheus" in props
-    assert "install_py_dep_per_model=false" in props and "load_models=classifier.mar,scaler.mar,tinynet.mar" in props
+    # issue 21: the ONNX archive carries requirements.txt (onnxruntime), so TorchServe installs it per model
+    assert "install_py_dep_per_model=true" in props and "load_models=classifier.mar,scaler.mar,tinynet.mar" in props
+    assert manifest["python_requirements"] == {"classifier": ["onnxruntime>=1.17"]}
     assert "disable_token_authorization" not in props  # token auth stays on in generated configs
 
 

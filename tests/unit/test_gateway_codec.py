@@ -72,3 +72,14 @@ def test_backoff_grows_and_is_jittered() -> None:
     first = [backoff(s, 1) for _ in range(50)]
     assert all(0.5 <= b <= 1.5 for b in first) and len(set(first)) > 1
     assert all(4 <= backoff(s, 4) <= 12 for _ in range(20))
+
+
+def test_an_unreachable_triton_is_told_apart_from_a_failing_request() -> None:
+    from tritonclient.utils import InferenceServerException
+
+    from repoforge.gateway.upstream import UpstreamError, UpstreamUnavailable, unavailable
+
+    assert unavailable(UpstreamUnavailable("Triton unreachable"))
+    assert unavailable(InferenceServerException("connect failed", status="StatusCode.UNAVAILABLE"))
+    assert not unavailable(InferenceServerException("poison", status="StatusCode.INTERNAL"))
+    assert not unavailable(UpstreamError("poison"))

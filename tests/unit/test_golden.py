@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repoforge.backends import runtime_files
 from repoforge.build import build
 from repoforge.errors import BuildError, SpecError
 from repoforge.output import MANIFEST
@@ -26,6 +27,7 @@ GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 SPEC = GOLDEN / "full.spec.yaml"
 UPDATE = os.environ.get("REPOFORGE_UPDATE_GOLDEN") == "1"
 DEVICES = ("gpu", "cpu")
+RUNTIME = "repoforge_runtime"
 ONNX_MODELS = {"classifier": [1], "ranker": [1, 2], "scorer": [1, 2]}
 
 
@@ -137,6 +139,12 @@ def test_cpu_and_gpu_builds_differ_only_in_what_the_device_decides(golden_cpu_sp
     assert "classifier" in changed  # the spec does have GPU-only settings: the comparison is not vacuous
 
 
+def shipped_runtime(folder: Path) -> bool:
+    """`folder` holds exactly the runtime's files, byte for byte."""
+    files = {rel: src.read_bytes() for rel, src in runtime_files()}
+    return tree(folder) == files and "__init__.py" in files and "plugins/router.py" in files
+
+
 # --- repository layout ----------------------------------------------------------------------------------------
 
 
@@ -173,6 +181,9 @@ def test_backend_python_asks_for_repoforges_runner(tmp_path: Path):
         c = parse_config((repo / "s" / "config.pbtxt").read_text(encoding="utf-8"))
         assert c.backend == "python" and c.parameters["repoforge_runner"].string_value == "onnxruntime"
         assert (repo / "s" / "1" / "model.py").read_bytes() == glue
+        # issue 21: the runtime ships beside the runner's model.py (no installed repoforge needed)
+        assert sorted(p.name for p in (repo / "s" / "1").iterdir()) == ["model.onnx", "model.py", RUNTIME]
+        assert shipped_runtime(repo / "s" / "1" / RUNTIME)
 
 
 def test_gpu_repository_uses_the_native_file_names(built: dict[str, Path]):
@@ -183,8 +194,15 @@ def test_gpu_repository_uses_the_native_file_names(built: dict[str, Path]):
     assert [p.name for p in (repo / "scripted" / "1").iterdir()] == ["model.pt"]
     assert [p.name for p in (repo / "engine" / "1").iterdir()] == ["model.plan"]
     assert (repo / "engine" / "1" / "model.plan").read_bytes() == (GOLDEN / "models" / "model.plan").read_bytes()
-    assert [p.name for p in (repo / "tracker_direct" / "1").iterdir()] == ["model.py"]
-    assert (repo / "preprocess" / "1" / "model.py").read_bytes() == (
+    # issue 21 (errors counted where they happen): a user's Python model is served unchanged as
+    # repoforge_user_model.py behind a generated model.py that counts its failed requests, with the runtime beside it
+    wrapper = resources.files("repoforge.backends").joinpath("user/model.py").read_bytes()
+    assert sorted(p.name for p in (repo / "tracker_direct" / "1").iterdir()) == [
+        "model.py", RUNTIME, "repoforge_user_model.py",
+    ]  # fmt: skip
+    assert (repo / "tracker_direct" / "1" / "model.py").read_bytes() == wrapper
+    assert shipped_runtime(repo / "tracker_direct" / "1" / RUNTIME)
+    assert (repo / "preprocess" / "1" / "repoforge_user_model.py").read_bytes() == (
         GOLDEN / "../../examples/ensemble/preprocess.py"
     ).read_bytes()
 

@@ -168,17 +168,19 @@ def test_handwritten_repository_round_trips(tmp_path: Path) -> None:
     assert list(scorer.model_operations.op_library_filename) == ["libscorer_ops.so"]
     assert scorer.optimization.cuda.graphs and scorer.optimization.cuda.graph_spec[0].batch_size == 8
     assert configs(rebuilt)["tracker"].sequence_batching.state[0].use_same_buffer_for_input_output
-    # the files: two versions with different code, a python folder with its helper, the label file
-    for rel in (
-        "scorer/1/model.py",
-        "scorer/2/model.py",
-        "prep/1/model.py",
-        "prep/1/helpers.py",
-        "prep/labels.txt",
-        "tracker/1/model.py",
+    # the files: two versions with different code, a python folder with its helper, the label file. Issue 21: a
+    # user's model.py is served as repoforge_user_model.py behind the build's error-counting model.py.
+    for rel, built_as in (
+        ("scorer/1/model.py", "scorer/1/repoforge_user_model.py"),
+        ("scorer/2/model.py", "scorer/2/repoforge_user_model.py"),
+        ("prep/1/model.py", "prep/1/repoforge_user_model.py"),
+        ("prep/1/helpers.py", "prep/1/helpers.py"),
+        ("prep/labels.txt", "prep/labels.txt"),
+        ("tracker/1/model.py", "tracker/1/repoforge_user_model.py"),
     ):
-        assert (rebuilt / rel).read_bytes() == (HANDWRITTEN / rel).read_bytes(), rel
-    assert (rebuilt / "scorer/1/model.py").read_bytes() != (rebuilt / "scorer/2/model.py").read_bytes()
+        assert (rebuilt / built_as).read_bytes() == (HANDWRITTEN / rel).read_bytes(), rel
+    scorer = "scorer/{}/repoforge_user_model.py"
+    assert (rebuilt / scorer.format(1)).read_bytes() != (rebuilt / scorer.format(2)).read_bytes()
     assert [p.name for p in (rebuilt / "pipeline" / "1").iterdir()] == []
     assert result.warnings == ["README.md: a file at the repository root is not carried over"]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.build import build
 from repoforge.cli import main
@@ -233,6 +234,22 @@ def test_gpu_writes_a_trtexec_script_and_tensorrt_plan_config(tmp_path: Path) ->
     assert report["tensorrt"]["profiles"] == {"min": 1, "opt": 8, "max": 16}
     status = report["tensorrt"]["status"]
     assert "\n" not in status and ("not built here" in status or "built here" in status)
+
+
+def test_tensorrt_config_is_written_by_the_triton_config_codec(tmp_path: Path) -> None:
+    """The tensorrt_plan config is a ModelConfig written by text_format (issue 22: never f-strings)."""
+    from repoforge.triton.config import parse_config, to_text
+
+    spec = write_project(tmp_path / "p", variants="[fp32, tensorrt]")
+    res = CliRunner().invoke(main, ["optimize", str(spec), "-o", str(tmp_path / "out"), "--device", "gpu", "-q"])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "out" / "tensorrt" / "classifier" / "config.pbtxt").read_text()
+    comment, _, body = text.partition("\n")
+    assert comment.startswith("# optimization profile built by build_plan.sh: min 1")
+    cfg = parse_config(body)
+    assert body == to_text(cfg)  # exactly what the codec writes
+    assert [(i.name, mc.DataType.Name(i.data_type), list(i.dims)) for i in cfg.input] == [("input", "TYPE_FP32", [16])]
+    assert [g.kind for g in cfg.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
 
 
 def test_cli_refuses_an_existing_output_and_bad_arguments(project: Path, tmp_path: Path) -> None:

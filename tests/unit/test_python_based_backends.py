@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from types import ModuleType
 
 from repoforge.runtime.onnx_runner import OnnxRunner
@@ -12,6 +13,12 @@ from repoforge.servers.triton_install import python_based_backend
 
 
 def _load(name: str) -> ModuleType:
+    # The backend imports the runtime copy shipped beside it (repoforge_runtime); in this process that is
+    # repoforge.runtime itself, under the shipped name.
+    import repoforge.runtime.torchscript_runner  # noqa: F401 - registers the submodule for the alias below
+
+    for mod in [m for m in list(sys.modules) if m == "repoforge.runtime" or m.startswith("repoforge.runtime.")]:
+        sys.modules.setdefault("repoforge_runtime" + mod.removeprefix("repoforge.runtime"), sys.modules[mod])
     spec = importlib.util.spec_from_file_location(f"python_based_{name}", python_based_backend(name))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

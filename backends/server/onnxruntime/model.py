@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from repoforge.runtime.onnx_runner import MODEL_FILE_PARAMETER, OnnxRunner, log_info  # runtime code (re-point here)
+# repoforge's runtime, copied beside this file (`repoforge_runtime/`) when the private backend folder is made
+from repoforge_runtime.onnx_runner import MODEL_FILE_PARAMETER, OnnxRunner, log_info
 
 DEFAULT_MODEL_FILE = "model.onnx"
 THREADS = "intra_op_thread_count"  # onnxruntime_backend's parameter (repoforge.triton.names.THREAD_PARAMETERS)

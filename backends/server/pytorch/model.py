@@ -14,7 +14,8 @@ import json
 import re
 from typing import Any
 
-from repoforge.runtime.torchscript_runner import MODEL_FILE_PARAMETER, TorchScriptRunner  # runtime code (re-point here)
+# repoforge's runtime, copied beside this file (`repoforge_runtime/`) when the private backend folder is made
+from repoforge_runtime.torchscript_runner import MODEL_FILE_PARAMETER, TorchScriptRunner
 
 DEFAULT_MODEL_FILE = "model.pt"
 THREADS = "INTRA_OP_THREAD_COUNT"  # pytorch_backend's parameter (repoforge.triton.names.THREAD_PARAMETERS)

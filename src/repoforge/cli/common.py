@@ -9,7 +9,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from repoforge.errors import ArgumentError, RepoforgeError
+from repoforge.errors import ArgumentError, Interrupted, RepoforgeError
 from repoforge.servers.process import ServerStartError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,10 +52,6 @@ class Command(click.Command):
             _interrupted(ctx, self.kept.format(**ctx.params))
         except (RepoforgeError, ServerStartError) as exc:
             fail(exc, getattr(exc, "exit_code", 1))
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, re-raised by a command that knows what it kept (the message says it)."""
 
 
 def _interrupted(ctx: click.Context, kept: str) -> NoReturn:

@@ -25,7 +25,7 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
     return shapes
 
 
-@command()
+@command(kept="no point was measured; nothing was written to {output}")
 @click.argument("target")
 @click.option("-m", "--model", required=True, help="Model to measure.")
 @click.option(
@@ -165,7 +165,7 @@ def perf(
         click.echo(result.gate.summary(), err=True)
 
 
-@command()
+@command(kept="no candidate was measured; nothing was written to {output}")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-m", "--model", required=True, help="Model whose batching and instances to tune.")
 @click.option("--latency-budget-ms", type=float, required=True, help="p99 budget at the target concurrency.")

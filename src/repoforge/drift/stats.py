@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 # A bin empty on one side would make PSI infinite; the usual fix is a small floor on both frequencies.
-EPSILON = 1e-4
+from repoforge.runtime.drift import psi_from_frequencies
 
 Values = np.ndarray | Sequence[Any]
 
@@ -66,11 +66,6 @@ def frequencies(feature: Mapping[str, Any], values: Values) -> tuple[np.ndarray,
     cur = np.concatenate([ccounts, [other, missing]]) / n
     ref = np.array([*feature["categories"].values(), feature["other"], feature["missing"]], dtype=np.float64)
     return ref, cur, [*cats, "(other)", "missing"]
-
-
-def psi_from_frequencies(ref: np.ndarray, cur: np.ndarray) -> float:
-    r, c = np.maximum(ref, EPSILON), np.maximum(cur, EPSILON)
-    return float(np.sum((c - r) * np.log(c / r)))
 
 
 def psi(feature: Mapping[str, Any], values: Values) -> float:

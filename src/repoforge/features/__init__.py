@@ -1,6 +1,7 @@
 """repoforge's features library: declarative, vectorised feature transforms and online (Redis) lookups.
 
-Pure numpy (redis-py only for lookups), free of Triton and TorchServe imports, so the same compiled
+The code lives in `repoforge.runtime` (it ships inside every build); these modules re-export it. Pure numpy
+(redis-py only for lookups), free of Triton and TorchServe imports, so the same compiled
 pipeline runs in a Triton Python backend, a TorchServe handler, or a notebook.
 """
 

@@ -31,7 +31,8 @@ from typing import Any
 log = logging.getLogger("repoforge.gateway.queue")
 
 GROUP = "workers"
-OUTCOMES = ("submitted", "done", "failed", "retried", "dead_lettered", "claimed", "timeouts", "callback_failed")
+OUTCOMES = ("submitted", "done", "failed", "retried", "dead_lettered", "claimed", "timeouts", "unavailable",
+            "callback_failed")  # fmt: skip
 
 _ANSWER = """
 -- KEYS: result, requests, job, stats, dead   ARGV: value, ttl, group, message id, outcome, dead fields (JSON or '')
@@ -247,7 +248,7 @@ class Worker:
 
     async def _handle(self, mid: str, fields: dict[str, str], claimed: bool) -> None:
         from repoforge.gateway.codec import outputs_v2, parse_v2
-        from repoforge.gateway.upstream import UpstreamTimeout, infer
+        from repoforge.gateway.upstream import UpstreamTimeout, infer, unavailable
 
         job_id = fields.get("id", mid)
         stats = self.s.key("stats")
@@ -270,6 +271,10 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is retried, then dead-lettered with its reason
+                if unavailable(exc):  # Triton away: retried without using up a delivery, never dead-lettered
+                    await self.redis.hincrby(stats, "unavailable", 1)
+                    await self._fail(job_id, mid, fields, attempt, f"unavailable: {exc}", counts=False)
+                    return
                 timeout = isinstance(exc, UpstreamTimeout)
                 if timeout:
                     await self.redis.hincrby(stats, "timeouts", 1)
@@ -294,8 +299,12 @@ class Worker:
                                                       outcome, dead])  # fmt: skip
         return bool(written)
 
-    async def _fail(self, job_id: str, mid: str, fields: dict[str, str], attempt: int, reason: str) -> None:
-        if attempt >= self.s.max_deliveries:
+    async def _fail(
+        self, job_id: str, mid: str, fields: dict[str, str], attempt: int, reason: str, counts: bool = True
+    ) -> None:
+        """Dead-letter after the last delivery, else retry after a backoff (`counts=False`: the delivery is not the
+        request's fault, so it is not counted against --max-deliveries)."""
+        if counts and attempt >= self.s.max_deliveries:
             log.warning("worker %s: %s dead-lettered after %d deliveries: %s", self.name, job_id, attempt, reason)
             value = {"status": "failed", "reason": reason, "deliveries": attempt}
             dead = json.dumps({"id": job_id, "model": fields.get("model", ""), "body": fields.get("body", ""),
@@ -303,8 +312,9 @@ class Worker:
             if await self._write(job_id, mid, value, "failed", dead):
                 await self._callback(fields.get("callback", ""), {"id": job_id, **value})
             return
-        delay = backoff(self.s, attempt)
-        member = json.dumps({**fields, "attempt": str(attempt + 1), "last_error": reason, "retry": uuid.uuid4().hex})
+        delay = backoff(self.s, attempt if counts else 4)  # Triton away: ~4 s apart, not a burst of tries
+        next_attempt = attempt + 1 if counts else attempt
+        member = json.dumps({**fields, "attempt": str(next_attempt), "last_error": reason, "retry": uuid.uuid4().hex})
         due = int((time.time() + delay) * 1000)
         await self._retry(keys=[self.s.key("delayed"), self.s.key("requests"), self.s.key("stats"),
                                 self.s.key(f"result:{job_id}")], args=[due, member, GROUP, mid])  # fmt: skip

@@ -22,6 +22,18 @@ class UpstreamTimeout(UpstreamError):
     """No answer within the timeout; the request was cancelled in Triton."""
 
 
+class UpstreamUnavailable(UpstreamError):
+    """Triton could not be reached: not the request's fault (the queue retries it without counting a delivery)."""
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says Triton is unreachable (gRPC UNAVAILABLE), from an inference or a metadata call."""
+    if isinstance(exc, UpstreamUnavailable):
+        return True
+    status = getattr(exc, "status", None)
+    return callable(status) and "UNAVAILABLE" in str(status())
+
+
 def _inputs(request: Request) -> list[Any]:
     from tritonclient.grpc import InferInput
 
@@ -57,6 +69,8 @@ async def infer(client: Any, request: Request, timeout: float | None) -> Any:
     except InferenceServerException as exc:
         if "DEADLINE_EXCEEDED" in str(exc.status()):
             raise UpstreamTimeout(f"no answer from model '{request.model}' within {timeout:g} s; cancelled") from None
+        if "UNAVAILABLE" in str(exc.status()):
+            raise UpstreamUnavailable(f"Triton unreachable: {exc.message() or exc}") from None
         raise UpstreamError(exc.message() or str(exc)) from None
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.graph import find_cycle
+from repoforge.runtime.names import USER_MODEL_FILE
 from repoforge.triton.names import (
     BACKEND_PLATFORMS,
     DEFAULT_FILES,
@@ -360,9 +361,11 @@ def fills_own_config(cfg: mc.ModelConfig, model_dir: Path | None, layout: Layout
         return False
     filename = cfg.default_model_filename or PY_FILE
     for v in versions_to_load(cfg, layout)[0]:
+        path = model_dir / layout.versions[v] / filename
+        user = path.parent / USER_MODEL_FILE  # a repoforge build's user model, behind its error-counting model.py
         try:
             if _AUTO_COMPLETE.search(
-                (model_dir / layout.versions[v] / filename).read_text(encoding="utf-8", errors="replace")
+                (user if filename == PY_FILE and user.is_file() else path).read_text(encoding="utf-8", errors="replace")
             ):
                 return True
         except OSError:

@@ -14,10 +14,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from repoforge.optimize.data import ModelTarget
+from tritonclient.grpc import model_config_pb2 as mc
 
-_TRITON_DTYPE = {"FP32": "TYPE_FP32", "FP16": "TYPE_FP16", "INT64": "TYPE_INT64", "INT32": "TYPE_INT32",
-                 "INT8": "TYPE_INT8", "UINT8": "TYPE_UINT8", "BOOL": "TYPE_BOOL", "FP64": "TYPE_FP64"}  # fmt: skip
+from repoforge.optimize.data import ModelTarget
+from repoforge.triton.config import dtype_enum, to_text
 
 
 def profiles(t: ModelTarget) -> dict[str, int]:
@@ -50,23 +50,17 @@ def script(t: ModelTarget, int8: bool) -> str:
 
 
 def config(t: ModelTarget) -> str:
+    """The `tensorrt_plan` config.pbtxt, built as a ModelConfig and written by the Triton config codec."""
     p = profiles(t)
-
-    def tensors(kind: str, xs: list[Any]) -> str:
-        body = ",\n".join(
-            f'  {{ name: "{x.name}" data_type: {_TRITON_DTYPE.get(x.dtype, "TYPE_FP32")} dims: [ {", ".join(map(str, x.dims))} ] }}'
-            for x in xs
-        )
-        return f"{kind} [\n{body}\n]\n"
-
-    preferred = ", ".join(str(b) for b in t.preferred_batch_sizes if b <= t.max_batch_size)
-    return (
-        f'name: "{t.name}"\nplatform: "tensorrt_plan"\nmax_batch_size: {t.max_batch_size}\n'
-        + tensors("input", t.inputs)
-        + tensors("output", t.outputs)
-        + "instance_group [ { kind: KIND_GPU count: 1 } ]\n"
-        + (f"dynamic_batching {{ preferred_batch_size: [ {preferred} ] }}\n" if preferred else "dynamic_batching { }\n")
-        + f"# optimization profile built by build_plan.sh: min {p['min']}, opt {p['opt']}, max {p['max']}\n"
+    cfg = mc.ModelConfig(name=t.name, platform="tensorrt_plan", max_batch_size=t.max_batch_size)
+    for spec, tensors in ((cfg.input, t.inputs), (cfg.output, t.outputs)):
+        for x in tensors:
+            spec.add(name=x.name, data_type=dtype_enum(x.dtype), dims=list(x.dims))
+    cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
+    cfg.dynamic_batching.SetInParent()
+    cfg.dynamic_batching.preferred_batch_size.extend(b for b in t.preferred_batch_sizes if b <= t.max_batch_size)
+    return f"# optimization profile built by build_plan.sh: min {p['min']}, opt {p['opt']}, max {p['max']}\n" + to_text(
+        cfg
     )
 
 

@@ -31,7 +31,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.contract import Target
 from repoforge.errors import RepoforgeError
+from repoforge.metrics import scrape, torchserve_per_request
 from repoforge.output import publish_cache_dir
+from repoforge.servers.triton import cache_root
 from repoforge.triton.client import model_names
 
 __all__ = [
@@ -141,8 +143,6 @@ def _shim_dir(links: dict[str, Path]) -> Path | None:
     """A cache directory of ``soname -> real file`` symlinks (built atomically, reused if it matches)."""
     if not links:
         return None
-    from repoforge.servers.triton import cache_root
-
     key = "-".join(sorted(f"{k}={v.name}" for k, v in links.items()))
     target = cache_root() / "perf-libs" / re.sub(r"[^A-Za-z0-9._=-]", "_", key)[:200]
     if all((target / name).exists() and (target / name).resolve() == src.resolve() for name, src in links.items()):
@@ -638,8 +638,6 @@ def _scrape(opts: PerfOptions) -> dict[str, float] | None:
     """The server's metrics now, or None (no metrics URL, or it does not answer: the report then has no server times)."""
     if not opts.metrics_url:
         return None
-    from repoforge.metrics import scrape
-
     try:
         return scrape(opts.metrics_url, "ts_", timeout=10.0)
     except (OSError, ValueError):
@@ -647,8 +645,6 @@ def _scrape(opts: PerfOptions) -> dict[str, float] | None:
 
 
 def _add_torchserve_times(point: PerfPoint, opts: PerfOptions, before: dict[str, float]) -> None:
-    from repoforge.metrics import torchserve_per_request
-
     after = _scrape(opts)
     got = torchserve_per_request(before, after, opts.model) if after is not None else None
     if got is not None:
@@ -746,13 +742,25 @@ def _run_jobs(
     results: list[list[PerfPoint]] = [[] for _ in jobs]
     with tempfile.TemporaryDirectory(prefix="repoforge-perf-") as tmp:
         workdir = Path(tmp)
-        for i_load, load in enumerate(jobs[0][0].loads):
-            for j in order:
-                o, cfg = jobs[j]
-                label = f"{o.model} (calibration)" if j == 1 else o.model
-                say(f"{label}: measuring {'request rate' if o.request_rate is not None else 'concurrency'} {load:g} "
-                    f"({i_load + 1}/{len(o.loads)})")  # fmt: skip
-                point = _measure_one(o, cfg, load, exe, env, workdir)
-                results[j].append(point)
-                say(f"{label}: {_format_point(point)}")
+        try:
+            for i_load, load in enumerate(jobs[0][0].loads):
+                for j in order:
+                    o, cfg = jobs[j]
+                    label = f"{o.model} (calibration)" if j == 1 else o.model
+                    say(f"{label}: measuring {'request rate' if o.request_rate is not None else 'concurrency'} "
+                        f"{load:g} ({i_load + 1}/{len(o.loads)})")  # fmt: skip
+                    point = _measure_one(o, cfg, load, exe, env, workdir)
+                    results[j].append(point)
+                    say(f"{label}: {_format_point(point)}")
+        except KeyboardInterrupt:
+            raise MeasurementInterrupted(results) from None
     return results
+
+
+class MeasurementInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``points`` holds what was measured before it, per job (the model, then any
+    calibration model), so the caller can keep them."""
+
+    def __init__(self, points: list[list[PerfPoint]]) -> None:
+        super().__init__()
+        self.points = points

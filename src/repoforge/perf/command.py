@@ -13,8 +13,9 @@ from typing import Literal
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from repoforge.errors import ArgumentError
+from repoforge.errors import ArgumentError, Interrupted
 from repoforge.perf.analyzer import (
+    MeasurementInterrupted,
     PerfError,
     PerfOptions,
     parse_concurrency,
@@ -194,35 +195,49 @@ def perf(
             input_data.write_text(data_text)
             optional = [t.name for t in ep.configs[model].input if t.optional]  # type: ignore[union-attr]
             say(f"optional input(s) {', '.join(optional)} left out (random data only for the required ones)")
-        for proto in protocols:
-            opts = PerfOptions(
-                model=model,
-                url=ep.http if proto == "http" else ep.grpc,
-                protocol=proto,
-                concurrency=concurrency,
-                request_rate=request_rate,
-                batch_size=batch_size,
-                shapes=shapes or {},
-                measurement_interval_ms=measurement_interval_ms,
-                input_data=input_data or (ep.input_data or {}).get(model),
-                stability_percentage=stability_percentage,
-                max_trials=max_trials,
-                service_kind=ep.service_kind,
-                metrics_url=ep.metrics_url,
-            )
-            say(
-                f"perf_analyzer {proto} → {opts.url}, {model}, {'request rate' if request_rate else 'concurrency'} "
-                f"{', '.join(str(x) for x in opts.loads)}"
-            )
-            if calibration_model:
-                pts, cal = run_calibrated(
-                    opts, ep.configs[model], calibration_model, ep.configs[calibration_model], say
+        interrupted = False
+        try:
+            for proto in protocols:
+                opts = PerfOptions(
+                    model=model,
+                    url=ep.http if proto == "http" else ep.grpc,
+                    protocol=proto,
+                    concurrency=concurrency,
+                    request_rate=request_rate,
+                    batch_size=batch_size,
+                    shapes=shapes or {},
+                    measurement_interval_ms=measurement_interval_ms,
+                    input_data=input_data or (ep.input_data or {}).get(model),
+                    stability_percentage=stability_percentage,
+                    max_trials=max_trials,
+                    service_kind=ep.service_kind,
+                    metrics_url=ep.metrics_url,
                 )
-                calib_points += cal
-            else:
-                pts = run(opts, ep.configs[model], say)
-            options.append(opts)
-            points += pts
+                say(
+                    f"perf_analyzer {proto} → {opts.url}, {model}, {'request rate' if request_rate else 'concurrency'} "
+                    f"{', '.join(str(x) for x in opts.loads)}"
+                )
+                options.append(opts)
+                try:
+                    if calibration_model:
+                        pts, cal = run_calibrated(
+                            opts, ep.configs[model], calibration_model, ep.configs[calibration_model], say
+                        )
+                        calib_points += cal
+                    else:
+                        pts = run(opts, ep.configs[model], say)
+                except MeasurementInterrupted as stop:  # Ctrl-C: keep what was measured
+                    pts, interrupted = stop.points[0], True
+                    calib_points += stop.points[1] if len(stop.points) > 1 else []
+                    if not pts:
+                        options.pop()
+                points += pts
+                if interrupted:
+                    break
+        except KeyboardInterrupt:  # between two runs
+            interrupted = True
+        if interrupted and not points:
+            raise Interrupted(f"no point was measured; nothing was written to {output}")
         report = PerfReport.from_runs(
             options,
             points,
@@ -242,6 +257,11 @@ def perf(
         extra[f"{model}.perf-data.json"] = data_text
         report.settings["input_data"] = str(Path(output).absolute() / f"{model}.perf-data.json")
     files = write_report(report, output, plots=plots, extra_files=extra)
+    if interrupted:
+        raise Interrupted(
+            f"the {len(points)} point(s) measured so far are in {Path(output) / 'report.json'} "
+            "(not compared with any baseline)"
+        )
     gate = None
     if baseline is not None:
         if update:

@@ -38,6 +38,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 if TYPE_CHECKING:
     from repoforge.servers.triton import TritonServer
 
+from repoforge.errors import Interrupted
 from repoforge.perf.analyzer import (
     PerfError,
     PerfOptions,
@@ -1053,6 +1054,7 @@ def tune(
             opts.url = server.grpc_url
             tuner = _Tuner(server, model, config_path, base, opts, latency_budget_ms, runs_cap, say)
             tuner.finalist_count = finalist_count
+            interrupted = False
             try:
                 if search == "grid":
                     tuner.start = start
@@ -1062,6 +1064,8 @@ def tune(
                     tuner.coordinate(space, start, confirm)
             except _BudgetExhausted:
                 say(f"run budget used ({tuner.runs} runs)")
+            except KeyboardInterrupt:  # Ctrl-C: the candidates measured so far still go to the report
+                interrupted = True
         best = tuner.best()
         current = tuner.current
         note = verdict(best, current, latency_budget_ms) if best is not None else ""
@@ -1078,6 +1082,11 @@ def tune(
                   "start": start.to_dict(),
                   "space": {d: list(space.values(d)) for d in _DIMS}},
     )  # fmt: skip
+    if interrupted and not any(t.runs for t in trials):
+        raise Interrupted(f"no candidate was measured; nothing was written to {output}")
     if output is not None:
         result.files = write_outputs(result, Path(output), plot=plot)
+    if interrupted:
+        where = f"are in {Path(output) / 'tune.json'}" if output is not None else "were not written (no output)"
+        raise Interrupted(f"the {sum(1 for t in trials if t.runs)} candidate(s) measured so far {where}")
     return result

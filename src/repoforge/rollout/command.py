@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from repoforge.errors import ArgumentError, RepoforgeError
+from repoforge.output import MANIFEST
 from repoforge.rollout.controller import Rollout, RolloutResult, rollback
 from repoforge.rollout.server import RolloutInputError, RouterServer, ServerError
 from repoforge.spec.rollout import RolloutSpec
 from repoforge.targets import target_of
+from repoforge.triton.inputs import make_inputs
 
 Say = Callable[[str], None]
 _HOSTPORT = re.compile(r"^(?:https?://)?([A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})/?$")
@@ -112,8 +114,6 @@ def metrics_endpoint(host: str, port: int, metrics_url: str | None, say: Say) ->
 
 def recorded_policy(target: str | Path) -> dict[str, Any] | None:
     """The `rollout:` section a build folder's lock file recorded (None for a server, or a build without one)."""
-    from repoforge.output import MANIFEST
-
     lock = Path(target) / MANIFEST
     if not lock.is_file():
         return None
@@ -195,8 +195,6 @@ def rollout(
 
 def smoke(server: RouterServer, model: str) -> None:
     """Like `validate`: one request built from the config the server serves must be answered with every output."""
-    from repoforge.triton.inputs import make_inputs
-
     cfg = server.model_config(model)
     got = server.infer(model, make_inputs(cfg, batch_size=1, seed=0))
     missing = [o.name for o in cfg.output if o.name not in got]

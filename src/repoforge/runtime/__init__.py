@@ -1,6 +1,10 @@
 """Code that runs inside servers (Triton Python backend stubs, TorchServe workers).
 
-Imported from the environment the server runs in, so the files shipped into a repository stay thin.
+Self-contained: it imports only the standard library, numpy and, inside the code that needs them, the optional
+packages its models use (onnxruntime, redis, usearch, torch; `ts` in TorchServe). Every import inside the package
+is relative, so the same files work as `repoforge.runtime` (build time, tests) and as the copy each build ships
+under the name `repoforge_runtime` (next to every generated model.py, at the root of every .mar): a server runs
+the bytes of its build, never an installed repoforge. An import-linter contract keeps it a leaf.
 """
 
 from typing import Any
@@ -12,27 +16,30 @@ class _Lazy:
     def __init__(self, module: str, name: str) -> None:
         self.module, self.name = module, name
 
-    def __call__(self) -> Any:
+    def load(self) -> type:
         import importlib
 
-        return getattr(importlib.import_module(self.module), self.name)()
+        cls: type = getattr(importlib.import_module(self.module, __name__), self.name)
+        return cls
+
+    def __call__(self) -> Any:
+        return self.load()()
 
 
-RUNNERS: dict[str, Any] = {
-    "onnxruntime": _Lazy("repoforge.runtime.onnx_runner", "OnnxRunner"),
-    "torchscript": _Lazy("repoforge.runtime.torchscript_runner", "TorchScriptRunner"),
+RUNNERS: dict[str, _Lazy] = {
+    "onnxruntime": _Lazy(".onnx_runner", "OnnxRunner"),
+    "torchscript": _Lazy(".torchscript_runner", "TorchScriptRunner"),
     # plugins (spec `plugin:`), configured by the `repoforge_plugin` parameter
-    "features": _Lazy("repoforge.runtime.plugins.features", "FeaturesRunner"),
-    "result_cache": _Lazy("repoforge.runtime.plugins.result_cache", "ResultCacheRunner"),
-    "semantic_cache": _Lazy("repoforge.runtime.plugins.semantic_cache", "SemanticCacheRunner"),
-    "router": _Lazy("repoforge.runtime.plugins.router", "RouterRunner"),
+    "features": _Lazy(".plugins.features", "FeaturesRunner"),
+    "result_cache": _Lazy(".plugins.result_cache", "ResultCacheRunner"),
+    "semantic_cache": _Lazy(".plugins.semantic_cache", "SemanticCacheRunner"),
+    "router": _Lazy(".plugins.router", "RouterRunner"),
 }
 
 
 def triton_python_model(runner: str) -> type:
-    """The class a shipped backends/<runner>/model.py serves as `TritonPythonModel`, imported when Triton loads it."""
-    factory = RUNNERS[runner]
-    import importlib
+    """The class a shipped model.py serves as `TritonPythonModel` for `runner`, imported when Triton loads it:
+    the runner, with its failed requests counted in repoforge_model_errors_total{model,version}."""
+    from .errors import counting
 
-    cls: type = getattr(importlib.import_module(factory.module), factory.name)
-    return cls
+    return counting(RUNNERS[runner].load())

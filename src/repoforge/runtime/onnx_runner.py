@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from repoforge.contract import MODEL_FILE_PARAMETER
-from repoforge.runtime.threads import AUTO, choose, parse_setting, timed
-from repoforge.runtime.triton_model import ModelArgs, log_info, run_batched
+from .names import MODEL_FILE_PARAMETER
+from .threads import AUTO, choose, parse_setting, timed
+from .triton_model import ModelArgs, log_info, run_batched
 
 
 def make_session(path: str, intra_op_threads: int) -> Any:

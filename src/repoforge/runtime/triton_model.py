@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from repoforge.runtime.batch import split_rows
-from repoforge.runtime.threads import instance_count, probe_feed
+from .batch import run_merged, split_rows
+from .threads import instance_count, probe_feed
 
 _PB_UTILS: Any = None
 
@@ -112,20 +112,13 @@ def run_batched(requests: list[Any], args: ModelArgs, compute: BatchFn) -> list[
     that fails gets an error response; the others still answer.
     """
     feeds = request_feeds(requests, [t.name for t in args.fed])
-    if len(feeds) > 1 and args.max_batch_size > 0 and _concatenable(feeds):
-        sizes = [next(iter(f.values())).shape[0] for f in feeds]
-        try:
-            merged = {n: np.concatenate([f[n] for f in feeds], axis=0) for n in feeds[0]}
-            return split_responses(compute(merged), sizes)
-        except Exception:  # noqa: BLE001 - one bad request must not fail the others: retry them one by one
-            pass
-    responses = []
-    for f in feeds:
-        try:
-            responses.append(respond(compute(f)))
-        except Exception as exc:  # noqa: BLE001 - reported to the client as this request's error
-            responses.append(error_response(args.name, exc))
-    return responses
+    return run_merged(
+        feeds,
+        lambda feed, sizes: split_responses(compute(feed), sizes),
+        lambda feed: respond(compute(feed)),
+        lambda exc: error_response(args.name, exc),
+        merge=args.max_batch_size > 0,
+    )
 
 
 def request_feeds(requests: list[Any], names: list[str]) -> list[dict[str, np.ndarray]]:
@@ -163,12 +156,6 @@ def error_response(model: str, exc: BaseException) -> Any:
     """An error answer for one request; Triton sends it to that client only."""
     pb = pb_utils()
     return pb.InferenceResponse(error=pb.TritonError(f"{model}: {type(exc).__name__}: {exc}"))
-
-
-def _concatenable(feeds: list[dict[str, np.ndarray]]) -> bool:
-    """Same inputs in every request (shapes that differ make np.concatenate raise: one call each)."""
-    keys = feeds[0].keys()
-    return all(f.keys() == keys for f in feeds)
 
 
 def _to_triton(v: np.ndarray) -> np.ndarray:

@@ -260,7 +260,9 @@ class TorchServeServer(ServerContext):
                 "workflow_store": str(self.workflow_store),
                 "metrics_mode": props.get("metrics_mode", "prometheus"),
                 "default_workers_per_model": props.get("default_workers_per_model", "1"),
-                "install_py_dep_per_model": props.get("install_py_dep_per_model", "false"),
+                # Here TorchServe runs from repoforge's own environment, which has every package a build declares
+                # (python_requirements); the build's `true` is for the stock image. `properties` may set it back.
+                "install_py_dep_per_model": "false",
             }
         )
         props.pop("load_models", None)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from repoforge.runtime.names import STATE_DIR_ENV
 from repoforge.triton.client import TritonAPIError, TritonClient
 
 from .ports import free_ports, port_is_free
@@ -311,8 +312,10 @@ class TritonServer(ServerContext):
         log_path = self.workdir / "tritonserver.log"
         with contextlib.suppress(FileNotFoundError):
             log_path.unlink()
-        proc = ManagedProcess(argv, log_path=log_path, env=server_env(self.install), cwd=self.workdir,
-                              name="tritonserver")  # fmt: skip
+        env = server_env(self.install)
+        # State the models' instances share (the router's weights) lives in this server's own work folder.
+        env.setdefault(STATE_DIR_ENV, str(self.workdir / "state"))
+        proc = ManagedProcess(argv, log_path=log_path, env=env, cwd=self.workdir, name="tritonserver")
         self._process = proc
         proc.start()
 

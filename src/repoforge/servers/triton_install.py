@@ -202,8 +202,11 @@ def prepare_backend_dir(install: TritonInstall, root: Path | None = None) -> Pat
     missing = [str(p) for p in sources if not p.is_file()]
     if missing:
         raise TritonNotFoundError(f"incomplete Triton python backend, missing: {', '.join(missing)}")
+    from repoforge.backends import runtime_files, ship_runtime
+
     python_based = {name: python_based_backend(name) for name in private_backends(install)}
-    fingerprint = _fingerprint([*sources, stub, *python_based.values()])
+    runtime = [src for _, src in runtime_files()] if python_based else []
+    fingerprint = _fingerprint([*sources, stub, *python_based.values(), *runtime])
 
     base = (root or cache_root()) / f"triton-{install.version}-py{major}.{minor}"
     target = base / "backends"
@@ -219,6 +222,7 @@ def prepare_backend_dir(install: TritonInstall, root: Path | None = None) -> Pat
         for name, model_py in python_based.items():
             (tmp / name).mkdir()
             shutil.copyfile(model_py, tmp / name / "model.py")
+            ship_runtime(tmp / name)  # the stub puts <backends>/<name> on sys.path: model.py imports this copy
         (tmp / ".source").write_text(fingerprint)
 
     publish_cache_dir(target, fill, lambda t: _backend_dir_ok(t, fingerprint))

@@ -29,7 +29,31 @@ from pydantic import (
     model_validator,
 )
 
-RelPath = tuple[str | int, ...]
+# Checks and dims shared with the runtime (one implementation, duck-typed over these models and the runtime's).
+from repoforge.runtime.config import (
+    CYCLES as CYCLES,
+)
+from repoforge.runtime.config import (
+    DATETIME_PARTS as DATETIME_PARTS,
+)
+from repoforge.runtime.config import (
+    ELEMENTWISE_OPS as ELEMENTWISE_OPS,
+)
+from repoforge.runtime.config import (
+    RelPath as RelPath,
+)
+from repoforge.runtime.config import (
+    all_columns as all_columns,
+)
+from repoforge.runtime.config import (
+    check_features as check_features,
+)
+from repoforge.runtime.config import (
+    op_width as op_width,
+)
+from repoforge.runtime.config import (
+    output_dim as output_dim,
+)
 
 # Dtypes a raw feature column may have. Text columns are BYTES (Triton's strings).
 NUMERIC_DTYPES = (
@@ -61,16 +85,6 @@ _DTYPE_ALIASES = {
     "STRING": "BYTES",
 }
 _TENSOR_NAME = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
-DATETIME_PARTS = ("hour", "minute", "weekday", "day", "month", "year", "dayofyear", "is_weekend")
-# Periods for the sin/cos encoding of the cyclical parts (value - offset) / period.
-CYCLES: dict[str, tuple[int, int]] = {
-    "hour": (24, 0),
-    "minute": (60, 0),
-    "weekday": (7, 0),
-    "day": (31, 1),
-    "month": (12, 1),
-    "dayofyear": (366, 1),
-}
 
 
 class _Strict(BaseModel):
@@ -297,7 +311,6 @@ FeatureOp = Annotated[
     | Cross,
     Field(discriminator="op"),
 ]
-ELEMENTWISE_OPS = ("identity", "standardize", "min_max", "log1p", "clip", "is_missing")
 
 
 class DriftSetting(_Strict):
@@ -467,130 +480,3 @@ def parse_plugin(data: str | dict[str, Any]) -> FeaturesPlugin | ResultCachePlug
 
     adapter: TypeAdapter[Any] = TypeAdapter(PluginSpec)
     return adapter.validate_json(data) if isinstance(data, str) else adapter.validate_python(data)
-
-
-# --------------------------------------------------------------------------------------------
-# static checks and dims (need no other model)
-# --------------------------------------------------------------------------------------------
-def op_width(op: Any, columns: dict[str, Column]) -> int:
-    """Number of FP32 values `op` adds to each output row."""
-    if op.op in ELEMENTWISE_OPS:
-        return columns[op.column].width
-    if op.op in ("bucketize",):
-        return len(op.boundaries) + 1 if op.output == "one_hot" else 1
-    if op.op == "vocabulary":
-        return len(op.values) + op.oov_buckets if op.output == "one_hot" else 1
-    if op.op in ("hash", "cross"):
-        return op.buckets if op.output == "one_hot" else 1
-    if op.op == "datetime":
-        return sum(2 if op.cyclical and p in CYCLES else 1 for p in op.parts)
-    if op.op == "length":
-        return 1
-    raise ValueError(f"unknown op {op.op}")
-
-
-def all_columns(cfg: FeaturesPlugin) -> dict[str, Column]:
-    """Raw columns plus the FP32 columns a lookup adds (its fields, and the `found` flag)."""
-    cols = {c.name: c for c in cfg.columns}
-    if cfg.lookup is not None:
-        for f in cfg.lookup.fields:
-            cols.setdefault(f.name, Column(name=f.name, dtype="FP32"))
-        if cfg.lookup.found:
-            cols.setdefault(cfg.lookup.found, Column(name=cfg.lookup.found, dtype="FP32"))
-    return cols
-
-
-def output_dim(cfg: FeaturesPlugin) -> int:
-    cols = all_columns(cfg)
-    return sum(op_width(op, cols) for op in cfg.features)
-
-
-def check_features(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:
-    """Cross-field problems as (path inside `plugin`, message); empty when the config is sound."""
-    problems = _column_problems(cfg)
-    if cfg.lookup is not None:
-        problems += _lookup_problems(cfg, cfg.lookup)
-    problems += _feature_op_problems(cfg)
-    if cfg.output in [c.name for c in cfg.columns]:
-        problems.append((("output",), f"output '{cfg.output}' has the name of an input column"))
-    return problems
-
-
-def _column_problems(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:
-    """Raw columns alone: each name once, and a fill of the column's kind (text or number)."""
-    problems: list[tuple[RelPath, str]] = []
-    raw = [c.name for c in cfg.columns]
-    for j, n in enumerate(raw):
-        if raw.index(n) != j:
-            problems.append((("columns", j, "name"), f"column '{n}' is declared twice"))
-    for j, c in enumerate(cfg.columns):
-        if c.fill is not None:
-            if c.is_text and not isinstance(c.fill, str):
-                problems.append((("columns", j, "fill"), f"column '{c.name}' is BYTES; its fill must be a string"))
-            if not c.is_text and isinstance(c.fill, str):
-                problems.append((("columns", j, "fill"), f"column '{c.name}' is {c.dtype}; its fill must be a number"))
-    return problems
-
-
-def _lookup_problems(cfg: FeaturesPlugin, lk: Lookup) -> list[tuple[RelPath, str]]:
-    """The lookup's key must be a usable raw column, and its fields (and `found`) new, distinct names."""
-    problems: list[tuple[RelPath, str]] = []
-    raw = [c.name for c in cfg.columns]
-    by = {c.name: c for c in cfg.columns}
-    if lk.key not in by:
-        problems.append((("lookup", "key"), f"lookup key '{lk.key}' is not a column; columns are {', '.join(raw)}"))
-    elif by[lk.key].dtype not in ("BYTES", "INT32", "INT64", "UINT32", "UINT64") or by[lk.key].width != 1:
-        problems.append((("lookup", "key"), f"lookup key '{lk.key}' must be a BYTES or integer column of width 1"))
-    names = [f.name for f in lk.fields] + ([lk.found] if lk.found else [])
-    for j, n in enumerate(names):
-        where: RelPath = ("lookup", "fields", j, "name") if j < len(lk.fields) else ("lookup", "found")
-        if n in by:
-            problems.append((where, f"'{n}' is already a column; looked-up fields need their own names"))
-        elif names.index(n) != j:
-            problems.append((where, f"looked-up field '{n}' is declared twice"))
-    return problems
-
-
-def _feature_op_problems(cfg: FeaturesPlugin) -> list[tuple[RelPath, str]]:
-    """Each feature op's input columns must exist (raw or looked up) and suit the op."""
-    problems: list[tuple[RelPath, str]] = []
-    cols = all_columns(cfg)
-    for j, op in enumerate(cfg.features):
-        for k, name in enumerate(op.inputs()):
-            where: RelPath = ("features", j, "columns", k) if op.op == "cross" else ("features", j, "column")
-            col = cols.get(name)
-            if col is None:
-                also = " or looked-up field" if cfg.lookup else ""
-                problems.append(
-                    (
-                        where,
-                        f"{op.op} names column '{name}', which is not a column{also}; columns are {', '.join(cols)}",
-                    )
-                )
-                continue
-            problems += _op_column_problems(op, j, where, name, col)
-    return problems
-
-
-def _op_column_problems(op: FeatureOp, j: int, where: RelPath, name: str, col: Column) -> list[tuple[RelPath, str]]:
-    """One existing input column against its op: kind (text or number), width, and per-element stats."""
-    problems: list[tuple[RelPath, str]] = []
-    if (op.op in ELEMENTWISE_OPS or op.op in ("bucketize", "datetime")) and col.is_text and op.op != "is_missing":
-        problems.append((where, f"{op.op} needs a numeric column; '{name}' is BYTES"))
-    if op.op in ("vocabulary", "hash", "cross") and col.dtype.startswith(("FP", "BOOL")):
-        problems.append((where, f"{op.op} needs a BYTES or integer column; '{name}' is {col.dtype}"))
-    if op.op == "length" and not col.is_text:
-        problems.append((where, f"length needs a BYTES column; '{name}' is {col.dtype}"))
-    if op.op not in ELEMENTWISE_OPS and col.width != 1:
-        problems.append((where, f"{op.op} works on columns of width 1; '{name}' has width {col.width}"))
-    if op.op == "standardize":
-        for attr in ("mean", "std"):
-            v = getattr(op, attr)
-            if isinstance(v, list) and len(v) != col.width:
-                problems.append(
-                    (
-                        ("features", j, attr),
-                        f"{attr} has {len(v)} values but column '{name}' has width {col.width}",
-                    )
-                )
-    return problems

@@ -227,12 +227,22 @@ def _tensor_texts(m: ModelPlan) -> list[str]:
     return w
 
 
-def config_properties(models: list[str], *, grpc: tuple[int, int] = (7070, 7071)) -> str:
+def config_properties(
+    models: list[str], *, grpc: tuple[int, int] = (7070, 7071), install_dependencies: bool = False
+) -> str:
     """config.properties for this repository, to start TorchServe from the output folder:
 
     cd OUTPUT && torchserve --start --ncs --ts-config config.properties
+
+    `install_dependencies`: some archive carries a requirements.txt, so TorchServe installs it per model.
     """
-    return render("config.properties", models=models, grpc_inference_port=grpc[0], grpc_management_port=grpc[1])
+    return render(
+        "config.properties",
+        models=models,
+        grpc_inference_port=grpc[0],
+        grpc_management_port=grpc[1],
+        install_py_dep_per_model="true" if install_dependencies else "false",
+    )
 
 
 def workflow_spec(

@@ -9,11 +9,16 @@ from pathlib import Path
 
 from repoforge import __version__
 from repoforge.backends import model_file as backend_model_file
+from repoforge.backends import ship_runtime
 from repoforge.errors import BuildError
 from repoforge.output import MANIFEST, BuildResult, atomic_dir, check_destination, write_manifest
 from repoforge.plan_base import ModelPlan, RepositoryPlan
+from repoforge.python_requirements import LOCK_KEY, triton_requirements
 from repoforge.repo_readme import REPO_README, triton_readme
+from repoforge.runtime.names import PACKAGE as RUNTIME_PACKAGE
+from repoforge.runtime.names import USER_MODEL_FILE
 from repoforge.triton.config import build_config, parse_config, to_text
+from repoforge.triton.names import PY_FILE
 
 TRITON_TARGET = "2.51.0"  # the server whose schema (tritonclient's model_config_pb2) the configs are built against
 
@@ -24,10 +29,35 @@ def _write_version(model: ModelPlan, version_dir: Path, src: Path | None, filena
         return
     if model.format == "python" and src.is_dir():
         shutil.copytree(src, version_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        _count_user_errors(model, version_dir, filename)
         return
     shutil.copyfile(src, version_dir / (filename or src.name))
+    _count_user_errors(model, version_dir, filename)
     if model.serving.runner:
         (version_dir / "model.py").write_bytes(backend_model_file(model.serving.runner).read_bytes())
+        # The runner's code ships beside its model.py (the stub puts the version folder on sys.path), so the
+        # stock server image runs this build without repoforge installed.
+        ship_runtime(version_dir)
+
+
+def _count_user_errors(model: ModelPlan, version_dir: Path, filename: str) -> None:
+    """A user's Python model (backend python, loaded from model.py): its model.py becomes repoforge_user_model.py and a
+    generated model.py serves it unchanged, counting the requests it answers with an error (repoforge's runtime
+    ships beside it). A model whose file has another name (raw_config's default_model_filename) is left as it is."""
+    entry = version_dir / PY_FILE
+    if model.format != "python" or model.serving.runner or model.serving.backend != "python":
+        return
+    if (filename or PY_FILE) != PY_FILE or not entry.is_file():
+        return
+    glue = backend_model_file("user").read_bytes()
+    if (version_dir / USER_MODEL_FILE).exists():  # a folder imported from a repoforge build: wrapped already
+        if entry.read_bytes() == glue:
+            shutil.rmtree(version_dir / RUNTIME_PACKAGE, ignore_errors=True)
+            ship_runtime(version_dir)  # this repoforge's runtime, not the one the folder came with
+        return
+    entry.rename(version_dir / USER_MODEL_FILE)
+    entry.write_bytes(glue)
+    ship_runtime(version_dir)
 
 
 def _model_filename(model: ModelPlan, configured: str) -> str:
@@ -97,6 +127,8 @@ def write_repository(
                 "models": sorted(m.name for m in plan.models),
                 "deploy": plan.deploy,  # read back by `repoforge deploy k8s`
                 **({"rollout": plan.rollout} if plan.rollout is not None else {}),  # deploy k8s: Flagger/Argo
+                # per model, the pip requirements its Python code needs beyond the stock image (deploy, image)
+                LOCK_KEY: triton_requirements(plan),
                 **(lock_extra or {}),
             },
         )

@@ -1,6 +1,6 @@
 """Triton Python backends for the spec's `plugin:` models: features, result_cache, semantic_cache and router.
 
-Each runner reads its config from the `repoforge_plugin` parameter (JSON of `repoforge.spec.plugins`),
+Each runner reads its config from the `repoforge_plugin` parameter (plain JSON, read by `..config`),
 calls other models with BLS (`pb_utils.InferenceRequest(...).exec()`), and exports custom metrics
 with `pb_utils.MetricFamily` (they appear on Triton's /metrics beside the nv_* ones):
 
@@ -11,17 +11,17 @@ with `pb_utils.MetricFamily` (they appear on Triton's /metrics beside the nv_* o
 - `repoforge_router_rows_total{model,route}`, `repoforge_router_weight{model,route}`,
   `repoforge_shadow_rows_total{model,shadow,outcome=agree|disagree}`,
   `repoforge_shadow_batches_total{model,shadow,outcome=ok|error|dropped}`, `repoforge_shadow_latency_us{model,shadow}`
-- with `drift:` (features, router): `repoforge_drift_psi{model,feature}` (gauge; `repoforge.drift.online`)
+- with `drift:` (features, router): `repoforge_drift_psi{model,feature}` (gauge; `..drift`)
 """
 
-from repoforge.runtime.plugins._common import (
+from ._common import (
     LATENCY_BUCKETS_US,
     Metrics,
     call_model,
     plugin_config,
 )
-from repoforge.runtime.plugins.features import FeaturesRunner
-from repoforge.runtime.plugins.result_cache import (
+from .features import FeaturesRunner
+from .result_cache import (
     NEAR_CACHE_TTL_S,
     MemoryCache,
     RedisCache,
@@ -30,8 +30,8 @@ from repoforge.runtime.plugins.result_cache import (
     pack_arrays,
     unpack_arrays,
 )
-from repoforge.runtime.plugins.router import RouterRunner, route_rows, sticky_draws
-from repoforge.runtime.plugins.semantic_cache import SemanticCacheRunner, SemanticIndex
+from .router import RouterRunner, route_rows, sticky_draws
+from .semantic_cache import SemanticCacheRunner, SemanticIndex
 
 __all__ = [
     "LATENCY_BUCKETS_US",

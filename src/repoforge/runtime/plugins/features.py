@@ -1,7 +1,7 @@
 """The `features` plugin: online feature lookups and hashing in front of a model.
 
 Metrics: `repoforge_feature_lookup_total{model,result=hit|miss|error|skipped}`, and with `drift:`
-`repoforge_drift_psi{model,feature}` of the raw input columns (`repoforge.drift.online`).
+`repoforge_drift_psi{model,feature}` of the raw input columns (`..drift`).
 """
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from repoforge.drift.online import DriftMonitor
-from repoforge.runtime.plugins._common import (
-    Metrics,
-    plugin_config,
-)
-from repoforge.runtime.triton_model import (
+from ..config import FeaturesConfig
+from ..drift import DriftMonitor
+from ..names import FEATURE_LOOKUPS
+from ..triton_model import (
     ModelArgs,
     run_batched,
 )
-from repoforge.spec.plugins import (
-    FeaturesPlugin,
+from ._common import (
+    Metrics,
+    plugin_config,
 )
 
 
@@ -29,11 +28,11 @@ class FeaturesRunner:
     """Raw columns → FEATURES (FP32 rows × dim) with one pipeline call (and one Redis MGET) per batch."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        from repoforge.features.pipeline import FeaturePipeline
+        from ..pipeline import FeaturePipeline
 
         self.args = ModelArgs.parse(args)
         cfg = plugin_config(self.args)
-        if not isinstance(cfg, FeaturesPlugin):
+        if not isinstance(cfg, FeaturesConfig):
             raise TypeError(f"{self.args.name}: runner 'features' got a {cfg.kind} config")
         self.pipeline = FeaturePipeline(cfg)
         self.metrics = Metrics(self.args.name)
@@ -59,7 +58,7 @@ class FeaturesRunner:
         for result, d in zip(("hit", "miss", "error", "skipped"), delta, strict=True):
             if d:
                 self.metrics.inc(
-                    "repoforge_feature_lookup_total",
+                    FEATURE_LOOKUPS,
                     "Online feature lookups: rows found/missing, batches answered with defaults (error, skipped)",
                     d,
                     result=result,

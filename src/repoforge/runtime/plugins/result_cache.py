@@ -16,20 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from repoforge.runtime.batch import split_rows
-from repoforge.runtime.plugins._common import (
-    Metrics,
-    call_model,
-    plugin_config,
-)
-from repoforge.runtime.triton_model import (
+from ..batch import run_merged, split_rows
+from ..config import ResultCacheConfig, cache_redis
+from ..names import CACHE_ENTRIES, CACHE_LATENCY, CACHE_REQUESTS
+from ..triton_model import (
     ModelArgs,
     error_response,
     request_feeds,
     respond,
 )
-from repoforge.spec.plugins import (
-    ResultCachePlugin,
+from ._common import (
+    Metrics,
+    call_model,
+    plugin_config,
 )
 
 
@@ -142,8 +141,9 @@ class RedisCache:
     without the Redis round trip (about 250 µs on a busy 2-core host, bench/PLUGINS_RESULTS.md)."""
 
     def __init__(self, cfg: Any, ttl_s: float | None, near_entries: int = 0) -> None:
-        from repoforge.features.online import redis_client
+        from ..online import redis_client
 
+        cfg = cache_redis(cfg)  # the runtime's RedisConnection (from a spec model or a dict too)
         self.cfg, self.ttl_s = cfg, ttl_s
         self.client = redis_client(cfg)
         self._down_until = 0.0
@@ -200,11 +200,11 @@ class ResultCacheRunner:
     def initialize(self, args: dict[str, str]) -> None:
         self.args = ModelArgs.parse(args)
         cfg = plugin_config(self.args)
-        if not isinstance(cfg, ResultCachePlugin):
+        if not isinstance(cfg, ResultCacheConfig):
             raise TypeError(f"{self.args.name}: runner 'result_cache' got a {cfg.kind} config")
         self.cfg = cfg
         self.memory = MemoryCache(cfg.max_entries, cfg.ttl_s) if cfg.backend == "memory" else None
-        self.redis = (RedisCache(cfg.redis or _default_cache_redis(), cfg.ttl_s, cfg.near_cache_entries)
+        self.redis = (RedisCache(cfg.redis, cfg.ttl_s, cfg.near_cache_entries)
                       if cfg.backend == "redis" else None)  # fmt: skip
         self.inputs = [t.name for t in self.args.inputs]
         self.outputs = [t.name for t in self.args.outputs]
@@ -220,26 +220,19 @@ class ResultCacheRunner:
         if self.memory is not None:
             for k, v in items:
                 self.memory.put(k, v)
-            self.metrics.set("repoforge_cache_entries", "Entries in the result cache", len(self.memory))
+            self.metrics.set(CACHE_ENTRIES, "Entries in the result cache", len(self.memory))
         elif self.redis is not None:
             self.redis.put_many(items)
 
     def _compute_misses(self, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | BaseException]:
         model, version = self.cfg.model, self.cfg.version
-        if len(feeds) > 1 and self.args.max_batch_size > 0 and _concatenable(feeds):
-            try:
-                sizes = [next(iter(f.values())).shape[0] for f in feeds]
-                merged = {n: np.concatenate([f[n] for f in feeds], axis=0) for n in feeds[0]}
-                return list(split_rows(call_model(model, version, merged, self.outputs), sizes))
-            except Exception:  # noqa: BLE001 - retry one by one so one bad request fails alone
-                pass
-        results: list[dict[str, np.ndarray] | BaseException] = []
-        for f in feeds:
-            try:
-                results.append(call_model(model, version, f, self.outputs))
-            except Exception as exc:  # noqa: BLE001
-                results.append(exc)
-        return results
+        return run_merged(
+            feeds,
+            lambda feed, sizes: list(split_rows(call_model(model, version, feed, self.outputs), sizes)),
+            lambda feed: call_model(model, version, feed, self.outputs),
+            lambda exc: exc,
+            merge=self.args.max_batch_size > 0,
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         t0 = time.perf_counter()
@@ -266,24 +259,11 @@ class ResultCacheRunner:
         t_end = time.perf_counter()
         m = self.metrics
         desc = "Result cache lookups by outcome"
-        m.inc("repoforge_cache_requests_total", desc, hits, result="hit")
-        m.inc("repoforge_cache_requests_total", desc, len(miss_idx), result="miss")
+        m.inc(CACHE_REQUESTS, desc, hits, result="hit")
+        m.inc(CACHE_REQUESTS, desc, len(miss_idx), result="miss")
         hdesc = "Result cache request latency in microseconds (hits: lookup only; misses: lookup + model)"
         if hits:
-            m.observe("repoforge_cache_latency_us", hdesc, (t_lookup - t0) * 1e6 / max(len(requests), 1), result="hit")
+            m.observe(CACHE_LATENCY, hdesc, (t_lookup - t0) * 1e6 / max(len(requests), 1), result="hit")
         if miss_idx:
-            m.observe("repoforge_cache_latency_us", hdesc, (t_end - t0) * 1e6 / max(len(requests), 1), result="miss")
+            m.observe(CACHE_LATENCY, hdesc, (t_end - t0) * 1e6 / max(len(requests), 1), result="miss")
         return responses
-
-
-def _default_cache_redis() -> Any:
-    from repoforge.spec.plugins import CacheRedis
-
-    return CacheRedis()
-
-
-def _concatenable(feeds: list[dict[str, np.ndarray]]) -> bool:
-    first = feeds[0]
-    return bool(first) and all(
-        f.keys() == first.keys() and all(f[k].shape[1:] == first[k].shape[1:] for k in f) for f in feeds
-    )

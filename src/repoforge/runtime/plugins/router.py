@@ -19,24 +19,32 @@ from typing import Any
 
 import numpy as np
 
-from repoforge.drift.online import DriftMonitor
-from repoforge.features.hashing import combine, stable_hash, to_unit
-from repoforge.runtime.batch import split_rows
-from repoforge.runtime.plugins._common import (
-    Metrics,
-    call_model,
-    plugin_config,
+from ..batch import run_merged, split_rows
+from ..config import RouterConfig
+from ..drift import DriftMonitor
+from ..hashing import combine, stable_hash, to_unit
+from ..names import (
+    PLUGIN_PARAMETER,
+    ROUTER_ERRORS,
+    ROUTER_LATENCY,
+    ROUTER_ROWS,
+    ROUTER_WEIGHT,
+    SHADOW_BATCHES,
+    SHADOW_LATENCY,
+    SHADOW_ROWS,
+    STATE_DIR_ENV,
 )
-from repoforge.runtime.triton_model import (
+from ..triton_model import (
     ModelArgs,
-    _concatenable,
     error_response,
     pb_utils,
     request_feeds,
     respond,
 )
-from repoforge.spec.plugins import (
-    RouterPlugin,
+from ._common import (
+    Metrics,
+    call_model,
+    plugin_config,
 )
 
 
@@ -61,23 +69,27 @@ def sticky_draws(key: np.ndarray, rows: int) -> np.ndarray:
     return to_unit(combine([stable_hash(k[:, j]) for j in range(k.shape[1])]))
 
 
+def state_path(model: str) -> str:
+    """Where the instances of `model` in this server share their run-time weights: a folder of this server's own
+    (the stub's parent is the server: `<REPOFORGE_STATE_DIR or tmp>/repoforge-router/<server pid>/`), removed
+    with the model in `finalize`, so a clean stop leaves nothing behind."""
+    root = os.environ.get(STATE_DIR_ENV) or tempfile.gettempdir()
+    return os.path.join(root, "repoforge-router", str(os.getppid()), f"{model}.json")
+
+
 class RouterRunner:
     """Splits rows between routes (weights, canary, sticky by key), shadows a copy, exports route metrics."""
 
     def initialize(self, args: dict[str, str]) -> None:
         self.args = ModelArgs.parse(args)
         cfg = plugin_config(self.args)
-        if not isinstance(cfg, RouterPlugin):
+        if not isinstance(cfg, RouterConfig):
             raise TypeError(f"{self.args.name}: runner 'router' got a {cfg.kind} config")
         self.cfg = cfg
         self.targets = cfg.targets
         self.weights = np.asarray(cfg.initial_weights(), dtype=np.float64)
-        self.digest = hashlib.sha1(cfg.model_dump_json().encode()).hexdigest()[:16]
-        self.state_path = os.path.join(
-            os.environ.get("REPOFORGE_STATE_DIR") or tempfile.gettempdir(),
-            "repoforge-router",
-            f"{os.getppid()}-{self.args.name}.json",
-        )
+        self.digest = hashlib.sha1(self.args.parameters[PLUGIN_PARAMETER].encode()).hexdigest()[:16]
+        self.state_path = state_path(self.args.name)
         self._state_mtime = 0
         self.data_inputs = [t for t in self.args.inputs if t.name != cfg.weights_input]
         self.outputs = [t.name for t in self.args.outputs if t.name != cfg.route_output]
@@ -126,9 +138,7 @@ class RouterRunner:
     def _export_weights(self) -> None:
         total = float(self.weights.sum()) or 1.0
         for t, w in zip(self.targets, self.weights, strict=True):
-            self.metrics.set(
-                "repoforge_router_weight", "Current traffic share of each route", float(w) / total, route=t.model
-            )
+            self.metrics.set(ROUTER_WEIGHT, "Current traffic share of each route", float(w) / total, route=t.model)
 
     # -- serving --
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -154,20 +164,14 @@ class RouterRunner:
         """One routing pass over every request the batcher handed us (one BLS call per route), or one pass
         per request where they cannot be concatenated. A route call that fails fails only the requests with
         rows in it: the others still answer, and each row is counted once, as the clients see it."""
-        if self.args.max_batch_size > 0 and len(feeds) > 1 and _concatenable(feeds):
-            sizes = [next(iter(f.values())).shape[0] for f in feeds]
-            try:
-                merged = {n: np.concatenate([f[n] for f in feeds], axis=0) for n in feeds[0]}
-                return self._route(merged, sizes)
-            except Exception:  # noqa: BLE001 - shapes that do not concatenate: one pass per request
-                pass
-        out = []
-        for f in feeds:
-            try:
-                out.extend(self._route(f, [next(iter(f.values())).shape[0] if self.args.max_batch_size > 0 else 1]))
-            except Exception as exc:  # noqa: BLE001 - this request's own error
-                out.append(error_response(self.args.name, exc))
-        return out
+        batched = self.args.max_batch_size > 0
+        return run_merged(
+            feeds,
+            self._route,
+            lambda f: self._route(f, [next(iter(f.values())).shape[0] if batched else 1])[0],
+            lambda exc: error_response(self.args.name, exc),
+            merge=batched,
+        )
 
     def _route(self, feed: dict[str, np.ndarray], sizes: list[int]) -> list[Any]:
         outputs, failed = self._compute(feed, np.repeat(np.arange(len(sizes)), sizes))
@@ -193,20 +197,18 @@ class RouterRunner:
             target = self.targets[int(r)]
             sel = np.nonzero(route == r)[0]
             part = {k: v[sel] for k, v in feed.items()} if batched else feed
-            self.metrics.inc("repoforge_router_rows_total", "Rows sent to each route", len(sel), route=target.model)
+            self.metrics.inc(ROUTER_ROWS, "Rows sent to each route", len(sel), route=target.model)
             t0 = time.perf_counter()
             try:
                 got = call_model(target.model, target.version, part, self.outputs)
             except Exception as exc:  # noqa: BLE001 - counted per route, answered to the requests it touched
-                self.metrics.inc(
-                    "repoforge_router_errors_total", "Rows whose route call failed", len(sel), route=target.model
-                )
+                self.metrics.inc(ROUTER_ERRORS, "Rows whose route call failed", len(sel), route=target.model)
                 for i in np.unique(owner[sel]).tolist():
                     failed[int(i)] = exc
                 continue
             finally:
                 self.metrics.observe(
-                    "repoforge_router_latency_us",
+                    ROUTER_LATENCY,
                     "Latency of each route call, in microseconds",
                     (time.perf_counter() - t0) * 1e6,
                     route=target.model,
@@ -236,9 +238,7 @@ class RouterRunner:
             return
         with self._lock:
             if self._pending >= sh.max_pending:
-                self.metrics.inc(
-                    "repoforge_shadow_batches_total", "Shadow batches by outcome", 1, shadow=sh.model, outcome="dropped"
-                )
+                self.metrics.inc(SHADOW_BATCHES, "Shadow batches by outcome", 1, shadow=sh.model, outcome="dropped")
                 return
             self._pending += 1
         feed_c = {k: np.array(v, copy=True) for k, v in feed.items()}
@@ -270,25 +270,25 @@ class RouterRunner:
                 agree &= np.asarray(same).reshape(rows, -1).all(axis=1)
             n_agree = int(agree.sum())
             m.inc(
-                "repoforge_shadow_rows_total",
+                SHADOW_ROWS,
                 "Shadow rows that agree/disagree with the primary answer",
                 n_agree,
                 shadow=sh.model,
                 outcome="agree",
             )
             m.inc(
-                "repoforge_shadow_rows_total",
+                SHADOW_ROWS,
                 "Shadow rows that agree/disagree with the primary answer",
                 rows - n_agree,
                 shadow=sh.model,
                 outcome="disagree",
             )
-            m.inc("repoforge_shadow_batches_total", "Shadow batches by outcome", 1, shadow=sh.model, outcome="ok")
+            m.inc(SHADOW_BATCHES, "Shadow batches by outcome", 1, shadow=sh.model, outcome="ok")
         except Exception:  # noqa: BLE001 - a failing shadow is only a metric
-            m.inc("repoforge_shadow_batches_total", "Shadow batches by outcome", 1, shadow=sh.model, outcome="error")
+            m.inc(SHADOW_BATCHES, "Shadow batches by outcome", 1, shadow=sh.model, outcome="error")
         finally:
             m.observe(
-                "repoforge_shadow_latency_us",
+                SHADOW_LATENCY,
                 "Shadow call latency in microseconds",
                 (time.perf_counter() - t0) * 1e6,
                 shadow=sh.model,
@@ -300,3 +300,10 @@ class RouterRunner:
         self.drift.close()
         if self.shadow_pool is not None:
             self.shadow_pool.shutdown(wait=False, cancel_futures=True)
+        # The weights live as long as the model: a clean stop or an unload leaves no state file (nor its folders).
+        folder = os.path.dirname(self.state_path)
+        for path, remove in ((self.state_path, os.remove), (folder, os.rmdir), (os.path.dirname(folder), os.rmdir)):
+            try:
+                remove(path)
+            except OSError:  # another instance removed it first, or other models still use the folder
+                pass

@@ -10,14 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from repoforge.runtime.plugins._common import (
+from ..config import SemanticCacheConfig
+from ..names import SEMANTIC_CACHE_ENTRIES, SEMANTIC_CACHE_ROWS
+from ..triton_model import (
+    ModelArgs,
+    run_batched,
+)
+from ._common import (
     Metrics,
     call_model,
     plugin_config,
-)
-from repoforge.runtime.triton_model import (
-    ModelArgs,
-    run_batched,
 )
 
 
@@ -26,7 +28,7 @@ class SemanticIndex:
     usearch HNSW): at most `max_entries` rows, oldest evicted first, expired after `ttl_s`."""
 
     def __init__(self, dim: int, max_entries: int, ttl_s: float | None) -> None:
-        from repoforge.runtime.vector_index import VectorIndex
+        from ..vector_index import VectorIndex
 
         self.dim, self.size, self.ttl_s = dim, max_entries, ttl_s
         self.index = VectorIndex(dim, max_entries, ttl_s)
@@ -34,7 +36,7 @@ class SemanticIndex:
 
     @staticmethod
     def normalize(x: np.ndarray) -> np.ndarray:
-        from repoforge.runtime.vector_index import normalize
+        from ..vector_index import normalize
 
         return normalize(x)
 
@@ -64,11 +66,9 @@ class SemanticCacheRunner:
     """Rows whose embedding is close enough (cosine >= threshold) to a cached row get that row's answer."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        from repoforge.spec.plugins import SemanticCachePlugin
-
         self.args = ModelArgs.parse(args)
         cfg = plugin_config(self.args)
-        if not isinstance(cfg, SemanticCachePlugin):
+        if not isinstance(cfg, SemanticCacheConfig):
             raise TypeError(f"{self.args.name}: runner 'semantic_cache' got a {cfg.kind} config")
         self.cfg = cfg
         config = json.loads(args["model_config"])
@@ -100,9 +100,9 @@ class SemanticCacheRunner:
             out[name] = arr
         self.index.add(q[miss], got)
         desc = "Semantic cache rows by outcome"
-        self.metrics.inc("repoforge_semantic_cache_rows_total", desc, int(hit.sum()), result="hit")
-        self.metrics.inc("repoforge_semantic_cache_rows_total", desc, len(miss), result="miss")
-        self.metrics.set("repoforge_semantic_cache_entries", "Entries in the semantic cache", len(self.index))
+        self.metrics.inc(SEMANTIC_CACHE_ROWS, desc, int(hit.sum()), result="hit")
+        self.metrics.inc(SEMANTIC_CACHE_ROWS, desc, len(miss), result="miss")
+        self.metrics.set(SEMANTIC_CACHE_ENTRIES, "Entries in the semantic cache", len(self.index))
         return out
 
     def execute(self, requests: list[Any]) -> list[Any]:

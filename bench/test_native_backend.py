@@ -177,7 +177,7 @@ def render(result: dict[str, Any], kinds: Sequence[str]) -> str:
     lines.append("Host busy: share of the 2 cores in use during the point (1.0 = both); stub cores: CPU of the Python "
                  "backend stubs (every stub on the host, other jobs' too). Ratios are per round, then the median. "
                  "On a shared host (load average above 2 on 2 cores) one round's ratio swings widely: read the "
-                 "median with its range.")  # fmt: skip
+                 "median with its range.\n")  # fmt: skip
     return "\n".join(lines)
 
 

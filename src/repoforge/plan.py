@@ -30,6 +30,7 @@ from repoforge.runtime.threads import parse_setting
 from repoforge.spec.deploy import check_deploy, gpu_setting_warnings
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import SMOKE_INPUTS, EnsembleStep, ModelSpec, TensorSpec
+from repoforge.spec.plugins import RouterPlugin
 from repoforge.spec.yamlsource import PathKey
 from repoforge.triton.names import FORMATS
 from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
@@ -514,8 +515,6 @@ def _ensemble_tensors(ck: Checker, e: ModelPlan, kind: str, derived: list[Tensor
 def _check_rollout(ck: Checker, plans: dict[str, ModelPlan]) -> None:
     """`rollout:` names a router plugin model and one of its routes (or its canary): the release moves that
     router's traffic, so anything else has nothing to shift (or to roll back)."""
-    from repoforge.spec.plugins import RouterPlugin
-
     r = ck.loaded.spec.rollout
     if r is None:
         return

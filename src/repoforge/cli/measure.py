@@ -78,7 +78,11 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
     is_flag=True,
     help="Gate only the points measured: baseline points this run did not measure are named, not failed.",
 )
-@click.option("--grpc-url", default=None, help="With a URL TARGET: the gRPC host:port (default: HTTP port + 1).")
+@click.option(
+    "--grpc-url",
+    default=None,
+    help="With a URL TARGET: the gRPC host:port (default: read from the tritonserver process on this machine).",
+)
 @json_option("Print the report (and gate) as JSON.")
 def perf(
     target: str,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from repoforge.servers.triton import find_tritonserver, private_backends
+from repoforge.servers.triton import TritonServer, find_tritonserver, private_backends
+from repoforge.triton.client import served_config
 
 
 def backends_in(backends_dir: str | os.PathLike[str]) -> set[str]:
@@ -63,9 +64,6 @@ def effective_configs(
     name → config, or → why the model did not load. The server is stopped before this returns.
     """
     from tritonclient.utils import InferenceServerException
-
-    from repoforge.servers.triton import TritonServer
-    from repoforge.triton.client import served_config
 
     binary = None if server in (None, "bundled") else server
     out: dict[str, mc.ModelConfig | str] = {}

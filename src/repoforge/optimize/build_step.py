@@ -14,6 +14,7 @@ from typing import Any
 from repoforge.contract import Device
 from repoforge.optimize.cache import Cache, key
 from repoforge.optimize.run import OptimizeRun, RequiredVariantFailed, run_optimize
+from repoforge.output import sha256_file
 from repoforge.plan_base import RepositoryPlan
 from repoforge.spec.load import LoadedSpec
 from repoforge.spec.models import VersionPolicy
@@ -103,6 +104,4 @@ def shipped_spec(
 
 
 def _source_sha(path: Path) -> str:
-    from repoforge.output import sha256_file
-
     return sha256_file(path)

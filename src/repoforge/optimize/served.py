@@ -10,16 +10,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from repoforge.optimize.build_step import shipped_spec
 from repoforge.optimize.cache import Cache
 from repoforge.optimize.run import OptimizeRun
+from repoforge.perf.analyzer import PerfError, PerfOptions, run
+from repoforge.plan import make_plan
+from repoforge.servers.triton import TritonServer
+from repoforge.triton.reader import read_repository
+from repoforge.triton.repository import write_repository
 
 #: perf_analyzer window per point; short, since several variants and rounds share one run.
 WINDOW_MS = 1000
 
 
 def _point(opts: Any, config: Any) -> float:
-    from repoforge.perf.analyzer import PerfError, run
-
     try:
         return float(run(opts, config)[0].p50_ms)
     except PerfError as exc:
@@ -34,13 +38,6 @@ def measure_served(
 ) -> dict[str, dict[str, dict[int, tuple[float, float, float]]]]:
     """model → variant → batch → (median, low, high) of perf_analyzer's p50 ms over `rounds` alternating rounds,
     at the smallest and largest batch size the config forms."""
-    from repoforge.optimize.build_step import shipped_spec
-    from repoforge.perf.analyzer import PerfOptions
-    from repoforge.plan import make_plan
-    from repoforge.servers.triton import TritonServer
-    from repoforge.triton.reader import read_repository
-    from repoforge.triton.repository import write_repository
-
     loaded, shipped = shipped_spec(run, cache, lambda _m: None, ship_all=True, only=True)
     out: dict[str, dict[str, dict[int, tuple[float, float, float]]]] = {}
     with tempfile.TemporaryDirectory(prefix="repoforge-served-") as tmp:

@@ -32,8 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _serving_helpers as h
 
-from repoforge.perf import tune as tune_mod
-from repoforge.perf.analyzer import PerfError, PerfPoint
 from repoforge.perf.tune import (
     Candidate,
     Trial,
@@ -42,6 +40,7 @@ from repoforge.perf.tune import (
     apply_candidate,
     tune,
 )
+from repoforge.perf.tune_search import Recorded, TuneSearch
 
 SPEC = """version: 1
 repository: perf
@@ -57,26 +56,9 @@ TARGET_RATIO = 0.95
 TARGET_RUNS = 0.10
 
 
-class _Replay(tune_mod._Tuner):
+def _Replay(table: dict[Candidate, Trial], base: Any, budget_ms: float, max_runs: int) -> TuneSearch:
     """The coordinate search fed from a measured table instead of a server (no perf runs)."""
-
-    def __init__(self, table: dict[Candidate, Trial], base: Any, budget_ms: float, max_runs: int) -> None:
-        super().__init__(None, "replay", Path("/nonexistent"), base, None, budget_ms, max_runs, lambda _m: None)  # type: ignore[arg-type]
-        self.table = table
-
-    def _load(self, cand: Candidate) -> tuple[Any, str]:
-        self.loaded = cand
-        self.reloads += 1
-        return None, self.table[cand].served_key
-
-    def _perf(self, cfg: Any) -> tuple[PerfPoint, float | None]:
-        t = self.table[self.loaded]  # type: ignore[index]
-        if t.error:
-            raise PerfError(t.error)
-        p = PerfPoint(
-            concurrency=16, throughput=t.throughput, p50_ms=t.p50_ms, p90_ms=t.p99_ms, p95_ms=t.p99_ms, p99_ms=t.p99_ms
-        )
-        return p, t.rows_per_exec
+    return TuneSearch(Recorded(table.values()), budget_ms, max_runs, lambda _m: None)
 
 
 def replay(grid: TuneResult, budget_ms: float, max_runs: int, confirm: int = 2) -> dict[str, Any]:

@@ -486,3 +486,73 @@ def test_a_failing_candidate_breaks_the_error_rate_check(tmp_path: Path) -> None
     assert 0.1 < rate < 0.5, rate
     assert rate > 0.01  # max_error_rate: the check fails
     assert eval(failure.replace("&&", "and").replace("||", "or"), {"len": len}, {"result": [rate]})
+
+
+PICKY = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    \"\"\"Answers a request holding a negative value with an error response, as a model validating its input does.\"\"\"
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            x = pb_utils.get_input_tensor_by_name(r, "X").as_numpy()
+            if (x < 0).any():
+                out.append(pb_utils.InferenceResponse(error=pb_utils.TritonError("negative values are not allowed")))
+            else:
+                out.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x * 2).astype(np.float32))]))
+        return out
+"""
+
+
+def test_error_alert_reads_a_python_models_failed_requests(tmp_path: Path) -> None:
+    """The error-rate alert's query reads a rate above zero from a real Prometheus scraping a real Triton whose
+    user Python model answers some requests with errors. Triton counts those answers as successes
+    (nv_inference_request_failure stays 0), so the rate comes from the model's own repoforge_model_errors_total."""
+    from repoforge.build import build
+
+    (tmp_path / "picky.py").write_text(PICKY)
+    (tmp_path / "spec.yaml").write_text(
+        "version: 1\nrepository: picky\nmodels:\n  - name: picky\n    format: python\n    path: picky.py\n"
+        "    max_batch_size: 8\n    inputs: [{name: X, dtype: FP32, dims: [1]}]\n"
+        "    outputs: [{name: Y, dtype: FP32, dims: [1]}]\n"
+    )
+    repo = build(tmp_path / "spec.yaml", tmp_path / "repo", device="cpu").output
+    out = deploy_k8s(repo, tmp_path / "k8s", sets=[f"autoscale.window={WINDOW_S}s", "slo.error_rate=0.01"]).output
+    alert = dict(_alert_queries(out / "alerts.rules.yml"))["PickyErrorRateHigh"]
+    assert "repoforge_model_errors_total" in alert
+    labels = {"job": "picky-metrics", "namespace": "default", "pod": "picky-0"}
+    with TritonServer(repo) as triton:
+        with PrometheusServer([(f"127.0.0.1:{triton.metrics_port}", labels)], rule_files=[out / "alerts.rules.yml"]) as prom:  # fmt: skip
+            deadline = time.monotonic() + 30
+            while not prom.targets_up():
+                assert time.monotonic() < deadline, f"Triton never scraped:\n{prom.log_tail()}"
+                time.sleep(0.5)
+            client = triton_http.InferenceServerClient(triton.http_url, connection_timeout=10, network_timeout=10)
+            failed = 0
+            try:
+                stop = time.monotonic() + WINDOW_S + 2
+                i = 0
+                while time.monotonic() < stop:  # one request in three fails, for a few scrapes
+                    x = np.array([[-1.0 if i % 3 == 0 else 1.0]], dtype=np.float32)
+                    inp = triton_http.InferInput("X", [1, 1], "FP32")
+                    inp.set_data_from_numpy(x)
+                    try:
+                        client.infer("picky", [inp], timeout=10)
+                    except InferenceServerException:
+                        failed += 1
+                    i += 1
+                    time.sleep(0.05)
+            finally:
+                client.close()
+            assert failed > 0
+            time.sleep(2)  # two more scrapes
+            result = prom.query(alert)
+            triton_failures = prom.query('sum(nv_inference_request_failure{job="picky-metrics", model="picky"})')
+    print(f"{failed} failed of {i} requests; alert query {result}; nv_inference_request_failure {triton_failures}")
+    assert result, "the alert's query returned nothing"
+    share = {r["metric"].get("model"): float(r["value"][1]) for r in result}
+    assert share.get("picky", 0.0) > 0.0, share

@@ -40,7 +40,32 @@ def sequence_onnx(path: Path) -> Path:
     return path
 
 
-SEQUENCE_SPEC = """
+def dyna_sequence_onnx(path: Path) -> Path:
+    """NVIDIA's simple_dyna_sequence in miniature: Y = X + 10 * START + 100 * READY + 1000 * END + CORRID, so an
+    answer shows every control Triton filled, the correlation id (UINT64) included."""
+    f = [helper.make_tensor_value_info(n, TensorProto.INT32, [None, 1]) for n in ("START", "END", "READY")]
+    ins = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 1]), *f,
+           helper.make_tensor_value_info("CORRID", TensorProto.UINT64, [None, 1])]  # fmt: skip
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])
+    nodes = [
+        helper.make_node("Cast", [n], [f"{n}_f"], to=TensorProto.FLOAT) for n in ("START", "END", "READY", "CORRID")
+    ]
+    for name, k in (("START", 10.0), ("READY", 100.0), ("END", 1000.0)):
+        nodes += [
+            helper.make_node("Constant", [], [f"{name}_k"], value=helper.make_tensor(f"{name}_k", TensorProto.FLOAT, [], [k])),
+            helper.make_node("Mul", [f"{name}_f", f"{name}_k"], [f"{name}_v"]),
+        ]  # fmt: skip
+    nodes += [
+        helper.make_node("Sum", ["X", "START_v", "READY_v", "END_v", "CORRID_f"], ["Y"]),
+    ]
+    graph = helper.make_graph(nodes, "dyna", ins, [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    return path
+
+
+ACCUMULATE = Path(__file__).resolve().parents[1] / "data" / "kinds" / "accumulate.py"
+
+SEQUENCE_SPEC = f"""
 version: 1
 models:
   - name: seq_onnx
@@ -49,8 +74,30 @@ models:
     max_batch_size: 4
     sequence_batching:
       control_inputs:
-        - {name: START, kind: start, dtype: FP32}
-        - {name: READY, kind: ready, dtype: FP32}
+        - {{name: START, kind: start, dtype: FP32}}
+        - {{name: READY, kind: ready, dtype: FP32}}
+  - name: dyna_onnx
+    format: onnx
+    path: dyna.onnx
+    max_batch_size: 4
+    sequence_batching:
+      strategy: oldest
+      max_candidate_sequences: 4
+      control_inputs:
+        - {{name: START, kind: start, dtype: INT32}}
+        - {{name: END, kind: end, dtype: INT32}}
+        - {{name: READY, kind: ready, dtype: INT32}}
+        - {{name: CORRID, kind: correlation_id, dtype: UINT64}}
+  - name: accumulate
+    format: python
+    path: {ACCUMULATE.as_posix()}
+    max_batch_size: 4
+    sequence_batching:
+      control_inputs:
+        - {{name: START, kind: start, dtype: INT32}}
+        - {{name: CORRID, kind: correlation_id, dtype: UINT64}}
+    inputs: [{{name: X, dtype: FP32, dims: [1]}}]
+    outputs: [{{name: TOTAL, dtype: FP32, dims: [1]}}]
 """
 
 
@@ -70,6 +117,7 @@ def write(root: Path, files: dict[str, str]) -> Path:
 def sequence_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("seq")
     sequence_onnx(root / "seq.onnx")
+    dyna_sequence_onnx(root / "dyna.onnx")
     write(root, {"spec.yaml": SEQUENCE_SPEC})
     return root
 
@@ -219,6 +267,23 @@ def test_nvidia_style_sequence_client_sends_only_the_data_input(served) -> None:
     finally:
         client.close()
     assert answers == [111.0, 102.0]  # START on the first request only, READY on both
+
+
+@pytest.mark.integration
+def test_validate_drives_a_real_sequence_and_feeds_the_controls_to_the_reference(served) -> None:  # type: ignore[no-untyped-def]
+    """issue 23.7: a correlation id, START, a step, END; onnxruntime gets START/END/READY/CORRID as Triton fills
+    them (a reference run without them raised `Required inputs (['START', 'READY']) are missing`)."""
+    from repoforge.validate import validate
+
+    repo = Path(served.options.repositories[0])
+    report = validate(repo, url=served.http_url, grpc_url=served.grpc_url)
+    rows = {c.name: c for c in report.checks}
+    assert report.ok, report.to_dict()
+    for name in ("seq_onnx", "dyna_onnx", "accumulate"):
+        assert "sequence of 3 requests" in rows[name].message, rows[name].message
+    for name in ("seq_onnx", "dyna_onnx"):
+        assert rows[name].reference and rows[name].reference.startswith("onnxruntime"), rows[name]
+        assert "matches onnxruntime" in rows[name].message
 
 
 @pytest.mark.integration

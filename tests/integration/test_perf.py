@@ -65,6 +65,8 @@ class TritonPythonModel:
         for request in requests:
             if self.delay_s:
                 time.sleep(self.delay_s)
+            if pb_utils.get_input_tensor_by_name(request, "WEIGHTS") is not None:
+                raise pb_utils.TritonModelException("WEIGHTS was sent: random weights are not weights")
             x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
             out = pb_utils.Tensor("OUTPUT0", (x * 2).astype(np.float32))
             responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
@@ -72,9 +74,13 @@ class TritonPythonModel:
 """
 
 
-def write_model(repo: Path, name: str, delay_ms: int) -> None:
+def write_model(repo: Path, name: str, delay_ms: int, optional: str | None = None) -> None:
+    """`optional`: an optional input the model refuses whenever it is sent (like the router's ROUTE_WEIGHTS, which
+    random data would make nonsense of)."""
     cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=8)
     cfg.input.add(name="INPUT0", data_type=mc.TYPE_FP32, dims=[-1])
+    if optional:
+        cfg.input.add(name=optional, data_type=mc.TYPE_FP32, dims=[2], optional=True)
     cfg.output.add(name="OUTPUT0", data_type=mc.TYPE_FP32, dims=[-1])
     cfg.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
     cfg.parameters["delay_ms"].string_value = str(delay_ms)
@@ -103,6 +109,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("perf-repo")
     write_model(root, "fast", 0)
     write_model(root, "slow", 20)
+    write_model(root, "weighted", 0, optional="WEIGHTS")
     return root
 
 
@@ -508,3 +515,45 @@ def test_unstable_measurement_suggests_stability_percentage(triton: TritonServer
         run(opts, models["fast"].config)
     msg = one_line(info.value)
     assert "--stability-percentage" in msg and "stable measurement" in msg
+
+
+@pytest.mark.integration
+def test_a_running_servers_grpc_port_is_read_from_it_not_guessed(triton: TritonServer, tmp_path: Path) -> None:
+    """issue 23.10: the fixture's ports are free ones (gRPC is not HTTP + 1); perf of a URL TARGET reads the gRPC
+    port from the tritonserver process, and a --grpc-url where nothing answers is named by its flag."""
+    from repoforge.perf.command import PerfArgumentError
+    from repoforge.perf.command import perf as perf_command
+
+    http_port = int(triton.http_url.rsplit(":", 1)[1])
+    assert not triton.grpc_url.endswith(f":{http_port + 1}")
+    result = perf_command(triton.http_url, "fast", protocol="grpc", concurrency=[1], output=tmp_path / "r",
+                          plots=False, **FAST)  # fmt: skip
+    assert result.report.urls["grpc"] == triton.grpc_url and result.report.points[0].throughput > 0
+    with pytest.raises(PerfArgumentError, match="--grpc-url") as err:
+        perf_command(triton.http_url, "fast", grpc_url="127.0.0.1:1", concurrency=[1], output=tmp_path / "r2", **FAST)
+    assert err.value.param == "--grpc-url"
+
+
+@pytest.mark.integration
+def test_optional_inputs_are_left_out_unless_the_user_maps_them(triton: TritonServer, tmp_path: Path) -> None:
+    """issue 23.3: perf_analyzer's random data fills every input, the optional ones too (the router's
+    ROUTE_WEIGHTS got [1.85e+31, -9.8e+26]); repoforge sends only the required ones."""
+    from repoforge.perf.command import perf as perf_command
+
+    result = perf_command(triton.http_url, "weighted", protocol="grpc", concurrency=[1], output=tmp_path / "r",
+                          grpc_url=triton.grpc_url, plots=False, **FAST)  # fmt: skip
+    assert result.report.points[0].throughput > 0
+    data = json.loads(Path(result.report.settings["input_data"]).read_text())
+    assert set(data["data"][0]) == {"INPUT0"}
+
+
+@pytest.mark.integration
+def test_tune_and_every_run_leave_optional_inputs_out_too(triton: TritonServer, models: dict[str, RepoModel]) -> None:
+    """issue 23.3: `run` (what tune measures with) makes the required-inputs data itself when given none."""
+    from repoforge.perf.analyzer import required_inputs_data
+
+    opts = PerfOptions("weighted", triton.grpc_url, "grpc", concurrency=[1], **FAST)
+    assert json.loads(required_inputs_data(opts, models["weighted"].config) or "{}")["data"][0].keys() == {"INPUT0"}
+    assert required_inputs_data(opts, models["fast"].config) is None  # no optional input: random data as before
+    (point,) = run(opts, models["weighted"].config)
+    assert point.throughput > 0

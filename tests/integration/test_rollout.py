@@ -304,6 +304,56 @@ def test_a_build_folder_is_served_for_the_run_with_its_spec_rollout_section(
     assert len(log.read_text().splitlines()) == 2
 
 
+def test_the_metrics_port_is_read_from_the_server_not_guessed(server: TritonServer) -> None:
+    """issue 23.10: the fixture's ports are free ones (metrics is not HTTP + 2): rollout reads them from the
+    tritonserver process; a metrics URL where nothing answers is named by its flag."""
+    assert not server.metrics_url.endswith(f":{int(server.http_url.rsplit(':', 1)[1]) + 2}/metrics")
+    result = rollout(server.http_url, router="r_idle", candidate="healthy", policy=_policy(interval="300ms",
+                     threshold=1, steps=[100]), metrics_url=None)  # fmt: skip
+    assert result.outcome == "rolled back" and "no data: 0 requests" in result.reason  # the metrics were read
+    with pytest.raises(RolloutArgumentError, match="--metrics-url") as err:
+        rollout(server.http_url, router="r_idle", candidate="healthy", policy=_policy(), metrics_url="127.0.0.1:1")
+    assert err.value.param == "--metrics-url"
+
+
+@pytest.fixture(scope="module")
+def polling_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """blue, green and their router on a Triton that, like `repoforge serve` by default, cannot unload models."""
+    root = tmp_path_factory.mktemp("rollout-none")
+    shutil.copy(DATA / "candidate.py", root / "candidate.py")
+    spec = _spec().split("  - name: primary")[0]  # version and defaults
+    models = "".join(ln + "\n" for ln in _spec().splitlines() if not ln.startswith("rollout:"))  # r_idle's
+    keep = [b for b in models.split("  - name: ")[1:] if b.split("\n")[0] in ("blue", "green", "r_bg")]
+    (root / "spec.yaml").write_text(spec + "".join(f"  - name: {b}" for b in keep))
+    repo = build(root / "spec.yaml", root / "repo", device="cpu").output
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPOFORGE_STATE_DIR", str(root / "state"))
+        with TritonServer(repo) as s:  # model control "none"
+            yield s
+
+
+def test_blue_green_refuses_up_front_a_server_that_cannot_unload(polling_server: TritonServer) -> None:
+    """issue 23.5: a usage error before any weight changes, saying how to serve it so it can."""
+    with pytest.raises(RolloutArgumentError, match="--model-control explicit") as err:
+        _run(polling_server, "r_bg", "green", strategy="blue-green", shadow_requests=0, keep_blue="0s")
+    assert err.value.exit_code == 2
+    assert _rows(polling_server, "r_bg", "green", "repoforge_router_weight") == 0.0  # nothing was switched
+
+
+def test_a_switch_whose_blue_did_not_unload_is_not_a_promotion(polling_server: TritonServer) -> None:
+    """issue 23.5: the release loop itself (past the up-front check): blue's unload is refused by the server."""
+    from repoforge.rollout.command import smoke
+    from repoforge.rollout.controller import Rollout
+    from repoforge.rollout.server import RouterServer
+
+    metrics = polling_server.metrics_url.split("://")[-1].removesuffix("/metrics")
+    router = RouterServer(polling_server.http_url, metrics, "r_bg")
+    policy = _policy(strategy="blue-green", shadow_requests=0, keep_blue="0s")
+    result = Rollout(router, "green", policy, say=print).run(lambda m: smoke(router, m))
+    assert result.outcome != "promoted" and result.exit_code == 1, result
+    assert "blue" in result.reason and "not allowed" in result.reason
+
+
 def test_ctrl_c_mid_release_rolls_the_candidate_back(server: TritonServer, tmp_path: Path) -> None:
     import signal
 

@@ -7,6 +7,7 @@ import re
 import shlex
 import socket
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,6 +129,53 @@ def test_serve_with_auto_ports_answers_on_the_ports_it_prints(cpu_repo: Path) ->
     printed = " ".join(v for _, v in ep.rows)
     assert {"HTTP", "gRPC", "metrics"} == {label for label, _ in ep.rows}
     assert not any(f":{p}" in printed for p in (8000, 8001, 8002))  # free ones, not the defaults
+
+
+@pytest.mark.integration
+def test_serve_in_explicit_model_control_starts_the_models_asked_for_and_can_unload(cpu_repo: Path) -> None:
+    """issue 23.5: `serve --model-control explicit --load M`: Triton takes load/unload requests (what blue-green
+    rollout needs); without it Triton refuses them ("not allowed if polling is enabled")."""
+    stop = threading.Event()
+    seen: list[tuple[Endpoints, int, bool]] = []
+
+    def ready(ep: Endpoints) -> None:
+        try:
+            http = dict(ep.rows)["HTTP"].split()[0]
+            req = urllib.request.Request(f"{http}/v2/repository/models/classifier/unload", data=b"{}", method="POST")
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                status = resp.status
+            try:
+                with urllib.request.urlopen(f"{http}/v2/models/classifier/ready", timeout=10) as resp:
+                    still = resp.status == 200
+            except urllib.error.HTTPError:
+                still = False
+            seen.append((ep, status, still))
+        finally:
+            stop.set()
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve(cpu_repo, on_ready=ready, stop_event=stop, auto_ports=True, model_control="explicit",
+                  load_models=["classifier"])  # fmt: skip
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=240)
+    assert not worker.is_alive() and not errors, errors
+    ep, status, still = seen[0]
+    assert ep.models == ["classifier"] and status == 200 and not still
+    assert any("explicit" in line for line in ep.lines()), ep.lines()
+
+
+def test_load_needs_explicit_model_control_and_a_model_the_build_has(cpu_repo: Path) -> None:
+    res = CliRunner().invoke(main, ["serve", str(cpu_repo), "--load", "classifier"])
+    assert res.exit_code == 2 and "--model-control explicit" in res.output, res.output
+    res = CliRunner().invoke(main, ["serve", str(cpu_repo), "--model-control", "explicit", "--load", "nope"])
+    assert res.exit_code == 2 and "'nope'" in res.output and "classifier" in res.output, res.output
 
 
 def test_print_command_on_a_cpu_build_of_onnx_is_the_plain_ngc_line_without_gpus(cpu_repo: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import click
+import yaml
 
 from repoforge.cli.common import command, fail, json_option, progress
 from repoforge.errors import RepoforgeError
@@ -77,7 +78,11 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
     is_flag=True,
     help="Gate only the points measured: baseline points this run did not measure are named, not failed.",
 )
-@click.option("--grpc-url", default=None, help="With a URL TARGET: the gRPC host:port (default: HTTP port + 1).")
+@click.option(
+    "--grpc-url",
+    default=None,
+    help="With a URL TARGET: the gRPC host:port (default: read from the tritonserver process on this machine).",
+)
 @json_option("Print the report (and gate) as JSON.")
 def perf(
     target: str,
@@ -195,6 +200,13 @@ def perf(
     show_default=True,
     help="Writes tune.json, spec-patch.yaml, config.pbtxt and pareto.png here.",
 )
+@click.option(
+    "--apply",
+    "apply_to_spec",
+    is_flag=True,
+    help="Write the best settings into SPEC itself, keeping its comments and layout (nothing when no config "
+    "meets the budget).",
+)
 @json_option("Print the result as JSON.")
 def tune(
     spec: Path,
@@ -206,15 +218,18 @@ def tune(
     stability_percentage: float | None,
     max_trials: int,
     output: Path,
+    apply_to_spec: bool,
     as_json: bool,
 ) -> None:
     """Find MODEL's max_batch_size, preferred batch sizes, queue delay and instance count with the best
     throughput whose p99 stays within the budget (what Model Analyzer sweeps).
 
     One tritonserver is started; each candidate is reloaded through explicit model control and
-    measured with perf_analyzer. Prints the best config and writes it as a spec patch.
+    measured with perf_analyzer. Prints the best config and writes it as a spec patch (--apply: into SPEC).
+    Exit 1 when no config meets the budget, naming the one that came closest.
     """
     from repoforge.perf.tune import tune as do_tune
+    from repoforge.spec.edit import apply_patch
 
     result = do_tune(
         spec,
@@ -230,7 +245,12 @@ def tune(
     )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    click.echo(result.summary())
-    if result.patch_yaml:
-        click.echo(f"spec patch ({output / 'spec-patch.yaml'}):\n{result.patch_yaml}")
+    else:
+        click.echo(result.summary())
+        if result.patch_yaml:
+            click.echo(f"spec patch ({output / 'spec-patch.yaml'}):\n{result.patch_yaml}")
+    if result.best is None:
+        fail(RepoforgeError(result.shortfall()), 1)
+    if apply_to_spec:
+        changed = apply_patch(spec, yaml.safe_load(result.patch_yaml))
+        click.echo(f"applied to {spec}: {', '.join(changed) or 'nothing changed (it has these settings)'}", err=as_json)

@@ -209,7 +209,11 @@ def image(build_dir: Path, output: Path, force: bool, as_json: bool, quiet: bool
     "--shadow-requests", type=click.IntRange(min=0), default=None, help="blue-green: shadow rows before the switch."
 )
 @click.option("--keep-blue", default="10m", show_default=True, help="blue-green: how long blue stays loaded.")
-@click.option("--metrics-url", default=None, help="host:port of the server's metrics (default: HTTP port + 2).")
+@click.option(
+    "--metrics-url",
+    default=None,
+    help="host:port of the server's metrics (default: read from the tritonserver process on this machine).",
+)
 @click.option(
     "--log",
     "log",
@@ -253,7 +257,9 @@ def rollout(
     section, when it has one, gives every option not on the command line).
 
     \b
-    Exit 0: promoted; 1: rolled back (the reason names the metric and threshold); 2: bad input.
+    Exit 0: promoted; 1: rolled back (the reason names the metric and threshold), or a blue-green switch whose
+    blue could not be unloaded ("incomplete"); 2: bad input, e.g. blue-green on a server that cannot unload
+    (serve it with --model-control explicit), or a metrics port that does not answer (--metrics-url).
     Every check prints one line and is appended to --log (JSON Lines).
       repoforge rollout 127.0.0.1:8000 --router router --candidate model_v2 --max-p99-ms 50
       repoforge rollout 127.0.0.1:8000 --router router --candidate green --strategy blue-green --keep-blue 10m

@@ -95,6 +95,21 @@ def validate(
     help="Response cache bytes (default 256 MiB when a model enables response_cache).",
 )
 @click.option(
+    "--model-control",
+    type=click.Choice(["none", "explicit", "poll"]),
+    default="none",
+    show_default=True,
+    help="Triton's model control: explicit takes load/unload requests (blue-green `rollout` unloads blue); "
+    "none loads every model at start and refuses them.",
+)
+@click.option(
+    "--load",
+    "load_models",
+    multiple=True,
+    metavar="MODEL",
+    help="With --model-control explicit: a model to load at start (repeatable; default: every model).",
+)
+@click.option(
     "--print-command",
     is_flag=True,
     help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: `repoforge image` and a docker "
@@ -109,6 +124,8 @@ def serve(
     ports: str,
     tritonserver: Path | None,
     cache_size: int | None,
+    model_control: str,
+    load_models: tuple[str, ...],
     print_command: bool,
 ) -> None:
     """Serve REPOSITORY with a real tritonserver until Ctrl-C.
@@ -151,6 +168,8 @@ def serve(
         auto_ports=ports == "auto",
         tritonserver=tritonserver,
         cache_size_bytes=cache_size,
+        model_control=model_control,
+        load_models=list(load_models) or None,
     )
     click.echo("stopped")
 

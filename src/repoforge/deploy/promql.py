@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from repoforge.runtime import names
+
 #: Failed requests a Python model of a build counts itself (labels model, version), through Triton's custom metrics:
 #: Triton 2.51 counts a Python model's error *response* as a success, so nv_inference_request_failure stays 0 for
-#: it. The runtime's name (agreed in issue 21); the error queries add it to Triton's own failures.
-MODEL_ERRORS = "repoforge_model_errors_total"
+#: it. The name is the runtime's; the error queries add it to Triton's own failures.
+MODEL_ERRORS = names.MODEL_ERRORS
 #: PSI above which a feature counts as drifted (the usual rule of thumb: < 0.1 stable, 0.1-0.2 moderate, > 0.2 shifted)
 DRIFT_PSI = 0.2
 #: How long PSI stays above DRIFT_PSI before the alert fires: one noisy window is not drift.

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from repoforge.deploy.build_info import BuildInfo
 from repoforge.errors import Location, Problem, SpecError
 from repoforge.output import MANIFEST
+from repoforge.rollout.quantities import AGREEMENT, ERROR_RATE, P99_MS
 from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.load import _message
 from repoforge.spec.rollout import RolloutSpec
@@ -142,39 +143,32 @@ def checks(rel: Release, *, namespace: str, pods: str, window: str) -> list[Chec
     """The release checks, with the namespace, the pod regex of the new revision and the window filled in as given
     (Flagger's and Argo's template variables, or literal values in the tests)."""
     base = f'job="{rel.job}", namespace="{namespace}", pod=~"{pods}", model="{rel.router}"'
-    route = "{" + base + f', route="{rel.candidate}"' + "}"
-    rows = f"sum(increase(repoforge_router_rows_total{route}[{window}]))"
-    enough = f"({rows} >= {rel.spec.min_requests})"
-    errors = f"sum(increase(repoforge_router_errors_total{route}[{window}]))"
+    calls = base + f', {ERROR_RATE.subject}="{rel.candidate}"'
+    enough = f"({ERROR_RATE.whole.promql(calls, window)} >= {rel.spec.min_requests})"
     out = [
         Check(
-            "error-rate",
-            # the errors counter may appear only with a first error: absent, it stands in as 0 while rows exist
-            f"({errors} or {rows} * 0) / {enough}",
+            ERROR_RATE.name,
+            ERROR_RATE.promql(calls, window, rel.spec.min_requests),
             "max",
             rel.spec.max_error_rate,
             f"failed route calls to {rel.candidate} as a share of its rows",
         )
     ]
     if rel.spec.max_p99_ms is not None:
-        bucket = f"repoforge_router_latency_us_bucket{route}"
         out.append(
             Check(
-                "latency-p99",
-                f"(histogram_quantile(0.99, sum by (le) (rate({bucket}[{window}]))) / 1000) and on () {enough}",
+                P99_MS.name,
+                P99_MS.promql(base + f', {P99_MS.subject}="{rel.candidate}"', window, enough),
                 "max",
                 rel.spec.max_p99_ms,
                 f"p99 of the router's calls to {rel.candidate}, in ms",
             )
         )
     if rel.shadowed:
-        shadow = "{" + base + f', shadow="{rel.candidate}"'
-        agree = f'sum(increase(repoforge_shadow_rows_total{shadow}, outcome="agree"}}[{window}]))'
-        total = f"sum(increase(repoforge_shadow_rows_total{shadow}}}[{window}]))"
         out.append(
             Check(
-                "shadow-agreement",
-                f"({agree} or {total} * 0) / ({total} >= {rel.spec.min_requests})",
+                AGREEMENT.name,
+                AGREEMENT.promql(base + f', {AGREEMENT.subject}="{rel.candidate}"', window, rel.spec.min_requests),
                 "min",
                 rel.spec.min_agreement,
                 f"shadow rows where {rel.candidate} agrees with the primary route",

@@ -682,10 +682,56 @@ def run_calibrated(
     return points, cal_points
 
 
+def required_inputs_data(opts: PerfOptions, config: mc.ModelConfig | None) -> str | None:
+    """perf_analyzer input data (JSON) with random values for the required inputs only, for a Triton model that
+    has optional ones; None when it has none (``--input-data random`` then fits). perf_analyzer's random data fills
+    every input, optional ones included (a router's weights input then gets random "weights"), while an input-data
+    file may leave an optional input out: it is then not sent, as a client that does not map it would not."""
+    import json
+
+    import numpy as np
+
+    from repoforge.triton.inputs import random_array, triton_dtype
+
+    if config is None or opts.service_kind != "triton" or not any(t.optional for t in config.input):
+        return None
+    rng = np.random.default_rng(0)
+    row: dict[str, Any] = {}
+    for t in config.input:
+        if t.optional:
+            continue
+        dims = opts.shapes.get(t.name) or [d if d >= 0 else opts.default_dim for d in t.dims]
+        arr = random_array(triton_dtype(t.data_type), dims, rng)
+        flat = [v.decode() if isinstance(v, bytes) else v for v in arr.ravel().tolist()]
+        row[t.name] = {"content": flat, "shape": dims}
+    return json.dumps({"data": [row]})
+
+
 def _run_many(
     jobs: list[tuple[PerfOptions, mc.ModelConfig | None]], progress: Progress | None, calibration_first: bool = False
 ) -> list[list[PerfPoint]]:
     say = progress or (lambda _m: None)
+    with tempfile.TemporaryDirectory(prefix="repoforge-perf-data-") as data_dir:
+        return _run_jobs([_without_optional(o, cfg, Path(data_dir)) for o, cfg in jobs], say, calibration_first)
+
+
+def _without_optional(
+    o: PerfOptions, cfg: mc.ModelConfig | None, folder: Path
+) -> tuple[PerfOptions, mc.ModelConfig | None]:
+    """`o` with a data file of the required inputs only where the model has optional ones and no file was given."""
+    from dataclasses import replace
+
+    text = required_inputs_data(o, cfg) if o.input_data is None else None
+    if text is None:
+        return o, cfg
+    path = folder / f"{o.model}.required-inputs.json"
+    path.write_text(text)
+    return replace(o, input_data=path), cfg
+
+
+def _run_jobs(
+    jobs: list[tuple[PerfOptions, mc.ModelConfig | None]], say: Progress, calibration_first: bool
+) -> list[list[PerfPoint]]:
     exe = find_perf_analyzer(jobs[0][0].binary)
     for o, cfg in jobs:  # check every command before the first measurement
         build_command(o, cfg, load=o.loads[0], binary=exe)

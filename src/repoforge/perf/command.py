@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from repoforge.perf.analyzer import (
     PerfError,
     PerfOptions,
     parse_concurrency,
+    required_inputs_data,
     run,
     run_calibrated,
 )
@@ -92,19 +94,54 @@ def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
         ) from None
 
 
+def grpc_endpoint(http_url: str, grpc_url: str | None, say: Progress) -> str:
+    """The gRPC host:port of the Triton whose HTTP API is `http_url`: `grpc_url`, else the port the tritonserver
+    process on this machine was started with (Triton's HTTP API does not say, and `serve --ports auto` puts it
+    anywhere). One that does not answer, or cannot be read, is a PerfArgumentError naming --grpc-url."""
+    from repoforge.servers.discover import answers, triton_ports
+
+    host, _, port = http_url.rpartition(":")
+    if grpc_url is not None:
+        grpc = grpc_url.split("://")[-1].rstrip("/")
+        where = "given with --grpc-url"
+    else:
+        found = triton_ports(http_url) if port.isdigit() else None
+        if found is None or found.grpc is None:
+            why = (
+                "its gRPC endpoint is switched off on its command line"
+                if found is not None
+                else "not a tritonserver on this machine, so its command line cannot be read"
+            )
+            raise PerfArgumentError(
+                "--grpc-url",
+                f"cannot tell the gRPC port of the server at {http_url} ({why}); pass it with --grpc-url host:port, "
+                "or measure over HTTP with --protocol http",
+            )
+        grpc = f"{host}:{found.grpc}"
+        where = f"read from tritonserver pid {found.pid}"
+        say(f"gRPC at {grpc} ({where})")
+    ghost, _, gport = grpc.rpartition(":")
+    if not gport.isdigit() or not answers(ghost.strip("[]"), int(gport)):
+        raise PerfArgumentError(
+            "--grpc-url", f"nothing answers at {grpc} (the gRPC port, {where}); pass the right one with --grpc-url"
+        )
+    return grpc
+
+
 @contextlib.contextmanager
-def _target(target: str | Path, models: list[str], grpc_url: str | None, say: Progress) -> Iterator[PerfEndpoints]:
-    """A built folder is served for the run by its target; anything else is the HTTP host:port of a running Triton."""
+def _target(
+    target: str | Path, models: list[str], grpc_url: str | None, say: Progress, need_grpc: bool = True
+) -> Iterator[PerfEndpoints]:
+    """A built folder is served for the run by its target; anything else is the HTTP host:port of a running Triton
+    (its gRPC port read from the server, or given)."""
     path = Path(target)
     if path.is_dir():
         with target_of(path).perf_endpoint(path, models, say) as ep:
             yield ep
         return
     http_url = str(target).removeprefix("http://").rstrip("/")
-    if grpc_url is None:
-        host, _, port = http_url.rpartition(":")
-        grpc_url = f"{host}:{int(port) + 1}" if port.isdigit() else http_url
-    yield PerfEndpoints(http_url, grpc_url, {m: _config_from_server(http_url, m) for m in models})
+    grpc = grpc_endpoint(http_url, grpc_url, say) if need_grpc else http_url
+    yield PerfEndpoints(http_url, grpc, {m: _config_from_server(http_url, m) for m in models})
 
 
 def perf(
@@ -140,13 +177,24 @@ def perf(
     say = progress or (lambda _m: None)
     protocols: list[Literal["grpc", "http"]] = ["http", "grpc"] if protocol == "both" else [protocol]
     wanted = [model] + ([calibration_model] if calibration_model else [])
-    with _target(target, wanted, grpc_url, say) as ep:
+    with contextlib.ExitStack() as stack:
+        ep = stack.enter_context(_target(target, wanted, grpc_url, say, need_grpc=protocol != "http"))
         start = host_load()
         options, points, calib_points = [], [], []
         if ep.http_only:
             if protocol == "both":
                 raise PerfError(ep.http_only)
             protocols = ["http"]
+        data_text = None
+        if input_data is None and ep.service_kind == "triton":  # optional inputs stay out unless the user maps them
+            probe = PerfOptions(model=model, url=ep.http, shapes=shapes or {})
+            data_text = required_inputs_data(probe, ep.configs[model])
+        if data_text is not None:
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="repoforge-perf-data-"))
+            input_data = Path(data_dir) / f"{model}.perf-data.json"
+            input_data.write_text(data_text)
+            optional = [t.name for t in ep.configs[model].input if t.optional]  # type: ignore[union-attr]
+            say(f"optional input(s) {', '.join(optional)} left out (random data only for the required ones)")
         interrupted = False
         try:
             for proto in protocols:
@@ -205,6 +253,9 @@ def perf(
         extra = {body.name: ep.requests[model], f"{model}.perf-data.json": ep.request_data(body)}
         report.settings["input_data"] = str(body.with_name(f"{model}.perf-data.json"))
         report.settings["request_file"] = str(body)
+    if data_text is not None:  # the required-inputs data made for this run: kept with the report, like a request
+        extra[f"{model}.perf-data.json"] = data_text
+        report.settings["input_data"] = str(Path(output).absolute() / f"{model}.perf-data.json")
     files = write_report(report, output, plots=plots, extra_files=extra)
     if interrupted:
         raise Interrupted(

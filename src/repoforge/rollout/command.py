@@ -1,8 +1,8 @@
 """`repoforge rollout`: release a candidate behind a router on a live Triton, promoting it or rolling it back.
 
-TARGET is a running server's HTTP `host:port` (metrics on its port + 2 unless `metrics_url` is given: Triton's
-default layout) or a build folder, served for the run in explicit model control (so blue-green can load and
-unload) with every model loaded.
+TARGET is a running server's HTTP `host:port` (its metrics port read from the tritonserver process on this machine
+unless `metrics_url` is given) or a build folder, served for the run in explicit model control (so blue-green can
+load and unload) with every model loaded.
 """
 
 from __future__ import annotations
@@ -72,11 +72,44 @@ def endpoint(target: str | Path, metrics_url: str | None, say: Say) -> Iterator[
     path = Path(target)
     if not path.is_dir():
         host, port = host_port(str(target), "TARGET")
-        metrics = metrics_url.split("://")[-1].rstrip("/") if metrics_url else f"{host}:{port + 2}"
-        yield Endpoint(f"{host}:{port}", metrics)
+        yield Endpoint(f"{host}:{port}", metrics_endpoint(host, port, metrics_url, say))
         return
     with target_of(path).rollout_endpoint(path, say) as served:
         yield Endpoint(served.http_url, served.metrics_url)
+
+
+def metrics_endpoint(host: str, port: int, metrics_url: str | None, say: Say) -> str:
+    """The metrics host:port of the Triton whose HTTP API is host:port: `metrics_url`, else the port the
+    tritonserver process on this machine was started with (Triton's HTTP API does not say). A port that does not
+    answer, or one that cannot be read, is a usage error naming --metrics-url."""
+    from repoforge.servers.discover import answers, triton_ports
+
+    if metrics_url is not None:
+        mhost, mport = host_port(metrics_url, "--metrics-url")
+        where = "given with --metrics-url"
+    else:
+        found = triton_ports(f"{host}:{port}")
+        if found is None:
+            raise RolloutArgumentError(
+                "--metrics-url",
+                f"cannot read the metrics port of the server at {host}:{port} (not a tritonserver on this machine); "
+                "pass its metrics host:port with --metrics-url",
+            )
+        if found.metrics is None:
+            raise RolloutArgumentError(
+                "--metrics-url",
+                f"the tritonserver at {host}:{port} (pid {found.pid}) runs with --allow-metrics=false; rollout judges "
+                "the router's metrics: start it with metrics on, and pass --metrics-url if they are elsewhere",
+            )
+        mhost, mport = host, found.metrics
+        where = f"read from tritonserver pid {found.pid}"
+        say(f"metrics at {mhost}:{mport} ({where})")
+    if not answers(mhost, mport):
+        raise RolloutArgumentError(
+            "--metrics-url", f"nothing answers at {mhost}:{mport} (the metrics port, {where}); pass the right one with "
+            "--metrics-url host:port"
+        )  # fmt: skip
+    return f"{mhost}:{mport}"
 
 
 def recorded_policy(target: str | Path) -> dict[str, Any] | None:
@@ -137,6 +170,14 @@ def rollout(
     check_target(target, metrics_url)
     with endpoint(target, metrics_url, say) as ep:
         server = _router(ep, router, candidate)
+        if policy.strategy == "blue-green" and not do_rollback:
+            refused = server.unload_refused()
+            if refused is not None:
+                raise RolloutArgumentError(
+                    "TARGET", f"the server at {ep.http_url} cannot unload models ({refused}), and blue-green unloads "
+                    "blue after the switch: serve it with `repoforge serve REPO --model-control explicit` "
+                    "(tritonserver --model-control-mode=explicit), or release with --strategy canary"
+                )  # fmt: skip
         try:
             if do_rollback:
                 weights = rollback(server, candidate, say)

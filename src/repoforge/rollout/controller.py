@@ -44,7 +44,7 @@ class Check:
 class RolloutResult:
     """How the release ended: exit code 0 promoted, 1 rolled back, with the reason and every check."""
 
-    outcome: str  # "promoted" | "rolled back"
+    outcome: str  # "promoted" | "rolled back" | "incomplete" (switched, but blue could not be unloaded)
     reason: str
     candidate: str
     weights: dict[str, float]
@@ -260,12 +260,21 @@ class Rollout:
                 w, ms = self._timed_set(0.0)
                 why = f"green {self.candidate} after the switch: " + "; ".join(check.failures)
                 return self._end("rolled back", why, w, ms)
+        stuck = []
         for b in blue:
             try:
                 self.server.unload(b)
                 self.say(f"unloaded blue: {b}")
             except ServerError as exc:
                 self.say(f"blue {b} stays loaded: {exc}")
+                stuck.append(f"{b} ({exc})")
+        if stuck:  # traffic is on green, but the release did not finish: not a success to report or to exit 0 on
+            return self._end(
+                "incomplete",
+                f"all traffic on green {self.candidate}, but blue could not be unloaded: {'; '.join(stuck)}; unload "
+                "it by hand once the server allows it, or send traffic back with --rollback",
+                self.shares(100.0),
+            )
         return self._end("promoted", f"all traffic on green {self.candidate}", self.shares(100.0))
 
     def _shadow_green(self, wanted: int) -> RolloutResult | None:

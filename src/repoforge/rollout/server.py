@@ -20,6 +20,8 @@ from repoforge.triton.client import InferenceServerException, TritonClient, conf
 from repoforge.triton.inputs import make_inputs
 
 REQUEST_TIMEOUT_S = 30.0
+#: A model name no repository has: unloading it tells whether the server allows unloading at all.
+UNLOAD_PROBE = "__repoforge_unload_probe__"
 
 
 class RolloutInputError(ValueError):
@@ -108,6 +110,12 @@ class RouterServer:
         status, payload = self._request("POST", f"/v2/repository/models/{model}/load")
         if status != 200:
             raise ServerError(f"loading '{model}' failed: {self._error(payload)}")
+
+    def unload_refused(self) -> str | None:
+        """None when the server takes load/unload requests (explicit model control), else its refusal. Probed by
+        unloading a model name that is not in the repository: explicit mode answers it as a no-op."""
+        status, payload = self._request("POST", f"/v2/repository/models/{UNLOAD_PROBE}/unload")
+        return None if status == 200 else self._error(payload)
 
     def unload(self, model: str) -> None:
         status, payload = self._request("POST", f"/v2/repository/models/{model}/unload")

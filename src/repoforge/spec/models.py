@@ -226,7 +226,9 @@ class Warmup(StrictModel):
     data: Literal["random", "zero"] = Field(default="random", description="Input contents: random or zero data.")
     count: int = Field(default=1, ge=1, description="Times each warmup request runs.")
     shapes: dict[str, list[int]] = Field(
-        default={}, description="Input name → concrete dims; unset inputs use their dims with -1 as 1."
+        default={},
+        description="Input name → concrete dims; unset inputs use their dims with -1 as 1. An optional input is "
+        "sent only when named here.",
     )
 
     @field_validator("batch_sizes")

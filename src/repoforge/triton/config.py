@@ -166,6 +166,8 @@ def _warmup(cfg: mc.ModelConfig, plan: ModelPlan) -> None:
     for b in w.batch_sizes:
         entry = cfg.model_warmup.add(name=f"warmup_bs{b}", batch_size=b, count=w.count)
         for t in plan.inputs:
+            if t.optional and t.name not in w.shapes:
+                continue  # random data in an optional input (a router's weights) is not what clients send
             dims = w.shapes.get(t.name) or [d if d >= 0 else 1 for d in t.dims]
             inp = entry.inputs[t.name]
             inp.data_type = dtype_enum(t.dtype)

@@ -81,6 +81,11 @@ class TorchServeTarget:
                 ServePort("gRPC management", "--grpc-port + 1", after(grpc))]  # fmt: skip
 
     def server(self, output: Path, *, host: str, ports: list[ServePort], **options: Any) -> TorchServeServer:
+        if (options.get("model_control") or "none") != "none" or options.get("load_models"):
+            raise TargetArgumentError(
+                "--model-control", f"{output} is a TorchServe build; model control and --load are Triton settings "
+                "(TorchServe's management API loads and unloads models as it is)"
+            )  # fmt: skip
         return serve.make_torchserve(output, host=host, ports=[p.port for p in ports])
 
     def endpoints(self, server: TorchServeServer) -> Endpoints:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -37,11 +37,17 @@ def make_server(
     tritonserver: str | Path | None = None,
     cache_size_bytes: int | None = None,
     model_control: Literal["none", "explicit", "poll"] = "none",
+    load_models: Sequence[str] | None = None,
 ) -> TritonServer:
     """A TritonServer for `repository`; turns on the response cache when a model asks for it
-    (Triton silently ignores `response_cache` without `--cache-config`)."""
+    (Triton silently ignores `response_cache` without `--cache-config`). In explicit model control the server
+    starts with `load_models` (default: every model) and takes load/unload requests (blue-green rollout);
+    TargetArgumentError, before anything starts, for a `--load` without it or of a model the build lacks."""
     repo = Path(repository)
     models = read_repository(repo)
+    check_model_control(model_control, load_models, [m.name for m in models])
+    if model_control == "explicit" and not load_models:
+        load_models = ["*"]
     if cache_size_bytes is None and uses_response_cache(models):
         cache_size_bytes = DEFAULT_CACHE_BYTES
     return TritonServer(
@@ -53,7 +59,23 @@ def make_server(
         binary=tritonserver,
         cache_size_bytes=cache_size_bytes,
         model_control=model_control,
+        load_models=list(load_models) if load_models else None,
     )
+
+
+def check_model_control(model_control: str, load_models: Sequence[str] | None, names: list[str]) -> None:
+    """`--load` only means something in explicit model control, and names models the build has."""
+    if model_control not in ("none", "explicit", "poll"):
+        raise TargetArgumentError("--model-control", f"expected none, explicit or poll, not {model_control!r}")
+    if load_models and model_control != "explicit":
+        raise TargetArgumentError(
+            "--load", "--load chooses the models to start with in explicit model control: add --model-control explicit"
+        )
+    unknown = [m for m in load_models or () if m != "*" and m not in names]
+    if unknown:
+        raise TargetArgumentError(
+            "--load", f"no model {', '.join(repr(u) for u in unknown)} in this build; it has {', '.join(sorted(names))}"
+        )
 
 
 def endpoints(server: TritonServer) -> Endpoints:
@@ -61,7 +83,13 @@ def endpoints(server: TritonServer) -> Endpoints:
     rows = [("HTTP", f"http://{server.http_url}   (curl http://{server.http_url}/v2/health/ready)"),
             ("gRPC", server.grpc_url), ("metrics", server.metrics_url)]  # fmt: skip
     ready = sorted({s["name"] for s in server.model_states() if s["state"] == "READY"})
-    return Endpoints("tritonserver", rows, ready)
+    notes = []
+    if server.options.model_control == "explicit":
+        notes.append(
+            f"model control explicit: load/unload with POST http://{server.http_url}/v2/repository/models/<model>"
+            "/load (or /unload); blue-green `repoforge rollout` can unload blue"
+        )
+    return Endpoints("tritonserver", rows, ready, notes)
 
 
 def docker_recipe(

@@ -23,6 +23,7 @@ from repoforge.targets.types import SMOKE_TIMEOUT_S, ModelCheck, ValidationRepor
 from repoforge.triton.client import grpc_client, grpcclient, http_client, httpclient, repository_index, served_config
 from repoforge.triton.inputs import make_inputs, triton_dtype
 from repoforge.triton.reader import RepoModel, read_repository, uses_response_cache
+from repoforge.triton.sequence import control_tensors, initial_states, is_sequence, state_outputs, steps
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEOUT_S = SMOKE_TIMEOUT_S
@@ -44,11 +45,14 @@ def infer(
     version: str = "",
     grpc_url: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    sequence: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """One request over HTTP (gRPC streaming for decoupled models, which HTTP cannot serve), answered within
-    `timeout` seconds or NoAnswer. Outputs the response leaves out are left out of the result."""
+    `timeout` seconds or NoAnswer. Outputs the response leaves out are left out of the result. `sequence`: the
+    request's sequence flags (sequence_id, sequence_start, sequence_end); a sequence model without them gets a
+    sequence of this one request."""
     outputs = [o.name for o in model.config.output]
-    seq = (
+    seq = sequence or (
         {"sequence_id": 1, "sequence_start": True, "sequence_end": True}
         if model.config.HasField("sequence_batching")
         else {}
@@ -185,15 +189,18 @@ def smoke_inputs(model: RepoModel, seed: int = 0) -> tuple[dict[str, np.ndarray]
     return inputs, True
 
 
-def _reference(model: RepoModel, version: int, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    """In-process onnxruntime answer for an ONNX model version, or None for other formats."""
+def _reference(
+    model: RepoModel, version: int, inputs: dict[str, np.ndarray], extra_outputs: list[str] | None = None
+) -> dict[str, np.ndarray] | None:
+    """In-process onnxruntime answer for an ONNX model version (the config's outputs, and `extra_outputs`: a
+    sequence model's state outputs), or None for other formats."""
     path = model.path / str(version) / "model.onnx"
     if not path.exists():
         return None
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in model.config.output]
+    names = [o.name for o in model.config.output] + list(extra_outputs or [])
     return dict(zip(names, sess.run(names, inputs), strict=True))
 
 
@@ -267,9 +274,39 @@ def _smoke(
         inputs, given = smoke_inputs(m)
     except (ServeError, OSError, ValueError) as exc:
         return ModelCheck(m.name, version, "READY", False, f"smoke inputs: {exc}")
+    if is_sequence(m.config):
+        return _smoke_sequence(m, url, version, grpc_url, timeout, inputs, given)
     start = time.perf_counter()
+    got = _ask(m, url, version, grpc_url, timeout, inputs, given)
+    if isinstance(got, ModelCheck):
+        return got
+    latency = round((time.perf_counter() - start) * 1000, 2)
+    missing = _missing(m, version, got, latency)
+    if missing is not None:
+        return missing
+    ref = _reference(m, int(version), inputs) if version.isdigit() else None
+    independent, note = None, ""
+    if ref is not None:
+        independent, note = independent_reference(m.path / version / "model.onnx", list(ref), inputs)
+    check = judge_answer(m.name, version, got, ref, latency, independent=independent, note=note)
+    if given:
+        check.message += f" (smoke inputs from {SMOKE_INPUTS})"
+    return check
+
+
+def _ask(
+    m: RepoModel,
+    url: str,
+    version: str,
+    grpc_url: str | None,
+    timeout: float,
+    inputs: dict[str, np.ndarray],
+    given: bool,
+    sequence: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray] | ModelCheck:
+    """The model's answer to one request, or its failed row saying whose fault the failure was."""
     try:
-        got = infer(url, m, inputs, version, grpc_url, timeout)
+        return infer(url, m, inputs, version, grpc_url, timeout, sequence)
     except NoAnswer as exc:
         return ModelCheck(m.name, version, "READY", False, str(exc))
     except Exception as exc:  # noqa: BLE001 - any client/server error is this model's failure
@@ -288,25 +325,83 @@ def _smoke(
                 f"{'given' if given else 'random'} smoke request, the model's own code refused it): {exc}{hint}",
             )
         return ModelCheck(m.name, version, "READY", False, f"smoke inference failed: {exc}")
-    latency = round((time.perf_counter() - start) * 1000, 2)
+
+
+def _missing(m: RepoModel, version: str, got: dict[str, np.ndarray], latency: float) -> ModelCheck | None:
     missing = [o.name for o in m.config.output if o.name not in got]
-    if missing:
-        return ModelCheck(
-            m.name,
-            version,
-            "READY",
-            False,
-            f"output{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing from the response",
-            latency_ms=latency,
-        )
-    ref = _reference(m, int(version), inputs) if version.isdigit() else None
-    independent, note = None, ""
-    if ref is not None:
-        independent, note = independent_reference(m.path / version / "model.onnx", list(ref), inputs)
-    check = judge_answer(m.name, version, got, ref, latency, independent=independent, note=note)
+    if not missing:
+        return None
+    return ModelCheck(
+        m.name,
+        version,
+        "READY",
+        False,
+        f"output{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing from the response",
+        latency_ms=latency,
+    )
+
+
+def _smoke_sequence(
+    m: RepoModel,
+    url: str,
+    version: str,
+    grpc_url: str | None,
+    timeout: float,
+    inputs: dict[str, np.ndarray],
+    given: bool,
+) -> ModelCheck:
+    """A sequence model gets a real sequence: one correlation id, START, a step, END (each request over the gRPC
+    stream for a decoupled model). An ONNX version's answers are compared request by request with onnxruntime
+    given the control tensors (and implicit state) Triton's sequence batcher feeds the model."""
+    cfg = m.config
+    plan = steps(cfg, int(np.random.default_rng().integers(1 << 20, 1 << 30)))
+    path = m.path / version / "model.onnx"
+    states = initial_states(cfg) if version.isdigit() and path.is_file() else None
+    feeds = state_outputs(cfg)
+    latency, errs, last = 0.0, [], None
+    for step in plan:
+        label = f"request {step.index + 1} of {len(plan)} of sequence {step.correlation_id}"
+        data = inputs if given else make_inputs(cfg, batch_size=1, seed=step.index)
+        start = time.perf_counter()
+        got = _ask(m, url, version, grpc_url, timeout, data, given, step.client_flags())
+        if isinstance(got, ModelCheck):
+            got.message = f"{label}: {got.message}"
+            return got
+        took = round((time.perf_counter() - start) * 1000, 2)
+        latency += took
+        missing = _missing(m, version, got, took)
+        if missing is not None:
+            missing.message = f"{label}: {missing.message}"
+            return missing
+        ref = independent = None
+        note = ""
+        if states is not None:
+            feed = {**data, **control_tensors(cfg, step), **states}
+            full = _reference(m, int(version), feed, list(feeds))
+            assert full is not None  # the file exists
+            states = {feeds[k]: v for k, v in full.items() if k in feeds}
+            ref = {k: v for k, v in full.items() if k not in feeds}
+            theirs, note = independent_reference(path, list(full), feed)
+            independent = {k: v for k, v in theirs.items() if k not in feeds} if theirs is not None else None
+        last = judge_answer(m.name, version, got, ref, took, independent=independent, note=note)
+        if not last.ok:
+            last.message = f"{label}: {last.message}"
+            return last
+        if last.max_abs_err is not None:
+            errs.append(last.max_abs_err)
+    assert last is not None
+    middle = len(plan) - 2
+    last.message = (
+        f"sequence of {len(plan)} requests (correlation id {plan[0].correlation_id}: START, "
+        f"{middle} step{'s' if middle != 1 else ''}, END); "
+        + last.message
+        + ("" if states is not None or not path.is_file() else "; an implicit state starts from a file: not compared")
+    )
+    last.latency_ms = round(latency / len(plan), 2)
+    last.max_abs_err = max(errs) if errs else None
     if given:
-        check.message += f" (smoke inputs from {SMOKE_INPUTS})"
-    return check
+        last.message += f" (smoke inputs from {SMOKE_INPUTS})"
+    return last
 
 
 def validate_triton(
@@ -330,6 +425,12 @@ def validate_triton(
             str(repo), "lint", [ModelCheck(f.model, "", "LINT", False, f"{f.field}: {f.message}") for f in lint.errors]
         )
     if url is not None:
+        if grpc_url is None:  # decoupled models need it: read it from the server where it runs on this machine
+            from repoforge.servers.discover import triton_ports
+
+            found = triton_ports(url.removeprefix("http://"))
+            if found is not None and found.grpc is not None:
+                grpc_url = f"{url.removeprefix('http://').rpartition(':')[0]}:{found.grpc}"
         return ValidationReport(
             str(repo), url, check_models(models, url, _states_from_url(url, timeout), say, grpc_url, timeout)
         )

@@ -1,0 +1,651 @@
+"""The tune search: given a way to measure a candidate config, which to measure next and which to pick.
+
+Coordinate descent (with pairs of moves or an additive model of the measurements after it), the full grid, and
+the confirmation of the pick by re-measuring the finalists in alternating order. Everything here is driven by a
+:class:`Measurer`, so the search is tested on recorded measurements (:class:`Recorded`) without a server; the
+measuring side (a tritonserver reloading each candidate, perf_analyzer runs) is :mod:`repoforge.perf.tune`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
+
+from repoforge.perf.analyzer import PerfError
+
+Progress = Callable[[str], None]
+#: One perf run of a candidate: throughput (infer/s), p50_ms, p99_ms and, when known, rows_per_exec.
+Sample = dict[str, float]
+
+
+class Measurer(Protocol):
+    """The measuring side of the search."""
+
+    def load(self, cand: Candidate) -> str:
+        """Serve ``cand``; return the served config's performance key. Raises for a config the server refuses."""
+        ...
+
+    def measure(self, cand: Candidate) -> Sample:
+        """One run of the loaded ``cand``. PerfError: this candidate failed; TuneError: stop the search."""
+        ...
+
+
+#: Preferred-batch-size options, as names (the sizes depend on max_batch_size).
+#: ``none`` = no preferred sizes, ``half_max`` = [mbs/2, mbs], ``max`` = [mbs].
+PREFERRED_MODES = ("none", "half_max", "max")
+
+
+class TuneError(PerfError):
+    """Tuning cannot start or cannot go on; the message is one line that says what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# Search space
+# --------------------------------------------------------------------------------------------
+def preferred_sizes(mode: str, max_batch_size: int) -> list[int]:
+    if mode == "none":
+        return []
+    if mode == "max":
+        return [max_batch_size]
+    if mode == "half_max":
+        half = max_batch_size // 2
+        return [half, max_batch_size] if half >= 1 and half != max_batch_size else [max_batch_size]
+    raise ValueError(f"preferred batch size mode must be one of {', '.join(PREFERRED_MODES)}, not {mode!r}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search space. ``intra_op_threads`` None = leave the config's value."""
+
+    max_batch_size: int
+    preferred: str
+    max_queue_delay_us: int
+    instances: int
+    intra_op_threads: int | None = None
+
+    @property
+    def preferred_batch_sizes(self) -> list[int]:
+        return preferred_sizes(self.preferred, self.max_batch_size)
+
+    def label(self) -> str:
+        pref = f"[{','.join(map(str, self.preferred_batch_sizes))}]" if self.preferred_batch_sizes else "none"
+        threads = f" t{self.intra_op_threads}" if self.intra_op_threads is not None else ""
+        return f"mbs {self.max_batch_size} pref {pref} delay {self.max_queue_delay_us}us x{self.instances}{threads}"
+
+    def short_label(self) -> str:
+        """mbs/preferred/delay/instances[/threads], for labelling points in a plot."""
+        pref = ",".join(map(str, self.preferred_batch_sizes)) or "-"
+        threads = f"/t{self.intra_op_threads}" if self.intra_op_threads is not None else ""
+        return f"{self.max_batch_size}/[{pref}]/{self.max_queue_delay_us}us/x{self.instances}{threads}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["preferred_batch_sizes"] = self.preferred_batch_sizes
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Candidate:
+        return cls(int(d["max_batch_size"]), str(d["preferred"]), int(d["max_queue_delay_us"]), int(d["instances"]),
+                   None if d.get("intra_op_threads") is None else int(d["intra_op_threads"]))  # fmt: skip
+
+
+#: The dimensions, in the order coordinate descent visits them (biggest expected effect first).
+_DIMS = ("instances", "max_queue_delay_us", "max_batch_size", "preferred", "intra_op_threads")
+#: Dimensions whose values are ordered (hill-climbed one step at a time); the others are tried in full.
+_ORDINAL = {"max_queue_delay_us", "max_batch_size", "intra_op_threads"}
+
+
+@dataclass
+class TuneSpace:
+    """The grid: 4 x 3 x 5 x 2 = 120 configs by default (intra_op_threads (None,) = not tuned)."""
+
+    max_batch_sizes: tuple[int, ...] = (8, 16, 32, 64)
+    preferred: tuple[str, ...] = PREFERRED_MODES
+    max_queue_delays_us: tuple[int, ...] = (0, 100, 500, 1000, 2000)
+    instance_counts: tuple[int, ...] = (1, 2)
+    intra_op_threads: tuple[int | None, ...] = (None,)
+
+    def __post_init__(self) -> None:
+        self.max_batch_sizes = tuple(sorted({int(v) for v in self.max_batch_sizes}))
+        self.max_queue_delays_us = tuple(sorted({int(v) for v in self.max_queue_delays_us}))
+        self.instance_counts = tuple(sorted({int(v) for v in self.instance_counts}))
+        self.preferred = tuple(dict.fromkeys(self.preferred))
+        threads = list(dict.fromkeys(self.intra_op_threads))
+        self.intra_op_threads = (
+            tuple(sorted(t for t in threads if t is not None)) if any(t is not None for t in threads) else (None,)
+        )
+        for name in _DIMS:
+            if not self.values(name):
+                raise TuneError(f"tune space: {name} has no values")
+        if any(v < 1 for v in self.max_batch_sizes):
+            raise TuneError("tune space: max_batch_size values must be >= 1 (tuning needs a batching model)")
+        if any(v < 0 for v in self.max_queue_delays_us):
+            raise TuneError("tune space: max_queue_delay_us values must be >= 0")
+        if any(v < 1 for v in self.instance_counts):
+            raise TuneError("tune space: instance counts must be >= 1")
+        if any(t is not None and t < 1 for t in self.intra_op_threads):
+            raise TuneError("tune space: intra_op_threads values must be >= 1")
+        bad = [p for p in self.preferred if p not in PREFERRED_MODES]
+        if bad:
+            raise TuneError(
+                f"tune space: preferred modes must be among {', '.join(PREFERRED_MODES)}, not {', '.join(bad)}"
+            )
+
+    def values(self, dim: str) -> tuple[Any, ...]:
+        return {
+            "max_batch_size": self.max_batch_sizes,
+            "preferred": self.preferred,
+            "max_queue_delay_us": self.max_queue_delays_us,
+            "instances": self.instance_counts,
+            "intra_op_threads": self.intra_op_threads,
+        }[dim]
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(self.values(d)) for d in _DIMS)
+
+    def candidates(self) -> list[Candidate]:
+        """Every grid point (max_batch_size outermost)."""
+        return [Candidate(m, p, d, i, t) for m, p, d, i, t in itertools.product(
+            self.max_batch_sizes, self.preferred, self.max_queue_delays_us, self.instance_counts, self.intra_op_threads)]  # fmt: skip
+
+    def snap(self, mbs: int, preferred: list[int], delay_us: int, instances: int, threads: int | None) -> Candidate:
+        """The grid point nearest to a config (e.g. the spec's own, where the search starts)."""
+
+        def near(values: tuple[Any, ...], v: Any) -> Any:
+            if v is None or values == (None,):
+                return values[0]
+            return min(values, key=lambda x: (abs(math.log((x or 1) + 1) - math.log(v + 1)), x))
+
+        m = near(self.max_batch_sizes, mbs)
+        mode = next((p for p in self.preferred if preferred_sizes(p, m) == sorted(preferred)), None)
+        if mode is None:
+            mode = "none" if "none" in self.preferred and not preferred else self.preferred[0]
+        return Candidate(m, mode, near(self.max_queue_delays_us, delay_us), near(self.instance_counts, instances),
+                         near(self.intra_op_threads, threads))  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Trial:
+    """One measured candidate (``runs`` perf_analyzer runs; the values are their medians, so one
+    lucky or unlucky run does not decide)."""
+
+    candidate: Candidate
+    throughput: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    feasible: bool = False
+    runs: int = 0
+    #: Order in which the candidate was first measured (1-based; 0 = served config already measured).
+    order: int = 0
+    #: Average rows per model execution (the batch Triton formed), from the model statistics.
+    rows_per_exec: float | None = None
+    error: str | None = None
+    #: The served config's performance key (see module doc); candidates sharing it share one measurement.
+    served_key: str = ""
+    same_as: str | None = None
+    samples: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """(lowest, highest) throughput over the runs."""
+        tps = [s["throughput"] for s in self.samples] or [self.throughput]
+        return min(tps), max(tps)
+
+    def describe(self) -> str:
+        """Median throughput with the spread of the runs, and the median p99."""
+        lo, hi = self.spread
+        runs = f" ({lo:,.0f}–{hi:,.0f} over {self.runs} runs)" if self.runs > 1 else " (1 run)"
+        return f"{self.throughput:,.0f} infer/s{runs}, p50 {self.p50_ms:.2f} ms, p99 {self.p99_ms:.2f} ms"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["candidate"] = self.candidate.to_dict()
+        d["label"] = self.candidate.label()
+        d["spread"] = list(self.spread)
+        return d
+
+
+# --------------------------------------------------------------------------------------------
+# Confirming the pick (pure functions: given measurements in, decisions out)
+# --------------------------------------------------------------------------------------------
+def finalists(ranked: list[Trial], current: Trial | None, k: int) -> list[Trial]:
+    """The ``k`` best-ranked trials within budget, plus the current spec's config when it was measured
+    within budget: the winner is then also judged against what the user already has."""
+    top = list(ranked[: max(0, k)])
+    if (
+        current is not None
+        and current.feasible
+        and current.error is None
+        and current.same_as is None
+        and all(t is not current for t in top)
+    ):
+        top.append(current)
+    return top
+
+
+def confirmation_schedule(trials: list[Trial], runs: int) -> list[Trial]:
+    """``runs`` re-measurements in alternating order (A B C, C B A, A B C, ...): each round measures every
+    finalist once and the reversed order cancels a host that gets steadily busier or quieter."""
+    if not trials or runs <= 0:
+        return []
+    order: list[Trial] = []
+    forward = True
+    while len(order) < runs:
+        order += trials if forward else trials[::-1]
+        forward = not forward
+    return order[:runs]
+
+
+def _confirmed(t: Trial) -> bool:
+    return t.error is None and t.runs >= 2
+
+
+def pick_confirmed(trials: list[Trial]) -> Trial | None:
+    """The highest median throughput among re-measured (>= 2 runs) trials whose median p99 is within budget;
+    a candidate measured once never wins over re-measured ones."""
+    ok = [t for t in trials if _confirmed(t) and t.feasible]
+    return max(ok, key=lambda t: t.throughput) if ok else None
+
+
+def within_noise(a: Trial, b: Trial) -> bool:
+    """Whether two re-measured trials' throughput runs overlap: their difference is not more than the
+    runs of either one vary by themselves."""
+    (alo, ahi), (blo, bhi) = a.spread, b.spread
+    return alo <= bhi and blo <= ahi
+
+
+def verdict(best: Trial | None, current: Trial | None, budget_ms: float) -> str:
+    """One line comparing the pick with the current spec's config."""
+    if current is None or current.error is not None or not current.runs:
+        return "the current config was not measured"
+    if not current.feasible:
+        return f"the current config ({current.candidate.label()}) is over the {budget_ms:g} ms budget: p99 {current.p99_ms:.2f} ms"
+    if best is None:
+        return "no re-measured candidate stayed within the budget"
+    if best is current or best.candidate == current.candidate:
+        return "the current config is already as good as any found"
+    if _confirmed(best) and _confirmed(current) and within_noise(best, current):
+        return (
+            f"the current config is already as good as any found: the best, {best.describe()}, is within the runs' "
+            f"spread of the current one, {current.describe()}"
+        )
+    gain = best.throughput / current.throughput - 1 if current.throughput else 0.0
+    return f"the best beats the current config by {gain:+.0%} (medians; their runs do not overlap): current {current.describe()}"
+
+
+class _BudgetExhausted(Exception):
+    pass
+
+
+def _score(t: Trial) -> tuple[int, float]:
+    """Higher is better: feasible by throughput, then infeasible by (lower) p99, then failures."""
+    if t.error is not None or not t.runs:
+        return (0, 0.0)
+    return (2, t.throughput) if t.feasible else (1, -t.p99_ms)
+
+
+class TuneSearch:
+    """The search, driven by a measurer: which candidate to measure next, when to stop, and which to pick.
+
+    ``measurer.load(candidate)`` serves a candidate and returns the served config's key (candidates with the
+    same key share one measurement); ``measurer.measure(candidate)`` is one run of the loaded candidate.
+    Nothing here starts a server: tests and the bench replay recorded measurements (:class:`Recorded`).
+    """
+
+    def __init__(self, measurer: Measurer, budget_ms: float, max_runs: int, say: Progress) -> None:
+        self.measurer, self.budget_ms, self.max_runs, self.say = measurer, budget_ms, max_runs, say
+        self.trials: dict[Candidate, Trial] = {}
+        self.by_served: dict[str, Trial] = {}
+        self.runs = 0
+        self.reloads = 0
+        self.loaded: Candidate | None = None
+        #: After the descent: "model" (additive surrogate picks the next candidate) or "pairs".
+        self.strategy = "model"
+        #: Rank the final pick by measured throughput shrunk towards the model (coordinate search only).
+        self.smooth = True
+        self.space: TuneSpace | None = None
+        #: The spec's own config (where the search starts), how many top candidates are re-measured, and those.
+        self.start: Candidate | None = None
+        self.finalist_count = 3
+        self.finalists: list[Trial] = []
+
+    # -- one candidate ----------------------------------------------------------------------
+    def _load(self, cand: Candidate) -> str:
+        """Serve the candidate; the served config's key."""
+        key = self.measurer.load(cand)
+        self.reloads += 1
+        self.loaded = cand
+        return key
+
+    def _measure_once(self, cand: Candidate, limit: int | None = None) -> Sample:
+        if self.runs >= (self.max_runs if limit is None else min(limit, self.max_runs)):
+            raise _BudgetExhausted
+        self.runs += 1
+        return self.measurer.measure(cand)
+
+    def _record(self, trial: Trial, sample: Sample) -> None:
+        trial.samples.append(dict(sample))
+        trial.runs = len(trial.samples)
+        trial.throughput = statistics.median(s["throughput"] for s in trial.samples)
+        trial.p50_ms = statistics.median(s["p50_ms"] for s in trial.samples)
+        trial.p99_ms = statistics.median(s["p99_ms"] for s in trial.samples)
+        rs = [s["rows_per_exec"] for s in trial.samples if "rows_per_exec" in s]
+        trial.rows_per_exec = statistics.median(rs) if rs else None
+        trial.feasible = trial.p99_ms <= self.budget_ms
+
+    def _describe(self, t: Trial) -> str:
+        if t.error:
+            return f"{t.candidate.label()}: failed: {t.error}"
+        ok = "within budget" if t.feasible else f"over the {self.budget_ms:g} ms budget"
+        rows = f", {t.rows_per_exec:.1f} rows/exec" if t.rows_per_exec else ""
+        return f"{t.candidate.label()}: {t.throughput:,.0f} infer/s, p99 {t.p99_ms:.2f} ms{rows} ({ok})"
+
+    def evaluate(self, cand: Candidate, limit: int | None = None) -> Trial:
+        """The candidate's trial, measuring it (one perf run) unless it or its served config was
+        measured; _BudgetExhausted when that run would go past ``limit`` (default: max_runs)."""
+        if cand in self.trials:
+            return self.trials[cand]
+        if self.runs >= (self.max_runs if limit is None else min(limit, self.max_runs)):
+            raise _BudgetExhausted
+        trial = Trial(candidate=cand)
+        try:
+            key = self._load(cand)
+        except Exception as exc:  # noqa: BLE001 - a config Triton rejects is a failed candidate, not a failed tune
+            trial.error = " ".join(str(exc).split())[:300]
+            self.trials[cand] = trial
+            self.say(f"[{self.runs}/{self.max_runs}] {self._describe(trial)}")
+            return trial
+        trial.served_key = key
+        twin = self.by_served.get(key)
+        if twin is not None:  # Triton serves exactly what was already measured
+            trial.throughput, trial.p50_ms, trial.p99_ms = twin.throughput, twin.p50_ms, twin.p99_ms
+            trial.feasible, trial.runs, trial.rows_per_exec = twin.feasible, twin.runs, twin.rows_per_exec
+            trial.error, trial.same_as = twin.error, twin.candidate.label()
+            self.trials[cand] = trial
+            self.say(
+                f"[{self.runs}/{self.max_runs}] {cand.label()}: served as {twin.candidate.label()}, not measured again"
+            )
+            return trial
+        try:
+            sample = self._measure_once(cand, limit)
+        except TuneError:
+            raise
+        except PerfError as exc:
+            trial.error = str(exc)[:300]
+        else:
+            self._record(trial, sample)
+        trial.order = self.runs
+        self.trials[cand] = trial
+        self.by_served[key] = trial
+        self.say(f"[{self.runs}/{self.max_runs}] {self._describe(trial)}")
+        return trial
+
+    def remeasure(self, trial: Trial) -> None:
+        """One more run of an already measured candidate (averaged in); its served twins follow."""
+        if self.loaded != trial.candidate:
+            self._load(trial.candidate)
+        self._record(trial, self._measure_once(trial.candidate))
+        for t in self.trials.values():
+            if t.same_as == trial.candidate.label():
+                t.throughput, t.p50_ms, t.p99_ms, t.feasible, t.runs = (
+                    trial.throughput,
+                    trial.p50_ms,
+                    trial.p99_ms,
+                    trial.feasible,
+                    trial.runs,
+                )
+                t.samples = list(trial.samples)
+        self.say(f"[{self.runs}/{self.max_runs}] again: {self._describe(trial)}")
+
+    def _ranked_feasible(self, space: TuneSpace | None = None) -> list[Trial]:
+        """Measured candidates within budget, best first. With a space (the coordinate search), the
+        throughput each is ranked by is shrunk towards the additive model's prediction (geometric
+        mean), so one lucky run does not decide between configs the model says are equal."""
+        ok = [t for t in self.trials.values() if t.feasible and t.error is None and t.same_as is None]
+        fit = self._fit(space) if space is not None and self.smooth else None
+        if fit is None:
+            return sorted(ok, key=lambda t: -t.throughput)
+        predict = fit[0]
+        return sorted(ok, key=lambda t: -math.sqrt(t.throughput * predict(t.candidate)[0]))
+
+    def best(self) -> Trial | None:
+        """After :meth:`confirm`: the best re-measured finalist by median (never a single run); before it
+        (or with no runs left to confirm), the best-ranked trial."""
+        if any(_confirmed(t) for t in self.finalists):
+            return pick_confirmed(self.finalists)
+        ranked = self._ranked_feasible(self.space)
+        return ranked[0] if ranked else None
+
+    @property
+    def current(self) -> Trial | None:
+        return self.trials.get(self.start) if self.start is not None else None
+
+    def confirm(self, runs: int) -> None:
+        """Spend up to ``runs`` re-measuring the top candidates (and the current config) in alternating order."""
+        self.finalists = finalists(self._ranked_feasible(self.space), self.current, self.finalist_count)
+        if len(self.finalists) and runs > 0:
+            self.say(f"re-measuring {len(self.finalists)} finalists in alternating order ({runs} runs)")
+        for t in confirmation_schedule(self.finalists, min(runs, self.max_runs - self.runs)):
+            try:
+                self.remeasure(t)
+            except TuneError:
+                raise
+            except (_BudgetExhausted, PerfError) as exc:
+                self.say(f"could not measure {t.candidate.label()} again: {exc}")
+
+    # -- searches ---------------------------------------------------------------------------
+    def grid(self, space: TuneSpace, seed: int = 0) -> None:
+        """Every candidate once, in a shuffled (seeded) order, so a machine that gets busier or
+        quieter during the sweep does not masquerade as the effect of whichever knob the grid
+        order happens to vary slowest."""
+        order = space.candidates()
+        random.Random(seed).shuffle(order)
+        for cand in order:
+            self.evaluate(cand)
+
+    def _descend(self, space: TuneSpace, incumbent: Trial, limit: int) -> Trial:
+        """Coordinate passes from ``incumbent`` until one moves nothing; returns the new incumbent."""
+        moved = True
+        while moved:
+            moved = False
+            for dim in _DIMS:
+                values = space.values(dim)
+                if len(values) < 2:
+                    continue
+                cur = getattr(incumbent.candidate, dim)
+                if dim in _ORDINAL:
+                    i = values.index(cur)
+                    for step in (-1, +1):
+                        j = i + step
+                        improved = False
+                        while 0 <= j < len(values):
+                            t = self.evaluate(replace(incumbent.candidate, **{dim: values[j]}), limit)
+                            if _score(t) <= _score(incumbent):
+                                break
+                            incumbent, improved, moved = t, True, True
+                            j += step
+                        if improved:
+                            break  # climbed one way; the other way was worse already
+                else:
+                    for v in values:
+                        if v != cur:
+                            t = self.evaluate(replace(incumbent.candidate, **{dim: v}), limit)
+                            if _score(t) > _score(incumbent):
+                                incumbent, moved = t, True
+        return incumbent
+
+    def _utility(self, t: Trial | None) -> float:
+        """One number per trial for ordering guesses: throughput, scaled down steeply over budget."""
+        if t is None or t.error is not None or not t.runs:
+            return 0.0
+        return t.throughput if t.feasible else t.throughput * (self.budget_ms / t.p99_ms) ** 3
+
+    def _pair_moves(self, space: TuneSpace, incumbent: Trial) -> list[Candidate]:
+        """Untried candidates two one-step moves away from the incumbent, best guess first: the sum
+        of what each single move did when measured (unmeasured single moves count as neutral)."""
+        c = incumbent.candidate
+        base = self._utility(incumbent)
+        moves: list[tuple[str, Any]] = []
+        for dim in _DIMS:
+            values = space.values(dim)
+            if len(values) < 2:
+                continue
+            i = values.index(getattr(c, dim))
+            alts = (
+                [values[j] for j in (i - 1, i + 1) if 0 <= j < len(values)]
+                if dim in _ORDINAL
+                else [v for v in values if v != values[i]]
+            )
+            moves += [(dim, v) for v in alts]
+
+        def gain(dim: str, v: Any) -> float:
+            t = self.trials.get(replace(c, **{dim: v}))
+            return self._utility(t) - base if t is not None else 0.0
+
+        pairs = []
+        for (d1, v1), (d2, v2) in itertools.combinations(moves, 2):
+            if d1 == d2:
+                continue
+            cand = replace(c, **{d1: v1, d2: v2})
+            if cand not in self.trials:
+                pairs.append((gain(d1, v1) + gain(d2, v2), cand))
+        pairs.sort(key=lambda x: -x[0])
+        return [cand for _g, cand in pairs]
+
+    def _farthest_untried(self, space: TuneSpace) -> Candidate | None:
+        """The untried grid point with the most dimensions differing from its nearest measured one."""
+        tried = list(self.trials)
+        best, best_d = None, -1
+        for cand in space.candidates():
+            if cand in self.trials:
+                continue
+            d = min((sum(getattr(cand, k) != getattr(t, k) for k in _DIMS) for t in tried), default=len(_DIMS))
+            if d > best_d:
+                best, best_d = cand, d
+        return best
+
+    def _fit(self, space: TuneSpace) -> tuple[Callable[[Candidate], tuple[float, float]], int] | None:
+        """An additive model of log throughput and log p99 (one effect per dimension value, ridge
+        regression) fitted to every measurement; None before there are enough of them."""
+        import numpy as np
+
+        levels = [(d, v) for d in _DIMS for v in space.values(d) if len(space.values(d)) > 1]
+        index = {lv: i for i, lv in enumerate(levels)}
+
+        def features(c: Candidate) -> Any:
+            x = np.zeros(len(levels) + 1)
+            x[-1] = 1.0
+            for d in _DIMS:
+                i = index.get((d, getattr(c, d)))
+                if i is not None:
+                    x[i] = 1.0
+            return x
+
+        rows = [t for t in self.trials.values() if t.error is None and t.runs and t.same_as is None]
+        if len(rows) < 4:
+            return None
+        X = np.array([features(t.candidate) for t in rows])
+        w = np.sqrt([t.runs for t in rows])[:, None]
+        lam = 0.3 * np.eye(X.shape[1])
+        lam[-1, -1] = 0.0
+        ys = [np.log([t.throughput for t in rows]), np.log([t.p99_ms for t in rows])]
+        coefs = [np.linalg.solve((X * w).T @ (X * w) + lam, (X * w).T @ (y[:, None] * w)).ravel() for y in ys]
+
+        def predict(c: Candidate) -> tuple[float, float]:
+            x = features(c)
+            return float(np.exp(x @ coefs[0])), float(np.exp(x @ coefs[1]))
+
+        return predict, len(rows)
+
+    def _model_moves(self, space: TuneSpace) -> list[Candidate]:
+        """Untried candidates, best predicted first (throughput, scaled down steeply when the
+        predicted p99 is over budget)."""
+        fit = self._fit(space)
+        untried = [c for c in space.candidates() if c not in self.trials]
+        if fit is None or not untried:
+            return untried
+        predict, _n = fit
+
+        def utility(c: Candidate) -> float:
+            tp, p99 = predict(c)
+            return tp if p99 <= self.budget_ms else tp * (self.budget_ms / p99) ** 3
+
+        return sorted(untried, key=lambda c: -utility(c))
+
+    def coordinate(self, space: TuneSpace, start: Candidate, confirm: int) -> None:
+        """Coordinate descent, then the leftover budget on pairs of moves, then restarts.
+
+        1. Descent: per dimension, hill-climb ordered values one step at a time (stop at the first
+           step that does not improve), try every value of unordered ones; repeat passes until a
+           pass moves nothing.
+        2. Converged with runs left: try the incumbent's two-dimension neighbours (interactions a
+           one-at-a-time search cannot see), most promising first by the one-dimension moves
+           already measured; an improvement restarts the descent from there.
+        3. Still runs left: restart from the untried config farthest from everything measured.
+
+        Infeasible candidates rank below every feasible one (and among themselves by p99), so with
+        nothing feasible yet the search walks towards lower latency. Finally ``confirm`` runs re-measure
+        the best feasible candidates and the start (the spec's own config) in alternating order
+        (:meth:`confirm`), and the pick is the best median among those, so it is never one lucky run.
+        """
+        search_runs = self.max_runs - confirm
+        self.space = space
+        self.start = start
+        try:
+            incumbent = self._descend(space, self.evaluate(start, search_runs), search_runs)
+            if self.strategy == "pairs":
+                while True:
+                    moved = False
+                    for cand in self._pair_moves(space, incumbent):
+                        t = self.evaluate(cand, search_runs)
+                        if _score(t) > _score(incumbent):
+                            incumbent, moved = t, True
+                            break
+                    if moved:
+                        incumbent = self._descend(space, incumbent, search_runs)
+                        continue
+                    fresh = self._farthest_untried(space)
+                    if fresh is None:
+                        break
+                    t = self.evaluate(fresh, search_runs)
+                    incumbent = max(self._descend(space, t, search_runs), incumbent, key=_score)
+            else:
+                while True:
+                    ranked = self._model_moves(space)
+                    if not ranked:
+                        break
+                    self.evaluate(ranked[0], search_runs)
+        except _BudgetExhausted:
+            self.say(f"search budget used ({self.runs} runs); confirming the best candidates")
+        self.confirm(self.max_runs - self.runs)
+
+
+class Recorded:
+    """A :class:`Measurer` replaying recorded trials (e.g. a grid run's ``tune.json``): each measure of a candidate
+    returns its next recorded sample (cycling); a candidate not recorded, or recorded as failed, fails."""
+
+    def __init__(self, trials: Iterable[Trial]) -> None:
+        self.table = {t.candidate: t for t in trials}
+        self.measured: dict[Candidate, int] = {}
+
+    def load(self, cand: Candidate) -> str:
+        t = self.table.get(cand)
+        return t.served_key if t is not None and t.served_key else cand.label()
+
+    def measure(self, cand: Candidate) -> Sample:
+        t = self.table.get(cand)
+        if t is None or t.error:
+            raise PerfError(t.error if t is not None and t.error else f"{cand.label()} was not recorded")
+        samples = t.samples or [{"throughput": t.throughput, "p50_ms": t.p50_ms, "p99_ms": t.p99_ms}]
+        n = self.measured.get(cand, 0)
+        self.measured[cand] = n + 1
+        return dict(samples[n % len(samples)])

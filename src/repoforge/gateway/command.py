@@ -134,7 +134,7 @@ def triton_for(
         f"starting {kind.server_name} on {path}"
         + (" (explicit model control: models load on demand)" if explicit else "")
     )
-    options: dict[str, Any] = {"model_control": "explicit"} if explicit else {}
+    options: dict[str, Any] = {"model_control": "explicit", "load_models": []} if explicit else {}
     with kind.server(path, host="127.0.0.1", ports=ports, **options) as server:
         if started is not None:
             started(server)

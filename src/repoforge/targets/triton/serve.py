@@ -46,7 +46,7 @@ def make_server(
     repo = Path(repository)
     models = read_repository(repo)
     check_model_control(model_control, load_models, [m.name for m in models])
-    if model_control == "explicit" and not load_models:
+    if model_control == "explicit" and load_models is None:  # [] : nothing (the gateway loads on demand)
         load_models = ["*"]
     if cache_size_bytes is None and uses_response_cache(models):
         cache_size_bytes = DEFAULT_CACHE_BYTES

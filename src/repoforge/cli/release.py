@@ -258,7 +258,7 @@ def rollout(
 
     \b
     Exit 0: promoted; 1: rolled back (the reason names the metric and threshold), or a blue-green switch whose
-    blue could not be unloaded ("incomplete"); 2: bad input, e.g. blue-green on a server that cannot unload
+    blue could not be unloaded ("incomplete"); 130: Ctrl-C, after rolling the candidate back; 2: bad input, e.g. blue-green on a server that cannot unload
     (serve it with --model-control explicit), or a metrics port that does not answer (--metrics-url).
     Every check prints one line and is appended to --log (JSON Lines).
       repoforge rollout 127.0.0.1:8000 --router router --candidate model_v2 --max-p99-ms 50

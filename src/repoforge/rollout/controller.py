@@ -21,6 +21,7 @@ from repoforge.spec.rollout import RolloutSpec
 Say = Callable[[str], None]
 
 PROMOTED, ROLLED_BACK = 0, 1
+INTERRUPTED = 130  # Ctrl-C, as every other command: the candidate was rolled back first
 
 
 @dataclass
@@ -50,9 +51,12 @@ class RolloutResult:
     weights: dict[str, float]
     checks: list[dict[str, Any]] = field(default_factory=list)
     switch_ms: float | None = None  # how long the last weight change took to be confirmed (rollback, switch)
+    interrupted: bool = False  # Ctrl-C ended it (after rolling the candidate back)
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return INTERRUPTED
         return PROMOTED if self.outcome == "promoted" else ROLLED_BACK
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,7 +207,9 @@ class Rollout:
             return self.canary() if self.policy.strategy == "canary" else self.blue_green(smoke)
         except KeyboardInterrupt:
             w, ms = self._timed_set(0.0)
-            return self._end("rolled back", f"{self.candidate}: interrupted, all traffic back", w, ms)
+            result = self._end("rolled back", f"{self.candidate}: interrupted, all traffic back", w, ms)
+            result.interrupted = True
+            return result
 
     # -- canary -------------------------------------------------------------------------------------------
     def canary(self) -> RolloutResult:

@@ -12,9 +12,9 @@ import numpy as np
 
 from repoforge.build import build
 from repoforge.perf.command import perf
-from repoforge.serve import make_server
+from repoforge.targets.triton.serve import make_server
+from repoforge.targets.triton.validate import check_models, infer
 from repoforge.triton.reader import read_repository
-from repoforge.validate import check_models, infer
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "demo-out"
@@ -26,7 +26,7 @@ def main() -> int:
         ROOT / "examples/tabular/spec.yaml", OUT / "repo", force=True, progress=lambda m: print(f"      {m}")
     )
     models = read_repository(result.output)
-    print("2/4 serve   starting tritonserver (CPU, python backend + onnxruntime runner)")
+    print("2/4 serve   starting tritonserver (CPU; the onnxruntime backend, Python-based on this machine)")
     with make_server(result.output) as server:
         print(f"      ready: http://{server.http_url}  grpc {server.grpc_url}  metrics {server.metrics_url}")
         print("3/4 infer   one smoke request per model, compared with in-process onnxruntime")

@@ -118,8 +118,7 @@ def grpc_endpoint(http_url: str, grpc_url: str | None, say: Progress) -> str:
                 "or measure over HTTP with --protocol http",
             )
         grpc = f"{host}:{found.grpc}"
-        where = f"read from tritonserver pid {found.pid}"
-        say(f"gRPC at {grpc} ({where})")
+        where = f"read from tritonserver pid {found.pid}"  # said only if it fails: an error stays one line
     ghost, _, gport = grpc.rpartition(":")
     if not gport.isdigit() or not answers(ghost.strip("[]"), int(gport)):
         raise PerfArgumentError(

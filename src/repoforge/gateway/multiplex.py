@@ -9,9 +9,12 @@ Triton evicts nothing by itself (#7279, #4188). The gateway sees every request, 
 - a model is picked for unloading only while nobody holds it, and from then on it is `unloading`: a request for
   it waits until the unload is done and loads it again, so no request reaches a model being unloaded;
 - concurrent first requests for a model share one load; a failed load fails all of them with Triton's reason;
-- loads run one at a time, so the growth of the server's RSS (tritonserver plus its backend stub processes)
-  across a load is that model's own, measured; a model never loaded yet is assumed to need the mean of those
-  measured so far (`model_bytes_estimate` before the first, 256 MiB unless the spec says otherwise).
+- a model's memory is measured when its load ends: the RSS of the backend stub processes that serve it (found by
+  their command line), plus tritonserver's own growth across the load when no other load overlapped it. A model
+  never loaded yet is assumed to need the largest of those measured so far (`model_bytes_estimate` before the
+  first, 256 MiB unless the spec says otherwise): the budget is a bound, so the estimate errs high;
+- an unload is done when Triton no longer lists the model and its stub processes have exited, so the RSS read for
+  the next decision no longer holds it.
 
 The pattern is Ray Serve's `_ModelMultiplexWrapper` (an LRU of loaded models per replica), with in-flight counts
 so that eviction never pulls a model from under a request."""
@@ -74,22 +77,52 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    kids, todo, found = _children(), [pid], []
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo += kids.get(p, [])
+    return found
+
+
 def tree_rss(pid: int) -> int:
     """Resident bytes of `pid` and all its descendants (Triton's Python backend runs each model instance in a stub
     process of its own: its memory is the model's)."""
-    kids, todo, total = _children(), [pid], 0
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            continue
-        todo += kids.get(p, [])
-    return total
+    return sum(_rss(p) for p in _descendants(pid))
+
+
+def _stub_model(pid: int) -> str | None:
+    """The model a backend stub process serves: its first argument is the model's file,
+    `<repository>/<model>/<version>/<file>` (seen on Triton 2.51's `triton_python_backend_stub`)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return None
+    if len(args) < 2 or not args[0].endswith(b"_stub"):
+        return None
+    parts = args[1].decode(errors="replace").rstrip("/").split("/")
+    return parts[-3] if len(parts) >= 3 else None
+
+
+def model_rss(server_pid: int, name: str) -> tuple[int, int]:
+    """(processes, resident bytes) of the stub processes that serve `name` under `server_pid`. Counted per model,
+    not as the tree's growth across a load, so another model's stub exiting meanwhile cannot hide a model's size
+    (it did: CI saw growths near 0, the estimate fell, and the budget was passed by 200 MiB)."""
+    pids = [p for p in _descendants(server_pid)[1:] if _stub_model(p) == name]
+    return len(pids), sum(_rss(p) for p in pids)
 
 
 # -- the table -----------------------------------------------------------------------------------------------------
@@ -212,13 +245,13 @@ class Multiplexer:
                 "server_rss": self.server_rss(), "estimate_bytes": self.estimate(None)}  # fmt: skip
 
     def estimate(self, name: str | None) -> int:
-        """Memory a load of `name` is expected to add: its own last measurement, else the mean measured one, else
-        `model_bytes_estimate`, else DEFAULT_MODEL_BYTES."""
+        """Memory a load of `name` is expected to add: its own last measurement, else the largest measured one,
+        else `model_bytes_estimate`, else DEFAULT_MODEL_BYTES."""
         known = self._measured.get(name) if name else None
         if known is not None:
             return known
         if self._measured:
-            return int(sum(self._measured.values()) / len(self._measured))
+            return max(self._measured.values())
         return self.settings.model_bytes_estimate or DEFAULT_MODEL_BYTES
 
     # -- acquiring ---------------------------------------------------------------------------------------------------
@@ -287,7 +320,8 @@ class Multiplexer:
             other.measured = False
         entry.measured = alone
         self._running.add(entry)
-        before = self.server_rss()
+        pid = self.settings.server_pid
+        before = _rss(pid) if pid is not None else None
         started = time.perf_counter()
         try:
             await self.client.load_model(name, client_timeout=self.settings.load_timeout_s)
@@ -306,11 +340,12 @@ class Multiplexer:
         seconds = time.perf_counter() - started
         self.metrics.loads.labels("ok").inc()
         self.metrics.load_seconds.observe(seconds)
-        after = self.server_rss()
-        if entry.measured and before is not None and after is not None:
-            entry.bytes = max(after - before, 0)
+        stubs, stub_bytes = model_rss(pid, name) if pid is not None else (0, 0)
+        own = max(_rss(pid) - before, 0) if pid is not None and before is not None and entry.measured else 0
+        if stubs or (entry.measured and pid is not None):  # a backend without stubs: tritonserver's growth alone
+            entry.measured, entry.bytes = True, stub_bytes + own
             self._measured[name] = entry.bytes
-        else:  # overlapped with another load, or no pid: the estimate stays (the index says so)
+        else:  # overlapped with another load (no stubs to count), or no pid: the estimate stays (the index says so)
             entry.measured, entry.bytes = False, self.estimate(name)
         entry.state, entry.loaded_at, entry.last_used = "loaded", time.monotonic(), time.monotonic()
         done.set_result(None)
@@ -373,12 +408,14 @@ class Multiplexer:
 
     async def _wait_unloaded(self, name: str, timeout: float = 60.0) -> None:
         """Triton answers the unload call before the model is gone (its instances finish in the background):
-        poll the repository index until the model is no longer READY or UNLOADING, so its memory is free."""
+        poll the repository index until the model is no longer READY or UNLOADING, and its stub processes until they
+        have exited, so its memory is free."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             index = await self.client.get_model_repository_index(as_json=True, client_timeout=10)
             states = {m.get("state") for m in index.get("models", []) if m.get("name") == name}
-            if not states & {"READY", "UNLOADING", "LOADING"}:
+            pid = self.settings.server_pid
+            if not states & {"READY", "UNLOADING", "LOADING"} and (pid is None or model_rss(pid, name)[0] == 0):
                 return
             await asyncio.sleep(0.05)
         log.warning("model %s still not unloaded after %g s", name, timeout)

@@ -25,6 +25,7 @@ from repoforge.plan_base import (
     resolve_file,
     same_dims,
 )
+from repoforge.plan_serving import apply_serving
 from repoforge.plugin_plan import derive_in_order, drift_reference, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
 from repoforge.spec.deploy import check_deploy, gpu_setting_warnings
@@ -662,6 +663,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
             instance_kind_default=kind_default,
             extra_files=extra,
         )
+    apply_serving(ck, plans)  # tenants' priorities and the rate limiter, before Triton's rules see the configs
     for p in plans.values():
         if p.format != "ensemble" and ck.rules.server_config_rules:
             triton_rules(ck, p, device)

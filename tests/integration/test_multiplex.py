@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -353,3 +354,75 @@ def test_tenants_401_429_with_retry_after_and_concurrency(start_gateway: object,
     m = gw.metrics()
     assert m["repoforge_gateway_tenant_requests_total{outcome=rate_limited}{tenant=noisy}"] == len(limited)
     assert m["repoforge_gateway_tenant_requests_total{outcome=concurrency_limited}{tenant=single}"] == 1
+
+
+SLOW_MODEL = Path(__file__).resolve().parents[1] / "data" / "gateway" / "double.py"  # Y = 2X, SLEEP_MS optional
+
+
+def _slow_body(sleep_ms: int) -> dict[str, object]:
+    return {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 1], "data": [1.0]},
+                       {"name": "SLEEP_MS", "datatype": "INT32", "shape": [1, 1], "data": [sleep_ms]}]}  # fmt: skip
+
+
+def test_tenant_priorities_reach_triton_and_order_its_queue(start_gateway: object, tmp_path: Path) -> None:
+    """`build` wrote priority levels, a per-level queue policy and a rate limiter; the gateway started Triton with
+    --rate-limit and sends each tenant's requests at its level. Under contention (one instance, 50 ms per request,
+    six bronze clients keeping its queue full) gold's requests jump the queue: gold's p99 is below bronze's."""
+    shutil.copy(SLOW_MODEL, tmp_path / "double.py")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "version: 1\nserving:\n  max_loaded: 2\n  tenants:\n"
+        "    - {name: gold, api_key_env: T_GOLD_KEY, priority: 1}\n"
+        "    - {name: bronze, api_key_env: T_BRONZE_KEY, priority: 2}\n"
+        "  priority_queue_policy: {2: {max_queue_size: 64}}\n"
+        "  rate_limiter: {resources: [{name: slots, count: 1}], priority: 1}\n"
+        "  rate_limit_resources: [{name: slots, count: 1}]\n"
+        "models:\n  - name: slow\n    format: python\n    path: double.py\n    max_batch_size: 1\n"
+        "    instance_groups: [{kind: cpu, count: 1}]\n"
+        "    inputs: [{name: X, dtype: FP32, dims: [-1]}, {name: SLEEP_MS, dtype: INT32, dims: [1], optional: true}]\n"
+        "    outputs: [{name: Y, dtype: FP32, dims: [-1]}]\n"
+    )  # fmt: skip
+    out = build(spec, tmp_path / "out", device="cpu").output
+    config = text_format.Parse((out / "slow" / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert config.dynamic_batching.priority_levels == 2 and config.dynamic_batching.default_priority_level == 2
+    assert config.instance_group[0].rate_limiter.resources[0].name == "slots"
+    keys = {"T_GOLD_KEY": "gold-" + uuid.uuid4().hex, "T_BRONZE_KEY": "bronze-" + uuid.uuid4().hex}
+    gw: Gateway = start_gateway(build=out, env=keys)  # type: ignore[operator]
+    with open(f"/proc/{gw.server_pid}/cmdline", "rb") as f:
+        argv = f.read().decode().split("\0")
+    assert "--rate-limit=execution_count" in argv and "--rate-limit-resource=slots:1" in argv, argv
+    url = f"{gw.base}/v2/models/slow/infer"
+    gold, bronze = ({"Authorization": f"Bearer {keys[k]}"} for k in ("T_GOLD_KEY", "T_BRONZE_KEY"))
+    first = httpx.post(url, json=_slow_body(0), headers=gold, timeout=120)  # the cold load
+    assert first.status_code == 200 and first.json()["outputs"][0]["data"] == [2.0], first.text
+
+    async def contend() -> tuple[list[float], list[float]]:
+        stop = asyncio.Event()
+        times: dict[str, list[float]] = {"gold": [], "bronze": []}
+
+        async def one(http: httpx.AsyncClient, who: str, headers: dict[str, str]) -> None:
+            started = time.perf_counter()
+            r = await http.post(url, json=_slow_body(50), headers=headers)
+            assert r.status_code == 200, r.text
+            times[who].append(time.perf_counter() - started)
+
+        async def flood(http: httpx.AsyncClient) -> None:
+            while not stop.is_set():
+                await one(http, "bronze", bronze)
+
+        async with httpx.AsyncClient(timeout=60) as http:
+            flooders = [asyncio.create_task(flood(http)) for _ in range(6)]
+            await asyncio.sleep(1.0)  # the queue fills
+            for _ in range(15):
+                await one(http, "gold", gold)
+                await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*flooders), 60)
+        return times["gold"], times["bronze"]
+
+    gold_s, bronze_s = asyncio.run(contend())
+    p99 = {who: float(np.percentile(s, 99)) for who, s in (("gold", gold_s), ("bronze", bronze_s))}
+    p50 = {who: float(np.percentile(s, 50)) for who, s in (("gold", gold_s), ("bronze", bronze_s))}
+    print(f"\ngold p50 {p50['gold'] * 1000:.0f} ms p99 {p99['gold'] * 1000:.0f} ms ({len(gold_s)}); bronze p50 "
+          f"{p50['bronze'] * 1000:.0f} ms p99 {p99['bronze'] * 1000:.0f} ms ({len(bronze_s)})")  # fmt: skip
+    assert p99["gold"] < p99["bronze"], (p50, p99)

@@ -46,7 +46,9 @@ def test_build_records_serving_in_the_lock(tmp_path: Path) -> None:
     out = build(spec, tmp_path / "out", device="cpu").output
     serving = json.loads((out / "repoforge.lock.json").read_text())["serving"]
     assert serving == {"max_loaded": 2, "memory_budget": 6 * 1024**3, "always_loaded": ["classifier"],
-                       "model_bytes_estimate": None, "tenants": []}  # fmt: skip
+                       "model_bytes_estimate": None, "tenants": [], "priority_levels": None,
+                       "default_priority_level": None, "priority_queue_policy": {}, "rate_limiter": None,
+                       "rate_limit_resources": []}  # fmt: skip
     settings = serving_settings(str(out), ServingOptions())
     assert settings is not None and settings.max_loaded == 2 and settings.memory_budget == 6 * 1024**3
     assert settings.load_concurrency == 1  # under a budget every load is measured alone

@@ -29,7 +29,7 @@ from repoforge.gateway.errors import RequestError
 from repoforge.gateway.metrics import GatewayMetrics
 from repoforge.gateway.multiplex import Multiplexer, MultiplexSettings
 from repoforge.gateway.queue import AsyncQueue, QueueSettings, Worker
-from repoforge.gateway.tenants import Tenant, TenantGate
+from repoforge.gateway.tenants import Tenant, TenantGate, priority_of
 
 log = logging.getLogger("repoforge.gateway")
 
@@ -140,6 +140,7 @@ async def infer(request: Request) -> Response:
                 raise RequestError(400, f"model '{model.name}' is decoupled (it answers with a stream): use "
                                         f"/v2/models/{model.name}/generate_stream or the WebSocket /stream")  # fmt: skip
             req = codec.parse_v2(model, await _body(request, settings.max_body_bytes))
+            req.priority = priority_of(request.scope)
             result = await upstream.infer(state.triton, req, settings.timeout_s)
         response: Response = JSONResponse(codec.response_v2(model, result, req.id))
     except RequestError as exc:
@@ -161,6 +162,7 @@ async def generate_stream(request: Request) -> Response:
         async with _holding(state, request.path_params["model"]):  # metadata needs the model loaded
             model = await _catalog(state).get(request.path_params["model"])
         req = codec.parse_generate(model, await _body(request, settings.max_body_bytes))
+        req.priority = priority_of(request.scope)
     except RequestError as exc:
         state.metrics.observe("generate_stream", exc.status, 0.0)
         return _error(exc)
@@ -223,6 +225,7 @@ async def ws_stream(websocket: WebSocket) -> None:
         while (text := await inbox.get()) is not None:
             try:
                 req = _ws_request(model, text, settings.max_body_bytes)
+                req.priority = priority_of(websocket.scope)
             except RequestError as exc:  # the connection stays usable: the next message may be right
                 state.metrics.observe("stream", exc.status, 0.0)
                 await websocket.send_json({**exc.body(), "status": exc.status})

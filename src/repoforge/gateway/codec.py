@@ -33,6 +33,7 @@ class Request:
     outputs: list[str] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     id: str = ""
+    priority: int = 0  # Triton's request priority (1 highest); 0: the model's default level (the tenant's, if any)
 
 
 def _describe(t: Tensor) -> str:

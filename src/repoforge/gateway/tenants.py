@@ -80,6 +80,13 @@ def tenants_from(specs: list[dict[str, Any]], environ: MutableMapping[str, str] 
     return out
 
 
+def priority_of(scope: Scope) -> int:
+    """The Triton priority level of the tenant asking (its requests carry it; `build` wrote the levels into every
+    dynamically batched model), 0 without tenants: the model's default level."""
+    tenant = (scope.get("state") or {}).get("tenant")
+    return tenant.priority if isinstance(tenant, Tenant) else 0
+
+
 class TenantGate:
     """ASGI middleware: who is asking (401), may they now (429 + Retry-After), and a concurrency slot held while the
     route runs."""

@@ -65,7 +65,8 @@ async def infer(client: Any, request: Request, timeout: float | None) -> Any:
 
     try:
         return await client.infer(request.model, _inputs(request), outputs=_outputs(request), request_id=request.id,
-                                  parameters=request.parameters or None, client_timeout=timeout)  # fmt: skip
+                                  parameters=request.parameters or None, priority=request.priority,
+                                  client_timeout=timeout)  # fmt: skip
     except InferenceServerException as exc:
         if "DEADLINE_EXCEEDED" in str(exc.status()):
             raise UpstreamTimeout(f"no answer from model '{request.model}' within {timeout:g} s; cancelled") from None
@@ -89,7 +90,7 @@ async def stream(client: Any, request: Request, decoupled: bool = True) -> Async
 
     async def one() -> AsyncIterator[dict[str, Any]]:
         yield {"model_name": request.model, "inputs": _inputs(request), "outputs": _outputs(request),
-               "request_id": request.id, "parameters": params}  # fmt: skip
+               "request_id": request.id, "parameters": params, "priority": request.priority}  # fmt: skip
 
     responses = client.stream_infer(one())
     try:

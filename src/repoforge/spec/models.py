@@ -16,6 +16,7 @@ from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.dtypes import normalize_dtype
 from repoforge.spec.plugins import PluginSpec
 from repoforge.spec.rollout import RolloutSpec
+from repoforge.spec.scheduling import QueuePolicy, RateLimiter
 from repoforge.spec.serving import ServingSpec
 
 Format = Literal["onnx", "tensorrt", "torchscript", "pytorch", "python", "ensemble"]
@@ -72,25 +73,6 @@ class TensorSpec(StrictModel):
         return v
 
 
-class RateLimiterResource(StrictModel):
-    """A resource an instance must hold to run (Triton rate limiter)."""
-
-    name: str = Field(description="Resource name; instances naming the same resource share it.")
-    count: int = Field(ge=1, description="How many units of the resource one execution of the instance needs.")
-    global_: bool = Field(
-        default=False, alias="global", description="Shared by all devices of the server; false: one pool per device."
-    )
-
-
-class RateLimiter(StrictModel):
-    """Triton's rate limiter: instances run only when their resources are free."""
-
-    resources: list[RateLimiterResource] = Field(default=[], description="Resources an execution needs.")
-    priority: int = Field(
-        default=0, ge=0, description="Weight across instances: priority 2 gets half the chances of 1; 0 acts as 1."
-    )
-
-
 class InstanceGroup(StrictModel):
     """Triton `instance_group`: how many copies of the model run, and where (TorchServe: workers). `kind` left out
     follows the build's device (`repoforge.plan` resolves it): KIND_GPU for --device gpu."""
@@ -115,19 +97,6 @@ class InstanceGroup(StrictModel):
         if v is not None and any(g < 0 for g in v):
             raise ValueError("GPU ids must be >= 0")
         return v
-
-
-class QueuePolicy(StrictModel):
-    """Triton `ModelQueuePolicy`: how long requests may wait in the batcher's queue, and how many."""
-
-    timeout_us: int = Field(
-        default=0, ge=0, description="µs a request may queue (default_timeout_microseconds); 0: none."
-    )
-    timeout_action: Literal["reject", "delay"] = Field(
-        default="reject", description="A timed-out request is rejected, or delayed behind the others."
-    )
-    allow_timeout_override: bool = Field(default=False, description="Requests may set their own, shorter timeout.")
-    max_queue_size: int = Field(default=0, ge=0, description="Most requests queued; more are rejected. 0: unbounded.")
 
 
 class DynamicBatching(StrictModel):

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from repoforge.spec.scheduling import QueuePolicy, RateLimiter
+
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
@@ -67,7 +69,8 @@ class TenantSpec(BaseModel):
     burst: int | None = Field(default=None, ge=1, description="Requests allowed at once above the rate; unset: 1 s "
                               "of the rate (at least 1).")  # fmt: skip
     max_concurrency: int | None = Field(default=None, ge=1, description="Requests in flight at once; unset: no limit.")
-    priority: int = Field(default=1, ge=1, description="1 is the highest (Triton's priority levels).")
+    priority: int = Field(default=1, ge=1, description="1 is the highest: the Triton priority level its requests "
+                          "carry (`serving.priority_levels`).")  # fmt: skip
 
     @field_validator("rate", mode="before")
     @classmethod
@@ -79,6 +82,23 @@ class TenantSpec(BaseModel):
     def _env(cls, value: str) -> str:
         if not _ENV.match(value):
             raise ValueError(f"{value!r} is not an environment variable name (letters, digits, _)")
+        return value
+
+
+class ServerResource(BaseModel):
+    """How many of a rate-limiter resource the server has: `--rate-limit-resource=<name>:<count>[:<device>]`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, description="The resource's name, as instance groups' rate_limiter names it.")
+    count: int = Field(ge=1, description="Units available (per device, or in all for a global resource).")
+    device: int | None = Field(default=None, ge=0, description="Only on this GPU; unset: every device.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if ":" in value or "," in value or not value.strip():
+            raise ValueError(f"{value!r}: a resource name has no ':' or ',' (Triton's flag separates with them)")
         return value
 
 
@@ -110,6 +130,31 @@ class ServingSpec(BaseModel):
         "with Retry-After over a limit); unset: the gateway asks for no key.",
     )
 
+    priority_levels: int | None = Field(
+        default=None,
+        ge=1,
+        description="Triton priority levels written into every dynamically batched model when tenants exist; "
+        "unset: the largest tenant priority.",
+    )
+    default_priority_level: int | None = Field(
+        default=None, ge=1, description="Level of a request that names none; unset: the lowest (priority_levels)."
+    )
+    priority_queue_policy: dict[int, QueuePolicy] = Field(
+        default_factory=dict,
+        description="Queue policy per priority level (level -> policy), e.g. a short timeout for level 2, so one "
+        "tenant's backlog is rejected instead of waiting behind another's.",
+    )
+    rate_limiter: RateLimiter | None = Field(
+        default=None,
+        description="Triton rate-limiter resources and priority given to every instance group that declares none "
+        "(models compete for `rate_limit_resources`); `serve` then passes --rate-limit execution_count.",
+    )
+    rate_limit_resources: list[ServerResource] = Field(
+        default_factory=list,
+        description="How many of each rate-limiter resource the server has (--rate-limit-resource); unset: "
+        "Triton's default, the most any one instance needs.",
+    )
+
     @field_validator("tenants")
     @classmethod
     def _tenants(cls, value: list[TenantSpec]) -> list[TenantSpec]:
@@ -131,6 +176,15 @@ class ServingSpec(BaseModel):
         repeated = sorted({n for n in value if value.count(n) > 1})
         if repeated:
             raise ValueError(f"always_loaded names {', '.join(repeated)} more than once")
+        return value
+
+    @field_validator("rate_limit_resources")
+    @classmethod
+    def _resources(cls, value: list[ServerResource]) -> list[ServerResource]:
+        seen = [(r.name, r.device) for r in value]
+        repeated = sorted({n for n, d in seen if seen.count((n, d)) > 1})
+        if repeated:
+            raise ValueError(f"rate_limit_resources name {', '.join(repeated)} twice for the same device")
         return value
 
     @model_validator(mode="after")

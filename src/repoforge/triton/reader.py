@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,22 @@ def read_repository(repo: Path, *, unconfigured: bool = False) -> list[RepoModel
     if not models:
         raise ServeError(f"{repo} has no model folders with a config.pbtxt")
     return models
+
+
+def rate_limit_flags(repo: Path, models: list[RepoModel]) -> list[str]:
+    """tritonserver's rate-limiter flags for this repository: `--rate-limit=execution_count` when an instance group
+    declares a `rate_limiter` (Triton's default, `off`, ignores them all), plus one `--rate-limit-resource` per
+    resource count the build's `serving.rate_limit_resources` gives (unset: Triton's default, the most that any one
+    instance needs)."""
+    if not any(g.HasField("rate_limiter") for m in models for g in m.config.instance_group):
+        return []
+    flags = ["--rate-limit=execution_count"]
+    lock = repo / MANIFEST
+    serving = json.loads(lock.read_text()).get("serving") if lock.is_file() else None
+    for r in (serving or {}).get("rate_limit_resources") or []:
+        device = f":{r['device']}" if r.get("device") is not None else ""
+        flags.append(f"--rate-limit-resource={r['name']}:{r['count']}{device}")
+    return flags
 
 
 def uses_response_cache(models: list[RepoModel]) -> bool:

@@ -22,7 +22,7 @@ from repoforge.targets.types import (
     Progress,
     TargetArgumentError,
 )
-from repoforge.triton.reader import read_repository, uses_response_cache
+from repoforge.triton.reader import rate_limit_flags, read_repository, uses_response_cache
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 
@@ -41,8 +41,8 @@ def make_server(
 ) -> TritonServer:
     """A TritonServer for `repository`; turns on the response cache when a model asks for it
     (Triton silently ignores `response_cache` without `--cache-config`). In explicit model control the server
-    starts with `load_models` (default: every model) and takes load/unload requests (blue-green rollout);
-    TargetArgumentError, before anything starts, for a `--load` without it or of a model the build lacks."""
+    starts with `load_models` (default: every model) and takes load/unload requests (blue-green rollout); instance
+    groups with a `rate_limiter` turn Triton's rate limiter on (`rate_limit_flags`). TargetArgumentError, before anything starts, for a `--load` without it or of a model the build lacks."""
     repo = Path(repository)
     models = read_repository(repo)
     check_model_control(model_control, load_models, [m.name for m in models])
@@ -60,6 +60,7 @@ def make_server(
         cache_size_bytes=cache_size_bytes,
         model_control=model_control,
         load_models=list(load_models) if load_models else None,
+        extra_args=rate_limit_flags(repo, models),
     )
 
 
@@ -132,12 +133,13 @@ def docker_recipe(
 def serve_for_perf(path: Path, models: list[str], say: Progress) -> Iterator[PerfEndpoints]:
     """A Triton repository served for the run (response cache off: perf_analyzer repeats one input, so a cache
     would measure only itself)."""
-    found = {m.name: m.config for m in read_repository(path)}
+    repo = read_repository(path)
+    found = {m.name: m.config for m in repo}
     missing = [m for m in models if m not in found]
     if missing:
         raise PerfError(f"model '{missing[0]}' is not in {path}; it has {', '.join(sorted(found))}")
     say(f"starting tritonserver on {path} (response cache off for measuring)")
-    with TritonServer(path) as server:
+    with TritonServer(path, extra_args=rate_limit_flags(path, repo)) as server:  # measured as `serve` runs it
         say(f"tritonserver ready at http://{server.http_url}")
         yield PerfEndpoints(server.http_url, server.grpc_url, {m: found[m] for m in models})
 

@@ -1,6 +1,6 @@
 """`build --pack-env`'s archive: reproducible, relocatable (Triton extracts it under /tmp/python_env_*), holding what the
 model declares and its dependencies; a package that is not installed or does not match is a build error. Served in
-a real Triton by tests/integration/test_execution_env.py."""
+a real Triton by tests/integration/test_packed_env_served.py."""
 
 from __future__ import annotations
 

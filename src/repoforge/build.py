@@ -19,13 +19,18 @@ def build(
     device: Device | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    pack_env: bool = False,
 ) -> BuildResult:
     """Validate `spec` completely, then write the repository atomically to `output` (a Triton model repository, or
     TorchServe archives with `target="torchserve"`).
+
+    `pack_env` (Triton): each Python model that declares packages (`python_requirements` in the lock file) gets a
+    custom execution environment holding them, packed from this Python's installed packages, and its config.pbtxt
+    names it (EXECUTION_ENV_PATH), so the stock server image needs nothing installed for it.
 
     Raises SpecError (nothing written) for a wrong spec and BuildError when `output` exists without `force`.
     """
     loaded = load_spec(spec)
     return get_target(target).build(
-        loaded, Path(output), device=device, force=force, progress=progress or (lambda _m: None)
+        loaded, Path(output), device=device, force=force, progress=progress or (lambda _m: None), pack_env=pack_env
     )

@@ -35,11 +35,26 @@ def init(directory: Path, force: bool) -> None:
     "Triton's native onnxruntime/pytorch backends either way (repoforge's bundled server has Python-based ones). "
     "Default: gpu if one is visible.",
 )
+@click.option(
+    "--pack-env",
+    is_flag=True,
+    help="Triton: give each Python model that declares packages (python_requirements in repoforge.lock.json) a "
+    "custom execution environment, <model>/python_env.tar.gz, named in its config.pbtxt (EXECUTION_ENV_PATH): "
+    "a venv of this Python's installed packages, for a server running this Python version. Without it the "
+    "packages come from the server image (`repoforge image`).",
+)
 @force_option()
 @json_option("Print the result as JSON on stdout.")
 @quiet_option("No progress output (warnings are still printed).")
 def build(
-    spec: Path, output: Path, target: Target, device: Device | None, force: bool, as_json: bool, quiet: bool
+    spec: Path,
+    output: Path,
+    target: Target,
+    device: Device | None,
+    pack_env: bool,
+    force: bool,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Build SPEC (spec.yaml) into a model repository at OUTPUT.
 
@@ -49,7 +64,15 @@ def build(
     """
     from repoforge.build import build as do_build
 
-    result = do_build(spec, output, target=target, device=device, force=force, progress=progress(quiet or as_json))
+    result = do_build(
+        spec,
+        output,
+        target=target,
+        device=device,
+        force=force,
+        progress=progress(quiet or as_json),
+        pack_env=pack_env,
+    )
     if as_json:
         click.echo(
             json.dumps(

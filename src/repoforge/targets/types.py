@@ -162,9 +162,17 @@ class Target(Protocol):
         ...
 
     def build(
-        self, loaded: LoadedSpec, output: Path, *, device: Device | None, force: bool, progress: Progress
+        self,
+        loaded: LoadedSpec,
+        output: Path,
+        *,
+        device: Device | None,
+        force: bool,
+        progress: Progress,
+        pack_env: bool = False,
     ) -> BuildResult:
-        """Check the whole spec for this target, then write `output` atomically."""
+        """Check the whole spec for this target, then write `output` atomically. `pack_env`: ship each model's declared
+        packages in the build, in the server's own per-model mechanism (a target without one refuses it)."""
         ...
 
     def validate(self, output: Path, *, progress: Progress, **options: Any) -> ValidationReport:

@@ -17,6 +17,7 @@ from repoforge.python_requirements import LOCK_KEY, triton_requirements
 from repoforge.repo_readme import REPO_README, triton_readme
 from repoforge.runtime.names import PACKAGE as RUNTIME_PACKAGE
 from repoforge.runtime.names import USER_MODEL_FILE
+from repoforge.triton import execution_env
 from repoforge.triton.config import build_config, parse_config, to_text
 from repoforge.triton.names import PY_FILE
 
@@ -91,11 +92,15 @@ def write_repository(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
     lock_extra: dict[str, object] | None = None,
+    pack_env: bool = False,
 ) -> BuildResult:
     """Write every model into a temp dir, check each config parses back, then move it into place.
-    `lock_extra` adds entries to the lock file's header (e.g. the `optimize:` selection)."""
+    `lock_extra` adds entries to the lock file's header (e.g. the `optimize:` selection). `pack_env`: each model that
+    declares packages gets a custom Python execution environment holding them (execution_env)."""
     say = progress or (lambda _msg: None)
     check_destination(out, force, looks_like_model_repository)
+    requirements = triton_requirements(plan)
+    envs: dict[str, object] = {}
     with atomic_dir(out, force) as tmp:
         for model in plan.models:
             say(
@@ -105,6 +110,18 @@ def write_repository(
             mdir = tmp / model.name
             mdir.mkdir()
             cfg = build_config(model, plan.device)
+            if pack_env and model.name in requirements:
+                if execution_env.PARAMETER in cfg.parameters:  # the spec names an env of its own: it is kept
+                    say(f"{model.name}: keeps its own {execution_env.PARAMETER}, no env packed")
+                else:
+                    say(f"{model.name}: packing a Python env with {', '.join(requirements[model.name])}")
+                    packed = execution_env.pack(
+                        requirements[model.name],
+                        mdir / execution_env.ARCHIVE,
+                        f"{model.name}/{execution_env.ARCHIVE}",
+                    )
+                    cfg.parameters[execution_env.PARAMETER].string_value = execution_env.CONFIG_VALUE
+                    envs[model.name] = packed.lock()
             text = to_text(cfg)
             parse_config(text)  # the written text must round-trip through Triton's schema
             (mdir / "config.pbtxt").write_text(text)
@@ -129,7 +146,9 @@ def write_repository(
                 **({"rollout": plan.rollout} if plan.rollout is not None else {}),  # deploy k8s: Flagger/Argo
                 **({"serving": plan.serving} if plan.serving is not None else {}),  # repoforge gateway: on demand
                 # per model, the pip requirements its Python code needs beyond the stock image (deploy, image)
-                LOCK_KEY: triton_requirements(plan),
+                LOCK_KEY: requirements,
+                # build --pack-env: per model, the custom execution environment its config.pbtxt names
+                **({execution_env.LOCK_KEY: envs} if envs else {}),
                 **(lock_extra or {}),
             },
         )

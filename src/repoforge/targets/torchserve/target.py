@@ -55,8 +55,21 @@ class TorchServeTarget:
         return _CANNOT[what].format(path=path) if what in _CANNOT else None
 
     def build(
-        self, loaded: LoadedSpec, output: Path, *, device: Device | None, force: bool, progress: Progress
+        self,
+        loaded: LoadedSpec,
+        output: Path,
+        *,
+        device: Device | None,
+        force: bool,
+        progress: Progress,
+        pack_env: bool = False,
     ) -> BuildResult:
+        if pack_env:
+            raise TargetArgumentError(
+                "--pack-env",
+                "--pack-env packs Triton execution environments; TorchServe installs each .mar's requirements.txt "
+                "itself (install_py_dep_per_model, which the build's config.properties turns on)",
+            )
         return build_torchserve(loaded, output, force=force, progress=progress, device=device)
 
     def validate(self, output: Path, *, progress: Progress, **options: Any) -> ValidationReport:

@@ -45,7 +45,14 @@ class TritonTarget:
         return None
 
     def build(
-        self, loaded: LoadedSpec, output: Path, *, device: Device | None, force: bool, progress: Progress
+        self,
+        loaded: LoadedSpec,
+        output: Path,
+        *,
+        device: Device | None,
+        force: bool,
+        progress: Progress,
+        pack_env: bool = False,
     ) -> BuildResult:
         device = device or detect_device()
         check_destination(output, force, looks_like_model_repository)  # before `optimize:`, which takes a while
@@ -60,6 +67,7 @@ class TritonTarget:
             force=force,
             progress=progress,
             lock_extra={"optimize": optimized.lock} if optimized.lock else None,
+            pack_env=pack_env,
         )
 
     def validate(self, output: Path, *, progress: Progress, **options: Any) -> ValidationReport:

@@ -25,8 +25,13 @@ Device = Literal["cpu", "gpu"]
 """Where a build's instances run: cpu (KIND_CPU) or gpu (KIND_GPU and GPU-only settings); both use native backends."""
 DEVICE_NAMES: tuple[str, ...] = get_args(Device)
 
+MODEL_LOAD_HEADER = "x-repoforge-model-load"
+"""The multiplexing gateway's answer header: `hit` (the model was loaded), `load` (this request loaded it) or `join`
+(it waited for a load another request started); `perf --models` splits cold from warm latency by it."""
+
 __all__ = [
     "DEFAULT_RUNNER",
+    "MODEL_LOAD_HEADER",
     "DEVICE_NAMES",
     "DRIFT_REFERENCE",
     "MODEL_FILE_PARAMETER",

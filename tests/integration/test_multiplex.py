@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -426,3 +427,31 @@ def test_tenant_priorities_reach_triton_and_order_its_queue(start_gateway: objec
     print(f"\ngold p50 {p50['gold'] * 1000:.0f} ms p99 {p99['gold'] * 1000:.0f} ms ({len(gold_s)}); bronze p50 "
           f"{p50['bronze'] * 1000:.0f} ms p99 {p99['bronze'] * 1000:.0f} ms ({len(bronze_s)})")  # fmt: skip
     assert p99["gold"] < p99["bronze"], (p50, p99)
+
+
+def test_perf_models_spreads_a_zipf_load_through_the_gateway(tmp_path: Path) -> None:
+    """`repoforge perf BUILD --models 'm*' --distribution zipf --json`: the gateway is started on the build for the
+    run; 10 models under max_loaded 3, so the mix has hits and cold loads, and each request is counted as one."""
+    (tmp_path / "models").mkdir()
+    modelgen.save(modelgen.add_mul(4), tmp_path / "models" / "add_mul.onnx")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\nserving: {max_loaded: 3}\nmodels:\n" + "".join(
+        f"  - {{name: {_name(i)}, format: onnx, path: models/add_mul.onnx, max_batch_size: 8}}\n"
+        for i in range(10)))  # fmt: skip
+    out = build(spec, tmp_path / "out", device="cpu").output
+    report_dir = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "repoforge", "perf", str(out), "--models", "m00*",
+                           "--distribution", "zipf:1.2", "--concurrency", "4", "--duration", "12", "-o",
+                           str(report_dir), "--json"], capture_output=True, text=True, timeout=400, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["models"] == [_name(i) for i in range(10)] and report["distribution"] == "zipf:1.2"
+    (point,) = report["points"]
+    assert point["errors"] == {} and point["ok"] == point["requests"] > 0
+    assert point["hits"] + point["loads"] + point["joins"] == point["ok"]
+    assert point["hits"] > 0 and point["loads"] >= 3
+    assert point["latency_ms"]["cold"]["n"] == point["loads"] + point["joins"]
+    assert point["latency_ms"]["cold"]["p50"] > point["latency_ms"]["warm"]["p50"]  # a load is not a hit
+    assert point["top_models"][0][0] == _name(0)  # rank 1 is asked for most
+    assert report["gateway"]["model_loads_total{ok}"] == point["loads"]
+    assert (report_dir / "report.json").is_file() and "hit ratio" in (report_dir / "report.md").read_text()

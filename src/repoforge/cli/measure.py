@@ -28,7 +28,25 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
 
 @command(kept="no point was measured; nothing was written to {output}")
 @click.argument("target")
-@click.option("-m", "--model", required=True, help="Model to measure.")
+@click.option("-m", "--model", default=None, help="Model to measure (or --models).")
+@click.option(
+    "--models",
+    default=None,
+    help="Many models, comma-separated names or patterns (m0*): a load spread over them through the gateway "
+    "(TARGET: a build with serving:, or a running gateway's host:port); reports hits, cold loads, cold/warm latency.",
+)
+@click.option(
+    "--distribution", default="zipf", show_default=True, help="With --models: zipf, zipf:S (e.g. zipf:1.3) or uniform."
+)
+@click.option("--duration", type=float, default=30.0, show_default=True, help="With --models: seconds per load level.")
+@click.option("--api-key-env", default=None, help="With --models: the variable holding a tenant's API key.")
+@click.option(
+    "--request",
+    "request_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --models: the KServe v2 JSON body to send (default, for a build: made from each model's config).",
+)
 @click.option(
     "--protocol",
     type=click.Choice(["grpc", "http", "both"]),
@@ -104,6 +122,11 @@ def perf(
     allow_missing: bool,
     grpc_url: str | None,
     as_json: bool,
+    models: str | None = None,
+    distribution: str = "zipf",
+    duration: float = 30.0,
+    api_key_env: str | None = None,
+    request_file: Path | None = None,
 ) -> None:
     """Measure MODEL with perf_analyzer. TARGET is a repository directory (served for the run) or the
     HTTP host:port of a running Triton.
@@ -113,11 +136,21 @@ def perf(
     Writes report.json, report.md and plots (throughput, latency, server breakdown) into --output.
     CI gate:  repoforge perf repo -m MODEL --baseline perf-baseline.json --update-baseline   (once)
               repoforge perf repo -m MODEL --baseline perf-baseline.json --tolerance 0.15   (exit 1 on regression)
+    Many models through the gateway (hit ratio, cold loads, cold vs warm latency):
+              repoforge perf repo --models 'm*' --distribution zipf:1.1 --concurrency 16 --duration 60
     """
     from repoforge.perf.analyzer import PerfError, parse_concurrency
     from repoforge.perf.command import check_arguments
     from repoforge.perf.command import perf as do_perf
 
+    if (model is None) == (models is None):
+        raise click.UsageError("give one of -m MODEL (perf_analyzer on one model) or --models A,B,C (a mix)")
+    if models is not None:
+        _perf_models(target, models, distribution, duration, api_key_env, request_file, concurrency, output, as_json,
+                     refused={"--baseline": baseline, "--calibration-model": calibration_model,
+                              "--request-rate": request_rate})  # fmt: skip
+        return
+    assert model is not None
     if update_baseline and baseline is None:
         raise click.UsageError("--update-baseline needs --baseline FILE")
     try:
@@ -164,6 +197,37 @@ def perf(
         if not result.gate.passed:
             fail(RepoforgeError(result.gate.summary()), 1)
         click.echo(result.gate.summary(), err=True)
+
+
+def _perf_models(target: str, models: str, distribution: str, duration: float, api_key_env: str | None,
+                 request: Path | None, concurrency: str, output: Path, as_json: bool,
+                 refused: dict[str, object]) -> None:  # fmt: skip
+    """`perf --models`: the many-model mix through the gateway (repoforge.perf.mix)."""
+    from repoforge.perf.mix import perf_models
+
+    for flag, value in refused.items():
+        if value is not None:
+            raise click.UsageError(f"{flag} measures one model with perf_analyzer; it does not go with --models")
+    source = click.get_current_context().get_parameter_source("concurrency")
+    report = perf_models(target, models.split(","), distribution=distribution,
+                         concurrency="16" if source == click.core.ParameterSource.DEFAULT else concurrency,
+                         duration_s=duration, api_key_env=api_key_env, request=request, output=output,
+                         progress=progress(as_json))  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(f"{'clients':>7}{'req/s':>9}{'hits':>7}{'cold':>6}{'errors':>7}{'p50 ms':>9}{'p99 ms':>9}"
+               f"{'warm p99':>10}{'cold p50':>10}{'cold p99':>10}")  # fmt: skip
+    for p in report.points:
+        lat = p.latency_ms
+
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        click.echo(f"{p.concurrency:>7}{p.throughput:>9.1f}{p.hits:>7}{p.loads + p.joins:>6}{sum(p.errors.values()):>7}"
+                   f"{ms(lat['all']['p50']):>9}{ms(lat['all']['p99']):>9}{ms(lat['warm']['p99']):>10}"
+                   f"{ms(lat['cold']['p50']):>10}{ms(lat['cold']['p99']):>10}")  # fmt: skip
+    click.echo(f"report: {output / 'report.md'} (+ report.json)")
 
 
 @command(kept="no candidate was measured; nothing was written to {output}")

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from repoforge.contract import MODEL_LOAD_HEADER
 from repoforge.gateway import codec, upstream
 from repoforge.gateway.catalog import Catalog
 from repoforge.gateway.errors import RequestError
@@ -124,17 +125,18 @@ def _catalog(state: State) -> Catalog:
     return state.catalog
 
 
-def _holding(state: State, name: str) -> contextlib.AbstractAsyncContextManager[None]:
-    """Behind the multiplexer: the model is loaded (on demand) and stays loaded while the block runs."""
+def _holding(state: State, name: str) -> contextlib.AbstractAsyncContextManager[str | None]:
+    """Behind the multiplexer: the model is loaded (on demand) and stays loaded while the block runs; the block gets
+    how (`hit`, `load`, `join`), None without the multiplexer."""
     return state.mux.hold(name) if state.mux is not None else contextlib.nullcontext()
 
 
 async def infer(request: Request) -> Response:
     state = _state(request)
     settings = state.settings
-    route, started = "infer", time.perf_counter()
+    route, started, how = "infer", time.perf_counter(), None
     try:
-        async with _holding(state, request.path_params["model"]):
+        async with _holding(state, request.path_params["model"]) as how:
             model = await _catalog(state).get(request.path_params["model"])
             if model.decoupled:
                 raise RequestError(400, f"model '{model.name}' is decoupled (it answers with a stream): use "
@@ -143,6 +145,8 @@ async def infer(request: Request) -> Response:
             req.priority = priority_of(request.scope)
             result = await upstream.infer(state.triton, req, settings.timeout_s)
         response: Response = JSONResponse(codec.response_v2(model, result, req.id))
+        if how is not None:
+            response.headers[MODEL_LOAD_HEADER] = how
     except RequestError as exc:
         response = _error(exc)
     except upstream.UpstreamTimeout as exc:

@@ -200,11 +200,12 @@ class Multiplexer:
 
     # -- what the routes use -------------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def hold(self, name: str) -> AsyncIterator[None]:
-        """The model stays loaded (and is not picked for unloading) while the block runs."""
-        entry = await self._acquire(name)
+    async def hold(self, name: str) -> AsyncIterator[str]:
+        """The model stays loaded (and is not picked for unloading) while the block runs; yields how it came to be
+        loaded for this request: `hit`, `load` (this request loaded it) or `join` (it waited for another's load)."""
+        entry, how = await self._acquire(name)
         try:
-            yield
+            yield how
         finally:
             entry.refs -= 1
             entry.last_used = time.monotonic()
@@ -255,9 +256,9 @@ class Multiplexer:
         return self.settings.model_bytes_estimate or DEFAULT_MODEL_BYTES
 
     # -- acquiring ---------------------------------------------------------------------------------------------------
-    async def _acquire(self, name: str) -> _Model:
+    async def _acquire(self, name: str) -> tuple[_Model, str]:
         deadline = time.monotonic() + self.settings.load_timeout_s
-        counted = False
+        counted, how = False, "hit"
         while True:
             entry = self.models.get(name)
             if entry is not None and entry.state == "loaded":
@@ -265,12 +266,14 @@ class Multiplexer:
                 entry.last_used = time.monotonic()
                 if not counted:
                     self.metrics.hits.inc()
-                return entry
+                return entry, how
             if entry is not None:  # loading (join it) or unloading (wait, then load it again)
                 assert entry.done is not None
-                if entry.state == "loading" and not counted:
-                    self.metrics.joined.inc()
-                    counted = True
+                if entry.state == "loading" and how != "load":
+                    how = "join"  # waits for a load another request started
+                    if not counted:
+                        self.metrics.joined.inc()
+                        counted = True
                 try:
                     await asyncio.wait_for(asyncio.shield(entry.done), max(deadline - time.monotonic(), 0.001))
                 except asyncio.TimeoutError:
@@ -285,11 +288,13 @@ class Multiplexer:
             if not counted:
                 self.metrics.misses.inc()
                 counted = True
-            await self._load(name, deadline)
+            if await self._load(name, deadline):
+                how = "load"
 
-    async def _load(self, name: str, deadline: float) -> None:
+    async def _load(self, name: str, deadline: float) -> bool:
         """Make room and reserve the slot (one request at a time decides), then load `name` (at most
-        `load_concurrency` loads at once). Returns when the load ended; the caller loops and takes it."""
+        `load_concurrency` loads at once). Returns when the load ended (True) or when another request had started
+        it meanwhile (False); the caller loops and takes it."""
         budget = max(deadline - time.monotonic(), 0.001)
         try:
             await asyncio.wait_for(self._room_lock.acquire(), budget)
@@ -298,7 +303,7 @@ class Multiplexer:
                                "was made for it)") from None  # fmt: skip
         try:
             if name in self.models:  # another request started its load (or an unload) meanwhile
-                return
+                return False
             await self._make_room(name, deadline)
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             entry = _Model(name, done=done, bytes=self.estimate(name))  # reserved: counts toward both limits
@@ -312,6 +317,7 @@ class Multiplexer:
         finally:
             async with self._changed:
                 self._changed.notify_all()
+        return True
 
     async def _run_load(self, entry: _Model, done: asyncio.Future[None]) -> None:
         name = entry.name

@@ -10,11 +10,22 @@ Cells are medians with the range over rounds.
     .venv/bin/python bench/test_rollout_bench.py [--rounds 5]        # about 2 minutes on 2 cores
 
 Prints the table and rewrites the "rollout" section of bench/RESULTS.md.
+
+The router's cost at the issue's measure (`--router-cost`, issue 26.1): the small MLP served directly, through a router
+that runs it in its own stub (in_process, the default for an ONNX route of the same build) and through a router that
+calls it by BLS (in_process: false), side by side in one tritonserver. perf_analyzer gRPC, 1 row per request,
+concurrency 16 (infer/s) and concurrency 1 (p50), the three in alternating order each round. Besides the figures it
+records where the time goes: Triton's per-model statistics (compute time of the router's execute, of the route
+model's own execute under BLS), the router's route-call latency metric, and the CPU each process used per request.
+Rewrites the "router" section of bench/RESULTS.md.
+
+    .venv/bin/python bench/test_rollout_bench.py --router-cost [--rounds 5]   # about 5 minutes on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import threading
@@ -110,11 +121,167 @@ def _switches(server: object, url: str, metrics: str, n: int = 10) -> tuple[list
     return took, drain, loop.errors, sent
 
 
+ROUTER_SPEC = """\
+version: 1
+models:
+  - {name: mlp, format: onnx, path: small.onnx}
+  - {name: router, format: python, plugin: {kind: router, routes: [{model: mlp}]}}
+  - {name: router_bls, format: python, plugin: {kind: router, routes: [{model: mlp}], in_process: false}}
+"""
+#: The three ways to the small MLP, by model name: direct, through the in-process router, through the BLS router.
+WAYS = {"mlp": "direct", "router": "router, in process", "router_bls": "router, BLS"}
+
+
+def _stats(http_url: str) -> dict[str, dict[str, float]]:
+    """Per model: inference and execution counts and the ns totals of Triton's inference statistics."""
+    out = {}
+    for m in WAYS:
+        s = h.get_json(f"http://{http_url}/v2/models/{m}/stats")["model_stats"][0]
+        d = {"inferences": float(s["inference_count"]), "executions": float(s["execution_count"])}
+        for k in ("queue", "compute_input", "compute_infer", "compute_output"):
+            d[k] = float(s["inference_stats"][k]["ns"])
+        out[m] = d
+    return out
+
+
+def _route_calls(metrics_url: str) -> dict[str, tuple[float, float]]:
+    """Per router: (count, sum µs) of its route-call latency histogram."""
+    from repoforge.metrics import scrape
+
+    got = scrape(metrics_url, "repoforge_router_latency_us")
+    return {
+        r: (got.get(f'repoforge_router_latency_us_count{{model="{r}",route="mlp"}}', 0.0),
+            got.get(f'repoforge_router_latency_us_sum{{model="{r}",route="mlp"}}', 0.0))
+        for r in ("router", "router_bls")
+    }  # fmt: skip
+
+
+def _breakdown(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], model: str) -> dict[str, float]:
+    """µs per request of `model`'s queue / compute stages over a point (Triton sums a batch's requests' times)."""
+    n = after[model]["inferences"] - before[model]["inferences"]
+    if n <= 0:
+        return {}
+    out = {
+        k: (after[model][k] - before[model][k]) / n / 1e3
+        for k in ("queue", "compute_input", "compute_infer", "compute_output")
+    }
+    out["rows_per_exec"] = n / max(1.0, after[model]["executions"] - before[model]["executions"])
+    return out
+
+
+def router_cost(rounds: int, interval_ms: int) -> str:
+    """Direct vs router (in process) vs router (BLS), alternating, one server: the markdown of the "router" section."""
+    from repoforge.build import build
+    from repoforge.servers.triton import TritonServer
+
+    load_start = h.load_average()
+    tput: dict[str, list[float]] = {m: [] for m in WAYS}
+    p50: dict[str, list[float]] = {m: [] for m in WAYS}
+    ratio: dict[str, list[float]] = {m: [] for m in WAYS if m != "mlp"}
+    added: dict[str, list[float]] = {m: [] for m in WAYS if m != "mlp"}
+    cpu16: dict[str, dict[str, list[float]]] = {m: {} for m in WAYS}  # µs of CPU per request by process, c=16
+    time1: dict[str, dict[str, list[float]]] = {m: {} for m in WAYS}  # µs per request at c=1, by stage
+    loads = []
+    with h.workdir("rf-router-bench-") as root:
+        h.make_models(root, ["small"])
+        (root / "spec.yaml").write_text(ROUTER_SPEC)
+        repo = build(root / "spec.yaml", root / "repo", device="cpu").output
+        with TritonServer(repo) as server:
+            metrics = server.metrics_url
+            for r in range(rounds):
+                order = list(WAYS) if r % 2 == 0 else list(reversed(WAYS))
+                got: dict[tuple[str, int], h.Point] = {}
+                for model in order:
+                    for c in (16, 1):
+                        s0, l0 = _stats(server.http_url), _route_calls(metrics)
+                        p = h.measure(server.http_url, server.grpc_url, model, c, interval_ms=interval_ms)
+                        s1, l1 = _stats(server.http_url), _route_calls(metrics)
+                        got[(model, c)] = p
+                        if c == 16:
+                            for proc in ("server", "stub", "client"):
+                                cpu16[model].setdefault(proc, []).append(p.cpu.get(proc, 0.0) / p.throughput * 1e6)
+                            continue
+                        stages = time1[model]
+                        b = _breakdown(s0, s1, model)
+                        stages.setdefault(f"{model}: Triton compute_infer", []).append(b.get("compute_infer", 0.0))
+                        stages.setdefault(f"{model}: Triton queue + input + output", []).append(
+                            b.get("queue", 0.0) + b.get("compute_input", 0.0) + b.get("compute_output", 0.0)
+                        )
+                        if model in l1:
+                            n = l1[model][0] - l0[model][0]
+                            stages.setdefault(f"{model}: route call (its latency metric)", []).append(
+                                (l1[model][1] - l0[model][1]) / n if n else 0.0
+                            )
+                        if model == "router_bls":
+                            bm = _breakdown(s0, s1, "mlp")
+                            stages.setdefault("mlp (called by BLS): Triton compute_infer", []).append(
+                                bm.get("compute_infer", 0.0)
+                            )
+                for m in WAYS:
+                    tput[m].append(got[(m, 16)].throughput)
+                    p50[m].append(got[(m, 1)].p50_ms)
+                for m in ratio:
+                    ratio[m].append(got[(m, 16)].throughput / got[("mlp", 16)].throughput)
+                    added[m].append(got[(m, 1)].p50_ms - got[("mlp", 1)].p50_ms)
+                loads.append(os.getloadavg()[0])
+                print(f"round {r + 1} ({' '.join(order)}): " + ", ".join(
+                    f"{m} {got[(m, 16)].throughput:,.0f}/s c16, p50 {got[(m, 1)].p50_ms:.3f} ms c1" for m in WAYS))  # fmt: skip
+
+    tab = h.Table(["small MLP, 1 row per request", *WAYS.values()])
+    tab.add("concurrency 16, infer/s", *(f"{h.med(tput[m]):,.0f} ({h.rng(tput[m])})" for m in WAYS))
+    tab.add("concurrency 1, p50 ms", *(f"{h.med(p50[m]):.3f} ({h.rng(p50[m], '{:.3f}')})" for m in WAYS))
+    tab.add(
+        "÷ direct at concurrency 16 (goal ≥ 0.8)",
+        "1",
+        *(f"**{h.med(ratio[m]):.2f}** ({h.rng(ratio[m], '{:.2f}')})" for m in ratio),
+    )
+    tab.add(
+        "added p50 at concurrency 1, ms (goal ≤ 0.3)",
+        "0",
+        *(f"**{h.med(added[m]):+.3f}** ({h.rng(added[m], '{:+.3f}')})" for m in added),
+    )
+    for proc in ("server", "stub", "client"):
+        tab.add(f"CPU per request at c=16, µs: {proc}", *(f"{h.med(cpu16[m].get(proc, [])):.0f}" for m in WAYS))
+    where = h.Table(["concurrency 1, µs per request", "median", "range"])
+    for m in WAYS:
+        for k, v in time1[m].items():
+            where.add(k, f"{h.med(v):.0f}", h.rng(v, "{:.0f}"))
+    goal = {m: h.med(ratio[m]) >= 0.8 and h.med(added[m]) <= 0.3 for m in ratio}
+    return "\n".join([
+        "## Router: its cost at 1 row per request (issue 26.1)",
+        "",
+        f"Machine: {h.machine_text(load_at_start=load_start)}. 1-min load after each round: "
+        f"{', '.join(f'{x:.1f}' for x in loads)}.",
+        "",
+        f"{rounds} rounds; each round measures direct, router in process and router by BLS (alternating order: "
+        f"forward, then reversed), each at concurrency 16 then 1; perf_analyzer gRPC, {interval_ms} ms windows, 1 row "
+        "per request, one tritonserver. Cells: median (range over rounds); ratios and added p50 are taken within a "
+        "round. The CPU rows are the cores each process used during the point ÷ its requests/s.",
+        "",
+        tab.markdown(),
+        "",
+        "Where the time goes at concurrency 1 (Triton's per-model statistics, mean µs per request; the router's "
+        "compute_infer is its whole `execute` seen from the server: the stub hop, the routing and the route call):",
+        "",
+        where.markdown(),
+        "",
+        f"Goal (≥ 0.8 at c=16 and ≤ 0.3 ms added at c=1): router in process "
+        f"{'met' if goal['router'] else 'not met'}; router by BLS {'met' if goal['router_bls'] else 'not met'}.",
+    ])  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--router-cost", action="store_true", help="the router's cost at 1 row per request (issue 26.1)")
+    ap.add_argument("--interval-ms", type=int, default=3000)
     a = ap.parse_args(argv)
+    if a.router_cost:
+        md = router_cost(a.rounds, a.interval_ms)
+        print(md)
+        h.update_results("router", md)
+        return
     from repoforge.build import build
     from repoforge.servers.triton import TritonServer
 
@@ -166,6 +333,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def test_rollout_bench() -> None:
     main(["--rounds", "3"])
+
+
+def test_router_cost_bench() -> None:
+    main(["--router-cost", "--rounds", "3"])
 
 
 if __name__ == "__main__":

@@ -271,6 +271,12 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
     help="Write the best settings into SPEC itself, keeping its comments and layout (nothing when no config "
     "meets the budget).",
 )
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Discard the checkpoint an interrupted tune left in OUTPUT and start over (by default the same tune "
+    "continues from it, and a different one is refused).",
+)
 @json_option("Print the result as JSON.")
 def tune(
     spec: Path,
@@ -283,6 +289,7 @@ def tune(
     max_trials: int,
     output: Path,
     apply_to_spec: bool,
+    restart: bool,
     as_json: bool,
 ) -> None:
     """Find MODEL's max_batch_size, preferred batch sizes, queue delay and instance count with the best
@@ -290,7 +297,8 @@ def tune(
 
     One tritonserver is started; each candidate is reloaded through explicit model control and
     measured with perf_analyzer. Prints the best config and writes it as a spec patch (--apply: into SPEC).
-    Exit 1 when no config meets the budget, naming the one that came closest.
+    Exit 1 when no config meets the budget, naming the one that came closest. Ctrl-C (exit 130) keeps what was
+    measured; the same command again continues from there.
     """
     from repoforge.perf.tune import tune as do_tune
     from repoforge.spec.edit import apply_patch
@@ -306,6 +314,7 @@ def tune(
         max_trials=max_trials,
         output=output,
         progress=progress(as_json),
+        restart=restart,
     )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

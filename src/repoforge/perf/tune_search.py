@@ -649,3 +649,77 @@ class Recorded:
         n = self.measured.get(cand, 0)
         self.measured[cand] = n + 1
         return dict(samples[n % len(samples)])
+
+
+#: One answer of a measurer, as a checkpoint stores it: {"op": "load"|"measure", "candidate": label, then
+#: "key" (load), "sample" (measure) or "error" (either)}.
+Entry = dict[str, Any]
+
+
+class Journal:
+    """A :class:`Measurer` that writes down every answer of the measurer it wraps, and first answers from the
+    answers of an interrupted run (``replay``), so a rerun of the same tune continues where it stopped.
+
+    The search is deterministic given the answers it gets (the grid's order is seeded), so replaying them in order
+    rebuilds its exact state, runs spent included, and it then goes on measuring live. A call that is not the next
+    recorded one ends the replay (nothing after it is trusted). ``save`` gets the whole journal after each live answer.
+    """
+
+    def __init__(self, inner: Measurer, replay: Iterable[Entry] = (), save: Callable[[list[Entry]], None] | None = None) -> None:  # fmt: skip
+        self.inner, self.save = inner, save
+        self.pending: list[Entry] = list(replay)
+        self.entries: list[Entry] = []
+        self.replayed = 0
+        #: What the wrapped measurer actually serves (a replayed load served nothing).
+        self.live_loaded: Candidate | None = None
+
+    def _next(self, op: str, cand: Candidate) -> Entry | None:
+        if self.pending and self.pending[0].get("op") == op and self.pending[0].get("candidate") == cand.label():
+            entry = self.pending.pop(0)
+            self.entries.append(entry)
+            self.replayed += 1
+            return entry
+        self.pending.clear()
+        return None
+
+    def _keep(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        if self.save is not None:
+            self.save(self.entries)
+
+    def load(self, cand: Candidate) -> str:
+        entry = self._next("load", cand)
+        if entry is not None:
+            if "error" in entry:
+                raise PerfError(entry["error"])
+            return str(entry["key"])
+        try:
+            key = self.inner.load(cand)
+        except TuneError:
+            raise
+        except Exception as exc:  # a refused config is an answer too; the search records it as a failed candidate
+            self.live_loaded = None
+            self._keep({"op": "load", "candidate": cand.label(), "error": " ".join(str(exc).split())[:300]})
+            raise
+        self.live_loaded = cand
+        self._keep({"op": "load", "candidate": cand.label(), "key": key})
+        return key
+
+    def measure(self, cand: Candidate) -> Sample:
+        entry = self._next("measure", cand)
+        if entry is not None:
+            if "error" in entry:
+                raise PerfError(entry["error"])
+            return {k: float(v) for k, v in entry["sample"].items()}
+        if self.live_loaded != cand:  # the search loaded it during the replay: serve it for real first
+            self.inner.load(cand)
+            self.live_loaded = cand
+        try:
+            sample = self.inner.measure(cand)
+        except TuneError:
+            raise
+        except PerfError as exc:
+            self._keep({"op": "measure", "candidate": cand.label(), "error": str(exc)[:300]})
+            raise
+        self._keep({"op": "measure", "candidate": cand.label(), "sample": dict(sample)})
+        return sample

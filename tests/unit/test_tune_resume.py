@@ -58,10 +58,10 @@ def _run(measurer: Any, replay: list[Entry] = (), saved: list[list[Entry]] | Non
     return s
 
 
-@pytest.mark.parametrize("stop_at", [1, 5, 12, 15, 20])
+@pytest.mark.parametrize("stop_at", [1, 5, 12, 15, 17])
 def test_a_resumed_search_measures_only_what_is_left_and_picks_the_same(stop_at: int) -> None:
     whole = _run(Stops(_table()))
-    assert whole.runs == 20
+    assert 17 <= whole.runs <= 20
     saved: list[list[Entry]] = []
     with pytest.raises(KeyboardInterrupt):
         _run(Stops(_table(), stop_at=stop_at), saved=saved)
@@ -75,8 +75,8 @@ def test_a_resumed_search_measures_only_what_is_left_and_picks_the_same(stop_at:
         if e["op"] == "measure":
             again.measured[by_label[e["candidate"]]] = again.measured.get(by_label[e["candidate"]], 0) + 1
     resumed = _run(again, replay=json.loads(json.dumps(journal)))
-    assert again.calls == 20 - (stop_at - 1)  # nothing measured twice
-    assert resumed.runs == whole.runs == 20
+    assert again.calls == whole.runs - (stop_at - 1)  # nothing measured twice
+    assert resumed.runs == whole.runs
     assert resumed.best() is not None and resumed.best().candidate == whole.best().candidate  # type: ignore[union-attr]
     assert [t.candidate for t in resumed.trials.values()] == [t.candidate for t in whole.trials.values()]
     assert resumed.measurer.replayed == len(journal)  # type: ignore[attr-defined]
@@ -88,7 +88,7 @@ def test_a_journal_that_diverges_stops_replaying_and_measures() -> None:
                           {"op": "measure", "candidate": other.label(), "sample": {"throughput": 1e9, "p50_ms": 1, "p99_ms": 1}}]  # fmt: skip
     live = Stops(_table())
     s = _run(live, replay=bogus)
-    assert s.measurer.replayed == 0 and live.calls == 20  # type: ignore[attr-defined]
+    assert s.measurer.replayed == 0 and live.calls == s.runs  # type: ignore[attr-defined]
     assert all(t.throughput < 1e9 for t in s.trials.values())
 
 
@@ -103,7 +103,7 @@ def test_a_replayed_load_is_served_for_real_before_the_first_live_run() -> None:
     )
     live = Stops(_table())
     s = _run(live, replay=journal[: cut + 1])
-    assert live.loads >= 1 and s.runs == 20
+    assert live.loads >= 1 and s.runs == _run(Stops(_table())).runs
 
 
 # --- the checkpoint file of `tune(..., output=...)` -----------------------------------------------------------

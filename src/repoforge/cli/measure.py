@@ -240,7 +240,9 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
     type=click.Choice(["coordinate", "grid"]),
     default="coordinate",
     show_default=True,
-    help="coordinate: ~10% of the grid's perf runs; grid: measure every configuration.",
+    help="coordinate: 10% of the grid's perf runs to search (a spread-out screen, then an additive model of the "
+    "measurements), plus a confirmation budget stated up front (the finalists raced in rounds); grid: measure every "
+    "configuration.",
 )
 @click.option("--measurement-interval", type=int, default=3000, show_default=True, help="perf_analyzer window in ms.")
 @click.option(

@@ -195,7 +195,7 @@ class TuneResult:
                      f"{len(self.trials)} candidates, {len(self.feasible)} within budget; {self.reloads} reloads, "
                      f"{self.server_starts} server start; {self.elapsed_s:.0f} s")  # fmt: skip
         if self.finalists:
-            lines.append("re-measured in alternating order (medians, with the range of the runs):")
+            lines.append("re-measured in rounds of alternating order (medians, with the range of the runs):")
             lines += [
                 f"  {t.candidate.label()}{' (current)' if t is self.current else ''}: {t.describe()}"
                 for t in self.finalists
@@ -546,7 +546,7 @@ def tune(
     max_trials: int | None = 5,
     max_runs: int | None = None,
     confirm: int | None = None,
-    finalist_count: int = 3,
+    finalist_count: int = 4,
     output: str | Path | None = None,
     plot: bool = True,
     tritonserver: str | Path | None = None,
@@ -559,9 +559,9 @@ def tune(
     Builds the spec once (CPU) into a temporary directory, starts one tritonserver with explicit
     model control, and reloads the model per candidate. ``search="coordinate"`` spends at most
     ``max_runs`` perf_analyzer runs (default 10 % of the grid plus ``confirm``); ``search="grid"``
-    measures the whole space. Then ``confirm`` runs (default 2 rounds of the finalists) re-measure the
-    ``finalist_count`` best candidates and the spec's own config in alternating order; the pick is the
-    best median among those, and :attr:`TuneResult.verdict` says whether it beats the current config
+    measures the whole space. Then ``confirm`` runs (default 3 per finalist, stated up front) race the
+    ``finalist_count`` best candidates and the spec's own config in rounds of alternating order, dropping each
+    once it is clearly slower; the pick is the race's leader, and :attr:`TuneResult.verdict` says whether it beats the current config
     by more than the runs' spread. With ``output``, writes tune.json,
     spec-patch.yaml, config.pbtxt and pareto.png there, and keeps a checkpoint there while it runs: an
     interrupted tune (Ctrl-C) continues where it stopped when run again with the same spec, model and settings;
@@ -581,8 +581,8 @@ def tune(
     space = space or TuneSpace()
     if finalist_count < 1:
         raise TuneError(f"finalist count must be >= 1, not {finalist_count}")
-    if confirm is None:  # two rounds of the finalists, and at most half of a given run budget
-        confirm = 2 * (finalist_count + 1) if max_runs is None else min(2 * (finalist_count + 1), max_runs // 2)
+    if confirm is None:  # enough for two rounds of the race and a third of its leaders; at most half of max_runs
+        confirm = 3 * finalist_count if max_runs is None else min(3 * finalist_count, max_runs // 2)
     if confirm < 0:
         raise TuneError(f"confirm runs must be >= 0, not {confirm}")
     runs_cap = max_runs if max_runs is not None else default_max_runs(search, space.size) + confirm
@@ -622,7 +622,8 @@ def tune(
                            sum(g.count or 1 for g in base.instance_group) or 1, _base_threads(base))  # fmt: skip
         opts = PerfOptions(model=model, url="127.0.0.1:0", concurrency=[concurrency], measurement_interval_ms=measurement_interval_ms,
                            stability_percentage=stability, max_trials=max_trials)  # fmt: skip
-        say(f"tune {model}: {search} search over {space.size} configs, at most {runs_cap} perf runs, "
+        say(f"tune {model}: {search} search over {space.size} configs, at most {runs_cap} perf runs "
+            f"({runs_cap - confirm} to search, {confirm} to confirm), "
             f"p99 <= {latency_budget_ms:g} ms at concurrency {concurrency}")  # fmt: skip
         server = TritonServer(built.output, model_control="explicit", load_models=[model], binary=tritonserver)
         say("starting tritonserver (explicit model control; the model is reloaded per candidate)")

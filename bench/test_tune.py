@@ -297,7 +297,10 @@ def run_repeats(budget_ms: float = 25.0, interval_ms: int = 1000, concurrency: i
 
 def render_repeats(r: dict[str, Any]) -> str:
     g = r["grid"]
-    lines = ["## Tune: 4 coordinate tunes vs one full grid, picks re-measured side by side (small MLP)", ""]
+    lines = [
+        f"## Tune: {len(r['tunes'])} coordinate tunes vs one full grid, picks re-measured side by side (small MLP)",
+        "",
+    ]
     lines.append(f"Machine: {r['machine']}.")
     lines.append(f"Budget p99 ≤ {r['budget_ms']:g} ms at concurrency {r['concurrency']}; {r['interval_ms']} ms windows. Each tune: "
                  f"at most {r['max_runs']} perf runs, {r['max_runs'] - r['confirm']} to search (10 % of the 120-config grid) and "

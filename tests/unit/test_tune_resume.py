@@ -150,3 +150,20 @@ def test_an_unreadable_checkpoint_is_refused_too(spec: Path, tmp_path: Path) -> 
     (out / CHECKPOINT).write_text("{not json")
     with pytest.raises(ArgumentError, match="--restart"):
         tune(spec, "classifier", latency_budget_ms=5.0, output=out)
+
+
+def test_restart_discards_another_tunes_checkpoint_and_a_completed_tune_removes_its_own(tmp_path: Path) -> None:
+    from repoforge.perf.tune import Checkpoint
+
+    out = tmp_path / "t"
+    p = _checkpoint(out, {"spec": "0", "model": "classifier", "settings": {}})
+    identity = {"spec": "1", "model": "classifier", "settings": {"concurrency": 16}}
+    with pytest.raises(ArgumentError, match="different spec, --concurrency"):
+        Checkpoint(out, dict(identity), restart=False)
+    fresh = Checkpoint(out, dict(identity), restart=True)
+    assert not p.exists() and fresh.entries == []
+    fresh.save([{"op": "load", "candidate": "c", "key": "k"}])
+    again = Checkpoint(out, dict(identity), restart=False)  # the same tune: resumes
+    assert again.entries == [{"op": "load", "candidate": "c", "key": "k"}]
+    again.done()
+    assert not p.exists()

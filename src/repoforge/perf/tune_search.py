@@ -624,18 +624,7 @@ class TuneSearch:
         regression) fitted to every measurement; None before there are enough of them."""
         import numpy as np
 
-        levels = [(d, v) for d in _DIMS for v in space.values(d) if len(space.values(d)) > 1]
-        index = {lv: i for i, lv in enumerate(levels)}
-
-        def features(c: Candidate) -> Any:
-            x = np.zeros(len(levels) + 1)
-            x[-1] = 1.0
-            for d in _DIMS:
-                i = index.get((d, getattr(c, d)))
-                if i is not None:
-                    x[i] = 1.0
-            return x
-
+        features = self._features_of(space)
         rows = [t for t in self.trials.values() if t.error is None and t.runs and t.same_as is None]
         if len(rows) < 4:
             return None
@@ -692,7 +681,7 @@ class TuneSearch:
     def _screen_moves(self, space: TuneSpace) -> list[Candidate]:
         """Untried candidates, the one that adds most to what the measurements so far can tell apart first
         (greedy D-optimal: the largest x' M^-1 x for the additive model's features x and the information M of
-        the measured ones), ties to the model's best guess; served twins of measured configs last."""
+        the measured ones), ties to the model's best guess."""
         import numpy as np
 
         feat = self._features(space)

@@ -574,6 +574,21 @@ def _check_serving(ck: Checker, plans: dict[str, ModelPlan]) -> None:
                    f"spec; models: {', '.join(sorted(plans)[:20])}{' ...' if len(plans) > 20 else ''}")  # fmt: skip
 
 
+def _check_requirements(ck: Checker, i: int, m: ModelSpec) -> None:
+    """`requirements:` declares what the user's own code imports, which repoforge cannot know. repoforge's own
+    code (plugins, runners, its handler) declares its packages itself, and a native backend runs no Python."""
+    if not m.requirements:
+        return
+    if m.plugin is None and (m.format == "python" or (ck.rules.user_handler and bool(m.handler or m.model_file))):
+        return
+    yours = "a format python model" + (", or a handler or model_file of yours" if ck.rules.user_handler else "")
+    ck.add(
+        ("models", i, "requirements"),
+        f"`requirements:` lists what your own code imports ({yours}); model '{m.name}' runs repoforge's code, "
+        "which declares the packages it needs itself (repoforge.lock.json, python_requirements)",
+    )
+
+
 def _model_warnings(m: ModelSpec, serving: ServingChoice, device: Device, rules: BuildRules) -> list[str]:
     """Settings of a model that this build leaves out or that do not apply to its target."""
     out: list[str] = []
@@ -615,6 +630,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
         # python models (and repoforge's plugins) run on the CPU unless they ask for a GPU
         kind_default: Device = "gpu" if device == "gpu" and m.format != "python" else "cpu"
         m = _instance_kinds(ck, i, m, kind_default, warnings)
+        _check_requirements(ck, i, m)
         if m.plugin is not None:  # features / result_cache / semantic_cache / router: repoforge's own Python backends
             plans[m.name] = plugin_model_plan(ck, i, m, device)
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from repoforge.spec.deploy import DeploySpec
@@ -605,6 +606,13 @@ class ModelSpec(StrictModel):
     handler: str | None = Field(
         default=None, description="TorchServe: your own handler file, used instead of repoforge's."
     )
+    # What the user's own code imports beyond the stock server image (repoforge's own code declares its needs itself).
+    requirements: list[str] = Field(
+        default=[],
+        description="Your model.py (format python) or TorchServe handler/model_file: pip requirements it imports "
+        "beyond the stock server image, e.g. [scikit-learn>=1.4]; recorded in repoforge.lock.json "
+        "(python_requirements) for `repoforge image`, `build --pack-env` and the .mar's requirements.txt.",
+    )
     # repoforge's own Python backends (features, result_cache, semantic_cache, router), configured instead of `path`.
     plugin: PluginSpec | None = Field(
         default=None, description="format python: one of repoforge's plugins (features, caches, router), not `path`."
@@ -618,6 +626,17 @@ class ModelSpec(StrictModel):
     raw_config: str | None = Field(
         default=None, description="pbtxt of extra ModelConfig fields, merged last (scalars override, lists append)."
     )
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, v: list[str]) -> list[str]:
+        """Each one a PEP 508 requirement, so pip, the image and --pack-env read it the same way."""
+        for r in v:
+            try:
+                Requirement(r)
+            except InvalidRequirement as exc:
+                raise ValueError(f"{r!r} is not a pip requirement ({exc})") from None
+        return v
 
     @field_validator("versions", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.dtypes import normalize_dtype
+from repoforge.spec.gateway import AsyncSpec, GatewaySpec
 from repoforge.spec.plugins import PluginSpec
 from repoforge.spec.rollout import RolloutSpec
 from repoforge.spec.scheduling import QueuePolicy, RateLimiter
@@ -679,4 +680,15 @@ class Spec(StrictModel):
         default=None,
         description="Many models on one server: the gateway loads on demand and unloads the least recently used "
         "(`repoforge gateway`); unset: every model is loaded at start.",
+    )
+    gateway: GatewaySpec | None = Field(
+        default=None,
+        description="How `repoforge gateway` serves this build (port, /infer timeout, body limit); `deploy.gateway` "
+        "takes what it leaves unset from here.",
+    )
+    async_: AsyncSpec | None = Field(
+        default=None,
+        alias="async",
+        description="The asynchronous queue: per-request timeout, retries, result TTL, worker concurrency and "
+        "replicas (`repoforge gateway --redis`, `repoforge worker`, deploy.gateway's workers).",
     )

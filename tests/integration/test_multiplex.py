@@ -433,7 +433,9 @@ def test_tenant_priorities_reach_triton_and_order_its_queue(start_gateway: objec
 
 def test_perf_models_spreads_a_zipf_load_through_the_gateway(tmp_path: Path) -> None:
     """`repoforge perf BUILD --models 'm*' --distribution zipf --json`: the gateway is started on the build for the
-    run; 10 models under max_loaded 3, so the mix has hits and cold loads, and each request is counted as one."""
+    run; 10 models under max_loaded 3, so the mix has hits and cold loads, and each request is counted as one. Two
+    levels: on a busy 2-core host a cold load can take longer than a whole level (a first level of loads and joins
+    only, no hit, failed a landing), so the second one meets a filled cache."""
     (tmp_path / "models").mkdir()
     modelgen.save(modelgen.add_mul(4), tmp_path / "models" / "add_mul.onnx")
     spec = tmp_path / "spec.yaml"
@@ -443,19 +445,23 @@ def test_perf_models_spreads_a_zipf_load_through_the_gateway(tmp_path: Path) -> 
     out = build(spec, tmp_path / "out", device="cpu").output
     report_dir = tmp_path / "report"
     done = subprocess.run([sys.executable, "-m", "repoforge", "perf", str(out), "--models", "m00*",
-                           "--distribution", "zipf:1.2", "--concurrency", "4", "--duration", "12", "-o",
+                           "--distribution", "zipf:1.2", "--concurrency", "2,4", "--duration", "10", "-o",
                            str(report_dir), "--json"], capture_output=True, text=True, timeout=400, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["models"] == [_name(i) for i in range(10)] and report["distribution"] == "zipf:1.2"
-    (point,) = report["points"]
-    assert point["errors"] == {} and point["ok"] == point["requests"] > 0
-    assert point["hits"] + point["loads"] + point["joins"] == point["ok"]
-    assert point["hits"] > 0 and point["loads"] >= 3
-    assert point["latency_ms"]["cold"]["n"] == point["loads"] + point["joins"]
-    assert point["latency_ms"]["cold"]["p50"] > point["latency_ms"]["warm"]["p50"]  # a load is not a hit
-    assert point["top_models"][0][0] == _name(0)  # rank 1 is asked for most
-    assert report["gateway"]["model_loads_total{ok}"] == point["loads"]
+    points = report["points"]
+    assert [p["concurrency"] for p in points] == [2, 4]
+    for point in points:
+        assert point["errors"] == {} and point["ok"] == point["requests"] > 0
+        assert point["hits"] + point["loads"] + point["joins"] == point["ok"]
+        assert point["latency_ms"]["cold"]["n"] == point["loads"] + point["joins"]
+    hits, loads = sum(p["hits"] for p in points), sum(p["loads"] for p in points)
+    assert hits > 0 and loads >= 3, (hits, loads)
+    both = [p for p in points if p["hits"] and p["loads"]]
+    assert all(p["latency_ms"]["cold"]["p50"] > p["latency_ms"]["warm"]["p50"] for p in both)  # a load is no hit
+    assert max(points, key=lambda p: p["ok"])["top_models"][0][0] == _name(0)  # rank 1 is asked for most
+    assert report["gateway"]["model_loads_total{ok}"] == loads
     assert (report_dir / "report.json").is_file() and "hit ratio" in (report_dir / "report.md").read_text()
 
 

@@ -1,9 +1,9 @@
 """Hundreds of models on one server (issue 25): 200 tiny ONNX models built into one repository with `serving:`,
 `repoforge gateway` on the build (it starts tritonserver with explicit model control), real HTTP clients.
 
-The load runs for DURATION_S = 20 s once the gateway holds 20 models (not the issue's 60 s), to keep CI within its
-budget on a 2-core host where each cold load takes about 2 s (one Python stub process per model). Every wait is
-bounded."""
+The load runs for DURATION_S = 20 s once the gateway holds 20 models (not the issue's 60 s, unless
+REPOFORGE_MUX_TEST_SECONDS=60), to keep CI within its budget on a 2-core host where each cold load takes about 2 s
+(one Python stub process per model). Every wait is bounded."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ pytestmark = pytest.mark.integration
 N_MODELS = 200
 MAX_LOADED = 20
 CLIENTS = 16
-DURATION_S = 20.0  # with the cache full; the issue says 60 s, 20 s keeps CI under budget
+# with the cache full; the issue says 60 s, 20 s keeps CI under budget (REPOFORGE_MUX_TEST_SECONDS=60 runs the
+# issue's length)
+DURATION_S = float(os.environ.get("REPOFORGE_MUX_TEST_SECONDS", "20"))
 WARMUP_S = 150.0  # at most, until MAX_LOADED models are loaded (about 2 s per cold load on a 2-core host)
 ZIPF_S = 1.1
 BODY = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},

@@ -34,6 +34,7 @@ class BuildInfo:
     cpu_only: list[str] = field(default_factory=list)  # those of them whose every instance is KIND_CPU
     serving: dict[str, Any] | None = None  # the recorded `serving:` (the gateway sidecar multiplexes the models)
     rate_limit: list[str] = field(default_factory=list)  # tritonserver's --rate-limit flags for the build's configs
+    gateway: dict[str, Any] | None = None  # the recorded top-level `gateway:`/`async:` (deploy.gateway's defaults)
 
 
 def read_build(path: Path) -> BuildInfo:
@@ -55,9 +56,10 @@ def read_build(path: Path) -> BuildInfo:
         repository=str(header.get("repository", path.name)),
         models=list(header.get("models", [])),
         deploy=header["deploy"],
-        versions={k: v for k, v in header.items() if k not in ("files", "deploy", "rollout")},
+        versions={k: v for k, v in header.items() if k not in ("files", "deploy", "rollout", "gateway")},
         rollout=header.get("rollout"),
         serving=header.get("serving"),
+        gateway=header.get("gateway"),
     )
     if target == "triton":
         _triton_features(info)

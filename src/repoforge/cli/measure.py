@@ -308,7 +308,9 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
     type=click.Choice(["coordinate", "grid"]),
     default="coordinate",
     show_default=True,
-    help="coordinate: ~10% of the grid's perf runs; grid: measure every configuration.",
+    help="coordinate: 10% of the grid's perf runs to search (a spread-out screen, then an additive model of the "
+    "measurements), plus a confirmation budget stated up front (the finalists raced in rounds); grid: measure every "
+    "configuration.",
 )
 @click.option("--measurement-interval", type=int, default=3000, show_default=True, help="perf_analyzer window in ms.")
 @click.option(
@@ -339,6 +341,12 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
     help="Write the best settings into SPEC itself, keeping its comments and layout (nothing when no config "
     "meets the budget).",
 )
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Discard the checkpoint an interrupted tune left in OUTPUT and start over (by default the same tune "
+    "continues from it, and a different one is refused).",
+)
 @json_option("Print the result as JSON.")
 def tune(
     spec: Path,
@@ -351,6 +359,7 @@ def tune(
     max_trials: int,
     output: Path,
     apply_to_spec: bool,
+    restart: bool,
     as_json: bool,
 ) -> None:
     """Find MODEL's max_batch_size, preferred batch sizes, queue delay and instance count with the best
@@ -358,7 +367,8 @@ def tune(
 
     One tritonserver is started; each candidate is reloaded through explicit model control and
     measured with perf_analyzer. Prints the best config and writes it as a spec patch (--apply: into SPEC).
-    Exit 1 when no config meets the budget, naming the one that came closest.
+    Exit 1 when no config meets the budget, naming the one that came closest. Ctrl-C (exit 130) keeps what was
+    measured; the same command again continues from there.
     """
     from repoforge.perf.tune import tune as do_tune
     from repoforge.spec.edit import apply_patch
@@ -374,6 +384,7 @@ def tune(
         max_trials=max_trials,
         output=output,
         progress=progress(as_json),
+        restart=restart,
     )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

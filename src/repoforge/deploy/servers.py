@@ -19,6 +19,8 @@ from repoforge.spec.deploy import DeploySpec
 CACHE_BYTES = 256 * 1024 * 1024
 TRITON_PORTS = [("http", 8000), ("grpc", 8001), ("metrics", 8002)]
 TS_CONFIG_DIR = "/etc/torchserve"
+#: How the build's config.properties comment on install_py_dep_per_model begins (model_repo_templates).
+INSTALL_COMMENT = ("# Archives with a requirements.txt", "# TorchServe pip-installs it")
 TORCHSERVE_PORTS = [("http", 8080), ("management", 8081), ("grpc", 7070), ("grpc-management", 7071), ("metrics", 8082)]
 
 
@@ -165,10 +167,17 @@ def torchserve_config(
     model and workflow stores under `root`, install_py_dep_per_model off unless `image` is the stock one (see
     `installs_at_start`), and `extra` lines."""
     text = (info.path / "config.properties").read_text()
+    installs = installs_at_start(info, image)
     out = []
     for line in text.splitlines():
         key = line.split("=", 1)[0]
-        if key == "install_py_dep_per_model" and not installs_at_start(info, image):
+        if line.startswith(INSTALL_COMMENT) and not installs:
+            continue  # the build's comment on what TorchServe installs at registration
+        if key == "install_py_dep_per_model" and not installs:
+            if line.endswith("=true"):
+                out.append(
+                    "# The image has the packages the archives' requirements.txt name: nothing is installed at start."
+                )
             line = "install_py_dep_per_model=false"
         if key in ("inference_address", "management_address", "metrics_address"):
             if key.removesuffix("_address") not in local:

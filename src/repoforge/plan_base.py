@@ -62,6 +62,9 @@ class RepositoryPlan:
     deploy: dict[str, Any] = field(default_factory=dict)  # the spec's `deploy:` as written (repoforge.spec.deploy)
     rollout: dict[str, Any] | None = None  # the spec's `rollout:` as written (deploy k8s emits Flagger/Argo from it)
     serving: dict[str, Any] | None = None  # the spec's `serving:` (sizes in bytes); the gateway reads it from the lock
+    gateway: dict[str, Any] | None = (
+        None  # the spec's `gateway:` and `async:` as written; gateway/worker/deploy read them
+    )
 
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
@@ -88,13 +91,14 @@ class BuildRules:
     gpu_only_optimization_warning: bool  # GPU-only `optimization` settings of a --device cpu build are left out
     server_config_rules: bool  # Triton's load rules run on the configs the plan builds (repoforge.triton.spec_rules)
     explicit_model_control: bool = False  # `serving:` can load/unload its models on demand (the gateway)
+    gateway: bool = False  # `repoforge gateway` fronts it (Triton's gRPC): `gateway:` and `async:` apply
 
 
 BUILD_RULES: dict[str, BuildRules] = {
     "triton": BuildRules(
         cpu_kind_word="KIND_CPU", user_handler=False, python_entry_file=True, own_serving=False,
         plugin_kinds=None, rollout=True, drift=True, optimize=True, ignored_fields=("model_file", "handler"),
-        gpu_only_optimization_warning=True, server_config_rules=True, explicit_model_control=True,
+        gpu_only_optimization_warning=True, server_config_rules=True, explicit_model_control=True, gateway=True,
     ),
     "torchserve": BuildRules(
         cpu_kind_word="deviceType cpu", user_handler=True, python_entry_file=False, own_serving=True,

@@ -53,6 +53,11 @@ class ServerShape:
     #: A command run in the container once it started (TorchServe: register the workflows); the pod is not
     #: started, so its probes do not begin, until it succeeds.
     post_start: list[str] | None = None
+    #: Containers beside the server in its pod (the multiplexing gateway with `serving:`), the volumes only they
+    #: mount, and whether the pod shares one process namespace (the gateway then measures tritonserver's memory).
+    sidecars: list[core.Container] = field(default_factory=list)
+    sidecar_volumes: list[core.Volume] = field(default_factory=list)
+    share_process_namespace: bool = False
 
 
 def dump(obj: BaseModel) -> dict[str, Any]:
@@ -159,14 +164,16 @@ def user_env(d: DeploySpec, name: str) -> list[core.EnvVar]:
 
 
 def redis_objects(d: DeploySpec, name: str) -> list[BaseModel]:
-    """`redis: {deploy: true}`: one Redis pod (a cache: no persistence, LRU eviction at 90 % of its memory), its
-    Service and a PodDisruptionBudget that lets a node drain move it."""
+    """`redis: {deploy: true}`: one Redis pod (a cache: no persistence, LRU eviction at 90 % of its memory; with the
+    gateway's queue no eviction, which would drop queued requests and the gateway refuses), its Service and a
+    PodDisruptionBudget that lets a node drain move it."""
     assert d.redis is not None and d.redis.deploy
     rname = redis_name(name)
     sel = {"app.kubernetes.io/name": rname, "app.kubernetes.io/instance": name}
     obj_labels = {**labels(d, name), **sel, "app.kubernetes.io/component": "redis"}
     md = meta.ObjectMeta(name=rname, namespace=d.namespace, labels=obj_labels)
     maxmemory = int(quantity_bytes(d.redis.memory) * 0.9)
+    eviction = "noeviction" if d.gateway is not None and d.gateway.async_ is not None else "allkeys-lru"
     port = meta.IntOrString("redis")
 
     def probe() -> core.Probe:
@@ -175,7 +182,7 @@ def redis_objects(d: DeploySpec, name: str) -> list[BaseModel]:
     container = core.Container(
         name="redis",
         image=d.redis.image,
-        args=["--save", "", "--appendonly", "no", "--maxmemory", str(maxmemory), "--maxmemory-policy", "allkeys-lru"],
+        args=["--save", "", "--appendonly", "no", "--maxmemory", str(maxmemory), "--maxmemory-policy", eviction],
         ports=[core.ContainerPort(name="redis", container_port=REDIS_PORT, protocol="TCP")],
         resources=core.ResourceRequirements(
             requests={"cpu": meta.Quantity("250m"), "memory": meta.Quantity(d.redis.memory)},
@@ -263,7 +270,7 @@ def deployment(
                 name="dshm", empty_dir=core.EmptyDirVolumeSource(medium="Memory", size_limit=meta.Quantity("1Gi"))
             )
         )
-    volumes += [v for v, _ in shape.extra_volumes]
+    volumes += [v for v, _ in shape.extra_volumes] + shape.sidecar_volumes
     spread = [
         core.TopologySpreadConstraint(
             max_skew=1, topology_key=key, when_unsatisfiable="ScheduleAnyway",
@@ -286,7 +293,8 @@ def deployment(
             template=core.PodTemplateSpec(
                 metadata=meta.ObjectMeta(labels=pod_labels),
                 spec=core.PodSpec(
-                    containers=[_container(d, shape, gpus, name)],
+                    containers=[_container(d, shape, gpus, name), *shape.sidecars],
+                    share_process_namespace=shape.share_process_namespace or None,
                     volumes=volumes,
                     affinity=_affinity(d, pool),
                     tolerations=_tolerations(d, pool, gpus),

@@ -32,6 +32,8 @@ class BuildInfo:
     redis_urls: dict[str, str] = field(default_factory=dict)  # plugin model → the Redis URL its spec names
     running: list[str] = field(default_factory=list)  # the models that run (ensembles left out)
     cpu_only: list[str] = field(default_factory=list)  # those of them whose every instance is KIND_CPU
+    serving: dict[str, Any] | None = None  # the recorded `serving:` (the gateway sidecar multiplexes the models)
+    rate_limit: list[str] = field(default_factory=list)  # tritonserver's --rate-limit flags for the build's configs
     gateway: dict[str, Any] | None = None  # the recorded top-level `gateway:`/`async:` (deploy.gateway's defaults)
 
 
@@ -56,6 +58,7 @@ def read_build(path: Path) -> BuildInfo:
         deploy=header["deploy"],
         versions={k: v for k, v in header.items() if k not in ("files", "deploy", "rollout", "gateway")},
         rollout=header.get("rollout"),
+        serving=header.get("serving"),
         gateway=header.get("gateway"),
     )
     if target == "triton":
@@ -72,9 +75,10 @@ def _triton_features(info: BuildInfo) -> None:
 
     from repoforge.contract import RUNNER_PARAMETER
     from repoforge.triton.image import models_needing_repoforge
-    from repoforge.triton.reader import read_repository
+    from repoforge.triton.reader import rate_limit_flags, read_repository
 
     models = read_repository(info.path)
+    info.rate_limit = rate_limit_flags(info.path, models)
     plugins, drift = set(), set()
     for m in models:
         if m.config.platform != "ensemble":

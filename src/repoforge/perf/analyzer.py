@@ -693,7 +693,12 @@ def required_inputs_data(opts: PerfOptions, config: mc.ModelConfig | None) -> st
 
     from repoforge.triton.inputs import random_array, triton_dtype
 
-    if config is None or opts.service_kind != "triton" or not any(t.optional for t in config.input):
+    # optional inputs are a served config's (a kind whose shapes come from it); another kind's data file is given
+    if (
+        config is None
+        or not SERVICE_KINDS[opts.service_kind].config_shapes
+        or not any(t.optional for t in config.input)
+    ):
         return None
     rng = np.random.default_rng(0)
     row: dict[str, Any] = {}

@@ -185,9 +185,9 @@ def perf(
                 raise PerfError(ep.http_only)
             protocols = ["http"]
         data_text = None
-        if input_data is None and ep.service_kind == "triton":  # optional inputs stay out unless the user maps them
-            probe = PerfOptions(model=model, url=ep.http, shapes=shapes or {})
-            data_text = required_inputs_data(probe, ep.configs[model])
+        if input_data is None:  # optional inputs stay out unless the user maps them
+            probe = PerfOptions(model=model, url=ep.http, shapes=shapes or {}, service_kind=ep.service_kind)
+            data_text = required_inputs_data(probe, ep.configs.get(model))
         if data_text is not None:
             data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="repoforge-perf-data-"))
             input_data = Path(data_dir) / f"{model}.perf-data.json"

@@ -42,6 +42,7 @@ from repoforge.python_requirements import LOCK_KEY, lock_entry, torchserve_model
 from repoforge.repo_readme import REPO_README, torchserve_readme
 from repoforge.spec.load import LoadedSpec
 from repoforge.torchserve import config as tsc
+from repoforge.torchserve.build_rules import TORCHSERVE_RULES
 from repoforge.torchserve.eager import EagerLoadError, load_eager, split_model_file
 from repoforge.torchserve.reproducible import normalize_archive
 
@@ -374,7 +375,7 @@ def build_torchserve(
     out = Path(output)
     device = device or detect_device()
     try:
-        plan = make_plan(loaded, device, target="torchserve")
+        plan = make_plan(loaded, device, TORCHSERVE_RULES)
     except SpecError as exc:
         raise _name_models(loaded, exc) from None
     problems: list[Problem] = []

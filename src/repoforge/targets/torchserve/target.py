@@ -16,7 +16,7 @@ from repoforge.output import BuildResult
 from repoforge.servers.torchserve import TorchServeServer
 from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.load import LoadedSpec
-from repoforge.targets.torchserve import serve
+from repoforge.targets.torchserve import build_info, serve
 from repoforge.targets.torchserve.validate import validate_torchserve
 from repoforge.targets.types import (
     BatchEndpoint,
@@ -30,6 +30,7 @@ from repoforge.targets.types import (
     ValidationReport,
     pick_port,
 )
+from repoforge.torchserve.build_rules import TORCHSERVE_RULES
 from repoforge.torchserve.builder import build_torchserve, looks_like_torchserve_output
 
 #: Why each capability TorchServe lacks is missing (the usage error says it, with what to do instead).
@@ -47,6 +48,7 @@ class TorchServeTarget:
     name: TargetName = "torchserve"
     server_name = "TorchServe"
     default_ports = (8080, 7070, 8082)  # inference (management is the next port), gRPC inference, metrics
+    rules = TORCHSERVE_RULES
 
     def recognises(self, path: Path) -> bool:
         return looks_like_torchserve_output(path)
@@ -123,6 +125,9 @@ class TorchServeTarget:
 
     def rollout_endpoint(self, output: Path, say: Progress) -> AbstractContextManager[ControlEndpoint]:
         raise TargetArgumentError("TARGET", _CANNOT["rollout"].format(path=output))
+
+    def describe_build(self, info: BuildInfo) -> BuildInfo:
+        return build_info.describe_build(info)
 
     def deploy_shape(self, build: BuildInfo, deploy: DeploySpec) -> ServerShape:
         return torchserve_shape(build, deploy)

@@ -9,11 +9,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from repoforge.deploy.build_info import read_build
-from repoforge.deploy.image import legacy_error, plan_image
+from repoforge.deploy.build_info import read_lock
+from repoforge.deploy.image_plan import legacy_error, plan_image
 from repoforge.errors import BuildError, ServeError
 from repoforge.perf.analyzer import PerfError
 from repoforge.servers.triton import TritonServer
+from repoforge.targets.triton import build_info
 from repoforge.targets.types import (
     BatchEndpoint,
     ControlEndpoint,
@@ -109,7 +110,7 @@ def docker_recipe(
         repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, cache_size_bytes=cache_size_bytes
     )
     try:
-        info = read_build(repo)
+        info = build_info.describe_build(read_lock(repo))
         plan = plan_image(info)
     except BuildError:  # not written by repoforge build: nothing declared, the stock image
         return server.docker_command(repo)

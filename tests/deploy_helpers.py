@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -57,3 +59,28 @@ def _ts_spec(root: Path, deploy: str = "") -> Path:
         encoding="utf-8",
     )
     return spec
+
+
+#: `REPOFORGE_UPDATE_GOLDEN=1 pytest ...` rewrites the golden folders from what the code writes now.
+UPDATE_GOLDEN = os.environ.get("REPOFORGE_UPDATE_GOLDEN") == "1"
+DEPLOY_GOLDEN = ROOT / "tests" / "golden" / "deploy"
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {p.name: p.read_text(encoding="utf-8") for p in sorted(root.iterdir()) if p.is_file()}
+
+
+def assert_matches_golden(written: Path, kind: str) -> None:
+    """The files a deploy command wrote equal tests/golden/deploy/<kind>/ byte for byte: one rule for every
+    deploy shape, so a change to a manifest shows as a reviewable golden diff."""
+    got = _tree(written)
+    golden = DEPLOY_GOLDEN / kind
+    if UPDATE_GOLDEN:
+        shutil.rmtree(golden, ignore_errors=True)
+        golden.mkdir(parents=True)
+        for name, text in got.items():
+            (golden / name).write_text(text, encoding="utf-8")
+    want = _tree(golden)
+    assert sorted(got) == sorted(want), "files written differ from the golden folder"
+    for name in got:
+        assert got[name] == want[name], f"{kind}/{name} differs from tests/golden/deploy/{kind}/{name}"

@@ -3,7 +3,6 @@ started for this module and stopped afterwards)."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plugin_specs import SCALE_MODELS, copy_scale_models
 from tritonclient import http
 
 from repoforge.build import build
@@ -23,7 +23,6 @@ from repoforge.spec import load_spec
 from repoforge.spec.plugins import FeaturesPlugin, output_dim
 
 pytestmark = pytest.mark.integration
-DATA = Path(__file__).resolve().parents[1] / "data" / "plugins"
 
 FEATURES = """\
       kind: features
@@ -53,24 +52,7 @@ version: 1
 defaults:
   max_batch_size: 64
 models:
-  - name: model_a
-    format: python
-    path: scale.py
-    parameters: {{factor: 1}}
-    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
-    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
-  - name: model_b
-    format: python
-    path: scale.py
-    parameters: {{factor: 2}}
-    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
-    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
-  - name: broken
-    format: python
-    path: broken.py
-    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
-    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
-  - name: feats
+{scale_models}  - name: feats
     format: python
     plugin:
 {features}
@@ -119,13 +101,18 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("plugins")
-    for f in ("scale.py", "broken.py"):
-        shutil.copy(DATA / f, root / f)
+    copy_scale_models(root)
     state = root / "state"
     with RedisServer() as redis_server, pytest.MonkeyPatch.context() as mp:
         mp.setenv("REPOFORGE_STATE_DIR", str(state))  # router weights shared by instances: not in the real /tmp
         spec = root / "spec.yaml"
-        spec.write_text(SPEC.format(features=FEATURES.format(redis_url=redis_server.url), redis_url=redis_server.url))
+        spec.write_text(
+            SPEC.format(
+                scale_models=SCALE_MODELS,
+                features=FEATURES.format(redis_url=redis_server.url),
+                redis_url=redis_server.url,
+            )
+        )
         features = next(m.plugin for m in load_spec(spec).spec.models if isinstance(m.plugin, FeaturesPlugin))
         save(
             mlp([output_dim(features), 8, 1], seed=5, input_name="features", output_name="score"), root / "scorer.onnx"

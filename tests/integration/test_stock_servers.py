@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from plugin_specs import SCALE_MODELS, copy_scale_models
 from tritonclient import http
 
 import repoforge.servers.triton as triton_server
@@ -124,24 +125,7 @@ version: 1
 defaults:
   max_batch_size: 64
 models:
-  - name: model_a
-    format: python
-    path: scale.py
-    parameters: {{factor: 1}}
-    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
-    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
-  - name: model_b
-    format: python
-    path: scale.py
-    parameters: {{factor: 2}}
-    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
-    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
-  - name: broken
-    format: python
-    path: broken.py
-    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
-    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
-  - name: feats
+{scale_models}  - name: feats
     format: python
     plugin:
 {features}
@@ -175,9 +159,8 @@ class StockTriton:
 @pytest.fixture(scope="module")
 def stock_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StockTriton]:
     root = tmp_path_factory.mktemp("stock-triton")
-    for f in ("scale.py", "broken.py"):
-        shutil.copy(DATA / f, root / f)
-    (root / "spec.yaml").write_text(TRITON_SPEC.format(features=FEATURES))
+    copy_scale_models(root)
+    (root / "spec.yaml").write_text(TRITON_SPEC.format(scale_models=SCALE_MODELS, features=FEATURES))
     repo = build(root / "spec.yaml", root / "repo", device="cpu").output
     needs = declared(repo)
     assert needs == ["redis"]  # the redis result cache; the runtime itself ships inside the build

@@ -11,7 +11,6 @@ Regenerate the goldens after an intended change, then read the diff:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from deploy_helpers import assert_matches_golden
 
 from repoforge.build import build
 from repoforge.cli import main
@@ -29,8 +29,6 @@ from repoforge.deploy.dashboard import queries
 from repoforge.errors import BuildError, SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests" / "golden" / "deploy"
-UPDATE = os.environ.get("REPOFORGE_UPDATE_GOLDEN") == "1"
 TABULAR = ROOT / "examples" / "tabular" / "spec.yaml"
 GPU_SETS = (
     "namespace=models",
@@ -69,23 +67,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _tree(root: Path) -> dict[str, str]:
-    return {p.name: p.read_text(encoding="utf-8") for p in sorted(root.iterdir()) if p.is_file()}
-
-
 @pytest.mark.parametrize("kind", ["gpu", "cpu", "torchserve"])
 def test_manifests_match_goldens(outputs: dict[str, Path], kind: str) -> None:
-    got = _tree(outputs[kind])
-    golden = GOLDEN / kind
-    if UPDATE:
-        shutil.rmtree(golden, ignore_errors=True)
-        golden.mkdir(parents=True)
-        for name, text in got.items():
-            (golden / name).write_text(text, encoding="utf-8")
-    want = _tree(golden)
-    assert sorted(got) == sorted(want), "files written differ from the golden folder"
-    for name in got:
-        assert got[name] == want[name], f"{kind}/{name} differs from tests/golden/deploy/{kind}/{name}"
+    assert_matches_golden(outputs[kind], kind)
 
 
 def _docs(root: Path) -> list[tuple[str, dict[str, Any]]]:

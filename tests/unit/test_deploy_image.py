@@ -18,6 +18,7 @@ from repoforge.build import build
 from repoforge.cli import main
 from repoforge.deploy.command import KUBERNETES_VERSION, deploy_k8s
 from repoforge.deploy.image import ngc_image, write_image
+from repoforge.deploy.kserve import deploy_kserve
 from repoforge.errors import BuildError, SpecError
 from repoforge.output import MANIFEST
 from repoforge.servers.triton_install import NGC_IMAGE
@@ -251,3 +252,37 @@ def test_plugins_using_redis_are_told_to_get_a_cluster_url(tmp_path: Path) -> No
     out = deploy_k8s(b, tmp_path / "k2", sets=["redis={deploy: true}"], progress=said.append).output
     assert not any("Redis" in m for m in said) and "**Redis is not set**" not in (out / "README.md").read_text()
     assert _env(out)["REPOFORGE_REDIS_URL"]["value"].startswith("redis://")
+
+
+def _pod_properties(out: Path) -> dict[str, str]:
+    """The config.properties the TorchServe pod runs (deploy k8s's or deploy kserve's ConfigMap), as key → value."""
+    docs = [d for f in sorted(out.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    cm = next(d for d in docs if d.get("kind") == "ConfigMap" and "config.properties" in d.get("data", {}))
+    lines = cm["data"]["config.properties"].splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def test_torchserve_pod_never_pip_installs_what_its_image_has(builds: dict[str, Path], tmp_path: Path) -> None:
+    """The build's config.properties turns install_py_dep_per_model on (a TorchServe started from the stock image
+    installs each .mar's requirements.txt at registration). The image `repoforge image` writes has those packages
+    installed, so a pod on it (or on the pushed deploy.image) turns it off and installs nothing at start; only a
+    pod on the stock image keeps it on."""
+    build_props = (builds["ts"] / "config.properties").read_text()
+    assert "install_py_dep_per_model=true" in build_props  # the .mar declares onnxruntime
+    img = tmp_path / "img"
+    assert CliRunner().invoke(main, ["image", str(builds["ts"]), "-o", str(img)]).exit_code == 0
+    assert "onnxruntime" in (img / "requirements.txt").read_text().splitlines()  # what the pod would install
+    assert "-r /opt/repoforge/requirements.txt" in (img / "Dockerfile").read_text()
+
+    out = deploy_k8s(builds["ts"], tmp_path / "k").output
+    assert _pod_properties(out)["install_py_dep_per_model"] == "false"
+    assert "installs nothing at start" in (out / "README.md").read_text()
+    out = deploy_k8s(builds["ts"], tmp_path / "pushed", sets=["image=registry.example/ts-flow:1"]).output
+    assert _pod_properties(out)["install_py_dep_per_model"] == "false"
+    out = deploy_kserve(builds["ts"], tmp_path / "ks").output
+    assert _pod_properties(out)["install_py_dep_per_model"] == "false"
+    # the stock image lacks onnxruntime: TorchServe installs it per model, as the build's own config says
+    out = deploy_k8s(builds["ts"], tmp_path / "stock", sets=["image=pytorch/torchserve:0.12.0-cpu"]).output
+    assert _pod_properties(out)["install_py_dep_per_model"] == "true"
+    out = deploy_kserve(builds["ts"], tmp_path / "ks-stock", sets=["image=pytorch/torchserve:0.12.0-cpu"]).output
+    assert _pod_properties(out)["install_py_dep_per_model"] == "true"

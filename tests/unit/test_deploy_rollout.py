@@ -20,7 +20,6 @@ Regenerate the goldens with REPOFORGE_UPDATE_GOLDEN=1, then read the diff.
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -29,14 +28,13 @@ from typing import Any
 
 import pytest
 import yaml
+from deploy_helpers import assert_matches_golden
 
 from repoforge.build import build
 from repoforge.deploy.command import deploy_k8s
 from repoforge.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests" / "golden" / "deploy"
-UPDATE = os.environ.get("REPOFORGE_UPDATE_GOLDEN") == "1"
 SCALE = ROOT / "tests" / "data" / "plugins" / "scale.py"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool missing: apt-get install prometheus")
@@ -99,23 +97,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _tree(root: Path) -> dict[str, str]:
-    return {p.name: p.read_text(encoding="utf-8") for p in sorted(root.iterdir()) if p.is_file()}
-
-
 @pytest.mark.parametrize("kind", ["rollout-canary", "rollout-bluegreen"])
 def test_manifests_match_goldens(outputs: dict[str, Path], kind: str) -> None:
-    got = _tree(outputs[kind])
-    golden = GOLDEN / kind
-    if UPDATE:
-        shutil.rmtree(golden, ignore_errors=True)
-        golden.mkdir(parents=True)
-        for name, text in got.items():
-            (golden / name).write_text(text, encoding="utf-8")
-    want = _tree(golden)
-    assert sorted(got) == sorted(want), "files written differ from the golden folder"
-    for name in got:
-        assert got[name] == want[name], f"{kind}/{name} differs from tests/golden/deploy/{kind}/{name}"
+    assert_matches_golden(outputs[kind], kind)
 
 
 # --- fields against the API references ----------------------------------------------------------------------------

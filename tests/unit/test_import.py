@@ -25,6 +25,7 @@ import pytest
 import yaml
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge.backends import model_file
 from repoforge.build import build
 from repoforge.errors import BuildError, SpecError
 from repoforge.importer import (
@@ -359,7 +360,10 @@ def test_python_folder_keeps_its_custom_file_name(tmp_path: Path) -> None:
     result, rebuilt = round_trip(repo, tmp_path)
     assert result.kept_raw == {"m": ["default_model_filename"]} and result.differences == {}
     assert configs(rebuilt)["m"].default_model_filename == "custom.py"
-    assert (rebuilt / "m/1/custom.py").read_bytes() == (repo / "m/1/custom.py").read_bytes()
+    # issue 21: the file Triton loads is served as repoforge_user_model.py behind the build's error-counting file
+    assert (rebuilt / "m/1/repoforge_user_model.py").read_bytes() == (repo / "m/1/custom.py").read_bytes()
+    assert (rebuilt / "m/1/custom.py").read_bytes() == model_file("user").read_bytes()
+    assert (rebuilt / "m/1/model.py").read_bytes() == (repo / "m/1/model.py").read_bytes()
 
 
 def test_a_python_file_keeps_its_own_name(tmp_path: Path) -> None:
@@ -373,8 +377,11 @@ def test_a_python_file_keeps_its_own_name(tmp_path: Path) -> None:
     result, rebuilt = round_trip(repo, tmp_path)
     assert result.differences == {} and not [w for w in result.warnings if "default_model_filename" in w]
     assert configs(rebuilt)["m"].default_model_filename == "mymodel.py"
-    assert sorted(p.name for p in (rebuilt / "m" / "1").iterdir()) == ["mymodel.py"]
-    assert (rebuilt / "m/1/mymodel.py").read_bytes() == (repo / "m/1/mymodel.py").read_bytes()
+    assert sorted(p.name for p in (rebuilt / "m" / "1").iterdir()) == [
+        "mymodel.py", "repoforge_runtime", "repoforge_user_model.py",
+    ]  # fmt: skip
+    assert (rebuilt / "m/1/repoforge_user_model.py").read_bytes() == (repo / "m/1/mymodel.py").read_bytes()
+    assert (rebuilt / "m/1/mymodel.py").read_bytes() == model_file("user").read_bytes()
 
 
 def test_a_python_folder_without_model_py_keeps_its_file_name_and_helpers(tmp_path: Path) -> None:
@@ -383,7 +390,9 @@ def test_a_python_folder_without_model_py_keeps_its_file_name_and_helpers(tmp_pa
     (repo / "m" / "1" / "helpers.py").write_text("X = 1\n")
     result, rebuilt = round_trip(repo, tmp_path)
     assert result.differences == {} and result.kept_raw == {"m": ["default_model_filename"]}
-    assert sorted(p.name for p in (rebuilt / "m" / "1").iterdir()) == ["custom.py", "helpers.py"]
+    assert sorted(p.name for p in (rebuilt / "m" / "1").iterdir()) == [
+        "custom.py", "helpers.py", "repoforge_runtime", "repoforge_user_model.py",
+    ]  # fmt: skip
 
 
 def test_a_folder_without_config_says_how_to_import_it(tmp_path: Path) -> None:

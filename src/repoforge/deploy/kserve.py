@@ -24,6 +24,7 @@ from repoforge.deploy.command import HEADER as K8S_HEADER
 from repoforge.deploy.command import KUSTOMIZATION, _dump, settings
 from repoforge.deploy.servers import (
     TORCHSERVE_PORTS,
+    install_notes,
     server_image,
     torchserve_config,
     torchserve_config_objects,
@@ -121,7 +122,9 @@ def _triton_runtime(info: BuildInfo, d: DeploySpec, name: str, image: str) -> _R
 def _torchserve_runtime(info: BuildInfo, d: DeploySpec, name: str, image: str) -> _Runtime:
     # KServe fronts the pod (ingress, mesh): its inference port takes requests without TorchServe's token, and the
     # management API stays on the pod's loopback, where only the workflow registration uses it.
-    config = torchserve_config(d, info, root=MOUNT, local=("management",), extra=("disable_token_authorization=true",))
+    config = torchserve_config(
+        d, info, image=image, root=MOUNT, local=("management",), extra=("disable_token_authorization=true",)
+    )
     ts = torchserve_config_objects(info, d, name, config)
     container: dict[str, Any] = {
         "name": "kserve-container",
@@ -139,6 +142,7 @@ def _torchserve_runtime(info: BuildInfo, d: DeploySpec, name: str, image: str) -
         + (", `POST <url>/wfpredict/<workflow>`" if ts.workflows else "")
         + "). Token authorization is off here, because KServe's ingress is the door; the management API listens on "
         "the pod's loopback only.",
+        *install_notes(info, image),
     ]
     if ts.workflows:
         notes.append(

@@ -122,15 +122,47 @@ def triton_shape(info: BuildInfo, d: DeploySpec) -> ServerShape:
     )
 
 
+def installs_at_start(info: BuildInfo, image: str) -> bool:
+    """Whether TorchServe must pip-install the .mar files' requirements.txt in a pod on `image`: only on the stock
+    image. The image `repoforge image` writes (or the pushed `deploy.image`) has the build's declared packages
+    installed, and installing them again would make every pod start wait on (and depend on) a package index."""
+    return image == info.stock_image().base and plan_image(info).needed
+
+
+def install_notes(info: BuildInfo, image: str) -> list[str]:
+    """The README's line on what TorchServe installs when the pod starts (none for a build that declares
+    nothing)."""
+    if not plan_image(info).needed:
+        return []
+    if installs_at_start(info, image):
+        return [
+            "On the stock image TorchServe pip-installs each .mar's requirements.txt when it registers the model "
+            "(install_py_dep_per_model=true): the pod needs a package index at every start."
+        ]
+    return [
+        "The image has the build's declared packages installed, so the pod's config.properties turns "
+        "install_py_dep_per_model off: TorchServe installs nothing at start."
+    ]
+
+
 def torchserve_config(
-    d: DeploySpec, info: BuildInfo, *, root: str = "/models", local: tuple[str, ...] = (), extra: tuple[str, ...] = ()
+    d: DeploySpec,
+    info: BuildInfo,
+    *,
+    image: str,
+    root: str = "/models",
+    local: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
 ) -> str:
     """The build's config.properties with pod addresses (0.0.0.0, or 127.0.0.1 for the APIs in `local`), the
-    model and workflow stores under `root`, and `extra` lines."""
+    model and workflow stores under `root`, install_py_dep_per_model off unless `image` is the stock one (see
+    `installs_at_start`), and `extra` lines."""
     text = (info.path / "config.properties").read_text()
     out = []
     for line in text.splitlines():
         key = line.split("=", 1)[0]
+        if key == "install_py_dep_per_model" and not installs_at_start(info, image):
+            line = "install_py_dep_per_model=false"
         if key in ("inference_address", "management_address", "metrics_address"):
             if key.removesuffix("_address") not in local:
                 line = line.replace("127.0.0.1", "0.0.0.0")
@@ -184,13 +216,14 @@ def torchserve_shape(info: BuildInfo, d: DeploySpec) -> ServerShape:
     volume, the image that has what the build's handlers declare, and the workflows registered after start."""
     name = d.name or info.repository
     image, notes = server_image(info, d)
-    ts = torchserve_config_objects(info, d, name, torchserve_config(d, info))
+    ts = torchserve_config_objects(info, d, name, torchserve_config(d, info, image=image))
     workflows = ts.workflows
     notes = [
         *notes,
         f"The pod runs the build's config.properties (ConfigMap `{name}-torchserve-config`) with 0.0.0.0 addresses "
         "and the model store on the volume; token authorization stays on, so the probes check the ports (a TCP "
         "connect) rather than /ping.",
+        *install_notes(info, image),
     ]
     if workflows:
         notes.append(

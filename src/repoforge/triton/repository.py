@@ -42,13 +42,14 @@ def _write_version(model: ModelPlan, version_dir: Path, src: Path | None, filena
 
 
 def _count_user_errors(model: ModelPlan, version_dir: Path, filename: str) -> None:
-    """A user's Python model (backend python, loaded from model.py): its model.py becomes repoforge_user_model.py and a
-    generated model.py serves it unchanged, counting the requests it answers with an error (repoforge's runtime
-    ships beside it). A model whose file has another name (raw_config's default_model_filename) is left as it is."""
-    entry = version_dir / PY_FILE
+    """A user's Python model (backend python): the file Triton loads (model.py, or raw_config's
+    default_model_filename) becomes repoforge_user_model.py and a generated file of the same name serves it
+    unchanged, counting the requests it answers with an error, whether returned from `execute` or sent through a
+    response sender (decoupled); repoforge's runtime ships beside it."""
+    entry = version_dir / (filename or PY_FILE)
     if model.format != "python" or model.serving.runner or model.serving.backend != "python":
         return
-    if (filename or PY_FILE) != PY_FILE or not entry.is_file():
+    if entry.name == USER_MODEL_FILE or not entry.is_file():
         return
     glue = backend_model_file("user").read_bytes()
     if (version_dir / USER_MODEL_FILE).exists():  # a folder imported from a repoforge build: wrapped already

@@ -245,6 +245,12 @@ def _check_ensemble(
                 f"{e.name}: step model '{st.model}' uses your own handler; in the workflow it receives its "
                 "parents' outputs (JSON bytes under 'body', or under each parent's node name)"
             )
+        unmapped = [t.name for t in target.inputs if not t.optional and t.name not in st.inputs]
+        if target.format != "ensemble" and unmapped:  # its node would get a request without them
+            bad(
+                ("models", e.index, "steps", s_i, "inputs"),
+                f"step {s_i} ({st.model}) does not map its required input '{unmapped[0]}'",
+            )
         if st.version != -1:
             warnings.append(
                 f"{e.name}: step {s_i} pins version {st.version}; TorchServe workflows use the archived version"

@@ -41,6 +41,15 @@ def target_of(path: str | Path) -> Target:
     return TARGETS[DEFAULT_TARGET]
 
 
+def target_at(http_url: str) -> Target:
+    """The target whose server answers at `http_url` (host:port): another target's when its server answers there,
+    else Triton's (whose commands then say what they cannot reach)."""
+    for target in TARGETS.values():
+        if target is not TARGETS[DEFAULT_TARGET] and target.serves_at(http_url):
+            return target
+    return TARGETS[DEFAULT_TARGET]
+
+
 def read_build(path: Path) -> BuildInfo:
     """The build at `path` as `deploy` and `image` need it: its lock file, then what its target adds (the models
     that run, the features its configs turn on, its stock server image). BuildError (exit 2) for a folder
@@ -61,5 +70,6 @@ __all__ = [
     "TargetName",
     "get_target",
     "read_build",
+    "target_at",
     "target_of",
 ]

@@ -211,6 +211,17 @@ class Target(Protocol):
         """Shell lines that serve `output` in Docker on a GPU host (`serve --print-command`)."""
         ...
 
+    def serves_at(self, http_url: str) -> bool:
+        """Whether this target's server answers at `http_url` (host:port of its HTTP inference API)."""
+        ...
+
+    def running_perf_endpoint(
+        self, http_url: str, models: list[str], *, grpc_url: str | None, need_grpc: bool
+    ) -> PerfEndpoints:
+        """perf_analyzer's endpoints on the server already running at `http_url`; TargetArgumentError (a usage
+        error, before anything is measured) where it cannot be measured so."""
+        ...
+
     def perf_endpoint(self, output: Path, models: list[str], say: Progress) -> AbstractContextManager[PerfEndpoints]:
         """`output` served for a perf_analyzer run, while the context is open."""
         ...

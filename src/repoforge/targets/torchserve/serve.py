@@ -14,6 +14,7 @@ from repoforge.errors import ServeError
 from repoforge.perf.analyzer import PerfError
 from repoforge.servers.ports import free_ports
 from repoforge.servers.torchserve import TorchServeServer
+from repoforge.servers.torchserve_client import TorchServeClient
 from repoforge.targets.torchserve.validate import archived_config, random_request
 from repoforge.targets.types import Endpoints, PerfEndpoints, Progress
 
@@ -108,3 +109,15 @@ def serve_for_perf(output: Path, models: list[str], say: Progress) -> Iterator[P
                 http_only="perf_analyzer measures TorchServe over HTTP only; use --protocol http",
                 request_data=perf_data,
             )
+
+
+def answers_ping(http_url: str, timeout: float = 2.0) -> bool:
+    """Whether TorchServe's inference API answers at `http_url` (host:port): /ping says its status, or, with token
+    auth on (where /ping wants a key too), refuses in TorchServe's own words."""
+    client = TorchServeClient(f"http://{http_url}", "", "")
+    try:
+        status, _headers, body = client.request("GET", "inference", "/ping", timeout=timeout)
+        said = dict(json.loads(body or b"{}"))
+    except (OSError, ValueError, TypeError):
+        return False
+    return (status == 200 and "status" in said) or said.get("type") == "InvalidKeyException"

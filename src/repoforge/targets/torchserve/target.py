@@ -40,6 +40,9 @@ _CANNOT: dict[str, str] = {
     "rollout": "{path} is a TorchServe build; rollout drives the router plugin on Triton only",
     "print_command": "{path} is a TorchServe build; --print-command prints the NGC Triton image's lines. "
     "Serve it with: repoforge serve {path}",
+    # the request body perf_analyzer posts to each model comes from the build (its smoke inputs)
+    "perf_url": "{path} is a running TorchServe; perf measures TorchServe from its build folder, which holds each "
+    "model's request body: repoforge perf BUILD_DIR --model MODEL",
     "gateway": "{path} is a TorchServe build; the gateway speaks Triton's gRPC protocol and serves Triton builds",
 }
 
@@ -116,6 +119,14 @@ class TorchServeTarget:
         cache_size_bytes: int | None,
     ) -> str:
         raise TargetArgumentError("--print-command", _CANNOT["print_command"].format(path=output))
+
+    def serves_at(self, http_url: str) -> bool:
+        return serve.answers_ping(http_url)
+
+    def running_perf_endpoint(
+        self, http_url: str, models: list[str], *, grpc_url: str | None, need_grpc: bool
+    ) -> PerfEndpoints:
+        raise TargetArgumentError("TARGET", _CANNOT["perf_url"].format(path=http_url))
 
     def perf_endpoint(self, output: Path, models: list[str], say: Progress) -> AbstractContextManager[PerfEndpoints]:
         return serve.serve_for_perf(output, models, say)

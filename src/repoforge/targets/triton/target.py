@@ -31,6 +31,7 @@ from repoforge.targets.types import (
     pick_port,
 )
 from repoforge.triton.build_rules import TRITON_RULES
+from repoforge.triton.client import TritonClient
 from repoforge.triton.repository import looks_like_model_repository, write_repository
 
 
@@ -111,6 +112,14 @@ class TritonTarget:
             metrics_port=metrics_port,
             cache_size_bytes=cache_size_bytes,
         )
+
+    def serves_at(self, http_url: str) -> bool:
+        return TritonClient(f"http://{http_url}").is_live()
+
+    def running_perf_endpoint(
+        self, http_url: str, models: list[str], *, grpc_url: str | None, need_grpc: bool
+    ) -> PerfEndpoints:
+        return serve.running_for_perf(http_url, models, grpc_url, need_grpc)
 
     def perf_endpoint(self, output: Path, models: list[str], say: Progress) -> AbstractContextManager[PerfEndpoints]:
         return serve.serve_for_perf(output, models, say)

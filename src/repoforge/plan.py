@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from repoforge.contract import Device
 from repoforge.graph import find_cycle
 from repoforge.plan_base import (
@@ -307,8 +309,6 @@ def _smoke_inputs(ck: Checker, p: ModelPlan) -> dict[str, Path]:
     never finds a broken one; shipped in the model folder under a fixed name validate looks for."""
     if p.spec.smoke is None:
         return {}
-    import numpy as np
-
     where: PathKey = ("models", p.index, "smoke", "inputs")
     src = resolve_file(ck.loaded, p.spec.smoke.inputs)
     try:

@@ -241,6 +241,155 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_repeats(budget_ms: float = 25.0, interval_ms: int = 1000, concurrency: int = 16, repeats: int = 4,
+                rounds: int = 3, write: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """The grid once, then ``repeats`` coordinate tunes, then every distinct pick measured side by side with the
+    grid's pick, ``rounds`` alternating rounds on one server: found / grid best per tune, from those medians."""
+    t0 = time.monotonic()
+    load_start = h.load_average()
+    with h.workdir("repoforge-bench-tune-rep-") as wd:
+        model = h.make_models(wd / "models", ["small"])["small"]
+        spec = wd / "spec.yaml"
+        spec.write_text(SPEC.format(path=model))
+        common: dict[str, Any] = {"latency_budget_ms": budget_ms, "concurrency": concurrency,
+                                  "measurement_interval_ms": interval_ms, "progress": say, "plot": False}  # fmt: skip
+        say(f"== full grid (budget p99 <= {budget_ms:g} ms at concurrency {concurrency}, {interval_ms} ms windows)")
+        grid = tune(spec, "mlp", search="grid", output=wd / "grid", **common)  # type: ignore[arg-type]
+        say(grid.summary())
+        tunes = []
+        for i in range(repeats):
+            say(f"== coordinate tune {i + 1}/{repeats}")
+            tunes.append(tune(spec, "mlp", search="coordinate", output=wd / f"tune{i}", **common))  # type: ignore[arg-type]
+            say(tunes[-1].summary())
+        if grid.best is None:
+            raise AssertionError(f"the grid found no config within {budget_ms:g} ms: pass a larger --budget-ms")
+        cands = {"grid": grid.best.candidate}
+        for t in tunes:
+            if t.best is not None and t.best.candidate not in cands.values():
+                cands[t.best.candidate.label()] = t.best.candidate
+        sbs = side_by_side(spec, grid, cands, rounds, interval_ms, concurrency, say)
+    by_cand = {cands[k]: v for k, v in sbs.items()}
+    gbest = grid.best.candidate
+    rows: list[dict[str, Any]] = []
+    for i, t in enumerate(tunes):
+        pts = by_cand.get(t.best.candidate) if t.best is not None else None
+        if pts is None or t.best is None:
+            rows.append({"tune": i + 1, "pick": None, "runs": t.runs_used, "elapsed_s": t.elapsed_s})
+            continue
+        per_round = [a.throughput / b.throughput for a, b in zip(pts, by_cand[gbest], strict=True)]
+        rows.append({"tune": i + 1, "pick": t.best.candidate.label(), "runs": t.runs_used, "elapsed_s": t.elapsed_s,
+                     "ratio": statistics.median(p.throughput for p in pts) / statistics.median(p.throughput for p in by_cand[gbest]),
+                     "per_round": per_round, "p99": statistics.median(p.p99_ms for p in pts)})  # fmt: skip
+    result = {"budget_ms": budget_ms, "concurrency": concurrency, "interval_ms": interval_ms, "rounds": rounds,
+              "grid": {"pick": gbest.label(), "runs": grid.runs_used, "elapsed_s": grid.elapsed_s,
+                       "p99": statistics.median(p.p99_ms for p in by_cand[gbest]),
+                       "throughput": statistics.median(p.throughput for p in by_cand[gbest])},
+              "tunes": rows, "confirm": tunes[0].settings["confirm"] if tunes else 0,
+              "max_runs": tunes[0].settings["max_runs"] if tunes else 0, "elapsed_s": time.monotonic() - t0,
+              "machine": h.machine_text(None, load_start)}  # fmt: skip
+    md = render_repeats(result)
+    say(md)
+    if write:
+        h.update_results("tune-repeats", md)
+        say(f"wrote {h.RESULTS}")
+    return result
+
+
+def render_repeats(r: dict[str, Any]) -> str:
+    g = r["grid"]
+    lines = [
+        f"## Tune: {len(r['tunes'])} coordinate tunes vs one full grid, picks re-measured side by side (small MLP)",
+        "",
+    ]
+    lines.append(f"Machine: {r['machine']}.")
+    lines.append(f"Budget p99 ≤ {r['budget_ms']:g} ms at concurrency {r['concurrency']}; {r['interval_ms']} ms windows. Each tune: "
+                 f"at most {r['max_runs']} perf runs, {r['max_runs'] - r['confirm']} to search (10 % of the 120-config grid) and "
+                 f"{r['confirm']} to confirm (stated up front). The grid: {g['runs']} runs, {g['elapsed_s'] / 60:.1f} min, pick "
+                 f"`{g['pick']}`. Then every distinct pick and the grid's measured in {r['rounds']} alternating rounds on one "
+                 f"server (A B C, C B A, ...); ratio = median of the pick / median of the grid's pick. {r['elapsed_s'] / 60:.0f} min in all.")  # fmt: skip
+    lines.append("")
+    t = h.Table(
+        [
+            "tune",
+            "pick",
+            "perf runs",
+            "time",
+            "found / grid best (side by side)",
+            "per round",
+            "p99 ms",
+            f"≥ {TARGET_RATIO:.2f}",
+        ]
+    )
+    for x in r["tunes"]:
+        if x.get("pick") is None:
+            t.add(x["tune"], "(none within budget)", x["runs"], f"{x['elapsed_s'] / 60:.1f} min", "-", "-", "-", "no")
+            continue
+        t.add(x["tune"], f"`{x['pick']}`", x["runs"], f"{x['elapsed_s'] / 60:.1f} min", f"**{x['ratio']:.3f}**",
+              h.rng(x["per_round"], "{:.2f}"), f"{x['p99']:.2f} (grid {g['p99']:.2f})", "yes" if x["ratio"] >= TARGET_RATIO else "no")  # fmt: skip
+    lines += [t.markdown(), ""]
+    return "\n".join(lines) + "\n"
+
+
+def noise_replays(seeds: int = 60, write: bool = True, say: Callable[[str], None] = print) -> str:
+    """The search replayed on the recorded grid (tests/data/tune/grid_small_mlp.json) under seeded noise, the
+    default search against the one it replaced, each scored by the true throughput of its pick over that of the
+    grid's pick under the same noise, and over the true best."""
+    from repoforge.perf.tune_search import Measurer, noisy_replays, recorded_landscape
+
+    data = json.loads((h.ROOT / "tests" / "data" / "tune" / "grid_small_mlp.json").read_text())
+    space, start = TuneSpace(), Candidate(64, "none", 0, 1)
+    land = recorded_landscape([(Candidate(m, p, q, i), data["served_keys"][k],
+                                [{"throughput": x[0], "p99_ms": x[1], "p50_ms": x[1] / 2} for x in runs])
+                               for m, p, q, i, k, runs in data["rows"]], space)  # fmt: skip
+    budget = statistics.median(p for _tp, p in land.truth.values())
+
+    def grid_search(m: Measurer) -> TuneSearch:
+        s = TuneSearch(m, budget, 10_000, lambda _m: None)
+        s.start = start
+        s.grid(space, seed=7)
+        s.confirm(8)
+        return s
+
+    def searcher(strategy: str, race: bool, finalists: int, confirm: int) -> Callable[[Measurer], TuneSearch]:
+        def run(m: Measurer) -> TuneSearch:
+            s = TuneSearch(m, budget, space.size // 10 + confirm, lambda _m: None)
+            s.strategy, s.race, s.finalist_count = strategy, race, finalists
+            s.coordinate(space, start, confirm)
+            return s
+
+        return run
+
+    searches = {"before: descent + model, 2 rounds of 3 finalists + current (12 + 8 runs)": searcher("model", False, 3, 8),
+                "now: screen + model, race of 4 finalists + current (12 + 12 runs)": searcher("screen", True, 4, 12)}  # fmt: skip
+    best = land.best(budget)
+    t = h.Table(["noise a run (log sd), drift", "search", "vs grid's pick: median", "worst 10 %", "≥ 0.95",
+                 "vs true best: median", "≥ 0.95"])  # fmt: skip
+    for sigma, drift in ((0.05, 0.05), (0.1, 0.1), (0.25, 0.15)):
+        grid = noisy_replays(land, budget, sigma, drift, range(1000, 1000 + seeds), grid_search)
+        g = [land.value(c, budget) for c, _ in grid]
+        t.add(f"{sigma:g}, {drift:g}", "grid (120 runs + 8)", "1", "-", "-", f"{statistics.median(g) / best:.3f}",
+              f"{sum(v >= 0.95 * best for v in g) / seeds:.0%}")  # fmt: skip
+        for name, run in searches.items():
+            found = noisy_replays(land, budget, sigma, drift, range(seeds), run)
+            v = [land.value(c, budget) for c, _ in found]
+            r = sorted(a / max(b, 1e-9) for a, b in zip(v, g, strict=True))
+            t.add("", name, f"**{statistics.median(r):.3f}**", f"{r[seeds // 10]:.3f}",
+                  f"{sum(x >= 0.95 for x in r) / seeds:.0%}", f"{statistics.median(v) / best:.3f}",
+                  f"{sum(x >= 0.95 * best for x in v) / seeds:.0%}")  # fmt: skip
+            say(f"sigma {sigma}: {name}: {r[seeds // 2]:.3f}")
+    md = "\n".join([
+        "## Tune: the search replayed on a recorded grid under seeded noise (small MLP)", "",
+        f"The grid recorded by `bench/record_tune_grid.py` ({data['machine']}); one run's noise in it: {land.sigma:.2f} "
+        f"(log throughput, {data['interval_ms']} ms windows). Truth per config: the additive model's fit plus the config's "
+        f"own deviation, shrunk by how much of it the noise explains. Budget p99 ≤ {budget:.1f} ms (half the configs). "
+        f"{seeds} seeded replays per row; the grid replayed under the same noise, its pick confirmed by 8 runs.", "",
+        t.markdown(), "",
+    ])  # fmt: skip
+    if write:
+        h.update_results("tune-noise", md)
+    return md
+
+
 def test_tune_vs_grid(long_bench: None, benchmark: Any) -> None:
     budget = float(os.environ.get("REPOFORGE_TUNE_BUDGET_MS", "8"))
     result = benchmark.pedantic(lambda: run_bench(budget_ms=budget), rounds=1, iterations=1)
@@ -259,11 +408,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="keep tune.json, spec-patch.yaml and pareto.png of both searches here")
     p.add_argument("--no-write", action="store_true", help="do not rewrite bench/RESULTS.md")
     p.add_argument("--json", type=Path, help="also write the raw result here")
+    p.add_argument("--repeats", type=int, default=0, help="instead: the grid once and this many tunes, side by side")
+    p.add_argument("--noise-replays", action="store_true", help="instead: replay the recorded grid under noise")
     a = p.parse_args(argv)
+    if a.noise_replays:
+        print(noise_replays(write=not a.no_write))
+        return
     # Stop cleanly on Ctrl-C and on kill (a nohup'ed run ignores SIGINT): servers are shut down on the way out.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result = run_bench(a.budget_ms, a.interval_ms, a.concurrency, a.rounds, a.out, write=not a.no_write)
+    if a.repeats:
+        result = run_repeats(a.budget_ms, a.interval_ms, a.concurrency, a.repeats, a.rounds, write=not a.no_write)
+    else:
+        result = run_bench(a.budget_ms, a.interval_ms, a.concurrency, a.rounds, a.out, write=not a.no_write)
     if a.json:
         a.json.write_text(json.dumps(result, indent=1, default=str))
 

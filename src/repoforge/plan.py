@@ -31,6 +31,7 @@ from repoforge.plan_serving import apply_serving
 from repoforge.plugin_plan import derive_in_order, drift_reference, plugin_model_plan
 from repoforge.runtime.threads import parse_setting
 from repoforge.spec.deploy import check_deploy, gpu_setting_warnings
+from repoforge.spec.gateway import sections
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import SMOKE_INPUTS, EnsembleStep, ModelSpec, TensorSpec
 from repoforge.spec.plugins import RouterPlugin
@@ -549,6 +550,15 @@ def _check_rollout(ck: Checker, plans: dict[str, ModelPlan]) -> None:
                "percent: 0}")  # fmt: skip
 
 
+def _check_gateway(ck: Checker) -> None:
+    """`gateway:` and `async:` configure `repoforge gateway`, which fronts Triton's gRPC only."""
+    spec = ck.loaded.spec
+    for key, section in (("gateway", spec.gateway), ("async", spec.async_)):
+        if section is not None and not ck.rules.gateway:
+            ck.add((key,), f"`{key}:` configures `repoforge gateway`, which speaks Triton's gRPC protocol: build with "
+                   f"--target triton or remove `{key}:`", key=True)  # fmt: skip
+
+
 def _check_serving(ck: Checker, plans: dict[str, ModelPlan]) -> None:
     """`serving:` is the gateway's load-on-demand in front of Triton (explicit model control): its
     `always_loaded` names models of this spec."""
@@ -563,6 +573,21 @@ def _check_serving(ck: Checker, plans: dict[str, ModelPlan]) -> None:
         if name not in plans:
             ck.add(("serving", "always_loaded", j), f"always_loaded names {name!r}, which is not a model of this "
                    f"spec; models: {', '.join(sorted(plans)[:20])}{' ...' if len(plans) > 20 else ''}")  # fmt: skip
+
+
+def _check_requirements(ck: Checker, i: int, m: ModelSpec) -> None:
+    """`requirements:` declares what the user's own code imports, which repoforge cannot know. repoforge's own
+    code (plugins, runners, its handler) declares its packages itself, and a native backend runs no Python."""
+    if not m.requirements:
+        return
+    if m.plugin is None and (m.format == "python" or (ck.rules.user_handler and bool(m.handler or m.model_file))):
+        return
+    yours = "a format python model" + (", or a handler or model_file of yours" if ck.rules.user_handler else "")
+    ck.add(
+        ("models", i, "requirements"),
+        f"`requirements:` lists what your own code imports ({yours}); model '{m.name}' runs repoforge's code, "
+        "which declares the packages it needs itself (repoforge.lock.json, python_requirements)",
+    )
 
 
 def _model_warnings(m: ModelSpec, serving: ServingChoice, device: Device, rules: BuildRules) -> list[str]:
@@ -607,6 +632,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, rules: BuildRule
         # python models (and repoforge's plugins) run on the CPU unless they ask for a GPU
         kind_default: Device = "gpu" if device == "gpu" and m.format != "python" else "cpu"
         m = _instance_kinds(ck, i, m, kind_default, warnings)
+        _check_requirements(ck, i, m)
         if m.plugin is not None:  # features / result_cache / semantic_cache / router: repoforge's own Python backends
             plans[m.name] = plugin_model_plan(ck, i, m, device)
             continue
@@ -680,6 +706,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, rules: BuildRule
     )
     _check_rollout(ck, plans)
     _check_serving(ck, plans)
+    _check_gateway(ck)
     ck.raise_if_any()
     derive_in_order(ck, plans, _ensemble)  # ensembles and calling plugins, each after the models it calls
     ck.raise_if_any()
@@ -704,4 +731,5 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, rules: BuildRule
         if loaded.spec.rollout is not None
         else None,
         serving=loaded.spec.serving.model_dump(mode="json") if loaded.spec.serving is not None else None,
+        gateway=sections(loaded.spec.gateway, loaded.spec.async_),
     )

@@ -63,6 +63,9 @@ class RepositoryPlan:
     deploy: dict[str, Any] = field(default_factory=dict)  # the spec's `deploy:` as written (repoforge.spec.deploy)
     rollout: dict[str, Any] | None = None  # the spec's `rollout:` as written (deploy k8s emits Flagger/Argo from it)
     serving: dict[str, Any] | None = None  # the spec's `serving:` (sizes in bytes); the gateway reads it from the lock
+    gateway: dict[str, Any] | None = (
+        None  # the spec's `gateway:` and `async:` as written; gateway/worker/deploy read them
+    )
 
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
@@ -91,6 +94,7 @@ class BuildRules:
     server_config_rules: bool  # Triton's load rules run on the configs the plan builds (repoforge.triton.spec_rules)
     deploy: DeployRules  # what its server can run in a deployment (`deploy:`)
     explicit_model_control: bool = False  # `serving:` can load/unload its models on demand (the gateway)
+    gateway: bool = False  # `repoforge gateway` fronts it (Triton's gRPC): `gateway:` and `async:` apply
 
 
 class Checker:

@@ -81,10 +81,19 @@ def torchserve_model_needs(m: ModelPlan, own_handler: bool) -> list[str]:
     return ["onnxruntime"] if m.format == "onnx" else []
 
 
-def lock_entry(needs: dict[str, list[str]]) -> dict[str, list[str]]:
-    """{model: [requirement strings]} for the models that need something (sorted; absent: nothing)."""
-    return {name: sorted(requirement(n) for n in set(pkgs)) for name, pkgs in sorted(needs.items()) if pkgs}
+def lock_entry(needs: dict[str, list[str]], declared: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """{model: [requirement strings]} for the models that need something (sorted; absent: nothing). `needs`: names
+    of the packages repoforge's code imports (pinned here); `declared`: the user's `requirements:`, as written."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(set(needs) | set(declared or {})):
+        reqs = {requirement(n) for n in needs.get(name, [])} | set((declared or {}).get(name, []))
+        if reqs:
+            out[name] = sorted(reqs)
+    return out
 
 
 def triton_requirements(plan: RepositoryPlan) -> dict[str, list[str]]:
-    return lock_entry({m.name: triton_model_needs(m) for m in plan.models})
+    return lock_entry(
+        {m.name: triton_model_needs(m) for m in plan.models},
+        {m.name: list(m.spec.requirements) for m in plan.models},
+    )

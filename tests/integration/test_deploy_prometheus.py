@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from plugin_specs import scale_model
 from tritonclient import http as triton_http
 from tritonclient.utils import InferenceServerException
 
@@ -300,19 +301,7 @@ repository: released
 defaults:
   max_batch_size: 64
 models:
-  - name: model_a
-    format: python
-    path: {scale}
-    parameters: {{factor: 1}}
-    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
-    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
-  - name: model_b
-    format: python
-    path: {scale}
-    parameters: {{factor: 1}}
-    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
-    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
-  - name: router
+{scale_models}  - name: router
     format: python
     plugin:
       kind: router
@@ -338,7 +327,10 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[st
 
     root = tmp_path_factory.mktemp("released")
     spec = root / "spec.yaml"
-    spec.write_text(ROLLOUT_SPEC.format(scale=(Path(__file__).parents[1] / "data" / "plugins" / "scale.py").as_posix()))
+    scale = (Path(__file__).parents[1] / "data" / "plugins" / "scale.py").as_posix()
+    spec.write_text(
+        ROLLOUT_SPEC.format(scale_models=scale_model("model_a", 1, scale) + scale_model("model_b", 1, scale))
+    )
     repo = build(spec, root / "repo", device="cpu").output
     out = deploy_k8s(repo, root / "k8s").output
     _canary, *templates = [d for d in yaml.safe_load_all((out / "rollout-flagger.yaml").read_text()) if d]

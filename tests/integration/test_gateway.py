@@ -265,6 +265,39 @@ def test_async_without_redis_is_a_usage_error(env: Env) -> None:
         assert "--redis" in done.stderr
 
 
+def test_a_redis_that_may_evict_the_queue_is_refused_unless_allowed(env: Env) -> None:
+    """A Redis with maxmemory-policy other than noeviction deletes keys when full, queued requests among them: the
+    gateway and the worker refuse it at start (exit 2), or with --allow-eviction say so and run."""
+    with RedisServer() as own:
+        client = redis.Redis.from_url(own.url, decode_responses=True, socket_timeout=10)
+        client.config_set("maxmemory", "64mb")
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        client.close()
+        for args in (["gateway", env.triton.grpc_url], ["worker", env.triton.grpc_url]):
+            done = subprocess.run([sys.executable, "-m", "repoforge", *args, "--redis", own.url], capture_output=True,
+                                  text=True, timeout=60)  # fmt: skip
+            assert done.returncode == 2, done.stderr
+            assert "maxmemory-policy allkeys-lru" in done.stderr and "noeviction" in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr
+        port = free_port("127.0.0.1")
+        proc = repoforge("gateway", env.triton.grpc_url, "--port", str(port), "--redis", own.url, "--allow-eviction",
+                         log=env.root / "eviction.log")  # fmt: skip
+        proc.start()
+        try:
+            wait_for(lambda: _ready(proc, f"http://127.0.0.1:{port}"), 30, "the gateway with --allow-eviction")
+            assert "warning:" in proc.log_tail() and "allkeys-lru" in proc.log_tail()
+        finally:
+            proc.stop(timeout=10)
+
+
+def _ready(proc: ManagedProcess, base: str) -> bool:
+    assert proc.alive, proc.log_tail()
+    try:
+        return httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 # -- asynchronous ------------------------------------------------------------------------------------------
 def submit(base: str, x: list[float], sleep_ms: int = 0, callback: str | None = None) -> str:
     inputs: list[dict[str, Any]] = [{"name": "X", "datatype": "FP32", "shape": [1, len(x)], "data": x}]
@@ -402,3 +435,38 @@ def test_killing_and_restarting_the_gateway_loses_no_accepted_id(env: Env, r: re
         assert int(r.hget("t:restart:stats", "done") or 0) == 40
     finally:
         proc.stop(timeout=10)
+
+
+# -- spec sections -----------------------------------------------------------------------------------------
+def test_a_build_serves_with_its_gateway_and_async_sections(env: Env, r: redis.Redis) -> None:
+    """`gateway:` and `async:` of spec.yaml are recorded by the build and give `repoforge gateway BUILD` its port, its
+    queue and its retries when no flag says otherwise."""
+    from repoforge.build import build
+
+    tabular = Path(__file__).resolve().parents[2] / "examples" / "tabular"
+    port = free_port("127.0.0.1")
+    spec = env.root / "sections" / "spec.yaml"
+    spec.parent.mkdir()
+    spec.write_text((tabular / "spec.yaml").read_text().replace("path: models/", f"path: {tabular}/models/")
+                    + f"gateway:\n  port: {port}\n  timeout_s: 5\nasync:\n  queue: 'spec:q'\n  max_deliveries: 2\n")  # fmt: skip
+    out = build(spec, env.root / "sections" / "build", device="cpu").output
+    proc = repoforge("gateway", str(out), "--redis", env.redis_url, "--workers", "1", log=env.root / "sections.log")
+    proc.start()
+    base = f"http://127.0.0.1:{port}"  # the spec's port: no --port given
+
+    def ready() -> bool:
+        assert proc.alive, proc.log_tail()
+        try:
+            return httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(ready, 90, "the gateway on the spec's port")
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 8], "data": [0.5] * 8}]}
+        job = httpx.post(f"{base}/v2/models/classifier/async", json=body, timeout=10).json()["id"]
+        assert final(base, job)["status"] == "done"
+        assert r.exists("spec:q:requests") and int(r.hget("spec:q:stats", "done") or 0) == 1  # the spec's queue
+        assert "max_deliveries 2" in proc.log_tail()  # said at start: what came from the build
+    finally:
+        proc.stop(timeout=15)

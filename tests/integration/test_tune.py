@@ -382,3 +382,47 @@ def test_cli_tune_rejects_an_unknown_model_in_one_line(tmp_path: Path) -> None:
     )
     assert res.exit_code != 0 and "nosuch" in res.output
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_an_interrupted_tune_continues_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after two perf runs keeps them in the output's checkpoint; the same call again measures only the
+    rest (one server start each time) and deletes the checkpoint once the tune is complete."""
+    from repoforge.errors import Interrupted
+
+    perf_runs: list[int] = []
+    real_measure = tune_mod.ServerMeasurer.measure
+
+    def counting_measure(self: Any, cand: Candidate) -> Any:
+        perf_runs.append(1)
+        return real_measure(self, cand)
+
+    monkeypatch.setattr(tune_mod.ServerMeasurer, "measure", counting_measure)
+
+    space = TuneSpace(max_batch_sizes=(16, 32), preferred=("none",), max_queue_delays_us=(0, 500), instance_counts=(1,))
+    out = tmp_path / "tune-out"
+    kw: dict[str, Any] = dict(latency_budget_ms=50.0, space=space, concurrency=2, measurement_interval_ms=300,
+                              max_trials=3, max_runs=5, confirm=2, output=out)  # fmt: skip
+    lines: list[str] = []
+
+    def stop_after_two_runs(msg: str) -> None:
+        lines.append(msg)
+        if msg.startswith("[2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match="run the same command again to continue"):
+        tune(TABULAR, "classifier", progress=stop_after_two_runs, **kw)
+    saved = json.loads((out / tune_mod.CHECKPOINT).read_text())
+    assert sum(e["op"] == "measure" for e in saved["entries"]) == 2
+    assert json.loads((out / "tune.json").read_text())["runs_used"] == 2  # what was measured is reported too
+
+    again: list[str] = []
+    result = tune(TABULAR, "classifier", progress=again.append, **kw)
+    assert any("resuming from" in m and "2 perf runs" in m for m in again)
+    assert result.resumed_runs == 2 and result.runs_used == 5
+    assert len(perf_runs) == 2 + 3  # only the runs left were measured on the rerun
+    said = [m for m in lines if m.startswith("[")]
+    assert [m for m in again if m.startswith("[")][:2] == said  # the first two are the interrupted run's, replayed
+    assert not (out / tune_mod.CHECKPOINT).exists()
+    assert json.loads((out / "tune.json").read_text())["resumed_runs"] == 2

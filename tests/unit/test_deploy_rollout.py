@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from deploy_helpers import assert_matches_golden
+from plugin_specs import scale_model
 
 from repoforge.build import build
 from repoforge.deploy.command import deploy_k8s
@@ -45,19 +46,7 @@ repository: released
 defaults:
   max_batch_size: 64
 models:
-  - name: model_a
-    format: python
-    path: {scale}
-    parameters: {{factor: 1}}
-    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
-    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
-  - name: model_b
-    format: python
-    path: {scale}
-    parameters: {{factor: 2}}
-    inputs: [{{name: KEY, dtype: BYTES, dims: [1]}}, {{name: X, dtype: FP32, dims: [4]}}]
-    outputs: [{{name: Y, dtype: FP32, dims: [4]}}]
-  - name: router
+{scale_models}  - name: router
     format: python
     plugin:
       kind: router
@@ -84,7 +73,9 @@ def _build(root: Path, parts: dict[str, str]) -> Path:
     np.savez(root / "ref.npz", X=np.random.default_rng(0).normal(0, 1, (500, 4)))
     write_profile(make_profile(root / "ref.npz", "router"), root / "profile.json", force=True)
     spec = root / "spec.yaml"
-    spec.write_text(SPEC.format(scale=SCALE.as_posix(), **parts), encoding="utf-8")
+    scale = SCALE.as_posix()
+    models = scale_model("model_a", 1, scale) + scale_model("model_b", 2, scale)
+    spec.write_text(SPEC.format(scale_models=models, **parts), encoding="utf-8")
     return build(spec, root / "build", device="cpu").output
 
 

@@ -186,12 +186,15 @@ def batch(
     max_ranges: int | None = None,
     ray_address: str | None = None,
     ray_actors: int = 2,
+    shared_memory: bool = True,
     progress: Say | None = None,
     show_progress: bool = True,
     progress_interval: float = 10.0,
 ) -> BatchResult:
     """Score every row of `data` with `model` into `output` (Parquet shards + manifest + errors), resuming what an
-    earlier run of the same command left. Raises BatchArgumentError (exit 2) before any request for bad input."""
+    earlier run of the same command left. Raises BatchArgumentError (exit 2) before any request for bad input.
+    `shared_memory`: the local engine sends tensors through system shared memory when the server is on this host
+    (`stats["shared_memory"]` says whether it did)."""
     mapped = check_arguments(
         target, data=data, output=output, maps=maps, batch_size=batch_size, concurrency=concurrency,
         rows_per_shard=rows_per_shard, engine=engine, retries=retries, max_ranges=max_ranges,
@@ -245,7 +248,8 @@ def batch(
         from repoforge.batch.local import Job
 
         job = Job(ep.protocol, ep.url, info, bindings, id_column, id_name,
-                  ScoreOptions(batch_size=size, concurrency=concurrency, retries=retries, timeout_s=timeout_s))  # fmt: skip
+                  ScoreOptions(batch_size=size, concurrency=concurrency, retries=retries, timeout_s=timeout_s,
+                               shared_memory=shared_memory and engine == "local"))  # fmt: skip
         bar = Progress(source.num_rows, skipped, interval=progress_interval, enabled=show_progress)
         before = {i: (d.rows, d.errors) for i, d in manifest.done.items()}
         say(f"scoring {sum(r.rows for r in pending):,} rows of {source.path} with '{model}' v{info.version} "
@@ -259,7 +263,7 @@ def batch(
             else:
                 from repoforge.batch.local import run_local
 
-                stats = run_local(job, source, pending, store, bar)
+                stats = run_local(job, source, pending, store, bar, say)
             finished = True
         except BatchServerError as exc:
             done_now = len(manifest.done)

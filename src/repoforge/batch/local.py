@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -64,8 +65,9 @@ async def _run(
     store: Store,
     on_rows: Callable[[int], None],
     open_ranges: int,
+    say: Callable[[str], None] | None,
 ) -> Scorer:
-    scorer = Scorer(job.protocol, job.url, job.info, job.options, on_rows)
+    scorer = Scorer(job.protocol, job.url, job.info, job.options, on_rows, say)
     slots = asyncio.Semaphore(open_ranges)
     write_lock = asyncio.Lock()
     tasks: set[asyncio.Task[RangeDone]] = set()
@@ -108,8 +110,13 @@ async def _run(
 
 
 def run_local(
-    job: Job, source: Source, pending: Sequence[RowRange], store: Store, on_rows: Callable[[int], None]
-) -> dict[str, int]:
+    job: Job,
+    source: Source,
+    pending: Sequence[RowRange],
+    store: Store,
+    on_rows: Callable[[int], None],
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Score `pending` ranges into `store`; BatchServerError when the server stays away past the retries."""
-    scorer = asyncio.run(_run(job, source, pending, store, on_rows, open_ranges=3))
-    return {"requests": scorer.requests, "retries": scorer.retried}
+    scorer = asyncio.run(_run(job, source, pending, store, on_rows, open_ranges=3, say=say))
+    return {"requests": scorer.requests, "retries": scorer.retried, "shared_memory": scorer.used_shared_memory}

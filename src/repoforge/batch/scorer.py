@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from repoforge.batch.model import BatchServerError, ModelInfo
-from repoforge.triton.client import InferenceServerException, async_client
+from repoforge.triton.client import InferenceServerException, SystemSharedMemory, async_client, is_local_server
 
 Protocol = Literal["grpc", "http"]
 
@@ -55,6 +55,7 @@ class ScoreOptions:
     backoff_s: float = 0.25
     backoff_max_s: float = 8.0
     timeout_s: float = 60.0
+    shared_memory: bool = False  # tensors through system shared memory when the server is on this host
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -82,16 +83,144 @@ def _message(exc: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
-class _Client:
-    """tritonclient's asyncio client of either protocol behind one `infer(arrays) -> outputs`."""
+#: Bytes each tensor's place in a shared-memory slot is rounded up to (a cache line).
+_ALIGN = 64
 
-    def __init__(self, protocol: Protocol, url: str, info: ModelInfo, timeout_s: float, concurrency: int) -> None:
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def _output_shape(result: Any, name: str) -> tuple[int, ...]:
+    """An output's shape from either protocol's result (gRPC: a message, HTTP: a dict)."""
+    out = result.get_output(name)
+    if out is None:
+        return ()
+    shape = out["shape"] if isinstance(out, dict) else out.shape
+    return tuple(int(d) for d in shape)
+
+
+class _Client:
+    """tritonclient's asyncio client of either protocol behind one `infer(arrays) -> outputs`.
+
+    With `shared_memory` and a server on this host, tensors travel through one region of system shared memory,
+    made and registered once and cut into one slot per request in flight, each sized for the largest batch:
+    for a small model the fixed work per batch (tensors (de)serialised through gRPC on both sides) is most of
+    its cost. Remote servers, tensors of variable size and a registration the server refuses use plain
+    requests, said once through `say`."""
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        url: str,
+        info: ModelInfo,
+        timeout_s: float,
+        concurrency: int,
+        *,
+        batch_rows: int = 1,
+        shared_memory: bool = False,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.protocol = protocol
+        self.url = url
         self.info = info
         self.timeout_s = timeout_s
         self._mod, self._client = async_client(protocol, url, timeout_s, concurrency)
+        self._say = say or (lambda _m: None)
+        self._shm: SystemSharedMemory | None = None
+        self._shm_todo = shared_memory  # tried at the first request (registering needs the event loop)
+        self._shm_lock = asyncio.Lock()
+        self._shm_generation = 0  # registrations so far: a request that finds its region gone re-registers once
+        self._rows = batch_rows
+        self._concurrency = max(concurrency, 1)
+        self._slot = 0
+        self._in_at: dict[str, tuple[int, int]] = {}  # name -> (offset in the slot, bytes reserved)
+        self._out_at: dict[str, tuple[int, int]] = {}
+        self._free: list[int] = []
+        self.shared_memory_note = ""  # why plain requests, when shared memory was asked for
+        self.used_shared_memory = False  # whether requests went through a registered region (stays after close)
+
+    def _plan_shm(self) -> str:
+        """Lay out one slot (every input, then every output, for `batch_rows` rows); the reason it cannot be."""
+        batched = self.info.max_batch_size > 0
+        at = 0
+        for group, layout in ((self.info.inputs, self._in_at), (self.info.outputs, self._out_at)):
+            for spec in group:
+                if spec.datatype == "BYTES":
+                    return f"{spec.name!r} is a BYTES tensor"
+                if spec.size < 0:
+                    return f"{spec.name!r} has a variable dimension {list(spec.dims)}"
+                nbytes = spec.size * spec.np_dtype.itemsize * (self._rows if batched else 1)
+                layout[spec.name] = (at, nbytes)
+                at += _aligned(max(nbytes, 1))
+        self._slot = at
+        return ""
+
+    async def _open_shm(self) -> None:
+        self._shm_todo = False
+        why = "" if is_local_server(self.url) else f"the server at {self.url} is not on this host"
+        why = why or self._plan_shm()
+        if not why:
+            try:
+                self._shm = SystemSharedMemory(self._slot * self._concurrency, prefix="repoforge_batch")
+            except OSError as exc:
+                why = f"no shared memory region of {self._slot * self._concurrency:,} bytes ({exc})"
+        if self._shm is not None:
+            try:
+                await self._shm.register(self._client, self.protocol, self.timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any refusal means: plain requests
+                self._close_shm()
+                why = f"the server did not register it ({_message(exc)})"
+            else:
+                self.used_shared_memory = True
+                self._shm_generation += 1
+                self._free = list(range(self._concurrency))
+        if why:
+            self.shared_memory_note = why
+            self._say(f"system shared memory not used, plain {self.protocol} requests instead: {why}")
+
+    def _close_shm(self) -> None:
+        shm, self._shm = self._shm, None
+        if shm is not None:
+            shm.destroy()
+
+    async def _reregister(self, generation: int) -> None:
+        """The server lost the region (it restarted): register it again, once for all requests that saw so."""
+        async with self._shm_lock:
+            if self._shm is None or generation != self._shm_generation:
+                return
+            await self._shm.unregister(self._client, self.protocol, min(self.timeout_s, 5.0))
+            await self._shm.register(self._client, self.protocol, self.timeout_s)
+            self._shm_generation += 1
 
     async def infer(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._shm_todo:
+            async with self._shm_lock:
+                if self._shm_todo:
+                    await self._open_shm()
+        if self._shm is not None and self._free and self._fits(arrays):
+            slot = self._free.pop()
+            try:
+                generation = self._shm_generation
+                try:
+                    return await self._infer(arrays, slot)
+                except InferenceServerException as exc:
+                    if "shared memory" not in str(exc.message() or "").lower():
+                        raise
+                await self._reregister(generation)
+                return await self._infer(arrays, slot)
+            finally:
+                self._free.append(slot)
+        return await self._infer(arrays, None)
+
+    def _fits(self, arrays: dict[str, np.ndarray]) -> bool:
+        """Whether every input fits its place in a slot (else this request goes plain)."""
+        batched = self.info.max_batch_size > 0
+        return all((a.nbytes if batched else a[0].nbytes) <= self._in_at.get(k, (0, -1))[1] for k, a in arrays.items())
+
+    async def _infer(self, arrays: dict[str, np.ndarray], slot: int | None) -> dict[str, np.ndarray]:
+        shm = self._shm if slot is not None else None
+        base = (slot or 0) * self._slot
         batched = self.info.max_batch_size > 0
         inputs = []
         for spec in self.info.inputs:
@@ -99,17 +228,25 @@ class _Client:
                 continue
             arr = arrays[spec.name] if batched else arrays[spec.name][0]
             ii = self._mod.InferInput(spec.name, list(arr.shape), spec.datatype)
-            if self.protocol == "http":
+            if shm is not None:
+                offset = base + self._in_at[spec.name][0]
+                ii.set_shared_memory(shm.name, shm.write(offset, np.ascontiguousarray(arr)), offset)
+            elif self.protocol == "http":
                 ii.set_data_from_numpy(arr, binary_data=True)
             else:
                 ii.set_data_from_numpy(arr)
             inputs.append(ii)
-        wanted = [
-            self._mod.InferRequestedOutput(o.name, binary_data=True)
-            if self.protocol == "http"
-            else self._mod.InferRequestedOutput(o.name)
-            for o in self.info.outputs
-        ]
+        wanted = []
+        for o in self.info.outputs:
+            ro = (
+                self._mod.InferRequestedOutput(o.name, binary_data=True)
+                if self.protocol == "http"
+                else self._mod.InferRequestedOutput(o.name)
+            )
+            if shm is not None:
+                offset, nbytes = self._out_at[o.name]
+                ro.set_shared_memory(shm.name, nbytes, base + offset)
+            wanted.append(ro)
         kwargs: dict[str, Any] = {"model_version": self.info.version, "outputs": wanted}
         if self.protocol == "grpc":
             kwargs["client_timeout"] = self.timeout_s
@@ -118,14 +255,23 @@ class _Client:
             result = await asyncio.wait_for(self._client.infer(self.info.name, inputs, **kwargs), self.timeout_s)
         out = {}
         for o in self.info.outputs:
-            value = result.as_numpy(o.name)
+            if shm is not None:
+                value = shm.read(base + self._out_at[o.name][0], _output_shape(result, o.name), o.np_dtype)
+            else:
+                value = result.as_numpy(o.name)
             if value is None:
                 raise BatchServerError(f"model '{self.info.name}' answered without output {o.name!r}")
             out[o.name] = value if batched else value[None]
         return out
 
     async def close(self) -> None:
-        await self._client.close()
+        """Unregister and destroy the region (also after an error or Ctrl-C), then close the connection."""
+        try:
+            if self._shm is not None:
+                await self._shm.unregister(self._client, self.protocol, min(self.timeout_s, 5.0))
+        finally:
+            self._close_shm()
+            await self._client.close()
 
 
 class Scorer:
@@ -138,6 +284,7 @@ class Scorer:
         info: ModelInfo,
         options: ScoreOptions,
         on_rows: Callable[[int], None] | None = None,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.info = info
@@ -147,8 +294,16 @@ class Scorer:
         self.requests = 0
         self.scored_rows = 0
         self.refused_rows = 0
-        self._client = _Client(protocol, url, info, options.timeout_s, options.concurrency)
+        rows = options.batch_size if info.max_batch_size > 0 else 1
+        self._client = _Client(
+            protocol, url, info, options.timeout_s, options.concurrency,
+            batch_rows=rows, shared_memory=options.shared_memory, say=say,
+        )  # fmt: skip
         self._slots = asyncio.Semaphore(options.concurrency)
+
+    @property
+    def used_shared_memory(self) -> bool:
+        return self._client.used_shared_memory
 
     async def close(self) -> None:
         await self._client.close()
@@ -168,13 +323,13 @@ class Scorer:
             for name, value in out.items():
                 if name not in outputs:
                     outputs[name] = np.zeros((n, *value.shape[1:]), dtype=value.dtype)
-                outputs[name][idx] = value
+                outputs[name][idx[0] : idx[-1] + 1] = value  # idx: consecutive rows
         return outputs, failed
 
     async def _rows(
         self, arrays: dict[str, np.ndarray], idx: np.ndarray
     ) -> tuple[list[tuple[np.ndarray, dict[str, np.ndarray]]], dict[int, str]]:
-        sub = {k: v[idx] for k, v in arrays.items()}
+        sub = {k: v[idx[0] : idx[-1] + 1] for k, v in arrays.items()}  # views: idx are consecutive rows
         try:
             out = await self._request(sub)
         except _RowsRefused as refused:

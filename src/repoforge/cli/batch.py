@@ -53,6 +53,12 @@ from repoforge.cli.common import command, json_option, progress, quiet_option
 @click.option("--ray-address", default=None, help="--engine ray: a cluster's address (default: a local Ray).")
 @click.option("--ray-actors", type=int, default=2, show_default=True, help="--engine ray: Triton client actors.")
 @click.option(
+    "--shared-memory/--no-shared-memory",
+    default=True,
+    show_default=True,
+    help="Local engine: tensors through system shared memory when the server runs on this host.",
+)
+@click.option(
     "--progress-interval",
     type=float,
     default=10.0,
@@ -79,6 +85,7 @@ def batch(
     max_shards: int | None,
     ray_address: str | None,
     ray_actors: int,
+    shared_memory: bool,
     progress_interval: float,
     as_json: bool,
     quiet: bool,
@@ -106,7 +113,7 @@ def batch(
     say = progress(as_json or quiet)
     result = do_batch(
         target, model, id_column=id_column, restart=restart, model_version=model_version, timeout_s=timeout,
-        ray_address=ray_address, ray_actors=ray_actors, progress=say, show_progress=not (as_json or quiet),
+        ray_address=ray_address, ray_actors=ray_actors, shared_memory=shared_memory, progress=say, show_progress=not (as_json or quiet),
         progress_interval=progress_interval, **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip
     if as_json:

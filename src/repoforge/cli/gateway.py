@@ -16,16 +16,23 @@ def _queue_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--redis", "redis_url", metavar="URL", envvar="REPOFORGE_REDIS_URL",
                      help="Redis for the asynchronous queue (redis://host:port/db; default $REPOFORGE_REDIS_URL)."),
-        click.option("--queue", default="repoforge:async", show_default=True,
-                     help="Key prefix of the queue's streams; gateways and workers that share it share the work."),
-        click.option("--request-timeout", type=float, default=60.0, show_default=True, metavar="S",
-                     help="Per-delivery timeout of a queued request (the request is cancelled in Triton, then retried)."),
-        click.option("--max-deliveries", type=int, default=3, show_default=True,
-                     help="Deliveries before a request goes to the dead-letter stream with its reason."),
+        click.option("--queue", default=None,
+                     help="Key prefix of the queue's streams; gateways and workers that share it share the work "
+                     "(default: the build's async.queue, else repoforge:async)."),
+        click.option("--request-timeout", type=float, default=None, metavar="S",
+                     help="Per-delivery timeout of a queued request (the request is cancelled in Triton, then retried; "
+                     "default: async.request_timeout_s, else 60)."),
+        click.option("--max-deliveries", type=int, default=None,
+                     help="Deliveries before a request goes to the dead-letter stream with its reason (default: "
+                     "async.max_deliveries, else 3)."),
         click.option("--visibility-timeout", type=float, default=None, metavar="S",
-                     help="Idle time after which a dead worker's request is taken over (default: request timeout + 30)."),
-        click.option("--result-ttl", type=int, default=86400, show_default=True, metavar="S",
-                     help="How long an answer stays readable at /v2/async/ID."),
+                     help="Idle time after which a dead worker's request is taken over (default: "
+                     "async.visibility_timeout_s, else request timeout + 30)."),
+        click.option("--result-ttl", type=int, default=None, metavar="S",
+                     help="How long an answer stays readable at /v2/async/ID (default: async.result_ttl_s, else 86400)."),
+        click.option("--allow-eviction", is_flag=True,
+                     help="Start even when the queue's Redis may evict keys (maxmemory-policy other than noeviction), "
+                     "which can drop accepted requests; refused otherwise."),
         click.option("--grpc-url", metavar="HOST:PORT",
                      help="Triton's gRPC endpoint when TARGET is a running Triton and it is not TARGET or TARGET's port + 1."),
     ]  # fmt: skip
@@ -39,7 +46,8 @@ def _queue(kw: dict[str, Any]) -> Any:
 
     return QueueOptions(redis_url=kw.pop("redis_url"), queue=kw.pop("queue"),
                         request_timeout_s=kw.pop("request_timeout"), max_deliveries=kw.pop("max_deliveries"),
-                        visibility_timeout_s=kw.pop("visibility_timeout"), result_ttl_s=kw.pop("result_ttl"))  # fmt: skip
+                        visibility_timeout_s=kw.pop("visibility_timeout"), result_ttl_s=kw.pop("result_ttl"),
+                        allow_eviction=kw.pop("allow_eviction"))  # fmt: skip
 
 
 def _say(msg: str) -> None:
@@ -52,13 +60,16 @@ def _say(msg: str) -> None:
 )
 @_TARGET
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=int, default=8080, show_default=True)
-@click.option("--timeout", type=float, default=60.0, show_default=True, metavar="S",
-              help="/infer answers 504 past this, and the request is cancelled in Triton.")  # fmt: skip
+@click.option(
+    "--port", type=int, default=None, help="Port to listen on (default: the build's gateway.port, else 8080)."
+)
+@click.option("--timeout", type=float, default=None, metavar="S",
+              help="/infer answers 504 past this, and the request is cancelled in Triton (default: gateway.timeout_s, "
+              "else 60).")  # fmt: skip
 @click.option("--workers", type=int, default=0, show_default=True,
               help="Queue requests this gateway answers itself, at a time (needs --redis; for a laptop).")  # fmt: skip
-@click.option("--max-body", type=int, default=16 * 1024 * 1024, show_default=True, metavar="BYTES",
-              help="Larger bodies are answered 413.")  # fmt: skip
+@click.option("--max-body", type=int, default=None, metavar="BYTES",
+              help="Larger bodies are answered 413 (default: gateway.max_body_bytes, else 16 MiB).")  # fmt: skip
 @click.option(
     "--max-loaded",
     type=int,
@@ -101,10 +112,13 @@ def _say(msg: str) -> None:
     help="How long a request waits for its model to load (503 past it).",
 )
 @_queue_options
-def gateway_command(target: str, host: str, port: int, timeout: float, workers: int, max_body: int, **kw: Any) -> None:
+def gateway_command(
+    target: str, host: str, port: int | None, timeout: float | None, workers: int, max_body: int | None, **kw: Any
+) -> None:
     """Serve TARGET's models over HTTP, SSE, WebSocket and an asynchronous queue.
 
-    TARGET is a Triton build folder (served for the run) or a running Triton's HOST:PORT.
+    TARGET is a Triton build folder (served for the run) or a running Triton's HOST:PORT. A build's `gateway:` and
+    `async:` sections give the defaults of the flags not given.
 
     \b
       POST /v2/models/M/infer            KServe v2 JSON; 504 past --timeout (cancelled in Triton)
@@ -134,9 +148,14 @@ def gateway_command(target: str, host: str, port: int, timeout: float, workers: 
 
 @command("worker", kept="the worker stopped after finishing what it held; the rest stays queued in Redis")
 @_TARGET
-@click.option("--concurrency", type=int, default=4, show_default=True, help="Requests answered at a time.")
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Requests answered at a time (default: async.workers.concurrency, else 4).",
+)
 @_queue_options
-def worker_command(target: str, concurrency: int, **kw: Any) -> None:
+def worker_command(target: str, concurrency: int | None, **kw: Any) -> None:
     """Answer the gateway's queued requests through TARGET (a Triton build folder or HOST:PORT).
 
     Run as many as you like on the same --redis and --queue: a worker killed mid-request loses nothing (another

@@ -38,21 +38,36 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
 @click.option(
     "--distribution", default="zipf", show_default=True, help="With --models: zipf, zipf:S (e.g. zipf:1.3) or uniform."
 )
-@click.option("--duration", type=float, default=30.0, show_default=True, help="With --models: seconds per load level.")
+@click.option(
+    "--duration",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="With --models or --protocol sse|ws|async|all: seconds per load level (10 for the protocols unless given).",
+)
 @click.option("--api-key-env", default=None, help="With --models: the variable holding a tenant's API key.")
 @click.option(
     "--request",
     "request_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="With --models: the KServe v2 JSON body to send (default, for a build: made from each model's config).",
+    help="With --models or --protocol sse|ws|async|all: the KServe v2 JSON body to send (default: random data "
+    "for the model's required inputs, from its config).",
 )
 @click.option(
     "--protocol",
-    type=click.Choice(["grpc", "http", "both"]),
+    type=click.Choice(["grpc", "http", "both", "sse", "ws", "async", "all"]),
     default="grpc",
     show_default=True,
-    help="both: HTTP and gRPC side by side in one report.",
+    help="grpc|http|both: perf_analyzer on Triton. sse|ws|async|all: REST, gRPC, SSE, WebSocket and the async "
+    "queue (through a gateway started for the run) side by side, measured by one client: time to first response, "
+    "per-event latency, throughput, end-to-end latency.",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    default=None,
+    help="With --protocol async|all: the queue's Redis URL (default: a redis-server started for the run).",
 )
 @click.option("--concurrency", default="1:16:2", show_default=True, help="start:end:step (end included) or 1,2,4.")
 @click.option("--request-rate", default=None, help="Request rates (req/s) instead of concurrency, e.g. 100:400:100.")
@@ -105,7 +120,7 @@ def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
 def perf(
     target: str,
     model: str,
-    protocol: Literal["grpc", "http", "both"],
+    protocol: Literal["grpc", "http", "both", "sse", "ws", "async", "all"],
     concurrency: str,
     request_rate: str | None,
     batch_size: int,
@@ -127,6 +142,7 @@ def perf(
     duration: float = 30.0,
     api_key_env: str | None = None,
     request_file: Path | None = None,
+    redis_url: str | None = None,
 ) -> None:
     """Measure MODEL with perf_analyzer. TARGET is a repository directory (served for the run) or the
     HTTP host:port of a running Triton.
@@ -138,6 +154,8 @@ def perf(
               repoforge perf repo -m MODEL --baseline perf-baseline.json --tolerance 0.15   (exit 1 on regression)
     Many models through the gateway (hit ratio, cold loads, cold vs warm latency):
               repoforge perf repo --models 'm*' --distribution zipf:1.1 --concurrency 16 --duration 60
+    REST, gRPC, SSE, WebSocket and the async queue compared on one model (a gateway started for the run):
+              repoforge perf repo -m MODEL --protocol all --concurrency 1,16 --duration 10
     """
     from repoforge.perf.analyzer import PerfError, parse_concurrency
     from repoforge.perf.command import check_arguments
@@ -146,11 +164,27 @@ def perf(
     if (model is None) == (models is None):
         raise click.UsageError("give one of -m MODEL (perf_analyzer on one model) or --models A,B,C (a mix)")
     if models is not None:
+        if protocol != "grpc" or redis_url is not None:
+            raise click.UsageError("--protocol and --redis go with -m MODEL; --models measures HTTP /infer through "
+                                   "the gateway")  # fmt: skip
         _perf_models(target, models, distribution, duration, api_key_env, request_file, concurrency, output, as_json,
                      refused={"--baseline": baseline, "--calibration-model": calibration_model,
                               "--request-rate": request_rate})  # fmt: skip
         return
     assert model is not None
+    if protocol in ("sse", "ws", "async", "all"):
+        _perf_protocols(target, model, protocol, concurrency, duration, request_file, redis_url, grpc_url, output,
+                        as_json,
+                        refused={"--request-rate": request_rate, "--baseline": baseline,
+                                 "--update-baseline": update_baseline, "--calibration-model": calibration_model,
+                                 "--input-data": input_data, "--shape": shape,
+                                 "--batch-size": batch_size if batch_size != 1 else None})  # fmt: skip
+        return
+    for flag, value in (("--redis", redis_url), ("--request", request_file)):
+        if value is not None:
+            raise click.UsageError(
+                f"{flag} goes with --protocol sse|ws|async|all (or --models), not --protocol {protocol}"
+            )
     if update_baseline and baseline is None:
         raise click.UsageError("--update-baseline needs --baseline FILE")
     try:
@@ -160,6 +194,7 @@ def perf(
             str(exc).replace("concurrency", "request rate"), param_hint="'--request-rate'"
         ) from None
     check_arguments(target, concurrency=concurrency, request_rate=rates, baseline=baseline, update=update_baseline)
+    assert protocol in ("grpc", "http", "both")
     result = do_perf(
         target,
         model,
@@ -197,6 +232,39 @@ def perf(
         if not result.gate.passed:
             fail(RepoforgeError(result.gate.summary()), 1)
         click.echo(result.gate.summary(), err=True)
+
+
+def _perf_protocols(target: str, model: str, protocol: str, concurrency: str, duration: float, request: Path | None,
+                    redis_url: str | None, grpc_url: str | None, output: Path, as_json: bool,
+                    refused: dict[str, object]) -> None:  # fmt: skip
+    """`perf --protocol sse|ws|async|all`: the protocols side by side (repoforge.perf.protocols)."""
+    from repoforge.perf.protocols import DEFAULT_CONCURRENCY, DEFAULT_DURATION_S, perf_protocols
+
+    ctx = click.get_current_context()
+    default = click.core.ParameterSource.DEFAULT
+    report = perf_protocols(target, model, protocol,
+                            concurrency=DEFAULT_CONCURRENCY if ctx.get_parameter_source("concurrency") == default
+                            else concurrency,
+                            duration_s=DEFAULT_DURATION_S if ctx.get_parameter_source("duration") == default
+                            else duration,
+                            request=request, redis_url=redis_url, grpc_url=grpc_url, output=output,
+                            progress=progress(as_json),
+                            refused=refused)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    click.echo(f"{'protocol':<9}{'clients':>8}{'req/s':>10}{'first p50':>10}{'gap p50':>9}{'p50 ms':>9}{'p99 ms':>9}"
+               f"{'errors':>7}")  # fmt: skip
+    for p in report.points:
+        click.echo(f"{p.protocol:<9}{p.concurrency:>8}{p.throughput:>10,.1f}{ms(p.first_response_p50_ms):>10}"
+                   f"{ms(p.event_gap_p50_ms):>9}{ms(p.p50_ms):>9}{ms(p.p99_ms):>9}{p.errors:>7}")  # fmt: skip
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"report: {output / 'report.md'} (+ report.json, plots)")
 
 
 def _perf_models(target: str, models: str, distribution: str, duration: float, api_key_env: str | None,
@@ -240,7 +308,9 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
     type=click.Choice(["coordinate", "grid"]),
     default="coordinate",
     show_default=True,
-    help="coordinate: ~10% of the grid's perf runs; grid: measure every configuration.",
+    help="coordinate: 10% of the grid's perf runs to search (a spread-out screen, then an additive model of the "
+    "measurements), plus a confirmation budget stated up front (the finalists raced in rounds); grid: measure every "
+    "configuration.",
 )
 @click.option("--measurement-interval", type=int, default=3000, show_default=True, help="perf_analyzer window in ms.")
 @click.option(
@@ -271,6 +341,12 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
     help="Write the best settings into SPEC itself, keeping its comments and layout (nothing when no config "
     "meets the budget).",
 )
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Discard the checkpoint an interrupted tune left in OUTPUT and start over (by default the same tune "
+    "continues from it, and a different one is refused).",
+)
 @json_option("Print the result as JSON.")
 def tune(
     spec: Path,
@@ -283,6 +359,7 @@ def tune(
     max_trials: int,
     output: Path,
     apply_to_spec: bool,
+    restart: bool,
     as_json: bool,
 ) -> None:
     """Find MODEL's max_batch_size, preferred batch sizes, queue delay and instance count with the best
@@ -290,7 +367,8 @@ def tune(
 
     One tritonserver is started; each candidate is reloaded through explicit model control and
     measured with perf_analyzer. Prints the best config and writes it as a spec patch (--apply: into SPEC).
-    Exit 1 when no config meets the budget, naming the one that came closest.
+    Exit 1 when no config meets the budget, naming the one that came closest. Ctrl-C (exit 130) keeps what was
+    measured; the same command again continues from there.
     """
     from repoforge.perf.tune import tune as do_tune
     from repoforge.spec.edit import apply_patch
@@ -306,6 +384,7 @@ def tune(
         max_trials=max_trials,
         output=output,
         progress=progress(as_json),
+        restart=restart,
     )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -42,6 +42,7 @@ class BuildInfo:
     redis_urls: dict[str, str] = field(default_factory=dict)  # plugin model → the Redis URL its spec names
     running: list[str] = field(default_factory=list)  # the models that run (ensembles left out)
     cpu_only: list[str] = field(default_factory=list)  # those of them whose every instance is KIND_CPU
+    gateway: dict[str, Any] | None = None  # the recorded top-level `gateway:`/`async:` (deploy.gateway's defaults)
     image: StockImage | None = None  # set by the target (`describe_build`)
 
     def stock_image(self) -> StockImage:
@@ -69,8 +70,9 @@ def read_lock(path: Path) -> BuildInfo:
         repository=str(header.get("repository", path.name)),
         models=list(header.get("models", [])),
         deploy=header["deploy"],
-        versions={k: v for k, v in header.items() if k not in ("files", "deploy", "rollout")},
+        versions={k: v for k, v in header.items() if k not in ("files", "deploy", "rollout", "gateway")},
         rollout=header.get("rollout"),
+        gateway=header.get("gateway"),
     )
 
 

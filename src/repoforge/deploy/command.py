@@ -25,6 +25,7 @@ from repoforge.deploy.k8s import ServerShape
 from repoforge.errors import Location, Problem, SpecError
 from repoforge.output import MANIFEST, atomic_dir, check_destination, sha256_file
 from repoforge.spec.deploy import REDIS_URL_ENV, DeploySpec, check_deploy, gpu_setting_warnings, resolved
+from repoforge.spec.gateway import fill_deploy_gateway
 from repoforge.spec.load import _message
 from repoforge.targets import get_target, read_build
 
@@ -71,6 +72,8 @@ def settings(info: BuildInfo, sets: Sequence[str]) -> DeploySpec:
             node = node[part]
         node[parts[-1]] = value
         given[key] = item
+    if isinstance(data.get("gateway"), dict):  # what deploy.gateway leaves unset comes from `gateway:`/`async:`
+        data["gateway"] = fill_deploy_gateway(data["gateway"], info.gateway)
 
     def where(path: tuple[str | int, ...]) -> Location:
         """The --set that wrote this field or a section around it (else one in the same section), else the build."""

@@ -159,14 +159,16 @@ def user_env(d: DeploySpec, name: str) -> list[core.EnvVar]:
 
 
 def redis_objects(d: DeploySpec, name: str) -> list[BaseModel]:
-    """`redis: {deploy: true}`: one Redis pod (a cache: no persistence, LRU eviction at 90 % of its memory), its
-    Service and a PodDisruptionBudget that lets a node drain move it."""
+    """`redis: {deploy: true}`: one Redis pod (a cache: no persistence, LRU eviction at 90 % of its memory; with the
+    gateway's queue no eviction, which would drop queued requests and the gateway refuses), its Service and a
+    PodDisruptionBudget that lets a node drain move it."""
     assert d.redis is not None and d.redis.deploy
     rname = redis_name(name)
     sel = {"app.kubernetes.io/name": rname, "app.kubernetes.io/instance": name}
     obj_labels = {**labels(d, name), **sel, "app.kubernetes.io/component": "redis"}
     md = meta.ObjectMeta(name=rname, namespace=d.namespace, labels=obj_labels)
     maxmemory = int(quantity_bytes(d.redis.memory) * 0.9)
+    eviction = "noeviction" if d.gateway is not None and d.gateway.async_ is not None else "allkeys-lru"
     port = meta.IntOrString("redis")
 
     def probe() -> core.Probe:
@@ -175,7 +177,7 @@ def redis_objects(d: DeploySpec, name: str) -> list[BaseModel]:
     container = core.Container(
         name="redis",
         image=d.redis.image,
-        args=["--save", "", "--appendonly", "no", "--maxmemory", str(maxmemory), "--maxmemory-policy", "allkeys-lru"],
+        args=["--save", "", "--appendonly", "no", "--maxmemory", str(maxmemory), "--maxmemory-policy", eviction],
         ports=[core.ContainerPort(name="redis", container_port=REDIS_PORT, protocol="TCP")],
         resources=core.ResourceRequirements(
             requests={"cpu": meta.Quantity("250m"), "memory": meta.Quantity(d.redis.memory)},

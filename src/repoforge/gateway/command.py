@@ -23,53 +23,120 @@ Say = Callable[[str], None]
 _HOST_PORT = re.compile(r"^(?:[a-z]+://)?(?P<host>[\w.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})/?$")
 
 
+def recorded_sections(target: str) -> dict[str, Any]:
+    """The build's top-level `gateway:` and `async:` sections, from its lock file ({} for a running Triton, or a
+    build without them): the defaults of the flags not given."""
+    import json
+
+    from repoforge.output import MANIFEST
+
+    lock = Path(target) / MANIFEST
+    if not (Path(target).is_dir() and lock.is_file()):
+        return {}
+    found = json.loads(lock.read_text()).get("gateway")
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def _gateway_spec(recorded: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    from repoforge.spec.gateway import GatewaySpec
+
+    try:
+        return GatewaySpec.model_validate(recorded.get("gateway") or {})
+    except ValidationError as exc:
+        raise GatewayArgumentError("TARGET", f"the build's recorded gateway: section is not valid: {exc}") from None
+
+
+def _async_spec(recorded: dict[str, Any] | None) -> Any:
+    from pydantic import ValidationError
+
+    from repoforge.spec.gateway import AsyncSpec
+
+    try:
+        return AsyncSpec.model_validate((recorded or {}).get("async") or {})
+    except ValidationError as exc:  # a lock edited by hand, or from another repoforge: name it, exit 2
+        raise GatewayArgumentError("TARGET", f"the build's recorded async: section is not valid: {exc}") from None
+
+
 @dataclass
 class QueueOptions:
-    """The `--redis` family of options, shared by `gateway` and `worker`."""
+    """The `--redis` family of options, shared by `gateway` and `worker`. None: not given, so the build's `async:`
+    section (see recorded_sections) decides, else AsyncSpec's defaults."""
 
     redis_url: str | None = None
-    queue: str = "repoforge:async"
-    request_timeout_s: float = 60.0
-    max_deliveries: int = 3
+    queue: str | None = None
+    request_timeout_s: float | None = None
+    max_deliveries: int | None = None
     visibility_timeout_s: float | None = None  # default: request timeout + 30 s
-    result_ttl_s: int = 86400
+    result_ttl_s: int | None = None
+    allow_eviction: bool = False  # start on a Redis that may evict keys (said, not refused)
 
-    def settings(self, flag: str) -> QueueSettings | None:
+    def settings(self, flag: str, recorded: dict[str, Any] | None = None) -> QueueSettings | None:
+        """The queue's settings (None without --redis): each option not given taken from the build's `async:`
+        (`recorded`, see recorded_sections), else its default."""
         if self.redis_url is None:
             return None
+        spec = _async_spec(recorded)
+        queue = self.queue if self.queue is not None else str(spec.queue)
+        timeout = self.request_timeout_s if self.request_timeout_s is not None else float(spec.request_timeout_s)
+        deliveries = self.max_deliveries if self.max_deliveries is not None else int(spec.max_deliveries)
+        ttl = self.result_ttl_s if self.result_ttl_s is not None else int(spec.result_ttl_s)
+        visibility_given = (
+            self.visibility_timeout_s if self.visibility_timeout_s is not None else spec.visibility_timeout_s
+        )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise GatewayArgumentError(
                 "--redis", f"--redis {self.redis_url!r}: expected a URL like redis://127.0.0.1:6379/0"
             )
-        if self.request_timeout_s <= 0:
-            raise GatewayArgumentError(flag, f"{flag} must be > 0 seconds, not {self.request_timeout_s:g}")
-        if self.max_deliveries < 1:
-            raise GatewayArgumentError(
-                "--max-deliveries", f"--max-deliveries must be at least 1, not {self.max_deliveries}"
-            )
-        if self.result_ttl_s < 1:
-            raise GatewayArgumentError(
-                "--result-ttl", f"--result-ttl must be at least 1 second, not {self.result_ttl_s}"
-            )
-        visibility = self.visibility_timeout_s or self.request_timeout_s + 30
-        if visibility <= self.request_timeout_s:
+        if timeout <= 0:
+            raise GatewayArgumentError(flag, f"{flag} must be > 0 seconds, not {timeout:g}")
+        if deliveries < 1:
+            raise GatewayArgumentError("--max-deliveries", f"--max-deliveries must be at least 1, not {deliveries}")
+        if ttl < 1:
+            raise GatewayArgumentError("--result-ttl", f"--result-ttl must be at least 1 second, not {ttl}")
+        visibility = float(visibility_given or timeout + 30)
+        if visibility <= timeout:
             raise GatewayArgumentError(
                 "--visibility-timeout",
-                f"--visibility-timeout {visibility:g} s must be longer than {flag} {self.request_timeout_s:g} s: "
+                f"--visibility-timeout {visibility:g} s must be longer than {flag} {timeout:g} s: "
                 "otherwise a request still running would be taken over by another worker",
             )
-        return QueueSettings(redis_url=self.redis_url, prefix=self.queue, timeout_s=self.request_timeout_s,
-                             max_deliveries=self.max_deliveries, visibility_timeout_s=visibility,
-                             result_ttl_s=self.result_ttl_s)  # fmt: skip
+        return QueueSettings(redis_url=self.redis_url, prefix=queue, timeout_s=timeout, max_deliveries=deliveries,
+                             visibility_timeout_s=visibility, result_ttl_s=ttl)  # fmt: skip
 
 
-def _check_redis(settings: QueueSettings) -> None:
+def _check_redis(settings: QueueSettings, allow_eviction: bool = False, say: Say = print) -> None:
+    """Redis answers, and keeps what the queue gives it: under any `maxmemory-policy` but `noeviction` a Redis at its
+    memory limit deletes keys (queued requests, pending results) without telling anyone, so the queue's promise
+    (every accepted id is answered) would not hold. Refused (exit 2) unless `allow_eviction`, then only said."""
     import redis
 
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5, decode_responses=True)
     try:
-        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5).ping()
+        client.ping()
+        try:
+            policy = str(client.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+            maxmemory = int(client.config_get("maxmemory").get("maxmemory", 0) or 0)
+        except redis.ResponseError as exc:  # CONFIG renamed or denied (managed Redis): cannot tell
+            say(f"warning: cannot read the maxmemory-policy of {settings.redis_url} ({exc}); it must be noeviction, "
+                "or Redis may drop queued requests when it is full")  # fmt: skip
+            return
     except redis.RedisError as exc:
         raise GatewayArgumentError("--redis", f"--redis {settings.redis_url}: no Redis answers there ({exc})") from None
+    finally:
+        client.close()
+    if policy in ("", "noeviction"):
+        return
+    limit = f"maxmemory {maxmemory} bytes" if maxmemory else "no maxmemory yet (one set later turns eviction on)"
+    why = (f"the Redis at {settings.redis_url} has maxmemory-policy {policy} ({limit}): when it is full it deletes "
+           "keys, queued requests and results among them, and accepted ids would be lost without an error")  # fmt: skip
+    if allow_eviction:
+        say(f"warning: {why} (--allow-eviction given)")
+        return
+    raise GatewayArgumentError("--redis", f"{why}. Set it to noeviction (CONFIG SET maxmemory-policy noeviction, or "
+                               "in redis.conf), use another Redis for the queue, or pass --allow-eviction to run "
+                               "anyway")  # fmt: skip
 
 
 def _grpc_live(url: str) -> bool:
@@ -232,33 +299,45 @@ def gateway(
     target: str,
     *,
     host: str = "127.0.0.1",
-    port: int = 8080,
-    timeout_s: float = 60.0,
+    port: int | None = None,
+    timeout_s: float | None = None,
     grpc_url: str | None = None,
     queue: QueueOptions | None = None,
     workers: int = 0,
-    max_body_bytes: int = 16 * 1024 * 1024,
+    max_body_bytes: int | None = None,
     serving: ServingOptions | None = None,
     say: Say = print,
 ) -> None:
-    """Run the gateway until interrupted."""
+    """Run the gateway until interrupted. `port`, `timeout_s`, `max_body_bytes` and the queue's options left None
+    come from the build's `gateway:`/`async:` sections, else their defaults (8080, 60 s, 16 MiB)."""
     import uvicorn
 
     from repoforge.gateway.app import GatewaySettings, build_app
 
     queue = queue or QueueOptions()
     check_target(target)
+    recorded = recorded_sections(target)
+    spec = _gateway_spec(recorded)
+    port = port if port is not None else int(spec.port)
+    timeout_s = timeout_s if timeout_s is not None else float(spec.timeout_s)
+    max_body_bytes = max_body_bytes if max_body_bytes is not None else int(spec.max_body_bytes)
+    if recorded:
+        say(f"from the build's {' and '.join(f'{k}:' for k in recorded)} section(s): "
+            + ", ".join(f"{k} {v}" for section in recorded.values() for k, v in section.items()))  # fmt: skip
+    if "async" in recorded and queue.redis_url is None:
+        raise GatewayArgumentError("--redis", "the build has an async: section, and the queue lives in Redis: give "
+                                   "--redis URL (or $REPOFORGE_REDIS_URL)")  # fmt: skip
     if not 0 < port < 65536:
         raise GatewayArgumentError("--port", f"--port {port} is not a port number")
     if timeout_s <= 0:
         raise GatewayArgumentError("--timeout", f"--timeout must be > 0 seconds, not {timeout_s:g}")
     if workers < 0:
         raise GatewayArgumentError("--workers", f"--workers must be 0 or more, not {workers}")
-    settings = queue.settings("--request-timeout")
+    settings = queue.settings("--request-timeout", recorded)
     if workers and settings is None:
         raise GatewayArgumentError("--workers", "--workers runs queue workers, which need --redis URL")
     if settings is not None:
-        _check_redis(settings)
+        _check_redis(settings, queue.allow_eviction, say)
     mux = serving_settings(target, serving or ServingOptions())
     tenants = tenants_from(mux.tenants) if mux is not None else []  # before Triton starts: a missing key is exit 2
     if mux is not None and workers:
@@ -299,21 +378,24 @@ def worker(
     target: str,
     *,
     queue: QueueOptions,
-    concurrency: int = 4,
+    concurrency: int | None = None,
     grpc_url: str | None = None,
     say: Say = print,
 ) -> None:
-    """Answer queued requests until SIGTERM/SIGINT (in-flight ones finish; a killed worker's are taken over)."""
+    """Answer queued requests until SIGTERM/SIGINT (in-flight ones finish; a killed worker's are taken over).
+    `concurrency` and the queue's options left None come from the build's `async:` section, else their defaults."""
     from repoforge.gateway import upstream
     from repoforge.gateway.queue import Worker, connect
 
     check_target(target)
+    recorded = recorded_sections(target)
+    concurrency = concurrency if concurrency is not None else int(_async_spec(recorded).workers.concurrency)
     if concurrency < 1:
         raise GatewayArgumentError("--concurrency", f"--concurrency must be at least 1, not {concurrency}")
-    settings = queue.settings("--request-timeout")
+    settings = queue.settings("--request-timeout", recorded)
     if settings is None:
         raise GatewayArgumentError("--redis", "worker needs --redis URL (the queue it takes requests from)")
-    _check_redis(settings)
+    _check_redis(settings, queue.allow_eviction, say)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     async def main(grpc: str) -> None:

@@ -352,6 +352,15 @@ class PerfPoint:
     #: Server-side time per request, queue included, where the server reports only that (TorchServe's
     #: ts_inference_latency_microseconds; its queue part is in ``server_queue_us``). None for Triton.
     server_latency_us: float | None = None
+    #: `perf --protocol sse|ws|async|all` (repoforge's own client): time to the first response (for async, the 202
+    #: that accepts it), the gaps between one stream's events, events per request, and requests sent / failed.
+    first_response_p50_ms: float | None = None
+    first_response_p99_ms: float | None = None
+    event_gap_p50_ms: float | None = None
+    event_gap_p99_ms: float | None = None
+    events_per_request: float | None = None
+    requests: int | None = None
+    errors: int = 0
 
     @property
     def load(self) -> float:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,15 @@ def _gateway(target: str, say: Progress, timeout_s: float = 180.0) -> Iterator[s
         base = target if target.startswith(("http://", "https://")) else f"http://{target}"
         yield base.rstrip("/")
         return
+    with start_gateway(str(path), say, timeout_s=timeout_s) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def start_gateway(target: str, say: Progress, args: Sequence[str] = (), timeout_s: float = 180.0) -> Iterator[str]:
+    """A `repoforge gateway TARGET ARGS` process on a free port (TARGET: a build folder or a running Triton), its base
+    URL once it answers /v2/health/ready; stopped after, also on failure."""
+    path = target
     import httpx
 
     from repoforge.servers.ports import free_port
@@ -156,7 +165,7 @@ def _gateway(target: str, say: Progress, timeout_s: float = 180.0) -> Iterator[s
 
     port = free_port("127.0.0.1")
     log = Path(tempfile.mkdtemp(prefix="repoforge-perf-gateway-")) / "gateway.log"
-    proc = ManagedProcess([sys.executable, "-m", "repoforge", "gateway", str(path), "--port", str(port)],
+    proc = ManagedProcess([sys.executable, "-m", "repoforge", "gateway", str(path), "--port", str(port), *args],
                           log_path=log, name="repoforge gateway")  # fmt: skip
     say(f"starting repoforge gateway on {path} (port {port}, log {log})")
     proc.start()

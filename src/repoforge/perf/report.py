@@ -46,7 +46,7 @@ __all__ = [
 FORMAT = "repoforge-perf-report/1"
 #: Plot files written next to report.json / report.md.
 PLOTS = ("throughput.png", "latency.png", "server_breakdown.png")
-_PROTO_LABEL = {"grpc": "gRPC", "http": "HTTP"}
+_PROTO_LABEL = {"grpc": "gRPC", "http": "HTTP", "sse": "SSE", "ws": "WebSocket", "async": "async"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,8 +189,20 @@ class PerfReport:
         return any(p.server_us > 0 or p.server_latency_us for p in self.points)
 
     @property
+    def protocol_mode(self) -> bool:
+        """Measured by `perf --protocol sse|ws|async|all` (repoforge's asyncio client), not by perf_analyzer."""
+        return self.settings.get("mode") == "protocols"
+
+    @property
     def stability_note(self) -> str:
         s = self.settings
+        if self.protocol_mode:
+            return (
+                f"Each point is a closed loop of N clients for {s.get('duration_s')} s after a {s.get('warmup_s')} s "
+                "warm-up, all protocols measured by one asyncio client process, in an order rotated per concurrency "
+                f"level. The {self.machine.cpu_count} CPU cores of this host were shared by the client, tritonserver, "
+                "the gateway and redis-server (no pinning): compare protocols within this report, not across machines."
+            )
         interval, pct, trials = (
             s.get("measurement_interval_ms"),
             s.get("stability_percentage"),
@@ -459,10 +471,62 @@ def _host(h: dict[str, Any] | None) -> str:
 def plot_names(report: PerfReport) -> tuple[str, ...]:
     """The plots a report gets: no server breakdown for a TorchServe run whose metrics API gave no times."""
     empty = not SERVICE_KINDS[report.service_kind].stats_server_times and not report.has_server_times
+    empty = empty or report.protocol_mode
     return tuple(p for p in PLOTS if p != "server_breakdown.png" or not empty)
 
 
+_PROTOCOL_ABOUT = {
+    "http": "REST: Triton's HTTP `/infer`, KServe v2 JSON",
+    "grpc": "gRPC: Triton's gRPC (a stream per request for a decoupled model)",
+    "sse": "SSE: the gateway's `generate_stream`",
+    "ws": "WebSocket: the gateway's `/stream`, one connection per client kept open",
+    "async": "async: the gateway's `/async` through the Redis queue; first response = the 202, end to end = the "
+    "result's callback",
+}
+
+
+def _protocols_table(report: PerfReport) -> list[str]:
+    head = ["Concurrency", "Protocol", "Throughput (req/s)", "First response p50 (ms)", "First response p99 (ms)",
+            "Event gap p50 (ms)", "Event gap p99 (ms)", "Events / request", "End to end p50 (ms)",
+            "End to end p99 (ms)", "Errors"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = {p: i for i, p in enumerate(("http", "grpc", "sse", "ws", "async"))}
+    for p in sorted(report.points, key=lambda p: (p.load, order.get(p.protocol, 9))):
+        cells = [f"{p.load:g}", _PROTO_LABEL.get(p.protocol, p.protocol), _num(p.throughput, 1),
+                 _num(p.first_response_p50_ms), _num(p.first_response_p99_ms), _num(p.event_gap_p50_ms),
+                 _num(p.event_gap_p99_ms), _num(p.events_per_request), _num(p.p50_ms), _num(p.p99_ms),
+                 f"{p.errors}" + (f" of {p.requests}" if p.requests is not None else "")]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _render_protocols(report: PerfReport, plots: Sequence[str]) -> str:
+    m, s = report.machine, report.settings
+    out = [f"# Protocols compared: `{report.model}`", ""]
+    out += [f"- **{_PROTO_LABEL.get(k, k)}** `{v}`: {_PROTOCOL_ABOUT.get(k, k)}" for k, v in report.urls.items()]
+    out.append(f"- **Measured:** {report.timestamp}")
+    out.append(f"- **Server:** {m.server_label}")
+    out.append(
+        f"- **Machine:** {m.cpu_count} CPU cores ({m.cpu_model or 'unknown CPU'}), {m.platform}, Python {m.python}"
+    )
+    out.append(f"- **Host (1/5/15-min load average):** at start {_host(m.host_start)}; at end {_host(m.host_end)}")
+    out.append(f"- **Settings:** input {s.get('input_data')}, {s.get('duration_s')} s per point, timeout "
+               f"{s.get('timeout_s')} s" + (f", {s['async_workers']} in-process queue worker slots, Redis "
+               f"{s.get('redis')}" if s.get("async_workers") else ""))  # fmt: skip
+    out += ["", "## How it was measured", "", report.stability_note, ""]
+    for note in report.notes:
+        out += [f"> {note}", ""]
+    out += ["## Side by side", "", "Latencies are client-side. A gap is the time between two events of one stream "
+            "(none for a model that answers once).", ""] + _protocols_table(report) + [""]  # fmt: skip
+    if plots:
+        titles = {"throughput.png": "Throughput vs concurrency", "latency.png": "Latency vs throughput"}
+        out += ["## Plots", ""] + [f"![{titles.get(p, p)}]({p})" for p in plots] + [""]
+    return "\n".join(out)
+
+
 def render_markdown(report: PerfReport, plots: Sequence[str] = PLOTS) -> str:
+    if report.protocol_mode:
+        return _render_protocols(report, plots)
     m, s = report.machine, report.settings
     shapes = ", ".join(f"{k}:{','.join(map(str, v))}" for k, v in (s.get("shapes") or {}).items()) or "from the model"
     out = [f"# Performance: `{report.model}`", ""]

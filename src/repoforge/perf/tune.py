@@ -20,6 +20,7 @@ and ``pareto.png`` (throughput vs p99, the feasible Pareto front highlighted).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import tempfile
 import time
@@ -34,7 +35,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 if TYPE_CHECKING:
     from repoforge.servers.triton import TritonServer
 
-from repoforge.errors import Interrupted
+from repoforge.errors import ArgumentError, Interrupted
 from repoforge.perf.analyzer import (
     PerfError,
     PerfOptions,
@@ -45,6 +46,9 @@ from repoforge.perf.tune_search import (
     _DIMS,
     PREFERRED_MODES,
     Candidate,
+    Entry,
+    Journal,
+    Measurer,
     Sample,
     Trial,
     TuneError,
@@ -166,6 +170,8 @@ class TuneResult:
     current: Trial | None = None
     finalists: list[Trial] = field(default_factory=list)
     verdict: str = ""
+    #: perf runs answered from the checkpoint of an interrupted run of the same tune (not measured again).
+    resumed_runs: int = 0
 
     @property
     def feasible(self) -> list[Trial]:
@@ -181,11 +187,15 @@ class TuneResult:
         lines = [
             f"tune {self.model}: {self.search} search, p99 budget {self.latency_budget_ms:g} ms at concurrency {self.concurrency}"
         ]
+        if self.resumed_runs:
+            lines.append(
+                f"resumed from a checkpoint: {self.resumed_runs} of the runs were measured before the interruption"
+            )
         lines.append(f"perf runs: {self.runs_used} of a {self.grid_size}-config grid ({self.runs_used / max(self.grid_size, 1):.0%}); "
                      f"{len(self.trials)} candidates, {len(self.feasible)} within budget; {self.reloads} reloads, "
                      f"{self.server_starts} server start; {self.elapsed_s:.0f} s")  # fmt: skip
         if self.finalists:
-            lines.append("re-measured in alternating order (medians, with the range of the runs):")
+            lines.append("re-measured in rounds of alternating order (medians, with the range of the runs):")
             lines += [
                 f"  {t.candidate.label()}{' (current)' if t is self.current else ''}: {t.describe()}"
                 for t in self.finalists
@@ -228,7 +238,7 @@ class TuneResult:
             "best": self.best.to_dict() if self.best else None, "trials": [t.to_dict() for t in self.trials],
             "current": self.current.candidate.label() if self.current else None,
             "finalists": [t.candidate.label() for t in self.finalists], "verdict": self.verdict,
-            "patch_yaml": self.patch_yaml, "settings": self.settings,
+            "patch_yaml": self.patch_yaml, "settings": self.settings, "resumed_runs": self.resumed_runs,
         }  # fmt: skip
 
 
@@ -414,6 +424,101 @@ class _Tuner(TuneSearch):
 
 
 # --------------------------------------------------------------------------------------------
+# Checkpoint: an interrupted tune goes on where it stopped
+# --------------------------------------------------------------------------------------------
+CHECKPOINT = "tune-checkpoint.json"
+
+
+def _sha256_tree(root: Path) -> str:
+    """Every file under ``root`` (relative path and bytes), so a retrained model is a different tune."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+class Checkpoint:
+    """``<output>/tune-checkpoint.json``: every measurer answer of a tune (see :class:`Journal`), under what
+    identifies the tune (the spec's bytes, the model, every setting, and after the build the model's built files).
+
+    Written after every perf run, deleted when the tune completes. A rerun with the same identity replays it; a
+    different identity is refused (:class:`ArgumentError`, exit 2) rather than mixing old measurements into a
+    new tune, unless ``restart`` discards it.
+    """
+
+    def __init__(self, output: Path, identity: dict[str, Any], restart: bool) -> None:
+        self.path = output / CHECKPOINT
+        self.identity = identity
+        self.entries: list[Entry] = []
+        self._old: dict[str, Any] | None = None
+        if not self.path.exists():
+            return
+        if restart:
+            self.path.unlink()
+            return
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            old, entries = data["identity"], list(data["entries"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ArgumentError(
+                "--output", f"{self.path} is not a readable tune checkpoint; pass --restart to discard it"
+            ) from None
+        self._check(old)
+        self._old, self.entries = old, entries
+
+    def _check(self, old: dict[str, Any]) -> None:
+        changed = [k for k in self.identity if k != "settings" and old.get(k) != self.identity[k]]
+        new_settings, old_settings = self.identity.get("settings", {}), old.get("settings", {})
+        changed += [f"--{k.replace('_', '-')}" for k in sorted(set(new_settings) | set(old_settings))
+                    if new_settings.get(k) != old_settings.get(k)]  # fmt: skip
+        if changed:
+            raise ArgumentError(
+                "--output",
+                f"{self.path} is the checkpoint of an interrupted tune with a different {', '.join(changed)}; "
+                "rerun that tune to finish it, pass --restart to discard it and start over, or choose another --output",
+            )
+
+    @classmethod
+    def of(cls, spec: str | Path, model: str, settings: dict[str, Any], output: str | Path | None,
+           restart: bool) -> Checkpoint | None:  # fmt: skip
+        """The checkpoint of this tune in ``output`` (None without one)."""
+        if output is None:
+            return None
+        spec_sha = hashlib.sha256(Path(spec).read_bytes()).hexdigest() if Path(spec).is_file() else ""
+        return cls(Path(output), {"spec": spec_sha, "model": model, "settings": settings}, restart)
+
+    @staticmethod
+    def journal(checkpoint: Checkpoint | None, inner: Measurer, say: Progress) -> Journal:
+        """``inner`` journaled into the checkpoint, answering first from what it holds."""
+        if checkpoint is None:
+            return Journal(inner)
+        measured = sum(1 for e in checkpoint.entries if e.get("op") == "measure")
+        if checkpoint.entries:
+            say(f"resuming from {checkpoint.path}: {measured} perf runs were measured before the interruption "
+                "and are not measured again")  # fmt: skip
+        return Journal(inner, checkpoint.entries, checkpoint.save)
+
+    def built(self, model_dir: Path) -> None:
+        """Add the built model's files to the identity; refuse a checkpoint whose model has changed since."""
+        self.identity["model_files_sha256"] = _sha256_tree(model_dir)
+        if self._old is not None:
+            self._check(self._old)
+
+    def save(self, entries: list[Entry]) -> None:
+        from repoforge.output import write_file_atomic
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomic(self.path, json.dumps({"identity": self.identity, "entries": entries}, indent=0) + "\n")
+
+    def done(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+# --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
 def _base_threads(cfg: mc.ModelConfig) -> int | None:
@@ -441,11 +546,12 @@ def tune(
     max_trials: int | None = 5,
     max_runs: int | None = None,
     confirm: int | None = None,
-    finalist_count: int = 3,
+    finalist_count: int = 4,
     output: str | Path | None = None,
     plot: bool = True,
     tritonserver: str | Path | None = None,
     progress: Progress | None = None,
+    restart: bool = False,
 ) -> TuneResult:
     """Search the batching/instance config of ``model`` in ``spec`` for the highest throughput at
     ``concurrency`` whose p99 is within ``latency_budget_ms``.
@@ -453,11 +559,13 @@ def tune(
     Builds the spec once (CPU) into a temporary directory, starts one tritonserver with explicit
     model control, and reloads the model per candidate. ``search="coordinate"`` spends at most
     ``max_runs`` perf_analyzer runs (default 10 % of the grid plus ``confirm``); ``search="grid"``
-    measures the whole space. Then ``confirm`` runs (default 2 rounds of the finalists) re-measure the
-    ``finalist_count`` best candidates and the spec's own config in alternating order; the pick is the
-    best median among those, and :attr:`TuneResult.verdict` says whether it beats the current config
+    measures the whole space. Then ``confirm`` runs (default 3 per finalist, stated up front) race the
+    ``finalist_count`` best candidates and the spec's own config in rounds of alternating order, dropping each
+    once it is clearly slower; the pick is the race's leader, and :attr:`TuneResult.verdict` says whether it beats the current config
     by more than the runs' spread. With ``output``, writes tune.json,
-    spec-patch.yaml, config.pbtxt and pareto.png there. Raises :class:`TuneError` (one line) when
+    spec-patch.yaml, config.pbtxt and pareto.png there, and keeps a checkpoint there while it runs: an
+    interrupted tune (Ctrl-C) continues where it stopped when run again with the same spec, model and settings;
+    other ones are refused (ArgumentError) unless ``restart`` discards the checkpoint. Raises :class:`TuneError` (one line) when
     tuning cannot start (e.g. the model does not batch) and PerfError/SpecError/ServerStartError as
     perf and build do.
     """
@@ -473,19 +581,30 @@ def tune(
     space = space or TuneSpace()
     if finalist_count < 1:
         raise TuneError(f"finalist count must be >= 1, not {finalist_count}")
-    if confirm is None:  # two rounds of the finalists, and at most half of a given run budget
-        confirm = 2 * (finalist_count + 1) if max_runs is None else min(2 * (finalist_count + 1), max_runs // 2)
+    if confirm is None:  # enough for two rounds of the race and a third of its leaders; at most half of max_runs
+        confirm = 3 * finalist_count if max_runs is None else min(3 * finalist_count, max_runs // 2)
     if confirm < 0:
         raise TuneError(f"confirm runs must be >= 0, not {confirm}")
     runs_cap = max_runs if max_runs is not None else default_max_runs(search, space.size) + confirm
     if runs_cap < 1:
         raise TuneError(f"max runs must be >= 1, not {runs_cap}")
     confirm = max(0, min(confirm, runs_cap - 1))
+    stability = stability_percentage or max(50.0, default_stability_percentage())
+    settings: dict[str, Any] = {
+        "search": search, "latency_budget_ms": latency_budget_ms, "concurrency": concurrency,
+        "measurement_interval_ms": measurement_interval_ms, "stability_percentage": stability,
+        "max_trials": max_trials, "max_runs": runs_cap, "confirm": confirm, "finalists": finalist_count,
+        "space": {d: list(space.values(d)) for d in _DIMS},
+    }  # fmt: skip
+    # Before the build: a checkpoint of another spec, model or setting is refused before any work.
+    checkpoint = Checkpoint.of(spec, model, settings, output, restart)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="repoforge-tune-") as tmp:
         built = build(spec, Path(tmp) / "repo", device="cpu", progress=None)
         if model not in built.model_names:
             raise TuneError(f"model '{model}' is not in {spec}; it has {', '.join(built.model_names)}")
+        if checkpoint is not None:
+            checkpoint.built(built.output / model)
         config_path = built.output / model / "config.pbtxt"
         base = parse_config(config_path.read_text(encoding="utf-8"))
         if base.max_batch_size <= 0:
@@ -502,9 +621,9 @@ def tune(
         start = space.snap(base.max_batch_size, list(db.preferred_batch_size), db.max_queue_delay_microseconds,
                            sum(g.count or 1 for g in base.instance_group) or 1, _base_threads(base))  # fmt: skip
         opts = PerfOptions(model=model, url="127.0.0.1:0", concurrency=[concurrency], measurement_interval_ms=measurement_interval_ms,
-                           stability_percentage=stability_percentage or max(50.0, default_stability_percentage()),
-                           max_trials=max_trials)  # fmt: skip
-        say(f"tune {model}: {search} search over {space.size} configs, at most {runs_cap} perf runs, "
+                           stability_percentage=stability, max_trials=max_trials)  # fmt: skip
+        say(f"tune {model}: {search} search over {space.size} configs, at most {runs_cap} perf runs "
+            f"({runs_cap - confirm} to search, {confirm} to confirm), "
             f"p99 <= {latency_budget_ms:g} ms at concurrency {concurrency}")  # fmt: skip
         server = TritonServer(built.output, model_control="explicit", load_models=[model], binary=tritonserver)
         say("starting tritonserver (explicit model control; the model is reloaded per candidate)")
@@ -512,6 +631,7 @@ def tune(
             opts.url = server.grpc_url
             tuner = _Tuner(server, model, config_path, base, opts, latency_budget_ms, runs_cap, say)
             tuner.finalist_count = finalist_count
+            journal = tuner.measurer = Checkpoint.journal(checkpoint, tuner.measurer, say)
             interrupted = False
             try:
                 if search == "grid":
@@ -535,16 +655,19 @@ def tune(
         best_config=to_text(apply_candidate(base, best.candidate)) if best else "",
         patch_yaml=spec_patch(model, base, best, latency_budget_ms, concurrency, note) if best else "",
         current=current, finalists=list(tuner.finalists), verdict=note,
-        settings={"measurement_interval_ms": measurement_interval_ms, "stability_percentage": opts.stability_percentage,
-                  "max_trials": max_trials, "max_runs": runs_cap, "confirm": confirm, "finalists": finalist_count,
-                  "start": start.to_dict(),
-                  "space": {d: list(space.values(d)) for d in _DIMS}},
+        settings={**settings, "start": start.to_dict()},
+        resumed_runs=sum(1 for e in journal.entries[: journal.replayed] if e.get("op") == "measure"),
     )  # fmt: skip
     if interrupted and not any(t.runs for t in trials):
+        if checkpoint is not None and not any(e.get("op") == "measure" for e in journal.entries):
+            checkpoint.done()
         raise Interrupted(f"no candidate was measured; nothing was written to {output}")
     if output is not None:
         result.files = write_outputs(result, Path(output), plot=plot)
     if interrupted:
         where = f"are in {Path(output) / 'tune.json'}" if output is not None else "were not written (no output)"
-        raise Interrupted(f"the {sum(1 for t in trials if t.runs)} candidate(s) measured so far {where}")
+        again = f"; run the same command again to continue from {checkpoint.path}" if checkpoint else ""
+        raise Interrupted(f"the {sum(1 for t in trials if t.runs)} candidate(s) measured so far {where}{again}")
+    if checkpoint is not None:
+        checkpoint.done()
     return result

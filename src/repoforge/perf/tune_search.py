@@ -282,6 +282,31 @@ def verdict(best: Trial | None, current: Trial | None, budget_ms: float) -> str:
     return f"the best beats the current config by {gain:+.0%} (medians; their runs do not overlap): current {current.describe()}"
 
 
+def race_scores(rounds: list[dict[Candidate, float]]) -> dict[Candidate, tuple[float, int]]:
+    """Per candidate: the mean over the rounds it ran in of its log throughput less that round's mean, and how
+    many rounds. Everything a round shares (the host's load at the time) cancels out of the score."""
+    rel: dict[Candidate, list[float]] = {}
+    for r in rounds:
+        if len(r) < 2:
+            continue
+        mid = statistics.fmean(r.values())
+        for c, v in r.items():
+            rel.setdefault(c, []).append(v - mid)
+    return {c: (statistics.fmean(v), len(v)) for c, v in rel.items()}
+
+
+def race_noise(rounds: list[dict[Candidate, float]], scores: dict[Candidate, tuple[float, int]]) -> float:
+    """One run's noise (standard deviation of log throughput) once the rounds' shared part is taken out, from how
+    far each run is from its candidate's score; at least 2 % (fewer runs than that can tell apart)."""
+    dev: list[float] = []
+    for r in rounds:
+        if len(r) < 2:
+            continue
+        mid = statistics.fmean(r.values())
+        dev += [v - mid - scores[c][0] for c, v in r.items() if c in scores and scores[c][1] >= 2]
+    return max(0.02, math.sqrt(sum(d * d for d in dev) / max(1, len(dev) - len(scores))) if dev else 0.02)
+
+
 class _BudgetExhausted(Exception):
     pass
 
@@ -308,15 +333,26 @@ class TuneSearch:
         self.runs = 0
         self.reloads = 0
         self.loaded: Candidate | None = None
-        #: After the descent: "model" (additive surrogate picks the next candidate) or "pairs".
-        self.strategy = "model"
+        #: "screen" (a spread-out design, then the additive model), or a descent first, then "model" (the
+        #: additive model picks the next candidate) or "pairs".
+        self.strategy = "screen"
+        #: With strategy "screen": runs (the start's included) on the spread-out design before following the
+        #: model; None = half the search runs.
+        self.screen_runs: int | None = None
         #: Rank the final pick by measured throughput shrunk towards the model (coordinate search only).
         self.smooth = True
         self.space: TuneSpace | None = None
         #: The spec's own config (where the search starts), how many top candidates are re-measured, and those.
         self.start: Candidate | None = None
-        self.finalist_count = 3
+        self.finalist_count = 4
         self.finalists: list[Trial] = []
+        #: Race the finalists (drop one once it is clearly slower, in rounds that cancel the host's drift).
+        self.race = True
+        #: How clearly: dropped when its score is below the leader's by more than race_z noise standard errors.
+        self.race_z = 1.0
+        #: After a race: the finalists still in it, and each one's score (see :func:`race_scores`).
+        self.survivors: list[Trial] = []
+        self.scores: dict[Candidate, tuple[float, int]] = {}
 
     # -- one candidate ----------------------------------------------------------------------
     def _load(self, cand: Candidate) -> str:
@@ -418,8 +454,11 @@ class TuneSearch:
         return sorted(ok, key=lambda t: -math.sqrt(t.throughput * predict(t.candidate)[0]))
 
     def best(self) -> Trial | None:
-        """After :meth:`confirm`: the best re-measured finalist by median (never a single run); before it
-        (or with no runs left to confirm), the best-ranked trial."""
+        """After :meth:`confirm`: the race's leader within budget, or the best re-measured finalist by median
+        (never a single run); before it (or with no runs left to confirm), the best-ranked trial."""
+        raced = [t for t in self.survivors if _confirmed(t) and t.feasible and t.candidate in self.scores]
+        if raced:
+            return max(raced, key=lambda t: self.scores[t.candidate][0])
         if any(_confirmed(t) for t in self.finalists):
             return pick_confirmed(self.finalists)
         ranked = self._ranked_feasible(self.space)
@@ -430,8 +469,13 @@ class TuneSearch:
         return self.trials.get(self.start) if self.start is not None else None
 
     def confirm(self, runs: int) -> None:
-        """Spend up to ``runs`` re-measuring the top candidates (and the current config) in alternating order."""
+        """Spend up to ``runs`` re-measuring the top candidates (and the current config) in alternating order:
+        a race (:meth:`race_finalists`) when the runs allow two whole rounds, else as many as there are runs."""
         self.finalists = finalists(self._ranked_feasible(self.space), self.current, self.finalist_count)
+        runs = min(runs, self.max_runs - self.runs)
+        if self.race and len(self.finalists) >= 2 and runs >= 2 * len(self.finalists):
+            self.race_finalists(runs)
+            return
         if len(self.finalists) and runs > 0:
             self.say(f"re-measuring {len(self.finalists)} finalists in alternating order ({runs} runs)")
         for t in confirmation_schedule(self.finalists, min(runs, self.max_runs - self.runs)):
@@ -441,6 +485,48 @@ class TuneSearch:
                 raise
             except (_BudgetExhausted, PerfError) as exc:
                 self.say(f"could not measure {t.candidate.label()} again: {exc}")
+
+    def race_finalists(self, runs: int) -> None:
+        """Re-measure the finalists in rounds, each round every finalist still in the race once, in alternating
+        order; from the second round on, drop those clearly slower than the leader (or over budget), so the runs
+        left go to the ones that could still win. A finalist is scored only against the others of the same
+        rounds (:func:`race_scores`), so the host getting busier between rounds moves no one's score."""
+        alive, rounds, forward = list(self.finalists), [], True
+        self.say(f"racing {len(alive)} finalists in rounds ({runs} runs at most)")
+        while len(alive) >= 2 and runs >= len(alive):
+            got: dict[Candidate, float] = {}
+            for t in alive if forward else alive[::-1]:
+                runs -= 1
+                try:
+                    self.remeasure(t)
+                except TuneError:
+                    raise
+                except (_BudgetExhausted, PerfError) as exc:
+                    self.say(f"could not measure {t.candidate.label()} again, out of the race: {exc}")
+                    continue
+                got[t.candidate] = math.log(max(t.samples[-1]["throughput"], 1e-9))
+            forward = not forward
+            rounds.append(got)
+            alive = [t for t in alive if t.candidate in got]
+            self.scores = race_scores(rounds)
+            if len(rounds) < 2 or len(alive) < 2:
+                continue
+            within = [t for t in alive if t.feasible] or alive
+            for t in alive:
+                if t not in within:
+                    self.say(f"out of the race: {t.candidate.label()}, p99 {t.p99_ms:.2f} ms over budget")
+            noise = race_noise(rounds, self.scores)
+            lead = max(self.scores[t.candidate][0] for t in within)
+            keep = []
+            for t in within:
+                score, n = self.scores[t.candidate]
+                if score >= lead - self.race_z * noise * math.sqrt(2.0 / n):
+                    keep.append(t)
+                else:
+                    self.say(f"out of the race: {t.candidate.label()}, {math.exp(score - lead) - 1:+.0%} vs the "
+                             f"leader over {n} rounds (noise {noise:.0%} a run)")  # fmt: skip
+            alive = keep
+        self.survivors = alive
 
     # -- searches ---------------------------------------------------------------------------
     def grid(self, space: TuneSpace, seed: int = 0) -> None:
@@ -538,18 +624,7 @@ class TuneSearch:
         regression) fitted to every measurement; None before there are enough of them."""
         import numpy as np
 
-        levels = [(d, v) for d in _DIMS for v in space.values(d) if len(space.values(d)) > 1]
-        index = {lv: i for i, lv in enumerate(levels)}
-
-        def features(c: Candidate) -> Any:
-            x = np.zeros(len(levels) + 1)
-            x[-1] = 1.0
-            for d in _DIMS:
-                i = index.get((d, getattr(c, d)))
-                if i is not None:
-                    x[i] = 1.0
-            return x
-
+        features = self._features_of(space)
         rows = [t for t in self.trials.values() if t.error is None and t.runs and t.same_as is None]
         if len(rows) < 4:
             return None
@@ -581,49 +656,113 @@ class TuneSearch:
 
         return sorted(untried, key=lambda c: -utility(c))
 
+    def _features(self, space: TuneSpace) -> Callable[[Candidate], Any]:
+        return self._features_of(space)
+
+    @staticmethod
+    def _features_of(space: TuneSpace) -> Callable[[Candidate], Any]:
+        """One 0/1 column per dimension value (of dimensions with a choice), and a constant."""
+        import numpy as np
+
+        levels = [(d, v) for d in _DIMS for v in space.values(d) if len(space.values(d)) > 1]
+        index = {lv: i for i, lv in enumerate(levels)}
+
+        def features(c: Candidate) -> Any:
+            x = np.zeros(len(levels) + 1)
+            x[-1] = 1.0
+            for d in _DIMS:
+                i = index.get((d, getattr(c, d)))
+                if i is not None:
+                    x[i] = 1.0
+            return x
+
+        return features
+
+    def _screen_moves(self, space: TuneSpace) -> list[Candidate]:
+        """Untried candidates, the one that adds most to what the measurements so far can tell apart first
+        (greedy D-optimal: the largest x' M^-1 x for the additive model's features x and the information M of
+        the measured ones), ties to the model's best guess."""
+        import numpy as np
+
+        feat = self._features(space)
+        rows = [t.candidate for t in self.trials.values() if t.error is None and t.runs and t.same_as is None]
+        n = len(feat(space.candidates()[0]))
+        m = np.eye(n) * 0.3 + sum((np.outer(feat(c), feat(c)) for c in rows), np.zeros((n, n)))
+        inv = np.linalg.inv(m)
+        guess = {c: i for i, c in enumerate(self._model_moves(space))}
+        untried = [c for c in space.candidates() if c not in self.trials]
+        return sorted(untried, key=lambda c: (-round(float(feat(c) @ inv @ feat(c)), 6), guess.get(c, 0)))
+
+    def _follow_model(self, space: TuneSpace, search_runs: int) -> None:
+        """Measure the additive model's best guess, refit, again, until the runs are spent."""
+        while True:
+            ranked = self._model_moves(space)
+            if not ranked:
+                break
+            self.evaluate(ranked[0], search_runs)
+
+    def _screen(self, space: TuneSpace, start: Candidate, search_runs: int) -> None:
+        """The start, then a spread-out design (:meth:`_screen_moves`) for ``screen_runs`` (default half the search
+        runs), then the model's best guesses: every dimension's values are seen in several runs before the model
+        is trusted, so no single noisy run steers the search (a descent takes one noisy comparison per step)."""
+        self.evaluate(start, search_runs)
+        screen = self.screen_runs if self.screen_runs is not None else max(2, search_runs // 2)
+        while self.runs < min(screen, search_runs):
+            moves = self._screen_moves(space)
+            if not moves:
+                break
+            self.evaluate(moves[0], search_runs)
+        self._follow_model(space, search_runs)
+
+    def _descend_then(self, space: TuneSpace, start: Candidate, search_runs: int) -> None:
+        incumbent = self._descend(space, self.evaluate(start, search_runs), search_runs)
+        if self.strategy != "pairs":
+            self._follow_model(space, search_runs)
+            return
+        while True:
+            moved = False
+            for cand in self._pair_moves(space, incumbent):
+                t = self.evaluate(cand, search_runs)
+                if _score(t) > _score(incumbent):
+                    incumbent, moved = t, True
+                    break
+            if moved:
+                incumbent = self._descend(space, incumbent, search_runs)
+                continue
+            fresh = self._farthest_untried(space)
+            if fresh is None:
+                break
+            t = self.evaluate(fresh, search_runs)
+            incumbent = max(self._descend(space, t, search_runs), incumbent, key=_score)
+
     def coordinate(self, space: TuneSpace, start: Candidate, confirm: int) -> None:
-        """Coordinate descent, then the leftover budget on pairs of moves, then restarts.
+        """Search with ``max_runs - confirm`` runs, then confirm the best with ``confirm`` runs.
+
+        Strategy "screen" (the default, robust to a noisy host): the start (the spec's own config), a spread-out
+        design over the space, then the additive model's best guesses (:meth:`_screen`). Strategies "model" and
+        "pairs" descend from the start first:
 
         1. Descent: per dimension, hill-climb ordered values one step at a time (stop at the first
            step that does not improve), try every value of unordered ones; repeat passes until a
            pass moves nothing.
-        2. Converged with runs left: try the incumbent's two-dimension neighbours (interactions a
-           one-at-a-time search cannot see), most promising first by the one-dimension moves
-           already measured; an improvement restarts the descent from there.
-        3. Still runs left: restart from the untried config farthest from everything measured.
+        2. Converged with runs left: "model" measures the additive model's best guesses; "pairs" tries the
+           incumbent's two-dimension neighbours (interactions a one-at-a-time search cannot see), most promising
+           first, an improvement restarting the descent, then restarts from the untried config farthest from
+           everything measured.
 
         Infeasible candidates rank below every feasible one (and among themselves by p99), so with
         nothing feasible yet the search walks towards lower latency. Finally ``confirm`` runs re-measure
-        the best feasible candidates and the start (the spec's own config) in alternating order
-        (:meth:`confirm`), and the pick is the best median among those, so it is never one lucky run.
+        the best feasible candidates and the start in rounds, racing them (:meth:`confirm`), and the pick is
+        the race's leader, so it is never one lucky run.
         """
         search_runs = self.max_runs - confirm
         self.space = space
         self.start = start
         try:
-            incumbent = self._descend(space, self.evaluate(start, search_runs), search_runs)
-            if self.strategy == "pairs":
-                while True:
-                    moved = False
-                    for cand in self._pair_moves(space, incumbent):
-                        t = self.evaluate(cand, search_runs)
-                        if _score(t) > _score(incumbent):
-                            incumbent, moved = t, True
-                            break
-                    if moved:
-                        incumbent = self._descend(space, incumbent, search_runs)
-                        continue
-                    fresh = self._farthest_untried(space)
-                    if fresh is None:
-                        break
-                    t = self.evaluate(fresh, search_runs)
-                    incumbent = max(self._descend(space, t, search_runs), incumbent, key=_score)
+            if self.strategy == "screen":
+                self._screen(space, start, search_runs)
             else:
-                while True:
-                    ranked = self._model_moves(space)
-                    if not ranked:
-                        break
-                    self.evaluate(ranked[0], search_runs)
+                self._descend_then(space, start, search_runs)
         except _BudgetExhausted:
             self.say(f"search budget used ({self.runs} runs); confirming the best candidates")
         self.confirm(self.max_runs - self.runs)
@@ -649,3 +788,181 @@ class Recorded:
         n = self.measured.get(cand, 0)
         self.measured[cand] = n + 1
         return dict(samples[n % len(samples)])
+
+
+#: One answer of a measurer, as a checkpoint stores it: {"op": "load"|"measure", "candidate": label, then
+#: "key" (load), "sample" (measure) or "error" (either)}.
+Entry = dict[str, Any]
+
+
+class Journal:
+    """A :class:`Measurer` that writes down every answer of the measurer it wraps, and first answers from the
+    answers of an interrupted run (``replay``), so a rerun of the same tune continues where it stopped.
+
+    The search is deterministic given the answers it gets (the grid's order is seeded), so replaying them in order
+    rebuilds its exact state, runs spent included, and it then goes on measuring live. A call that is not the next
+    recorded one ends the replay (nothing after it is trusted). ``save`` gets the whole journal after each live answer.
+    """
+
+    def __init__(self, inner: Measurer, replay: Iterable[Entry] = (), save: Callable[[list[Entry]], None] | None = None) -> None:  # fmt: skip
+        self.inner, self.save = inner, save
+        self.pending: list[Entry] = list(replay)
+        self.entries: list[Entry] = []
+        self.replayed = 0
+        #: What the wrapped measurer actually serves (a replayed load served nothing).
+        self.live_loaded: Candidate | None = None
+
+    def _next(self, op: str, cand: Candidate) -> Entry | None:
+        if self.pending and self.pending[0].get("op") == op and self.pending[0].get("candidate") == cand.label():
+            entry = self.pending.pop(0)
+            self.entries.append(entry)
+            self.replayed += 1
+            return entry
+        self.pending.clear()
+        return None
+
+    def _keep(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        if self.save is not None:
+            self.save(self.entries)
+
+    def load(self, cand: Candidate) -> str:
+        entry = self._next("load", cand)
+        if entry is not None:
+            if "error" in entry:
+                raise PerfError(entry["error"])
+            return str(entry["key"])
+        try:
+            key = self.inner.load(cand)
+        except TuneError:
+            raise
+        except Exception as exc:  # a refused config is an answer too; the search records it as a failed candidate
+            self.live_loaded = None
+            self._keep({"op": "load", "candidate": cand.label(), "error": " ".join(str(exc).split())[:300]})
+            raise
+        self.live_loaded = cand
+        self._keep({"op": "load", "candidate": cand.label(), "key": key})
+        return key
+
+    def measure(self, cand: Candidate) -> Sample:
+        entry = self._next("measure", cand)
+        if entry is not None:
+            if "error" in entry:
+                raise PerfError(entry["error"])
+            return {k: float(v) for k, v in entry["sample"].items()}
+        if self.live_loaded != cand:  # the search loaded it during the replay: serve it for real first
+            self.inner.load(cand)
+            self.live_loaded = cand
+        try:
+            sample = self.inner.measure(cand)
+        except TuneError:
+            raise
+        except PerfError as exc:
+            self._keep({"op": "measure", "candidate": cand.label(), "error": str(exc)[:300]})
+            raise
+        self._keep({"op": "measure", "candidate": cand.label(), "sample": dict(sample)})
+        return sample
+
+
+class Noisy:
+    """A :class:`Measurer` drawing each run from a known landscape with this host's kind of noise, so a search can be
+    scored against the truth over many seeded replays: ``truth`` maps a candidate to its (throughput, p99_ms) and
+    candidates absent from it fail. Each run's log throughput is off by ``drift`` (the host getting busier or
+    quieter: an AR(1) walk over the sequence of runs, correlation ``rho`` from one run to the next) plus ``sigma``
+    (independent per run); p99 moves the other way (a busier host serves the same concurrency slower)."""
+
+    def __init__(self, truth: dict[Candidate, tuple[float, float]], sigma: float, drift: float = 0.0,
+                 rho: float = 0.9, seed: int = 0, served: Callable[[Candidate], str] | None = None) -> None:  # fmt: skip
+        self.truth, self.sigma, self.drift, self.rho = truth, sigma, drift, rho
+        self.rng = random.Random(seed)
+        self.served = served or (lambda c: c.label())
+        self.level = self.rng.gauss(0.0, drift) if drift else 0.0
+        self.runs = 0
+
+    def load(self, cand: Candidate) -> str:
+        return self.served(cand)
+
+    def measure(self, cand: Candidate) -> Sample:
+        if cand not in self.truth:
+            raise PerfError(f"{cand.label()} is not in the landscape")
+        self.runs += 1
+        if self.drift:
+            self.level = self.rho * self.level + math.sqrt(1 - self.rho**2) * self.rng.gauss(0.0, self.drift)
+        off = self.level + self.rng.gauss(0.0, self.sigma)
+        tp, p99 = self.truth[cand]
+        return {"throughput": tp * math.exp(off), "p50_ms": p99 / 2 * math.exp(-off), "p99_ms": p99 * math.exp(-off)}
+
+
+@dataclass
+class Landscape:
+    """What a grid recording says each config truly does, for :class:`Noisy` replays: ``truth`` maps a candidate to
+    its (throughput, p99_ms), ``served`` to its served config's key (twins share one truth), and ``sigma`` is one run's
+    noise in the recording (log throughput, once the additive model and the config's own mean are taken out)."""
+
+    truth: dict[Candidate, tuple[float, float]]
+    served: dict[Candidate, str]
+    sigma: float
+
+    def best(self, budget_ms: float) -> float:
+        return max((tp for tp, p99 in self.truth.values() if p99 <= budget_ms), default=0.0)
+
+    def value(self, cand: Candidate | None, budget_ms: float) -> float:
+        """True throughput of a pick, 0 when it is truly over the budget (or no pick)."""
+        if cand is None or cand not in self.truth:
+            return 0.0
+        tp, p99 = self.truth[cand]
+        return tp if p99 <= budget_ms else 0.0
+
+
+def recorded_landscape(rows: Iterable[tuple[Candidate, str, list[Sample]]], space: TuneSpace) -> Landscape:
+    """A landscape from a grid recording (candidate, served key, its runs): per served config, the additive model's
+    fit (ridge, over every run) plus the config's own mean deviation from it, shrunk by how much of that deviation
+    the noise explains (empirical Bayes), so one lucky run does not make a config the truth's best."""
+    import numpy as np
+
+    rows = list(rows)
+    feat = TuneSearch._features_of(space)
+    first: dict[str, Candidate] = {}
+    runs: dict[str, list[Sample]] = {}
+    for cand, key, samples in rows:
+        first.setdefault(key, cand)
+        runs.setdefault(key, []).extend(samples)
+    keys = [k for k in first if runs[k]]
+    X = np.array([feat(first[k]) for k in keys for _ in runs[k]])
+    lam = 0.3 * np.eye(X.shape[1])
+    lam[-1, -1] = 0.0
+    fits, devs = [], []
+    for name in ("throughput", "p99_ms"):
+        y = np.log([s[name] for k in keys for s in runs[k]])
+        coef = np.linalg.solve(X.T @ X + lam, X.T @ y)
+        fit = {k: float(feat(first[k]) @ coef) for k in keys}
+        dev = {k: statistics.fmean(math.log(s[name]) for s in runs[k]) - fit[k] for k in keys}
+        fits.append(fit)
+        devs.append(dev)
+    within = [math.log(s["throughput"]) - fits[0][k] - devs[0][k] for k in keys for s in runs[k] if len(runs[k]) > 1]
+    dof = len(within) - sum(1 for k in keys if len(runs[k]) > 1)
+    sigma = math.sqrt(sum(w * w for w in within) / dof) if dof > 0 else 0.2
+    n_mean = statistics.fmean(len(runs[k]) for k in keys)
+    tau2 = max(0.0, statistics.pvariance(devs[0].values()) - sigma**2 / n_mean)
+    truth: dict[Candidate, tuple[float, float]] = {}
+    served: dict[Candidate, str] = {}
+    for cand, key, _samples in rows:
+        if key not in fits[0]:
+            continue
+        w = tau2 / (tau2 + sigma**2 / len(runs[key])) if tau2 > 0 else 0.0
+        truth[cand] = tuple(math.exp(fits[i][key] + w * devs[i][key]) for i in (0, 1))  # type: ignore[assignment]
+        served[cand] = key
+    return Landscape(truth, served, sigma)
+
+
+def noisy_replays(land: Landscape, budget_ms: float, sigma: float, drift: float, seeds: Iterable[int],
+                  search: Callable[[Measurer], TuneSearch]) -> list[tuple[Candidate | None, int]]:  # fmt: skip
+    """``search(measurer)`` (which runs a search and returns it) replayed on the landscape once per seed, each with
+    its own noise: the pick and the runs it spent."""
+    out: list[tuple[Candidate | None, int]] = []
+    for seed in seeds:
+        m = Noisy(land.truth, sigma, drift, seed=seed, served=lambda c: land.served.get(c, c.label()))
+        s = search(m)
+        b = s.best()
+        out.append((b.candidate if b is not None else None, s.runs))
+    return out

@@ -319,6 +319,7 @@ class RouterConfig:
     route_output: str | None = "ROUTE"
     weights_input: str | None = "ROUTE_WEIGHTS"
     drift: DriftSetting | None = None
+    in_process: bool = True
     kind: str = "router"
 
     @property
@@ -350,6 +351,7 @@ class RouterConfig:
             route_output=_opt(d, "route_output", "ROUTE"),
             weights_input=_opt(d, "weights_input", "ROUTE_WEIGHTS"),
             drift=DriftSetting.parse(d.get("drift")),
+            in_process=bool(d.get("in_process", True)),
         )
 
 

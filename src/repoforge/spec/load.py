@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from repoforge.errors import Problem, SpecError, relpath_for_messages
+from repoforge.spec.gateway import conflicts, sections
 from repoforge.spec.models import DEFAULTABLE, ModelSpec, Spec
 from repoforge.spec.yamlsource import PathKey, YamlSource, format_path, read_yaml
 
@@ -72,6 +73,8 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in loc:
         if cls is None:
             return None
+        if not isinstance(part, int):  # an aliased field (`async:`) is its field (`async_`)
+            part = next((n for n, f in cls.model_fields.items() if f.alias == part), part)
         if isinstance(part, int) or part not in cls.model_fields:
             # list index / dict key: stay on the element type we already unwrapped
             if isinstance(part, int) or any(part == f.alias for f in cls.model_fields.values()):
@@ -141,7 +144,19 @@ def load_spec(path: str | Path) -> LoadedSpec:
         spec=spec, source=source, path=spec_path.resolve(), sha256=hashlib.sha256(spec_path.read_bytes()).hexdigest()
     )
     _check_unique_names(loaded)
+    _check_gateway_sections(loaded)
     return loaded
+
+
+def _check_gateway_sections(loaded: LoadedSpec) -> None:
+    """`deploy.gateway` may set what `gateway:`/`async:` set, but not to another value (located where it differs)."""
+    spec = loaded.spec
+    if spec.deploy.gateway is None:
+        return
+    written = spec.deploy.gateway.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    found = conflicts(sections(spec.gateway, spec.async_), written)
+    if found:
+        raise SpecError([loaded.problem(path, message) for path, message in found])
 
 
 def _check_unique_names(loaded: LoadedSpec) -> None:

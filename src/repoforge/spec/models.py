@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.dtypes import normalize_dtype
+from repoforge.spec.gateway import AsyncSpec, GatewaySpec
 from repoforge.spec.plugins import PluginSpec
 from repoforge.spec.rollout import RolloutSpec
 from repoforge.spec.scheduling import QueuePolicy, RateLimiter
@@ -604,6 +606,13 @@ class ModelSpec(StrictModel):
     handler: str | None = Field(
         default=None, description="TorchServe: your own handler file, used instead of repoforge's."
     )
+    # What the user's own code imports beyond the stock server image (repoforge's own code declares its needs itself).
+    requirements: list[str] = Field(
+        default=[],
+        description="Your model.py (format python) or TorchServe handler/model_file: pip requirements it imports "
+        "beyond the stock server image, e.g. [scikit-learn>=1.4]; recorded in repoforge.lock.json "
+        "(python_requirements) for `repoforge image`, `build --pack-env` and the .mar's requirements.txt.",
+    )
     # repoforge's own Python backends (features, result_cache, semantic_cache, router), configured instead of `path`.
     plugin: PluginSpec | None = Field(
         default=None, description="format python: one of repoforge's plugins (features, caches, router), not `path`."
@@ -617,6 +626,17 @@ class ModelSpec(StrictModel):
     raw_config: str | None = Field(
         default=None, description="pbtxt of extra ModelConfig fields, merged last (scalars override, lists append)."
     )
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, v: list[str]) -> list[str]:
+        """Each one a PEP 508 requirement, so pip, the image and --pack-env read it the same way."""
+        for r in v:
+            try:
+                Requirement(r)
+            except InvalidRequirement as exc:
+                raise ValueError(f"{r!r} is not a pip requirement ({exc})") from None
+        return v
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -660,4 +680,15 @@ class Spec(StrictModel):
         default=None,
         description="Many models on one server: the gateway loads on demand and unloads the least recently used "
         "(`repoforge gateway`); unset: every model is loaded at start.",
+    )
+    gateway: GatewaySpec | None = Field(
+        default=None,
+        description="How `repoforge gateway` serves this build (port, /infer timeout, body limit); `deploy.gateway` "
+        "takes what it leaves unset from here.",
+    )
+    async_: AsyncSpec | None = Field(
+        default=None,
+        alias="async",
+        description="The asynchronous queue: per-request timeout, retries, result TTL, worker concurrency and "
+        "replicas (`repoforge gateway --redis`, `repoforge worker`, deploy.gateway's workers).",
     )

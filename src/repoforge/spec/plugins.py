@@ -437,6 +437,11 @@ class RouterPlugin(_Strict):
         description="Optional FP32 input that changes the weights at run time; null: none.",
     )
     drift: DriftSetting | None = Field(default=None, description="Drift of the router's inputs (PSI on /metrics).")
+    in_process: bool = Field(  # a BLS call costs more than a small model (bench/RESULTS.md, "router")
+        default=True,
+        description="Run routes that are ONNX models of this build served by repoforge's onnxruntime runner inside "
+        "the router (no BLS hop); false: every route through BLS.",
+    )
 
     @property
     def targets(self) -> list[Route | Canary]:

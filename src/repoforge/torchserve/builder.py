@@ -298,7 +298,7 @@ def _write_model(arch: _Archive, stage: Path, store: Path, device: str, workflow
     # passed): repoforge's handler (and a user's subclass of it) import it there, not from an installed repoforge.
     ship_runtime(work / "runtime")
     extra: list[str] = [str(work / "runtime")]
-    needs = lock_entry({m.name: torchserve_model_needs(m, arch.own_handler)}).get(m.name)
+    needs = lock_entry({m.name: torchserve_model_needs(m, arch.own_handler)}, {m.name: m.spec.requirements}).get(m.name)
     if needs:  # installed by TorchServe at registration (install_py_dep_per_model=true in config.properties)
         (work / "requirements.txt").write_text("".join(f"{r}\n" for r in needs))
         args += ["--requirements-file", str(work / "requirements.txt")]
@@ -430,7 +430,10 @@ def build_torchserve(
             )
             war = _write_workflow(e, spec, wiring, stage, wf_store)
             wars[e.name] = out.resolve() / "wf-store" / war.name
-        requirements = lock_entry({a.plan.name: torchserve_model_needs(a.plan, a.own_handler) for a in archives})
+        requirements = lock_entry(
+            {a.plan.name: torchserve_model_needs(a.plan, a.own_handler) for a in archives},
+            {a.plan.name: a.plan.spec.requirements for a in archives},
+        )
         (tmp / "config.properties").write_text(
             tsc.config_properties(sorted(mars), install_dependencies=bool(requirements))
         )

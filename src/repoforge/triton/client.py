@@ -9,11 +9,17 @@ that talks to a running Triton goes through here; `tritonclient` clients are mad
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ipaddress
 import json
+import os
+import secrets
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
@@ -41,6 +47,9 @@ __all__ = [
     "model_metadata_and_config",
     "repository_index",
     "served_config",
+    "SystemSharedMemory",
+    "is_local_server",
+    "system_shared_memory_regions",
 ]
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -86,6 +95,86 @@ def async_client(protocol: str, url: str, timeout: float, connections: int) -> t
     import tritonclient.http.aio as http_aio
 
     return httpclient, http_aio.InferenceServerClient(url, conn_limit=max(connections, 1), conn_timeout=timeout)
+
+
+def is_local_server(url: str) -> bool:
+    """Whether host:port names this machine (loopback, or one of this host's own addresses): only then can the
+    server map a region of this host's shared memory. A name that does not resolve is not local."""
+    host = url.rsplit(":", 1)[0].strip("[]")
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        pass
+    try:
+        theirs = {a[4][0] for a in socket.getaddrinfo(host, None)}
+        ours = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        return False
+    return any(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in theirs) or bool(theirs & ours)
+
+
+class SystemSharedMemory:
+    """One POSIX shared-memory region (/dev/shm) that a Triton on this host reads inputs from and writes outputs
+    to, so tensors skip (de)serialisation through gRPC/HTTP on both sides.
+
+    Why the standard library's `SharedMemory` and not `tritonclient.utils.shared_memory`: that module imports
+    `pkg_resources`, which setuptools no longer ships, and both do the same shm_open + mmap. It also hands the
+    region to Python's resource tracker, so a client killed with -9 still leaves no segment behind. The region is
+    registered under its own name; Triton opens it by key (`/` + name)."""
+
+    def __init__(self, size: int, prefix: str = "repoforge") -> None:
+        self.name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+        self.key = "/" + self.name
+        self.size = size
+        self._shm: shared_memory.SharedMemory | None = shared_memory.SharedMemory(self.name, create=True, size=size)
+
+    def _buf(self) -> memoryview:
+        if self._shm is None:
+            raise ValueError(f"shared memory region {self.name} is destroyed")
+        buf = self._shm.buf
+        assert buf is not None
+        return buf
+
+    def write(self, offset: int, array: np.ndarray) -> int:
+        """Copy `array` (C order) into the region at `offset`; its byte size."""
+        if offset + array.nbytes > self.size:
+            raise ValueError(f"{array.nbytes} bytes at {offset} do not fit region {self.name} of {self.size}")
+        view: np.ndarray = np.ndarray(array.shape, array.dtype, buffer=self._buf(), offset=offset)
+        view[...] = array
+        return int(array.nbytes)
+
+    def read(self, offset: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+        """A copy of the array at `offset` (a copy: the region is reused by the next request)."""
+        view: np.ndarray = np.ndarray(shape, dtype, buffer=self._buf(), offset=offset)
+        return view.copy()
+
+    async def register(self, client: Any, protocol: str, timeout: float) -> None:
+        """Register the whole region with the server behind `client` (tritonclient's asyncio client of
+        `protocol`); raises the client's error when the server cannot map it (another host, another /dev/shm)."""
+        kw: dict[str, Any] = {"client_timeout": timeout} if protocol == "grpc" else {}
+        await asyncio.wait_for(client.register_system_shared_memory(self.name, self.key, self.size, **kw), timeout)
+
+    async def unregister(self, client: Any, protocol: str, timeout: float) -> None:
+        """Best effort: a server that is gone has nothing registered to forget."""
+        kw: dict[str, Any] = {"client_timeout": timeout} if protocol == "grpc" else {}
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.unregister_system_shared_memory(self.name, **kw), timeout)
+
+    def destroy(self) -> None:
+        """Unmap and unlink the region (idempotent)."""
+        shm, self._shm = self._shm, None
+        if shm is not None:
+            shm.close()
+            with contextlib.suppress(FileNotFoundError):
+                shm.unlink()
+
+
+def system_shared_memory_regions(url: str, timeout: float = 5.0) -> list[str]:
+    """Names of the system shared-memory regions registered with the Triton at `url` (host:port, gRPC)."""
+    with grpc_client(url) as client:
+        status = client.get_system_shared_memory_status(as_json=True, client_timeout=timeout)
+    return sorted(str(r.get("name", "")) for r in (status.get("regions") or {}).values())
 
 
 def grpc_live(url: str, timeout: float = 3.0) -> bool:

@@ -146,6 +146,7 @@ def write_repository(
                 "deploy": plan.deploy,  # read back by `repoforge deploy k8s`
                 **({"rollout": plan.rollout} if plan.rollout is not None else {}),  # deploy k8s: Flagger/Argo
                 **({"serving": plan.serving} if plan.serving is not None else {}),  # repoforge gateway: on demand
+                **({"gateway": plan.gateway} if plan.gateway else {}),  # gateway:/async:, for gateway, worker, deploy
                 # per model, the pip requirements its Python code needs beyond the stock image (deploy, image)
                 LOCK_KEY: requirements,
                 # build --pack-env: per model, the custom execution environment its config.pbtxt names

@@ -4,6 +4,9 @@ Metrics: `repoforge_router_rows_total{model,route}` (rows sent), `repoforge_rout
 whose route call failed), `repoforge_router_latency_us{model,route}` (each route call), `repoforge_router_weight{model,route}`,
 `repoforge_shadow_rows_total{model,shadow,outcome=agree|disagree}`,
 `repoforge_shadow_batches_total{model,shadow,outcome=ok|error|dropped}`, `repoforge_shadow_latency_us{model,shadow}`.
+
+A route (or shadow) that is an ONNX model of the same repository served by repoforge's onnxruntime runner runs inside
+this stub (`.local_model`): a BLS call costs more than a small model. Every other route is one BLS call per batch.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ..names import (
 from ..triton_model import (
     ModelArgs,
     error_response,
+    log_info,
     pb_utils,
     request_feeds,
     respond,
@@ -46,6 +50,7 @@ from ._common import (
     call_model,
     plugin_config,
 )
+from .local_model import LocalModel
 
 
 def route_rows(u: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -99,8 +104,35 @@ class RouterRunner:
         self._pending = 0
         self._lock = threading.Lock()
         self.shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shadow") if cfg.shadow else None
+        self.local = self._local_models()
         self._read_state()
         self._export_weights()
+
+    def _local_models(self) -> dict[tuple[str, int], LocalModel]:
+        """The routes (and shadow) this stub runs itself instead of through BLS (see .local_model), by (model,
+        version); `in_process: false` in the router's config keeps every route on BLS."""
+        out: dict[tuple[str, int], LocalModel] = {}
+        if not self.cfg.in_process:
+            return out
+        wanted = [(t.model, t.version) for t in self.targets]
+        if self.cfg.shadow is not None:
+            wanted.append((self.cfg.shadow.model, self.cfg.shadow.version))
+        for key in dict.fromkeys(wanted):
+            local, why = LocalModel.find(self.args.repository, key[0], key[1], self.args)
+            if local is not None:
+                out[key] = local
+            log_info(f"{self.args.name}: route {key[0]} runs {'in process' if local else f'through BLS ({why})'}")
+        return out
+
+    def _call(
+        self, model: str, version: int, feed: dict[str, np.ndarray], timeout_us: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """One route call: in this stub where the route allows it (and Triton has it ready), else BLS."""
+        local = self.local.get((model, version))
+        runner = local.current() if local is not None else None
+        if local is not None and runner is not None:
+            return local.run(runner, feed, self.outputs)
+        return call_model(model, version, feed, self.outputs, timeout_us=timeout_us)
 
     # -- weights shared by every instance of this model (same server), changeable at run time --
     def _read_state(self) -> None:
@@ -135,7 +167,25 @@ class RouterRunner:
         self._state_mtime = os.stat(self.state_path).st_mtime_ns
         self._export_weights()
 
+    def _draw(self, feed: dict[str, np.ndarray], rows: int, batched: bool) -> np.ndarray:
+        """The route index of each row (`route_rows` over this batch's draws, with the weights' cumulative shares
+        computed once per weight change; no draws at all while one route has all the weight)."""
+        if self._only is not None:
+            return np.full(rows, self._only, dtype=np.int32)
+        if self.cfg.sticky_key is not None:
+            key = feed[self.cfg.sticky_key]
+            u = sticky_draws(key if batched else key.reshape(1, -1), rows)
+        else:
+            u = self.rng.random(rows)
+        return np.minimum(np.searchsorted(self._cum, u, side="right"), self._last).astype(np.int32)
+
     def _export_weights(self) -> None:
+        """Publish the weights (gauges) and precompute what `_draw` needs from them."""
+        w = self.weights
+        positive = np.flatnonzero(w > 0)
+        self._only: int | None = int(positive[0]) if len(positive) == 1 else (0 if len(positive) == 0 else None)
+        self._cum = np.cumsum(w) / (w.sum() or 1.0)
+        self._last = int(positive[-1]) if len(positive) else 0
         total = float(self.weights.sum()) or 1.0
         for t, w in zip(self.targets, self.weights, strict=True):
             self.metrics.set(ROUTER_WEIGHT, "Current traffic share of each route", float(w) / total, route=t.model)
@@ -185,25 +235,23 @@ class RouterRunner:
         self.drift.observe(feed)
         batched = self.args.max_batch_size > 0
         rows = int(owner.shape[0])
-        if self.cfg.sticky_key is not None:
-            key = feed[self.cfg.sticky_key]
-            u = sticky_draws(key if batched else key.reshape(1, -1), rows)
-        else:
-            u = self.rng.random(rows)
-        route = route_rows(u, self.weights)
+        route = self._draw(feed, rows, batched)
+        counts = np.bincount(route, minlength=len(self.targets))
         outputs: dict[str, np.ndarray] = {}
         failed: dict[int, BaseException] = {}
-        for r in np.unique(route):
-            target = self.targets[int(r)]
-            sel = np.nonzero(route == r)[0]
-            part = {k: v[sel] for k, v in feed.items()} if batched else feed
-            self.metrics.inc(ROUTER_ROWS, "Rows sent to each route", len(sel), route=target.model)
+        for r in np.flatnonzero(counts).tolist():
+            target = self.targets[r]
+            n = int(counts[r])
+            whole = n == rows  # every row on one route (the usual case): no copies in or out
+            sel = None if whole else np.flatnonzero(route == r)
+            part = {k: v[sel] for k, v in feed.items()} if batched and sel is not None else feed
+            self.metrics.inc(ROUTER_ROWS, "Rows sent to each route", n, route=target.model)
             t0 = time.perf_counter()
             try:
-                got = call_model(target.model, target.version, part, self.outputs)
+                got = self._call(target.model, target.version, part)
             except Exception as exc:  # noqa: BLE001 - counted per route, answered to the requests it touched
-                self.metrics.inc(ROUTER_ERRORS, "Rows whose route call failed", len(sel), route=target.model)
-                for i in np.unique(owner[sel]).tolist():
+                self.metrics.inc(ROUTER_ERRORS, "Rows whose route call failed", n, route=target.model)
+                for i in np.unique(owner if sel is None else owner[sel]).tolist():
                     failed[int(i)] = exc
                 continue
             finally:
@@ -214,7 +262,7 @@ class RouterRunner:
                     route=target.model,
                 )
             for name, value in got.items():
-                if not batched:
+                if not batched or sel is None:
                     outputs[name] = value
                     continue
                 if name not in outputs:
@@ -255,7 +303,7 @@ class RouterRunner:
         m = self.metrics
         t0 = time.perf_counter()
         try:
-            got = call_model(sh.model, sh.version, feed, self.outputs, timeout_us=sh.timeout_ms * 1000)
+            got = self._call(sh.model, sh.version, feed, timeout_us=sh.timeout_ms * 1000)
             rows = next(iter(primary.values())).shape[0] if self.args.max_batch_size > 0 else 1
             agree = np.ones(rows, dtype=bool)
             for name, p in primary.items():

@@ -1,13 +1,14 @@
 """Hundreds of models on one server (issue 25): 200 tiny ONNX models built into one repository with `serving:`,
 `repoforge gateway` on the build (it starts tritonserver with explicit model control), real HTTP clients.
 
-The load runs for DURATION_S = 20 s once the gateway holds 20 models (not the issue's 60 s), to keep CI within its
-budget on a 2-core host where each cold load takes about 2 s (one Python stub process per model). Every wait is
-bounded."""
+The load runs for DURATION_S = 20 s once the gateway holds 20 models (not the issue's 60 s, unless
+REPOFORGE_MUX_TEST_SECONDS=60), to keep CI within its budget on a 2-core host where each cold load takes about 2 s
+(one Python stub process per model). Every wait is bounded."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import yaml
 from google.protobuf import text_format
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import model_config_pb2 as mc
@@ -39,7 +41,9 @@ pytestmark = pytest.mark.integration
 N_MODELS = 200
 MAX_LOADED = 20
 CLIENTS = 16
-DURATION_S = 20.0  # with the cache full; the issue says 60 s, 20 s keeps CI under budget
+# with the cache full; the issue says 60 s, 20 s keeps CI under budget (REPOFORGE_MUX_TEST_SECONDS=60 runs the
+# issue's length)
+DURATION_S = float(os.environ.get("REPOFORGE_MUX_TEST_SECONDS", "20"))
 WARMUP_S = 150.0  # at most, until MAX_LOADED models are loaded (about 2 s per cold load on a 2-core host)
 ZIPF_S = 1.1
 BODY = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
@@ -431,7 +435,9 @@ def test_tenant_priorities_reach_triton_and_order_its_queue(start_gateway: objec
 
 def test_perf_models_spreads_a_zipf_load_through_the_gateway(tmp_path: Path) -> None:
     """`repoforge perf BUILD --models 'm*' --distribution zipf --json`: the gateway is started on the build for the
-    run; 10 models under max_loaded 3, so the mix has hits and cold loads, and each request is counted as one."""
+    run; 10 models under max_loaded 3, so the mix has hits and cold loads, and each request is counted as one. Two
+    levels: on a busy 2-core host a cold load can take longer than a whole level (a first level of loads and joins
+    only, no hit, failed a landing), so the second one meets a filled cache."""
     (tmp_path / "models").mkdir()
     modelgen.save(modelgen.add_mul(4), tmp_path / "models" / "add_mul.onnx")
     spec = tmp_path / "spec.yaml"
@@ -441,17 +447,74 @@ def test_perf_models_spreads_a_zipf_load_through_the_gateway(tmp_path: Path) -> 
     out = build(spec, tmp_path / "out", device="cpu").output
     report_dir = tmp_path / "report"
     done = subprocess.run([sys.executable, "-m", "repoforge", "perf", str(out), "--models", "m00*",
-                           "--distribution", "zipf:1.2", "--concurrency", "4", "--duration", "12", "-o",
+                           "--distribution", "zipf:1.2", "--concurrency", "2,4", "--duration", "10", "-o",
                            str(report_dir), "--json"], capture_output=True, text=True, timeout=400, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["models"] == [_name(i) for i in range(10)] and report["distribution"] == "zipf:1.2"
-    (point,) = report["points"]
-    assert point["errors"] == {} and point["ok"] == point["requests"] > 0
-    assert point["hits"] + point["loads"] + point["joins"] == point["ok"]
-    assert point["hits"] > 0 and point["loads"] >= 3
-    assert point["latency_ms"]["cold"]["n"] == point["loads"] + point["joins"]
-    assert point["latency_ms"]["cold"]["p50"] > point["latency_ms"]["warm"]["p50"]  # a load is not a hit
-    assert point["top_models"][0][0] == _name(0)  # rank 1 is asked for most
-    assert report["gateway"]["model_loads_total{ok}"] == point["loads"]
+    points = report["points"]
+    assert [p["concurrency"] for p in points] == [2, 4]
+    for point in points:
+        assert point["errors"] == {} and point["ok"] == point["requests"] > 0
+        assert point["hits"] + point["loads"] + point["joins"] == point["ok"]
+        assert point["latency_ms"]["cold"]["n"] == point["loads"] + point["joins"]
+    hits, loads = sum(p["hits"] for p in points), sum(p["loads"] for p in points)
+    assert hits > 0 and loads >= 3, (hits, loads)
+    both = [p for p in points if p["hits"] and p["loads"]]
+    assert all(p["latency_ms"]["cold"]["p50"] > p["latency_ms"]["warm"]["p50"] for p in both)  # a load is no hit
+    assert max(points, key=lambda p: p["ok"])["top_models"][0][0] == _name(0)  # rank 1 is asked for most
+    assert report["gateway"]["model_loads_total{ok}"] == loads
     assert (report_dir / "report.json").is_file() and "hit ratio" in (report_dir / "report.md").read_text()
+
+
+def test_the_sidecar_command_line_of_deploy_k8s(tmp_path: Path) -> None:
+    """What `deploy k8s` runs in a server pod with `serving:`: Triton in explicit mode with nothing loaded, and
+    `repoforge gateway 127.0.0.1:<grpc> --serving serving.json` beside it with the tenants' keys in its environment.
+    The gateway finds tritonserver's pid by its command line (as in a pod sharing its process namespace), so the
+    memory budget is measured, and it loads on demand for a tenant."""
+    from repoforge.deploy.command import deploy_k8s
+    from repoforge.targets.triton.serve import make_server
+
+    (tmp_path / "models").mkdir()
+    modelgen.save(modelgen.add_mul(4), tmp_path / "models" / "add_mul.onnx")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\nserving:\n  max_loaded: 2\n  memory_budget: 2GiB\n  tenants:\n"
+                    "    - {name: gold, api_key_env: T_SIDECAR_KEY}\nmodels:\n"
+                    + "".join(f"  - {{name: {_name(i)}, format: onnx, path: models/add_mul.onnx, max_batch_size: 8}}\n"
+                              for i in range(3)))  # fmt: skip
+    out = build(spec, tmp_path / "out", device="cpu").output
+    manifests = deploy_k8s(out, tmp_path / "k8s", sets=["gateway={image: 'r/repoforge:1'}"]).output
+    docs = [d for d in yaml.safe_load_all((manifests / "gateway.yaml").read_text()) if d]
+    serving = tmp_path / "serving.json"
+    serving.write_text(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["serving.json"])
+    (dep,) = [d for d in yaml.safe_load_all((manifests / "deployment.yaml").read_text()) if d]
+    triton_args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--model-control-mode=explicit" in triton_args
+    key = "sidecar-" + uuid.uuid4().hex
+    with make_server(out, model_control="explicit", load_models=[]) as server:
+        assert server.model_states() == [] or all(s["state"] != "READY" for s in server.model_states())
+        port = free_port("127.0.0.1")
+        log = tmp_path / "sidecar.log"
+        proc = ManagedProcess([sys.executable, "-m", "repoforge", "gateway", server.grpc_url, "--port", str(port),
+                               "--serving", str(serving)], log_path=log, env={**os.environ, "T_SIDECAR_KEY": key},
+                              name="repoforge gateway")  # fmt: skip
+        proc.start()
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                assert proc.alive, proc.log_tail()
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.2)
+            assert f"measuring the memory of tritonserver pid {server.pid}" in log.read_text(), log.read_text()
+            url = f"{base}/v2/models/{_name(1)}/infer"
+            assert httpx.post(url, json=BODY, timeout=30).status_code == 401
+            r = httpx.post(url, json=BODY, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+            assert r.status_code == 200 and r.headers["x-repoforge-model-load"] == "load", r.text
+            index = httpx.get(f"{base}/v2/repository/index", timeout=10).json()
+            row = next(m for m in index["models"] if m["name"] == _name(1))
+            assert row["state"] == "LOADED" and row["bytes_measured"] and index["server_rss"] > 0
+        finally:
+            proc.stop(timeout=30)

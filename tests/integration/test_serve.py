@@ -229,8 +229,10 @@ def test_print_command_on_a_gpu_build_stays_the_plain_ngc_line(project: Path, tm
     assert NGC_IMAGE in shlex.split(res.output)
 
 
-def test_print_command_refuses_a_torchserve_build(tmp_path: Path) -> None:
+def test_print_command_refuses_a_torchserve_folder_repoforge_did_not_build(tmp_path: Path) -> None:
+    """A TorchServe build's docker lines come from its lock (what its image needs, its workflows): a model store
+    without one is a usage error. tests/unit/test_deploy_image.py checks the lines of a real build."""
     (tmp_path / "model-store").mkdir()
     (tmp_path / "config.properties").write_text("inference_address=http://127.0.0.1:8080\n")
     res = CliRunner().invoke(main, ["serve", str(tmp_path), "--print-command"])
-    assert res.exit_code == 2 and "TorchServe build" in res.output
+    assert res.exit_code == 2 and "repoforge.lock.json" in res.output and "repoforge build" in res.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,47 @@ def test_torchserve_pod_never_pip_installs_what_its_image_has(builds: dict[str, 
     assert _pod_properties(out)["install_py_dep_per_model"] == "true"
     out = deploy_kserve(builds["ts"], tmp_path / "ks-stock", sets=["image=pytorch/torchserve:0.12.0-cpu"]).output
     assert _pod_properties(out)["install_py_dep_per_model"] == "true"
+
+
+def test_print_command_on_a_torchserve_build_runs_it_as_a_pod_does(builds: dict[str, Path], tmp_path: Path) -> None:
+    """`serve --print-command` on a TorchServe build: the image `repoforge image` writes (the build declares
+    onnxruntime), the build's config.properties made for a container (0.0.0.0, the stores under /models, nothing
+    pip-installed at start on that image), `docker run` with the build and that config mounted, then the workflow
+    registered with the key TorchServe writes in the container."""
+    r = CliRunner().invoke(main, ["serve", str(builds["ts"]), "--print-command", "--http-port", "9080"])
+    assert r.exit_code == 0, r.output
+    text = r.output
+    syntax = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True, timeout=30)
+    assert syntax.returncode == 0, syntax.stderr  # one shell script, as printed
+    config = text.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    props = dict(ln.split("=", 1) for ln in config.splitlines() if "=" in ln and not ln.startswith("#"))
+    assert props["inference_address"] == "http://0.0.0.0:8080" and props["management_address"] == "http://0.0.0.0:8081"
+    assert props["model_store"] == "/models/model-store" and props["workflow_store"] == "/models/wf-store"
+    assert props["install_py_dep_per_model"] == "false" and "pip-installs" not in config
+    commands = [shlex.split(ln) for ln in text.replace(config, "").splitlines() if ln and not ln.startswith("#")]
+    image, docker_build, cat, _eof, run, register = commands
+    assert image[:2] == ["repoforge", "image"] and docker_build[:3] == ["docker", "build", "-t"]
+    tag = docker_build[3]
+    assert tag.startswith("ts-flow-torchserve:") and docker_build[-1] == image[-1]
+    config_file = cat[2]
+    assert run[:2] == ["docker", "run"] and tag in run and "--gpus" not in run
+    assert f"{builds['ts'].resolve()}:/models" in run and f"{config_file}:/etc/torchserve/config.properties:ro" in run
+    assert "9080:8080" in run and "9081:8081" in run
+    assert run[run.index(tag) + 1 :] == ["torchserve", "--start", "--foreground", "--ncs", "--ts-config=/etc/torchserve/config.properties"]  # fmt: skip
+    assert register[:3] == ["curl", "-X", "POST"] and register[-1] == "http://127.0.0.1:9081/workflows?url=pipeline.war"
+    assert "docker exec ts-flow-torchserve python -c" in text and "['management']['key']" in text
+    r = CliRunner().invoke(main, ["serve", str(builds["ts"]), "--print-command", "--cache-size", "1000"])
+    assert r.exit_code == 2 and "--cache-size" in r.output
+
+
+def test_print_command_on_a_torchserve_build_that_declares_nothing_runs_the_stock_image(
+    builds: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    bare = _declare(shutil.copytree(builds["ts"], tmp_path / "bare"), {})
+    r = CliRunner().invoke(main, ["serve", str(bare), "--print-command"])
+    assert r.exit_code == 0, r.output
+    assert "repoforge image" not in r.output and "docker build" not in r.output
+    run = next(shlex.split(ln) for ln in r.output.splitlines() if ln.startswith("docker run"))
+    assert "pytorch/torchserve:0.12.0-cpu" in run

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
+from deploy_helpers import _ts_spec
 
 from repoforge.backends import runtime_files
 from repoforge.build import build
@@ -137,6 +139,32 @@ def test_cpu_and_gpu_builds_differ_only_in_what_the_device_decides(golden_cpu_sp
         if (cpu / name / "config.pbtxt").read_bytes() != (gpu / name / "config.pbtxt").read_bytes():
             changed.append(name)
     assert "classifier" in changed  # the spec does have GPU-only settings: the comparison is not vacuous
+
+
+def test_torchserve_cpu_and_gpu_builds_differ_only_in_device_type(tmp_path: Path):
+    """The same for `--target torchserve`: every archive member is the same bytes except model-config.yaml's
+    deviceType, and the build's own record of the device (README, lock)."""
+    spec = _ts_spec(tmp_path)
+    cpu = build(spec, tmp_path / "cpu", target="torchserve", device="cpu").output
+    gpu = build(spec, tmp_path / "gpu", target="torchserve", device="gpu").output
+    files = sorted(p.relative_to(cpu).as_posix() for p in cpu.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(gpu).as_posix() for p in gpu.rglob("*") if p.is_file())
+    differing = []
+    for f in files:
+        if f.endswith((".mar", ".war")):
+            with zipfile.ZipFile(cpu / f) as a, zipfile.ZipFile(gpu / f) as b:
+                assert a.namelist() == b.namelist(), f
+                for n in a.namelist():
+                    one, two = a.read(n), b.read(n)
+                    if n == "model-config.yaml":
+                        assert yaml.safe_load(one).pop("deviceType") == "cpu"
+                        assert yaml.safe_load(two).pop("deviceType") == "gpu"
+                        one, two = one.replace(b"deviceType: cpu", b""), two.replace(b"deviceType: gpu", b"")
+                    assert one == two, f"{f}:{n}"
+        elif (cpu / f).read_bytes() != (gpu / f).read_bytes():
+            differing.append(f)
+    assert differing == ["README.md", MANIFEST], differing  # "built for cpu", and the lock's device and hashes
+    assert json.loads((cpu / MANIFEST).read_text())["device"] == "cpu"
 
 
 def shipped_runtime(folder: Path) -> bool:

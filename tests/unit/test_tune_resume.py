@@ -167,3 +167,18 @@ def test_restart_discards_another_tunes_checkpoint_and_a_completed_tune_removes_
     assert again.entries == [{"op": "load", "candidate": "c", "key": "k"}]
     again.done()
     assert not p.exists()
+
+
+def test_the_summary_says_how_each_finalist_did_in_the_race_against_the_pick() -> None:
+    from repoforge.perf.tune import TuneResult
+
+    s = _run(Stops(_table()))
+    best = s.best()
+    assert best is not None and s.scores and best.candidate in s.scores
+    race = {c.label(): v - s.scores[best.candidate][0] for c, (v, _n) in s.scores.items()}
+    result = TuneResult("m", "coordinate", 6.0, 16, list(s.trials.values()), best, s.runs, SPACE.size, s.reloads, 1,
+                        1.0, finalists=list(s.finalists), race=race)  # fmt: skip
+    text = result.summary()
+    others = [t for t in s.finalists if t is not best]
+    assert others and all(f"{t.candidate.label()}: " in text for t in others)
+    assert text.count("vs the pick") == len(others)  # the pick itself gets no comparison

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -94,7 +95,16 @@ def _say(msg: str) -> None:
     type=int,
     default=None,
     metavar="PID",
-    help="tritonserver's pid when TARGET is a running Triton: its RSS is measured per load (else estimated).",
+    help="tritonserver's pid when TARGET is a running Triton: its RSS is measured per load (default: the "
+    "tritonserver on this host, or in this pod, serving that gRPC port; else estimated).",
+)
+@click.option(
+    "--serving",
+    "serving_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="With a running Triton: the build's serving section as JSON (or its repoforge.lock.json).",
 )
 @click.option(
     "--load-concurrency",
@@ -139,7 +149,8 @@ def gateway_command(
     serving = ServingOptions(max_loaded=kw.pop("max_loaded"), memory_budget=kw.pop("memory_budget"),
                              always_loaded=tuple(kw.pop("always_loaded")), server_pid=kw.pop("server_pid"),
                              load_timeout_s=kw.pop("load_timeout"),
-                             load_concurrency=kw.pop("load_concurrency"))  # fmt: skip
+                             load_concurrency=kw.pop("load_concurrency"),
+                             serving_file=kw.pop("serving_file"))  # fmt: skip
 
     grpc_url = kw.pop("grpc_url")
     gateway(target, host=host, port=port, timeout_s=timeout, grpc_url=grpc_url, queue=_queue(kw),

@@ -112,8 +112,9 @@ def validate(
 @click.option(
     "--print-command",
     is_flag=True,
-    help="Print the docker lines for the NGC Triton image (GPU hosts) and exit: `repoforge image` and a docker "
-    "build of its context first when the build declares Python packages beyond the stock image.",
+    help="Print the docker lines for the build's stock image (NGC Triton, or TorchServe's for a TorchServe build) "
+    "and exit: `repoforge image` and a docker build of its context first when the build declares Python packages "
+    "beyond the stock image.",
 )
 def serve(
     repository: Path,

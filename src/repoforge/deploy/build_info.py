@@ -42,6 +42,8 @@ class BuildInfo:
     redis_urls: dict[str, str] = field(default_factory=dict)  # plugin model → the Redis URL its spec names
     running: list[str] = field(default_factory=list)  # the models that run (ensembles left out)
     cpu_only: list[str] = field(default_factory=list)  # those of them whose every instance is KIND_CPU
+    serving: dict[str, Any] | None = None  # the recorded `serving:` (the gateway sidecar multiplexes the models)
+    rate_limit: list[str] = field(default_factory=list)  # tritonserver's --rate-limit flags for the build's configs
     gateway: dict[str, Any] | None = None  # the recorded top-level `gateway:`/`async:` (deploy.gateway's defaults)
     image: StockImage | None = None  # set by the target (`describe_build`)
 
@@ -72,6 +74,7 @@ def read_lock(path: Path) -> BuildInfo:
         deploy=header["deploy"],
         versions={k: v for k, v in header.items() if k not in ("files", "deploy", "rollout", "gateway")},
         rollout=header.get("rollout"),
+        serving=header.get("serving"),
         gateway=header.get("gateway"),
     )
 

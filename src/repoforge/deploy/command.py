@@ -96,7 +96,11 @@ def settings(info: BuildInfo, sets: Sequence[str]) -> DeploySpec:
                 Problem(where(loc), "deploy." + ".".join(map(str, loc)), _message({**err, "loc": ("deploy", *loc)}))
             )
         raise SpecError(problems) from None
-    found = check_deploy(spec, rules=get_target(info.target).rules.deploy, device=info.device)
+    from repoforge.deploy.gateway import serving_problems
+
+    found = check_deploy(spec, rules=get_target(info.target).rules.deploy, device=info.device) + serving_problems(
+        spec, info.serving
+    )
     if found:
         raise SpecError([Problem(where(p), "deploy." + ".".join(map(str, p)), m) for p, m in found])
     return DeploySpec.model_validate(resolved(spec, repository=info.repository, device=info.device))
@@ -139,6 +143,10 @@ def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, s
     cat = shape.catalog
     rel = rollout.release(info, d, k8s.metrics_service(name))
     files: dict[str, str] = {}
+    if info.serving is not None:  # the multiplexing gateway beside each server (deploy/gateway.py says why)
+        from repoforge.deploy import gateway
+
+        shape = gateway.with_sidecar(shape, d, name, info.serving)
     files["deployment.yaml"] = _yaml(*k8s.deployments(d, shape, name, gpus))
     files["services.yaml"] = _yaml(*k8s.services(d, shape, name, release=rel is not None))
     files["pdb.yaml"] = _yaml(k8s.pdb(d, name))
@@ -157,7 +165,9 @@ def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, s
     if d.gateway is not None:
         from repoforge.deploy import gateway
 
-        files[gateway.FILE] = _yaml(*gateway.objects(d, name, dict(shape.ports).get("grpc", 8001)))
+        gw_objs = (gateway.serving_objects(d, name, info.serving) if info.serving is not None
+                else gateway.objects(d, name, dict(shape.ports).get("grpc", 8001)))  # fmt: skip
+        files[gateway.FILE] = _yaml(*gw_objs)
     resources = [f for f in files if f.endswith(".yaml")]
     if rel is not None:  # applied on their own (Flagger or Argo, never both): not in the kustomization
         objs = k8s.labels(d, name)
@@ -194,7 +204,8 @@ _WHAT = {
     "redis.yaml": "Redis for the plugins (deploy.redis.deploy): Deployment, Service and PodDisruptionBudget; "
     "the server gets its URL in REPOFORGE_REDIS_URL",
     "gateway.yaml": "the gateway (`repoforge gateway`: SSE, WebSocket, /infer, async) Deployment and Service; with "
-    "async, the queue workers' Deployment and a KEDA ScaledObject on the Redis stream's lag (scale to zero)",
+    "async, the queue workers' Deployment and a KEDA ScaledObject on the Redis stream's lag (scale to zero); with "
+    "`serving:`, the Service of the gateway sidecar in the server pods and the ConfigMap of its serving section",
     KUSTOMIZATION: "kustomize entry point listing the manifests",
     rollout.FLAGGER_FILE: "release policy for Flagger: a Canary on the Deployment and its MetricTemplates "
     "(apply instead of the Argo file, see Releases)",

@@ -53,6 +53,11 @@ class ServerShape:
     #: A command run in the container once it started (TorchServe: register the workflows); the pod is not
     #: started, so its probes do not begin, until it succeeds.
     post_start: list[str] | None = None
+    #: Containers beside the server in its pod (the multiplexing gateway with `serving:`), the volumes only they
+    #: mount, and whether the pod shares one process namespace (the gateway then measures tritonserver's memory).
+    sidecars: list[core.Container] = field(default_factory=list)
+    sidecar_volumes: list[core.Volume] = field(default_factory=list)
+    share_process_namespace: bool = False
 
 
 def dump(obj: BaseModel) -> dict[str, Any]:
@@ -265,7 +270,7 @@ def deployment(
                 name="dshm", empty_dir=core.EmptyDirVolumeSource(medium="Memory", size_limit=meta.Quantity("1Gi"))
             )
         )
-    volumes += [v for v, _ in shape.extra_volumes]
+    volumes += [v for v, _ in shape.extra_volumes] + shape.sidecar_volumes
     spread = [
         core.TopologySpreadConstraint(
             max_skew=1, topology_key=key, when_unsatisfiable="ScheduleAnyway",
@@ -288,7 +293,8 @@ def deployment(
             template=core.PodTemplateSpec(
                 metadata=meta.ObjectMeta(labels=pod_labels),
                 spec=core.PodSpec(
-                    containers=[_container(d, shape, gpus, name)],
+                    containers=[_container(d, shape, gpus, name), *shape.sidecars],
+                    share_process_namespace=shape.share_process_namespace or None,
                     volumes=volumes,
                     affinity=_affinity(d, pool),
                     tolerations=_tolerations(d, pool, gpus),

@@ -19,6 +19,8 @@ from repoforge.spec.deploy import DeploySpec
 CACHE_BYTES = 256 * 1024 * 1024
 TRITON_PORTS = [("http", 8000), ("grpc", 8001), ("metrics", 8002)]
 TS_CONFIG_DIR = "/etc/torchserve"
+#: How the build's config.properties comment on install_py_dep_per_model begins (model_repo_templates).
+INSTALL_COMMENT = ("# Archives with a requirements.txt", "# TorchServe pip-installs it")
 TORCHSERVE_PORTS = [("http", 8080), ("management", 8081), ("grpc", 7070), ("grpc-management", 7071), ("metrics", 8082)]
 
 
@@ -46,7 +48,9 @@ def triton_args(
     repository: str | None = None,
     ports: list[tuple[str, int]] = TRITON_PORTS,
 ) -> list[str]:
-    """tritonserver's flags for the pod, from the build: the cache only where a model uses it, latency summaries
+    """tritonserver's flags for the pod, from the build: explicit model control with `serving:` (the gateway
+    sidecar loads on demand), the rate limiter where instance groups declare one, the cache only where a model
+    uses it, latency summaries
     (what the p99 alert and panel read), OpenTelemetry tracing when `tracing:` is set. No
     `histogram_latencies=true`: Triton 2.51 exports no histogram for these models with it (checked on a decoupled
     Python model and on the plugin models; tests/integration/test_deploy_prometheus.py keeps checking)."""
@@ -54,8 +58,10 @@ def triton_args(
     if repository is None:
         repository = repo.url if repo is not None and repo.url else "/models"
     args = [f"--model-repository={repository}"]
-    args.append(f"--model-control-mode={d.model_control_mode}")
-    if d.model_control_mode == "poll":
+    # with `serving:` the gateway sidecar loads models on demand: Triton starts with none (explicit, no --load-model)
+    mode = "explicit" if info.serving is not None else d.model_control_mode
+    args.append(f"--model-control-mode={mode}")
+    if mode == "poll":
         args.append("--repository-poll-secs=30")
     for name_, port in ports:
         args.append(f"--{name_}-port={port}")
@@ -63,6 +69,7 @@ def triton_args(
     if info.features.response_cache:
         args.append(f"--cache-config=local,size={CACHE_BYTES}")
     args.append("--metrics-config=summary_latencies=true")  # p50/p99 per model (the p99 SLO alert reads it)
+    args += info.rate_limit  # --rate-limit=execution_count when instance groups declare a rate limiter
     if d.tracing is not None:
         args += [
             "--trace-config=mode=opentelemetry",
@@ -158,10 +165,17 @@ def torchserve_config(
     model and workflow stores under `root`, install_py_dep_per_model off unless `image` is the stock one (see
     `installs_at_start`), and `extra` lines."""
     text = (info.path / "config.properties").read_text()
+    installs = installs_at_start(info, image)
     out = []
     for line in text.splitlines():
         key = line.split("=", 1)[0]
-        if key == "install_py_dep_per_model" and not installs_at_start(info, image):
+        if line.startswith(INSTALL_COMMENT) and not installs:
+            continue  # the build's comment on what TorchServe installs at registration
+        if key == "install_py_dep_per_model" and not installs:
+            if line.endswith("=true"):
+                out.append(
+                    "# The image has the packages the archives' requirements.txt name: nothing is installed at start."
+                )
             line = "install_py_dep_per_model=false"
         if key in ("inference_address", "management_address", "metrics_address"):
             if key.removesuffix("_address") not in local:

@@ -247,9 +247,11 @@ class ServingOptions:
     server_pid: int | None = None
     load_timeout_s: float = 300.0
     load_concurrency: int | None = None  # None: 1 under a memory budget (every growth measured), else 2
+    serving_file: Path | None = None  # a build's `serving:` for a running Triton (deploy k8s mounts it in the pod)
 
     def given(self) -> bool:
-        return bool(self.max_loaded is not None or self.memory_budget is not None or self.always_loaded)
+        return bool(self.max_loaded is not None or self.memory_budget is not None or self.always_loaded
+                    or self.serving_file is not None)  # fmt: skip
 
 
 def serving_settings(target: str, options: ServingOptions) -> MultiplexSettings | None:
@@ -264,6 +266,15 @@ def serving_settings(target: str, options: ServingOptions) -> MultiplexSettings 
     lock = Path(target) / MANIFEST
     if Path(target).is_dir() and lock.is_file():
         serving = json.loads(lock.read_text()).get("serving")
+    elif options.serving_file is not None:  # the lock's `serving` section, or a whole lock file
+        try:
+            data = json.loads(options.serving_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise GatewayArgumentError("--serving", f"--serving {options.serving_file}: {exc}") from None
+        serving = data.get("serving", data) if isinstance(data, dict) else None
+        if not isinstance(serving, dict):
+            raise GatewayArgumentError("--serving", f"--serving {options.serving_file}: expected a build's `serving` "
+                                       "section as JSON (or its repoforge.lock.json)")  # fmt: skip
     if serving is None and not options.given():
         return None
     settings = MultiplexSettings.from_lock(serving or {})
@@ -358,6 +369,12 @@ def gateway(
             say("multiplexing: models load on first request; " + ("; ".join(x for x in limits if x) or "no limit"))
             if tenants:
                 say(f"tenants: {', '.join(t.name for t in tenants)} (Authorization: Bearer <key>; 401/429 otherwise)")
+            if mux.server_pid is None and not Path(target).is_dir():  # a Triton on this host (or in this pod)
+                from repoforge.servers.discover import tritonserver_pid
+
+                mux.server_pid = tritonserver_pid(grpc)
+                if mux.server_pid is not None:
+                    say(f"measuring the memory of tritonserver pid {mux.server_pid} (found serving {grpc})")
             if mux.memory_budget and mux.server_pid is None:
                 say("note: no --server-pid, so memory is estimated per model, not measured")
         app = build_app(GatewaySettings(triton_grpc=grpc, timeout_s=timeout_s, max_body_bytes=max_body_bytes,

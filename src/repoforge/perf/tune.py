@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -172,6 +173,9 @@ class TuneResult:
     verdict: str = ""
     #: perf runs answered from the checkpoint of an interrupted run of the same tune (not measured again).
     resumed_runs: int = 0
+    #: After a race of the finalists: each one's within-round score against the pick's (log throughput; 0 for the
+    #: pick), what decided it rather than the medians, which also hold the search's run from another time.
+    race: dict[str, float] = field(default_factory=dict)
 
     @property
     def feasible(self) -> list[Trial]:
@@ -198,6 +202,11 @@ class TuneResult:
             lines.append("re-measured in rounds of alternating order (medians, with the range of the runs):")
             lines += [
                 f"  {t.candidate.label()}{' (current)' if t is self.current else ''}: {t.describe()}"
+                + (
+                    f"; in the race's rounds {math.exp(self.race[t.candidate.label()]) - 1:+.0%} vs the pick"
+                    if t.candidate.label() in self.race and t is not self.best
+                    else ""
+                )  # fmt: skip
                 for t in self.finalists
             ]
         if self.best is not None:
@@ -239,6 +248,7 @@ class TuneResult:
             "current": self.current.candidate.label() if self.current else None,
             "finalists": [t.candidate.label() for t in self.finalists], "verdict": self.verdict,
             "patch_yaml": self.patch_yaml, "settings": self.settings, "resumed_runs": self.resumed_runs,
+            "race": self.race,
         }  # fmt: skip
 
 
@@ -657,6 +667,8 @@ def tune(
         current=current, finalists=list(tuner.finalists), verdict=note,
         settings={**settings, "start": start.to_dict()},
         resumed_runs=sum(1 for e in journal.entries[: journal.replayed] if e.get("op") == "measure"),
+        race={c.label(): v - tuner.scores[best.candidate][0] for c, (v, _n) in tuner.scores.items()}
+        if best is not None and best.candidate in tuner.scores else {},
     )  # fmt: skip
     if interrupted and not any(t.runs for t in trials):
         if checkpoint is not None and not any(e.get("op") == "measure" for e in journal.entries):

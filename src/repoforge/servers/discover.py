@@ -104,6 +104,29 @@ def triton_ports(http_url: str) -> TritonPorts | None:
     return TritonPorts(pid, out["grpc"], out["metrics"])
 
 
+def tritonserver_pid(grpc_url: str) -> int | None:
+    """The pid of the tritonserver on this machine whose gRPC API is `grpc_url` (host:port), found by its command
+    line (`--grpc-port`, default 8001), which any process may read, unlike its sockets: so a gateway in the same pod
+    as Triton (`shareProcessNamespace`) finds it too. None when no single local tritonserver matches."""
+    host, _, port = grpc_url.rstrip("/").rpartition(":")
+    if not port.isdigit() or not _is_local(host.strip("[]")) or not Path("/proc").is_dir():
+        return None
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not argv or Path(argv[0]).name != "tritonserver":
+            continue
+        given = _flag(argv, "--grpc-port")
+        if (int(given) if given and given.isdigit() else TRITON_DEFAULTS["grpc"]) == int(port):
+            found.append(int(entry.name))
+    return found[0] if len(found) == 1 else None
+
+
 def answers(host: str, port: int, timeout: float = 5.0) -> bool:
     """Whether something accepts a TCP connection at host:port."""
     try:

@@ -1,22 +1,29 @@
-"""TorchServe served for each command: `serve` (token auth on, its endpoints with curl lines that carry the key)
-and the measuring run of `perf`."""
+"""TorchServe served for each command: `serve` (token auth on, its endpoints with curl lines that carry the key),
+its docker lines (`serve --print-command`) and the measuring run of `perf`."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from repoforge.deploy.build_info import read_lock
+from repoforge.deploy.image_plan import legacy_error, plan_image
+from repoforge.deploy.servers import torchserve_config
 from repoforge.errors import ServeError
+from repoforge.output import MANIFEST
 from repoforge.perf.analyzer import PerfError
 from repoforge.servers.ports import free_ports
 from repoforge.servers.torchserve import TorchServeServer
 from repoforge.servers.torchserve_client import TorchServeClient
+from repoforge.spec.deploy import DeploySpec, dns_name
+from repoforge.targets.torchserve import build_info
 from repoforge.targets.torchserve.validate import archived_config, random_request
-from repoforge.targets.types import Endpoints, PerfEndpoints, Progress
+from repoforge.targets.types import Endpoints, PerfEndpoints, Progress, TargetArgumentError
 
 
 def make_torchserve(
@@ -109,6 +116,67 @@ def serve_for_perf(output: Path, models: list[str], say: Progress) -> Iterator[P
                 http_only="perf_analyzer measures TorchServe over HTTP only; use --protocol http",
                 request_data=perf_data,
             )
+
+
+#: Where the container reads its config.properties (as in a pod) and finds the build folder.
+DOCKER_CONFIG = "/etc/torchserve/config.properties"
+DOCKER_BUILD = "/models"
+
+
+def docker_recipe(output: Path, *, http_port: int | None, grpc_port: int | None, metrics_port: int | None) -> str:
+    """Shell lines that serve a TorchServe build in Docker, the way a pod runs it: the image (`repoforge image` and a
+    docker build of its context when the build declares packages beyond the stock image, else the stock image),
+    the build's config.properties made for a container (0.0.0.0 addresses, the stores under /models, and
+    install_py_dep_per_model off on repoforge's image, which has the packages) written beside the build, then
+    `docker run`. TorchServe loads only models at start, so the workflows are registered after it, with the
+    management key TorchServe writes in the container."""
+    build = output.resolve()
+    if not (build / MANIFEST).is_file():
+        raise TargetArgumentError(
+            "REPOSITORY", f"{build} has no {MANIFEST}: --print-command reads a folder written by `repoforge build`"
+        )
+    info = build_info.describe_build(read_lock(build))
+    plan = plan_image(info)
+    if plan.legacy:
+        raise legacy_error(plan)
+    image = plan.tag if plan.needed else plan.base
+    config = torchserve_config(DeploySpec(), info, image=image, root=DOCKER_BUILD)
+    config_file = build.parent / f"{build.name}-docker.properties"
+    http, grpc, metrics = http_port or 8080, grpc_port or 7070, metrics_port or 8082
+    name = f"{dns_name(info.repository)}-torchserve"
+    lines: list[str] = []
+    if plan.needed:
+        context = build.parent / f"{build.name}-image"
+        lines += [
+            f"# the build's handlers need {', '.join(plan.requirements)} beyond {plan.base}: build that image first",
+            f"repoforge image {shlex.quote(str(build))} -o {shlex.quote(str(context))}",
+            f"docker build -t {plan.tag} {shlex.quote(str(context))}",
+        ]
+    lines += [
+        "# the build's config.properties for a container: 0.0.0.0 addresses, the stores under /models",
+        f"cat > {shlex.quote(str(config_file))} <<'EOF'",
+        *config.splitlines(),
+        "EOF",
+    ]
+    argv = ["docker", "run", *(["--gpus", "all"] if info.device == "gpu" else []), "--rm", "--name", name,
+            "-p", f"{http}:8080", "-p", f"{http + 1}:8081", "-p", f"{metrics}:8082",
+            "-p", f"{grpc}:7070", "-p", f"{grpc + 1}:7071",
+            "-v", f"{build}:{DOCKER_BUILD}", "-v", f"{config_file}:{DOCKER_CONFIG}:ro",
+            image, "torchserve", "--start", "--foreground", "--ncs", f"--ts-config={DOCKER_CONFIG}"]  # fmt: skip
+    lines.append(shlex.join(argv))
+    workflows = [f"{w}.war" for w in info.versions.get("workflows") or []]
+    if workflows:
+        # TorchServe writes its keys to key_file.json in the folder it started in (the image's working directory)
+        code = "import json; print(json.load(open('key_file.json'))['management']['key'])"
+        key = f'docker exec {name} python -c "{code}"'
+        lines.append(
+            "# once it is up, register the workflows (TorchServe loads only models at start), from another shell:"
+        )
+        lines += [
+            f'curl -X POST -H "Authorization: Bearer $({key})" "http://127.0.0.1:{http + 1}/workflows?url={w}"'
+            for w in workflows
+        ]
+    return "\n".join(lines)
 
 
 def answers_ping(http_url: str, timeout: float = 2.0) -> bool:

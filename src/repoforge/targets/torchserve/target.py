@@ -38,8 +38,6 @@ _CANNOT: dict[str, str] = {
     # TorchServe's inference API is not Triton's, and the batch engines speak Triton's
     "batch": "{path} is a TorchServe build; batch scores through Triton only yet (build with --target triton)",
     "rollout": "{path} is a TorchServe build; rollout drives the router plugin on Triton only",
-    "print_command": "{path} is a TorchServe build; --print-command prints the NGC Triton image's lines. "
-    "Serve it with: repoforge serve {path}",
     # the request body perf_analyzer posts to each model comes from the build (its smoke inputs)
     "perf_url": "{path} is a running TorchServe; perf measures TorchServe from its build folder, which holds each "
     "model's request body: repoforge perf BUILD_DIR --model MODEL",
@@ -118,7 +116,9 @@ class TorchServeTarget:
         metrics_port: int | None,
         cache_size_bytes: int | None,
     ) -> str:
-        raise TargetArgumentError("--print-command", _CANNOT["print_command"].format(path=output))
+        if cache_size_bytes is not None:
+            raise TargetArgumentError("--cache-size", "--cache-size sizes Triton's response cache; TorchServe has none")
+        return serve.docker_recipe(output, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
 
     def serves_at(self, http_url: str) -> bool:
         return serve.answers_ping(http_url)

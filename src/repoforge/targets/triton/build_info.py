@@ -12,12 +12,13 @@ from repoforge.deploy.build_info import BuildInfo, StockImage, redis_url
 from repoforge.deploy.image_plan import ngc_image
 from repoforge.deploy.promql import Features
 from repoforge.triton.image import models_needing_repoforge
-from repoforge.triton.reader import read_repository
+from repoforge.triton.reader import rate_limit_flags, read_repository
 
 
 def describe_build(info: BuildInfo) -> BuildInfo:
     """`info` with what the repository's configs say, and its stock image."""
     models = read_repository(info.path)
+    info.rate_limit = rate_limit_flags(info.path, models)
     plugins, drift = set(), set()
     for m in models:
         if m.config.platform != "ensemble":

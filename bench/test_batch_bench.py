@@ -176,6 +176,11 @@ def bench(rounds: int = 5, with_ray: bool = False) -> str:
                                 r[f"{name}_{part}_us"].append(run[part] * run["wall"] / run["requests"] * 1e6)
                         for o in (o1, o2, o3):  # onnxruntime: CPU µs per sess.run of 256 rows
                             r["ort_us"].append(o["client"] * BATCH / o["rows_per_s"] * 1e6)
+                        # what the ratio would be with the cores saturated: CPU per row, onnxruntime ÷ engine
+                        ort_us = h.med(r["ort_us"][-3:])
+                        for name in ("shm", "plain"):
+                            engine_us = sum(r[f"{name}_{p}_us"][-1] for p in ("client", "server", "stub"))
+                            r[f"{name}_cpu_ratio"].append(ort_us / engine_us)
                         line = (f"round {rnd + 1} {k}: ort {o1['rows_per_s']:,.0f} / {o2['rows_per_s']:,.0f} / "
                                 f"{o3['rows_per_s']:,.0f}, local shm {shm['rows_per_s']:,.0f} "
                                 f"({r['shm/ort'][-1]:.2f}), plain {plain['rows_per_s']:,.0f} ({r['plain/ort'][-1]:.2f}) "
@@ -204,6 +209,9 @@ def _markdown(results: dict[str, dict[str, list[float]]], rounds: int, load0: st
     t.add("**local (shared memory) ÷ onnxruntime**", *(cell(k, "shm/ort", "{:.2f}") for k in ks))
     t.add("local (plain gRPC) ÷ onnxruntime", *(cell(k, "plain/ort", "{:.2f}") for k in ks))
     t.add("shared memory ÷ plain gRPC", *(cell(k, "shm/plain", "{:.2f}") for k in ks))
+    t.add("CPU per row, onnxruntime ÷ local (shared memory): the ratio with the cores saturated",
+          *(cell(k, "shm_cpu_ratio", "{:.2f}") for k in ks))  # fmt: skip
+    t.add("CPU per row, onnxruntime ÷ local (plain gRPC)", *(cell(k, "plain_cpu_ratio", "{:.2f}") for k in ks))
     if any(results[k]["ray"] for k in ks):
         t.add("Ray engine rows/s (plain gRPC; not interleaved)", *(cell(k, "ray") for k in ks))
     t.add("host load (1 min) during the runs", *(cell(k, "load1", "{:.1f}") for k in ks))

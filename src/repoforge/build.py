@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from repoforge.contract import Device, Target
 from repoforge.output import BuildResult
-from repoforge.plan import Device, Target
 from repoforge.spec import load_spec
 from repoforge.targets import get_target
 

@@ -11,7 +11,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from repoforge.contract import Device, Target
+import numpy as np
+
+from repoforge.contract import Device
 from repoforge.graph import find_cycle
 from repoforge.plan_base import (
     BuildRules,
@@ -34,6 +36,7 @@ from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import SMOKE_INPUTS, EnsembleStep, ModelSpec, TensorSpec
 from repoforge.spec.plugins import RouterPlugin
 from repoforge.spec.yamlsource import PathKey
+from repoforge.triton.build_rules import TRITON_RULES
 from repoforge.triton.names import FORMATS
 from repoforge.triton.onnx_io import OnnxReadError, OnnxSignature, read_signature
 from repoforge.triton.spec_rules import ensemble_rules, triton_rules
@@ -307,8 +310,6 @@ def _smoke_inputs(ck: Checker, p: ModelPlan) -> dict[str, Path]:
     never finds a broken one; shipped in the model folder under a fixed name validate looks for."""
     if p.spec.smoke is None:
         return {}
-    import numpy as np
-
     where: PathKey = ("models", p.index, "smoke", "inputs")
     src = resolve_file(ck.loaded, p.spec.smoke.inputs)
     try:
@@ -619,10 +620,11 @@ def _model_warnings(m: ModelSpec, serving: ServingChoice, device: Device, rules:
     return out
 
 
-def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target = "triton") -> RepositoryPlan:
-    """Resolve the spec for `device` (auto-detected when None). Raises SpecError with every problem found."""
+def make_plan(loaded: LoadedSpec, device: Device | None = None, rules: BuildRules = TRITON_RULES) -> RepositoryPlan:
+    """Resolve the spec for `device` (auto-detected when None) under a target's `rules` (Triton's unless given).
+    Raises SpecError with every problem found."""
     device = device or detect_device()
-    ck = Checker(loaded, target)
+    ck = Checker(loaded, rules)
     plans: dict[str, ModelPlan] = {}
     warnings: list[str] = []
     for i, raw in enumerate(loaded.spec.models):
@@ -693,7 +695,7 @@ def make_plan(loaded: LoadedSpec, device: Device | None = None, target: Target =
     for p in plans.values():
         if p.format != "ensemble" and ck.rules.server_config_rules:
             triton_rules(ck, p, device)
-    for path, message in check_deploy(loaded.spec.deploy, target=target, device=device):
+    for path, message in check_deploy(loaded.spec.deploy, rules=rules.deploy, device=device):
         ck.add(("deploy", *path), message)
     running = [p for p in plans.values() if p.format != "ensemble"]
     warnings += gpu_setting_warnings(

@@ -10,8 +10,9 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from repoforge.contract import Device, Target
+from repoforge.contract import Device
 from repoforge.errors import Problem, SpecError
+from repoforge.spec.deploy import DeployRules
 from repoforge.spec.load import LoadedSpec
 from repoforge.spec.models import ModelSpec, TensorSpec
 from repoforge.spec.yamlsource import PathKey
@@ -76,8 +77,9 @@ class RepositoryPlan:
 
 @dataclass(frozen=True)
 class BuildRules:
-    """What the plan checks and says differently for one target. The plan asks these and never the target's name,
-    so a target's build differences are read in one table (`BUILD_RULES`) instead of branches through plan.py."""
+    """What the plan checks and says differently for one target. Each target states its own (Triton's in
+    `repoforge.triton.build_rules`, TorchServe's in `repoforge.torchserve.build_rules`, both reached through
+    `Target.rules`); the plan asks these and never the target's name."""
 
     cpu_kind_word: str  # how a CPU instance group is called in this target's config ("KIND_CPU")
     user_handler: bool  # a `handler:` of the user's serves the model: it needs no model file and owns its I/O
@@ -90,31 +92,17 @@ class BuildRules:
     ignored_fields: tuple[str, ...]  # other targets' settings it ignores (each worth a warning)
     gpu_only_optimization_warning: bool  # GPU-only `optimization` settings of a --device cpu build are left out
     server_config_rules: bool  # Triton's load rules run on the configs the plan builds (repoforge.triton.spec_rules)
+    deploy: DeployRules  # what its server can run in a deployment (`deploy:`)
     explicit_model_control: bool = False  # `serving:` can load/unload its models on demand (the gateway)
     gateway: bool = False  # `repoforge gateway` fronts it (Triton's gRPC): `gateway:` and `async:` apply
-
-
-BUILD_RULES: dict[str, BuildRules] = {
-    "triton": BuildRules(
-        cpu_kind_word="KIND_CPU", user_handler=False, python_entry_file=True, own_serving=False,
-        plugin_kinds=None, rollout=True, drift=True, optimize=True, ignored_fields=("model_file", "handler"),
-        gpu_only_optimization_warning=True, server_config_rules=True, explicit_model_control=True, gateway=True,
-    ),
-    "torchserve": BuildRules(
-        cpu_kind_word="deviceType cpu", user_handler=True, python_entry_file=False, own_serving=True,
-        plugin_kinds=frozenset({"features"}), rollout=False, drift=False, optimize=False, ignored_fields=(),
-        gpu_only_optimization_warning=False, server_config_rules=True,
-    ),
-}  # fmt: skip
 
 
 class Checker:
     """Collects problems so the user sees all of them at once."""
 
-    def __init__(self, loaded: LoadedSpec, target: Target = "triton") -> None:
+    def __init__(self, loaded: LoadedSpec, rules: BuildRules) -> None:
         self.loaded = loaded
-        self.target = target
-        self.rules = BUILD_RULES[target]
+        self.rules = rules
         self.problems: list[Problem] = []
 
     def add(self, path: PathKey, message: str, *, key: bool = False) -> None:

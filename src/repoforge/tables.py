@@ -8,6 +8,8 @@ stay null in text columns.
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -87,9 +89,6 @@ def _read_csv(path: Path) -> pa.Table:
 def _read_mixed_jsonl(path: Path) -> pa.Table:
     """JSON Lines whose rows disagree on a column's type (a poisoned row): the column is kept as JSON text, which
     batch parses row by row, so the good rows are scored and the bad ones get a reason."""
-    import gzip
-    import json
-
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     rows: list[dict[str, object]] = []
     with opener(path, "rt", encoding="utf-8") as fh:

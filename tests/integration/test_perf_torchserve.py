@@ -52,3 +52,25 @@ def test_torchserve_report_has_torchserve_figures_and_keeps_the_request(tmp_path
     body = json.loads(data_file.read_text())["data"][0]["TORCHSERVE_INPUT"][0]
     assert Path(body) == Path(report.settings["request_file"]) and "age" in json.loads(Path(body).read_text())
     assert json.loads((tmp_path / "report" / "report.json").read_text())["settings"]["input_data"] == str(data_file)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_running_torchserve_is_found_from_the_server_not_taken_for_triton(tmp_path: Path) -> None:
+    """`perf HOST:PORT` asks the server which target it is: a running TorchServe (token auth on) is told apart
+    from Triton and refused as a usage error naming TARGET, instead of failing on Triton's config API."""
+    pytest.importorskip("ts")
+    from repoforge.build import build
+    from repoforge.perf.command import PerfArgumentError, perf
+    from repoforge.servers.torchserve import TorchServeServer
+    from repoforge.targets import target_at
+
+    (tmp_path / "feats.yaml").write_text(FEATURES_SPEC)
+    out = build(tmp_path / "feats.yaml", tmp_path / "ts", target="torchserve", device="cpu").output
+    with TorchServeServer(out, workdir=tmp_path / "work") as ts:
+        url = ts.inference_url.removeprefix("http://").rstrip("/")
+        assert target_at(url).name == "torchserve"
+        with pytest.raises(PerfArgumentError, match="is a running TorchServe") as err:
+            perf(url, "feats", protocol="http", concurrency=[1], output=tmp_path / "report")
+        assert err.value.param == "TARGET" and not (tmp_path / "report").exists()
+    assert target_at(url).name == "triton"  # nothing answers there now: Triton's, whose errors say so

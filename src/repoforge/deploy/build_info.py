@@ -1,6 +1,7 @@
-"""What `deploy k8s` reads from a build folder: its lock file (target, device, versions, the recorded `deploy:`
-section) and, for Triton, the configs (response cache, plugins), so the manifests follow the
-build and not a spec that may have changed since."""
+"""What `deploy k8s` and `image` read from a build folder: its lock file (target, device, versions, the recorded
+`deploy:` section) here, then what its target adds (`Target.describe_build`: for Triton the configs' response
+cache and plugins; the stock server image), so the manifests follow the build and not a spec that may have
+changed since. `repoforge.targets.read_build` does both."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repoforge.contract import PLUGIN_PARAMETER
 from repoforge.deploy.promql import Features
 from repoforge.errors import BuildError
 from repoforge.output import MANIFEST
+
+
+@dataclass(frozen=True)
+class StockImage:
+    """The stock server image a build runs on, as its target names it; `repoforge image` adds packages to it."""
+
+    base: str  # the image reference (`FROM`)
+    server: str  # the server's name in the image's tag ("tritonserver")
+    python: str  # the Python that runs the models, which pip installs into
+    runs: str  # what runs that Python, for the Dockerfile's comment ("Triton's python backend stub")
 
 
 @dataclass
@@ -35,10 +45,17 @@ class BuildInfo:
     serving: dict[str, Any] | None = None  # the recorded `serving:` (the gateway sidecar multiplexes the models)
     rate_limit: list[str] = field(default_factory=list)  # tritonserver's --rate-limit flags for the build's configs
     gateway: dict[str, Any] | None = None  # the recorded top-level `gateway:`/`async:` (deploy.gateway's defaults)
+    image: StockImage | None = None  # set by the target (`describe_build`)
+
+    def stock_image(self) -> StockImage:
+        if self.image is None:
+            raise BuildError(f"{self.path}: its target has not described the build (repoforge.targets.read_build)")
+        return self.image
 
 
-def read_build(path: Path) -> BuildInfo:
-    """The build at `path`; BuildError (exit 2) when it is not one repoforge wrote, or predates `deploy:`."""
+def read_lock(path: Path) -> BuildInfo:
+    """The build at `path` as its lock file says, before its target adds to it (`repoforge.targets.read_build`);
+    BuildError (exit 2) when it is not one repoforge wrote, or predates `deploy:`."""
     lock = path / MANIFEST
     if not lock.is_file():
         what = "does not exist" if not path.exists() else f"has no {MANIFEST}"
@@ -48,10 +65,9 @@ def read_build(path: Path) -> BuildInfo:
     header = json.loads(lock.read_text())
     if "deploy" not in header:
         raise BuildError(f"{path} was built by a repoforge without the `deploy:` section; rebuild it")
-    target = str(header.get("target", "triton"))
-    info = BuildInfo(
+    return BuildInfo(
         path=path.resolve(),
-        target=target,
+        target=str(header.get("target", "triton")),
         device=str(header.get("device", "cpu")),
         repository=str(header.get("repository", path.name)),
         models=list(header.get("models", [])),
@@ -61,66 +77,23 @@ def read_build(path: Path) -> BuildInfo:
         serving=header.get("serving"),
         gateway=header.get("gateway"),
     )
-    if target == "triton":
-        _triton_features(info)
-    else:
-        info.features = Features(gpu=info.device == "gpu")
-        info.running = list(info.models)
-        info.cpu_only = list(info.models) if info.device != "gpu" else []
-    return info
 
 
-def _triton_features(info: BuildInfo) -> None:
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    from repoforge.contract import RUNNER_PARAMETER
-    from repoforge.triton.image import models_needing_repoforge
-    from repoforge.triton.reader import rate_limit_flags, read_repository
-
-    models = read_repository(info.path)
-    info.rate_limit = rate_limit_flags(info.path, models)
-    plugins, drift = set(), set()
-    for m in models:
-        if m.config.platform != "ensemble":
-            info.running.append(m.name)
-            groups = m.config.instance_group
-            if (groups and all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in groups)) or (
-                not groups and info.device != "gpu"
-            ):
-                info.cpu_only.append(m.name)
-        if PLUGIN_PARAMETER in m.config.parameters:
-            config = json.loads(m.config.parameters[PLUGIN_PARAMETER].string_value)
-            kind = config.get("kind")
-            if kind:
-                plugins.add(str(kind))
-            if config.get("drift"):
-                drift.add(m.name)
-            if kind == "router":
-                info.routers[m.name] = config
-            url = _redis_url(config)
-            if url is not None:
-                info.redis_urls[m.name] = url
-    info.features = Features(
-        gpu=info.device == "gpu",
-        response_cache=any(m.config.response_cache.enable for m in models),
-        plugins=frozenset(plugins),
-        drift=frozenset(drift),
-    )
-    info.needs_repoforge = models_needing_repoforge(models)
-    info.torchscript_runner = any(
-        m.config.parameters[RUNNER_PARAMETER].string_value == "torchscript"
-        for m in models
-        if RUNNER_PARAMETER in m.config.parameters
-    )
+def every_model_runs(info: BuildInfo) -> None:
+    """A build whose every model runs as listed (no ensembles among them to leave out, no per-model device):
+    the features are the device's, and on a CPU build every model is CPU-only."""
+    info.features = Features(gpu=info.device == "gpu")
+    info.running = list(info.models)
+    info.cpu_only = list(info.models) if info.device != "gpu" else []
 
 
-def _redis_url(config: Any) -> str | None:
+def redis_url(config: Any) -> str | None:
     """The first redis:// URL in a plugin's configuration (a features lookup, a Redis-backed cache), if any."""
     if isinstance(config, str):
         return config if config.startswith(("redis://", "rediss://")) else None
     values = config.values() if isinstance(config, dict) else config if isinstance(config, list) else []
     for v in values:
-        found = _redis_url(v)
+        found = redis_url(v)
         if found is not None:
             return found
     return None

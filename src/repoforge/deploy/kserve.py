@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from repoforge.deploy import k8s
-from repoforge.deploy.build_info import BuildInfo, read_build
+from repoforge.deploy.build_info import BuildInfo
 from repoforge.deploy.command import HEADER as K8S_HEADER
 from repoforge.deploy.command import KUSTOMIZATION, _dump, settings
 from repoforge.deploy.servers import (
@@ -33,6 +33,7 @@ from repoforge.deploy.servers import (
 from repoforge.errors import BuildError
 from repoforge.output import atomic_dir, check_destination, sha256_file
 from repoforge.spec.deploy import DeploySpec
+from repoforge.targets import read_build
 
 HEADER = K8S_HEADER.replace("deploy k8s", "deploy kserve")
 #: Where KServe's storage initializer puts the storage URI's content.

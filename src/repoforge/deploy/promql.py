@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from repoforge.rollout import quantities
 from repoforge.runtime import names
 
 #: Failed requests a Python model of a build counts itself (labels model, version), through Triton's custom metrics:
@@ -108,7 +109,7 @@ def triton_catalog(
         agg = f"sum by ({by}) " if by else "sum"
         return f"{agg}(rate({metric_name}{sel}[{w}]))"
 
-    success, queue = "nv_inference_request_success", "nv_inference_queue_duration_us"
+    success, queue = quantities.TRITON_REQUESTS, quantities.TRITON_QUEUE_US
     pods = f"count(count by (pod) ({success}{s}))"
     per_pod = {
         "queue_time_per_request_us": _ratio(rate(queue), rate(success)),
@@ -235,7 +236,7 @@ def triton_catalog(
                 "percentunit",
             )
         )
-    drift = f"max by (model, feature) (repoforge_drift_psi{s})"
+    drift = f"max by (model, feature) ({quantities.DRIFT_PSI}{s})"
     if features.drift:
         p.append(
             Panel(
@@ -328,8 +329,8 @@ def torchserve_catalog(
         return f"{agg}(rate({metric_name}{s}[{w}]))"
 
     reqs, queue, lat = (
-        "ts_inference_requests_total",
-        "ts_queue_latency_microseconds",
+        quantities.TORCHSERVE_REQUESTS,
+        quantities.TORCHSERVE_QUEUE_US,
         "ts_inference_latency_microseconds",
     )
     pods = f"count(count by (pod) ({reqs}{s}))"

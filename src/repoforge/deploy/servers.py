@@ -10,7 +10,7 @@ from cloudcoil import apimachinery as meta
 from cloudcoil.models.kubernetes.core import v1 as core
 
 from repoforge.deploy.build_info import BuildInfo
-from repoforge.deploy.image import plan_image, stock_image
+from repoforge.deploy.image_plan import plan_image
 from repoforge.deploy.k8s import ServerShape, labels, metrics_service
 from repoforge.deploy.promql import torchserve_catalog, triton_catalog
 from repoforge.spec.deploy import DeploySpec
@@ -88,8 +88,6 @@ def server_image(info: BuildInfo, d: DeploySpec, deploy: str = "k8s") -> tuple[s
     """The pod's image and the README's notes on it: `deploy.image` when set (the image `repoforge image` wrote,
     pushed), else the stock image when the build needs nothing more, else the local name `repoforge image`
     gives it, which must be built and pushed first."""
-    from repoforge.deploy.image import plan_image
-
     plan = plan_image(info)
     if d.image:
         return d.image, [f"Image: `{d.image}` (deploy.image; stock image of this build: `{plan.base}`)."]
@@ -135,7 +133,7 @@ def installs_at_start(info: BuildInfo, image: str) -> bool:
     """Whether TorchServe must pip-install the .mar files' requirements.txt in a pod on `image`: only on the stock
     image. The image `repoforge image` writes (or the pushed `deploy.image`) has the build's declared packages
     installed, and installing them again would make every pod start wait on (and depend on) a package index."""
-    return image == stock_image(info) and plan_image(info).needed
+    return image == info.stock_image().base and plan_image(info).needed
 
 
 def install_notes(info: BuildInfo, image: str) -> list[str]:

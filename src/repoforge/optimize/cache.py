@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 import weakref
@@ -18,6 +19,8 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
+
+from repoforge.output import write_file_atomic
 
 #: Distributions whose version changes what a variant file or a figure is.
 TOOLS = ("repoforge", "onnx", "onnxruntime", "onnxconverter-common", "openvino", "numpy", "torch")
@@ -30,8 +33,6 @@ def tool_versions() -> dict[str, str]:
             out[name] = dist_version(name)
         except PackageNotFoundError:
             out[name] = "not installed"
-    import platform
-
     out["python"] = platform.python_version()
     return out
 
@@ -83,6 +84,4 @@ class Cache:
 
     def put(self, k: str, value: dict[str, Any]) -> None:
         path = self.root / "records" / f"{k}.json"
-        from repoforge.output import write_file_atomic
-
         write_file_atomic(path, json.dumps(value, sort_keys=True))

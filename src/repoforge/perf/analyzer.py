@@ -13,6 +13,7 @@ import csv
 import functools
 import importlib.util
 import io
+import json
 import os
 import re
 import shutil
@@ -22,11 +23,12 @@ import sys
 import sysconfig
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.contract import Target
@@ -35,6 +37,7 @@ from repoforge.metrics import scrape, torchserve_per_request
 from repoforge.output import publish_cache_dir
 from repoforge.servers.triton import cache_root
 from repoforge.triton.client import model_names
+from repoforge.triton.inputs import random_array, triton_dtype
 
 __all__ = [
     "INSTALL_HINT",
@@ -684,8 +687,6 @@ def run_calibrated(
     """Like :func:`run`, and also measure ``calibration_model`` with the same settings, interleaved
     point by point (calibration first), so both see the same machine state. Returns
     ``(points, calibration_points)`` for :class:`~repoforge.perf.report.PerfReport`'s relative mode."""
-    from dataclasses import replace
-
     cal = replace(opts, model=calibration_model, shapes={}, input_data=None)
     points, cal_points = _run_many([(opts, config), (cal, calibration_config)], progress, calibration_first=True)
     return points, cal_points
@@ -696,13 +697,12 @@ def required_inputs_data(opts: PerfOptions, config: mc.ModelConfig | None) -> st
     has optional ones; None when it has none (``--input-data random`` then fits). perf_analyzer's random data fills
     every input, optional ones included (a router's weights input then gets random "weights"), while an input-data
     file may leave an optional input out: it is then not sent, as a client that does not map it would not."""
-    import json
-
-    import numpy as np
-
-    from repoforge.triton.inputs import random_array, triton_dtype
-
-    if config is None or opts.service_kind != "triton" or not any(t.optional for t in config.input):
+    # optional inputs are a served config's (a kind whose shapes come from it); another kind's data file is given
+    if (
+        config is None
+        or not SERVICE_KINDS[opts.service_kind].config_shapes
+        or not any(t.optional for t in config.input)
+    ):
         return None
     rng = np.random.default_rng(0)
     row: dict[str, Any] = {}
@@ -728,8 +728,6 @@ def _without_optional(
     o: PerfOptions, cfg: mc.ModelConfig | None, folder: Path
 ) -> tuple[PerfOptions, mc.ModelConfig | None]:
     """`o` with a data file of the required inputs only where the model has optional ones and no file was given."""
-    from dataclasses import replace
-
     text = required_inputs_data(o, cfg) if o.input_data is None else None
     if text is None:
         return o, cfg

@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from repoforge.output import write_file_atomic
+
 from .analyzer import PerfError
 from .report import PerfReport
 
@@ -156,8 +158,6 @@ class Baseline:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (temp file in the same directory + rename)."""
         p = Path(path).absolute()
-        from repoforge.output import write_file_atomic
-
         return write_file_atomic(p, json.dumps(self.to_dict(), indent=2) + "\n")
 
 

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tritonclient.grpc import model_config_pb2 as mc
-
 from repoforge.errors import ArgumentError, Interrupted
 from repoforge.perf.analyzer import (
     MeasurementInterrupted,
@@ -25,9 +23,8 @@ from repoforge.perf.analyzer import (
 )
 from repoforge.perf.baseline import Baseline, GateResult, compare, update_baseline
 from repoforge.perf.report import PerfReport, host_load, write_report
-from repoforge.targets import target_of
-from repoforge.targets.types import PerfEndpoints
-from repoforge.triton.client import served_config
+from repoforge.targets import target_at, target_of
+from repoforge.targets.types import PerfEndpoints, TargetArgumentError
 
 Progress = Callable[[str], None]
 
@@ -85,62 +82,23 @@ class PerfResult:
     gate: GateResult | None = None
 
 
-def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
-    try:
-        return served_config(http_url, model, timeout=30.0)
-    except Exception as exc:  # noqa: BLE001 - unreachable server or unknown model: one line either way
-        raise PerfError(
-            f"cannot read the config of '{model}' from Triton at {http_url}: {str(exc).splitlines()[0]}"
-        ) from None
-
-
-def grpc_endpoint(http_url: str, grpc_url: str | None, say: Progress) -> str:
-    """The gRPC host:port of the Triton whose HTTP API is `http_url`: `grpc_url`, else the port the tritonserver
-    process on this machine was started with (Triton's HTTP API does not say, and `serve --ports auto` puts it
-    anywhere). One that does not answer, or cannot be read, is a PerfArgumentError naming --grpc-url."""
-    from repoforge.servers.discover import answers, triton_ports
-
-    host, _, port = http_url.rpartition(":")
-    if grpc_url is not None:
-        grpc = grpc_url.split("://")[-1].rstrip("/")
-        where = "given with --grpc-url"
-    else:
-        found = triton_ports(http_url) if port.isdigit() else None
-        if found is None or found.grpc is None:
-            why = (
-                "its gRPC endpoint is switched off on its command line"
-                if found is not None
-                else "not a tritonserver on this machine, so its command line cannot be read"
-            )
-            raise PerfArgumentError(
-                "--grpc-url",
-                f"cannot tell the gRPC port of the server at {http_url} ({why}); pass it with --grpc-url host:port, "
-                "or measure over HTTP with --protocol http",
-            )
-        grpc = f"{host}:{found.grpc}"
-        where = f"read from tritonserver pid {found.pid}"  # said only if it fails: an error stays one line
-    ghost, _, gport = grpc.rpartition(":")
-    if not gport.isdigit() or not answers(ghost.strip("[]"), int(gport)):
-        raise PerfArgumentError(
-            "--grpc-url", f"nothing answers at {grpc} (the gRPC port, {where}); pass the right one with --grpc-url"
-        )
-    return grpc
-
-
 @contextlib.contextmanager
 def _target(
     target: str | Path, models: list[str], grpc_url: str | None, say: Progress, need_grpc: bool = True
 ) -> Iterator[PerfEndpoints]:
-    """A built folder is served for the run by its target; anything else is the HTTP host:port of a running Triton
-    (its gRPC port read from the server, or given)."""
+    """A built folder is served for the run by its target; anything else is the HTTP host:port of a running server,
+    whose target is the one that answers there (Triton's where none does)."""
     path = Path(target)
     if path.is_dir():
         with target_of(path).perf_endpoint(path, models, say) as ep:
             yield ep
         return
     http_url = str(target).removeprefix("http://").rstrip("/")
-    grpc = grpc_endpoint(http_url, grpc_url, say) if need_grpc else http_url
-    yield PerfEndpoints(http_url, grpc, {m: _config_from_server(http_url, m) for m in models})
+    try:
+        ep = target_at(http_url).running_perf_endpoint(http_url, models, grpc_url=grpc_url, need_grpc=need_grpc)
+    except TargetArgumentError as exc:
+        raise PerfArgumentError(exc.param, str(exc)) from None
+    yield ep
 
 
 def perf(
@@ -185,9 +143,9 @@ def perf(
                 raise PerfError(ep.http_only)
             protocols = ["http"]
         data_text = None
-        if input_data is None and ep.service_kind == "triton":  # optional inputs stay out unless the user maps them
-            probe = PerfOptions(model=model, url=ep.http, shapes=shapes or {})
-            data_text = required_inputs_data(probe, ep.configs[model])
+        if input_data is None:  # optional inputs stay out unless the user maps them
+            probe = PerfOptions(model=model, url=ep.http, shapes=shapes or {}, service_kind=ep.service_kind)
+            data_text = required_inputs_data(probe, ep.configs.get(model))
         if data_text is not None:
             data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="repoforge-perf-data-"))
             input_data = Path(data_dir) / f"{model}.perf-data.json"

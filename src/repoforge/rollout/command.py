@@ -19,6 +19,7 @@ from repoforge.errors import ArgumentError, RepoforgeError
 from repoforge.output import MANIFEST
 from repoforge.rollout.controller import Rollout, RolloutResult, rollback
 from repoforge.rollout.server import RolloutInputError, RouterServer, ServerError
+from repoforge.servers.discover import other_port
 from repoforge.spec.rollout import RolloutSpec
 from repoforge.targets import target_of
 from repoforge.triton.inputs import make_inputs
@@ -82,34 +83,31 @@ def metrics_endpoint(host: str, port: int, metrics_url: str | None, say: Say) ->
     """The metrics host:port of the Triton whose HTTP API is host:port: `metrics_url`, else the port the
     tritonserver process on this machine was started with (Triton's HTTP API does not say). A port that does not
     answer, or one that cannot be read, is a usage error naming --metrics-url."""
-    from repoforge.servers.discover import answers, triton_ports
-
+    given = None
     if metrics_url is not None:
         mhost, mport = host_port(metrics_url, "--metrics-url")
-        where = "given with --metrics-url"
-    else:
-        found = triton_ports(f"{host}:{port}")
-        if found is None:
-            raise RolloutArgumentError(
-                "--metrics-url",
-                f"cannot read the metrics port of the server at {host}:{port} (not a tritonserver on this machine); "
-                "pass its metrics host:port with --metrics-url",
-            )
-        if found.metrics is None:
-            raise RolloutArgumentError(
-                "--metrics-url",
-                f"the tritonserver at {host}:{port} (pid {found.pid}) runs with --allow-metrics=false; rollout judges "
-                "the router's metrics: start it with metrics on, and pass --metrics-url if they are elsewhere",
-            )
-        mhost, mport = host, found.metrics
-        where = f"read from tritonserver pid {found.pid}"
-        say(f"metrics at {mhost}:{mport} ({where})")
-    if not answers(mhost, mport):
+        given = f"{mhost}:{mport}"
+    found = other_port(f"{host}:{port}", "metrics", given, "--metrics-url")
+    if found.problem == "unreadable":
         raise RolloutArgumentError(
-            "--metrics-url", f"nothing answers at {mhost}:{mport} (the metrics port, {where}); pass the right one with "
-            "--metrics-url host:port"
+            "--metrics-url",
+            f"cannot read the metrics port of the server at {host}:{port} (not a tritonserver on this machine); "
+            "pass its metrics host:port with --metrics-url",
+        )
+    if found.problem == "off":
+        raise RolloutArgumentError(
+            "--metrics-url",
+            f"the tritonserver at {host}:{port} (pid {found.pid}) runs with --allow-metrics=false; rollout judges "
+            "the router's metrics: start it with metrics on, and pass --metrics-url if they are elsewhere",
+        )
+    if given is None:
+        say(f"metrics at {found.address} ({found.where})")
+    if found.problem == "silent":
+        raise RolloutArgumentError(
+            "--metrics-url", f"nothing answers at {found.address} (the metrics port, {found.where}); pass the right one "
+            "with --metrics-url host:port"
         )  # fmt: skip
-    return f"{mhost}:{mport}"
+    return found.address
 
 
 def recorded_policy(target: str | Path) -> dict[str, Any] | None:

@@ -12,12 +12,25 @@ import math
 import re
 from dataclasses import dataclass
 
-#: The router's metrics (written by repoforge.runtime.plugins.router): rows sent per route, rows whose route call
-#: failed, each call's latency in µs (a histogram), and shadow rows by outcome (agree / disagree).
-ROWS = "repoforge_router_rows_total"
-ERRORS = "repoforge_router_errors_total"
-LATENCY_US = "repoforge_router_latency_us"
-SHADOW_ROWS = "repoforge_shadow_rows_total"
+from repoforge.runtime import names
+
+#: The router's metrics (written by repoforge.runtime.plugins.router, named in repoforge.runtime.names): rows sent
+#: per route, rows whose route call failed, each call's latency in µs (a histogram), and shadow rows by outcome.
+ROWS = names.ROUTER_ROWS
+ERRORS = names.ROUTER_ERRORS
+LATENCY_US = names.ROUTER_LATENCY
+SHADOW_ROWS = names.SHADOW_ROWS
+
+#: Input drift: the PSI gauge per (model, feature) a plugin with `drift:` exports; the deploy alert fires above
+#: deploy.promql.DRIFT_PSI.
+DRIFT_PSI = names.DRIFT_PSI
+
+#: Queue time per request (the autoscaler's default metric): the servers' queue-time counter over their request
+#: counter. Triton's counters (µs summed, successes), then TorchServe's.
+TRITON_QUEUE_US = "nv_inference_queue_duration_us"
+TRITON_REQUESTS = "nv_inference_request_success"
+TORCHSERVE_QUEUE_US = "ts_queue_latency_microseconds"
+TORCHSERVE_REQUESTS = "ts_inference_requests_total"
 
 #: A parsed scrape (repoforge.metrics.parse_prometheus): 'name{k="v",...}' (sorted label keys) → value.
 Samples = dict[str, float]

@@ -13,6 +13,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 #: Triton's own defaults for the ports a command line does not set.
 TRITON_DEFAULTS = {"grpc": 8001, "metrics": 8002}
@@ -133,3 +134,35 @@ def answers(host: str, port: int, timeout: float = 5.0) -> bool:
             return True
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class OtherPort:
+    """Where the gRPC or metrics API of the Triton serving HTTP at some host:port is, as `other_port` found it.
+    `problem`: None (found, and it answers); "unreadable" (no URL given, and not a tritonserver on this machine);
+    "off" (its command line switches that API off); "silent" (nothing answers at `address`)."""
+
+    address: str  # host:port ("" unless found)
+    where: str  # how it was found, for messages ("given with --grpc-url", "read from tritonserver pid 12")
+    pid: int | None = None  # the tritonserver process read, if one was
+    problem: Literal["unreadable", "off", "silent"] | None = None
+
+
+def other_port(http_url: str, api: Literal["grpc", "metrics"], given: str | None, flag: str) -> OtherPort:
+    """The `api` port of the Triton whose HTTP API is `http_url` (host:port): `given` (from `flag`), else the port
+    its process on this machine was started with; then whether anything answers there. The one place `perf` and
+    `rollout` find a running server's other ports; each words the problems as its own usage errors."""
+    host, _, port = http_url.removeprefix("http://").rstrip("/").rpartition(":")
+    if given is not None:
+        address, where, pid = given.split("://")[-1].rstrip("/"), f"given with {flag}", None
+    else:
+        found = triton_ports(http_url) if port.isdigit() else None
+        if found is None:
+            return OtherPort("", "", problem="unreadable")
+        number = found.grpc if api == "grpc" else found.metrics
+        if number is None:
+            return OtherPort("", "", found.pid, problem="off")
+        address, where, pid = f"{host}:{number}", f"read from tritonserver pid {found.pid}", found.pid
+    ahost, _, aport = address.rpartition(":")
+    ok = aport.isdigit() and answers(ahost.strip("[]"), int(aport))
+    return OtherPort(address, where, pid, problem=None if ok else "silent")

@@ -24,6 +24,7 @@ How it is run, and why (see the TorchServe gotchas this avoids):
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -110,8 +111,6 @@ def find_java() -> str:
 
 
 def _check_installed() -> None:
-    import importlib.util
-
     for module in ("ts", "yaml"):
         if importlib.util.find_spec(module) is None:
             raise TorchServeNotFoundError(f"Python module '{module}' is missing: {INSTALL_HINT}")

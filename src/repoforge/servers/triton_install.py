@@ -20,6 +20,7 @@ import sys
 import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -36,8 +37,6 @@ PYTHON_BASED_BACKENDS = ("onnxruntime", "pytorch")
 
 def python_based_backend(name: str) -> Path:
     """The shipped ``model.py`` of repoforge's Python-based backend ``name`` (one of PYTHON_BASED_BACKENDS)."""
-    from importlib import resources
-
     return Path(str(resources.files("repoforge.backends").joinpath("server", name, "model.py")))
 
 

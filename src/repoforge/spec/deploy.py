@@ -9,6 +9,7 @@ build with every other problem, and `repoforge deploy k8s --set` runs again on t
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -344,9 +345,22 @@ class DeploySpec(_Strict):
 DeployProblem = tuple[tuple[str | int, ...], str]
 
 
-def check_deploy(deploy: DeploySpec, *, target: str, device: str) -> list[DeployProblem]:
-    """The rules pydantic cannot see per field: bounds against each other, and what the target and device
-    can serve. Paths are relative to `deploy:` so the build and `--set` locate them each their own way."""
+@dataclass(frozen=True)
+class DeployRules:
+    """What a target's server can run in a deployment. Each target states its own (`BuildRules.deploy`), and
+    `check_deploy` reads these, never the target's name, so a new target is a new value, not a new branch."""
+
+    server: str  # the server, as the messages name it ("TorchServe")
+    autoscale_metrics: tuple[str, ...] | None = None  # the metrics it exports an equivalent of (None: every one)
+    gateway: bool = True  # the gateway (Triton's gRPC protocol) can front it
+    tracing: bool = True  # it exports OpenTelemetry traces
+    model_repository_storage: bool = True  # it can read its models from storage (else only from a volume, a PVC)
+    model_control: bool = True  # `model_control_mode` applies
+
+
+def check_deploy(deploy: DeploySpec, *, rules: DeployRules, device: str) -> list[DeployProblem]:
+    """The rules pydantic cannot see per field: bounds against each other, and what the target (its `rules`) and
+    device can serve. Paths are relative to `deploy:` so the build and `--set` locate them each their own way."""
     problems: list[DeployProblem] = []
     r, a = deploy.replicas, deploy.autoscale
     if r.max < r.min:
@@ -373,8 +387,10 @@ def check_deploy(deploy: DeploySpec, *, target: str, device: str) -> list[Deploy
     g = deploy.gateway
     if g is not None and g.async_ is not None and deploy.redis is None:
         problems.append((("gateway", "async"), "the queue lives in Redis: set redis: {url: ...} or {deploy: true}"))
-    if g is not None and target == "torchserve":
-        problems.append((("gateway",), "the gateway speaks Triton's gRPC protocol; TorchServe builds have no gateway"))
+    if g is not None and not rules.gateway:
+        problems.append(
+            (("gateway",), f"the gateway speaks Triton's gRPC protocol; {rules.server} builds have no gateway")
+        )
     for name in deploy.env:
         if name in deploy.secrets:
             problems.append((("env", name), f"{name} is also set in secrets; set it in one place"))
@@ -386,20 +402,26 @@ def check_deploy(deploy: DeploySpec, *, target: str, device: str) -> list[Deploy
                 problems.append(
                     ((section, name), f"{name} comes from redis: here; set the URL in one place (redis.url)")
                 )
-    if target == "torchserve":
-        if a.metric not in TORCHSERVE_METRICS:
-            problems.append(
-                (
-                    ("autoscale", "metric"),
-                    f"TorchServe exports no metric for {a.metric}; use one of {', '.join(TORCHSERVE_METRICS)}",
-                )
+    metrics = rules.autoscale_metrics
+    if metrics is not None and a.metric not in metrics:
+        problems.append(
+            (
+                ("autoscale", "metric"),
+                f"{rules.server} exports no metric for {a.metric}; use one of {', '.join(metrics)}",
             )
-        if deploy.tracing is not None:
-            problems.append((("tracing",), "TorchServe has no OpenTelemetry export; tracing is a Triton setting"))
-        if deploy.model_repository is not None and deploy.model_repository.pvc is None:
-            problems.append((("model_repository",), "TorchServe reads its model store from a volume; use {pvc: name}"))
-        if deploy.model_control_mode != "none":
-            problems.append((("model_control_mode",), "model_control_mode is a Triton setting"))
+        )
+    if not rules.tracing and deploy.tracing is not None:
+        problems.append((("tracing",), f"{rules.server} has no OpenTelemetry export; tracing is a Triton setting"))
+    if (
+        not rules.model_repository_storage
+        and deploy.model_repository is not None
+        and deploy.model_repository.pvc is None
+    ):
+        problems.append(
+            (("model_repository",), f"{rules.server} reads its model store from a volume; use {{pvc: name}}")
+        )
+    if not rules.model_control and deploy.model_control_mode != "none":
+        problems.append((("model_control_mode",), "model_control_mode is a Triton setting"))
     return problems
 
 

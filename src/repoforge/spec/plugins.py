@@ -25,6 +25,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
@@ -481,7 +482,5 @@ PluginSpec = Annotated[
 
 def parse_plugin(data: str | dict[str, Any]) -> FeaturesPlugin | ResultCachePlugin | SemanticCachePlugin | RouterPlugin:
     """A plugin config from its JSON (the `repoforge_plugin` parameter) or a dict."""
-    from pydantic import TypeAdapter
-
     adapter: TypeAdapter[Any] = TypeAdapter(PluginSpec)
     return adapter.validate_json(data) if isinstance(data, str) else adapter.validate_python(data)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from repoforge.contract import Target as TargetName
+from repoforge.deploy.build_info import BuildInfo, read_lock
+from repoforge.errors import BuildError
 from repoforge.targets.torchserve.target import TorchServeTarget
 from repoforge.targets.triton.target import TritonTarget
 from repoforge.targets.types import Progress, Target
@@ -39,4 +41,35 @@ def target_of(path: str | Path) -> Target:
     return TARGETS[DEFAULT_TARGET]
 
 
-__all__ = ["DEFAULT_TARGET", "TARGETS", "TARGET_NAMES", "Progress", "Target", "TargetName", "get_target", "target_of"]
+def target_at(http_url: str) -> Target:
+    """The target whose server answers at `http_url` (host:port): another target's when its server answers there,
+    else Triton's (whose commands then say what they cannot reach)."""
+    for target in TARGETS.values():
+        if target is not TARGETS[DEFAULT_TARGET] and target.serves_at(http_url):
+            return target
+    return TARGETS[DEFAULT_TARGET]
+
+
+def read_build(path: Path) -> BuildInfo:
+    """The build at `path` as `deploy` and `image` need it: its lock file, then what its target adds (the models
+    that run, the features its configs turn on, its stock server image). BuildError (exit 2) for a folder
+    repoforge did not build."""
+    info = read_lock(path)
+    target = TARGETS.get(info.target)
+    if target is None:
+        raise BuildError(f"{path} was built for target {info.target!r}, which this repoforge does not know")
+    return target.describe_build(info)
+
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "TARGETS",
+    "TARGET_NAMES",
+    "Progress",
+    "Target",
+    "TargetName",
+    "get_target",
+    "read_build",
+    "target_at",
+    "target_of",
+]

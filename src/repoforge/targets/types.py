@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from repoforge.deploy.build_info import BuildInfo
     from repoforge.deploy.k8s import ServerShape
     from repoforge.output import BuildResult
+    from repoforge.plan_base import BuildRules
     from repoforge.spec.deploy import DeploySpec
     from repoforge.spec.load import LoadedSpec
 
@@ -152,6 +153,7 @@ class Target(Protocol):
     name: TargetName
     server_name: str  # what messages call its server ("tritonserver", "TorchServe")
     default_ports: tuple[int, int, int]  # HTTP (inference), gRPC, metrics
+    rules: BuildRules  # what its build checks and says, and what its server can run in a deployment
 
     def recognises(self, path: Path) -> bool:
         """Whether `path` is a build output of this target."""
@@ -209,6 +211,17 @@ class Target(Protocol):
         """Shell lines that serve `output` in Docker on a GPU host (`serve --print-command`)."""
         ...
 
+    def serves_at(self, http_url: str) -> bool:
+        """Whether this target's server answers at `http_url` (host:port of its HTTP inference API)."""
+        ...
+
+    def running_perf_endpoint(
+        self, http_url: str, models: list[str], *, grpc_url: str | None, need_grpc: bool
+    ) -> PerfEndpoints:
+        """perf_analyzer's endpoints on the server already running at `http_url`; TargetArgumentError (a usage
+        error, before anything is measured) where it cannot be measured so."""
+        ...
+
     def perf_endpoint(self, output: Path, models: list[str], say: Progress) -> AbstractContextManager[PerfEndpoints]:
         """`output` served for a perf_analyzer run, while the context is open."""
         ...
@@ -220,6 +233,11 @@ class Target(Protocol):
 
     def rollout_endpoint(self, output: Path, say: Progress) -> AbstractContextManager[ControlEndpoint]:
         """`output` served with every model loaded and load/unload allowed, for `rollout`, while the context is open."""
+        ...
+
+    def describe_build(self, info: BuildInfo) -> BuildInfo:
+        """`info` (read from the build's lock file) with what this target knows of the build: the models that run
+        and where, the features its configs turn on, its stock server image."""
         ...
 
     def deploy_shape(self, build: BuildInfo, deploy: DeploySpec) -> ServerShape:

@@ -42,6 +42,7 @@ from repoforge.python_requirements import LOCK_KEY, lock_entry, torchserve_model
 from repoforge.repo_readme import REPO_README, torchserve_readme
 from repoforge.spec.load import LoadedSpec
 from repoforge.torchserve import config as tsc
+from repoforge.torchserve.build_rules import TORCHSERVE_RULES
 from repoforge.torchserve.eager import EagerLoadError, load_eager, split_model_file
 from repoforge.torchserve.reproducible import normalize_archive
 
@@ -244,6 +245,12 @@ def _check_ensemble(
                 f"{e.name}: step model '{st.model}' uses your own handler; in the workflow it receives its "
                 "parents' outputs (JSON bytes under 'body', or under each parent's node name)"
             )
+        unmapped = [t.name for t in target.inputs if not t.optional and t.name not in st.inputs]
+        if target.format != "ensemble" and unmapped:  # its node would get a request without them
+            bad(
+                ("models", e.index, "steps", s_i, "inputs"),
+                f"step {s_i} ({st.model}) does not map its required input '{unmapped[0]}'",
+            )
         if st.version != -1:
             warnings.append(
                 f"{e.name}: step {s_i} pins version {st.version}; TorchServe workflows use the archived version"
@@ -374,7 +381,7 @@ def build_torchserve(
     out = Path(output)
     device = device or detect_device()
     try:
-        plan = make_plan(loaded, device, target="torchserve")
+        plan = make_plan(loaded, device, TORCHSERVE_RULES)
     except SpecError as exc:
         raise _name_models(loaded, exc) from None
     problems: list[Problem] = []

@@ -11,15 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from repoforge.deploy.build_info import read_build
-from repoforge.deploy.image import legacy_error, plan_image
+from repoforge.deploy.build_info import read_lock
+from repoforge.deploy.image_plan import legacy_error, plan_image
 from repoforge.deploy.servers import torchserve_config
 from repoforge.errors import ServeError
 from repoforge.output import MANIFEST
 from repoforge.perf.analyzer import PerfError
 from repoforge.servers.ports import free_ports
 from repoforge.servers.torchserve import TorchServeServer
+from repoforge.servers.torchserve_client import TorchServeClient
 from repoforge.spec.deploy import DeploySpec, dns_name
+from repoforge.targets.torchserve import build_info
 from repoforge.targets.torchserve.validate import archived_config, random_request
 from repoforge.targets.types import Endpoints, PerfEndpoints, Progress, TargetArgumentError
 
@@ -133,7 +135,7 @@ def docker_recipe(output: Path, *, http_port: int | None, grpc_port: int | None,
         raise TargetArgumentError(
             "REPOSITORY", f"{build} has no {MANIFEST}: --print-command reads a folder written by `repoforge build`"
         )
-    info = read_build(build)
+    info = build_info.describe_build(read_lock(build))
     plan = plan_image(info)
     if plan.legacy:
         raise legacy_error(plan)
@@ -175,3 +177,15 @@ def docker_recipe(output: Path, *, http_port: int | None, grpc_port: int | None,
             for w in workflows
         ]
     return "\n".join(lines)
+
+
+def answers_ping(http_url: str, timeout: float = 2.0) -> bool:
+    """Whether TorchServe's inference API answers at `http_url` (host:port): /ping says its status, or, with token
+    auth on (where /ping wants a key too), refuses in TorchServe's own words."""
+    client = TorchServeClient(f"http://{http_url}", "", "")
+    try:
+        status, _headers, body = client.request("GET", "inference", "/ping", timeout=timeout)
+        said = dict(json.loads(body or b"{}"))
+    except (OSError, ValueError, TypeError):
+        return False
+    return (status == 200 and "status" in said) or said.get("type") == "InvalidKeyException"

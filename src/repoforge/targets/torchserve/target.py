@@ -16,7 +16,7 @@ from repoforge.output import BuildResult
 from repoforge.servers.torchserve import TorchServeServer
 from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.load import LoadedSpec
-from repoforge.targets.torchserve import serve
+from repoforge.targets.torchserve import build_info, serve
 from repoforge.targets.torchserve.validate import validate_torchserve
 from repoforge.targets.types import (
     BatchEndpoint,
@@ -30,6 +30,7 @@ from repoforge.targets.types import (
     ValidationReport,
     pick_port,
 )
+from repoforge.torchserve.build_rules import TORCHSERVE_RULES
 from repoforge.torchserve.builder import build_torchserve, looks_like_torchserve_output
 
 #: Why each capability TorchServe lacks is missing (the usage error says it, with what to do instead).
@@ -37,6 +38,9 @@ _CANNOT: dict[str, str] = {
     # TorchServe's inference API is not Triton's, and the batch engines speak Triton's
     "batch": "{path} is a TorchServe build; batch scores through Triton only yet (build with --target triton)",
     "rollout": "{path} is a TorchServe build; rollout drives the router plugin on Triton only",
+    # the request body perf_analyzer posts to each model comes from the build (its smoke inputs)
+    "perf_url": "{path} is a running TorchServe; perf measures TorchServe from its build folder, which holds each "
+    "model's request body: repoforge perf BUILD_DIR --model MODEL",
     "gateway": "{path} is a TorchServe build; the gateway speaks Triton's gRPC protocol and serves Triton builds",
 }
 
@@ -45,6 +49,7 @@ class TorchServeTarget:
     name: TargetName = "torchserve"
     server_name = "TorchServe"
     default_ports = (8080, 7070, 8082)  # inference (management is the next port), gRPC inference, metrics
+    rules = TORCHSERVE_RULES
 
     def recognises(self, path: Path) -> bool:
         return looks_like_torchserve_output(path)
@@ -115,6 +120,14 @@ class TorchServeTarget:
             raise TargetArgumentError("--cache-size", "--cache-size sizes Triton's response cache; TorchServe has none")
         return serve.docker_recipe(output, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
 
+    def serves_at(self, http_url: str) -> bool:
+        return serve.answers_ping(http_url)
+
+    def running_perf_endpoint(
+        self, http_url: str, models: list[str], *, grpc_url: str | None, need_grpc: bool
+    ) -> PerfEndpoints:
+        raise TargetArgumentError("TARGET", _CANNOT["perf_url"].format(path=http_url))
+
     def perf_endpoint(self, output: Path, models: list[str], say: Progress) -> AbstractContextManager[PerfEndpoints]:
         return serve.serve_for_perf(output, models, say)
 
@@ -123,6 +136,9 @@ class TorchServeTarget:
 
     def rollout_endpoint(self, output: Path, say: Progress) -> AbstractContextManager[ControlEndpoint]:
         raise TargetArgumentError("TARGET", _CANNOT["rollout"].format(path=output))
+
+    def describe_build(self, info: BuildInfo) -> BuildInfo:
+        return build_info.describe_build(info)
 
     def deploy_shape(self, build: BuildInfo, deploy: DeploySpec) -> ServerShape:
         return torchserve_shape(build, deploy)

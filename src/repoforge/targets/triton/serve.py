@@ -9,11 +9,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from repoforge.deploy.build_info import read_build
-from repoforge.deploy.image import legacy_error, plan_image
+from tritonclient.grpc import model_config_pb2 as mc
+
+from repoforge.deploy.build_info import read_lock
+from repoforge.deploy.image_plan import legacy_error, plan_image
 from repoforge.errors import BuildError, ServeError
 from repoforge.perf.analyzer import PerfError
+from repoforge.servers.discover import other_port
 from repoforge.servers.triton import TritonServer
+from repoforge.targets.triton import build_info
 from repoforge.targets.types import (
     BatchEndpoint,
     ControlEndpoint,
@@ -22,6 +26,7 @@ from repoforge.targets.types import (
     Progress,
     TargetArgumentError,
 )
+from repoforge.triton.client import served_config
 from repoforge.triton.reader import rate_limit_flags, read_repository, uses_response_cache
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -109,7 +114,7 @@ def docker_recipe(
         repo, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, cache_size_bytes=cache_size_bytes
     )
     try:
-        info = read_build(repo)
+        info = build_info.describe_build(read_lock(repo))
         plan = plan_image(info)
     except BuildError:  # not written by repoforge build: nothing declared, the stock image
         return server.docker_command(repo)
@@ -164,3 +169,42 @@ def serve_for_rollout(path: Path, say: Progress) -> Iterator[ControlEndpoint]:
     with TritonServer(path, model_control="explicit", load_models=["*"]) as server:
         say(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")
         yield ControlEndpoint(server.http_url, server.metrics_url.split("://")[-1].removesuffix("/metrics"))
+
+
+def grpc_endpoint(http_url: str, grpc_url: str | None) -> str:
+    """The gRPC host:port of the Triton whose HTTP API is `http_url`: `grpc_url`, else the port the tritonserver
+    process on this machine was started with (Triton's HTTP API does not say, and `serve --ports auto` puts it
+    anywhere). One that does not answer, or cannot be read, is a TargetArgumentError naming --grpc-url."""
+    found = other_port(http_url, "grpc", grpc_url, "--grpc-url")
+    if found.problem in ("unreadable", "off"):
+        why = (
+            "its gRPC endpoint is switched off on its command line"
+            if found.problem == "off"
+            else "not a tritonserver on this machine, so its command line cannot be read"
+        )
+        raise TargetArgumentError(
+            "--grpc-url",
+            f"cannot tell the gRPC port of the server at {http_url} ({why}); pass it with --grpc-url host:port, "
+            "or measure over HTTP with --protocol http",
+        )
+    if found.problem == "silent":
+        raise TargetArgumentError(
+            "--grpc-url",
+            f"nothing answers at {found.address} (the gRPC port, {found.where}); pass the right one with --grpc-url",
+        )
+    return found.address
+
+
+def _config_from_server(http_url: str, model: str) -> mc.ModelConfig:
+    try:
+        return served_config(http_url, model, timeout=30.0)
+    except Exception as exc:  # noqa: BLE001 - unreachable server or unknown model: one line either way
+        raise PerfError(
+            f"cannot read the config of '{model}' from Triton at {http_url}: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def running_for_perf(http_url: str, models: list[str], grpc_url: str | None, need_grpc: bool) -> PerfEndpoints:
+    """A running Triton measured as it is: its gRPC port read from it (or given), each model's config from it."""
+    grpc = grpc_endpoint(http_url, grpc_url) if need_grpc else http_url
+    return PerfEndpoints(http_url, grpc, {m: _config_from_server(http_url, m) for m in models})

@@ -17,7 +17,7 @@ from repoforge.plan import detect_device, make_plan
 from repoforge.servers.triton import TritonServer
 from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.load import LoadedSpec
-from repoforge.targets.triton import serve
+from repoforge.targets.triton import build_info, serve
 from repoforge.targets.triton.validate import validate_triton
 from repoforge.targets.types import (
     BatchEndpoint,
@@ -30,6 +30,8 @@ from repoforge.targets.types import (
     ValidationReport,
     pick_port,
 )
+from repoforge.triton.build_rules import TRITON_RULES
+from repoforge.triton.client import TritonClient
 from repoforge.triton.repository import looks_like_model_repository, write_repository
 
 
@@ -37,6 +39,7 @@ class TritonTarget:
     name: TargetName = "triton"
     server_name = "tritonserver"
     default_ports = (8000, 8001, 8002)
+    rules = TRITON_RULES
 
     def recognises(self, path: Path) -> bool:
         return looks_like_model_repository(path)
@@ -110,6 +113,14 @@ class TritonTarget:
             cache_size_bytes=cache_size_bytes,
         )
 
+    def serves_at(self, http_url: str) -> bool:
+        return TritonClient(f"http://{http_url}").is_live()
+
+    def running_perf_endpoint(
+        self, http_url: str, models: list[str], *, grpc_url: str | None, need_grpc: bool
+    ) -> PerfEndpoints:
+        return serve.running_for_perf(http_url, models, grpc_url, need_grpc)
+
     def perf_endpoint(self, output: Path, models: list[str], say: Progress) -> AbstractContextManager[PerfEndpoints]:
         return serve.serve_for_perf(output, models, say)
 
@@ -118,6 +129,9 @@ class TritonTarget:
 
     def rollout_endpoint(self, output: Path, say: Progress) -> AbstractContextManager[ControlEndpoint]:
         return serve.serve_for_rollout(output, say)
+
+    def describe_build(self, info: BuildInfo) -> BuildInfo:
+        return build_info.describe_build(info)
 
     def deploy_shape(self, build: BuildInfo, deploy: DeploySpec) -> ServerShape:
         return triton_shape(build, deploy)

@@ -16,6 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.errors import ServeError
 from repoforge.lint import lint_repository
+from repoforge.servers.discover import triton_ports
 from repoforge.servers.triton import TritonServer
 from repoforge.spec.models import SMOKE_INPUTS
 from repoforge.targets.answers import judge_answer
@@ -426,8 +427,6 @@ def validate_triton(
         )
     if url is not None:
         if grpc_url is None:  # decoupled models need it: read it from the server where it runs on this machine
-            from repoforge.servers.discover import triton_ports
-
             found = triton_ports(url.removeprefix("http://"))
             if found is not None and found.grpc is not None:
                 grpc_url = f"{url.removeprefix('http://').rpartition(':')[0]}:{found.grpc}"

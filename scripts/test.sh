@@ -13,4 +13,5 @@ echo "==> ruff check, ruff format --check, mypy, lint-imports, import cycles"
 .venv/bin/mypy
 .venv/bin/lint-imports --no-cache
 .venv/bin/python scripts/check_import_cycles.py
-exec .venv/bin/python -m pytest -q "$@"
+# the 20 slowest tests are listed at the end, so a suite creeping towards its 20-minute budget shows where
+exec .venv/bin/python -m pytest -q --durations=20 "$@"

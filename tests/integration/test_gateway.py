@@ -121,7 +121,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("gateway")
     log_file = root / "streamer.log"
     log_file.touch()
-    with TritonServer(make_repo(root, log_file), workdir=root / "triton") as triton, RedisServer() as redis_server:
+    # a stream the cancellation tests walk away from can still be running when the module ends: Triton waits for it
+    # up to --exit-timeout-secs (30 s by default) at shutdown, which this module's teardown then paid every run
+    triton_server = TritonServer(
+        make_repo(root, log_file), workdir=root / "triton", extra_args=("--exit-timeout-secs", "3")
+    )
+    with triton_server as triton, RedisServer() as redis_server:
         yield Env(root, triton, redis_server.url, log_file)
 
 

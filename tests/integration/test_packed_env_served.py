@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sysconfig
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from google.protobuf import text_format
-from test_stock_servers import clean_env, imports, linked_venv
+from test_stock_servers import imports, linked_venv, triton_in_venv
 from tritonclient import http
 from tritonclient.grpc import model_config_pb2 as mc
 
-import repoforge.servers.triton as triton_server
 from repoforge.build import build
 from repoforge.output import MANIFEST
 from repoforge.servers.redis import RedisServer
@@ -65,19 +63,8 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packed]:
     (root / "spec.yaml").write_text(SPEC)
     repo = build(root / "spec.yaml", root / "repo", device="cpu", pack_env=True).output
     venv = linked_venv(root / "venv", ["nvidia-pytriton"])  # the server's Python: no redis in it
-    with RedisServer() as redis_server, pytest.MonkeyPatch.context() as mp:
-        env = clean_env(
-            venv,
-            REPOFORGE_REDIS_URL=redis_server.url,
-            LD_LIBRARY_PATH=":".join(
-                str(p)
-                for p in (sysconfig.get_config_var("LIBDIR"), triton_server.find_tritonserver().libs_dir)
-                if p is not None
-            ),
-        )
-        mp.setattr(triton_server, "server_env", lambda install=None, base=None: dict(env))
-        with TritonServer(repo) as server:
-            yield Packed(server, repo, venv, redis_server)
+    with triton_in_venv(venv, repo) as (server, redis_server):
+        yield Packed(server, repo, venv, redis_server)
 
 
 def test_only_the_model_that_declares_packages_gets_an_env(packed: Packed) -> None:

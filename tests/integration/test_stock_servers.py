@@ -19,6 +19,7 @@ import sysconfig
 import textwrap
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import Distribution, distribution
 from pathlib import Path
@@ -93,6 +94,27 @@ def clean_env(venv: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def triton_in_venv(venv: Path, repo: Path) -> Iterator[tuple[TritonServer, RedisServer]]:
+    """A tritonserver serving `repo` whose Python backend stubs run `venv`'s Python (the stub runs the first python3 on
+    its PATH), and a Redis the models reach through REPOFORGE_REDIS_URL: the spec's Redis URL points nowhere, and the
+    deployment's variable wins, as deploy sets it."""
+    with RedisServer() as redis_server, pytest.MonkeyPatch.context() as mp:
+        env = clean_env(
+            venv,
+            REPOFORGE_REDIS_URL=redis_server.url,
+            # the stub loads this Python's libpython; the copied python backend needs pytriton's libraries
+            LD_LIBRARY_PATH=":".join(
+                str(p)
+                for p in (sysconfig.get_config_var("LIBDIR"), triton_server.find_tritonserver().libs_dir)
+                if p is not None
+            ),
+        )
+        mp.setattr(triton_server, "server_env", lambda install=None, base=None: dict(env))
+        with TritonServer(repo) as server:
+            yield server, redis_server
+
+
 def imports(venv: Path, module: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(venv / "bin" / "python3"), "-c", f"import {module}"],
@@ -165,21 +187,8 @@ def stock_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StockTrit
     needs = declared(repo)
     assert needs == ["redis"]  # the redis result cache; the runtime itself ships inside the build
     venv = linked_venv(root / "venv", ["nvidia-pytriton", *needs])
-    with RedisServer() as redis_server, pytest.MonkeyPatch.context() as mp:
-        # The spec's Redis URL points nowhere; the deployment's REPOFORGE_REDIS_URL wins (as deploy sets it).
-        env = clean_env(
-            venv,
-            REPOFORGE_REDIS_URL=redis_server.url,
-            # the stub loads this Python's libpython; the copied python backend needs pytriton's libraries
-            LD_LIBRARY_PATH=":".join(
-                str(p)
-                for p in (sysconfig.get_config_var("LIBDIR"), triton_server.find_tritonserver().libs_dir)
-                if p is not None
-            ),
-        )
-        mp.setattr(triton_server, "server_env", lambda install=None, base=None: dict(env))
-        with TritonServer(repo) as server:
-            yield StockTriton(server, repo, venv, redis_server)
+    with triton_in_venv(venv, repo) as (server, redis_server):
+        yield StockTriton(server, repo, venv, redis_server)
 
 
 def test_the_triton_environment_has_no_repoforge(stock_triton: StockTriton) -> None:

@@ -19,20 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _serving_helpers as h
+from test_tune import SPEC  # the tune bench's own spec: the recorded grid is of the model it tunes
 
 from repoforge.perf.analyzer import PerfError, PerfOptions
 from repoforge.perf.tune import ServerMeasurer, TuneSpace
-
-SPEC = """version: 1
-repository: perf
-models:
-  - name: mlp
-    format: onnx
-    path: {path}
-    max_batch_size: 64
-    instance_groups: [{{kind: cpu, count: 1}}]
-    response_cache: false
-"""
 
 
 def main() -> None:

@@ -11,6 +11,12 @@ import yaml
 
 from repoforge.cli.common import command, fail, json_option, progress
 from repoforge.errors import RepoforgeError
+from repoforge.perf import command as perf_command
+from repoforge.perf import tune as perf_tune
+from repoforge.perf.analyzer import PerfError, parse_concurrency
+from repoforge.perf.mix import perf_models
+from repoforge.perf.protocols import DEFAULT_CONCURRENCY, DEFAULT_DURATION_S, perf_protocols
+from repoforge.spec.edit import apply_patch
 
 
 def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
@@ -157,10 +163,6 @@ def perf(
     REST, gRPC, SSE, WebSocket and the async queue compared on one model (a gateway started for the run):
               repoforge perf repo -m MODEL --protocol all --concurrency 1,16 --duration 10
     """
-    from repoforge.perf.analyzer import PerfError, parse_concurrency
-    from repoforge.perf.command import check_arguments
-    from repoforge.perf.command import perf as do_perf
-
     if (model is None) == (models is None):
         raise click.UsageError("give one of -m MODEL (perf_analyzer on one model) or --models A,B,C (a mix)")
     if models is not None:
@@ -193,9 +195,11 @@ def perf(
         raise click.BadParameter(
             str(exc).replace("concurrency", "request rate"), param_hint="'--request-rate'"
         ) from None
-    check_arguments(target, concurrency=concurrency, request_rate=rates, baseline=baseline, update=update_baseline)
+    perf_command.check_arguments(
+        target, concurrency=concurrency, request_rate=rates, baseline=baseline, update=update_baseline
+    )
     assert protocol in ("grpc", "http", "both")
-    result = do_perf(
+    result = perf_command.perf(
         target,
         model,
         protocol=protocol,
@@ -238,8 +242,6 @@ def _perf_protocols(target: str, model: str, protocol: str, concurrency: str, du
                     redis_url: str | None, grpc_url: str | None, output: Path, as_json: bool,
                     refused: dict[str, object]) -> None:  # fmt: skip
     """`perf --protocol sse|ws|async|all`: the protocols side by side (repoforge.perf.protocols)."""
-    from repoforge.perf.protocols import DEFAULT_CONCURRENCY, DEFAULT_DURATION_S, perf_protocols
-
     ctx = click.get_current_context()
     default = click.core.ParameterSource.DEFAULT
     report = perf_protocols(target, model, protocol,
@@ -271,8 +273,6 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
                  request: Path | None, concurrency: str, output: Path, as_json: bool,
                  refused: dict[str, object]) -> None:  # fmt: skip
     """`perf --models`: the many-model mix through the gateway (repoforge.perf.mix)."""
-    from repoforge.perf.mix import perf_models
-
     for flag, value in refused.items():
         if value is not None:
             raise click.UsageError(f"{flag} measures one model with perf_analyzer; it does not go with --models")
@@ -370,10 +370,7 @@ def tune(
     Exit 1 when no config meets the budget, naming the one that came closest. Ctrl-C (exit 130) keeps what was
     measured; the same command again continues from there.
     """
-    from repoforge.perf.tune import tune as do_tune
-    from repoforge.spec.edit import apply_patch
-
-    result = do_tune(
+    result = perf_tune.tune(
         spec,
         model,
         latency_budget_ms=latency_budget_ms,

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import click
 import yaml
 
 from repoforge.cli.common import command, fail, json_option, progress
 from repoforge.errors import RepoforgeError
-
-if TYPE_CHECKING:
-    from repoforge.perf.tune_multi import ModelGoal
+from repoforge.perf import command as perf_command
+from repoforge.perf import tune as perf_tune
+from repoforge.perf import tune_multi as perf_tune_multi
+from repoforge.perf.analyzer import PerfError, parse_concurrency
+from repoforge.perf.mix import perf_models
+from repoforge.perf.protocols import DEFAULT_CONCURRENCY, DEFAULT_DURATION_S, perf_protocols
+from repoforge.spec.edit import apply_patch
 
 
 def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
@@ -160,10 +164,6 @@ def perf(
     REST, gRPC, SSE, WebSocket and the async queue compared on one model (a gateway started for the run):
               repoforge perf repo -m MODEL --protocol all --concurrency 1,16 --duration 10
     """
-    from repoforge.perf.analyzer import PerfError, parse_concurrency
-    from repoforge.perf.command import check_arguments
-    from repoforge.perf.command import perf as do_perf
-
     if (model is None) == (models is None):
         raise click.UsageError("give one of -m MODEL (perf_analyzer on one model) or --models A,B,C (a mix)")
     if models is not None:
@@ -196,9 +196,11 @@ def perf(
         raise click.BadParameter(
             str(exc).replace("concurrency", "request rate"), param_hint="'--request-rate'"
         ) from None
-    check_arguments(target, concurrency=concurrency, request_rate=rates, baseline=baseline, update=update_baseline)
+    perf_command.check_arguments(
+        target, concurrency=concurrency, request_rate=rates, baseline=baseline, update=update_baseline
+    )
     assert protocol in ("grpc", "http", "both")
-    result = do_perf(
+    result = perf_command.perf(
         target,
         model,
         protocol=protocol,
@@ -241,8 +243,6 @@ def _perf_protocols(target: str, model: str, protocol: str, concurrency: str, du
                     redis_url: str | None, grpc_url: str | None, output: Path, as_json: bool,
                     refused: dict[str, object]) -> None:  # fmt: skip
     """`perf --protocol sse|ws|async|all`: the protocols side by side (repoforge.perf.protocols)."""
-    from repoforge.perf.protocols import DEFAULT_CONCURRENCY, DEFAULT_DURATION_S, perf_protocols
-
     ctx = click.get_current_context()
     default = click.core.ParameterSource.DEFAULT
     report = perf_protocols(target, model, protocol,
@@ -274,8 +274,6 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
                  request: Path | None, concurrency: str, output: Path, as_json: bool,
                  refused: dict[str, object]) -> None:  # fmt: skip
     """`perf --models`: the many-model mix through the gateway (repoforge.perf.mix)."""
-    from repoforge.perf.mix import perf_models
-
     for flag, value in refused.items():
         if value is not None:
             raise click.UsageError(f"{flag} measures one model with perf_analyzer; it does not go with --models")
@@ -392,12 +390,8 @@ def tune(
     With several -m (e.g. -m a:p99<=20ms -m b:p99<=50ms), the models are tuned together in one server: each
     candidate is a combination of their configs, measured by one perf_analyzer per model at the same time.
     """
-    from repoforge.perf.tune import tune as do_tune
-    from repoforge.perf.tune_multi import ModelGoal
-    from repoforge.spec.edit import apply_patch
-
     try:
-        goals = [ModelGoal.parse(m, latency_budget_ms) for m in models]
+        goals = [perf_tune_multi.ModelGoal.parse(m, latency_budget_ms) for m in models]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'-m' / '--model'") from None
     if len(goals) > 1:
@@ -405,7 +399,7 @@ def tune(
                    stability_percentage=stability_percentage, max_trials=max_trials, output=output,
                    apply_to_spec=apply_to_spec, restart=restart, as_json=as_json)  # fmt: skip
         return
-    result = do_tune(
+    result = perf_tune.tune(
         spec,
         goals[0].name,
         latency_budget_ms=goals[0].budget_ms,
@@ -433,7 +427,7 @@ def tune(
 
 def _tune_many(
     spec: Path,
-    goals: list[ModelGoal],
+    goals: list[perf_tune_multi.ModelGoal],
     *,
     concurrency: int,
     search: Literal["coordinate", "grid"],
@@ -446,10 +440,7 @@ def _tune_many(
     as_json: bool,
 ) -> None:
     """`tune` with several models: one server, every model measured at once, a patch per model."""
-    from repoforge.perf.tune_multi import tune_models
-    from repoforge.spec.edit import apply_patch
-
-    result = tune_models(spec, goals, search=search, concurrency=concurrency,
+    result = perf_tune_multi.tune_models(spec, goals, search=search, concurrency=concurrency,
                          measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
                          max_trials=max_trials, output=output, progress=progress(as_json), restart=restart)  # fmt: skip
     if as_json:

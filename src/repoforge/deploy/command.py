@@ -267,6 +267,9 @@ def readme(
         f"{k8s.DRAIN_S + d.exit_timeout_s + 10}).",
         f"- Startup: up to {d.probes.startup_timeout_s} s for every model to load before liveness counts.",
     ]
+    sharing = k8s.gpu_sharing_note(d, d.resources.gpu or 0)
+    if sharing is not None:
+        lines.append(sharing)
     if d.spot.tolerate:
         lines.append(
             f"- Spot: `{name}-on-demand` keeps {d.spot.on_demand_min} pod(s) on `{d.spot.capacity_label}="

@@ -71,8 +71,9 @@ def default_storage_uri(d: DeploySpec) -> str:
 def _resources(d: DeploySpec, gpus: int) -> dict[str, Any]:
     requests: dict[str, str] = {"cpu": d.resources.cpu, "memory": d.resources.memory}
     limits: dict[str, str] = {"memory": d.resources.memory}
-    if gpus:
-        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus)
+    extended, _ = k8s.gpu_request(d, gpus)  # whole GPUs, a MIG slice or a time-sliced replica (deploy.gpu)
+    requests.update(extended)
+    limits.update(extended)
     return {"requests": requests, "limits": limits}
 
 
@@ -203,6 +204,15 @@ def objects(info: BuildInfo, d: DeploySpec, storage_uri: str) -> tuple[dict[str,
     env = _env(d, name)
     if env:
         model["env"] = env
+    predictor: dict[str, Any] = {
+        "minReplicas": d.replicas.min,
+        "maxReplicas": d.replicas.max,
+        "terminationGracePeriodSeconds": k8s.DRAIN_S + d.exit_timeout_s + 10,
+        "model": model,
+    }
+    node_selector = k8s.gpu_request(d, gpus)[1]
+    if node_selector:  # the predictor's pod runs where the device plugin offers that share (deploy.gpu)
+        predictor["nodeSelector"] = node_selector
     isvc = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -213,12 +223,7 @@ def objects(info: BuildInfo, d: DeploySpec, storage_uri: str) -> tuple[dict[str,
             "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"},
         },
         "spec": {
-            "predictor": {
-                "minReplicas": d.replicas.min,
-                "maxReplicas": d.replicas.max,
-                "terminationGracePeriodSeconds": k8s.DRAIN_S + d.exit_timeout_s + 10,
-                "model": model,
-            }
+            "predictor": predictor,
         },
     }
     return runtime, isvc, rt
@@ -287,6 +292,9 @@ def _readme(
         f"- Metrics: the pod's port {rt.metrics_port} `/metrics` (KServe's Prometheus scraping annotations). The "
         "alerts, dashboard and KEDA autoscaling are `repoforge deploy k8s`'s.",
     ]
+    sharing = k8s.gpu_sharing_note(d, d.resources.gpu or 0)
+    if sharing is not None:
+        lines.append(sharing)
     if d.secrets:
         refs = ", ".join(f"`{k}` ← Secret `{r.secret}` key `{r.key}`" for k, r in d.secrets.items())
         lines.append(f"- From Secrets (by reference; no value is in these files): {refs}.")

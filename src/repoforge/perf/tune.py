@@ -511,9 +511,10 @@ class Checkpoint:
                 "and are not measured again")  # fmt: skip
         return Journal(inner, checkpoint.entries, checkpoint.save)
 
-    def built(self, model_dir: Path) -> None:
-        """Add the built model's files to the identity; refuse a checkpoint whose model has changed since."""
-        self.identity["model_files_sha256"] = _sha256_tree(model_dir)
+    def built(self, *model_dirs: Path) -> None:
+        """Add the built models' files to the identity; refuse a checkpoint whose models have changed since."""
+        shas = [_sha256_tree(d) for d in model_dirs]
+        self.identity["model_files_sha256"] = shas[0] if len(shas) == 1 else shas
         if self._old is not None:
             self._check(self._old)
 

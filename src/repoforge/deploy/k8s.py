@@ -60,6 +60,24 @@ class ServerShape:
     share_process_namespace: bool = False
 
 
+#: Where KServe's storage initializer puts the storage URI's content (the runtime's model repository).
+KSERVE_MOUNT = "/mnt/models"
+
+
+@dataclass
+class KServeRuntime:
+    """What a target's server looks like in a KServe ServingRuntime (`Target.kserve_runtime`; deploy/kserve.py
+    writes the rest)."""
+
+    model_format: str
+    protocols: list[str] | None
+    container: dict[str, Any]
+    metrics_port: int
+    volumes: list[dict[str, Any]]
+    objects: list[dict[str, Any]]  # extra objects (TorchServe's ConfigMap)
+    notes: list[str]
+
+
 def dump(obj: BaseModel) -> dict[str, Any]:
     """The manifest dict of a cloudcoil object: camelCase keys, unset fields left out."""
     data: dict[str, Any] = obj.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -93,11 +111,70 @@ def _probe(shape: ServerShape, path: str | None, *, period: int, failures: int, 
     return core.Probe(period_seconds=period, failure_threshold=failures, timeout_seconds=timeout, **action)
 
 
+GPU = "nvidia.com/gpu"
+
+
+def gpu_request(d: DeploySpec, gpus: int) -> tuple[dict[str, str], dict[str, str]]:
+    """(extended resources, node selector) of a pod holding `gpus` GPUs, whole or shared (`deploy.gpu`), in the
+    names NVIDIA's k8s-device-plugin and gpu-feature-discovery (GFD) use:
+
+    - MIG, mixed strategy: each profile is its own resource `nvidia.com/mig-<profile>`; GFD labels the node
+      `nvidia.com/mig.strategy=mixed` (k8s-device-plugin docs/gfd_labels.md, "MIG 'mixed' strategy").
+    - MIG, single strategy: every GPU of the node is cut the same way and the slices keep the name `nvidia.com/gpu`;
+      GFD labels `nvidia.com/mig.strategy=single`, overrides `nvidia.com/gpu.product` to `<model>-MIG-<profile>`
+      and sets `nvidia.com/gpu.slices.gi` (docs/gfd_labels.md, "MIG 'single' strategy"). The profile's slice count
+      is selected always, the product label when `gpu.product` names the model (the label carries it).
+    - Time-slicing: the plugin's `sharing.timeSlicing.resources[{name: nvidia.com/gpu, replicas: N}]` advertises N
+      `nvidia.com/gpu` per GPU, or `nvidia.com/gpu.shared` with `renameByDefault: true`; GFD labels the node
+      `nvidia.com/gpu.sharing-strategy=time-slicing` and `nvidia.com/gpu.replicas=N` (README "Shared Access to GPUs with CUDA Time-Slicing"; GPU Operator docs
+      "Time-Slicing GPUs in Kubernetes"). A pod asks for one replica: more replicas are no more GPU.
+    """
+    g = d.gpu
+    if not gpus:
+        return {}, {}
+    if g is None:
+        return {GPU: str(gpus)}, {}
+    if g.mig is not None and g.mig_strategy == "mixed":
+        return {f"nvidia.com/mig-{g.mig}": str(gpus)}, {"nvidia.com/mig.strategy": "mixed"}
+    if g.mig is not None:
+        node = {"nvidia.com/mig.strategy": "single", "nvidia.com/gpu.slices.gi": g.mig.split("g.", 1)[0]}
+        if g.product is not None:
+            node["nvidia.com/gpu.product"] = f"{g.product}-MIG-{g.mig}"
+        return {GPU: str(gpus)}, node
+    assert g.time_slicing is not None  # check_deploy: one of mig, time_slicing
+    node = {"nvidia.com/gpu.sharing-strategy": "time-slicing", "nvidia.com/gpu.replicas": str(g.time_slicing)}
+    return {f"{GPU}.shared" if g.rename_by_default else GPU: "1"}, node
+
+
+def gpu_sharing_note(d: DeploySpec, gpus: int) -> str | None:
+    """The README line on a shared GPU: what the pod asks for and what the cluster must offer (the device plugin's
+    config is the cluster's, not this deployment's)."""
+    g = d.gpu
+    if g is None or not gpus:
+        return None
+    extended, node = gpu_request(d, gpus)
+    ask = ", ".join(f"`{k}: {v}`" for k, v in extended.items())
+    on = ", ".join(f"`{k}={v}`" for k, v in node.items())
+    if g.mig is not None:
+        return (
+            f"- GPU: a MIG slice {g.mig} per pod ({ask}) on nodes labelled {on}: the GPU Operator with "
+            f"`mig.strategy={g.mig_strategy}` and a MIG config that cuts {g.mig} slices (label the node "
+            f"`nvidia.com/mig.config`). A slice has its own memory, SMs and fault domain; its size is fixed."
+        )
+    return (
+        f"- GPU: a time-sliced replica ({ask}) on nodes labelled {on}: the device plugin's config needs "
+        f"`sharing.timeSlicing.resources: [{{name: nvidia.com/gpu, replicas: {g.time_slicing}}}]`"
+        + (" and `renameByDefault: true`" if g.rename_by_default else "")
+        + ". Replicas share the GPU's memory and fault domain: one pod's out-of-memory or crash reaches the others."
+    )
+
+
 def _container(d: DeploySpec, shape: ServerShape, gpus: int, name: str) -> core.Container:
     requests = {"cpu": d.resources.cpu, "memory": d.resources.memory}
     limits = {"memory": d.resources.memory}
-    if gpus:
-        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus)
+    extended, _ = gpu_request(d, gpus)
+    requests.update(extended)
+    limits.update(extended)
     mounts: list[core.VolumeMount] = []
     repo = d.model_repository
     if repo is None or repo.pvc is not None:  # s3/gcs: Triton reads the bucket itself, no volume
@@ -296,6 +373,7 @@ def deployment(
                     containers=[_container(d, shape, gpus, name), *shape.sidecars],
                     share_process_namespace=shape.share_process_namespace or None,
                     volumes=volumes,
+                    node_selector=gpu_request(d, gpus)[1] or None,
                     affinity=_affinity(d, pool),
                     tolerations=_tolerations(d, pool, gpus),
                     topology_spread_constraints=spread,

@@ -121,8 +121,34 @@ def model_rss(server_pid: int, name: str) -> tuple[int, int]:
     """(processes, resident bytes) of the stub processes that serve `name` under `server_pid`. Counted per model,
     not as the tree's growth across a load, so another model's stub exiting meanwhile cannot hide a model's size
     (it did: CI saw growths near 0, the estimate fell, and the budget was passed by 200 MiB)."""
-    pids = [p for p in _descendants(server_pid)[1:] if _stub_model(p) == name]
-    return len(pids), sum(_rss(p) for p in pids)
+    pids = model_stubs(server_pid, name)
+    return len(pids), sum(_rss(p) for p, _ in pids)
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), which tells a pid from a later process given the same
+    number; None once it has exited."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def model_stubs(server_pid: int, name: str) -> list[tuple[int, str]]:
+    """(pid, start time) of the stub processes that serve `name`. This reads every process of the host (tens of
+    milliseconds on a busy one): the multiplexer calls it in a thread, never on the event loop, whose other
+    requests (other tenants' hits) would wait that long."""
+    out = []
+    for pid in _descendants(server_pid)[1:]:
+        if _stub_model(pid) == name and (start := _start_time(pid)) is not None:
+            out.append((pid, start))
+    return out
+
+
+def alive(stubs: list[tuple[int, str]]) -> bool:
+    """Whether any of these processes still runs: one small read per process, cheap enough to poll."""
+    return any(_start_time(pid) == start for pid, start in stubs)
 
 
 # -- the table -----------------------------------------------------------------------------------------------------
@@ -136,6 +162,7 @@ class _Model:
     measured: bool = False
     loaded_at: float = 0.0
     done: asyncio.Future[None] | None = None  # set when loading or unloading ends (result: the outcome)
+    stubs: list[tuple[int, str]] = field(default_factory=list)  # (pid, start time) of its stub processes
 
 
 class LoadFailed(RequestError):
@@ -196,6 +223,7 @@ class Multiplexer:
         self._load_slots = asyncio.Semaphore(settings.load_concurrency)
         self._running: set[_Model] = set()
         self._measured: dict[str, int] = {}  # model -> RSS growth at its last load
+        self._rss, self._rss_at = 0, float("-inf")  # server_rss's last measurement and when
         self.metrics = _Metrics(registry, self)
 
     # -- what the routes use -------------------------------------------------------------------------------------
@@ -222,10 +250,23 @@ class Multiplexer:
         return sum(1 for m in self.models.values() if m.state in ("loading", "loaded", "unloading"))
 
     def server_rss(self) -> int | None:
+        """tritonserver's RSS with its children's, for /metrics and the index: the last measurement when under a
+        second old (a scrape must not add a scan of the host's processes to the event loop each time)."""
         pid = self.settings.server_pid
         if pid is None:
             return None
-        return tree_rss(pid) or None
+        if time.monotonic() - self._rss_at > 1.0:
+            self._rss, self._rss_at = tree_rss(pid), time.monotonic()
+        return self._rss or None
+
+    async def _measure_server_rss(self) -> int | None:
+        """A fresh `server_rss`, read in a thread (the scan of /proc takes tens of ms on a busy host)."""
+        pid = self.settings.server_pid
+        if pid is None:
+            return None
+        self._rss = await asyncio.to_thread(tree_rss, pid)
+        self._rss_at = time.monotonic()
+        return self._rss or None
 
     def index(self, names: list[str]) -> dict[str, Any]:
         """`GET /v2/repository/index`: every model of the repository and what the gateway knows of it."""
@@ -346,7 +387,8 @@ class Multiplexer:
         seconds = time.perf_counter() - started
         self.metrics.loads.labels("ok").inc()
         self.metrics.load_seconds.observe(seconds)
-        stubs, stub_bytes = model_rss(pid, name) if pid is not None else (0, 0)
+        entry.stubs = await asyncio.to_thread(model_stubs, pid, name) if pid is not None else []
+        stubs, stub_bytes = len(entry.stubs), sum(_rss(p) for p, _ in entry.stubs)
         own = max(_rss(pid) - before, 0) if pid is not None and before is not None and entry.measured else 0
         if stubs or (entry.measured and pid is not None):  # a backend without stubs: tritonserver's growth alone
             entry.measured, entry.bytes = True, stub_bytes + own
@@ -358,14 +400,14 @@ class Multiplexer:
         log.info("loaded %s in %.2f s (%s bytes %s)", name, seconds, entry.bytes,
                  "measured" if entry.measured else "estimated")  # fmt: skip
 
-    def _over(self, name: str) -> str | None:
+    async def _over(self, name: str) -> str | None:
         """Why loading `name` now would pass a limit (None: it fits). Loads in progress count with their estimate
         on top of the measured RSS (their growth is not all there yet)."""
         s = self.settings
         if s.max_loaded is not None and self.occupied() + 1 > s.max_loaded:
             return "max_loaded"
         if s.memory_budget is not None:
-            rss = self.server_rss()
+            rss = await self._measure_server_rss()
             loading = sum(m.bytes for m in self.models.values() if m.state == "loading")
             used = (rss + loading) if rss is not None else sum(m.bytes for m in self.models.values())
             if used + self.estimate(name) > s.memory_budget:
@@ -378,7 +420,7 @@ class Multiplexer:
         return min(idle, key=lambda m: m.last_used) if idle else None
 
     async def _make_room(self, name: str, deadline: float) -> None:
-        while (reason := self._over(name)) is not None:
+        while (reason := await self._over(name)) is not None:
             victim = self._victim()
             if victim is None:
                 if reason == "memory_budget" and not any(
@@ -405,23 +447,30 @@ class Multiplexer:
         log.info("unloading %s (%s, idle %.1f s)", victim.name, reason, time.monotonic() - victim.last_used)
         try:
             await self.client.unload_model(victim.name, client_timeout=60)
-            await self._wait_unloaded(victim.name)
+            await self._wait_unloaded(victim)
         finally:
             del self.models[victim.name]
             victim.done.set_result(None)
             async with self._changed:
                 self._changed.notify_all()
 
-    async def _wait_unloaded(self, name: str, timeout: float = 60.0) -> None:
-        """Triton answers the unload call before the model is gone (its instances finish in the background):
-        poll the repository index until the model is no longer READY or UNLOADING, and its stub processes until they
-        have exited, so its memory is free."""
+    async def _wait_unloaded(self, victim: _Model, timeout: float = 60.0) -> None:
+        """Triton answers the unload call before the model is gone (its instances finish in the background): wait
+        until the model is no longer READY or UNLOADING in the repository index and its stub processes have exited,
+        so its memory is free. The stubs found at its load are polled (a read per process); the index and a scan of
+        the host's processes (in a thread) confirm once they are gone. Polling the index and scanning /proc every
+        50 ms on the event loop held other tenants' hits up to 35 ms each on a busy host (bench/RESULTS.md)."""
+        name, pid = victim.name, self.settings.server_pid
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if alive(victim.stubs):
+                await asyncio.sleep(0.05)
+                continue
             index = await self.client.get_model_repository_index(as_json=True, client_timeout=10)
             states = {m.get("state") for m in index.get("models", []) if m.get("name") == name}
-            pid = self.settings.server_pid
-            if not states & {"READY", "UNLOADING", "LOADING"} and (pid is None or model_rss(pid, name)[0] == 0):
-                return
-            await asyncio.sleep(0.05)
+            if not states & {"READY", "UNLOADING", "LOADING"}:
+                victim.stubs = await asyncio.to_thread(model_stubs, pid, name) if pid is not None else []
+                if not victim.stubs:
+                    return
+            await asyncio.sleep(0.1)
         log.warning("model %s still not unloaded after %g s", name, timeout)

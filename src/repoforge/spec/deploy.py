@@ -212,6 +212,66 @@ class Probes(_Strict):
     period_s: int = Field(default=10, ge=1, description="Seconds between liveness/readiness checks.")
 
 
+#: A MIG profile as NVIDIA names it: `<compute slices>g.<memory>gb` (1g.10gb, 3g.40gb). The device plugin's mixed
+#: strategy turns it into the resource `nvidia.com/mig-<profile>`, so only names valid in a resource name pass.
+_MIG_PROFILE = re.compile(r"^([1-7])g\.([1-9][0-9]{0,2})gb$")
+#: GPU models as gpu-feature-discovery writes them in `nvidia.com/gpu.product` (A100-SXM4-80GB).
+_GPU_PRODUCT = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,40}[A-Za-z0-9]$")
+
+
+class GpuSharing(_Strict):
+    """How the pod shares a GPU with other tenants' pods, as NVIDIA's k8s-device-plugin (or the GPU Operator, which
+    deploys it) exposes shared GPUs: a MIG slice (`mig: 1g.10gb`), or a time-sliced replica of a whole GPU
+    (`time_slicing: N`, the plugin's `sharing.timeSlicing` config with `replicas: N`). One of the two."""
+
+    mig: str | None = Field(
+        default=None, description="MIG profile each pod gets, `<N>g.<M>gb` as nvidia-smi names it (1g.10gb)."
+    )
+    mig_strategy: Literal["mixed", "single"] = Field(
+        default="mixed",
+        description="The device plugin's MIG strategy on the nodes: mixed exposes nvidia.com/mig-<profile>; single "
+        "keeps nvidia.com/gpu and labels the node with the profile.",
+    )
+    product: str | None = Field(
+        default=None,
+        description="mig_strategy single only: the GPU model as gpu-feature-discovery labels it (A100-SXM4-80GB), to "
+        "select nodes on nvidia.com/gpu.product=<product>-MIG-<profile>.",
+    )
+    time_slicing: int | None = Field(
+        default=None,
+        description="Replicas per GPU in the device plugin's time-slicing config (at least 2); the pod requests one.",
+    )
+    rename_by_default: bool = Field(
+        default=False,
+        description="time_slicing only: the plugin's renameByDefault is on, so shared GPUs are nvidia.com/gpu.shared.",
+    )
+
+    @field_validator("mig")
+    @classmethod
+    def _mig(cls, v: str | None) -> str | None:
+        if v is not None and not _MIG_PROFILE.match(v):
+            raise ValueError(f"expected a MIG profile such as 1g.10gb, 2g.20gb, 3g.40gb, 7g.80gb (got {v!r})")
+        return v
+
+    @field_validator("product")
+    @classmethod
+    def _product(cls, v: str | None) -> str | None:
+        if v is not None and not _GPU_PRODUCT.match(v):
+            raise ValueError(
+                f"expected a GPU model as nvidia.com/gpu.product labels it, e.g. A100-SXM4-80GB (got {v!r})"
+            )
+        return v
+
+    @field_validator("time_slicing", mode="before")
+    @classmethod
+    def _replicas(cls, v: Any) -> Any:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 2):
+            raise ValueError(
+                f"expected a number of replicas per GPU of at least 2 (got {v!r}); 1 replica is the GPU unshared"
+            )
+        return v
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: Environment variables the pod's container sets itself (a user's `env:`/`secrets:` may not replace them).
 RESERVED_ENV = ("POD_NAME",)
@@ -292,6 +352,11 @@ class DeploySpec(_Strict):
     )
     replicas: Replicas = Field(default=Replicas(), description="Pod count bounds for the autoscaler.")
     resources: Resources = Field(default=Resources(), description="Per-pod CPU, memory and GPU requests.")
+    gpu: GpuSharing | None = Field(
+        default=None,
+        description="{mig: 1g.10gb} | {time_slicing: N}: a shared GPU (MIG slice or time-sliced replica) instead of a "
+        "whole one; unset: whole GPUs.",
+    )
     autoscale: Autoscale = Field(default=Autoscale(), description="KEDA autoscaling on a model metric.")
     slo: Slo = Field(default=Slo(), description="Objectives that become alerts.")
     spot: Spot = Field(default=Spot(), description="Spot nodes with an on-demand baseline.")
@@ -402,6 +467,7 @@ def check_deploy(deploy: DeploySpec, *, rules: DeployRules, device: str) -> list
                 problems.append(
                     ((section, name), f"{name} comes from redis: here; set the URL in one place (redis.url)")
                 )
+    problems += _gpu_sharing_problems(deploy, device)
     metrics = rules.autoscale_metrics
     if metrics is not None and a.metric not in metrics:
         problems.append(
@@ -423,6 +489,32 @@ def check_deploy(deploy: DeploySpec, *, rules: DeployRules, device: str) -> list
     if not rules.model_control and deploy.model_control_mode != "none":
         problems.append((("model_control_mode",), "model_control_mode is a Triton setting"))
     return problems
+
+
+def _gpu_sharing_problems(deploy: DeploySpec, device: str) -> list[DeployProblem]:
+    g = deploy.gpu
+    if g is None:
+        return []
+    set_ = [k for k in ("mig", "time_slicing") if getattr(g, k) is not None]
+    if len(set_) != 1:
+        return [(("gpu",), "set one of mig (a MIG slice) or time_slicing (replicas of a whole GPU), not " +
+                 ("both" if set_ else "neither"))]  # fmt: skip
+    key = set_[0]
+    if device != "gpu":
+        return [(("gpu", key), f"{key} shares a GPU, and a --device cpu build runs on none; build with --device gpu")]
+    out: list[DeployProblem] = []
+    if deploy.resources.gpu == 0:
+        out.append((("resources", "gpu"), f"0 GPUs leaves gpu.{key} nothing to request; remove resources.gpu"))
+    if key == "time_slicing" and (deploy.resources.gpu or 1) > 1:
+        # the device plugin may hand both replicas out of one GPU: two slices are not twice the GPU
+        out.append((("resources", "gpu"), "a time-sliced pod requests 1 replica; more replicas are no more GPU"))
+    if g.product is not None and (g.mig is None or g.mig_strategy != "single"):
+        out.append((("gpu", "product"), "product selects single-strategy MIG nodes; set mig and mig_strategy: single"))
+    if g.mig_strategy != "mixed" and g.mig is None:
+        out.append((("gpu", "mig_strategy"), "mig_strategy applies to mig; remove it with time_slicing"))
+    if g.rename_by_default and g.time_slicing is None:
+        out.append((("gpu", "rename_by_default"), "rename_by_default applies to time_slicing; remove it with mig"))
+    return out
 
 
 def gpu_setting_warnings(deploy: DeploySpec, *, device: str, models: list[str], cpu_only: list[str]) -> list[str]:

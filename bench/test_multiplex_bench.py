@@ -490,10 +490,12 @@ def write(hits: dict[str, list[float]] | None, cold: dict[str, dict[str, list[fl
 
 
 HIT_NOTE = (
-    "What the multiplexer and the tenant gate cost on a hit, measured in process (50,000 calls, this host): "
-    "`Multiplexer.hold` enter and exit 5.5-6.8 µs, `TenantGate` (key lookup over 3 tenants, token bucket, counter) "
-    "3.9-5.6 µs: about 10 µs of a 3-10 ms request. The rest of mux / direct is the gateway's own hop (HTTP in, "
-    "KServe JSON to gRPC to Triton and back), the same as the plain gateway's."
+    "What the multiplexer and the tenant gate cost on a hit, measured in process (20,000 calls a trial, 6 trials "
+    "alternating with the code before the hit path was trimmed, medians): `Multiplexer.hold` enter and exit 1.8 µs "
+    "(7.6 before: an asynccontextmanager and a Condition notified on every release), `TenantGate` (key lookup over "
+    "3 tenants, token bucket, counter) 5.4 µs (8.8 before: a dict of the headers and a labels() lookup per "
+    "request): about 7 µs of a 3-7 ms request. The rest of mux / direct is the gateway's own hop (HTTP in, KServe "
+    "JSON to gRPC to Triton and back), which the plain gateway pays too."
 )
 TENANT_NOTE = (
     "Cold loads and the other tenants: until this run the multiplexer, on every eviction, polled Triton's "

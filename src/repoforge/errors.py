@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import signal
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +88,65 @@ class ServeError(RepoforgeError):
     """A server could not be started, or a model did not load or answer."""
 
     exit_code = 1
+
+
+class ServerStartError(RuntimeError):
+    """A server did not become ready (raised by servers/process.py; here, beside the other errors, so the CLI
+    catches it without importing the servers).
+
+    The message always carries the command line, the exit code (if the process exited) and the tail
+    of the server's log: that is what a user needs to fix the problem without hunting for files.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        command: Sequence[str] = (),
+        returncode: int | None = None,
+        log_tail: str = "",
+        log_path: Path | None = None,
+        details: Sequence[str] = (),
+        failed_models: Mapping[str, str] | None = None,
+    ) -> None:
+        self.reason = reason
+        self.command = list(command)
+        self.returncode = returncode
+        self.log_tail = log_tail
+        self.log_path = log_path
+        self.details = list(details)
+        #: Triton only: model name -> reason, parsed from the log.
+        self.failed_models: dict[str, str] = dict(failed_models or {})
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        lines = [self.reason]
+        lines.extend(self.details)
+        if self.command:
+            lines.append(f"command: {shlex.join(self.command)}")
+        if self.returncode is not None:
+            lines.append(f"exit code: {self.returncode}{_signal_name(self.returncode)}")
+        if self.log_path is not None:
+            lines.append(f"log file: {self.log_path}")
+        tail = self.log_tail.rstrip("\n")
+        if tail:
+            lines.append("--- last lines of the log ---")
+            lines.append(tail)
+            lines.append("--- end of log ---")
+        elif self.log_path is not None and self.log_path.exists():
+            lines.append(
+                "(the log is empty)"
+            )  # only where a server ran and wrote nothing, not for a start refused before one ran
+        return "\n".join(lines)
+
+
+def _signal_name(returncode: int) -> str:
+    if returncode >= 0:
+        return ""
+    try:
+        return f" (killed by {signal.Signals(-returncode).name})"
+    except ValueError:
+        return ""
 
 
 def relpath_for_messages(path: Path) -> str:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
+from repoforge.batch.command import batch as do_batch
+from repoforge.batch.command import check_arguments
 from repoforge.cli.common import command, json_option, progress, quiet_option
+from repoforge.errors import ArgumentError
 
 
 @command("batch", kept="the shards written so far are kept in {output}; rerun the same command to resume")
@@ -99,10 +102,6 @@ def batch(
     command resumes: each row of DATA ends up in the output exactly once, even after kill -9.
       repoforge batch repo -m classifier --input data.parquet -o scores
     """
-    from repoforge.batch.command import batch as do_batch
-    from repoforge.batch.command import check_arguments
-    from repoforge.errors import ArgumentError
-
     kwargs = dict(
         data=data, output=output, maps=maps, batch_size=batch_size, concurrency=concurrency,
         rows_per_shard=rows_per_shard, engine=engine, retries=retries, max_ranges=max_shards,

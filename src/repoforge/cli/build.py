@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
+from repoforge.build import build as do_build
 from repoforge.cli.common import command, force_option, json_option, progress, quiet_option
 from repoforge.contract import DEVICE_NAMES, TARGET_NAMES, Device, Target
+from repoforge.scaffold import init as do_init
+from repoforge.schema import spec_schema
 
 
 @command(kept="the files written so far are kept in {directory}; rerun with --force to write them all")
@@ -16,8 +19,6 @@ from repoforge.contract import DEVICE_NAMES, TARGET_NAMES, Device, Target
 @force_option("Overwrite an existing spec.yaml / model.")
 def init(directory: Path, force: bool) -> None:
     """Write a starter spec.yaml and a small example ONNX model into DIRECTORY."""
-    from repoforge.scaffold import init as do_init
-
     for p in do_init(directory, force=force):
         click.echo(f"wrote {p}")
     click.echo(f"next: repoforge build {directory / 'spec.yaml'} -o {directory / 'model_repository'}")
@@ -62,8 +63,6 @@ def build(
     expected, exits 2 and writes nothing. The repository is written to a temporary directory and
     renamed into place, with a repoforge.lock.json listing the sha256 of every file.
     """
-    from repoforge.build import build as do_build
-
     result = do_build(
         spec,
         output,
@@ -99,8 +98,6 @@ def build(
 )
 def schema(output: Path | None) -> None:
     """Print the JSON Schema of spec.yaml (for editor completion and validation)."""
-    from repoforge.schema import spec_schema
-
     text = json.dumps(spec_schema(), indent=2) + "\n"
     if output:
         output.write_text(text)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from gettext import gettext
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
-from repoforge.errors import ArgumentError, Interrupted, RepoforgeError
-from repoforge.servers.process import ServerStartError
+from repoforge.errors import ArgumentError, Interrupted, RepoforgeError, ServerStartError
 
 F = TypeVar("F", bound=Callable[..., Any])
 Progress = Callable[[str], None]
@@ -64,6 +65,56 @@ class Group(click.Group):
     """A command group whose commands are `Command`s."""
 
     command_class = Command
+
+
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A group's commands, each imported from its "module:attr" the first time it is looked up: the one place
+    the command line imports a command's module, so `repoforge --help` and each command load only their own."""
+
+    def __init__(self, table: Mapping[str, tuple[str, str]]) -> None:
+        self.table = table  # name → ("module:attr", the one-line help `--help` lists before it is imported)
+        self.loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self.loaded:
+            if name not in self.table:
+                raise KeyError(name)
+            module, _, attr = self.table[name][0].partition(":")
+            self.loaded[name] = getattr(importlib.import_module(module), attr)
+        return self.loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self.loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError(f"the command {name!r} is in the table in repoforge/cli/__init__.py")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self.table, **self.loaded})
+
+    def __len__(self) -> int:
+        return len({**self.table, **self.loaded})
+
+
+class LazyGroup(Group):
+    """A group over `LazyCommands`: its help lists the commands not imported yet from their table lines
+    (tests/unit/test_cli_table.py checks that each line is its command's own short help)."""
+
+    commands: LazyCommands
+
+    def __init__(self, name: str | None = None, *, table: Mapping[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(name, LazyCommands(table), **kwargs)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's own listing (Group.format_commands), without importing a command to read its help."""
+        table, loaded = self.commands.table, self.commands.loaded
+        rows = [(name, loaded[name] if name in loaded else click.Command(name, help=table[name][1]))
+                for name in self.list_commands(ctx)]  # fmt: skip
+        rows = [(name, cmd) for name, cmd in rows if not cmd.hidden]
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section(gettext("Commands")):
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in rows])
 
 
 def command(name: str | None = None, *, kept: str = "nothing was written", **kwargs: Any) -> Callable[[F], Command]:

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from repoforge.cli.common import Group, force_option, json_option
+from repoforge.drift.profile import make_profile, write_profile
+from repoforge.drift.report import drift_report as do_report
 
 
 @click.group(cls=Group)
@@ -27,8 +29,6 @@ def drift() -> None:
 def drift_profile(data: Path, model: str, output: Path, bins: int, force: bool) -> None:
     """Write a reference profile of DATA (Parquet, CSV or .npz): quantile bins per numeric feature, category
     frequencies (top 50 + other) per string feature. A 2-D .npz array NAME [rows, k] is NAME[0]..NAME[k-1]."""
-    from repoforge.drift.profile import make_profile, write_profile
-
     prof = make_profile(data, model, bins)
     write_profile(prof, output, force)
     click.echo(f"wrote {output}: {len(prof['features'])} features of {prof['source']['rows']} rows for {model}")
@@ -53,8 +53,6 @@ def drift_report(reference: Path, current: Path, output: Path, max_psi: float, f
     """Compare CURRENT data with the REFERENCE profile: PSI and KS per feature into OUTPUT (drift-report.json,
     drift-report.md worst first, drift-worst.png). Exit 1 when a feature's PSI passes --max-psi, 2 on bad input
     (nothing written)."""
-    from repoforge.drift.report import drift_report as do_report
-
     result = do_report(reference, current, output, max_psi=max_psi, force=force)
     if as_json:
         click.echo(json.dumps(result.data, indent=2))

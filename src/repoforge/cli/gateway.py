@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from repoforge.cli.common import command
+from repoforge.gateway.command import QueueOptions, ServingOptions, gateway, worker
 
 _TARGET = click.argument("target", metavar="TARGET")
 
@@ -43,8 +44,6 @@ def _queue_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _queue(kw: dict[str, Any]) -> Any:
-    from repoforge.gateway.command import QueueOptions
-
     return QueueOptions(redis_url=kw.pop("redis_url"), queue=kw.pop("queue"),
                         request_timeout_s=kw.pop("request_timeout"), max_deliveries=kw.pop("max_deliveries"),
                         visibility_timeout_s=kw.pop("visibility_timeout"), result_ttl_s=kw.pop("result_ttl"),
@@ -144,8 +143,6 @@ def gateway_command(
     a model with requests in flight is never unloaded. A running Triton must then be started with
     --model-control-mode explicit.
     """
-    from repoforge.gateway.command import ServingOptions, gateway
-
     serving = ServingOptions(max_loaded=kw.pop("max_loaded"), memory_budget=kw.pop("memory_budget"),
                              always_loaded=tuple(kw.pop("always_loaded")), server_pid=kw.pop("server_pid"),
                              load_timeout_s=kw.pop("load_timeout"),
@@ -172,7 +169,5 @@ def worker_command(target: str, concurrency: int | None, **kw: Any) -> None:
     Run as many as you like on the same --redis and --queue: a worker killed mid-request loses nothing (another
     takes its request over after --visibility-timeout), and each id is answered exactly once.
     """
-    from repoforge.gateway.command import worker
-
     grpc_url = kw.pop("grpc_url")
     worker(target, queue=_queue(kw), concurrency=concurrency, grpc_url=grpc_url, say=_say)

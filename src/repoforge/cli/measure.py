@@ -11,6 +11,13 @@ import yaml
 
 from repoforge.cli.common import command, fail, json_option, progress
 from repoforge.errors import RepoforgeError
+from repoforge.perf import command as perf_command
+from repoforge.perf import tune as perf_tune
+from repoforge.perf import tune_multi as perf_tune_multi
+from repoforge.perf.analyzer import PerfError, parse_concurrency
+from repoforge.perf.mix import perf_models
+from repoforge.perf.protocols import DEFAULT_CONCURRENCY, DEFAULT_DURATION_S, perf_protocols
+from repoforge.spec.edit import apply_patch
 
 
 def _shape_option(values: tuple[str, ...]) -> dict[str, list[int]]:
@@ -157,10 +164,6 @@ def perf(
     REST, gRPC, SSE, WebSocket and the async queue compared on one model (a gateway started for the run):
               repoforge perf repo -m MODEL --protocol all --concurrency 1,16 --duration 10
     """
-    from repoforge.perf.analyzer import PerfError, parse_concurrency
-    from repoforge.perf.command import check_arguments
-    from repoforge.perf.command import perf as do_perf
-
     if (model is None) == (models is None):
         raise click.UsageError("give one of -m MODEL (perf_analyzer on one model) or --models A,B,C (a mix)")
     if models is not None:
@@ -193,9 +196,11 @@ def perf(
         raise click.BadParameter(
             str(exc).replace("concurrency", "request rate"), param_hint="'--request-rate'"
         ) from None
-    check_arguments(target, concurrency=concurrency, request_rate=rates, baseline=baseline, update=update_baseline)
+    perf_command.check_arguments(
+        target, concurrency=concurrency, request_rate=rates, baseline=baseline, update=update_baseline
+    )
     assert protocol in ("grpc", "http", "both")
-    result = do_perf(
+    result = perf_command.perf(
         target,
         model,
         protocol=protocol,
@@ -238,8 +243,6 @@ def _perf_protocols(target: str, model: str, protocol: str, concurrency: str, du
                     redis_url: str | None, grpc_url: str | None, output: Path, as_json: bool,
                     refused: dict[str, object]) -> None:  # fmt: skip
     """`perf --protocol sse|ws|async|all`: the protocols side by side (repoforge.perf.protocols)."""
-    from repoforge.perf.protocols import DEFAULT_CONCURRENCY, DEFAULT_DURATION_S, perf_protocols
-
     ctx = click.get_current_context()
     default = click.core.ParameterSource.DEFAULT
     report = perf_protocols(target, model, protocol,
@@ -271,8 +274,6 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
                  request: Path | None, concurrency: str, output: Path, as_json: bool,
                  refused: dict[str, object]) -> None:  # fmt: skip
     """`perf --models`: the many-model mix through the gateway (repoforge.perf.mix)."""
-    from repoforge.perf.mix import perf_models
-
     for flag, value in refused.items():
         if value is not None:
             raise click.UsageError(f"{flag} measures one model with perf_analyzer; it does not go with --models")
@@ -300,9 +301,25 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
 
 @command(kept="no candidate was measured; nothing was written to {output}")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-m", "--model", required=True, help="Model whose batching and instances to tune.")
-@click.option("--latency-budget-ms", type=float, required=True, help="p99 budget at the target concurrency.")
-@click.option("--concurrency", type=int, default=16, show_default=True, help="Load the throughput is maximised at.")
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Model whose batching and instances to tune, as NAME or NAME:p99<=20ms[,concurrency=N][,weight=W]. Repeat "
+    "it to tune several models served together (multi-model mode): every model runs in the one server and is measured "
+    "at the same time, and the pick maximises the weighted total throughput with each model within its own budget.",
+)
+@click.option(
+    "--latency-budget-ms",
+    type=float,
+    default=None,
+    help="p99 budget at the target concurrency (of each model given without its own p99<=).",
+)
+@click.option(
+    "--concurrency", type=int, default=16, show_default=True, help="Load the throughput is maximised at (per model)."
+)
 @click.option(
     "--search",
     type=click.Choice(["coordinate", "grid"]),
@@ -350,8 +367,8 @@ def _perf_models(target: str, models: str, distribution: str, duration: float, a
 @json_option("Print the result as JSON.")
 def tune(
     spec: Path,
-    model: str,
-    latency_budget_ms: float,
+    models: tuple[str, ...],
+    latency_budget_ms: float | None,
     concurrency: int,
     search: Literal["coordinate", "grid"],
     measurement_interval: int,
@@ -369,16 +386,25 @@ def tune(
     measured with perf_analyzer. Prints the best config and writes it as a spec patch (--apply: into SPEC).
     Exit 1 when no config meets the budget, naming the one that came closest. Ctrl-C (exit 130) keeps what was
     measured; the same command again continues from there.
-    """
-    from repoforge.perf.tune import tune as do_tune
-    from repoforge.spec.edit import apply_patch
 
-    result = do_tune(
+    With several -m (e.g. -m a:p99<=20ms -m b:p99<=50ms), the models are tuned together in one server: each
+    candidate is a combination of their configs, measured by one perf_analyzer per model at the same time.
+    """
+    try:
+        goals = [perf_tune_multi.ModelGoal.parse(m, latency_budget_ms) for m in models]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'-m' / '--model'") from None
+    if len(goals) > 1:
+        _tune_many(spec, goals, concurrency=concurrency, search=search, measurement_interval=measurement_interval,
+                   stability_percentage=stability_percentage, max_trials=max_trials, output=output,
+                   apply_to_spec=apply_to_spec, restart=restart, as_json=as_json)  # fmt: skip
+        return
+    result = perf_tune.tune(
         spec,
-        model,
-        latency_budget_ms=latency_budget_ms,
+        goals[0].name,
+        latency_budget_ms=goals[0].budget_ms,
         search=search,
-        concurrency=concurrency,
+        concurrency=goals[0].concurrency or concurrency,
         measurement_interval_ms=measurement_interval,
         stability_percentage=stability_percentage,
         max_trials=max_trials,
@@ -392,6 +418,38 @@ def tune(
         click.echo(result.summary())
         if result.patch_yaml:
             click.echo(f"spec patch ({output / 'spec-patch.yaml'}):\n{result.patch_yaml}")
+    if result.best is None:
+        fail(RepoforgeError(result.shortfall()), 1)
+    if apply_to_spec:
+        changed = apply_patch(spec, yaml.safe_load(result.patch_yaml))
+        click.echo(f"applied to {spec}: {', '.join(changed) or 'nothing changed (it has these settings)'}", err=as_json)
+
+
+def _tune_many(
+    spec: Path,
+    goals: list[perf_tune_multi.ModelGoal],
+    *,
+    concurrency: int,
+    search: Literal["coordinate", "grid"],
+    measurement_interval: int,
+    stability_percentage: float | None,
+    max_trials: int,
+    output: Path,
+    apply_to_spec: bool,
+    restart: bool,
+    as_json: bool,
+) -> None:
+    """`tune` with several models: one server, every model measured at once, a patch per model."""
+    result = perf_tune_multi.tune_models(spec, goals, search=search, concurrency=concurrency,
+                         measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
+                         max_trials=max_trials, output=output, progress=progress(as_json), restart=restart)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.summary())
+        if result.patch_yaml:
+            click.echo(f"spec patch ({output / 'spec-patch.yaml'}; per model: {output}/<model>/spec-patch.yaml):\n"
+                       f"{result.patch_yaml}")  # fmt: skip
     if result.best is None:
         fail(RepoforgeError(result.shortfall()), 1)
     if apply_to_spec:

@@ -9,6 +9,7 @@ import click
 
 from repoforge.cli.common import command, force_option, json_option, progress, quiet_option
 from repoforge.contract import DEVICE_NAMES, Device
+from repoforge.optimize import optimize as do_optimize
 
 
 @command(
@@ -55,8 +56,6 @@ def optimize(
     Writes OUTPUT/optimize-report.json, optimize-report.md, a latency-vs-accuracy plot and reproduce.sh.
     `repoforge build` uses the same selection. Exit 1 when a `required:` variant fails its gate.
     """
-    from repoforge.optimize import optimize as do_optimize
-
     run = do_optimize(
         spec,
         output,

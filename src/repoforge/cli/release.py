@@ -7,17 +7,23 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
+from pydantic import ValidationError
 
 from repoforge.cli.common import Group, command, force_option, json_option, progress, quiet_option
+from repoforge.deploy import command as k8s
+from repoforge.deploy import image as server_image
+from repoforge.deploy import kserve
+from repoforge.rollout.command import check_target, resolve_policy
+from repoforge.rollout.command import rollout as do_rollout
+from repoforge.spec.rollout import parse_steps
 
 
 def _set_option(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
     """A malformed --set is a usage error (exit 2) before any work."""
-    from repoforge.deploy.command import parse_set
-
     for v in values:
         try:
-            parse_set(v)
+            k8s.parse_set(v)
         except ValueError as exc:
             raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
     return values
@@ -51,15 +57,12 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
     alerts.rules.yml, a Grafana dashboard (JSON and ConfigMap), kustomization.yaml and a README, from the
     spec's deploy: section recorded in the build. A bad value exits 2 naming the field; nothing is written.
     """
-    from repoforge.deploy.command import as_json as result_json
-    from repoforge.deploy.command import deploy_k8s as do_deploy
-
-    result = do_deploy(build_dir, output, sets=sets, force=force, progress=progress(quiet or as_json))
+    result = k8s.deploy_k8s(build_dir, output, sets=sets, force=force, progress=progress(quiet or as_json))
     if quiet and not as_json:  # without -q the progress lines carried them
         for w in result.warnings:
             click.echo(f"  warning: {w}", err=True)
     if as_json:
-        click.echo(result_json(result))
+        click.echo(k8s.as_json(result))
     else:
         click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
         click.echo(f"next: kubectl apply -k {output}")
@@ -67,12 +70,10 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
 
 def _storage_uri_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A storage URI KServe cannot read is a usage error (exit 2) before any work."""
-    from repoforge.deploy.kserve import check_storage_uri
-
     if value is None:
         return None
     try:
-        return check_storage_uri(value)
+        return kserve.check_storage_uri(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
@@ -116,10 +117,7 @@ def deploy_kserve(
     would use; the InferenceService gets the storage URI, resources, min/max replicas, env and secrets from the
     spec's deploy: section. kubectl apply -k OUTPUT.
     """
-    from repoforge.deploy.kserve import as_json as result_json
-    from repoforge.deploy.kserve import deploy_kserve as do_deploy
-
-    result = do_deploy(
+    result = kserve.deploy_kserve(
         build_dir,
         output,
         storage_uri=storage_uri,
@@ -128,7 +126,7 @@ def deploy_kserve(
         progress=progress(quiet or as_json),
     )
     if as_json:
-        click.echo(result_json(result))
+        click.echo(kserve.as_json(result))
     else:
         click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
         click.echo(f"storage URI: {result.storage_uri} (upload the build there); next: kubectl apply -k {output}")
@@ -153,12 +151,9 @@ def image(build_dir: Path, output: Path, force: bool, as_json: bool, quiet: bool
       repoforge image repo -o image && docker build -t REGISTRY/NAME:TAG image && docker push REGISTRY/NAME:TAG
       repoforge deploy k8s repo -o k8s --set image=REGISTRY/NAME:TAG
     """
-    from repoforge.deploy.image import as_json as result_json
-    from repoforge.deploy.image import write_image
-
-    result = write_image(build_dir, output, force=force, progress=progress(quiet or as_json))
+    result = server_image.write_image(build_dir, output, force=force, progress=progress(quiet or as_json))
     if as_json:
-        click.echo(result_json(result))
+        click.echo(server_image.as_json(result))
     elif result.output is None:
         click.echo(result.plan.stock_message())
     else:
@@ -265,13 +260,6 @@ def rollout(
       repoforge rollout 127.0.0.1:8000 --router router --candidate green --strategy blue-green --keep-blue 10m
       repoforge rollout 127.0.0.1:8000 --router router --rollback     # back to the router's spec weights
     """
-    from click.core import ParameterSource
-    from pydantic import ValidationError
-
-    from repoforge.rollout.command import check_target, resolve_policy
-    from repoforge.rollout.command import rollout as do_rollout
-    from repoforge.spec.rollout import parse_steps
-
     ctx = click.get_current_context()
     options = {
         "router": router, "candidate": candidate, "strategy": strategy, "steps": steps, "interval": interval,

@@ -11,6 +11,8 @@ import click
 from repoforge.cli.common import command, fail, force_option, json_option, server_option
 from repoforge.contract import DEVICE_NAMES, Device
 from repoforge.errors import RepoforgeError
+from repoforge.importer import import_repository
+from repoforge.lint import detect_gpu_count, known_backends_of, lint_repository
 
 
 @command("import", kept="nothing was written to {output}")
@@ -49,8 +51,6 @@ def import_(
     remaining difference is listed; one a client would see (inputs, outputs, their dims, format and
     reshape, max_batch_size, decoupled) makes the command exit 1, naming model and field.
     """
-    from repoforge.importer import import_repository
-
     result = import_repository(repository, output, copy_models=copy_models, force=force, device=device, server=server)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
@@ -88,8 +88,6 @@ def lint(repository: Path, server: str | None, as_json: bool) -> None:
     Exits 1 when Triton would refuse a model, 0 with warnings only. Messages name the file, line,
     model and field, and say what to do.
     """
-    from repoforge.lint import detect_gpu_count, known_backends_of, lint_repository
-
     known, gpus = (
         (known_backends_of(None if server == "bundled" else server), detect_gpu_count()) if server else (None, None)
     )

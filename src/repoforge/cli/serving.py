@@ -8,7 +8,13 @@ from pathlib import Path
 import click
 
 from repoforge.cli.common import command, fail, json_option, progress, tritonserver_option
+from repoforge.doctor import as_dicts
+from repoforge.doctor import doctor as do_doctor
 from repoforge.errors import RepoforgeError
+from repoforge.serve import Endpoints, docker_lines
+from repoforge.serve import serve as do_serve
+from repoforge.targets import target_of
+from repoforge.validate import validate as do_validate
 
 
 @command(kept="nothing was written; the server it started was stopped")
@@ -39,8 +45,6 @@ def validate(
     serves (auto-completed fields included; a spec's `smoke: {inputs: file.npz}` where given), and
     compares ONNX models with in-process onnxruntime and onnx.reference. Exits 1 naming what failed.
     """
-    from repoforge.validate import validate as do_validate
-
     report = do_validate(
         repository,
         url=url,
@@ -135,10 +139,6 @@ def serve(
     --http-port, default 8080 there; management on the next port; token auth on, and the printed
     curl lines carry the key). Every port is checked first: all that are taken are named at once.
     """
-    from repoforge.serve import Endpoints, docker_lines
-    from repoforge.serve import serve as do_serve
-    from repoforge.targets import target_of
-
     if print_command:
         why = target_of(repository).cannot("print_command", repository)
         if why:
@@ -180,9 +180,6 @@ def serve(
 def doctor(as_json: bool) -> None:
     """Report what this machine can serve (Triton, tracing, backends, perf_analyzer, GPU) and how to fill each gap,
     then the optional extras (Ray, OpenVINO, torch, TorchServe, promtool, Redis) and the commands each enables."""
-    from repoforge.doctor import as_dicts
-    from repoforge.doctor import doctor as do_doctor
-
     checks = do_doctor()
     if as_json:
         click.echo(json.dumps(as_dicts(checks), indent=2))

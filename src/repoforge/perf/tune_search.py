@@ -12,13 +12,15 @@ import itertools
 import math
 import random
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from repoforge.perf.analyzer import PerfError
 
 Progress = Callable[[str], None]
+#: What a race is run between: a candidate, or a multi-model tune's combination of them.
+K = TypeVar("K", bound=Hashable)
 #: One perf run of a candidate: throughput (infer/s), p50_ms, p99_ms and, when known, rows_per_exec.
 Sample = dict[str, float]
 
@@ -282,10 +284,10 @@ def verdict(best: Trial | None, current: Trial | None, budget_ms: float) -> str:
     return f"the best beats the current config by {gain:+.0%} (medians; their runs do not overlap): current {current.describe()}"
 
 
-def race_scores(rounds: list[dict[Candidate, float]]) -> dict[Candidate, tuple[float, int]]:
+def race_scores(rounds: list[dict[K, float]]) -> dict[K, tuple[float, int]]:
     """Per candidate: the mean over the rounds it ran in of its log throughput less that round's mean, and how
     many rounds. Everything a round shares (the host's load at the time) cancels out of the score."""
-    rel: dict[Candidate, list[float]] = {}
+    rel: dict[K, list[float]] = {}
     for r in rounds:
         if len(r) < 2:
             continue
@@ -295,7 +297,7 @@ def race_scores(rounds: list[dict[Candidate, float]]) -> dict[Candidate, tuple[f
     return {c: (statistics.fmean(v), len(v)) for c, v in rel.items()}
 
 
-def race_noise(rounds: list[dict[Candidate, float]], scores: dict[Candidate, tuple[float, int]]) -> float:
+def race_noise(rounds: list[dict[K, float]], scores: dict[K, tuple[float, int]]) -> float:
     """One run's noise (standard deviation of log throughput) once the rounds' shared part is taken out, from how
     far each run is from its candidate's score; at least 2 % (fewer runs than that can tell apart)."""
     dev: list[float] = []

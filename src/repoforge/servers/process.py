@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import http.client
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from repoforge.errors import ServerStartError
 
 __all__ = ["ManagedProcess", "ServerStartError", "group_pids", "pid_alive", "read_log_tail"]
 
@@ -77,64 +78,6 @@ while not gone():
 
 #: Errors that a readiness probe may raise while a server is still coming up.
 _PROBE_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
-
-
-class ServerStartError(RuntimeError):
-    """A server did not become ready.
-
-    The message always carries the command line, the exit code (if the process exited) and the tail
-    of the server's log: that is what a user needs to fix the problem without hunting for files.
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        command: Sequence[str] = (),
-        returncode: int | None = None,
-        log_tail: str = "",
-        log_path: Path | None = None,
-        details: Sequence[str] = (),
-        failed_models: Mapping[str, str] | None = None,
-    ) -> None:
-        self.reason = reason
-        self.command = list(command)
-        self.returncode = returncode
-        self.log_tail = log_tail
-        self.log_path = log_path
-        self.details = list(details)
-        #: Triton only: model name -> reason, parsed from the log.
-        self.failed_models: dict[str, str] = dict(failed_models or {})
-        super().__init__(self._format())
-
-    def _format(self) -> str:
-        lines = [self.reason]
-        lines.extend(self.details)
-        if self.command:
-            lines.append(f"command: {shlex.join(self.command)}")
-        if self.returncode is not None:
-            lines.append(f"exit code: {self.returncode}{_signal_name(self.returncode)}")
-        if self.log_path is not None:
-            lines.append(f"log file: {self.log_path}")
-        tail = self.log_tail.rstrip("\n")
-        if tail:
-            lines.append("--- last lines of the log ---")
-            lines.append(tail)
-            lines.append("--- end of log ---")
-        elif self.log_path is not None and self.log_path.exists():
-            lines.append(
-                "(the log is empty)"
-            )  # only where a server ran and wrote nothing, not for a start refused before one ran
-        return "\n".join(lines)
-
-
-def _signal_name(returncode: int) -> str:
-    if returncode >= 0:
-        return ""
-    try:
-        return f" (killed by {signal.Signals(-returncode).name})"
-    except ValueError:
-        return ""
 
 
 def read_log_tail(path: Path, n_lines: int = 40, max_bytes: int = 256 * 1024) -> str:

@@ -1,0 +1,117 @@
+"""Multi-model `repoforge tune` on a real tritonserver: two tiny models in one server, each combination measured by
+one perf_analyzer per model at the same time, a budget per model, a patch per model (issue 26.3). Short windows and
+a handful of runs: this checks the plumbing; the search itself is tested on synthetic measurements in
+tests/unit/test_tune_multi.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from repoforge.perf import tune as tune_mod
+from repoforge.perf.tune import TuneSpace
+from repoforge.perf.tune_multi import ModelGoal, tune_models
+from repoforge.triton.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SPEC = """
+version: 1
+repository: two
+models:
+  - name: a
+    format: onnx
+    path: models/classifier.onnx
+    max_batch_size: 16
+    dynamic_batching: {max_queue_delay_us: 0}
+    instance_groups: [{kind: cpu, count: 1}]
+  - name: b
+    format: onnx
+    path: models/classifier.onnx
+    max_batch_size: 16
+    dynamic_batching: {max_queue_delay_us: 0}
+    instance_groups: [{kind: cpu, count: 1}]
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_two_models_tuned_together_in_one_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from repoforge.servers.triton import TritonServer
+
+    shutil.copytree(ROOT / "examples" / "tabular" / "models", tmp_path / "models")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+
+    starts: list[Any] = []
+    loads: list[str] = []
+    windows: list[tuple[str, float, float]] = []
+    real_start, real_load, real_run = TritonServer.start, TritonServer.load_model, tune_mod.run
+
+    def counting_start(self: TritonServer, *a: Any, **k: Any) -> TritonServer:
+        starts.append(self.options.model_control)
+        return real_start(self, *a, **k)
+
+    def counting_load(self: TritonServer, name: str, *a: Any, **k: Any) -> None:
+        loads.append(name)
+        real_load(self, name, *a, **k)
+
+    def timed_run(opts: Any, cfg: Any, *a: Any, **k: Any) -> Any:
+        t0 = time.monotonic()
+        try:
+            return real_run(opts, cfg, *a, **k)
+        finally:
+            windows.append((opts.model, t0, time.monotonic()))
+
+    monkeypatch.setattr(TritonServer, "start", counting_start)
+    monkeypatch.setattr(TritonServer, "load_model", counting_load)
+    monkeypatch.setattr(tune_mod, "run", timed_run)
+
+    # A 60 ms queue delay at concurrency 2 with max_batch_size 16 makes every batch wait the full delay, so a
+    # combination with it is over a 40 ms budget for that model for sure; delay 0 is well within it.
+    space = TuneSpace(
+        max_batch_sizes=(8, 16), preferred=("none",), max_queue_delays_us=(0, 60000), instance_counts=(1,)
+    )
+    out = tmp_path / "tune-out"
+    goals = [ModelGoal("a", 40.0, concurrency=2), ModelGoal("b", 40.0, concurrency=1)]
+    lines: list[str] = []
+    result = tune_models(spec, goals, space=space, measurement_interval_ms=300, max_trials=3, max_runs=5, confirm=2,
+                         output=out, progress=lines.append)  # fmt: skip
+
+    assert starts == ["explicit"] and result.server_starts == 1
+    # The spec's own configs are on the grid: served as built, so only the moves reload, and only what they change.
+    assert set(loads) <= {"a", "b"} and len(loads) <= result.reloads - 2
+    assert result.space_size == 16 and 3 <= result.runs_used <= 5
+    # Each run measured both models at once: one perf_analyzer per model, their runs overlapping in time (a run
+    # perf_analyzer found unstable is run again, so a model may have one more).
+    by_model = {m: [(t0, t1) for n, t0, t1 in windows if n == m] for m in ("a", "b")}
+    assert min(len(by_model["a"]), len(by_model["b"])) >= result.runs_used
+    assert all(any(a0 < b1 and b0 < a1 for a0, a1 in by_model["a"]) for b0, b1 in by_model["b"])
+
+    best = result.best
+    assert best is not None and best.feasible
+    assert all(t.candidate.max_queue_delay_us == 0 and t.p99_ms <= 40.0 for t in best.models)
+    slow = [t for t in result.trials if t.error is None and t.runs and any(c.max_queue_delay_us for c in t.combo)]
+    assert slow and all(not t.feasible for t in slow)
+    for t in result.rejected:  # each rejection names the model over its budget
+        over = {o.split(":")[0] for o in t.over_budget(goals)}
+        assert over == {g.name for g, c in zip(goals, t.combo, strict=True) if c.max_queue_delay_us}
+
+    data = json.loads((out / "tune.json").read_text())
+    assert set(data["picks"]) == {"a", "b"} and data["runs_used"] == result.runs_used
+    assert data["budget"] == {"search": 3, "confirm": 2}
+    assert not (out / tune_mod.CHECKPOINT).exists()  # a completed tune leaves no checkpoint
+    patch = yaml.safe_load((out / "spec-patch.yaml").read_text())
+    assert [m["name"] for m in patch["models"]] == ["a", "b"]
+    for g, t in zip(goals, best.models, strict=True):
+        own = yaml.safe_load((out / g.name / "spec-patch.yaml").read_text())["models"][0]
+        assert own["name"] == g.name and own["max_batch_size"] == t.candidate.max_batch_size
+        assert parse_config((out / g.name / "config.pbtxt").read_text()).max_batch_size == t.candidate.max_batch_size
+    assert "picks (total" in result.summary()
+    assert any(m.startswith("tune a, b together") and "at most 5 runs (3 to search, 2 to confirm" in m for m in lines)

@@ -12,8 +12,24 @@ is light and always installed goes to module level; one that is not gets a loade
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
+
+
+class Deferred(ModuleType):
+    """A module imported through its loader on the first attribute access: for a heavy package that a whole module
+    uses inside its functions (cloudcoil's Kubernetes models: seconds to import, and the targets, which every command
+    imports, import deploy/k8s.py). Bind it at module level under `else:` of `if TYPE_CHECKING:`, whose branch
+    imports the real module for mypy."""
+
+    def __init__(self, load: Callable[[], ModuleType]) -> None:
+        super().__init__(f"{__name__}.{load.__name__}")
+        self._load = load
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._load(), name)
+
 
 # --- optional extras: not installed by default ---------------------------------------------------------------
 
@@ -174,3 +190,48 @@ def triton_http_aio() -> ModuleType:
     import tritonclient.http.aio
 
     return tritonclient.http.aio
+
+
+# --- cloudcoil's Kubernetes, KEDA and Prometheus Operator models (deploy k8s / kserve), bound as `Deferred` ---
+
+
+def k8s_meta() -> ModuleType:
+    """cloudcoil.apimachinery: ObjectMeta and the other shared Kubernetes types."""
+    from cloudcoil import apimachinery
+
+    return apimachinery
+
+
+def k8s_core() -> ModuleType:
+    """cloudcoil's Kubernetes core/v1 (with every Kubernetes API group, which its package imports: seconds)."""
+    from cloudcoil.models.kubernetes.core import v1
+
+    return v1
+
+
+def k8s_apps() -> ModuleType:
+    """cloudcoil's Kubernetes apps/v1."""
+    from cloudcoil.models.kubernetes.apps import v1
+
+    return v1
+
+
+def k8s_policy() -> ModuleType:
+    """cloudcoil's Kubernetes policy/v1."""
+    from cloudcoil.models.kubernetes.policy import v1
+
+    return v1
+
+
+def keda() -> ModuleType:
+    """cloudcoil's KEDA v1alpha1 models."""
+    from cloudcoil.models.keda import v1alpha1
+
+    return v1alpha1
+
+
+def prometheus_operator() -> ModuleType:
+    """cloudcoil's Prometheus Operator v1 models."""
+    from cloudcoil.models.prometheus_operator import v1
+
+    return v1

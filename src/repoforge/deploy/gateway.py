@@ -15,18 +15,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from cloudcoil import apimachinery as meta
-from cloudcoil.models.keda import v1alpha1 as keda
-from cloudcoil.models.kubernetes.apps import v1 as apps
-from cloudcoil.models.kubernetes.core import v1 as core
 from pydantic import BaseModel
 
+from repoforge import lazy
 from repoforge.deploy import k8s
 from repoforge.spec.deploy import REDIS_URL_ENV, DeploySpec
 from repoforge.spec.gateway import GatewayDeploySpec
+
+if TYPE_CHECKING:
+    from cloudcoil import apimachinery as meta
+    from cloudcoil.models.keda import v1alpha1 as keda
+    from cloudcoil.models.kubernetes.apps import v1 as apps
+    from cloudcoil.models.kubernetes.core import v1 as core
+else:
+    meta, keda, apps, core = (
+        lazy.Deferred(lazy.k8s_meta),
+        lazy.Deferred(lazy.keda),
+        lazy.Deferred(lazy.k8s_apps),
+        lazy.Deferred(lazy.k8s_core),
+    )
 
 FILE = "gateway.yaml"
 GROUP = "workers"  # repoforge.gateway.queue.GROUP (not imported: deploy must not pull in the ASGI stack)

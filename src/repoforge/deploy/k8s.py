@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cloudcoil import apimachinery as meta
-from cloudcoil.models.keda import v1alpha1 as keda
-from cloudcoil.models.kubernetes.apps import v1 as apps
-from cloudcoil.models.kubernetes.core import v1 as core
-from cloudcoil.models.kubernetes.policy import v1 as policy
-from cloudcoil.models.prometheus_operator import v1 as monitoring
 from pydantic import BaseModel
 
+from repoforge import lazy
 from repoforge.deploy.promql import Catalog
 from repoforge.spec.deploy import REDIS_URL_ENV, DeploySpec
+
+if TYPE_CHECKING:
+    from cloudcoil import apimachinery as meta
+    from cloudcoil.models.keda import v1alpha1 as keda
+    from cloudcoil.models.kubernetes.apps import v1 as apps
+    from cloudcoil.models.kubernetes.core import v1 as core
+    from cloudcoil.models.kubernetes.policy import v1 as policy
+    from cloudcoil.models.prometheus_operator import v1 as monitoring
+else:
+    meta, keda, apps, core, policy, monitoring = (
+        lazy.Deferred(lazy.k8s_meta),
+        lazy.Deferred(lazy.keda),
+        lazy.Deferred(lazy.k8s_apps),
+        lazy.Deferred(lazy.k8s_core),
+        lazy.Deferred(lazy.k8s_policy),
+        lazy.Deferred(lazy.prometheus_operator),
+    )
 
 MANAGED_BY = "repoforge"
 #: Label that tells the two pools apart (their Deployments' selectors must not overlap).

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cloudcoil import apimachinery as meta
-from cloudcoil.models.kubernetes.core import v1 as core
-
+from repoforge import lazy
 from repoforge.deploy.build_info import BuildInfo
 from repoforge.deploy.image_plan import plan_image
 from repoforge.deploy.k8s import ServerShape, labels, metrics_service
 from repoforge.deploy.promql import torchserve_catalog, triton_catalog
 from repoforge.spec.deploy import DeploySpec
+
+if TYPE_CHECKING:
+    from cloudcoil import apimachinery as meta
+    from cloudcoil.models.kubernetes.core import v1 as core
+else:
+    meta, core = lazy.Deferred(lazy.k8s_meta), lazy.Deferred(lazy.k8s_core)
 
 #: Triton's response cache size in a pod when a model of the build uses it.
 CACHE_BYTES = 256 * 1024 * 1024

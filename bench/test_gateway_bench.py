@@ -7,7 +7,10 @@ side with the same asyncio client, alternating which goes first:
   requests/s at concurrency 16, and p50 latency at concurrency 1 (the difference is what the gateway adds);
 - streams: gateway WebSocket (one connection per client, a request then its event and done message) vs direct
   gRPC streaming (`tritonclient.grpc.aio`, one long-lived stream per client): requests/s at concurrency 16;
-- time to first event of a 3-response decoupled stream: SSE, WebSocket, direct gRPC stream (p50 of 60);
+- for each c=16 trial, the CPU per request of the client, the gateway and Triton (from /proc): on 2 shared cores
+  that is what bounds the ratios;
+- time to first event of a decoupled stream of --stream-count responses: SSE, WebSocket, direct gRPC stream,
+  interleaved request by request (--first-n each per round);
 - async: 600 requests submitted at concurrency 16, answered by 2 workers (concurrency 8 each): requests/s from
   the first submit to the last answer.
 Cells are medians with the range over rounds. The client runs on the same 2 cores as the servers.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -39,6 +43,7 @@ import httpx
 import numpy as np
 import redis
 import websockets
+from profile_gateway import cpu_s, tree_cpu_s
 from test_gateway import make_repo
 
 from repoforge.servers.ports import free_port
@@ -49,8 +54,11 @@ from repoforge.servers.triton import TritonServer
 V2 = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
 
 
-async def _rate(one: Callable[[], Awaitable[None]], concurrency: int, seconds: float) -> float:
-    """Requests/s of `concurrency` loops calling `one` for `seconds` (after a short warm-up)."""
+async def _rate(
+    one: Callable[[], Awaitable[None]], concurrency: int, seconds: float, cpu: CpuMeter | None = None
+) -> float:
+    """Requests/s of `concurrency` loops calling `one` for `seconds` (after a short warm-up); `cpu`, when given,
+    counts each process's CPU over the measured part."""
     done = 0
     stop_at = 0.0
 
@@ -63,10 +71,35 @@ async def _rate(one: Callable[[], Awaitable[None]], concurrency: int, seconds: f
     stop_at = time.perf_counter() + 0.5
     await asyncio.gather(*(loop() for _ in range(concurrency)))
     done = 0
+    if cpu is not None:
+        cpu.start()
     started = time.perf_counter()
     stop_at = started + seconds
     await asyncio.gather(*(loop() for _ in range(concurrency)))
+    if cpu is not None:
+        cpu.stop(done)
     return done / (time.perf_counter() - started)
+
+
+class CpuMeter:
+    """CPU µs per request of the client (this process), the gateway and Triton (its Python backend stubs
+    included) over one trial: on 2 shared cores throughput is CPU per request, so this says who spends it."""
+
+    def __init__(self, gateway_pid: int, triton_pid: int) -> None:
+        self.pids = {"gateway": gateway_pid, "triton": triton_pid}
+        self.trials: list[dict[str, float]] = []
+        self._t0: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {"client": cpu_s(os.getpid()), "gateway": cpu_s(self.pids["gateway"]),
+                "triton": tree_cpu_s(self.pids["triton"])}  # fmt: skip
+
+    def start(self) -> None:
+        self._t0 = self._now()
+
+    def stop(self, requests: int) -> None:
+        t1 = self._now()
+        self.trials.append({k: (t1[k] - self._t0[k]) / max(requests, 1) * 1e6 for k in t1})
 
 
 async def _p50_ms(one: Callable[[], Awaitable[Any]], n: int) -> float:
@@ -110,7 +143,7 @@ class Clients:
     def triton_infer(self) -> Awaitable[None]:
         return self.post(f"http://{self.triton_http}/v2/models/double/infer")
 
-    async def ws_rate(self, concurrency: int, seconds: float) -> float:
+    async def ws_rate(self, concurrency: int, seconds: float, cpu: CpuMeter | None = None) -> float:
         sockets = [await websockets.connect(f"{self.gateway.replace('http', 'ws')}/v2/models/double/stream")
                    for _ in range(concurrency)]  # fmt: skip
         free: asyncio.Queue[Any] = asyncio.Queue()
@@ -126,12 +159,12 @@ class Clients:
             free.put_nowait(ws)
 
         try:
-            return await _rate(one, concurrency, seconds)
+            return await _rate(one, concurrency, seconds, cpu)
         finally:
             for ws in sockets:
                 await ws.close()
 
-    async def grpc_stream_rate(self, concurrency: int, seconds: float) -> float:
+    async def grpc_stream_rate(self, concurrency: int, seconds: float, cpu: CpuMeter | None = None) -> float:
         """One long-lived gRPC stream per client loop: a request, then its response."""
         from tritonclient.grpc import InferInput
 
@@ -168,28 +201,31 @@ class Clients:
             free.put_nowait((requests, responses))
 
         try:
-            return await _rate(one, concurrency, seconds)
+            return await _rate(one, concurrency, seconds, cpu)
         finally:
             while not free.empty():
                 requests, responses = free.get_nowait()
                 requests.put_nowait(None)
                 responses.cancel()
 
-    async def first_event_ms(self, n: int) -> dict[str, float]:
-        """p50 time to the first of 3 responses of the decoupled `streamer`: SSE, WebSocket, direct gRPC."""
+    async def first_events(self, n: int, count: int) -> dict[str, list[float]]:
+        """Time from sending a request to its first event (ms) for the decoupled `streamer` streaming `count`
+        responses: SSE, WebSocket and direct gRPC, `n` samples each, interleaved (A B C, B C A, C A B, ...) so
+        the host's load falls on all three alike. Each sample reads its stream to the end before the next."""
         from tritonclient.grpc import InferInput
 
-        body = {"COUNT": 3, "TAG": "bench"}
-        out: dict[str, float] = {}
+        body = {"COUNT": count, "TAG": "bench"}
 
         async def sse() -> float:
             t0 = time.perf_counter()
-            first = None
+            first, events = None, 0
             async with self.http.post(f"{self.gateway}/v2/models/streamer/generate_stream", json=body) as r:
                 async for line in r.content:
-                    if line.startswith(b"data:") and first is None:
-                        first = time.perf_counter() - t0
-            assert first is not None
+                    if line.startswith(b"data:"):
+                        events += 1
+                        if first is None:
+                            first = time.perf_counter() - t0
+            assert first is not None and events == count, (first, events)
             return first
 
         ws = await websockets.connect(f"{self.gateway.replace('http', 'ws')}/v2/models/streamer/stream")
@@ -203,14 +239,15 @@ class Clients:
                 if first is None:
                     first = time.perf_counter() - t0
                 if event.get("done"):
+                    assert event["responses"] == count, event
                     return first
 
-        count = InferInput("COUNT", [1], "INT32")
-        count.set_data_from_numpy(np.array([3], dtype=np.int32))
+        inp = InferInput("COUNT", [1], "INT32")
+        inp.set_data_from_numpy(np.array([count], dtype=np.int32))
 
         async def grpc() -> float:
             async def one_request() -> Any:
-                yield {"model_name": "streamer", "inputs": [count],
+                yield {"model_name": "streamer", "inputs": [inp],
                        "parameters": {"triton_enable_empty_final_response": True}}  # fmt: skip
 
             t0 = time.perf_counter()
@@ -226,11 +263,15 @@ class Clients:
             assert first is not None
             return first
 
+        fns = [("sse", sse), ("ws", wsock), ("grpc", grpc)]
+        out: dict[str, list[float]] = {name: [] for name, _ in fns}
         try:
-            for name, fn in (("sse", sse), ("ws", wsock), ("grpc", grpc)):
-                for _ in range(5):
+            for _ in range(5):
+                for _name, fn in fns:
                     await fn()
-                out[name] = statistics.median([await fn() for _ in range(n)]) * 1000
+            for k in range(n):
+                for name, fn in fns[k % 3 :] + fns[: k % 3]:
+                    out[name].append(await fn() * 1000)
         finally:
             await ws.close()
         return out
@@ -263,13 +304,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0, help="per throughput trial")
+    p.add_argument("--first-n", type=int, default=60, help="first-event samples per protocol and round")
+    p.add_argument("--stream-count", type=int, default=5, help="responses per stream in the first-event trial")
     a = p.parse_args(argv)
     load_start = h.load_average()
     queue = f"bench:{uuid.uuid4().hex[:6]}"
     rates: dict[str, list[float]] = {k: [] for k in ("triton_http", "gateway_http", "grpc_stream", "ws")}
     p50: dict[str, list[float]] = {"triton_http": [], "gateway_http": []}
     added: list[float] = []
-    first: dict[str, list[float]] = {"sse": [], "ws": [], "grpc": []}
+    first: dict[str, list[float]] = {"sse": [], "ws": [], "grpc": []}  # per round: the p50 of its samples
+    first_all: dict[str, list[float]] = {"sse": [], "ws": [], "grpc": []}  # every sample
+    cpu: dict[str, list[dict[str, float]]] = {k: [] for k in rates}  # per round: CPU µs per request, by process
+    loads: list[float] = []  # 1-min load average after each round
     async_rates: list[float] = []
     dropped: list[str] = []  # direct gRPC streams the server dropped (replaced; the trial goes on)
     with h.workdir("repoforge-gateway-bench-") as work:
@@ -293,11 +339,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                     assert time.monotonic() < deadline, procs[0].log_tail()
                     time.sleep(0.2)
 
+                assert procs[0].pid is not None and triton.pid is not None
+
                 async def round_(i: int) -> None:
                     async with Clients(gateway, triton.http_url, triton.grpc_url) as c:
                         order = [("triton_http", c.triton_infer), ("gateway_http", c.gateway_infer)]
                         for name, fn in order if i % 2 == 0 else order[::-1]:
-                            rates[name].append(await _rate(fn, 16, a.seconds))
+                            meter = CpuMeter(procs[0].pid, triton.pid)
+                            rates[name].append(await _rate(fn, 16, a.seconds, meter))
+                            cpu[name].append(meter.trials[-1])
                         got = {}
                         for name, fn in order if i % 2 == 0 else order[::-1]:
                             got[name] = await _p50_ms(fn, 200)
@@ -305,11 +355,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                         added.append(got["gateway_http"] - got["triton_http"])
                         streams = [("grpc_stream", c.grpc_stream_rate), ("ws", c.ws_rate)]
                         for name, fn2 in streams if i % 2 == 0 else streams[::-1]:
-                            rates[name].append(await fn2(16, a.seconds))
-                        for name, value in (await c.first_event_ms(60)).items():
-                            first[name].append(value)
+                            meter = CpuMeter(procs[0].pid, triton.pid)
+                            rates[name].append(await fn2(16, a.seconds, meter))
+                            cpu[name].append(meter.trials[-1])
+                        for name, samples in (await c.first_events(a.first_n, a.stream_count)).items():
+                            first[name].append(statistics.median(samples))
+                            first_all[name].extend(samples)
                         dropped.extend(c.stream_errors)
                     async_rates.append(await _async_rate(gateway, r, queue, 600))
+                    loads.append(os.getloadavg()[0])
 
                 async def rounds() -> None:  # one event loop for all: grpc.aio binds to the first loop it runs in
                     for i in range(a.rounds):
@@ -327,37 +381,83 @@ def main(argv: Sequence[str] | None = None) -> None:
                     proc.stop(timeout=15)
     http_ratio = [g / t for g, t in zip(rates["gateway_http"], rates["triton_http"], strict=True)]
     ws_ratio = [w / g for w, g in zip(rates["ws"], rates["grpc_stream"], strict=True)]
+
+    def ceiling(direct: str, through: str) -> list[float]:
+        """Per round, the ratio the CPU per request allows when the 2 cores are the bound: direct costs client +
+        Triton, through the gateway client + gateway + Triton."""
+        return [(d["client"] + d["triton"]) / (g["client"] + g["gateway"] + g["triton"])
+                for d, g in zip(cpu[direct], cpu[through], strict=True)]  # fmt: skip
+
     tab = h.Table(["figure", "median", "range", "goal"])
     tab.add("Triton HTTP /infer, req/s at c=16", f"{h.med(rates['triton_http']):,.0f}", h.rng(rates["triton_http"]), "")
     tab.add("gateway /infer, req/s at c=16", f"{h.med(rates['gateway_http']):,.0f}", h.rng(rates["gateway_http"]), "")
-    tab.add("gateway ÷ Triton HTTP", f"{h.med(http_ratio):.2f}", h.rng(http_ratio, "{:.2f}"), "≥ 0.7")
+    tab.add("**gateway ÷ Triton HTTP**", f"**{h.med(http_ratio):.2f}**", h.rng(http_ratio, "{:.2f}"), "≥ 0.7")
+    tab.add("ceiling from CPU per request (below)", f"{h.med(ceiling('triton_http', 'gateway_http')):.2f}",
+            h.rng(ceiling("triton_http", "gateway_http"), "{:.2f}"), "")  # fmt: skip
     tab.add(
         "direct gRPC streaming, req/s at c=16", f"{h.med(rates['grpc_stream']):,.0f}", h.rng(rates["grpc_stream"]), ""
     )
     tab.add("gateway WebSocket, req/s at c=16", f"{h.med(rates['ws']):,.0f}", h.rng(rates["ws"]), "")
-    tab.add("WebSocket ÷ gRPC streaming", f"{h.med(ws_ratio):.2f}", h.rng(ws_ratio, "{:.2f}"), "≥ 0.7")
-    tab.add("p50 at c=1, Triton HTTP (ms)", f"{h.med(p50['triton_http']):.2f}", h.rng(p50["triton_http"], "{:.2f}"), "")
-    tab.add("p50 at c=1, gateway (ms)", f"{h.med(p50['gateway_http']):.2f}", h.rng(p50["gateway_http"], "{:.2f}"), "")
-    tab.add("p50 added by the gateway at c=1 (ms)", f"{h.med(added):.2f}", h.rng(added, "{:.2f}"), "≤ 0.5")
+    tab.add("**WebSocket ÷ gRPC streaming**", f"**{h.med(ws_ratio):.2f}**", h.rng(ws_ratio, "{:.2f}"), "≥ 0.7")
+    tab.add("ceiling from CPU per request (below)", f"{h.med(ceiling('grpc_stream', 'ws')):.2f}",
+            h.rng(ceiling("grpc_stream", "ws"), "{:.2f}"), "")  # fmt: skip
+    tab.add("p50 at c=1, Triton HTTP (ms, 200 requests)", f"{h.med(p50['triton_http']):.2f}",
+            h.rng(p50["triton_http"], "{:.2f}"), "")  # fmt: skip
+    tab.add("p50 at c=1, gateway (ms, 200 requests)", f"{h.med(p50['gateway_http']):.2f}",
+            h.rng(p50["gateway_http"], "{:.2f}"), "")  # fmt: skip
+    tab.add("**p50 added by the gateway at c=1 (ms)**", f"**{h.med(added):.2f}**", h.rng(added, "{:.2f}"), "≤ 0.5")
     for name, label in (("sse", "SSE"), ("ws", "WebSocket"), ("grpc", "direct gRPC stream")):
-        tab.add(f"time to first event, {label} (ms, p50 of 60)", f"{h.med(first[name]):.2f}",
+        tab.add(f"time to first event, {label} (ms; p50 of {a.first_n} per round)", f"{h.med(first[name]):.2f}",
                 h.rng(first[name], "{:.2f}"), "")  # fmt: skip
+    for name, label in (("sse", "SSE"), ("ws", "WebSocket")):
+        over = [x - g for x, g in zip(first[name], first["grpc"], strict=True)]
+        tab.add(f"first event: {label} − direct gRPC (ms, within a round)", f"{h.med(over):+.2f}",
+                h.rng(over, "{:+.2f}"), "")  # fmt: skip
     tab.add("async, 600 requests, 2 workers: req/s submit→last answer", f"{h.med(async_rates):,.0f}",
             h.rng(async_rates), "")  # fmt: skip
+
+    spread = h.Table(["all first-event samples (ms)", "p10", "p50", "p90", "max"])
+    for name, label in (("sse", "SSE"), ("ws", "WebSocket"), ("grpc", "direct gRPC stream")):
+        q = np.percentile(first_all[name], [10, 50, 90, 100])
+        spread.add(label, *(f"{v:.2f}" for v in q))
+
+    def per_req(name: str, proc: str) -> str:
+        values = [t[proc] for t in cpu[name]]
+        return f"{h.med(values):,.0f} ({h.rng(values)})"
+
+    split = h.Table(["CPU µs per request at c=16, median (range)", "client", "gateway", "Triton + stubs"])
+    for name, label in (("triton_http", "direct: Triton HTTP /infer"), ("gateway_http", "gateway /infer → gRPC unary"),
+                        ("grpc_stream", "direct: gRPC stream"), ("ws", "gateway WebSocket → gRPC")):  # fmt: skip
+        split.add(label, per_req(name, "client"), per_req(name, "gateway") if "direct" not in label else "-",
+                  per_req(name, "triton"))  # fmt: skip
     md = "\n".join([
         "## Gateway: its cost next to Triton's own HTTP and gRPC, time to first event, the queue",
         "",
-        f"Machine: {h.machine_text(load_at_start=load_start)}.",
+        f"Machine: {h.machine_text(load_at_start=load_start)}. "
+        f"1-min load after each round: {', '.join(f'{x:.1f}' for x in loads)}.",
         "",
         f"{a.rounds} rounds, alternating order, {a.seconds:g} s per throughput trial; model `double` (Python backend,",
         "Y = 2X on 4 floats, 2 instances) and the decoupled `streamer` from tests/data/gateway; one asyncio client",
         "process (aiohttp, websockets, tritonclient.grpc.aio) on the same 2 cores as tritonserver, the gateway, 2 workers and redis-server.",
+        f"Time to first event: `streamer` sends {a.stream_count} responses; per round {a.first_n} requests per protocol,",
+        "interleaved (SSE, WS, gRPC, then WS, gRPC, SSE, ...), each read to its end; from sending the request to",
+        "reading the first event. SSE is a new HTTP request each (aiohttp keeps the connection), WebSocket one",
+        "connection for all, direct gRPC a new stream on one channel (as the gateway opens one per request).",
         f"Direct gRPC streams dropped by the server during the trials (replaced, counted): {len(dropped)}"
         + (f" ({', '.join(sorted(set(dropped)))})" if dropped else "") + ".",
         "",
         tab.markdown(),
+        "",
+        spread.markdown(),
+        "",
+        "CPU from /proc over each c=16 trial, per process, ÷ requests answered (the 2 workers and redis-server idle).",
+        "The ceiling row is (client + Triton direct) ÷ (client + gateway + Triton through the gateway), per round.",
+        "",
+        split.markdown(),
     ])  # fmt: skip
     print(tab.text())
+    print(spread.text())
+    print(split.text())
     h.update_results("gateway", md)
 
 

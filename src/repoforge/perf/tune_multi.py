@@ -9,13 +9,14 @@ within that model's budget; among feasible ones the objective is the weighted to
 (``sum(weight * infer/s)``, weight 1 by default).
 
 The search (:class:`MultiTuneSearch`, driven by a :class:`MultiMeasurer`, so it is tested on synthetic
-measurements without a server) is Model Analyzer's quick search in spirit: a hill climb over every model's
-dimensions at once from the spec's own configs (coordinate moves, one model's one dimension at a time; then
-pairs of moves across models, e.g. one model's instances up and the other's down), instead of the
-cross product of the models' grids. The run budget is stated up front and is at most the single-model budget
-times the number of models: each model's single-model search runs, then the same confirmation budget as a single
-tune, in which the best combinations and the spec's own race in rounds of alternating order (:func:`race_scores`),
-so the pick is never one lucky run.
+measurements without a server) searches every model's dimensions at once, as Model Analyzer's quick search does
+for concurrent models, instead of the cross product of the models' grids: the spec's own configs and their one-step
+neighbours (one model's one dimension moved), then an additive model of every model's throughput and p99 on every
+model's config (ridge regression in logs, so one model's instances slowing the other is seen) proposes the next
+combination, by turns over the whole space and among the best measured one's neighbours. The run budget is
+stated up front and is at most the single-model budget times the number of models: each model's single-model
+search runs, then the same confirmation budget as a single tune, in which the best combinations and the spec's own
+race in rounds of alternating order (:func:`race_scores`), so the pick is never one lucky run.
 """
 
 from __future__ import annotations
@@ -476,14 +477,16 @@ class MultiTuneSearch:
 
     def search(self, space: TuneSpace, start: Combo, confirm: int) -> None:
         """With ``max_runs - confirm`` runs: the start, then its one-step neighbours (every model's every dimension,
-        up to half the search runs: a screen that shows the additive model each model's effects and the models'
-        effect on each other), then the model's best guesses, refitted after each run. Then race the best
-        combinations and the start with the rest of the runs (:meth:`confirm`)."""
+        up to half the search runs and at least 3: a screen that shows the additive model each model's effects and
+        the models' effect on each other), then by turns the model's best guess over the whole space and its best
+        guess among the best measured combination's neighbours (a jump the model got wrong costs one run; the
+        neighbours refine what was measured), refitted after each run. Then race the best combinations and the start
+        with the rest of the runs (:meth:`confirm`)."""
         search_runs = self.max_runs - confirm
         self.start = start
         try:
             self.evaluate(start, search_runs)
-            screen = max(2, search_runs // self.screen_div)
+            screen = max(3, search_runs // self.screen_div)  # the model is fitted from 3 measurements on
             for combo in self.single_moves(space, start):
                 if self.runs >= screen:
                     break

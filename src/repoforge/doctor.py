@@ -7,7 +7,11 @@ import platform
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
+
+from repoforge.perf.analyzer import find_perf_analyzer, perf_env
+from repoforge.servers.triton import TritonNotFoundError, find_tritonserver
 
 
 @dataclass
@@ -30,8 +34,6 @@ def _run(cmd: list[str]) -> str:
 
 
 def _triton() -> list[Check]:
-    from repoforge.servers.triton import TritonNotFoundError, find_tritonserver
-
     try:
         inst = find_tritonserver()
     except TritonNotFoundError as exc:
@@ -123,8 +125,6 @@ def _module(name: str) -> str | None:
 
 
 def _dist_version(dist: str) -> str | None:
-    from importlib import metadata
-
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -173,10 +173,6 @@ def _extras() -> list[Check]:
 
 
 def _perf_analyzer() -> Check:
-    try:
-        from repoforge.perf.analyzer import find_perf_analyzer, perf_env
-    except ImportError:
-        return Check("perf_analyzer", False, "repoforge.perf is not installed")
     try:
         exe = find_perf_analyzer()
     except Exception as exc:  # noqa: BLE001 - any failure here is the gap to report

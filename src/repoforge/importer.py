@@ -50,12 +50,14 @@ from repoforge.backends import model_file as backend_model_file
 from repoforge.contract import DRIFT_REFERENCE, MODEL_FILE_PARAMETER, PLUGIN_PARAMETER, RUNNER_PARAMETER, Device
 from repoforge.errors import BuildError, Problem, RepoforgeError, SpecError
 from repoforge.lint.rules import NON_VERSION_DIRS, Layout, autocomplete
+from repoforge.lint.server import effective_configs
 from repoforge.output import MANIFEST
 from repoforge.plan import make_plan
 from repoforge.repo_readme import REPO_README
 from repoforge.runtime import RUNNERS
 from repoforge.runtime.names import PACKAGE as RUNTIME_PACKAGE
 from repoforge.runtime.names import USER_MODEL_FILE
+from repoforge.servers.triton import TritonNotFoundError, find_tritonserver
 from repoforge.spec import load_spec
 from repoforge.torchserve.layout import looks_like_torchserve_output
 from repoforge.triton.config import build_config
@@ -465,8 +467,6 @@ def _from_server(
     warnings: list[str],
 ) -> list[tuple[str, Path, mc.ModelConfig]]:
     """Model folders without config.pbtxt: their effective configs, read from a real tritonserver."""
-    from repoforge.lint.server import effective_configs
-
     found = []
     for name, cfg in effective_configs(repo, names, server).items():
         if isinstance(cfg, str):
@@ -695,8 +695,6 @@ def _check_arguments(
     if (out.exists() or out.is_symlink()) and not force:
         raise BuildError(f"{out} already exists; pass --force to replace it")
     if server:  # a wrong binary is caught before anything starts
-        from repoforge.servers.triton import TritonNotFoundError, find_tritonserver
-
         try:
             find_tritonserver(None if server == "bundled" else server)
         except TritonNotFoundError as exc:

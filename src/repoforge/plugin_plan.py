@@ -14,6 +14,9 @@ from typing import Any
 
 from repoforge.backends import model_file as backend_model_file
 from repoforge.contract import DRIFT_REFERENCE
+from repoforge.drift.data import DriftError
+from repoforge.drift.online import InputInfo, match_features
+from repoforge.drift.profile import read_profile
 from repoforge.graph import in_dependency_order
 from repoforge.plan_base import Checker, ModelPlan, ServingChoice, check_batching, check_common, resolve_file
 from repoforge.spec.models import ModelSpec, TensorSpec
@@ -312,10 +315,6 @@ def _routes_interchangeable(
 def drift_reference(ck: Checker, p: ModelPlan, warnings: list[str]) -> dict[str, Path]:
     """A plugin's `drift.reference` profile, checked now against the model's inputs (its features must be
     among them, with a fitting dtype) and shipped in the model folder, where the runner reads it."""
-    from repoforge.drift.data import DriftError
-    from repoforge.drift.online import InputInfo, match_features
-    from repoforge.drift.profile import read_profile
-
     setting = getattr(p.spec.plugin, "drift", None)
     if setting is None:
         return {}

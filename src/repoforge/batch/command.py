@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from repoforge.batch import local
+from repoforge.batch.convert import arrow_type
 from repoforge.batch.model import BatchArgumentError, BatchServerError, ModelInfo, bind, model_info, parse_maps
 from repoforge.batch.progress import Progress
+from repoforge.batch.ray_engine import run_ray
 from repoforge.batch.scorer import ScoreOptions
 from repoforge.batch.source import DataError, RowRange, detect_kind, open_source, ranges
 from repoforge.batch.store import Manifest, Store, check_folder, check_resume, discard
@@ -157,8 +160,6 @@ def _settings(
 
 def _check_dtypes(info: ModelInfo) -> None:
     """Every tensor's dtype has a numpy and an Arrow form, or a usage error before OUT is touched."""
-    from repoforge.batch.convert import arrow_type
-
     for t in (*info.inputs, *info.outputs):
         try:
             t.np_dtype  # noqa: B018
@@ -245,9 +246,7 @@ def batch(
             pending = pending[:max_ranges]
         if previous is not None:
             say(f"resuming {out}: {len(manifest.done)} of {len(all_ranges)} shards done, {skipped:,} rows skipped")
-        from repoforge.batch.local import Job
-
-        job = Job(ep.protocol, ep.url, info, bindings, id_column, id_name,
+        job = local.Job(ep.protocol, ep.url, info, bindings, id_column, id_name,
                   ScoreOptions(batch_size=size, concurrency=concurrency, retries=retries, timeout_s=timeout_s,
                                shared_memory=shared_memory and engine == "local"))  # fmt: skip
         bar = Progress(source.num_rows, skipped, interval=progress_interval, enabled=show_progress)
@@ -257,13 +256,9 @@ def batch(
         finished = False
         try:
             if engine == "ray":
-                from repoforge.batch.ray_engine import run_ray
-
                 stats = run_ray(job, source, pending, store, bar, address=ray_address, actors=ray_actors, say=say)
             else:
-                from repoforge.batch.local import run_local
-
-                stats = run_local(job, source, pending, store, bar, say)
+                stats = local.run_local(job, source, pending, store, bar, say)
             finished = True
         except BatchServerError as exc:
             done_now = len(manifest.done)

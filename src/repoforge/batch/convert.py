@@ -7,6 +7,7 @@ are scored. The fast path casts whole columns; only a column that fails it is wa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,8 +97,6 @@ def _row_values(value: Any, spec: TensorSpec, column: str) -> np.ndarray:
 
 
 def _parse_text(text: str, spec: TensorSpec, column: str) -> Any:
-    import json
-
     try:
         value = json.loads(text)
     except ValueError:

@@ -9,6 +9,7 @@ access, so their file is read once per process and kept.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import os
@@ -263,8 +264,6 @@ def _footer_sha256(path: Path) -> str:
 
 
 def _when(ns: object) -> str:
-    import datetime as dt
-
     if not isinstance(ns, int):
         return "?"
     return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

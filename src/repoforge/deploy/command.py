@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from repoforge.deploy import k8s, rollout
+from repoforge.deploy import gateway, k8s, rollout
 from repoforge.deploy.build_info import BuildInfo
 from repoforge.deploy.dashboard import dashboard_json
+from repoforge.deploy.gateway import serving_problems
 from repoforge.deploy.image_plan import plan_image
 from repoforge.deploy.k8s import ServerShape
 from repoforge.errors import Location, Problem, SpecError
@@ -96,7 +97,6 @@ def settings(info: BuildInfo, sets: Sequence[str]) -> DeploySpec:
                 Problem(where(loc), "deploy." + ".".join(map(str, loc)), _message({**err, "loc": ("deploy", *loc)}))
             )
         raise SpecError(problems) from None
-    from repoforge.deploy.gateway import serving_problems
 
     found = check_deploy(spec, rules=get_target(info.target).rules.deploy, device=info.device) + serving_problems(
         spec, info.serving
@@ -144,8 +144,6 @@ def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, s
     rel = rollout.release(info, d, k8s.metrics_service(name))
     files: dict[str, str] = {}
     if info.serving is not None:  # the multiplexing gateway beside each server (deploy/gateway.py says why)
-        from repoforge.deploy import gateway
-
         shape = gateway.with_sidecar(shape, d, name, info.serving)
     files["deployment.yaml"] = _yaml(*k8s.deployments(d, shape, name, gpus))
     files["services.yaml"] = _yaml(*k8s.services(d, shape, name, release=rel is not None))
@@ -163,8 +161,6 @@ def manifests(info: BuildInfo, d: DeploySpec, shape: ServerShape) -> dict[str, s
     if d.redis is not None and d.redis.deploy:
         files["redis.yaml"] = _yaml(*k8s.redis_objects(d, name))
     if d.gateway is not None:
-        from repoforge.deploy import gateway
-
         gw_objs = (gateway.serving_objects(d, name, info.serving) if info.serving is not None
                 else gateway.objects(d, name, dict(shape.ports).get("grpc", 8001)))  # fmt: skip
         files[gateway.FILE] = _yaml(*gw_objs)

@@ -60,6 +60,24 @@ class ServerShape:
     share_process_namespace: bool = False
 
 
+#: Where KServe's storage initializer puts the storage URI's content (the runtime's model repository).
+KSERVE_MOUNT = "/mnt/models"
+
+
+@dataclass
+class KServeRuntime:
+    """What a target's server looks like in a KServe ServingRuntime (`Target.kserve_runtime`; deploy/kserve.py
+    writes the rest)."""
+
+    model_format: str
+    protocols: list[str] | None
+    container: dict[str, Any]
+    metrics_port: int
+    volumes: list[dict[str, Any]]
+    objects: list[dict[str, Any]]  # extra objects (TorchServe's ConfigMap)
+    notes: list[str]
+
+
 def dump(obj: BaseModel) -> dict[str, Any]:
     """The manifest dict of a cloudcoil object: camelCase keys, unset fields left out."""
     data: dict[str, Any] = obj.model_dump(mode="json", by_alias=True, exclude_none=True)

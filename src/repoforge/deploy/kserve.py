@@ -22,26 +22,16 @@ from repoforge.deploy import k8s
 from repoforge.deploy.build_info import BuildInfo
 from repoforge.deploy.command import HEADER as K8S_HEADER
 from repoforge.deploy.command import KUSTOMIZATION, _dump, settings
-from repoforge.deploy.servers import (
-    TORCHSERVE_PORTS,
-    install_notes,
-    server_image,
-    torchserve_config,
-    torchserve_config_objects,
-    triton_args,
-)
+from repoforge.deploy.k8s import KSERVE_MOUNT, KServeRuntime
+from repoforge.deploy.servers import server_image
 from repoforge.errors import BuildError
 from repoforge.output import atomic_dir, check_destination, sha256_file
 from repoforge.spec.deploy import DeploySpec
-from repoforge.targets import read_build
+from repoforge.targets import get_target, read_build
 
 HEADER = K8S_HEADER.replace("deploy k8s", "deploy kserve")
-#: Where KServe's storage initializer puts the storage URI's content.
-MOUNT = "/mnt/models"
 #: URI schemes KServe's storage initializer downloads from.
 STORAGE_SCHEMES = ("s3://", "gs://", "pvc://", "https://", "http://", "hdfs://", "webhdfs://", "oci://", "hf://")
-#: KServe routes HTTP to the container's port 8080; gRPC (v2) to 9000 for Triton, as its own Triton runtime does.
-TRITON_KSERVE_PORTS = [("http", 8080), ("grpc", 9000), ("metrics", 8002)]
 
 
 @dataclass
@@ -81,98 +71,12 @@ def _env(d: DeploySpec, name: str) -> list[dict[str, Any]]:
     return [k8s.dump(e) for e in k8s.user_env(d, name)]
 
 
-@dataclass
-class _Runtime:
-    """What differs between the servers in KServe."""
-
-    model_format: str
-    protocols: list[str] | None
-    container: dict[str, Any]
-    metrics_port: int
-    volumes: list[dict[str, Any]]
-    objects: list[dict[str, Any]]  # extra objects (TorchServe's ConfigMap)
-    notes: list[str]
-
-
-def _triton_runtime(info: BuildInfo, d: DeploySpec, name: str, image: str) -> _Runtime:
-    args = triton_args(info, d, name, repository=MOUNT, ports=TRITON_KSERVE_PORTS)
-    container = {
-        "name": "kserve-container",
-        "image": image,
-        "command": ["tritonserver"],
-        "args": args,
-        "ports": [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}],
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": 8080}, "periodSeconds": d.probes.period_s},
-    }
-    return _Runtime(
-        model_format="triton",
-        protocols=["v2", "grpc-v2"],
-        container=container,
-        metrics_port=8002,
-        # Triton's Python backend exchanges tensors through /dev/shm (64 MiB in a pod by default)
-        volumes=[{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
-        objects=[],
-        notes=[
-            "Requests: KServe's v2 protocol, which is Triton's own HTTP/gRPC API "
-            "(`POST <url>/v2/models/<model>/infer`).",
-        ],
-    )
-
-
-def _torchserve_runtime(info: BuildInfo, d: DeploySpec, name: str, image: str) -> _Runtime:
-    # KServe fronts the pod (ingress, mesh): its inference port takes requests without TorchServe's token, and the
-    # management API stays on the pod's loopback, where only the workflow registration uses it.
-    config = torchserve_config(
-        d, info, image=image, root=MOUNT, local=("management",), extra=("disable_token_authorization=true",)
-    )
-    ts = torchserve_config_objects(info, d, name, config)
-    container: dict[str, Any] = {
-        "name": "kserve-container",
-        "image": image,
-        "command": ["torchserve"],
-        "args": ["--start", "--foreground", "--ncs", f"--ts-config={ts.mount.mount_path}/config.properties"],
-        "ports": [{"containerPort": 8080, "name": "http1", "protocol": "TCP"}],
-        "volumeMounts": [k8s.dump(ts.mount)],
-        "readinessProbe": {"httpGet": {"path": "/ping", "port": 8080}, "periodSeconds": d.probes.period_s},
-    }
-    if ts.post_start:
-        container["lifecycle"] = {"postStart": {"exec": {"command": ts.post_start}}}
-    notes = [
-        "Requests: TorchServe's own inference API on the InferenceService's URL (`POST <url>/predictions/<model>`"
-        + (", `POST <url>/wfpredict/<workflow>`" if ts.workflows else "")
-        + "). Token authorization is off here, because KServe's ingress is the door; the management API listens on "
-        "the pod's loopback only.",
-        *install_notes(info, image),
-    ]
-    if ts.workflows:
-        notes.append(
-            f"Workflows {', '.join(ts.workflows)} are registered by the container's postStart hook "
-            "(`register_workflows.py` in the ConfigMap): the pod is not ready until they are."
-        )
-    return _Runtime(
-        model_format="pytorch",
-        protocols=None,
-        container=container,
-        metrics_port=dict(TORCHSERVE_PORTS)["metrics"],
-        volumes=[k8s.dump(ts.volume)],
-        objects=[k8s.dump(ts.config_map)],
-        notes=notes,
-    )
-
-
-_RUNTIMES: dict[str, Callable[[BuildInfo, DeploySpec, str, str], _Runtime]] = {
-    "triton": _triton_runtime,
-    "torchserve": _torchserve_runtime,
-}
-
-
-def objects(info: BuildInfo, d: DeploySpec, storage_uri: str) -> tuple[dict[str, Any], dict[str, Any], _Runtime]:
+def objects(info: BuildInfo, d: DeploySpec, storage_uri: str) -> tuple[dict[str, Any], dict[str, Any], KServeRuntime]:
     """(ServingRuntime, InferenceService, the runtime's parts) for the build."""
     name = d.name or info.repository
     gpus = d.resources.gpu or 0
     image, image_notes = server_image(info, d, deploy="kserve")
-    rt = _RUNTIMES[info.target](info, d, name, image)
+    rt = get_target(info.target).kserve_runtime(info, d, name, image)
     # what `deploy k8s` gives its container too: the pod's name (Triton's tracing resource reads $(POD_NAME))
     rt.container["env"] = [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
     rt.notes = [*image_notes, *rt.notes]
@@ -255,7 +159,7 @@ def kserve_files(info: BuildInfo, d: DeploySpec, storage_uri: str) -> dict[str, 
 
 
 def _readme(
-    info: BuildInfo, d: DeploySpec, storage_uri: str, runtime_name: str, rt: _Runtime, files: dict[str, str]
+    info: BuildInfo, d: DeploySpec, storage_uri: str, runtime_name: str, rt: KServeRuntime, files: dict[str, str]
 ) -> str:
     name = d.name or info.repository
     what = {
@@ -277,7 +181,7 @@ def _readme(
         "",
         "## Apply",
         "",
-        f"1. Upload the build folder to `{storage_uri}` (KServe's storage initializer copies it to `{MOUNT}`).",
+        f"1. Upload the build folder to `{storage_uri}` (KServe's storage initializer copies it to `{KSERVE_MOUNT}`).",
         "2. Apply, and wait for the InferenceService:",
         "",
         "```bash",

@@ -10,6 +10,7 @@ not load pyarrow.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,7 +29,5 @@ _WHERE = {
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        import importlib
-
         return getattr(importlib.import_module(f"repoforge.drift.{_WHERE[name]}"), name)
     raise AttributeError(f"module 'repoforge.drift' has no attribute {name!r}")

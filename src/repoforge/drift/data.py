@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from repoforge.errors import RepoforgeError, relpath_for_messages
-from repoforge.tables import formats
+from repoforge.tables import DataError, formats, read_table
 
 Kind = Literal["numeric", "categorical"]
 NPZ_SUFFIXES = (".npz",)
@@ -40,8 +40,6 @@ class Features:
 def read_features(path: Path) -> Features:
     """Read DATA; any failure is a DriftError that names the file. Tables come through `repoforge.tables`, the
     reader batch uses too (Parquet file or folder, CSV, JSON Lines), so both commands take the same files."""
-    from repoforge.tables import DataError, read_table
-
     shown = relpath_for_messages(path)
     if not path.exists():
         raise DriftError(f"{shown}: no such file")

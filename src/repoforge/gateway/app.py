@@ -29,7 +29,7 @@ from repoforge.gateway.catalog import Catalog
 from repoforge.gateway.errors import RequestError
 from repoforge.gateway.metrics import GatewayMetrics
 from repoforge.gateway.multiplex import Multiplexer, MultiplexSettings
-from repoforge.gateway.queue import AsyncQueue, QueueSettings, Worker
+from repoforge.gateway.queue import AsyncQueue, QueueSettings, Worker, connect
 from repoforge.gateway.tenants import Tenant, TenantGate, priority_of
 
 log = logging.getLogger("repoforge.gateway")
@@ -67,8 +67,6 @@ class State:
             self.mux = Multiplexer(self.triton, self.settings.multiplex, self.metrics.registry, self.catalog.names)
             await self.mux.start()
         if self.settings.queue is not None:
-            from repoforge.gateway.queue import connect
-
             redis = connect(self.settings.queue.redis_url)
             self.queue = AsyncQueue(self.settings.queue, redis)
             await self.queue.ensure_group()

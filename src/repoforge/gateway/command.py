@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import signal
@@ -13,10 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repoforge.gateway import upstream
+from repoforge.gateway.app import GatewaySettings, build_app
 from repoforge.gateway.errors import GatewayArgumentError
 from repoforge.gateway.multiplex import MultiplexSettings
-from repoforge.gateway.queue import QueueSettings
+from repoforge.gateway.queue import QueueSettings, Worker, connect
 from repoforge.gateway.tenants import tenants_from
+from repoforge.output import MANIFEST
+from repoforge.servers.discover import tritonserver_pid
+from repoforge.spec.gateway import AsyncSpec, GatewaySpec
+from repoforge.spec.serving import parse_bytes
+from repoforge.targets import target_of
 from repoforge.triton.client import TritonClient, grpc_live
 
 Say = Callable[[str], None]
@@ -26,9 +34,6 @@ _HOST_PORT = re.compile(r"^(?:[a-z]+://)?(?P<host>[\w.\-]+|\[[0-9a-fA-F:]+\]):(?
 def recorded_sections(target: str) -> dict[str, Any]:
     """The build's top-level `gateway:` and `async:` sections, from its lock file ({} for a running Triton, or a
     build without them): the defaults of the flags not given."""
-    import json
-
-    from repoforge.output import MANIFEST
 
     lock = Path(target) / MANIFEST
     if not (Path(target).is_dir() and lock.is_file()):
@@ -40,8 +45,6 @@ def recorded_sections(target: str) -> dict[str, Any]:
 def _gateway_spec(recorded: dict[str, Any]) -> Any:
     from pydantic import ValidationError
 
-    from repoforge.spec.gateway import GatewaySpec
-
     try:
         return GatewaySpec.model_validate(recorded.get("gateway") or {})
     except ValidationError as exc:
@@ -50,8 +53,6 @@ def _gateway_spec(recorded: dict[str, Any]) -> Any:
 
 def _async_spec(recorded: dict[str, Any] | None) -> Any:
     from pydantic import ValidationError
-
-    from repoforge.spec.gateway import AsyncSpec
 
     try:
         return AsyncSpec.model_validate((recorded or {}).get("async") or {})
@@ -190,7 +191,6 @@ def triton_for(
     if not path.is_dir():
         yield find_grpc(target, grpc_url)
         return
-    from repoforge.targets import target_of
 
     kind = target_of(path)
     why = kind.cannot("gateway", path)
@@ -257,10 +257,6 @@ class ServingOptions:
 def serving_settings(target: str, options: ServingOptions) -> MultiplexSettings | None:
     """The multiplexer's settings: the build's `serving:` (from its lock file) with the flags on top; None when
     neither asks for it (every model is served as loaded)."""
-    import json
-
-    from repoforge.output import MANIFEST
-    from repoforge.spec.serving import parse_bytes
 
     serving: dict[str, Any] | None = None
     lock = Path(target) / MANIFEST
@@ -323,8 +319,6 @@ def gateway(
     come from the build's `gateway:`/`async:` sections, else their defaults (8080, 60 s, 16 MiB)."""
     import uvicorn
 
-    from repoforge.gateway.app import GatewaySettings, build_app
-
     queue = queue or QueueOptions()
     check_target(target)
     recorded = recorded_sections(target)
@@ -370,8 +364,6 @@ def gateway(
             if tenants:
                 say(f"tenants: {', '.join(t.name for t in tenants)} (Authorization: Bearer <key>; 401/429 otherwise)")
             if mux.server_pid is None and not Path(target).is_dir():  # a Triton on this host (or in this pod)
-                from repoforge.servers.discover import tritonserver_pid
-
                 mux.server_pid = tritonserver_pid(grpc)
                 if mux.server_pid is not None:
                     say(f"measuring the memory of tritonserver pid {mux.server_pid} (found serving {grpc})")
@@ -401,9 +393,6 @@ def worker(
 ) -> None:
     """Answer queued requests until SIGTERM/SIGINT (in-flight ones finish; a killed worker's are taken over).
     `concurrency` and the queue's options left None come from the build's `async:` section, else their defaults."""
-    from repoforge.gateway import upstream
-    from repoforge.gateway.queue import Worker, connect
-
     check_target(target)
     recorded = recorded_sections(target)
     concurrency = concurrency if concurrency is not None else int(_async_spec(recorded).workers.concurrency)

@@ -28,6 +28,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from repoforge.gateway.catalog import Catalog
+from repoforge.gateway.codec import outputs_v2, parse_v2
+from repoforge.gateway.upstream import UpstreamTimeout, infer, unavailable
+
 log = logging.getLogger("repoforge.gateway.queue")
 
 GROUP = "workers"
@@ -192,8 +196,6 @@ class Worker:
     """Takes requests from the stream and answers them through Triton, `concurrency` at a time."""
 
     def __init__(self, settings: QueueSettings, redis: Any, triton: Any, concurrency: int = 4) -> None:
-        from repoforge.gateway.catalog import Catalog
-
         self.s = settings
         self.redis = redis
         self.triton = triton
@@ -247,9 +249,6 @@ class Worker:
         return attempt + max(0, times - 1)
 
     async def _handle(self, mid: str, fields: dict[str, str], claimed: bool) -> None:
-        from repoforge.gateway.codec import outputs_v2, parse_v2
-        from repoforge.gateway.upstream import UpstreamTimeout, infer, unavailable
-
         job_id = fields.get("id", mid)
         stats = self.s.key("stats")
         try:

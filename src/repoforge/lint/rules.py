@@ -26,6 +26,7 @@ from repoforge.triton.names import (
     PY_FILE,
     STANDARD_BACKENDS,
 )
+from repoforge.triton.onnx_io import OnnxReadError, read_signature
 
 from .findings import Finding, Severity
 from .locate import Key, Positions, format_path, lookup
@@ -1234,8 +1235,6 @@ def _onnx_dims_problem(model_shape: tuple[int, ...], dims: list[int], max_batch_
 def check_onnx_files(sink: Sink, cfg: mc.ModelConfig, model_dir: Path, layout: Layout, loaded: list[int]) -> None:
     """Every name, dtype and shape of the config that the ONNX file of a loaded version contradicts, as the
     onnxruntime backend refuses the model at load (Triton stops at the first; lint names them all)."""
-    from repoforge.triton.onnx_io import OnnxReadError, read_signature
-
     filename = cfg.default_model_filename or "model.onnx"
     reported: set[str] = set()
     for v in loaded:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from repoforge.output import write_file_atomic
+from repoforge.servers.triton_install import cache_root
 
 #: Distributions whose version changes what a variant file or a figure is.
 TOOLS = ("repoforge", "onnx", "onnxruntime", "onnxconverter-common", "openvino", "numpy", "torch")
@@ -47,8 +48,6 @@ class Cache:
 
     def __init__(self, root: Path | None = None, *, enabled: bool = True) -> None:
         if root is None:
-            from repoforge.servers.triton_install import cache_root
-
             root = cache_root() / "optimize"
         self.enabled = enabled
         self.root = root if enabled else Path(tempfile.mkdtemp(prefix="repoforge-optimize-"))

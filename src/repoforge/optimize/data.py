@@ -18,6 +18,7 @@ from repoforge.spec.dtypes import numpy_dtype
 from repoforge.spec.load import LoadedSpec, effective
 from repoforge.spec.models import ModelSpec, OptimizeSpec
 from repoforge.spec.yamlsource import PathKey
+from repoforge.torchserve.eager import split_model_file
 from repoforge.triton.onnx_io import OnnxReadError, read_signature
 
 TORCH_FORMATS = ("torchscript", "pytorch")
@@ -135,8 +136,6 @@ def _target(loaded: LoadedSpec, i: int, m: ModelSpec, problems: list[Problem]) -
         if not m.model_file:
             add(at, "format pytorch needs `model_file:` (the .py file defining the nn.Module class) to export it")
         else:
-            from repoforge.torchserve.eager import split_model_file
-
             rel, class_name = split_model_file(m.model_file)
             model_file = _resolve(loaded, rel)
             if not model_file.is_file():

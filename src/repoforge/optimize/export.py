@@ -16,6 +16,7 @@ import numpy as np
 
 from repoforge.errors import RepoforgeError
 from repoforge.optimize.data import ModelTarget
+from repoforge.torchserve.eager import EagerLoadError, load_eager
 
 EXPORT_RTOL = 1e-4
 EXPORT_ATOL = 1e-5
@@ -32,7 +33,6 @@ def _load_torch(t: ModelTarget) -> Any:
 
     if t.format == "torchscript":
         return torch.jit.load(str(t.source), map_location="cpu").eval()
-    from repoforge.torchserve.eager import EagerLoadError, load_eager
 
     assert t.model_file is not None
     try:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from repoforge.optimize.data import ModelTarget
+from repoforge.optimize.runners import open_runner
 
 #: Element-wise defaults per variant (max_abs, max_rel); None: no element-wise gate unless the spec sets one.
 DEFAULT_TOLERANCE: dict[str, tuple[float, float] | None] = {
@@ -59,8 +60,6 @@ def run_model(
 ) -> dict[str, np.ndarray]:
     """Every output over all rows, in batches of at most `batch` (the config's max_batch_size), on one thread:
     the gate's figures matter here, not its speed."""
-    from repoforge.optimize.runners import open_runner
-
     run = open_runner(path, runtime, outputs, threads=1)
     rows = len(next(iter(inputs.values())))
     parts = [run({k: v[s : s + batch] for k, v in inputs.items()}) for s in range(0, rows, batch)]

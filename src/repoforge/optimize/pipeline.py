@@ -11,8 +11,10 @@ from repoforge.contract import Device
 from repoforge.errors import RepoforgeError
 from repoforge.optimize.cache import Cache, key, tool_versions
 from repoforge.optimize.data import Arrays, ModelTarget, batch_sizes
-from repoforge.optimize.gate import GateResult, judge, run_model
+from repoforge.optimize.export import export_onnx
+from repoforge.optimize.gate import GateResult, judge, run_model, tolerance_for
 from repoforge.optimize.runners import NOT_SHIPPED, runtime_of
+from repoforge.optimize.tensorrt import plan_tensorrt
 from repoforge.optimize.timing import Timing, host, select, time_variants
 from repoforge.optimize.variants import CONVERSION_WARNINGS, VariantUnavailable, make_variant
 from repoforge.output import sha256_file
@@ -92,7 +94,6 @@ def _fp32_source(t: ModelTarget, val: Arrays, cache: Cache, say: Say) -> tuple[P
     """The original model as ONNX: the file itself, or its export from torch (cached by its inputs)."""
     if t.format == "onnx":
         return t.source, None
-    from repoforge.optimize.export import export_onnx
 
     parts = ["export", t.format, sha256_file(t.source), t.options.opset, val.sha256, [x.__dict__ for x in t.inputs],
              [x.__dict__ for x in t.outputs], tool_versions()]  # fmt: skip
@@ -174,8 +175,6 @@ def optimize_model(
     selected, why = select(accepted, opts.select)
     result = ModelResult(t.name, selected, why, rows, sizes, export, host())
     if "tensorrt" in opts.variants and device == "gpu":
-        from repoforge.optimize.tensorrt import plan_tensorrt
-
         result.tensorrt = plan_tensorrt(t)
     say(f"{t.name}: selected {selected} ({why})")
     return result
@@ -192,7 +191,6 @@ def _gate(
     for row in rows:
         if not row.accepted or row.path is None:
             continue
-        from repoforge.optimize.gate import tolerance_for
 
         k = key("gate", row.name, row.sha256, fp32_sha, val.sha256, v.model_dump(), tolerance_for(row.name, t))
         cached = cache.record(k)

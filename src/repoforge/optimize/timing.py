@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from repoforge.optimize.runners import open_runner, runtime_of
 from repoforge.spec.models import VARIANTS, LatencyBudget
 
 #: Each variant runs at least this long (and at least MIN_CALLS calls) per round and batch size.
@@ -58,8 +59,6 @@ def time_variants(
 ) -> dict[str, Timing]:  # fmt: skip
     """Latency per variant and batch size, measured in alternating rounds in this process, each variant on the
     runtime that runs it (runners.runtime_of)."""
-    from repoforge.optimize.runners import open_runner, runtime_of
-
     sessions = {name: open_runner(path, runtime_of(name), outputs, threads) for name, path in files.items()}
     names = list(files)
     samples: dict[str, dict[int, list[float]]] = {n: {b: [] for b in sizes} for n in names}

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from repoforge.optimize.data import Arrays, ModelTarget
+from repoforge.optimize.runners import import_openvino
 
 #: Rows per calibration batch fed to onnxruntime's calibrator.
 CALIBRATION_BATCH = 32
@@ -75,8 +76,6 @@ def _fp16(src: Path, dest: Path) -> dict[str, Any]:
 
 def _openvino(src: Path, dest: Path) -> dict[str, Any]:
     """OpenVINO reads the fp32 ONNX itself and compiles it for this CPU at load; the variant is that runtime."""
-    from repoforge.optimize.runners import import_openvino
-
     try:
         ov = import_openvino()
     except ImportError:

@@ -29,8 +29,13 @@ import numpy as np
 
 from repoforge.contract import MODEL_LOAD_HEADER
 from repoforge.errors import ArgumentError
+from repoforge.output import atomic_dir
 from repoforge.perf.analyzer import PerfError, parse_concurrency
 from repoforge.perf.report import host_load
+from repoforge.servers.ports import free_port
+from repoforge.servers.process import ManagedProcess
+from repoforge.triton.inputs import make_inputs, triton_dtype
+from repoforge.triton.reader import read_repository
 
 Progress = Callable[[str], None]
 DEFAULT_ZIPF_S = 1.1
@@ -160,9 +165,6 @@ def start_gateway(target: str, say: Progress, args: Sequence[str] = (), timeout_
     path = target
     import httpx
 
-    from repoforge.servers.ports import free_port
-    from repoforge.servers.process import ManagedProcess
-
     port = free_port("127.0.0.1")
     log = Path(tempfile.mkdtemp(prefix="repoforge-perf-gateway-")) / "gateway.log"
     proc = ManagedProcess([sys.executable, "-m", "repoforge", "gateway", str(path), "--port", str(port), *args],
@@ -197,8 +199,6 @@ def _bodies(target: str, models: list[str], request: Path | None) -> dict[str, b
         except ValueError as exc:
             raise MixArgumentError("--request", f"--request {request} is not JSON: {exc}") from None
         return dict.fromkeys(models, text.encode())
-    from repoforge.triton.inputs import make_inputs, triton_dtype
-    from repoforge.triton.reader import read_repository
 
     configs = {m.name: m.config for m in read_repository(Path(target))}
     out = {}
@@ -352,8 +352,6 @@ def _check_output(out: Path) -> None:
 
 def _write(report: MixReport, out: Path) -> None:
     """report.json and report.md into a temporary sibling that then replaces `out` (an earlier report is replaced)."""
-    from repoforge.output import atomic_dir
-
     with atomic_dir(out, force=True) as tmp:
         (tmp / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         (tmp / "report.md").write_text(report.markdown())

@@ -31,7 +31,13 @@ import numpy as np
 
 from repoforge.errors import ArgumentError, Interrupted
 from repoforge.perf.analyzer import PerfError, PerfPoint, parse_concurrency
+from repoforge.perf.command import _target, check_arguments
+from repoforge.perf.mix import _check_output, start_gateway
 from repoforge.perf.report import PerfReport, host_load, machine_info, write_report
+from repoforge.servers.redis import RedisNotFoundError, RedisServer, find_redis_server
+from repoforge.targets import target_of
+from repoforge.triton.inputs import make_inputs, triton_dtype
+from repoforge.triton.reader import read_repository
 
 Progress = Callable[[str], None]
 PROTOCOLS = ("http", "grpc", "sse", "ws", "async")
@@ -73,8 +79,6 @@ def _request_body(request: Path) -> dict[str, Any]:
 
 def _body_from_config(config: Any) -> dict[str, Any]:
     """Random data for the model's required inputs, as a KServe v2 body (what perf_analyzer would send)."""
-    from repoforge.triton.inputs import make_inputs, triton_dtype
-
     dtypes = {t.name: triton_dtype(t.data_type) for t in config.input}
     inputs = [{"name": k, "datatype": dtypes[k], "shape": list(v.shape),
                "data": [x.decode() if isinstance(x, bytes) else x for x in v.reshape(-1).tolist()]}
@@ -110,8 +114,6 @@ def check_protocol_arguments(
     concurrency, the duration, flags that only mean something to perf_analyzer, `--redis` without `async`, a build
     folder the gateway cannot front, and (for a build, whose configs can be read now) a decoupled model asked for
     `--protocol http` or `async` alone. Returns the protocols, the concurrency levels and the request body."""
-    from repoforge.perf.command import check_arguments
-
     protocols = protocols_of(protocol)
     for flag, value in (refused or {}).items():
         if value not in (None, False, (), [], {}):
@@ -133,8 +135,6 @@ def check_protocol_arguments(
                 "--redis", f"--redis {redis_url!r}: expected a URL like redis://127.0.0.1:6379/0"
             )
     elif "async" in protocols:
-        from repoforge.servers.redis import RedisNotFoundError, find_redis_server
-
         try:
             find_redis_server()
         except RedisNotFoundError as exc:
@@ -143,13 +143,10 @@ def check_protocol_arguments(
     body = _request_body(request) if request is not None else None
     path = Path(target)
     if path.is_dir():
-        from repoforge.targets import target_of
-
         kind = target_of(path)
         why = kind.cannot("gateway", path) if any(p in THROUGH_GATEWAY for p in protocols) else None
         if why:
             raise ProtocolArgumentError("--protocol", f"--protocol {protocol} goes through the gateway: {why}")
-        from repoforge.triton.reader import read_repository
 
         configs = {m.name: m.config for m in read_repository(path)}
         if model not in configs:
@@ -178,7 +175,6 @@ def _redis(redis_url: str | None, say: Progress) -> Iterator[str]:
     if redis_url is not None:
         yield redis_url
         return
-    from repoforge.servers.redis import RedisServer
 
     with RedisServer() as server:
         say(f"redis-server for the queue at {server.url}")
@@ -188,8 +184,6 @@ def _redis(redis_url: str | None, say: Progress) -> Iterator[str]:
 @contextlib.contextmanager
 def _endpoints(target: str | Path, model: str, protocols: list[str], redis_url: str | None, grpc_url: str | None,
                workers: int, timeout_s: float, say: Progress) -> Iterator[Endpoints]:  # fmt: skip
-    from repoforge.perf.command import _target
-    from repoforge.perf.mix import start_gateway
 
     with contextlib.ExitStack() as stack:
         ep = stack.enter_context(_target(target, [model], grpc_url, say))
@@ -529,7 +523,6 @@ def perf_protocols(
     protocols, levels, body = check_protocol_arguments(target, model, protocol, concurrency=concurrency,
                                                        duration_s=duration_s, redis_url=redis_url, request=request,
                                                        refused=refused)  # fmt: skip
-    from repoforge.perf.mix import _check_output
 
     _check_output(Path(output))
     workers = max(levels)  # in-process worker slots: the queue is not what limits a closed loop of N clients

@@ -36,7 +36,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 if TYPE_CHECKING:
     from repoforge.servers.triton import TritonServer
 
+from repoforge.build import build
 from repoforge.errors import ArgumentError, Interrupted
+from repoforge.output import write_file_atomic
 from repoforge.perf.analyzer import (
     PerfError,
     PerfOptions,
@@ -63,6 +65,8 @@ from repoforge.perf.tune_search import (
     verdict,
     within_noise,
 )
+from repoforge.servers.triton import TritonServer
+from repoforge.triton.config import parse_config, to_text
 from repoforge.triton.names import INTRA_OP_THREADS, THREAD_PARAMETERS, thread_parameter
 
 __all__ = [
@@ -389,8 +393,6 @@ class ServerMeasurer:
         self.server, self.model, self.config_path, self.base, self.opts = server, model, config_path, base, opts
 
     def load(self, cand: Candidate) -> str:
-        from repoforge.triton.config import to_text
-
         cfg = apply_candidate(self.base, cand)
         tmp = self.config_path.with_name(".config.pbtxt.tmp")
         tmp.write_text(to_text(cfg), encoding="utf-8")
@@ -519,8 +521,6 @@ class Checkpoint:
             self._check(self._old)
 
     def save(self, entries: list[Entry]) -> None:
-        from repoforge.output import write_file_atomic
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_file_atomic(self.path, json.dumps({"identity": self.identity, "entries": entries}, indent=0) + "\n")
 
@@ -580,10 +580,6 @@ def tune(
     tuning cannot start (e.g. the model does not batch) and PerfError/SpecError/ServerStartError as
     perf and build do.
     """
-    from repoforge.build import build
-    from repoforge.servers.triton import TritonServer
-    from repoforge.triton.config import parse_config, to_text
-
     say = progress or (lambda _m: None)
     if search not in ("coordinate", "grid"):
         raise TuneError(f"search must be coordinate or grid, not {search!r}")

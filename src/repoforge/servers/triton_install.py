@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+from repoforge.backends import runtime_files, ship_runtime
 from repoforge.output import publish_cache_dir
 
 NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
@@ -201,7 +202,6 @@ def prepare_backend_dir(install: TritonInstall, root: Path | None = None) -> Pat
     missing = [str(p) for p in sources if not p.is_file()]
     if missing:
         raise TritonNotFoundError(f"incomplete Triton python backend, missing: {', '.join(missing)}")
-    from repoforge.backends import runtime_files, ship_runtime
 
     python_based = {name: python_based_backend(name) for name in private_backends(install)}
     runtime = [src for _, src in runtime_files()] if python_based else []

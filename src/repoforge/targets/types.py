@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
 
     from repoforge.deploy.build_info import BuildInfo
-    from repoforge.deploy.k8s import ServerShape
+    from repoforge.deploy.k8s import KServeRuntime, ServerShape
     from repoforge.output import BuildResult
     from repoforge.plan_base import BuildRules
     from repoforge.spec.deploy import DeploySpec
@@ -242,4 +242,8 @@ class Target(Protocol):
 
     def deploy_shape(self, build: BuildInfo, deploy: DeploySpec) -> ServerShape:
         """The server's part of the Kubernetes manifests for the build, `deploy` resolved."""
+        ...
+
+    def kserve_runtime(self, build: BuildInfo, deploy: DeploySpec, name: str, image: str) -> KServeRuntime:
+        """The server's part of the KServe ServingRuntime for the build (named `name`, running `image`)."""
         ...

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+import repoforge.runtime.torchserve.workflow as nodes
 from repoforge import __version__
 from repoforge.backends import ship_runtime
 from repoforge.errors import BuildError, Problem, SpecError
@@ -319,8 +320,6 @@ def _write_model(arch: _Archive, stage: Path, store: Path, device: str, workflow
 def workflow_handler(wiring: dict[str, Any]) -> str:
     """The single-file function-node handler of a .war: the template with the runtime's node code pasted in (a
     .war cannot carry a package folder) and the ensemble's wiring."""
-    import repoforge.runtime.torchserve.workflow as nodes
-
     template = resources.files("repoforge.handlers").joinpath(WORKFLOW_HANDLER_FILE).read_text()
     code_marker, wiring_marker = "# REPOFORGE_WORKFLOW_CODE\n", "WIRING: dict = {}  # REPOFORGE_WIRING"
     assert code_marker in template and wiring_marker in template

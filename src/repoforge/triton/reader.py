@@ -11,6 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from repoforge.errors import ServeError
 from repoforge.output import MANIFEST
+from repoforge.triton.config import parse_config
 
 
 @dataclass
@@ -55,7 +56,6 @@ def read_repository(repo: Path, *, unconfigured: bool = False) -> list[RepoModel
     caller that reads each model's effective config from the server can still check them."""
     if not repo.is_dir():
         raise ServeError(not_a_repository(repo))
-    from repoforge.triton.config import parse_config  # here: lint imports this module for model_folders alone
 
     models = []
     folders = [d for d in model_folders(repo) if not d.name.startswith(".")]

@@ -11,6 +11,7 @@ from repoforge import __version__
 from repoforge.backends import model_file as backend_model_file
 from repoforge.backends import ship_runtime
 from repoforge.errors import BuildError
+from repoforge.lint import lint_repository
 from repoforge.output import MANIFEST, BuildResult, atomic_dir, check_destination, write_manifest
 from repoforge.plan_base import ModelPlan, RepositoryPlan
 from repoforge.python_requirements import LOCK_KEY, triton_requirements
@@ -74,8 +75,6 @@ def _model_filename(model: ModelPlan, configured: str) -> str:
 def _lint_or_refuse(repo: Path, plan: RepositoryPlan) -> None:
     """Run Triton's load-time rules on what was written; an error means Triton would refuse it, so the
     build fails (nothing is moved into place). That is a repoforge bug or a spec case the plan missed."""
-    from repoforge.lint import lint_repository
-
     report = lint_repository(repo)
     if report.errors:
         details = "\n".join(str(f).replace(str(repo), "<repo>") for f in report.errors)

@@ -10,13 +10,14 @@ from typing import Any
 from repoforge.contract import Device
 from repoforge.contract import Target as TargetName
 from repoforge.deploy.build_info import BuildInfo
-from repoforge.deploy.k8s import ServerShape
+from repoforge.deploy.k8s import KServeRuntime, ServerShape
 from repoforge.deploy.servers import torchserve_shape
 from repoforge.output import BuildResult
 from repoforge.servers.torchserve import TorchServeServer
 from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.load import LoadedSpec
 from repoforge.targets.torchserve import build_info, serve
+from repoforge.targets.torchserve.deploy import kserve_runtime
 from repoforge.targets.torchserve.validate import validate_torchserve
 from repoforge.targets.types import (
     BatchEndpoint,
@@ -142,3 +143,6 @@ class TorchServeTarget:
 
     def deploy_shape(self, build: BuildInfo, deploy: DeploySpec) -> ServerShape:
         return torchserve_shape(build, deploy)
+
+    def kserve_runtime(self, build: BuildInfo, deploy: DeploySpec, name: str, image: str) -> KServeRuntime:
+        return kserve_runtime(build, deploy, name, image)

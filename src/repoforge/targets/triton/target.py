@@ -9,7 +9,7 @@ from typing import Any
 from repoforge.contract import Device
 from repoforge.contract import Target as TargetName
 from repoforge.deploy.build_info import BuildInfo
-from repoforge.deploy.k8s import ServerShape
+from repoforge.deploy.k8s import KServeRuntime, ServerShape
 from repoforge.deploy.servers import triton_shape
 from repoforge.optimize.build_step import apply_optimize
 from repoforge.output import BuildResult, check_destination
@@ -18,6 +18,7 @@ from repoforge.servers.triton import TritonServer
 from repoforge.spec.deploy import DeploySpec
 from repoforge.spec.load import LoadedSpec
 from repoforge.targets.triton import build_info, serve
+from repoforge.targets.triton.deploy import kserve_runtime
 from repoforge.targets.triton.validate import validate_triton
 from repoforge.targets.types import (
     BatchEndpoint,
@@ -135,3 +136,6 @@ class TritonTarget:
 
     def deploy_shape(self, build: BuildInfo, deploy: DeploySpec) -> ServerShape:
         return triton_shape(build, deploy)
+
+    def kserve_runtime(self, build: BuildInfo, deploy: DeploySpec, name: str, image: str) -> KServeRuntime:
+        return kserve_runtime(build, deploy, name, image)

@@ -92,6 +92,8 @@ def test_drift_psi_on_metrics_follows_a_shifted_feature(tmp_path: Path) -> None:
         _send(client, shifted)
         got = _wait(server.metrics_url, lambda g: g.get("age", 0) > 0.2)
         assert got["age"] > 0.2 and got["income"] < 0.1 and got["city"] < 0.1, got
+        # an HTTP client left open keeps Triton's shutdown waiting for its --exit-timeout-secs (30 s) for nothing
+        client.close()
     np.savez(tmp_path / "cur.npz", **shifted)
     rep = drift_report(tmp_path / "ref.json", tmp_path / "cur.npz", tmp_path / "report")
     assert rep.data["worst"] == "age" and rep.drifted == ["age"]

@@ -22,11 +22,10 @@ so that eviction never pulls a model from under a request."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,6 +168,34 @@ class LoadFailed(RequestError):
     pass
 
 
+class _Hold:
+    """What `Multiplexer.hold` returns: a class rather than an asynccontextmanager, with the hit taken without a
+    coroutine of its own, because every request through the multiplexer enters and leaves one."""
+
+    __slots__ = ("_mux", "_name", "_entry")
+
+    def __init__(self, mux: Multiplexer, name: str) -> None:
+        self._mux, self._name = mux, name
+        self._entry: _Model | None = None
+
+    async def __aenter__(self) -> str:
+        mux = self._mux
+        entry = mux.models.get(self._name)
+        if entry is not None and entry.state == "loaded":  # a hit: what _acquire does first, inline
+            entry.refs += 1
+            entry.last_used = time.monotonic()
+            mux.metrics.hits.inc()
+            self._entry = entry
+            return "hit"
+        self._entry, how = await mux._acquire(self._name)
+        return how
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._entry is not None
+        if self._mux._release(self._entry):
+            await self._mux._notify()
+
+
 class _Metrics:
     def __init__(self, registry: CollectorRegistry, mux: Multiplexer) -> None:
         self.hits = Counter(f"{PREFIX}_model_hits", "Requests whose model was loaded", registry=registry)
@@ -219,6 +246,7 @@ class Multiplexer:
         self.peak = 0
         self._known = known  # async () -> names in Triton's repository (any state)
         self._changed = asyncio.Condition()  # notified when a hold ends or a model leaves
+        self._room_waiters = 0  # requests waiting on `_changed` for a loaded model to become idle
         self._room_lock = asyncio.Lock()  # one request at a time makes room and reserves its slot
         self._load_slots = asyncio.Semaphore(settings.load_concurrency)
         self._running: set[_Model] = set()
@@ -227,18 +255,21 @@ class Multiplexer:
         self.metrics = _Metrics(registry, self)
 
     # -- what the routes use -------------------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def hold(self, name: str) -> AsyncIterator[str]:
-        """The model stays loaded (and is not picked for unloading) while the block runs; yields how it came to be
-        loaded for this request: `hit`, `load` (this request loaded it) or `join` (it waited for another's load)."""
-        entry, how = await self._acquire(name)
-        try:
-            yield how
-        finally:
-            entry.refs -= 1
-            entry.last_used = time.monotonic()
-            async with self._changed:
-                self._changed.notify_all()
+    def hold(self, name: str) -> _Hold:
+        """`async with mux.hold(name) as how`: the model stays loaded (and is not picked for unloading) while the
+        block runs; `how` says how it came to be loaded for this request: `hit`, `load` (this request loaded it) or
+        `join` (it waited for another's load)."""
+        return _Hold(self, name)
+
+    def _release(self, entry: _Model) -> bool:
+        """A hold ends; True when a request waits for room (`_make_room`) and must be told."""
+        entry.refs -= 1
+        entry.last_used = time.monotonic()
+        return self._room_waiters > 0
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     async def start(self) -> None:
         """Load `always_loaded` (failing the gateway's start with Triton's reason when one does not load)."""
@@ -428,12 +459,17 @@ class Multiplexer:
                 ):
                     log.warning("loading %s passes the memory budget: nothing is left to unload", name)
                     return
-                async with self._changed:  # every loaded model is in use: wait for a request to end
-                    try:
+                # Every loaded model is in use: wait for a request to end. Counted before the lock is taken, with
+                # no await between _victim() and the wait, so a hold that ends meanwhile sees the count and tells.
+                self._room_waiters += 1
+                try:
+                    async with self._changed:
                         await asyncio.wait_for(self._changed.wait(), max(deadline - time.monotonic(), 0.001))
-                    except asyncio.TimeoutError:
-                        raise RequestError(503, f"no room to load model '{name}': all {self.occupied()} loaded "
-                                           f"models have requests in flight ({reason})") from None  # fmt: skip
+                except asyncio.TimeoutError:
+                    raise RequestError(503, f"no room to load model '{name}': all {self.occupied()} loaded "
+                                       f"models have requests in flight ({reason})") from None  # fmt: skip
+                finally:
+                    self._room_waiters -= 1
                 continue
             await self._unload(victim, reason)
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 import pyarrow as pa
 
+from repoforge import lazy
 from repoforge.errors import RepoforgeError
 
 Kind = Literal["parquet", "csv", "jsonl"]
@@ -55,7 +56,7 @@ def read_text(path: Path, kind: Kind) -> pa.Table:
     try:
         if kind == "csv":
             return _read_csv(path)
-        import pyarrow.json as pajson
+        pajson = lazy.arrow_json()
 
         try:
             return pajson.read_json(path)
@@ -68,8 +69,7 @@ def read_text(path: Path, kind: Kind) -> pa.Table:
 
 
 def _read_csv(path: Path) -> pa.Table:
-    import pyarrow.compute as pc
-    import pyarrow.csv as pacsv
+    pc, pacsv = lazy.arrow_compute(), lazy.arrow_csv()
 
     parse = pacsv.ParseOptions(delimiter="\t") if path.name.lower().endswith(".tsv") else None
     nulls = [v for v in pacsv.ConvertOptions().null_values if v not in _NAN_CELLS]
@@ -129,7 +129,7 @@ def read_table(path: Path) -> pa.Table:
     kind = detect_kind(path)
     if kind != "parquet":
         return read_text(path, kind)
-    import pyarrow.parquet as pq
+    pq = lazy.parquet()
 
     files = parquet_files(path)
     if not files:

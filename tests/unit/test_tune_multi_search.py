@@ -304,3 +304,15 @@ def test_cli_multi_model_prints_json_and_exits_1_when_no_combination_fits(
     assert data["best"]["feasible"] and data["rejected"]
     res = CliRunner().invoke(main, ["tune", str(spec), "-m", "a:p99<=0.5ms", "-m", "b:p99<=0.5ms"])
     assert res.exit_code == 1 and "no combination met every model's p99 budget" in res.output
+
+
+def test_a_checkpoint_of_another_tune_is_refused_before_the_build(spec: Path, tmp_path: Path) -> None:
+    from repoforge.errors import ArgumentError
+    from repoforge.perf.tune import CHECKPOINT
+
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / CHECKPOINT).write_text(json.dumps({"identity": {"spec": "x", "model": "classifier", "settings": {}},
+                                              "entries": []}))  # fmt: skip
+    with pytest.raises(ArgumentError, match="pass --restart to discard it"):
+        tune_multi.tune_models(spec, [ModelGoal("classifier", 5.0)], output=out)

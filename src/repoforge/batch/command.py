@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from repoforge import lazy
 from repoforge.batch import local
 from repoforge.batch.convert import arrow_type
 from repoforge.batch.model import BatchArgumentError, BatchServerError, ModelInfo, bind, model_info, parse_maps
@@ -121,7 +122,7 @@ def check_arguments(
         raise BatchArgumentError("--output", f"{out} is a file; give a folder for the shards")
     if engine == "ray":
         try:
-            import ray  # noqa: F401
+            lazy.ray()
         except ImportError:
             raise BatchArgumentError(
                 "--engine", "the Ray engine needs Ray: pip install 'repoforge[ray]' (or use --engine local)"

@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any, TextIO
 
+from repoforge import lazy
+
 
 class Progress:
     def __init__(
@@ -29,9 +31,7 @@ class Progress:
     def _make_bar(self) -> None:
         if self.enabled and getattr(self.stream, "isatty", lambda: False)():
             try:
-                from tqdm import tqdm
-
-                self._bar = tqdm(
+                self._bar = lazy.tqdm().tqdm(
                     total=self.total, initial=self.count, unit="rows", unit_scale=True, file=self.stream, smoothing=0.1
                 )
             except ImportError:

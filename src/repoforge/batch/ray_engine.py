@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from repoforge import lazy
 from repoforge.batch.convert import POS
 from repoforge.batch.local import Job, score_chunk
 from repoforge.batch.model import BatchServerError
@@ -48,8 +49,9 @@ def _read_run(path: str, run: list[RowRange], columns: list[str]) -> Iterator[pa
 
 
 def _datasource(path: str, runs: list[list[RowRange]], columns: list[str]) -> Any:
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
+    data = lazy.ray_data()
+    Datasource: Any = data.datasource.Datasource
+    BlockMetadata, ReadTask = data.block.BlockMetadata, data.datasource.ReadTask
 
     class RangesDatasource(Datasource):
         """DATA's pending ranges, a read task per run of ranges that share a row group (each decoded once)."""
@@ -115,7 +117,7 @@ LOCAL_START_ATTEMPTS = 3
 
 def _init_ray(address: str | None) -> None:
     """Join `address`, or start a local Ray; a local start that times out is retried after a clean shutdown."""
-    import ray
+    ray = lazy.ray()
 
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
@@ -170,7 +172,7 @@ def run_ray(
 ) -> dict[str, Any]:
     """Score `pending` through Ray Data into `store`; BatchServerError when the server stays away past the retries.
     Ray's own output goes to OUT/_ray.log (`say` tells where); a local Ray started here is shut down at the end."""
-    import ray
+    ray = lazy.ray()
 
     if not pending:
         return {"ray_actors": actors}
@@ -196,8 +198,8 @@ def _run(
     address: str | None,
     actors: int,
 ) -> dict[str, Any]:
-    import ray
-    import ray.data
+    ray = lazy.ray()
+    lazy.ray_data()  # ray.data, used below as ray.data
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress line, not Ray Data's per-operator log
     if not ray.is_initialized():

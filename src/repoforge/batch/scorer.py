@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from repoforge import lazy
 from repoforge.batch.model import BatchServerError, ModelInfo
 from repoforge.triton.client import InferenceServerException, SystemSharedMemory, async_client, is_local_server
 
@@ -68,9 +69,7 @@ def is_transient(exc: BaseException) -> bool:
             return True
         return any(w in str(exc.message() or "").lower() for w in _TRANSIENT_WORDS)
     try:
-        import aiohttp
-
-        return isinstance(exc, aiohttp.ClientError)
+        return isinstance(exc, lazy.aiohttp().ClientError)
     except ImportError:  # pragma: no cover - aiohttp comes with tritonclient[http]
         return False
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from repoforge import lazy
 from repoforge.tables import DataError, Kind, detect_kind, parquet_files, read_text
 
 #: Rows decoded from Parquet at a time. Small enough that the first requests go out after a few ms of decoding
@@ -102,7 +103,7 @@ class Source:
             table = self._whole()
             part = table.slice(start, stop - start)
             return part.select(cols) if cols is not None else part
-        import pyarrow.parquet as pq
+        pq = lazy.parquet()
 
         pieces: list[pa.Table] = []
         for f in self._files:
@@ -157,7 +158,7 @@ class Source:
             yield r, pa.Table.from_batches(parts, schema=schema) if parts else schema.empty_table()
 
     def _pieces(self, ordered: Sequence[RowRange], cols: list[str] | None) -> Iterator[tuple[int, pa.RecordBatch]]:
-        import pyarrow.parquet as pq
+        pq = lazy.parquet()
 
         for f in self._files:
             groups = [g for g, (o, n) in enumerate(zip(f.group_offsets, f.group_rows, strict=True))
@@ -211,7 +212,7 @@ def open_source(path: str | Path) -> Source:
         st = p.stat()
         ident = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _file_sha256(p)}
         return Source(p, kind, table.schema, table.num_rows, _table=table, _text_file=ident)
-    import pyarrow.parquet as pq
+    pq = lazy.parquet()
 
     files = parquet_files(p)
     if not files:

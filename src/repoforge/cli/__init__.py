@@ -13,9 +13,9 @@ __all__ = ["main"]
 #: Every command: name → ("module:attr" of its click command, the one line `repoforge --help` shows for it).
 #: A command's module (and what it imports) is loaded only when that command runs or shows its own help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "init": ("repoforge.cli.build:init", "Write a starter spec.yaml and a small example ONNX model into DIRECTORY."),
+    "init": ("repoforge.cli.spec:init", "Write a starter spec.yaml and a small example ONNX model into DIRECTORY."),
     "build": ("repoforge.cli.build:build", "Build SPEC (spec.yaml) into a model repository at OUTPUT."),
-    "schema": ("repoforge.cli.build:schema",
+    "schema": ("repoforge.cli.spec:schema",
                "Print the JSON Schema of spec.yaml (for editor completion and validation)."),
     "lint": ("repoforge.cli.repository:lint", "Check any Triton model repository statically against Triton's "
              "load-time rules (no server started)."),
@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "`repoforge build` gives it back."),
     "validate": ("repoforge.cli.serving:validate", "Load REPOSITORY in a real Triton and smoke-infer every model."),
     "serve": ("repoforge.cli.serving:serve", "Serve REPOSITORY with a real tritonserver until Ctrl-C."),
-    "doctor": ("repoforge.cli.serving:doctor", "Report what this machine can serve (Triton, tracing, backends, "
+    "doctor": ("repoforge.cli.doctor:doctor", "Report what this machine can serve (Triton, tracing, backends, "
                "perf_analyzer, GPU) and how to fill each gap, then the optional extras (Ray, OpenVINO, torch, "
                "TorchServe, promtool, Redis) and the commands each enables."),
     "perf": ("repoforge.cli.measure:perf", "Measure MODEL with perf_analyzer."),

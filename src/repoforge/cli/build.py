@@ -1,4 +1,4 @@
-"""`init`, `build` and `schema`: a spec in, a repository (or the spec's JSON Schema) out."""
+"""`build`: a spec in, a repository out."""
 
 from __future__ import annotations
 
@@ -10,18 +10,6 @@ import click
 from repoforge.build import build as do_build
 from repoforge.cli.common import command, force_option, json_option, progress, quiet_option
 from repoforge.contract import DEVICE_NAMES, TARGET_NAMES, Device, Target
-from repoforge.scaffold import init as do_init
-from repoforge.schema import spec_schema
-
-
-@command(kept="the files written so far are kept in {directory}; rerun with --force to write them all")
-@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
-@force_option("Overwrite an existing spec.yaml / model.")
-def init(directory: Path, force: bool) -> None:
-    """Write a starter spec.yaml and a small example ONNX model into DIRECTORY."""
-    for p in do_init(directory, force=force):
-        click.echo(f"wrote {p}")
-    click.echo(f"next: repoforge build {directory / 'spec.yaml'} -o {directory / 'model_repository'}")
 
 
 @command(kept="nothing was written to {output} (it is renamed into place only when complete)")
@@ -90,17 +78,3 @@ def build(
             for w in result.warnings:
                 click.echo(f"  warning: {w}", err=True)
         click.echo(f"built {len(result.model_names)} model(s) for {result.plan.device} into {result.output}")
-
-
-@command()
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout."
-)
-def schema(output: Path | None) -> None:
-    """Print the JSON Schema of spec.yaml (for editor completion and validation)."""
-    text = json.dumps(spec_schema(), indent=2) + "\n"
-    if output:
-        output.write_text(text)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)

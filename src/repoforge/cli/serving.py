@@ -1,4 +1,4 @@
-"""`validate`, `serve` and `doctor`: a build in a real server, and what this machine can serve."""
+"""`validate` and `serve`: a build in a real server."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from pathlib import Path
 import click
 
 from repoforge.cli.common import command, fail, json_option, progress, tritonserver_option
-from repoforge.doctor import as_dicts
-from repoforge.doctor import doctor as do_doctor
 from repoforge.errors import RepoforgeError
 from repoforge.serve import Endpoints, docker_lines
 from repoforge.serve import serve as do_serve
@@ -173,25 +171,3 @@ def serve(
         load_models=list(load_models) or None,
     )
     click.echo("stopped")
-
-
-@command()
-@json_option("Print the checks as JSON.")
-def doctor(as_json: bool) -> None:
-    """Report what this machine can serve (Triton, tracing, backends, perf_analyzer, GPU) and how to fill each gap,
-    then the optional extras (Ray, OpenVINO, torch, TorchServe, promtool, Redis) and the commands each enables."""
-    checks = do_doctor()
-    if as_json:
-        click.echo(json.dumps(as_dicts(checks), indent=2))
-        return
-    for title, group in (("", [c for c in checks if not c.optional]),
-                         ("optional extras (each enables the commands named)", [c for c in checks if c.optional])):  # fmt: skip
-        if title:
-            click.echo(f"\n{title}:")
-        for c in group:
-            mark = click.style("ok  ", fg="green") if c.ok else click.style("gap ", fg="yellow")
-            click.echo(f"{mark} {c.name:<20} {c.detail}")
-            if c.enables:
-                click.echo(f"     {'':<20} enables: {c.enables}")
-            if c.fix:
-                click.echo(f"     {'':<20} → {c.fix}")

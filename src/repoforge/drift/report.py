@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from repoforge import lazy
 from repoforge.drift.data import DriftError, Kind, read_features
 from repoforge.drift.profile import read_profile
 from repoforge.drift.stats import frequencies, ks, psi_from_frequencies
@@ -133,8 +134,7 @@ def markdown(data: dict[str, Any]) -> str:
 def plot(rows: list[dict[str, Any]], dest: Path) -> str | None:
     """Reference vs current bin frequencies of the worst features; a note instead when matplotlib is missing."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        Figure, FigureCanvasAgg = lazy.matplotlib_figure()
     except ImportError:
         return "No plot: matplotlib is not installed (pip install 'matplotlib>=3.7')."
     worst = rows[:PLOTTED]

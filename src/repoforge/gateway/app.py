@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -158,7 +160,6 @@ async def infer(request: Request) -> Response:
 async def generate_stream(request: Request) -> Response:
     state = _state(request)
     settings = state.settings
-    from sse_starlette.sse import EventSourceResponse
 
     try:
         async with _holding(state, request.path_params["model"]):  # metadata needs the model loaded
@@ -381,7 +382,6 @@ def build_app(settings: GatewaySettings) -> Starlette:
         Route("/v2/async/{id}", read),
         Route("/metrics", metrics),
     ]
-    from starlette.middleware import Middleware
 
     middleware = [Middleware(TenantGate, tenants=settings.tenants, registry=state.metrics.registry)]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware if settings.tenants else None)

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+import uvicorn
+from pydantic import ValidationError
+
 from repoforge.gateway import upstream
 from repoforge.gateway.app import GatewaySettings, build_app
 from repoforge.gateway.errors import GatewayArgumentError
@@ -43,8 +47,6 @@ def recorded_sections(target: str) -> dict[str, Any]:
 
 
 def _gateway_spec(recorded: dict[str, Any]) -> Any:
-    from pydantic import ValidationError
-
     try:
         return GatewaySpec.model_validate(recorded.get("gateway") or {})
     except ValidationError as exc:
@@ -52,8 +54,6 @@ def _gateway_spec(recorded: dict[str, Any]) -> Any:
 
 
 def _async_spec(recorded: dict[str, Any] | None) -> Any:
-    from pydantic import ValidationError
-
     try:
         return AsyncSpec.model_validate((recorded or {}).get("async") or {})
     except ValidationError as exc:  # a lock edited by hand, or from another repoforge: name it, exit 2
@@ -111,8 +111,6 @@ def _check_redis(settings: QueueSettings, allow_eviction: bool = False, say: Say
     """Redis answers, and keeps what the queue gives it: under any `maxmemory-policy` but `noeviction` a Redis at its
     memory limit deletes keys (queued requests, pending results) without telling anyone, so the queue's promise
     (every accepted id is answered) would not hold. Refused (exit 2) unless `allow_eviction`, then only said."""
-    import redis
-
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5, decode_responses=True)
     try:
         client.ping()
@@ -211,8 +209,6 @@ def triton_for(
 
 
 def _server_class() -> type:
-    import uvicorn
-
     class Server(uvicorn.Server):
         """uvicorn's server, minus re-raising the signal inside the event loop after shutting down (which
         interrupts the app's own shutdown with a traceback): the signal is only recorded."""
@@ -317,8 +313,6 @@ def gateway(
 ) -> None:
     """Run the gateway until interrupted. `port`, `timeout_s`, `max_body_bytes` and the queue's options left None
     come from the build's `gateway:`/`async:` sections, else their defaults (8080, 60 s, 16 MiB)."""
-    import uvicorn
-
     queue = queue or QueueOptions()
     check_target(target)
     recorded = recorded_sections(target)

@@ -28,6 +28,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+import redis.asyncio as aredis
+from redis.exceptions import ResponseError
+
 from repoforge.gateway.catalog import Catalog
 from repoforge.gateway.codec import outputs_v2, parse_v2
 from repoforge.gateway.upstream import UpstreamTimeout, infer, unavailable
@@ -106,8 +110,6 @@ def backoff(settings: QueueSettings, attempt: int) -> float:
 
 
 def connect(url: str) -> Any:
-    import redis.asyncio as aredis
-
     return aredis.Redis.from_url(url, decode_responses=True, socket_timeout=30, socket_connect_timeout=5)
 
 
@@ -133,8 +135,6 @@ class AsyncQueue:
                 await asyncio.wait_for(stop.wait(), every_s)
 
     async def ensure_group(self) -> None:
-        from redis.exceptions import ResponseError
-
         try:
             await self.redis.xgroup_create(self.s.key("requests"), GROUP, id="0", mkstream=True)
         except ResponseError as exc:
@@ -323,7 +323,6 @@ class Worker:
         """POST the answer to the caller's URL (3 tries); a failed callback is counted, the result stays readable."""
         if not url:
             return
-        import httpx
 
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=10.0)

@@ -8,6 +8,11 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import grpc
+from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult, service_pb2
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException, serialize_byte_tensor
+
 from repoforge.gateway.codec import Request
 
 FINAL = "triton_final_response"
@@ -35,8 +40,6 @@ def unavailable(exc: BaseException) -> bool:
 
 
 def _inputs(request: Request) -> list[Any]:
-    from tritonclient.grpc import InferInput
-
     inputs = []
     for name, array in request.inputs.items():
         item = InferInput(name, list(array.shape), request.datatypes[name])
@@ -46,15 +49,11 @@ def _inputs(request: Request) -> list[Any]:
 
 
 def _outputs(request: Request) -> list[Any] | None:
-    from tritonclient.grpc import InferRequestedOutput
-
     return [InferRequestedOutput(n) for n in request.outputs] if request.outputs else None
 
 
 def connect(url: str) -> Any:
     """An aio client for Triton's gRPC endpoint (`host:port`); created inside the running event loop."""
-    from tritonclient.grpc.aio import InferenceServerClient
-
     return InferenceServerClient(url)
 
 
@@ -64,9 +63,6 @@ _RESERVED = ("sequence_id", "sequence_start", "sequence_end", "priority", "binar
 def _message(request: Request) -> Any:
     """The ModelInferRequest for `request`, built straight from its checked arrays: what tritonclient's `infer`
     builds through one InferInput object per tensor, without them (the gateway's `/infer` is CPU-bound on 2 cores)."""
-    from tritonclient.grpc import service_pb2
-    from tritonclient.utils import serialize_byte_tensor
-
     message = service_pb2.ModelInferRequest(model_name=request.model, id=request.id)
     for name, array in request.inputs.items():
         datatype = request.datatypes[name]
@@ -101,9 +97,6 @@ async def infer(client: Any, request: Request, timeout: float | None) -> Any:
     It calls tritonclient's own stub (`_client_stub`, tritonclient 2.51) with a message built by `_message`: what
     tritonclient's `infer` does around that stub, minus its per-tensor objects. Side by side on the 2-core host
     that was 8-9 % less gateway CPU per `/infer` (bench/RESULTS.md, gateway-profile)."""
-    import grpc
-    from tritonclient.grpc import InferResult
-
     try:
         return InferResult(await client._client_stub.ModelInfer(request=_message(request), timeout=timeout))
     except grpc.aio.AioRpcError as exc:
@@ -145,11 +138,8 @@ async def stream(client: Any, request: Request, decoupled: bool = True) -> Async
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        from tritonclient.utils import InferenceServerException
-
         if isinstance(exc, InferenceServerException):
             raise UpstreamError(exc.message() or str(exc)) from None
-        import grpc
 
         if isinstance(exc, grpc.RpcError):
             raise UpstreamError(f"gRPC stream to Triton failed: {exc}") from None

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.utils import InferenceServerException
 
 from repoforge.servers.triton import TritonServer, find_tritonserver, private_backends
 from repoforge.triton.client import served_config
@@ -63,8 +64,6 @@ def effective_configs(
     ``server`` is a tritonserver binary, or None / "bundled" for the one ``repoforge serve`` uses. Returns
     name → config, or → why the model did not load. The server is stopped before this returns.
     """
-    from tritonclient.utils import InferenceServerException
-
     binary = None if server in (None, "bundled") else server
     out: dict[str, mc.ModelConfig | str] = {}
     with TritonServer(

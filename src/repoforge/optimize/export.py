@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from repoforge import lazy
 from repoforge.errors import RepoforgeError
 from repoforge.optimize.data import ModelTarget
 from repoforge.torchserve.eager import EagerLoadError, load_eager
@@ -29,7 +30,7 @@ class ExportError(RepoforgeError):
 
 
 def _load_torch(t: ModelTarget) -> Any:
-    import torch
+    torch = lazy.torch()
 
     if t.format == "torchscript":
         return torch.jit.load(str(t.source), map_location="cpu").eval()
@@ -43,8 +44,7 @@ def _load_torch(t: ModelTarget) -> Any:
 
 def export_onnx(t: ModelTarget, inputs: dict[str, np.ndarray], dest: Path) -> dict[str, Any]:
     """Write `dest` (ONNX, opset from the spec, batch axis dynamic) and return the check against torch."""
-    import onnxruntime as ort
-    import torch
+    ort, torch = lazy.onnxruntime(), lazy.torch()
 
     module = _load_torch(t)
     names_in = [x.name for x in t.inputs]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from repoforge import __version__
+from repoforge import __version__, lazy
 from repoforge.optimize.pipeline import ModelResult
 
 REPORT_JSON = "optimize-report.json"
@@ -107,10 +107,7 @@ def plot(report: dict[str, Any], dest: Path) -> str | None:
     """Latency (largest batch) against top-1 (or agreement) per variant, one panel per model; None when
     matplotlib is missing (the report says so)."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = lazy.pyplot()
     except ImportError:
         return "no plot: matplotlib is not installed (pip install 'repoforge[triton]')"
     models = report["models"]

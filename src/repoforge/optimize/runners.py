@@ -6,40 +6,18 @@ would serve it.
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from repoforge import lazy
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 #: Variants run by something other than onnxruntime; repoforge's Triton build serves ONNX through onnxruntime,
 #: so these are measured and reported but not shipped.
 NOT_SHIPPED = {"openvino": "measured only: repoforge's Triton build serves ONNX through onnxruntime"}
-
-
-def import_openvino() -> Any:
-    """`openvino` without its model-conversion tools. `import openvino` imports `openvino.tools.ovc`, which sends
-    a usage event to a web analytics service from a background thread that forks a process; a build tool must not
-    phone home, and that fork, taken while numpy's BLAS threads run, hung our process. The runtime alone is all
-    this variant needs, so ovc is stubbed out for the import (openvino.convert_model then raises)."""
-    if "openvino" in sys.modules:
-        return sys.modules["openvino"]
-    stub = types.ModuleType("openvino.tools.ovc")
-
-    def convert_model(*_a: Any, **_k: Any) -> Any:
-        raise RuntimeError("openvino's model conversion tools are not loaded by repoforge (they send telemetry)")
-
-    stub.convert_model = convert_model  # type: ignore[attr-defined]
-    sys.modules["openvino.tools.ovc"] = stub
-    try:
-        import openvino
-    finally:
-        del sys.modules["openvino.tools.ovc"]
-    return openvino
 
 
 def runtime_of(variant: str) -> str:
@@ -49,7 +27,7 @@ def runtime_of(variant: str) -> str:
 def open_runner(path: Path, runtime: str, outputs: list[str], threads: int = 1) -> Runner:
     """A callable feed → outputs (in `outputs` order) on one thread pool of `threads`."""
     if runtime == "openvino":
-        ov = import_openvino()
+        ov = lazy.openvino()
         core = ov.Core()
         # f32: on CPUs with AMX or AVX512-BF16 OpenVINO otherwise runs in bf16, which this fp32 variant is not
         core.set_property("CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
@@ -62,7 +40,7 @@ def open_runner(path: Path, runtime: str, outputs: list[str], threads: int = 1) 
             return [np.asarray(result[p]) for p in ports]
 
         return run_ov
-    import onnxruntime as ort
+    ort = lazy.onnxruntime()
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from repoforge import lazy
 from repoforge.optimize.data import Arrays, ModelTarget
-from repoforge.optimize.runners import import_openvino
 
 #: Rows per calibration batch fed to onnxruntime's calibrator.
 CALIBRATION_BATCH = 32
@@ -47,7 +47,7 @@ def _quiet() -> Iterator[None]:
 def _ort_optimized(src: Path, dest: Path) -> dict[str, Any]:
     """onnxruntime's offline graph optimization (constant folding, fusions). EXTENDED, not ALL: ALL adds layout
     rewrites for this CPU's instruction set, which a saved model must not carry to another host."""
-    import onnxruntime as ort
+    ort = lazy.onnxruntime()
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -57,10 +57,10 @@ def _ort_optimized(src: Path, dest: Path) -> dict[str, Any]:
 
 
 def _fp16(src: Path, dest: Path) -> dict[str, Any]:
-    import onnx
+    onnx = lazy.onnx()
 
     try:
-        from onnxconverter_common import float16
+        float16 = lazy.onnxconverter_float16()
     except ImportError:
         raise VariantUnavailable("fp16 needs onnxconverter-common (pip install 'repoforge[optimize]')") from None
     with warnings.catch_warnings(record=True) as caught:
@@ -77,7 +77,7 @@ def _fp16(src: Path, dest: Path) -> dict[str, Any]:
 def _openvino(src: Path, dest: Path) -> dict[str, Any]:
     """OpenVINO reads the fp32 ONNX itself and compiles it for this CPU at load; the variant is that runtime."""
     try:
-        ov = import_openvino()
+        ov = lazy.openvino()
     except ImportError:
         raise VariantUnavailable("openvino is not installed (pip install 'repoforge[openvino]')") from None
     shutil.copyfile(src, dest)
@@ -87,10 +87,10 @@ def _openvino(src: Path, dest: Path) -> dict[str, Any]:
 
 def _int8_dynamic(src: Path, dest: Path) -> dict[str, Any]:
     """Weights INT8 ahead of time, activations quantized per batch at run time (no calibration data)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    q = lazy.onnxruntime_quantization()
 
     with _quiet():
-        quantize_dynamic(str(src), str(dest), weight_type=QuantType.QInt8, per_channel=False)
+        q.quantize_dynamic(str(src), str(dest), weight_type=q.QuantType.QInt8, per_channel=False)
     return {"weight_type": "QInt8", "activations": "dynamic"}
 
 
@@ -110,8 +110,8 @@ class _Reader:
 def _int8_static(src: Path, dest: Path, t: ModelTarget, calibration: Arrays | None) -> dict[str, Any]:
     """QDQ INT8 (weights and activations) with ranges from the calibration data; onnxruntime fuses the QDQ pairs
     into integer kernels at load."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    q = lazy.onnxruntime_quantization()
+    CalibrationMethod, QuantFormat, QuantType = q.CalibrationMethod, q.QuantFormat, q.QuantType
 
     assert calibration is not None  # resolve_targets requires it
     method = {
@@ -121,10 +121,10 @@ def _int8_static(src: Path, dest: Path, t: ModelTarget, calibration: Arrays | No
     with tempfile.TemporaryDirectory(prefix="repoforge-int8-") as tmp, _quiet():
         pre = Path(tmp) / "pre.onnx"
         try:
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            q.shape_inference.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantize the model as it is instead
             shutil.copyfile(src, pre)
-        quantize_static(
+        q.quantize_static(
             str(pre), str(dest), _Reader(calibration.inputs(t.inputs)), quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=t.options.per_channel,
             calibrate_method=method,

@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from repoforge.contract import MODEL_LOAD_HEADER
 from repoforge.errors import ArgumentError
@@ -163,7 +165,6 @@ def start_gateway(target: str, say: Progress, args: Sequence[str] = (), timeout_
     """A `repoforge gateway TARGET ARGS` process on a free port (TARGET: a build folder or a running Triton), its base
     URL once it answers /v2/health/ready; stopped after, also on failure."""
     path = target
-    import httpx
 
     port = free_port("127.0.0.1")
     log = Path(tempfile.mkdtemp(prefix="repoforge-perf-gateway-")) / "gateway.log"
@@ -213,9 +214,6 @@ def _bodies(target: str, models: list[str], request: Path | None) -> dict[str, b
 
 
 def _counters(base: str, headers: dict[str, str]) -> dict[str, float]:
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
     try:
         text = httpx.get(f"{base}/metrics", headers=headers, timeout=10).text
     except httpx.HTTPError:
@@ -234,7 +232,6 @@ def _counters(base: str, headers: dict[str, str]) -> dict[str, float]:
 
 async def _run_point(base: str, models: list[str], p: np.ndarray, bodies: dict[str, bytes], clients: int,
                      duration_s: float, headers: dict[str, str], timeout_s: float, seed: int) -> MixPoint:  # fmt: skip
-    import httpx
 
     records: list[tuple[str, str, int, float]] = []  # model, how, status, seconds
     samples: list[str] = []
@@ -319,7 +316,6 @@ def perf_models(
             raise MixArgumentError("--api-key-env", f"--api-key-env {api_key_env}: the variable is not set")
         headers["Authorization"] = f"Bearer {key}"
     _check_output(Path(output))
-    import httpx
 
     with _gateway(str(target), say) as base:
         try:

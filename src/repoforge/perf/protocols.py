@@ -28,7 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
+from tritonclient.grpc import InferInput
+from tritonclient.utils import triton_to_np_dtype
+from websockets.asyncio.client import connect
 
+from repoforge import lazy
 from repoforge.errors import ArgumentError, Interrupted
 from repoforge.perf.analyzer import PerfError, PerfPoint, parse_concurrency
 from repoforge.perf.command import _target, check_arguments
@@ -207,8 +212,6 @@ def _endpoints(target: str | Path, model: str, protocols: list[str], redis_url: 
 
 
 def _drop_queue(url: str, queue: str) -> None:
-    import redis
-
     with contextlib.suppress(redis.RedisError):
         client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         try:
@@ -285,15 +288,11 @@ class _Callbacks:
 
 
 def _grpc_inputs(body: dict[str, Any]) -> list[Any]:
-    from tritonclient.grpc import InferInput
-
     out = []
     for item in body["inputs"]:
         if item["datatype"] == "BYTES":
             array = np.array([v.encode() if isinstance(v, str) else v for v in item["data"]], dtype=np.object_)
         else:
-            from tritonclient.utils import triton_to_np_dtype
-
             array = np.asarray(item["data"], dtype=triton_to_np_dtype(item["datatype"]))
         x = InferInput(item["name"], list(item["shape"]), item["datatype"])
         x.set_data_from_numpy(array.reshape(item["shape"]))
@@ -312,13 +311,12 @@ class Clients:
         self.callbacks = _Callbacks()
 
     async def __aenter__(self) -> Clients:
-        import aiohttp
-        from tritonclient.grpc.aio import InferenceServerClient
+        aiohttp = lazy.aiohttp()
 
         # aiohttp (tritonclient[http]'s own), not httpx: httpx's pool managed a fraction of aiohttp's rate at c=16
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                                           connector=aiohttp.TCPConnector(limit=0))  # fmt: skip
-        self.grpc = InferenceServerClient(self.ep.grpc)
+        self.grpc = lazy.triton_grpc_aio().InferenceServerClient(self.ep.grpc)
         self.inputs = _grpc_inputs(self.body)
         if self.ep.queue is not None:
             await self.callbacks.start()
@@ -392,8 +390,6 @@ class Clients:
 
     async def _ws(self) -> Record:
         """One request on one of the clients' connections (each client keeps one open, as a browser would)."""
-        from websockets.asyncio.client import connect
-
         assert self.ep.gateway is not None
         ws = self.sockets.get_nowait() if not self.sockets.empty() else None
         if ws is None:

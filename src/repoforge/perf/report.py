@@ -21,6 +21,7 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge import lazy
 from repoforge.triton.client import server_metadata
 
 from .analyzer import SERVICE_KINDS, PerfError, PerfOptions, PerfPoint, _strip_scheme, resolve_shapes
@@ -582,7 +583,7 @@ def render_markdown(report: PerfReport, plots: Sequence[str] = PLOTS) -> str:
 # --------------------------------------------------------------------------------------------
 def _require_matplotlib() -> None:
     try:
-        import matplotlib  # noqa: F401
+        lazy.matplotlib_figure()
     except ImportError:
         raise PerfError(
             'the perf report plots need matplotlib: pip install "matplotlib>=3.7" (or write_report(..., plots=False))'
@@ -590,8 +591,7 @@ def _require_matplotlib() -> None:
 
 
 def _figure(width: float = 7.0, height: float = 4.5) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    Figure, FigureCanvasAgg = lazy.matplotlib_figure()
 
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)

@@ -36,6 +36,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 if TYPE_CHECKING:
     from repoforge.servers.triton import TritonServer
 
+from repoforge import lazy
 from repoforge.build import build
 from repoforge.errors import ArgumentError, Interrupted
 from repoforge.output import write_file_atomic
@@ -297,8 +298,7 @@ def spec_patch(
 def pareto_figure(result: TuneResult) -> Any:
     """Throughput vs p99 of every trial, each point labelled with its config; feasible ones coloured, the
     feasible Pareto front drawn as a line, re-measured finalists with the range of their runs, the best starred."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    Figure, FigureCanvasAgg = lazy.matplotlib_figure()
 
     ok = [t for t in result.trials if t.error is None and t.runs and t.same_as is None]
     fig = Figure(figsize=(7.5, 5), dpi=110)

@@ -9,17 +9,19 @@ within that model's budget; among feasible ones the objective is the weighted to
 (``sum(weight * infer/s)``, weight 1 by default).
 
 The search (:class:`MultiTuneSearch`, driven by a :class:`MultiMeasurer`, so it is tested on synthetic
-measurements without a server) is Model Analyzer's quick search in spirit: a hill climb over every model's
-dimensions at once from the spec's own configs (coordinate moves, one model's one dimension at a time; then
-pairs of moves across models, e.g. one model's instances up and the other's down), instead of the
-cross product of the models' grids. The run budget is stated up front and is at most the single-model budget
-times the number of models: each model's single-model search runs, then the same confirmation budget as a single
-tune, in which the best combinations and the spec's own race in rounds of alternating order (:func:`race_scores`),
-so the pick is never one lucky run.
+measurements without a server) searches every model's dimensions at once, as Model Analyzer's quick search does
+for concurrent models, instead of the cross product of the models' grids: the spec's own configs and their one-step
+neighbours (one model's one dimension moved), then an additive model of every model's throughput and p99 on every
+model's config (ridge regression in logs, so one model's instances slowing the other is seen) proposes the next
+combination, by turns over the whole space and among the best measured one's neighbours. The run budget is
+stated up front and is at most the single-model budget times the number of models: each model's single-model
+search runs, then the same confirmation budget as a single tune, in which the best combinations and the spec's own
+race in rounds of alternating order (:func:`race_scores`), so the pick is never one lucky run.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -32,9 +34,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import yaml
 
+from repoforge.build import build
 from repoforge.errors import ArgumentError, Interrupted
+from repoforge.output import write_file_atomic
 from repoforge.perf.analyzer import PerfError, PerfOptions
 from repoforge.perf.tune import Checkpoint, ServerMeasurer, _base_threads, _served_key, apply_candidate, spec_patch
 from repoforge.perf.tune_search import (
@@ -50,6 +55,10 @@ from repoforge.perf.tune_search import (
     race_noise,
     race_scores,
 )
+from repoforge.servers.triton import TritonServer
+from repoforge.spec.load import load_spec
+from repoforge.triton.config import parse_config, to_text
+from repoforge.triton.names import thread_parameter
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
@@ -388,8 +397,6 @@ class MultiTuneSearch:
         """The space's configs, each one's position, and their 0/1 rows: one column per dimension value (of the
         dimensions with a choice). A combination's features are its models' rows side by side and a constant, so
         every model's metrics are fitted on every model's config (one model's instances slowing another is seen)."""
-        import numpy as np
-
         cands = space.candidates()
         levels = [(d, v) for d in _DIMS for v in space.values(d) if len(space.values(d)) > 1]
         B = np.zeros((len(cands), len(levels)))
@@ -403,8 +410,6 @@ class MultiTuneSearch:
         additive model (ridge regression, per model, of log throughput and log p99 on every model's config) fitted
         to every measurement: the weighted total throughput, scaled down steeply by the worst predicted p99 ÷ budget
         when over 1. None before there are 3 measurements."""
-        import numpy as np
-
         _cands, pos, B = self._design(space)
         rows = [t for t in self.trials.values() if t.error is None and t.runs and t.same_as is None]
         if len(rows) < 3 or len(idx) == 0:
@@ -432,8 +437,6 @@ class MultiTuneSearch:
 
     def _best_untried(self, space: TuneSpace, idx: Any) -> list[Combo]:
         """The untried combinations among ``idx`` (rows of config positions), best predicted first."""
-        import numpy as np
-
         cands, pos, _B = self._design(space)
         tried = {tuple(pos[c] for c in t) for t in self.trials}
         keep = np.array([tuple(r) not in tried for r in idx.tolist()], dtype=bool) if len(idx) else np.zeros(0, bool)
@@ -445,8 +448,6 @@ class MultiTuneSearch:
     def model_moves(self, space: TuneSpace, limit: int = 50_000) -> list[Combo]:
         """Untried combinations, best predicted first: from the whole cross product when it has at most ``limit``,
         else from the product of each model's configs the model ranks best with the others at the best measured."""
-        import numpy as np
-
         cands, pos, _B = self._design(space)
         n, size = len(self.goals), len(cands)
         if size**n <= limit:
@@ -465,8 +466,6 @@ class MultiTuneSearch:
 
     def local_moves(self, space: TuneSpace) -> list[Combo]:
         """Untried one-step neighbours of the best measured combination, best predicted first."""
-        import numpy as np
-
         ranked = self.ranked()
         if not ranked:
             return []
@@ -478,14 +477,16 @@ class MultiTuneSearch:
 
     def search(self, space: TuneSpace, start: Combo, confirm: int) -> None:
         """With ``max_runs - confirm`` runs: the start, then its one-step neighbours (every model's every dimension,
-        up to half the search runs: a screen that shows the additive model each model's effects and the models'
-        effect on each other), then the model's best guesses, refitted after each run. Then race the best
-        combinations and the start with the rest of the runs (:meth:`confirm`)."""
+        up to half the search runs and at least 3: a screen that shows the additive model each model's effects and
+        the models' effect on each other), then by turns the model's best guess over the whole space and its best
+        guess among the best measured combination's neighbours (a jump the model got wrong costs one run; the
+        neighbours refine what was measured), refitted after each run. Then race the best combinations and the start
+        with the rest of the runs (:meth:`confirm`)."""
         search_runs = self.max_runs - confirm
         self.start = start
         try:
             self.evaluate(start, search_runs)
-            screen = max(2, search_runs // self.screen_div)
+            screen = max(3, search_runs // self.screen_div)  # the model is fitted from 3 measurements on
             for combo in self.single_moves(space, start):
                 if self.runs >= screen:
                     break
@@ -505,8 +506,6 @@ class MultiTuneSearch:
 
     def grid(self, spaces: list[TuneSpace], start: Combo | None = None, confirm: int = 0) -> None:
         """Every combination once (the cross product of the models' spaces; a bench's reference), then confirm."""
-        import itertools
-
         self.start = start
         try:
             for combo in itertools.product(*(s.candidates() for s in spaces)):
@@ -840,8 +839,6 @@ class MultiTuneResult:
 def write_multi_outputs(result: MultiTuneResult, output: Path) -> list[Path]:
     """tune.json and spec-patch.yaml (every model) in ``output``, and per model ``<model>/spec-patch.yaml`` and
     ``<model>/config.pbtxt``, each written atomically."""
-    from repoforge.output import write_file_atomic
-
     output.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
 
@@ -864,8 +861,6 @@ def write_multi_outputs(result: MultiTuneResult, output: Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 def _check_names(spec: str | Path, goals: list[ModelGoal]) -> None:
     """Unknown or repeated model names are usage errors, found before the build and any server."""
-    from repoforge.spec.load import load_spec
-
     known = [m.name for m in load_spec(spec).spec.models]
     seen: set[str] = set()
     for g in goals:
@@ -881,9 +876,6 @@ def _bases_and_starts(
 ) -> tuple[dict[str, mc.ModelConfig], list[Candidate]]:
     """Each model's built config, checked to be tunable before the server starts, and where its climb starts (the
     given start, else the spec's own config, snapped to the grid)."""
-    from repoforge.triton.config import parse_config
-    from repoforge.triton.names import thread_parameter
-
     bases: dict[str, mc.ModelConfig] = {}
     starts: list[Candidate] = []
     for g in goals:
@@ -910,8 +902,6 @@ def _bases_and_starts(
 def _patches(goals: list[ModelGoal], bases: dict[str, mc.ModelConfig], best: ComboTrial | None,
              concurrency: int) -> tuple[dict[str, str], dict[str, str], str]:  # fmt: skip
     """Per model its spec patch (as a single-model tune writes it) and config.pbtxt, and one patch of every model."""
-    from repoforge.triton.config import to_text
-
     if best is None:
         return {}, {}, ""
     patches: dict[str, str] = {}
@@ -962,9 +952,6 @@ def tune_models(
     ``stability_percentage`` defaults to 1000: every perf_analyzer then stops after the same number of windows, so
     the models' runs overlap in time and each is measured under the others' load.
     """
-    from repoforge.build import build
-    from repoforge.servers.triton import TritonServer
-
     say = progress or (lambda _m: None)
     if not goals:
         raise ArgumentError("--model", "name at least one model to tune")

@@ -16,6 +16,8 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+
 from repoforge.perf.analyzer import PerfError
 
 Progress = Callable[[str], None]
@@ -624,8 +626,6 @@ class TuneSearch:
     def _fit(self, space: TuneSpace) -> tuple[Callable[[Candidate], tuple[float, float]], int] | None:
         """An additive model of log throughput and log p99 (one effect per dimension value, ridge
         regression) fitted to every measurement; None before there are enough of them."""
-        import numpy as np
-
         features = self._features_of(space)
         rows = [t for t in self.trials.values() if t.error is None and t.runs and t.same_as is None]
         if len(rows) < 4:
@@ -664,8 +664,6 @@ class TuneSearch:
     @staticmethod
     def _features_of(space: TuneSpace) -> Callable[[Candidate], Any]:
         """One 0/1 column per dimension value (of dimensions with a choice), and a constant."""
-        import numpy as np
-
         levels = [(d, v) for d in _DIMS for v in space.values(d) if len(space.values(d)) > 1]
         index = {lv: i for i, lv in enumerate(levels)}
 
@@ -684,8 +682,6 @@ class TuneSearch:
         """Untried candidates, the one that adds most to what the measurements so far can tell apart first
         (greedy D-optimal: the largest x' M^-1 x for the additive model's features x and the information M of
         the measured ones), ties to the model's best guess."""
-        import numpy as np
-
         feat = self._features(space)
         rows = [t.candidate for t in self.trials.values() if t.error is None and t.runs and t.same_as is None]
         n = len(feat(space.candidates()[0]))
@@ -920,8 +916,6 @@ def recorded_landscape(rows: Iterable[tuple[Candidate, str, list[Sample]]], spac
     """A landscape from a grid recording (candidate, served key, its runs): per served config, the additive model's
     fit (ridge, over every run) plus the config's own mean deviation from it, shrunk by how much of that deviation
     the noise explains (empirical Bayes), so one lucky run does not make a config the truth's best."""
-    import numpy as np
-
     rows = list(rows)
     feat = TuneSearch._features_of(space)
     first: dict[str, Candidate] = {}

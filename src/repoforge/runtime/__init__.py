@@ -9,6 +9,9 @@ the bytes of its build, never an installed repoforge. An import-linter contract 
 
 from typing import Any
 
+from .errors import counting
+from .lazy import own
+
 
 class _Lazy:
     """Import a runner class only when a model asks for it (torch is heavy and optional)."""
@@ -17,9 +20,7 @@ class _Lazy:
         self.module, self.name = module, name
 
     def load(self) -> type:
-        import importlib
-
-        cls: type = getattr(importlib.import_module(self.module, __name__), self.name)
+        cls: type = own(self.module, self.name)
         return cls
 
     def __call__(self) -> Any:
@@ -40,6 +41,4 @@ RUNNERS: dict[str, _Lazy] = {
 def triton_python_model(runner: str) -> type:
     """The class a shipped model.py serves as `TritonPythonModel` for `runner`, imported when Triton loads it:
     the runner, with its failed requests counted in repoforge_model_errors_total{model,version}."""
-    from .errors import counting
-
     return counting(RUNNERS[runner].load())

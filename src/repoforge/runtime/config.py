@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .dtypes import normalize_dtype
@@ -50,8 +50,6 @@ def as_data(config: Any) -> dict[str, Any]:
     elif isinstance(config, Mapping):
         data = dict(config)
     elif hasattr(config, "__dataclass_fields__"):
-        from dataclasses import asdict
-
         data = asdict(config)
     else:
         raise PluginConfigError(f"cannot read a plugin config from {type(config).__name__}")

@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from .names import DRIFT_PSI, DRIFT_REFERENCE
+from .triton_model import log_info
 
 #: Floor of a bin's frequency in the PSI (an empty bin would make it infinite); `repoforge drift report` uses it too.
 EPSILON = 1e-4
@@ -276,8 +277,6 @@ class DriftMonitor:
         """The monitor of a plugin model inside Triton (`args`: its ModelArgs; `setting`: the plugin's `drift`,
         None when off; `inputs`: the TensorInfo list to watch, default every input). Never raises: a profile
         that cannot be used logs why and monitors nothing."""
-        from .triton_model import log_info
-
         off = cls({"features": {}}, [], 100, model=getattr(args, "name", ""))
         if setting is None:
             return off

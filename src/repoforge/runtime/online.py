@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import lazy
 from .config import Lookup, RedisConnection, as_data
 from .hashing import as_bytes
 
@@ -28,9 +29,7 @@ def redis_client(conn: Any) -> Any:
 
     `conn`: a `config.RedisConnection` (or anything `config.as_data` reads); the URL is its `resolved_url()`
     (`url_env`'s variable, else REPOFORGE_REDIS_URL, else `url`)."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    redis = lazy.redis()
 
     if not isinstance(conn, RedisConnection):
         conn = RedisConnection.parse(as_data(conn), getattr(conn, "prefix", ""))
@@ -40,7 +39,7 @@ def redis_client(conn: Any) -> Any:
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
+        retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
         retry_on_timeout=False,
         health_check_interval=0,
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from . import lazy
 from .names import MODEL_FILE_PARAMETER
 from .threads import AUTO, choose, parse_setting, timed
 from .triton_model import ModelArgs, log_info, run_batched
@@ -16,7 +17,7 @@ from .triton_model import ModelArgs, log_info, run_batched
 def make_session(path: str, intra_op_threads: int) -> Any:
     """A CPU session whose pool threads sleep instead of spinning when idle (they share the cores
     with the server's frontend threads; see repoforge.runtime.threads)."""
-    import onnxruntime as ort
+    ort = lazy.onnxruntime()
 
     so = ort.SessionOptions()
     if intra_op_threads > 0:

@@ -20,6 +20,7 @@ import numpy as np
 
 from .config import CYCLES, Column, FeaturesConfig, PluginConfigError, all_columns, as_data, check_features, op_width
 from .hashing import as_bytes, combine, stable_hash, utf8_length
+from .online import OnlineLookup
 
 __all__ = ["FeatureConfigError", "FeaturePipeline", "Prepared", "datetime_parts", "one_hot"]
 
@@ -147,8 +148,6 @@ class FeaturePipeline:
     def lookup(self) -> Any:
         """The online lookup (created from `config.lookup` on first use; None without one)."""
         if self._lookup is None and self.config.lookup is not None:
-            from .online import OnlineLookup
-
             self._lookup = OnlineLookup(self.config.lookup)
         return self._lookup
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from . import lazy
 from .names import MODEL_FILE_PARAMETER
 from .threads import AUTO, choose, parse_setting, timed
 from .triton_model import ModelArgs, log_info, run_batched
@@ -15,7 +16,7 @@ from .triton_model import ModelArgs, log_info, run_batched
 
 class TorchScriptRunner:
     def initialize(self, args: dict[str, str]) -> None:
-        import torch
+        torch = lazy.torch()
 
         self.torch = torch
         self.args = ModelArgs.parse(args)

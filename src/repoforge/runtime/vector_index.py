@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from . import lazy
+
 INSTALL_HINT = 'the semantic cache needs usearch: pip install "usearch>=2.26,<3"'
 
 
 def _index_class() -> Any:
     try:
-        from usearch.index import Index
+        Index = lazy.usearch_index().Index
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(INSTALL_HINT) from exc
     return Index

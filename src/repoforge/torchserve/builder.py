@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 import repoforge.runtime.torchserve.workflow as nodes
-from repoforge import __version__
+from repoforge import __version__, lazy
 from repoforge.backends import ship_runtime
 from repoforge.errors import BuildError, Problem, SpecError
 from repoforge.output import MANIFEST, BuildResult, atomic_dir, check_destination, write_manifest
@@ -191,7 +191,7 @@ def _check_state_dict(loaded: LoadedSpec, m: ModelPlan, src: Path, arch: _Archiv
         return
     arch.model_file, arch.model_class = mf, cls
     try:
-        import torch  # noqa: F401 - only whether torch imports: without it the state_dict cannot be checked
+        lazy.torch()  # only whether torch imports: without it the state_dict cannot be checked
     except ImportError:
         bad(
             ("models", i, "format"),
@@ -207,9 +207,9 @@ def _check_state_dict(loaded: LoadedSpec, m: ModelPlan, src: Path, arch: _Archiv
 def _check_torchscript(m: ModelPlan, src: Path, bad: _Bad) -> None:
     """Format torchscript: the file must load with torch.jit (checked only where torch is installed)."""
     try:
-        import torch
+        torch = lazy.torch()
     except ImportError:
-        torch = None  # type: ignore[assignment]
+        torch = None
     if torch is not None:
         try:
             with pywarnings.catch_warnings():  # torch 2.13 deprecates TorchScript (DeprecationWarning on load)

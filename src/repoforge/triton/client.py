@@ -29,6 +29,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from repoforge import lazy
 from repoforge.metrics import scrape
 
 __all__ = [
@@ -89,10 +90,10 @@ def async_client(protocol: str, url: str, timeout: float, connections: int) -> t
     InferInput / InferRequestedOutput). gRPC calls pass their own `client_timeout`; HTTP connects within `timeout`
     and keeps at most `connections` open."""
     if protocol == "grpc":
-        import tritonclient.grpc.aio as grpc_aio
+        grpc_aio = lazy.triton_grpc_aio()
 
         return grpcclient, grpc_aio.InferenceServerClient(url)
-    import tritonclient.http.aio as http_aio
+    http_aio = lazy.triton_http_aio()
 
     return httpclient, http_aio.InferenceServerClient(url, conn_limit=max(connections, 1), conn_timeout=timeout)
 

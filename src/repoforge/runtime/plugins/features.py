@@ -14,6 +14,7 @@ import numpy as np
 from ..config import FeaturesConfig
 from ..drift import DriftMonitor
 from ..names import FEATURE_LOOKUPS
+from ..pipeline import FeaturePipeline
 from ..triton_model import (
     ModelArgs,
     run_batched,
@@ -28,8 +29,6 @@ class FeaturesRunner:
     """Raw columns → FEATURES (FP32 rows × dim) with one pipeline call (and one Redis MGET) per batch."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        from ..pipeline import FeaturePipeline
-
         self.args = ModelArgs.parse(args)
         cfg = plugin_config(self.args)
         if not isinstance(cfg, FeaturesConfig):

@@ -19,6 +19,7 @@ import numpy as np
 from ..batch import run_merged, split_rows
 from ..config import ResultCacheConfig, cache_redis
 from ..names import CACHE_ENTRIES, CACHE_LATENCY, CACHE_REQUESTS
+from ..online import redis_client
 from ..triton_model import (
     ModelArgs,
     error_response,
@@ -141,8 +142,6 @@ class RedisCache:
     without the Redis round trip (about 250 µs on a busy 2-core host, bench/PLUGINS_RESULTS.md)."""
 
     def __init__(self, cfg: Any, ttl_s: float | None, near_entries: int = 0) -> None:
-        from ..online import redis_client
-
         cfg = cache_redis(cfg)  # the runtime's RedisConnection (from a spec model or a dict too)
         self.cfg, self.ttl_s = cfg, ttl_s
         self.client = redis_client(cfg)

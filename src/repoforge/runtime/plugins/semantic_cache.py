@@ -16,6 +16,7 @@ from ..triton_model import (
     ModelArgs,
     run_batched,
 )
+from ..vector_index import VectorIndex, normalize
 from ._common import (
     Metrics,
     call_model,
@@ -28,16 +29,12 @@ class SemanticIndex:
     usearch HNSW): at most `max_entries` rows, oldest evicted first, expired after `ttl_s`."""
 
     def __init__(self, dim: int, max_entries: int, ttl_s: float | None) -> None:
-        from ..vector_index import VectorIndex
-
         self.dim, self.size, self.ttl_s = dim, max_entries, ttl_s
         self.index = VectorIndex(dim, max_entries, ttl_s)
         self.values: dict[str, np.ndarray] = {}
 
     @staticmethod
     def normalize(x: np.ndarray) -> np.ndarray:
-        from ..vector_index import normalize
-
         return normalize(x)
 
     def search(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

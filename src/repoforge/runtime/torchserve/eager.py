@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import lazy
+
 
 class EagerLoadError(ValueError):
     """The class file or the state_dict cannot make a model; the message says what to fix."""
@@ -21,7 +23,7 @@ class EagerLoadError(ValueError):
 
 def module_classes(class_file: Path) -> list[type]:
     """The torch.nn.Module subclasses defined in `class_file` (imported under a private module name)."""
-    import torch
+    torch = lazy.torch()
 
     digest = hashlib.sha256(str(class_file.resolve()).encode()).hexdigest()[:12]
     name = f"_repoforge_model_{class_file.stem}_{digest}"
@@ -78,7 +80,7 @@ def split_model_file(value: str) -> tuple[str, str | None]:
 
 def load_eager(class_file: Path, state_dict: Path, *, class_name: str | None = None, device: Any = "cpu") -> Any:
     """Instantiate the class (no arguments) and load the state_dict strictly; returns the module in eval mode."""
-    import torch
+    torch = lazy.torch()
 
     cls = model_class(class_file, class_name)
     try:

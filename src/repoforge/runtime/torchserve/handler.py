@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,11 @@ from typing import Any
 import numpy as np
 from ts.torch_handler.base_handler import BaseHandler
 
+from .. import lazy
 from ..batch import run_merged, split_rows
 from ..dtypes import numpy_dtype
+from ..pipeline import FeaturePipeline
+from .eager import load_eager, split_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +146,7 @@ class Result:
 # ---------------------------------------------------------------------------------------------
 class OnnxModel:
     def __init__(self, path: str, cfg: HandlerConfig, use_gpu: bool) -> None:
-        import onnxruntime as ort
+        ort = lazy.onnxruntime()
 
         so = ort.SessionOptions()
         if cfg.intra_op_threads > 0:
@@ -163,7 +167,7 @@ class TorchModel:
     """TorchScript or eager: inputs are passed positionally in spec order, outputs named in spec order."""
 
     def __init__(self, module: Any, cfg: HandlerConfig, device: Any) -> None:
-        import torch
+        torch = lazy.torch()
 
         self.torch, self.module, self.device = torch, module, device
         self.input_names = [t.name for t in cfg.inputs]
@@ -193,8 +197,6 @@ class FeaturesModel:
     `..pipeline` the Triton plugin runs (one implementation for both targets)."""
 
     def __init__(self, cfg: HandlerConfig) -> None:
-        from ..pipeline import FeaturePipeline
-
         self.pipeline = FeaturePipeline(cfg.plugin)  # plain JSON the build wrote (`..config.FeaturesConfig`)
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -216,19 +218,15 @@ def load_model(cfg: HandlerConfig, model_dir: str, device: Any, use_gpu: bool) -
     path = os.path.join(model_dir, cfg.serialized_file)
     if cfg.format == "onnx":
         return OnnxModel(path, cfg, use_gpu)
-    import torch
+    torch = lazy.torch()
 
     if cfg.intra_op_threads > 0:
         torch.set_num_threads(cfg.intra_op_threads)
     if cfg.format == "torchscript":
-        import warnings
-
         with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript (DeprecationWarning on load)
             warnings.simplefilter("ignore", DeprecationWarning)
             return TorchModel(torch.jit.load(path, map_location=device).eval(), cfg, device)
     if cfg.format == "pytorch":
-        from .eager import load_eager, split_model_file
-
         file, cls = split_model_file(cfg.model_file or "")
         return TorchModel(load_eager(Path(model_dir) / file, Path(path), class_name=cls, device=device), cfg, device)
     raise RuntimeError(f"repoforge's handler cannot serve format {cfg.format!r}")
@@ -287,7 +285,7 @@ class RepoforgeHandler(BaseHandler):
         props = context.system_properties
         self.model_dir = props.get("model_dir")
         gpu_id = props.get("gpu_id")
-        import torch
+        torch = lazy.torch()
 
         use_gpu = gpu_id is not None and torch.cuda.is_available()
         self.map_location = "cuda" if use_gpu else "cpu"

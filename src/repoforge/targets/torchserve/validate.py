@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from repoforge import lazy
 from repoforge.servers.process import ServerStartError
 from repoforge.servers.torchserve import TorchServeServer
 from repoforge.targets.answers import judge_answer
@@ -53,7 +54,7 @@ def random_request(handler: dict[str, Any], seed: int = 0) -> dict[str, Any]:
 def _reference(mar: Path, handler: dict[str, Any], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     if handler.get("format") != "onnx":
         return None
-    import onnxruntime as ort
+    ort = lazy.onnxruntime()
 
     with zipfile.ZipFile(mar) as z:
         model = z.read(handler.get("serialized_file", "model.onnx"))

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from repoforge import lazy
 from repoforge.errors import ServeError
 from repoforge.lint import lint_repository
 from repoforge.servers.discover import triton_ports
@@ -198,7 +199,7 @@ def _reference(
     path = model.path / str(version) / "model.onnx"
     if not path.exists():
         return None
-    import onnxruntime as ort
+    ort = lazy.onnxruntime()
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in model.config.output] + list(extra_outputs or [])
@@ -213,7 +214,7 @@ def independent_reference(
     cannot run the model (an op it lacks, e.g. a com.microsoft contrib op) or the model is too big for it."""
     if path.stat().st_size > INDEPENDENT_MAX_BYTES:
         return None, f"onnx.reference skipped: the model is over {INDEPENDENT_MAX_BYTES >> 20} MiB"
-    from onnx.reference import ReferenceEvaluator
+    ReferenceEvaluator = lazy.onnx_reference().ReferenceEvaluator
 
     try:
         outs = ReferenceEvaluator(str(path)).run(names, inputs)

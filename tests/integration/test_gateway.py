@@ -345,13 +345,17 @@ def test_a_thousand_requests_survive_a_sigkilled_worker_each_done_exactly_once(
 
             return list(await asyncio.gather(*(one(i) for i in range(1000))))
 
-    submitted: list[list[str]] = []
-    submitting = threading.Thread(target=lambda: submitted.append(asyncio.run(submit_all())), daemon=True)
-    submitting.start()
-
     def victim_busy() -> bool:
         consumers = r.xinfo_consumers("t:main:requests", "workers")
         return any(f"-{victim.pid}-" in c["name"] and c["pending"] > 0 for c in consumers)
+
+    # the victim is reading before anything is submitted: on a loaded host its start (imports) can take longer than the
+    # other worker needs to answer all 1000 (a landing at load ~15 timed out below, the victim never holding one);
+    # Redis lists a consumer only once it has read something, so the victim's log says when it reads
+    wait_for(lambda: "consuming t:main:requests" in victim.log_tail(), 60, "the victim worker to start reading")
+    submitted: list[list[str]] = []
+    submitting = threading.Thread(target=lambda: submitted.append(asyncio.run(submit_all())), daemon=True)
+    submitting.start()
 
     wait_for(victim_busy, 30, "the victim worker to hold pending requests", every=0.01)
     victim.send_signal(signal.SIGKILL)  # mid-way: requests are still being submitted

@@ -243,6 +243,7 @@ class ResultCacheConfig:
     ttl_s: float | None = 300
     redis: RedisConnection = field(default_factory=cache_redis)
     near_cache_entries: int = 1024
+    in_process: bool = True
     kind: str = "result_cache"
 
     @classmethod
@@ -255,6 +256,7 @@ class ResultCacheConfig:
             ttl_s=_opt(d, "ttl_s", 300),
             redis=cache_redis(d.get("redis")),
             near_cache_entries=int(d.get("near_cache_entries", 1024)),
+            in_process=bool(d.get("in_process", True)),
         )
 
 

@@ -364,6 +364,11 @@ class ResultCachePlugin(_Strict):
     near_cache_entries: int = Field(
         default=1024, ge=0, description="backend redis: hot keys also kept in process (LRU, <= 5 s); 0: off."
     )
+    in_process: bool = Field(  # a miss's BLS hop costs about as much as the cache saves on a small model
+        default=True,
+        description="Answer misses inside the cache's stub when `model` is an ONNX model of this build served by "
+        "repoforge's onnxruntime runner (as the router does); false: every miss through BLS.",
+    )
 
 
 class SemanticCachePlugin(_Strict):

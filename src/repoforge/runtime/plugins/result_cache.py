@@ -23,6 +23,7 @@ from ..online import redis_client
 from ..triton_model import (
     ModelArgs,
     error_response,
+    log_info,
     request_feeds,
     respond,
 )
@@ -31,6 +32,7 @@ from ._common import (
     call_model,
     plugin_config,
 )
+from .local_model import LocalModel
 
 
 def _bytes_of(a: np.ndarray) -> bytes:
@@ -194,7 +196,8 @@ class RedisCache:
 
 
 class ResultCacheRunner:
-    """Answers repeated requests from a cache; misses go to the target model (one BLS call per batch of misses)."""
+    """Answers repeated requests from a cache; misses go to the target model (one call per batch of misses: in this
+    stub when the target allows it, see `.local_model`, else BLS)."""
 
     def initialize(self, args: dict[str, str]) -> None:
         self.args = ModelArgs.parse(args)
@@ -208,6 +211,22 @@ class ResultCacheRunner:
         self.inputs = [t.name for t in self.args.inputs]
         self.outputs = [t.name for t in self.args.outputs]
         self.metrics = Metrics(self.args.name)
+        self.local = self._local_model()
+
+    def _local_model(self) -> LocalModel | None:
+        """The target run in this stub instead of through BLS (the router's `.local_model`, same rules), or None."""
+        if not self.cfg.in_process:
+            return None
+        local, why = LocalModel.find(self.args.repository, self.cfg.model, self.cfg.version, self.args)
+        log_info(f"{self.args.name}: misses go to {self.cfg.model} {'in process' if local else f'through BLS ({why})'}")
+        return local
+
+    def _call(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One call of the target: in this stub where allowed (and Triton has it ready), else BLS."""
+        runner = self.local.current() if self.local is not None else None
+        if self.local is not None and runner is not None:
+            return self.local.run(runner, feed, self.outputs)
+        return call_model(self.cfg.model, self.cfg.version, feed, self.outputs)
 
     def _lookup(self, keys: list[bytes]) -> list[dict[str, np.ndarray] | None]:
         if self.memory is not None:
@@ -224,11 +243,10 @@ class ResultCacheRunner:
             self.redis.put_many(items)
 
     def _compute_misses(self, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | BaseException]:
-        model, version = self.cfg.model, self.cfg.version
         return run_merged(
             feeds,
-            lambda feed, sizes: list(split_rows(call_model(model, version, feed, self.outputs), sizes)),
-            lambda feed: call_model(model, version, feed, self.outputs),
+            lambda feed, sizes: list(split_rows(self._call(feed), sizes)),
+            self._call,
             lambda exc: exc,
             merge=self.args.max_batch_size > 0,
         )

@@ -83,6 +83,22 @@ models:
   - name: compute_cached_near
     format: python
     plugin: {{kind: result_cache, model: compute, backend: redis, ttl_s: 600, redis: {{url: {redis_url}, prefix: "bench-near:"}}}}
+  - name: compute_cached_miss
+    format: python
+    plugin: {{kind: result_cache, model: compute, max_entries: 1, ttl_s: 600}}
+  - name: compute_cached_miss_bls
+    format: python
+    plugin: {{kind: result_cache, model: compute, max_entries: 1, ttl_s: 600, in_process: false}}
+  - name: small
+    format: onnx
+    path: {small}
+    response_cache: false
+  - name: small_cached_miss
+    format: python
+    plugin: {{kind: result_cache, model: small, max_entries: 1, ttl_s: 600}}
+  - name: small_cached_miss_bls
+    format: python
+    plugin: {{kind: result_cache, model: small, max_entries: 1, ttl_s: 600, in_process: false}}
   - name: feats
     format: python
     plugin:
@@ -99,6 +115,13 @@ models:
 """
 
 CACHE = ["compute", "compute_cached", "compute_cached_redis", "compute_cached_near"]
+#: Misses: one LRU entry and perf_analyzer alternating two inputs (write_miss_data), so every request misses
+#: and goes to the model -- in the cache's stub (default) or through BLS (`in_process: false`). Each target is
+#: measured next to its two caches (a block), because the host's noise moves a 3 ms model by more than 0.3 ms
+#: within a minute; SMALL_MLP (tens of µs) shows the fixed cost of a miss without the large model's noise.
+MISS_BLOCKS = {t: [t, f"{t}_cached_miss", f"{t}_cached_miss_bls"] for t in ("compute", "small")}
+MISS = [m for block in MISS_BLOCKS.values() for m in block[1:]]
+MISS_GOAL_MS = 0.3
 FEATS = ["noop", "feats", "feats_redis"]
 #: The same two without lookup, fed perf_analyzer's default 128-byte random strings instead of 16-byte ones.
 LONG = ["noop@s128", "feats@s128"]
@@ -134,12 +157,12 @@ def write_spec(root: Path, redis_url: str) -> Path:
     base["features"] = [op for op in base["features"]  # no lookup: the ops on looked-up columns go too
                         if not ({op.get("column"), *op.get("columns", [])} & looked_up)]  # fmt: skip
     dim = output_dim(FeaturesPlugin.model_validate(base))
-    compute = h.make_models(root, ("compute",))["compute"]
+    models = h.make_models(root, ("compute", "small"))
     dtypes = {c.name: c.dtype for c in fp.columns}
     (root / "noop.py").write_text(NOOP_MODEL.format(inputs=list(dtypes), dim=dim))
     noop_inputs = ", ".join(f"{{name: {n}, dtype: {d}, dims: [1]}}" for n, d in dtypes.items())
     spec = root / "spec.yaml"
-    spec.write_text(SPEC.format(compute=compute, redis_url=redis_url, feats=_yaml_block(base, 6),
+    spec.write_text(SPEC.format(compute=models["compute"], small=models["small"], redis_url=redis_url, feats=_yaml_block(base, 6),
                                 feats_redis=_yaml_block(with_lookup, 6), noop_inputs=noop_inputs, dim=dim))  # fmt: skip
     return spec
 
@@ -180,12 +203,29 @@ class LoadSampler:
 # --------------------------------------------------------------------------------------------
 # Measuring
 # --------------------------------------------------------------------------------------------
-def measure(grpc_url: str, model: str, config: Any, batch: int, interval_ms: int, string_length: int) -> Any:
-    """One perf_analyzer point at concurrency 1 (random data, generated once: every request is the same)."""
+def write_miss_data(path: Path, config: Any) -> Path:
+    """perf_analyzer --input-data with two different random rows: requests alternate between them, so a
+    one-entry LRU misses every time."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    steps = [{t.name: rng.random(int(np.prod(list(t.dims)))).astype(np.float32).round(6).tolist() for t in config.input}
+             for _ in range(2)]  # fmt: skip
+    path.write_text(json.dumps({"data": steps}))
+    return path
+
+
+def measure(grpc_url: str, model: str, config: Any, batch: int, interval_ms: int, string_length: int,
+            input_data: Path | None = None) -> Any:  # fmt: skip
+    """One perf_analyzer point at concurrency 1 (random data, generated once: every request is the same,
+    unless `input_data` gives perf_analyzer several rows to cycle through)."""
     from repoforge.perf.analyzer import PerfError, PerfOptions, run
 
+    extra = ["--string-length", str(string_length)] + (["--input-data", str(input_data)] if input_data else [])
     opts = PerfOptions(model=model, url=grpc_url, concurrency=[1], batch_size=batch, measurement_interval_ms=interval_ms,
-                       stability_percentage=30.0, max_trials=5, extra_args=["--string-length", str(string_length)])  # fmt: skip
+                       stability_percentage=30.0, max_trials=5, extra_args=extra)  # fmt: skip
     try:
         p = run(opts, config)[0]
         p.stable = True  # type: ignore[attr-defined]
@@ -205,7 +245,8 @@ def run_bench(rounds: int = 3, interval_ms: int = 1000, write: bool = True) -> d
 
     started = time.monotonic()
     load_before = os.getloadavg()
-    jobs = [(m, 1) for m in CACHE] + [(m, b) for b in BATCHES for m in FEATS + LONG]
+    blocks = [[(m, 1) for m in CACHE]] + [[(m, 1) for m in b] for b in MISS_BLOCKS.values()]
+    blocks += [[(m, b) for m in FEATS + LONG] for b in BATCHES]
     lat: dict[tuple[str, int], list[float]] = defaultdict(list)
     p99: dict[tuple[str, int], list[float]] = defaultdict(list)
     unstable: set[tuple[str, int]] = set()
@@ -218,15 +259,19 @@ def run_bench(rounds: int = 3, interval_ms: int = 1000, write: bool = True) -> d
         spec = write_spec(root, redis_url=redis_server.url)
         repo = build(spec, root / "repo", device="cpu").output
         with TritonServer(repo, workdir=root / "triton") as server:
-            configs = {m: h.model_config(server.http_url, m) for m in CACHE + FEATS}
-            before = {m: cache_counts(server.metrics_url, m) for m in CACHE[1:]}
+            configs = {m: h.model_config(server.http_url, m) for m in CACHE + MISS + ["small"] + FEATS}
+            miss_data = {m: write_miss_data(root / f"{t}-miss.json", configs[t])
+                         for t, b in MISS_BLOCKS.items() for m in b[1:]}  # fmt: skip
+            before = {m: cache_counts(server.metrics_url, m) for m in CACHE[1:] + MISS}
             load.start()
             for r in range(rounds):
-                order = jobs[r % len(jobs) :] + jobs[: r % len(jobs)]
+                # every block measured together, its order rotated per round (A B C, B C A, ...)
+                order = [j for b in blocks for j in b[r % len(b) :] + b[: r % len(b)]]
                 this: dict[tuple[str, int], float] = {}
                 for label, batch in order:
                     model, _, s = label.partition("@s")
-                    p = measure(server.grpc_url, model, configs[model], batch, interval_ms, int(s or STRING_LENGTH))
+                    p = measure(server.grpc_url, model, configs[model], batch, interval_ms, int(s or STRING_LENGTH),
+                                miss_data.get(model))  # fmt: skip
                     lat[(label, batch)].append(p.p50_ms)
                     p99[(label, batch)].append(p.p99_ms)
                     if not p.stable:
@@ -236,7 +281,7 @@ def run_bench(rounds: int = 3, interval_ms: int = 1000, write: bool = True) -> d
                           f"{'' if p.stable else ' (unstable)'}  load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
                 per_round.append(this)
             load.stop()
-            for m in CACHE[1:]:
+            for m in CACHE[1:] + MISS:
                 after = cache_counts(server.metrics_url, m)
                 hits[m] = (after[0] - before[m][0], after[1] - before[m][1])
             redis_keys = len(redis.Redis.from_url(redis_server.url).keys("bench*:*"))
@@ -268,6 +313,9 @@ def ratios(result: dict[str, Any]) -> dict[str, tuple[float, list[float]]]:
         add(f"{m} hit p50 / compute p50", [r[(m, 1)] / r[("compute", 1)] for r in rounds])
         # what a hit costs whatever the model: above the floor of any Python model (the no-op)
         add(f"{m} hit p50 - noop p50 µs", [(r[(m, 1)] - r[("noop", 1)]) * 1000 for r in rounds])
+    for t, block in MISS_BLOCKS.items():
+        for m in block[1:]:
+            add(f"{m} miss p50 - {t} p50 µs", [(r[(m, 1)] - r[(t, 1)]) * 1000 for r in rounds])
     for b in BATCHES:
         for m, base in [(m, "noop") for m in FEATS[1:]] + [("feats@s128", "noop@s128")]:
             add(f"{m} p50 / {base} p50 @b{b}", [r[(m, b)] / r[(base, b)] for r in rounds])
@@ -303,6 +351,10 @@ def report(result: dict[str, Any]) -> str:
         above, _ = ra[f"{m} hit p50 - noop p50 µs"]
         t.add(name, f"{v:.3f} ({h.rng(per, '{:.3f}')}); a hit is {above:+,.0f} µs above a no-op Python model",
               f"<= {CACHE_GOAL}", "yes" if v <= CACHE_GOAL else "NO")  # fmt: skip
+    for tm, m in [(tm, m) for tm, block in MISS_BLOCKS.items() for m in block[1:]]:
+        v, per = ra[f"{m} miss p50 - {tm} p50 µs"]
+        t.add(f"{m} miss p50 - {tm} p50", f"{v:+,.0f} µs ({h.rng(per, '{:+,.0f}')})", f"<= {MISS_GOAL_MS * 1000:.0f} µs",
+              "yes" if v <= MISS_GOAL_MS * 1000 else "NO")  # fmt: skip
     for b in BATCHES:
         for m, base in [(m, "noop") for m in FEATS[1:]] + [("feats@s128", "noop@s128")]:
             v, per = ra[f"{m} p50 / {base} p50 @b{b}"]
@@ -317,13 +369,19 @@ def report(result: dict[str, Any]) -> str:
         "compute_cached": "result_cache (memory) → compute: hits",
         "compute_cached_redis": "result_cache (Redis, near cache off) → compute: hits, each a Redis round trip",
         "compute_cached_near": "result_cache (Redis, default near cache) → compute: hits",
+        "compute_cached_miss": "result_cache (memory) → compute: every request a miss, compute in the cache's stub",
+        "compute_cached_miss_bls": "result_cache (memory, `in_process: false`) → compute: every request a miss, via BLS",
+        "small": "SMALL_MLP direct (ONNX, repoforge CPU runner)",
+        "small_cached_miss": "result_cache (memory) → small: every request a miss, small in the cache's stub",
+        "small_cached_miss_bls": "result_cache (memory, `in_process: false`) → small: every request a miss, via BLS",
         "noop": "Python model: same inputs/output as feats, answers zeros",
         "feats": "features plugin (examples/plugins ops), no lookup",
         "feats_redis": "features plugin + Redis lookup (one MGET per batch)",
         "noop@s128": "noop, 128-byte strings",
         "feats@s128": "feats, 128-byte strings",
     }
-    for key in sorted(lat, key=lambda k: (k[1], (CACHE + FEATS + LONG).index(k[0]))):
+    names = CACHE + [m for b in MISS_BLOCKS.values() for m in b if m != "compute"] + FEATS + LONG
+    for key in sorted(lat, key=lambda k: (k[1], names.index(k[0]))):
         star = "*" if key in result["unstable"] else ""
         t2.add(f"`{key[0]}`{star}", key[1], what[key[0]], f"{h.med(lat[key]):.3f} ({h.rng(lat[key], '{:.3f}')})",
                f"{h.med(p99[key]):.3f} ({h.rng(p99[key], '{:.3f}')})")  # fmt: skip
@@ -351,7 +409,11 @@ def report(result: dict[str, Any]) -> str:
 def test_plugins_side_by_side() -> None:
     rounds = int(os.environ.get("REPOFORGE_BENCH_ROUNDS", "3"))
     result = run_bench(rounds=rounds, interval_ms=int(os.environ.get("REPOFORGE_BENCH_INTERVAL_MS", "1000")))
-    for m, (hv, mv) in result["hits"].items():
+    for m in MISS:
+        hv, mv = result["hits"][m]
+        assert mv > 0 and hv <= rounds + 1, f"{m}: {hv} hits, {mv} misses: perf_analyzer's requests were repeated"
+    for m in CACHE[1:]:
+        hv, mv = result["hits"][m]
         assert hv > 0 and mv <= rounds + 1, f"{m}: {hv} hits, {mv} misses: perf_analyzer's requests were not repeated"
     if os.environ.get("REPOFORGE_BENCH_STRICT") == "1":  # the goal as an assertion (noisy shared hosts: off by default)
         for m in CACHE[1:]:

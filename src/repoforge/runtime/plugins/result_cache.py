@@ -215,9 +215,8 @@ class ResultCacheRunner:
 
     def _local_model(self) -> LocalModel | None:
         """The target run in this stub instead of through BLS (the router's `.local_model`, same rules), or None."""
-        if not self.cfg.in_process:
-            return None
-        local, why = LocalModel.find(self.args.repository, self.cfg.model, self.cfg.version, self.args)
+        local, why = (LocalModel.find(self.args.repository, self.cfg.model, self.cfg.version, self.args)
+                      if self.cfg.in_process else (None, "in_process: false"))  # fmt: skip
         log_info(f"{self.args.name}: misses go to {self.cfg.model} {'in process' if local else f'through BLS ({why})'}")
         return local
 

@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("repoforge.cli.build:build", "Build SPEC (spec.yaml) into a model repository at OUTPUT."),
     "schema": ("repoforge.cli.spec:schema",
                "Print the JSON Schema of spec.yaml (for editor completion and validation)."),
-    "lint": ("repoforge.cli.repository:lint", "Check any Triton model repository statically against Triton's "
+    "lint": ("repoforge.cli.lint:lint", "Check any Triton model repository statically against Triton's "
              "load-time rules (no server started)."),
     "import": ("repoforge.cli.repository:import_", "Turn an existing Triton model repository into a spec, so "
                "`repoforge build` gives it back."),

@@ -11,7 +11,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
-from repoforge.servers.triton import TritonServer, find_tritonserver, private_backends
+from repoforge.servers.triton import RUN_EXIT_TIMEOUT_S, TritonServer, find_tritonserver, private_backends
 from repoforge.triton.client import served_config
 
 
@@ -67,7 +67,13 @@ def effective_configs(
     binary = None if server in (None, "bundled") else server
     out: dict[str, mc.ModelConfig | str] = {}
     with TritonServer(
-        repo, model_control="explicit", load_models=names, exit_on_error=False, strict_readiness=False, binary=binary
+        repo,
+        model_control="explicit",
+        load_models=names,
+        exit_on_error=False,
+        strict_readiness=False,
+        binary=binary,
+        exit_timeout_s=RUN_EXIT_TIMEOUT_S,
     ) as triton:
         failed = triton.failed_models()
         for name in names:

@@ -15,7 +15,7 @@ from repoforge.optimize.cache import Cache
 from repoforge.optimize.run import OptimizeRun
 from repoforge.perf.analyzer import PerfError, PerfOptions, run
 from repoforge.plan import make_plan
-from repoforge.servers.triton import TritonServer
+from repoforge.servers.triton import RUN_EXIT_TIMEOUT_S, TritonServer
 from repoforge.triton.reader import read_repository
 from repoforge.triton.repository import write_repository
 
@@ -45,7 +45,7 @@ def measure_served(
         write_repository(make_plan(loaded, "cpu"), repo)
         configs = {m.name: m.config for m in read_repository(repo)}
         say("served: starting tritonserver with every accepted variant as a version")
-        with TritonServer(repo) as server:
+        with TritonServer(repo, exit_timeout_s=RUN_EXIT_TIMEOUT_S) as server:
             for t in run.targets:
                 versions: dict[str, str] = shipped.lock[t.name]["versions"]  # version → variant
                 sizes = sorted({run.results[t.name].batch_sizes[0], run.results[t.name].batch_sizes[-1]})

@@ -66,7 +66,7 @@ from repoforge.perf.tune_search import (
     verdict,
     within_noise,
 )
-from repoforge.servers.triton import TritonServer
+from repoforge.servers.triton import RUN_EXIT_TIMEOUT_S, TritonServer
 from repoforge.triton.config import parse_config, to_text
 from repoforge.triton.names import INTRA_OP_THREADS, THREAD_PARAMETERS, thread_parameter
 
@@ -632,7 +632,13 @@ def tune(
         say(f"tune {model}: {search} search over {space.size} configs, at most {runs_cap} perf runs "
             f"({runs_cap - confirm} to search, {confirm} to confirm), "
             f"p99 <= {latency_budget_ms:g} ms at concurrency {concurrency}")  # fmt: skip
-        server = TritonServer(built.output, model_control="explicit", load_models=[model], binary=tritonserver)
+        server = TritonServer(
+            built.output,
+            model_control="explicit",
+            load_models=[model],
+            binary=tritonserver,
+            exit_timeout_s=RUN_EXIT_TIMEOUT_S,
+        )
         say("starting tritonserver (explicit model control; the model is reloaded per candidate)")
         with server:
             opts.url = server.grpc_url

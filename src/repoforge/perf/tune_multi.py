@@ -55,7 +55,7 @@ from repoforge.perf.tune_search import (
     race_noise,
     race_scores,
 )
-from repoforge.servers.triton import TritonServer
+from repoforge.servers.triton import RUN_EXIT_TIMEOUT_S, TritonServer
 from repoforge.spec.load import load_spec
 from repoforge.triton.config import parse_config, to_text
 from repoforge.triton.names import thread_parameter
@@ -985,7 +985,13 @@ def tune_models(
             f"runs ({runs_cap - confirm} to search, {confirm} to confirm; each run measures every model at once)")  # fmt: skip
         for g in goals:
             say(f"  {g.describe(concurrency)}")
-        server = TritonServer(built.output, model_control="explicit", load_models=names, binary=tritonserver)
+        server = TritonServer(
+            built.output,
+            model_control="explicit",
+            load_models=names,
+            binary=tritonserver,
+            exit_timeout_s=RUN_EXIT_TIMEOUT_S,
+        )
         say("starting tritonserver (explicit model control; a model is reloaded when its config changes)")
         with server:
             measurers = {}

@@ -62,6 +62,11 @@ __all__ = [
 #: NGC image that matches the bundled Triton 2.51.
 ModelControl = Literal["none", "explicit", "poll"]
 
+#: The exit timeout of a server a command starts for its own run (perf, batch, tune, validate, lint, optimize): when
+#: the run ends nothing it sent is still wanted, and Triton 2.51 sometimes counts a decoupled model's cancelled
+#: streams as in flight, so its default 30 s made every such run wait 30 s after its last result.
+RUN_EXIT_TIMEOUT_S = 3
+
 
 # --------------------------------------------------------------------------------------------
 # The server
@@ -81,6 +86,7 @@ class TritonOptions:
     exit_on_error: bool = True
     strict_readiness: bool = True
     log_verbose: int = 0
+    exit_timeout_s: int | None = None  # --exit-timeout-secs; None: Triton's own 30 s
     extra_args: list[str] = field(default_factory=list)
     binary: Path | None = None
     workdir: Path | None = None
@@ -117,6 +123,7 @@ class TritonServer(ServerContext):
         exit_on_error: bool = True,
         strict_readiness: bool = True,
         log_verbose: int = 0,
+        exit_timeout_s: int | None = None,
         extra_args: Sequence[str] = (),
         binary: str | os.PathLike[str] | None = None,
         workdir: str | os.PathLike[str] | None = None,
@@ -136,6 +143,7 @@ class TritonServer(ServerContext):
             exit_on_error=exit_on_error,
             strict_readiness=strict_readiness,
             log_verbose=log_verbose,
+            exit_timeout_s=exit_timeout_s,
             extra_args=list(extra_args),
             binary=Path(binary) if binary is not None else None,
             workdir=Path(workdir) if workdir is not None else None,
@@ -155,7 +163,8 @@ class TritonServer(ServerContext):
             o.repositories, host=o.host, http_port=o.http_port, grpc_port=o.grpc_port,
             metrics_port=o.metrics_port, model_control=o.model_control, load_models=o.load_models,
             cache_size_bytes=o.cache_size_bytes, exit_on_error=o.exit_on_error,
-            strict_readiness=o.strict_readiness, log_verbose=o.log_verbose, extra_args=o.extra_args,
+            strict_readiness=o.strict_readiness, log_verbose=o.log_verbose, exit_timeout_s=o.exit_timeout_s,
+            extra_args=o.extra_args,
             binary=o.binary, workdir=o.workdir,
         )  # fmt: skip
 
@@ -240,6 +249,8 @@ class TritonServer(ServerContext):
         args.append(f"--strict-readiness={'true' if o.strict_readiness else 'false'}")
         if o.log_verbose:
             args.append(f"--log-verbose={int(o.log_verbose)}")
+        if o.exit_timeout_s is not None:
+            args.append(f"--exit-timeout-secs={int(o.exit_timeout_s)}")
         return args
 
     def command(self) -> list[str]:

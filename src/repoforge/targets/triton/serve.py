@@ -16,7 +16,7 @@ from repoforge.deploy.image_plan import legacy_error, plan_image
 from repoforge.errors import BuildError, ServeError
 from repoforge.perf.analyzer import PerfError
 from repoforge.servers.discover import other_port
-from repoforge.servers.triton import TritonServer
+from repoforge.servers.triton import RUN_EXIT_TIMEOUT_S, TritonServer
 from repoforge.targets.triton import build_info
 from repoforge.targets.types import (
     BatchEndpoint,
@@ -144,7 +144,9 @@ def serve_for_perf(path: Path, models: list[str], say: Progress) -> Iterator[Per
     if missing:
         raise PerfError(f"model '{missing[0]}' is not in {path}; it has {', '.join(sorted(found))}")
     say(f"starting tritonserver on {path} (response cache off for measuring)")
-    with TritonServer(path, extra_args=rate_limit_flags(path, repo)) as server:  # measured as `serve` runs it
+    with TritonServer(
+        path, extra_args=rate_limit_flags(path, repo), exit_timeout_s=RUN_EXIT_TIMEOUT_S
+    ) as server:  # measured as `serve` runs it
         say(f"tritonserver ready at http://{server.http_url}")
         yield PerfEndpoints(server.http_url, server.grpc_url, {m: found[m] for m in models})
 
@@ -156,7 +158,7 @@ def serve_for_batch(path: Path, model: str, say: Progress) -> Iterator[BatchEndp
     if model not in found:
         raise TargetArgumentError("--model", f"model '{model}' is not in {path}; it has {', '.join(found)}")
     say(f"starting tritonserver on {path}")
-    with TritonServer(path) as server:
+    with TritonServer(path, exit_timeout_s=RUN_EXIT_TIMEOUT_S) as server:
         say(f"tritonserver ready, gRPC {server.grpc_url}")
         yield BatchEndpoint("grpc", server.grpc_url)
 

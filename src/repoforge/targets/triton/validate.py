@@ -18,7 +18,7 @@ from repoforge import lazy
 from repoforge.errors import ServeError
 from repoforge.lint import lint_repository
 from repoforge.servers.discover import triton_ports
-from repoforge.servers.triton import TritonServer
+from repoforge.servers.triton import RUN_EXIT_TIMEOUT_S, TritonServer
 from repoforge.spec.models import SMOKE_INPUTS
 from repoforge.targets.answers import judge_answer
 from repoforge.targets.types import SMOKE_TIMEOUT_S, ModelCheck, ValidationReport
@@ -440,6 +440,7 @@ def validate_triton(
         strict_readiness=False,
         binary=tritonserver,
         cache_size_bytes=DEFAULT_CACHE_BYTES if uses_response_cache(models) else None,
+        exit_timeout_s=RUN_EXIT_TIMEOUT_S,  # a slow model's smoke request left behind does not hold the exit
     )
     say(f"starting tritonserver with {len(models)} model(s) from {repo}")
     with server:  # starts it; stops it even when a check raises

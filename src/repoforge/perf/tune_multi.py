@@ -52,8 +52,8 @@ from repoforge.perf.tune_search import (
     TuneError,
     TuneSpace,
     _BudgetExhausted,
-    race_noise,
-    race_scores,
+    confirmation_schedule,
+    race,
 )
 from repoforge.servers.triton import RUN_EXIT_TIMEOUT_S, TritonServer
 from repoforge.spec.load import load_spec
@@ -529,12 +529,7 @@ class MultiTuneSearch:
         if len(top) >= 2 and runs >= 2 * len(top):
             self._race(runs)
             return
-        order: list[ComboTrial] = []
-        forward = True
-        while top and len(order) < runs:
-            order += top if forward else top[::-1]
-            forward = not forward
-        for t in order[:runs]:
+        for t in confirmation_schedule(top, runs):
             try:
                 self.remeasure(t)
             except TuneError:
@@ -543,44 +538,18 @@ class MultiTuneSearch:
                 self.say(f"could not measure {combo_label(self.goals, t.combo)} again: {exc}")
 
     def _race(self, runs: int) -> None:
-        alive, rounds, forward = list(self.finalists), [], True
-        self.say(f"racing {len(alive)} combinations in rounds ({runs} runs at most)")
-        while len(alive) >= 2 and runs >= len(alive):
-            got: dict[Combo, float] = {}
-            for t in alive if forward else alive[::-1]:
-                runs -= 1
-                try:
-                    self.remeasure(t)
-                except TuneError:
-                    raise
-                except (_BudgetExhausted, PerfError) as exc:
-                    self.say(f"could not measure {combo_label(self.goals, t.combo)} again, out of the race: {exc}")
-                    continue
-                got[t.combo] = math.log(max(t.run_totals(self.goals)[-1], 1e-9))
-            forward = not forward
-            rounds.append(got)
-            alive = [t for t in alive if t.combo in got]
-            self.scores = race_scores(rounds)
-            if len(rounds) < 2 or len(alive) < 2:
-                continue
-            within = [t for t in alive if t.feasible] or alive
-            for t in alive:
-                if t not in within:
-                    self.say(
-                        f"out of the race: {combo_label(self.goals, t.combo)}: {', '.join(t.over_budget(self.goals))}"
-                    )
-            noise = race_noise(rounds, self.scores)
-            lead = max(self.scores[t.combo][0] for t in within)
-            keep = []
-            for t in within:
-                s, n = self.scores[t.combo]
-                if s >= lead - self.race_z * noise * math.sqrt(2.0 / n):
-                    keep.append(t)
-                else:
-                    self.say(f"out of the race: {combo_label(self.goals, t.combo)}, {math.exp(s - lead) - 1:+.0%} vs "
-                             f"the leader over {n} rounds (noise {noise:.0%} a run)")  # fmt: skip
-            alive = keep
-        self.survivors = alive
+        self.say(f"racing {len(self.finalists)} combinations in rounds ({runs} runs at most)")
+
+        def run_once(t: ComboTrial) -> float:
+            self.remeasure(t)
+            return math.log(max(t.run_totals(self.goals)[-1], 1e-9))
+
+        self.survivors = race(
+            self.finalists, runs, key=lambda t: t.combo, run_once=run_once, feasible=lambda t: t.feasible,
+            label=lambda t: combo_label(self.goals, t.combo),
+            over_budget=lambda t: f": {', '.join(t.over_budget(self.goals))}", z=self.race_z, say=self.say,
+            scores=self.scores,
+        )  # fmt: skip
 
 
 def default_multi_runs(space: TuneSpace, models: int, finalist_count: int = 4) -> tuple[int, int]:

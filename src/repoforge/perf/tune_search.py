@@ -236,12 +236,15 @@ def finalists(ranked: list[Trial], current: Trial | None, k: int) -> list[Trial]
     return top
 
 
-def confirmation_schedule(trials: list[Trial], runs: int) -> list[Trial]:
+R = TypeVar("R")
+
+
+def confirmation_schedule(trials: list[R], runs: int) -> list[R]:
     """``runs`` re-measurements in alternating order (A B C, C B A, A B C, ...): each round measures every
     finalist once and the reversed order cancels a host that gets steadily busier or quieter."""
     if not trials or runs <= 0:
         return []
-    order: list[Trial] = []
+    order: list[R] = []
     forward = True
     while len(order) < runs:
         order += trials if forward else trials[::-1]
@@ -309,6 +312,62 @@ def race_noise(rounds: list[dict[K, float]], scores: dict[K, tuple[float, int]])
         mid = statistics.fmean(r.values())
         dev += [v - mid - scores[c][0] for c, v in r.items() if c in scores and scores[c][1] >= 2]
     return max(0.02, math.sqrt(sum(d * d for d in dev) / max(1, len(dev) - len(scores))) if dev else 0.02)
+
+
+def race(
+    finalists: list[R],
+    runs: int,
+    *,
+    key: Callable[[R], Hashable],
+    run_once: Callable[[R], float],
+    feasible: Callable[[R], bool],
+    label: Callable[[R], str],
+    over_budget: Callable[[R], str],
+    z: float,
+    say: Callable[[str], None],
+    scores: dict[Any, tuple[float, int]],
+) -> list[R]:
+    """Re-measure the finalists in rounds, each round every finalist still in the race once, in alternating order;
+    from the second round on, drop those clearly slower than the leader (or over budget), so the runs left go to
+    the ones that could still win. A finalist is scored only against the others of the same rounds
+    (:func:`race_scores`), so the host getting busier between rounds moves no one's score. One race for a single
+    model's candidates and for multi-model combinations: `run_once` measures one more run and returns its log
+    throughput (a PerfError or an exhausted budget takes that finalist out); `scores` is rewritten after every
+    round. Returns the survivors."""
+    alive, rounds, forward = list(finalists), [], True
+    while len(alive) >= 2 and runs >= len(alive):
+        got: dict[Hashable, float] = {}
+        for t in alive if forward else alive[::-1]:
+            runs -= 1
+            try:
+                got[key(t)] = run_once(t)
+            except TuneError:
+                raise
+            except (_BudgetExhausted, PerfError) as exc:
+                say(f"could not measure {label(t)} again, out of the race: {exc}")
+        forward = not forward
+        rounds.append(got)
+        alive = [t for t in alive if key(t) in got]
+        scores.clear()
+        scores.update(race_scores(rounds))
+        if len(rounds) < 2 or len(alive) < 2:
+            continue
+        within = [t for t in alive if feasible(t)] or alive
+        for t in alive:
+            if t not in within:
+                say(f"out of the race: {label(t)}{over_budget(t)}")
+        noise = race_noise(rounds, scores)
+        lead = max(scores[key(t)][0] for t in within)
+        keep = []
+        for t in within:
+            score, n = scores[key(t)]
+            if score >= lead - z * noise * math.sqrt(2.0 / n):
+                keep.append(t)
+            else:
+                say(f"out of the race: {label(t)}, {math.exp(score - lead) - 1:+.0%} vs the leader over {n} rounds "
+                    f"(noise {noise:.0%} a run)")  # fmt: skip
+        alive = keep
+    return alive
 
 
 class _BudgetExhausted(Exception):
@@ -491,46 +550,18 @@ class TuneSearch:
                 self.say(f"could not measure {t.candidate.label()} again: {exc}")
 
     def race_finalists(self, runs: int) -> None:
-        """Re-measure the finalists in rounds, each round every finalist still in the race once, in alternating
-        order; from the second round on, drop those clearly slower than the leader (or over budget), so the runs
-        left go to the ones that could still win. A finalist is scored only against the others of the same
-        rounds (:func:`race_scores`), so the host getting busier between rounds moves no one's score."""
-        alive, rounds, forward = list(self.finalists), [], True
-        self.say(f"racing {len(alive)} finalists in rounds ({runs} runs at most)")
-        while len(alive) >= 2 and runs >= len(alive):
-            got: dict[Candidate, float] = {}
-            for t in alive if forward else alive[::-1]:
-                runs -= 1
-                try:
-                    self.remeasure(t)
-                except TuneError:
-                    raise
-                except (_BudgetExhausted, PerfError) as exc:
-                    self.say(f"could not measure {t.candidate.label()} again, out of the race: {exc}")
-                    continue
-                got[t.candidate] = math.log(max(t.samples[-1]["throughput"], 1e-9))
-            forward = not forward
-            rounds.append(got)
-            alive = [t for t in alive if t.candidate in got]
-            self.scores = race_scores(rounds)
-            if len(rounds) < 2 or len(alive) < 2:
-                continue
-            within = [t for t in alive if t.feasible] or alive
-            for t in alive:
-                if t not in within:
-                    self.say(f"out of the race: {t.candidate.label()}, p99 {t.p99_ms:.2f} ms over budget")
-            noise = race_noise(rounds, self.scores)
-            lead = max(self.scores[t.candidate][0] for t in within)
-            keep = []
-            for t in within:
-                score, n = self.scores[t.candidate]
-                if score >= lead - self.race_z * noise * math.sqrt(2.0 / n):
-                    keep.append(t)
-                else:
-                    self.say(f"out of the race: {t.candidate.label()}, {math.exp(score - lead) - 1:+.0%} vs the "
-                             f"leader over {n} rounds (noise {noise:.0%} a run)")  # fmt: skip
-            alive = keep
-        self.survivors = alive
+        """Re-measure the finalists in rounds (:func:`race`)."""
+        self.say(f"racing {len(self.finalists)} finalists in rounds ({runs} runs at most)")
+
+        def run_once(t: Trial) -> float:
+            self.remeasure(t)
+            return math.log(max(t.samples[-1]["throughput"], 1e-9))
+
+        self.survivors = race(
+            self.finalists, runs, key=lambda t: t.candidate, run_once=run_once, feasible=lambda t: t.feasible,
+            label=lambda t: t.candidate.label(), over_budget=lambda t: f", p99 {t.p99_ms:.2f} ms over budget",
+            z=self.race_z, say=self.say, scores=self.scores,
+        )  # fmt: skip
 
     # -- searches ---------------------------------------------------------------------------
     def grid(self, space: TuneSpace, seed: int = 0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,12 @@ import pytest
 
 from repoforge.build import build
 from repoforge.servers.triton import TritonServer
+
+# A suite started in the background by a shell without job control (`cmd &` in a script) inherits SIGINT ignored,
+# and so would every server and CLI the tests start: the Ctrl-C tests (exit 130, what was kept) would then wait out
+# their timeouts. A handler of our own is reset to the default at exec, so the processes we start get Ctrl-C again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

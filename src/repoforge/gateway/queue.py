@@ -155,11 +155,15 @@ class AsyncQueue:
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         """`{"id", "status": "pending" | "done" | "failed", ...}`, None for an unknown (or expired) id."""
-        raw = await self.redis.get(self.s.key(f"result:{job_id}"))
+        # one MULTI, so both keys are read at one instant: read one after the other, an answer landing between the
+        # reads (result set and job deleted together) made a just-answered id look unknown (404)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.s.key(f"result:{job_id}"))
+            pipe.hgetall(self.s.key(f"job:{job_id}"))
+            raw, job = await pipe.execute()
         if raw is not None:
             result: dict[str, Any] = json.loads(raw)
             return {"id": job_id, **result}
-        job = await self.redis.hgetall(self.s.key(f"job:{job_id}"))
         if job:
             return {"id": job_id, "status": "pending", "model": job.get("model")}
         return None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_router_in_process import _count  # rows Triton itself ran on a model
 from tritonclient import http
 
 from repoforge.build import build
@@ -49,16 +50,6 @@ def _infer(s: TritonServer, model: str, x: np.ndarray) -> np.ndarray:
         return client.infer(model, [inp]).as_numpy("y")
     finally:
         client.close()
-
-
-def _count(s: TritonServer, model: str) -> int:
-    """Rows Triton itself ran on `model`: what a miss answered in process never adds to."""
-    client = http.InferenceServerClient(s.http_url, network_timeout=30)
-    try:
-        stats = client.get_inference_statistics(model)["model_stats"]
-    finally:
-        client.close()
-    return sum(int(m.get("inference_count", 0)) for m in stats)
 
 
 def _misses(s: TritonServer, model: str) -> float:

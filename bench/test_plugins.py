@@ -592,7 +592,8 @@ def run_pipeline_bench(rounds: int = 3, interval_ms: int = 1000, write: bool = T
                               f"{'' if p.stable else ' (unstable)'}  load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
             load.stop()
             tritonserver_version = h.get_json(f"http://{server.http_url}/v2").get("version")
-    result = {"rounds": rounds, "interval_ms": interval_ms, "pts": pts, "stats": stats, "load_before": load_before,
+    ops = ops_side_by_side()
+    result = {"rounds": rounds, "interval_ms": interval_ms, "pts": pts, "stats": stats, "ops": ops, "load_before": load_before,
               "load_after": os.getloadavg(), "load_samples": load.samples, "seconds": time.monotonic() - started,
               "machine": h.machine_text(tritonserver_version)}  # fmt: skip
     text = pipe_report(result)
@@ -674,6 +675,16 @@ def pipe_report(result: dict[str, Any]) -> str:
         t3.add(f"`{m}`", f"{h.med([p.throughput for p in ps]):,.0f}", f"{h.med([p.cpu['busy'] for p in ps]):.2f}",
                f"{us('client'):,.0f}", f"{us('server'):,.0f}", f"{us('stub'):,.0f}", f"{tot:,.0f}")  # fmt: skip
     lines += [t3.markdown(), ""]
+    ops = result.get("ops")
+    if ops:
+        ratio = [a / b for a, b in zip(ops["after"], ops["before"], strict=True)]
+        lines += [
+            f"The features' ops alone, one row, in process (`ops_side_by_side`: today's ops against those of {OPS_BEFORE}, "
+            f"before they were trimmed, alternating in one process, {len(ratio)} rounds): before "
+            f"{h.med(ops['before']):,.0f} µs ({h.rng(ops['before'])}), after {h.med(ops['after']):,.0f} µs "
+            f"({h.rng(ops['after'])}), after ÷ before {h.med(ratio):.2f} ({h.rng(ratio, '{:.2f}')}); same outputs.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -681,3 +692,61 @@ def test_features_pipeline() -> None:
     rounds = int(os.environ.get("REPOFORGE_BENCH_ROUNDS", "3"))
     result = run_pipeline_bench(rounds=rounds, interval_ms=int(os.environ.get("REPOFORGE_BENCH_INTERVAL_MS", "1000")))
     assert all(len(result["pts"][(m, c)]) == rounds for m in PIPE for c in (1, 16))
+
+
+#: the commit before the ops were trimmed (f76a4f1): its runtime is loaded beside today's for `ops_side_by_side`
+OPS_BEFORE = "786e9ab"
+
+
+def ops_side_by_side(rounds: int = 7, n: int = 2000) -> dict[str, list[float]] | None:
+    """µs per 1-row `transform` of the bench's features, today's ops against OPS_BEFORE's, alternating A B A B in
+    one process (the runtime package is self-contained: its old copy is loaded from git under another name).
+    None when git cannot show that commit (e.g. a shallow clone)."""
+    import importlib
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    from repoforge.runtime.config import parse_plugin_config
+
+    with tempfile.TemporaryDirectory(prefix="repoforge-ops-") as d:
+        spec = write_pipe_spec(Path(d))
+        from repoforge.spec import load_spec
+
+        plugin = next(m.plugin for m in load_spec(spec).spec.models if m.name == "feats")
+        cfg_json = plugin.model_dump_json()
+        pkg = Path(d) / "oldrt"
+        try:
+            tree = subprocess.run(["git", "-C", str(ROOT), "archive", OPS_BEFORE, "src/repoforge/runtime"],
+                                  capture_output=True, check=True, timeout=60).stdout  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        import io
+        import tarfile
+
+        with tarfile.open(fileobj=io.BytesIO(tree)) as tar:
+            tar.extractall(pkg, filter="data")
+        sys.path.insert(0, str(pkg / "src" / "repoforge"))
+        try:
+            old_mod = importlib.import_module("runtime.pipeline")
+            old_cfg = importlib.import_module("runtime.config")
+        finally:
+            sys.path.pop(0)
+        from repoforge.runtime.pipeline import FeaturePipeline
+
+        new = FeaturePipeline(parse_plugin_config(cfg_json))
+        old = old_mod.FeaturePipeline(old_cfg.parse_plugin_config(cfg_json))
+        feed = {"user_id": np.array([[b"u-4f1c2a9e7b3d5c6"]], dtype=object), "age": np.array([[33.0]], np.float32),
+                "city": np.array([[b"paris"]], dtype=object), "ts": np.array([[1_700_000_000]], np.int64)}  # fmt: skip
+        assert np.array_equal(new.transform(feed), old.transform(feed))
+        out: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(rounds):
+            for label, p in (("before", old), ("after", new)):
+                for _ in range(200):
+                    p.transform(feed)
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    p.transform(feed)
+                out[label].append((time.perf_counter() - t0) / n * 1e6)
+        return out

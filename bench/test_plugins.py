@@ -296,9 +296,12 @@ def run_bench(rounds: int = 3, interval_ms: int = 1000, write: bool = True) -> d
     }  # fmt: skip
     result["ratios"] = ratios(result)
     text = report(result)
+    kept = _sections(RESULTS)
     print("\n" + text)
     if write:
         RESULTS.write_text(text + "\n", encoding="utf-8")
+        for section, block in kept.items():  # the pipeline bench's section, measured by its own run
+            h.update_results(section, block, path=RESULTS)
         print(f"\nwrote {RESULTS}")
     return result
 
@@ -456,3 +459,225 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --------------------------------------------------------------------------------------------
+# Features in front of a model (issue 26 item 2): `test_features_pipeline`, its own run and section
+# --------------------------------------------------------------------------------------------
+PIPE_SECTION = "features-pipeline"
+#: user_id hashed into 236 one-hot buckets instead of 8: the example's other ops give 20 values, so the row is
+#: 256 wide and the model behind it is SMALL_MLP itself (256-512-512-16).
+PIPE_HASH_BUCKETS = 236
+PIPE_SPEC = """version: 1
+repository: features-pipeline-bench
+defaults:
+  max_batch_size: 64
+  dynamic_batching: {{max_queue_delay_us: 0}}
+  instance_groups: [{{kind: cpu, count: 1}}]
+models:
+  - name: small
+    format: onnx
+    path: {small}
+    response_cache: false
+  - name: feats
+    format: python
+    plugin:
+{feats}
+  - name: pipe
+    format: ensemble
+    steps:
+      - {{model: feats, inputs: {{{mapping}}}, outputs: {{FEATURES: f}}}}
+      - {{model: small, inputs: {{x: f}}, outputs: {{y: y}}}}
+  - name: fused
+    format: python
+    plugin:
+{fused}
+  - name: fused_bls
+    format: python
+    plugin:
+{fused_bls}
+"""
+#: measured side by side, order rotated per round: SMALL_MLP alone, then features in front of it three ways
+PIPE = ["small", "pipe", "fused", "fused_bls"]
+PIPE_WHAT = {
+    "small": "SMALL_MLP alone (ONNX, repoforge CPU runner): 256 random floats in",
+    "pipe": "before: ensemble feats → small (the only way until now): two Python stubs",
+    "fused": "after: features plugin with `model: small`, small run in the plugin's stub (default)",
+    "fused_bls": "features plugin with `model: small, in_process: false`: small through BLS",
+}
+
+
+def _sections(path: Path) -> dict[str, str]:
+    """The `<!-- name:start -->` blocks of a results file (their markdown), to keep across a rewrite."""
+    import re
+
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return {m[1]: m[2] for m in re.finditer(r"<!-- (\S+):start -->\n(.*?)\n<!-- \1:end -->", text, re.DOTALL)}
+
+
+def write_pipe_spec(root: Path) -> Path:
+    from repoforge.spec import load_spec
+    from repoforge.spec.plugins import FeaturesPlugin, output_dim
+
+    example = load_spec(ROOT / "examples" / "plugins" / "spec.yaml").spec
+    fp = next(m.plugin for m in example.models if isinstance(m.plugin, FeaturesPlugin))
+    base = fp.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    base["kind"] = "features"
+    lookup = base.pop("lookup")
+    looked_up = {f["name"] for f in lookup["fields"]} | {lookup.get("found")}
+    base["features"] = [op for op in base["features"] if not ({op.get("column"), *op.get("columns", [])} & looked_up)]
+    for op in base["features"]:
+        if op["op"] == "hash" and op["column"] == "user_id":
+            op["buckets"] = PIPE_HASH_BUCKETS
+    dim = output_dim(FeaturesPlugin.model_validate(base))
+    assert dim == h.input_width("small"), f"features width {dim} is not SMALL_MLP's input"
+    models = h.make_models(root, ("small",))
+    mapping = ", ".join(f"{c.name}: {c.name}" for c in fp.columns)
+    spec = root / "spec.yaml"
+    spec.write_text(PIPE_SPEC.format(small=models["small"], feats=_yaml_block(base, 6), mapping=mapping,
+                                     fused=_yaml_block({**base, "model": "small"}, 6),
+                                     fused_bls=_yaml_block({**base, "model": "small", "in_process": False}, 6)))  # fmt: skip
+    return spec
+
+
+STAT_KINDS = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def triton_stats(http_url: str, models: Sequence[str]) -> dict[str, dict[str, float]]:
+    """model -> {requests, <kind>_ns...}: Triton's cumulative per-model statistics (all versions)."""
+    out: dict[str, dict[str, float]] = {}
+    for m in models:
+        st: dict[str, float] = defaultdict(float)
+        for v in h.get_json(f"http://{http_url}/v2/models/{m}/stats")["model_stats"]:
+            inf = v.get("inference_stats", {})
+            st["requests"] += int(inf.get("success", {}).get("count", 0))
+            st["success_ns"] += int(inf.get("success", {}).get("ns", 0))
+            for k in STAT_KINDS:
+                st[f"{k}_ns"] += int(inf.get(k, {}).get("ns", 0))
+        out[m] = dict(st)
+    return out
+
+
+def run_pipeline_bench(rounds: int = 3, interval_ms: int = 1000, write: bool = True) -> dict[str, Any]:
+    from repoforge.build import build
+    from repoforge.servers.triton import TritonServer
+
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    pts: dict[tuple[str, int], list[Any]] = defaultdict(list)
+    # per c=1 point: Triton's statistics of every model over it (µs per request of the measured model)
+    stats: dict[str, list[dict[str, dict[str, float]]]] = defaultdict(list)
+    load = LoadSampler()
+    extra = ["--string-length", str(STRING_LENGTH)]
+    with h.workdir("repoforge-features-pipeline-") as root:
+        repo = build(write_pipe_spec(root), root / "repo", device="cpu").output
+        with TritonServer(repo, workdir=root / "triton") as server:
+            log = Path(server.log_path).read_text() if server.log_path else ""
+            assert "fused: the features feed small in process" in log, "fused did not run small in process"
+            configs = {m: h.model_config(server.http_url, m) for m in PIPE}
+            every = [*PIPE, "feats"]
+            load.start()
+            for r in range(rounds):
+                order = PIPE[r % len(PIPE) :] + PIPE[: r % len(PIPE)]
+                for conc in (1, 16):
+                    for m in order:
+                        s0 = triton_stats(server.http_url, every)
+                        p = h.measure(server.http_url, server.grpc_url, m, conc, interval_ms=interval_ms,
+                                      config=configs[m], extra_args=extra)  # fmt: skip
+                        s1 = triton_stats(server.http_url, every)
+                        pts[(m, conc)].append(p)
+                        if conc == 1:
+                            stats[m].append({n: {k: s1[n][k] - s0[n].get(k, 0.0) for k in s1[n]} for n in every})
+                        print(f"  round {r + 1} c{conc:<2} {m:<10} p50 {p.p50_ms:7.3f} ms  {p.throughput:8,.0f} infer/s"
+                              f"{'' if p.stable else ' (unstable)'}  load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+            load.stop()
+            tritonserver_version = h.get_json(f"http://{server.http_url}/v2").get("version")
+    result = {"rounds": rounds, "interval_ms": interval_ms, "pts": pts, "stats": stats, "load_before": load_before,
+              "load_after": os.getloadavg(), "load_samples": load.samples, "seconds": time.monotonic() - started,
+              "machine": h.machine_text(tritonserver_version)}  # fmt: skip
+    text = pipe_report(result)
+    print("\n" + text)
+    if write:
+        h.update_results(PIPE_SECTION, text, path=RESULTS)
+        print(f"\nwrote {RESULTS}")
+    return result
+
+
+def _per_request_us(st: dict[str, dict[str, float]], measured: str) -> dict[str, float]:
+    """µs per request of the measured model, from Triton's statistics over one point: each model's
+    queue + compute, divided by the measured model's requests."""
+    n = max(1.0, st[measured].get("requests", 0.0))
+    out = {}
+    for m, v in st.items():
+        if v.get("requests", 0.0) > 0:
+            out[m] = sum(v.get(f"{k}_ns", 0.0) for k in STAT_KINDS) / n / 1000
+    return out
+
+
+def pipe_report(result: dict[str, Any]) -> str:
+    pts, rounds = result["pts"], result["rounds"]
+    samples = result["load_samples"] or [float("nan")]
+    p50 = {m: [p.p50_ms for p in pts[(m, 1)]] for m in PIPE}
+    thr = {m: [p.throughput for p in pts[(m, 16)]] for m in PIPE}
+    lines = [
+        "## Features in front of a model (issue 26 item 2)",
+        "",
+        f"Measured by `bench/test_plugins.py::test_features_pipeline` in one run ({rounds} rounds, "
+        f"{result['seconds']:.0f} s): one tritonserver serving the four models below side by side, perf_analyzer "
+        f"gRPC, 1 row per request, {result['interval_ms']} ms windows, random data ({STRING_LENGTH}-byte strings); "
+        "every round measures each model at concurrency 1 then 16, the order rotated per round.",
+        "",
+        f"Machine: {result['machine']}.",
+        "",
+        f"1-minute load average during the run: {min(samples):.1f}–{max(samples):.1f} (median {h.med(samples):.1f}); "
+        f"before {result['load_before'][0]:.1f}, after {result['load_after'][0]:.1f}.",
+        "",
+        "The features are examples/plugins' ops without the lookup, user_id hashed into "
+        f"{PIPE_HASH_BUCKETS} one-hot buckets so the row is 256 wide: the model is SMALL_MLP (256-512-512-16) itself.",
+        "",
+    ]
+    t = h.Table(["model", "what", "p50 ms @c1", "p50 − small µs (goal ≤ 300)", "infer/s @c16", "÷ small @c16"])
+    for m in PIPE:
+        add = [(a - b) * 1000 for a, b in zip(p50[m], p50["small"], strict=True)]
+        ratio = [a / b for a, b in zip(thr[m], thr["small"], strict=True)]
+        star = "*" if any(not p.stable for p in pts[(m, 1)] + pts[(m, 16)]) else ""
+        goal = "" if m == "small" else (" yes" if h.med(add) <= 300 else " NO")
+        t.add(f"`{m}`{star}", PIPE_WHAT[m], f"{h.med(p50[m]):.3f} ({h.rng(p50[m], '{:.3f}')})",
+              "" if m == "small" else f"{h.med(add):+,.0f} ({h.rng(add, '{:+,.0f}')}){goal}",
+              f"{h.med(thr[m]):,.0f} ({h.rng(thr[m])})",
+              "" if m == "small" else f"{h.med(ratio):.2f} ({h.rng(ratio, '{:.2f}')})")  # fmt: skip
+    lines += [t.markdown(), "", "Medians over rounds, per-round range in brackets; the differences and ratios are "
+              "taken within a round. * = a point with no 3 windows within 30 %.", ""]  # fmt: skip
+    # where the time goes: Triton's statistics at c=1, and CPU per request by process at c=16
+    lines += ["Where the time goes at concurrency 1 (Triton's per-model statistics over each point: queue + compute "
+              "per request of the measured model, µs, median over rounds; `feats`/`small` under `pipe` are its "
+              "steps; an in-process `small` adds nothing to Triton's `small`):", ""]  # fmt: skip
+    t2 = h.Table(["measured", "p50 µs", *[f"`{n}` µs" for n in [*PIPE, "feats"]]])
+    for m in PIPE:
+        per = [_per_request_us(st, m) for st in result["stats"][m]]
+        cells = []
+        for n in [*PIPE, "feats"]:
+            vals = [d[n] for d in per if n in d]
+            cells.append(f"{h.med(vals):,.0f}" if vals and len(vals) == len(per) else "")
+        t2.add(f"`{m}`", f"{h.med(p50[m]) * 1000:,.0f}", *cells)
+    lines += [t2.markdown(), ""]
+    lines += ["CPU per request at concurrency 16 (µs of each process's CPU per request, median over rounds; "
+              "client = perf_analyzer, server = tritonserver, stub = the Python backend stubs):", ""]  # fmt: skip
+    t3 = h.Table(["measured", "infer/s", "host busy", "client µs", "server µs", "stub µs", "total µs"])
+    for m in PIPE:
+        ps = [p for p in pts[(m, 16)] if p.cpu and p.throughput]
+
+        def us(label: str, ps: list[Any] = ps) -> float:
+            return h.med([p.cpu.get(label, 0.0) / p.throughput * 1e6 for p in ps])
+
+        tot = us("client") + us("server") + us("stub")
+        t3.add(f"`{m}`", f"{h.med([p.throughput for p in ps]):,.0f}", f"{h.med([p.cpu['busy'] for p in ps]):.2f}",
+               f"{us('client'):,.0f}", f"{us('server'):,.0f}", f"{us('stub'):,.0f}", f"{tot:,.0f}")  # fmt: skip
+    lines += [t3.markdown(), ""]
+    return "\n".join(lines)
+
+
+def test_features_pipeline() -> None:
+    rounds = int(os.environ.get("REPOFORGE_BENCH_ROUNDS", "3"))
+    result = run_pipeline_bench(rounds=rounds, interval_ms=int(os.environ.get("REPOFORGE_BENCH_INTERVAL_MS", "1000")))
+    assert all(len(result["pts"][(m, c)]) == rounds for m in PIPE for c in (1, 16))

@@ -330,7 +330,7 @@ def render_repeats(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def noise_replays(seeds: int = 60, write: bool = True, say: Callable[[str], None] = print) -> str:
+def noise_replays(seeds: int = 200, write: bool = True, say: Callable[[str], None] = print) -> str:
     """The search replayed on the recorded grid (tests/data/tune/grid_small_mlp.json) under seeded noise, the
     default search against the one it replaced, each scored by the true throughput of its pick over that of the
     grid's pick under the same noise, and over the true best."""
@@ -350,39 +350,48 @@ def noise_replays(seeds: int = 60, write: bool = True, say: Callable[[str], None
         s.confirm(8)
         return s
 
-    def searcher(strategy: str, race: bool, finalists: int, confirm: int) -> Callable[[Measurer], TuneSearch]:
+    def searcher(strategy: str, race: bool, finalists: int, confirm: int, final: bool = True) -> Callable[[Measurer], TuneSearch]:  # fmt: skip
         def run(m: Measurer) -> TuneSearch:
             s = TuneSearch(m, budget, space.size // 10 + confirm, lambda _m: None)
             s.strategy, s.race, s.finalist_count = strategy, race, finalists
+            if not final:  # the race's leader as the pick, no near-budget finalists (the 2026-12-06 bench runs)
+                s.headroom, s.near_budget = False, 0.0
             s.coordinate(space, start, confirm)
             return s
 
         return run
 
     searches = {"before: descent + model, 2 rounds of 3 finalists + current (12 + 8 runs)": searcher("model", False, 3, 8),
-                "now: screen + model, race of 4 finalists + current (12 + 12 runs)": searcher("screen", True, 4, 12)}  # fmt: skip
-    best = land.best(budget)
-    t = h.Table(["noise a run (log sd), drift", "search", "vs grid's pick: median", "worst 10 %", "≥ 0.95",
-                 "vs true best: median", "≥ 0.95"])  # fmt: skip
-    for sigma, drift in ((0.05, 0.05), (0.1, 0.1), (0.25, 0.15)):
-        grid = noisy_replays(land, budget, sigma, drift, range(1000, 1000 + seeds), grid_search)
-        g = [land.value(c, budget) for c, _ in grid]
-        t.add(f"{sigma:g}, {drift:g}", "grid (120 runs + 8)", "1", "-", "-", f"{statistics.median(g) / best:.3f}",
-              f"{sum(v >= 0.95 * best for v in g) / seeds:.0%}")  # fmt: skip
-        for name, run in searches.items():
-            found = noisy_replays(land, budget, sigma, drift, range(seeds), run)
-            v = [land.value(c, budget) for c, _ in found]
-            r = sorted(a / max(b, 1e-9) for a, b in zip(v, g, strict=True))
-            t.add("", name, f"**{statistics.median(r):.3f}**", f"{r[seeds // 10]:.3f}",
-                  f"{sum(x >= 0.95 for x in r) / seeds:.0%}", f"{statistics.median(v) / best:.3f}",
-                  f"{sum(x >= 0.95 * best for x in v) / seeds:.0%}")  # fmt: skip
-            say(f"sigma {sigma}: {name}: {r[seeds // 2]:.3f}")
+                "12-06: screen + model, race of 4 finalists + current, the leader (12 + 12 runs)": searcher("screen", True, 4, 12, final=False),
+                "now: the same + near-budget finalists, headroom among the leader's equals (12 + 12 runs)": searcher("screen", True, 4, 12)}  # fmt: skip
+    t = h.Table(["budget, noise a run (log sd), drift", "search", "vs grid's pick: median", "worst 10 %", "≥ 0.95",
+                 "vs true best: median", "≥ 0.95", "no pick or truly over budget"])  # fmt: skip
+    median_budget = budget
+    for budget in (median_budget, 0.8 * median_budget):
+        best = land.best(budget)
+        for sigma, drift in ((0.05, 0.05), (0.1, 0.1), (0.25, 0.15)):
+            grid = noisy_replays(land, budget, sigma, drift, range(1000, 1000 + seeds), grid_search)
+            g = [land.value(c, budget) for c, _ in grid]
+            t.add(f"{budget:.1f} ms, {sigma:g}, {drift:g}", "grid (120 runs + 8)", "1", "-", "-",
+                  f"{statistics.median(g) / best:.3f}", f"{sum(v >= 0.95 * best for v in g) / seeds:.0%}",
+                  f"{sum(v == 0 for v in g) / seeds:.0%}")  # fmt: skip
+            for name, run in searches.items():
+                found = noisy_replays(land, budget, sigma, drift, range(seeds), run)
+                v = [land.value(c, budget) for c, _ in found]
+                r = sorted(a / max(b, 1e-9) for a, b in zip(v, g, strict=True))
+                t.add("", name, f"**{statistics.median(r):.3f}**", f"{r[seeds // 10]:.3f}",
+                      f"{sum(x >= 0.95 for x in r) / seeds:.0%}", f"{statistics.median(v) / best:.3f}",
+                      f"{sum(x >= 0.95 * best for x in v) / seeds:.0%}", f"{sum(x == 0 for x in v) / seeds:.0%}")  # fmt: skip
+                say(f"budget {budget:.1f} sigma {sigma}: {name}: {r[seeds // 2]:.3f}")
+    budget = median_budget
     md = "\n".join([
         "## Tune: the search replayed on a recorded grid under seeded noise (small MLP)", "",
         f"The grid recorded by `bench/record_tune_grid.py` ({data['machine']}); one run's noise in it: {land.sigma:.2f} "
         f"(log throughput, {data['interval_ms']} ms windows). Truth per config: the additive model's fit plus the config's "
-        f"own deviation, shrunk by how much of it the noise explains. Budget p99 ≤ {budget:.1f} ms (half the configs). "
-        f"{seeds} seeded replays per row; the grid replayed under the same noise, its pick confirmed by 8 runs.", "",
+        f"own deviation, shrunk by how much of it the noise explains. Budget p99 ≤ {budget:.1f} ms (half the configs), "
+        f"then ≤ {0.8 * budget:.1f} ms (a tight one: a pick near it is over it in many runs). {seeds} seeded replays per "
+        f"row (PYTHONHASHSEED {os.environ.get('PYTHONHASHSEED', 'random')}); the grid replayed under the same noise, "
+        "its pick confirmed by 8 runs. A pick truly over the budget, or none, counts as 0.", "",
         t.markdown(), "",
     ])  # fmt: skip
     if write:

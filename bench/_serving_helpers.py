@@ -174,6 +174,7 @@ def measure(
     stability: float = 30.0,
     max_trials: int = 5,
     config: Any = None,
+    extra_args: Sequence[str] = (),
 ) -> Point:
     """One perf_analyzer point (gRPC, 1 row per request, random data) plus the rows per execution
     Triton formed meanwhile. If no 3 windows agree within ``stability`` %, it measures again
@@ -182,7 +183,7 @@ def measure(
 
     cfg = config if config is not None else model_config(http_url, model)
     opts = PerfOptions(model=model, url=grpc_url, concurrency=[concurrency], measurement_interval_ms=interval_ms,
-                       stability_percentage=stability, max_trials=max_trials)  # fmt: skip
+                       stability_percentage=stability, max_trials=max_trials, extra_args=list(extra_args))  # fmt: skip
     before = exec_counts(http_url, model)
     stable = True
     with CpuSampler() as cpu:

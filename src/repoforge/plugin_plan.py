@@ -65,6 +65,17 @@ def plugin_model_plan(ck: Checker, i: int, m: ModelSpec, device: str) -> ModelPl
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
     if isinstance(plugin, FeaturesPlugin):
+        if plugin.model is not None and ck.rules.plugin_kinds is not None:  # such targets run no calling plugin
+            ck.add(
+                (*where, "plugin", "model"),
+                "a features plugin calls its `model` with Triton's BLS and runs on --target triton only; "
+                "remove `model` and chain the two another way (a TorchServe workflow)",
+            )
+        for field in ("version", "model_input", "in_process"):
+            if field in plugin.model_fields_set and plugin.model is None:
+                ck.add(
+                    (*where, "plugin", field), f"`{field}` applies to the features' `model`; set `model` or remove it"
+                )
         problems = check_features(plugin)
         for rel, msg in problems:
             ck.add((*where, "plugin", *rel), msg)
@@ -99,6 +110,8 @@ def _refs(p: ModelPlan) -> list[tuple[tuple[str | int, ...], str]]:
         return [(("steps", s, "model"), st.model) for s, st in enumerate(p.spec.steps or [])]
     if isinstance(plugin, (ResultCachePlugin, SemanticCachePlugin)):
         return [(("plugin", "model"), plugin.model)]
+    if isinstance(plugin, FeaturesPlugin) and plugin.model is not None:
+        return [(("plugin", "model"), plugin.model)]
     if isinstance(plugin, RouterPlugin):
         out: list[tuple[tuple[str | int, ...], str]] = [
             (("plugin", "routes", j, "model"), r.model) for j, r in enumerate(plugin.routes)
@@ -112,8 +125,11 @@ def _refs(p: ModelPlan) -> list[tuple[tuple[str | int, ...], str]]:
 
 
 def _derived(p: ModelPlan) -> bool:
-    return (p.format == "ensemble" and p.spec.plugin is None) or isinstance(
-        p.spec.plugin, (ResultCachePlugin, SemanticCachePlugin, RouterPlugin)
+    plugin = p.spec.plugin
+    return (
+        (p.format == "ensemble" and plugin is None)
+        or isinstance(plugin, (ResultCachePlugin, SemanticCachePlugin, RouterPlugin))
+        or (isinstance(plugin, FeaturesPlugin) and plugin.model is not None)
     )
 
 
@@ -202,6 +218,59 @@ def resolve_plugin(ck: Checker, plans: dict[str, ModelPlan], p: ModelPlan) -> No
         _resolve_semantic_cache(ck, plans, p, plugin)
     elif isinstance(plugin, RouterPlugin):
         _resolve_router(ck, plans, p, plugin)
+    elif isinstance(plugin, FeaturesPlugin):
+        _resolve_features_model(ck, plans, p, plugin)
+
+
+def _resolve_features_model(ck: Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: FeaturesPlugin) -> None:
+    """Features with a `model`: the features feed one input of that model, whose outputs the plugin answers.
+    The input it feeds is written back into the plugin's config (`model_input`), which the runtime reads."""
+    assert plugin.model is not None
+    where = ("models", p.index, "plugin")
+    t = _target(ck, plans, p, ("plugin", "model"), plugin.model, plugin.version, "features plugin")
+    if t is None or not p.outputs:  # no outputs: the features themselves are wrong (reported)
+        return
+    feats = p.outputs[0]
+    if t.max_batch_size == 0:
+        ck.add(
+            (*where, "model"), f"model '{t.name}' does not batch (max_batch_size 0); the features feed it in batches"
+        )
+        return
+    if plugin.model_input is None:
+        if len(t.inputs) != 1:
+            ck.add(
+                (*where, "model"),
+                f"model '{t.name}' has inputs {', '.join(x.name for x in t.inputs)}; "
+                "set model_input to the one that takes the features",
+            )
+            return
+        target_input = t.inputs[0]
+    else:
+        found = next((x for x in t.inputs if x.name == plugin.model_input), None)
+        if found is None:
+            ck.add(
+                (*where, "model_input"),
+                f"'{plugin.model_input}' is not an input of '{t.name}'; its inputs are {', '.join(x.name for x in t.inputs)}",
+            )
+            return
+        target_input = found
+    others = [x.name for x in t.inputs if x is not target_input and not x.optional]
+    if others:
+        ck.add(
+            (*where, "model"), f"model '{t.name}' also needs {', '.join(others)}; the features plugin feeds one input"
+        )
+        return
+    dims = list(target_input.dims)
+    if target_input.dtype != "FP32" or len(dims) != 1 or dims[0] not in (-1, feats.dims[-1]):
+        ck.add(
+            (*where, "model"),
+            f"input '{target_input.name}' of '{t.name}' is {target_input.dtype} {dims}; "
+            f"the features are FP32 [{feats.dims[-1]}]",
+        )
+        return
+    plugin.model_input = target_input.name
+    p.outputs = list(t.outputs)
+    _batch(ck, p, [t])
 
 
 def _resolve_result_cache(ck: Checker, plans: dict[str, ModelPlan], p: ModelPlan, plugin: ResultCachePlugin) -> None:

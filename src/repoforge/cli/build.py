@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from repoforge.build import build as do_build
-from repoforge.cli.common import command, force_option, json_option, progress, quiet_option
+from repoforge.cli.common import command, force_option, json_option, quiet_option
 from repoforge.contract import DEVICE_NAMES, TARGET_NAMES, Device, Target
 
 
-@command(kept="nothing was written to {output} (it is renamed into place only when complete)")
+@command(
+    kept="nothing was written to {output} (it is renamed into place only when complete)",
+    run="repoforge.cli.run.build:build",
+)
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Repository directory to write.")
 @click.option("--target", type=click.Choice(TARGET_NAMES), default="triton", show_default=True)
@@ -51,30 +52,3 @@ def build(
     expected, exits 2 and writes nothing. The repository is written to a temporary directory and
     renamed into place, with a repoforge.lock.json listing the sha256 of every file.
     """
-    result = do_build(
-        spec,
-        output,
-        target=target,
-        device=device,
-        force=force,
-        progress=progress(quiet or as_json),
-        pack_env=pack_env,
-    )
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "output": str(result.output),
-                    "device": result.plan.device,
-                    "models": result.model_names,
-                    "files": result.files,
-                    "warnings": result.warnings,
-                },
-                indent=2,
-            )
-        )
-    else:
-        if quiet:  # without -q the progress lines carry the warnings already
-            for w in result.warnings:
-                click.echo(f"  warning: {w}", err=True)
-        click.echo(f"built {len(result.model_names)} model(s) for {result.plan.device} into {result.output}")

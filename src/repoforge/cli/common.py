@@ -30,21 +30,46 @@ def progress(quiet: bool) -> Progress | None:
     return None if quiet else (lambda msg: click.echo(f"  {msg}", err=True))
 
 
+def load(ref: str) -> Any:
+    """The object named by "module:attr", its module imported now. The one place the command line imports late:
+    a command's module from the table (LazyCommands), a command's implementation when it runs (`Command.run`) and
+    an option callback that needs a heavy package (`later`), so `--help` and usage errors import none of them."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def later(ref: str) -> Callable[..., Any]:
+    """A callable standing for the one at "module:attr", loaded on its first call: an option callback that needs a
+    heavy package (it runs only when its option is parsed, never for --help)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return load(ref)(*args, **kwargs)
+
+    return call
+
+
 class Command(click.Command):
     """A repoforge command: known errors become one clean line (a wrong argument: click's usage error, exit 2),
     and Ctrl-C exits 130 with one line saying what was kept, instead of a traceback or click's `Aborted!`.
 
     `kept` is that line's text after "interrupted: ", formatted with the command's parameters (e.g. {output});
     a command that knows more (points measured so far) raises `Interrupted` with its own words.
+
+    `run` ("module:attr", in repoforge.cli.run) is the command's implementation, imported only when the command
+    runs: the decorated function is its light declaration (arguments, options, help, and the checks that need no
+    heavy package), whose module imports little, so `--help` and usage errors answer before any heavy import.
+    The implementation takes the declaration's parameters (tests/unit/test_cli_light.py checks the two agree).
     """
 
-    def __init__(self, *args: Any, kept: str = "nothing was written", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, kept: str = "nothing was written", run: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kept = kept
+        self.run = run
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)  # the declaration: its checks, if any
+            return result if self.run is None else ctx.invoke(load(self.run), **ctx.params)
         except ArgumentError as exc:
             raise click.BadParameter(str(exc), ctx=ctx, param_hint=f"'{exc.param}'") from None
         except Interrupted as exc:
@@ -79,8 +104,7 @@ class LazyCommands(MutableMapping[str, click.Command]):
         if name not in self.loaded:
             if name not in self.table:
                 raise KeyError(name)
-            module, _, attr = self.table[name][0].partition(":")
-            self.loaded[name] = getattr(importlib.import_module(module), attr)
+            self.loaded[name] = load(self.table[name][0])
         return self.loaded[name]
 
     def __setitem__(self, name: str, command: click.Command) -> None:
@@ -117,9 +141,11 @@ class LazyGroup(Group):
                 formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in rows])
 
 
-def command(name: str | None = None, *, kept: str = "nothing was written", **kwargs: Any) -> Callable[[F], Command]:
-    """`click.command` making a `Command` (errors and Ctrl-C handled once)."""
-    return click.command(name, cls=Command, kept=kept, **kwargs)
+def command(
+    name: str | None = None, *, kept: str = "nothing was written", run: str | None = None, **kwargs: Any
+) -> Callable[[F], Command]:
+    """`click.command` making a `Command` (errors and Ctrl-C handled once; `run`: its implementation, loaded late)."""
+    return click.command(name, cls=Command, kept=kept, run=run, **kwargs)
 
 
 # --- options several commands share (each takes its help text, which differs by what the command prints) ---

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from repoforge.cli.common import command
-from repoforge.gateway.command import QueueOptions, ServingOptions, gateway, worker
 
 _TARGET = click.argument("target", metavar="TARGET")
 
@@ -43,20 +42,10 @@ def _queue_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _queue(kw: dict[str, Any]) -> Any:
-    return QueueOptions(redis_url=kw.pop("redis_url"), queue=kw.pop("queue"),
-                        request_timeout_s=kw.pop("request_timeout"), max_deliveries=kw.pop("max_deliveries"),
-                        visibility_timeout_s=kw.pop("visibility_timeout"), result_ttl_s=kw.pop("result_ttl"),
-                        allow_eviction=kw.pop("allow_eviction"))  # fmt: skip
-
-
-def _say(msg: str) -> None:
-    click.echo(f"  {msg}", err=True)
-
-
 @command(
     "gateway",
     kept="the gateway stopped (and the Triton it served); accepted asynchronous ids stay in Redis for any worker",
+    run="repoforge.cli.run.gateway:gateway_command",
 )
 @_TARGET
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
@@ -143,18 +132,13 @@ def gateway_command(
     a model with requests in flight is never unloaded. A running Triton must then be started with
     --model-control-mode explicit.
     """
-    serving = ServingOptions(max_loaded=kw.pop("max_loaded"), memory_budget=kw.pop("memory_budget"),
-                             always_loaded=tuple(kw.pop("always_loaded")), server_pid=kw.pop("server_pid"),
-                             load_timeout_s=kw.pop("load_timeout"),
-                             load_concurrency=kw.pop("load_concurrency"),
-                             serving_file=kw.pop("serving_file"))  # fmt: skip
-
-    grpc_url = kw.pop("grpc_url")
-    gateway(target, host=host, port=port, timeout_s=timeout, grpc_url=grpc_url, queue=_queue(kw),
-            workers=workers, max_body_bytes=max_body, serving=serving, say=_say)  # fmt: skip
 
 
-@command("worker", kept="the worker stopped after finishing what it held; the rest stays queued in Redis")
+@command(
+    "worker",
+    kept="the worker stopped after finishing what it held; the rest stays queued in Redis",
+    run="repoforge.cli.run.gateway:worker_command",
+)
 @_TARGET
 @click.option(
     "--concurrency",
@@ -169,5 +153,3 @@ def worker_command(target: str, concurrency: int | None, **kw: Any) -> None:
     Run as many as you like on the same --redis and --queue: a worker killed mid-request loses nothing (another
     takes its request over after --visibility-timeout), and each id is answered exactly once.
     """
-    grpc_url = kw.pop("grpc_url")
-    worker(target, queue=_queue(kw), concurrency=concurrency, grpc_url=grpc_url, say=_say)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from repoforge.cli.common import command, force_option, json_option, progress, quiet_option
+from repoforge.cli.common import command, force_option, json_option, quiet_option
 from repoforge.contract import DEVICE_NAMES, Device
-from repoforge.optimize import optimize as do_optimize
 
 
 @command(
-    kept="nothing was written to {output} (it is renamed into place only when complete); the variants made so far stay in the optimize cache"
+    kept="nothing was written to {output} (it is renamed into place only when complete); the variants made so far stay in the optimize cache",
+    run="repoforge.cli.run.optimize:optimize",
 )
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option(
@@ -56,28 +55,3 @@ def optimize(
     Writes OUTPUT/optimize-report.json, optimize-report.md, a latency-vs-accuracy plot and reproduce.sh.
     `repoforge build` uses the same selection. Exit 1 when a `required:` variant fails its gate.
     """
-    run = do_optimize(
-        spec,
-        output,
-        models=list(models) or None,
-        device=device,
-        force=force,
-        use_cache=not no_cache,
-        served=served,
-        progress=progress(quiet or as_json),
-        verbose=verbose,
-    )
-    if as_json:
-        click.echo(json.dumps(run.report, indent=2, sort_keys=True))
-        return
-    for name, m in run.report["models"].items():
-        click.echo(f"{name}: selected {m['selected']} ({m['selection']})")
-        for v in m["variants"]:
-            acc = v["top1"] if v["top1"] is not None else v["agreement"]
-            lat = ", ".join(f"{b}: {ms:.3f} ms" for b, ms in v["latency_ms"].items())
-            if v.get("served_latency_ms"):
-                lat += "; served " + ", ".join(f"{b}: {ms:.3f} ms" for b, ms in v["served_latency_ms"].items())
-            verdict = "accepted" if v["accepted"] else f"rejected: {v['reason']}"
-            click.echo(f"  {v['name']:<14} {'top1' if v['top1'] is not None else 'agreement'} "
-                       f"{'–' if acc is None else f'{acc:.4f}'}  {lat or '(not timed)'}  {verdict}")  # fmt: skip
-    click.echo(f"report: {Path(output) / 'optimize-report.md'}")

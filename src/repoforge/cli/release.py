@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
-from pydantic import ValidationError
 
-from repoforge.cli.common import Group, command, force_option, json_option, progress, quiet_option
-from repoforge.deploy import command as k8s
-from repoforge.deploy import image as server_image
-from repoforge.deploy import kserve
-from repoforge.rollout.command import check_target, resolve_policy
-from repoforge.rollout.command import rollout as do_rollout
-from repoforge.spec.rollout import parse_steps
-
-
-def _set_option(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    """A malformed --set is a usage error (exit 2) before any work."""
-    for v in values:
-        try:
-            k8s.parse_set(v)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-    return values
+from repoforge.cli.common import Group, command, force_option, json_option, later, quiet_option
 
 
 @click.group(cls=Group)
@@ -34,7 +14,11 @@ def deploy() -> None:
     """Deploy a build: Kubernetes manifests (k8s: autoscaling, alerts, a dashboard) or KServe (kserve)."""
 
 
-@deploy.command("k8s", kept="nothing was written to {output} (it is renamed into place only when complete)")
+@deploy.command(
+    "k8s",
+    kept="nothing was written to {output} (it is renamed into place only when complete)",
+    run="repoforge.cli.run.release:deploy_k8s",
+)
 @click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option(
     "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the manifests to."
@@ -43,7 +27,7 @@ def deploy() -> None:
     "--set",
     "sets",
     multiple=True,
-    callback=_set_option,
+    callback=later("repoforge.cli.run.release:check_set"),
     metavar="KEY=VALUE",
     help="Override a deploy: field for this environment, e.g. --set replicas.max=12 (value read as YAML; repeatable).",
 )
@@ -57,35 +41,20 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
     alerts.rules.yml, a Grafana dashboard (JSON and ConfigMap), kustomization.yaml and a README, from the
     spec's deploy: section recorded in the build. A bad value exits 2 naming the field; nothing is written.
     """
-    result = k8s.deploy_k8s(build_dir, output, sets=sets, force=force, progress=progress(quiet or as_json))
-    if quiet and not as_json:  # without -q the progress lines carried them
-        for w in result.warnings:
-            click.echo(f"  warning: {w}", err=True)
-    if as_json:
-        click.echo(k8s.as_json(result))
-    else:
-        click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
-        click.echo(f"next: kubectl apply -k {output}")
 
 
-def _storage_uri_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A storage URI KServe cannot read is a usage error (exit 2) before any work."""
-    if value is None:
-        return None
-    try:
-        return kserve.check_storage_uri(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-
-
-@deploy.command("kserve", kept="nothing was written to {output} (it is renamed into place only when complete)")
+@deploy.command(
+    "kserve",
+    kept="nothing was written to {output} (it is renamed into place only when complete)",
+    run="repoforge.cli.run.release:deploy_kserve",
+)
 @click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option(
     "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the manifests to."
 )
 @click.option(
     "--storage-uri",
-    callback=_storage_uri_option,
+    callback=later("repoforge.cli.run.release:check_storage_uri"),
     default=None,
     metavar="URI",
     help="Where KServe downloads the build from (s3://, gs://, pvc://claim/path, https://, ...); default: "
@@ -95,7 +64,7 @@ def _storage_uri_option(ctx: click.Context, param: click.Parameter, value: str |
     "--set",
     "sets",
     multiple=True,
-    callback=_set_option,
+    callback=later("repoforge.cli.run.release:check_set"),
     metavar="KEY=VALUE",
     help="Override a deploy: field for this environment, e.g. --set replicas.max=12 (repeatable).",
 )
@@ -117,22 +86,13 @@ def deploy_kserve(
     would use; the InferenceService gets the storage URI, resources, min/max replicas, env and secrets from the
     spec's deploy: section. kubectl apply -k OUTPUT.
     """
-    result = kserve.deploy_kserve(
-        build_dir,
-        output,
-        storage_uri=storage_uri,
-        sets=sets,
-        force=force,
-        progress=progress(quiet or as_json),
-    )
-    if as_json:
-        click.echo(kserve.as_json(result))
-    else:
-        click.echo(f"wrote {len(result.files)} files for the {result.target} build into {result.output}")
-        click.echo(f"storage URI: {result.storage_uri} (upload the build there); next: kubectl apply -k {output}")
 
 
-@command("image", kept="nothing was written to {output} (it is renamed into place only when complete)")
+@command(
+    "image",
+    kept="nothing was written to {output} (it is renamed into place only when complete)",
+    run="repoforge.cli.run.release:image",
+)
 @click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option(
     "-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder to write the build context to."
@@ -151,19 +111,9 @@ def image(build_dir: Path, output: Path, force: bool, as_json: bool, quiet: bool
       repoforge image repo -o image && docker build -t REGISTRY/NAME:TAG image && docker push REGISTRY/NAME:TAG
       repoforge deploy k8s repo -o k8s --set image=REGISTRY/NAME:TAG
     """
-    result = server_image.write_image(build_dir, output, force=force, progress=progress(quiet or as_json))
-    if as_json:
-        click.echo(server_image.as_json(result))
-    elif result.output is None:
-        click.echo(result.plan.stock_message())
-    else:
-        click.echo(f"wrote the {result.plan.target} image context ({len(result.files)} files) into {result.output}")
-        click.echo(f"FROM {result.plan.base} + {', '.join(result.plan.requirements)}; next:")
-        for line in result.plan.commands(str(output)):
-            click.echo(f"  {line}")
 
 
-@command("rollout")
+@command("rollout", run="repoforge.cli.run.release:rollout")
 @click.argument("target")
 @click.option("--router", default=None, help="The router plugin model that splits the traffic.")
 @click.option("--candidate", default=None, help="The model being released: one of the router's routes.")
@@ -260,35 +210,3 @@ def rollout(
       repoforge rollout 127.0.0.1:8000 --router router --candidate green --strategy blue-green --keep-blue 10m
       repoforge rollout 127.0.0.1:8000 --router router --rollback     # back to the router's spec weights
     """
-    ctx = click.get_current_context()
-    options = {
-        "router": router, "candidate": candidate, "strategy": strategy, "steps": steps, "interval": interval,
-        "threshold": threshold, "max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms,
-        "min_agreement": min_agreement, "min_requests": min_requests, "shadow_requests": shadow_requests,
-        "keep_blue": keep_blue,
-    }  # fmt: skip
-    explicit = {k for k in options if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
-    try:
-        check_target(target, metrics_url)
-        policy = resolve_policy(target, {**options, "steps": parse_steps(steps)}, explicit)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise click.BadParameter(
-            str(err["msg"]).removeprefix("Value error, "), param_hint=f"'--{str(err['loc'][0]).replace('_', '-')}'"
-        ) from None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--steps'") from None
-    if policy.router is None:
-        raise click.UsageError("Missing option '--router' (or a `rollout:` section in the build's spec).")
-    if policy.candidate is None and not do_rollback:
-        raise click.UsageError("Missing option '--candidate' (only --rollback goes without one).")
-    say = progress(quiet or as_json)
-    result = do_rollout(
-        target, router=policy.router, candidate=policy.candidate, policy=policy, metrics_url=metrics_url, log=log,
-        do_rollback=do_rollback, progress=(lambda m: click.echo(m, err=True)) if say else None,
-    )  # fmt: skip
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        click.echo(f"{result.outcome}: {result.reason}")
-    sys.exit(0 if do_rollback else result.exit_code)

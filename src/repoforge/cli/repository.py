@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from repoforge.cli.common import command, fail, force_option, json_option, server_option
+from repoforge.cli.common import command, force_option, json_option, server_option
 from repoforge.contract import DEVICE_NAMES, Device
-from repoforge.errors import RepoforgeError
-from repoforge.importer import import_repository
 
 
-@command("import", kept="nothing was written to {output}")
+@command("import", kept="nothing was written to {output}", run="repoforge.cli.run.repository:import_")
 @click.argument("repository", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The spec.yaml to write.")
 @click.option(
@@ -49,26 +46,3 @@ def import_(
     remaining difference is listed; one a client would see (inputs, outputs, their dims, format and
     reshape, max_batch_size, decoupled) makes the command exit 1, naming model and field.
     """
-    result = import_repository(repository, output, copy_models=copy_models, force=force, device=device, server=server)
-    if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2))
-    else:
-        click.echo(
-            f"wrote {result.spec_path}: {len(result.models)} model(s); build it with "
-            f"repoforge build {result.spec_path} -o OUT --device {result.device}"
-        )
-        for model, fields in result.kept_raw.items():
-            click.echo(f"  {model}: kept verbatim in raw_config: {', '.join(fields)}")
-        for folder, why in result.skipped.items():
-            click.echo(f"  skipped {folder}: {why}")
-        for w in result.warnings:
-            click.echo(f"  warning: {w}", err=True)
-    if result.client_visible:  # the spec is written (to fix by hand), but clients of the rebuilt repository break
-        lost = [f"{model}: {d}" for model, diffs in result.client_visible.items() for d in diffs]
-        fail(
-            RepoforgeError(
-                f"the rebuilt repository changes what clients see ({len(lost)} difference(s)); "
-                "fix the spec before you serve it:\n  " + "\n  ".join(lost)
-            ),
-            1,
-        )

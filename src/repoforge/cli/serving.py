@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from repoforge.cli.common import command, fail, json_option, progress, tritonserver_option
-from repoforge.errors import RepoforgeError
-from repoforge.serve import Endpoints, docker_lines
-from repoforge.serve import serve as do_serve
-from repoforge.targets import target_of
-from repoforge.validate import validate as do_validate
+from repoforge.cli.common import command, json_option, tritonserver_option
 
 
-@command(kept="nothing was written; the server it started was stopped")
+@command(kept="nothing was written; the server it started was stopped", run="repoforge.cli.run.serving:validate")
 @click.argument("repository", type=click.Path(path_type=Path))
 @click.option(
     "--url",
@@ -43,24 +37,9 @@ def validate(
     serves (auto-completed fields included; a spec's `smoke: {inputs: file.npz}` where given), and
     compares ONNX models with in-process onnxruntime and onnx.reference. Exits 1 naming what failed.
     """
-    report = do_validate(
-        repository,
-        url=url,
-        grpc_url=grpc_url,
-        tritonserver=tritonserver,
-        progress=progress(as_json),
-        timeout=timeout,
-    )
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    if not report.ok:
-        failed = ", ".join(sorted({c.name for c in report.failures()}))
-        fail(RepoforgeError(f"{len(report.failures())} check(s) failed: {failed}"), 1)
-    if not as_json:
-        click.echo(f"all {len(report.checks)} model version(s) READY and answering")
 
 
-@command(kept="the server was stopped before it was ready")
+@command(kept="the server was stopped before it was ready", run="repoforge.cli.run.serving:serve")
 @click.argument("repository", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 to expose it).")
 @click.option(
@@ -137,37 +116,3 @@ def serve(
     --http-port, default 8080 there; management on the next port; token auth on, and the printed
     curl lines carry the key). Every port is checked first: all that are taken are named at once.
     """
-    if print_command:
-        why = target_of(repository).cannot("print_command", repository)
-        if why:
-            raise click.UsageError(why)
-        click.echo(
-            docker_lines(
-                repository,
-                http_port=http_port,
-                grpc_port=grpc_port,
-                metrics_port=metrics_port,
-                cache_size_bytes=cache_size,
-            )
-        )
-        return
-
-    def ready(ep: Endpoints) -> None:
-        click.echo(f"{ep.server} is ready (Ctrl-C to stop)")
-        for line in ep.lines():
-            click.echo(f"  {line}")
-
-    do_serve(
-        repository,
-        on_ready=ready,
-        host=host,
-        http_port=http_port,
-        grpc_port=grpc_port,
-        metrics_port=metrics_port,
-        auto_ports=ports == "auto",
-        tritonserver=tritonserver,
-        cache_size_bytes=cache_size,
-        model_control=model_control,
-        load_models=list(load_models) or None,
-    )
-    click.echo("stopped")

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,7 +171,7 @@ async def generate_stream(request: Request) -> Response:
         return _error(exc)
     state.metrics.observe("generate_stream", 200, 0.0)
 
-    async def events() -> AsyncIterator[dict[str, str]]:
+    async def events() -> AsyncGenerator[dict[str, str], None]:
         sent = 0
         try:
             async with _holding(state, model.name):  # the whole stream holds the model
@@ -189,8 +189,27 @@ async def generate_stream(request: Request) -> Response:
             log.info("SSE client of %s left after %d events; request cancelled in Triton", model.name, sent)
             raise
 
-    # send_timeout: a reader that takes nothing for that long is dropped (and its request cancelled)
-    return EventSourceResponse(events(), ping=15, send_timeout=60)
+    # Triton starts on the request now, while the response starts (sse-starlette's task group, the headers), so its
+    # first event no longer waits behind them. send_timeout: a reader that takes nothing for that long is dropped
+    # (and its request cancelled).
+    return EventSourceResponse(_started(events()), ping=15, send_timeout=60)
+
+
+async def _started(stream: AsyncGenerator[dict[str, str], None]) -> AsyncIterator[dict[str, str]]:
+    """`stream`'s events, the first one asked for at once, in a task, before the caller iterates: the response's
+    setup overlaps Triton's work on the request. Cancelling the iteration (the client left) cancels that task
+    and with it the stream's gRPC call, as before; the stream is closed however the iteration ends."""
+    first = asyncio.ensure_future(anext(stream, None))
+    try:
+        event = await first
+        if event is None:
+            return
+        yield event
+        async for event in stream:
+            yield event
+    finally:
+        first.cancel()
+        await stream.aclose()
 
 
 async def ws_stream(websocket: WebSocket) -> None:

@@ -9,7 +9,6 @@ the bytes of its build, never an installed repoforge. An import-linter contract 
 
 from typing import Any
 
-from .errors import counting
 from .lazy import own
 
 
@@ -40,5 +39,7 @@ RUNNERS: dict[str, _Lazy] = {
 
 def triton_python_model(runner: str) -> type:
     """The class a shipped model.py serves as `TritonPythonModel` for `runner`, imported when Triton loads it:
-    the runner, with its failed requests counted in repoforge_model_errors_total{model,version}."""
+    the runner, with its failed requests counted in repoforge_model_errors_total{model,version}. (.errors imports
+    numpy through the Triton stub; loaded here, the package itself stays light for the names build time reads.)"""
+    counting = own(".errors", "counting")
     return counting(RUNNERS[runner].load())

@@ -218,6 +218,10 @@ class FeaturesConfig:
     lookup: Lookup | None = None
     output: str = "FEATURES"
     drift: DriftSetting | None = None
+    model: str | None = None  # the model the features feed (its outputs answer), run by the plugin
+    version: int = -1
+    model_input: str | None = None  # filled in by the plan: the model's input that takes the features
+    in_process: bool = True
     kind: str = "features"
 
     @classmethod
@@ -228,6 +232,10 @@ class FeaturesConfig:
             lookup=Lookup.parse(d["lookup"]) if d.get("lookup") else None,
             output=d.get("output", "FEATURES"),
             drift=DriftSetting.parse(d.get("drift")),
+            model=d.get("model") or None,
+            version=int(d.get("version", -1)),
+            model_input=d.get("model_input") or None,
+            in_process=bool(d.get("in_process", True)),
         )
 
 

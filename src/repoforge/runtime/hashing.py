@@ -94,13 +94,32 @@ def fmix64(h: np.ndarray) -> np.ndarray:
     return h
 
 
+def _fmix64_py(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK64
+    return h ^ (h >> 33)
+
+
 def stable_hash(values: np.ndarray) -> np.ndarray:
     """fmix64(FNV-1a 64(UTF-8 text)) per value, uint64."""
-    return fmix64(fnv1a64(values))
+    b = as_bytes(values)
+    if len(b) <= PY_LOOP_MAX_ROWS:  # online requests: plain ints, no numpy call (or errstate) per step
+        return np.array([_fmix64_py(_fnv1a64_py(x)) for x in b.tolist()], dtype=np.uint64)
+    return fmix64(fnv1a64(b))
 
 
 def combine(hashes: list[np.ndarray]) -> np.ndarray:
     """Order-dependent combination of per-column hashes (for feature crosses): h = fmix64(h * golden ^ next)."""
+    if len(hashes[0]) <= PY_LOOP_MAX_ROWS:
+        out = []
+        for row in zip(*(x.tolist() for x in hashes), strict=True):
+            v = 0
+            for x in row:
+                v = _fmix64_py(((v * 0x9E3779B97F4A7C15) & _MASK64) ^ x)
+            out.append(v)
+        return np.array(out, dtype=np.uint64)
     h = np.zeros(len(hashes[0]), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for x in hashes:
@@ -115,6 +134,9 @@ def to_unit(h: np.ndarray) -> np.ndarray:
 
 def utf8_length(values: np.ndarray) -> np.ndarray:
     """Number of characters (not bytes) in each value's UTF-8 text."""
-    mat, lengths = _matrix(as_bytes(values))
+    b = as_bytes(values)
+    if len(b) <= PY_LOOP_MAX_ROWS:  # bytes that do not continue a character (0b10xxxxxx), as below
+        return np.array([sum(1 for c in x if c & 0xC0 != 0x80) for x in b.tolist()], dtype=np.int64)
+    mat, lengths = _matrix(b)
     inside = np.arange(mat.shape[1])[None, :] < lengths[:, None]
     return (((mat & 0xC0) != 0x80) & inside).sum(axis=1)

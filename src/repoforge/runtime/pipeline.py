@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .config import CYCLES, Column, FeaturesConfig, PluginConfigError, all_columns, as_data, check_features, op_width
-from .hashing import as_bytes, combine, stable_hash, utf8_length
+from .hashing import PY_LOOP_MAX_ROWS, as_bytes, combine, stable_hash, utf8_length
 from .online import OnlineLookup
 
 __all__ = ["FeatureConfigError", "FeaturePipeline", "Prepared", "datetime_parts", "one_hot"]
@@ -58,23 +58,27 @@ def datetime_parts(seconds: np.ndarray, parts: list[str], cyclical: bool = False
     else:
         s = s.astype(np.int64)
     days = s // 86400
-    d = days.astype("datetime64[D]")
-    months = d.astype("datetime64[M]")
-    m_int = months.astype(np.int64)
-    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday
+
+    def d() -> np.ndarray:
+        return days.astype("datetime64[D]")
+
+    def m_int() -> np.ndarray:
+        return d().astype("datetime64[M]").astype(np.int64)
+
+    # only the parts asked for are computed: the calendar conversions cost more than the rest of a 1-row request
     values = {
-        "hour": (s // 3600) % 24,
-        "minute": (s // 60) % 60,
-        "weekday": weekday,
-        "day": (d - months.astype("datetime64[D]")).astype(np.int64) + 1,
-        "month": m_int % 12 + 1,
-        "year": m_int // 12 + 1970,
-        "dayofyear": (d - d.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64) + 1,
-        "is_weekend": (weekday >= 5).astype(np.int64),
+        "hour": lambda: (s // 3600) % 24,
+        "minute": lambda: (s // 60) % 60,
+        "weekday": lambda: (days + 3) % 7,  # 1970-01-01 was a Thursday
+        "day": lambda: (d() - d().astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64) + 1,
+        "month": lambda: m_int() % 12 + 1,
+        "year": lambda: m_int() // 12 + 1970,
+        "dayofyear": lambda: (d() - d().astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64) + 1,
+        "is_weekend": lambda: (((days + 3) % 7) >= 5).astype(np.int64),
     }
     cols: list[np.ndarray] = []
     for p in parts:
-        v = values[p].astype(np.float64)
+        v = values[p]().astype(np.float64)
         if cyclical and p in CYCLES:
             period, offset = CYCLES[p]
             angle = 2.0 * np.pi * (v - offset) / period
@@ -132,6 +136,29 @@ class FeaturePipeline:
         self.output_dim = sum(self.widths)
         self.output_name = config.output
         self._lookup = lookup
+        # op name -> (method, whether it yields bucket indices); resolved once here, not per request
+        self._ops: dict[str, tuple[Any, bool]] = {
+            "cross": (self._cross, True),
+            "is_missing": (self._is_missing, False),
+            "identity": (self._identity, False),
+            "standardize": (self._standardize, False),
+            "min_max": (self._min_max, False),
+            "log1p": (self._log1p, False),
+            "clip": (self._clip, False),
+            "bucketize": (self._bucketize, True),
+            "vocabulary": (self._vocabulary, True),
+            "hash": (self._hash, True),
+            "datetime": (self._datetime, False),
+            "length": (self._length, False),
+        }
+        unknown = [op.op for op in config.features if op.op not in self._ops]
+        if unknown:
+            raise FeatureConfigError(f"unknown op {unknown[0]}")
+        self._steps: list[tuple[int, Any, int, int, Any, bool]] = []
+        at = 0
+        for j, (op, width) in enumerate(zip(config.features, self.widths, strict=True)):
+            self._steps.append((j, op, at, width, *self._ops[op.op]))
+            at += width
         self._vocab: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for j, op in enumerate(config.features):
             if op.op == "vocabulary":
@@ -180,61 +207,94 @@ class FeaturePipeline:
     def transform(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         prepared = self.prepare(columns)
         rows = len(next(iter(prepared.values())).values)
-        out = np.empty((rows, self.output_dim), dtype=np.float32)
-        at = 0
-        for j, (op, width) in enumerate(zip(self.config.features, self.widths, strict=True)):
-            out[:, at : at + width] = self._apply(j, op, prepared, rows)
-            at += width
+        out = np.zeros((rows, self.output_dim), dtype=np.float32)
+        for j, op, at, width, fn, indexed in self._steps:
+            if indexed:  # an index op: its one-hot ones go straight into the output (zeros already)
+                idx = np.asarray(fn(j, op, prepared, rows), dtype=np.int64).reshape(-1)
+                if op.output == "one_hot" and rows <= PY_LOOP_MAX_ROWS:  # a few rows: cheaper than 4 numpy calls
+                    for r, i in enumerate(idx.tolist()):
+                        if 0 <= i < width:
+                            out[r, at + i] = 1.0
+                elif op.output == "one_hot":
+                    ok = (idx >= 0) & (idx < width)
+                    out[np.nonzero(ok)[0], at + idx[ok]] = 1.0
+                else:
+                    out[:, at] = idx
+            else:
+                out[:, at : at + width] = fn(j, op, prepared, rows)
         return out
 
     __call__ = transform
 
     def _apply(self, j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
-        kind = op.op
-        if kind == "cross":
-            idx: np.ndarray = combine([stable_hash(cols[c].values) for c in op.columns]) % np.uint64(op.buckets)
-            return self._index(idx.astype(np.int64), op.buckets, op.output)
+        """One op's rows × width float32 block (what `transform` writes for it)."""
+        fn, indexed = self._ops[op.op]
+        if not indexed:
+            return np.asarray(fn(j, op, cols, rows))
+        return self._index(fn(j, op, cols, rows), op_width(op, self._all) if op.output == "one_hot" else 0, op.output)
+
+    # -- the ops: value ops return rows × width, index ops the rows' bucket (-1: none) --
+    def _cross(self, j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        idx: np.ndarray = combine([stable_hash(cols[c].values) for c in op.columns]) % np.uint64(op.buckets)
+        return idx.astype(np.int64)
+
+    @staticmethod
+    def _is_missing(j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
         p = cols[op.column]
-        x = p.values
-        if kind == "is_missing":
-            return p.missing.reshape(rows, p.column.width).astype(np.float32)
-        if kind == "identity":
-            return x.astype(np.float32)
-        if kind == "standardize":
-            return ((x - np.asarray(op.mean, dtype=np.float64)) / np.asarray(op.std, dtype=np.float64)).astype(
-                np.float32
-            )
-        if kind == "min_max":
-            y = (x - op.min) / (op.max - op.min)
-            return (np.clip(y, 0.0, 1.0) if op.clip else y).astype(np.float32)
-        if kind == "log1p":
-            return np.log1p(np.maximum(x.astype(np.float64), 0.0)).astype(np.float32)
-        if kind == "clip":
-            return np.clip(x, op.min, op.max).astype(np.float32)
-        if kind == "bucketize":
-            idx = np.searchsorted(
-                np.asarray(op.boundaries, dtype=np.float64), x.reshape(-1).astype(np.float64), side="right"
-            )
-            return self._index(idx, len(op.boundaries) + 1, op.output)
-        if kind == "vocabulary":
-            sorted_vocab, order = self._vocab[j]
-            text = as_bytes(x)
-            pos = np.searchsorted(sorted_vocab, text)
-            pos_c = np.minimum(pos, len(sorted_vocab) - 1)
-            hit = sorted_vocab[pos_c] == text
-            idx = np.where(hit, order[pos_c], -1)
-            if op.oov_buckets:
-                oov = len(op.values) + (stable_hash(text) % np.uint64(op.oov_buckets)).astype(np.int64)
-                idx = np.where(hit, idx, oov)
-            return self._index(idx, len(op.values) + op.oov_buckets, op.output)
-        if kind == "hash":
-            idx = (stable_hash(x) % np.uint64(op.buckets)).astype(np.int64)
-            return self._index(idx, op.buckets, op.output)
-        if kind == "datetime":
-            return datetime_parts(x, list(op.parts), op.cyclical)
-        if kind == "length":
-            return utf8_length(x).astype(np.float32).reshape(rows, 1)
-        raise FeatureConfigError(f"unknown op {kind}")
+        return p.missing.reshape(rows, p.column.width).astype(np.float32)
+
+    @staticmethod
+    def _identity(j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        return cols[op.column].values.astype(np.float32)
+
+    @staticmethod
+    def _standardize(j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        x = cols[op.column].values
+        return ((x - np.asarray(op.mean, dtype=np.float64)) / np.asarray(op.std, dtype=np.float64)).astype(np.float32)
+
+    @staticmethod
+    def _min_max(j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        y = (cols[op.column].values - op.min) / (op.max - op.min)
+        return (np.clip(y, 0.0, 1.0) if op.clip else y).astype(np.float32)
+
+    @staticmethod
+    def _log1p(j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        return np.log1p(np.maximum(cols[op.column].values.astype(np.float64), 0.0)).astype(np.float32)
+
+    @staticmethod
+    def _clip(j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        return np.clip(cols[op.column].values, op.min, op.max).astype(np.float32)
+
+    @staticmethod
+    def _bucketize(j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        x = cols[op.column].values
+        return np.searchsorted(
+            np.asarray(op.boundaries, dtype=np.float64), x.reshape(-1).astype(np.float64), side="right"
+        )
+
+    def _vocabulary(self, j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        sorted_vocab, order = self._vocab[j]
+        text = as_bytes(cols[op.column].values)
+        pos = np.searchsorted(sorted_vocab, text)
+        pos_c = np.minimum(pos, len(sorted_vocab) - 1)
+        hit = sorted_vocab[pos_c] == text
+        idx = np.where(hit, order[pos_c], -1)
+        if op.oov_buckets:
+            oov = len(op.values) + (stable_hash(text) % np.uint64(op.oov_buckets)).astype(np.int64)
+            idx = np.where(hit, idx, oov)
+        return idx
+
+    @staticmethod
+    def _hash(j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        return (stable_hash(cols[op.column].values) % np.uint64(op.buckets)).astype(np.int64)
+
+    @staticmethod
+    def _datetime(j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        return datetime_parts(cols[op.column].values, list(op.parts), op.cyclical)
+
+    @staticmethod
+    def _length(j: int, op: Any, cols: dict[str, Prepared], rows: int) -> np.ndarray:
+        return utf8_length(cols[op.column].values).astype(np.float32).reshape(rows, 1)
 
     @staticmethod
     def _index(idx: np.ndarray, n: int, output: str) -> np.ndarray:

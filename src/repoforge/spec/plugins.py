@@ -331,6 +331,23 @@ class FeaturesPlugin(_Strict):
     features: list[FeatureOp] = Field(min_length=1, description="Ops whose values, in order, form the output row.")
     output: str = Field(default="FEATURES", pattern=_TENSOR_NAME, description="Name of the FP32 output tensor.")
     drift: DriftSetting | None = Field(default=None, description="Drift of the raw input columns (PSI on /metrics).")
+    # features → model in one Python model: an ensemble of the two pays a second stub hop (bench/PLUGINS_RESULTS.md)
+    model: str | None = Field(
+        default=None,
+        description="A model the features feed, called by the plugin: its outputs are the plugin's; unset: the "
+        "plugin answers the features (put it in an ensemble in front of a model instead).",
+    )
+    version: int = Field(default=-1, description="with `model`: its version; -1: the latest.")
+    model_input: str | None = Field(
+        default=None,
+        pattern=_TENSOR_NAME,
+        description="with `model`: its input that takes the features; unset: its only input.",
+    )
+    in_process: bool = Field(
+        default=True,
+        description="with `model`: run it inside the plugin's stub when it is an ONNX model of this build served by "
+        "repoforge's onnxruntime runner (as the router does); false: through BLS.",
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """The `features` plugin: online feature lookups and hashing in front of a model.
 
+With `model:` the plugin also runs the model the features feed and answers its outputs: inside this stub when the
+model allows it (`.local_model`, as the router and the result cache do), else through BLS. An ensemble of the
+plugin and the model answers the same, one Python stub hop later (bench/PLUGINS_RESULTS.md).
+
 Metrics: `repoforge_feature_lookup_total{model,result=hit|miss|error|skipped}`, and with `drift:`
 `repoforge_drift_psi{model,feature}` of the raw input columns (`..drift`).
 """
@@ -17,12 +21,15 @@ from ..names import FEATURE_LOOKUPS
 from ..pipeline import FeaturePipeline
 from ..triton_model import (
     ModelArgs,
+    log_info,
     run_batched,
 )
 from ._common import (
     Metrics,
+    call_model,
     plugin_config,
 )
+from .local_model import LocalModel
 
 
 class FeaturesRunner:
@@ -38,12 +45,31 @@ class FeaturesRunner:
         self.drift = DriftMonitor.from_args(self.args, cfg.drift, self.metrics)
         self._seen = (0, 0, 0, 0)
         self._lock = threading.Lock()
+        self.cfg = cfg
+        self.outputs = [t.name for t in self.args.outputs]
+        self.local: LocalModel | None = None
+        if cfg.model is not None:
+            self.local, why = (LocalModel.find(self.args.repository, cfg.model, cfg.version, self.args)
+                               if cfg.in_process else (None, "in_process: false"))  # fmt: skip
+            log_info(
+                f"{self.args.name}: the features feed {cfg.model} {'in process' if self.local else f'through BLS ({why})'}"
+            )
 
     def _compute(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.drift.observe(feed)
-        out = {self.pipeline.output_name: self.pipeline.transform(feed)}
+        features = self.pipeline.transform(feed)
         self._export()
-        return out
+        if self.cfg.model is None:
+            return {self.pipeline.output_name: features}
+        return self._call({self.cfg.model_input or self.pipeline.output_name: features})
+
+    def _call(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One call of the model the features feed: in this stub where allowed (and Triton has it ready), else BLS."""
+        runner = self.local.current() if self.local is not None else None
+        if self.local is not None and runner is not None:
+            return self.local.run(runner, feed, self.outputs)
+        assert self.cfg.model is not None
+        return call_model(self.cfg.model, self.cfg.version, feed, self.outputs)
 
     def _export(self) -> None:
         lk = self.pipeline.lookup

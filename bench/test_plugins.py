@@ -1,6 +1,8 @@
 """Plugin benchmark: what a result-cache hit costs next to the model it saves, and what the features
 plugin costs next to a Python model that does nothing, side by side in one run against a real
-tritonserver (and a real redis-server for the Redis variants).
+tritonserver (and a real redis-server for the Redis variants). `test_features_pipeline` (its own run and
+section of the results) puts the features plugin in front of SMALL_MLP, as an ensemble and with the
+plugin's `model:` (in process and through BLS), against SMALL_MLP alone.
 
 1. Cache: COMPUTE_MLP (1024-4096-4096-16, repoforge.modelgen; ONNX through repoforge's CPU runner)
    measured directly, then through `result_cache` in memory and in Redis. perf_analyzer sends the
@@ -18,7 +20,8 @@ Everything is perf_analyzer over gRPC at concurrency 1 (the latency of one reque
 measures every contender once (order rotated per round); medians and ranges are over rounds, and
 each ratio is taken within a round. Not part of CI.
 
-    .venv/bin/pytest bench/test_plugins.py -s                 # about 3-4 minutes on 2 cores
+    .venv/bin/pytest bench/test_plugins.py::test_plugins_side_by_side -s   # about 3-4 minutes on 2 cores
+    .venv/bin/pytest bench/test_plugins.py::test_features_pipeline -s      # about 4 minutes (5 rounds)
     .venv/bin/python bench/test_plugins.py [--rounds 3] [--interval-ms 1000]
 
 Both print the tables and rewrite bench/PLUGINS_RESULTS.md.
@@ -416,9 +419,9 @@ def report(result: dict[str, Any]) -> str:
             f"BLS hop, about {hop - local:,.0f} µs, is gone and the Python work is what remains. In process applies "
             "where the router's does (`runtime/plugins/local_model.py`: an ONNX model of the same build on repoforge's "
             "onnxruntime runner, CPU); any other target still pays the hop. Those misses do not appear in the "
-            "target's own Triton statistics, and each cache instance holds its own copy of the model. The features "
-            "plugin is measured against a no-op Python model, not in front of one (this bench has no features → "
-            "model pipeline): its overhead is its ops' Python work."
+            "target's own Triton statistics, and each cache instance holds its own copy of the model. Here the features "
+            "plugin is measured against a no-op Python model (its overhead is its ops' Python work); in front of a "
+            "model it is measured by `test_features_pipeline`, in the section below."
         ),
         "",
     ]
@@ -558,7 +561,7 @@ def triton_stats(http_url: str, models: Sequence[str]) -> dict[str, dict[str, fl
     return out
 
 
-def run_pipeline_bench(rounds: int = 3, interval_ms: int = 1000, write: bool = True) -> dict[str, Any]:
+def run_pipeline_bench(rounds: int = 5, interval_ms: int = 1000, write: bool = True) -> dict[str, Any]:
     from repoforge.build import build
     from repoforge.servers.triton import TritonServer
 
@@ -592,7 +595,8 @@ def run_pipeline_bench(rounds: int = 3, interval_ms: int = 1000, write: bool = T
                               f"{'' if p.stable else ' (unstable)'}  load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
             load.stop()
             tritonserver_version = h.get_json(f"http://{server.http_url}/v2").get("version")
-    result = {"rounds": rounds, "interval_ms": interval_ms, "pts": pts, "stats": stats, "load_before": load_before,
+    ops = ops_side_by_side()
+    result = {"rounds": rounds, "interval_ms": interval_ms, "pts": pts, "stats": stats, "ops": ops, "load_before": load_before,
               "load_after": os.getloadavg(), "load_samples": load.samples, "seconds": time.monotonic() - started,
               "machine": h.machine_text(tritonserver_version)}  # fmt: skip
     text = pipe_report(result)
@@ -674,10 +678,107 @@ def pipe_report(result: dict[str, Any]) -> str:
         t3.add(f"`{m}`", f"{h.med([p.throughput for p in ps]):,.0f}", f"{h.med([p.cpu['busy'] for p in ps]):.2f}",
                f"{us('client'):,.0f}", f"{us('server'):,.0f}", f"{us('stub'):,.0f}", f"{tot:,.0f}")  # fmt: skip
     lines += [t3.markdown(), ""]
+
+    def st(m: str, n: str) -> float:
+        vals = [d[n] for d in (_per_request_us(x, m) for x in result["stats"][m]) if n in d]
+        return h.med(vals) if vals else float("nan")
+
+    def cpu(m: str, label: str) -> float:
+        return h.med([p.cpu.get(label, 0.0) / p.throughput * 1e6 for p in pts[(m, 16)] if p.cpu and p.throughput])
+
+    add = {m: h.med([(a - b) * 1000 for a, b in zip(p50[m], p50["small"], strict=True)]) for m in PIPE[1:]}
+    lines += [
+        f"Where the time goes. The ensemble (`pipe`, {add['pipe']:+,.0f} µs) runs two Python stubs one after the "
+        f"other: Triton counts {st('pipe', 'feats'):,.0f} µs per request in `feats` and {st('pipe', 'small'):,.0f} µs "
+        f"in `small`, against {st('small', 'small'):,.0f} µs for `small` alone, and at concurrency 16 it costs "
+        f"{cpu('pipe', 'server') - cpu('small', 'server'):+,.0f} µs of tritonserver CPU and "
+        f"{cpu('pipe', 'stub') - cpu('small', 'stub'):+,.0f} µs of stub CPU per request more than `small` (the "
+        "ensemble scheduler's second request, and a second stub's shared-memory round trip). With `model:` "
+        f"(`fused`, {add['fused']:+,.0f} µs) one stub computes the features and runs SMALL_MLP "
+        f"({st('fused', 'fused'):,.0f} µs per request in `fused`): the second hop is gone, and what remains over "
+        "the model alone is the features' own Python work (the ops line below) and their raw inputs (four tensors, two "
+        f"of them strings, where `small` takes one). Through BLS (`fused_bls`, {add['fused_bls']:+,.0f} µs) the "
+        "model's request goes back through the core to `small`'s stub "
+        f"({'more' if add['fused_bls'] > add['pipe'] else 'no more'} than the ensemble's hop), so `in_process: false` "
+        "is for a model that cannot "
+        "run in process (the router's rules: `runtime/plugins/local_model.py`). Rows run in process do not appear in "
+        "`small`'s own Triton statistics.",
+        "",
+    ]
+    ops = result.get("ops")
+    if ops:
+        ratio = [a / b for a, b in zip(ops["after"], ops["before"], strict=True)]
+        lines += [
+            f"The features' ops alone, one row, in process (`ops_side_by_side`: today's ops against those of {OPS_BEFORE}, "
+            f"before they were trimmed, alternating in one process, {len(ratio)} rounds): before "
+            f"{h.med(ops['before']):,.0f} µs ({h.rng(ops['before'])}), after {h.med(ops['after']):,.0f} µs "
+            f"({h.rng(ops['after'])}), after ÷ before {h.med(ratio):.2f} ({h.rng(ratio, '{:.2f}')}); same outputs. "
+            "Every row above already runs today's ops: before both changes, features in front of a model was `pipe` "
+            "with the old ops, about the difference of these two figures slower than `pipe` here.",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def test_features_pipeline() -> None:
-    rounds = int(os.environ.get("REPOFORGE_BENCH_ROUNDS", "3"))
+    rounds = int(os.environ.get("REPOFORGE_BENCH_ROUNDS", "5"))
     result = run_pipeline_bench(rounds=rounds, interval_ms=int(os.environ.get("REPOFORGE_BENCH_INTERVAL_MS", "1000")))
     assert all(len(result["pts"][(m, c)]) == rounds for m in PIPE for c in (1, 16))
+
+
+#: the commit before the ops were trimmed (f76a4f1): its runtime is loaded beside today's for `ops_side_by_side`
+OPS_BEFORE = "786e9ab"
+
+
+def ops_side_by_side(rounds: int = 7, n: int = 2000) -> dict[str, list[float]] | None:
+    """µs per 1-row `transform` of the bench's features, today's ops against OPS_BEFORE's, alternating A B A B in
+    one process (the runtime package is self-contained: its old copy is loaded from git under another name).
+    None when git cannot show that commit (e.g. a shallow clone)."""
+    import importlib
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    from repoforge.runtime.config import parse_plugin_config
+
+    with tempfile.TemporaryDirectory(prefix="repoforge-ops-") as d:
+        spec = write_pipe_spec(Path(d))
+        from repoforge.spec import load_spec
+
+        plugin = next(m.plugin for m in load_spec(spec).spec.models if m.name == "feats")
+        cfg_json = plugin.model_dump_json()
+        pkg = Path(d) / "oldrt"
+        try:
+            tree = subprocess.run(["git", "-C", str(ROOT), "archive", OPS_BEFORE, "src/repoforge/runtime"],
+                                  capture_output=True, check=True, timeout=60).stdout  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return None
+        import io
+        import tarfile
+
+        with tarfile.open(fileobj=io.BytesIO(tree)) as tar:
+            tar.extractall(pkg, filter="data")
+        sys.path.insert(0, str(pkg / "src" / "repoforge"))
+        try:
+            old_mod = importlib.import_module("runtime.pipeline")
+            old_cfg = importlib.import_module("runtime.config")
+        finally:
+            sys.path.pop(0)
+        from repoforge.runtime.pipeline import FeaturePipeline
+
+        new = FeaturePipeline(parse_plugin_config(cfg_json))
+        old = old_mod.FeaturePipeline(old_cfg.parse_plugin_config(cfg_json))
+        feed = {"user_id": np.array([[b"u-4f1c2a9e7b3d5c6"]], dtype=object), "age": np.array([[33.0]], np.float32),
+                "city": np.array([[b"paris"]], dtype=object), "ts": np.array([[1_700_000_000]], np.int64)}  # fmt: skip
+        assert np.array_equal(new.transform(feed), old.transform(feed))
+        out: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(rounds):
+            for label, p in (("before", old), ("after", new)):
+                for _ in range(200):
+                    p.transform(feed)
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    p.transform(feed)
+                out[label].append((time.perf_counter() - t0) / n * 1e6)
+        return out

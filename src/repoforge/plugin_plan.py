@@ -65,6 +65,12 @@ def plugin_model_plan(ck: Checker, i: int, m: ModelSpec, device: str) -> ModelPl
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
     if isinstance(plugin, FeaturesPlugin):
+        if plugin.model is not None and ck.rules.plugin_kinds is not None:  # such targets run no calling plugin
+            ck.add(
+                (*where, "plugin", "model"),
+                "a features plugin calls its `model` with Triton's BLS and runs on --target triton only; "
+                "remove `model` and chain the two another way (a TorchServe workflow)",
+            )
         for field in ("version", "model_input", "in_process"):
             if field in plugin.model_fields_set and plugin.model is None:
                 ck.add(

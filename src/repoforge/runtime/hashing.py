@@ -134,6 +134,9 @@ def to_unit(h: np.ndarray) -> np.ndarray:
 
 def utf8_length(values: np.ndarray) -> np.ndarray:
     """Number of characters (not bytes) in each value's UTF-8 text."""
-    mat, lengths = _matrix(as_bytes(values))
+    b = as_bytes(values)
+    if len(b) <= PY_LOOP_MAX_ROWS:  # bytes that do not continue a character (0b10xxxxxx), as below
+        return np.array([sum(1 for c in x if c & 0xC0 != 0x80) for x in b.tolist()], dtype=np.int64)
+    mat, lengths = _matrix(b)
     inside = np.arange(mat.shape[1])[None, :] < lengths[:, None]
     return (((mat & 0xC0) != 0x80) & inside).sum(axis=1)

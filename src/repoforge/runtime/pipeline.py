@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .config import CYCLES, Column, FeaturesConfig, PluginConfigError, all_columns, as_data, check_features, op_width
-from .hashing import as_bytes, combine, stable_hash, utf8_length
+from .hashing import PY_LOOP_MAX_ROWS, as_bytes, combine, stable_hash, utf8_length
 from .online import OnlineLookup
 
 __all__ = ["FeatureConfigError", "FeaturePipeline", "Prepared", "datetime_parts", "one_hot"]
@@ -211,7 +211,11 @@ class FeaturePipeline:
         for j, op, at, width, fn, indexed in self._steps:
             if indexed:  # an index op: its one-hot ones go straight into the output (zeros already)
                 idx = np.asarray(fn(j, op, prepared, rows), dtype=np.int64).reshape(-1)
-                if op.output == "one_hot":
+                if op.output == "one_hot" and rows <= PY_LOOP_MAX_ROWS:  # a few rows: cheaper than 4 numpy calls
+                    for r, i in enumerate(idx.tolist()):
+                        if 0 <= i < width:
+                            out[r, at + i] = 1.0
+                elif op.output == "one_hot":
                     ok = (idx >= 0) & (idx < width)
                     out[np.nonzero(ok)[0], at + idx[ok]] = 1.0
                 else:

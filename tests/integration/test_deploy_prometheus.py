@@ -525,10 +525,19 @@ def test_error_alert_reads_a_python_models_failed_requests(tmp_path: Path) -> No
                 time.sleep(0.5)
             client = triton_http.InferenceServerClient(triton.http_url, connection_timeout=10, network_timeout=10)
             failed = 0
+            result: list[dict[str, Any]] = []
+
+            def picky_share() -> float:
+                return max((float(r["value"][1]) for r in result if r["metric"].get("model") == "picky"), default=0.0)
+
             try:
-                stop = time.monotonic() + WINDOW_S + 2
+                # one request in three fails until the alert's query reads the errors (a rate needs two scrapes of
+                # them in its window: a few seconds; waiting a whole window and more each run cost about 6 s), or
+                # for a bounded time on a slow host
+                stop = time.monotonic() + 4 * WINDOW_S + 10
+                next_query = time.monotonic() + 2
                 i = 0
-                while time.monotonic() < stop:  # one request in three fails, for a few scrapes
+                while time.monotonic() < stop:
                     x = np.array([[-1.0 if i % 3 == 0 else 1.0]], dtype=np.float32)
                     inp = triton_http.InferInput("X", [1, 1], "FP32")
                     inp.set_data_from_numpy(x)
@@ -537,12 +546,14 @@ def test_error_alert_reads_a_python_models_failed_requests(tmp_path: Path) -> No
                     except InferenceServerException:
                         failed += 1
                     i += 1
+                    if time.monotonic() >= next_query:
+                        result, next_query = prom.query(alert), time.monotonic() + 0.5
+                        if picky_share() > 0.0:
+                            break
                     time.sleep(0.05)
             finally:
                 client.close()
             assert failed > 0
-            time.sleep(2)  # two more scrapes
-            result = prom.query(alert)
             triton_failures = prom.query('sum(nv_inference_request_failure{job="picky-metrics", model="picky"})')
     print(f"{failed} failed of {i} requests; alert query {result}; nv_inference_request_failure {triton_failures}")
     assert result, "the alert's query returned nothing"

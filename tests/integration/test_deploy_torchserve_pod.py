@@ -36,7 +36,9 @@ def test_the_pods_hook_registers_the_workflows(tmp_path: Path) -> None:
         )
         hook = tmp_path / "register_workflows.py"
         hook.write_text(script.replace("/etc/torchserve/config.properties", str(config)))
-        r = subprocess.run([sys.executable, str(hook)], cwd=ts.workdir, capture_output=True, text=True, timeout=180)
+        # bounded by the hook's own deadline (the pod's startup timeout less 30 s: 570 s), not a tighter one of the
+        # test's: registering starts the workflow's model workers (each imports torch), 27 s of an 81 s run at load 10
+        r = subprocess.run([sys.executable, str(hook)], cwd=ts.workdir, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr + ts.log_tail(30)
         assert "registered pipeline.war" in r.stdout
         answer = ts.wfpredict("pipeline", {"input": [[0.1] * 8]})

@@ -425,11 +425,22 @@ def test_the_callback_gets_the_answer_and_metrics_show_the_queue(gw: str) -> Non
 
 
 def test_killing_and_restarting_the_gateway_loses_no_accepted_id(env: Env, r: redis.Redis) -> None:
-    flags = ("--workers", "2", *QUEUE_FLAGS)
+    """All 40 ids are accepted before any worker runs (by a gateway without workers, on the same queue), so the kill
+    meets 38 of them queued or in flight whatever the host's load: sent one by one to the gateway that also answered
+    them, on a loaded host the 40 requests took longer to send than to answer, all were done before the kill and
+    nothing was left to lose (it failed so). A request timeout of 2 s: a 150 ms request is not the timeout under
+    test here, and three 1 s timeouts of one request on a loaded host would dead-letter it."""
+    flags = ("--request-timeout", "2", "--visibility-timeout", "3", "--max-deliveries", "3")
+    front, front_base = env.gateway("t:restart", *flags)  # accepts, answers nothing
+    try:
+        ids = [submit(front_base, [float(i)], sleep_ms=150) for i in range(40)]
+    finally:
+        front.stop(timeout=10)
+    assert int(r.hget("t:restart:stats", "done") or 0) == 0
+    flags = ("--workers", "2", *flags)
     proc, base = env.gateway("t:restart", *flags)
     port = int(base.rsplit(":", 1)[1])
     try:
-        ids = [submit(base, [float(i)], sleep_ms=100) for i in range(40)]
         wait_for(lambda: int(r.hget("t:restart:stats", "done") or 0) >= 2, 30, "some answers before the kill")
         proc.send_signal(signal.SIGKILL)  # with in-process workers mid-request
         proc.stop(timeout=5)

@@ -12,7 +12,16 @@ One run does four things:
     .venv/bin/pytest bench/test_tune.py --benchmark-enable -s     # about 25 minutes on 2 cores
     .venv/bin/python bench/test_tune.py [--budget-ms 8] [--interval-ms 3000] [--out DIR]
 
-Both print the figures and rewrite the "tune" section of bench/RESULTS.md.
+Issue 26.3's figure (4 tunes vs the grid, every pick and the grid's side by side in 5 alternating rounds; p99
+budget 25 ms, 1000 ms windows; about 30 minutes on 2 cores, the grid half of it; rewrites "tune-repeats"):
+
+    .venv/bin/python bench/test_tune.py --repeats 4
+
+The search replayed on the recorded grid under seeded noise (no server, about a minute; rewrites "tune-noise"):
+
+    PYTHONHASHSEED=0 .venv/bin/python bench/test_tune.py --noise-replays
+
+The first two print the figures and rewrite the "tune" section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -242,7 +251,7 @@ def render(r: dict[str, Any]) -> str:
 
 
 def run_repeats(budget_ms: float = 25.0, interval_ms: int = 1000, concurrency: int = 16, repeats: int = 4,
-                rounds: int = 3, write: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+                rounds: int = 5, write: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """The grid once, then ``repeats`` coordinate tunes, then every distinct pick measured side by side with the
     grid's pick, ``rounds`` alternating rounds on one server: found / grid best per tune, from those medians."""
     t0 = time.monotonic()
@@ -316,21 +325,22 @@ def render_repeats(r: dict[str, Any]) -> str:
             "time",
             "found / grid best (side by side)",
             "per round",
-            "p99 ms",
-            f"≥ {TARGET_RATIO:.2f}",
+            "p99 ms (median)",
+            f"≥ {TARGET_RATIO:.2f} and p99 within budget",
         ]
     )
     for x in r["tunes"]:
         if x.get("pick") is None:
             t.add(x["tune"], "(none within budget)", x["runs"], f"{x['elapsed_s'] / 60:.1f} min", "-", "-", "-", "no")
             continue
+        met = x["ratio"] >= TARGET_RATIO and x["p99"] <= r["budget_ms"]
         t.add(x["tune"], f"`{x['pick']}`", x["runs"], f"{x['elapsed_s'] / 60:.1f} min", f"**{x['ratio']:.3f}**",
-              h.rng(x["per_round"], "{:.2f}"), f"{x['p99']:.2f} (grid {g['p99']:.2f})", "yes" if x["ratio"] >= TARGET_RATIO else "no")  # fmt: skip
+              h.rng(x["per_round"], "{:.2f}"), f"{x['p99']:.2f} (grid {g['p99']:.2f})", "yes" if met else "no")  # fmt: skip
     lines += [t.markdown(), ""]
     return "\n".join(lines) + "\n"
 
 
-def noise_replays(seeds: int = 60, write: bool = True, say: Callable[[str], None] = print) -> str:
+def noise_replays(seeds: int = 200, write: bool = True, say: Callable[[str], None] = print) -> str:
     """The search replayed on the recorded grid (tests/data/tune/grid_small_mlp.json) under seeded noise, the
     default search against the one it replaced, each scored by the true throughput of its pick over that of the
     grid's pick under the same noise, and over the true best."""
@@ -350,39 +360,48 @@ def noise_replays(seeds: int = 60, write: bool = True, say: Callable[[str], None
         s.confirm(8)
         return s
 
-    def searcher(strategy: str, race: bool, finalists: int, confirm: int) -> Callable[[Measurer], TuneSearch]:
+    def searcher(strategy: str, race: bool, finalists: int, confirm: int, final: bool = True) -> Callable[[Measurer], TuneSearch]:  # fmt: skip
         def run(m: Measurer) -> TuneSearch:
             s = TuneSearch(m, budget, space.size // 10 + confirm, lambda _m: None)
             s.strategy, s.race, s.finalist_count = strategy, race, finalists
+            if not final:  # the race's leader as the pick, no near-budget finalists (the 2026-12-06 bench runs)
+                s.headroom, s.near_budget = False, 0.0
             s.coordinate(space, start, confirm)
             return s
 
         return run
 
     searches = {"before: descent + model, 2 rounds of 3 finalists + current (12 + 8 runs)": searcher("model", False, 3, 8),
-                "now: screen + model, race of 4 finalists + current (12 + 12 runs)": searcher("screen", True, 4, 12)}  # fmt: skip
-    best = land.best(budget)
-    t = h.Table(["noise a run (log sd), drift", "search", "vs grid's pick: median", "worst 10 %", "≥ 0.95",
-                 "vs true best: median", "≥ 0.95"])  # fmt: skip
-    for sigma, drift in ((0.05, 0.05), (0.1, 0.1), (0.25, 0.15)):
-        grid = noisy_replays(land, budget, sigma, drift, range(1000, 1000 + seeds), grid_search)
-        g = [land.value(c, budget) for c, _ in grid]
-        t.add(f"{sigma:g}, {drift:g}", "grid (120 runs + 8)", "1", "-", "-", f"{statistics.median(g) / best:.3f}",
-              f"{sum(v >= 0.95 * best for v in g) / seeds:.0%}")  # fmt: skip
-        for name, run in searches.items():
-            found = noisy_replays(land, budget, sigma, drift, range(seeds), run)
-            v = [land.value(c, budget) for c, _ in found]
-            r = sorted(a / max(b, 1e-9) for a, b in zip(v, g, strict=True))
-            t.add("", name, f"**{statistics.median(r):.3f}**", f"{r[seeds // 10]:.3f}",
-                  f"{sum(x >= 0.95 for x in r) / seeds:.0%}", f"{statistics.median(v) / best:.3f}",
-                  f"{sum(x >= 0.95 * best for x in v) / seeds:.0%}")  # fmt: skip
-            say(f"sigma {sigma}: {name}: {r[seeds // 2]:.3f}")
+                "12-06: screen + model, race of 4 finalists + current, the leader (12 + 12 runs)": searcher("screen", True, 4, 12, final=False),
+                "now: the same + near-budget finalists, headroom among the leader's equals (12 + 12 runs)": searcher("screen", True, 4, 12)}  # fmt: skip
+    t = h.Table(["budget, noise a run (log sd), drift", "search", "vs grid's pick: median", "worst 10 %", "≥ 0.95",
+                 "vs true best: median", "≥ 0.95", "no pick or truly over budget"])  # fmt: skip
+    median_budget = budget
+    for budget in (median_budget, 0.8 * median_budget):
+        best = land.best(budget)
+        for sigma, drift in ((0.05, 0.05), (0.1, 0.1), (0.25, 0.15)):
+            grid = noisy_replays(land, budget, sigma, drift, range(1000, 1000 + seeds), grid_search)
+            g = [land.value(c, budget) for c, _ in grid]
+            t.add(f"{budget:.1f} ms, {sigma:g}, {drift:g}", "grid (120 runs + 8)", "1", "-", "-",
+                  f"{statistics.median(g) / best:.3f}", f"{sum(v >= 0.95 * best for v in g) / seeds:.0%}",
+                  f"{sum(v == 0 for v in g) / seeds:.0%}")  # fmt: skip
+            for name, run in searches.items():
+                found = noisy_replays(land, budget, sigma, drift, range(seeds), run)
+                v = [land.value(c, budget) for c, _ in found]
+                r = sorted(a / max(b, 1e-9) for a, b in zip(v, g, strict=True))
+                t.add("", name, f"**{statistics.median(r):.3f}**", f"{r[seeds // 10]:.3f}",
+                      f"{sum(x >= 0.95 for x in r) / seeds:.0%}", f"{statistics.median(v) / best:.3f}",
+                      f"{sum(x >= 0.95 * best for x in v) / seeds:.0%}", f"{sum(x == 0 for x in v) / seeds:.0%}")  # fmt: skip
+                say(f"budget {budget:.1f} sigma {sigma}: {name}: {r[seeds // 2]:.3f}")
+    budget = median_budget
     md = "\n".join([
         "## Tune: the search replayed on a recorded grid under seeded noise (small MLP)", "",
         f"The grid recorded by `bench/record_tune_grid.py` ({data['machine']}); one run's noise in it: {land.sigma:.2f} "
         f"(log throughput, {data['interval_ms']} ms windows). Truth per config: the additive model's fit plus the config's "
-        f"own deviation, shrunk by how much of it the noise explains. Budget p99 ≤ {budget:.1f} ms (half the configs). "
-        f"{seeds} seeded replays per row; the grid replayed under the same noise, its pick confirmed by 8 runs.", "",
+        f"own deviation, shrunk by how much of it the noise explains. Budget p99 ≤ {budget:.1f} ms (half the configs), "
+        f"then ≤ {0.8 * budget:.1f} ms (a tight one: a pick near it is over it in many runs). {seeds} seeded replays per "
+        f"row (PYTHONHASHSEED {os.environ.get('PYTHONHASHSEED', 'random')}); the grid replayed under the same noise, "
+        "its pick confirmed by 8 runs. A pick truly over the budget, or none, counts as 0.", "",
         t.markdown(), "",
     ])  # fmt: skip
     if write:
@@ -401,10 +420,10 @@ def test_tune_vs_grid(long_bench: None, benchmark: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget-ms", type=float, default=8.0)
-    p.add_argument("--interval-ms", type=int, default=3000)
+    p.add_argument("--budget-ms", type=float, help="p99 budget (default 8; with --repeats 25)")
+    p.add_argument("--interval-ms", type=int, help="perf_analyzer window (default 3000; with --repeats 1000)")
     p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=5, help="side-by-side runs of each winner")
+    p.add_argument("--rounds", type=int, default=5, help="side-by-side runs of each winner (alternating rounds)")
     p.add_argument("--out", type=Path, help="keep tune.json, spec-patch.yaml and pareto.png of both searches here")
     p.add_argument("--no-write", action="store_true", help="do not rewrite bench/RESULTS.md")
     p.add_argument("--json", type=Path, help="also write the raw result here")
@@ -418,9 +437,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.repeats:
-        result = run_repeats(a.budget_ms, a.interval_ms, a.concurrency, a.repeats, a.rounds, write=not a.no_write)
+        result = run_repeats(a.budget_ms or 25.0, a.interval_ms or 1000, a.concurrency, a.repeats, a.rounds,
+                             write=not a.no_write)  # fmt: skip
     else:
-        result = run_bench(a.budget_ms, a.interval_ms, a.concurrency, a.rounds, a.out, write=not a.no_write)
+        result = run_bench(a.budget_ms or 8.0, a.interval_ms or 3000, a.concurrency, a.rounds, a.out,
+                           write=not a.no_write)  # fmt: skip
     if a.json:
         a.json.write_text(json.dumps(result, indent=1, default=str))
 

@@ -4,6 +4,7 @@ so no server is needed to check what the command line does with its result."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,54 @@ def test_apply_patch_names_what_changed_and_refuses_an_unknown_model(tmp_path: P
     assert spec.read_text() == "# mine\nversion: 1\nmodels:\n- name: m  # keep\n  max_batch_size: 16\n  format: onnx\n"
     with pytest.raises(Exception, match="no model named 'x'"):
         apply_patch(spec, yaml.safe_load("models: [{name: x, max_batch_size: 4}]"))
+
+
+def test_start_from_is_checked_before_anything_starts_and_reaches_the_multi_model_climb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--start-from MODEL=DIR: a bad value is a usage error (exit 2) before a build or a server; a good one hands the
+    single-model tune's pick in DIR to the multi-model climb as that model's start."""
+    from repoforge.perf import tune_multi
+
+    called: list[dict[str, Any]] = []
+
+    def fake_tune_models(spec: Any, goals: Any, **kw: Any) -> Any:
+        called.append(kw)
+        raise tune_mod.TuneError("stop here")
+
+    monkeypatch.setattr(tune_multi, "tune_models", fake_tune_models)
+    single = tmp_path / "ta"
+    single.mkdir()
+    pick = Candidate(16, "max", 100, 2)
+    (single / "tune.json").write_text(json.dumps({"model": "a", "best": {"candidate": pick.to_dict()}}))
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "tune.json").write_text(json.dumps({"model": "a", "best": None}))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("version: 1\nmodels: []\n")
+    base = ["tune", str(spec), "--latency-budget-ms", "20", "-o", str(tmp_path / "out")]
+    for args, why in [
+        (["-m", "a", "--start-from", f"a={single}"], "give two or more -m models"),
+        (["-m", "a", "-m", "b", "--start-from", "a"], "is not MODEL=DIR"),
+        (["-m", "a", "-m", "b", "--start-from", f"c={single}"], "'c' is not one of the -m models (a, b)"),
+        (["-m", "a", "-m", "b", "--start-from", f"a={tmp_path / 'missing'}"], "has no tune.json"),
+        (["-m", "a", "-m", "b", "--start-from", f"a={tmp_path / 'none'}"], "has no pick"),
+        (["-m", "a", "-m", "b", "--start-from", f"a={single}", "--start-from", f"a={single}"], "'a' is given twice"),
+    ]:
+        res = CliRunner().invoke(main, base + args)
+        assert res.exit_code == 2 and why in " ".join(res.output.split()), (args, res.output)
+    assert not called  # nothing was built or started
+    res = CliRunner().invoke(main, [*base, "-m", "a", "-m", "b", "--start-from", f"a={single / 'tune.json'}"])
+    assert res.exit_code == 1 and called and called[0]["start"] == {"a": pick}, res.output
+    res = CliRunner().invoke(main, ["tune", "--help"])
+    assert "--start-from MODEL=DIR" in res.output and "single-model tune" in res.output
+
+
+def test_the_summary_says_why_the_pick_is_not_the_races_fastest() -> None:
+    a, b = Candidate(16, "max", 0, 1), Candidate(32, "max", 100, 2)
+    ta = Trial(a, throughput=5000, p50_ms=2, p99_ms=4.0, feasible=True, runs=3)
+    tb = Trial(b, throughput=5100, p50_ms=3, p99_ms=7.5, feasible=True, runs=3)
+    r = tune_mod.TuneResult("m", "coordinate", 8.0, 16, [ta, tb], ta, 24, 120, 24, 1, 1.0, finalists=[ta, tb],
+                            race={a.label(): 0.0, b.label(): 0.02})  # fmt: skip
+    assert f"picked for its p99 headroom: {b.label()} scored higher" in r.summary()
+    r.race = {a.label(): 0.0, b.label(): -0.2}
+    assert "headroom" not in r.summary()

@@ -203,6 +203,16 @@ def perf(
     "meets the budget).",
 )
 @click.option(
+    "--start-from",
+    "start_from",
+    multiple=True,
+    metavar="MODEL=DIR",
+    help="Multi-model mode: start MODEL's climb from the pick of its own single-model tune, DIR being that tune's "
+    "-o folder (or its tune.json), instead of from the spec's config. The workflow: `tune SPEC -m a -o ta`, "
+    "`tune SPEC -m b -o tb`, then `tune SPEC -m a -m b --start-from a=ta --start-from b=tb`, so the single picks "
+    "served together are in the race and the multi-model pick has to beat them. Repeat it per model.",
+)
+@click.option(
     "--restart",
     is_flag=True,
     help="Discard the checkpoint an interrupted tune left in OUTPUT and start over (by default the same tune "
@@ -220,6 +230,7 @@ def tune(
     max_trials: int,
     output: Path,
     apply_to_spec: bool,
+    start_from: tuple[str, ...],
     restart: bool,
     as_json: bool,
 ) -> None:

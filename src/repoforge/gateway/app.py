@@ -19,6 +19,7 @@ from typing import Any
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -189,17 +190,22 @@ async def generate_stream(request: Request) -> Response:
             log.info("SSE client of %s left after %d events; request cancelled in Triton", model.name, sent)
             raise
 
-    # Triton starts on the request now, while the response starts (sse-starlette's task group, the headers), so its
-    # first event no longer waits behind them. send_timeout: a reader that takes nothing for that long is dropped
-    # (and its request cancelled).
-    return EventSourceResponse(_started(events()), ping=15, send_timeout=60)
-
-
-async def _started(stream: AsyncGenerator[dict[str, str], None]) -> AsyncIterator[dict[str, str]]:
-    """`stream`'s events, the first one asked for at once, in a task, before the caller iterates: the response's
-    setup overlaps Triton's work on the request. Cancelling the iteration (the client left) cancels that task
-    and with it the stream's gRPC call, as before; the stream is closed however the iteration ends."""
+    # Triton starts on the request now, before the response starts (sse-starlette's task group, the headers), so
+    # its first event no longer waits behind them. send_timeout: a reader that takes nothing for that long is
+    # dropped (and its request cancelled).
+    stream = events()
     first = asyncio.ensure_future(anext(stream, None))
+    await asyncio.sleep(0)  # one turn of the loop: the task sends the request to Triton
+    return EventSourceResponse(_started(first, stream), ping=15, send_timeout=60,
+                               background=BackgroundTask(_close, first, stream))  # fmt: skip
+
+
+async def _started(
+    first: asyncio.Future[dict[str, str] | None], stream: AsyncGenerator[dict[str, str], None]
+) -> AsyncIterator[dict[str, str]]:
+    """`stream`'s events, the first one already asked for by `first` (a task started with the response, not when
+    the response first iterates: an async generator's body runs only then). Cancelling the iteration (the client
+    left) cancels that task and with it the stream's gRPC call, as before."""
     try:
         event = await first
         if event is None:
@@ -208,8 +214,16 @@ async def _started(stream: AsyncGenerator[dict[str, str], None]) -> AsyncIterato
         async for event in stream:
             yield event
     finally:
+        await _close(first, stream)
+
+
+async def _close(first: asyncio.Future[Any], stream: AsyncGenerator[Any, None]) -> None:
+    """End the stream and its gRPC call (a no-op once ended): after the iteration, and after the response in case
+    the client left before the response iterated at all (`first` still pending, the stream never closed)."""
+    if not first.done():
         first.cancel()
-        await stream.aclose()
+        await asyncio.wait([first])
+    await stream.aclose()
 
 
 async def ws_stream(websocket: WebSocket) -> None:

@@ -71,6 +71,7 @@ __all__ = [
     "MultiTuneResult",
     "MultiTuneSearch",
     "default_multi_runs",
+    "single_pick",
     "tune_models",
 ]
 
@@ -838,6 +839,29 @@ def _check_names(spec: str | Path, goals: list[ModelGoal]) -> None:
         seen.add(g.name)
         if g.name not in known:
             raise ArgumentError("--model", f"model '{g.name}' is not in {spec}; it has {', '.join(known)}")
+
+
+def single_pick(path: str | Path) -> Candidate:
+    """The pick of a finished single-model ``repoforge tune`` (its OUTPUT folder, or the tune.json in it), where a
+    multi-model climb can start: tune each model alone first, then together from those picks. ValueError saying
+    what is wrong (the CLI turns it into a usage error before any server starts)."""
+    p = Path(path)
+    f = p / "tune.json" if p.is_dir() else p
+    if not f.is_file():
+        raise ValueError(f"{p} has no tune.json: give the -o folder of a finished single-model `repoforge tune`")
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{f} is not a tune.json: {exc}") from None
+    if not isinstance(data, dict) or "picks" in data:
+        raise ValueError(f"{f} is a multi-model tune's result; give a single-model tune's -o folder")
+    best = data.get("best")
+    if not isinstance(best, dict) or not isinstance(best.get("candidate"), dict):
+        raise ValueError(f"{f} has no pick (that tune found no config within its budget)")
+    try:
+        return Candidate.from_dict(best["candidate"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{f}: its pick is not a tune candidate ({exc})") from None
 
 
 def _bases_and_starts(

@@ -370,6 +370,38 @@ def race(
     return alive
 
 
+def _log_spread(values: Iterable[Iterable[float]]) -> float:
+    """Pooled standard deviation of the logs of each group's values about the group's own mean (one run's noise)."""
+    dev: list[float] = []
+    groups = 0
+    for vs in values:
+        logs = [math.log(max(v, 1e-9)) for v in vs]
+        if len(logs) >= 2:
+            mid = statistics.fmean(logs)
+            dev += [x - mid for x in logs]
+            groups += 1
+    return math.sqrt(sum(d * d for d in dev) / (len(dev) - groups)) if len(dev) > groups else 0.0
+
+
+def pick_with_headroom(raced: list[Trial], scores: dict[Any, tuple[float, int]], budget_ms: float, z: float) -> Trial:
+    """The final choice among a race's survivors within budget. A pick whose p99 is over the budget when measured
+    again is a failed tune, and the runs near the budget are as noisy as the throughput, so:
+
+    1. those whose p99 is clearly within the budget (median p99 times ``z`` noise standard errors under it) go first,
+       when there are any;
+    2. among those, every one whose race score (:func:`race_scores`) is within ``z`` standard errors of the leader's
+       is as fast as far as the runs can tell, and of those the one with the lowest median p99 wins (the most
+       headroom: it stays within budget when the host gets busier).
+
+    Noise: one run's spread of log throughput and of log p99 within each finalist's runs, pooled (at least 2 %)."""
+    tp_noise = max(0.02, _log_spread([s["throughput"] for s in t.samples] for t in raced))
+    p99_noise = max(0.02, _log_spread([s["p99_ms"] for s in t.samples] for t in raced))
+    safe = [t for t in raced if t.p99_ms * math.exp(z * p99_noise / math.sqrt(t.runs)) <= budget_ms] or raced
+    lead = max(scores[t.candidate][0] for t in safe)
+    close = [t for t in safe if scores[t.candidate][0] >= lead - z * tp_noise * math.sqrt(2.0 / scores[t.candidate][1])]
+    return min(close, key=lambda t: (t.p99_ms, -scores[t.candidate][0]))
+
+
 class _BudgetExhausted(Exception):
     pass
 
@@ -416,6 +448,13 @@ class TuneSearch:
         #: After a race: the finalists still in it, and each one's score (see :func:`race_scores`).
         self.survivors: list[Trial] = []
         self.scores: dict[Candidate, tuple[float, int]] = {}
+        #: The final choice among the race's survivors within budget (:func:`pick_with_headroom`): prefer p99 headroom
+        #: among those whose throughput the leader's is within the noise of, and those clearly within the budget.
+        self.headroom = True
+        self.headroom_z = 1.0
+        #: With fewer finalists within budget than ``finalist_count``, also race those measured over the budget by
+        #: less than this (relative; 0 = never), lowest p99 first (:meth:`_near_budget`).
+        self.near_budget = 0.15
 
     # -- one candidate ----------------------------------------------------------------------
     def _load(self, cand: Candidate) -> str:
@@ -520,6 +559,8 @@ class TuneSearch:
         """After :meth:`confirm`: the race's leader within budget, or the best re-measured finalist by median
         (never a single run); before it (or with no runs left to confirm), the best-ranked trial."""
         raced = [t for t in self.survivors if _confirmed(t) and t.feasible and t.candidate in self.scores]
+        if raced and self.headroom:
+            return pick_with_headroom(raced, self.scores, self.budget_ms, self.headroom_z)
         if raced:
             return max(raced, key=lambda t: self.scores[t.candidate][0])
         if any(_confirmed(t) for t in self.finalists):
@@ -535,6 +576,8 @@ class TuneSearch:
         """Spend up to ``runs`` re-measuring the top candidates (and the current config) in alternating order:
         a race (:meth:`race_finalists`) when the runs allow two whole rounds, else as many as there are runs."""
         self.finalists = finalists(self._ranked_feasible(self.space), self.current, self.finalist_count)
+        if self.near_budget and len(self.finalists) < self.finalist_count:
+            self.finalists += self._near_budget()[: self.finalist_count - len(self.finalists)]
         runs = min(runs, self.max_runs - self.runs)
         if self.race and len(self.finalists) >= 2 and runs >= 2 * len(self.finalists):
             self.race_finalists(runs)
@@ -548,6 +591,15 @@ class TuneSearch:
                 raise
             except (_BudgetExhausted, PerfError) as exc:
                 self.say(f"could not measure {t.candidate.label()} again: {exc}")
+
+    def _near_budget(self) -> list[Trial]:
+        """Measured candidates over the budget by less than ``near_budget`` (relative), lowest p99 first: one run
+        of a config near the budget lands on either side of it, so with fewer finalists within budget than
+        asked for, these are re-measured too rather than leaving the confirmation runs unspent (or the tune with
+        no pick because the host was busy during the search)."""
+        near = [t for t in self.trials.values() if t.error is None and t.runs and t.same_as is None
+                and not t.feasible and t.p99_ms <= self.budget_ms * (1 + self.near_budget)]  # fmt: skip
+        return sorted(near, key=lambda t: t.p99_ms)
 
     def race_finalists(self, runs: int) -> None:
         """Re-measure the finalists in rounds (:func:`race`)."""

@@ -208,6 +208,7 @@ def tune(
     max_trials: int,
     output: Path,
     apply_to_spec: bool,
+    start_from: tuple[str, ...],
     restart: bool,
     as_json: bool,
 ) -> None:
@@ -216,10 +217,11 @@ def tune(
         goals = [perf_tune_multi.ModelGoal.parse(m, latency_budget_ms) for m in models]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'-m' / '--model'") from None
+    start = _start_from(start_from, [g.name for g in goals])
     if len(goals) > 1:
         _tune_many(spec, goals, concurrency=concurrency, search=search, measurement_interval=measurement_interval,
                    stability_percentage=stability_percentage, max_trials=max_trials, output=output,
-                   apply_to_spec=apply_to_spec, restart=restart, as_json=as_json)  # fmt: skip
+                   apply_to_spec=apply_to_spec, restart=restart, as_json=as_json, start=start)  # fmt: skip
         return
     result = perf_tune.tune(
         spec,
@@ -247,6 +249,27 @@ def tune(
         click.echo(f"applied to {spec}: {', '.join(changed) or 'nothing changed (it has these settings)'}", err=as_json)
 
 
+def _start_from(values: tuple[str, ...], models: list[str]) -> dict[str, perf_tune.Candidate]:
+    """--start-from MODEL=DIR, checked before anything is built or started: a usage error (exit 2) for a bad one."""
+    hint = "'--start-from'"
+    if values and len(models) < 2:
+        raise click.BadParameter("it starts a multi-model climb; give two or more -m models with it", param_hint=hint)
+    start: dict[str, perf_tune.Candidate] = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{v!r} is not MODEL=DIR (e.g. a=tune-a)", param_hint=hint)
+        if name not in models:
+            raise click.BadParameter(f"{name!r} is not one of the -m models ({', '.join(models)})", param_hint=hint)
+        if name in start:
+            raise click.BadParameter(f"{name!r} is given twice", param_hint=hint)
+        try:
+            start[name] = perf_tune_multi.single_pick(path)
+        except ValueError as exc:
+            raise click.BadParameter(f"{name}: {exc}", param_hint=hint) from None
+    return start
+
+
 def _tune_many(
     spec: Path,
     goals: list[perf_tune_multi.ModelGoal],
@@ -260,11 +283,13 @@ def _tune_many(
     apply_to_spec: bool,
     restart: bool,
     as_json: bool,
+    start: dict[str, perf_tune.Candidate],
 ) -> None:
     """`tune` with several models: one server, every model measured at once, a patch per model."""
     result = perf_tune_multi.tune_models(spec, goals, search=search, concurrency=concurrency,
                          measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
-                         max_trials=max_trials, output=output, progress=progress(as_json), restart=restart)  # fmt: skip
+                         max_trials=max_trials, output=output, progress=progress(as_json), restart=restart,
+                         start=start or None)  # fmt: skip
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -70,29 +70,7 @@ from repoforge.cli.common import command, json_option, quiet_option
 )
 @json_option("Print the summary as JSON on stdout.")
 @quiet_option()
-def batch(
-    target: str,
-    model: str,
-    data: Path,
-    output: Path,
-    maps: tuple[str, ...],
-    id_column: str | None,
-    batch_size: int | None,
-    concurrency: int,
-    engine: str,
-    rows_per_shard: int,
-    restart: bool,
-    model_version: str | None,
-    retries: int,
-    timeout: float,
-    max_shards: int | None,
-    ray_address: str | None,
-    ray_actors: int,
-    shared_memory: bool,
-    progress_interval: float,
-    as_json: bool,
-    quiet: bool,
-) -> None:
+def batch(**_: object) -> None:
     """Score every row of DATA with MODEL, resumably. TARGET is a built repository (served for the run) or a
     running server's grpc://host:port or http://host:port.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from repoforge.cli.common import command, force_option, json_option, quiet_option
-from repoforge.contract import DEVICE_NAMES, TARGET_NAMES, Device, Target
+from repoforge.contract import DEVICE_NAMES, TARGET_NAMES
 
 
 @command(
@@ -36,16 +36,7 @@ from repoforge.contract import DEVICE_NAMES, TARGET_NAMES, Device, Target
 @force_option()
 @json_option("Print the result as JSON on stdout.")
 @quiet_option("No progress output (warnings are still printed).")
-def build(
-    spec: Path,
-    output: Path,
-    target: Target,
-    device: Device | None,
-    pack_env: bool,
-    force: bool,
-    as_json: bool,
-    quiet: bool,
-) -> None:
+def build(**_: object) -> None:
     """Build SPEC (spec.yaml) into a model repository at OUTPUT.
 
     The spec is validated completely first; a wrong spec prints file:line:col, the field and what was

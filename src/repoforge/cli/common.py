@@ -58,7 +58,8 @@ class Command(click.Command):
     `run` ("module:attr", in repoforge.cli.run) is the command's implementation, imported only when the command
     runs: the decorated function is its light declaration (arguments, options, help, and the checks that need no
     heavy package), whose module imports little, so `--help` and usage errors answer before any heavy import.
-    The implementation takes the declaration's parameters (tests/unit/test_cli_light.py checks the two agree).
+    The declaration takes only `**_`: the implementation's signature is the one typed list of the command's
+    parameters (tests/unit/test_cli_light.py checks it against the options).
     """
 
     def __init__(self, *args: Any, kept: str = "nothing was written", run: str | None = None, **kwargs: Any) -> None:

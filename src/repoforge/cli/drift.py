@@ -22,7 +22,7 @@ def drift() -> None:
     "--bins", type=click.IntRange(min=2), default=10, show_default=True, help="Quantile bins per numeric feature."
 )
 @force_option("Replace OUTPUT if it exists.")
-def drift_profile(data: Path, model: str, output: Path, bins: int, force: bool) -> None:
+def drift_profile(**_: object) -> None:
     """Write a reference profile of DATA (Parquet, CSV or .npz): quantile bins per numeric feature, category
     frequencies (top 50 + other) per string feature. A 2-D .npz array NAME [rows, k] is NAME[0]..NAME[k-1]."""
 
@@ -44,7 +44,7 @@ def drift_profile(data: Path, model: str, output: Path, bins: int, force: bool) 
 )
 @force_option("Replace OUTPUT if it exists (only if it holds a drift report).")
 @json_option("Print the report as JSON on stdout.")
-def drift_report(reference: Path, current: Path, output: Path, max_psi: float, force: bool, as_json: bool) -> None:
+def drift_report(**_: object) -> None:
     """Compare CURRENT data with the REFERENCE profile: PSI and KS per feature into OUTPUT (drift-report.json,
     drift-report.md worst first, drift-worst.png). Exit 1 when a feature's PSI passes --max-psi, 2 on bad input
     (nothing written)."""

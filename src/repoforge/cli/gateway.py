@@ -110,9 +110,7 @@ def _queue_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="How long a request waits for its model to load (503 past it).",
 )
 @_queue_options
-def gateway_command(
-    target: str, host: str, port: int | None, timeout: float | None, workers: int, max_body: int | None, **kw: Any
-) -> None:
+def gateway_command(**_: object) -> None:
     """Serve TARGET's models over HTTP, SSE, WebSocket and an asynchronous queue.
 
     TARGET is a Triton build folder (served for the run) or a running Triton's HOST:PORT. A build's `gateway:` and
@@ -147,7 +145,7 @@ def gateway_command(
     help="Requests answered at a time (default: async.workers.concurrency, else 4).",
 )
 @_queue_options
-def worker_command(target: str, concurrency: int | None, **kw: Any) -> None:
+def worker_command(**_: object) -> None:
     """Answer the gateway's queued requests through TARGET (a Triton build folder or HOST:PORT).
 
     Run as many as you like on the same --redis and --queue: a worker killed mid-request loses nothing (another

@@ -16,7 +16,7 @@ from repoforge.cli.common import command, json_option, server_option
     "A tritonserver binary (or 'bundled'): its backends and this host's GPUs become facts, so a missing backend or KIND_GPU without a GPU is an error, not a warning."
 )
 @json_option("Print the findings as JSON.")
-def lint(repository: Path, server: str | None, as_json: bool) -> None:
+def lint(**_: object) -> None:
     """Check any Triton model repository statically against Triton's load-time rules (no server started).
 
     Exits 1 when Triton would refuse a model, 0 with warnings only. Messages name the file, line,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import click
 
@@ -101,33 +100,7 @@ from repoforge.cli.common import command, json_option
     help="With a URL TARGET: the gRPC host:port (default: read from the tritonserver process on this machine).",
 )
 @json_option("Print the report (and gate) as JSON.")
-def perf(
-    target: str,
-    model: str,
-    protocol: Literal["grpc", "http", "both", "sse", "ws", "async", "all"],
-    concurrency: str,
-    request_rate: str | None,
-    batch_size: int,
-    shape: tuple[str, ...],
-    input_data: Path | None,
-    measurement_interval: int,
-    stability_percentage: float | None,
-    max_trials: int | None,
-    calibration_model: str | None,
-    output: Path,
-    baseline: Path | None,
-    tolerance: float,
-    update_baseline: bool,
-    allow_missing: bool,
-    grpc_url: str | None,
-    as_json: bool,
-    models: str | None = None,
-    distribution: str = "zipf",
-    duration: float = 30.0,
-    api_key_env: str | None = None,
-    request_file: Path | None = None,
-    redis_url: str | None = None,
-) -> None:
+def perf(**_: object) -> None:
     """Measure MODEL with perf_analyzer. TARGET is a repository directory (served for the run) or the
     HTTP host:port of a running Triton.
 
@@ -219,21 +192,7 @@ def perf(
     "continues from it, and a different one is refused).",
 )
 @json_option("Print the result as JSON.")
-def tune(
-    spec: Path,
-    models: tuple[str, ...],
-    latency_budget_ms: float | None,
-    concurrency: int,
-    search: Literal["coordinate", "grid"],
-    measurement_interval: int,
-    stability_percentage: float | None,
-    max_trials: int,
-    output: Path,
-    apply_to_spec: bool,
-    start_from: tuple[str, ...],
-    restart: bool,
-    as_json: bool,
-) -> None:
+def tune(**_: object) -> None:
     """Find MODEL's max_batch_size, preferred batch sizes, queue delay and instance count with the best
     throughput whose p99 stays within the budget (what Model Analyzer sweeps).
 

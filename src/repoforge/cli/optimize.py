@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from repoforge.cli.common import command, force_option, json_option, quiet_option
-from repoforge.contract import DEVICE_NAMES, Device
+from repoforge.contract import DEVICE_NAMES
 
 
 @command(
@@ -37,18 +37,7 @@ from repoforge.contract import DEVICE_NAMES, Device
 @click.option(
     "-v", "--verbose", is_flag=True, help="Every converter warning (fp16's clipped values), not one line per variant."
 )
-def optimize(
-    spec: Path,
-    models: tuple[str, ...],
-    output: Path,
-    device: Device,
-    force: bool,
-    no_cache: bool,
-    served: bool,
-    as_json: bool,
-    quiet: bool,
-    verbose: bool,
-) -> None:
+def optimize(**_: object) -> None:
     """Make each variant of SPEC's models (fp32, ort_optimized, int8, fp16, ...), gate it on accuracy against the
     original on the validation data, time the variants side by side and select one (the spec's `optimize:`).
 

@@ -34,7 +34,7 @@ def deploy() -> None:
 @force_option()
 @json_option("Print the files written as JSON.")
 @quiet_option()
-def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool, as_json: bool, quiet: bool) -> None:
+def deploy_k8s(**_: object) -> None:
     """Write Kubernetes manifests for BUILD_DIR (a Triton or TorchServe build) into OUTPUT.
 
     Deployment, Services, PodDisruptionBudget, ServiceMonitor, KEDA ScaledObject, PrometheusRule and
@@ -71,15 +71,7 @@ def deploy_k8s(build_dir: Path, output: Path, sets: tuple[str, ...], force: bool
 @force_option()
 @json_option("Print the files written as JSON.")
 @quiet_option()
-def deploy_kserve(
-    build_dir: Path,
-    output: Path,
-    storage_uri: str | None,
-    sets: tuple[str, ...],
-    force: bool,
-    as_json: bool,
-    quiet: bool,
-) -> None:
+def deploy_kserve(**_: object) -> None:
     """Write a KServe ServingRuntime and InferenceService for BUILD_DIR into OUTPUT.
 
     The runtime runs the build's server (Triton, or TorchServe for a .mar build) on the image `deploy k8s`
@@ -100,7 +92,7 @@ def deploy_kserve(
 @force_option()
 @json_option("Print what was written (or that nothing was needed) as JSON.")
 @quiet_option()
-def image(build_dir: Path, output: Path, force: bool, as_json: bool, quiet: bool) -> None:
+def image(**_: object) -> None:
     """Write a Dockerfile and its complete context for BUILD_DIR's server image into OUTPUT.
 
     \b
@@ -175,26 +167,7 @@ def image(build_dir: Path, output: Path, force: bool, as_json: bool, quiet: bool
 )
 @json_option("Print the result (every check) as JSON on stdout.")
 @quiet_option()
-def rollout(
-    target: str,
-    router: str | None,
-    candidate: str | None,
-    strategy: str,
-    steps: str,
-    interval: str,
-    threshold: int,
-    max_error_rate: float,
-    max_p99_ms: float | None,
-    min_agreement: float,
-    min_requests: int,
-    shadow_requests: int | None,
-    keep_blue: str,
-    metrics_url: str | None,
-    log: Path,
-    do_rollback: bool,
-    as_json: bool,
-    quiet: bool,
-) -> None:
+def rollout(**_: object) -> None:
     """Release CANDIDATE behind ROUTER on a live Triton, judged every --interval on the candidate's error rate,
     p99 and (before any traffic, where the router shadows it) agreement with the primary; rolled back after
     --threshold failed checks. Fewer than --min-requests in a check is no data: a failed check, never a pass.

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from repoforge.cli.common import command, force_option, json_option, server_option
-from repoforge.contract import DEVICE_NAMES, Device
+from repoforge.contract import DEVICE_NAMES
 
 
 @command("import", kept="nothing was written to {output}", run="repoforge.cli.run.repository:import_")
@@ -30,15 +30,7 @@ from repoforge.contract import DEVICE_NAMES, Device
     "their effective (auto-completed) configs imported."
 )
 @json_option("Print the result as JSON.")
-def import_(
-    repository: Path,
-    output: Path,
-    copy_models: bool,
-    device: Device | None,
-    force: bool,
-    server: str | None,
-    as_json: bool,
-) -> None:
+def import_(**_: object) -> None:
     """Turn an existing Triton model repository into a spec, so `repoforge build` gives it back.
 
     Every field the spec can express is mapped; what it cannot is kept verbatim under `raw_config`

@@ -28,9 +28,7 @@ from repoforge.cli.common import command, json_option, tritonserver_option
     help="Seconds each model gets to answer (a streaming model: all its responses together); one that does not fails its row.",
 )
 @json_option("Print the report as JSON on stdout.")
-def validate(
-    repository: Path, url: str | None, grpc_url: str | None, tritonserver: Path | None, timeout: float, as_json: bool
-) -> None:
+def validate(**_: object) -> None:
     """Load REPOSITORY in a real Triton and smoke-infer every model.
 
     Checks that every model version is READY, sends each one request made from the config the server
@@ -97,19 +95,7 @@ def validate(
     "and exit: `repoforge image` and a docker build of its context first when the build declares Python packages "
     "beyond the stock image.",
 )
-def serve(
-    repository: Path,
-    host: str,
-    http_port: int | None,
-    grpc_port: int | None,
-    metrics_port: int | None,
-    ports: str,
-    tritonserver: Path | None,
-    cache_size: int | None,
-    model_control: str,
-    load_models: tuple[str, ...],
-    print_command: bool,
-) -> None:
+def serve(**_: object) -> None:
     """Serve REPOSITORY with a real tritonserver until Ctrl-C.
 
     A `build --target torchserve` output is served with real TorchServe instead (inference on

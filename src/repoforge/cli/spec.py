@@ -15,7 +15,7 @@ from repoforge.cli.common import command, force_option
 )
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
 @force_option("Overwrite an existing spec.yaml / model.")
-def init(directory: Path, force: bool) -> None:
+def init(**_: object) -> None:
     """Write a starter spec.yaml and a small example ONNX model into DIRECTORY."""
 
 
@@ -23,5 +23,5 @@ def init(directory: Path, force: bool) -> None:
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout."
 )
-def schema(output: Path | None) -> None:
+def schema(**_: object) -> None:
     """Print the JSON Schema of spec.yaml (for editor completion and validation)."""

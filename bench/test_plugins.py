@@ -43,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _serving_helpers as h
+import pytest
 
 RESULTS = h.HERE / "PLUGINS_RESULTS.md"
 ROOT = h.ROOT
@@ -434,6 +435,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+@pytest.mark.timeout(900)  # about 4-5 minutes; more on a loaded host than pytest's default 300 s
 def test_plugins_side_by_side() -> None:
     rounds = int(os.environ.get("REPOFORGE_BENCH_ROUNDS", "3"))
     result = run_bench(rounds=rounds, interval_ms=int(os.environ.get("REPOFORGE_BENCH_INTERVAL_MS", "1000")))
@@ -458,10 +460,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run_bench(rounds=a.rounds, interval_ms=a.interval_ms, write=not a.no_write)
-
-
-if __name__ == "__main__":
-    main()
 
 
 # --------------------------------------------------------------------------------------------
@@ -720,6 +718,7 @@ def pipe_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.timeout(900)  # about 4 minutes (5 rounds), more on a loaded host
 def test_features_pipeline() -> None:
     rounds = int(os.environ.get("REPOFORGE_BENCH_ROUNDS", "5"))
     result = run_pipeline_bench(rounds=rounds, interval_ms=int(os.environ.get("REPOFORGE_BENCH_INTERVAL_MS", "1000")))
@@ -782,3 +781,7 @@ def ops_side_by_side(rounds: int = 7, n: int = 2000) -> dict[str, list[float]] |
                     p.transform(feed)
                 out[label].append((time.perf_counter() - t0) / n * 1e6)
         return out
+
+
+if __name__ == "__main__":
+    main()

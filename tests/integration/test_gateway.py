@@ -434,27 +434,28 @@ def test_killing_and_restarting_the_gateway_loses_no_accepted_id(env: Env, r: re
     front, front_base = env.gateway("t:restart", *flags)  # accepts, answers nothing
     try:
         ids = [submit(front_base, [float(i)], sleep_ms=150) for i in range(40)]
+        front.send_signal(signal.SIGTERM)  # it shuts down meanwhile; reaped at the end
+        assert int(r.hget("t:restart:stats", "done") or 0) == 0
+        flags = ("--workers", "2", *flags)
+        proc, base = env.gateway("t:restart", *flags)
+        port = int(base.rsplit(":", 1)[1])
+        try:
+            wait_for(lambda: int(r.hget("t:restart:stats", "done") or 0) >= 2, 30, "some answers before the kill")
+            proc.send_signal(signal.SIGKILL)  # with in-process workers mid-request
+            proc.stop(timeout=5)
+            assert int(r.hget("t:restart:stats", "done") or 0) < 40
+        finally:
+            proc.stop(timeout=5)
+        proc, base = env.gateway("t:restart", *flags, port=port)
+        try:
+            for i, job_id in enumerate(ids):
+                got = final(base, job_id, timeout=30)
+                assert got["status"] == "done" and got["outputs"][0]["data"] == [2.0 * i]
+            assert int(r.hget("t:restart:stats", "done") or 0) == 40
+        finally:
+            proc.stop(timeout=10)
     finally:
         front.stop(timeout=10)
-    assert int(r.hget("t:restart:stats", "done") or 0) == 0
-    flags = ("--workers", "2", *flags)
-    proc, base = env.gateway("t:restart", *flags)
-    port = int(base.rsplit(":", 1)[1])
-    try:
-        wait_for(lambda: int(r.hget("t:restart:stats", "done") or 0) >= 2, 30, "some answers before the kill")
-        proc.send_signal(signal.SIGKILL)  # with in-process workers mid-request
-        proc.stop(timeout=5)
-        assert int(r.hget("t:restart:stats", "done") or 0) < 40
-    finally:
-        proc.stop(timeout=5)
-    proc, base = env.gateway("t:restart", *flags, port=port)
-    try:
-        for i, job_id in enumerate(ids):
-            got = final(base, job_id, timeout=30)
-            assert got["status"] == "done" and got["outputs"][0]["data"] == [2.0 * i]
-        assert int(r.hget("t:restart:stats", "done") or 0) == 40
-    finally:
-        proc.stop(timeout=10)
 
 
 # -- spec sections -----------------------------------------------------------------------------------------

@@ -122,8 +122,8 @@ def test_two_models_tuned_together_in_one_server(tmp_path: Path, monkeypatch: py
 def test_an_interrupted_multi_model_tune_continues_from_its_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ctrl-C after two runs (each measuring both models at once) keeps them in the output's checkpoint; the same
-    call again measures only the rest and deletes the checkpoint once the tune is complete."""
+    """Ctrl-C after the first run (each run measures both models at once) keeps it in the output's checkpoint; the
+    same call again replays it, measures only the run left, and deletes the checkpoint once the tune is complete."""
     from repoforge.errors import Interrupted
     from repoforge.perf.tune_multi import ConcurrentMeasurer
 
@@ -141,27 +141,27 @@ def test_an_interrupted_multi_model_tune_continues_from_its_checkpoint(
     space = TuneSpace(max_batch_sizes=(8, 16), preferred=("none",), max_queue_delays_us=(0,), instance_counts=(1,))
     out = tmp_path / "tune-out"
     goals = [ModelGoal("a", 200.0, concurrency=1), ModelGoal("b", 200.0, concurrency=1)]
-    kw: dict[str, Any] = dict(space=space, measurement_interval_ms=200, max_trials=3, max_runs=4, confirm=2,
+    kw: dict[str, Any] = dict(space=space, measurement_interval_ms=300, max_trials=3, max_runs=2, confirm=0,
                               stability_percentage=1000.0, output=out)  # fmt: skip
     lines: list[str] = []
 
-    def stop_after_two_runs(msg: str) -> None:
+    def stop_after_one_run(msg: str) -> None:
         lines.append(msg)
-        if msg.startswith("[2/"):
+        if msg.startswith("[1/"):
             raise KeyboardInterrupt
 
     with pytest.raises(Interrupted, match="run the same command again to continue"):
-        tune_models(spec, goals, progress=stop_after_two_runs, **kw)
+        tune_models(spec, goals, progress=stop_after_one_run, **kw)
     saved = json.loads((out / tune_mod.CHECKPOINT).read_text())
-    assert sum(e["op"] == "measure" for e in saved["entries"]) == 2
-    assert json.loads((out / "tune.json").read_text())["runs_used"] == 2  # what was measured is reported too
+    assert sum(e["op"] == "measure" for e in saved["entries"]) == 1
+    assert json.loads((out / "tune.json").read_text())["runs_used"] == 1  # what was measured is reported too
 
     again: list[str] = []
     result = tune_models(spec, goals, progress=again.append, **kw)
-    assert any("resuming from" in m and "2 runs were measured" in m for m in again)
-    assert result.resumed_runs == 2 and result.runs_used == 4
-    assert len(runs) == 2 + 2  # only the runs left were measured on the rerun
+    assert any("resuming from" in m and "1 runs were measured" in m for m in again)
+    assert result.resumed_runs == 1 and result.runs_used == 2
+    assert len(runs) == 1 + 1  # only the run left was measured on the rerun
     said = [m for m in lines if m.startswith("[")]
-    assert [m for m in again if m.startswith("[")][:2] == said  # the first two are the interrupted run's, replayed
+    assert [m for m in again if m.startswith("[")][:1] == said  # the first is the interrupted run's, replayed
     assert not (out / tune_mod.CHECKPOINT).exists()
-    assert json.loads((out / "tune.json").read_text())["resumed_runs"] == 2
+    assert json.loads((out / "tune.json").read_text())["resumed_runs"] == 1

@@ -128,3 +128,14 @@ def test_start_from_is_checked_before_anything_starts_and_reaches_the_multi_mode
     assert res.exit_code == 1 and called and called[0]["start"] == {"a": pick}, res.output
     res = CliRunner().invoke(main, ["tune", "--help"])
     assert "--start-from MODEL=DIR" in res.output and "single-model tune" in res.output
+
+
+def test_the_summary_says_why_the_pick_is_not_the_races_fastest() -> None:
+    a, b = Candidate(16, "max", 0, 1), Candidate(32, "max", 100, 2)
+    ta = Trial(a, throughput=5000, p50_ms=2, p99_ms=4.0, feasible=True, runs=3)
+    tb = Trial(b, throughput=5100, p50_ms=3, p99_ms=7.5, feasible=True, runs=3)
+    r = tune_mod.TuneResult("m", "coordinate", 8.0, 16, [ta, tb], ta, 24, 120, 24, 1, 1.0, finalists=[ta, tb],
+                            race={a.label(): 0.0, b.label(): 0.02})  # fmt: skip
+    assert f"picked for its p99 headroom: {b.label()} scored higher" in r.summary()
+    r.race = {a.label(): 0.0, b.label(): -0.2}
+    assert "headroom" not in r.summary()

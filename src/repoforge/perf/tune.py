@@ -220,6 +220,12 @@ class TuneResult:
                 f"best: {b.candidate.label()}: {b.describe()}"
                 + (f", {b.rows_per_exec:.1f} rows/exec" if b.rows_per_exec else "")
             )
+            ok = {t.candidate.label() for t in self.finalists if t.feasible and t is not b}
+            ahead = [k for k, v in self.race.items() if v > 0 and k in ok]
+            if ahead:
+                lines.append(f"picked for its p99 headroom: {', '.join(ahead)} scored higher in the race's rounds, but "
+                             "by less than the runs vary (or with p99 closer to the budget), and a pick that is over the "
+                             "budget when the host gets busier is no pick")  # fmt: skip
             if self.verdict:
                 lines.append(self.verdict)
         else:
@@ -572,7 +578,8 @@ def tune(
     ``max_runs`` perf_analyzer runs (default 10 % of the grid plus ``confirm``); ``search="grid"``
     measures the whole space. Then ``confirm`` runs (default 3 per finalist, stated up front) race the
     ``finalist_count`` best candidates and the spec's own config in rounds of alternating order, dropping each
-    once it is clearly slower; the pick is the race's leader, and :attr:`TuneResult.verdict` says whether it beats the current config
+    once it is clearly slower; the pick is the race's leader or, among those it is within the noise of, the one with the
+    most p99 headroom (:func:`~repoforge.perf.tune_search.pick_with_headroom`), and :attr:`TuneResult.verdict` says whether it beats the current config
     by more than the runs' spread. With ``output``, writes tune.json,
     spec-patch.yaml, config.pbtxt and pareto.png there, and keeps a checkpoint there while it runs: an
     interrupted tune (Ctrl-C) continues where it stopped when run again with the same spec, model and settings;

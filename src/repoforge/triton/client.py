@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -157,10 +158,21 @@ class SystemSharedMemory:
         await asyncio.wait_for(client.register_system_shared_memory(self.name, self.key, self.size, **kw), timeout)
 
     async def unregister(self, client: Any, protocol: str, timeout: float) -> None:
-        """Best effort: a server that is gone has nothing registered to forget."""
+        """Best effort within `timeout`: a server that is gone has nothing registered to forget. A refusal is asked
+        again every 50 ms until the time is up: Triton refuses to forget a region that requests still use, such as
+        those a Ctrl-C just cancelled on the client but the server has not finished."""
         kw: dict[str, Any] = {"client_timeout": timeout} if protocol == "grpc" else {}
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.unregister_system_shared_memory(self.name, **kw), timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await asyncio.wait_for(client.unregister_system_shared_memory(self.name, **kw), timeout)
+                return
+            except InferenceServerException as exc:  # e.g. "..., it is currently in use."
+                if "not been registered" in str(exc.message() or "") or time.monotonic() + 0.05 >= deadline:
+                    return
+            except Exception:  # noqa: BLE001 - the server is gone or slower than the deadline
+                return
+            await asyncio.sleep(0.05)
 
     def destroy(self) -> None:
         """Unmap and unlink the region (idempotent)."""

@@ -26,10 +26,9 @@ from ..triton_model import (
 )
 from ._common import (
     Metrics,
-    call_model,
     plugin_config,
 )
-from .local_model import LocalModel
+from .local_model import LocalModel, call
 
 
 class FeaturesRunner:
@@ -65,11 +64,8 @@ class FeaturesRunner:
 
     def _call(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call of the model the features feed: in this stub where allowed (and Triton has it ready), else BLS."""
-        runner = self.local.current() if self.local is not None else None
-        if self.local is not None and runner is not None:
-            return self.local.run(runner, feed, self.outputs)
         assert self.cfg.model is not None
-        return call_model(self.cfg.model, self.cfg.version, feed, self.outputs)
+        return call(self.local, self.cfg.model, self.cfg.version, feed, self.outputs)
 
     def _export(self) -> None:
         lk = self.pipeline.lookup

@@ -28,6 +28,7 @@ from ..metrics import _LOCK as STUB_LOCK
 from ..names import MODEL_FILE_PARAMETER
 from ..onnx_runner import OnnxRunner
 from ..triton_model import ModelArgs, log_info, pb_utils
+from ._common import call_model
 
 #: How often (seconds) a route run in process re-checks that Triton's copy is ready and its files unchanged.
 CHECK_S = 0.5
@@ -220,3 +221,19 @@ def _triton_json(cfg: pbtxt.Message, instances: int) -> dict[str, Any]:
         "parameters": {k: {"string_value": v} for k, v in pbtxt.string_map(cfg).items()},
         "instance_group": [{"count": max(1, instances), "kind": "KIND_CPU"}],
     }
+
+
+def call(
+    local: LocalModel | None,
+    model: str,
+    version: int,
+    feed: dict[str, np.ndarray],
+    outputs: list[str],
+    timeout_us: int | None = None,
+) -> dict[str, np.ndarray]:
+    """One call of `model` by a plugin (router route or shadow, result-cache miss, features' model): in this stub
+    where `local` runs it and Triton has it ready, else through BLS."""
+    runner = local.current() if local is not None else None
+    if local is not None and runner is not None:
+        return local.run(runner, feed, outputs)
+    return call_model(model, version, feed, outputs, timeout_us=timeout_us)

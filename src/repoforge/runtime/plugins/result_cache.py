@@ -29,10 +29,9 @@ from ..triton_model import (
 )
 from ._common import (
     Metrics,
-    call_model,
     plugin_config,
 )
-from .local_model import LocalModel
+from .local_model import LocalModel, call
 
 
 def _bytes_of(a: np.ndarray) -> bytes:
@@ -222,10 +221,7 @@ class ResultCacheRunner:
 
     def _call(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call of the target: in this stub where allowed (and Triton has it ready), else BLS."""
-        runner = self.local.current() if self.local is not None else None
-        if self.local is not None and runner is not None:
-            return self.local.run(runner, feed, self.outputs)
-        return call_model(self.cfg.model, self.cfg.version, feed, self.outputs)
+        return call(self.local, self.cfg.model, self.cfg.version, feed, self.outputs)
 
     def _lookup(self, keys: list[bytes]) -> list[dict[str, np.ndarray] | None]:
         if self.memory is not None:

@@ -47,10 +47,9 @@ from ..triton_model import (
 )
 from ._common import (
     Metrics,
-    call_model,
     plugin_config,
 )
-from .local_model import LocalModel
+from .local_model import LocalModel, call
 
 
 def route_rows(u: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -128,11 +127,7 @@ class RouterRunner:
         self, model: str, version: int, feed: dict[str, np.ndarray], timeout_us: int | None = None
     ) -> dict[str, np.ndarray]:
         """One route call: in this stub where the route allows it (and Triton has it ready), else BLS."""
-        local = self.local.get((model, version))
-        runner = local.current() if local is not None else None
-        if local is not None and runner is not None:
-            return local.run(runner, feed, self.outputs)
-        return call_model(model, version, feed, self.outputs, timeout_us=timeout_us)
+        return call(self.local.get((model, version)), model, version, feed, self.outputs, timeout_us)
 
     # -- weights shared by every instance of this model (same server), changeable at run time --
     def _read_state(self) -> None:
